@@ -1,0 +1,287 @@
+"""One declared schema per table kind, enforced on every write.
+
+A table is a list of :class:`Column` specs: name, polars dtype, whether nulls are allowed,
+an optional closed range and an optional set of allowed values. :func:`conform` casts a frame
+to the schema (adding nullable columns that are absent) and raises
+:class:`~hwsurrogate.errors.SchemaMismatchError` naming the column and an offending value
+when a row does not fit. Nothing is written before a frame has passed :func:`conform`.
+
+Units live in column names (``runtime_ms``, ``power_w``, ``energy_j``, ``latency_ms``).
+Every row carries provenance: ``source``, ``origin`` (repository@commit or URL), ``license``,
+``imported_at`` and a ``measurement_id`` that makes re-imports and re-uploads idempotent.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import polars as pl
+
+from hwsurrogate.errors import SchemaMismatchError
+
+Kind = Literal["gemm", "latency", "fpga", "devices"]
+KINDS: tuple[Kind, ...] = ("gemm", "latency", "fpga", "devices")
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    dtype: pl.DataType | type[pl.DataType]
+    nullable: bool = True
+    min: float | None = None  # inclusive lower bound
+    max: float | None = None  # inclusive upper bound
+    gt: float | None = None  # exclusive lower bound
+    allowed: frozenset[str] | None = None
+    doc: str = ""
+
+
+def _c(name: str, dtype: pl.DataType | type[pl.DataType], doc: str = "", **kw: object) -> Column:
+    return Column(name, dtype, doc=doc, **kw)
+
+
+PROVENANCE: tuple[Column, ...] = (
+    _c("source", pl.String, "importer or collector name, e.g. 'help', 'collector:gemm'", nullable=False),
+    _c("origin", pl.String, "repository@commit, URL or host the row came from", nullable=False),
+    _c("license", pl.String, "license of the source data"),
+    _c("imported_at", pl.Datetime("us", "UTC"), "when the row entered the store", nullable=False),
+    _c("measurement_id", pl.String, "stable id of the measurement; duplicates are dropped", nullable=False),
+)
+
+GEMM_OPS = frozenset({"gemm", "bmm", "linear"})
+GEMM_DTYPES = frozenset(
+    {
+        "fp64", "fp32", "tf32", "fp16", "bf16", "fp8", "fp8_block", "fp8_static", "nvfp4",
+        "int8", "int4_wo", "int8_wo", "sq", "int32",
+    }
+)  # fmt: skip
+DEVICE_KINDS = frozenset({"cpu", "gpu", "mobile", "fpga", "asic", "accelerator", "dsp", "tpu"})
+LATENCY_SPACES = frozenset({"nb201", "fbnet", "ofa", "custom"})
+FPGA_STAGES = frozenset({"hls_estimate", "post_synth", "post_route"})
+BRAM_UNITS = frozenset({"bram18k", "bram36k"})
+
+GEMM_COLUMNS: tuple[Column, ...] = (
+    _c("device_id", pl.String, "source-qualified device id, e.g. 'gpperf/rtx4070'", nullable=False),
+    _c("op", pl.String, "gemm | bmm | linear", nullable=False, allowed=GEMM_OPS),
+    _c("m", pl.Int64, "rows of A / output", nullable=False, min=1),
+    _c("n", pl.Int64, "columns of the output", nullable=False, min=1),
+    _c("k", pl.Int64, "reduction dimension", nullable=False, min=1),
+    _c("batch", pl.Int64, "batch count (1 for plain GEMM)", nullable=False, min=1),
+    _c("dtype", pl.String, "operand data type", nullable=False, allowed=GEMM_DTYPES),
+    _c("layout", pl.String, "operand layout, e.g. 'nn', 'tn' (null when not stated)"),
+    _c("kernel", pl.String, "kernel name when known"),
+    _c("runtime_ms", pl.Float64, "median runtime of one call, ms", nullable=False, gt=0),
+    _c("runtime_spread_ms", pl.Float64, "spread of repeated runtimes (IQR), ms", min=0),
+    _c("repetitions", pl.Int64, "timed repetitions behind runtime_ms", min=1),
+    _c("power_w", pl.Float64, "mean power during the kernel, W", gt=0),
+    _c("energy_j", pl.Float64, "energy of one call, J", min=0),
+    _c("power_method", pl.String, "how power/energy was obtained, or why it is null"),
+    _c("power_trusted", pl.Boolean, "False when power was read outside the kernel (e.g. idle)"),
+    _c("power_limit_w", pl.Float64, "board power limit, W", gt=0),
+    _c("sm_clock_mhz", pl.Float64, "SM / core clock, MHz", min=0),
+    _c("mem_clock_mhz", pl.Float64, "memory clock, MHz", min=0),
+    _c("temperature_c", pl.Float64, "device temperature, C"),
+    _c("threads", pl.Int64, "CPU threads used", min=1),
+    _c("framework", pl.String, "framework / library and version that ran the op"),
+    _c("software", pl.String, "JSON of library versions"),
+    _c("extra", pl.String, "JSON of source-specific fields"),
+    _c("collected_at", pl.Datetime("us", "UTC"), "when the measurement was taken, if known"),
+)
+
+LATENCY_COLUMNS: tuple[Column, ...] = (
+    _c("device_id", pl.String, "source-qualified device id, e.g. 'help/pixel2'", nullable=False),
+    _c("space", pl.String, "nb201 | fbnet | ofa | custom", nullable=False, allowed=LATENCY_SPACES),
+    _c("arch_index", pl.Int64, "index in the space's architecture list (NB201 API index)", min=0),
+    _c("arch_key", pl.String, "canonical architecture string", nullable=False),
+    _c("batch", pl.Int64, "batch size", nullable=False, min=1),
+    _c("precision", pl.String, "fp32 | fp16 | int8 ...", nullable=False),
+    _c("latency_ms", pl.Float64, "inference latency of one batch, ms", nullable=False, gt=0),
+    _c("measured", pl.Boolean, "False for simulated/estimated costs (eyeriss, fpga)", nullable=False),
+    _c("framework", pl.String, "runtime used for the measurement"),
+    _c("extra", pl.String, "JSON of source-specific fields"),
+    _c("collected_at", pl.Datetime("us", "UTC"), "when the measurement was taken, if known"),
+)
+
+FPGA_COLUMNS: tuple[Column, ...] = (
+    _c("design_id", pl.String, "unique design id within its domain", nullable=False),
+    _c("domain", pl.String, "hls4ml | hlsyn | harp | hlsdataset | yosys-xc7 ...", nullable=False),
+    _c("kernel", pl.String, "kernel or model name (the unit held out in splits)", nullable=False),
+    _c("model", pl.String, "JSON layer list, or a graph reference for HLS kernels"),
+    _c("config", pl.String, "JSON of the full configuration (pragmas, directives, hls_config)"),
+    _c("reuse_factor", pl.Int64, "hls4ml reuse factor", min=1),
+    _c("precision", pl.String, "e.g. ap_fixed<16,6>"),
+    _c("strategy", pl.String, "latency | resource"),
+    _c("io_type", pl.String, "io_parallel | io_stream"),
+    _c("pragmas", pl.String, "JSON of pragma placeholder -> value"),
+    _c("part", pl.String, "FPGA part number", nullable=False),
+    _c("tool", pl.String, "tool name, e.g. 'vivado_hls', 'vitis_hls', 'yosys'", nullable=False),
+    _c("tool_version", pl.String, "tool version"),
+    _c("stage", pl.String, "hls_estimate | post_synth | post_route", nullable=False, allowed=FPGA_STAGES),
+    _c("valid", pl.Boolean, "design accepted by the flow (null when not stated)"),
+    _c("lut", pl.Float64, "LUTs", min=0),
+    _c("ff", pl.Float64, "flip-flops", min=0),
+    _c("dsp", pl.Float64, "DSP blocks", min=0),
+    _c("bram", pl.Float64, "block RAM, in bram_unit", min=0),
+    _c("bram_unit", pl.String, "bram18k | bram36k", allowed=BRAM_UNITS),
+    _c("uram", pl.Float64, "UltraRAM blocks", min=0),
+    _c("carry", pl.Float64, "CARRY4/8 cells (yosys)", min=0),
+    _c("cycles", pl.Float64, "latency in clock cycles (best/min)", min=0),
+    _c("cycles_max", pl.Float64, "worst-case latency in cycles", min=0),
+    _c("ii", pl.Float64, "initiation interval, cycles", min=0),
+    _c("clock_ns", pl.Float64, "target clock period, ns", gt=0),
+    _c("power_total_w", pl.Float64, "total power, W", min=0),
+    _c("power_dynamic_w", pl.Float64, "dynamic power, W", min=0),
+    _c("power_static_w", pl.Float64, "static power, W", min=0),
+    _c("power_method", pl.String, "board_measured | vivado_estimate | ..."),
+    _c("extra", pl.String, "JSON of source-specific fields"),
+)
+
+DEVICES_COLUMNS: tuple[Column, ...] = (
+    _c("device_id", pl.String, "source-qualified device id", nullable=False),
+    _c("kind", pl.String, "cpu | gpu | mobile | fpga | asic | accelerator | dsp | tpu", nullable=False,
+       allowed=DEVICE_KINDS),
+    _c("name", pl.String, "human-readable name", nullable=False),
+    _c("vendor", pl.String, "vendor"),
+    _c("cores", pl.Int64, "CPU cores or GPU SMs", min=1),
+    _c("peak_fp32_gflops", pl.Float64, "peak FP32 GFLOP/s", gt=0),
+    _c("peak_fp16_gflops", pl.Float64, "peak FP16/BF16 tensor GFLOP/s", gt=0),
+    _c("mem_bw_gbs", pl.Float64, "memory bandwidth, GB/s", gt=0),
+    _c("memory_gb", pl.Float64, "device memory, GB", gt=0),
+    _c("clock_mhz", pl.Float64, "core clock, MHz", gt=0),
+    _c("l2_mb", pl.Float64, "last-level cache, MB", gt=0),
+    _c("descriptors", pl.String, "JSON of further static descriptors and micro-benchmarks"),
+    _c("fingerprint", pl.String, "JSON {space: {arch_index: latency_ms}} of reference architectures"),
+)  # fmt: skip
+
+TABLES: dict[Kind, tuple[Column, ...]] = {
+    "gemm": GEMM_COLUMNS + PROVENANCE,
+    "latency": LATENCY_COLUMNS + PROVENANCE,
+    "fpga": FPGA_COLUMNS + PROVENANCE,
+    "devices": DEVICES_COLUMNS + PROVENANCE,
+}
+
+#: Columns whose values, with ``source``, identify a row when no measurement id is given.
+NATURAL_KEYS: dict[Kind, tuple[str, ...]] = {
+    "gemm": ("device_id", "op", "m", "n", "k", "batch", "dtype", "layout", "kernel"),
+    "latency": ("device_id", "space", "arch_key", "batch", "precision"),
+    "fpga": ("domain", "design_id", "stage"),
+    "devices": ("device_id",),
+}
+
+
+def check_kind(kind: str) -> Kind:
+    if kind not in TABLES:
+        raise SchemaMismatchError(f"unknown table kind {kind!r}; expected one of {', '.join(KINDS)}")
+    return kind  # type: ignore[return-value]
+
+
+def schema(kind: str) -> pl.Schema:
+    """The ordered polars schema of a table kind."""
+    return pl.Schema({c.name: c.dtype for c in TABLES[check_kind(kind)]})
+
+
+def columns(kind: str) -> tuple[Column, ...]:
+    return TABLES[check_kind(kind)]
+
+
+def _first_bad(frame: pl.DataFrame, mask: pl.Series, column: str) -> str:
+    idx = mask.arg_true()
+    n_bad = len(idx)
+    first = int(idx[0])
+    return f"{n_bad} row(s), first at row {first} with value {frame[column][first]!r}"
+
+
+def conform(kind: str, frame: pl.DataFrame, *, context: str = "") -> pl.DataFrame:
+    """Cast ``frame`` to the schema of ``kind`` or raise naming the column and value.
+
+    Absent nullable columns are added as nulls; unknown extra columns are an error (a typo
+    in an importer must not silently drop data). Float columns must be finite.
+    """
+    where = f" ({context})" if context else ""
+    spec = columns(kind)
+    names = {c.name for c in spec}
+    extra = [c for c in frame.columns if c not in names]
+    if extra:
+        raise SchemaMismatchError(
+            f"{kind}{where}: unexpected column(s) {extra}; the schema has {sorted(names)}"
+        )
+    exprs: list[pl.Series] = []
+    for col in spec:
+        if col.name in frame.columns:
+            src = frame[col.name]
+            try:
+                cast = src.cast(col.dtype, strict=True)
+            except Exception as exc:  # polars raises InvalidOperationError / ComputeError
+                bad = src.cast(col.dtype, strict=False).is_null() & src.is_not_null()
+                detail = _first_bad(frame, bad, col.name) if bad.any() else str(exc).splitlines()[0]
+                raise SchemaMismatchError(
+                    f"{kind}{where}: column {col.name!r} must be {col.dtype}; {detail}"
+                ) from None
+            exprs.append(cast.alias(col.name))
+        else:
+            if not col.nullable:
+                raise SchemaMismatchError(f"{kind}{where}: required column {col.name!r} is missing")
+            exprs.append(pl.Series(col.name, [None] * frame.height, dtype=col.dtype))
+    out = pl.DataFrame(exprs)
+    _check_values(kind, out, where)
+    return out
+
+
+def _check_values(kind: str, out: pl.DataFrame, where: str) -> None:
+    for col in columns(kind):
+        s = out[col.name]
+        if not col.nullable and s.null_count():
+            raise SchemaMismatchError(
+                f"{kind}{where}: column {col.name!r} may not be null; {_first_bad(out, s.is_null(), col.name)}"
+            )
+        if s.dtype.is_float():
+            bad = ~s.is_finite() & s.is_not_null()
+            if bad.any():
+                raise SchemaMismatchError(
+                    f"{kind}{where}: column {col.name!r} must be finite (no NaN/inf); {_first_bad(out, bad, col.name)}"
+                )
+        checks = ((col.min, operator.lt, ">="), (col.max, operator.gt, "<="), (col.gt, operator.le, ">"))
+        for bound, fails, op in checks:
+            if bound is not None:
+                bad = fails(s, bound).fill_null(False)
+                if bad.any():
+                    raise SchemaMismatchError(
+                        f"{kind}{where}: column {col.name!r} must be {op} {bound}; {_first_bad(out, bad, col.name)}"
+                    )
+        if col.allowed is not None:
+            bad = ~s.is_in(sorted(col.allowed)) & s.is_not_null()
+            if bad.any():
+                raise SchemaMismatchError(
+                    f"{kind}{where}: column {col.name!r} must be one of {sorted(col.allowed)}; "
+                    f"{_first_bad(out, bad, col.name)}"
+                )
+
+
+def with_measurement_id(frame: pl.DataFrame, kind: str, *, key: Sequence[str] | None = None) -> pl.DataFrame:
+    """Fill ``measurement_id`` from ``source`` and the natural key of ``kind`` (vectorised)."""
+    cols: Iterable[str] = key if key is not None else NATURAL_KEYS[check_kind(kind)]
+    parts = [pl.col("source").cast(pl.String)] + [
+        pl.col(c).cast(pl.String).fill_null("") for c in cols if c in frame.columns
+    ]
+    return frame.with_columns(pl.concat_str(parts, separator="|").alias("measurement_id"))
+
+
+def describe(kind: str) -> list[dict[str, object]]:
+    """The schema as plain records (name, dtype, nullable, bounds, allowed, doc) for docs and the API."""
+    out: list[dict[str, object]] = []
+    for c in columns(kind):
+        out.append(
+            {
+                "name": c.name,
+                "dtype": str(c.dtype),
+                "nullable": c.nullable,
+                "min": c.min,
+                "max": c.max,
+                "gt": c.gt,
+                "allowed": sorted(c.allowed) if c.allowed else None,
+                "doc": c.doc,
+            }
+        )
+    return out

@@ -1,0 +1,181 @@
+"""The store: schema enforcement, idempotent writes, concurrency and crash safety."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import polars as pl
+import pytest
+from hwsurrogate.datasets.schemas import schema
+from hwsurrogate.datasets.store import DatasetStore, Write
+from polars.testing import assert_frame_equal
+
+from hwsurrogate.errors import SchemaMismatchError, StoreError
+
+from .factories import gemm_frame, latency_frame
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """sha256 of every file in the store except the lock file."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != ".lock"
+    }
+
+
+def test_round_trip_keeps_values_and_schema(store: DatasetStore) -> None:
+    store.append("gemm", gemm_frame(), partition="test")
+    back = store.read("gemm")
+    assert back.schema == schema("gemm")
+    assert_frame_equal(
+        back.select("m", "runtime_ms"), gemm_frame().select("m", "runtime_ms"), check_row_order=False
+    )
+    assert back["power_w"].null_count() == back.height  # absent nullable columns are null, not 0
+
+
+def test_append_is_idempotent_on_measurement_id(store: DatasetStore) -> None:
+    assert store.append("gemm", gemm_frame(4), partition="test") == 4
+    assert store.append("gemm", gemm_frame(4), partition="test") == 0
+    assert store.append("gemm", gemm_frame(6), partition="test") == 2
+    assert store.read("gemm").height == 6
+
+
+def test_append_dedupes_across_partitions(store: DatasetStore) -> None:
+    store.append("gemm", gemm_frame(3), partition="a")
+    assert store.append("gemm", gemm_frame(3), partition="b") == 0
+
+
+def test_replace_swaps_the_partition(store: DatasetStore) -> None:
+    store.replace("gemm", gemm_frame(5), partition="src")
+    store.replace("gemm", gemm_frame(2), partition="src")
+    assert store.read("gemm").height == 2
+
+
+def test_replace_rejects_duplicate_ids(store: DatasetStore) -> None:
+    frame = pl.concat([gemm_frame(2), gemm_frame(2)])
+    with pytest.raises(StoreError, match="share a measurement_id"):
+        store.replace("gemm", frame, partition="src")
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "message"),
+    [
+        ("runtime_ms", float("nan"), "'runtime_ms' must be finite"),
+        ("runtime_ms", -1.0, "'runtime_ms' must be > 0"),
+        ("m", 0, "'m' must be >= 1"),
+        ("dtype", "fp13", "'dtype' must be one of"),
+        ("m", "big", "'m' must be Int64"),
+    ],
+)
+def test_bad_value_names_the_column_and_leaves_store_unchanged(
+    store: DatasetStore, column: str, value: object, message: str
+) -> None:
+    store.append("gemm", gemm_frame(2), partition="test")
+    before = snapshot(store.root)
+    bad = gemm_frame(3, start=5)
+    values = bad[column].to_list()
+    values[1] = value
+    if isinstance(value, str):  # a string in a numeric column arrives as text, as from a CSV
+        values = [str(v) for v in values]
+    bad = bad.with_columns(pl.Series(column, values))
+    with pytest.raises(SchemaMismatchError, match=message):
+        store.append("gemm", bad, partition="test")
+    assert snapshot(store.root) == before
+
+
+def test_unknown_and_missing_columns_are_rejected(store: DatasetStore) -> None:
+    with pytest.raises(SchemaMismatchError, match="unexpected column"):
+        store.append("gemm", gemm_frame().with_columns(pl.lit(1).alias("runtme_ms")), partition="t")
+    with pytest.raises(SchemaMismatchError, match="required column 'k'"):
+        store.append("gemm", gemm_frame().drop("k"), partition="t")
+
+
+def test_scan_filters_by_device(store: DatasetStore) -> None:
+    store.append("latency", latency_frame(device="a/x"), partition="a")
+    store.append("latency", latency_frame(device="b/y"), partition="b")
+    assert store.scan("latency", device="b/y").collect()["device_id"].unique().to_list() == ["b/y"]
+    assert store.scan("latency", space="nb201").collect().height == 6
+    assert store.read("fpga").height == 0  # empty table still has its schema
+
+
+def test_summary_counts_rows_per_source(store: DatasetStore) -> None:
+    store.append("gemm", gemm_frame(3, source="s1"), partition="s1")
+    store.append("gemm", gemm_frame(2, source="s2", device="test/gpu"), partition="s2")
+    summary = store.summary()["gemm"]
+    assert summary["rows"] == 5
+    assert summary["sources"] == {"s1": 3, "s2": 2}
+    assert summary["devices"] == ["test/cpu", "test/gpu"]
+
+
+_WRITER = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, {tests!r})
+    from hwsurrogate.datasets.store import DatasetStore
+    from datasets.factories import gemm_frame
+    st = DatasetStore({root!r})
+    for batch in range(5):
+        st.append("gemm", gemm_frame(10, device="w{worker}", start=batch * 10), partition="shared")
+    """
+)
+
+
+def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
+    root = tmp_path / "cstore"
+    tests = str(Path(__file__).parents[1])
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _WRITER.format(tests=tests, root=str(root), worker=w)])
+        for w in range(4)
+    ]
+    assert [p.wait(120) for p in procs] == [0, 0, 0, 0]
+    df = DatasetStore(root).read("gemm")
+    assert df.height == 4 * 5 * 10
+    assert df["measurement_id"].n_unique() == df.height
+
+
+_KILLED = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, {tests!r})
+    from hwsurrogate.datasets.store import DatasetStore, Write
+    from datasets.factories import gemm_frame, latency_frame
+    st = DatasetStore({root!r})
+    st.commit([Write("gemm", "src", gemm_frame(7, start=10), "replace"),
+               Write("latency", "src", latency_frame(5, device="new/dev"), "replace")])
+    """
+)
+
+
+def _run_killed(root: Path, point: str) -> int:
+    code = _KILLED.format(tests=str(Path(__file__).parents[1]), root=str(root))
+    env = {**os.environ, "HWSURROGATE_STORE_FAULT": point}
+    return subprocess.run([sys.executable, "-c", code], env=env, check=False).returncode
+
+
+def test_import_killed_before_commit_point_leaves_store_byte_for_byte(store: DatasetStore) -> None:
+    store.commit(
+        [Write("gemm", "src", gemm_frame(3), "replace"), Write("latency", "src", latency_frame(2), "replace")]
+    )
+    before = snapshot(store.root)
+    assert _run_killed(store.root, "after_temp") == -9
+    DatasetStore(store.root).append("gemm", gemm_frame(0), partition="noop")  # next writer sweeps temp files
+    assert snapshot(store.root) == before
+    assert store.read("gemm").height == 3
+
+
+@pytest.mark.parametrize("point", ["after_journal", "mid_rename"])
+def test_import_killed_after_commit_point_is_rolled_forward_whole(store: DatasetStore, point: str) -> None:
+    store.commit(
+        [Write("gemm", "src", gemm_frame(3), "replace"), Write("latency", "src", latency_frame(2), "replace")]
+    )
+    assert _run_killed(store.root, point) == -9
+    store.append("gemm", gemm_frame(0), partition="noop")  # the next writer rolls the journal forward
+    assert store.read("gemm").height == 7
+    assert store.read("latency")["device_id"].unique().to_list() == ["new/dev"]
+    assert not (store.root / ".journal.json").exists()
