@@ -43,13 +43,21 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 class LazyGroup(click.Group):
+    """A click group whose subcommands are imported on first use from ``lazy`` (name -> (target, help))."""
+
+    def __init__(
+        self, *args: object, lazy: dict[str, tuple[str, str]] | None = None, **kwargs: object
+    ) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.lazy = lazy if lazy is not None else COMMANDS
+
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return list(COMMANDS)
+        return list(self.lazy)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        if cmd_name not in COMMANDS:
+        if cmd_name not in self.lazy:
             return None
-        target, _ = COMMANDS[cmd_name]
+        target, _ = self.lazy[cmd_name]
         module, attr = target.split(":")
         try:
             return getattr(importlib.import_module(module), attr)
@@ -64,7 +72,7 @@ class LazyGroup(click.Group):
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         with formatter.section("Commands"):
-            formatter.write_dl([(name, short) for name, (_, short) in COMMANDS.items()])
+            formatter.write_dl([(name, short) for name, (_, short) in self.lazy.items()])
 
 
 @click.group(
