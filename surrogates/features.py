@@ -138,7 +138,9 @@ def check_gemm_queries(queries: pl.DataFrame) -> pl.DataFrame:
             )
     dev = q["device_id"].cast(pl.String)
     if dev.is_null().any():
-        raise ValueError(f"gemm queries: column 'device_id' is null in row {int(dev.is_null().arg_true()[0])}")
+        raise ValueError(
+            f"gemm queries: column 'device_id' is null in row {int(dev.is_null().arg_true()[0])}"
+        )
     return q.select(
         dev.alias("device_id"),
         pl.col("op").cast(pl.String),
@@ -177,7 +179,9 @@ def gemm_features(queries: pl.DataFrame, devices: pl.DataFrame) -> pl.DataFrame:
     """
     q = check_gemm_queries(queries)
     table = device_table(devices)
-    unknown = q.select(pl.col("device_id").unique()).filter(~pl.col("device_id").is_in(table["device_id"].to_list()))
+    unknown = q.select(pl.col("device_id").unique()).filter(
+        ~pl.col("device_id").is_in(table["device_id"].to_list())
+    )
     if unknown.height:
         raise UnknownGemmDeviceError(str(unknown["device_id"].sort()[0]), table["device_id"].to_list())
     spec = pl.DataFrame(
@@ -206,7 +210,9 @@ def gemm_features(queries: pl.DataFrame, devices: pl.DataFrame) -> pl.DataFrame:
     df = df.with_columns(
         (2.0 * b * m * n * k).alias("flops"),
         (
-            b * m * k * pl.col("a_bytes") + b_reads * k * n * pl.col("b_bytes") + b * m * n * pl.col("c_bytes")
+            b * m * k * pl.col("a_bytes")
+            + b_reads * k * n * pl.col("b_bytes")
+            + b * m * n * pl.col("c_bytes")
         ).alias("bytes"),
         peak.alias("peak_gflops"),
     )
@@ -343,7 +349,9 @@ def _layer_summary(model_json: str | None, rf_default: float) -> list[float]:
     try:
         layers = json.loads(model_json) if model_json else []
     except (TypeError, ValueError):
-        raise ValueError(f"fpga-hls4ml queries: column 'model' is not valid JSON: {str(model_json)[:80]!r}") from None
+        raise ValueError(
+            f"fpga-hls4ml queries: column 'model' is not valid JSON: {str(model_json)[:80]!r}"
+        ) from None
     if isinstance(layers, dict):
         layers = layers.get("layers") or layers.get("model_config") or [layers]
     if not isinstance(layers, list):
@@ -514,14 +522,18 @@ def _pragma_long(queries: pl.DataFrame) -> pl.DataFrame:
     """One row per (query row, placeholder, value) from the ``pragmas`` JSON column."""
     pr = queries["pragmas"].cast(pl.String)
     if pr.is_null().any():
-        raise ValueError(f"fpga-hlsyn queries: column 'pragmas' is null in row {int(pr.is_null().arg_true()[0])}")
+        raise ValueError(
+            f"fpga-hlsyn queries: column 'pragmas' is null in row {int(pr.is_null().arg_true()[0])}"
+        )
     keys: list[list[str]] = []
     vals: list[list[str]] = []
     for i, text in enumerate(pr.to_list()):  # json parsing is per string; the rest is columnar
         try:
             d = json.loads(text)
         except ValueError:
-            raise ValueError(f"fpga-hlsyn queries: column 'pragmas' row {i} is not valid JSON: {text[:80]!r}") from None
+            raise ValueError(
+                f"fpga-hlsyn queries: column 'pragmas' row {i} is not valid JSON: {text[:80]!r}"
+            ) from None
         if not isinstance(d, dict):
             raise ValueError(f"fpga-hlsyn queries: column 'pragmas' row {i} must be a JSON object")
         keys.append(list(d))
@@ -608,7 +620,9 @@ def hlsyn_features(queries: pl.DataFrame, graph_stats: pl.DataFrame | None = Non
     feats = out.select(pl.col(c).cast(pl.Float64) for c in cols)
     if graph_stats is not None and graph_stats.height:
         stat_cols = [c for c in graph_stats.columns if c != "kernel" and graph_stats[c].dtype.is_numeric()]
-        g = graph_stats.select(pl.col("kernel").cast(pl.String), *(pl.col(c).cast(pl.Float64) for c in stat_cols))
+        g = graph_stats.select(
+            pl.col("kernel").cast(pl.String), *(pl.col(c).cast(pl.Float64) for c in stat_cols)
+        )
         joined = (
             pl.DataFrame({"kernel": queries["kernel"].cast(pl.String)})
             .with_row_index("_r")

@@ -195,9 +195,9 @@ class GemmPyfunc:
             if mask.any():
                 power[mask] = self.power.predict(q.filter(pl.Series(mask)), extra_devices=extra_devices)
         energy = power * runtime / 1000.0
-        return pl.DataFrame(
-            {"runtime_ms": runtime, "power_w": power, "energy_j": energy}
-        ).with_columns(pl.col("power_w", "energy_j").fill_nan(None))
+        return pl.DataFrame({"runtime_ms": runtime, "power_w": power, "energy_j": energy}).with_columns(
+            pl.col("power_w", "energy_j").fill_nan(None)
+        )
 
 
 def _pyfunc_class() -> type:
@@ -209,7 +209,9 @@ def _pyfunc_class() -> type:
         def __init__(self, model: GemmPyfunc) -> None:
             self.model = model
 
-        def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        def predict(
+            self, context: Any, model_input: pd.DataFrame, params: dict | None = None
+        ) -> pd.DataFrame:
             return self.model.predict_frame(model_input).to_pandas()
 
     return GemmMlflowModel

@@ -37,9 +37,7 @@ def random_split(
     return frame.filter(~s), frame.filter(s)
 
 
-def device_split(
-    frame: pl.DataFrame, test_devices: Sequence[str]
-) -> tuple[pl.DataFrame, pl.DataFrame]:
+def device_split(frame: pl.DataFrame, test_devices: Sequence[str]) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Hold out whole devices."""
     known = set(frame["device_id"].unique().to_list())
     unknown = [d for d in test_devices if d not in known]

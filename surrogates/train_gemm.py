@@ -10,14 +10,14 @@ split, pyfunc model with signature and input example -> register ``hws-gemm`` an
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import click
 import numpy as np
 import polars as pl
-
 from hwsurrogate.datasets.store import DatasetStore
+
 from hwsurrogate.errors import TrainingDataError
 
 from .api import INPUTS, MODEL_NAMES
@@ -28,8 +28,8 @@ from .tracking import (
     check_training_frame,
     log_regression_report,
     log_training_dataset,
-    regression_metrics,
     register_and_promote,
+    regression_metrics,
     start_run,
 )
 
@@ -61,9 +61,7 @@ class GemmTrainResult:
     test: pl.DataFrame | None = None
 
 
-def load_gemm_frame(
-    store: DatasetStore, config: GemmTrainConfig
-) -> tuple[pl.DataFrame, pl.DataFrame]:
+def load_gemm_frame(store: DatasetStore, config: GemmTrainConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The training rows and the devices table, checked; raises TrainingDataError before any run."""
     frame = store.read("gemm")
     if config.sources:
@@ -79,7 +77,11 @@ def load_gemm_frame(
     bad = frame.filter(pl.col("runtime_ms").is_null() | ~pl.col("runtime_ms").is_finite())
     if bad.height:
         raise TrainingDataError(f"gemm: {bad.height} rows have a NaN/missing runtime_ms target")
-    table = device_table(devices) if devices.height else pl.DataFrame({"device_id": []}, schema={"device_id": pl.String})
+    table = (
+        device_table(devices)
+        if devices.height
+        else pl.DataFrame({"device_id": []}, schema={"device_id": pl.String})
+    )
     described = (
         table.filter(
             (pl.col("peak_fp32_gflops").is_not_null() | pl.col("peak_fp16_gflops").is_not_null())
@@ -117,14 +119,15 @@ def _evaluate_mape(test: pl.DataFrame):
     return evaluate
 
 
-def fit_gemm(
-    train: pl.DataFrame, devices: pl.DataFrame, config: GemmTrainConfig
-) -> GemmPyfunc:
+def fit_gemm(train: pl.DataFrame, devices: pl.DataFrame, config: GemmTrainConfig) -> GemmPyfunc:
     """Fit the runtime model (roofline-ratio target) and, when enough trusted rows, the power model."""
     if config.max_train_rows and train.height > config.max_train_rows:
         train = train.sample(config.max_train_rows, seed=config.seed)
     runtime = GemmRegressor(
-        devices=devices, max_iter=config.max_iter, learning_rate=config.learning_rate, random_state=config.seed
+        devices=devices,
+        max_iter=config.max_iter,
+        learning_rate=config.learning_rate,
+        random_state=config.seed,
     ).fit(train, train["runtime_ms"])
     power = None
     prow = power_rows(train)
@@ -136,7 +139,9 @@ def fit_gemm(
     return GemmPyfunc(runtime, power)
 
 
-def train_gemm_model(store: DatasetStore | None = None, config: GemmTrainConfig | None = None) -> GemmTrainResult:
+def train_gemm_model(
+    store: DatasetStore | None = None, config: GemmTrainConfig | None = None
+) -> GemmTrainResult:
     """Train, log and register the ``gemm`` model; see the module docstring for the order."""
     import mlflow
 
@@ -178,7 +183,10 @@ def train_gemm_model(store: DatasetStore | None = None, config: GemmTrainConfig 
         version, promoted = (None, False)
         if config.register:
             version, promoted = register_and_promote(
-                info.model_uri, MODEL_NAMES["gemm"], evaluate=_evaluate_mape(test), metric_name="test_runtime_mape"
+                info.model_uri,
+                MODEL_NAMES["gemm"],
+                evaluate=_evaluate_mape(test),
+                metric_name="test_runtime_mape",
             )
         return GemmTrainResult(run.info.run_id, info.model_uri, version, promoted, metrics, model, test)
 
@@ -186,8 +194,12 @@ def train_gemm_model(store: DatasetStore | None = None, config: GemmTrainConfig 
 @click.command("gemm")
 @click.option("--source", "sources", multiple=True, help="Only rows of this source (repeatable).")
 @click.option("--device", "devices", multiple=True, help="Only this device_id (repeatable).")
-@click.option("--test-frac", default=0.2, show_default=True, help="Fraction of (m,n,k,batch) shapes held out.")
-@click.option("--max-train-rows", default=150_000, show_default=True, help="Subsample training rows (0: all).")
+@click.option(
+    "--test-frac", default=0.2, show_default=True, help="Fraction of (m,n,k,batch) shapes held out."
+)
+@click.option(
+    "--max-train-rows", default=150_000, show_default=True, help="Subsample training rows (0: all)."
+)
 @click.option("--max-iter", default=300, show_default=True, help="Boosting iterations.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--no-register", is_flag=True, help="Log the run but do not register the model.")
@@ -220,4 +232,3 @@ def train_gemm(
         state = "promoted to @champion" if res.promoted else "not promoted (champion is better)"
         click.echo(f"registered {MODEL_NAMES['gemm']} v{res.version}: {state}")
     click.echo(f"wall {time.perf_counter() - t0:.1f} s")
-

@@ -53,10 +53,17 @@ def gemm_rows(device: str, n_rows: int = 120, *, seed: int = 0, power: bool = Tr
         frame = frame.with_columns(
             pl.Series("power_w", pw), pl.Series("power_trusted", rng.random(n_rows) < 0.8)
         )
-    return frame.with_columns(
-        pl.lit("test").alias("source"),
-        pl.lit(PROV["origin"]).alias("origin"),
-        pl.lit(PROV["imported_at"]).alias("imported_at"),
-    ).with_row_index("_i").with_columns(
-        pl.concat_str([pl.lit(device), pl.col("_i").cast(pl.String)], separator="#").alias("measurement_id")
-    ).drop("_i")
+    return (
+        frame.with_columns(
+            pl.lit("test").alias("source"),
+            pl.lit(PROV["origin"]).alias("origin"),
+            pl.lit(PROV["imported_at"]).alias("imported_at"),
+        )
+        .with_row_index("_i")
+        .with_columns(
+            pl.concat_str([pl.lit(device), pl.col("_i").cast(pl.String)], separator="#").alias(
+                "measurement_id"
+            )
+        )
+        .drop("_i")
+    )

@@ -9,12 +9,13 @@ import numpy as np
 import polars as pl
 import pytest
 from hwsurrogate.datasets.store import DatasetStore
-from hwsurrogate.errors import TrainingDataError
 from hwsurrogate.surrogates.features import UnknownGemmDeviceError, gemm_features
 from hwsurrogate.surrogates.gemm_model import GemmRegressor
 from hwsurrogate.surrogates.registry import load_predictor
 from hwsurrogate.surrogates.train_gemm import GemmTrainConfig, train_gemm_model
 from mlflow import MlflowClient
+
+from hwsurrogate.errors import TrainingDataError
 
 from .gemm_factories import devices_frame, gemm_rows
 
@@ -127,7 +128,9 @@ def test_train_logs_registers_and_reloads_with_identical_predictions(store: Data
     pred = load_predictor("gemm", version=res.version).predict(queries)
     assert pred.columns == ["runtime_ms", "power_w", "energy_j"]
     np.testing.assert_array_equal(pred["runtime_ms"].to_numpy(), direct["runtime_ms"].to_numpy())
-    np.testing.assert_allclose(pred["energy_j"].to_numpy(), direct["power_w"].to_numpy() * direct["runtime_ms"].to_numpy() / 1000)
+    np.testing.assert_allclose(
+        pred["energy_j"].to_numpy(), direct["power_w"].to_numpy() * direct["runtime_ms"].to_numpy() / 1000
+    )
 
 
 def test_served_model_refuses_an_unknown_device_by_name(store: DatasetStore) -> None:
@@ -167,7 +170,10 @@ class _FrameStore:
 
 def test_nan_targets_raise_before_any_run() -> None:
     rows = gemm_rows("test/gpu-a", 30).with_columns(
-        pl.when(pl.int_range(pl.len()) == 4).then(float("nan")).otherwise(pl.col("runtime_ms")).alias("runtime_ms")
+        pl.when(pl.int_range(pl.len()) == 4)
+        .then(float("nan"))
+        .otherwise(pl.col("runtime_ms"))
+        .alias("runtime_ms")
     )
     before = _n_runs("gemm")
     with pytest.raises(TrainingDataError, match="NaN/missing runtime_ms"):
