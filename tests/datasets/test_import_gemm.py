@@ -121,7 +121,13 @@ def test_neusight_split_recorded_and_part_of_measurement_id(neusight_frames: dic
     assert g["measurement_id"].n_unique() == g.height
     # in this snapshot no (device, shape) is in both files; test_import_errors checks a built overlap
     key = ["device_id", "op", "m", "n", "k", "batch"]
-    assert g.group_by(key).agg(pl.col("split").n_unique().alias("n")).filter(pl.col("n") > 1).height == 0
+    assert (
+        g.group_by(key)
+        .agg(pl.col("split").n_unique().alias("n_splits"))
+        .filter(pl.col("n_splits") > 1)
+        .height
+        == 0
+    )
 
 
 def test_neusight_devices_from_spec_jsons(neusight_frames: dict[str, pl.DataFrame]) -> None:
