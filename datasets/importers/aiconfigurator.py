@@ -34,6 +34,9 @@ SOURCE = Source(
     license="Apache-2.0",
     description="NVIDIA aiconfigurator: GEMM latency on 11 accelerators, NVML power on B200/GB200/H200",
 )
+
+#: Rows the README promises (sum of its per-file table; 441,990 of them with power).
+EXPECTED_ROWS: dict[str, int] = {"gemm": 1_091_712, "devices": 10}
 ORIGIN = (
     "github.com/ai-dynamo/aiconfigurator@095f58a51c4ca8e61b66ec108d86f223f8d559ce"
     ":aic-core/src/aiconfigurator_core/systems/data/{device}/gemm/{framework}/{version}/gemm_perf.parquet"

@@ -37,6 +37,9 @@ SOURCE = Source(
     license="none stated (internal use only)",
     description="GPPerf: CUTLASS SGEMM runtime (and post-run power) on an RTX 4070",
 )
+
+#: Rows the README promises: 16,128 CUTLASS runs + 141 tiled-kernel runtime rows.
+EXPECTED_ROWS: dict[str, int] = {"gemm": 16128 + 141, "devices": 1}
 ORIGIN_CUTLASS = (
     "github.com/pavlyhalim/GPPerf@55468e195c3f89120a56ddb17555683bdee79358"
     ":cutlass_profiling_20241111_195357.tar.gz/results.csv"

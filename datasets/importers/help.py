@@ -42,6 +42,9 @@ SOURCE = Source(
     license="MIT",
     description="HELP (NeurIPS'21): NAS-Bench-201, FBNet and OFA latencies on 27/27/12 devices, with hardware-embedding reference indices",
 )
+
+#: Rows the README promises (checked by ``benchmarks/import_all.py`` and the tests).
+EXPECTED_ROWS: dict[str, int] = {"latency": 15625 * 27 + 5000 * 27 + 5000 * 12, "devices": 38}
 ORIGIN = "github.com/HayeonLee/HELP@45f70eb92d0d735970a33b608d1544ad3c52f285"
 
 #: our space name -> folder name in the HELP data

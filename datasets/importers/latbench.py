@@ -36,6 +36,9 @@ SOURCE = Source(
     license="Apache-2.0",
     description="LatBench (BRP-NAS): NAS-Bench-201 latencies on 13 desktop, embedded and mobile devices",
 )
+
+#: Rows the README promises: 8 devices x 15284, 3 x 15261 (Snapdragon 675), 2 x 15252 (Snapdragon 450).
+EXPECTED_ROWS: dict[str, int] = {"latency": 8 * 15284 + 3 * 15261 + 2 * 15252, "devices": 13}
 ORIGIN = (
     "github.com/ZengYuXiang7/NAS-LLM-GNN@b844a3253589d6051741ae7c737949a36e2f82ad "
     "(re-upload of the SamsungLabs/eagle LatBench Google Drive files)"

@@ -39,6 +39,9 @@ SOURCE = Source(
     license="MIT",
     description="NeuSight: FP32 bmm/linear latency on 8 NVIDIA GPUs, with device spec JSONs",
 )
+
+#: Rows the README promises (141,562 latency rows; 8 measured GPUs).
+EXPECTED_ROWS: dict[str, int] = {"gemm": 141_562, "devices": 8}
 ORIGIN = "github.com/sitar-lab/NeuSight@6945927d9afcca2b9daf021f8395e53edc5b4eef:scripts/asplos/data"
 OPS = ("bmm", "linear")
 COLUMNS = (
