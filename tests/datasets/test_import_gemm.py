@@ -10,6 +10,8 @@ import pytest
 from hwsurrogate.datasets.importers import aiconfigurator, gpperf, neusight
 from polars.testing import assert_series_equal
 
+from .importer_checks import run_hws
+
 
 @pytest.fixture(scope="module")
 def gpperf_frames(data_dir: Path) -> dict[str, pl.DataFrame]:
@@ -205,3 +207,18 @@ def test_aiconfigurator_devices_have_specs_or_nulls_with_source(aic_frames: dict
     b60 = d.filter(pl.col("device_id") == "aiconfigurator/b60").row(0, named=True)
     assert b60["vendor"] == "Intel" and b60["peak_fp32_gflops"] is None
     assert all("spec_source" in json.loads(s) for s in d["descriptors"])
+
+
+# ------------------------------------------------------------------------------------------- CLI
+def test_cli_import_then_list_shows_readme_counts(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = str(tmp_path / "cli-store")
+    for source in ("gpperf", "latbench"):
+        code, out = run_hws(["data", "import", source, "--store", root], capsys)
+        assert code == 0, out
+    code, out = run_hws(["data", "list", "--json", "--store", root], capsys)
+    summary = json.loads(out)
+    assert summary["gemm"]["sources"] == {"gpperf": gpperf.EXPECTED_ROWS["gemm"]}
+    assert summary["latency"]["sources"] == {"latbench": 198_559}
+    assert summary["devices"]["sources"] == {"gpperf": 1, "latbench": 13}
