@@ -18,6 +18,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 from hwsurrogate.datasets import archspaces
@@ -194,6 +195,36 @@ def test_truncated_xz_csv_is_refused_naming_it(
     data = lzma.compress(body.encode())
     csv.write_bytes(data[: len(data) - 20])
     _assert_refused("latbench", tmp_path / "lb", filled_store, capsys, str(csv), "cannot decompress")
+
+
+def build_latbench(root: Path) -> Path:
+    """Derived index CSV for 5 archs and one device pickle {arch_vector: seconds}."""
+    vectors = [(i, 1, 2, 3, 4, 0) for i in range(5)]
+    body = "nb201_index,arch_str,arch_vector\n" + "".join(
+        f"{i},{archspaces.nb201_from_codes(v)},{' '.join(map(str, v))}\n" for i, v in enumerate(vectors)
+    )
+    (root / "derived").mkdir(parents=True, exist_ok=True)
+    (root / "derived/latbench_nasbench201_latency_ms.csv.xz").write_bytes(lzma.compress(body.encode()))
+    data = {v: np.float64(0.001 * (i + 1)) for i, v in enumerate(vectors)}
+    (root / "embedded-tpu-edge-tpu-int8.pickle").write_bytes(pickle.dumps(data))
+    return root
+
+
+def test_latbench_synthetic_seconds_become_ms(store: DatasetStore, tmp_path: Path) -> None:
+    import_source("latbench", build_latbench(tmp_path / "lb"), store=store)
+    lat = store.read("latency").sort("arch_index")
+    assert lat["latency_ms"].to_list() == [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert set(lat["device_id"]) == {"latbench/embedded_tpu_edge_tpu_int8"} and set(lat["precision"]) == {
+        "int8"
+    }
+
+
+def test_truncated_pickle_is_refused_naming_it(
+    filled_store: DatasetStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pk = build_latbench(tmp_path / "lb") / "embedded-tpu-edge-tpu-int8.pickle"
+    pk.write_bytes(pk.read_bytes()[:40])
+    _assert_refused("latbench", tmp_path / "lb", filled_store, capsys, str(pk), "not a readable pickle")
 
 
 def test_truncated_gz_raw_results_is_refused_naming_it(
