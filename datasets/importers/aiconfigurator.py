@@ -22,7 +22,7 @@ import polars as pl
 
 from hwsurrogate.errors import SourceFormatError
 
-from ..schemas import GEMM_DTYPES, Kind
+from ..schemas import Kind
 from . import Source
 from ._common import check_positive_finite, require_file, with_provenance
 
@@ -230,7 +230,6 @@ def load(path: Path) -> dict[Kind, pl.DataFrame]:
     files = sorted(f for sub in SUBDIRS for f in (path / sub).glob("*__gemm_perf.parquet"))
     if not files:
         raise SourceFormatError(f"{path}: no <device>__<framework>__<version>__gemm_perf.parquet files found")
-    assert set(DTYPES.values()) <= GEMM_DTYPES
     frames = [_gemm_rows(f) for f in files]
     tables: dict[str, list[str]] = {}
     for f in files:

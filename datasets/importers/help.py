@@ -66,19 +66,19 @@ class _Hardware:
     precision: str  # what the latency was measured in; "unstated" when the source does not say
 
 
-_GPU = "fp32"  # HELP measured GPUs and CPUs with PyTorch defaults (fp32)
+_FP32 = "fp32"  # HELP measured GPUs and Xeon CPUs with PyTorch defaults (fp32)
 _HARDWARE: dict[str, _Hardware] = {
-    "1080ti": _Hardware("gpu", "NVIDIA GeForce GTX 1080 Ti", "NVIDIA", _GPU),
-    "2080ti": _Hardware("gpu", "NVIDIA GeForce RTX 2080 Ti", "NVIDIA", _GPU),
-    "titan_rtx": _Hardware("gpu", "NVIDIA TITAN RTX", "NVIDIA", _GPU),
-    "titanx": _Hardware("gpu", "NVIDIA TITAN X", "NVIDIA", _GPU),
-    "titanxp": _Hardware("gpu", "NVIDIA TITAN Xp", "NVIDIA", _GPU),
-    "titan_xp": _Hardware("gpu", "NVIDIA TITAN Xp", "NVIDIA", _GPU),
-    "v100": _Hardware("gpu", "NVIDIA Tesla V100", "NVIDIA", _GPU),
-    "gold_6226": _Hardware("cpu", "Intel Xeon Gold 6226", "Intel", _GPU),
-    "gold_6240": _Hardware("cpu", "Intel Xeon Gold 6240", "Intel", _GPU),
-    "silver_4114": _Hardware("cpu", "Intel Xeon Silver 4114", "Intel", _GPU),
-    "silver_4210r": _Hardware("cpu", "Intel Xeon Silver 4210R", "Intel", _GPU),
+    "1080ti": _Hardware("gpu", "NVIDIA GeForce GTX 1080 Ti", "NVIDIA", _FP32),
+    "2080ti": _Hardware("gpu", "NVIDIA GeForce RTX 2080 Ti", "NVIDIA", _FP32),
+    "titan_rtx": _Hardware("gpu", "NVIDIA TITAN RTX", "NVIDIA", _FP32),
+    "titanx": _Hardware("gpu", "NVIDIA TITAN X", "NVIDIA", _FP32),
+    "titanxp": _Hardware("gpu", "NVIDIA TITAN Xp", "NVIDIA", _FP32),
+    "titan_xp": _Hardware("gpu", "NVIDIA TITAN Xp", "NVIDIA", _FP32),
+    "v100": _Hardware("gpu", "NVIDIA Tesla V100", "NVIDIA", _FP32),
+    "gold_6226": _Hardware("cpu", "Intel Xeon Gold 6226", "Intel", _FP32),
+    "gold_6240": _Hardware("cpu", "Intel Xeon Gold 6240", "Intel", _FP32),
+    "silver_4114": _Hardware("cpu", "Intel Xeon Silver 4114", "Intel", _FP32),
+    "silver_4210r": _Hardware("cpu", "Intel Xeon Silver 4210R", "Intel", _FP32),
     "pixel2": _Hardware("mobile", "Google Pixel 2", "Google", "unstated"),
     "pixel3": _Hardware("mobile", "Google Pixel 3", "Google", "unstated"),
     "samsung_a50": _Hardware("mobile", "Samsung Galaxy A50", "Samsung", "unstated"),

@@ -8,6 +8,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 from hwsurrogate.datasets.importers import aiconfigurator, gpperf, neusight
+from hwsurrogate.datasets.schemas import GEMM_DTYPES
 from polars.testing import assert_series_equal
 
 from .importer_checks import run_hws
@@ -197,6 +198,10 @@ def test_aiconfigurator_dtypes_mapped_and_framework_kept(aic_frames: dict[str, p
     assert fw == {"TRTLLM 1.3.0rc15", "VLLM 0.22.0"}
     assert {"torch_flow", "deepgemm", "vllm_default", "sglang"} == set(g["kernel"].unique())
     assert g["measurement_id"].n_unique() == g.height
+
+
+def test_aiconfigurator_dtype_map_only_targets_schema_dtypes() -> None:
+    assert set(aiconfigurator.DTYPES.values()) <= GEMM_DTYPES
 
 
 def test_aiconfigurator_devices_have_specs_or_nulls_with_source(aic_frames: dict[str, pl.DataFrame]) -> None:
