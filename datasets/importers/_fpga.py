@@ -10,7 +10,9 @@ import polars as pl
 from hwsurrogate.errors import SourceFormatError
 
 
-def check_nonnegative(frame: pl.DataFrame, columns: Sequence[str], path: Path, *, id_column: str | None = None) -> None:
+def check_nonnegative(
+    frame: pl.DataFrame, columns: Sequence[str], path: Path, *, id_column: str | None = None
+) -> None:
     """Raise naming file, column and first bad row when a present value is NaN, infinite or negative.
 
     Nulls (empty cells) pass: they are missing values, handled by the importer.
@@ -29,7 +31,9 @@ def check_nonnegative(frame: pl.DataFrame, columns: Sequence[str], path: Path, *
             _raise(frame, bad, col, path, id_column, "is NaN, infinite or negative")
 
 
-def _raise(frame: pl.DataFrame, bad: pl.Series, col: str, path: Path, id_column: str | None, what: str) -> None:
+def _raise(
+    frame: pl.DataFrame, bad: pl.Series, col: str, path: Path, id_column: str | None, what: str
+) -> None:
     i = int(bad.arg_true()[0])
     where = f" ({id_column}={frame[id_column][i]!r})" if id_column else ""
     raise SourceFormatError(

@@ -90,7 +90,9 @@ def iter_records(path: Path) -> Iterator[dict[str, Any]]:
                 except json.JSONDecodeError as exc:
                     raise SourceFormatError(f"{path}: line {i + 1} is not valid JSON ({exc.msg})") from None
                 if not isinstance(obj, dict):
-                    raise SourceFormatError(f"{path}: line {i + 1} is a {type(obj).__name__}, expected an object")
+                    raise SourceFormatError(
+                        f"{path}: line {i + 1} is a {type(obj).__name__}, expected an object"
+                    )
                 yield obj
     except (OSError, EOFError, lzma.LZMAError, UnicodeDecodeError) as exc:
         raise SourceFormatError(f"{path}: cannot read ({exc}); the file is truncated or corrupt") from None
@@ -113,7 +115,9 @@ def _iter_array(path: Path, fh: IO[str], buf: str, pos: int) -> Iterator[dict[st
             return
         if need_sep:
             if c != ",":
-                raise SourceFormatError(f"{path}: malformed JSON after record {index - 1}: {buf[pos:pos + 20]!r}")
+                raise SourceFormatError(
+                    f"{path}: malformed JSON after record {index - 1}: {buf[pos : pos + 20]!r}"
+                )
             pos, need_sep = pos + 1, False
             continue
         try:
@@ -197,7 +201,9 @@ def _number(value: object, field: str, ctx: _Ctx) -> float:
     return x
 
 
-def _report(rec: dict[str, Any], key: str, keys: tuple[str, ...], ctx: _Ctx, *, required: bool) -> dict[str, float] | None:
+def _report(
+    rec: dict[str, Any], key: str, keys: tuple[str, ...], ctx: _Ctx, *, required: bool
+) -> dict[str, float] | None:
     if key not in rec:
         if required:
             raise ctx.fail(key, "is missing (an empty {} marks a missing report)")
@@ -231,7 +237,11 @@ def _layers(rec: dict[str, Any], model_prec: object, ctx: _Ctx) -> list[dict[str
         and "weight" in v["Precision"]
         and not k.endswith(("_linear", "_alpha"))
     ]
-    compute = [i for i, layer in enumerate(cfg) if isinstance(layer, dict) and _COMPUTE.search(str(layer.get("class_name", "")))]
+    compute = [
+        i
+        for i, layer in enumerate(cfg)
+        if isinstance(layer, dict) and _COMPUTE.search(str(layer.get("class_name", "")))
+    ]
     positional = dict(zip(compute, weight_keys, strict=False)) if len(compute) == len(weight_keys) else {}
     default_bits = parse_precision(model_prec)
     out: list[dict[str, Any]] = []
@@ -252,7 +262,9 @@ def _layers(rec: dict[str, Any], model_prec: object, ctx: _Ctx) -> list[dict[str
             key = layer.get("name") if layer.get("name") in weight_keys else positional.get(i)
             spec = layer_names[key]["Precision"]["weight"] if key is not None else None
             bits = parse_precision(spec) or default_bits
-            node["weight_precision"] = spec if bits is not None and parse_precision(spec) else _precision_str(model_prec)
+            node["weight_precision"] = (
+                spec if bits is not None and parse_precision(spec) else _precision_str(model_prec)
+            )
             node["weight_bits"], node["weight_int_bits"] = bits if bits is not None else (None, None)
         out.append(node)
     return out
@@ -314,8 +326,11 @@ def record_rows(rec: dict[str, Any], *, path: Path, index: int) -> list[dict[str
         "domain": DOMAIN,
         "kernel": model_name.rstrip("/").rsplit("/", 1)[-1],
         "model": json.dumps(layers, separators=(",", ":")),
-        "config": json.dumps({"hls_config": hls_config, "io_type": io_type, "clock_period_ns": clock_ns},
-                             separators=(",", ":"), sort_keys=True),
+        "config": json.dumps(
+            {"hls_config": hls_config, "io_type": io_type, "clock_period_ns": clock_ns},
+            separators=(",", ":"),
+            sort_keys=True,
+        ),
         "reuse_factor": rf,
         "precision": _precision_str(model_cfg.get("Precision")),
         "strategy": str(strategy).lower() if strategy is not None else None,
@@ -374,7 +389,9 @@ def read_records(paths: list[Path]) -> pl.DataFrame:
             if new:
                 did = new[0]["design_id"]
                 if did in seen:
-                    raise SourceFormatError(f"{path}: record {i}: design id {did!r} already seen in {seen[did]}")
+                    raise SourceFormatError(
+                        f"{path}: record {i}: design id {did!r} already seen in {seen[did]}"
+                    )
                 seen[did] = path
             rows.extend(new)
     return pl.from_dicts(rows, schema=_FRAME_SCHEMA) if rows else pl.DataFrame(schema=_FRAME_SCHEMA)
@@ -384,7 +401,12 @@ def _json_files(path: Path) -> list[Path]:
     if path.is_file():
         return [path]
     root = path / "raw" if (path / "raw").is_dir() else path
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.name.endswith((".json", ".jsonl", ".json.gz", ".json.xz", ".jsonl.gz", ".jsonl.xz")))
+    files = sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file()
+        and p.name.endswith((".json", ".jsonl", ".json.gz", ".json.xz", ".jsonl.gz", ".jsonl.xz"))
+    )
     if not files:
         raise SourceFormatError(f"{path}: no wa-hls4ml JSON files found (expected raw/**/*.json)")
     return files
