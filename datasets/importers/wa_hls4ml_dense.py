@@ -68,8 +68,14 @@ def _read(path: Path) -> pl.DataFrame:
         bad = s.is_null() | (s < 1).fill_null(True)
         if bad.any():
             i = int(bad.arg_true()[0])
-            raise SourceFormatError(f"{path}: column {col!r} must be a positive integer; data row {i}: {df[col][i]!r}")
-    success = df["hls_synth_success"].str.to_lowercase().replace_strict(_SUCCESS, default=None, return_dtype=pl.Boolean)
+            raise SourceFormatError(
+                f"{path}: column {col!r} must be a positive integer; data row {i}: {df[col][i]!r}"
+            )
+    success = (
+        df["hls_synth_success"]
+        .str.to_lowercase()
+        .replace_strict(_SUCCESS, default=None, return_dtype=pl.Boolean)
+    )
     bad = success.is_null()
     if bad.any():
         i = int(bad.arg_true()[0])
@@ -96,7 +102,9 @@ def _read(path: Path) -> pl.DataFrame:
         i = int(missing.arg_true()[0])
         row = df.filter(ok).row(i, named=True)
         empty = [c for c in _TARGETS if row[c] is None]
-        raise SourceFormatError(f"{path}: successful run {row['model_name']} rf={row['rf']} has empty {empty}")
+        raise SourceFormatError(
+            f"{path}: successful run {row['model_name']} rf={row['rf']} has empty {empty}"
+        )
     return df
 
 
