@@ -7,8 +7,9 @@ Row design (see ``docs/fpga-data.md``): one ``stage=hls_estimate`` row per run (
 their HLS numbers; failed runs are kept with ``valid=False`` and null targets (their report
 cells are empty: missing, never 0), so a failure classifier can learn from them.
 ``design_id = <strategy>/<model_name>/rf<rf>`` is unique per (strategy, d_in, d_out, p, rf).
-The latency strategy ignores ``rf``: its rf=1/512/1024 rows are the same hardware with
-identical numbers, kept as three design ids and flagged ``rf_ignored`` in ``extra``.
+The README says the latency strategy ignores ``rf`` so its rf=1/512/1024 rows are identical; the
+files disagree (rf=512 and rf=1024 match for 16 of the 27 models, rf=1 matches rf=512 for only 2),
+so all three are kept as separate designs with their own numbers.
 """
 
 from __future__ import annotations
@@ -170,7 +171,6 @@ def load(path: Path) -> dict[Kind, pl.DataFrame]:
                 "weight_bits": pl.col("prec"),
                 "ii_max": pl.when(ok).then(pl.col("IntervalMax_hls")),
                 "estimated_clock_ns": pl.when(ok).then(pl.col("EstimatedClockPeriod_hls")),
-                "rf_ignored": pl.col("strategy") == "latency",
             }
         ).alias("extra"),
     )
