@@ -294,7 +294,7 @@ def read_designs_tar(tar_path: Path) -> pl.DataFrame:
                             f"total_{k}": float(res.get(f"total-{k}", 0))
                             for k in ("LUT", "FF", "DSP", "BRAM")
                         },
-                        "pragma_point": d["point"],
+                        "pragma_point": json.dumps(d["point"]),
                     }  # fmt: skip
                 )
     return pl.from_dicts(rows, infer_schema_length=None)
