@@ -60,10 +60,26 @@ def test_harp_unknown_ret_code_is_rejected(tmp_path: Path) -> None:
         harp.load(tmp_path)
 
 
-def test_harp_shared_counts_and_graphs_resolve(data_dir: Path, store: DatasetStore) -> None:
-    import_source("hlsyn", data_dir / "fpga" / "hlsyn", store=store)
-    report = import_source("harp", data_dir / "fpga" / "harp_v21", store=store)
-    assert report.rows == {"fpga": 3530}
+SHARED_PATHS = {"wa-hls4ml": "wa-hls4ml", "wa-hls4ml-dense": "wa-hls4ml-search-dense1layer", "hlsyn": "hlsyn",
+                "harp": "harp_v21", "hlsdataset": "hlsdataset_powergear"}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def full_store(
+    data_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[DatasetStore, dict[str, dict]]:
+    """A store holding all five FPGA sources (imported once for this module) and the import reports."""
+    store = DatasetStore(tmp_path_factory.mktemp("fpga") / "store")
+    reports = {
+        name: import_source(name, data_dir / "fpga" / sub, store=store).rows
+        for name, sub in SHARED_PATHS.items()
+    }
+    return store, reports
+
+
+def test_harp_shared_counts_and_graphs_resolve(full_store: tuple[DatasetStore, dict[str, dict]]) -> None:
+    store, reports = full_store
+    assert reports["harp"] == {"fpga": 3530}
     df = store.read("fpga", source="harp").with_columns(rc=pl.col("extra").str.json_path_match("$.ret_code"))
     usable = pl.col("cycles").is_not_null() & pl.col("lut").is_not_null()
     stats = df.group_by("rc").agg(
@@ -215,11 +231,9 @@ def test_hlsdataset_shared_counts_and_raw_files_agree(data_dir: Path) -> None:
     )
 
 
-def test_all_five_fpga_sources_import_together(data_dir: Path, store: DatasetStore) -> None:
-    paths = {"wa-hls4ml": "wa-hls4ml", "wa-hls4ml-dense": "wa-hls4ml-search-dense1layer", "hlsyn": "hlsyn",
-             "harp": "harp_v21", "hlsdataset": "hlsdataset_powergear"}  # fmt: skip
-    for name, sub in paths.items():
-        import_source(name, data_dir / "fpga" / sub, store=store)
+def test_all_five_fpga_sources_import_together(full_store: tuple[DatasetStore, dict[str, dict]]) -> None:
+    store, reports = full_store
+    assert reports["hlsyn"] == {"fpga": 41596, "program_graphs": 43}
     summary = store.summary()
     assert summary["fpga"]["sources"] == {
         "harp": 3530, "hlsdataset": 23695, "hlsyn": 41596, "wa-hls4ml": 73, "wa-hls4ml-dense": 2687,
