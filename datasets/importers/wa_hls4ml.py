@@ -49,6 +49,8 @@ DOMAIN = "hls4ml"
 _REPORT_KEYS = ("lut", "ff", "dsp", "bram")  # required; uram is optional (absent in some 2_20 records)
 _RESOURCE_COLUMNS = (*_REPORT_KEYS, "uram")
 _LATENCY_KEYS = ("cycles_min", "cycles_max", "interval_min", "interval_max")
+_LATENCY_OPTIONAL = ("target_clock", "estimated_clock")
+_BATCH_ROWS = 50_000  # rows turned into a frame at a time, to bound Python-object memory on the full dataset
 _PRECISION_RE = re.compile(r"^\s*(?:ap_)?u?fixed\s*<\s*(\d+)\s*,\s*(-?\d+)\s*(?:,[^>]*)?>\s*$")
 _INT_RE = re.compile(r"^\s*(?:ap_)?u?int\s*<\s*(\d+)\s*>\s*$")
 _COMPUTE = re.compile(r"(Dense|Conv)", re.IGNORECASE)
@@ -202,8 +204,15 @@ def _number(value: object, field: str, ctx: _Ctx) -> float:
 
 
 def _report(
-    rec: dict[str, Any], key: str, keys: tuple[str, ...], ctx: _Ctx, *, required: bool
+    rec: dict[str, Any],
+    key: str,
+    keys: tuple[str, ...],
+    optional: tuple[str, ...],
+    ctx: _Ctx,
+    *,
+    required: bool,
 ) -> dict[str, float] | None:
+    """Parse a report of string numbers: ``keys`` must be present, ``optional`` may be; others are ignored."""
     if key not in rec:
         if required:
             raise ctx.fail(key, "is missing (an empty {} marks a missing report)")
@@ -218,9 +227,9 @@ def _report(
         if k not in rep:
             raise ctx.fail(f"{key}.{k}", f"is missing (found {sorted(rep)})")
         out[k] = _number(rep[k], f"{key}.{k}", ctx)
-    for k, v in rep.items():  # optional extra numbers (target/estimated clock)
-        if k not in out and v not in (None, ""):
-            out[k] = _number(v, f"{key}.{k}", ctx)
+    for k in optional:
+        if rep.get(k) not in (None, ""):
+            out[k] = _number(rep[k], f"{key}.{k}", ctx)
     return out
 
 
@@ -299,9 +308,9 @@ def record_rows(rec: dict[str, Any], *, path: Path, index: int) -> list[dict[str
     part = rec.get("target_part")
     if not isinstance(part, str) or not part:
         raise ctx.fail("target_part", "is missing")
-    post = _report(rec, "resource_report", _REPORT_KEYS, ctx, required=True)
-    hls = _report(rec, "hls_resource_report", _REPORT_KEYS, ctx, required=False)
-    lat = _report(rec, "latency_report", _LATENCY_KEYS, ctx, required=False)
+    post = _report(rec, "resource_report", _REPORT_KEYS, ("uram",), ctx, required=True)
+    hls = _report(rec, "hls_resource_report", _REPORT_KEYS, ("uram",), ctx, required=False)
+    lat = _report(rec, "latency_report", _LATENCY_KEYS, _LATENCY_OPTIONAL, ctx, required=False)
 
     layers = _layers(rec, model_cfg.get("Precision"), ctx)
     has_conv = any("conv" in str(layer["class_name"]).lower() for layer in layers)
@@ -380,9 +389,10 @@ _FRAME_SCHEMA = {
 
 
 def read_records(paths: list[Path]) -> pl.DataFrame:
-    """Rows of every record in ``paths`` (streamed), without provenance."""
+    """Rows of every record in ``paths`` (streamed, converted to frames in batches), without provenance."""
+    frames: list[pl.DataFrame] = []
     rows: list[dict[str, Any]] = []
-    seen: dict[str, Path] = {}
+    seen: dict[str, str] = {}
     for path in paths:
         for i, rec in enumerate(iter_records(path)):
             new = record_rows(rec, path=path, index=i)
@@ -392,9 +402,13 @@ def read_records(paths: list[Path]) -> pl.DataFrame:
                     raise SourceFormatError(
                         f"{path}: record {i}: design id {did!r} already seen in {seen[did]}"
                     )
-                seen[did] = path
+                seen[did] = path.name
             rows.extend(new)
-    return pl.from_dicts(rows, schema=_FRAME_SCHEMA) if rows else pl.DataFrame(schema=_FRAME_SCHEMA)
+            if len(rows) >= _BATCH_ROWS:
+                frames.append(pl.from_dicts(rows, schema=_FRAME_SCHEMA))
+                rows = []
+    frames.append(pl.from_dicts(rows, schema=_FRAME_SCHEMA) if rows else pl.DataFrame(schema=_FRAME_SCHEMA))
+    return pl.concat(frames, how="vertical")
 
 
 def _json_files(path: Path) -> list[Path]:

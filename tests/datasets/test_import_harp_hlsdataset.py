@@ -208,7 +208,9 @@ def test_hlsdataset_shared_counts_and_raw_files_agree(data_dir: Path) -> None:
     assert df.select(pl.struct("design_id", "stage").n_unique()).item() == df.height
     board_rows = df.filter(pl.col("stage") == "on_board")
     assert board_rows["power_dynamic_w"].null_count() == 1  # the one negative (static drift) reading
-    assert board_rows["power_total_w"].null_count() == 0 and (board_rows["power_total_w"] < 10).all()  # W, not uW
+    assert (
+        board_rows["power_total_w"].null_count() == 0 and (board_rows["power_total_w"] < 10).all()
+    )  # W, not uW
     part = "xczu9eg-ffvb1156-2-i"
     raw = root / "raw"
     impl = pl.read_csv(raw / "hlsdataset" / "polybench" / "atax" / part / "post_implementation_info.csv")

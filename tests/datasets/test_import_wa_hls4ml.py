@@ -18,14 +18,41 @@ from hwsurrogate.errors import SourceFormatError
 from .fpga_helpers import run_hws, snapshot
 
 DENSE_RECORD = {
-    "meta_data": {"uuid": "u-dense", "model_name": "/out/raw_reports/dense_16_8_4b", "artifacts_file": "u-dense.tar.gz"},
+    "meta_data": {
+        "uuid": "u-dense",
+        "model_name": "/out/raw_reports/dense_16_8_4b",
+        "artifacts_file": "u-dense.tar.gz",
+    },
     "model_config": [
-        {"class_name": "InputLayer", "input_shape": [[None, 16]], "output_shape": [[None, 16]], "reuse_factor": 64},
-        {"class_name": "QDense", "input_shape": [None, 16], "output_shape": [None, 8], "neurons": 8,
-         "parameters": 136, "use_bias": True, "reuse_factor": 32},
-        {"class_name": "QActivation", "input_shape": [None, 8], "output_shape": [None, 8],
-         "activation": "quantized_relu(4,1)", "reuse_factor": 64},
-        {"class_name": "QDense", "input_shape": [None, 8], "output_shape": [None, 2], "neurons": 2, "reuse_factor": 16},
+        {
+            "class_name": "InputLayer",
+            "input_shape": [[None, 16]],
+            "output_shape": [[None, 16]],
+            "reuse_factor": 64,
+        },
+        {
+            "class_name": "QDense",
+            "input_shape": [None, 16],
+            "output_shape": [None, 8],
+            "neurons": 8,
+            "parameters": 136,
+            "use_bias": True,
+            "reuse_factor": 32,
+        },
+        {
+            "class_name": "QActivation",
+            "input_shape": [None, 8],
+            "output_shape": [None, 8],
+            "activation": "quantized_relu(4,1)",
+            "reuse_factor": 64,
+        },
+        {
+            "class_name": "QDense",
+            "input_shape": [None, 8],
+            "output_shape": [None, 2],
+            "neurons": 2,
+            "reuse_factor": 16,
+        },
     ],  # fmt: skip
     "hls_config": {
         "Model": {"Precision": {"default": "fixed<16,6>"}, "ReuseFactor": 64, "Strategy": "Resource"},
@@ -38,8 +65,14 @@ DENSE_RECORD = {
     },
     "resource_report": {"bram": "17.5", "dsp": "3", "ff": "2100", "lut": "5300", "uram": "0"},
     "hls_resource_report": {"bram": "35", "dsp": "4", "ff": "2500", "lut": "8100", "uram": "0"},
-    "latency_report": {"cycles_min": "120", "cycles_max": "125", "interval_min": "64", "interval_max": "66",
-                       "target_clock": "5.00", "estimated_clock": "4.2"},  # fmt: skip
+    "latency_report": {
+        "cycles_min": "120",
+        "cycles_max": "125",
+        "interval_min": "64",
+        "interval_max": "66",
+        "target_clock": "5.00",
+        "estimated_clock": "4.2",
+    },  # fmt: skip
     "target_part": "xcu250-figd2104-2L-e",
     "vivado_version": "2023.2",
     "hls4ml_version": "0.8.1",
@@ -48,8 +81,16 @@ DENSE_RECORD = {
 CONV_RECORD = {  # 2_20-style id, no hls_resource_report, empty post-synthesis report, residual Add
     "meta_data": {"model_id": "m-conv", "model_name": "conv_net"},
     "model_config": [
-        {"class_name": "QConv1D", "input_shape": [None, 32, 3], "output_shape": [None, 30, 4], "filters": 4,
-         "kernel_size": [3], "strides": [1], "padding": "valid", "reuse_factor": 12},
+        {
+            "class_name": "QConv1D",
+            "input_shape": [None, 32, 3],
+            "output_shape": [None, 30, 4],
+            "filters": 4,
+            "kernel_size": [3],
+            "strides": [1],
+            "padding": "valid",
+            "reuse_factor": 12,
+        },
         {"class_name": "Add", "input_shape": [[None, 30, 4], [None, 30, 4]], "output_shape": [None, 30, 4]},
     ],  # fmt: skip
     "hls_config": {"Model": {"Precision": "ap_fixed<8, 3>", "ReuseFactor": 12, "Strategy": "Latency"}},
@@ -93,7 +134,13 @@ def test_two_records_give_stages_bram_units_and_targets(tmp_path: Path) -> None:
     assert df.height == 3  # dense: post_synth + hls_estimate; conv: hls_estimate only (empty resource_report)
     dense = rows_by_stage(df, "u-dense")
     post, hls = dense["post_synth"], dense["hls_estimate"]
-    assert (post["lut"], post["ff"], post["dsp"], post["bram"], post["bram_unit"]) == (5300, 2100, 3, 17.5, "bram36k")
+    assert (post["lut"], post["ff"], post["dsp"], post["bram"], post["bram_unit"]) == (
+        5300,
+        2100,
+        3,
+        17.5,
+        "bram36k",
+    )
     assert (hls["lut"], hls["bram"], hls["bram_unit"]) == (8100, 35, "bram18k")
     assert (hls["cycles"], hls["cycles_max"], hls["ii"], hls["clock_ns"]) == (120, 125, 64, 5.0)
     assert post["cycles"] is None  # no post-synthesis latency exists
@@ -132,6 +179,9 @@ def test_streaming_reader_matches_json_load_across_chunk_boundaries(tmp_path: Pa
     path = write_records(tmp_path / "many.json", records)
     monkeypatch.setattr(wa, "_CHUNK", 97)  # records straddle many reads
     assert list(wa.iter_records(path)) == json.loads(path.read_text())
+    whole = wa.read_records([path])
+    monkeypatch.setattr(wa, "_BATCH_ROWS", 3)  # rows become frames a few at a time
+    assert wa.read_records([path]).equals(whole) and whole.height == 14
 
 
 def test_json_lines_and_gzip_give_the_same_rows_as_an_array(tmp_path: Path) -> None:
@@ -181,14 +231,18 @@ def test_duplicate_design_id_is_rejected(tmp_path: Path) -> None:
 def test_cli_bad_import_exits_nonzero_and_leaves_store_unchanged(tmp_path: Path, capsys) -> None:
     store_dir = tmp_path / "store"
     good = write_records(tmp_path / "good" / "recs.json", [DENSE_RECORD])
-    code, _ = run_hws(["data", "import", "wa-hls4ml", "--from", str(good.parent), "--store", str(store_dir)], capsys)
+    code, _ = run_hws(
+        ["data", "import", "wa-hls4ml", "--from", str(good.parent), "--store", str(store_dir)], capsys
+    )
     assert code == 0
     before = snapshot(store_dir)
     bad = copy.deepcopy(DENSE_RECORD)
     bad["resource_report"]["dsp"] = "nan"
     bad_dir = tmp_path / "bad"
     write_records(bad_dir / "recs.json", [bad])
-    code, out = run_hws(["data", "import", "wa-hls4ml", "--from", str(bad_dir), "--store", str(store_dir)], capsys)
+    code, out = run_hws(
+        ["data", "import", "wa-hls4ml", "--from", str(bad_dir), "--store", str(store_dir)], capsys
+    )
     assert code != 0
     assert "recs.json" in out and "resource_report.dsp" in out
     assert snapshot(store_dir) == before
@@ -233,7 +287,10 @@ def test_shared_sample_layer_precision_matches_layers_flat(data_dir: Path) -> No
             layers = wa._layers(rec, rec["hls_config"]["Model"].get("Precision"), ctx)
             did = rec["meta_data"].get("uuid") or rec["meta_data"]["model_id"]
             mine += [(did, j, layer.get("weight_bits")) for j, layer in enumerate(layers)]
-    joined = flat.join(pl.DataFrame(mine, schema=["sample_id", "layer_idx", "mine"], orient="row"), on=["sample_id", "layer_idx"])
+    joined = flat.join(
+        pl.DataFrame(mine, schema=["sample_id", "layer_idx", "mine"], orient="row"),
+        on=["sample_id", "layer_idx"],
+    )
     assert joined.height == 433
     known = joined.filter(pl.col("weight_bits").is_not_null())
     assert (known["weight_bits"] == known["mine"]).all()
