@@ -344,6 +344,15 @@ def _shape_size(shape: object) -> float:
     return float(np.prod(dims)) if dims else float("nan")
 
 
+def _dims(value: object) -> float | None:
+    """A scalar size from ``16`` or ``[8, 8, 3]`` (product), else None."""
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, list) and value and all(isinstance(v, (int, float)) for v in value):
+        return float(np.prod(value))
+    return None
+
+
 def _layer_summary(model_json: str | None, rf_default: float) -> list[float]:
     """Per-model sums over layers (one parse per distinct model string; callers deduplicate)."""
     try:
@@ -359,19 +368,24 @@ def _layer_summary(model_json: str | None, rf_default: float) -> list[float]:
     n_dense = n_conv = n_act = n_pool = 0
     params = mults = mults_rf = max_m = max_mrf = mult_bits = mrf_b2 = 0.0
     sizes: list[float] = []
+    all_bits: list[float] = []
     for layer in layers:
         if not isinstance(layer, dict):
             continue
         cls = str(layer.get("class_name", layer.get("type", ""))).lower()
-        d_in = layer.get("d_in", layer.get("input_size"))
-        d_out = layer.get("d_out", layer.get("neurons", layer.get("units")))
+        d_in = _dims(layer.get("d_in", layer.get("input_size")))
+        d_out = layer.get("neurons", layer.get("units"))
+        if d_out is None:
+            d_out = _dims(layer.get("d_out"))
         in_size = float(d_in) if isinstance(d_in, (int, float)) else _shape_size(layer.get("input_shape"))
         out_size = _shape_size(layer.get("output_shape"))
+        if np.isnan(out_size) and isinstance(_dims(layer.get("d_out")), (int, float)):
+            out_size = float(_dims(layer.get("d_out")))
         if np.isnan(out_size) and isinstance(d_out, (int, float)):
             out_size = float(d_out)
         rf = layer.get("reuse_factor", layer.get("rf", rf_default))
         rf = float(rf) if isinstance(rf, (int, float)) and rf > 0 else rf_default
-        bits = layer.get("precision_bits", layer.get("prec", layer.get("weight_bits")))
+        bits = layer.get("weight_bits", layer.get("precision_bits", layer.get("prec")))
         bits = float(bits) if isinstance(bits, (int, float)) else parse_precision(layer.get("precision"))[0]
         p = layer.get("parameters", layer.get("n_params"))
         lm = 0.0
@@ -389,7 +403,9 @@ def _layer_summary(model_json: str | None, rf_default: float) -> list[float]:
             in_shape = layer.get("input_shape")
             if isinstance(in_shape, list) and in_shape and isinstance(in_shape[0], list):
                 in_shape = in_shape[0]
-            ch = float(in_shape[-1]) if isinstance(in_shape, list) and in_shape else 1.0
+            ch = float(in_shape[-1]) if isinstance(in_shape, list) and in_shape and in_shape[-1] else 1.0
+            if isinstance(layer.get("d_in"), list) and layer["d_in"]:
+                ch = float(layer["d_in"][-1])
             out_pos = out_size / filters if out_size == out_size else 1.0
             lm = out_pos * ks_n * ch * filters
         elif "activation" in cls or "relu" in cls or "softmax" in cls:
@@ -405,6 +421,8 @@ def _layer_summary(model_json: str | None, rf_default: float) -> list[float]:
         max_m = max(max_m, lm)
         max_mrf = max(max_mrf, lm / rf)
         if bits == bits:
+            if lm:
+                all_bits.append(bits)
             mult_bits += lm * bits
             mrf_b2 += lm / rf * (bits / 16) ** 2
         for s in (in_size, out_size):
@@ -430,6 +448,7 @@ def _layer_summary(model_json: str | None, rf_default: float) -> list[float]:
         float(lg(first_in)) if first_in == first_in else float("nan"),
         float(lg(last_out)) if last_out == last_out else float("nan"),
         float(lg(width)) if width == width else float("nan"),
+        float(np.mean(all_bits)) if all_bits else float("nan"),
     ]
 
 
@@ -455,11 +474,12 @@ def hls4ml_features(queries: pl.DataFrame, *, parts: Sequence[str] = ()) -> pl.D
     summaries = np.array(
         [_layer_summary(mj, r) for mj, r in zip(uniq["model"].to_list(), uniq["rf"].to_list(), strict=True)],
         dtype=np.float64,
-    ).reshape(-1, 15)
+    ).reshape(-1, 16)
     names = [
         "n_layers", "n_dense", "n_conv", "n_act", "n_pool", "log2_params", "log2_mults",
         "log2_mults_per_rf", "log2_max_layer_mults", "log2_max_layer_mults_per_rf",
         "log2_sum_mults_bits", "log2_mults_per_rf_bits2", "log2_in_size", "log2_out_size", "log2_max_width",
+        "layer_bits",
     ]  # fmt: skip
     per_model = uniq.hstack(pl.DataFrame(summaries, schema=names, orient="row"))
     feats = keyed.join(per_model, on=["model", "rf"], how="left", maintain_order="left")
@@ -468,7 +488,7 @@ def hls4ml_features(queries: pl.DataFrame, *, parts: Sequence[str] = ()) -> pl.D
     io = queries["io_type"].cast(pl.String).str.to_lowercase()
     out = feats.with_columns(
         rf.log(2).alias("log2_reuse_factor"),
-        bits.alias("precision_bits"),
+        pl.lit(bits).fill_nan(None).fill_null(pl.col("layer_bits")).alias("precision_bits"),
         ibits.alias("precision_int_bits"),
         (strategy == "resource").cast(pl.Float64).fill_null(float("nan")).alias("strategy_resource"),
         io.str.contains("stream").cast(pl.Float64).fill_null(float("nan")).alias("io_stream"),
@@ -480,11 +500,15 @@ def hls4ml_features(queries: pl.DataFrame, *, parts: Sequence[str] = ()) -> pl.D
     # mults/RF times precision when the layer list carries no per-layer bits
     out = out.with_columns(
         pl.when(pl.col("log2_sum_mults_bits") == 0)
-        .then((pl.col("log2_mults").exp2() * pl.col("precision_bits") + 1).log(2))
+        .then(((pl.lit(2.0).pow(pl.col("log2_mults"))) * pl.col("precision_bits") + 1).log(2))
         .otherwise(pl.col("log2_sum_mults_bits"))
         .alias("log2_sum_mults_bits"),
         pl.when(pl.col("log2_mults_per_rf_bits2") == 0)
-        .then(((pl.col("log2_mults_per_rf").exp2() - 1) * (pl.col("precision_bits") / 16) ** 2 + 1).log(2))
+        .then(
+            (
+                (pl.lit(2.0).pow(pl.col("log2_mults_per_rf")) - 1) * (pl.col("precision_bits") / 16) ** 2 + 1
+            ).log(2)
+        )
         .otherwise(pl.col("log2_mults_per_rf_bits2"))
         .alias("log2_mults_per_rf_bits2"),
     )
@@ -496,6 +520,7 @@ def hls4ml_features(queries: pl.DataFrame, *, parts: Sequence[str] = ()) -> pl.D
 # ---------------------------------------------------------------------------------------------
 
 HLSYN_QUERY_COLUMNS: tuple[str, ...] = ("kernel", "pragmas", "tool")
+TOOL_CODES: dict[str, float] = {"vivado_hls": 0.0, "v18": 0.0, "vitis_hls": 1.0, "v20": 1.0, "v21": 2.0}
 #: positional placeholders kept as individual features (``__PARA__L0`` ... ``__PIPE__L7``).
 HLSYN_N_POSITIONS = 8
 HLSYN_AGG_FEATURES: tuple[str, ...] = (
@@ -613,9 +638,7 @@ def hlsyn_features(queries: pl.DataFrame, graph_stats: pl.DataFrame | None = Non
                                                                "log2_para_prod_pipelined")),
         pl.lit(queries["tool"].cast(pl.String)).alias("_tool"),
     )  # fmt: skip
-    out = out.with_columns(
-        pl.col("_tool").replace_strict({"v18": 0.0, "v20": 1.0, "v21": 2.0}, default=-1.0).alias("tool_code")
-    )
+    out = out.with_columns(pl.col("_tool").replace_strict(TOOL_CODES, default=-1.0).alias("tool_code"))
     cols = [*HLSYN_AGG_FEATURES, *HLSYN_POS_FEATURES, "tool_code"]
     feats = out.select(pl.col(c).cast(pl.Float64) for c in cols)
     if graph_stats is not None and graph_stats.height:
@@ -631,3 +654,103 @@ def hlsyn_features(queries: pl.DataFrame, graph_stats: pl.DataFrame | None = Non
         )
         feats = feats.hstack(joined.select((pl.col(c) + 1).log(2).alias(f"g_{c}") for c in stat_cols))
     return feats
+
+
+#: node opcodes whose counts describe a kernel's work (loops ~ icmp, memory, arithmetic).
+GRAPH_OPCODES: tuple[str, ...] = (
+    "icmp",
+    "load",
+    "store",
+    "fmul",
+    "fadd",
+    "mul",
+    "add",
+    "br",
+    "call",
+    "getelementptr",
+)
+
+
+def program_graph_stats(graphs: pl.DataFrame) -> pl.DataFrame:
+    """Kernel identity features from the ``program_graphs`` table, one row per ``kernel``.
+
+    Node/edge/pragma counts, node-type and edge-flow counts and opcode counts (``icmp`` ~ loops);
+    computed once at training and baked into the model.
+    """
+    if graphs.height == 0:
+        return pl.DataFrame({"kernel": []}, schema={"kernel": pl.String})
+    node_dtype = pl.List(pl.Struct({"type": pl.Int64, "text": pl.String}))
+    nodes = (
+        graphs.select("kernel", pl.col("nodes").str.json_decode(node_dtype).alias("node"))
+        .explode("node")
+        .unnest("node")
+    )
+    by_type = nodes.group_by("kernel").agg(
+        *((pl.col("type") == t).sum().cast(pl.Float64).alias(f"n_type{t}") for t in range(4)),
+        *((pl.col("text") == op).sum().cast(pl.Float64).alias(f"n_{op}") for op in GRAPH_OPCODES),
+    )
+    edges = graphs.select(
+        "kernel", pl.col("edges").str.json_decode(pl.List(pl.List(pl.Int64))).alias("e")
+    ).explode("e")
+    by_flow = (
+        edges.with_columns(pl.col("e").list.get(2, null_on_oob=True).alias("flow"))
+        .group_by("kernel")
+        .agg(*((pl.col("flow") == f).sum().cast(pl.Float64).alias(f"n_flow{f}") for f in range(4)))
+    )
+    base = graphs.select(
+        "kernel",
+        pl.col("n_nodes").cast(pl.Float64),
+        pl.col("n_edges").cast(pl.Float64),
+        pl.col("n_pragma_nodes").cast(pl.Float64),
+    ).unique("kernel", keep="first")
+    return base.join(by_type, on="kernel", how="left").join(by_flow, on="kernel", how="left").sort("kernel")
+
+
+POWERGEAR_FEATURES: tuple[str, ...] = (
+    "io_buffer_partition", "buffer_partition_d1d2", "n_pipelined_loops", "log2_max_unroll", "n_loops",
+    "log2_unroll_prod", "log2_unroll_sum", "hls_lut", "hls_ff", "hls_dsp", "hls_bram", "c_num_arith",
+    "c_num_logic", "rtl_num_arith", "rtl_num_logic", "clk_estimated_ns",
+)  # fmt: skip
+
+
+def powergear_features(designs: pl.DataFrame, hls: pl.DataFrame) -> pl.DataFrame:
+    """Early-stage power features of HLSDataset/PowerGear designs (one row per design, same order).
+
+    ``designs`` holds the on-board rows (``design_id``, ``pragmas`` JSON of loop nests with
+    pipeline/unroll, ``extra`` with partition factors); ``hls`` the HLS-estimate rows of the
+    same designs (LUT/FF/DSP/BRAM estimates and operator counts). Nothing after HLS is used.
+    """
+    loop_dtype = pl.List(pl.Struct({"pipeline": pl.Int64, "unroll": pl.Int64}))
+    d = designs.select("design_id", "pragmas", "extra").with_row_index("_r")
+    loops = d.select("_r", pl.col("pragmas"))
+    # pragmas: {"l1": [{"pipeline":0,"unroll":1}, ...], "l3": [...]} -> one row per loop
+    long = (
+        loops.with_columns(pl.col("pragmas").str.extract_all(r"\{[^{}]*\}").alias("loop"))
+        .explode("loop")
+        .with_columns(pl.col("loop").str.json_decode(loop_dtype.inner).alias("l"))
+        .unnest("l")
+    )
+    agg = long.group_by("_r").agg(
+        pl.len().cast(pl.Float64).alias("n_loops"),
+        pl.col("unroll").cast(pl.Float64).log(2).sum().alias("log2_unroll_prod"),
+        pl.col("unroll").cast(pl.Float64).sum().log(2).alias("log2_unroll_sum"),
+    )
+    ex = pl.col("extra")
+    base = d.with_columns(
+        ex.str.json_path_match("$.io_buffer_partition").cast(pl.Float64).alias("io_buffer_partition"),
+        ex.str.json_path_match("$.buffer_partition_d1d2").cast(pl.Float64).alias("buffer_partition_d1d2"),
+        ex.str.json_path_match("$.n_pipelined_loops").cast(pl.Float64).alias("n_pipelined_loops"),
+        ex.str.json_path_match("$.max_unroll").cast(pl.Float64).log(2).alias("log2_max_unroll"),
+    )
+    hx = pl.col("extra")
+    h = hls.select(
+        pl.col("design_id"),
+        pl.col("lut").alias("hls_lut"),
+        pl.col("ff").alias("hls_ff"),
+        pl.col("dsp").alias("hls_dsp"),
+        pl.col("bram").alias("hls_bram"),
+        *(hx.str.json_path_match(f"$.{c}").cast(pl.Float64).alias(c) for c in
+          ("c_num_arith", "c_num_logic", "rtl_num_arith", "rtl_num_logic", "clk_estimated_ns")),
+    ).unique("design_id", keep="first")  # fmt: skip
+    out = base.join(agg, on="_r", how="left").join(h, on="design_id", how="left").sort("_r")
+    return out.select(pl.col(c).cast(pl.Float64) for c in POWERGEAR_FEATURES)

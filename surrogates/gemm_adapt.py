@@ -136,7 +136,9 @@ class AdaptedGemmDevice:
 
     def descriptor_frame(self) -> pl.DataFrame:
         row = {"device_id": self.device_id, **{c: self.descriptors.get(c) for c in DEVICE_DESCRIPTORS}}
-        return pl.DataFrame([row], schema={"device_id": pl.String, **dict.fromkeys(DEVICE_DESCRIPTORS, pl.Float64)})
+        return pl.DataFrame(
+            [row], schema={"device_id": pl.String, **dict.fromkeys(DEVICE_DESCRIPTORS, pl.Float64)}
+        )
 
 
 def save_adapted(record: AdaptedGemmDevice, store_root: str | os.PathLike[str] | None = None) -> Path:
@@ -183,7 +185,9 @@ def check_measurements(frame: pl.DataFrame, *, min_rows: int = 3) -> pl.DataFram
     """Validate measurements (columns, NaN, non-positive, duplicate shapes); normalise defaults."""
     missing = [c for c in MEASUREMENT_COLUMNS if c not in frame.columns]
     if missing:
-        raise AdaptationError(f"measurements miss column(s) {missing}; need {list(MEASUREMENT_COLUMNS)} (+ batch, dtype)")
+        raise AdaptationError(
+            f"measurements miss column(s) {missing}; need {list(MEASUREMENT_COLUMNS)} (+ batch, dtype)"
+        )
     f = frame
     if "batch" not in f.columns:
         f = f.with_columns(pl.lit(1).alias("batch"))
@@ -294,7 +298,11 @@ def adapt_gemm(
         from .registry import load_predictor
 
         predictor = load_predictor("gemm")
-    model = predictor.model.unwrap_python_model().model if hasattr(predictor.model, "unwrap_python_model") else predictor.model
+    model = (
+        predictor.model.unwrap_python_model().model
+        if hasattr(predictor.model, "unwrap_python_model")
+        else predictor.model
+    )
     if device in model.devices:
         raise AdaptationError(
             f"device {device!r} is already known to {predictor.name} v{predictor.version} (trained on it); "

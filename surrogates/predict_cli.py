@@ -40,7 +40,9 @@ def read_queries(path: str) -> pl.DataFrame:
     except click.BadParameter:
         raise
     except Exception as exc:
-        raise click.BadParameter(f"queries file {path!r} could not be read: {exc}", param_hint="--queries") from None
+        raise click.BadParameter(
+            f"queries file {path!r} could not be read: {exc}", param_hint="--queries"
+        ) from None
 
 
 def write_output(frame: pl.DataFrame, out: str | None) -> None:
@@ -72,7 +74,9 @@ def _fail(exc: Exception) -> None:
 
 
 @click.command("gemm")
-@click.option("--queries", "queries_path", help="CSV/JSON/parquet with device_id, op, m, n, k (+ batch, dtype, layout).")
+@click.option(
+    "--queries", "queries_path", help="CSV/JSON/parquet with device_id, op, m, n, k (+ batch, dtype, layout)."
+)
 @click.option("--device", help="Device id (one query from flags).")
 @click.option("--op", type=click.Choice(["gemm", "bmm", "linear"]), default="gemm", show_default=True)
 @click.option("-m", "m", type=int, help="Rows of A / output.")
@@ -101,7 +105,9 @@ def predict_gemm(
     else:
         missing = [name for name, v in (("--device", device), ("-m", m), ("-n", n), ("-k", k)) if v is None]
         if missing:
-            raise click.UsageError(f"give --queries FILE or all of --device -m -n -k (missing {', '.join(missing)})")
+            raise click.UsageError(
+                f"give --queries FILE or all of --device -m -n -k (missing {', '.join(missing)})"
+            )
         queries = pl.DataFrame(
             [{"device_id": device, "op": op, "m": m, "n": n, "k": k, "batch": batch, "dtype": dtype, "layout": layout}],
             schema={"device_id": pl.String, "op": pl.String, "m": pl.Int64, "n": pl.Int64, "k": pl.Int64,
