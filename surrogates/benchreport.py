@@ -94,7 +94,17 @@ class BenchReport:
         for r in self.rows:
             target = "" if r.target is None else f"{r.direction} {_fmt(r.target)}"
             met = "" if r.met is None else ("yes" if r.met else "NO")
-            body.append((r.metric, r.split, _fmt(r.ours), _fmt(r.anchor), target, met, "" if r.n is None else str(r.n)))
+            body.append(
+                (
+                    r.metric,
+                    r.split,
+                    _fmt(r.ours),
+                    _fmt(r.anchor),
+                    target,
+                    met,
+                    "" if r.n is None else str(r.n),
+                )
+            )
         widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
         lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True))]
         lines.append("  ".join("-" * w for w in widths))
@@ -143,6 +153,7 @@ def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
         with os.fdopen(fd, "w") as fh:
             json.dump(payload, fh, indent=2, sort_keys=False)
             fh.write("\n")
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

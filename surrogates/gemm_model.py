@@ -102,6 +102,11 @@ class GemmRegressor(RegressorMixin, BaseEstimator):
             extra = device_table(extra_devices)
             table = pl.concat([table.filter(~pl.col("device_id").is_in(extra["device_id"].to_list())), extra])
         x, roof = gemm_feature_matrix(as_polars(X), table, device_features=self.device_features)
+        empty = getattr(self, "empty_features_", None)
+        if empty is not None and len(empty):
+            x[:, empty] = (
+                0.0  # descriptors no training device states: a constant (sklearn cannot bin all-NaN)
+            )
         if self.target == "roofline_ratio" and not np.isfinite(roof).all():
             q = as_polars(X)
             bad = q["device_id"].cast(pl.String)[int(np.flatnonzero(~np.isfinite(roof))[0])]
@@ -127,7 +132,10 @@ class GemmRegressor(RegressorMixin, BaseEstimator):
             raise ValueError(f"y must be > 0 (log target); {int((y <= 0).sum())} values are <= 0")
         used = q["device_id"].cast(pl.String).unique()
         self.device_table_ = device_table(self.devices).filter(pl.col("device_id").is_in(used.to_list()))
+        self.empty_features_ = None
         x, roof = self._features(q)
+        self.empty_features_ = np.flatnonzero(np.isnan(x).all(axis=0))
+        x[:, self.empty_features_] = 0.0
         z = np.log(y / roof) if self.target == "roofline_ratio" else np.log(y)
         self.model_ = HistGradientBoostingRegressor(
             max_iter=self.max_iter,
