@@ -463,3 +463,28 @@ def bench_fewshot_gemm(
     report.details["curve"] = curve.to_dicts()
     _log_bench(report)
     report.emit(json_path)
+
+
+# --------------------------------------------------------------------------- feature speed
+
+
+@click.command("gemm-features")
+@json_option("gemm-features")
+@click.option("--rows", default=100_000, show_default=True, help="Number of GEMM queries to featurise.")
+@click.option("--repeats", default=5, show_default=True)
+def bench_gemm_features(json_path: str | None, rows: int, repeats: int) -> None:
+    """Speed of the shared GEMM feature pipeline: featurise N stored queries (best of R runs)."""
+    report = BenchReport("gemm-features", f"gemm_features on {rows} NeuSight queries, best of {repeats}")
+    frame, devices = _read(DatasetStore(), "neusight")
+    q = frame.sample(rows, with_replacement=rows > frame.height, seed=0).select(
+        "device_id", "op", "m", "n", "k", "batch", "dtype", "layout"
+    )
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        gemm_features(q, devices)
+        times.append(time.perf_counter() - t0)
+    report.data = {"rows": rows, "all_runs_s": [round(t, 4) for t in times]}
+    report.add("featurise seconds", f"{rows} queries (best of {repeats})", min(times), target=1.0, n=rows)
+    report.add("featurise seconds", f"{rows} queries (median of {repeats})", float(np.median(times)), n=rows)
+    report.emit(json_path)
