@@ -15,7 +15,9 @@ def test_predict_gemm_without_queries_names_the_missing_flags() -> None:
 
 
 def test_predict_gemm_with_no_registered_model_says_how_to_train() -> None:
-    res = CliRunner().invoke(predict_gemm, ["--device", "x", "-m", "8", "-n", "8", "-k", "8"])
+    res = CliRunner().invoke(
+        predict_gemm, ["--device", "x", "-m", "8", "-n", "8", "-k", "8", "--version", "999"]
+    )
     assert res.exit_code == 1
     assert "run `hws train gemm` first" in res.output
 
