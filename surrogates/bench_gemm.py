@@ -289,7 +289,7 @@ def bench_neusight(
               help="Device ids (default: the GPUs with power: b200_sxm, gb200, h200_sxm).")  # fmt: skip
 @click.option("--all-devices", is_flag=True, help="Every aiconfigurator GPU (slow: ~1M rows).")
 @click.option("--test-frac", default=0.2, show_default=True, help="Fraction of (n,k) weight shapes held out.")
-@click.option("--max-train-rows", default=40_000, show_default=True)
+@click.option("--max-train-rows", default=40_000, show_default=True, help="Subsample per table (0: all rows).")
 @click.option("--max-iter", default=250, show_default=True)
 def bench_aiconfigurator(
     json_path: str | None, devices_opt: tuple[str, ...], all_devices: bool, test_frac: float, max_train_rows: int,
@@ -337,7 +337,7 @@ def bench_aiconfigurator(
             and (d["peak_fp16_gflops"] is not None or d["peak_fp32_gflops"] is not None)
         )
         kw = {"devices": devices, "max_iter": max_iter, "learning_rate": 0.1}
-        sub = tr.sample(min(tr.height, max_train_rows), seed=0)
+        sub = tr.sample(max_train_rows, seed=0) if 0 < max_train_rows < tr.height else tr
         m = GemmRegressor(target="roofline_ratio" if has_roof else "log", **kw).fit(sub, sub["runtime_ms"])
         p = m.predict(te)
         short = f"{_short(dev)} [{fw.split()[0]}]"
@@ -352,7 +352,7 @@ def bench_aiconfigurator(
                        n=r["len"])  # fmt: skip
         ptr, pte = power_rows(tr), power_rows(te)
         if ptr.height >= 100 and pte.height:
-            psub = ptr.sample(min(ptr.height, max_train_rows), seed=0)
+            psub = ptr.sample(max_train_rows, seed=0) if 0 < max_train_rows < ptr.height else ptr
             mp = GemmRegressor(target="log", **kw).fit(psub, psub["power_w"])
             pp = mp.predict(pte)
             res = pte.select("dtype").with_columns(
