@@ -63,7 +63,7 @@ def bench_hlsyn(
             tr, te = rows.filter(~is_test), rows.filter(is_test)
             ytr, yte = hlsyn_targets(tr).to_numpy(), hlsyn_targets(te).to_numpy()
             floor = sum(
-                _rmse(yte[:, j], np.full(len(yte), ytr[:, j].mean())) for j in range(len(HLSYN_TARGETS))
+                _rmse(yte[:, j], np.full(len(yte), np.nanmean(ytr[:, j]))) for j in range(len(HLSYN_TARGETS))
             )
             reg = FpgaRegressor(kind="hlsyn", targets=HLSYN_TARGETS, log_target=False, graph_stats=gstats,
                                 max_iter=max_iter, learning_rate=0.05)  # fmt: skip

@@ -289,7 +289,9 @@ def bench_neusight(
               help="Device ids (default: the GPUs with power: b200_sxm, gb200, h200_sxm).")  # fmt: skip
 @click.option("--all-devices", is_flag=True, help="Every aiconfigurator GPU (slow: ~1M rows).")
 @click.option("--test-frac", default=0.2, show_default=True, help="Fraction of (n,k) weight shapes held out.")
-@click.option("--max-train-rows", default=40_000, show_default=True, help="Subsample per table (0: all rows).")
+@click.option(
+    "--max-train-rows", default=40_000, show_default=True, help="Subsample per table (0: all rows)."
+)
 @click.option("--max-iter", default=250, show_default=True)
 def bench_aiconfigurator(
     json_path: str | None, devices_opt: tuple[str, ...], all_devices: bool, test_frac: float, max_train_rows: int,

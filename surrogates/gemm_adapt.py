@@ -294,7 +294,9 @@ def adapt_gemm(
 ) -> tuple[AdaptedGemmDevice, Path]:
     """Adapt the champion ``hws-gemm`` (or ``predictor``) to ``device`` and persist the record."""
     root = Path(store_root) if store_root is not None else Path(get_settings(fresh=True).store)
-    check_measurements(measurements, min_rows=(config or GemmAdaptConfig()).min_measurements)  # before any loading
+    check_measurements(
+        measurements, min_rows=(config or GemmAdaptConfig()).min_measurements
+    )  # before any loading
     if predictor is None:
         from .registry import load_predictor
 
