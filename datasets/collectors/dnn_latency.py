@@ -6,7 +6,7 @@ thread count. Each arch gets ``warmup`` untimed runs, then ``repeats`` timed run
 each; perf_counter_ns on the CPU, CUDA events + synchronisation on a GPU); the row holds the
 median, ``extra`` the IQR, min and the environment.
 
-``space="custom"`` measures a user model: a TorchScript file, an ONNX file (needs
+``space="custom"`` measures a user model: a TorchScript file, a ``torch.export`` ``.pt2`` file, an ONNX file (needs
 onnxruntime: ``pip install 'hwsurrogate[onnx]'``) or an import path ``module:callable``
 returning an ``nn.Module``, with ``input_shape`` (C, H, W...) of one sample. Its ``arch_key``
 is the file name plus a sha256 prefix, or the import path.
@@ -14,10 +14,12 @@ is the file name plus a sha256 prefix, or the import path.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import json
 import random
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,7 +117,9 @@ def _torch_model(module: Any, identifier: str, framework: str, device: str, prec
     import torch
 
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
-    module = module.to(device=device, dtype=dtype).eval()
+    module = module.to(device=device, dtype=dtype)
+    with contextlib.suppress(NotImplementedError):  # torch.export modules keep their exported mode
+        module = module.eval()
 
     def run(x: Any) -> Any:
         with torch.inference_mode():
@@ -135,7 +139,7 @@ def load_model(
     import torch
 
     path = Path(spec)
-    if path.suffix in (".pt", ".pth", ".ts", ".torchscript", ".onnx") or path.exists():
+    if path.suffix in (".pt", ".pth", ".pt2", ".ts", ".torchscript", ".onnx") or path.exists():
         if not path.is_file():
             raise CollectorError(f"model {spec!r}: file not found")
         try:
@@ -144,8 +148,21 @@ def load_model(
             raise CollectorError(f"model {spec!r}: cannot read the file ({exc.strerror})") from None
         if path.suffix == ".onnx":
             return _onnx_model(path, identifier, device=device, precision=precision, threads=threads)
+        if path.suffix == ".pt2":
+            try:
+                module = torch.export.load(str(path)).module()
+            except Exception as exc:
+                raise CollectorError(
+                    f"model {spec!r}: not a torch.export program torch.export.load can read "
+                    f"({type(exc).__name__}); save it with torch.export.save(torch.export.export(m, args), path)"
+                ) from None
+            return _torch_model(
+                module, identifier, f"torch.export (torch {torch.__version__})", device, precision
+            )
         try:
-            module = torch.jit.load(str(path), map_location=device)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # torch>=2.9 deprecates TorchScript
+                module = torch.jit.load(str(path), map_location=device)
         except Exception as exc:
             raise CollectorError(
                 f"model {spec!r}: not a TorchScript file torch.jit.load can read ({type(exc).__name__}: "
@@ -154,7 +171,7 @@ def load_model(
         return _torch_model(module, identifier, f"torchscript (torch {torch.__version__})", device, precision)
     if ":" not in spec:
         raise CollectorError(
-            f"model {spec!r}: give a .pt/.onnx file or an import path 'package.module:callable'"
+            f"model {spec!r}: give a .pt/.pt2/.onnx file or an import path 'package.module:callable'"
         )
     mod_name, _, attr = spec.partition(":")
     try:
@@ -350,7 +367,7 @@ def _read_keys(path: Path) -> list[str]:
 @click.option("--random", "n_random", type=click.IntRange(min=1), default=None,
               help="Measure N uniformly random archs of --space.")  # fmt: skip
 @click.option("--model", default=None,
-              help="Your model: a TorchScript .pt, an .onnx file or 'module:callable' (space=custom).")  # fmt: skip
+              help="Your model: a TorchScript .pt, a torch.export .pt2, an .onnx file or 'module:callable' (space=custom).")  # fmt: skip
 @click.option("--input-shape", default=None, help="Input shape of one sample for --model, e.g. 3,224,224.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:<index>.")
 @click.option("--batch", default=1, show_default=True, type=click.IntRange(min=1))
