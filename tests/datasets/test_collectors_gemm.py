@@ -185,3 +185,13 @@ def test_cli_push_sends_rows_through_the_client(tmp_path: Path, monkeypatch: pyt
     assert res.exit_code == 0, res.output
     assert sent == [("http://svc:8000", "T", "gemm", 1)]
     assert DatasetStore(tmp_path / "s").read("gemm").height == 0  # pushed, not stored locally
+
+
+def test_thread_cpu_timer_needs_one_cpu_thread_and_is_recorded() -> None:
+    args = {**FAST, "threads": 2}
+    with pytest.raises(CollectorError, match="threads=1"):
+        collect_gemm([(8, 8, 8)], timer="thread_cpu", **args)
+    row = collect_gemm([(8, 8, 8)], timer="thread_cpu", **FAST).row(0, named=True)
+    assert json.loads(row["extra"])["timer"] == "thread_cpu" and row["runtime_ms"] > 0
+    with pytest.raises(CollectorError, match="timer 'cpu'"):
+        collect_gemm([(8, 8, 8)], timer="cpu", **FAST)  # type: ignore[arg-type]
