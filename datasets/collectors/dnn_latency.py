@@ -19,6 +19,7 @@ import hashlib
 import importlib
 import json
 import random
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -225,10 +226,10 @@ def _onnx_model(
 
 
 # ------------------------------------------------------------------------------ measuring
-def _sampler(run: Callable[[Any], Any], x: Any, kind: str, index: int) -> Callable[[int], float]:
+def _sampler(run: Callable[[Any], Any], x: Any, kind: str, index: int, timer: str) -> Callable[[int], float]:
     if kind == "cuda":  # pragma: no cover - needs a GPU
         return cuda_sampler(lambda: run(x), index)
-    return cpu_sampler(lambda: run(x))
+    return cpu_sampler(lambda: run(x), time.thread_time_ns if timer == "thread_cpu" else time.perf_counter_ns)
 
 
 def collect_latency(
@@ -243,6 +244,8 @@ def collect_latency(
     precision: Precision = "fp32",
     input_shape: Sequence[int] | None = None,
     arch_indices: Sequence[int | None] | None = None,
+    timer: Literal["wall", "thread_cpu"] = "wall",
+    min_time_s: float = 0.0,
     progress: bool = True,
 ) -> pl.DataFrame:
     """Measure the inference latency of every arch and return rows in the ``latency`` schema.
@@ -251,6 +254,10 @@ def collect_latency(
     (file path or ``module:callable``; needs ``input_shape`` of one sample, e.g. (3, 224, 224)).
     ``arch_indices`` (optional, same length) fills ``arch_index``; HELP reference archs get
     their index automatically. Every key is validated before anything runs.
+    ``min_time_s`` > 0 keeps timing an arch beyond ``repeats`` runs until its window lasts that
+    long (at most 100 x ``repeats`` runs), which averages over bursts of other load.
+    ``timer="thread_cpu"`` (CPU, ``threads=1``) counts only this thread's CPU time, for machines
+    shared with other jobs; the timer is recorded in ``extra``.
     """
     if space not in SPACES:
         raise CollectorError(f"space {space!r} must be one of {list(SPACES)}")
@@ -261,6 +268,8 @@ def collect_latency(
     for name, value, low in (("batch", batch, 1), ("repeats", repeats, 1), ("warmup", warmup, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise CollectorError(f"{name} must be an integer >= {low}, got {value!r}")
+    if not isinstance(min_time_s, (int, float)) or not 0 <= min_time_s < float("inf"):
+        raise CollectorError(f"min_time_s must be a finite number >= 0, got {min_time_s!r}")
     if precision not in ("fp32", "fp16", "bf16"):
         raise CollectorError(f"precision {precision!r} must be fp32, fp16 or bf16")
     if arch_indices is not None and len(arch_indices) != len(arch_keys):
@@ -268,6 +277,12 @@ def collect_latency(
     kind, index = parse_device(device)
     if kind == "cuda":
         envmod.require_cuda(device)
+    if timer not in ("wall", "thread_cpu"):
+        raise CollectorError(f"timer {timer!r} must be 'wall' or 'thread_cpu'")
+    if timer == "thread_cpu" and (kind != "cpu" or threads != 1):
+        raise CollectorError(
+            "timer='thread_cpu' counts only the calling thread's CPU time: use it on the CPU with threads=1"
+        )
     if space == "custom":
         if input_shape is None:
             raise CollectorError("input_shape is required for custom models, e.g. (3, 224, 224)")
@@ -293,15 +308,16 @@ def collect_latency(
                 model.framework = f"torch {env.software.get('torch', '?')} (eager, inference_mode)"
             x = model.make_input((batch, *shape))
             try:
-                t = measure(_sampler(model.run, x, kind, index), warmup=warmup, number=1, min_time_s=0.0,
-                            min_samples=repeats, max_samples=repeats)  # fmt: skip
+                t = measure(_sampler(model.run, x, kind, index, timer), warmup=warmup, number=1,
+                            min_time_s=min_time_s, min_samples=repeats,
+                            max_samples=repeats if min_time_s == 0 else 100 * repeats)  # fmt: skip
             except Exception as exc:
                 raise CollectorError(
                     f"arch_key {model.identifier!r}: the model failed on input shape {(batch, *shape)} "
                     f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
                 ) from None
             rows.append(_row(space, model, arch_index, t, env=env, batch=batch, precision=precision,
-                             shape=(batch, *shape)))  # fmt: skip
+                             shape=(batch, *shape), timer="cuda_events" if kind == "cuda" else timer))  # fmt: skip
     frame = pl.DataFrame(rows, infer_schema_length=None)
     frame = envmod.provenance(frame, source=SOURCE, env=env,
                               key=("device_id", "space", "arch_key", "batch", "precision"))  # fmt: skip
@@ -324,8 +340,9 @@ def _reference_index(space: str, key: str) -> int | None:
 
 
 def _row(space: str, model: LoadedModel, arch_index: int | None, t: Timing, *, env: Environment, batch: int,
-         precision: str, shape: tuple[int, ...]) -> dict[str, Any]:  # fmt: skip
+         precision: str, shape: tuple[int, ...], timer: str) -> dict[str, Any]:  # fmt: skip
     extra = {
+        "timer": timer,
         "iqr_ms": t.iqr_s * 1e3,
         "min_ms": t.min_s * 1e3,
         "repeats": t.n_samples,
@@ -375,12 +392,14 @@ def _read_keys(path: Path) -> list[str]:
 @click.option("--repeats", default=30, show_default=True, type=click.IntRange(min=1))
 @click.option("--warmup", default=5, show_default=True, type=click.IntRange(min=0))
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True)
+@click.option("--timer", type=click.Choice(["wall", "thread-cpu"]), default="wall", show_default=True,
+              help="thread-cpu: count only this thread's CPU time (CPU, --threads 1; for shared machines).")  # fmt: skip
 @click.option("--seed", default=0, show_default=True, help="Seed of --random.")
 @output_options
 def collect_latency_cmd(
     space: str, archs: tuple[str, ...], archs_file: Path | None, n_random: int | None, model: str | None,
     input_shape: str | None, device: str, batch: int, threads: int | None, repeats: int, warmup: int,
-    precision: str, seed: int, store_path: Path | None, push_url: str | None, token: str | None,
+    precision: str, timer: str, seed: int, store_path: Path | None, push_url: str | None, token: str | None,
 ) -> None:  # fmt: skip
     """Measure inference latency on this machine and store it in the latency table.
 
@@ -408,7 +427,7 @@ def collect_latency_cmd(
             raise click.BadParameter(f"expected integers like 3,224,224, got {input_shape!r}",
                                      param_hint="--input-shape") from None  # fmt: skip
         frame = collect_latency("custom", [model], device=device, batch=batch, threads=threads, repeats=repeats,
-                                warmup=warmup, precision=precision, input_shape=shape)  # type: ignore[arg-type]  # fmt: skip
+                                warmup=warmup, precision=precision, input_shape=shape, timer=timer.replace("-", "_"))  # type: ignore[arg-type]  # fmt: skip
     else:
         keys = list(archs)
         if archs_file is not None:
@@ -418,7 +437,7 @@ def collect_latency_cmd(
         if not keys:
             raise click.UsageError("give --arch KEY, --archs-file FILE, --random N or --model")
         frame = collect_latency(space, keys, device=device, batch=batch, threads=threads, repeats=repeats,
-                                warmup=warmup, precision=precision)  # type: ignore[arg-type]  # fmt: skip
+                                warmup=warmup, precision=precision, timer=timer.replace("-", "_"))  # type: ignore[arg-type]  # fmt: skip
     with pl.Config(tbl_rows=40, fmt_str_lengths=90, tbl_width_chars=160):
         click.echo(frame.select("arch_key", "arch_index", "batch", "latency_ms"))
     click.echo(deliver("latency", frame, partition=f"{SOURCE}:{envmod.hostname()}", store_path=store_path,
