@@ -19,7 +19,6 @@ import hashlib
 import importlib
 import json
 import random
-import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -38,7 +37,7 @@ from ..schemas import conform
 from . import environment as envmod
 from .environment import Environment, capture_environment, local_device_id, parse_device
 from .output import deliver, output_options
-from .timing import Timing, cpu_sampler, cuda_sampler, measure
+from .timing import Timing, check_timing_options, cpu_sampler, cuda_sampler, host_clock, measure
 
 __all__ = [
     "build_network",
@@ -229,7 +228,7 @@ def _onnx_model(
 def _sampler(run: Callable[[Any], Any], x: Any, kind: str, index: int, timer: str) -> Callable[[int], float]:
     if kind == "cuda":  # pragma: no cover - needs a GPU
         return cuda_sampler(lambda: run(x), index)
-    return cpu_sampler(lambda: run(x), time.thread_time_ns if timer == "thread_cpu" else time.perf_counter_ns)
+    return cpu_sampler(lambda: run(x), host_clock(timer))
 
 
 def collect_latency(
@@ -268,21 +267,11 @@ def collect_latency(
     for name, value, low in (("batch", batch, 1), ("repeats", repeats, 1), ("warmup", warmup, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise CollectorError(f"{name} must be an integer >= {low}, got {value!r}")
-    if not isinstance(min_time_s, (int, float)) or not 0 <= min_time_s < float("inf"):
-        raise CollectorError(f"min_time_s must be a finite number >= 0, got {min_time_s!r}")
     if precision not in ("fp32", "fp16", "bf16"):
         raise CollectorError(f"precision {precision!r} must be fp32, fp16 or bf16")
     if arch_indices is not None and len(arch_indices) != len(arch_keys):
         raise CollectorError(f"arch_indices has {len(arch_indices)} entries for {len(arch_keys)} arch_keys")
-    kind, index = parse_device(device)
-    if kind == "cuda":
-        envmod.require_cuda(device)
-    if timer not in ("wall", "thread_cpu"):
-        raise CollectorError(f"timer {timer!r} must be 'wall' or 'thread_cpu'")
-    if timer == "thread_cpu" and (kind != "cpu" or threads != 1):
-        raise CollectorError(
-            "timer='thread_cpu' counts only the calling thread's CPU time: use it on the CPU with threads=1"
-        )
+    kind, index = check_timing_options(device, timer=timer, threads=threads, min_time_s=min_time_s)
     if space == "custom":
         if input_shape is None:
             raise CollectorError("input_shape is required for custom models, e.g. (3, 224, 224)")
