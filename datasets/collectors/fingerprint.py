@@ -233,6 +233,9 @@ def _row(env: Environment, kind: str, fingerprint: dict[str, dict[str, float]], 
          quick: bool, repeats: int, timer: str, seconds: float) -> dict[str, Any]:  # fmt: skip
     cpu = env.cpu
     descriptors: dict[str, Any] = {
+        "batch": 1,  # the same top-level keys as the HELP importer's devices
+        "precision": "fp32",
+        "measured": True,
         "cpu": cpu.as_dict(),
         "threads": env.threads,
         "software": env.software,
