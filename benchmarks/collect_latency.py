@@ -28,6 +28,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--timer", choices=["wall", "thread_cpu"], default="wall")
     ap.add_argument("--min-time", type=float, default=0.0, help="minimum timed window per arch, s")
+    ap.add_argument("--rounds", type=int, default=1, help="passes the repeats are split over")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     t0 = time.perf_counter()
@@ -52,7 +53,7 @@ def main() -> None:
     with pl.Config(tbl_rows=60, fmt_str_lengths=100, tbl_width_chars=160):
         print(table)
     print(f"\nmachine: {cpu_info().model}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; "
-          f"threads={args.threads}, repeats={args.repeats}, warmup={args.warmup}, timer={args.timer}, min_time={args.min_time} s")  # fmt: skip
+          f"threads={args.threads}, repeats={args.repeats}, warmup={args.warmup}, timer={args.timer}, min_time={args.min_time} s, rounds={args.rounds}")  # fmt: skip
     print("| check | ours | target |")
     print("|---|---|---|")
     print(f"| Spearman between two passes over {args.n_archs} NB201 archs | {rho:.4f} | >= 0.95 | "

@@ -185,7 +185,9 @@ def collect_fingerprint(
     """Measure this device and return one row in the ``devices`` schema (nothing is written here).
 
     ``quick`` shrinks the micro-benchmarks and repeats (for smoke tests). The reference
-    latencies are batch 1, fp32, medians of ``repeats`` runs (default 15, quick 5).
+    latencies are batch 1, fp32, medians of ``repeats`` runs (default 15, quick 5) spread over
+    3 passes through the 10 archs of a space (1 when quick), so a burst of other load does not
+    bias one reference arch.
     ``timer="thread_cpu"`` (with ``threads=1``) times the reference archs with the thread's CPU
     clock, for machines shared with other jobs (recorded in the descriptors).
     """
@@ -205,7 +207,7 @@ def collect_fingerprint(
             refs = reference_keys(space)
             lat = collect_latency(space, [k for _, k in refs], device=device, threads=n_threads,  # type: ignore[arg-type]
                                   repeats=n_rep, warmup=2 if quick else 3, arch_indices=[i for i, _ in refs],
-                                  timer=timer, progress=progress)  # fmt: skip
+                                  timer=timer, rounds=min(n_rep, 1 if quick else 3), progress=progress)  # fmt: skip
             fingerprint[space] = {
                 str(i): float(ms) for i, ms in zip(lat["arch_index"], lat["latency_ms"], strict=True)
             }
@@ -247,7 +249,9 @@ def _row(env: Environment, kind: str, fingerprint: dict[str, dict[str, float]], 
             "statistic": "median",
             "input": "3x32x32",
             "quick": quick,
-        },  # fmt: skip
+            "timer": timer,
+            "rounds": min(repeats, 1 if quick else 3),
+        },
         "collected_in_s": seconds,
     }
     if kind == "cuda":  # pragma: no cover - needs a GPU
