@@ -54,6 +54,7 @@ def test_collect_8x8x8_numpy_row_fits_schema_and_records_environment() -> None:
     assert "numpy" in json.loads(row["software"])
     extra = json.loads(row["extra"])
     assert extra["cache"]["copies"] >= 1 and extra["gflops"] > 0 and extra["env"]["threads"] == 1
+    assert extra["blas_threads"] == 1  # numpy's BLAS really was limited to the recorded thread count
 
 
 def test_no_energy_counter_gives_null_power_with_reason() -> None:
