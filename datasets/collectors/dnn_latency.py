@@ -71,7 +71,8 @@ def _canonical(space: str, arch_key: str) -> str:
     try:
         return check_arch_key(space, arch_key)
     except ValueError as exc:
-        raise CollectorError(f"arch_key: {exc}") from None
+        msg = str(exc)
+        raise CollectorError(msg if msg.startswith("arch_key") else f"arch_key: {msg}") from None
 
 
 def random_arch_keys(space: Literal["nb201", "fbnet"], n: int, *, seed: int = 0) -> list[str]:
