@@ -235,3 +235,17 @@ def test_cli_stores_rows_and_rejects_bad_keys_without_writing(tmp_path: Path) ->
 def test_cli_model_needs_input_shape(tmp_path: Path) -> None:
     res = CliRunner().invoke(cli, ["collect", "latency", "--model", "x.pt", "--store", str(tmp_path / "s")])
     assert res.exit_code == 2 and "--input-shape" in res.output
+
+
+def test_cli_archs_file_missing_or_bad_key_is_named(tmp_path: Path) -> None:
+    store = tmp_path / "s"
+    runner = CliRunner()
+    res = runner.invoke(
+        cli, ["collect", "latency", "--archs-file", str(tmp_path / "none.txt"), "--store", str(store)]
+    )
+    assert res.exit_code != 0 and "--archs-file" in str(res.exception)
+    keys = tmp_path / "keys.txt"
+    keys.write_text(f"# two archs\n{ALL_SKIP}\nk3_e1 skip\n")
+    res = runner.invoke(cli, ["collect", "latency", "--archs-file", str(keys), "--store", str(store)])
+    assert res.exit_code != 0 and "k3_e1 skip" in str(res.exception)
+    assert DatasetStore(store).read("latency").height == 0
