@@ -29,7 +29,7 @@ import platform
 import socket
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -212,7 +212,6 @@ def _project_description(files: ProjectFiles) -> tuple[list[dict[str, Any]] | No
         model = parse_parameters_h(files.parameters_h, files.defines_h)
         dense = [layer for layer in model if layer.get("kind") == "dense"]
         if dense:
-            config.setdefault("io_type", dense[0].get("io_type"))
             if not config.get("io_type"):
                 config["io_type"] = dense[0].get("io_type")
             if not config.get("strategy") and dense[0].get("strategy"):
@@ -354,6 +353,7 @@ class CollectResult:
     failures: list[tuple[str, str]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     wall_s: float = 0.0
+    delivered: bool = False  # rows were already handed to ``on_rows`` (stored or pushed)
 
 
 def collect_fpga_reports(
@@ -479,6 +479,8 @@ def collect_fpga_sweep(
     n_jobs: int = 1,
     keep_dir: Path | None = None,
     skip_known_in: DatasetStore | None = None,
+    on_rows: Callable[[pl.DataFrame], object] | None = None,
+    flush_every: int = 10,
     progress: bool = True,
 ) -> CollectResult:
     """Synthesize every spec with yosys (``n_jobs`` at a time) into checked ``fpga`` rows.
@@ -486,12 +488,16 @@ def collect_fpga_sweep(
     A design that runs past ``timeout_s`` or fails in yosys is *not* stored: it is reported in
     ``failures`` so that a later run with a larger limit can still add it (a stored failure row
     would be deduplicated and block that). Designs already in ``skip_known_in`` with the same
-    yosys version are skipped.
+    yosys version are skipped. ``on_rows`` (e.g. a store append) receives checked frames of
+    ``flush_every`` finished designs as they complete, the rest at the end or on Ctrl-C, so an
+    interrupted long sweep keeps its finished designs and a re-run resumes where it stopped.
     """
     if n_jobs < 1:
         raise CollectorError(f"jobs must be >= 1, got {n_jobs}")
     if timeout_s <= 0:
         raise CollectorError(f"timeout must be > 0 s, got {timeout_s}")
+    if flush_every < 1:
+        raise CollectorError(f"flush_every must be >= 1, got {flush_every}")
     toolchain = toolchain or find_yosys()
     env = environment(toolchain.describe())
     t0 = time.perf_counter()
@@ -504,6 +510,14 @@ def collect_fpga_sweep(
     skipped = [s.design_id for s in specs if s not in todo]
     rows: list[dict[str, Any]] = []
     failures: list[tuple[str, str]] = []
+    n_flushed = 0
+
+    def flush() -> None:
+        nonlocal n_flushed
+        if on_rows is not None and len(rows) > n_flushed:
+            on_rows(finalize(pl.DataFrame(rows[n_flushed:], infer_schema_length=None)))
+            n_flushed = len(rows)
+
     with tempfile.TemporaryDirectory(prefix="hws-fpga-") as tmp:
         base = keep_dir if keep_dir is not None else Path(tmp)
         with make_progress() as bar, ThreadPoolExecutor(max_workers=n_jobs) as pool:
@@ -522,14 +536,19 @@ def collect_fpga_sweep(
                     except HwSurrogateError as exc:
                         failures.append((spec.design_id, str(exc)))
                     bar.advance(task)
+                    if len(rows) - n_flushed >= flush_every:
+                        flush()
             except KeyboardInterrupt:
                 for f in futures:
                     f.cancel()
+                flush()
                 raise
+    flush()
     frame = pl.DataFrame(rows, infer_schema_length=None) if rows else pl.DataFrame()
     if frame.height:
         frame = frame.sort("design_id")
-    return CollectResult(finalize(frame), failures, skipped, wall_s=time.perf_counter() - t0)
+    return CollectResult(finalize(frame), failures, skipped, wall_s=time.perf_counter() - t0,
+                         delivered=on_rows is not None)  # fmt: skip
 
 
 # ====================================================================================== output
@@ -544,9 +563,33 @@ def push_rows(frame: pl.DataFrame, url: str, token: str | None) -> object:
     return HwsClient(url, token).upload_rows("fpga", frame)
 
 
-def _emit(result: CollectResult, *, store_path: Path | None, push: str | None, token: str | None,
-          dry_run: bool) -> None:  # fmt: skip
+class _Sink:
+    """Where rows go: the local store (append), a service (--push), or nowhere (--dry-run)."""
+
+    def __init__(
+        self, *, store_path: Path | None, push: str | None, token: str | None, dry_run: bool
+    ) -> None:
+        self.store = None if (dry_run or push) else DatasetStore(store_path)
+        self.push, self.token, self.dry_run = push, token, dry_run
+        self.n_rows = self.n_added = 0
+        self.replies: list[object] = []
+
+    def __call__(self, frame: pl.DataFrame) -> None:
+        if frame.height == 0 or self.dry_run:
+            return
+        if self.push:
+            self.replies.append(push_rows(frame, self.push, self.token))
+        else:
+            assert self.store is not None
+            self.n_added += self.store.append("fpga", frame, partition=PARTITION)
+        self.n_rows += frame.height
+
+
+def _emit(result: CollectResult, sink: _Sink) -> None:
+    """Deliver the rows (unless the collector already did), print a summary; exit 3 on failures."""
     frame = result.frame
+    if not result.delivered:
+        sink(frame)
     for what, why in result.failures:
         click.echo(f"failed: {what}: {why}", err=True)
     if result.skipped:
@@ -560,17 +603,15 @@ def _emit(result: CollectResult, *, store_path: Path | None, push: str | None, t
         ).sort("domain", "stage")  # fmt: skip
         with pl.Config(tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
             click.echo(str(summary))
-    if dry_run:
-        click.echo(f"dry run: {frame.height} row(s) collected in {result.wall_s:.1f} s, nothing written")
-    elif push:
-        reply = push_rows(frame, push, token)
-        click.echo(f"pushed {frame.height} row(s) to {push}: {reply}")
+    took = f"in {result.wall_s:.1f} s"
+    if sink.dry_run:
+        click.echo(f"dry run: {frame.height} row(s) collected {took}, nothing written")
+    elif sink.push:
+        click.echo(f"pushed {sink.n_rows} row(s) to {sink.push} {took}: {sink.replies}")
     elif frame.height:
-        store = DatasetStore(store_path)
-        added = store.append("fpga", frame, partition=PARTITION)
+        assert sink.store is not None
         click.echo(
-            f"added {added} of {frame.height} row(s) to {store.root}/fpga ({PARTITION}) "
-            f"in {result.wall_s:.1f} s"
+            f"added {sink.n_added} of {sink.n_rows} row(s) to {sink.store.root}/fpga ({PARTITION}) {took}"
         )
     else:
         click.echo("no rows collected")
@@ -670,8 +711,9 @@ def parse_cmd(paths: tuple[Path, ...], recursive: bool, skip_bad: bool, store_pa
     A report that is truncated or malformed stops the run with the file and field named and
     nothing written (or is listed and skipped with --skip-bad).
     """
+    sink = _Sink(store_path=store_path, push=push, token=token, dry_run=dry_run)
     result = collect_fpga_reports(list(paths), recursive=recursive, on_error="skip" if skip_bad else "raise")
-    _emit(result, store_path=store_path, push=push, token=token, dry_run=dry_run)
+    _emit(result, sink)
 
 
 @collect_fpga_cmd.command("sweep")
@@ -759,10 +801,10 @@ def sweep_cmd(d_in: str, d_out: str, precision: str, reuse: str, seed: int, acti
     toolchain = find_yosys(yosys_path)
     click.echo(f"{len(specs)} design(s); yosys {toolchain.version} ({toolchain.runtime}); "
                f"{jobs} job(s), {timeout_s:g} s limit each", err=True)  # fmt: skip
-    store = None if (force or dry_run or push) else DatasetStore(store_path)
-    result = collect_fpga_sweep(specs, toolchain=toolchain, timeout_s=timeout_s, n_jobs=jobs,
-                                keep_dir=keep_dir, skip_known_in=store)  # fmt: skip
-    _emit(result, store_path=store_path, push=push, token=token, dry_run=dry_run)
+    sink = _Sink(store_path=store_path, push=push, token=token, dry_run=dry_run)
+    result = collect_fpga_sweep(specs, toolchain=toolchain, timeout_s=timeout_s, n_jobs=jobs, keep_dir=keep_dir,
+                                skip_known_in=None if force else sink.store, on_rows=sink)  # fmt: skip
+    _emit(result, sink)
 
 
 __all__ = [

@@ -10,7 +10,12 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 from hwsurrogate.datasets.collectors import fpga_yosys
-from hwsurrogate.datasets.collectors.fpga import collect_fpga_cmd, collect_fpga_reports, dense_grid
+from hwsurrogate.datasets.collectors.fpga import (
+    collect_fpga_cmd,
+    collect_fpga_reports,
+    collect_fpga_sweep,
+    dense_grid,
+)
 from hwsurrogate.datasets.collectors.fpga_rtl import (
     DenseLayerSpec,
     FixedPoint,
@@ -194,3 +199,54 @@ def test_push_without_the_client_module_is_a_clear_error(monkeypatch: pytest.Mon
     result = CliRunner().invoke(collect_fpga_cmd, ["parse", str(FIX / "hls4ml_vivado"), "--push", "http://x"])
     assert result.exit_code == 1
     assert "--push needs hwsurrogate.client.HwsClient" in result.output
+
+
+# ------------------------------------------------------------------ sweep machinery with a stand-in yosys
+FAKE_YOSYS = """
+import json, pathlib, re, sys, time
+if sys.argv[1:] == ["-V"]:
+    print("Yosys 0.99 (git sha1 0a1b2c3d, stand-in)")
+    sys.exit(0)
+design = pathlib.Path("design.v").read_text()
+n_in = int(re.search(r"d_in=(\\d+)", design).group(1))
+if n_in == 3:
+    print("ERROR: stand-in failure", file=sys.stderr)
+    sys.exit(1)
+if n_in == 5:
+    time.sleep(30)
+cells = {"LUT2": 10 * n_in, "FDRE": 7 * n_in, "DSP48E1": n_in, "CARRY4": 2, "BUFG": 1}
+pathlib.Path("stat.json").write_text(json.dumps({"design": {"num_cells_by_type": cells}}))
+"""
+
+
+@pytest.fixture
+def fake_yosys(tmp_path: Path) -> fpga_yosys.YosysToolchain:
+    script = tmp_path / "fake_yosys.py"
+    script.write_text(FAKE_YOSYS)
+    return fpga_yosys._probe((sys.executable, str(script)), "native")
+
+
+def test_sweep_flushes_batches_and_reports_failures_and_timeouts(
+    fake_yosys: fpga_yosys.YosysToolchain, store: DatasetStore
+) -> None:
+    specs = dense_grid([1, 2, 3, 4, 5, 6, 7], [2], ["8"], [1])
+    batches: list[int] = []
+
+    def deliver(frame: pl.DataFrame) -> None:
+        batches.append(frame.height)
+        store.append("fpga", frame, partition="collector:fpga")
+
+    result = collect_fpga_sweep(specs, toolchain=fake_yosys, timeout_s=4, on_rows=deliver, flush_every=2, n_jobs=2,
+                                progress=False)  # fmt: skip
+    assert batches == [2, 2, 1] and result.delivered
+    assert sorted(result.frame["lut"].to_list()) == [10.0, 20.0, 40.0, 60.0, 70.0]
+    failures = dict(result.failures)
+    assert set(failures) == {specs[2].design_id, specs[4].design_id}
+    assert "stand-in failure" in failures[specs[2].design_id]
+    assert failures[specs[4].design_id].startswith("timeout: yosys ran past the time limit of 4 s")
+    assert store.read("fpga")["tool_version"].unique().to_list() == ["0.99 (git sha1 0a1b2c3d)"]
+    # a re-run skips the five stored designs and retries only the two that failed
+    again = collect_fpga_sweep(
+        specs, toolchain=fake_yosys, timeout_s=4, n_jobs=2, skip_known_in=store, progress=False
+    )
+    assert len(again.skipped) == 5 and len(again.failures) == 2 and again.frame.height == 0
