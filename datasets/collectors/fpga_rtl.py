@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -92,6 +92,36 @@ def parse_precision(text: str) -> FixedPoint:
     return FixedPoint(width, integer)
 
 
+def _check_int(name: str, value: object, lo: int, hi: int | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise CollectorError(f"{name} must be an integer, got {value!r}")
+    if value < lo:
+        raise CollectorError(f"{name} must be >= {lo}, got {value}")
+    if hi is not None and value > hi:
+        raise CollectorError(f"{name} = {value} is larger than the supported {hi}")
+
+
+def _check_common(spec: DenseLayerSpec | Conv1DLayerSpec, sizes: str) -> None:
+    if spec.n_products > MAX_PRODUCTS:
+        raise CollectorError(
+            f"{sizes} = {spec.n_products} products is larger than the supported {MAX_PRODUCTS}"
+        )
+    _check_int("reuse_factor", spec.reuse_factor, -(2**62))
+    if not 1 <= spec.reuse_factor <= spec.n_products:
+        raise CollectorError(
+            f"reuse_factor must be in [1, {sizes}={spec.n_products}], got {spec.reuse_factor}"
+        )
+    _check_int("seed", spec.seed, 0)
+    if spec.activation not in ("relu", "linear"):
+        raise CollectorError(f"activation must be 'relu' or 'linear', got {spec.activation!r}")
+    if not isinstance(spec.precision, FixedPoint):
+        raise CollectorError(f"precision must be a FixedPoint, got {spec.precision!r}")
+
+
+def _random_ints(rng: np.random.Generator, width: int, size: int | tuple[int, ...]) -> np.ndarray:
+    return rng.integers(-(2 ** (width - 1)), 2 ** (width - 1), size=size, dtype=np.int64)
+
+
 @dataclass(frozen=True)
 class DenseLayerSpec:
     """One dense layer to generate: sizes, one fixed-point type, reuse factor and weight seed."""
@@ -102,37 +132,20 @@ class DenseLayerSpec:
     reuse_factor: int = 1
     seed: int = 0
     activation: Activation = "relu"
-    weights: Literal["const"] = "const"  # see the module docstring
-    extra_meta: dict[str, object] = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
-        for name in ("d_in", "d_out", "reuse_factor", "seed"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-                raise CollectorError(f"{name} must be an integer, got {value!r}")
-        for name in ("d_in", "d_out"):
-            value = getattr(self, name)
-            if value < 1:
-                raise CollectorError(f"{name} must be >= 1, got {value}")
-            if value > MAX_DIM:
-                raise CollectorError(f"{name} = {value} is larger than the supported {MAX_DIM}")
-        if self.d_in * self.d_out > MAX_PRODUCTS:
-            raise CollectorError(
-                f"d_in * d_out = {self.d_in * self.d_out} products is larger than the supported "
-                f"{MAX_PRODUCTS} (d_in={self.d_in}, d_out={self.d_out})"
-            )
-        if not 1 <= self.reuse_factor <= self.d_in * self.d_out:
-            raise CollectorError(
-                f"reuse_factor must be in [1, d_in*d_out={self.d_in * self.d_out}], got {self.reuse_factor}"
-            )
-        if self.seed < 0:
-            raise CollectorError(f"seed must be >= 0, got {self.seed}")
-        if self.activation not in ("relu", "linear"):
-            raise CollectorError(f"activation must be 'relu' or 'linear', got {self.activation!r}")
-        if not isinstance(self.precision, FixedPoint):
-            raise CollectorError(f"precision must be a FixedPoint, got {self.precision!r}")
+        _check_int("d_in", self.d_in, 1, MAX_DIM)
+        _check_int("d_out", self.d_out, 1, MAX_DIM)
+        _check_common(self, "d_in*d_out")
 
-    # ------------------------------------------------------------------ derived sizes
+    @property
+    def n_inputs(self) -> int:
+        return self.d_in
+
+    @property
+    def n_outputs(self) -> int:
+        return self.d_out
+
     @property
     def n_products(self) -> int:
         return self.d_in * self.d_out
@@ -153,13 +166,106 @@ class DenseLayerSpec:
     def kernel(self) -> str:
         return f"dense_{self.d_in}x{self.d_out}"
 
+    def describe(self) -> dict[str, object]:
+        """The layer as it goes into the row's ``model`` JSON."""
+        return {"class": "Dense", "d_in": self.d_in, "d_out": self.d_out, "precision": str(self.precision),
+                "reuse_factor": self.reuse_factor, "activation": self.activation}  # fmt: skip
+
     def weights_and_bias(self) -> tuple[np.ndarray, np.ndarray]:
         """Seeded random weights ``(d_out, d_in)`` and bias ``(d_out,)`` as signed raw integers."""
         rng = np.random.default_rng(self.seed)
-        lo, hi = -(2 ** (self.precision.width - 1)), 2 ** (self.precision.width - 1)
-        w = rng.integers(lo, hi, size=(self.d_out, self.d_in), dtype=np.int64)
-        b = rng.integers(lo, hi, size=self.d_out, dtype=np.int64)
+        w = _random_ints(rng, self.precision.width, (self.d_out, self.d_in))
+        b = _random_ints(rng, self.precision.width, self.d_out)
         return w, b
+
+    def matrix(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(weights, structural mask, bias) of the layer as a matrix-vector product."""
+        w, b = self.weights_and_bias()
+        return w, np.ones_like(w, dtype=bool), b
+
+
+@dataclass(frozen=True)
+class Conv1DLayerSpec:
+    """A 1-D convolution (valid padding, stride 1) in hls4ml's io_parallel form.
+
+    ``width`` positions of ``channels`` inputs, ``filters`` kernels of ``kernel_size`` taps; all
+    ``out_width = width - kernel_size + 1`` output positions are computed from one input vector
+    (like hls4ml's io_parallel with one partition), the ``out_width * filters * kernel_size *
+    channels`` products time-shared over ``RF`` cycles; weights are shared between positions.
+    """
+
+    width: int
+    channels: int
+    filters: int
+    kernel_size: int
+    precision: FixedPoint
+    reuse_factor: int = 1
+    seed: int = 0
+    activation: Activation = "relu"
+
+    def __post_init__(self) -> None:
+        _check_int("width", self.width, 1, MAX_DIM)
+        _check_int("channels", self.channels, 1, MAX_DIM)
+        _check_int("filters", self.filters, 1, MAX_DIM)
+        _check_int("kernel_size", self.kernel_size, 1)
+        if self.kernel_size > self.width:
+            raise CollectorError(f"kernel_size = {self.kernel_size} is larger than width = {self.width}")
+        _check_common(self, "out_width*filters*kernel_size*channels")
+
+    @property
+    def out_width(self) -> int:
+        return self.width - self.kernel_size + 1
+
+    @property
+    def n_inputs(self) -> int:
+        return self.width * self.channels
+
+    @property
+    def n_outputs(self) -> int:
+        return self.out_width * self.filters
+
+    @property
+    def n_products(self) -> int:
+        return self.out_width * self.filters * self.kernel_size * self.channels
+
+    @property
+    def n_mult(self) -> int:
+        return -(-self.n_products // self.reuse_factor)
+
+    @property
+    def design_id(self) -> str:
+        p = self.precision
+        return (
+            f"conv1d_w{self.width}_c{self.channels}_f{self.filters}_k{self.kernel_size}_w{p.width}i{p.integer}"
+            f"_rf{self.reuse_factor}_{self.activation}_s{self.seed}"
+        )
+
+    @property
+    def kernel(self) -> str:
+        return f"conv1d_{self.width}x{self.channels}_k{self.kernel_size}_f{self.filters}"
+
+    def describe(self) -> dict[str, object]:
+        return {"class": "Conv1D", "in_width": self.width, "n_chan": self.channels, "n_filt": self.filters,
+                "filt_width": self.kernel_size, "out_width": self.out_width, "stride": 1, "padding": "valid",
+                "precision": str(self.precision), "reuse_factor": self.reuse_factor,
+                "activation": self.activation}  # fmt: skip
+
+    def matrix(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rows ``pos * filters + f``, columns ``(pos + k) * channels + c`` (im2col as a sparse matrix)."""
+        rng = np.random.default_rng(self.seed)
+        kern = _random_ints(rng, self.precision.width, (self.filters, self.kernel_size, self.channels))
+        bias_f = _random_ints(rng, self.precision.width, self.filters)
+        w = np.zeros((self.n_outputs, self.n_inputs), dtype=np.int64)
+        mask = np.zeros_like(w, dtype=bool)
+        for pos in range(self.out_width):
+            rows = slice(pos * self.filters, (pos + 1) * self.filters)
+            cols = slice(pos * self.channels, (pos + self.kernel_size) * self.channels)
+            w[rows, cols] = kern.reshape(self.filters, -1)
+            mask[rows, cols] = True
+        return w, mask, np.tile(bias_f, self.out_width)
+
+
+LayerSpec = DenseLayerSpec | Conv1DLayerSpec
 
 
 @dataclass(frozen=True)
@@ -182,14 +288,20 @@ def _lit(value: int, width: int) -> str:
     return f"{width}'h{value & ((1 << width) - 1):x}"
 
 
-def generate_dense_verilog(spec: DenseLayerSpec, *, module: str = "dense_layer") -> tuple[str, DenseSchedule]:
-    """The Verilog-2005 source of ``spec`` and its schedule."""
+def generate_layer_verilog(spec: LayerSpec, *, module: str = "dense_layer") -> tuple[str, DenseSchedule]:
+    """The Verilog-2005 source of ``spec`` (dense or conv1d, as a matrix-vector product) and its schedule.
+
+    Products are the structural non-zeros of the layer matrix in row-major order (all entries
+    for a dense layer, so product ``p`` has input ``p % d_in`` and output ``p // d_in``).
+    """
     w_bits = spec.precision.width
     frac = spec.precision.frac
-    rf, n_mult, d_in, d_out = spec.reuse_factor, spec.n_mult, spec.d_in, spec.d_out
-    weights, bias = spec.weights_and_bias()
+    rf, n_mult = spec.reuse_factor, spec.n_mult
+    d_in, d_out = spec.n_inputs, spec.n_outputs
+    weights, mask, bias = spec.matrix()
+    out_idx, in_idx = np.nonzero(mask)  # row-major: output-major product order
     prod_w = 2 * w_bits
-    acc_w = prod_w + _clog2(d_in) + 2
+    acc_w = prod_w + _clog2(int(mask.sum(axis=1).max())) + 2
     cnt_w = max(1, _clog2(rf))
 
     # which product each (cycle, multiplier) computes; -1 when idle
@@ -197,12 +309,14 @@ def generate_dense_verilog(spec: DenseLayerSpec, *, module: str = "dense_layer")
     m_idx = np.arange(n_mult)[None, :]
     prod = r_idx + rf * m_idx  # (rf, n_mult)
     active = prod < spec.n_products
-    in_of = np.where(active, prod % d_in, -1)
-    out_of = np.where(active, prod // d_in, -1)
+    safe = np.where(active, prod, 0)
+    in_of = np.where(active, in_idx[safe], -1)
+    out_of = np.where(active, out_idx[safe], -1)
 
     lines: list[str] = []
     emit = lines.append
     emit(f"// generated by hwsurrogate: {spec.design_id}")
+    emit(f"// {spec.describe()}")
     emit(f"// d_in={d_in} d_out={d_out} precision={spec.precision} reuse_factor={rf} n_mult={n_mult}")
     emit(f"module {module} (")
     emit("  input wire clk,")
@@ -329,11 +443,17 @@ def generate_dense_verilog(spec: DenseLayerSpec, *, module: str = "dense_layer")
     return "\n".join(lines) + "\n", schedule
 
 
-def reference_dense(spec: DenseLayerSpec, x_raw: np.ndarray) -> np.ndarray:
-    """What the generated RTL outputs for raw signed inputs ``x_raw`` (d_in,), as raw unsigned words."""
-    w, b = spec.weights_and_bias()
+generate_dense_verilog = generate_layer_verilog  # the dense case, by its historical name
+
+
+def reference_output(spec: LayerSpec, x_raw: np.ndarray) -> np.ndarray:
+    """What the generated RTL outputs for raw signed inputs ``x_raw`` (n_inputs,), as raw unsigned words."""
+    w, mask, b = spec.matrix()
     frac, width = spec.precision.frac, spec.precision.width
-    acc = (b << frac) + w @ x_raw.astype(np.int64)
+    acc = (b << frac) + np.where(mask, w, 0) @ x_raw.astype(np.int64)
     if spec.activation == "relu":
         acc = np.where(acc < 0, 0, acc)
     return (acc >> frac) & ((1 << width) - 1)
+
+
+reference_dense = reference_output

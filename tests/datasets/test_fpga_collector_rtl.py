@@ -6,6 +6,7 @@ import sys
 import types
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 from click.testing import CliRunner
@@ -17,10 +18,12 @@ from hwsurrogate.datasets.collectors.fpga import (
     dense_grid,
 )
 from hwsurrogate.datasets.collectors.fpga_rtl import (
+    Conv1DLayerSpec,
     DenseLayerSpec,
     FixedPoint,
     generate_dense_verilog,
     parse_precision,
+    reference_output,
 )
 from hwsurrogate.datasets.collectors.fpga_yosys import (
     counts_from_cells,
@@ -60,7 +63,7 @@ def test_unknown_precision_is_named(text: str, message: str) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [({"d_in": 0}, "d_in must be >= 1, got 0"), ({"d_out": -3}, "d_out must be >= 1, got -3"),
-     ({"d_in": 5000}, "d_in = 5000 is larger"), ({"d_in": 1024, "d_out": 1024}, "d_in \\* d_out = 1048576"),
+     ({"d_in": 5000}, "d_in = 5000 is larger"), ({"d_in": 1024, "d_out": 1024}, "d_in\\*d_out = 1048576 products"),
      ({"reuse_factor": 0}, "reuse_factor must be in \\[1, d_in\\*d_out=32\\]"),
      ({"reuse_factor": 33}, "reuse_factor must be in"), ({"d_in": 2.5}, "d_in must be an integer"),
      ({"seed": -1}, "seed must be >= 0")],
@@ -250,3 +253,39 @@ def test_sweep_flushes_batches_and_reports_failures_and_timeouts(
         specs, toolchain=fake_yosys, timeout_s=4, n_jobs=2, skip_known_in=store, progress=False
     )
     assert len(again.skipped) == 5 and len(again.failures) == 2 and again.frame.height == 0
+
+
+# ------------------------------------------------------------------ conv1d
+def test_conv1d_matrix_is_a_direct_convolution() -> None:
+    spec = Conv1DLayerSpec(
+        width=6, channels=2, filters=3, kernel_size=3, precision=P8, seed=4, activation="linear"
+    )
+    w, mask, bias = spec.matrix()
+    assert w.shape == (4 * 3, 6 * 2) and int(mask.sum()) == spec.n_products == 4 * 3 * 3 * 2
+    x = np.random.default_rng(0).integers(-128, 128, size=(6, 2))  # (position, channel)
+    kern, b = w[:3, :6].reshape(3, 3, 2), bias[:3]  # position 0 holds the whole kernel
+    direct = np.array(
+        [[(kern[f] * x[p : p + 3]).sum() + (int(b[f]) << P8.frac) for f in range(3)] for p in range(4)]
+    ).reshape(-1)  # output order: position-major, then filter
+    expected = (direct >> P8.frac) & 0xFF
+    assert reference_output(spec, x.reshape(-1)).tolist() == expected.tolist()
+    # weights are shared between positions: position 2's block equals position 0's, shifted by 2 inputs
+    assert (w[6:9, 4:10] == w[0:3, 0:6]).all() and not mask[6:9, :4].any()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"kernel_size": 9}, "kernel_size = 9 is larger than width = 8"), ({"channels": 0}, "channels must be >= 1"),
+     ({"reuse_factor": 10_000}, r"reuse_factor must be in \[1, out_width\*filters\*kernel_size\*channels=72\]"),
+     ({"width": 4096, "channels": 64}, "products is larger than the supported")],
+)  # fmt: skip
+def test_bad_conv1d_sizes_are_named(kwargs: dict[str, object], message: str) -> None:
+    args: dict[str, object] = {
+        "width": 8,
+        "channels": 2,
+        "filters": 2,
+        "kernel_size": 3,
+        "precision": P8,
+    } | kwargs
+    with pytest.raises(CollectorError, match=message):
+        Conv1DLayerSpec(**args)  # type: ignore[arg-type]

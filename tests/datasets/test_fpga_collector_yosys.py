@@ -19,10 +19,14 @@ from hwsurrogate.datasets.collectors.fpga import (
     dense_grid,
 )
 from hwsurrogate.datasets.collectors.fpga_rtl import (
+    Conv1DLayerSpec,
     DenseLayerSpec,
+    LayerSpec,
     generate_dense_verilog,
+    generate_layer_verilog,
     parse_precision,
     reference_dense,
+    reference_output,
 )
 from hwsurrogate.datasets.collectors.fpga_yosys import YosysToolchain, find_yosys, run_yosys
 from hwsurrogate.datasets.store import DatasetStore
@@ -40,17 +44,18 @@ def yosys() -> YosysToolchain:
         pytest.skip(f"yosys is not installed ({exc})")
 
 
-def simulate(spec: DenseLayerSpec, x_raw: np.ndarray, toolchain: YosysToolchain, workdir: Path,
+def simulate(spec: LayerSpec, x_raw: np.ndarray, toolchain: YosysToolchain, workdir: Path,
              steps: int) -> tuple[int, int]:  # fmt: skip
     """(y_flat at the first step with done=1, steps from start to done) using yosys `sat -seq`."""
     w = spec.precision.width
     x_flat = sum((int(v) & ((1 << w) - 1)) << (i * w) for i, v in enumerate(x_raw))
-    verilog, _ = generate_dense_verilog(spec)
+    module = "dense_layer" if isinstance(spec, DenseLayerSpec) else "conv1d_layer"
+    verilog, _ = generate_layer_verilog(spec, module=module)
     tb = f"""
-module tb(input clk, output [{spec.d_out * w - 1}:0] y, output done);
+module tb(input clk, output [{spec.n_outputs * w - 1}:0] y, output done);
   reg [7:0] t;
   always @(posedge clk) t <= t + 1;
-  dense_layer dut(.clk(clk), .rst(t == 0), .start(t == 1), .x_flat({spec.d_in * w}'h{x_flat:x}),
+  {module} dut(.clk(clk), .rst(t == 0), .start(t == 1), .x_flat({spec.n_inputs * w}'h{x_flat:x}),
                   .y_flat(y), .done(done));
 endmodule
 """
@@ -60,10 +65,11 @@ endmodule
               f"tee -q -o sat.txt sat -seq {steps} -set-init-zero -show done,y\n",
               cwd=workdir, timeout_s=120)  # fmt: skip
     values: dict[str, dict[int, int]] = {"done": {}, "y": {}}
-    for step, name, dec in re.findall(
-        r"^\s+(\d+)\s+\\(done|y)\s+(\d+)", (workdir / "sat.txt").read_text(), re.M
+    # columns: step, signal, dec, hex, bin (dec/hex read "--" for wide signals: use the bits)
+    for step, name, bits in re.findall(
+        r"^\s+(\d+)\s+\\(done|y)\s+\S+\s+\S+\s+([01]+)\s*$", (workdir / "sat.txt").read_text(), re.M
     ):
-        values[name][int(step)] = int(dec)
+        values[name][int(step)] = int(bits, 2)
     done_at = min(s for s, v in values["done"].items() if v == 1)
     return values["y"][done_at], done_at - 2  # step 1 has t == 0 (reset), start is seen at step 2
 
@@ -86,6 +92,18 @@ def test_generated_rtl_matches_the_reference_and_its_schedule(
     y, latency = simulate(spec, x, yosys, tmp_path / "sim", steps=cycles + 4)
     got = [(y >> (8 * o)) & 0xFF for o in range(d_out)]
     assert got == expected.tolist()
+    assert latency == cycles
+
+
+@pytest.mark.parametrize("rf", [1, 4])
+def test_generated_conv1d_rtl_matches_the_reference(yosys: YosysToolchain, tmp_path: Path, rf: int) -> None:
+    spec = Conv1DLayerSpec(width=5, channels=2, filters=2, kernel_size=3, precision=parse_precision("ap_fixed<8,3>"),
+                           reuse_factor=rf, seed=5, activation="linear")  # fmt: skip
+    x = np.random.default_rng(1).integers(-128, 128, size=spec.n_inputs)
+    expected = reference_output(spec, x)
+    cycles = generate_layer_verilog(spec)[1].cycles
+    y, latency = simulate(spec, x, yosys, tmp_path / "sim", steps=cycles + 4)
+    assert [(y >> (8 * o)) & 0xFF for o in range(spec.n_outputs)] == expected.tolist()
     assert latency == cycles
 
 
