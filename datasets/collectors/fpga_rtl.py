@@ -20,6 +20,10 @@ LUTs instead of a DSP; resources depend on the weight values, which is why the s
 the design id. With ``RF > 1`` a multiplier sees a different weight every cycle (a ROM output),
 so it stays a real multiplier.
 
+A Conv1D layer (:class:`Conv1DLayerSpec`) goes through the same generator as its im2col
+matrix: only the structural non-zeros (``out_width * filters * kernel_size * channels``) become
+products, in the same row-major order, with weights shared between output positions.
+
 Timing of the schedule (exact by construction): a new input can be accepted every ``RF``
 cycles (``ii = RF``) and ``done`` rises ``cycles = RF + tree_depth + 3`` clock edges after
 ``start`` was sampled (input register, product register, tree levels, accumulator, output

@@ -229,6 +229,7 @@ def fake_yosys(tmp_path: Path) -> fpga_yosys.YosysToolchain:
     return fpga_yosys._probe((sys.executable, str(script)), "native")
 
 
+@pytest.mark.slow  # a stand-in yosys is started 9 times and one run waits for its 4 s limit
 def test_sweep_flushes_batches_and_reports_failures_and_timeouts(
     fake_yosys: fpga_yosys.YosysToolchain, store: DatasetStore
 ) -> None:
