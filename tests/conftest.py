@@ -9,13 +9,19 @@ import pytest
 from hwsurrogate.datasets.store import DatasetStore
 
 
+@pytest.fixture(scope="session")
+def _mlflow_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One MLflow database per test session (creating one costs seconds); experiments differ per test."""
+    return tmp_path_factory.mktemp("mlflow")
+
+
 @pytest.fixture(autouse=True)
-def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every test gets its own store, MLflow store and no progress bars."""
+def _isolated_env(tmp_path: Path, _mlflow_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test gets its own store, a test MLflow store (never ./mlflow.db) and no progress bars."""
     monkeypatch.setenv("HWSURROGATE_STORE", str(tmp_path / "store"))
     monkeypatch.setenv("HWSURROGATE_NO_PROGRESS", "1")
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    monkeypatch.setenv("HWSURROGATE_MLFLOW_ARTIFACTS", str(tmp_path / "mlruns"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{_mlflow_dir / 'mlflow.db'}")
+    monkeypatch.setenv("HWSURROGATE_MLFLOW_ARTIFACTS", str(_mlflow_dir / "mlruns"))
 
 
 @pytest.fixture
