@@ -48,6 +48,7 @@ from ..store import DatasetStore
 from .fpga_reports import (
     HlsEstimate,
     VivadoUtilization,
+    hls4ml_model_layers,
     parse_csynth_rpt,
     parse_csynth_xml,
     parse_parameters_h,
@@ -216,8 +217,10 @@ def _project_description(files: ProjectFiles) -> tuple[list[dict[str, Any]] | No
             }
         )
     if files.parameters_h is not None:
-        model = parse_parameters_h(files.parameters_h, files.defines_h)
-        dense = [layer for layer in model if layer.get("kind") == "dense"]
+        structs = parse_parameters_h(files.parameters_h, files.defines_h)
+        model = hls4ml_model_layers(structs)
+        _add_weight_precision(model, config.get("precision"))
+        dense = [layer for layer in structs if layer.get("kind") == "dense"]
         if dense:
             if not config.get("io_type"):
                 config["io_type"] = dense[0].get("io_type")
@@ -226,6 +229,19 @@ def _project_description(files: ProjectFiles) -> tuple[list[dict[str, Any]] | No
             if config.get("reuse_factor") is None and dense[0].get("reuse_factor"):
                 config["reuse_factor"] = dense[0]["reuse_factor"]
     return model, {k: v for k, v in config.items() if v is not None}
+
+
+def _add_weight_precision(model: list[dict[str, Any]], precision: object) -> None:
+    """Dense/Conv layers get the model precision as ``weight_precision``/``weight_bits``/``weight_int_bits``."""
+    if not isinstance(precision, str):
+        return
+    try:
+        fp = parse_precision(precision)
+    except CollectorError:
+        return  # e.g. "auto": left out rather than guessed
+    for layer in model:
+        if str(layer.get("class_name", "")).startswith(("Dense", "Conv")):
+            layer |= {"weight_precision": precision, "weight_bits": fp.width, "weight_int_bits": fp.integer}
 
 
 def _int_or_none(v: object, *, field_name: str, path: Path | None) -> int | None:
@@ -444,7 +460,7 @@ def _yosys_row(spec: LayerSpec, toolchain: YosysToolchain, env: dict[str, Any],
     synth_s = time.perf_counter() - t0
     layer = spec.describe()
     config = {
-        "generator": f"hwsurrogate.fpga_rtl {str(layer['class']).lower()} v1",
+        "generator": f"hwsurrogate.fpga_rtl {str(layer['class_name']).lower()} v1",
         "weights": "const",
         "seed": spec.seed,
         "weight_bits": spec.precision.width,

@@ -383,3 +383,54 @@ def parse_parameters_h(path: Path, defines: Path | None = None) -> list[dict[str
                 entry[key] = raw.removeprefix("nnet::")
         layers.append(entry)
     return layers
+
+
+_CLASS_NAMES = {
+    "dense": "Dense",
+    "activ": "Activation",
+    "conv1d": "Conv1D",
+    "conv2d": "Conv2D",
+    "pooling1d": "Pooling1D",
+    "pooling2d": "Pooling2D",
+    "batchnorm": "BatchNormalization",
+    "padding1d": "ZeroPadding1D",
+    "padding2d": "ZeroPadding2D",
+}
+
+
+def hls4ml_model_layers(structs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """parameters.h structs in the project's ``model`` vocabulary (``class_name``, ``d_in``, ``d_out`` ...).
+
+    The raw struct constants stay under ``hls4ml``; the ``*_mult`` dense configs hls4ml writes
+    inside a convolution are part of that convolution, not layers of their own.
+    """
+    layers: list[dict[str, Any]] = []
+    for st in structs:
+        if str(st.get("config", "")).endswith("_mult"):
+            continue
+        kind = str(st.get("kind", ""))
+        g = st.get
+        node: dict[str, Any] = {"class_name": _CLASS_NAMES.get(kind, kind)}
+        if kind == "dense":
+            node |= {"d_in": [g("n_in")], "d_out": [g("n_out")], "neurons": g("n_out")}
+        elif kind == "conv1d":
+            node |= {"d_in": [g("in_width"), g("n_chan")], "d_out": [g("out_width"), g("n_filt")],
+                     "filters": g("n_filt"), "kernel_size": [g("filt_width")]}  # fmt: skip
+            if g("stride_width") is not None:
+                node["strides"] = [g("stride_width")]
+        elif kind == "conv2d":
+            node |= {"d_in": [g("in_height"), g("in_width"), g("n_chan")],
+                     "d_out": [g("out_height"), g("out_width"), g("n_filt")], "filters": g("n_filt"),
+                     "kernel_size": [g("filt_height"), g("filt_width")]}  # fmt: skip
+            if g("stride_height") is not None:
+                node["strides"] = [g("stride_height"), g("stride_width")]
+        elif g("n_in") is not None:
+            node |= {"d_in": [g("n_in")], "d_out": [g("n_out", g("n_in"))]}
+        if kind == "activ":
+            node["activation"] = str(st.get("config", "")).split("_config")[0] or None
+        for key in ("reuse_factor", "strategy", "io_type", "name", "n_zeros"):
+            if g(key) is not None:
+                node[key] = g(key)
+        node["hls4ml"] = {k: v for k, v in st.items() if k not in ("name", "kind")}
+        layers.append(node)
+    return layers

