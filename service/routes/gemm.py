@@ -1,0 +1,38 @@
+"""POST /v1/predict/gemm: runtime, power and energy of GEMM shapes on a device."""
+
+from __future__ import annotations
+
+import polars as pl
+from fastapi import APIRouter
+from fastapi.responses import Response
+
+from hwsurrogate.surrogates.api import INPUTS, OUTPUTS
+
+from ..deps import ConfigDep, ModelsDep
+from ..schemas import GemmQuery, GemmQueryBatch, GemmPredictionBatch
+from ..served import run_predictor
+from ._common import check_batch, columns, finite_or_null, json_response
+
+router = APIRouter(prefix="/v1/predict", tags=["predict"])
+
+_FIELDS = tuple(f for f in GemmQuery.model_fields)
+
+
+@router.post(
+    "/gemm",
+    response_model=GemmPredictionBatch,
+    responses={413: {"description": "too many queries"}, 503: {"description": "no gemm model served"}},
+)
+def predict_gemm(batch: GemmQueryBatch, models: ModelsDep, config: ConfigDep) -> Response:
+    """Predict ``runtime_ms``, ``power_w`` and ``energy_j`` (null when the model has no power target)."""
+    check_batch("queries", len(batch.queries), config.max_predict_queries)
+    predictor = models.require("gemm")
+    frame = pl.DataFrame(
+        columns(batch.queries, _FIELDS),
+        schema={"device": pl.String, "op": pl.String, "m": pl.Int64, "n": pl.Int64, "k": pl.Int64,
+                "batch": pl.Int64, "dtype": pl.String, "layout": pl.String},
+    ).rename({"device": "device_id"})  # fmt: skip
+    out = run_predictor(predictor, frame.select(INPUTS["gemm"]))
+    out = finite_or_null(out.select([pl.col(c).cast(pl.Float64) for c in OUTPUTS["gemm"]]))
+    head = {"model": {"name": predictor.name, "version": str(predictor.version)}, "count": out.height}
+    return json_response(head, "predictions", out)
