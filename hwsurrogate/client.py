@@ -35,7 +35,9 @@ class ServiceError(HwSurrogateError):
 class HwsClient:
     """Typed calls to a running ``hws serve``; ``token`` is needed for uploads and device registration."""
 
-    def __init__(self, base_url: str, token: str | None = None, timeout: float = 30, *, client_name: str | None = None) -> None:
+    def __init__(
+        self, base_url: str, token: str | None = None, timeout: float = 30, *, client_name: str | None = None
+    ) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.base_url = base_url.rstrip("/")
         self.client_name = client_name or _default_client_name()
@@ -87,9 +89,13 @@ class HwsClient:
         limit: int = 1000, offset: int = 0,
     ) -> pl.DataFrame:  # fmt: skip
         """A page of rows as a polars frame (downloaded as parquet)."""
-        params = {k: v for k, v in {"device": device, "source": source, "space": space}.items() if v is not None}
+        params = {
+            k: v for k, v in {"device": device, "source": source, "space": space}.items() if v is not None
+        }
         resp = self._call(
-            "GET", f"/v1/datasets/{kind}/rows", params={**params, "limit": limit, "offset": offset, "format": "parquet"}
+            "GET",
+            f"/v1/datasets/{kind}/rows",
+            params={**params, "limit": limit, "offset": offset, "format": "parquet"},
         )
         return pl.read_parquet(io.BytesIO(resp.content))
 
@@ -103,7 +109,9 @@ class HwsClient:
         self, device: str, space: str, *, arch_keys: Sequence[str] = (), arch_indices: Sequence[int] = ()
     ) -> dict[str, Any]:
         archs = [{"arch_key": k} for k in arch_keys] + [{"arch_index": int(i)} for i in arch_indices]
-        return self._call("POST", "/v1/predict/latency", json={"device": device, "space": space, "archs": archs}).json()
+        return self._call(
+            "POST", "/v1/predict/latency", json={"device": device, "space": space, "archs": archs}
+        ).json()
 
     def predict_fpga(self, designs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         """``designs``: {"type": "hls4ml", "layers": [...], "config": {...}} or {"type": "hls", "kernel", "pragmas"}."""
@@ -120,7 +128,9 @@ class HwsClient:
         """Adapt a latency predictor to an unseen device from a fingerprint and/or measurements."""
         body: dict[str, Any] = {"device_id": device_id}
         if fingerprint:
-            body["fingerprint"] = {s: {str(i): float(v) for i, v in t.items()} for s, t in fingerprint.items()}
+            body["fingerprint"] = {
+                s: {str(i): float(v) for i, v in t.items()} for s, t in fingerprint.items()
+            }
         if measurements:
             body["measurements"] = list(measurements)
         return self._call("POST", "/v1/devices", json=body).json()
@@ -139,5 +149,7 @@ class HwsClient:
 
 
 def _default_client_name() -> str:
-    name = "".join(ch if ch.isalnum() or ch in "_.-" else "-" for ch in socket.gethostname())[:64].strip("-._")
+    name = "".join(ch if ch.isalnum() or ch in "_.-" else "-" for ch in socket.gethostname())[:64].strip(
+        "-._"
+    )
     return name or "client"

@@ -135,7 +135,9 @@ def open_adapter(root: Path) -> DeviceAdapter:
     registry_cls = getattr(fewshot, "AdaptedDeviceRegistry", None)
     predict = getattr(fewshot, "predict_latency", None)
     if registry_cls is None or predict is None:
-        return UnavailableAdapter("hwsurrogate.surrogates.fewshot lacks AdaptedDeviceRegistry/predict_latency")
+        return UnavailableAdapter(
+            "hwsurrogate.surrogates.fewshot lacks AdaptedDeviceRegistry/predict_latency"
+        )
     try:
         registry = registry_cls(root)
     except Exception as exc:  # e.g. no meta-trained model registered yet

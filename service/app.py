@@ -14,10 +14,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from hwsurrogate.datasets.store import DatasetStore
 from prometheus_client import CollectorRegistry
 
 from hwsurrogate import __version__
-from hwsurrogate.datasets.store import DatasetStore
 
 from .adaptation import open_adapter
 from .config import ServiceConfig

@@ -8,7 +8,6 @@ import secrets
 from pathlib import Path
 
 import click
-
 from hwsurrogate.surrogates.api import MODEL_NAMES
 
 from .config import MODEL_VERSIONS_ENV
@@ -20,14 +19,17 @@ def _pins(values: tuple[str, ...]) -> dict[str, str]:
         task, sep, version = value.partition("=")
         if not sep or task not in MODEL_NAMES or not version.isdigit():
             raise click.BadParameter(
-                f"{value!r}: expected TASK=VERSION with TASK one of {sorted(MODEL_NAMES)}", param_hint="--model-version"
+                f"{value!r}: expected TASK=VERSION with TASK one of {sorted(MODEL_NAMES)}",
+                param_hint="--model-version",
             )
         pins[task] = version
     return pins
 
 
 @click.command()
-@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind (0.0.0.0 exposes it).")
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Interface to bind (0.0.0.0 exposes it)."
+)
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
 @click.option(
     "--store",
@@ -51,8 +53,12 @@ def _pins(values: tuple[str, ...]) -> dict[str, str]:
     metavar="TASK=VERSION",
     help="Serve this registry version instead of the champion, e.g. --model-version gemm=3 (repeatable).",
 )
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="uvicorn worker processes.")
-@click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option(
+    "--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="uvicorn worker processes."
+)
+@click.option(
+    "--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"])
+)
 def serve(
     host: str,
     port: int,

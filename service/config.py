@@ -7,8 +7,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hwsurrogate.settings import get_settings
 from hwsurrogate.surrogates.api import MODEL_NAMES
+
+from hwsurrogate.settings import get_settings
 
 from .schemas import MAX_PREDICT_QUERIES
 
@@ -51,5 +52,8 @@ class ServiceConfig:
         pins = json.loads(os.environ.get(MODEL_VERSIONS_ENV) or "{}")
         load = os.environ.get("HWSURROGATE_SERVICE_LOAD_MODELS", "1") != "0"
         return cls(
-            store=Path(settings.store), token=settings.service_token or None, model_versions=pins, load_models=load
+            store=Path(settings.store),
+            token=settings.service_token or None,
+            model_versions=pins,
+            load_models=load,
         )

@@ -7,7 +7,6 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-
 from hwsurrogate.datasets.store import DatasetStore
 
 from .adaptation import DeviceAdapter

@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 
 import polars as pl
-
 from hwsurrogate.datasets.archspaces import check_arch_key
 from hwsurrogate.datasets.store import DatasetStore
 

@@ -17,7 +17,10 @@ async def _send_json(send: Any, status: int, body: dict[str, Any]) -> None:
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())],
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+            ],
         }
     )
     await send({"type": "http.response.body", "body": payload})
@@ -35,7 +38,10 @@ class BodyLimitMiddleware:
         self.max_bytes = max_bytes
 
     def _detail(self, size: str) -> dict[str, Any]:
-        return {"detail": f"request body: {size} exceeds the limit of {self.max_bytes} bytes", "field": "body"}
+        return {
+            "detail": f"request body: {size} exceeds the limit of {self.max_bytes} bytes",
+            "field": "body",
+        }
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":

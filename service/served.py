@@ -6,9 +6,9 @@ import logging
 from dataclasses import dataclass, field
 
 import polars as pl
+from hwsurrogate.surrogates.api import MODEL_NAMES, Predictor
 
 from hwsurrogate.errors import HwSurrogateError
-from hwsurrogate.surrogates.api import MODEL_NAMES, Predictor
 
 log = logging.getLogger("hwsurrogate.service")
 

@@ -9,10 +9,10 @@ import polars as pl
 from fastapi import APIRouter, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from pydantic import ValidationError
-
 from hwsurrogate.datasets.schemas import KINDS, check_kind, describe, with_measurement_id
 from hwsurrogate.datasets.store import partition_name
+from pydantic import ValidationError
+
 from hwsurrogate.errors import SchemaMismatchError, StoreError
 
 from ..deps import ConfigDep, StoreDep, WriteAuth
@@ -25,7 +25,10 @@ router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 PARQUET_TYPES = ("application/vnd.apache.parquet", "application/x-parquet", "application/octet-stream")
 ClientName = Annotated[
     str,
-    Query(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", description="uploader name; rows get source 'upload:<client>'"),
+    Query(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+        description="uploader name; rows get source 'upload:<client>'",
+    ),
 ]
 
 
@@ -34,7 +37,9 @@ def _kind(kind: str) -> str:
     try:
         return check_kind(kind)
     except SchemaMismatchError:
-        raise NotFoundError("kind", f"unknown dataset kind {kind!r}; expected one of {', '.join(KINDS)}") from None
+        raise NotFoundError(
+            "kind", f"unknown dataset kind {kind!r}; expected one of {', '.join(KINDS)}"
+        ) from None
 
 
 def _summary(entry: dict[str, object], kind: str) -> DatasetSummary:
@@ -94,7 +99,9 @@ def get_rows(
     try:
         lf = store.scan(kind, device=device, source=source, space=space)
     except StoreError as exc:
-        raise InvalidFieldError("device" if device is not None and "device" in str(exc) else "space", str(exc)) from None
+        raise InvalidFieldError(
+            "device" if device is not None and "device" in str(exc) else "space", str(exc)
+        ) from None
     total = int(lf.select(pl.len()).collect().item())
     page = lf.slice(offset, limit).collect()
     name = f"{kind}-{offset}-{offset + page.height}"
@@ -120,7 +127,9 @@ async def _read_frame(request: Request, max_rows: int) -> pl.DataFrame:
         try:
             frame = pl.read_parquet(io.BytesIO(body))  # polars only: no pickle, no pandas metadata
         except Exception as exc:
-            raise InvalidFieldError("body", f"body: not a readable parquet file ({type(exc).__name__})") from None
+            raise InvalidFieldError(
+                "body", f"body: not a readable parquet file ({type(exc).__name__})"
+            ) from None
     elif ctype == "application/json":
         try:
             upload = RowsUpload.model_validate_json(body)
@@ -134,7 +143,8 @@ async def _read_frame(request: Request, max_rows: int) -> pl.DataFrame:
             frame = _diagnose(upload.rows)
     else:
         raise InvalidFieldError(
-            "content-type", f"content-type {ctype!r}: send application/json rows or an application/vnd.apache.parquet file"
+            "content-type",
+            f"content-type {ctype!r}: send application/json rows or an application/vnd.apache.parquet file",
         )
     if frame.height > max_rows:
         raise PayloadTooLargeError("rows", frame.height, max_rows)
@@ -151,7 +161,9 @@ def _diagnose(rows: list[dict[str, object]]) -> pl.DataFrame:
             pl.Series(name, [r.get(name) for r in rows], strict=True)
         except Exception:
             kinds = sorted({type(r.get(name)).__name__ for r in rows if r.get(name) is not None})
-            raise InvalidFieldError(f"rows.{name}", f"rows: column {name!r} mixes value types {kinds}") from None
+            raise InvalidFieldError(
+                f"rows.{name}", f"rows: column {name!r} mixes value types {kinds}"
+            ) from None
     raise InvalidFieldError("rows", "rows: could not build a table from the rows")
 
 
@@ -170,7 +182,9 @@ def _diagnose(rows: list[dict[str, object]]) -> pl.DataFrame:
     },
     responses={401: {}, 404: {}, 413: {}, 422: {}},
 )
-async def upload_rows(kind: str, request: Request, store: StoreDep, config: ConfigDep, client: ClientName = "anonymous") -> UploadResult:
+async def upload_rows(
+    kind: str, request: Request, store: StoreDep, config: ConfigDep, client: ClientName = "anonymous"
+) -> UploadResult:
     """Add measurements to ``kind``, validated against its schema (422 names the column).
 
     Rows get ``source='upload:<client>'`` and land in that source's partition; the write is atomic.

@@ -53,7 +53,9 @@ def list_devices(store: StoreDep, adapter: AdapterDep) -> DeviceList:
     return DeviceList(count=len(out), devices=out)
 
 
-@router.get("/{device_id:path}", response_model=DeviceDetail, responses={404: {"description": "unknown device"}})
+@router.get(
+    "/{device_id:path}", response_model=DeviceDetail, responses={404: {"description": "unknown device"}}
+)
 def get_device(device_id: str, store: StoreDep, adapter: AdapterDep) -> DeviceDetail:
     """One device: its descriptor row (if any), rows per table and its adaptation (if any)."""
     entry = store_devices(store).get(device_id)
@@ -64,7 +66,9 @@ def get_device(device_id: str, store: StoreDep, adapter: AdapterDep) -> DeviceDe
     row = entry.get("row")
     descriptors = None
     if isinstance(row, dict):
-        descriptors = {k: v for k, v in row.items() if k not in ("device_id", "kind", "name") and v is not None}
+        descriptors = {
+            k: v for k, v in row.items() if k not in ("device_id", "kind", "name") and v is not None
+        }
         for key in ("descriptors", "fingerprint"):
             if isinstance(descriptors.get(key), str):
                 try:
@@ -88,9 +92,14 @@ def get_device(device_id: str, store: StoreDep, adapter: AdapterDep) -> DeviceDe
     response_model=DeviceRegistered,
     status_code=201,
     dependencies=[WriteAuth],
-    responses={401: {"description": "missing or wrong token"}, 503: {"description": "few-shot not available"}},
+    responses={
+        401: {"description": "missing or wrong token"},
+        503: {"description": "few-shot not available"},
+    },
 )
-def register_device(body: DeviceRegistration, adapter: AdapterDep, arch_index: ArchIndexDep) -> DeviceRegistered:
+def register_device(
+    body: DeviceRegistration, adapter: AdapterDep, arch_index: ArchIndexDep
+) -> DeviceRegistered:
     """Adapt a latency predictor to an unseen device from a fingerprint and/or a few measurements.
 
     The fingerprint is ``{space: {arch_index: latency_ms}}`` (the devices table format); each
@@ -112,7 +121,13 @@ def register_device(body: DeviceRegistration, adapter: AdapterDep, arch_index: A
         keys.append(m.arch_key)
         lat.append(m.latency_ms)
     frame = pl.DataFrame(
-        {"device_id": body.device_id, "space": spaces, "arch_index": idx, "arch_key": keys, "latency_ms": lat},
+        {
+            "device_id": body.device_id,
+            "space": spaces,
+            "arch_index": idx,
+            "arch_key": keys,
+            "latency_ms": lat,
+        },
         schema_overrides={"arch_index": pl.Int64, "arch_key": pl.String, "latency_ms": pl.Float64},
     )
     parts = []

@@ -6,7 +6,6 @@ import json
 
 import polars as pl
 from fastapi import APIRouter
-
 from hwsurrogate.surrogates.api import OUTPUTS
 
 from ..deps import ConfigDep, ModelsDep

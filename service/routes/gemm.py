@@ -5,11 +5,10 @@ from __future__ import annotations
 import polars as pl
 from fastapi import APIRouter
 from fastapi.responses import Response
-
 from hwsurrogate.surrogates.api import INPUTS, OUTPUTS
 
 from ..deps import ConfigDep, ModelsDep
-from ..schemas import GemmQuery, GemmQueryBatch, GemmPredictionBatch
+from ..schemas import GemmPredictionBatch, GemmQuery, GemmQueryBatch
 from ..served import run_predictor
 from ._common import check_batch, columns, finite_or_null, json_response
 

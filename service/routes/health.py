@@ -7,10 +7,10 @@ import time
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from hwsurrogate.surrogates.api import MODEL_NAMES
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from hwsurrogate import __version__
-from hwsurrogate.surrogates.api import MODEL_NAMES
 
 from ..deps import ConfigDep, ModelsDep
 from ..schemas import Health, ModelList, ServedModel
@@ -38,7 +38,9 @@ def list_models(models: ModelsDep) -> ModelList:
     for task, name in MODEL_NAMES.items():
         p = models.predictors.get(task)
         if p is None:
-            out.append(ServedModel(task=task, name=name, available=False, reason=models.unavailable.get(task)))
+            out.append(
+                ServedModel(task=task, name=name, available=False, reason=models.unavailable.get(task))
+            )
         else:
             out.append(
                 ServedModel(

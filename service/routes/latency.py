@@ -7,9 +7,9 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 
 from ..deps import AdapterDep, ArchIndexDep, ConfigDep, ModelsDep
+from ..lookup import canonical_keys
 from ..schemas import LatencyPredictionBatch, LatencyQueryBatch
 from ..served import run_predictor
-from ..lookup import canonical_keys
 from ._common import check_batch, finite_or_null, json_response
 
 router = APIRouter(prefix="/v1/predict", tags=["predict"])

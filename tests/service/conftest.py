@@ -9,13 +9,13 @@ from pathlib import Path
 import polars as pl
 import pytest
 from fastapi.testclient import TestClient
-
 from hwsurrogate.datasets.schemas import with_measurement_id
-from hwsurrogate.errors import UnknownDeviceError
 from hwsurrogate.service.adaptation import AdaptedInfo
 from hwsurrogate.service.app import ServiceConfig, create_app
 from hwsurrogate.service.deps import get_adapter, get_models
 from hwsurrogate.service.served import ServedModels
+
+from hwsurrogate.errors import UnknownDeviceError
 
 TOKEN = "test-token-123"
 NB201_A = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
@@ -48,15 +48,26 @@ class FakePredictor:
         if self.task == "fpga-hls4ml":
             if (queries["part"] == "xcbogus-1").any():
                 raise ValueError("part 'xcbogus-1' is not a part this model was trained on")
-            n_layers = queries["model"].map_elements(lambda s: float(len(json.loads(s))), return_dtype=pl.Float64)
+            n_layers = queries["model"].map_elements(
+                lambda s: float(len(json.loads(s))), return_dtype=pl.Float64
+            )
             return pl.DataFrame(
                 {"lut": n_layers * 1000 / queries["reuse_factor"], "ff": n_layers * 10.0, "dsp": 4.0,
                  "bram": 1.0, "cycles": queries["reuse_factor"].cast(pl.Float64) * 3, "ii": 1.0}
             )  # fmt: skip
         if self.task == "fpga-hlsyn":
-            n_pragmas = queries["pragmas"].map_elements(lambda s: float(len(json.loads(s))), return_dtype=pl.Float64)
+            n_pragmas = queries["pragmas"].map_elements(
+                lambda s: float(len(json.loads(s))), return_dtype=pl.Float64
+            )
             return pl.DataFrame(
-                {"cycles": 1000.0 + n_pragmas, "lut": 5.0, "ff": 6.0, "dsp": 7.0, "bram": 8.0, "valid_prob": 0.9}
+                {
+                    "cycles": 1000.0 + n_pragmas,
+                    "lut": 5.0,
+                    "ff": 6.0,
+                    "dsp": 7.0,
+                    "bram": 8.0,
+                    "valid_prob": 0.9,
+                }
             )
         raise AssertionError(self.task)
 
@@ -127,7 +138,9 @@ def latency_store_frame() -> pl.DataFrame:
 
 
 def make_client(tmp_path: Path, **config: object) -> tuple[TestClient, FakeAdapter, ServedModels]:
-    app = create_app(ServiceConfig(store=tmp_path / "store", **{"token": TOKEN, "load_models": False, **config}))
+    app = create_app(
+        ServiceConfig(store=tmp_path / "store", **{"token": TOKEN, "load_models": False, **config})
+    )
     models, adapter = fake_models(), FakeAdapter()
     app.dependency_overrides[get_models] = lambda: models
     app.dependency_overrides[get_adapter] = lambda: adapter

@@ -5,12 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from hwsurrogate.datasets.store import DatasetStore
 
 from .conftest import NB201_A, NB201_B, latency_store_frame, make_client
 
-GEMM_Q = {"device": "gpperf/rtx4070", "op": "gemm", "m": 1024, "n": 512, "k": 256, "batch": 2, "dtype": "fp16"}
+GEMM_Q = {
+    "device": "gpperf/rtx4070",
+    "op": "gemm",
+    "m": 1024,
+    "n": 512,
+    "k": 256,
+    "batch": 2,
+    "dtype": "fp16",
+}
 
 
 def test_gemm_returns_oracle_values_in_query_order_with_model_version(client):
@@ -54,7 +61,7 @@ def test_gemm_bad_field_is_422_naming_it(client, patch, field):
 
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
 def test_gemm_nan_and_inf_are_422_not_500(client, literal):
-    body = '{"queries": [{"device": "gpperf/rtx4070", "m": 8, "n": 8, "k": 8, "batch": %s}]}' % literal
+    body = '{"queries": [{"device": "gpperf/rtx4070", "m": 8, "n": 8, "k": 8, "batch": LIT}]}'.replace("LIT", literal)
     r = client.post("/v1/predict/gemm", content=body, headers={"content-type": "application/json"})
     assert r.status_code == 422
     assert r.json()["field"] == "queries.0.batch"
@@ -98,7 +105,10 @@ def test_task_without_model_is_503_with_reason(tmp_path: Path):
 
 # ------------------------------------------------------------------------------------- latency
 def test_latency_by_arch_key_uses_served_model_and_canonical_key(client):
-    r = client.post("/v1/predict/latency", json={"device": "help/pixel2", "space": "nb201", "archs": [{"arch_key": f"  {NB201_A} "}]})
+    r = client.post(
+        "/v1/predict/latency",
+        json={"device": "help/pixel2", "space": "nb201", "archs": [{"arch_key": f"  {NB201_A} "}]},
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["predictor"] == "served" and body["model"]["name"] == "hws-latency"
@@ -116,7 +126,9 @@ def test_latency_arch_index_resolves_through_store(tmp_path: Path):
 
 
 def test_latency_unknown_arch_index_is_404_naming_it(client):
-    r = client.post("/v1/predict/latency", json={"device": "help/pixel2", "space": "nb201", "archs": [{"arch_index": 99}]})
+    r = client.post(
+        "/v1/predict/latency", json={"device": "help/pixel2", "space": "nb201", "archs": [{"arch_index": 99}]}
+    )
     assert r.status_code == 404
     assert r.json()["field"] == "archs.0.arch_index"
 
@@ -135,12 +147,17 @@ def test_latency_both_key_and_index_is_422(client):
 
 
 def test_latency_unknown_device_is_404(client):
-    r = client.post("/v1/predict/latency", json={"device": "help/nokia3310", "space": "nb201", "archs": [{"arch_key": NB201_A}]})
+    r = client.post(
+        "/v1/predict/latency",
+        json={"device": "help/nokia3310", "space": "nb201", "archs": [{"arch_key": NB201_A}]},
+    )
     assert r.status_code == 404 and r.json()["field"] == "device"
 
 
 def test_latency_unknown_space_is_422(client):
-    r = client.post("/v1/predict/latency", json={"device": "help/pixel2", "space": "darts", "archs": [{"arch_key": "x"}]})
+    r = client.post(
+        "/v1/predict/latency", json={"device": "help/pixel2", "space": "darts", "archs": [{"arch_key": "x"}]}
+    )
     assert r.status_code == 422 and r.json()["field"] == "space"
 
 
@@ -152,7 +169,10 @@ def test_latency_on_adapted_device_uses_adapter(tmp_path: Path):
                        {"space": "nb201", "arch_key": NB201_A, "latency_ms": 2.0},
                        {"space": "nb201", "arch_key": NB201_B, "latency_ms": 4.0}]})  # fmt: skip
         assert r.status_code == 201, r.text
-        r = c.post("/v1/predict/latency", json={"device": "me/laptop", "space": "nb201", "archs": [{"arch_key": NB201_A}]})
+        r = c.post(
+            "/v1/predict/latency",
+            json={"device": "me/laptop", "space": "nb201", "archs": [{"arch_key": NB201_A}]},
+        )
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["predictor"] == "adapted" and body["model"] == {"name": "hws-fewshot", "version": "3"}
@@ -167,7 +187,12 @@ HLS4ML = {
         {"class_name": "InputLayer", "d_out": [16]},
         {"class_name": "Dense", "d_in": [16], "d_out": [8], "neurons": 8, "activation": "relu"},
     ],
-    "config": {"precision": "ap_fixed<16,6>", "reuse_factor": 4, "strategy": "resource", "part": "xcu250-figd2104-2L-e"},
+    "config": {
+        "precision": "ap_fixed<16,6>",
+        "reuse_factor": 4,
+        "strategy": "resource",
+        "part": "xcu250-figd2104-2L-e",
+    },
 }
 HLS = {"type": "hls", "kernel": "gemm-blocked", "pragmas": {"__PARA__L0": 4, "__PIPE__L1": "flatten"}}
 

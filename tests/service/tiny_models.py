@@ -51,7 +51,10 @@ def fit_gemm_pipeline(frame: pl.DataFrame, targets: list[str], *, n_estimators: 
         ]
     )
     model = Pipeline(
-        [("features", features), ("forest", RandomForestRegressor(n_estimators=n_estimators, max_depth=10, random_state=seed))]
+        [
+            ("features", features),
+            ("forest", RandomForestRegressor(n_estimators=n_estimators, max_depth=10, random_state=seed)),
+        ]
     )
     y = frame.select(targets).to_numpy()
     model.fit(frame.select(GEMM_INPUTS).to_pandas(), y if len(targets) > 1 else y.ravel())
@@ -61,7 +64,6 @@ def fit_gemm_pipeline(frame: pl.DataFrame, targets: list[str], *, n_estimators: 
 def register_gemm_pipeline(model, *, experiment: str = "hws-gemm-tiny") -> str:  # noqa: ANN001
     """Log ``model`` with mlflow.sklearn, register it as ``hws-gemm`` and make it champion; returns version."""
     import mlflow
-
     from hwsurrogate.surrogates.api import MODEL_NAMES
     from hwsurrogate.surrogates.tracking import register_and_promote, start_run
 
