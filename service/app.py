@@ -55,7 +55,9 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
         )  # fmt: skip
         app.state.adapter = open_adapter(config.adapted_dir)
         for task, reason in app.state.models.unavailable.items():
-            log.warning("%s unavailable: %s", task, reason)
+            log.log(
+                logging.WARNING if config.load_models else logging.DEBUG, "%s unavailable: %s", task, reason
+            )
         log.info("service ready in %.1f s (store %s)", time.perf_counter() - t0, config.store)
         yield
 

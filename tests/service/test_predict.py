@@ -61,7 +61,9 @@ def test_gemm_bad_field_is_422_naming_it(client, patch, field):
 
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
 def test_gemm_nan_and_inf_are_422_not_500(client, literal):
-    body = '{"queries": [{"device": "gpperf/rtx4070", "m": 8, "n": 8, "k": 8, "batch": LIT}]}'.replace("LIT", literal)
+    body = '{"queries": [{"device": "gpperf/rtx4070", "m": 8, "n": 8, "k": 8, "batch": LIT}]}'.replace(
+        "LIT", literal
+    )
     r = client.post("/v1/predict/gemm", content=body, headers={"content-type": "application/json"})
     assert r.status_code == 422
     assert r.json()["field"] == "queries.0.batch"

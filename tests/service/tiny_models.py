@@ -9,6 +9,9 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
+#: Types in the pipeline that skops must be told to trust (we built the file ourselves).
+TRUSTED_TYPES = ["sklearn.tree._tree.Tree", "numpy.log2"]
+
 GEMM_INPUTS = ["device_id", "op", "m", "n", "k", "batch", "dtype", "layout"]
 
 
@@ -69,7 +72,9 @@ def register_gemm_pipeline(model, *, experiment: str = "hws-gemm-tiny") -> str: 
 
     with start_run(experiment, run_name="tiny-gemm"):
         mlflow.log_metric("test_runtime_ms_mape", 1.0)
-        info = mlflow.sklearn.log_model(model, name="model")
+        info = mlflow.sklearn.log_model(
+            model, name="model", skops_trusted_types=TRUSTED_TYPES, pip_requirements=["scikit-learn", "skops"]
+        )
     version, _ = register_and_promote(info.model_uri, MODEL_NAMES["gemm"], evaluate=lambda uri: 0.0)
     from mlflow import MlflowClient
 
