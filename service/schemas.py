@@ -243,7 +243,8 @@ class DeviceRegistration(Request):
 
     @model_validator(mode="after")
     def _something(self) -> DeviceRegistration:
-        if not self.fingerprint and not self.measurements:
+        n = sum(len(t) for t in (self.fingerprint or {}).values()) + len(self.measurements or [])
+        if n == 0:
             raise ValueError("give a fingerprint and/or measurements (at least one latency)")
         return self
 

@@ -53,6 +53,7 @@ def test_register_with_unknown_fingerprint_index_is_404(client, auth):
     ("body", "field"),
     [
         ({"device_id": "me/x"}, "body"),
+        ({"device_id": "me/x", "fingerprint": {"nb201": {}}, "measurements": []}, "body"),
         (
             {**REG, "measurements": [{"space": "nb201", "arch_key": NB201_A, "latency_ms": -1}]},
             "measurements.0.latency_ms",
