@@ -50,7 +50,7 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
         t0 = time.perf_counter()
         app.state.store = DatasetStore(config.store)
         app.state.arch_index = ArchIndex(app.state.store)
-        app.state.models = ServedModels.load(config.model_versions) if config.load_models else ServedModels(
+        app.state.models = ServedModels.load(config.model_versions, batching=config.batching) if config.load_models else ServedModels(
             unavailable={t: "model loading disabled (load_models=False)" for t in ("gemm", "latency", "fpga-hls4ml", "fpga-hlsyn")}
         )  # fmt: skip
         app.state.adapter = open_adapter(config.adapted_dir)

@@ -66,6 +66,7 @@ def serve(
     token: str | None,
     read_only: bool,
     model_versions: tuple[str, ...],
+    no_batching: bool,
     workers: int,
     log_level: str,
 ) -> None:
@@ -96,6 +97,7 @@ def serve(
             raise click.BadParameter("use at least 8 characters", param_hint="--token")
         os.environ["HWSURROGATE_SERVICE_TOKEN"] = token
     os.environ[MODEL_VERSIONS_ENV] = json.dumps(pins)
+    os.environ["HWSURROGATE_SERVICE_BATCHING"] = "0" if no_batching else "1"
     click.echo(f"hws serve: http://{host}:{port}  (docs: http://{host}:{port}/docs)", err=True)
     uvicorn.run(
         "hwsurrogate.service.app:create_app_from_env",

@@ -25,6 +25,7 @@ class ServiceConfig:
     token: str | None = None  # bearer token for writes; None refuses every write (403)
     model_versions: dict[str, str] = field(default_factory=dict)  # task -> pinned registry version
     load_models: bool = True  # False: start with no models (tests override the dependency)
+    batching: bool = True  # merge concurrent predict calls into one model call (see batching.py)
     adapted_root: Path | None = None  # few-shot adapted devices; default <store>/adapted_devices
     max_body_bytes: int = 8 * 1024 * 1024
     max_predict_queries: int = MAX_PREDICT_QUERIES

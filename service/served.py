@@ -38,15 +38,21 @@ class ServedModels:
     unavailable: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, pins: dict[str, str] | None = None) -> ServedModels:
-        """Load every task's champion (or pinned version); a missing model is recorded, not raised."""
+    def load(cls, pins: dict[str, str] | None = None, *, batching: bool = True) -> ServedModels:
+        """Load every task's champion (or pinned version); a missing model is recorded, not raised.
+
+        With ``batching`` each model is wrapped in a :class:`~.batching.CoalescingPredictor`.
+        """
         from hwsurrogate.surrogates.registry import ModelNotFoundError, load_predictor
+
+        from .batching import CoalescingPredictor
 
         pins = pins or {}
         out = cls()
         for task in MODEL_NAMES:
             try:
-                out.predictors[task] = load_predictor(task, version=pins.get(task))
+                predictor = load_predictor(task, version=pins.get(task))
+                out.predictors[task] = CoalescingPredictor(predictor) if batching else predictor
                 log.info("serving %s: %s v%s", task, MODEL_NAMES[task], out.predictors[task].version)
             except ModelNotFoundError as exc:
                 out.unavailable[task] = str(exc)
