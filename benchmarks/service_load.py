@@ -115,6 +115,27 @@ def start_server(store: Path, port: int) -> subprocess.Popen:
     raise RuntimeError("server did not start within 180 s")
 
 
+def _cpu_s(pid: int) -> float:
+    """User+system CPU seconds used so far by process ``pid`` (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_phase(proc: subprocess.Popen, *args: object, **kwargs: object) -> dict[str, object]:
+    """One load phase plus the CPU each side spent per request (server process vs this client)."""
+    server0, client0 = _cpu_s(proc.pid), time.process_time()
+    out = asyncio.run(load_loop(*args, **kwargs))  # type: ignore[arg-type]
+    n = max(int(out["requests"]), 1)  # type: ignore[call-overload]
+    out["server_cpu_ms_per_request"] = round((_cpu_s(proc.pid) - server0) * 1e3 / n, 2)
+    out["client_cpu_ms_per_request"] = round((time.process_time() - client0) * 1e3 / n, 2)
+    import httpx
+
+    gemm = next(m for m in httpx.get(f"{args[0]}/v1/models").json()["models"] if m["task"] == "gemm")
+    out["server_model_calls_so_far"] = gemm.get("model_calls")
+    out["server_predict_requests_so_far"] = gemm.get("requests")
+    return out
+
+
 def queries(n: int, device: str, seed: int = 1) -> list[dict[str, object]]:
     rng = np.random.default_rng(seed)
     dims = (2 ** rng.uniform(4, 10, size=(n, 3))).astype(int)
@@ -127,8 +148,12 @@ def queries(n: int, device: str, seed: int = 1) -> list[dict[str, object]]:
 
 
 async def load_loop(
-    url: str, device: str, clients: int, duration: float, max_requests: int
+    url: str, device: str, clients: int, duration: float, max_requests: int, *, floor: bool = False
 ) -> dict[str, object]:
+    """Closed loop: each client sends its next request when the last one is answered.
+
+    ``floor=True`` sends GET /healthz instead (no model, no body): the HTTP stack's own floor here.
+    """
     import httpx
 
     pool = queries(512, device, seed=2)
@@ -147,7 +172,10 @@ async def load_loop(
             j += clients
             t0 = time.perf_counter()
             try:
-                r = await client.post("/v1/predict/gemm", json=body)
+                if floor:
+                    r = await client.get("/healthz")
+                else:
+                    r = await client.post("/v1/predict/gemm", json=body)
                 latencies.append((time.perf_counter() - t0) * 1e3)
                 statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
             except httpx.HTTPError:
@@ -213,6 +241,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--duration", type=float, default=60.0, help="seconds of load (default 60)")
     ap.add_argument("--clients", type=int, default=32, help="concurrent closed-loop clients (default 32)")
+    ap.add_argument("--floor-duration", type=float, default=10.0, help="seconds of GET /healthz load")
     ap.add_argument("--max-requests", type=int, default=200_000, help="stop after this many requests")
     ap.add_argument("--batch-rows", type=int, default=10_000)
     ap.add_argument("--out", type=Path, default=ROOT / "bench-results" / "service-load.json")
@@ -232,8 +261,15 @@ def main() -> None:
             print(f"server up at {url}; {args.batch_rows}-row batch comparison ...", flush=True)
             batch = batch_comparison(url, device, args.batch_rows, repeats=5)
             print(json.dumps(batch), flush=True)
+            print(
+                f"floor: GET /healthz, {args.clients} clients for {args.floor_duration:.0f} s ...", flush=True
+            )
+            floor = run_phase(
+                proc, url, device, args.clients, args.floor_duration, args.max_requests, floor=True
+            )
+            print(json.dumps(floor), flush=True)
             print(f"load: {args.clients} clients for {args.duration:.0f} s ...", flush=True)
-            load = asyncio.run(load_loop(url, device, args.clients, args.duration, args.max_requests))
+            load = run_phase(proc, url, device, args.clients, args.duration, args.max_requests)
             print(json.dumps(load), flush=True)
         finally:
             proc.terminate()
@@ -251,6 +287,7 @@ def main() -> None:
         "note": "server and load generator share this machine's cores with each other and other jobs",
         "model": model,
         "single_prediction_load": load,
+        "http_floor_healthz": floor,
         "targets": {"p50_ms": 5, "p99_ms": 25, "n_5xx": 0},
         "met": {
             "p50": load["p50_ms"] <= 5,
@@ -267,6 +304,8 @@ def main() -> None:
     print(f"{'single p50 (ms)':<34}{load['p50_ms']:>12}{'<= 5':>10}")
     print(f"{'single p99 (ms)':<34}{load['p99_ms']:>12}{'<= 25':>10}")
     print(f"{'throughput (req/s)':<34}{load['throughput_rps']:>12}{'':>10}")
+    print(f"{'floor GET /healthz p50 (ms)':<34}{floor['p50_ms']:>12}{'':>10}")
+    print(f"{'floor GET /healthz req/s':<34}{floor['throughput_rps']:>12}{'':>10}")
     print(f"{'5xx':<34}{load['n_5xx']:>12}{'0':>10}")
     print(f"{'10k batch HTTP / in-process':<34}{batch['ratio_http_over_in_process']:>12}{'<= 1.5':>10}")
     print(f"wall time {result['wall_time_s']} s; wrote {args.out}")

@@ -32,6 +32,7 @@ class CoalescingPredictor:
         self.inner = inner
         self.max_rows = max_rows
         self.n_model_calls = 0
+        self.n_requests = 0
         self._queue: queue.SimpleQueue[_Job] = queue.SimpleQueue()
         self._worker = threading.Thread(
             target=self._loop, name=f"batch-{getattr(inner, 'task', '?')}", daemon=True
@@ -43,6 +44,7 @@ class CoalescingPredictor:
 
     def predict(self, queries: pl.DataFrame) -> pl.DataFrame:
         job = _Job(queries)
+        self.n_requests += 1
         self._queue.put(job)
         job.done.wait()
         if job.error is not None:

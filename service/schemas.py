@@ -337,6 +337,8 @@ class ServedModel(BaseModel):
     stage: str | None = None
     metrics: dict[str, float] = Field(default_factory=dict)
     reason: str | None = None
+    requests: int | None = Field(default=None, description="predict calls since start (batching on)")
+    model_calls: int | None = Field(default=None, description="model invocations they were merged into")
 
 
 class ModelList(BaseModel):

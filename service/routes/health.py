@@ -50,6 +50,8 @@ def list_models(models: ModelsDep) -> ModelList:
                     version=str(p.version),
                     stage=models.stage(task) if task.startswith("fpga") else None,
                     metrics={k: float(v) for k, v in (p.metrics or {}).items() if math.isfinite(float(v))},
+                    requests=getattr(p, "n_requests", None),
+                    model_calls=getattr(p, "n_model_calls", None),
                 )
             )
     return ModelList(models=out)
