@@ -494,6 +494,7 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -672,12 +673,16 @@ class AdaptedDeviceRegistry:
         path = self.model_dir / f"{version}.npz"
         model.save(path)
         if champion:
-            _atomic_write_bytes(
-                self.model_dir / "champion.json",
-                json.dumps({"name": MODEL_NAME, "version": str(version)}).encode(),
-            )
+            self.set_champion(version)
         self._models[str(version)] = model
         return path
+
+    def set_champion(self, version: str) -> None:
+        """Point the local ``champion.json`` at ``version`` (its file is fetched from MLflow on first use)."""
+        _atomic_write_bytes(
+            self.model_dir / "champion.json",
+            json.dumps({"name": MODEL_NAME, "version": str(version)}).encode(),
+        )
 
     def champion_version(self) -> str:
         path = self.model_dir / "champion.json"

@@ -154,7 +154,14 @@ def train_fewshot(
             [(s, d) for s, devs in src.items() for d in devs], schema=["space", "device_id"], orient="row"
         )
         train_rows = frame.join(pairs, on=["space", "device_id"], how="semi")
-        log_training_dataset(train_rows, name="latency-fewshot", source="store:latency", targets="latency_ms")
+        from hwsurrogate.datasets.store import DatasetStore
+
+        log_training_dataset(
+            train_rows,
+            name="latency-fewshot",
+            source=str(DatasetStore(store_root).root.resolve() / "latency"),
+            targets="latency_ms",
+        )
         model = FewShotLatencyRegressor(config)
         with make_progress() as progress:
             task = progress.add_task("meta-training spaces", total=len(src))
@@ -175,7 +182,10 @@ def train_fewshot(
             from .fewshot_pyfunc import FewShotPyfunc
 
             info = mlflow.pyfunc.log_model(
-                name="model", python_model=FewShotPyfunc(), artifacts={"fewshot": str(npz)}
+                name="model",
+                python_model=FewShotPyfunc(),
+                artifacts={"fewshot": str(npz)},
+                pip_requirements=["numpy", "polars", "pandas", "scipy", "mlflow"],  # skip slow inference
             )
         click.echo(f"meta-trained {sorted(model.spaces_)} in {fit_s:.1f} s (run {run.info.run_id})")
         for s, sm in model.spaces_.items():
@@ -204,6 +214,12 @@ def train_fewshot(
     )
     registry = AdaptedDeviceRegistry(store_root)
     registry.export_model(model, version, champion=promoted)
+    if not promoted:  # keep this store's champion pointer in step with the registry's alias
+        from mlflow import MlflowClient
+
+        from .tracking import CHAMPION
+
+        registry.set_champion(str(MlflowClient().get_model_version_by_alias(MODEL_NAME, CHAMPION).version))
     click.echo(
         f"registered {MODEL_NAME} v{version}"
         + (" (champion)" if promoted else " (champion unchanged)")
