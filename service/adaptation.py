@@ -8,7 +8,6 @@ write a 503 that says why) when it is not, so only this file changes if its API 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -27,7 +26,7 @@ class AdaptedInfo:
     n_measurements: int
     spaces: list[str]
     created_at: str | None = None
-    model_name: str = "hws-fewshot"
+    model_name: str = "hws-fewshot-latency"
     model_version: str = "adapted"
     details: dict[str, Any] = field(default_factory=dict)
 
@@ -70,80 +69,75 @@ class UnavailableAdapter:
         raise ModelUnavailableError(FEWSHOT_TASK, self.reason)
 
 
-def _info(obj: Any, device_id: str) -> AdaptedInfo:
-    """Read an ``AdaptedDevice`` of the few-shot module defensively (its fields may grow)."""
-    spaces = getattr(obj, "spaces", None) or []
-    created = getattr(obj, "created_at", None)
-    if isinstance(created, datetime):
-        created = created.isoformat()
-    n = getattr(obj, "n_measurements", None)
-    if n is None:
-        meas = getattr(obj, "measurements", None)
-        n = len(meas) if meas is not None else 0
+def _info(dev: Any) -> AdaptedInfo:
+    """An ``AdaptedDevice`` of :mod:`hwsurrogate.surrogates.fewshot` as the service reports it."""
     return AdaptedInfo(
-        device_id=str(getattr(obj, "device_id", device_id)),
-        n_measurements=int(n),
-        spaces=sorted(str(s) for s in spaces),
-        created_at=str(created) if created is not None else None,
-        model_name=str(getattr(obj, "model_name", "hws-fewshot")),
-        model_version=str(getattr(obj, "model_version", "adapted")),
+        device_id=str(dev.device_id),
+        n_measurements=int(dev.n_measurements),
+        spaces=[str(s) for s in dev.spaces],
+        created_at=str(dev.created_at) if dev.created_at is not None else None,
+        model_name=str(dev.model_name),
+        model_version=str(dev.model_version),
+        details={"support_mape": dict(getattr(dev, "support_mape", {}) or {})},
     )
 
 
 class FewShotAdapter:
-    """:class:`DeviceAdapter` over ``hwsurrogate.surrogates.fewshot.AdaptedDeviceRegistry``."""
+    """:class:`DeviceAdapter` over ``hwsurrogate.surrogates.fewshot.AdaptedDeviceRegistry``.
+
+    The registry (one per process, so the meta-trained model is loaded once) keeps adapted
+    devices as JSON files under ``<store>/adapted/latency/``.
+    """
 
     available = True
     reason = ""
 
-    def __init__(self, registry: Any, predict: Any) -> None:
+    def __init__(self, registry: Any, fewshot: Any) -> None:
         self._registry = registry
-        self._predict = predict
+        self._not_trained = fewshot.NotMetaTrainedError
 
     def adapt(self, device_id: str, measurements: pl.DataFrame) -> AdaptedInfo:
         try:
-            return _info(self._registry.adapt(device_id, measurements), device_id)
-        except ValueError as exc:
+            dev = self._registry.adapt(device_id, measurements.select("space", "arch_key", "latency_ms"))
+        except self._not_trained as exc:
+            raise ModelUnavailableError(FEWSHOT_TASK, str(exc)) from None
+        except ValueError as exc:  # FewShotError names the column / row / device
             raise PredictionInputError(str(exc)) from None
+        return _info(dev)
 
     def get(self, device_id: str) -> AdaptedInfo | None:
         try:
-            obj = self._registry.get(device_id)
-        except (KeyError, LookupError):
+            if not self._registry.device_path(device_id).is_file():  # cheap miss for store devices
+                return None
+            return _info(self._registry.get(device_id))
+        except (ValueError, LookupError):  # unsafe name (FewShotError) or removed meanwhile
             return None
-        return _info(obj, device_id) if obj is not None else None
 
     def list(self) -> list[AdaptedInfo]:
-        return [_info(obj, getattr(obj, "device_id", "?")) for obj in self._registry.list()]
+        out = [self.get(d) for d in self._registry.list()]
+        return [a for a in out if a is not None]
 
     def predict_latency(self, device_id: str, queries: pl.DataFrame) -> pl.DataFrame:
+        spaces = queries["space"].unique().to_list()
+        if len(spaces) != 1:
+            raise PredictionInputError(f"one space per request, got {spaces}")
         try:
-            out = self._predict(self._registry, device_id, queries)
-        except ValueError as exc:
+            ms = self._registry.predict_latency(device_id, spaces[0], queries["arch_key"].to_list())
+        except self._not_trained as exc:
+            raise ModelUnavailableError(FEWSHOT_TASK, str(exc)) from None
+        except ValueError as exc:  # e.g. the device was adapted for another space
             raise PredictionInputError(str(exc)) from None
-        if isinstance(out, pl.DataFrame):
-            return out.select("latency_ms")
-        return pl.DataFrame({"latency_ms": pl.Series(list(out), dtype=pl.Float64)})
+        return pl.DataFrame({"latency_ms": pl.Series(ms, dtype=pl.Float64)})
 
 
 def open_adapter(root: Path) -> DeviceAdapter:
-    """The few-shot adapter over ``root``, or an :class:`UnavailableAdapter` saying why not."""
+    """The few-shot adapter over store ``root``, or an :class:`UnavailableAdapter` saying why not."""
     try:
         from hwsurrogate.surrogates import fewshot
     except ImportError as exc:
         return UnavailableAdapter(f"few-shot adaptation is not installed ({exc})")
-    registry_cls = getattr(fewshot, "AdaptedDeviceRegistry", None)
-    predict = getattr(fewshot, "predict_latency", None)
-    if registry_cls is None or predict is None:
-        return UnavailableAdapter(
-            "hwsurrogate.surrogates.fewshot lacks AdaptedDeviceRegistry/predict_latency"
-        )
     try:
-        registry = registry_cls(root)
-    except Exception as exc:  # e.g. no meta-trained model registered yet
+        registry = fewshot.AdaptedDeviceRegistry(root)
+    except Exception as exc:  # noqa: BLE001 - a broken registry must not stop the service
         return UnavailableAdapter(f"few-shot registry at {root} could not open: {type(exc).__name__}: {exc}")
-
-    def _call(reg: Any, device_id: str, queries: pl.DataFrame) -> Any:
-        return predict(reg, device_id, queries)
-
-    return FewShotAdapter(registry, _call)
+    return FewShotAdapter(registry, fewshot)

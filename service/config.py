@@ -26,7 +26,7 @@ class ServiceConfig:
     model_versions: dict[str, str] = field(default_factory=dict)  # task -> pinned registry version
     load_models: bool = True  # False: start with no models (tests override the dependency)
     batching: bool = True  # merge concurrent predict calls into one model call (see batching.py)
-    adapted_root: Path | None = None  # few-shot adapted devices; default <store>/adapted_devices
+    adapted_root: Path | None = None  # root of the few-shot registry; default: the store root
     max_body_bytes: int = 8 * 1024 * 1024
     max_predict_queries: int = MAX_PREDICT_QUERIES
     max_upload_rows: int = 50_000
@@ -44,7 +44,7 @@ class ServiceConfig:
 
     @property
     def adapted_dir(self) -> Path:
-        return self.adapted_root if self.adapted_root is not None else self.store / "adapted_devices"
+        return self.adapted_root if self.adapted_root is not None else self.store
 
     @classmethod
     def from_env(cls) -> ServiceConfig:
