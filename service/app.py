@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 from hwsurrogate import __version__
 
 from .adaptation import open_adapter
+from .body import add_body_schemas
 from .config import ServiceConfig
 from .errors import install_error_handlers
 from .lookup import ArchIndex
@@ -71,6 +72,7 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
     app.state.started = time.monotonic()
     app.state.metrics_registry = CollectorRegistry()
     install_error_handlers(app)
+    add_body_schemas(app)
     for module in (health, gemm, latency, fpga, devices, datasets):
         app.include_router(module.router)
     # outermost first: the body limit answers before anything reads the body; metrics see every status

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from typing import Annotated
 
 import polars as pl
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from hwsurrogate.surrogates.api import OUTPUTS
 
+from ..body import json_body, request_body
 from ..deps import ConfigDep, ModelsDep
 from ..schemas import FpgaPrediction, FpgaPredictionBatch, FpgaQueryBatch, Hls4mlDesign, HlsDesign, ModelRef
 from ..served import ServedModels, run_predictor
@@ -53,10 +55,13 @@ def _predict(models: ServedModels, task: str, frame: pl.DataFrame, kind: str) ->
 
 @router.post(
     "/fpga",
+    openapi_extra=request_body(FpgaQueryBatch),
     response_model=FpgaPredictionBatch,
     responses={413: {"description": "too many designs"}, 503: {"description": "no model for a design type"}},
 )
-def predict_fpga(batch: FpgaQueryBatch, models: ModelsDep, config: ConfigDep) -> FpgaPredictionBatch:
+def predict_fpga(
+    batch: Annotated[FpgaQueryBatch, Depends(json_body(FpgaQueryBatch))], models: ModelsDep, config: ConfigDep
+) -> FpgaPredictionBatch:
     """``type: hls4ml`` (layer list + config) -> LUT/FF/DSP/BRAM, cycles, II; ``type: hls`` (kernel +
     pragmas) -> cycles, resources and validity probability. ``stage`` says whether the numbers are
     HLS estimates or post-synthesis results."""

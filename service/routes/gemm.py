@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import polars as pl
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 from hwsurrogate.surrogates.api import INPUTS, OUTPUTS
 
+from ..body import json_body, request_body
 from ..deps import ConfigDep, ModelsDep
 from ..schemas import GemmPredictionBatch, GemmQuery, GemmQueryBatch
 from ..served import run_predictor
@@ -19,10 +22,13 @@ _FIELDS = tuple(f for f in GemmQuery.model_fields)
 
 @router.post(
     "/gemm",
+    openapi_extra=request_body(GemmQueryBatch),
     response_model=GemmPredictionBatch,
     responses={413: {"description": "too many queries"}, 503: {"description": "no gemm model served"}},
 )
-def predict_gemm(batch: GemmQueryBatch, models: ModelsDep, config: ConfigDep) -> Response:
+def predict_gemm(
+    batch: Annotated[GemmQueryBatch, Depends(json_body(GemmQueryBatch))], models: ModelsDep, config: ConfigDep
+) -> Response:
     """Predict ``runtime_ms``, ``power_w`` and ``energy_j`` (null when the model has no power target)."""
     check_batch("queries", len(batch.queries), config.max_predict_queries)
     predictor = models.require("gemm")

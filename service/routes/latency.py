@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import polars as pl
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 
+from ..body import json_body, request_body
 from ..deps import AdapterDep, ArchIndexDep, ConfigDep, ModelsDep
 from ..lookup import canonical_keys
 from ..schemas import LatencyPredictionBatch, LatencyQueryBatch
@@ -17,6 +20,7 @@ router = APIRouter(prefix="/v1/predict", tags=["predict"])
 
 @router.post(
     "/latency",
+    openapi_extra=request_body(LatencyQueryBatch),
     response_model=LatencyPredictionBatch,
     responses={
         404: {"description": "unknown device or arch index"},
@@ -25,7 +29,7 @@ router = APIRouter(prefix="/v1/predict", tags=["predict"])
     },
 )
 def predict_latency(
-    batch: LatencyQueryBatch,
+    batch: Annotated[LatencyQueryBatch, Depends(json_body(LatencyQueryBatch))],
     models: ModelsDep,
     adapter: AdapterDep,
     arch_index: ArchIndexDep,
