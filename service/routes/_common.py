@@ -37,3 +37,8 @@ def json_response(head: dict[str, Any], rows_key: str, rows: pl.DataFrame, statu
     sep = ", " if head else ""
     body = f'{prefix}{sep}"{rows_key}": {rows.write_json()}}}'
     return Response(content=body.encode(), media_type="application/json", status_code=status)
+
+
+def server_timing(**seconds: float) -> str:
+    """A ``Server-Timing`` header value (durations in ms), e.g. ``model;dur=12.3, handler;dur=15.0``."""
+    return ", ".join(f"{name};dur={value * 1e3:.2f}" for name, value in seconds.items())

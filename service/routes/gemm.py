@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 import polars as pl
@@ -13,7 +14,7 @@ from ..body import json_body, request_body
 from ..deps import ConfigDep, ModelsDep
 from ..schemas import GemmPredictionBatch, GemmQuery, GemmQueryBatch
 from ..served import run_predictor
-from ._common import check_batch, columns, finite_or_null, json_response
+from ._common import check_batch, columns, finite_or_null, json_response, server_timing
 
 router = APIRouter(prefix="/v1/predict", tags=["predict"])
 
@@ -30,6 +31,7 @@ def predict_gemm(
     batch: Annotated[GemmQueryBatch, Depends(json_body(GemmQueryBatch))], models: ModelsDep, config: ConfigDep
 ) -> Response:
     """Predict ``runtime_ms``, ``power_w`` and ``energy_j`` (null when the model has no power target)."""
+    t0 = time.perf_counter()
     check_batch("queries", len(batch.queries), config.max_predict_queries)
     predictor = models.require("gemm")
     frame = pl.DataFrame(
@@ -37,7 +39,11 @@ def predict_gemm(
         schema={"device": pl.String, "op": pl.String, "m": pl.Int64, "n": pl.Int64, "k": pl.Int64,
                 "batch": pl.Int64, "dtype": pl.String, "layout": pl.String},
     ).rename({"device": "device_id"})  # fmt: skip
+    t_model = time.perf_counter()
     out = run_predictor(predictor, frame.select(INPUTS["gemm"]))
+    t_model = time.perf_counter() - t_model
     out = finite_or_null(out.select([pl.col(c).cast(pl.Float64) for c in OUTPUTS["gemm"]]))
     head = {"model": {"name": predictor.name, "version": str(predictor.version)}, "count": out.height}
-    return json_response(head, "predictions", out)
+    resp = json_response(head, "predictions", out)
+    resp.headers["Server-Timing"] = server_timing(model=t_model, handler=time.perf_counter() - t0)
+    return resp

@@ -30,6 +30,7 @@ def test_gemm_returns_oracle_values_in_query_order_with_model_version(client):
     assert body["predictions"][0]["runtime_ms"] == pytest.approx(2 * 1024 * 512 * 256 * 2 / 1e9)
     assert body["predictions"][1]["runtime_ms"] == pytest.approx(2 * 8**3 / 1e9)
     assert body["predictions"][1]["power_w"] == 100.0
+    assert r.headers["server-timing"].startswith("model;dur=")
 
 
 def test_gemm_unknown_device_is_404_naming_device(client):
