@@ -228,7 +228,7 @@ def batch_comparison(url: str, device: str, n: int, repeats: int) -> dict[str, o
     frame = pl.DataFrame(qs).rename({"device": "device_id"})
     predictor = load_predictor("gemm")
     predictor.predict(frame)  # warm
-    in_proc, http, server_model, server_handler = [], [], [], []
+    in_proc, http, server_model, server_handler, server_parse = [], [], [], [], []
     with httpx.Client(base_url=url, timeout=120) as client:
         client.post("/v1/predict/gemm", json={"queries": qs}).raise_for_status()  # warm
         for _ in range(repeats):
@@ -242,6 +242,7 @@ def batch_comparison(url: str, device: str, n: int, repeats: int) -> dict[str, o
             timing = dict(p.split(";dur=") for p in r.headers["server-timing"].split(", "))
             server_model.append(float(timing["model"]))
             server_handler.append(float(timing["handler"]))
+            server_parse.append(float(timing["parse"]))
     served = np.array([p["runtime_ms"] for p in r.json()["predictions"]])
     np.testing.assert_allclose(served, out["runtime_ms"].to_numpy(), rtol=1e-9)
     med_in, med_http = statistics.median(in_proc), statistics.median(http)
@@ -259,6 +260,7 @@ def batch_comparison(url: str, device: str, n: int, repeats: int) -> dict[str, o
         "ratio_http_over_in_process": round(med_http / med_in, 2),
         "server_model_ms_median": round(statistics.median(server_model), 1),
         "server_handler_ms_median": round(statistics.median(server_handler), 1),
+        "server_parse_validate_ms_median": round(statistics.median(server_parse), 1),
         "target_ratio": 1.5,
         "in_process_single_row_ms_median": round(statistics.median(single) * 1e3, 2),
         "same_answers": True,

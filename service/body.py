@@ -9,6 +9,7 @@ with ``body``), and :func:`add_body_schemas` puts the models into the OpenAPI co
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -29,8 +30,11 @@ def json_body(model: type[M]) -> Callable[[Request], Awaitable[M]]:
 
     async def parse(request: Request) -> M:
         raw = await request.body()
+        t0 = time.perf_counter()
         try:
-            return model.model_validate_json(raw)
+            out = model.model_validate_json(raw)
+            request.state.parse_s = time.perf_counter() - t0  # reported in Server-Timing
+            return out
         except ValidationError as exc:
             errors = exc.errors(include_url=False, include_input=False)
             raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors]) from None

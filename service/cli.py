@@ -54,6 +54,11 @@ def _pins(values: tuple[str, ...]) -> dict[str, str]:
     help="Serve this registry version instead of the champion, e.g. --model-version gemm=3 (repeatable).",
 )
 @click.option(
+    "--no-batching",
+    is_flag=True,
+    help="Call the model once per request instead of merging concurrent requests into one call.",
+)
+@click.option(
     "--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="uvicorn worker processes."
 )
 @click.option(

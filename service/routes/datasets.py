@@ -10,8 +10,9 @@ from fastapi import APIRouter, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from hwsurrogate.datasets.schemas import KINDS, check_kind, describe, with_measurement_id
-from hwsurrogate.datasets.store import partition_name
+from hwsurrogate.datasets.store import DatasetStore, partition_name
 from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
 
 from hwsurrogate.errors import SchemaMismatchError, StoreError
 
@@ -120,9 +121,8 @@ def get_rows(
     return resp
 
 
-async def _read_frame(request: Request, max_rows: int) -> pl.DataFrame:
-    body = await request.body()
-    ctype = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+def _read_frame(body: bytes, content_type: str, max_rows: int) -> pl.DataFrame:
+    ctype = content_type.split(";")[0].strip().lower()
     if ctype in PARQUET_TYPES:
         try:
             frame = pl.read_parquet(io.BytesIO(body))  # polars only: no pickle, no pandas metadata
@@ -192,7 +192,16 @@ async def upload_rows(
     missing ``measurement_id`` column is derived from the table's natural key.
     """
     kind = _kind(kind)
-    frame = await _read_frame(request, config.max_upload_rows)
+    body = await request.body()
+    ctype = request.headers.get("content-type", "application/json")
+    return await run_in_threadpool(_store_upload, store, kind, body, ctype, client, config.max_upload_rows)
+
+
+def _store_upload(
+    store: DatasetStore, kind: str, body: bytes, content_type: str, client: str, max_rows: int
+) -> UploadResult:
+    """Parse, stamp provenance and append (off the event loop: parsing 50k rows takes a while)."""
+    frame = _read_frame(body, content_type, max_rows)
     source = f"upload:{client}"
     frame = frame.drop([c for c in ("imported_at", "source") if c in frame.columns])
     frame = frame.with_columns(pl.lit(source).alias("source"))
@@ -202,10 +211,8 @@ async def upload_rows(
         frame = frame.with_columns(pl.col("origin").cast(pl.String, strict=False).fill_null(source))
     if "measurement_id" not in frame.columns:
         frame = with_measurement_id(frame, kind)
-    from starlette.concurrency import run_in_threadpool
-
     received = frame.height
-    added = await run_in_threadpool(store.append, kind, frame, partition=source)
+    added = store.append(kind, frame, partition=source)
     return UploadResult(
         kind=kind, source=source, partition=partition_name(source), received=received, added=added,
         duplicates=received - added,

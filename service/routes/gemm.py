@@ -6,7 +6,7 @@ import time
 from typing import Annotated
 
 import polars as pl
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from hwsurrogate.surrogates.api import INPUTS, OUTPUTS
 
@@ -28,7 +28,10 @@ _FIELDS = tuple(f for f in GemmQuery.model_fields)
     responses={413: {"description": "too many queries"}, 503: {"description": "no gemm model served"}},
 )
 def predict_gemm(
-    batch: Annotated[GemmQueryBatch, Depends(json_body(GemmQueryBatch))], models: ModelsDep, config: ConfigDep
+    batch: Annotated[GemmQueryBatch, Depends(json_body(GemmQueryBatch))],
+    models: ModelsDep,
+    config: ConfigDep,
+    request: Request,
 ) -> Response:
     """Predict ``runtime_ms``, ``power_w`` and ``energy_j`` (null when the model has no power target)."""
     t0 = time.perf_counter()
@@ -45,5 +48,7 @@ def predict_gemm(
     out = finite_or_null(out.select([pl.col(c).cast(pl.Float64) for c in OUTPUTS["gemm"]]))
     head = {"model": {"name": predictor.name, "version": str(predictor.version)}, "count": out.height}
     resp = json_response(head, "predictions", out)
-    resp.headers["Server-Timing"] = server_timing(model=t_model, handler=time.perf_counter() - t0)
+    resp.headers["Server-Timing"] = server_timing(
+        model=t_model, handler=time.perf_counter() - t0, parse=getattr(request.state, "parse_s", 0.0)
+    )
     return resp
