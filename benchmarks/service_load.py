@@ -170,6 +170,7 @@ async def load_loop(
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     errors = 0
+    error_types: dict[str, int] = {}
     stop_at = time.perf_counter() + duration
     sent = 0
 
@@ -193,8 +194,9 @@ async def load_loop(
                     r = await client.post("/v1/predict/gemm", json=body)
                 latencies.append((time.perf_counter() - t0) * 1e3)
                 statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
-            except httpx.HTTPError:
+            except httpx.HTTPError as exc:
                 errors += 1
+                error_types[type(exc).__name__] = error_types.get(type(exc).__name__, 0) + 1
 
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
@@ -217,6 +219,7 @@ async def load_loop(
         "statuses": {str(k): v for k, v in sorted(statuses.items())},
         "n_5xx": sum(v for k, v in statuses.items() if k >= 500),
         "transport_errors": errors,
+        "transport_error_types": error_types,
     }
 
 
