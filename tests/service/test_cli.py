@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 from click.testing import CliRunner
-
 from hwsurrogate.service.app import ServiceConfig
 from hwsurrogate.service.cli import serve
 
