@@ -13,8 +13,9 @@ from hwsurrogate.errors import HwSurrogateError
 log = logging.getLogger("hwsurrogate.service")
 
 #: What an FPGA task's numbers mean when its predictor does not say (``predictor.stage``).
-#: wa-hls4ml resources come from Vivado synthesis; HLSyn/HARP targets are HLS (Merlin) reports.
-DEFAULT_STAGE: dict[str, str] = {"fpga-hls4ml": "post_synth", "fpga-hlsyn": "hls_estimate"}
+#: Both FPGA surrogates train on HLS-report targets (the hls4ml one on the ``hls_estimate`` rows
+#: of wa-hls4ml and its dense sweep; HLSyn/HARP targets are Merlin/HLS reports).
+DEFAULT_STAGE: dict[str, str] = {"fpga-hls4ml": "hls_estimate", "fpga-hlsyn": "hls_estimate"}
 
 
 class ModelUnavailableError(HwSurrogateError):

@@ -206,7 +206,7 @@ def test_fpga_mixed_batch_keeps_order_and_states_stage(client):
     hls, nn = r.json()["predictions"]
     assert hls["type"] == "hls" and hls["stage"] == "hls_estimate" and hls["cycles"] == 1002.0
     assert hls["valid_prob"] == 0.9 and hls["model"]["name"] == "hws-fpga-hlsyn"
-    assert nn["type"] == "hls4ml" and nn["stage"] == "post_synth"
+    assert nn["type"] == "hls4ml" and nn["stage"] == "hls_estimate"
     assert nn["lut"] == pytest.approx(2 * 1000 / 4) and nn["cycles"] == 12.0 and nn["valid_prob"] is None
 
 
