@@ -125,6 +125,18 @@ class MultiDeviceLatencyTrees:
             self.models_[device] = clone(self.template).set_params(space=self.space).fit(keys, y)
         return self
 
+    def predict_all(self, arch_keys: Sequence[str]) -> np.ndarray:
+        """``(n_archs, n_devices)`` latency in ms, columns in :attr:`devices` order."""
+        if not hasattr(self, "models_"):
+            raise RuntimeError("MultiDeviceLatencyTrees is not fitted; call fit() first")
+        features = graphs.arch_vectors(self.space, list(arch_keys))
+        out = np.empty((len(arch_keys), len(self.models_)))
+        if len(arch_keys):
+            for j, model in enumerate(self.models_.values()):
+                with threadpool_limits(model.n_threads):
+                    out[:, j] = np.exp(model.regressor_.predict(features))
+        return out
+
     def predict(self, arch_keys: Sequence[str], device_ids: Sequence[str]) -> np.ndarray:
         """Latency in ms of ``arch_keys[i]`` on ``device_ids[i]`` (features computed once)."""
         if not hasattr(self, "models_"):
