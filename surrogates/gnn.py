@@ -28,7 +28,7 @@ __all__ = ["GNNConfig", "LatencyGNN", "MultiDeviceLatencyGNN"]
 
 @dataclass(frozen=True)
 class GNNConfig:
-    hidden_channels: int = 96  # width of every GIN layer
+    hidden_channels: int = 64  # width of every GIN layer
     num_layers: int = 3  # message-passing layers
     epochs: int = 300  # upper bound; early stopping usually ends sooner
     batch_size: int = 128  # graphs per step (CPU-friendly)
@@ -39,7 +39,7 @@ class GNNConfig:
     rank_loss_weight: float = 0.0  # weight of a pairwise logistic ranking loss (Spearman-aware)
     dropout: float = 0.0
     seed: int = 0
-    num_threads: int = 2  # torch intra-op threads (<= 2 on the shared CPU)
+    num_threads: int = 1  # torch intra-op threads (<= 2; 1 is fastest on the shared, oversubscribed CPU)
     max_seconds: float | None = None  # wall-clock cap on training, None = no cap
 
 
