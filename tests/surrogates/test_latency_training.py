@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 
 import mlflow
 import numpy as np
@@ -10,10 +11,12 @@ import pandas as pd
 import polars as pl
 import pytest
 import torch
+from click.testing import CliRunner
 from hwsurrogate.datasets.archspaces import NB201_OPS, format_nb201
 from hwsurrogate.surrogates.gnn import GNNConfig
+from hwsurrogate.surrogates.predict_latency_cli import predict_latency
 from hwsurrogate.surrogates.registry import load_predictor
-from hwsurrogate.surrogates.train_latency import EXPERIMENT, train_latency_model
+from hwsurrogate.surrogates.train_latency import EXPERIMENT, train_latency, train_latency_model
 from mlflow import MlflowClient
 
 from hwsurrogate.errors import TrainingDataError
@@ -67,6 +70,24 @@ def test_trained_model_reloads_with_identical_predictions(kind: str) -> None:
     served = predictor.predict(queries)["latency_ms"].to_numpy()
     np.testing.assert_array_equal(served, before)
     assert (before > 0).all() and np.isfinite(before).all()
+    if kind == "tree":  # the CLI serves the same numbers
+        key = queries["arch_key"][0]
+        cli = CliRunner().invoke(
+            predict_latency,
+            ["--device", "help/dev_a", "--arch-key", key, "--version", result.version, "--json"],
+        )
+        assert cli.exit_code == 0, cli.output
+        payload = json.loads(cli.output)
+        assert payload["predictions"][0]["latency_ms"] == pytest.approx(before[0], rel=1e-12)
+        bad = CliRunner().invoke(
+            predict_latency, ["--device", "help/zzz", "--arch-key", key, "--version", result.version]
+        )
+        assert bad.exit_code != 0 and "unknown device_id 'help/zzz'" in bad.output
+
+
+def test_train_cli_on_an_empty_store_says_what_to_import() -> None:
+    out = CliRunner().invoke(train_latency, [])
+    assert out.exit_code != 0 and "hws data import help" in out.output
 
 
 def test_tree_model_learns_the_device_scale() -> None:
