@@ -132,12 +132,17 @@ class MultiDeviceLatencyTrees:
             state["models_"] = pickle.loads(lzma.decompress(state["models_"]))
         self.__dict__.update(state)
 
-    def fit(self, per_device: dict[str, tuple[Sequence[str], np.ndarray]]) -> MultiDeviceLatencyTrees:
-        """``per_device[device_id] = (arch_keys, latency_ms)``."""
+    def fit(
+        self, per_device: dict[str, tuple[Sequence[str], np.ndarray]], *, progress: str | None = None
+    ) -> MultiDeviceLatencyTrees:
+        """``per_device[device_id] = (arch_keys, latency_ms)``; ``progress`` labels a progress bar."""
         from sklearn.base import clone
 
+        from hwsurrogate.progress import track
+
         self.models_: dict[str, LatencyTreeRegressor] = {}
-        for device, (keys, y) in per_device.items():
+        items = list(per_device.items())
+        for device, (keys, y) in track(items, progress or f"{self.space}: trees") if progress else items:
             self.models_[device] = clone(self.template).set_params(space=self.space).fit(keys, y)
         return self
 

@@ -112,7 +112,7 @@ def _fit_space(
                     f"device_id {d!r} has {int(ok.sum())} training rows in {space}; need 2"
                 )
             per_device[d] = ([k for k, o in zip(keys, ok, strict=True) if o], Y[ok, j])
-        return MultiDeviceLatencyTrees(space).fit(per_device)
+        return MultiDeviceLatencyTrees(space).fit(per_device, progress=f"{space}: trees per device")
     from .gnn import GNNConfig, MultiDeviceLatencyGNN
 
     cfg = gnn_config or GNNConfig(max_seconds=gnn_seconds)
