@@ -41,6 +41,7 @@ def run_benchmark(
     devices: list[str] | None,
     gnn_seconds: float,
     gnn_epochs: int,
+    rank_loss: float = 0.0,
     store_root: str | None = None,
 ) -> dict[str, Any]:
     """Train and score; returns the JSON payload (without wall time)."""
@@ -89,7 +90,12 @@ def run_benchmark(
                 per_dev[d].update(tree_spearman=rho, tree_mape=mape, n_test=len(keep))
             details[f"{space}_tree_seconds"] = round(time.perf_counter() - t0, 1)
         if "gnn" in models:
-            cfg = GNNConfig(epochs=gnn_epochs, max_seconds=gnn_seconds, patience=max(10, gnn_epochs // 5))
+            cfg = GNNConfig(
+                epochs=gnn_epochs,
+                max_seconds=gnn_seconds,
+                patience=max(10, gnn_epochs // 5),
+                rank_loss_weight=rank_loss,
+            )
             click.echo(f"{space}: training one {len(devs)}-head GNN (cap {gnn_seconds:.0f} s) ...", err=True)
             gnn = MultiDeviceLatencyGNN(space, devs, cfg).fit(tr_keys, train.select(devs).to_numpy())
             pred = gnn.predict_all(te_keys)
@@ -235,6 +241,13 @@ def _clean(obj: Any) -> Any:
     help="Wall-clock cap on training each space's multi-device GNN.",
 )
 @click.option("--gnn-epochs", type=int, default=200, show_default=True, help="Upper bound on GNN epochs.")
+@click.option(
+    "--rank-loss",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Weight of the GNN's pairwise ranking loss (0 = plain MSE on standardised log latency).",
+)
 def bench_latency_single(
     json_path: str | None,
     devices: tuple[str, ...],
@@ -242,6 +255,7 @@ def bench_latency_single(
     model: str,
     gnn_seconds: float,
     gnn_epochs: int,
+    rank_loss: float,
 ) -> None:
     """Per-device NB201/FBNet latency on HELP's test sets (Spearman, MAPE; tree and GNN).
 
@@ -267,6 +281,7 @@ def bench_latency_single(
         devices=list(devices) or None,
         gnn_seconds=gnn_seconds,
         gnn_epochs=gnn_epochs,
+        rank_loss=rank_loss,
     )
     results = out["results"]
     if devices:

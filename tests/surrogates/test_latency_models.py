@@ -80,3 +80,17 @@ def test_trim_10_90_keeps_the_middle_800_of_1000_by_rank() -> None:
     y = np.arange(1000, 0, -1, dtype=float)  # descending: the middle values sit at positions 100..899
     kept = trim_10_90(y)
     assert len(kept) == 800 and kept[0] == 100 and kept[-1] == 899
+
+
+def test_bench_rows_mark_targets_met_only_when_both_directions_hold() -> None:
+    from hwsurrogate.surrogates.bench_latency import _rows
+
+    rows = _rows(
+        [{"space": "nb201", "device_id": "help/x", "tree_spearman": 0.995, "tree_mape": 6.0, "n_test": 800}],
+        ["tree"],
+    )
+    assert [(r["metric"], r["met"], r["direction"]) for r in rows] == [
+        ("Spearman", True, ">="),
+        ("MAPE %", False, "<="),
+    ]
+    assert rows[0]["split"] == "nb201 help/x tree" and rows[0]["n"] == 800
