@@ -14,6 +14,8 @@ import torch
 from click.testing import CliRunner
 from hwsurrogate.datasets.archspaces import NB201_OPS, format_nb201
 from hwsurrogate.surrogates.gnn import GNNConfig
+from hwsurrogate.surrogates.latency_model import LatencyPyfunc
+from hwsurrogate.surrogates.latency_trees import MultiDeviceLatencyTrees
 from hwsurrogate.surrogates.predict_latency_cli import predict_latency
 from hwsurrogate.surrogates.registry import load_predictor
 from hwsurrogate.surrogates.train_latency import EXPERIMENT, train_latency, train_latency_model
@@ -90,26 +92,34 @@ def test_train_cli_on_an_empty_store_says_what_to_import() -> None:
     assert out.exit_code != 0 and "hws data import help" in out.output
 
 
+def _tree_pyfunc(n_archs: int = 60) -> LatencyPyfunc:
+    frame = tiny_latency_frame(n_archs=n_archs)
+    per_device = {
+        d: (g["arch_key"].to_list(), g["latency_ms"].to_numpy()) for (d,), g in frame.group_by("device_id")
+    }
+    return LatencyPyfunc({"nb201": MultiDeviceLatencyTrees("nb201").fit(per_device)}, kind="tree")
+
+
 def test_tree_model_learns_the_device_scale() -> None:
-    frame = tiny_latency_frame(n_archs=120)
-    result = train_latency_model(frame, model="tree", register=False)
     key = format_nb201(["nor_conv_3x3"] * 6)
     q = pd.DataFrame(
         {"device_id": ["help/dev_a", "help/dev_b"], "space": ["nb201"] * 2, "arch_key": [key, key]}
     )
-    a, b = result.pyfunc.predict_frame(q)["latency_ms"]
+    a, b = _tree_pyfunc(120).predict_frame(q)["latency_ms"]
     assert b / a == pytest.approx(2.0, rel=0.15)
 
 
-def test_served_model_rejects_unknown_device_naming_it() -> None:
-    result = train_latency_model(tiny_latency_frame(), model="tree", register=False)
+def test_served_model_rejects_unknown_device_space_and_missing_column() -> None:
+    pyfunc = _tree_pyfunc()
     q = pd.DataFrame(
         {"device_id": ["help/nope"], "space": ["nb201"], "arch_key": [format_nb201(["none"] * 6)]}
     )
     with pytest.raises(ValueError, match="unknown device_id 'help/nope'"):
-        result.pyfunc.predict_frame(q)
+        pyfunc.predict_frame(q)
     with pytest.raises(ValueError, match="unknown space 'fbnet'"):
-        result.pyfunc.predict_frame(q.assign(space="fbnet", device_id="help/dev_a"))
+        pyfunc.predict_frame(q.assign(space="fbnet", device_id="help/dev_a"))
+    with pytest.raises(ValueError, match=r"miss column\(s\) \['arch_key'\]"):
+        pyfunc.predict_frame(q.drop(columns="arch_key"))
 
 
 @pytest.mark.parametrize(
