@@ -127,3 +127,19 @@ def test_unknown_space_and_bare_string_are_rejected() -> None:
         G.arch_vectors("darts", [CELL])
     with pytest.raises(ValueError, match="not one string"):
         G.arch_vectors("nb201", CELL)
+
+
+@pytest.mark.shared_data
+def test_every_imported_help_arch_key_encodes(data_dir, store) -> None:
+    """All 15625 NB201, 5000 FBNet and 5000 OFA keys the HELP importer writes parse and encode."""
+    import polars as pl
+    from hwsurrogate.datasets.importers import import_source
+
+    import_source("help", data_dir / "latency" / "help", store=store)
+    keys = store.scan("latency").select("space", "arch_key").unique().collect()
+    for space, n_archs, dim in (("nb201", 15625, 52), ("fbnet", 5000, 239), ("ofa", 5000, 180)):
+        k = keys.filter(pl.col("space") == space)["arch_key"]
+        assert k.len() == n_archs
+        v = G.arch_vectors(space, k)
+        assert v.shape == (n_archs, dim) and np.isfinite(v).all()
+        assert G.node_features(space, k).shape[0] == n_archs
