@@ -76,6 +76,9 @@ class FewShotConfig:
     meta_k: int = 20  # support size of the meta-validation episodes
     meta_draws: int = 3  # support draws per pseudo-target device
     meta_query: int = 1000  # query archs per meta-validation episode
+    # pairwise products of the first k principal components of [z, x], per space; k chosen on
+    # HELP's meta-valid devices (NB201: 4 helps, FBNet: none does)
+    interaction_pcs: tuple[tuple[str, int], ...] = (("nb201", 4),)
     min_measurements: int = 5  # fewest measurements per space accepted by adapt
     random_state: int = 0
 
@@ -194,6 +197,8 @@ class SpaceModel:
     prior_cov: np.ndarray  # (p, p)
     tau: float
     noise: float
+    pcs: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # (p_base, k) interaction PCs
+    pc_mean: np.ndarray = field(default_factory=lambda: np.zeros(0))
     meta_scores: dict[str, float] = field(default_factory=dict)
     _index: dict[str, int] | None = field(default=None, repr=False)
 
@@ -225,7 +230,7 @@ class SpaceModel:
             x = x[:, self.x_keep]
             z = np.c_[x, np.ones(len(x))] @ self.encoder
             parts = ([z] if use_z else []) + ([x] if use_x else [])
-            out[~known] = np.concatenate(parts, axis=1)
+            out[~known] = _with_interactions(np.concatenate(parts, axis=1), self.pcs, self.pc_mean)
         return out
 
 
@@ -234,6 +239,27 @@ def _standardize(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     std = np.nanstd(a, axis=0)
     std = np.where(std > 1e-9, std, 1.0)
     return (a - mean) / std, mean, std
+
+
+def _interaction_basis(F: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """First ``k`` principal directions of ``F`` (for pairwise interaction features)."""
+    if k <= 0:
+        return np.zeros((F.shape[1], 0)), np.zeros(F.shape[1])
+    mean = F.mean(axis=0)
+    _, sv, vt = np.linalg.svd(F - mean, full_matrices=False)
+    scale = np.maximum(sv[:k] / np.sqrt(len(F)), 1e-9)  # unit-variance scores
+    return vt[:k].T / scale, mean
+
+
+def _with_interactions(F: np.ndarray, pcs: np.ndarray, pc_mean: np.ndarray) -> np.ndarray:
+    """Append the standardized pairwise products (incl. squares) of the PC scores of ``F``."""
+    k = pcs.shape[1] if pcs.ndim == 2 else 0
+    if k == 0:
+        return F
+    s = (F - pc_mean) @ pcs
+    iu = np.triu_indices(k)
+    prod = s[:, iu[0]] * s[:, iu[1]]
+    return np.concatenate([F, prod / np.sqrt(k)], axis=1)
 
 
 def latency_matrix(frame: pl.DataFrame, space: str, devices: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -322,6 +348,8 @@ class FewShotLatencyRegressor:
         n_src = len(devs) if cfg.use_device_latencies else 0
         parts = ([z_filled] if cfg.use_device_latencies else []) + ([x] if cfg.use_arch_features else [])
         F = np.concatenate(parts, axis=1)
+        pcs, pc_mean = _interaction_basis(F, dict(cfg.interaction_pcs).get(space, 0))
+        F = _with_interactions(F, pcs, pc_mean)
         Fc = F - F.mean(axis=0)
         gram = Fc.T @ Fc
         p = F.shape[1]
@@ -353,6 +381,8 @@ class FewShotLatencyRegressor:
             prior_cov=np.cov(W.T) if len(devs) > 1 else np.zeros((p, p)),
             tau=tau,
             noise=noise,
+            pcs=pcs,
+            pc_mean=pc_mean,
             meta_scores=meta_scores,
         )
 
@@ -437,7 +467,7 @@ class FewShotLatencyRegressor:
         for space, sm in self.spaces_.items():
             for name in (
                 "arch_keys", "features", "x_mean", "x_std", "x_keep", "z_mean", "z_std",
-                "encoder", "prior_mean", "prior_components", "prior_cov",
+                "encoder", "prior_mean", "prior_components", "prior_cov", "pcs", "pc_mean",
             ):  # fmt: skip
                 arrays[f"{space}/{name}"] = np.asarray(getattr(sm, name))
             meta["spaces"][space] = {
@@ -456,7 +486,7 @@ class FewShotLatencyRegressor:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(bytes(z["meta.json"]).decode())
             cfg = meta["config"]
-            cfg = FewShotConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()})
+            cfg = FewShotConfig(**{k: _tuples(v) if isinstance(v, list) else v for k, v in cfg.items()})
             model = cls(cfg)
             model.spaces_ = {}
             for space, info in meta["spaces"].items():
@@ -477,6 +507,8 @@ class FewShotLatencyRegressor:
                     prior_cov=arr["prior_cov"],
                     tau=float(info["tau"]),
                     noise=float(info["noise"]),
+                    pcs=arr.get("pcs", np.zeros((0, 0))),
+                    pc_mean=arr.get("pc_mean", np.zeros(0)),
                     meta_scores=dict(info["meta_scores"]),
                 )
         return model
@@ -484,6 +516,10 @@ class FewShotLatencyRegressor:
     @property
     def source_devices(self) -> set[str]:
         return {d for sm in self.spaces_.values() for d in sm.source_devices}
+
+
+def _tuples(v: list[Any]) -> tuple[Any, ...]:
+    return tuple(_tuples(x) if isinstance(x, list) else x for x in v)
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
