@@ -79,6 +79,10 @@ class FewShotConfig:
     # pairwise products of the first k principal components of [z, x], per space; k chosen on
     # HELP's meta-valid devices (NB201: 4 helps, FBNet: none does)
     interaction_pcs: tuple[tuple[str, int], ...] = (("nb201", 4),)
+    # at adaptation, tau is picked by marginal likelihood among meta-tau x these factors and the
+    # noise among evidence_noises (empty factors: use the meta-selected tau/noise as they are)
+    evidence_tau_factors: tuple[float, ...] = (1.0, 3.0, 10.0, 30.0, 100.0)
+    evidence_noises: tuple[float, ...] = (0.02, 0.05, 0.1, 0.2, 0.4)
     min_measurements: int = 5  # fewest measurements per space accepted by adapt
     random_state: int = 0
 
@@ -137,15 +141,17 @@ def posterior_head(
     prior_means: np.ndarray,
     prior_cov: np.ndarray,
     *,
-    tau: float,
-    noise: float,
+    tau: float | Sequence[float],
+    noise: float | Sequence[float],
     space: str = "",
 ) -> DeviceHead:
     """Closed-form posterior mean of ``w`` for support features ``F`` (n, p) and ``log_y`` (n,).
 
     ``prior_means`` is (c, p): one Gaussian prior (c = 1) or a mixture of c equally likely
     components sharing the covariance ``prior_cov + tau I``; for a mixture the posterior mean is
-    the responsibility-weighted mean of the component posteriors.
+    the responsibility-weighted mean of the component posteriors. When ``tau``/``noise`` are
+    sequences, the pair with the highest marginal likelihood of the support set is used
+    (type-II maximum likelihood: a device unlike the sources loosens the prior by itself).
     """
     n, p = F.shape
     y_mean = float(log_y.mean())
@@ -155,17 +161,27 @@ def posterior_head(
     yn = (log_y - y_mean) / y_std
     f_mean = F.mean(axis=0)
     Fc = F - f_mean
-    S = prior_cov + tau * np.eye(p)
-    # Woodbury form in the n-dimensional space: n << p in the few-shot regime.
-    K = Fc @ S @ Fc.T + noise * np.eye(n)  # marginal covariance of yn
     means = np.atleast_2d(prior_means)
     resid = yn[None, :] - means @ Fc.T  # (c, n)
-    alpha = np.linalg.solve(K, resid.T).T  # (c, n)
-    posts = means + alpha @ Fc @ S  # (c, p): m + S F^T K^-1 (y - F m)
+    # Woodbury form in the n-dimensional space: n << p in the few-shot regime.
+    G = Fc @ prior_cov @ Fc.T
+    FF = Fc @ Fc.T
+    best: tuple[float, float, float, np.ndarray, np.ndarray] | None = None
+    for t in np.atleast_1d(tau):
+        for s2 in np.atleast_1d(noise):
+            K = G + t * FF + s2 * np.eye(n)  # marginal covariance of yn
+            alpha = np.linalg.solve(K, resid.T).T  # (c, n)
+            loglik = -0.5 * np.einsum("cn,cn->c", resid, alpha)
+            top = loglik.max()
+            evidence = top + np.log(np.mean(np.exp(loglik - top))) - 0.5 * np.linalg.slogdet(K)[1]
+            if best is None or evidence > best[0]:
+                best = (float(evidence), float(t), float(s2), alpha, loglik)
+    assert best is not None
+    _, t, _, alpha, loglik = best
+    posts = means + (alpha @ Fc) @ prior_cov + t * (alpha @ Fc)  # m + S F^T K^-1 (y - F m)
     if means.shape[0] == 1:
         w = posts[0]
     else:
-        loglik = -0.5 * np.einsum("cn,cn->c", resid, alpha)
         r = np.exp(loglik - loglik.max())
         r /= r.sum()
         w = r @ posts
@@ -447,6 +463,11 @@ class FewShotLatencyRegressor:
         """Adapt from design rows ``F`` and log-latencies (the benchmarks' fast path)."""
         sm = self._space(space)
         means = sm.prior_components if self.config.prior == "mixture" else sm.prior_mean[None, :]
+        cfg = self.config
+        if cfg.evidence_tau_factors:
+            taus: list[float] = [sm.tau * f for f in cfg.evidence_tau_factors]
+            noises: list[float] = list(cfg.evidence_noises) or [sm.noise]
+            return posterior_head(F, log_y, means, sm.prior_cov, tau=taus, noise=noises, space=space)
         return posterior_head(F, log_y, means, sm.prior_cov, tau=sm.tau, noise=sm.noise, space=space)
 
     def adapt(self, space: str, arch_keys: Sequence[str], latency_ms: np.ndarray) -> DeviceHead:
