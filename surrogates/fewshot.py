@@ -83,6 +83,8 @@ class FewShotConfig:
     # noise among evidence_noises (empty factors: use the meta-selected tau/noise as they are)
     evidence_tau_factors: tuple[float, ...] = (1.0, 3.0, 10.0, 30.0, 100.0)
     evidence_noises: tuple[float, ...] = (0.02, 0.05, 0.1, 0.2, 0.4)
+    flat_component: bool = True  # Bayesian model averaging with a prior-free ridge on x
+    flat_taus: tuple[float, ...] = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
     min_measurements: int = 5  # fewest measurements per space accepted by adapt
     random_state: int = 0
 
@@ -112,6 +114,7 @@ class DeviceHead:
     y_mean: float
     y_std: float
     n_measurements: int
+    evidence: float = float("nan")  # log marginal likelihood of the support (standardized units)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -121,6 +124,7 @@ class DeviceHead:
             "y_mean": self.y_mean,
             "y_std": self.y_std,
             "n_measurements": self.n_measurements,
+            "evidence": self.evidence,
         }
 
     @classmethod
@@ -132,6 +136,7 @@ class DeviceHead:
             y_mean=float(d["y_mean"]),
             y_std=float(d["y_std"]),
             n_measurements=int(d["n_measurements"]),
+            evidence=float(d.get("evidence", float("nan"))),
         )
 
 
@@ -144,6 +149,7 @@ def posterior_head(
     tau: float | Sequence[float],
     noise: float | Sequence[float],
     space: str = "",
+    iso: np.ndarray | None = None,
 ) -> DeviceHead:
     """Closed-form posterior mean of ``w`` for support features ``F`` (n, p) and ``log_y`` (n,).
 
@@ -152,6 +158,8 @@ def posterior_head(
     the responsibility-weighted mean of the component posteriors. When ``tau``/``noise`` are
     sequences, the pair with the highest marginal likelihood of the support set is used
     (type-II maximum likelihood: a device unlike the sources loosens the prior by itself).
+    ``iso`` (p,) scales the ``tau`` term per feature (0 keeps a weight at its prior mean).
+    The log marginal likelihood is returned in ``head.evidence``.
     """
     n, p = F.shape
     y_mean = float(log_y.mean())
@@ -164,8 +172,9 @@ def posterior_head(
     means = np.atleast_2d(prior_means)
     resid = yn[None, :] - means @ Fc.T  # (c, n)
     # Woodbury form in the n-dimensional space: n << p in the few-shot regime.
+    d = np.ones(p) if iso is None else np.asarray(iso, dtype=float)
     G = Fc @ prior_cov @ Fc.T
-    FF = Fc @ Fc.T
+    FF = (Fc * d) @ Fc.T
     best: tuple[float, float, float, np.ndarray, np.ndarray] | None = None
     for t in np.atleast_1d(tau):
         for s2 in np.atleast_1d(noise):
@@ -177,15 +186,15 @@ def posterior_head(
             if best is None or evidence > best[0]:
                 best = (float(evidence), float(t), float(s2), alpha, loglik)
     assert best is not None
-    _, t, _, alpha, loglik = best
-    posts = means + (alpha @ Fc) @ prior_cov + t * (alpha @ Fc)  # m + S F^T K^-1 (y - F m)
+    evidence, t, _, alpha, loglik = best
+    posts = means + (alpha @ Fc) @ prior_cov + t * (alpha @ Fc) * d  # m + S F^T K^-1 (y - F m)
     if means.shape[0] == 1:
         w = posts[0]
     else:
         r = np.exp(loglik - loglik.max())
         r /= r.sum()
         w = r @ posts
-    return DeviceHead(space, w, f_mean, y_mean, y_std, n)
+    return DeviceHead(space, w, f_mean, y_mean, y_std, n, evidence=evidence)
 
 
 def predict_head(head: DeviceHead, F: np.ndarray) -> np.ndarray:
@@ -460,15 +469,40 @@ class FewShotLatencyRegressor:
         )
 
     def adapt_rows(self, space: str, F: np.ndarray, log_y: np.ndarray) -> DeviceHead:
-        """Adapt from design rows ``F`` and log-latencies (the benchmarks' fast path)."""
+        """Adapt from design rows ``F`` and log-latencies (the benchmarks' fast path).
+
+        With ``flat_component`` the source-prior posterior is averaged with a ridge on the
+        architecture features alone (no source prior), weighted by their marginal likelihoods
+        (Bayesian model averaging): sources unlike the device lose weight automatically.
+        """
         sm = self._space(space)
-        means = sm.prior_components if self.config.prior == "mixture" else sm.prior_mean[None, :]
         cfg = self.config
-        if cfg.evidence_tau_factors:
-            taus: list[float] = [sm.tau * f for f in cfg.evidence_tau_factors]
-            noises: list[float] = list(cfg.evidence_noises) or [sm.noise]
-            return posterior_head(F, log_y, means, sm.prior_cov, tau=taus, noise=noises, space=space)
-        return posterior_head(F, log_y, means, sm.prior_cov, tau=sm.tau, noise=sm.noise, space=space)
+        means = sm.prior_components if cfg.prior == "mixture" else sm.prior_mean[None, :]
+        taus: list[float] = [sm.tau * f for f in cfg.evidence_tau_factors] or [sm.tau]
+        noises: list[float] = list(cfg.evidence_noises) or [sm.noise]
+        if not cfg.evidence_tau_factors:
+            noises = [sm.noise]
+        head = posterior_head(F, log_y, means, sm.prior_cov, tau=taus, noise=noises, space=space)
+        n_z = len(sm.source_devices) if cfg.use_device_latencies else 0
+        if not (cfg.flat_component and cfg.use_arch_features):
+            return head
+        p = F.shape[1]
+        iso = np.ones(p)
+        iso[:n_z] = 0.0  # the flat model ignores the source-device latencies
+        flat = posterior_head(
+            F,
+            log_y,
+            np.zeros((1, p)),
+            np.zeros((p, p)),
+            tau=cfg.flat_taus,
+            noise=noises,
+            iso=iso,
+            space=space,
+        )
+        a = 1.0 / (1.0 + np.exp(np.clip(flat.evidence - head.evidence, -50, 50)))
+        head.weights = a * head.weights + (1 - a) * flat.weights
+        head.evidence = float(np.logaddexp(head.evidence, flat.evidence) - np.log(2))
+        return head
 
     def adapt(self, space: str, arch_keys: Sequence[str], latency_ms: np.ndarray) -> DeviceHead:
         y = np.asarray(latency_ms, dtype=float)
