@@ -22,8 +22,8 @@ import polars as pl
 
 from hwsurrogate.errors import SchemaMismatchError
 
-Kind = Literal["gemm", "latency", "fpga", "devices"]
-KINDS: tuple[Kind, ...] = ("gemm", "latency", "fpga", "devices")
+Kind = Literal["gemm", "latency", "fpga", "devices", "program_graphs"]
+KINDS: tuple[Kind, ...] = ("gemm", "latency", "fpga", "devices", "program_graphs")
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,8 @@ GEMM_DTYPES = frozenset(
 )  # fmt: skip
 DEVICE_KINDS = frozenset({"cpu", "gpu", "mobile", "fpga", "asic", "accelerator", "dsp", "tpu"})
 LATENCY_SPACES = frozenset({"nb201", "fbnet", "ofa", "custom"})
-FPGA_STAGES = frozenset({"hls_estimate", "post_synth", "post_route"})
+#: ``on_board``: measured on the physical board running the post-route bitstream (power only).
+FPGA_STAGES = frozenset({"hls_estimate", "post_synth", "post_route", "on_board"})
 BRAM_UNITS = frozenset({"bram18k", "bram36k"})
 
 GEMM_COLUMNS: tuple[Column, ...] = (
@@ -118,7 +119,13 @@ FPGA_COLUMNS: tuple[Column, ...] = (
     _c("part", pl.String, "FPGA part number", nullable=False),
     _c("tool", pl.String, "tool name, e.g. 'vivado_hls', 'vitis_hls', 'yosys'", nullable=False),
     _c("tool_version", pl.String, "tool version"),
-    _c("stage", pl.String, "hls_estimate | post_synth | post_route", nullable=False, allowed=FPGA_STAGES),
+    _c(
+        "stage",
+        pl.String,
+        "hls_estimate | post_synth | post_route | on_board",
+        nullable=False,
+        allowed=FPGA_STAGES,
+    ),
     _c("valid", pl.Boolean, "design accepted by the flow (null when not stated)"),
     _c("lut", pl.Float64, "LUTs", min=0),
     _c("ff", pl.Float64, "flip-flops", min=0),
@@ -155,11 +162,30 @@ DEVICES_COLUMNS: tuple[Column, ...] = (
     _c("fingerprint", pl.String, "JSON {space: {arch_index: latency_ms}} of reference architectures"),
 )  # fmt: skip
 
+PROGRAM_GRAPH_COLUMNS: tuple[Column, ...] = (
+    _c("graph_id", pl.String, "graph name within its domain, e.g. 'stencil_stencil2d'", nullable=False),
+    _c("domain", pl.String, "design domain whose fpga rows use the graph, e.g. 'hlsyn'", nullable=False),
+    _c("kernel", pl.String, "kernel name used by the designs' fpga rows, e.g. 'stencil'", nullable=False),
+    _c("n_nodes", pl.Int64, "number of nodes", nullable=False, min=1),
+    _c("n_edges", pl.Int64, "number of edges (a multigraph: parallel edges count)", nullable=False, min=0),
+    _c("n_pragma_nodes", pl.Int64, "nodes of type 3 (pragma)", nullable=False, min=0),
+    _c("pragma_placeholders", pl.String, "JSON list of the pragma placeholders, e.g. ['__PARA__L0']"),
+    _c(
+        "nodes",
+        pl.String,
+        "JSON list of {id, type, text, full_text, block, function, pragma}",
+        nullable=False,
+    ),
+    _c("edges", pl.String, "JSON list of [src, dst, flow, position]", nullable=False),
+    _c("extra", pl.String, "JSON of source-specific fields"),
+)
+
 TABLES: dict[Kind, tuple[Column, ...]] = {
     "gemm": GEMM_COLUMNS + PROVENANCE,
     "latency": LATENCY_COLUMNS + PROVENANCE,
     "fpga": FPGA_COLUMNS + PROVENANCE,
     "devices": DEVICES_COLUMNS + PROVENANCE,
+    "program_graphs": PROGRAM_GRAPH_COLUMNS + PROVENANCE,
 }
 
 #: Columns whose values, with ``source``, identify a row when no measurement id is given.
@@ -168,6 +194,7 @@ NATURAL_KEYS: dict[Kind, tuple[str, ...]] = {
     "latency": ("device_id", "space", "arch_key", "batch", "precision"),
     "fpga": ("domain", "design_id", "stage"),
     "devices": ("device_id",),
+    "program_graphs": ("domain", "graph_id"),
 }
 
 

@@ -37,7 +37,7 @@ from ..schemas import conform
 from . import environment as envmod
 from .environment import Environment, capture_environment, local_device_id, parse_device
 from .output import deliver, output_options
-from .timing import Timing, cpu_sampler, cuda_sampler, measure
+from .timing import Timing, check_timing_options, cpu_sampler, cuda_sampler, host_clock, measure
 
 __all__ = [
     "build_network",
@@ -71,7 +71,8 @@ def _canonical(space: str, arch_key: str) -> str:
     try:
         return check_arch_key(space, arch_key)
     except ValueError as exc:
-        raise CollectorError(f"arch_key: {exc}") from None
+        msg = str(exc)
+        raise CollectorError(msg if msg.startswith("arch_key") else f"arch_key: {msg}") from None
 
 
 def random_arch_keys(space: Literal["nb201", "fbnet"], n: int, *, seed: int = 0) -> list[str]:
@@ -225,10 +226,10 @@ def _onnx_model(
 
 
 # ------------------------------------------------------------------------------ measuring
-def _sampler(run: Callable[[Any], Any], x: Any, kind: str, index: int) -> Callable[[int], float]:
+def _sampler(run: Callable[[Any], Any], x: Any, kind: str, index: int, timer: str) -> Callable[[int], float]:
     if kind == "cuda":  # pragma: no cover - needs a GPU
         return cuda_sampler(lambda: run(x), index)
-    return cpu_sampler(lambda: run(x))
+    return cpu_sampler(lambda: run(x), host_clock(timer))
 
 
 def collect_latency(
@@ -243,6 +244,9 @@ def collect_latency(
     precision: Precision = "fp32",
     input_shape: Sequence[int] | None = None,
     arch_indices: Sequence[int | None] | None = None,
+    timer: Literal["wall", "thread_cpu"] = "wall",
+    min_time_s: float = 0.0,
+    rounds: int = 1,
     progress: bool = True,
 ) -> pl.DataFrame:
     """Measure the inference latency of every arch and return rows in the ``latency`` schema.
@@ -251,6 +255,12 @@ def collect_latency(
     (file path or ``module:callable``; needs ``input_shape`` of one sample, e.g. (3, 224, 224)).
     ``arch_indices`` (optional, same length) fills ``arch_index``; HELP reference archs get
     their index automatically. Every key is validated before anything runs.
+    ``rounds`` > 1 splits the ``repeats`` of every arch over that many passes through the list
+    (models stay built; one extra warm-up per pass), so a burst of other load does not bias one
+    arch; the median is over all samples. ``min_time_s`` > 0 keeps timing an arch beyond ``repeats`` runs until its window lasts that
+    long (at most 100 x ``repeats`` runs), which averages over bursts of other load.
+    ``timer="thread_cpu"`` (CPU, ``threads=1``) counts only this thread's CPU time, for machines
+    shared with other jobs; the timer is recorded in ``extra``.
     """
     if space not in SPACES:
         raise CollectorError(f"space {space!r} must be one of {list(SPACES)}")
@@ -258,16 +268,23 @@ def collect_latency(
         arch_keys = [arch_keys]
     if not arch_keys:
         raise CollectorError("arch_keys: no architectures given")
-    for name, value, low in (("batch", batch, 1), ("repeats", repeats, 1), ("warmup", warmup, 0)):
+    for name, value, low in (
+        ("batch", batch, 1),
+        ("repeats", repeats, 1),
+        ("warmup", warmup, 0),
+        ("rounds", rounds, 1),
+    ):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise CollectorError(f"{name} must be an integer >= {low}, got {value!r}")
     if precision not in ("fp32", "fp16", "bf16"):
         raise CollectorError(f"precision {precision!r} must be fp32, fp16 or bf16")
+    if rounds > repeats:
+        raise CollectorError(
+            f"rounds ({rounds}) may not exceed repeats ({repeats}): every round times each arch"
+        )
     if arch_indices is not None and len(arch_indices) != len(arch_keys):
         raise CollectorError(f"arch_indices has {len(arch_indices)} entries for {len(arch_keys)} arch_keys")
-    kind, index = parse_device(device)
-    if kind == "cuda":
-        envmod.require_cuda(device)
+    kind, index = check_timing_options(device, timer=timer, threads=threads, min_time_s=min_time_s)
     if space == "custom":
         if input_shape is None:
             raise CollectorError("input_shape is required for custom models, e.g. (3, 224, 224)")
@@ -281,31 +298,52 @@ def collect_latency(
     indices = list(arch_indices) if arch_indices is not None else [_reference_index(space, k) for k in keys]
 
     rows: list[dict[str, Any]] = []
+    per_round = [repeats // rounds + (1 if r < repeats % rounds else 0) for r in range(rounds)]
     with envmod.thread_limit(threads) as n_threads:
         env = capture_environment(device, threads=n_threads)
-        iterator = track(list(zip(keys, indices, strict=True)), f"latency {space}/{env.device}") if progress \
-            else zip(keys, indices, strict=True)  # fmt: skip
-        for key, arch_index in iterator:
+
+        def prepare(key: str) -> tuple[LoadedModel, Any]:
             if space == "custom":
                 model = load_model(key, device=env.device, precision=precision, threads=n_threads)
             else:
                 model = _torch_model(build_network(space, key), key, "", env.device, precision)
                 model.framework = f"torch {env.software.get('torch', '?')} (eager, inference_mode)"
-            x = model.make_input((batch, *shape))
+            return model, model.make_input((batch, *shape))
+
+        # one round: every arch in turn, built lazily; several rounds keep the models built
+        prepared = [prepare(k) for k in keys] if rounds > 1 else None
+        samples: list[list[Timing]] = [[] for _ in keys]
+        jobs = [(r, i) for r in range(rounds) for i in range(len(keys)) if per_round[r] > 0]
+        iterator = track(jobs, f"latency {space}/{env.device}") if progress else iter(jobs)
+        for r, i in iterator:
+            model, x = prepared[i] if prepared is not None else prepare(keys[i])
             try:
-                t = measure(_sampler(model.run, x, kind, index), warmup=warmup, number=1, min_time_s=0.0,
-                            min_samples=repeats, max_samples=repeats)  # fmt: skip
+                t = measure(_sampler(model.run, x, kind, index, timer), warmup=warmup if r == 0 else 1, number=1,
+                            min_time_s=min_time_s / rounds, min_samples=per_round[r],
+                            max_samples=per_round[r] if min_time_s == 0 else 100 * per_round[r])  # fmt: skip
             except Exception as exc:
                 raise CollectorError(
                     f"arch_key {model.identifier!r}: the model failed on input shape {(batch, *shape)} "
                     f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
                 ) from None
-            rows.append(_row(space, model, arch_index, t, env=env, batch=batch, precision=precision,
-                             shape=(batch, *shape)))  # fmt: skip
+            samples[i].append(t)
+            if r == rounds - 1 or prepared is None:
+                rows.append(_row(space, model, indices[i], _merge(samples[i]), env=env, batch=batch,
+                                 precision=precision, shape=(batch, *shape), rounds=rounds,
+                                 timer="cuda_events" if kind == "cuda" else timer))  # fmt: skip
     frame = pl.DataFrame(rows, infer_schema_length=None)
     frame = envmod.provenance(frame, source=SOURCE, env=env,
                               key=("device_id", "space", "arch_key", "batch", "precision"))  # fmt: skip
     return conform("latency", frame, context=SOURCE)
+
+
+def _merge(parts: list[Timing]) -> Timing:
+    """The samples of several rounds of one arch as one Timing."""
+    if len(parts) == 1:
+        return parts[0]
+    return Timing(
+        np.concatenate([p.per_call_s for p in parts]), 1, sum(p.window_s for p in parts), parts[0].energy
+    )
 
 
 def _space_shape(space: str) -> tuple[int, ...]:
@@ -324,8 +362,10 @@ def _reference_index(space: str, key: str) -> int | None:
 
 
 def _row(space: str, model: LoadedModel, arch_index: int | None, t: Timing, *, env: Environment, batch: int,
-         precision: str, shape: tuple[int, ...]) -> dict[str, Any]:  # fmt: skip
+         precision: str, shape: tuple[int, ...], timer: str, rounds: int) -> dict[str, Any]:  # fmt: skip
     extra = {
+        "timer": timer,
+        "rounds": rounds,
         "iqr_ms": t.iqr_s * 1e3,
         "min_ms": t.min_s * 1e3,
         "repeats": t.n_samples,
@@ -375,12 +415,16 @@ def _read_keys(path: Path) -> list[str]:
 @click.option("--repeats", default=30, show_default=True, type=click.IntRange(min=1))
 @click.option("--warmup", default=5, show_default=True, type=click.IntRange(min=0))
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True)
+@click.option("--rounds", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Split --repeats over this many passes through the archs (robust to bursts of load).")  # fmt: skip
+@click.option("--timer", type=click.Choice(["wall", "thread-cpu"]), default="wall", show_default=True,
+              help="thread-cpu: count only this thread's CPU time (CPU, --threads 1; for shared machines).")  # fmt: skip
 @click.option("--seed", default=0, show_default=True, help="Seed of --random.")
 @output_options
 def collect_latency_cmd(
     space: str, archs: tuple[str, ...], archs_file: Path | None, n_random: int | None, model: str | None,
     input_shape: str | None, device: str, batch: int, threads: int | None, repeats: int, warmup: int,
-    precision: str, seed: int, store_path: Path | None, push_url: str | None, token: str | None,
+    precision: str, rounds: int, timer: str, seed: int, store_path: Path | None, push_url: str | None, token: str | None,
 ) -> None:  # fmt: skip
     """Measure inference latency on this machine and store it in the latency table.
 
@@ -408,7 +452,7 @@ def collect_latency_cmd(
             raise click.BadParameter(f"expected integers like 3,224,224, got {input_shape!r}",
                                      param_hint="--input-shape") from None  # fmt: skip
         frame = collect_latency("custom", [model], device=device, batch=batch, threads=threads, repeats=repeats,
-                                warmup=warmup, precision=precision, input_shape=shape)  # type: ignore[arg-type]  # fmt: skip
+                                warmup=warmup, precision=precision, input_shape=shape, timer=timer.replace("-", "_"), rounds=rounds)  # type: ignore[arg-type]  # fmt: skip
     else:
         keys = list(archs)
         if archs_file is not None:
@@ -418,7 +462,7 @@ def collect_latency_cmd(
         if not keys:
             raise click.UsageError("give --arch KEY, --archs-file FILE, --random N or --model")
         frame = collect_latency(space, keys, device=device, batch=batch, threads=threads, repeats=repeats,
-                                warmup=warmup, precision=precision)  # type: ignore[arg-type]  # fmt: skip
+                                warmup=warmup, precision=precision, timer=timer.replace("-", "_"), rounds=rounds)  # type: ignore[arg-type]  # fmt: skip
     with pl.Config(tbl_rows=40, fmt_str_lengths=90, tbl_width_chars=160):
         click.echo(frame.select("arch_key", "arch_index", "batch", "latency_ms"))
     click.echo(deliver("latency", frame, partition=f"{SOURCE}:{envmod.hostname()}", store_path=store_path,

@@ -146,6 +146,18 @@ def blas_info() -> str:
     return ""
 
 
+def blas_threads() -> int | None:
+    """Threads numpy's BLAS uses right now (threadpoolctl), or None when unknown."""
+    try:
+        from threadpoolctl import threadpool_info
+
+        return next(
+            (int(lib["num_threads"]) for lib in threadpool_info() if lib.get("user_api") == "blas"), None
+        )
+    except Exception:  # threadpoolctl is optional
+        return None
+
+
 # ---------------------------------------------------------------------------------- CPU
 @dataclass(frozen=True)
 class CacheLevel:

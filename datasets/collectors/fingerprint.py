@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import click
 import numpy as np
@@ -179,12 +179,17 @@ def collect_fingerprint(
     quick: bool = False,
     threads: int | None = None,
     repeats: int | None = None,
+    timer: Literal["wall", "thread_cpu"] = "wall",
     progress: bool = True,
 ) -> pl.DataFrame:
     """Measure this device and return one row in the ``devices`` schema (nothing is written here).
 
     ``quick`` shrinks the micro-benchmarks and repeats (for smoke tests). The reference
-    latencies are batch 1, fp32, medians of ``repeats`` runs (default 15, quick 5).
+    latencies are batch 1, fp32, medians of ``repeats`` runs (default 15, quick 5) spread over
+    3 passes through the 10 archs of a space (1 when quick), so a burst of other load does not
+    bias one reference arch.
+    ``timer="thread_cpu"`` (with ``threads=1``) times the reference archs with the thread's CPU
+    clock, for machines shared with other jobs (recorded in the descriptors).
     """
     from .dnn_latency import collect_latency
 
@@ -202,7 +207,7 @@ def collect_fingerprint(
             refs = reference_keys(space)
             lat = collect_latency(space, [k for _, k in refs], device=device, threads=n_threads,  # type: ignore[arg-type]
                                   repeats=n_rep, warmup=2 if quick else 3, arch_indices=[i for i, _ in refs],
-                                  progress=progress)  # fmt: skip
+                                  timer=timer, rounds=min(n_rep, 1 if quick else 3), progress=progress)  # fmt: skip
             fingerprint[space] = {
                 str(i): float(ms) for i, ms in zip(lat["arch_index"], lat["latency_ms"], strict=True)
             }
@@ -215,9 +220,8 @@ def collect_fingerprint(
             )
             micro["triad_gbs"] = micro["triad"]["triad_gbs"]
         micro["dispatch_overhead_us"] = dispatch_overhead_us(device)
-    row = _row(
-        env, kind, fingerprint, micro, quick=quick, repeats=n_rep, seconds=time.perf_counter() - t_start
-    )
+    row = _row(env, kind, fingerprint, micro, quick=quick, repeats=n_rep, timer=timer,
+               seconds=time.perf_counter() - t_start)  # fmt: skip
     frame = pl.DataFrame([row], infer_schema_length=None)
     frame = envmod.provenance(frame, source=SOURCE, env=env, key=("device_id",))
     # one row per device: the id does not carry the timestamp, re-collecting replaces the row
@@ -228,9 +232,12 @@ def collect_fingerprint(
 
 
 def _row(env: Environment, kind: str, fingerprint: dict[str, dict[str, float]], micro: dict[str, Any], *,
-         quick: bool, repeats: int, seconds: float) -> dict[str, Any]:  # fmt: skip
+         quick: bool, repeats: int, timer: str, seconds: float) -> dict[str, Any]:  # fmt: skip
     cpu = env.cpu
     descriptors: dict[str, Any] = {
+        "batch": 1,  # the same top-level keys as the HELP importer's devices
+        "precision": "fp32",
+        "measured": True,
         "cpu": cpu.as_dict(),
         "threads": env.threads,
         "software": env.software,
@@ -242,7 +249,9 @@ def _row(env: Environment, kind: str, fingerprint: dict[str, dict[str, float]], 
             "statistic": "median",
             "input": "3x32x32",
             "quick": quick,
-        },  # fmt: skip
+            "timer": timer,
+            "rounds": min(repeats, 1 if quick else 3),
+        },
         "collected_in_s": seconds,
     }
     if kind == "cuda":  # pragma: no cover - needs a GPU
@@ -286,9 +295,11 @@ def _vendor(raw: str) -> str:
 @click.option("--quick", is_flag=True, help="Smaller micro-benchmarks and 5 repeats (a smoke test).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: torch's).")
 @click.option("--repeats", type=click.IntRange(min=1), default=None, help="Runs per reference arch.")
+@click.option("--timer", type=click.Choice(["wall", "thread-cpu"]), default="wall", show_default=True,
+              help="thread-cpu: count only this thread's CPU time (CPU, --threads 1; for shared machines).")  # fmt: skip
 @output_options
 def collect_fingerprint_cmd(
-    device: str, quick: bool, threads: int | None, repeats: int | None, store_path: Path | None,
+    device: str, quick: bool, threads: int | None, repeats: int | None, timer: str, store_path: Path | None,
     push_url: str | None, token: str | None,
 ) -> None:  # fmt: skip
     """Record this device: descriptors, micro-benchmarks and HELP reference-arch latencies.
@@ -299,7 +310,9 @@ def collect_fingerprint_cmd(
     so `hws adapt` can embed this device like the imported HELP devices.
     Re-running replaces this device's previous fingerprint.
     """
-    frame = collect_fingerprint(device=device, quick=quick, threads=threads, repeats=repeats)
+    frame = collect_fingerprint(
+        device=device, quick=quick, threads=threads, repeats=repeats, timer=timer.replace("-", "_")
+    )  # type: ignore[arg-type]
     row = frame.row(0, named=True)
     micro = json.loads(row["descriptors"])["micro_benchmarks"]
     click.echo(f"{row['device_id']}: {row['name']} ({row['cores']} cores, {row['memory_gb']:.1f} GB)")

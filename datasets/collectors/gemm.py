@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +37,7 @@ from . import environment as envmod
 from .environment import Environment, capture_environment, local_device_id, parse_device
 from .output import deliver, output_options
 from .power import EnergyMeter, cpu_meter, cpu_temperature_c, cuda_meter
-from .timing import Timing, cpu_sampler, cuda_sampler, measure
+from .timing import Timing, check_timing_options, cpu_sampler, cuda_sampler, host_clock, measure
 
 __all__ = [
     "GemmShape",
@@ -347,17 +346,7 @@ def collect_gemm(
     """
     if backend not in ("numpy", "torch"):
         raise CollectorError(f"backend {backend!r} must be 'numpy' or 'torch'")
-    if not (isinstance(min_time_s, (int, float)) and math.isfinite(min_time_s) and min_time_s >= 0):
-        raise CollectorError(f"min_time_s must be a finite number >= 0, got {min_time_s!r}")
-    kind, index = parse_device(device)
-    if kind == "cuda":
-        envmod.require_cuda(device)
-    if timer not in ("wall", "thread_cpu"):
-        raise CollectorError(f"timer {timer!r} must be 'wall' or 'thread_cpu'")
-    if timer == "thread_cpu" and (kind != "cpu" or threads != 1):
-        raise CollectorError(
-            "timer='thread_cpu' counts only the calling thread's CPU time: use it on the CPU with threads=1"
-        )
+    kind, index = check_timing_options(device, timer=timer, threads=threads, min_time_s=min_time_s)
     if min_sample_s is None:
         min_sample_s = 1e-3 if kind == "cuda" else 2e-4
     items = _as_shapes(shapes, dtype)
@@ -403,7 +392,7 @@ def _time_one(
     if kind == "cuda":  # pragma: no cover - needs a GPU
         sampler = cuda_sampler(call, index)
     else:
-        sampler = cpu_sampler(call, time.thread_time_ns if timer == "thread_cpu" else time.perf_counter_ns)
+        sampler = cpu_sampler(call, host_clock(timer))
     with _tf32(s.dtype == "tf32", kind == "cuda"):
         t = measure(sampler, warmup=warmup, min_time_s=min_time_s, min_sample_s=min_sample_s,
                     min_samples=min_samples, max_samples=max_samples, meter=meter)  # fmt: skip
@@ -432,6 +421,7 @@ def _row(s: GemmShape, t: Timing, *, backend: str, kind: str, env: Environment, 
             "rotation_exceeds_cache": bool(cache) and rotated > cache,
         },
         "backend": backend,
+        "blas_threads": envmod.blas_threads() if backend == "numpy" else None,
         "timer": timer,
         **{k: v for k, v in e.details.items() if k != "window_s"},
         "env": env.summary(),

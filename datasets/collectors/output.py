@@ -9,6 +9,8 @@ from typing import Any, Literal
 import click
 import polars as pl
 
+from hwsurrogate.errors import HwSurrogateError
+
 from ..cli import store_option
 from ..store import DatasetStore
 
@@ -56,7 +58,20 @@ def deliver(
                 f"--push needs the HTTP client hwsurrogate.client, which is not available in this build ({exc}); "
                 "write to the local store instead (omit --push) and upload later"
             ) from None
-        result = HwsClient(push_url, token).upload_rows(kind, frame)
+        client = HwsClient(push_url, token)
+        try:
+            result = client.upload_rows(kind, frame)
+        except HwSurrogateError:
+            raise  # the service's own error (status, detail, field) is already clear
+        except Exception as exc:  # connection refused, timeout, DNS...
+            raise click.ClickException(
+                f"--push {push_url}: upload of {frame.height} {kind} rows failed ({type(exc).__name__}: {exc}); "
+                "nothing was written to the local store"
+            ) from None
+        finally:
+            close = getattr(client, "close", None)
+            if close is not None:
+                close()
         return f"pushed {frame.height} {kind} rows to {push_url}: {result}"
     store = DatasetStore(store_path)
     if mode == "replace":

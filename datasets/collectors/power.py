@@ -206,13 +206,16 @@ class NvmlMeter:
 
     min_window_s = 1.0
 
-    def __init__(self, index: int = 0, nvml: Any | None = None) -> None:
+    def __init__(self, index: int = 0, nvml: Any | None = None, *, pci_bus_id: str | None = None) -> None:
         if nvml is None:
             import pynvml as nvml  # nvidia-ml-py
 
             nvml.nvmlInit()
         self.nvml = nvml
-        self.handle = nvml.nvmlDeviceGetHandleByIndex(index)
+        # CUDA and NVML number GPUs differently under CUDA_VISIBLE_DEVICES: prefer the PCI bus id
+        handle = _try(getattr(nvml, "nvmlDeviceGetHandleByPciBusId_v2", None) or (lambda _: None), pci_bus_id) \
+            if pci_bus_id else None  # fmt: skip
+        self.handle = handle if handle is not None else nvml.nvmlDeviceGetHandleByIndex(index)
         self.reason = ""
         if _try(nvml.nvmlDeviceGetTotalEnergyConsumption, self.handle) is None:
             self.reason = "NVML total-energy counter not supported on this GPU (needs Volta or newer)"
@@ -266,10 +269,20 @@ def cpu_meter() -> EnergyMeter:
 def cuda_meter(index: int) -> EnergyMeter:
     """The NVML meter of GPU ``index``, or a NullMeter saying why it is unavailable."""
     try:
-        meter = NvmlMeter(index)
+        meter = NvmlMeter(index, pci_bus_id=_pci_bus_id(index))
     except Exception as exc:  # no driver, nvidia-ml-py missing, no permission
         return NullMeter(f"NVML not usable ({type(exc).__name__}: {exc})")
     return meter if meter.available else NullMeter(meter.reason)
+
+
+def _pci_bus_id(index: int) -> str | None:  # pragma: no cover - needs a GPU
+    """'0000:3b:00.0' of CUDA device ``index`` (torch's properties), or None when unknown."""
+    with contextlib.suppress(Exception):
+        import torch
+
+        p = torch.cuda.get_device_properties(index)
+        return f"{p.pci_domain_id:04x}:{p.pci_bus_id:02x}:{p.pci_device_id:02x}.0"
+    return None
 
 
 def cpu_temperature_c() -> float | None:

@@ -21,9 +21,41 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hwsurrogate.errors import CollectorError
+
 from .power import EnergyMeter, EnergyResult, NullMeter
 
 RunSample = Callable[[int], float]  # number of calls -> elapsed seconds
+TIMERS = ("wall", "thread_cpu")
+
+
+def check_timing_options(
+    device: str, *, timer: str, threads: int | None, min_time_s: float
+) -> tuple[str, int]:
+    """Validate the options every collector shares; returns (device kind, device index).
+
+    ``thread_cpu`` reads the calling thread's CPU clock, which ignores time the scheduler gave
+    to other processes; it only equals the op's time when the op runs on that one thread.
+    """
+    from .environment import parse_device, require_cuda
+
+    if not (isinstance(min_time_s, (int, float)) and math.isfinite(min_time_s) and min_time_s >= 0):
+        raise CollectorError(f"min_time_s must be a finite number >= 0, got {min_time_s!r}")
+    kind, index = parse_device(device)
+    if kind == "cuda":
+        require_cuda(device)
+    if timer not in TIMERS:
+        raise CollectorError(f"timer {timer!r} must be 'wall' or 'thread_cpu'")
+    if timer == "thread_cpu" and (kind != "cpu" or threads != 1):
+        raise CollectorError(
+            "timer='thread_cpu' counts only the calling thread's CPU time: use it on the CPU with threads=1"
+        )
+    return kind, index
+
+
+def host_clock(timer: str) -> Callable[[], int]:
+    """The nanosecond clock of a CPU timer name."""
+    return time.thread_time_ns if timer == "thread_cpu" else time.perf_counter_ns
 
 
 @dataclass(frozen=True)

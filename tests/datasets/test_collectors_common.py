@@ -277,3 +277,13 @@ def test_measure_without_meter_reports_unavailable_energy() -> None:
     t = measure(run, warmup=0, number=1, min_time_s=0, min_samples=3, max_samples=3, clock=clock,
                 meter=NullMeter("test"))  # fmt: skip
     assert t.n_samples == 3 and t.energy_per_call_j is None and t.energy.method == "unavailable: test"
+
+
+def test_nvml_meter_prefers_the_pci_bus_id_over_the_cuda_index() -> None:
+    class PciNvml(FakeNvml):
+        def nvmlDeviceGetHandleByPciBusId_v2(self, bus: str) -> str:  # noqa: N802
+            return f"pci:{bus}"
+
+    meter = NvmlMeter(0, nvml=PciNvml([0]), pci_bus_id="0000:3b:00.0")
+    assert meter.handle == "pci:0000:3b:00.0"
+    assert NvmlMeter(1, nvml=PciNvml([0])).handle == "gpu1"  # no bus id: NVML index

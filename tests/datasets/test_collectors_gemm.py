@@ -54,6 +54,7 @@ def test_collect_8x8x8_numpy_row_fits_schema_and_records_environment() -> None:
     assert "numpy" in json.loads(row["software"])
     extra = json.loads(row["extra"])
     assert extra["cache"]["copies"] >= 1 and extra["gflops"] > 0 and extra["env"]["threads"] == 1
+    assert extra["blas_threads"] == 1  # numpy's BLAS really was limited to the recorded thread count
 
 
 def test_no_energy_counter_gives_null_power_with_reason() -> None:
@@ -195,3 +196,18 @@ def test_thread_cpu_timer_needs_one_cpu_thread_and_is_recorded() -> None:
     assert json.loads(row["extra"])["timer"] == "thread_cpu" and row["runtime_ms"] > 0
     with pytest.raises(CollectorError, match="timer 'cpu'"):
         collect_gemm([(8, 8, 8)], timer="cpu", **FAST)  # type: ignore[arg-type]
+
+
+def test_cli_push_connection_failure_names_the_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    class DownClient:
+        def __init__(self, base_url: str, token: str | None = None) -> None:
+            pass
+
+        def upload_rows(self, kind: str, frame: pl.DataFrame) -> dict[str, int]:
+            raise ConnectionRefusedError("connection refused")
+
+    monkeypatch.setitem(sys.modules, "hwsurrogate.client", types.SimpleNamespace(HwsClient=DownClient))
+    res = _invoke(["--sweep", "grid", "--sizes", "8", "--min-time", "0", "--push", "http://down:1",
+                   "--store", str(tmp_path / "s")])  # fmt: skip
+    assert res.exit_code == 1 and "--push http://down:1: upload of 1 gemm rows failed" in res.output
+    assert DatasetStore(tmp_path / "s").read("gemm").height == 0

@@ -95,6 +95,15 @@ def test_collect_two_nb201_archs() -> None:
     assert extra["input_shape"] == [1, 3, 32, 32] and extra["n_params"] == 73_306
 
 
+def test_rounds_split_repeats_and_keep_arch_order() -> None:
+    df = collect_latency("nb201", [REF9, ALL_SKIP], repeats=5, warmup=0, threads=1, rounds=2, progress=False)
+    assert df["arch_key"].to_list() == [REF9, ALL_SKIP]
+    extra = [json.loads(e) for e in df["extra"]]
+    assert [e["repeats"] for e in extra] == [5, 5] and extra[0]["rounds"] == 2
+    with pytest.raises(CollectorError, match=r"rounds \(6\) may not exceed repeats \(5\)"):
+        collect_latency("nb201", [REF9], repeats=5, rounds=6, progress=False)
+
+
 def test_batch_is_recorded_and_used() -> None:
     df = collect_latency("nb201", [ALL_SKIP], batch=3, **FAST)
     assert df["batch"][0] == 3 and json.loads(df["extra"][0])["input_shape"] == [3, 3, 32, 32]
@@ -226,3 +235,17 @@ def test_cli_stores_rows_and_rejects_bad_keys_without_writing(tmp_path: Path) ->
 def test_cli_model_needs_input_shape(tmp_path: Path) -> None:
     res = CliRunner().invoke(cli, ["collect", "latency", "--model", "x.pt", "--store", str(tmp_path / "s")])
     assert res.exit_code == 2 and "--input-shape" in res.output
+
+
+def test_cli_archs_file_missing_or_bad_key_is_named(tmp_path: Path) -> None:
+    store = tmp_path / "s"
+    runner = CliRunner()
+    res = runner.invoke(
+        cli, ["collect", "latency", "--archs-file", str(tmp_path / "none.txt"), "--store", str(store)]
+    )
+    assert res.exit_code != 0 and "--archs-file" in str(res.exception)
+    keys = tmp_path / "keys.txt"
+    keys.write_text(f"# two archs\n{ALL_SKIP}\nk3_e1 skip\n")
+    res = runner.invoke(cli, ["collect", "latency", "--archs-file", str(keys), "--store", str(store)])
+    assert res.exit_code != 0 and "k3_e1 skip" in str(res.exception)
+    assert DatasetStore(store).read("latency").height == 0
