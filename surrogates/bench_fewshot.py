@@ -310,10 +310,13 @@ def bench_fewshot_tasks(json_path: str | None, tasks: str, seeds: int, splits_pa
     show_default=True,
     help="thread_cpu counts only this thread's CPU time (robust on a shared machine; needs --threads 1).",
 )
+@click.option(
+    "--rounds", default=3, show_default=True, help="Passes over the arch list the repeats are split into."
+)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--store", "store_root", default=None, help="Store root (default: $HWSURROGATE_STORE).")
 def bench_fewshot_live(json_path: str | None, n_support: int, n_test: int, repeats: int, batch: int, threads: int,
-                       timer: str, seed: int, store_root: str | None) -> None:  # fmt: skip
+                       timer: str, rounds: int, seed: int, store_root: str | None) -> None:  # fmt: skip
     """This machine as the unseen device: measure refs + support archs, adapt, score on others."""
     from hwsurrogate.datasets.archspaces import HELP_REFERENCE_INDICES
     from hwsurrogate.datasets.collectors.dnn_latency import collect_latency
@@ -349,6 +352,7 @@ def bench_fewshot_live(json_path: str | None, n_support: int, n_test: int, repea
         repeats=repeats,
         threads=threads,
         timer=timer,  # type: ignore[arg-type]
+        rounds=rounds,
     )
     measure_s = time.perf_counter() - t1
     lat = dict(zip(measured["arch_key"].to_list(), measured["latency_ms"].to_list(), strict=True))
@@ -369,5 +373,5 @@ def bench_fewshot_live(json_path: str | None, n_support: int, n_test: int, repea
     _print_table(f"few-shot latency on this machine (meta-train {fit_s:.0f} s, measure {measure_s:.0f} s, adapt {adapt_s * 1000:.0f} ms)", rows, wall)  # fmt: skip
     _save(json_path, "fewshot-live", rows, wall,
           {"info": {"sources": len(sources), "measure_s": measure_s, "adapt_s": adapt_s, "batch": batch, "repeats": repeats,
-                    "threads": threads, "timer": timer,
+                    "threads": threads, "timer": timer, "rounds": rounds,
                     "note": "shared, noisy 2-core machine; latencies are medians of the repeats"}})  # fmt: skip
