@@ -84,6 +84,7 @@ class FewShotConfig:
     evidence_tau_factors: tuple[float, ...] = (1.0, 3.0, 10.0, 30.0, 100.0)
     evidence_noises: tuple[float, ...] = (0.02, 0.05, 0.1, 0.2, 0.4)
     flat_component: bool = True  # Bayesian model averaging with a prior-free ridge on x
+    compact_component: bool = True  # ... and with a ridge on the compact (count/MAC) arch features
     flat_taus: tuple[float, ...] = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
     min_measurements: int = 5  # fewest measurements per space accepted by adapt
     random_state: int = 0
@@ -222,6 +223,7 @@ class SpaceModel:
     prior_cov: np.ndarray  # (p, p)
     tau: float
     noise: float
+    compact: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (p,) 1 = compact x column
     pcs: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # (p_base, k) interaction PCs
     pc_mean: np.ndarray = field(default_factory=lambda: np.zeros(0))
     meta_scores: dict[str, float] = field(default_factory=dict)
@@ -375,6 +377,13 @@ class FewShotLatencyRegressor:
         F = np.concatenate(parts, axis=1)
         pcs, pc_mean = _interaction_basis(F, dict(cfg.interaction_pcs).get(space, 0))
         F = _with_interactions(F, pcs, pc_mean)
+        compact = np.zeros(F.shape[1])
+        if cfg.use_arch_features:
+            from .graphs import vector_feature_names
+
+            names = np.asarray(vector_feature_names(space))[x_keep]
+            is_compact = np.array([re.match(r"^[a-z]\d+_", n) is None for n in names], dtype=float)
+            compact[n_src : n_src + len(names)] = is_compact
         Fc = F - F.mean(axis=0)
         gram = Fc.T @ Fc
         p = F.shape[1]
@@ -406,6 +415,7 @@ class FewShotLatencyRegressor:
             prior_cov=np.cov(W.T) if len(devs) > 1 else np.zeros((p, p)),
             tau=tau,
             noise=noise,
+            compact=compact,
             pcs=pcs,
             pc_mean=pc_mean,
             meta_scores=meta_scores,
@@ -488,20 +498,28 @@ class FewShotLatencyRegressor:
             return head
         p = F.shape[1]
         iso = np.ones(p)
-        iso[:n_z] = 0.0  # the flat model ignores the source-device latencies
-        flat = posterior_head(
-            F,
-            log_y,
-            np.zeros((1, p)),
-            np.zeros((p, p)),
-            tau=cfg.flat_taus,
-            noise=noises,
-            iso=iso,
-            space=space,
-        )
-        a = 1.0 / (1.0 + np.exp(np.clip(flat.evidence - head.evidence, -50, 50)))
-        head.weights = a * head.weights + (1 - a) * flat.weights
-        head.evidence = float(np.logaddexp(head.evidence, flat.evidence) - np.log(2))
+        iso[:n_z] = 0.0  # the flat models ignore the source-device latencies
+        isos = [iso]
+        if cfg.compact_component and sm.compact.shape == (p,) and sm.compact.any():
+            isos.append(sm.compact)  # counts/MACs/paths only: few weights, sample-efficient
+        heads = [head] + [
+            posterior_head(
+                F,
+                log_y,
+                np.zeros((1, p)),
+                np.zeros((p, p)),
+                tau=cfg.flat_taus,
+                noise=noises,
+                iso=d,
+                space=space,
+            )
+            for d in isos
+        ]
+        ev = np.array([h.evidence for h in heads])
+        a = np.exp(ev - ev.max())
+        a /= a.sum()
+        head.weights = sum(ai * h.weights for ai, h in zip(a, heads, strict=True))
+        head.evidence = float(ev.max() + np.log(np.mean(np.exp(ev - ev.max()))))
         return head
 
     def adapt(self, space: str, arch_keys: Sequence[str], latency_ms: np.ndarray) -> DeviceHead:
@@ -522,7 +540,7 @@ class FewShotLatencyRegressor:
         for space, sm in self.spaces_.items():
             for name in (
                 "arch_keys", "features", "x_mean", "x_std", "x_keep", "z_mean", "z_std",
-                "encoder", "prior_mean", "prior_components", "prior_cov", "pcs", "pc_mean",
+                "encoder", "prior_mean", "prior_components", "prior_cov", "pcs", "pc_mean", "compact",
             ):  # fmt: skip
                 arrays[f"{space}/{name}"] = np.asarray(getattr(sm, name))
             meta["spaces"][space] = {
@@ -562,6 +580,7 @@ class FewShotLatencyRegressor:
                     prior_cov=arr["prior_cov"],
                     tau=float(info["tau"]),
                     noise=float(info["noise"]),
+                    compact=arr.get("compact", np.zeros(0)),
                     pcs=arr.get("pcs", np.zeros((0, 0))),
                     pc_mean=arr.get("pc_mean", np.zeros(0)),
                     meta_scores=dict(info["meta_scores"]),
