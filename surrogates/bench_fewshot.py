@@ -126,7 +126,7 @@ def bench_fewshot_help_rows(
                 "source latencies only": replace(base, use_arch_features=False),
                 "arch features only": replace(base, use_device_latencies=False),
                 "meta-selected tau/noise (no evidence)": replace(base, evidence_tau_factors=()),
-                "no flat-ridge model averaging": replace(base, flat_component=False),
+                "no model averaging (source-prior model only)": replace(base, flat_component=False),
                 "no compact-feature ridge in the averaging": replace(base, compact_component=False),
                 "no interaction features": replace(base, interaction_pcs=()),
                 "8 interaction PCs": replace(base, interaction_pcs=((space, 8),)),

@@ -49,6 +49,9 @@ from hwsurrogate.datasets import archspaces
 from hwsurrogate.errors import HwSurrogateError, TrainingDataError, UnknownDeviceError
 
 MODEL_NAME = "hws-fewshot-latency"
+#: predictions stay within this factor of the measured support range (guards wild extrapolation
+#: to architectures far outside the support, e.g. disconnected NB201 cells)
+EXTRAPOLATION_FACTOR = 4.0
 FEWSHOT_SPACES: tuple[str, ...] = ("nb201", "fbnet", "ofa")
 PriorKind = Literal["gaussian", "mixture"]
 
@@ -116,6 +119,7 @@ class DeviceHead:
     y_std: float
     n_measurements: int
     evidence: float = float("nan")  # log marginal likelihood of the support (standardized units)
+    log_range: tuple[float, float] = (-np.inf, np.inf)  # predictions are clipped to this log range
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -126,6 +130,7 @@ class DeviceHead:
             "y_std": self.y_std,
             "n_measurements": self.n_measurements,
             "evidence": self.evidence,
+            "log_range": [float(v) for v in self.log_range],
         }
 
     @classmethod
@@ -138,6 +143,7 @@ class DeviceHead:
             y_std=float(d["y_std"]),
             n_measurements=int(d["n_measurements"]),
             evidence=float(d.get("evidence", float("nan"))),
+            log_range=tuple(float(v) for v in d.get("log_range", (-np.inf, np.inf))),  # type: ignore[arg-type]
         )
 
 
@@ -195,12 +201,15 @@ def posterior_head(
         r = np.exp(loglik - loglik.max())
         r /= r.sum()
         w = r @ posts
-    return DeviceHead(space, w, f_mean, y_mean, y_std, n, evidence=evidence)
+    margin = np.log(EXTRAPOLATION_FACTOR)
+    log_range = (float(log_y.min() - margin), float(log_y.max() + margin))
+    return DeviceHead(space, w, f_mean, y_mean, y_std, n, evidence=evidence, log_range=log_range)
 
 
 def predict_head(head: DeviceHead, F: np.ndarray) -> np.ndarray:
-    """log-latency predictions of ``head`` for feature rows ``F``."""
-    return head.y_mean + head.y_std * ((F - head.f_mean) @ head.weights)
+    """log-latency predictions of ``head`` for feature rows ``F`` (clipped to ``head.log_range``)."""
+    raw = head.y_mean + head.y_std * ((F - head.f_mean) @ head.weights)
+    return np.clip(raw, *head.log_range)
 
 
 # --------------------------------------------------------------------------- per-space model
