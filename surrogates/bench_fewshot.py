@@ -125,6 +125,11 @@ def bench_fewshot_help_rows(
                 "gaussian prior": replace(base, prior="gaussian"),
                 "source latencies only": replace(base, use_arch_features=False),
                 "arch features only": replace(base, use_device_latencies=False),
+                "meta-selected tau/noise (no evidence)": replace(base, evidence_tau_factors=()),
+                "no model averaging (source-prior model only)": replace(base, flat_component=False),
+                "no compact-feature ridge in the averaging": replace(base, compact_component=False),
+                "no interaction features": replace(base, interaction_pcs=()),
+                "8 interaction PCs": replace(base, interaction_pcs=((space, 8),)),
             }
         for vname, cfg in variants.items():
             t0 = time.perf_counter()
@@ -298,10 +303,21 @@ def bench_fewshot_tasks(json_path: str | None, tasks: str, seeds: int, splits_pa
 )
 @click.option("--repeats", default=20, show_default=True, help="Timed repeats per architecture.")
 @click.option("--batch", default=1, show_default=True, help="Batch size of the measured forward pass.")
+@click.option("--threads", default=1, show_default=True, help="CPU threads of the measured forward pass.")
+@click.option(
+    "--timer",
+    type=click.Choice(["thread_cpu", "wall"]),
+    default="thread_cpu",
+    show_default=True,
+    help="thread_cpu counts only this thread's CPU time (robust on a shared machine; needs --threads 1).",
+)
+@click.option(
+    "--rounds", default=3, show_default=True, help="Passes over the arch list the repeats are split into."
+)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--store", "store_root", default=None, help="Store root (default: $HWSURROGATE_STORE).")
-def bench_fewshot_live(json_path: str | None, n_support: int, n_test: int, repeats: int, batch: int, seed: int,
-                       store_root: str | None) -> None:  # fmt: skip
+def bench_fewshot_live(json_path: str | None, n_support: int, n_test: int, repeats: int, batch: int, threads: int,
+                       timer: str, rounds: int, seed: int, store_root: str | None) -> None:  # fmt: skip
     """This machine as the unseen device: measure refs + support archs, adapt, score on others."""
     from hwsurrogate.datasets.archspaces import HELP_REFERENCE_INDICES
     from hwsurrogate.datasets.collectors.dnn_latency import collect_latency
@@ -329,7 +345,16 @@ def bench_fewshot_live(json_path: str | None, n_support: int, n_test: int, repea
     test_idx = picked[n_support:].tolist()
     all_keys = [keys[i] for i in sup_idx + test_idx]
     t1 = time.perf_counter()
-    measured = collect_latency("nb201", all_keys, device="cpu", batch=batch, repeats=repeats)
+    measured = collect_latency(
+        "nb201",
+        all_keys,
+        device="cpu",
+        batch=batch,
+        repeats=repeats,
+        threads=threads,
+        timer=timer,  # type: ignore[arg-type]
+        rounds=rounds,
+    )
     measure_s = time.perf_counter() - t1
     lat = dict(zip(measured["arch_key"].to_list(), measured["latency_ms"].to_list(), strict=True))
     sup_keys = [keys[i] for i in sup_idx]
@@ -349,4 +374,5 @@ def bench_fewshot_live(json_path: str | None, n_support: int, n_test: int, repea
     _print_table(f"few-shot latency on this machine (meta-train {fit_s:.0f} s, measure {measure_s:.0f} s, adapt {adapt_s * 1000:.0f} ms)", rows, wall)  # fmt: skip
     _save(json_path, "fewshot-live", rows, wall,
           {"info": {"sources": len(sources), "measure_s": measure_s, "adapt_s": adapt_s, "batch": batch, "repeats": repeats,
+                    "threads": threads, "timer": timer, "rounds": rounds,
                     "note": "shared, noisy 2-core machine; latencies are medians of the repeats"}})  # fmt: skip

@@ -49,6 +49,9 @@ from hwsurrogate.datasets import archspaces
 from hwsurrogate.errors import HwSurrogateError, TrainingDataError, UnknownDeviceError
 
 MODEL_NAME = "hws-fewshot-latency"
+#: predictions stay within this factor of the measured support range (guards wild extrapolation
+#: to architectures far outside the support, e.g. disconnected NB201 cells)
+EXTRAPOLATION_FACTOR = 4.0
 FEWSHOT_SPACES: tuple[str, ...] = ("nb201", "fbnet", "ofa")
 PriorKind = Literal["gaussian", "mixture"]
 
@@ -76,6 +79,16 @@ class FewShotConfig:
     meta_k: int = 20  # support size of the meta-validation episodes
     meta_draws: int = 3  # support draws per pseudo-target device
     meta_query: int = 1000  # query archs per meta-validation episode
+    # pairwise products of the first k principal components of [z, x], per space; k chosen on
+    # HELP's meta-valid devices (NB201: 4 helps, FBNet: none does)
+    interaction_pcs: tuple[tuple[str, int], ...] = (("nb201", 4),)
+    # at adaptation, tau is picked by marginal likelihood among meta-tau x these factors and the
+    # noise among evidence_noises (empty factors: use the meta-selected tau/noise as they are)
+    evidence_tau_factors: tuple[float, ...] = (1.0, 3.0, 10.0, 30.0, 100.0)
+    evidence_noises: tuple[float, ...] = (0.02, 0.05, 0.1, 0.2, 0.4)
+    flat_component: bool = True  # Bayesian model averaging with a prior-free ridge on x
+    compact_component: bool = True  # ... and with a ridge on the compact (count/MAC) arch features
+    flat_taus: tuple[float, ...] = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
     min_measurements: int = 5  # fewest measurements per space accepted by adapt
     random_state: int = 0
 
@@ -105,6 +118,8 @@ class DeviceHead:
     y_mean: float
     y_std: float
     n_measurements: int
+    evidence: float = float("nan")  # log marginal likelihood of the support (standardized units)
+    log_range: tuple[float, float] = (-np.inf, np.inf)  # predictions are clipped to this log range
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -114,6 +129,8 @@ class DeviceHead:
             "y_mean": self.y_mean,
             "y_std": self.y_std,
             "n_measurements": self.n_measurements,
+            "evidence": self.evidence,
+            "log_range": [float(v) for v in self.log_range],
         }
 
     @classmethod
@@ -125,6 +142,8 @@ class DeviceHead:
             y_mean=float(d["y_mean"]),
             y_std=float(d["y_std"]),
             n_measurements=int(d["n_measurements"]),
+            evidence=float(d.get("evidence", float("nan"))),
+            log_range=tuple(float(v) for v in d.get("log_range", (-np.inf, np.inf))),  # type: ignore[arg-type]
         )
 
 
@@ -134,15 +153,20 @@ def posterior_head(
     prior_means: np.ndarray,
     prior_cov: np.ndarray,
     *,
-    tau: float,
-    noise: float,
+    tau: float | Sequence[float],
+    noise: float | Sequence[float],
     space: str = "",
+    iso: np.ndarray | None = None,
 ) -> DeviceHead:
     """Closed-form posterior mean of ``w`` for support features ``F`` (n, p) and ``log_y`` (n,).
 
     ``prior_means`` is (c, p): one Gaussian prior (c = 1) or a mixture of c equally likely
     components sharing the covariance ``prior_cov + tau I``; for a mixture the posterior mean is
-    the responsibility-weighted mean of the component posteriors.
+    the responsibility-weighted mean of the component posteriors. When ``tau``/``noise`` are
+    sequences, the pair with the highest marginal likelihood of the support set is used
+    (type-II maximum likelihood: a device unlike the sources loosens the prior by itself).
+    ``iso`` (p,) scales the ``tau`` term per feature (0 keeps a weight at its prior mean).
+    The log marginal likelihood is returned in ``head.evidence``.
     """
     n, p = F.shape
     y_mean = float(log_y.mean())
@@ -152,26 +176,40 @@ def posterior_head(
     yn = (log_y - y_mean) / y_std
     f_mean = F.mean(axis=0)
     Fc = F - f_mean
-    S = prior_cov + tau * np.eye(p)
-    # Woodbury form in the n-dimensional space: n << p in the few-shot regime.
-    K = Fc @ S @ Fc.T + noise * np.eye(n)  # marginal covariance of yn
     means = np.atleast_2d(prior_means)
     resid = yn[None, :] - means @ Fc.T  # (c, n)
-    alpha = np.linalg.solve(K, resid.T).T  # (c, n)
-    posts = means + alpha @ Fc @ S  # (c, p): m + S F^T K^-1 (y - F m)
+    # Woodbury form in the n-dimensional space: n << p in the few-shot regime.
+    d = np.ones(p) if iso is None else np.asarray(iso, dtype=float)
+    G = Fc @ prior_cov @ Fc.T
+    FF = (Fc * d) @ Fc.T
+    best: tuple[float, float, float, np.ndarray, np.ndarray] | None = None
+    for t in np.atleast_1d(tau):
+        for s2 in np.atleast_1d(noise):
+            K = G + t * FF + s2 * np.eye(n)  # marginal covariance of yn
+            alpha = np.linalg.solve(K, resid.T).T  # (c, n)
+            loglik = -0.5 * np.einsum("cn,cn->c", resid, alpha)
+            top = loglik.max()
+            evidence = top + np.log(np.mean(np.exp(loglik - top))) - 0.5 * np.linalg.slogdet(K)[1]
+            if best is None or evidence > best[0]:
+                best = (float(evidence), float(t), float(s2), alpha, loglik)
+    assert best is not None
+    evidence, t, _, alpha, loglik = best
+    posts = means + (alpha @ Fc) @ prior_cov + t * (alpha @ Fc) * d  # m + S F^T K^-1 (y - F m)
     if means.shape[0] == 1:
         w = posts[0]
     else:
-        loglik = -0.5 * np.einsum("cn,cn->c", resid, alpha)
         r = np.exp(loglik - loglik.max())
         r /= r.sum()
         w = r @ posts
-    return DeviceHead(space, w, f_mean, y_mean, y_std, n)
+    margin = np.log(EXTRAPOLATION_FACTOR)
+    log_range = (float(log_y.min() - margin), float(log_y.max() + margin))
+    return DeviceHead(space, w, f_mean, y_mean, y_std, n, evidence=evidence, log_range=log_range)
 
 
 def predict_head(head: DeviceHead, F: np.ndarray) -> np.ndarray:
-    """log-latency predictions of ``head`` for feature rows ``F``."""
-    return head.y_mean + head.y_std * ((F - head.f_mean) @ head.weights)
+    """log-latency predictions of ``head`` for feature rows ``F`` (clipped to ``head.log_range``)."""
+    raw = head.y_mean + head.y_std * ((F - head.f_mean) @ head.weights)
+    return np.clip(raw, *head.log_range)
 
 
 # --------------------------------------------------------------------------- per-space model
@@ -194,6 +232,9 @@ class SpaceModel:
     prior_cov: np.ndarray  # (p, p)
     tau: float
     noise: float
+    compact: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (p,) 1 = compact x column
+    pcs: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # (p_base, k) interaction PCs
+    pc_mean: np.ndarray = field(default_factory=lambda: np.zeros(0))
     meta_scores: dict[str, float] = field(default_factory=dict)
     _index: dict[str, int] | None = field(default=None, repr=False)
 
@@ -225,7 +266,7 @@ class SpaceModel:
             x = x[:, self.x_keep]
             z = np.c_[x, np.ones(len(x))] @ self.encoder
             parts = ([z] if use_z else []) + ([x] if use_x else [])
-            out[~known] = np.concatenate(parts, axis=1)
+            out[~known] = _with_interactions(np.concatenate(parts, axis=1), self.pcs, self.pc_mean)
         return out
 
 
@@ -234,6 +275,27 @@ def _standardize(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     std = np.nanstd(a, axis=0)
     std = np.where(std > 1e-9, std, 1.0)
     return (a - mean) / std, mean, std
+
+
+def _interaction_basis(F: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """First ``k`` principal directions of ``F`` (for pairwise interaction features)."""
+    if k <= 0:
+        return np.zeros((F.shape[1], 0)), np.zeros(F.shape[1])
+    mean = F.mean(axis=0)
+    _, sv, vt = np.linalg.svd(F - mean, full_matrices=False)
+    scale = np.maximum(sv[:k] / np.sqrt(len(F)), 1e-9)  # unit-variance scores
+    return vt[:k].T / scale, mean
+
+
+def _with_interactions(F: np.ndarray, pcs: np.ndarray, pc_mean: np.ndarray) -> np.ndarray:
+    """Append the standardized pairwise products (incl. squares) of the PC scores of ``F``."""
+    k = pcs.shape[1] if pcs.ndim == 2 else 0
+    if k == 0:
+        return F
+    s = (F - pc_mean) @ pcs
+    iu = np.triu_indices(k)
+    prod = s[:, iu[0]] * s[:, iu[1]]
+    return np.concatenate([F, prod / np.sqrt(k)], axis=1)
 
 
 def latency_matrix(frame: pl.DataFrame, space: str, devices: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -322,6 +384,15 @@ class FewShotLatencyRegressor:
         n_src = len(devs) if cfg.use_device_latencies else 0
         parts = ([z_filled] if cfg.use_device_latencies else []) + ([x] if cfg.use_arch_features else [])
         F = np.concatenate(parts, axis=1)
+        pcs, pc_mean = _interaction_basis(F, dict(cfg.interaction_pcs).get(space, 0))
+        F = _with_interactions(F, pcs, pc_mean)
+        compact = np.zeros(F.shape[1])
+        if cfg.use_arch_features:
+            from .graphs import vector_feature_names
+
+            names = np.asarray(vector_feature_names(space))[x_keep]
+            is_compact = np.array([re.match(r"^[a-z]\d+_", n) is None for n in names], dtype=float)
+            compact[n_src : n_src + len(names)] = is_compact
         Fc = F - F.mean(axis=0)
         gram = Fc.T @ Fc
         p = F.shape[1]
@@ -353,6 +424,9 @@ class FewShotLatencyRegressor:
             prior_cov=np.cov(W.T) if len(devs) > 1 else np.zeros((p, p)),
             tau=tau,
             noise=noise,
+            compact=compact,
+            pcs=pcs,
+            pc_mean=pc_mean,
             meta_scores=meta_scores,
         )
 
@@ -414,10 +488,48 @@ class FewShotLatencyRegressor:
         )
 
     def adapt_rows(self, space: str, F: np.ndarray, log_y: np.ndarray) -> DeviceHead:
-        """Adapt from design rows ``F`` and log-latencies (the benchmarks' fast path)."""
+        """Adapt from design rows ``F`` and log-latencies (the benchmarks' fast path).
+
+        With ``flat_component`` the source-prior posterior is averaged with a ridge on the
+        architecture features alone (no source prior), weighted by their marginal likelihoods
+        (Bayesian model averaging): sources unlike the device lose weight automatically.
+        """
         sm = self._space(space)
-        means = sm.prior_components if self.config.prior == "mixture" else sm.prior_mean[None, :]
-        return posterior_head(F, log_y, means, sm.prior_cov, tau=sm.tau, noise=sm.noise, space=space)
+        cfg = self.config
+        means = sm.prior_components if cfg.prior == "mixture" else sm.prior_mean[None, :]
+        taus: list[float] = [sm.tau * f for f in cfg.evidence_tau_factors] or [sm.tau]
+        noises: list[float] = list(cfg.evidence_noises) or [sm.noise]
+        if not cfg.evidence_tau_factors:
+            noises = [sm.noise]
+        head = posterior_head(F, log_y, means, sm.prior_cov, tau=taus, noise=noises, space=space)
+        n_z = len(sm.source_devices) if cfg.use_device_latencies else 0
+        if not (cfg.flat_component and cfg.use_arch_features):
+            return head
+        p = F.shape[1]
+        iso = np.ones(p)
+        iso[:n_z] = 0.0  # the flat models ignore the source-device latencies
+        isos = [iso]
+        if cfg.compact_component and sm.compact.shape == (p,) and sm.compact.any():
+            isos.append(sm.compact)  # counts/MACs/paths only: few weights, sample-efficient
+        heads = [head] + [
+            posterior_head(
+                F,
+                log_y,
+                np.zeros((1, p)),
+                np.zeros((p, p)),
+                tau=cfg.flat_taus,
+                noise=noises,
+                iso=d,
+                space=space,
+            )
+            for d in isos
+        ]
+        ev = np.array([h.evidence for h in heads])
+        a = np.exp(ev - ev.max())
+        a /= a.sum()
+        head.weights = sum(ai * h.weights for ai, h in zip(a, heads, strict=True))
+        head.evidence = float(ev.max() + np.log(np.mean(np.exp(ev - ev.max()))))
+        return head
 
     def adapt(self, space: str, arch_keys: Sequence[str], latency_ms: np.ndarray) -> DeviceHead:
         y = np.asarray(latency_ms, dtype=float)
@@ -437,7 +549,7 @@ class FewShotLatencyRegressor:
         for space, sm in self.spaces_.items():
             for name in (
                 "arch_keys", "features", "x_mean", "x_std", "x_keep", "z_mean", "z_std",
-                "encoder", "prior_mean", "prior_components", "prior_cov",
+                "encoder", "prior_mean", "prior_components", "prior_cov", "pcs", "pc_mean", "compact",
             ):  # fmt: skip
                 arrays[f"{space}/{name}"] = np.asarray(getattr(sm, name))
             meta["spaces"][space] = {
@@ -456,7 +568,7 @@ class FewShotLatencyRegressor:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(bytes(z["meta.json"]).decode())
             cfg = meta["config"]
-            cfg = FewShotConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()})
+            cfg = FewShotConfig(**{k: _tuples(v) if isinstance(v, list) else v for k, v in cfg.items()})
             model = cls(cfg)
             model.spaces_ = {}
             for space, info in meta["spaces"].items():
@@ -477,6 +589,9 @@ class FewShotLatencyRegressor:
                     prior_cov=arr["prior_cov"],
                     tau=float(info["tau"]),
                     noise=float(info["noise"]),
+                    compact=arr.get("compact", np.zeros(0)),
+                    pcs=arr.get("pcs", np.zeros((0, 0))),
+                    pc_mean=arr.get("pc_mean", np.zeros(0)),
                     meta_scores=dict(info["meta_scores"]),
                 )
         return model
@@ -484,6 +599,10 @@ class FewShotLatencyRegressor:
     @property
     def source_devices(self) -> set[str]:
         return {d for sm in self.spaces_.values() for d in sm.source_devices}
+
+
+def _tuples(v: list[Any]) -> tuple[Any, ...]:
+    return tuple(_tuples(x) if isinstance(x, list) else x for x in v)
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:

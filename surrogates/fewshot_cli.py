@@ -186,6 +186,7 @@ def train_fewshot(
                 python_model=FewShotPyfunc(),
                 artifacts={"fewshot": str(npz)},
                 pip_requirements=["numpy", "polars", "pandas", "scipy", "mlflow"],  # skip slow inference
+                signature=_pyfunc_signature(),
             )
         click.echo(f"meta-trained {sorted(model.spaces_)} in {fit_s:.1f} s (run {run.info.run_id})")
         for s, sm in model.spaces_.items():
@@ -225,6 +226,15 @@ def train_fewshot(
         + (" (champion)" if promoted else " (champion unchanged)")
         + f"; exported to {registry.model_dir}"
     )
+
+
+def _pyfunc_signature() -> object:
+    """Inputs device_id/space/arch_key, output latency_ms, optional param ``store`` (store root)."""
+    import pandas as pd
+    from mlflow.models import infer_signature
+
+    example = pd.DataFrame({"device_id": ["dev"], "space": ["nb201"], "arch_key": ["k"]})
+    return infer_signature(example, pd.DataFrame({"latency_ms": [1.0]}), params={"store": ""})
 
 
 def _validation_score(

@@ -28,7 +28,7 @@ class FewShotPyfunc(mlflow.pyfunc.PythonModel):
         missing = [c for c in ("device_id", "space", "arch_key") if c not in model_input.columns]
         if missing:
             raise ValueError(f"few-shot latency queries miss column(s) {missing}")
-        registry = AdaptedDeviceRegistry((params or {}).get("store"))
+        registry = AdaptedDeviceRegistry((params or {}).get("store") or None)
         out = np.full(len(model_input), np.nan)
         frame = model_input.reset_index(drop=True)
         for (device, space), part in frame.groupby(["device_id", "space"], sort=False):

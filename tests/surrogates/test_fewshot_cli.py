@@ -87,3 +87,23 @@ def test_adapt_cli_from_store_rows_and_bad_file_errors(trained_store: Path, tmp_
     )
     assert res.exit_code != 0 and "does not exist" in res.output
     assert AdaptedDeviceRegistry(trained_store).list() == ["local/box-cpu"]
+
+
+def test_registered_pyfunc_predicts_adapted_devices_like_the_registry(
+    trained_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlflow
+    import pandas as pd
+    from hwsurrogate.surrogates.tracking import configure_mlflow
+
+    keys, y = _support(20)
+    reg = AdaptedDeviceRegistry(trained_store)
+    reg.adapt("board/z", pl.DataFrame({"space": "nb201", "arch_key": keys, "latency_ms": y}))
+    monkeypatch.setenv("HWSURROGATE_STORE", str(tmp_path / "elsewhere"))  # params must select the store
+    configure_mlflow()
+    model = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@champion")
+    queries = pd.DataFrame({"device_id": "board/z", "space": "nb201", "arch_key": KEYS[:25]})
+    out = model.predict(queries, params={"store": str(trained_store)})
+    np.testing.assert_allclose(
+        out["latency_ms"].to_numpy(), reg.predict_latency("board/z", "nb201", KEYS[:25])
+    )
