@@ -67,7 +67,10 @@ BENCH: dict[str, tuple[str, str]] = {
 
 PREDICT: dict[str, tuple[str, str]] = {
     "gemm": (f"{S}.predict_cli:predict_gemm", "Runtime/power/energy of GEMM shapes on a device."),
-    "latency": (f"{S}.predict_cli:predict_latency", "Latency of architectures on a known or adapted device."),
+    "latency": (
+        f"{S}.predict_latency_cli:predict_latency",
+        "Latency of architectures on a known or adapted device.",
+    ),
     "fpga": (f"{S}.predict_cli:predict_fpga", "Resources and cycles of an hls4ml model or HLS design."),
 }
 

@@ -1,0 +1,367 @@
+"""Load benchmark of ``hws serve`` against a real uvicorn process on loopback.
+
+Measures, on this machine:
+
+1. single-prediction latency (POST /v1/predict/gemm with one query) under N concurrent
+   closed-loop clients (httpx async), for a bounded time and request count: p50/p90/p99,
+   throughput, and 5xx count. Targets: p50 <= 5 ms, p99 <= 25 ms at 32 clients, zero 5xx.
+2. a 10,000-row GEMM batch over HTTP vs the same batch through the in-process model
+   (``load_predictor('gemm').predict``). Target: HTTP <= 1.5x in-process.
+
+A registered ``hws-gemm`` champion is needed (MLflow at $MLFLOW_TRACKING_URI or
+sqlite:///mlflow.db). If there is none, the script times a small numpy GEMM sweep on this CPU
+(real measurements, ~150 shapes), fits a small sklearn forest pipeline on it and registers it,
+and says so in the output.
+
+    python benchmarks/service_load.py                       # 60 s, 32 clients
+    python benchmarks/service_load.py --duration 10 --clients 8
+The JSON goes to bench-results/service-load.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # for tests.service.tiny_models (the one tiny-model recipe)
+
+TOKEN = "bench-token-0123456789"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def collect_numpy_gemm(n_shapes: int = 150, seed: int = 0) -> pl.DataFrame:
+    """Time float32/float64 numpy matmuls of random shapes on this CPU (median of 5 runs)."""
+    rng = np.random.default_rng(seed)
+    host = socket.gethostname().split(".")[0]
+    rows = []
+    for _ in range(n_shapes):
+        m, n, k = (int(2 ** rng.uniform(4, 10)) for _ in range(3))
+        dtype = rng.choice(["fp32", "fp64"])
+        a = rng.standard_normal((m, k)).astype(np.float32 if dtype == "fp32" else np.float64)
+        b = rng.standard_normal((k, n)).astype(a.dtype)
+        a @ b  # warm-up
+        times = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            a @ b
+            times.append((time.perf_counter() - t0) * 1e3)
+        rows.append({"device_id": f"local/{host}-cpu", "op": "gemm", "m": m, "n": n, "k": k, "batch": 1,
+                     "dtype": str(dtype), "layout": "nn", "runtime_ms": float(np.median(times))})  # fmt: skip
+    return pl.DataFrame(rows)
+
+
+def ensure_gemm_model() -> dict[str, object]:
+    from hwsurrogate.surrogates.registry import ModelNotFoundError, load_predictor
+
+    try:
+        p = load_predictor("gemm")
+        return {"model_origin": "existing registered champion", "name": p.name, "version": p.version}
+    except ModelNotFoundError:
+        pass
+    from tests.service.tiny_models import fit_gemm_pipeline, register_gemm_pipeline
+
+    t0 = time.perf_counter()
+    frame = collect_numpy_gemm()
+    collect_s = time.perf_counter() - t0
+    model = fit_gemm_pipeline(frame, ["runtime_ms"], n_estimators=100)
+    version = register_gemm_pipeline(model, experiment="hws-bench-service")
+    return {
+        "model_origin": (
+            f"no champion registered: timed {frame.height} numpy GEMM shapes on this CPU in {collect_s:.1f} s, "
+            "fitted a 100-tree random-forest pipeline (runtime_ms only) and registered it"
+        ),
+        "name": "hws-gemm",
+        "version": version,
+    }
+
+
+def start_server(store: Path, port: int) -> subprocess.Popen:
+    env = {**os.environ, "HWSURROGATE_STORE": str(store), "HWSURROGATE_SERVICE_TOKEN": TOKEN}
+    cmd = [sys.executable, "-m", "uvicorn", "--factory", "hwsurrogate.service.app:create_app_from_env",
+           "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"]  # fmt: skip
+    proc = subprocess.Popen(cmd, env=env)
+    import httpx
+
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("server exited during start-up")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).json()["models"]["gemm"]:
+                return proc
+            raise RuntimeError("server is up but serves no gemm model")
+        except httpx.HTTPError:
+            time.sleep(0.25)
+    proc.kill()
+    raise RuntimeError("server did not start within 180 s")
+
+
+def _cpu_s(pid: int) -> float:
+    """User+system CPU seconds used so far by process ``pid`` (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_phase(proc: subprocess.Popen, *args: object, **kwargs: object) -> dict[str, object]:
+    """One load phase plus the CPU each side spent per request (server process vs this client)."""
+    server0, client0 = _cpu_s(proc.pid), time.process_time()
+    out = asyncio.run(load_loop(*args, **kwargs))  # type: ignore[arg-type]
+    n = max(int(out["requests"]), 1)  # type: ignore[call-overload]
+    out["server_cpu_ms_per_request"] = round((_cpu_s(proc.pid) - server0) * 1e3 / n, 2)
+    out["client_cpu_ms_per_request"] = round((time.process_time() - client0) * 1e3 / n, 2)
+    import httpx
+
+    gemm = next(m for m in httpx.get(f"{args[0]}/v1/models").json()["models"] if m["task"] == "gemm")
+    out["server_model_calls_so_far"] = gemm.get("model_calls")
+    out["server_predict_requests_so_far"] = gemm.get("requests")
+    return out
+
+
+def queries(n: int, device: str, seed: int = 1) -> list[dict[str, object]]:
+    rng = np.random.default_rng(seed)
+    dims = (2 ** rng.uniform(4, 10, size=(n, 3))).astype(int)
+    dtypes = rng.choice(["fp32", "fp64"], n)
+    return [
+        {"device": device, "op": "gemm", "m": int(m), "n": int(nn), "k": int(k), "batch": 1,
+         "dtype": str(d), "layout": "nn"}
+        for (m, nn, k), d in zip(dims, dtypes, strict=True)
+    ]  # fmt: skip
+
+
+async def load_loop(
+    url: str,
+    device: str,
+    clients: int,
+    duration: float,
+    max_requests: int,
+    *,
+    floor: bool = False,
+    rate_per_client: float | None = None,
+) -> dict[str, object]:
+    """Closed loop: each client sends its next request when the last one is answered.
+
+    ``rate_per_client`` paces each client instead (open loop: one request every 1/rate s,
+    staggered), which measures latency at a load below saturation.
+
+    ``floor=True`` sends GET /healthz instead (no model, no body): the HTTP stack's own floor here.
+    """
+    import httpx
+
+    pool = queries(512, device, seed=2)
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    errors = 0
+    error_types: dict[str, int] = {}
+    stop_at = time.perf_counter() + duration
+    sent = 0
+
+    async def worker(i: int, client: httpx.AsyncClient) -> None:
+        nonlocal sent, errors
+        j = i
+        k = 0
+        start = time.perf_counter() + (i / clients / rate_per_client if rate_per_client else 0.0)
+        while time.perf_counter() < stop_at and sent < max_requests:
+            if rate_per_client:
+                await asyncio.sleep(max(0.0, start + k / rate_per_client - time.perf_counter()))
+                k += 1
+            sent += 1
+            body = {"queries": [pool[j % len(pool)]]}
+            j += clients
+            t0 = time.perf_counter()
+            try:
+                if floor:
+                    r = await client.get("/healthz")
+                else:
+                    r = await client.post("/v1/predict/gemm", json=body)
+                latencies.append((time.perf_counter() - t0) * 1e3)
+                statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+            except httpx.HTTPError as exc:
+                errors += 1
+                error_types[type(exc).__name__] = error_types.get(type(exc).__name__, 0) + 1
+
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+        for q in pool[:clients]:  # warm connections and code paths
+            await client.post("/v1/predict/gemm", json={"queries": [q]})
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(i, client) for i in range(clients)))
+        elapsed = time.perf_counter() - t0
+    lat = np.array(latencies)
+    return {
+        "clients": clients,
+        "mode": f"open loop, {rate_per_client} req/s per client" if rate_per_client else "closed loop",
+        "duration_s": round(elapsed, 2),
+        "requests": int(lat.size),
+        "throughput_rps": round(lat.size / elapsed, 1),
+        "p50_ms": round(float(np.percentile(lat, 50)), 2),
+        "p90_ms": round(float(np.percentile(lat, 90)), 2),
+        "p99_ms": round(float(np.percentile(lat, 99)), 2),
+        "max_ms": round(float(lat.max()), 2),
+        "statuses": {str(k): v for k, v in sorted(statuses.items())},
+        "n_5xx": sum(v for k, v in statuses.items() if k >= 500),
+        "transport_errors": errors,
+        "transport_error_types": error_types,
+    }
+
+
+def batch_comparison(url: str, device: str, n: int, repeats: int) -> dict[str, object]:
+    import httpx
+    from hwsurrogate.surrogates.registry import load_predictor
+
+    qs = queries(n, device, seed=3)
+    frame = pl.DataFrame(qs).rename({"device": "device_id"})
+    predictor = load_predictor("gemm")
+    predictor.predict(frame)  # warm
+    in_proc, http, server_model, server_handler, server_parse = [], [], [], [], []
+    with httpx.Client(base_url=url, timeout=120) as client:
+        client.post("/v1/predict/gemm", json={"queries": qs}).raise_for_status()  # warm
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            out = predictor.predict(frame)
+            in_proc.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            r = client.post("/v1/predict/gemm", json={"queries": qs})
+            http.append(time.perf_counter() - t0)
+            r.raise_for_status()
+            timing = dict(p.split(";dur=") for p in r.headers["server-timing"].split(", "))
+            server_model.append(float(timing["model"]))
+            server_handler.append(float(timing["handler"]))
+            server_parse.append(float(timing["parse"]))
+    served = np.array([p["runtime_ms"] for p in r.json()["predictions"]])
+    np.testing.assert_allclose(served, out["runtime_ms"].to_numpy(), rtol=1e-9)
+    med_in, med_http = statistics.median(in_proc), statistics.median(http)
+    one = frame.head(1)
+    single = []
+    for _ in range(50):
+        t0 = time.perf_counter()
+        predictor.predict(one)
+        single.append(time.perf_counter() - t0)
+    return {
+        "rows": n,
+        "repeats": repeats,
+        "in_process_ms_median": round(med_in * 1e3, 1),
+        "http_ms_median": round(med_http * 1e3, 1),
+        "ratio_http_over_in_process": round(med_http / med_in, 2),
+        "server_model_ms_median": round(statistics.median(server_model), 1),
+        "server_handler_ms_median": round(statistics.median(server_handler), 1),
+        "server_parse_validate_ms_median": round(statistics.median(server_parse), 1),
+        "target_ratio": 1.5,
+        "in_process_single_row_ms_median": round(statistics.median(single) * 1e3, 2),
+        "same_answers": True,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--duration", type=float, default=60.0, help="seconds of load (default 60)")
+    ap.add_argument("--clients", type=int, default=32, help="concurrent closed-loop clients (default 32)")
+    ap.add_argument("--floor-duration", type=float, default=10.0, help="seconds of GET /healthz load")
+    ap.add_argument(
+        "--paced-duration", type=float, default=30.0, help="seconds of the paced (open-loop) phase"
+    )
+    ap.add_argument(
+        "--rate-per-client", type=float, default=2.0, help="requests/s per client in the paced phase"
+    )
+    ap.add_argument("--max-requests", type=int, default=200_000, help="stop after this many requests")
+    ap.add_argument("--batch-rows", type=int, default=10_000)
+    ap.add_argument("--out", type=Path, default=ROOT / "bench-results" / "service-load.json")
+    args = ap.parse_args()
+
+    t_start = time.perf_counter()
+    load_before = os.getloadavg()
+    model = ensure_gemm_model()
+    print(f"model: {model['name']} v{model['version']} ({model['model_origin']})", flush=True)
+    host = socket.gethostname().split(".")[0]
+    device = f"local/{host}-cpu"
+    with tempfile.TemporaryDirectory(prefix="hws-bench-") as tmp:
+        port = _free_port()
+        proc = start_server(Path(tmp) / "store", port)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            print(f"server up at {url}; {args.batch_rows}-row batch comparison ...", flush=True)
+            batch = batch_comparison(url, device, args.batch_rows, repeats=5)
+            print(json.dumps(batch), flush=True)
+            print(
+                f"floor: GET /healthz, {args.clients} clients for {args.floor_duration:.0f} s ...", flush=True
+            )
+            floor = run_phase(
+                proc, url, device, args.clients, args.floor_duration, args.max_requests, floor=True
+            )
+            print(json.dumps(floor), flush=True)
+            print(f"load: {args.clients} clients for {args.duration:.0f} s ...", flush=True)
+            load = run_phase(proc, url, device, args.clients, args.duration, args.max_requests)
+            print(json.dumps(load), flush=True)
+            print(
+                f"paced: {args.clients} clients x {args.rate_per_client} req/s for {args.paced_duration:.0f} s",
+                flush=True,
+            )
+            paced = run_phase(
+                proc, url, device, args.clients, args.paced_duration, args.max_requests,
+                rate_per_client=args.rate_per_client,
+            )  # fmt: skip
+            print(json.dumps(paced), flush=True)
+        finally:
+            proc.terminate()
+            proc.wait(15)
+    result = {
+        "benchmark": "service_load",
+        "command": "python benchmarks/service_load.py " + " ".join(sys.argv[1:]),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "loadavg_before": [round(x, 2) for x in load_before],
+            "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+        },  # fmt: skip
+        "note": "server and load generator share this machine's cores with each other and other jobs",
+        "model": model,
+        "single_prediction_load": load,
+        "single_prediction_paced": paced,
+        "http_floor_healthz": floor,
+        "targets": {"p50_ms": 5, "p99_ms": 25, "n_5xx": 0},
+        "met": {
+            "p50": load["p50_ms"] <= 5,
+            "p99": load["p99_ms"] <= 25,
+            "zero_5xx": load["n_5xx"] == 0 and paced["n_5xx"] == 0,
+            "batch_ratio": batch["ratio_http_over_in_process"] <= 1.5,
+        },
+        "batch_10k": batch,
+        "wall_time_s": round(time.perf_counter() - t_start, 1),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(f"\n{'figure':<34}{'ours':>12}{'target':>10}")
+    print(f"{'single p50 (ms)':<34}{load['p50_ms']:>12}{'<= 5':>10}")
+    print(f"{'single p99 (ms)':<34}{load['p99_ms']:>12}{'<= 25':>10}")
+    print(f"{'throughput (req/s)':<34}{load['throughput_rps']:>12}{'':>10}")
+    paced_label = f"paced {args.rate_per_client:g}/s/client"
+    print(f"{paced_label + ' p50 (ms)':<34}{paced['p50_ms']:>12}{'':>10}")
+    print(f"{paced_label + ' p99 (ms)':<34}{paced['p99_ms']:>12}{'':>10}")
+    print(f"{'floor GET /healthz p50 (ms)':<34}{floor['p50_ms']:>12}{'':>10}")
+    print(f"{'floor GET /healthz req/s':<34}{floor['throughput_rps']:>12}{'':>10}")
+    print(f"{'5xx':<34}{load['n_5xx']:>12}{'0':>10}")
+    print(f"{'10k batch HTTP / in-process':<34}{batch['ratio_http_over_in_process']:>12}{'<= 1.5':>10}")
+    print(f"wall time {result['wall_time_s']} s; wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

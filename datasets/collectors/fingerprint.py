@@ -1,0 +1,325 @@
+"""``hws collect fingerprint``: one ``devices`` row describing this machine, HELP-style.
+
+The row holds:
+
+- static descriptors: CPU model, cores, clock, caches, ISA flags, memory; on CUDA the GPU
+  name, SM count, memory, clocks and driver;
+- micro-benchmarks (in ``descriptors``): achieved GEMM GFLOP/s per dtype measured with the
+  GEMM collector, memory bandwidth from a STREAM-like triad, dispatch overhead of a tiny torch op;
+- ``fingerprint``: latencies (ms, batch 1) of HELP's 10 NB201 + 10 FBNet reference
+  architectures measured here, keyed ``{"nb201": {"11982": ms, ...}, "fbnet": {...}}`` exactly
+  like the HELP importer writes them, so an unseen device can be embedded like the imported ones.
+
+``peak_fp32_gflops``/``peak_fp16_gflops`` stay null: achieved GEMM throughput is not a peak.
+``mem_bw_gbs`` is the measured triad bandwidth (STREAM convention: 3 arrays x 8 bytes per element).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import click
+import numpy as np
+import polars as pl
+
+from hwsurrogate.errors import CollectorError
+
+from ..archspaces import HELP_REFERENCE_INDICES
+from ..schemas import conform
+from . import environment as envmod
+from .environment import Environment, capture_environment, local_device_id, parse_device
+from .output import deliver, output_options
+from .timing import cpu_sampler, cuda_sampler, measure
+
+__all__ = ["REFERENCE_ARCHS", "collect_fingerprint", "collect_fingerprint_cmd", "local_device_id"]
+
+SOURCE = "collector:fingerprint"
+
+#: HELP's hardware-embedding reference architectures: index -> canonical arch key. Derived once
+#: from HELP's derived CSVs (``latency/help/derived/*_latency_ms.csv.xz``, rows with
+#: ``is_hw_embedding_ref``); ``tests/datasets/test_collectors_fingerprint.py`` re-checks them
+#: against the data. The order follows ``HELP_REFERENCE_INDICES``.
+REFERENCE_ARCHS: dict[str, dict[int, str]] = {
+    "nb201": {
+        11982: "|avg_pool_3x3~0|+|none~0|skip_connect~1|+|nor_conv_1x1~0|skip_connect~1|skip_connect~2|",
+        431: "|nor_conv_3x3~0|+|none~0|skip_connect~1|+|none~0|none~1|skip_connect~2|",
+        55: "|skip_connect~0|+|skip_connect~0|avg_pool_3x3~1|+|none~0|skip_connect~1|none~2|",
+        9: "|avg_pool_3x3~0|+|none~0|none~1|+|skip_connect~0|none~1|nor_conv_3x3~2|",
+        14451: "|none~0|+|nor_conv_1x1~0|none~1|+|nor_conv_3x3~0|nor_conv_1x1~1|nor_conv_1x1~2|",
+        8636: "|skip_connect~0|+|nor_conv_1x1~0|skip_connect~1|+|nor_conv_1x1~0|none~1|nor_conv_3x3~2|",
+        9881: "|nor_conv_3x3~0|+|avg_pool_3x3~0|skip_connect~1|+|none~0|nor_conv_1x1~1|avg_pool_3x3~2|",
+        13479: "|skip_connect~0|+|nor_conv_3x3~0|nor_conv_1x1~1|+|avg_pool_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|",
+        6196: "|avg_pool_3x3~0|+|none~0|skip_connect~1|+|none~0|nor_conv_1x1~1|avg_pool_3x3~2|",
+        1462: "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|",
+    },
+    "fbnet": {
+        3328: "k3_e1_g2 skip k5_e3 k5_e3 skip k3_e1 k3_e6 k5_e1 k3_e6 k5_e6 skip k5_e6 k5_e1 k3_e6 k3_e3 "
+        "k5_e1_g2 k5_e6 k3_e6 k3_e1 k3_e1_g2 k3_e6 k5_e6",
+        3790: "k5_e1_g2 k5_e1 skip k5_e1_g2 k3_e1_g2 k5_e3 skip k5_e1_g2 k3_e6 k3_e1 k5_e1 skip k3_e1 k3_e3 "
+        "k5_e1 k5_e1_g2 k3_e1 k5_e3 k5_e3 k3_e1 k3_e1 k5_e1_g2",
+        3313: "k5_e6 k3_e3 k5_e6 k5_e1_g2 k5_e1 k5_e3 skip k3_e1 k5_e3 k5_e3 k5_e1_g2 k3_e1_g2 k3_e3 k5_e1 "
+        "k3_e1 k5_e6 k5_e1_g2 k5_e3 k3_e1 k3_e6 k3_e6 k3_e3",
+        890: "skip k3_e1_g2 k5_e3 k3_e1_g2 k5_e3 k3_e3 k5_e6 k3_e1_g2 k5_e3 skip k5_e6 k5_e1_g2 k3_e3 k3_e1 "
+        "k3_e1_g2 skip k3_e1 k3_e6 k3_e3 k3_e3 k5_e1_g2 k5_e1",
+        3052: "k3_e1_g2 k5_e6 k3_e1 k5_e6 k5_e1 k3_e6 k5_e1 k5_e3 k5_e3 k3_e1_g2 k3_e1_g2 k3_e1 k5_e1_g2 "
+        "k5_e3 k5_e6 k5_e6 k5_e3 k5_e6 k5_e3 k3_e6 k3_e1_g2 k3_e3",
+        2538: "k3_e3 k3_e3 k5_e1 k5_e1_g2 k5_e6 k3_e3 k5_e1_g2 k5_e6 k3_e3 k3_e3 k3_e1_g2 k3_e3 k3_e6 "
+        "k3_e1_g2 k5_e1 k5_e3 k3_e6 k5_e3 k3_e6 k3_e3 k3_e1 k3_e1_g2",
+        1640: "k5_e1 k5_e1 k5_e1_g2 k5_e1_g2 k3_e6 k3_e1_g2 k3_e1_g2 k3_e1 k5_e1 k3_e3 k3_e3 k5_e1 k3_e3 "
+        "k3_e1 k5_e1_g2 k3_e1 k5_e1_g2 k5_e3 k3_e3 k5_e1_g2 k3_e3 k5_e1_g2",
+        2514: "skip skip k5_e1 k5_e1 k5_e3 skip k3_e1_g2 skip k3_e1 k3_e6 k3_e1_g2 k3_e3 skip skip k5_e1_g2 "
+        "skip k3_e3 k3_e3 skip k3_e1_g2 k5_e1 skip",
+        457: "k3_e1 k5_e6 k5_e3 k5_e6 k3_e6 k3_e6 k5_e3 k3_e1_g2 k5_e6 k5_e1 k3_e6 k5_e6 k5_e6 k3_e1 skip "
+        "k5_e1 skip k5_e1_g2 k5_e3 skip k5_e1_g2 k3_e1_g2",
+        2100: "k3_e1_g2 k3_e3 k5_e1 k3_e1 k5_e6 k3_e6 k3_e1 k5_e1_g2 k5_e3 k5_e1 k5_e1_g2 k5_e6 k3_e1 "
+        "k3_e1_g2 k5_e1 k3_e6 k3_e3 k3_e6 k3_e6 k3_e6 k3_e1 k5_e3",
+    },
+}
+
+
+def reference_keys(space: str) -> list[tuple[int, str]]:
+    """(index, arch_key) of ``space``'s reference archs in HELP's order."""
+    return [(i, REFERENCE_ARCHS[space][i]) for i in HELP_REFERENCE_INDICES[space]]
+
+
+# ------------------------------------------------------------------------------ micro-benchmarks
+def stream_triad_gbs(
+    *, n_elements: int = 1 << 24, chunk: int = 1 << 15, repeats: int = 5, scalar: float = 3.0
+) -> dict[str, Any]:
+    """STREAM-like triad ``a = b + s*c`` in numpy, best of ``repeats``; GB/s with STREAM's 24 B/element.
+
+    numpy ufuncs make two passes, so the triad is applied in cache-sized chunks (the scaled chunk
+    stays in L1/L2); main-memory traffic is then what STREAM counts. Single-threaded (numpy).
+    """
+    if n_elements < chunk or chunk < 1:
+        raise CollectorError(f"n_elements ({n_elements}) must be >= chunk ({chunk}) >= 1")
+    b = np.full(n_elements, 1.0)
+    c = np.full(n_elements, 2.0)
+    a = np.empty(n_elements)
+    tmp = np.empty(chunk)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter_ns()
+        for start in range(0, n_elements, chunk):
+            stop = min(start + chunk, n_elements)
+            t = tmp[: stop - start]
+            np.multiply(c[start:stop], scalar, out=t)
+            np.add(b[start:stop], t, out=a[start:stop])
+        best = min(best, (time.perf_counter_ns() - t0) / 1e9)
+    if not np.allclose(a[:: n_elements // 7 or 1], 1.0 + scalar * 2.0):
+        raise CollectorError("triad check failed: a != b + s*c")
+    return {"triad_gbs": 24 * n_elements / best / 1e9, "array_mb": 8 * n_elements / 1e6, "threads": 1}
+
+
+def dispatch_overhead_us(device: str = "cpu", *, n: int = 2000) -> float:
+    """Median per-call time of a 1-element ``torch.add`` (framework dispatch/launch overhead), us."""
+    import torch
+
+    kind, index = parse_device(device)
+    dev = f"cuda:{index}" if kind == "cuda" else "cpu"
+    x = torch.ones(1, device=dev)
+    y = torch.ones(1, device=dev)
+    out = torch.empty(1, device=dev)
+
+    def call() -> None:
+        torch.add(x, y, out=out)
+
+    sampler = cuda_sampler(call, index) if kind == "cuda" else cpu_sampler(call)
+    with torch.inference_mode():
+        t = measure(
+            sampler, warmup=100, number=max(1, n // 20), min_time_s=0.0, min_samples=20, max_samples=20
+        )
+    return t.median_s * 1e6
+
+
+def gemm_throughput(device: str, *, quick: bool) -> dict[str, float]:
+    """Achieved GEMM GFLOP/s per dtype (square GEMMs, the collector's median), by backend."""
+    from .gemm import collect_gemm
+
+    kind, _ = parse_device(device)
+    if kind == "cuda":  # pragma: no cover - needs a GPU
+        size, dtypes, backend = (2048 if quick else 8192), ("fp32", "tf32", "fp16", "bf16"), "torch"
+    else:
+        size, dtypes, backend = (512 if quick else 1024), ("fp32", "fp64"), "numpy"
+    shapes = [{"m": size, "n": size, "k": size, "dtype": d} for d in dtypes]
+    frame = collect_gemm(shapes, backend=backend, device=device, min_time_s=0.2 if quick else 0.5,
+                         measure_energy=False, progress=False)  # type: ignore[arg-type]  # fmt: skip
+    out = {
+        f"{d}": 2 * size**3 / (ms / 1e3) / 1e9
+        for d, ms in zip(frame["dtype"], frame["runtime_ms"], strict=True)
+    }
+    if kind == "cpu":
+        bf = collect_gemm([{"m": size, "n": size, "k": size, "dtype": "bf16"}], backend="torch", device=device,
+                          min_time_s=0.2 if quick else 0.5, measure_energy=False, progress=False)  # fmt: skip
+        out["bf16_torch"] = 2 * size**3 / (bf["runtime_ms"][0] / 1e3) / 1e9
+    out["size"] = float(size)
+    return out
+
+
+def gpu_triad_gbs(index: int, *, n_elements: int = 1 << 26) -> float:  # pragma: no cover - needs a GPU
+    """Triad ``a = b + s*c`` with one fused torch kernel on the GPU, GB/s (24 B/element)."""
+    import torch
+
+    dev = f"cuda:{index}"
+    b = torch.ones(n_elements, device=dev)
+    c = torch.ones(n_elements, device=dev)
+    a = torch.empty(n_elements, device=dev)
+    t = measure(cuda_sampler(lambda: torch.add(b, c, alpha=3.0, out=a), index), warmup=3, number=10,
+                min_time_s=0.2, min_samples=5, max_samples=200)  # fmt: skip
+    return 3 * 4 * n_elements / t.min_s / 1e9
+
+
+# ------------------------------------------------------------------------------ collect
+def collect_fingerprint(
+    *,
+    device: str = "cpu",
+    quick: bool = False,
+    threads: int | None = None,
+    repeats: int | None = None,
+    timer: Literal["wall", "thread_cpu"] = "wall",
+    progress: bool = True,
+) -> pl.DataFrame:
+    """Measure this device and return one row in the ``devices`` schema (nothing is written here).
+
+    ``quick`` shrinks the micro-benchmarks and repeats (for smoke tests). The reference
+    latencies are batch 1, fp32, medians of ``repeats`` runs (default 15, quick 5) spread over
+    3 passes through the 10 archs of a space (1 when quick), so a burst of other load does not
+    bias one reference arch.
+    ``timer="thread_cpu"`` (with ``threads=1``) times the reference archs with the thread's CPU
+    clock, for machines shared with other jobs (recorded in the descriptors).
+    """
+    from .dnn_latency import collect_latency
+
+    kind, index = parse_device(device)
+    if kind == "cuda":
+        envmod.require_cuda(device)
+    n_rep = repeats if repeats is not None else (5 if quick else 15)
+    if isinstance(n_rep, bool) or not isinstance(n_rep, int) or n_rep < 1:
+        raise CollectorError(f"repeats must be an integer >= 1, got {repeats!r}")
+    t_start = time.perf_counter()
+    with envmod.thread_limit(threads) as n_threads:
+        env = capture_environment(device, threads=n_threads)
+        fingerprint: dict[str, dict[str, float]] = {}
+        for space in ("nb201", "fbnet"):
+            refs = reference_keys(space)
+            lat = collect_latency(space, [k for _, k in refs], device=device, threads=n_threads,  # type: ignore[arg-type]
+                                  repeats=n_rep, warmup=2 if quick else 3, arch_indices=[i for i, _ in refs],
+                                  timer=timer, rounds=min(n_rep, 1 if quick else 3), progress=progress)  # fmt: skip
+            fingerprint[space] = {
+                str(i): float(ms) for i, ms in zip(lat["arch_index"], lat["latency_ms"], strict=True)
+            }
+        micro: dict[str, Any] = {"gemm_gflops": gemm_throughput(device, quick=quick)}
+        if kind == "cuda":  # pragma: no cover - needs a GPU
+            micro["triad_gbs"] = gpu_triad_gbs(index, n_elements=1 << (24 if quick else 27))
+        else:
+            micro["triad"] = stream_triad_gbs(
+                n_elements=1 << (22 if quick else 24), repeats=3 if quick else 5
+            )
+            micro["triad_gbs"] = micro["triad"]["triad_gbs"]
+        micro["dispatch_overhead_us"] = dispatch_overhead_us(device)
+    row = _row(env, kind, fingerprint, micro, quick=quick, repeats=n_rep, timer=timer,
+               seconds=time.perf_counter() - t_start)  # fmt: skip
+    frame = pl.DataFrame([row], infer_schema_length=None)
+    frame = envmod.provenance(frame, source=SOURCE, env=env, key=("device_id",))
+    # one row per device: the id does not carry the timestamp, re-collecting replaces the row
+    frame = frame.with_columns(
+        pl.concat_str([pl.lit(SOURCE), pl.col("device_id")], separator="|").alias("measurement_id")
+    )
+    return conform("devices", frame, context=SOURCE)
+
+
+def _row(env: Environment, kind: str, fingerprint: dict[str, dict[str, float]], micro: dict[str, Any], *,
+         quick: bool, repeats: int, timer: str, seconds: float) -> dict[str, Any]:  # fmt: skip
+    cpu = env.cpu
+    descriptors: dict[str, Any] = {
+        "batch": 1,  # the same top-level keys as the HELP importer's devices
+        "precision": "fp32",
+        "measured": True,
+        "cpu": cpu.as_dict(),
+        "threads": env.threads,
+        "software": env.software,
+        "micro_benchmarks": micro,
+        "fingerprint_protocol": {
+            "batch": 1,
+            "precision": "fp32",
+            "repeats": repeats,
+            "statistic": "median",
+            "input": "3x32x32",
+            "quick": quick,
+            "timer": timer,
+            "rounds": min(repeats, 1 if quick else 3),
+        },
+        "collected_in_s": seconds,
+    }
+    if kind == "cuda":  # pragma: no cover - needs a GPU
+        gpu = env.gpu or {}
+        descriptors["gpu"] = gpu
+        return {
+            "device_id": env.device_id,
+            "kind": "gpu",
+            "name": gpu.get("name", "CUDA GPU"),
+            "vendor": "NVIDIA",
+            "cores": gpu.get("sm_count"),
+            "mem_bw_gbs": micro.get("triad_gbs"),
+            "memory_gb": gpu.get("memory_gb"),
+            "clock_mhz": gpu.get("max_sm_clock_mhz"),
+            "l2_mb": (gpu["l2_cache_bytes"] / 1024**2) if gpu.get("l2_cache_bytes") else None,
+            "descriptors": json.dumps(descriptors, sort_keys=True, default=str),
+            "fingerprint": json.dumps(fingerprint, sort_keys=True),
+        }
+    return {
+        "device_id": env.device_id,
+        "kind": "cpu",
+        "name": cpu.model,
+        "vendor": _vendor(cpu.vendor),
+        "cores": cpu.physical_cores or cpu.logical_cpus,
+        "mem_bw_gbs": micro.get("triad_gbs"),
+        "memory_gb": cpu.memory_gb,
+        "clock_mhz": cpu.max_clock_mhz,
+        "l2_mb": cpu.llc_bytes / 1024**2 if cpu.llc_bytes else None,
+        "descriptors": json.dumps(descriptors, sort_keys=True, default=str),
+        "fingerprint": json.dumps(fingerprint, sort_keys=True),
+    }
+
+
+def _vendor(raw: str) -> str:
+    return {"GenuineIntel": "Intel", "AuthenticAMD": "AMD", "0x41": "ARM"}.get(raw, raw)
+
+
+# ------------------------------------------------------------------------------ CLI
+@click.command("fingerprint")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:<index>.")
+@click.option("--quick", is_flag=True, help="Smaller micro-benchmarks and 5 repeats (a smoke test).")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: torch's).")
+@click.option("--repeats", type=click.IntRange(min=1), default=None, help="Runs per reference arch.")
+@click.option("--timer", type=click.Choice(["wall", "thread-cpu"]), default="wall", show_default=True,
+              help="thread-cpu: count only this thread's CPU time (CPU, --threads 1; for shared machines).")  # fmt: skip
+@output_options
+def collect_fingerprint_cmd(
+    device: str, quick: bool, threads: int | None, repeats: int | None, timer: str, store_path: Path | None,
+    push_url: str | None, token: str | None,
+) -> None:  # fmt: skip
+    """Record this device: descriptors, micro-benchmarks and HELP reference-arch latencies.
+
+    \b
+    Writes one row to the devices table (device id local/<host>-cpu or -cuda0). Its
+    fingerprint holds the latencies of HELP's 10 NB201 + 10 FBNet reference architectures,
+    so `hws adapt` can embed this device like the imported HELP devices.
+    Re-running replaces this device's previous fingerprint.
+    """
+    frame = collect_fingerprint(
+        device=device, quick=quick, threads=threads, repeats=repeats, timer=timer.replace("-", "_")
+    )  # type: ignore[arg-type]
+    row = frame.row(0, named=True)
+    micro = json.loads(row["descriptors"])["micro_benchmarks"]
+    click.echo(f"{row['device_id']}: {row['name']} ({row['cores']} cores, {row['memory_gb']:.1f} GB)")
+    click.echo(f"  GEMM GFLOP/s: {json.dumps({k: round(v, 1) for k, v in micro['gemm_gflops'].items()})}")
+    click.echo(f"  triad {micro['triad_gbs']:.1f} GB/s, dispatch {micro['dispatch_overhead_us']:.2f} us")
+    for space, lat in json.loads(row["fingerprint"]).items():
+        click.echo(f"  {space}: " + ", ".join(f"{k}={v:.2f}" for k, v in lat.items()) + " ms")
+    host = envmod.hostname()
+    click.echo(deliver("devices", frame, partition=f"{SOURCE}:{row['device_id'].split('/', 1)[1] or host}",
+                       store_path=store_path, push_url=push_url, token=token, mode="replace"))  # fmt: skip

@@ -1,0 +1,86 @@
+"""``create_app``: the FastAPI application, its lifespan (models loaded once) and error mapping.
+
+    from hwsurrogate.service.app import create_app, ServiceConfig
+    app = create_app(ServiceConfig(store=Path("store"), token="s3cret-token"))
+
+OpenAPI docs at ``/docs``; Prometheus metrics at ``/metrics``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from hwsurrogate.datasets.store import DatasetStore
+from prometheus_client import CollectorRegistry
+
+from hwsurrogate import __version__
+
+from .adaptation import open_adapter
+from .body import add_body_schemas
+from .config import ServiceConfig
+from .errors import install_error_handlers
+from .lookup import ArchIndex
+from .middleware import BodyLimitMiddleware, MetricsMiddleware
+from .routes import datasets, devices, fpga, gemm, health, latency
+from .served import ServedModels
+
+__all__ = ["ServiceConfig", "create_app", "create_app_from_env"]
+
+log = logging.getLogger("hwsurrogate.service")
+
+DESCRIPTION = """
+Predict GEMM runtime/power/energy, architecture latency on known or few-shot-adapted devices,
+and FPGA resources/cycles; browse, download and upload measurements.
+
+Reads are open. Writes (uploads, device registration) need `Authorization: Bearer <token>`
+(the token given to `hws serve --token` or HWSURROGATE_SERVICE_TOKEN). Every 4xx body is JSON
+`{"detail": ..., "field": ...}` naming the offending field.
+"""
+
+
+def create_app(config: ServiceConfig | None = None) -> FastAPI:
+    """Build the service. Models, store and few-shot registry are opened once, in the lifespan."""
+    config = config or ServiceConfig()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        t0 = time.perf_counter()
+        app.state.store = DatasetStore(config.store)
+        app.state.arch_index = ArchIndex(app.state.store)
+        app.state.models = ServedModels.load(config.model_versions, batching=config.batching) if config.load_models else ServedModels(
+            unavailable={t: "model loading disabled (load_models=False)" for t in ("gemm", "latency", "fpga-hls4ml", "fpga-hlsyn")}
+        )  # fmt: skip
+        app.state.adapter = open_adapter(config.adapted_dir)
+        for task, reason in app.state.models.unavailable.items():
+            log.log(
+                logging.WARNING if config.load_models else logging.DEBUG, "%s unavailable: %s", task, reason
+            )
+        log.info("service ready in %.1f s (store %s)", time.perf_counter() - t0, config.store)
+        yield
+
+    app = FastAPI(
+        title="hwsurrogate",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.config = config
+    app.state.started = time.monotonic()
+    app.state.metrics_registry = CollectorRegistry()
+    install_error_handlers(app)
+    add_body_schemas(app)
+    for module in (health, gemm, latency, fpga, devices, datasets):
+        app.include_router(module.router)
+    # outermost first: the body limit answers before anything reads the body; metrics see every status
+    app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, registry=app.state.metrics_registry)
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """uvicorn factory for ``hws serve`` (settings travel to worker processes via the environment)."""
+    return create_app(ServiceConfig.from_env())

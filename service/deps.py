@@ -1,0 +1,65 @@
+"""Dependencies as ``Annotated`` aliases; everything heavy is built once in the lifespan."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from hwsurrogate.datasets.store import DatasetStore
+
+from .adaptation import DeviceAdapter
+from .config import ServiceConfig
+from .lookup import ArchIndex
+from .served import ServedModels
+
+TOKEN_HELP = "start the service with `hws serve --token TOKEN` or set HWSURROGATE_SERVICE_TOKEN"
+
+
+def get_config(request: Request) -> ServiceConfig:
+    return request.app.state.config
+
+
+def get_store(request: Request) -> DatasetStore:
+    return request.app.state.store
+
+
+def get_models(request: Request) -> ServedModels:
+    return request.app.state.models
+
+
+def get_adapter(request: Request) -> DeviceAdapter:
+    return request.app.state.adapter
+
+
+def get_arch_index(request: Request) -> ArchIndex:
+    return request.app.state.arch_index
+
+
+_bearer = HTTPBearer(auto_error=False, description="Token given to `hws serve --token`; required for writes.")
+
+
+def require_write_token(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)]
+) -> None:
+    """Writes need ``Authorization: Bearer <token>``; without a configured token they are refused."""
+    expected = request.app.state.config.token
+    if expected is None:
+        raise HTTPException(403, detail=f"writes are disabled: no token is configured; {TOKEN_HELP}")
+    if credentials is None:
+        raise HTTPException(
+            401,
+            detail="missing bearer token: send 'Authorization: Bearer <token>' for writes",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    if not secrets.compare_digest(credentials.credentials.encode(), expected.encode()):
+        raise HTTPException(401, detail="invalid bearer token", headers={"WWW-Authenticate": "Bearer"})
+
+
+ConfigDep = Annotated[ServiceConfig, Depends(get_config)]
+StoreDep = Annotated[DatasetStore, Depends(get_store)]
+ModelsDep = Annotated[ServedModels, Depends(get_models)]
+AdapterDep = Annotated[DeviceAdapter, Depends(get_adapter)]
+ArchIndexDep = Annotated[ArchIndex, Depends(get_arch_index)]
+WriteAuth = Depends(require_write_token)

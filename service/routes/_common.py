@@ -1,0 +1,44 @@
+"""Helpers the prediction routes share: batch limits, columns from pydantic lists, fast JSON out."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import polars as pl
+from fastapi.responses import Response
+
+from ..errors import PayloadTooLargeError
+
+
+def check_batch(field: str, n: int, limit: int) -> None:
+    if n > limit:
+        raise PayloadTooLargeError(field, n, limit)
+
+
+def columns(items: Sequence[Any], fields: Sequence[str]) -> dict[str, list[Any]]:
+    """Column lists of ``fields`` from a list of pydantic objects (no per-row dicts)."""
+    return {f: [getattr(q, f) for q in items] for f in fields}
+
+
+def finite_or_null(frame: pl.DataFrame) -> pl.DataFrame:
+    """NaN/inf model outputs become null: the API never sends non-JSON numbers."""
+    return frame.with_columns(
+        pl.when(pl.col(c).is_finite()).then(pl.col(c)).otherwise(None).alias(c)
+        for c, dt in frame.schema.items()
+        if dt.is_float()
+    )
+
+
+def json_response(head: dict[str, Any], rows_key: str, rows: pl.DataFrame, status: int = 200) -> Response:
+    """``{**head, rows_key: [row, ...]}`` serialised by polars (fast for 10k-row batches)."""
+    prefix = json.dumps(head)[:-1]
+    sep = ", " if head else ""
+    body = f'{prefix}{sep}"{rows_key}": {rows.write_json()}}}'
+    return Response(content=body.encode(), media_type="application/json", status_code=status)
+
+
+def server_timing(**seconds: float) -> str:
+    """A ``Server-Timing`` header value (durations in ms), e.g. ``model;dur=12.3, handler;dur=15.0``."""
+    return ", ".join(f"{name};dur={value * 1e3:.2f}" for name, value in seconds.items())

@@ -1,0 +1,54 @@
+"""POST /v1/predict/gemm: runtime, power and energy of GEMM shapes on a device."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+import polars as pl
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+from hwsurrogate.surrogates.api import INPUTS, OUTPUTS
+
+from ..body import json_body, request_body
+from ..deps import ConfigDep, ModelsDep
+from ..schemas import GemmPredictionBatch, GemmQuery, GemmQueryBatch
+from ..served import run_predictor
+from ._common import check_batch, columns, finite_or_null, json_response, server_timing
+
+router = APIRouter(prefix="/v1/predict", tags=["predict"])
+
+_FIELDS = tuple(f for f in GemmQuery.model_fields)
+
+
+@router.post(
+    "/gemm",
+    openapi_extra=request_body(GemmQueryBatch),
+    response_model=GemmPredictionBatch,
+    responses={413: {"description": "too many queries"}, 503: {"description": "no gemm model served"}},
+)
+def predict_gemm(
+    batch: Annotated[GemmQueryBatch, Depends(json_body(GemmQueryBatch))],
+    models: ModelsDep,
+    config: ConfigDep,
+    request: Request,
+) -> Response:
+    """Predict ``runtime_ms``, ``power_w`` and ``energy_j`` (null when the model has no power target)."""
+    t0 = time.perf_counter()
+    check_batch("queries", len(batch.queries), config.max_predict_queries)
+    predictor = models.require("gemm")
+    frame = pl.DataFrame(
+        columns(batch.queries, _FIELDS),
+        schema={"device": pl.String, "op": pl.String, "m": pl.Int64, "n": pl.Int64, "k": pl.Int64,
+                "batch": pl.Int64, "dtype": pl.String, "layout": pl.String},
+    ).rename({"device": "device_id"})  # fmt: skip
+    t_model = time.perf_counter()
+    out = run_predictor(predictor, frame.select(INPUTS["gemm"]))
+    t_model = time.perf_counter() - t_model
+    out = finite_or_null(out.select([pl.col(c).cast(pl.Float64) for c in OUTPUTS["gemm"]]))
+    head = {"model": {"name": predictor.name, "version": str(predictor.version)}, "count": out.height}
+    resp = json_response(head, "predictions", out)
+    resp.headers["Server-Timing"] = server_timing(
+        model=t_model, handler=time.perf_counter() - t0, parse=getattr(request.state, "parse_s", 0.0)
+    )
+    return resp

@@ -1,0 +1,68 @@
+"""POST /v1/predict/latency: latency of architectures on an imported or adapted device."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import polars as pl
+from fastapi import APIRouter, Depends
+from fastapi.responses import Response
+
+from ..body import json_body, request_body
+from ..deps import AdapterDep, ArchIndexDep, ConfigDep, ModelsDep
+from ..lookup import canonical_keys
+from ..schemas import LatencyPredictionBatch, LatencyQueryBatch
+from ..served import run_predictor
+from ._common import check_batch, finite_or_null, json_response
+
+router = APIRouter(prefix="/v1/predict", tags=["predict"])
+
+
+@router.post(
+    "/latency",
+    openapi_extra=request_body(LatencyQueryBatch),
+    response_model=LatencyPredictionBatch,
+    responses={
+        404: {"description": "unknown device or arch index"},
+        413: {"description": "too many architectures"},
+        503: {"description": "no latency model served and the device is not adapted"},
+    },
+)
+def predict_latency(
+    batch: Annotated[LatencyQueryBatch, Depends(json_body(LatencyQueryBatch))],
+    models: ModelsDep,
+    adapter: AdapterDep,
+    arch_index: ArchIndexDep,
+    config: ConfigDep,
+) -> Response:
+    """Devices adapted with ``POST /v1/devices`` use their few-shot predictor; others the served model.
+
+    Each architecture is its canonical ``arch_key`` (validated) or its ``arch_index`` in the
+    space (resolved through the store's latency table).
+    """
+    check_batch("archs", len(batch.archs), config.max_predict_queries)
+    keys = pl.Series("arch_key", canonical_keys(batch.space, [a.arch_key for a in batch.archs], field="archs"),
+                     dtype=pl.String)  # fmt: skip
+    if keys.null_count():
+        missing = keys.is_null()
+        idx = pl.Series([a.arch_index for a in batch.archs], dtype=pl.Int64).filter(missing)
+        resolved = arch_index.resolve(batch.space, idx, field="archs")
+        keys = keys.scatter(missing.arg_true(), resolved)
+    frame = pl.DataFrame({"device_id": batch.device, "space": batch.space, "arch_key": keys})
+    adapted = adapter.get(batch.device)
+    if adapted is not None:
+        out = adapter.predict_latency(batch.device, frame)
+        kind, name, version = "adapted", adapted.model_name, adapted.model_version
+    else:
+        predictor = models.require("latency")
+        out = run_predictor(predictor, frame)
+        kind, name, version = "served", predictor.name, str(predictor.version)
+    rows = finite_or_null(pl.DataFrame({"arch_key": keys, "latency_ms": out["latency_ms"].cast(pl.Float64)}))
+    head = {
+        "device": batch.device,
+        "space": batch.space,
+        "predictor": kind,
+        "model": {"name": name, "version": version},
+        "count": rows.height,
+    }
+    return json_response(head, "predictions", rows)

@@ -1,0 +1,354 @@
+"""Request and response shapes of the HTTP API, one family per concept.
+
+Every field carries its limits (dims > 0 and bounded, finite floats, ``Literal`` choices) so a
+bad query is refused with a 422 naming the field before any model runs. Requests forbid unknown
+fields (a typo is an error, not a silently ignored option). No field ever carries code or pickles:
+FPGA models are JSON layer lists, uploads are JSON rows or parquet read by polars.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from hwsurrogate.datasets.schemas import GEMM_DTYPES, GEMM_OPS
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+#: Most queries one predict call may carry (413 above it).
+MAX_PREDICT_QUERIES = 10_000
+#: Largest GEMM dimension accepted (2**24: far beyond any measured shape).
+MAX_DIM = 1 << 24
+MAX_BATCH = 1 << 16
+
+DeviceId = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:+-]*(/[A-Za-z0-9_.:+-]+)*$",
+        description="source-qualified device id, e.g. 'gpperf/rtx4070', 'help/pixel2', 'local/myhost-cpu'",
+        examples=["gpperf/rtx4070"],
+    ),
+]
+Dim = Annotated[int, Field(gt=0, le=MAX_DIM)]
+GemmOp = Literal[tuple(sorted(GEMM_OPS))]  # type: ignore[valid-type]
+GemmDtype = Literal[tuple(sorted(GEMM_DTYPES))]  # type: ignore[valid-type]
+GemmLayout = Literal["nn", "nt", "tn", "tt"]
+Space = Literal["nb201", "fbnet", "ofa"]
+
+
+class Request(BaseModel):
+    """Base of every request body: unknown fields and NaN/inf are errors."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class ModelRef(BaseModel):
+    """Which registered model answered."""
+
+    name: str = Field(description="registered MLflow model name, e.g. 'hws-gemm'")
+    version: str = Field(description="registry version served")
+
+
+# ---------------------------------------------------------------------------------------- GEMM
+class GemmQuery(Request):
+    device: DeviceId
+    op: GemmOp = "gemm"
+    m: Dim
+    n: Dim
+    k: Dim
+    batch: Annotated[int, Field(gt=0, le=MAX_BATCH)] = 1
+    dtype: GemmDtype = "fp32"
+    layout: GemmLayout | None = None
+
+
+class GemmQueryBatch(Request):
+    queries: list[GemmQuery] = Field(min_length=1, description=f"at most {MAX_PREDICT_QUERIES} queries")
+
+
+class GemmPrediction(BaseModel):
+    runtime_ms: float | None
+    power_w: float | None
+    energy_j: float | None
+
+
+class GemmPredictionBatch(BaseModel):
+    model: ModelRef
+    count: int
+    predictions: list[GemmPrediction]
+
+
+# ------------------------------------------------------------------------------------- latency
+class ArchQuery(Request):
+    """One architecture: its canonical ``arch_key`` or its index in the space's list."""
+
+    arch_key: str | None = Field(default=None, min_length=1, max_length=512)
+    arch_index: int | None = Field(default=None, ge=0, le=10_000_000)
+
+    @model_validator(mode="after")
+    def _one_of(self) -> ArchQuery:
+        if (self.arch_key is None) == (self.arch_index is None):
+            raise ValueError("give exactly one of arch_key or arch_index")
+        return self
+
+
+class LatencyQueryBatch(Request):
+    device: DeviceId
+    space: Space
+    archs: list[ArchQuery] = Field(min_length=1, description=f"at most {MAX_PREDICT_QUERIES} architectures")
+
+
+class LatencyPrediction(BaseModel):
+    arch_key: str
+    latency_ms: float | None
+
+
+class LatencyPredictionBatch(BaseModel):
+    device: str
+    space: str
+    predictor: Literal["served", "adapted"] = Field(
+        description="'served': the registered latency model; 'adapted': a few-shot adapted device"
+    )
+    model: ModelRef
+    count: int
+    predictions: list[LatencyPrediction]
+
+
+# ---------------------------------------------------------------------------------------- FPGA
+Precision = Annotated[
+    str,
+    Field(
+        pattern=r"^(ap_)?u?(fixed|int)<\s*\d{1,2}\s*(,\s*-?\d{1,2}\s*)?>$",
+        max_length=32,
+        examples=["ap_fixed<16,6>"],
+    ),
+]
+Part = Annotated[
+    str,
+    Field(
+        pattern=r"^(?i:x[acq][a-z0-9]*)(-[A-Za-z0-9]+){0,4}$",
+        min_length=6,
+        max_length=40,
+        description="AMD/Xilinx part number, e.g. 'xcu250-figd2104-2L-e' or 'xc7z020clg400-1'",
+        examples=["xcu250-figd2104-2L-e"],
+    ),
+]
+Shape = Annotated[list[Annotated[int, Field(gt=0, le=1 << 20)]], Field(min_length=1, max_length=4)]
+SmallInt = Annotated[int, Field(gt=0, le=1 << 20)]
+
+
+class LayerSpec(Request):
+    """One layer of an hls4ml model, in the layer-list format of the ``fpga`` table's ``model`` column."""
+
+    class_name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,63}$", examples=["Dense"])
+    name: str | None = Field(default=None, max_length=128)
+    d_in: Shape | None = None
+    d_out: Shape | None = None
+    neurons: SmallInt | None = None
+    filters: SmallInt | None = None
+    channels: SmallInt | None = None
+    kernel_size: SmallInt | list[SmallInt] | None = None
+    strides: SmallInt | list[SmallInt] | None = None
+    pool_size: SmallInt | list[SmallInt] | None = None
+    padding: Literal["same", "valid"] | None = None
+    activation: str | None = Field(default=None, pattern=r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
+    use_bias: bool | None = None
+    dropout_rate: float | None = Field(default=None, ge=0, lt=1)
+    parameters: int | None = Field(default=None, ge=0, le=1 << 34)
+    reuse_factor: SmallInt | None = None
+    weight_precision: str | None = Field(default=None, max_length=32)
+    weight_bits: int | None = Field(default=None, gt=0, le=64)
+    weight_int_bits: int | None = Field(default=None, ge=-64, le=64)
+
+
+class Hls4mlConfig(Request):
+    precision: Precision = "ap_fixed<16,6>"
+    reuse_factor: Annotated[int, Field(gt=0, le=1 << 16)] = 1
+    strategy: Literal["latency", "resource"] = "latency"
+    io_type: Literal["io_parallel", "io_stream"] = "io_parallel"
+    part: Part = "xcu250-figd2104-2L-e"
+
+
+class Hls4mlDesign(Request):
+    type: Literal["hls4ml"] = "hls4ml"
+    layers: list[LayerSpec] = Field(min_length=1, max_length=256)
+    config: Hls4mlConfig = Field(default_factory=Hls4mlConfig)
+
+
+PragmaValue = Annotated[int, Field(ge=0, le=1 << 20)] | Annotated[str, Field(max_length=32)]
+
+
+class HlsDesign(Request):
+    """An HLS kernel with its pragma settings (HLSyn/HARP style placeholders)."""
+
+    type: Literal["hls"] = "hls"
+    kernel: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,63}$", examples=["gemm-blocked"])
+    pragmas: dict[
+        Annotated[str, Field(pattern=r"^__[A-Z]+__[A-Za-z0-9_]{1,60}$")],
+        PragmaValue,
+    ] = Field(default_factory=dict, max_length=256, examples=[{"__PARA__L0": 4, "__PIPE__L1": "flatten"}])
+    tool: Literal["merlin", "vitis_hls", "vivado_hls"] = "merlin"
+
+
+FpgaDesign = Annotated[Hls4mlDesign | HlsDesign, Field(discriminator="type")]
+
+
+class FpgaQueryBatch(Request):
+    designs: list[FpgaDesign] = Field(min_length=1, max_length=MAX_PREDICT_QUERIES)
+
+
+class FpgaPrediction(BaseModel):
+    type: Literal["hls4ml", "hls"]
+    stage: str = Field(description="what the numbers mean: 'hls_estimate' or 'post_synth' (see docs)")
+    model: ModelRef
+    lut: float | None = None
+    ff: float | None = None
+    dsp: float | None = None
+    bram: float | None = None
+    cycles: float | None = None
+    ii: float | None = None
+    valid_prob: float | None = None
+
+
+class FpgaPredictionBatch(BaseModel):
+    count: int
+    predictions: list[FpgaPrediction]
+
+
+# ------------------------------------------------------------------------------------- devices
+LatencyMs = Annotated[float, Field(gt=0, le=1e7)]
+
+
+class DeviceMeasurement(Request):
+    """One measured architecture latency on the new device."""
+
+    space: Space
+    arch_key: str | None = Field(default=None, min_length=1, max_length=512)
+    arch_index: int | None = Field(default=None, ge=0, le=10_000_000)
+    latency_ms: LatencyMs
+
+    @model_validator(mode="after")
+    def _one_of(self) -> DeviceMeasurement:
+        if self.arch_key is None and self.arch_index is None:
+            raise ValueError("give arch_key or arch_index")
+        return self
+
+
+class DeviceRegistration(Request):
+    device_id: DeviceId
+    fingerprint: dict[Space, dict[Annotated[str, Field(pattern=r"^\d{1,8}$")], LatencyMs]] | None = Field(
+        default=None,
+        description="{space: {arch_index: latency_ms}} of reference architectures (the devices table format)",
+    )
+    measurements: list[DeviceMeasurement] | None = Field(default=None, max_length=10_000)
+
+    @model_validator(mode="after")
+    def _something(self) -> DeviceRegistration:
+        n = sum(len(t) for t in (self.fingerprint or {}).values()) + len(self.measurements or [])
+        if n == 0:
+            raise ValueError("give a fingerprint and/or measurements (at least one latency)")
+        return self
+
+
+class AdaptedDeviceInfo(BaseModel):
+    device_id: str
+    n_measurements: int
+    spaces: list[str]
+    created_at: str | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class DeviceRegistered(AdaptedDeviceInfo):
+    adapt_seconds: float
+
+
+class DeviceSummary(BaseModel):
+    device_id: str
+    kind: str | None = None
+    name: str | None = None
+    tables: dict[str, int] = Field(description="rows per table kind holding this device")
+    adapted: bool
+
+
+class DeviceList(BaseModel):
+    count: int
+    devices: list[DeviceSummary]
+
+
+class DeviceDetail(DeviceSummary):
+    descriptors: dict[str, Any] | None = None
+    adaptation: AdaptedDeviceInfo | None = None
+
+
+# ------------------------------------------------------------------------------------ datasets
+class ColumnSpec(BaseModel):
+    name: str
+    dtype: str
+    nullable: bool
+    min: float | None
+    max: float | None
+    gt: float | None
+    allowed: list[str] | None
+    doc: str
+
+
+class DatasetSummary(BaseModel):
+    kind: str
+    rows: int
+    sources: dict[str, int]
+    n_devices: int | None = None
+
+
+class DatasetList(BaseModel):
+    datasets: list[DatasetSummary]
+
+
+class DatasetDetail(DatasetSummary):
+    columns: list[ColumnSpec]
+    devices: list[str] | None = None
+
+
+class RowsPage(BaseModel):
+    kind: str
+    total: int
+    limit: int
+    offset: int
+    rows: list[dict[str, Any]]
+
+
+class RowsUpload(Request):
+    rows: list[dict[str, Any]] = Field(min_length=1, description="rows of the table; at most 50,000")
+
+
+class UploadResult(BaseModel):
+    kind: str
+    source: str
+    partition: str
+    received: int
+    added: int
+    duplicates: int
+
+
+# ------------------------------------------------------------------------------- health/models
+class ServedModel(BaseModel):
+    task: str
+    name: str
+    available: bool
+    version: str | None = None
+    stage: str | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+    reason: str | None = None
+    requests: int | None = Field(default=None, description="predict calls since start (batching on)")
+    model_calls: int | None = Field(default=None, description="model invocations they were merged into")
+
+
+class ModelList(BaseModel):
+    models: list[ServedModel]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    version: str
+    uptime_s: float
+    store: str
+    models: dict[str, bool]
+    writes_enabled: bool

@@ -1,0 +1,86 @@
+"""The models a running service answers with, loaded once at start-up."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import polars as pl
+from hwsurrogate.surrogates.api import MODEL_NAMES, Predictor
+
+from hwsurrogate.errors import HwSurrogateError
+
+log = logging.getLogger("hwsurrogate.service")
+
+#: What an FPGA task's numbers mean when its predictor does not say (``predictor.stage``).
+#: Both FPGA surrogates train on HLS-report targets (the hls4ml one on the ``hls_estimate`` rows
+#: of wa-hls4ml and its dense sweep; HLSyn/HARP targets are Merlin/HLS reports).
+DEFAULT_STAGE: dict[str, str] = {"fpga-hls4ml": "hls_estimate", "fpga-hlsyn": "hls_estimate"}
+
+
+class ModelUnavailableError(HwSurrogateError):
+    """A task has no loaded model (not trained/registered yet, or failed to load): HTTP 503."""
+
+    def __init__(self, task: str, reason: str) -> None:
+        self.task = task
+        self.reason = reason
+        super().__init__(f"no {task} model is being served: {reason}")
+
+
+class PredictionInputError(HwSurrogateError, ValueError):
+    """A predictor refused a query (its ValueError): HTTP 422 with the predictor's message."""
+
+
+@dataclass
+class ServedModels:
+    """Loaded predictors per task, and why the others are missing."""
+
+    predictors: dict[str, Predictor] = field(default_factory=dict)
+    unavailable: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, pins: dict[str, str] | None = None, *, batching: bool = True) -> ServedModels:
+        """Load every task's champion (or pinned version); a missing model is recorded, not raised.
+
+        With ``batching`` each model is wrapped in a :class:`~.batching.CoalescingPredictor`.
+        """
+        from hwsurrogate.surrogates.registry import ModelNotFoundError, load_predictor
+
+        from .batching import CoalescingPredictor
+
+        pins = pins or {}
+        out = cls()
+        for task in MODEL_NAMES:
+            try:
+                predictor = load_predictor(task, version=pins.get(task))
+                out.predictors[task] = CoalescingPredictor(predictor) if batching else predictor
+                log.info("serving %s: %s v%s", task, MODEL_NAMES[task], out.predictors[task].version)
+            except ModelNotFoundError as exc:
+                out.unavailable[task] = str(exc)
+            except Exception as exc:  # a broken artifact must not take the other tasks down
+                out.unavailable[task] = f"failed to load {MODEL_NAMES[task]!r}: {type(exc).__name__}: {exc}"
+                log.exception("loading %s failed", task)
+        return out
+
+    def require(self, task: str) -> Predictor:
+        pred = self.predictors.get(task)
+        if pred is None:
+            raise ModelUnavailableError(task, self.unavailable.get(task, f"run `hws train {task}` first"))
+        return pred
+
+    def stage(self, task: str) -> str:
+        pred = self.predictors.get(task)
+        return str(getattr(pred, "stage", None) or DEFAULT_STAGE.get(task, "unknown"))
+
+
+def run_predictor(predictor: Predictor, queries: pl.DataFrame) -> pl.DataFrame:
+    """``predictor.predict`` with its ValueErrors turned into 422s and its output checked."""
+    try:
+        out = predictor.predict(queries)
+    except HwSurrogateError:
+        raise
+    except ValueError as exc:
+        raise PredictionInputError(str(exc)) from None
+    if out.height != queries.height:
+        raise RuntimeError(f"{predictor.name} returned {out.height} rows for {queries.height} queries")
+    return out

@@ -1,0 +1,378 @@
+"""Few-shot latency benchmarks: ``hws bench fewshot-help | fewshot-tasks | fewshot-live``.
+
+Every benchmark meta-trains its own model on the protocol's source devices only (never on the
+targets), gives the model the target device's latencies of the support architectures only,
+counts HELP's reference architectures as measurements, averages over several random support
+draws and prints a table of our number beside the published anchors. ``--json FILE`` writes
+``{"benchmark", "command", "wall_s", "rows": [{"metric", "split", "ours", "anchor", "target",
+"met", ...}]}``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+import polars as pl
+
+from .fewshot import (
+    FewShotConfig,
+    FewShotLatencyRegressor,
+    evaluate_help_protocol,
+    predict_head,
+    read_splits,
+    score_predictions,
+)
+
+# HELP (NeurIPS'21) Table: Spearman with 10 references + 10 support (20 measurements)
+HELP_ANCHORS_NB201 = {
+    "help/titan_rtx_256": 0.987,
+    "help/gold_6226": 0.989,
+    "help/pixel2": 0.802,
+    "help/raspi4": 0.890,
+    "help/eyeriss": 0.940,
+    "help/fpga": 0.985,
+}
+HELP_MEAN = {"nb201": 0.932, "fbnet": 0.910}
+NASFLAT_HELP_SPLIT = {"nb201": 0.959, "fbnet": 0.961}
+TARGET_HELP = {("nb201", 20): 0.96, ("nb201", 10): 0.95, ("fbnet", 20): 0.96}
+NASFLAT_TASKS = {
+    "N1": 0.967, "N2": 0.857, "N3": 0.962, "N4": 0.959, "NA": 0.893,
+    "F1": 0.809, "F2": 0.871, "F3": 0.814, "F4": 0.734, "FA": 0.577,
+}  # fmt: skip
+HELP_TASKS = {"N1": 0.604, "N2": 0.509, "N3": 0.729, "N4": 0.746, "NA": 0.410}
+FLOOR_TASKS = {"N1": 0.44, "N2": 0.47, "N3": 0.30, "N4": 0.70, "NA": 0.54}
+FLOOR_HELP_ND = 0.915
+TRAIN_COLUMNS = ("device_id", "space", "arch_index", "arch_key", "latency_ms")
+
+
+def _row(metric: str, split: str, ours: float, anchor: float | None = None, target: float | None = None,
+         *, higher_is_better: bool = True, **extra: Any) -> dict[str, Any]:  # fmt: skip
+    met = None
+    if target is not None:
+        met = bool(ours >= target) if higher_is_better else bool(ours <= target)
+    return {"metric": metric, "split": split, "ours": round(float(ours), 4), "anchor": anchor,
+            "target": target, "met": met, **extra}  # fmt: skip
+
+
+def _print_table(title: str, rows: list[dict[str, Any]], wall_s: float) -> None:
+    click.echo(f"\n{title}")
+    click.echo(f"{'split':<34} {'metric':<28} {'ours':>8} {'anchor':>8} {'target':>8}  met")
+    for r in rows:
+        a = "" if r["anchor"] is None else f"{r['anchor']:.3f}"
+        t = "" if r["target"] is None else f"{r['target']:.3f}"
+        m = "" if r["met"] is None else ("yes" if r["met"] else "NO")
+        click.echo(f"{r['split']:<34} {r['metric']:<28} {r['ours']:>8.3f} {a:>8} {t:>8}  {m}")
+    click.echo(f"wall time: {wall_s:.1f} s")
+
+
+def _save(
+    path: str | None, name: str, rows: list[dict[str, Any]], wall_s: float, extra: dict[str, Any]
+) -> None:
+    command = "hws bench " + name + (" " + " ".join(sys.argv[3:]) if len(sys.argv) > 3 else "")
+    out = {"benchmark": name, "command": command, "wall_s": round(wall_s, 1), "rows": rows, **extra}
+    for p in {path, f"bench-results/{name}.json"} - {None}:
+        Path(p).parent.mkdir(parents=True, exist_ok=True)  # type: ignore[arg-type]
+        Path(p).write_text(json.dumps(out, indent=1))  # type: ignore[arg-type]
+
+
+def _read(store_root: str | None, space: str, devices: Sequence[str]) -> pl.DataFrame:
+    from hwsurrogate.datasets.store import DatasetStore
+
+    frame = DatasetStore(store_root).read("latency", space=space, device=list(devices)).select(TRAIN_COLUMNS)
+    found = set(frame["device_id"].unique().to_list())
+    missing = [d for d in devices if d not in found]
+    if missing:
+        raise click.ClickException(
+            f"{space}: device(s) {missing} have no rows in the store; run `hws data import help` "
+            "and `hws data import latbench` first"
+        )
+    return frame
+
+
+def _csv(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+# --------------------------------------------------------------------------- fewshot-help
+def bench_fewshot_help_rows(
+    *,
+    spaces: Sequence[str] = ("nb201", "fbnet"),
+    targets: Sequence[str] | None = None,
+    seeds: int = 5,
+    splits_path: str | None = None,
+    store_root: str | None = None,
+    ablations: bool = True,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    splits = read_splits(splits_path)
+    rows: list[dict[str, Any]] = []
+    info: dict[str, Any] = {"seeds": list(range(seeds)), "spaces": {}}
+    for space in spaces:
+        split = splits[f"help-{space}"]
+        tgts = [t if "/" in t else f"help/{t}" for t in targets] if targets else list(split.test)
+        frame = _read(store_root, space, [*split.train, *tgts])
+        variants: dict[str, FewShotConfig] = {"ours": FewShotConfig()}
+        if ablations:
+            base = FewShotConfig()
+            variants |= {
+                "gaussian prior": replace(base, prior="gaussian"),
+                "source latencies only": replace(base, use_arch_features=False),
+                "arch features only": replace(base, use_device_latencies=False),
+                "meta-selected tau/noise (no evidence)": replace(base, evidence_tau_factors=()),
+                "no model averaging (source-prior model only)": replace(base, flat_component=False),
+                "no compact-feature ridge in the averaging": replace(base, compact_component=False),
+                "no interaction features": replace(base, interaction_pcs=()),
+                "8 interaction PCs": replace(base, interaction_pcs=((space, 8),)),
+            }
+        for vname, cfg in variants.items():
+            t0 = time.perf_counter()
+            model = FewShotLatencyRegressor(cfg).fit(
+                frame, devices={space: list(split.train)}, spaces=[space]
+            )
+            fit_s = time.perf_counter() - t0
+            settings = [
+                ("20 (10 ref + 10 random)", True, 10),
+                ("10 (10 ref)", True, 0),
+                ("10 (10 random)", False, 10),
+            ]
+            if vname != "ours":
+                settings = settings[:1]
+            for label, use_refs, n_random in settings:
+                t1 = time.perf_counter()
+                res = evaluate_help_protocol(
+                    model, frame, space, tgts, n_pool=split.n_pool, seeds=range(seeds),
+                    n_random=n_random, use_references=use_refs,
+                )  # fmt: skip
+                res.pop("_pooled")
+                adapt_ms = (time.perf_counter() - t1) / (seeds * len(tgts)) * 1000
+                n_meas = int(next(iter(res.values()))["n_measurements"])
+                mean = {
+                    k: float(np.mean([r[k] for r in res.values()]))
+                    for k in ("spearman", "mape", "within_10pct")
+                }
+                tag = f"{space} HELP split, {label}"
+                if vname == "ours":
+                    target = TARGET_HELP.get((space, n_meas))
+                    anchor = HELP_MEAN.get(space) if n_meas == 20 else None
+                    rows.append(_row("spearman_mean", tag, mean["spearman"], anchor, target, n_measurements=n_meas,
+                                     nasflat=NASFLAT_HELP_SPLIT.get(space), ridge_floor=FLOOR_HELP_ND if space == "nb201" else None,
+                                     meta_train_s=round(fit_s, 1), adapt_ms=round(adapt_ms, 2)))  # fmt: skip
+                    rows.append(_row("mape_pct", tag, mean["mape"], None, None, n_measurements=n_meas))
+                    rows.append(
+                        _row("within_10pct", tag, mean["within_10pct"], None, None, n_measurements=n_meas)
+                    )
+                    if n_meas == 20:
+                        for dev, r in res.items():
+                            rows.append(_row("spearman", f"{space} {dev}, {label}", r["spearman"],
+                                             HELP_ANCHORS_NB201.get(dev) if space == "nb201" else None, None,
+                                             spearman_std=round(r["spearman_std"], 4), mape_pct=round(r["mape"], 2),
+                                             within_10pct=round(r["within_10pct"], 3), n_test=int(r["n_test"])))  # fmt: skip
+                else:
+                    rows.append(_row("spearman_mean", f"ablation {space}: {vname}, {label}", mean["spearman"],
+                                     n_measurements=n_meas, mape_pct=round(mean["mape"], 2)))  # fmt: skip
+            sm = model.spaces_[space]
+            info["spaces"].setdefault(space, {})[vname] = {
+                "sources": list(split.train), "targets": tgts, "tau": sm.tau, "noise": sm.noise,
+                "loo_spearman": sm.meta_scores["loo_spearman_mean"], "meta_train_s": round(fit_s, 1),
+            }  # fmt: skip
+    return rows, info
+
+
+@click.command("fewshot-help")
+@click.option("--json", "json_path", default=None, help="Also write the results to this JSON file.")
+@click.option("--spaces", default="nb201,fbnet", show_default=True, help="Spaces (HELP splits ND / FD).")
+@click.option("--targets", default=None, help="Comma-separated target devices (default: HELP meta-test).")
+@click.option("--seeds", default=5, show_default=True, help="Random support draws per device.")
+@click.option("--no-ablations", is_flag=True, help="Skip the ablation variants.")
+@click.option(
+    "--splits",
+    "splits_path",
+    default=None,
+    help="splits.json (default: $HWSURROGATE_DATA_DIR/latency/splits.json).",
+)
+@click.option("--store", "store_root", default=None, help="Store root (default: $HWSURROGATE_STORE).")
+def bench_fewshot_help(json_path: str | None, spaces: str, targets: str | None, seeds: int, no_ablations: bool,
+                       splits_path: str | None, store_root: str | None) -> None:  # fmt: skip
+    """HELP's protocol: meta-train on HELP meta-train devices, adapt to each meta-test device.
+
+    Support: 10 reference archs + 10 random archs of the first 900 (NB201) / 4000 (FBNet)
+    indices = 20 measurements; test: the next 1000 indices trimmed to the 10th-90th latency
+    percentile (800 archs); metric Spearman, plus MAPE and within +-10 %.
+    """
+    t0 = time.perf_counter()
+    rows, info = bench_fewshot_help_rows(spaces=_csv(spaces) or [], targets=_csv(targets), seeds=seeds,
+                                         splits_path=splits_path, store_root=store_root, ablations=not no_ablations)  # fmt: skip
+    wall = time.perf_counter() - t0
+    _print_table(f"few-shot latency, HELP protocol ({seeds} support draws per device)", rows, wall)
+    _save(json_path, "fewshot-help", rows, wall, {"info": info})
+
+
+# --------------------------------------------------------------------------- fewshot-tasks
+def task_scores(
+    model: FewShotLatencyRegressor,
+    frame: pl.DataFrame,
+    space: str,
+    target: str,
+    *,
+    seeds: Sequence[int],
+    n_measurements: int = 20,
+    use_references: bool = True,
+) -> dict[str, float]:
+    """Support: HELP refs the target has + random archs up to ``n_measurements``; test: every
+    other architecture measured on the target (missing values are not test points)."""
+    from hwsurrogate.datasets.archspaces import HELP_REFERENCE_INDICES
+
+    d = frame.filter(pl.col("device_id") == target).sort("arch_index")
+    idx = d["arch_index"].to_numpy()
+    y = d["latency_ms"].to_numpy().astype(float)
+    F = model.features(space, d["arch_key"].to_list())
+    refs = (
+        np.flatnonzero(np.isin(idx, HELP_REFERENCE_INDICES[space])) if use_references else np.array([], int)
+    )
+    others = np.setdiff1d(np.arange(len(idx)), refs)
+    per = []
+    for seed in seeds:
+        rng = np.random.default_rng(seed)
+        sup = np.r_[refs, rng.choice(others, size=n_measurements - len(refs), replace=False)].astype(int)
+        test = np.setdiff1d(np.arange(len(idx)), sup)
+        head = model.adapt_rows(space, F[sup], np.log(y[sup]))
+        per.append(score_predictions(y[test], np.exp(predict_head(head, F[test]))))
+    out = {k: float(np.mean([p[k] for p in per])) for k in per[0]}
+    out["n_test"] = float(len(idx) - n_measurements)
+    return out
+
+
+@click.command("fewshot-tasks")
+@click.option("--json", "json_path", default=None, help="Also write the results to this JSON file.")
+@click.option(
+    "--tasks", default="N1,N2,N3,N4,NA,F1,F2,F3,F4,FA", show_default=True, help="NASFLAT task names."
+)
+@click.option("--seeds", default=3, show_default=True, help="Random support draws per device.")
+@click.option(
+    "--splits",
+    "splits_path",
+    default=None,
+    help="splits.json (default: $HWSURROGATE_DATA_DIR/latency/splits.json).",
+)
+@click.option("--store", "store_root", default=None, help="Store root (default: $HWSURROGATE_STORE).")
+def bench_fewshot_tasks(json_path: str | None, tasks: str, seeds: int, splits_path: str | None, store_root: str | None) -> None:  # fmt: skip
+    """NASFLAT/MultiPredict task suite: meta-train on each task's train devices, adapt to its
+    test devices with 20 measurements (10 HELP reference archs + 10 random), Spearman over
+    every other architecture measured on the device (NB201 tasks mix HELP and LatBench devices,
+    joined on the arch key; LatBench's unmeasured archs are neither support nor test)."""
+    t0 = time.perf_counter()
+    splits = read_splits(splits_path)
+    rows: list[dict[str, Any]] = []
+    info: dict[str, Any] = {"seeds": list(range(seeds))}
+    for task in _csv(tasks) or []:
+        space = "nb201" if task.startswith("N") else "fbnet"
+        split = splits.get(f"{space}-{task}")
+        if split is None:
+            raise click.BadParameter(f"unknown task {task!r}", param_hint="--tasks")
+        frame = _read(store_root, space, [*split.train, *split.test])
+        t1 = time.perf_counter()
+        model = FewShotLatencyRegressor().fit(frame, devices={space: list(split.train)}, spaces=[space])
+        fit_s = time.perf_counter() - t1
+        per = {t: task_scores(model, frame, space, t, seeds=range(seeds)) for t in split.test}
+        mean = {k: float(np.mean([p[k] for p in per.values()])) for k in ("spearman", "mape", "within_10pct")}
+        rows.append(_row("spearman_mean", f"{task} ({space}), 20 measurements", mean["spearman"], NASFLAT_TASKS.get(task),
+                         NASFLAT_TASKS.get(task), help=HELP_TASKS.get(task), ridge_floor=FLOOR_TASKS.get(task),
+                         mape_pct=round(mean["mape"], 2), within_10pct=round(mean["within_10pct"], 3),
+                         meta_train_s=round(fit_s, 1)))  # fmt: skip
+        info[task] = {"train": list(split.train), "per_device": per}
+    wall = time.perf_counter() - t0
+    _print_table(f"few-shot latency, NASFLAT task suite ({seeds} support draws per device)", rows, wall)
+    _save(json_path, "fewshot-tasks", rows, wall, {"info": info})
+
+
+# --------------------------------------------------------------------------- fewshot-live
+@click.command("fewshot-live")
+@click.option("--json", "json_path", default=None, help="Also write the results to this JSON file.")
+@click.option(
+    "--n-support", default=10, show_default=True, help="Random support archs besides the 10 references."
+)
+@click.option(
+    "--n-test", default=200, show_default=True, help="Other NB201 archs measured here to score against."
+)
+@click.option("--repeats", default=20, show_default=True, help="Timed repeats per architecture.")
+@click.option("--batch", default=1, show_default=True, help="Batch size of the measured forward pass.")
+@click.option("--threads", default=1, show_default=True, help="CPU threads of the measured forward pass.")
+@click.option(
+    "--timer",
+    type=click.Choice(["thread_cpu", "wall"]),
+    default="thread_cpu",
+    show_default=True,
+    help="thread_cpu counts only this thread's CPU time (robust on a shared machine; needs --threads 1).",
+)
+@click.option(
+    "--rounds", default=3, show_default=True, help="Passes over the arch list the repeats are split into."
+)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--store", "store_root", default=None, help="Store root (default: $HWSURROGATE_STORE).")
+def bench_fewshot_live(json_path: str | None, n_support: int, n_test: int, repeats: int, batch: int, threads: int,
+                       timer: str, rounds: int, seed: int, store_root: str | None) -> None:  # fmt: skip
+    """This machine as the unseen device: measure refs + support archs, adapt, score on others."""
+    from hwsurrogate.datasets.archspaces import HELP_REFERENCE_INDICES
+    from hwsurrogate.datasets.collectors.dnn_latency import collect_latency
+
+    t0 = time.perf_counter()
+    from hwsurrogate.datasets.store import DatasetStore
+
+    store = DatasetStore(store_root)
+    sources = sorted(
+        store.scan("latency", space="nb201")
+        .select(pl.col("device_id").unique())
+        .collect()["device_id"]
+        .to_list()
+    )
+    sources = [s for s in sources if s.startswith(("help/", "latbench/"))]
+    frame = _read(store_root, "nb201", sources)
+    model = FewShotLatencyRegressor().fit(frame, devices={"nb201": sources}, spaces=["nb201"])
+    fit_s = time.perf_counter() - t0
+    keys = frame.filter(pl.col("device_id") == "help/1080ti_1").sort("arch_index")["arch_key"].to_list()
+    rng = np.random.default_rng(seed)
+    refs = list(HELP_REFERENCE_INDICES["nb201"])
+    rest = np.setdiff1d(np.arange(len(keys)), refs)
+    picked = rng.choice(rest, size=n_support + n_test, replace=False)
+    sup_idx = refs + picked[:n_support].tolist()
+    test_idx = picked[n_support:].tolist()
+    all_keys = [keys[i] for i in sup_idx + test_idx]
+    t1 = time.perf_counter()
+    measured = collect_latency(
+        "nb201",
+        all_keys,
+        device="cpu",
+        batch=batch,
+        repeats=repeats,
+        threads=threads,
+        timer=timer,  # type: ignore[arg-type]
+        rounds=rounds,
+    )
+    measure_s = time.perf_counter() - t1
+    lat = dict(zip(measured["arch_key"].to_list(), measured["latency_ms"].to_list(), strict=True))
+    sup_keys = [keys[i] for i in sup_idx]
+    test_keys = [keys[i] for i in test_idx]
+    t2 = time.perf_counter()
+    head = model.adapt("nb201", sup_keys, np.array([lat[k] for k in sup_keys]))
+    pred = model.predict(head, test_keys)
+    adapt_s = time.perf_counter() - t2
+    s = score_predictions(np.array([lat[k] for k in test_keys]), pred)
+    n = len(sup_keys)
+    rows = [
+        _row("spearman", f"this CPU, nb201, {n} measurements", s["spearman"], None, 0.95, n_measurements=n, n_test=n_test),
+        _row("mape_pct", f"this CPU, nb201, {n} measurements", s["mape"], None, 10.0, higher_is_better=False, n_measurements=n),
+        _row("within_10pct", f"this CPU, nb201, {n} measurements", s["within_10pct"], None, None, n_measurements=n),
+    ]  # fmt: skip
+    wall = time.perf_counter() - t0
+    _print_table(f"few-shot latency on this machine (meta-train {fit_s:.0f} s, measure {measure_s:.0f} s, adapt {adapt_s * 1000:.0f} ms)", rows, wall)  # fmt: skip
+    _save(json_path, "fewshot-live", rows, wall,
+          {"info": {"sources": len(sources), "measure_s": measure_s, "adapt_s": adapt_s, "batch": batch, "repeats": repeats,
+                    "threads": threads, "timer": timer, "rounds": rounds,
+                    "note": "shared, noisy 2-core machine; latencies are medians of the repeats"}})  # fmt: skip

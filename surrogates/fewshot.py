@@ -1,0 +1,1087 @@
+"""Few-shot latency prediction on an unseen device: meta-trained prior + closed-form adaptation.
+
+The problem: a new phone/board/GPU, a handful of measured architectures (HELP's 10 reference
+architectures plus a few more), and a latency prediction for every architecture of a NAS space.
+
+**Model** (a hierarchical Bayesian linear model; one per NAS space). An architecture ``a`` is
+described by a feature vector ``f(a) = [z(a), x(a)]``:
+
+- ``z(a)``: its standardized log-latencies on the *source* devices (every architecture of a
+  space's table was measured on every source device; NASFLAT/MultiPredict-style). For an
+  architecture outside the table (a user model), ``z`` comes from a ridge encoder
+  ``x -> z`` fitted on the table.
+- ``x(a)``: the standardized architecture vector of :func:`~.graphs.arch_vectors` (op one-hots,
+  op counts, live-path features, MAC proxies).
+
+A device's log-latency is ``log y(a) = mu + s * f(a) . w``. Meta-training learns, from the source
+devices, the prior ``w ~ N(m, S + tau I)``: each source device's ``w_d`` is fitted on its full
+table with its own column of ``z`` masked, ``m``/``S`` are their mean/covariance, and ``tau``
+and the noise variance are chosen by leave-one-source-device-out few-shot validation.
+Adapting to a new device is the closed-form posterior mean given its k measurements
+(a ridge solve of size ``p``: milliseconds). With ``prior="mixture"`` the prior is a mixture of
+Gaussians centred on the individual source devices, weighted by how well each explains the
+support set (the posterior starts from the most similar known devices).
+
+Honesty rules used by the benchmarks: a target device's latencies are only read at the support
+architectures; the 10 reference architectures count as measurements.
+
+The adaptation path imports numpy and polars only (no torch, no MLflow) so that ``hws adapt``
+finishes in well under 2 s; features of the table architectures are stored in the model file.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import polars as pl
+from hwsurrogate.datasets import archspaces
+
+from hwsurrogate.errors import HwSurrogateError, TrainingDataError, UnknownDeviceError
+
+MODEL_NAME = "hws-fewshot-latency"
+#: predictions stay within this factor of the measured support range (guards wild extrapolation
+#: to architectures far outside the support, e.g. disconnected NB201 cells)
+EXTRAPOLATION_FACTOR = 4.0
+FEWSHOT_SPACES: tuple[str, ...] = ("nb201", "fbnet", "ofa")
+PriorKind = Literal["gaussian", "mixture"]
+
+
+class FewShotError(HwSurrogateError, ValueError):
+    """Bad measurements or device name for few-shot adaptation (names the field)."""
+
+
+class NotMetaTrainedError(HwSurrogateError, LookupError):
+    """No meta-trained few-shot model is available (run ``hws train fewshot``)."""
+
+
+# --------------------------------------------------------------------------- configuration
+@dataclass(frozen=True)
+class FewShotConfig:
+    """Hyperparameters of :class:`FewShotLatencyRegressor` (saved with the model)."""
+
+    use_device_latencies: bool = True  # z(a): source-device log-latencies as arch features
+    use_arch_features: bool = True  # x(a): graphs.arch_vectors as arch features
+    prior: PriorKind = "mixture"  # gaussian prior, or mixture centred on source devices
+    prior_ridge: float = 1.0  # ridge of each source device's full-table fit (prior estimation)
+    tau_grid: tuple[float, ...] = (0.0003, 0.001, 0.003, 0.01, 0.03)  # isotropic prior variance added to S
+    noise_grid: tuple[float, ...] = (0.05, 0.1, 0.2, 0.4)  # noise variance (standardized log units)
+    encoder_ridge: float = 1.0  # ridge of the x -> z encoder for archs outside the table
+    meta_k: int = 20  # support size of the meta-validation episodes
+    meta_draws: int = 3  # support draws per pseudo-target device
+    meta_query: int = 1000  # query archs per meta-validation episode
+    # pairwise products of the first k principal components of [z, x], per space; k chosen on
+    # HELP's meta-valid devices (NB201: 4 helps, FBNet: none does)
+    interaction_pcs: tuple[tuple[str, int], ...] = (("nb201", 4),)
+    # at adaptation, tau is picked by marginal likelihood among meta-tau x these factors and the
+    # noise among evidence_noises (empty factors: use the meta-selected tau/noise as they are)
+    evidence_tau_factors: tuple[float, ...] = (1.0, 3.0, 10.0, 30.0, 100.0)
+    evidence_noises: tuple[float, ...] = (0.02, 0.05, 0.1, 0.2, 0.4)
+    flat_component: bool = True  # Bayesian model averaging with a prior-free ridge on x
+    compact_component: bool = True  # ... and with a ridge on the compact (count/MAC) arch features
+    flat_taus: tuple[float, ...] = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+    min_measurements: int = 5  # fewest measurements per space accepted by adapt
+    random_state: int = 0
+
+
+# --------------------------------------------------------------------------- linear algebra
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(a, b).statistic)
+
+
+def _ridge_masked(gram: np.ndarray, rhs: np.ndarray, keep: np.ndarray, lam: float) -> np.ndarray:
+    """Ridge weights using only feature indices ``keep`` (others 0), from a precomputed Gram."""
+    w = np.zeros(gram.shape[0])
+    g = gram[np.ix_(keep, keep)]
+    w[keep] = np.linalg.solve(g + lam * np.eye(len(keep)), rhs[keep])
+    return w
+
+
+@dataclass
+class DeviceHead:
+    """A device's adapted weights in one space: ``log y = y_mean + y_std * (f - f_mean) . w``."""
+
+    space: str
+    weights: np.ndarray
+    f_mean: np.ndarray
+    y_mean: float
+    y_std: float
+    n_measurements: int
+    evidence: float = float("nan")  # log marginal likelihood of the support (standardized units)
+    log_range: tuple[float, float] = (-np.inf, np.inf)  # predictions are clipped to this log range
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "space": self.space,
+            "weights": [float(v) for v in self.weights],
+            "f_mean": [float(v) for v in self.f_mean],
+            "y_mean": self.y_mean,
+            "y_std": self.y_std,
+            "n_measurements": self.n_measurements,
+            "evidence": self.evidence,
+            "log_range": [float(v) for v in self.log_range],
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> DeviceHead:
+        return cls(
+            space=str(d["space"]),
+            weights=np.asarray(d["weights"], dtype=float),
+            f_mean=np.asarray(d["f_mean"], dtype=float),
+            y_mean=float(d["y_mean"]),
+            y_std=float(d["y_std"]),
+            n_measurements=int(d["n_measurements"]),
+            evidence=float(d.get("evidence", float("nan"))),
+            log_range=tuple(float(v) for v in d.get("log_range", (-np.inf, np.inf))),  # type: ignore[arg-type]
+        )
+
+
+def posterior_head(
+    F: np.ndarray,
+    log_y: np.ndarray,
+    prior_means: np.ndarray,
+    prior_cov: np.ndarray,
+    *,
+    tau: float | Sequence[float],
+    noise: float | Sequence[float],
+    space: str = "",
+    iso: np.ndarray | None = None,
+) -> DeviceHead:
+    """Closed-form posterior mean of ``w`` for support features ``F`` (n, p) and ``log_y`` (n,).
+
+    ``prior_means`` is (c, p): one Gaussian prior (c = 1) or a mixture of c equally likely
+    components sharing the covariance ``prior_cov + tau I``; for a mixture the posterior mean is
+    the responsibility-weighted mean of the component posteriors. When ``tau``/``noise`` are
+    sequences, the pair with the highest marginal likelihood of the support set is used
+    (type-II maximum likelihood: a device unlike the sources loosens the prior by itself).
+    ``iso`` (p,) scales the ``tau`` term per feature (0 keeps a weight at its prior mean).
+    The log marginal likelihood is returned in ``head.evidence``.
+    """
+    n, p = F.shape
+    y_mean = float(log_y.mean())
+    y_std = float(log_y.std())
+    if not np.isfinite(y_std) or y_std < 1e-6:
+        y_std = 1.0  # all support latencies equal: keep the scale, fit only the offset
+    yn = (log_y - y_mean) / y_std
+    f_mean = F.mean(axis=0)
+    Fc = F - f_mean
+    means = np.atleast_2d(prior_means)
+    resid = yn[None, :] - means @ Fc.T  # (c, n)
+    # Woodbury form in the n-dimensional space: n << p in the few-shot regime.
+    d = np.ones(p) if iso is None else np.asarray(iso, dtype=float)
+    G = Fc @ prior_cov @ Fc.T
+    FF = (Fc * d) @ Fc.T
+    best: tuple[float, float, float, np.ndarray, np.ndarray] | None = None
+    for t in np.atleast_1d(tau):
+        for s2 in np.atleast_1d(noise):
+            K = G + t * FF + s2 * np.eye(n)  # marginal covariance of yn
+            alpha = np.linalg.solve(K, resid.T).T  # (c, n)
+            loglik = -0.5 * np.einsum("cn,cn->c", resid, alpha)
+            top = loglik.max()
+            evidence = top + np.log(np.mean(np.exp(loglik - top))) - 0.5 * np.linalg.slogdet(K)[1]
+            if best is None or evidence > best[0]:
+                best = (float(evidence), float(t), float(s2), alpha, loglik)
+    assert best is not None
+    evidence, t, _, alpha, loglik = best
+    posts = means + (alpha @ Fc) @ prior_cov + t * (alpha @ Fc) * d  # m + S F^T K^-1 (y - F m)
+    if means.shape[0] == 1:
+        w = posts[0]
+    else:
+        r = np.exp(loglik - loglik.max())
+        r /= r.sum()
+        w = r @ posts
+    margin = np.log(EXTRAPOLATION_FACTOR)
+    log_range = (float(log_y.min() - margin), float(log_y.max() + margin))
+    return DeviceHead(space, w, f_mean, y_mean, y_std, n, evidence=evidence, log_range=log_range)
+
+
+def predict_head(head: DeviceHead, F: np.ndarray) -> np.ndarray:
+    """log-latency predictions of ``head`` for feature rows ``F`` (clipped to ``head.log_range``)."""
+    raw = head.y_mean + head.y_std * ((F - head.f_mean) @ head.weights)
+    return np.clip(raw, *head.log_range)
+
+
+# --------------------------------------------------------------------------- per-space model
+@dataclass
+class SpaceModel:
+    """Meta-trained prior and feature tables of one NAS space."""
+
+    space: str
+    arch_keys: np.ndarray  # (n_archs,) canonical keys of the table
+    source_devices: list[str]
+    features: np.ndarray  # (n_archs, p) float32 design rows of the table archs
+    x_mean: np.ndarray  # arch-vector standardization (all raw columns)
+    x_std: np.ndarray
+    x_keep: np.ndarray  # bool mask of non-constant arch-vector columns
+    z_mean: np.ndarray  # source log-latency standardization
+    z_std: np.ndarray
+    encoder: np.ndarray  # (n_x + 1, n_src): x -> z ridge encoder (last row = bias)
+    prior_mean: np.ndarray  # (p,)
+    prior_components: np.ndarray  # (n_src, p): per-device weights (mixture prior)
+    prior_cov: np.ndarray  # (p, p)
+    tau: float
+    noise: float
+    compact: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (p,) 1 = compact x column
+    pcs: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # (p_base, k) interaction PCs
+    pc_mean: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    meta_scores: dict[str, float] = field(default_factory=dict)
+    _index: dict[str, int] | None = field(default=None, repr=False)
+
+    @property
+    def n_features(self) -> int:
+        return int(self.features.shape[1])
+
+    def index(self) -> dict[str, int]:
+        if self._index is None:
+            self._index = {k: i for i, k in enumerate(self.arch_keys.tolist())}
+        return self._index
+
+    def rows(self, arch_keys: Sequence[str]) -> np.ndarray:
+        """Table row of each key, -1 when the key is not in the table."""
+        idx = self.index()
+        return np.fromiter((idx.get(k, -1) for k in arch_keys), dtype=np.int64, count=len(arch_keys))
+
+    def design(self, arch_keys: Sequence[str], *, use_z: bool, use_x: bool) -> np.ndarray:
+        """Feature rows for any canonical keys of the space (table lookup, else the encoder)."""
+        rows = self.rows(arch_keys)
+        out = np.empty((len(arch_keys), self.n_features), dtype=np.float64)
+        known = rows >= 0
+        out[known] = self.features[rows[known]]
+        if (~known).any():
+            from .graphs import arch_vectors  # torch import: only for archs outside the table
+
+            missing = [k for k, ok in zip(arch_keys, known, strict=True) if not ok]
+            x = (arch_vectors(self.space, missing).astype(np.float64) - self.x_mean) / self.x_std
+            x = x[:, self.x_keep]
+            z = np.c_[x, np.ones(len(x))] @ self.encoder
+            parts = ([z] if use_z else []) + ([x] if use_x else [])
+            out[~known] = _with_interactions(np.concatenate(parts, axis=1), self.pcs, self.pc_mean)
+        return out
+
+
+def _standardize(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    mean = np.nanmean(a, axis=0)
+    std = np.nanstd(a, axis=0)
+    std = np.where(std > 1e-9, std, 1.0)
+    return (a - mean) / std, mean, std
+
+
+def _interaction_basis(F: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """First ``k`` principal directions of ``F`` (for pairwise interaction features)."""
+    if k <= 0:
+        return np.zeros((F.shape[1], 0)), np.zeros(F.shape[1])
+    mean = F.mean(axis=0)
+    _, sv, vt = np.linalg.svd(F - mean, full_matrices=False)
+    scale = np.maximum(sv[:k] / np.sqrt(len(F)), 1e-9)  # unit-variance scores
+    return vt[:k].T / scale, mean
+
+
+def _with_interactions(F: np.ndarray, pcs: np.ndarray, pc_mean: np.ndarray) -> np.ndarray:
+    """Append the standardized pairwise products (incl. squares) of the PC scores of ``F``."""
+    k = pcs.shape[1] if pcs.ndim == 2 else 0
+    if k == 0:
+        return F
+    s = (F - pc_mean) @ pcs
+    iu = np.triu_indices(k)
+    prod = s[:, iu[0]] * s[:, iu[1]]
+    return np.concatenate([F, prod / np.sqrt(k)], axis=1)
+
+
+def latency_matrix(frame: pl.DataFrame, space: str, devices: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(arch_keys, log-latency matrix (n_archs, n_devices), NaN where not measured) of ``space``."""
+    sub = frame.filter((pl.col("space") == space) & pl.col("device_id").is_in(list(devices)))
+    sub = sub.group_by("arch_key", "device_id").agg(pl.col("latency_ms").median())
+    wide = sub.pivot(on="device_id", index="arch_key", values="latency_ms").sort("arch_key")
+    for d in devices:
+        if d not in wide.columns:
+            raise TrainingDataError(f"device {d!r} has no {space} rows in the training frame")
+    keys = wide["arch_key"].to_numpy().astype(str)
+    mat = np.log(wide.select(list(devices)).to_numpy().astype(np.float64))
+    return keys, mat
+
+
+class FewShotLatencyRegressor:
+    """Device-adaptive latency predictor (see the module docstring).
+
+    ``fit(frame)`` meta-trains on the ``latency`` rows of the source devices (all devices of
+    the frame unless ``devices`` is given); ``adapt(space, arch_keys, latency_ms)`` returns a
+    :class:`DeviceHead` for a new device in closed form; ``predict(head, arch_keys)`` gives ms.
+    """
+
+    def __init__(self, config: FewShotConfig | None = None) -> None:
+        self.config = config or FewShotConfig()
+
+    # ------------------------------------------------------------------ meta-training
+    def fit(
+        self,
+        frame: pl.DataFrame,
+        *,
+        devices: dict[str, Sequence[str]] | Sequence[str] | None = None,
+        spaces: Sequence[str] | None = None,
+        progress: Any = None,
+    ) -> FewShotLatencyRegressor:
+        cfg = self.config
+        if not (cfg.use_device_latencies or cfg.use_arch_features):
+            raise ValueError("FewShotConfig needs use_device_latencies or use_arch_features")
+        for col in ("device_id", "space", "arch_key", "latency_ms"):
+            if col not in frame.columns:
+                raise TrainingDataError(f"few-shot training frame misses column {col!r}")
+        present = frame["space"].unique().to_list()
+        spaces = [s for s in (spaces or FEWSHOT_SPACES) if s in present]
+        if not spaces:
+            raise TrainingDataError(f"no rows of spaces {list(FEWSHOT_SPACES)} in the training frame")
+        self.spaces_: dict[str, SpaceModel] = {}
+        for space in spaces:
+            if devices is None:
+                devs = sorted(frame.filter(pl.col("space") == space)["device_id"].unique().to_list())
+            elif isinstance(devices, dict):
+                devs = list(devices.get(space, []))
+            else:
+                devs = list(devices)
+            devs = [d for d in devs if d in set(frame.filter(pl.col("space") == space)["device_id"].unique())]
+            if len(devs) < 2:
+                if isinstance(devices, dict) and space not in devices:
+                    continue
+                raise TrainingDataError(f"{space}: need at least 2 source devices, got {devs}")
+            self.spaces_[space] = self._fit_space(frame, space, devs)
+            if progress is not None:
+                progress()
+        if not self.spaces_:
+            raise TrainingDataError("no space had at least 2 source devices")
+        return self
+
+    def _fit_space(self, frame: pl.DataFrame, space: str, devs: list[str]) -> SpaceModel:
+        from .graphs import arch_vectors
+
+        cfg = self.config
+        keys, logl = latency_matrix(frame, space, devs)
+        z, z_mean, z_std = _standardize(logl)
+        observed = np.isfinite(z)
+        xr = arch_vectors(space, keys.tolist()).astype(np.float64)
+        x, x_mean, x_std = _standardize(xr)
+        x_keep = xr.std(axis=0) > 1e-9
+        x = x[:, x_keep]
+        # x -> z ridge encoder, fitted per device on its observed rows
+        xa = np.c_[x, np.ones(len(x))]
+        encoder = np.zeros((xa.shape[1], len(devs)))
+        reg = cfg.encoder_ridge * np.eye(xa.shape[1])
+        reg[-1, -1] = 0.0
+        for j in range(len(devs)):
+            o = observed[:, j]
+            encoder[:, j] = np.linalg.solve(xa[o].T @ xa[o] + reg, xa[o].T @ z[o, j])
+        z_filled = np.where(observed, z, xa @ encoder)
+        n_src = len(devs) if cfg.use_device_latencies else 0
+        parts = ([z_filled] if cfg.use_device_latencies else []) + ([x] if cfg.use_arch_features else [])
+        F = np.concatenate(parts, axis=1)
+        pcs, pc_mean = _interaction_basis(F, dict(cfg.interaction_pcs).get(space, 0))
+        F = _with_interactions(F, pcs, pc_mean)
+        compact = np.zeros(F.shape[1])
+        if cfg.use_arch_features:
+            from .graphs import vector_feature_names
+
+            names = np.asarray(vector_feature_names(space))[x_keep]
+            is_compact = np.array([re.match(r"^[a-z]\d+_", n) is None for n in names], dtype=float)
+            compact[n_src : n_src + len(names)] = is_compact
+        Fc = F - F.mean(axis=0)
+        gram = Fc.T @ Fc
+        p = F.shape[1]
+        # targets: standardized log latency of each source device (imputed where missing)
+        Y = z_filled - z_filled.mean(axis=0)
+        rhs_all = Fc.T @ Y  # (p, n_src)
+        lam = cfg.prior_ridge
+
+        def device_weights(j: int, masked: Sequence[int]) -> np.ndarray:
+            keep = np.ones(p, dtype=bool)
+            keep[[m for m in masked if m < n_src]] = False
+            return _ridge_masked(gram, rhs_all[:, j], np.flatnonzero(keep), lam)
+
+        W = np.stack([device_weights(j, [j]) for j in range(len(devs))])
+        meta_scores, tau, noise = self._meta_select(F, z, observed, devs, n_src, device_weights)
+        return SpaceModel(
+            space=space,
+            arch_keys=keys,
+            source_devices=devs,
+            features=F.astype(np.float32),
+            x_mean=x_mean,
+            x_std=x_std,
+            x_keep=x_keep,
+            z_mean=z_mean,
+            z_std=z_std,
+            encoder=encoder,
+            prior_mean=W.mean(axis=0),
+            prior_components=W,
+            prior_cov=np.cov(W.T) if len(devs) > 1 else np.zeros((p, p)),
+            tau=tau,
+            noise=noise,
+            compact=compact,
+            pcs=pcs,
+            pc_mean=pc_mean,
+            meta_scores=meta_scores,
+        )
+
+    def _meta_select(
+        self,
+        F: np.ndarray,
+        z: np.ndarray,
+        observed: np.ndarray,
+        devs: list[str],
+        n_src: int,
+        device_weights: Any,
+    ) -> tuple[dict[str, float], float, float]:
+        """Leave-one-source-device-out few-shot episodes pick ``tau`` and ``noise``."""
+        cfg = self.config
+        rng = np.random.default_rng(cfg.random_state)
+        grid = [(t, s) for t in cfg.tau_grid for s in cfg.noise_grid]
+        scores = np.zeros((len(grid), len(devs)))
+        p = F.shape[1]
+        for j in range(len(devs)):
+            others = [i for i in range(len(devs)) if i != j]
+            Wj = np.stack([device_weights(i, [i, j]) for i in others])
+            keep = np.ones(p, dtype=bool)
+            if j < n_src:
+                keep[j] = False
+            Fj = F[:, keep]
+            Wk = Wj[:, keep]
+            mean = Wk.mean(axis=0, keepdims=True)
+            cov = np.cov(Wk.T) if len(others) > 1 else np.zeros((keep.sum(), keep.sum()))
+            prior_means = Wk if cfg.prior == "mixture" else mean
+            obs = np.flatnonzero(observed[:, j])
+            y = z[:, j]
+            for _ in range(cfg.meta_draws):
+                sup = rng.choice(obs, size=min(cfg.meta_k, len(obs) // 2), replace=False)
+                rest = np.setdiff1d(obs, sup)
+                qry = rng.choice(rest, size=min(cfg.meta_query, len(rest)), replace=False)
+                for g, (tau, noise) in enumerate(grid):
+                    head = posterior_head(Fj[sup], y[sup], prior_means, cov, tau=tau, noise=noise)
+                    scores[g, j] += _spearman(predict_head(head, Fj[qry]), y[qry]) / cfg.meta_draws
+        best = int(np.argmax(scores.mean(axis=1)))
+        tau, noise = grid[best]
+        out = {f"loo_spearman_{d}": float(scores[best, j]) for j, d in enumerate(devs)}
+        out["loo_spearman_mean"] = float(scores[best].mean())
+        return out, float(tau), float(noise)
+
+    # ------------------------------------------------------------------ adaptation / prediction
+    def _space(self, space: str) -> SpaceModel:
+        if not hasattr(self, "spaces_"):
+            raise NotMetaTrainedError("FewShotLatencyRegressor is not meta-trained; call fit() first")
+        if space not in self.spaces_:
+            raise FewShotError(
+                f"space {space!r} is not covered by this few-shot model; it covers {sorted(self.spaces_)}"
+            )
+        return self.spaces_[space]
+
+    def features(self, space: str, arch_keys: Sequence[str]) -> np.ndarray:
+        cfg = self.config
+        return self._space(space).design(
+            arch_keys, use_z=cfg.use_device_latencies, use_x=cfg.use_arch_features
+        )
+
+    def adapt_rows(self, space: str, F: np.ndarray, log_y: np.ndarray) -> DeviceHead:
+        """Adapt from design rows ``F`` and log-latencies (the benchmarks' fast path).
+
+        With ``flat_component`` the source-prior posterior is averaged with a ridge on the
+        architecture features alone (no source prior), weighted by their marginal likelihoods
+        (Bayesian model averaging): sources unlike the device lose weight automatically.
+        """
+        sm = self._space(space)
+        cfg = self.config
+        means = sm.prior_components if cfg.prior == "mixture" else sm.prior_mean[None, :]
+        taus: list[float] = [sm.tau * f for f in cfg.evidence_tau_factors] or [sm.tau]
+        noises: list[float] = list(cfg.evidence_noises) or [sm.noise]
+        if not cfg.evidence_tau_factors:
+            noises = [sm.noise]
+        head = posterior_head(F, log_y, means, sm.prior_cov, tau=taus, noise=noises, space=space)
+        n_z = len(sm.source_devices) if cfg.use_device_latencies else 0
+        if not (cfg.flat_component and cfg.use_arch_features):
+            return head
+        p = F.shape[1]
+        iso = np.ones(p)
+        iso[:n_z] = 0.0  # the flat models ignore the source-device latencies
+        isos = [iso]
+        if cfg.compact_component and sm.compact.shape == (p,) and sm.compact.any():
+            isos.append(sm.compact)  # counts/MACs/paths only: few weights, sample-efficient
+        heads = [head] + [
+            posterior_head(
+                F,
+                log_y,
+                np.zeros((1, p)),
+                np.zeros((p, p)),
+                tau=cfg.flat_taus,
+                noise=noises,
+                iso=d,
+                space=space,
+            )
+            for d in isos
+        ]
+        ev = np.array([h.evidence for h in heads])
+        a = np.exp(ev - ev.max())
+        a /= a.sum()
+        head.weights = sum(ai * h.weights for ai, h in zip(a, heads, strict=True))
+        head.evidence = float(ev.max() + np.log(np.mean(np.exp(ev - ev.max()))))
+        return head
+
+    def adapt(self, space: str, arch_keys: Sequence[str], latency_ms: np.ndarray) -> DeviceHead:
+        y = np.asarray(latency_ms, dtype=float)
+        return self.adapt_rows(space, self.features(space, arch_keys), np.log(y))
+
+    def predict(self, head: DeviceHead, arch_keys: Sequence[str]) -> np.ndarray:
+        """Latency in ms of ``arch_keys`` on the adapted device ``head``."""
+        return np.exp(predict_head(head, self.features(head.space, arch_keys)))
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the model to one ``.npz`` file atomically (temp file + ``os.replace``)."""
+        if not hasattr(self, "spaces_"):
+            raise NotMetaTrainedError("cannot save a few-shot model that is not meta-trained")
+        arrays: dict[str, np.ndarray] = {}
+        meta: dict[str, Any] = {"config": asdict(self.config), "spaces": {}}
+        for space, sm in self.spaces_.items():
+            for name in (
+                "arch_keys", "features", "x_mean", "x_std", "x_keep", "z_mean", "z_std",
+                "encoder", "prior_mean", "prior_components", "prior_cov", "pcs", "pc_mean", "compact",
+            ):  # fmt: skip
+                arrays[f"{space}/{name}"] = np.asarray(getattr(sm, name))
+            meta["spaces"][space] = {
+                "source_devices": sm.source_devices,
+                "tau": sm.tau,
+                "noise": sm.noise,
+                "meta_scores": sm.meta_scores,
+            }
+        arrays["meta.json"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        _atomic_write_bytes(Path(path), buf.getvalue())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> FewShotLatencyRegressor:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(bytes(z["meta.json"]).decode())
+            cfg = meta["config"]
+            cfg = FewShotConfig(**{k: _tuples(v) if isinstance(v, list) else v for k, v in cfg.items()})
+            model = cls(cfg)
+            model.spaces_ = {}
+            for space, info in meta["spaces"].items():
+                arr = {k.split("/", 1)[1]: z[k] for k in z.files if k.startswith(space + "/")}
+                model.spaces_[space] = SpaceModel(
+                    space=space,
+                    arch_keys=arr["arch_keys"].astype(str),
+                    source_devices=list(info["source_devices"]),
+                    features=arr["features"],
+                    x_mean=arr["x_mean"],
+                    x_std=arr["x_std"],
+                    x_keep=arr["x_keep"].astype(bool),
+                    z_mean=arr["z_mean"],
+                    z_std=arr["z_std"],
+                    encoder=arr["encoder"],
+                    prior_mean=arr["prior_mean"],
+                    prior_components=arr["prior_components"],
+                    prior_cov=arr["prior_cov"],
+                    tau=float(info["tau"]),
+                    noise=float(info["noise"]),
+                    compact=arr.get("compact", np.zeros(0)),
+                    pcs=arr.get("pcs", np.zeros((0, 0))),
+                    pc_mean=arr.get("pc_mean", np.zeros(0)),
+                    meta_scores=dict(info["meta_scores"]),
+                )
+        return model
+
+    @property
+    def source_devices(self) -> set[str]:
+        return {d for sm in self.spaces_.values() for d in sm.source_devices}
+
+
+def _tuples(v: list[Any]) -> tuple[Any, ...]:
+    return tuple(_tuples(x) if isinstance(x, list) else x for x in v)
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# --------------------------------------------------------------------------- measurements
+MEASUREMENT_COLUMNS: tuple[str, ...] = ("space", "arch_key", "latency_ms")
+_DEVICE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-/]{0,127}$")
+
+
+def check_device_name(device_id: str) -> str:
+    if not isinstance(device_id, str) or not _DEVICE_RE.match(device_id) or ".." in device_id:
+        raise FewShotError(
+            f"device {device_id!r}: use 1-128 characters from letters, digits and _ . : - / "
+            "(starting with a letter or digit, no '..')"
+        )
+    return device_id
+
+
+def check_measurements(measurements: pl.DataFrame, *, min_per_space: int) -> pl.DataFrame:
+    """Validate and canonicalize a measurements frame (space, arch_key, latency_ms).
+
+    Raises :class:`FewShotError` naming the column and the first bad row for: missing columns,
+    null/NaN/inf/non-positive latencies, unparseable arch keys, duplicated (space, arch_key)
+    and fewer than ``min_per_space`` rows in a space.
+    """
+    missing = [c for c in MEASUREMENT_COLUMNS if c not in measurements.columns]
+    if missing:
+        raise FewShotError(
+            f"measurements miss column(s) {missing}; expected columns {list(MEASUREMENT_COLUMNS)}"
+        )
+    m = measurements.select(MEASUREMENT_COLUMNS)
+    if m.height == 0:
+        raise FewShotError("measurements are empty; need at least a few measured architectures")
+    try:
+        lat = m["latency_ms"].cast(pl.Float64, strict=True)
+    except Exception:
+        raise FewShotError("column 'latency_ms' must be numeric (milliseconds)") from None
+    bad = lat.is_null() | ~lat.is_finite().fill_null(False) | (lat <= 0).fill_null(False)
+    if bad.any():
+        i = int(bad.arg_true()[0])
+        raise FewShotError(
+            f"column 'latency_ms' must be finite and > 0; {int(bad.sum())} bad row(s), "
+            f"first at row {i} with value {lat[i]!r}"
+        )
+    spaces = m["space"].cast(pl.String)
+    keys: list[str] = []
+    for i, (space, key) in enumerate(
+        zip(spaces.to_list(), m["arch_key"].cast(pl.String).to_list(), strict=True)
+    ):
+        if space not in FEWSHOT_SPACES:
+            raise FewShotError(f"column 'space' row {i}: {space!r} is not one of {list(FEWSHOT_SPACES)}")
+        try:
+            keys.append(archspaces.check_arch_key(space, key or ""))
+        except ValueError as exc:
+            raise FewShotError(f"column 'arch_key' row {i}: {exc}") from None
+    out = pl.DataFrame({"space": spaces, "arch_key": keys, "latency_ms": lat})
+    dup = out.select(pl.struct("space", "arch_key").is_duplicated()).to_series()
+    if dup.any():
+        i = int(dup.arg_true()[0])
+        raise FewShotError(
+            f"column 'arch_key': {int(dup.sum())} rows repeat an architecture, e.g. row {i} "
+            f"({out['space'][i]}, {out['arch_key'][i]!r}); give one latency per architecture"
+        )
+    counts = out.group_by("space").len()
+    few = counts.filter(pl.col("len") < min_per_space)
+    if few.height:
+        raise FewShotError(
+            f"too few measurements: {dict(zip(few['space'].to_list(), few['len'].to_list(), strict=True))} "
+            f"per space; need at least {min_per_space} per space (10 HELP reference architectures "
+            "plus 10 more is the recommended set)"
+        )
+    return out
+
+
+def read_measurements(path: str | os.PathLike[str]) -> pl.DataFrame:
+    """Read a CSV or parquet measurements file (columns space, arch_key, latency_ms)."""
+    p = Path(path)
+    if not p.is_file():
+        raise FewShotError(f"measurements file {str(p)!r} does not exist")
+    try:
+        if p.suffix.lower() in {".parquet", ".pq"}:
+            return pl.read_parquet(p)
+        return pl.read_csv(p, infer_schema_length=10000)
+    except Exception as exc:  # polars raises several types for malformed files
+        raise FewShotError(f"measurements file {str(p)!r} could not be read: {exc}") from None
+
+
+# --------------------------------------------------------------------------- adapted devices
+@dataclass
+class AdaptedDevice:
+    """A device adapted from a handful of measurements, with the model version it came from."""
+
+    device_id: str
+    model_name: str
+    model_version: str
+    created_at: str
+    heads: dict[str, DeviceHead]
+    measurements: list[dict[str, Any]]
+    support_mape: dict[str, float]
+
+    @property
+    def spaces(self) -> list[str]:
+        return sorted(self.heads)
+
+    @property
+    def n_measurements(self) -> int:
+        return len(self.measurements)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "device_id": self.device_id,
+            "model_name": self.model_name,
+            "model_version": self.model_version,
+            "created_at": self.created_at,
+            "n_measurements": self.n_measurements,
+            "support_mape": self.support_mape,
+            "heads": {s: h.to_json() for s, h in self.heads.items()},
+            "measurements": self.measurements,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> AdaptedDevice:
+        return cls(
+            device_id=str(d["device_id"]),
+            model_name=str(d["model_name"]),
+            model_version=str(d["model_version"]),
+            created_at=str(d["created_at"]),
+            heads={s: DeviceHead.from_json(h) for s, h in d["heads"].items()},
+            measurements=list(d["measurements"]),
+            support_mape={k: float(v) for k, v in d.get("support_mape", {}).items()},
+        )
+
+
+def _safe_name(device_id: str) -> str:
+    return device_id.replace("/", "__").replace(":", "_")
+
+
+class AdaptedDeviceRegistry:
+    """Adapted devices under ``<root>/adapted/latency/`` and local exports of the meta-trained model.
+
+    ``root`` is the dataset store root (``HWSURROGATE_STORE`` by default). Layout::
+
+        <root>/models/fewshot-latency/<version>.npz   meta-trained model, one file per version
+        <root>/models/fewshot-latency/champion.json   {"version": ...} of the champion export
+        <root>/adapted/latency/<device>.json          one adapted device (``/`` -> ``__``)
+
+    Every file is written atomically (temp file + ``os.replace``): a failed adaptation leaves
+    the registered devices byte-identical.
+    """
+
+    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+        if root is None:
+            from hwsurrogate.settings import get_settings
+
+            root = get_settings(fresh=True).store
+        self.root = Path(root)
+        self._models: dict[str, FewShotLatencyRegressor] = {}
+
+    # ------------------------------------------------------------------ paths
+    @property
+    def model_dir(self) -> Path:
+        return self.root / "models" / "fewshot-latency"
+
+    @property
+    def device_dir(self) -> Path:
+        return self.root / "adapted" / "latency"
+
+    def device_path(self, device_id: str) -> Path:
+        return self.device_dir / f"{_safe_name(check_device_name(device_id))}.json"
+
+    # ------------------------------------------------------------------ models
+    def export_model(self, model: FewShotLatencyRegressor, version: str, *, champion: bool) -> Path:
+        """Store a registered model version locally (and point ``champion`` at it)."""
+        path = self.model_dir / f"{version}.npz"
+        model.save(path)
+        if champion:
+            self.set_champion(version)
+        self._models[str(version)] = model
+        return path
+
+    def set_champion(self, version: str) -> None:
+        """Point the local ``champion.json`` at ``version`` (its file is fetched from MLflow on first use)."""
+        _atomic_write_bytes(
+            self.model_dir / "champion.json",
+            json.dumps({"name": MODEL_NAME, "version": str(version)}).encode(),
+        )
+
+    def champion_version(self) -> str:
+        path = self.model_dir / "champion.json"
+        if not path.is_file():
+            raise NotMetaTrainedError(
+                f"no meta-trained few-shot model under {self.model_dir}; run `hws train fewshot` first"
+            )
+        return str(json.loads(path.read_text())["version"])
+
+    def load_model(self, version: str | None = None) -> tuple[FewShotLatencyRegressor, str]:
+        """The model of ``version`` (default: the champion), loaded once and cached."""
+        version = str(version) if version is not None else self.champion_version()
+        if version not in self._models:
+            path = self.model_dir / f"{version}.npz"
+            if not path.is_file():
+                self._fetch_from_mlflow(version, path)
+            self._models[version] = FewShotLatencyRegressor.load(path)
+        return self._models[version], version
+
+    def _fetch_from_mlflow(self, version: str, path: Path) -> None:
+        try:
+            import mlflow
+
+            from .tracking import configure_mlflow
+
+            configure_mlflow()
+            local = mlflow.artifacts.download_artifacts(f"models:/{MODEL_NAME}/{version}")
+            src = Path(local) / "artifacts" / "fewshot.npz"
+            _atomic_write_bytes(path, src.read_bytes())
+        except Exception as exc:
+            raise NotMetaTrainedError(
+                f"few-shot model version {version} is neither exported under {self.model_dir} "
+                f"nor downloadable from the MLflow registry ({exc})"
+            ) from None
+
+    # ------------------------------------------------------------------ devices
+    def list(self) -> list[str]:
+        """Ids of the adapted devices."""
+        if not self.device_dir.is_dir():
+            return []
+        out = []
+        for p in sorted(self.device_dir.glob("*.json")):
+            try:
+                out.append(str(json.loads(p.read_text())["device_id"]))
+            except (ValueError, KeyError):
+                continue
+        return sorted(out)
+
+    def get(self, device_id: str) -> AdaptedDevice:
+        path = self.device_path(device_id)
+        if not path.is_file():
+            raise UnknownDeviceError(device_id, self.list())
+        return AdaptedDevice.from_json(json.loads(path.read_text()))
+
+    def known_devices(self) -> set[str]:
+        """Device ids already in the store's latency/devices tables (names adapt must not reuse)."""
+        from hwsurrogate.datasets.store import DatasetStore
+
+        store = DatasetStore(self.root)
+        known: set[str] = set()
+        for kind in ("latency", "devices"):
+            if store.partitions(kind):
+                known |= set(
+                    store.scan(kind).select(pl.col("device_id").unique()).collect()["device_id"].to_list()
+                )
+        return known
+
+    def adapt(
+        self,
+        device_id: str,
+        measurements: pl.DataFrame,
+        *,
+        version: str | None = None,
+        allow_store_device: bool = False,
+    ) -> AdaptedDevice:
+        """Adapt the (champion) model to ``device_id`` and persist it; returns the adapted device.
+
+        ``measurements`` has columns space, arch_key, latency_ms. The device id must not be a
+        source device of the model, nor (unless ``allow_store_device``, used when the
+        measurements come from the store itself) a device already in the store. Re-adapting an
+        adapted device replaces it. On any error nothing on disk changes.
+        """
+        check_device_name(device_id)
+        model, version = self.load_model(version)
+        if device_id in model.source_devices:
+            raise FewShotError(
+                f"device {device_id!r} collides with a source device of few-shot model v{version}; "
+                "choose a new name"
+            )
+        if not allow_store_device and device_id in self.known_devices():
+            raise FewShotError(
+                f"device {device_id!r} collides with a device already in the store; choose a new "
+                "name, or adapt from its stored rows with measurements='store'"
+            )
+        m = check_measurements(measurements, min_per_space=model.config.min_measurements)
+        heads: dict[str, DeviceHead] = {}
+        mape: dict[str, float] = {}
+        for (space,), part in m.group_by(["space"], maintain_order=True):
+            space = str(space)
+            keys = part["arch_key"].to_list()
+            y = part["latency_ms"].to_numpy()
+            head = model.adapt(space, keys, y)
+            heads[space] = head
+            fit = model.predict(head, keys)
+            mape[space] = float(np.mean(np.abs(fit - y) / y) * 100)
+        device = AdaptedDevice(
+            device_id=device_id,
+            model_name=MODEL_NAME,
+            model_version=version,
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            heads=heads,
+            measurements=m.to_dicts(),
+            support_mape=mape,
+        )
+        _atomic_write_bytes(self.device_path(device_id), json.dumps(device.to_json(), indent=1).encode())
+        return device
+
+    def predict_latency(self, device_id: str, space: str, arch_keys: Sequence[str]) -> np.ndarray:
+        """Predicted latency (ms) of ``arch_keys`` (canonical keys of ``space``) on an adapted device."""
+        device = self.get(device_id)
+        if space not in device.heads:
+            raise FewShotError(
+                f"device {device_id!r} was adapted for space(s) {device.spaces}, not {space!r}; "
+                f"add {space} measurements and adapt again"
+            )
+        model, _ = self.load_model(device.model_version)
+        keys = [archspaces.check_arch_key(space, k) for k in arch_keys]
+        return model.predict(device.heads[space], keys)
+
+
+def predict_latency(
+    device_id: str, space: str, arch_keys: Sequence[str], *, root: str | os.PathLike[str] | None = None
+) -> np.ndarray:
+    """Latency in ms of ``arch_keys`` on the adapted device ``device_id`` (store root from settings)."""
+    return AdaptedDeviceRegistry(root).predict_latency(device_id, space, arch_keys)
+
+
+# --------------------------------------------------------------------------- evaluation protocol
+def help_protocol_rows(
+    arch_index: np.ndarray, latency_ms: np.ndarray, *, n_pool: int, n_test: int = 1000
+) -> tuple[np.ndarray, np.ndarray]:
+    """(support-pool rows, test rows) of one device under HELP's protocol.
+
+    Pool: architectures with index < ``n_pool`` (900 NB201, 4000 FBNet/OFA). Test: the next
+    ``n_test`` indices, trimmed to the 10th-90th latency percentile on the device (HELP's
+    evaluation set, 800 archs). The pool is NOT trimmed here: trimming it would need the target
+    device's latencies of the whole pool, which a few-shot user does not have.
+    """
+    arch_index = np.asarray(arch_index)
+    pool = np.flatnonzero(arch_index < n_pool)
+    test = np.flatnonzero((arch_index >= n_pool) & (arch_index < n_pool + n_test))
+    v = latency_ms[test]
+    lo, hi = np.percentile(v, [10, 90])
+    return pool, test[(v >= lo) & (v <= hi)]
+
+
+def score_predictions(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    """Spearman, MAPE % and fraction within +-10 % (latencies in ms)."""
+    ape = np.abs(y_pred - y_true) / y_true
+    return {
+        "spearman": _spearman(y_pred, y_true),
+        "mape": float(ape.mean() * 100),
+        "within_10pct": float((ape <= 0.10).mean()),
+    }
+
+
+def evaluate_help_protocol(
+    model: FewShotLatencyRegressor,
+    frame: pl.DataFrame,
+    space: str,
+    devices: Sequence[str],
+    *,
+    n_pool: int,
+    seeds: Sequence[int] = (0, 1, 2, 3, 4),
+    n_random: int = 10,
+    use_references: bool = True,
+) -> dict[str, dict[str, float]]:
+    """Few-shot scores of ``model`` on target ``devices`` under HELP's protocol.
+
+    Support per seed: HELP's 10 reference architectures (``use_references``) plus ``n_random``
+    random pool architectures (not references); every support latency counts as a measurement.
+    Only support rows of the target device are given to the model. Returns per device the
+    seed-averaged metrics plus ``n_measurements``; key ``"_pooled"`` holds y/pred arrays of
+    seed 0 for parity plots (as lists).
+    """
+    refs = np.asarray(archspaces.HELP_REFERENCE_INDICES[space]) if use_references else np.array([], int)
+    out: dict[str, dict[str, Any]] = {}
+    pooled_y: list[np.ndarray] = []
+    pooled_p: list[np.ndarray] = []
+    for dev in devices:
+        d = frame.filter((pl.col("device_id") == dev) & (pl.col("space") == space)).sort("arch_index")
+        if d.height == 0:
+            raise TrainingDataError(f"target device {dev!r} has no {space} rows")
+        idx = d["arch_index"].to_numpy()
+        y = d["latency_ms"].to_numpy().astype(float)
+        F = model.features(space, d["arch_key"].to_list())
+        pool, test = help_protocol_rows(idx, y, n_pool=n_pool)
+        ref_rows = np.flatnonzero(np.isin(idx, refs))
+        candidates = np.setdiff1d(pool, ref_rows)
+        per_seed = []
+        for seed in seeds:
+            rng = np.random.default_rng(seed)
+            rnd = rng.choice(candidates, size=n_random, replace=False) if n_random else np.array([], int)
+            sup = np.r_[ref_rows, rnd].astype(int)
+            head = model.adapt_rows(space, F[sup], np.log(y[sup]))
+            pred = np.exp(predict_head(head, F[test]))
+            per_seed.append(score_predictions(y[test], pred))
+            if seed == seeds[0]:
+                pooled_y.append(y[test])
+                pooled_p.append(pred)
+        res = {k: float(np.mean([s[k] for s in per_seed])) for k in per_seed[0]}
+        res["spearman_std"] = float(np.std([s["spearman"] for s in per_seed]))
+        res["n_measurements"] = float(len(ref_rows) + n_random)
+        res["n_test"] = float(len(test))
+        out[dev] = res
+    out["_pooled"] = {"y": np.concatenate(pooled_y).tolist(), "pred": np.concatenate(pooled_p).tolist()}
+    return out
+
+
+# --------------------------------------------------------------------------- device splits
+_SPLIT_SPACE = {"nb201": "nasbench201", "fbnet": "fbnet", "ofa": "ofa"}
+_LATBENCH_PREFIXES = ("desktop_", "embedded_", "mobile_")
+
+
+def qualify_device(name: str) -> str:
+    """Source-qualified device id of a name in ``splits.json`` (LatBench names vs HELP names)."""
+    return ("latbench/" if name.startswith(_LATBENCH_PREFIXES) else "help/") + name
+
+
+@dataclass(frozen=True)
+class DeviceSplit:
+    name: str
+    space: str
+    train: tuple[str, ...]
+    valid: tuple[str, ...]
+    test: tuple[str, ...]
+    n_pool: int = 0
+
+
+def default_splits_path() -> Path:
+    from hwsurrogate.settings import get_settings
+
+    data = get_settings(fresh=True).data_dir
+    if data is None:
+        raise FileNotFoundError(
+            "HWSURROGATE_DATA_DIR is not set; pass the path of latency/splits.json explicitly"
+        )
+    return Path(data) / "latency" / "splits.json"
+
+
+def read_splits(path: str | os.PathLike[str] | None = None) -> dict[str, DeviceSplit]:
+    """HELP and NASFLAT device splits from ``splits.json`` (keys like ``help-nb201``, ``nb201-N1``)."""
+    p = Path(path) if path is not None else default_splits_path()
+    try:
+        raw = json.loads(p.read_text())
+    except (OSError, ValueError) as exc:
+        raise FileNotFoundError(f"device splits {str(p)!r} could not be read: {exc}") from None
+    out: dict[str, DeviceSplit] = {}
+    try:
+        for space, folder in _SPLIT_SPACE.items():
+            h = raw["help"].get(folder)
+            if h:
+                out[f"help-{space}"] = DeviceSplit(
+                    f"help-{space}",
+                    space,
+                    tuple(qualify_device(d) for d in h["meta_train"]),
+                    tuple(qualify_device(d) for d in h["meta_valid"]),
+                    tuple(qualify_device(d) for d in h["meta_test"]),
+                    int(h["num_meta_train_sample"]),
+                )
+        for space, tasks in raw.get("nasflat", {}).items():
+            for task in tasks.values():
+                name = f"{space}-{task['name_inferred']}"
+                out[name] = DeviceSplit(
+                    name,
+                    space,
+                    tuple(qualify_device(d) for d in task["train"]),
+                    (),
+                    tuple(qualify_device(d) for d in task["test"]),
+                )
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise FileNotFoundError(f"device splits {str(p)!r} are malformed (missing {exc})") from None
+    return out

@@ -1,0 +1,66 @@
+"""Dynamic batching: merged calls give each caller exactly its own rows and errors."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import polars as pl
+import pytest
+from hwsurrogate.service.batching import CoalescingPredictor
+
+from hwsurrogate.errors import UnknownDeviceError
+
+from .conftest import FakePredictor
+
+
+class SlowFake(FakePredictor):
+    """Holds the first call until released, so later calls queue up behind it."""
+
+    def __init__(self) -> None:
+        super().__init__("gemm", "hws-gemm", {"a/x"})
+        self.release = threading.Event()
+        self.sizes: list[int] = []
+
+    def predict(self, queries: pl.DataFrame) -> pl.DataFrame:
+        self.release.wait(5)
+        self.sizes.append(queries.height)
+        return super().predict(queries)
+
+
+def _q(m: int, device: str = "a/x") -> pl.DataFrame:
+    return pl.DataFrame({"device_id": [device], "op": "gemm", "m": [m], "n": [2], "k": [3], "batch": [1],
+                         "dtype": "fp32", "layout": "nn"})  # fmt: skip
+
+
+def test_concurrent_calls_are_merged_and_each_gets_its_rows():
+    inner = SlowFake()
+    pred = CoalescingPredictor(inner)
+    with ThreadPoolExecutor(16) as pool:
+        futures = [pool.submit(pred.predict, _q(m)) for m in range(1, 17)]
+        while sum(1 for f in futures if not f.done()) < 16 or pred._queue.qsize() < 15:
+            threading.Event().wait(0.01)
+        inner.release.set()
+        results = [f.result(10) for f in futures]
+    for m, out in zip(range(1, 17), results, strict=True):
+        assert out["runtime_ms"].to_list() == [pytest.approx(2.0 * m * 6 / 1e9)]
+    assert inner.sizes == [1, 15] and pred.n_model_calls == 2
+    assert pred.version == "7" and pred.name == "hws-gemm"
+
+
+def test_error_in_merged_call_reaches_only_its_request():
+    inner = SlowFake()
+    pred = CoalescingPredictor(inner)
+    with ThreadPoolExecutor(4) as pool:
+        first = pool.submit(pred.predict, _q(1))
+        while pred._queue.qsize() > 0:  # the worker has taken the first call and is held in it
+            threading.Event().wait(0.01)
+        good = pool.submit(pred.predict, _q(2))
+        bad = pool.submit(pred.predict, _q(3, device="b/unknown"))
+        while pred._queue.qsize() < 2:
+            threading.Event().wait(0.01)
+        inner.release.set()
+        assert first.result(10)["runtime_ms"][0] == pytest.approx(12 / 1e9)
+        assert good.result(10)["runtime_ms"][0] == pytest.approx(24 / 1e9)
+        with pytest.raises(UnknownDeviceError, match="b/unknown"):
+            bad.result(10)

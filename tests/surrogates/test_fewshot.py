@@ -1,0 +1,273 @@
+"""Few-shot latency adaptation on a tiny synthetic multi-device problem with a known answer.
+
+Every synthetic device's log-latency is a known linear function of the live op counts of an
+NB201 cell: ``log y = b_d + sum_op c_d[op] * n_live_op``, with ``c_d`` a device-specific mix of
+a compute-bound and a memory-bound cost profile. Source devices mix both; the target device is
+purely memory-bound, so the average source device ranks its architectures badly and only
+adaptation can recover the order.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from hwsurrogate.datasets import archspaces
+from hwsurrogate.surrogates.fewshot import (
+    AdaptedDeviceRegistry,
+    FewShotConfig,
+    FewShotError,
+    FewShotLatencyRegressor,
+    check_measurements,
+    qualify_device,
+    read_splits,
+    score_predictions,
+)
+from hwsurrogate.surrogates.graphs import arch_vectors, vector_feature_names
+
+from hwsurrogate.errors import UnknownDeviceError
+
+torch.set_num_threads(1)
+
+COMPUTE = np.array([0.0, 0.02, 0.10, 0.30, 0.03])  # none, skip, conv1x1, conv3x3, avgpool
+MEMORY = np.array([0.0, 0.12, 0.04, 0.06, 0.25])
+SOURCE_MIX = (0.15, 0.3, 0.45, 0.6, 0.75, 0.9)  # share of the compute profile
+TARGET_MIX = 0.0
+
+
+def _keys(n: int, seed: int) -> list[str]:
+    rng = np.random.default_rng(seed)
+    codes = rng.integers(0, 5, size=(n * 2, 6))
+    keys = list(dict.fromkeys(archspaces.nb201_from_codes(c) for c in codes))
+    return keys[:n]
+
+
+def _live_counts(keys: list[str]) -> np.ndarray:
+    names = vector_feature_names("nb201")
+    cols = [names.index(f"n_live_{op}") for op in archspaces.NB201_OPS]
+    return arch_vectors("nb201", keys)[:, cols].astype(float)
+
+
+def _latency(keys: list[str], mix: float, base: float, noise: float = 0.0, seed: int = 0) -> np.ndarray:
+    costs = mix * COMPUTE + (1 - mix) * MEMORY
+    log_y = base + _live_counts(keys) @ costs
+    log_y += np.random.default_rng(seed).normal(0, noise, len(keys))
+    return np.exp(log_y)
+
+
+def _frame(keys: list[str], device: str, latency: np.ndarray) -> pl.DataFrame:
+    return pl.DataFrame(
+        {
+            "device_id": device,
+            "space": "nb201",
+            "arch_index": np.arange(len(keys)),
+            "arch_key": keys,
+            "latency_ms": latency,
+        }
+    )
+
+
+KEYS = _keys(300, seed=0)
+
+
+def _training_frame() -> pl.DataFrame:
+    return pl.concat(
+        [
+            _frame(KEYS, f"synth/src{i}", _latency(KEYS, mix, base=0.5 + 0.3 * i, noise=0.01, seed=i))
+            for i, mix in enumerate(SOURCE_MIX)
+        ]
+    )
+
+
+@pytest.fixture(scope="module")
+def model() -> FewShotLatencyRegressor:
+    cfg = FewShotConfig(meta_draws=2, meta_query=200, tau_grid=(0.001, 0.01), noise_grid=(0.05, 0.2))
+    return FewShotLatencyRegressor(cfg).fit(_training_frame())
+
+
+def _support(n: int = 10, seed: int = 1) -> tuple[list[str], np.ndarray]:
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(len(KEYS), size=n, replace=False)
+    keys = [KEYS[i] for i in idx]
+    return keys, _latency(keys, TARGET_MIX, base=1.2)
+
+
+def _measurements(keys: list[str], latency: np.ndarray) -> pl.DataFrame:
+    return pl.DataFrame({"space": "nb201", "arch_key": keys, "latency_ms": latency})
+
+
+def test_adaptation_beats_the_unadapted_average_source_device(model: FewShotLatencyRegressor) -> None:
+    keys, y = _support(10)
+    truth = _latency(KEYS, TARGET_MIX, base=1.2)
+    adapted = model.predict(model.adapt("nb201", keys, y), KEYS)
+    unadapted = np.exp(
+        np.log(_training_frame()["latency_ms"].to_numpy()).reshape(len(SOURCE_MIX), -1).mean(0)
+    )
+    rho_adapted = score_predictions(truth, adapted)["spearman"]
+    rho_unadapted = score_predictions(truth, unadapted)["spearman"]
+    assert rho_adapted > 0.95
+    assert rho_adapted > rho_unadapted + 0.15
+
+
+def test_adapted_absolute_latency_matches_the_known_function(model: FewShotLatencyRegressor) -> None:
+    keys, y = _support(10)
+    truth = _latency(KEYS, TARGET_MIX, base=1.2)
+    scores = score_predictions(truth, model.predict(model.adapt("nb201", keys, y), KEYS))
+    assert scores["mape"] < 5.0
+    assert scores["within_10pct"] > 0.9
+
+
+def test_adaptation_of_the_tiny_problem_takes_milliseconds(model: FewShotLatencyRegressor) -> None:
+    keys, y = _support(20)
+    model.adapt("nb201", keys, y)  # warm the key index
+    t0 = time.perf_counter()
+    for _ in range(10):
+        model.adapt("nb201", keys, y)
+    assert (time.perf_counter() - t0) / 10 < 0.05
+
+
+def test_arch_outside_the_table_is_predicted_through_the_encoder(model: FewShotLatencyRegressor) -> None:
+    outside = [k for k in _keys(600, seed=7) if k not in set(KEYS)][:50]
+    keys, y = _support(20)
+    pred = model.predict(model.adapt("nb201", keys, y), outside)
+    truth = _latency(outside, TARGET_MIX, base=1.2)
+    assert score_predictions(truth, pred)["spearman"] > 0.9
+
+
+def test_saved_model_predicts_exactly_like_the_fitted_one(
+    model: FewShotLatencyRegressor, tmp_path: Path
+) -> None:
+    model.save(tmp_path / "m.npz")
+    loaded = FewShotLatencyRegressor.load(tmp_path / "m.npz")
+    keys, y = _support(12)
+    np.testing.assert_allclose(
+        loaded.predict(loaded.adapt("nb201", keys, y), KEYS),
+        model.predict(model.adapt("nb201", keys, y), KEYS),
+    )
+    assert loaded.spaces_["nb201"].source_devices == model.spaces_["nb201"].source_devices
+
+
+@pytest.fixture
+def registry(model: FewShotLatencyRegressor, tmp_path: Path) -> AdaptedDeviceRegistry:
+    reg = AdaptedDeviceRegistry(tmp_path / "store")
+    reg.export_model(model, "1", champion=True)
+    return reg
+
+
+def test_adapted_device_round_trips_through_a_fresh_registry(registry: AdaptedDeviceRegistry) -> None:
+    keys, y = _support(15)
+    dev = registry.adapt("phone/x1", _measurements(keys, y))
+    fresh = AdaptedDeviceRegistry(registry.root)
+    assert fresh.list() == ["phone/x1"]
+    got = fresh.get("phone/x1")
+    assert got.model_version == "1" and got.n_measurements == 15
+    np.testing.assert_allclose(
+        fresh.predict_latency("phone/x1", "nb201", KEYS[:40]),
+        registry._models["1"].predict(dev.heads["nb201"], KEYS[:40]),
+    )
+
+
+def test_predicting_an_unknown_device_names_it(registry: AdaptedDeviceRegistry) -> None:
+    with pytest.raises(UnknownDeviceError, match="nope"):
+        registry.predict_latency("nope", "nb201", KEYS[:2])
+
+
+def test_adapting_without_a_trained_model_says_how_to_get_one(tmp_path: Path) -> None:
+    with pytest.raises(LookupError, match="hws train fewshot"):
+        AdaptedDeviceRegistry(tmp_path).adapt("dev", _measurements(*_support(10)))
+
+
+def _bad_cases() -> dict[str, tuple[pl.DataFrame, str]]:
+    keys, y = _support(12)
+    ok = _measurements(keys, y)
+    nan = ok.with_columns(
+        pl.when(pl.int_range(pl.len()) == 3)
+        .then(float("nan"))
+        .otherwise(pl.col("latency_ms"))
+        .alias("latency_ms")
+    )
+    neg = ok.with_columns(
+        pl.when(pl.int_range(pl.len()) == 0).then(-1.0).otherwise(pl.col("latency_ms")).alias("latency_ms")
+    )
+    dup = pl.concat([ok, ok.head(1)])
+    unknown = ok.with_columns(
+        pl.when(pl.int_range(pl.len()) == 2)
+        .then(pl.lit("|conv~0|"))
+        .otherwise(pl.col("arch_key"))
+        .alias("arch_key")
+    )
+    return {
+        "too_few": (ok.head(3), "too few measurements"),
+        "nan": (nan, "latency_ms"),
+        "negative": (neg, "latency_ms"),
+        "duplicated": (dup, "repeat an architecture"),
+        "unknown_arch": (unknown, "arch_key"),
+        "missing_column": (ok.drop("latency_ms"), "latency_ms"),
+        "bad_space": (ok.with_columns(pl.lit("resnet").alias("space")), "space"),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_bad_cases()))
+def test_bad_measurements_raise_and_leave_registered_devices_byte_identical(
+    registry: AdaptedDeviceRegistry, case: str
+) -> None:
+    registry.adapt("phone/x1", _measurements(*_support(15)))
+    before = {p: p.read_bytes() for p in registry.root.rglob("*") if p.is_file()}
+    frame, match = _bad_cases()[case]
+    with pytest.raises(FewShotError, match=match):
+        registry.adapt("phone/x1", frame)  # re-adapting a device with bad data must not touch it
+    with pytest.raises(FewShotError, match=match):
+        registry.adapt("phone/x2", frame)
+    after = {p: p.read_bytes() for p in registry.root.rglob("*") if p.is_file()}
+    assert after == before
+
+
+def test_device_name_colliding_with_a_source_device_is_refused(registry: AdaptedDeviceRegistry) -> None:
+    with pytest.raises(FewShotError, match="collides with a source device"):
+        registry.adapt("synth/src0", _measurements(*_support(12)))
+    assert registry.list() == []
+
+
+def test_device_name_colliding_with_a_store_device_is_refused(registry: AdaptedDeviceRegistry) -> None:
+    from hwsurrogate.datasets.store import DatasetStore
+
+    keys = KEYS[:3]
+    rows = _frame(keys, "local/box-cpu", np.ones(3)).with_columns(
+        batch=pl.lit(1), precision=pl.lit("fp32"), measured=pl.lit(True), source=pl.lit("test"),
+        origin=pl.lit("tests"), measurement_id=pl.Series([f"m{i}" for i in range(3)]),
+    )  # fmt: skip
+    DatasetStore(registry.root).append("latency", rows, partition="test")
+    with pytest.raises(FewShotError, match="already in the store"):
+        registry.adapt("local/box-cpu", _measurements(*_support(12)))
+    with pytest.raises(FewShotError, match="device"):
+        registry.adapt("../etc", _measurements(*_support(12)))
+    assert registry.list() == []
+
+
+def test_check_measurements_canonicalizes_keys() -> None:
+    keys, y = _support(6)
+    spaced = [f"  {k} " for k in keys]
+    out = check_measurements(_measurements(spaced, y), min_per_space=5)
+    assert out["arch_key"].to_list() == keys
+
+
+def test_read_splits_qualifies_help_and_latbench_names(tmp_path: Path) -> None:
+    raw = {
+        "help": {
+            "nasbench201": {
+                "meta_train": ["pixel3"], "meta_valid": ["titanx_1"], "meta_test": ["eyeriss"],
+                "num_meta_train_sample": 900,
+            }
+        },
+        "nasflat": {"nb201": {"1": {"name_inferred": "N1", "train": ["embedded_tpu_edge_tpu_int8"], "test": ["pixel3"]}}},
+    }  # fmt: skip
+    (tmp_path / "s.json").write_text(json.dumps(raw))
+    splits = read_splits(tmp_path / "s.json")
+    assert splits["help-nb201"].valid == ("help/titanx_1",) and splits["help-nb201"].n_pool == 900
+    assert splits["nb201-N1"].train == ("latbench/embedded_tpu_edge_tpu_int8",)
+    assert qualify_device("mobile_cpu_x") == "latbench/mobile_cpu_x"

@@ -1,0 +1,109 @@
+"""``hws train fewshot`` and ``hws adapt`` end to end on a tiny synthetic store (MLflow in a temp DB)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from click.testing import CliRunner
+from hwsurrogate.datasets.store import DatasetStore
+from hwsurrogate.surrogates.fewshot import MODEL_NAME, AdaptedDeviceRegistry
+from hwsurrogate.surrogates.fewshot_cli import adapt_latency, train_fewshot
+
+from .test_fewshot import KEYS, TARGET_MIX, _latency, _support, _training_frame
+
+
+def _store_rows(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.with_columns(
+        batch=pl.lit(1),
+        precision=pl.lit("fp32"),
+        measured=pl.lit(True),
+        source=pl.lit("synth"),
+        origin=pl.lit("tests"),
+        measurement_id=pl.concat_str([pl.col("device_id"), pl.col("arch_key")], separator="|"),
+    )
+
+
+@pytest.fixture
+def trained_store(tmp_path: Path) -> Path:
+    root = tmp_path / "store"
+    DatasetStore(root).append("latency", _store_rows(_training_frame()), partition="synth")
+    result = CliRunner().invoke(
+        train_fewshot, ["--spaces", "nb201", "--splits", str(tmp_path / "none.json"), "--store", str(root)]
+    )
+    assert result.exit_code == 0, result.output
+    return root
+
+
+def test_train_registers_a_champion_and_exports_it_for_adapt(trained_store: Path) -> None:
+    from hwsurrogate.surrogates.tracking import configure_mlflow
+    from mlflow import MlflowClient
+
+    configure_mlflow()
+    champ = MlflowClient().get_model_version_by_alias(MODEL_NAME, "champion")
+    reg = AdaptedDeviceRegistry(trained_store)
+    assert reg.champion_version() == str(champ.version)
+    assert (reg.model_dir / f"{champ.version}.npz").is_file()
+
+
+def test_adapt_cli_prints_a_summary_and_remembers_the_device(trained_store: Path, tmp_path: Path) -> None:
+    keys, y = _support(20)
+    csv = tmp_path / "m.csv"
+    pl.DataFrame({"space": "nb201", "arch_key": keys, "latency_ms": y}).write_csv(csv)
+    result = CliRunner().invoke(
+        adapt_latency, ["--device", "board/x", "--measurements", str(csv), "--store", str(trained_store)]
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["device_id"] == "board/x" and summary["spaces"] == {"nb201": 20}
+    reg = AdaptedDeviceRegistry(trained_store)
+    pred = reg.predict_latency("board/x", "nb201", KEYS)
+    truth = _latency(KEYS, TARGET_MIX, base=1.2)
+    assert float(np.median(np.abs(pred - truth) / truth)) < 0.05
+
+
+def test_adapt_cli_from_store_rows_and_bad_file_errors(trained_store: Path, tmp_path: Path) -> None:
+    keys, y = _support(12)
+    rows = _store_rows(
+        pl.DataFrame({"device_id": "local/box-cpu", "space": "nb201", "arch_key": keys, "latency_ms": y})
+    )
+    DatasetStore(trained_store).append("latency", rows, partition="collector")
+    ok = CliRunner().invoke(
+        adapt_latency, ["--device", "local/box-cpu", "--measurements", "store", "--store", str(trained_store)]
+    )
+    assert ok.exit_code == 0, ok.output
+    bad = tmp_path / "bad.csv"
+    bad.write_text("space,arch_key\nnb201,x\n")
+    res = CliRunner().invoke(
+        adapt_latency, ["--device", "board/y", "--measurements", str(bad), "--store", str(trained_store)]
+    )
+    assert res.exit_code != 0 and "latency_ms" in res.output
+    res = CliRunner().invoke(
+        adapt_latency,
+        ["--device", "board/y", "--measurements", str(tmp_path / "no.csv"), "--store", str(trained_store)],
+    )
+    assert res.exit_code != 0 and "does not exist" in res.output
+    assert AdaptedDeviceRegistry(trained_store).list() == ["local/box-cpu"]
+
+
+def test_registered_pyfunc_predicts_adapted_devices_like_the_registry(
+    trained_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlflow
+    import pandas as pd
+    from hwsurrogate.surrogates.tracking import configure_mlflow
+
+    keys, y = _support(20)
+    reg = AdaptedDeviceRegistry(trained_store)
+    reg.adapt("board/z", pl.DataFrame({"space": "nb201", "arch_key": keys, "latency_ms": y}))
+    monkeypatch.setenv("HWSURROGATE_STORE", str(tmp_path / "elsewhere"))  # params must select the store
+    configure_mlflow()
+    model = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@champion")
+    queries = pd.DataFrame({"device_id": "board/z", "space": "nb201", "arch_key": KEYS[:25]})
+    out = model.predict(queries, params={"store": str(trained_store)})
+    np.testing.assert_allclose(
+        out["latency_ms"].to_numpy(), reg.predict_latency("board/z", "nb201", KEYS[:25])
+    )
