@@ -68,7 +68,9 @@ def render(results: list[dict[str, Any]], problems: list[str]) -> str:
     n_missed = sum(1 for d in results for r in d["rows"] if r.get("met") is False)
     lines += [f"Targets met: {n_met}; missed: {n_missed}.", ""]
     for d in results:
-        lines += [f"## {d['benchmark']}", ""]
+        stem = d["_file"].removesuffix(".json")
+        title = d["benchmark"] if stem == d["benchmark"] else f"{d['benchmark']} ({d['_file']})"
+        lines += [f"## {title}", ""]
         if d.get("protocol"):
             lines += [f"Protocol: {d['protocol']}", ""]
         lines += [

@@ -181,4 +181,4 @@ def predict_fpga(queries_path: str, kind: str, version: str | None, out: str | N
 
 
 # --------------------------------------------------------------------------- latency
-# `predict_latency` (hws predict latency) belongs to the latency surrogate and goes below.
+# `hws predict latency` lives in predict_latency_cli.py (latency surrogate).
