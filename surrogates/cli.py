@@ -36,6 +36,10 @@ BENCH: dict[str, tuple[str, str]] = {
         f"{S}.bench_gemm:bench_aiconfigurator",
         "aiconfigurator: per GPU, split by (n,k).",
     ),
+    "gemm-features": (
+        f"{S}.bench_gemm:bench_gemm_features",
+        "Speed of the GEMM feature pipeline (100k queries).",
+    ),
     "fewshot-gemm": (
         f"{S}.bench_gemm:bench_fewshot_gemm",
         "GEMM on unseen GPUs with 0/5/10/20 measurements.",

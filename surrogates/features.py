@@ -1,0 +1,756 @@
+"""The one feature pipeline shared by training and serving (GEMM and FPGA surrogates).
+
+Everything here is vectorised polars/numpy: a frame of queries in, a frame of features out.
+Models logged to MLflow call these functions inside ``predict``, so the service and the CLI
+never compute features themselves.
+
+GEMM (:func:`gemm_features`)
+    Analytical quantities of one call ``C[m,n] = A[m,k] @ B[k,n]`` repeated ``batch`` times,
+    joined with the device descriptors (``devices`` table: ``peak_fp32_gflops``,
+    ``peak_fp16_gflops``, ``mem_bw_gbs``, ``cores`` = SMs, ``l2_mb``, ``clock_mhz``):
+    flops, bytes moved, arithmetic intensity, roofline time (``roofline_ms``), ridge-point
+    ratio, wave quantization for typical threadblock tiles, dtype/op/layout codes.
+    ``roofline_ms`` lets a model predict the *ratio* of runtime to roofline, which a tree can
+    carry to larger shapes and faster devices (a raw-time tree cannot extrapolate).
+
+FPGA (:func:`hls4ml_features`, :func:`hlsyn_features`)
+    hls4ml: flat vectors of per-layer information (sums over layers of multiplications,
+    multiplications / reuse factor, parameters, precision bits, layer counts).
+    HLSyn/HARP: pragma vectors per kernel (aggregates that generalise across kernels plus
+    positional per-placeholder values) and kernel identity statistics of the program graph.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+
+import numpy as np
+import polars as pl
+
+from hwsurrogate.errors import UnknownDeviceError
+
+# ---------------------------------------------------------------------------------------------
+# GEMM
+# ---------------------------------------------------------------------------------------------
+
+#: bytes per element of A, B and C, and the peak column (x multiplier) the dtype runs at.
+#: Weight-only quantisation (``*_wo``) reads B narrow and computes in 16 bit.
+GEMM_DTYPE_SPECS: dict[str, tuple[float, float, float, str, float]] = {
+    "fp64": (8, 8, 8, "peak_fp32_gflops", 0.5),
+    "fp32": (4, 4, 4, "peak_fp32_gflops", 1.0),
+    "int32": (4, 4, 4, "peak_fp32_gflops", 1.0),
+    "tf32": (4, 4, 4, "peak_fp16_gflops", 0.5),
+    "fp16": (2, 2, 2, "peak_fp16_gflops", 1.0),
+    "bf16": (2, 2, 2, "peak_fp16_gflops", 1.0),
+    "fp8": (1, 1, 2, "peak_fp16_gflops", 2.0),
+    "fp8_block": (1, 1, 2, "peak_fp16_gflops", 2.0),
+    "fp8_static": (1, 1, 2, "peak_fp16_gflops", 2.0),
+    "int8": (1, 1, 2, "peak_fp16_gflops", 2.0),
+    "sq": (1, 1, 2, "peak_fp16_gflops", 2.0),
+    "nvfp4": (0.5, 0.5, 2, "peak_fp16_gflops", 4.0),
+    "int4_wo": (2, 0.5, 2, "peak_fp16_gflops", 1.0),
+    "int8_wo": (2, 1, 2, "peak_fp16_gflops", 1.0),
+}
+GEMM_DTYPE_CODES: dict[str, int] = {d: i for i, d in enumerate(GEMM_DTYPE_SPECS)}
+GEMM_OP_CODES: dict[str, int] = {"gemm": 0, "bmm": 1, "linear": 2}
+GEMM_LAYOUT_CODES: dict[str, int] = {"nn": 0, "nt": 1, "tn": 2, "tt": 3}
+#: threadblock tiles (rows x cols of C) whose wave quantization is a feature.
+GEMM_TILES: tuple[tuple[int, int], ...] = ((64, 64), (128, 64), (128, 128), (256, 128))
+#: descriptor columns the GEMM features read from the ``devices`` table.
+DEVICE_DESCRIPTORS: tuple[str, ...] = (
+    "cores",
+    "peak_fp32_gflops",
+    "peak_fp16_gflops",
+    "mem_bw_gbs",
+    "l2_mb",
+    "clock_mhz",
+)
+GEMM_QUERY_COLUMNS: tuple[str, ...] = ("device_id", "op", "m", "n", "k", "batch", "dtype", "layout")
+
+#: feature columns produced by :func:`gemm_features` (in this order).
+GEMM_SHAPE_FEATURES: tuple[str, ...] = (
+    "log2_m",
+    "log2_n",
+    "log2_k",
+    "log2_batch",
+    "log2_flops",
+    "log2_bytes",
+    "log2_intensity",
+    "log2_intensity_over_ridge",
+    "log2_roofline_ms",
+    "log2_compute_ms",
+    "log2_memory_ms",
+    "log2_footprint_over_l2",
+    "dtype_code",
+    "op_code",
+    "layout_code",
+    "k_mod_64",
+    "mn_aspect",
+    *(f"waves_{a}x{b}" for a, b in GEMM_TILES),
+    *(f"wave_eff_{a}x{b}" for a, b in GEMM_TILES),
+    *(f"tile_eff_{a}x{b}" for a, b in GEMM_TILES),
+)
+GEMM_DEVICE_FEATURES: tuple[str, ...] = (
+    "log2_peak_gflops",
+    "log2_mem_bw_gbs",
+    "log2_ridge",
+    "cores",
+    "log2_l2_mb",
+    "clock_mhz",
+)
+
+
+class UnknownGemmDeviceError(UnknownDeviceError, ValueError):
+    """A GEMM query names a device without descriptors (neither trained on nor adapted)."""
+
+
+def check_gemm_queries(queries: pl.DataFrame) -> pl.DataFrame:
+    """Validate and normalise GEMM queries; raise ``ValueError`` naming the column and value."""
+    missing = [c for c in GEMM_QUERY_COLUMNS if c not in queries.columns and c not in ("layout", "batch")]
+    if missing:
+        raise ValueError(f"gemm queries miss column(s) {missing}; expected {list(GEMM_QUERY_COLUMNS)}")
+    q = queries
+    if "batch" not in q.columns:
+        q = q.with_columns(pl.lit(1, dtype=pl.Int64).alias("batch"))
+    if "layout" not in q.columns:
+        q = q.with_columns(pl.lit(None, dtype=pl.String).alias("layout"))
+    for col in ("m", "n", "k", "batch"):
+        s = q[col]
+        try:
+            s = s.cast(pl.Float64, strict=True)
+        except Exception:
+            raise ValueError(f"gemm queries: column {col!r} must be numeric, got {q[col].dtype}") from None
+        bad = s.is_null() | ~s.is_finite() | (s < 1) | (s != s.floor())
+        if bad.any():
+            i = int(bad.arg_true()[0])
+            raise ValueError(
+                f"gemm queries: column {col!r} must be a positive integer; row {i} has {q[col][i]!r}"
+            )
+    for col, allowed in (("dtype", GEMM_DTYPE_SPECS), ("op", GEMM_OP_CODES)):
+        s = q[col].cast(pl.String)
+        bad = s.is_null() | ~s.is_in(list(allowed))
+        if bad.any():
+            i = int(bad.arg_true()[0])
+            raise ValueError(
+                f"gemm queries: column {col!r} must be one of {sorted(allowed)}; row {i} has {s[i]!r}"
+            )
+    dev = q["device_id"].cast(pl.String)
+    if dev.is_null().any():
+        raise ValueError(
+            f"gemm queries: column 'device_id' is null in row {int(dev.is_null().arg_true()[0])}"
+        )
+    return q.select(
+        dev.alias("device_id"),
+        pl.col("op").cast(pl.String),
+        *(pl.col(c).cast(pl.Int64) for c in ("m", "n", "k", "batch")),
+        pl.col("dtype").cast(pl.String),
+        pl.col("layout").cast(pl.String),
+    )
+
+
+def device_table(devices: pl.DataFrame) -> pl.DataFrame:
+    """The descriptor columns of a ``devices`` frame (one row per device, missing columns null).
+
+    A device without a peak or a bandwidth keeps NaN roofline features (trees cope); models
+    that predict the ratio to roofline refuse such devices by name.
+    """
+    if "device_id" not in devices.columns:
+        raise ValueError("devices table needs a 'device_id' column")
+    cols = [
+        pl.col(c).cast(pl.Float64) if c in devices.columns else pl.lit(None, dtype=pl.Float64).alias(c)
+        for c in DEVICE_DESCRIPTORS
+    ]
+    table = devices.select(pl.col("device_id").cast(pl.String), *cols).unique("device_id", keep="last")
+    return table.sort("device_id")
+
+
+def _ceil_div(a: pl.Expr, b: int) -> pl.Expr:
+    return (a + (b - 1)) // b
+
+
+def gemm_features(queries: pl.DataFrame, devices: pl.DataFrame) -> pl.DataFrame:
+    """Features of GEMM ``queries`` on the devices described in ``devices`` (one row per query).
+
+    Returns the columns of :data:`GEMM_SHAPE_FEATURES` and :data:`GEMM_DEVICE_FEATURES` plus
+    ``roofline_ms`` (max of compute time at peak and memory time at full bandwidth), ``flops``
+    and ``bytes``. Raises :class:`UnknownGemmDeviceError` naming the first unknown device.
+    """
+    q = check_gemm_queries(queries)
+    table = device_table(devices)
+    unknown = q.select(pl.col("device_id").unique()).filter(
+        ~pl.col("device_id").is_in(table["device_id"].to_list())
+    )
+    if unknown.height:
+        raise UnknownGemmDeviceError(str(unknown["device_id"].sort()[0]), table["device_id"].to_list())
+    spec = pl.DataFrame(
+        {
+            "dtype": list(GEMM_DTYPE_SPECS),
+            "a_bytes": [float(s[0]) for s in GEMM_DTYPE_SPECS.values()],
+            "b_bytes": [float(s[1]) for s in GEMM_DTYPE_SPECS.values()],
+            "c_bytes": [float(s[2]) for s in GEMM_DTYPE_SPECS.values()],
+            "uses_fp16_peak": [s[3] == "peak_fp16_gflops" for s in GEMM_DTYPE_SPECS.values()],
+            "peak_mult": [float(s[4]) for s in GEMM_DTYPE_SPECS.values()],
+            "dtype_code": list(GEMM_DTYPE_CODES.values()),
+        }
+    )
+    df = (
+        q.with_row_index("_row")
+        .join(spec, on="dtype", how="left")
+        .join(table, on="device_id", how="left")
+        .sort("_row")
+    )
+    m, n, k, b = (pl.col(c).cast(pl.Float64) for c in ("m", "n", "k", "batch"))
+    # linear shares its weight across the batch; gemm/bmm read one B per batch entry
+    b_reads = pl.when(pl.col("op") == "linear").then(pl.lit(1.0)).otherwise(b)
+    fp16 = pl.col("peak_fp16_gflops").fill_null(pl.col("peak_fp32_gflops"))
+    fp32 = pl.col("peak_fp32_gflops").fill_null(pl.col("peak_fp16_gflops") / 4)
+    peak = pl.when(pl.col("uses_fp16_peak")).then(fp16).otherwise(fp32) * pl.col("peak_mult")
+    df = df.with_columns(
+        (2.0 * b * m * n * k).alias("flops"),
+        (
+            b * m * k * pl.col("a_bytes")
+            + b_reads * k * n * pl.col("b_bytes")
+            + b * m * n * pl.col("c_bytes")
+        ).alias("bytes"),
+        peak.alias("peak_gflops"),
+    )
+    df = df.with_columns(
+        (pl.col("flops") / (pl.col("peak_gflops") * 1e6)).alias("compute_ms"),
+        (pl.col("bytes") / (pl.col("mem_bw_gbs") * 1e6)).alias("memory_ms"),
+        (pl.col("flops") / pl.col("bytes")).alias("intensity"),
+        (pl.col("peak_gflops") / pl.col("mem_bw_gbs")).alias("ridge"),
+    )
+    df = df.with_columns(pl.max_horizontal("compute_ms", "memory_ms").alias("roofline_ms"))
+    sms = pl.col("cores").fill_null(80.0)
+    mi, ni = pl.col("m"), pl.col("n")
+    wave_exprs: list[pl.Expr] = []
+    for tm, tn in GEMM_TILES:
+        tiles = (_ceil_div(mi, tm) * _ceil_div(ni, tn)).cast(pl.Float64) * b
+        waves = (tiles / sms).ceil()
+        wave_exprs += [
+            waves.log(2).alias(f"waves_{tm}x{tn}"),
+            (tiles / (waves * sms)).alias(f"wave_eff_{tm}x{tn}"),
+            (m * n / (_ceil_div(mi, tm) * tm * _ceil_div(ni, tn) * tn).cast(pl.Float64)).alias(
+                f"tile_eff_{tm}x{tn}"
+            ),
+        ]
+    layout_map = pl.DataFrame(
+        {"layout": list(GEMM_LAYOUT_CODES), "layout_code": list(GEMM_LAYOUT_CODES.values())}
+    )
+    op_map = pl.DataFrame({"op": list(GEMM_OP_CODES), "op_code": list(GEMM_OP_CODES.values())})
+    df = df.join(layout_map, on="layout", how="left").join(op_map, on="op", how="left").sort("_row")
+    footprint = (m * k + k * n + m * n) * pl.col("a_bytes")
+    out = df.select(
+        m.log(2).alias("log2_m"),
+        n.log(2).alias("log2_n"),
+        k.log(2).alias("log2_k"),
+        b.log(2).alias("log2_batch"),
+        pl.col("flops").log(2).alias("log2_flops"),
+        pl.col("bytes").log(2).alias("log2_bytes"),
+        pl.col("intensity").log(2).alias("log2_intensity"),
+        (pl.col("intensity") / pl.col("ridge")).log(2).alias("log2_intensity_over_ridge"),
+        pl.col("roofline_ms").log(2).alias("log2_roofline_ms"),
+        pl.col("compute_ms").log(2).alias("log2_compute_ms"),
+        pl.col("memory_ms").log(2).alias("log2_memory_ms"),
+        (footprint / (pl.col("l2_mb").fill_null(4.0) * 1e6)).log(2).alias("log2_footprint_over_l2"),
+        pl.col("dtype_code").cast(pl.Float64),
+        pl.col("op_code").cast(pl.Float64),
+        pl.col("layout_code").cast(pl.Float64).fill_null(-1.0),
+        (pl.col("k") % 64).cast(pl.Float64).alias("k_mod_64"),
+        (m / n).log(2).alias("mn_aspect"),
+        *wave_exprs,
+        pl.col("peak_gflops").log(2).alias("log2_peak_gflops"),
+        pl.col("mem_bw_gbs").log(2).alias("log2_mem_bw_gbs"),
+        pl.col("ridge").log(2).alias("log2_ridge"),
+        sms.alias("cores"),
+        pl.col("l2_mb").log(2).alias("log2_l2_mb"),
+        pl.col("clock_mhz"),
+        pl.col("roofline_ms"),
+        pl.col("flops"),
+        pl.col("bytes"),
+    )
+    return out
+
+
+def gemm_feature_matrix(
+    queries: pl.DataFrame, devices: pl.DataFrame, *, device_features: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """(X, roofline_ms) as float arrays; NaN marks descriptors a device does not state."""
+    feats = gemm_features(queries, devices)
+    cols = list(GEMM_SHAPE_FEATURES) + (list(GEMM_DEVICE_FEATURES) if device_features else [])
+    x = feats.select(cols).to_numpy().astype(np.float64)
+    return x, feats["roofline_ms"].to_numpy().astype(np.float64)
+
+
+def gemm_feature_names(*, device_features: bool = True) -> list[str]:
+    return list(GEMM_SHAPE_FEATURES) + (list(GEMM_DEVICE_FEATURES) if device_features else [])
+
+
+# ---------------------------------------------------------------------------------------------
+# FPGA: hls4ml models as flat vectors
+# ---------------------------------------------------------------------------------------------
+
+HLS4ML_QUERY_COLUMNS: tuple[str, ...] = ("model", "reuse_factor", "precision", "strategy", "io_type", "part")
+HLS4ML_FEATURES: tuple[str, ...] = (
+    "n_layers",
+    "n_dense",
+    "n_conv",
+    "n_act",
+    "n_pool",
+    "log2_params",
+    "log2_mults",
+    "log2_mults_per_rf",
+    "log2_max_layer_mults",
+    "log2_max_layer_mults_per_rf",
+    "log2_sum_mults_bits",
+    "log2_mults_per_rf_bits2",
+    "log2_reuse_factor",
+    "precision_bits",
+    "precision_int_bits",
+    "strategy_resource",
+    "io_stream",
+    "log2_in_size",
+    "log2_out_size",
+    "log2_max_width",
+    "part_code",
+)
+_FIXED_RE = re.compile(r"(?:ap_)?u?fixed<\s*(\d+)\s*,\s*(-?\d+)|(?:ap_)?u?int<\s*(\d+)\s*>")
+HLS4ML_PARTS: dict[str, int] = {}
+
+
+def parse_precision(text: object) -> tuple[float, float]:
+    """Total and integer bits of ``ap_fixed<W,I>`` / ``fixed<W,I,...>`` / ``ap_int<W>`` (NaN if absent)."""
+    if text is None:
+        return float("nan"), float("nan")
+    if isinstance(text, dict):
+        text = text.get("default") or text.get("weight") or next(iter(text.values()), None)
+    mt = _FIXED_RE.search(str(text))
+    if not mt:
+        return float("nan"), float("nan")
+    if mt.group(1) is not None:
+        return float(mt.group(1)), float(mt.group(2))
+    return float(mt.group(3)), float(mt.group(3))
+
+
+def _shape_size(shape: object) -> float:
+    """Number of elements of a Keras shape like ``[null, 16]`` or ``[[null, 8, 8, 3]]``."""
+    if isinstance(shape, list) and shape and isinstance(shape[0], list):
+        shape = shape[0]
+    if not isinstance(shape, list):
+        return float("nan")
+    dims = [d for d in shape if isinstance(d, (int, float))]
+    return float(np.prod(dims)) if dims else float("nan")
+
+
+def _dims(value: object) -> float | None:
+    """A scalar size from ``16`` or ``[8, 8, 3]`` (product), else None."""
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, list) and value and all(isinstance(v, (int, float)) for v in value):
+        return float(np.prod(value))
+    return None
+
+
+def _layer_summary(model_json: str | None, rf_default: float) -> list[float]:
+    """Per-model sums over layers (one parse per distinct model string; callers deduplicate)."""
+    try:
+        layers = json.loads(model_json) if model_json else []
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"fpga-hls4ml queries: column 'model' is not valid JSON: {str(model_json)[:80]!r}"
+        ) from None
+    if isinstance(layers, dict):
+        layers = layers.get("layers") or layers.get("model_config") or [layers]
+    if not isinstance(layers, list):
+        raise ValueError("fpga-hls4ml queries: column 'model' must be a JSON list of layers")
+    n_dense = n_conv = n_act = n_pool = 0
+    params = mults = mults_rf = max_m = max_mrf = mult_bits = mrf_b2 = 0.0
+    sizes: list[float] = []
+    all_bits: list[float] = []
+    for layer in layers:
+        if not isinstance(layer, dict):
+            continue
+        cls = str(layer.get("class_name", layer.get("type", ""))).lower()
+        d_in = _dims(layer.get("d_in", layer.get("input_size")))
+        d_out = layer.get("neurons", layer.get("units"))
+        if d_out is None:
+            d_out = _dims(layer.get("d_out"))
+        in_size = float(d_in) if isinstance(d_in, (int, float)) else _shape_size(layer.get("input_shape"))
+        out_size = _shape_size(layer.get("output_shape"))
+        if np.isnan(out_size) and isinstance(_dims(layer.get("d_out")), (int, float)):
+            out_size = float(_dims(layer.get("d_out")))
+        if np.isnan(out_size) and isinstance(d_out, (int, float)):
+            out_size = float(d_out)
+        rf = layer.get("reuse_factor", layer.get("rf", rf_default))
+        rf = float(rf) if isinstance(rf, (int, float)) and rf > 0 else rf_default
+        bits = layer.get("weight_bits", layer.get("precision_bits", layer.get("prec")))
+        bits = float(bits) if isinstance(bits, (int, float)) else parse_precision(layer.get("precision"))[0]
+        p = layer.get("parameters", layer.get("n_params"))
+        lm = 0.0
+        if "dense" in cls:
+            n_dense += 1
+            if isinstance(d_out, (int, float)) and not np.isnan(in_size):
+                lm = in_size * float(d_out)
+            elif isinstance(p, (int, float)):
+                lm = float(p)
+        elif "conv" in cls:
+            n_conv += 1
+            ks = layer.get("kernel_size", 1)
+            ks_n = float(np.prod(ks)) if isinstance(ks, list) else float(ks or 1)
+            filters = float(layer.get("filters", 1) or 1)
+            in_shape = layer.get("input_shape")
+            if isinstance(in_shape, list) and in_shape and isinstance(in_shape[0], list):
+                in_shape = in_shape[0]
+            ch = float(in_shape[-1]) if isinstance(in_shape, list) and in_shape and in_shape[-1] else 1.0
+            if isinstance(layer.get("d_in"), list) and layer["d_in"]:
+                ch = float(layer["d_in"][-1])
+            out_pos = out_size / filters if out_size == out_size else 1.0
+            lm = out_pos * ks_n * ch * filters
+        elif "activation" in cls or "relu" in cls or "softmax" in cls:
+            n_act += 1
+        elif "pool" in cls:
+            n_pool += 1
+        if isinstance(p, (int, float)):
+            params += float(p)
+        elif lm:
+            params += lm
+        mults += lm
+        mults_rf += lm / rf
+        max_m = max(max_m, lm)
+        max_mrf = max(max_mrf, lm / rf)
+        if bits == bits:
+            if lm:
+                all_bits.append(bits)
+            mult_bits += lm * bits
+            mrf_b2 += lm / rf * (bits / 16) ** 2
+        for s in (in_size, out_size):
+            if s == s:
+                sizes.append(s)
+    first_in = sizes[0] if sizes else float("nan")
+    last_out = sizes[-1] if sizes else float("nan")
+    width = max(sizes) if sizes else float("nan")
+    lg = np.log2
+    return [
+        float(len(layers)),
+        float(n_dense),
+        float(n_conv),
+        float(n_act),
+        float(n_pool),
+        float(lg(params + 1)),
+        float(lg(mults + 1)),
+        float(lg(mults_rf + 1)),
+        float(lg(max_m + 1)),
+        float(lg(max_mrf + 1)),
+        float(lg(mult_bits + 1)),
+        float(lg(mrf_b2 + 1)),
+        float(lg(first_in)) if first_in == first_in else float("nan"),
+        float(lg(last_out)) if last_out == last_out else float("nan"),
+        float(lg(width)) if width == width else float("nan"),
+        float(np.mean(all_bits)) if all_bits else float("nan"),
+    ]
+
+
+def hls4ml_features(queries: pl.DataFrame, *, parts: Sequence[str] = ()) -> pl.DataFrame:
+    """Flat per-model features of hls4ml queries (``model`` JSON layer list + configuration).
+
+    A model string is parsed once however many rows share it (sweeps repeat models over reuse
+    factors and precisions); everything else is columnar. ``parts`` fixes the part codes seen
+    at training (an unseen part gets code -1).
+    """
+    missing = [c for c in HLS4ML_QUERY_COLUMNS if c not in queries.columns]
+    if missing:
+        raise ValueError(f"fpga-hls4ml queries miss column(s) {missing}")
+    rf = queries["reuse_factor"].cast(pl.Float64, strict=False)
+    if (rf.is_null() | (rf < 1)).any():
+        i = int((rf.is_null() | (rf < 1)).arg_true()[0])
+        raise ValueError(f"fpga-hls4ml queries: column 'reuse_factor' must be >= 1; row {i} has {rf[i]!r}")
+    prec = queries["precision"].cast(pl.String)
+    bits = prec.map_elements(lambda s: parse_precision(s)[0], return_dtype=pl.Float64)
+    ibits = prec.map_elements(lambda s: parse_precision(s)[1], return_dtype=pl.Float64)
+    keyed = pl.DataFrame({"model": queries["model"].cast(pl.String), "rf": rf})
+    uniq = keyed.unique(maintain_order=True)
+    summaries = np.array(
+        [_layer_summary(mj, r) for mj, r in zip(uniq["model"].to_list(), uniq["rf"].to_list(), strict=True)],
+        dtype=np.float64,
+    ).reshape(-1, 16)
+    names = [
+        "n_layers", "n_dense", "n_conv", "n_act", "n_pool", "log2_params", "log2_mults",
+        "log2_mults_per_rf", "log2_max_layer_mults", "log2_max_layer_mults_per_rf",
+        "log2_sum_mults_bits", "log2_mults_per_rf_bits2", "log2_in_size", "log2_out_size", "log2_max_width",
+        "layer_bits",
+    ]  # fmt: skip
+    per_model = uniq.hstack(pl.DataFrame(summaries, schema=names, orient="row"))
+    feats = keyed.join(per_model, on=["model", "rf"], how="left", maintain_order="left")
+    part_codes = {p: float(i) for i, p in enumerate(parts)}
+    strategy = queries["strategy"].cast(pl.String).str.to_lowercase()
+    io = queries["io_type"].cast(pl.String).str.to_lowercase()
+    out = feats.with_columns(
+        rf.log(2).alias("log2_reuse_factor"),
+        pl.lit(bits).fill_nan(None).fill_null(pl.col("layer_bits")).alias("precision_bits"),
+        ibits.alias("precision_int_bits"),
+        (strategy == "resource").cast(pl.Float64).fill_null(float("nan")).alias("strategy_resource"),
+        io.str.contains("stream").cast(pl.Float64).fill_null(float("nan")).alias("io_stream"),
+        queries["part"]
+        .cast(pl.String)
+        .replace_strict(part_codes, default=-1.0, return_dtype=pl.Float64)
+        .alias("part_code"),
+    )
+    # mults/RF times precision when the layer list carries no per-layer bits
+    out = out.with_columns(
+        pl.when(pl.col("log2_sum_mults_bits") == 0)
+        .then(((pl.lit(2.0).pow(pl.col("log2_mults"))) * pl.col("precision_bits") + 1).log(2))
+        .otherwise(pl.col("log2_sum_mults_bits"))
+        .alias("log2_sum_mults_bits"),
+        pl.when(pl.col("log2_mults_per_rf_bits2") == 0)
+        .then(
+            (
+                (pl.lit(2.0).pow(pl.col("log2_mults_per_rf")) - 1) * (pl.col("precision_bits") / 16) ** 2 + 1
+            ).log(2)
+        )
+        .otherwise(pl.col("log2_mults_per_rf_bits2"))
+        .alias("log2_mults_per_rf_bits2"),
+    )
+    return out.select(HLS4ML_FEATURES)
+
+
+# ---------------------------------------------------------------------------------------------
+# FPGA: HLSyn / HARP designs as pragma vectors
+# ---------------------------------------------------------------------------------------------
+
+HLSYN_QUERY_COLUMNS: tuple[str, ...] = ("kernel", "pragmas", "tool")
+TOOL_CODES: dict[str, float] = {"vivado_hls": 0.0, "v18": 0.0, "vitis_hls": 1.0, "v20": 1.0, "v21": 2.0}
+#: positional placeholders kept as individual features (``__PARA__L0`` ... ``__PIPE__L7``).
+HLSYN_N_POSITIONS = 8
+HLSYN_AGG_FEATURES: tuple[str, ...] = (
+    "n_para",
+    "n_pipe",
+    "n_tile",
+    "log2_para_sum",
+    "log2_para_max",
+    "log2_para_prod",
+    "log2_tile_prod",
+    "n_pipe_flatten",
+    "n_pipe_off",
+    "n_pipe_auto",
+    "n_para_gt1",
+    "log2_para_prod_pipelined",
+)
+HLSYN_POS_FEATURES: tuple[str, ...] = tuple(
+    f"{kind}_L{i}" for kind in ("para", "pipe", "tile") for i in range(HLSYN_N_POSITIONS)
+)
+_PRAGMA_RE = r"^__(PARA|PIPE|TILE)__L(\d+)$"
+
+
+def _pragma_long(queries: pl.DataFrame) -> pl.DataFrame:
+    """One row per (query row, placeholder, value) from the ``pragmas`` JSON column."""
+    pr = queries["pragmas"].cast(pl.String)
+    if pr.is_null().any():
+        raise ValueError(
+            f"fpga-hlsyn queries: column 'pragmas' is null in row {int(pr.is_null().arg_true()[0])}"
+        )
+    keys: list[list[str]] = []
+    vals: list[list[str]] = []
+    for i, text in enumerate(pr.to_list()):  # json parsing is per string; the rest is columnar
+        try:
+            d = json.loads(text)
+        except ValueError:
+            raise ValueError(
+                f"fpga-hlsyn queries: column 'pragmas' row {i} is not valid JSON: {text[:80]!r}"
+            ) from None
+        if not isinstance(d, dict):
+            raise ValueError(f"fpga-hlsyn queries: column 'pragmas' row {i} must be a JSON object")
+        keys.append(list(d))
+        vals.append(["" if v is None else str(v) for v in d.values()])
+    long = pl.DataFrame({"_row": np.arange(len(keys)), "key": keys, "value": vals}).explode(["key", "value"])
+    parts = pl.col("key").str.extract_groups(_PRAGMA_RE)
+    long = long.with_columns(
+        parts.struct.field("1").str.to_lowercase().alias("kind"),
+        parts.struct.field("2").cast(pl.Int64, strict=False).alias("pos"),
+        pl.col("value").cast(pl.Float64, strict=False).alias("num"),
+    )
+    return long
+
+
+def hlsyn_features(queries: pl.DataFrame, graph_stats: pl.DataFrame | None = None) -> pl.DataFrame:
+    """Pragma-vector features of HLSyn/HARP designs, plus kernel graph statistics when given.
+
+    ``graph_stats`` is one row per ``kernel`` with numeric columns (node/edge/type counts of the
+    program graph); kernels missing from it get NaN (trees handle missing values).
+    """
+    missing = [c for c in HLSYN_QUERY_COLUMNS if c not in queries.columns]
+    if missing:
+        raise ValueError(f"fpga-hlsyn queries miss column(s) {missing}")
+    n = queries.height
+    long = _pragma_long(queries)
+    para = long.filter(pl.col("kind") == "para")
+    pipe = long.filter(pl.col("kind") == "pipe")
+    tile = long.filter(pl.col("kind") == "tile")
+    base = pl.DataFrame({"_row": np.arange(n)})
+    agg_para = para.group_by("_row").agg(
+        pl.len().alias("n_para"),
+        pl.col("num").sum().log(2).alias("log2_para_sum"),
+        pl.col("num").max().log(2).alias("log2_para_max"),
+        pl.col("num").log(2).sum().alias("log2_para_prod"),
+        (pl.col("num") > 1).sum().alias("n_para_gt1"),
+    )
+    agg_pipe = pipe.group_by("_row").agg(
+        pl.len().alias("n_pipe"),
+        (pl.col("value") == "flatten").sum().alias("n_pipe_flatten"),
+        (pl.col("value") == "off").sum().alias("n_pipe_off"),
+        (pl.col("value") == "").sum().alias("n_pipe_auto"),
+    )
+    agg_tile = tile.group_by("_row").agg(
+        pl.len().alias("n_tile"), pl.col("num").log(2).sum().alias("log2_tile_prod")
+    )
+    # parallel factors on loops that are also pipelined (same L index, pipe not 'off')
+    piped = pipe.filter(pl.col("value") != "off").select("_row", "pos")
+    pp = (
+        para.join(piped, on=["_row", "pos"], how="inner")
+        .group_by("_row")
+        .agg(pl.col("num").log(2).sum().alias("log2_para_prod_pipelined"))
+    )
+    pipe_code = pipe.with_columns(
+        pl.col("value").replace_strict({"off": 0.0, "": 1.0, "flatten": 2.0}, default=1.0).alias("num")
+    )
+    pos = (
+        pl.concat([para, pipe_code, tile])
+        .filter(pl.col("pos") < HLSYN_N_POSITIONS)
+        .with_columns(
+            pl.concat_str(pl.col("kind"), pl.lit("_L"), pl.col("pos").cast(pl.String)).alias("name"),
+            pl.when(pl.col("kind") == "pipe").then(pl.col("num")).otherwise(pl.col("num").log(2)).alias("v"),
+        )
+        .select("_row", "name", "v")
+        .unique(["_row", "name"], keep="first")
+    )
+    wide = pos.pivot(on="name", index="_row", values="v") if pos.height else pl.DataFrame({"_row": []})
+    out = base
+    for part in (agg_para, agg_pipe, agg_tile, pp, wide):
+        out = out.join(part.with_columns(pl.col("_row").cast(pl.Int64)), on="_row", how="left")
+    for c in HLSYN_AGG_FEATURES + HLSYN_POS_FEATURES:
+        if c not in out.columns:
+            out = out.with_columns(pl.lit(None, dtype=pl.Float64).alias(c))
+    counts = ["n_para", "n_pipe", "n_tile", "n_pipe_flatten", "n_pipe_off", "n_pipe_auto", "n_para_gt1"]
+    out = out.sort("_row").with_columns(
+        *(pl.col(c).cast(pl.Float64).fill_null(0.0) for c in counts),
+        *(pl.col(c).cast(pl.Float64).fill_null(0.0) for c in ("log2_para_prod", "log2_tile_prod",
+                                                               "log2_para_prod_pipelined")),
+        pl.lit(queries["tool"].cast(pl.String)).alias("_tool"),
+    )  # fmt: skip
+    out = out.with_columns(pl.col("_tool").replace_strict(TOOL_CODES, default=-1.0).alias("tool_code"))
+    cols = [*HLSYN_AGG_FEATURES, *HLSYN_POS_FEATURES, "tool_code"]
+    feats = out.select(pl.col(c).cast(pl.Float64) for c in cols)
+    if graph_stats is not None and graph_stats.height:
+        stat_cols = [c for c in graph_stats.columns if c != "kernel" and graph_stats[c].dtype.is_numeric()]
+        g = graph_stats.select(
+            pl.col("kernel").cast(pl.String), *(pl.col(c).cast(pl.Float64) for c in stat_cols)
+        )
+        joined = (
+            pl.DataFrame({"kernel": queries["kernel"].cast(pl.String)})
+            .with_row_index("_r")
+            .join(g.unique("kernel"), on="kernel", how="left")
+            .sort("_r")
+        )
+        feats = feats.hstack(joined.select((pl.col(c) + 1).log(2).alias(f"g_{c}") for c in stat_cols))
+    return feats
+
+
+#: node opcodes whose counts describe a kernel's work (loops ~ icmp, memory, arithmetic).
+GRAPH_OPCODES: tuple[str, ...] = (
+    "icmp",
+    "load",
+    "store",
+    "fmul",
+    "fadd",
+    "mul",
+    "add",
+    "br",
+    "call",
+    "getelementptr",
+)
+
+
+def program_graph_stats(graphs: pl.DataFrame) -> pl.DataFrame:
+    """Kernel identity features from the ``program_graphs`` table, one row per ``kernel``.
+
+    Node/edge/pragma counts, node-type and edge-flow counts and opcode counts (``icmp`` ~ loops);
+    computed once at training and baked into the model.
+    """
+    if graphs.height == 0:
+        return pl.DataFrame({"kernel": []}, schema={"kernel": pl.String})
+    node_dtype = pl.List(pl.Struct({"type": pl.Int64, "text": pl.String}))
+    nodes = (
+        graphs.select("kernel", pl.col("nodes").str.json_decode(node_dtype).alias("node"))
+        .explode("node")
+        .unnest("node")
+    )
+    by_type = nodes.group_by("kernel").agg(
+        *((pl.col("type") == t).sum().cast(pl.Float64).alias(f"n_type{t}") for t in range(4)),
+        *((pl.col("text") == op).sum().cast(pl.Float64).alias(f"n_{op}") for op in GRAPH_OPCODES),
+    )
+    edges = graphs.select(
+        "kernel", pl.col("edges").str.json_decode(pl.List(pl.List(pl.Int64))).alias("e")
+    ).explode("e")
+    by_flow = (
+        edges.with_columns(pl.col("e").list.get(2, null_on_oob=True).alias("flow"))
+        .group_by("kernel")
+        .agg(*((pl.col("flow") == f).sum().cast(pl.Float64).alias(f"n_flow{f}") for f in range(4)))
+    )
+    base = graphs.select(
+        "kernel",
+        pl.col("n_nodes").cast(pl.Float64),
+        pl.col("n_edges").cast(pl.Float64),
+        pl.col("n_pragma_nodes").cast(pl.Float64),
+    ).unique("kernel", keep="first")
+    return base.join(by_type, on="kernel", how="left").join(by_flow, on="kernel", how="left").sort("kernel")
+
+
+POWERGEAR_FEATURES: tuple[str, ...] = (
+    "io_buffer_partition", "buffer_partition_d1d2", "n_pipelined_loops", "log2_max_unroll", "n_loops",
+    "log2_unroll_prod", "log2_unroll_sum", "hls_lut", "hls_ff", "hls_dsp", "hls_bram", "c_num_arith",
+    "c_num_logic", "rtl_num_arith", "rtl_num_logic", "clk_estimated_ns",
+)  # fmt: skip
+
+
+def powergear_features(designs: pl.DataFrame, hls: pl.DataFrame) -> pl.DataFrame:
+    """Early-stage power features of HLSDataset/PowerGear designs (one row per design, same order).
+
+    ``designs`` holds the on-board rows (``design_id``, ``pragmas`` JSON of loop nests with
+    pipeline/unroll, ``extra`` with partition factors); ``hls`` the HLS-estimate rows of the
+    same designs (LUT/FF/DSP/BRAM estimates and operator counts). Nothing after HLS is used.
+    """
+    loop_dtype = pl.List(pl.Struct({"pipeline": pl.Int64, "unroll": pl.Int64}))
+    d = designs.select("design_id", "pragmas", "extra").with_row_index("_r")
+    loops = d.select("_r", pl.col("pragmas"))
+    # pragmas: {"l1": [{"pipeline":0,"unroll":1}, ...], "l3": [...]} -> one row per loop
+    long = (
+        loops.with_columns(pl.col("pragmas").str.extract_all(r"\{[^{}]*\}").alias("loop"))
+        .explode("loop")
+        .with_columns(pl.col("loop").str.json_decode(loop_dtype.inner).alias("l"))
+        .unnest("l")
+    )
+    agg = long.group_by("_r").agg(
+        pl.len().cast(pl.Float64).alias("n_loops"),
+        pl.col("unroll").cast(pl.Float64).log(2).sum().alias("log2_unroll_prod"),
+        pl.col("unroll").cast(pl.Float64).sum().log(2).alias("log2_unroll_sum"),
+    )
+    ex = pl.col("extra")
+    base = d.with_columns(
+        ex.str.json_path_match("$.io_buffer_partition").cast(pl.Float64).alias("io_buffer_partition"),
+        ex.str.json_path_match("$.buffer_partition_d1d2").cast(pl.Float64).alias("buffer_partition_d1d2"),
+        ex.str.json_path_match("$.n_pipelined_loops").cast(pl.Float64).alias("n_pipelined_loops"),
+        ex.str.json_path_match("$.max_unroll").cast(pl.Float64).log(2).alias("log2_max_unroll"),
+    )
+    hx = pl.col("extra")
+    h = hls.select(
+        pl.col("design_id"),
+        pl.col("lut").alias("hls_lut"),
+        pl.col("ff").alias("hls_ff"),
+        pl.col("dsp").alias("hls_dsp"),
+        pl.col("bram").alias("hls_bram"),
+        *(hx.str.json_path_match(f"$.{c}").cast(pl.Float64).alias(c) for c in
+          ("c_num_arith", "c_num_logic", "rtl_num_arith", "rtl_num_logic", "clk_estimated_ns")),
+    ).unique("design_id", keep="first")  # fmt: skip
+    out = base.join(agg, on="_r", how="left").join(h, on="design_id", how="left").sort("_r")
+    return out.select(pl.col(c).cast(pl.Float64) for c in POWERGEAR_FEATURES)

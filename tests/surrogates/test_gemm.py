@@ -1,0 +1,181 @@
+"""GEMM features (hand-computed values), the tree surrogate, MLflow logging/loading and bad input."""
+
+from __future__ import annotations
+
+import math
+
+import mlflow
+import numpy as np
+import polars as pl
+import pytest
+from hwsurrogate.datasets.store import DatasetStore
+from hwsurrogate.surrogates.features import UnknownGemmDeviceError, gemm_features
+from hwsurrogate.surrogates.gemm_model import GemmRegressor
+from hwsurrogate.surrogates.registry import load_predictor
+from hwsurrogate.surrogates.train_gemm import GemmTrainConfig, train_gemm_model
+from mlflow import MlflowClient
+
+from hwsurrogate.errors import TrainingDataError
+
+from .gemm_factories import devices_frame, gemm_rows
+
+FAST = GemmTrainConfig(max_iter=30, test_frac=0.25, min_power_rows=20)
+
+
+def _query(**kw: object) -> pl.DataFrame:
+    base = {"device_id": "test/gpu-a", "op": "bmm", "m": 128, "n": 256, "k": 64, "batch": 2, "dtype": "fp32",
+            "layout": "nn"}  # fmt: skip
+    base.update(kw)
+    return pl.DataFrame([base])
+
+
+def test_gemm_features_match_hand_computed_flops_bytes_intensity_roofline() -> None:
+    f = gemm_features(_query(), devices_frame()).row(0, named=True)
+    flops = 2 * 2 * 128 * 256 * 64
+    nbytes = 2 * (128 * 64 + 64 * 256 + 128 * 256) * 4
+    assert f["flops"] == flops == 8_388_608
+    assert f["bytes"] == nbytes == 458_752
+    assert f["log2_intensity"] == pytest.approx(math.log2(flops / nbytes))
+    # 1000 GFLOP/s peak vs 100 GB/s: compute-bound, 8.388608 us
+    assert f["roofline_ms"] == pytest.approx(flops / 1e9)
+    assert f["log2_intensity_over_ridge"] == pytest.approx(math.log2(flops / nbytes / 10.0))
+
+
+def test_linear_reads_the_weight_once_and_fp16_uses_the_fp16_peak() -> None:
+    f = gemm_features(_query(op="linear", dtype="fp16"), devices_frame()).row(0, named=True)
+    assert f["bytes"] == (2 * 128 * 64 + 64 * 256 + 2 * 128 * 256) * 2
+    assert f["roofline_ms"] == pytest.approx(max(f["flops"] / 4e9, f["bytes"] / 1e8))
+
+
+def test_wave_quantization_counts_tiles_against_sms() -> None:
+    # 1 x (256/128) x (384/128) = 6 tiles of 128x128 on 10 SMs -> one wave, 60 % efficient
+    f = gemm_features(_query(batch=1, m=256, n=384), devices_frame()).row(0, named=True)
+    assert f["waves_128x128"] == 0.0  # log2(1 wave)
+    assert f["wave_eff_128x128"] == pytest.approx(0.6)
+    assert f["tile_eff_256x128"] == pytest.approx(256 * 384 / (256 * 384))
+
+
+def test_features_are_vectorised_and_keep_row_order() -> None:
+    q = pl.concat([_query(m=m, device_id=d) for m in (16, 32, 64) for d in ("test/gpu-b", "test/gpu-a")])
+    f = gemm_features(q, devices_frame())
+    assert f["log2_m"].to_list() == [4.0, 4.0, 5.0, 5.0, 6.0, 6.0]
+    assert f["cores"].to_list() == [20.0, 10.0] * 3
+
+
+def test_unknown_device_is_a_value_error_naming_it() -> None:
+    with pytest.raises(ValueError, match="unknown device_id 'test/nope'"):
+        gemm_features(_query(device_id="test/nope"), devices_frame())
+    assert issubclass(UnknownGemmDeviceError, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [({"m": 0}, "'m' must be a positive integer"), ({"k": float("nan")}, "'k' must be a positive integer"),
+     ({"dtype": "fp7"}, "'dtype' must be one of"), ({"op": "conv"}, "'op' must be one of")],
+)  # fmt: skip
+def test_bad_query_values_raise_naming_the_column(kw: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        gemm_features(_query(**kw), devices_frame())
+
+
+def test_regressor_rejects_nan_and_nonpositive_targets() -> None:
+    rows = gemm_rows("test/gpu-a", 20)
+    y = rows["runtime_ms"].to_numpy().copy()
+    y[3] = np.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        GemmRegressor(devices=devices_frame(), max_iter=5).fit(rows, y)
+    with pytest.raises(ValueError, match="must be > 0"):
+        GemmRegressor(devices=devices_frame(), max_iter=5).fit(rows, -rows["runtime_ms"].to_numpy())
+
+
+def test_regressor_extrapolates_to_a_faster_device_through_the_roofline_ratio() -> None:
+    train = pl.concat([gemm_rows("test/gpu-a", 200, seed=1), gemm_rows("test/gpu-b", 200, seed=2)])
+    test = gemm_rows("test/gpu-new", 100, seed=3)
+    model = GemmRegressor(devices=devices_frame(), max_iter=60).fit(train, train["runtime_ms"])
+    with pytest.raises(ValueError, match="gpu-new"):
+        model.predict(test)
+    extra = devices_frame().filter(pl.col("device_id") == "test/gpu-new")
+    pred = model.predict(test, extra_devices=extra)
+    ape = np.abs(pred - test["runtime_ms"].to_numpy()) / test["runtime_ms"].to_numpy()
+    # a raw-time tree would cap at the slowest training runtimes; the ratio target stays close
+    assert np.median(ape) < 0.25
+
+
+def _fill_store(store: DatasetStore) -> None:
+    store.append("devices", devices_frame(), partition="test")
+    store.append("gemm", pl.concat([gemm_rows("test/gpu-a", 150, seed=1), gemm_rows("test/gpu-b", 150, seed=2)]),
+                 partition="test")  # fmt: skip
+
+
+def _n_runs(experiment: str) -> int:
+    exp = mlflow.get_experiment_by_name(experiment)
+    return 0 if exp is None else len(MlflowClient().search_runs([exp.experiment_id]))
+
+
+def test_train_logs_registers_and_reloads_with_identical_predictions(store: DatasetStore) -> None:
+    _fill_store(store)
+    res = train_gemm_model(store, FAST)
+    assert res.version is not None
+    run = MlflowClient().get_run(res.run_id)
+    assert "test_runtime_ms_mape" in run.data.metrics
+    assert "test_power_w_median_ape" in run.data.metrics
+    arts = {a.path for a in MlflowClient().list_artifacts(res.run_id, "plots")}
+    assert "plots/parity_test_runtime_ms.png" in arts
+    queries = res.test.select("device_id", "op", "m", "n", "k", "batch", "dtype", "layout")
+    direct = res.model.predict_frame(queries)
+    loaded = mlflow.pyfunc.load_model(res.model_uri).predict(queries.to_pandas())
+    np.testing.assert_array_equal(loaded["runtime_ms"].to_numpy(), direct["runtime_ms"].to_numpy())
+    pred = load_predictor("gemm", version=res.version).predict(queries)
+    assert pred.columns == ["runtime_ms", "power_w", "energy_j"]
+    np.testing.assert_array_equal(pred["runtime_ms"].to_numpy(), direct["runtime_ms"].to_numpy())
+    np.testing.assert_allclose(
+        pred["energy_j"].to_numpy(), direct["power_w"].to_numpy() * direct["runtime_ms"].to_numpy() / 1000
+    )
+
+
+def test_served_model_refuses_an_unknown_device_by_name(store: DatasetStore) -> None:
+    _fill_store(store)
+    res = train_gemm_model(store, GemmTrainConfig(max_iter=10, register=False))
+    model = mlflow.pyfunc.load_model(res.model_uri)
+    with pytest.raises(Exception, match="test/gpu-new"):
+        model.predict(_query(device_id="test/gpu-new").to_pandas())
+
+
+def test_empty_store_raises_before_any_run(store: DatasetStore) -> None:
+    before = _n_runs("gemm")
+    with pytest.raises(TrainingDataError, match="0 training rows"):
+        train_gemm_model(store, FAST)
+    assert _n_runs("gemm") == before
+
+
+def test_device_without_rows_raises_before_any_run(store: DatasetStore) -> None:
+    _fill_store(store)
+    before = _n_runs("gemm")
+    with pytest.raises(TrainingDataError, match=r"no rows for device\(s\) \['test/gpu-new'\]"):
+        train_gemm_model(store, GemmTrainConfig(devices=("test/gpu-a", "test/gpu-new")))
+    assert _n_runs("gemm") == before
+
+
+class _FrameStore:
+    """A store stand-in returning fixed frames (the real store refuses NaN on write)."""
+
+    root = "memory"
+
+    def __init__(self, gemm: pl.DataFrame) -> None:
+        self.frames = {"gemm": gemm, "devices": devices_frame()}
+
+    def read(self, kind: str, **_: object) -> pl.DataFrame:
+        return self.frames[kind]
+
+
+def test_nan_targets_raise_before_any_run() -> None:
+    rows = gemm_rows("test/gpu-a", 30).with_columns(
+        pl.when(pl.int_range(pl.len()) == 4)
+        .then(float("nan"))
+        .otherwise(pl.col("runtime_ms"))
+        .alias("runtime_ms")
+    )
+    before = _n_runs("gemm")
+    with pytest.raises(TrainingDataError, match="NaN/missing runtime_ms"):
+        train_gemm_model(_FrameStore(rows), FAST)  # type: ignore[arg-type]
+    assert _n_runs("gemm") == before
