@@ -88,7 +88,7 @@ def render(results: list[dict[str, Any]], problems: list[str]) -> str:
             "|---|---|---|---|---|---|---|---|",
         ]
         for r in d["rows"]:
-            target = "–" if r.get("target") is None else f"{r.get('direction', '<=')} {_fmt(r['target'])}"
+            target = "–" if r.get("target") is None else f"{_direction(r)} {_fmt(r['target'])}"
             note = r.get("note") or ""
             if r.get("anchor_source"):
                 note = f"{note} (anchor: {r['anchor_source']})".strip()
@@ -100,6 +100,17 @@ def render(results: list[dict[str, Any]], problems: list[str]) -> str:
     if problems:
         lines += ["## Skipped result files", ""] + [f"- {p}" for p in problems] + [""]
     return "\n".join(lines)
+
+
+_HIGHER_IS_BETTER = ("spearman", "r2", "r²", "within", "accuracy", "f1", "fraction", "speedup")
+
+
+def _direction(row: dict) -> str:
+    """The row's comparison; results written without one are read from the metric's name."""
+    if row.get("direction") in ("<=", ">="):
+        return row["direction"]
+    name = str(row.get("metric", "")).lower()
+    return ">=" if any(word in name for word in _HIGHER_IS_BETTER) else "<="
 
 
 def main(argv: list[str] | None = None) -> int:
