@@ -11,10 +11,9 @@ import polars as pl
 from rich.console import Console
 from rich.table import Table
 
-from hwsurrogate.errors import HwSurrogateError, SourceNotFoundError
 from hwsurrogate.progress import make_progress
 
-from .importers import IMPORTERS, default_path, import_source, sources
+from .importers import IMPORTERS, import_available, import_source, sources
 from .schemas import KINDS
 from .store import DatasetStore
 
@@ -69,24 +68,19 @@ def import_cmd(source: str, from_path: Path | None, store_path: Path | None) -> 
         return
     if from_path is not None:
         raise click.UsageError("--from takes one source's folder; `all` reads HWSURROGATE_DATA_DIR")
-    names = list(IMPORTERS)
     failures: list[str] = []
     with make_progress() as progress:
-        task = progress.add_task("importing", total=len(names))
-        for name in names:
-            progress.update(task, description=f"importing {name}")
-            try:
-                path = default_path(name)
-                if not path.exists():
-                    progress.console.print(f"[yellow]{name}: skipped, not found at {path}")
-                else:
-                    report = import_source(name, path, store=store)
-                    progress.console.print(f"{name}: {_rows(report.rows)} in {report.seconds:.1f} s")
-            except SourceNotFoundError as exc:
-                progress.console.print(f"[yellow]{name}: skipped, {exc}")
-            except HwSurrogateError as exc:
-                failures.append(f"{name}: {exc}")
-                progress.console.print(f"[red]{name}: failed, {exc}")
+        task = progress.add_task("importing", total=len(IMPORTERS))
+        for outcome in import_available(IMPORTERS, store=store):
+            name = outcome.source
+            if outcome.report is not None:
+                report = outcome.report
+                progress.console.print(f"{name}: {_rows(report.rows)} in {report.seconds:.1f} s")
+            elif outcome.skipped is not None:
+                progress.console.print(f"[yellow]{name}: skipped, {outcome.skipped}")
+            else:
+                failures.append(f"{name}: {outcome.error}")
+                progress.console.print(f"[red]{name}: failed, {outcome.error}")
             progress.advance(task)
     if failures:
         raise click.ClickException(

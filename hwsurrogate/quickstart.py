@@ -25,9 +25,8 @@ from typing import Any
 import click
 import polars as pl
 
-from hwsurrogate.datasets.importers import IMPORTERS, default_path, import_source
+from hwsurrogate.datasets.importers import IMPORTERS, import_available
 from hwsurrogate.datasets.store import DatasetStore
-from hwsurrogate.errors import HwSurrogateError, SourceNotFoundError
 from hwsurrogate.progress import make_progress
 
 #: Public sources imported by default (enough to train the latency and GEMM models quickly).
@@ -101,16 +100,11 @@ def step_import(ctx: Context, sources: tuple[str, ...]) -> str:
     done, skipped = [], []
     with make_progress() as progress:
         task = progress.add_task("import", total=len(sources))
-        for name in sources:
-            progress.update(task, description=f"import {name}")
-            try:
-                path = default_path(name)
-                if not path.exists():
-                    raise SourceNotFoundError(f"not found at {path}")
-                report = import_source(name, path, store=ctx.store)
-                done.append(f"{name} ({report.rows})")
-            except (HwSurrogateError, NotImplementedError, ImportError) as exc:
-                skipped.append(f"{name}: {exc}")
+        for outcome in import_available(sources, store=ctx.store):
+            if outcome.report is not None:
+                done.append(f"{outcome.source} ({outcome.report.rows})")
+            else:
+                skipped.append(f"{outcome.source}: {outcome.skipped or outcome.error}")
             progress.advance(task)
     if not done:
         raise Skip("; ".join(skipped) or "no sources requested")
@@ -125,9 +119,12 @@ def step_train_gemm(ctx: Context) -> str:
 
 def step_train_latency(ctx: Context) -> str:
     train = _resolve("hwsurrogate.surrogates.train_latency:train_latency_model")
-    frame = ctx.store.read("latency", space="nb201")
+    # the imported devices only: this machine's handful of collected rows is what `adapt` is for
+    imported = [s for s in ctx.store.read("latency", space="nb201")["source"].unique().to_list()
+                if not s.startswith(("collector:", "upload:"))]  # fmt: skip
+    frame = ctx.store.read("latency", space="nb201", source=imported) if imported else pl.DataFrame()
     if frame.height == 0:
-        raise Skip("no NB201 latency rows in the store (import help/latbench first)")
+        raise Skip("no imported NB201 latency rows in the store (import help/latbench first)")
     return f"hws-latency: {_brief(train(frame, model='tree', max_train_archs=1000))}"
 
 

@@ -153,8 +153,10 @@ def check_gemm_queries(queries: pl.DataFrame) -> pl.DataFrame:
 def device_table(devices: pl.DataFrame) -> pl.DataFrame:
     """The descriptor columns of a ``devices`` frame (one row per device, missing columns null).
 
-    A device without a peak or a bandwidth keeps NaN roofline features (trees cope); models
-    that predict the ratio to roofline refuse such devices by name.
+    A device without a published peak falls back to the fp32 GEMM GFLOP/s measured on it by the
+    fingerprint collector (``descriptors.micro_benchmarks.gemm_gflops.fp32``). A device without
+    a peak or a bandwidth keeps NaN roofline features (trees cope); models that predict the ratio
+    to roofline refuse such devices by name.
     """
     if "device_id" not in devices.columns:
         raise ValueError("devices table needs a 'device_id' column")
@@ -162,6 +164,16 @@ def device_table(devices: pl.DataFrame) -> pl.DataFrame:
         pl.col(c).cast(pl.Float64) if c in devices.columns else pl.lit(None, dtype=pl.Float64).alias(c)
         for c in DEVICE_DESCRIPTORS
     ]
+    if "descriptors" in devices.columns and "peak_fp32_gflops" in DEVICE_DESCRIPTORS:
+        # Empirical roofline: a device with no published peak (e.g. a CPU recorded by
+        # `hws collect fingerprint`) uses the fp32 GEMM GFLOP/s measured on it.
+        measured = (
+            pl.col("descriptors")
+            .str.json_path_match("$.micro_benchmarks.gemm_gflops.fp32")
+            .cast(pl.Float64, strict=False)
+        )
+        i = DEVICE_DESCRIPTORS.index("peak_fp32_gflops")
+        cols[i] = pl.coalesce(cols[i], measured).alias("peak_fp32_gflops")
     table = devices.select(pl.col("device_id").cast(pl.String), *cols).unique("device_id", keep="last")
     return table.sort("device_id")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -108,3 +109,31 @@ def import_source(name: str, path: Path | None = None, *, store: DatasetStore | 
     counts = store.commit([Write(kind, partition, frame, "replace") for kind, frame in frames.items()])
     rows = {kind: n for (kind, _), n in counts.items()}
     return ImportReport(name, path, rows, time.perf_counter() - t0)
+
+
+@dataclass(frozen=True)
+class ImportOutcome:
+    """What happened to one source in :func:`import_available`."""
+
+    source: str
+    report: ImportReport | None = None
+    skipped: str | None = None  # the source is absent: why
+    error: str | None = None  # the import failed (its previous rows are unchanged)
+
+
+def import_available(names: Iterable[str], *, store: DatasetStore) -> Iterator[ImportOutcome]:
+    """Import each named source found under ``HWSURROGATE_DATA_DIR``, one commit per source.
+
+    Absent sources are skipped with the reason; a failing source does not stop the others.
+    """
+    for name in names:
+        try:
+            path = default_path(name)
+            if not path.exists():
+                yield ImportOutcome(name, skipped=f"not found at {path}")
+                continue
+            yield ImportOutcome(name, report=import_source(name, path, store=store))
+        except SourceNotFoundError as exc:
+            yield ImportOutcome(name, skipped=str(exc))
+        except HwSurrogateError as exc:
+            yield ImportOutcome(name, error=str(exc))

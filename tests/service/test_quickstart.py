@@ -29,7 +29,9 @@ def test_runner_reports_ok_skip_and_failure_and_carries_on(tmp_path: Path):
     assert out[0][2] == "RuntimeError: disk on fire" and ran == ["fine"]
 
 
-def test_quickstart_without_models_serves_and_skips_queries_cleanly(tmp_path: Path):
+def test_quickstart_without_models_serves_and_skips_queries_cleanly(tmp_path: Path, monkeypatch):
+    # an empty registry of its own: the session's shared MLflow DB may hold other tests' champions
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'empty-mlflow.db'}")
     result = CliRunner().invoke(
         quickstart, ["--store", str(tmp_path / "store"), "--skip-import", "--skip-collect", "--skip-train"]
     )

@@ -15,9 +15,11 @@ from .tiny_models import GEMM_INPUTS, fit_gemm_pipeline, register_gemm_pipeline,
 
 
 @pytest.fixture(scope="module")
-def registered_gemm(_mlflow_dir: Path):
+def registered_gemm(tmp_path_factory: pytest.TempPathFactory):
     mp = pytest.MonkeyPatch()
-    d = _mlflow_dir  # the session's test MLflow (creating another database costs seconds)
+    # a registry of its own: these tests assert which tasks are NOT registered, and the session's
+    # shared MLflow DB holds other tests' champions
+    d = tmp_path_factory.mktemp("mlflow-service")
     mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{d / 'mlflow.db'}")
     mp.setenv("HWSURROGATE_MLFLOW_ARTIFACTS", str(d / "mlruns"))
     frame = synthetic_gemm_frame(300)

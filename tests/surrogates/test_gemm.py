@@ -179,3 +179,21 @@ def test_nan_targets_raise_before_any_run() -> None:
     with pytest.raises(TrainingDataError, match="NaN/missing runtime_ms"):
         train_gemm_model(_FrameStore(rows), FAST)  # type: ignore[arg-type]
     assert _n_runs("gemm") == before
+
+
+def test_device_without_published_peak_uses_its_measured_gemm_throughput() -> None:
+    import json
+
+    from hwsurrogate.surrogates.features import device_table
+
+    micro = {"micro_benchmarks": {"gemm_gflops": {"fp32": 52.5, "fp64": 26.0}}}
+    devices = pl.DataFrame(
+        {
+            "device_id": ["local/box-cpu", "spec/gpu", "bare/cpu"],
+            "peak_fp32_gflops": [None, 1000.0, None],
+            "mem_bw_gbs": [20.0, 500.0, 10.0],
+            "descriptors": [json.dumps(micro), json.dumps(micro), None],
+        }
+    )
+    table = device_table(devices)
+    assert table["peak_fp32_gflops"].to_list() == [None, 52.5, 1000.0]  # sorted: bare, local, spec
