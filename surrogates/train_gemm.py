@@ -48,6 +48,9 @@ class GemmTrainConfig:
     learning_rate: float = 0.1
     min_power_rows: int = 50  # below this no power model is fitted
     register: bool = True
+    # single cold launches (no warm-up, e.g. GPPerf's naive tiled kernel) are not steady-state
+    # timings of the device; mixed in, they teach the model a 100x slower "kernel" it cannot see
+    include_cold_launches: bool = False
 
 
 @dataclass
@@ -66,6 +69,9 @@ def load_gemm_frame(store: DatasetStore, config: GemmTrainConfig) -> tuple[pl.Da
     frame = store.read("gemm")
     if config.sources:
         frame = frame.filter(pl.col("source").is_in(list(config.sources)))
+    if not config.include_cold_launches and "extra" in frame.columns:
+        cold = pl.col("extra").str.json_path_match("$.cold_launch").fill_null("false") == "true"
+        frame = frame.filter(~cold)
     devices = store.read("devices")
     if config.devices:
         present = set(frame["device_id"].unique().to_list()) if frame.height else set()

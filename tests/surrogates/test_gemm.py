@@ -197,3 +197,20 @@ def test_device_without_published_peak_uses_its_measured_gemm_throughput() -> No
     )
     table = device_table(devices)
     assert table["peak_fp32_gflops"].to_list() == [None, 52.5, 1000.0]  # sorted: bare, local, spec
+
+
+def test_cold_launch_rows_are_left_out_of_training_by_default(tmp_path) -> None:
+    from hwsurrogate.surrogates.train_gemm import GemmTrainConfig, load_gemm_frame
+
+    store = DatasetStore(tmp_path / "store")
+    rows = gemm_rows("test/gpu-a", 40, seed=1)
+    cold = rows.head(5).with_columns(
+        (pl.col("runtime_ms") * 100).alias("runtime_ms"),
+        pl.lit('{"cold_launch": true}').alias("extra"),
+        (pl.col("measurement_id") + "-cold").alias("measurement_id"),
+    )
+    store.append("gemm", pl.concat([rows, cold], how="diagonal_relaxed"), partition="t")
+    store.append("devices", devices_frame(), partition="t")
+    steady, _ = load_gemm_frame(store, GemmTrainConfig())
+    everything, _ = load_gemm_frame(store, GemmTrainConfig(include_cold_launches=True))
+    assert (steady.height, everything.height) == (40, 45)
