@@ -67,6 +67,7 @@ DEVICE_DESCRIPTORS: tuple[str, ...] = (
     "l2_mb",
     "clock_mhz",
 )
+DEFAULT_LAYOUT = "nn"
 GEMM_QUERY_COLUMNS: tuple[str, ...] = ("device_id", "op", "m", "n", "k", "batch", "dtype", "layout")
 
 #: feature columns produced by :func:`gemm_features` (in this order).
@@ -146,7 +147,9 @@ def check_gemm_queries(queries: pl.DataFrame) -> pl.DataFrame:
         pl.col("op").cast(pl.String),
         *(pl.col(c).cast(pl.Int64) for c in ("m", "n", "k", "batch")),
         pl.col("dtype").cast(pl.String),
-        pl.col("layout").cast(pl.String),
+        # an unstated layout means row-major operands as numpy/torch matmul take them ("nn"),
+        # in training rows and queries alike (only GPPerf states layouts; the others never do)
+        pl.col("layout").cast(pl.String).fill_null(DEFAULT_LAYOUT),
     )
 
 

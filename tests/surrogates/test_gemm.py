@@ -214,3 +214,11 @@ def test_cold_launch_rows_are_left_out_of_training_by_default(tmp_path) -> None:
     steady, _ = load_gemm_frame(store, GemmTrainConfig())
     everything, _ = load_gemm_frame(store, GemmTrainConfig(include_cold_launches=True))
     assert (steady.height, everything.height) == (40, 45)
+
+
+def test_unstated_layout_is_featurised_as_nn() -> None:
+    base = {"device_id": ["test/gpu-a"] * 2, "op": ["gemm"] * 2, "m": [64, 64], "n": [64, 64], "k": [64, 64],
+            "batch": [1, 1], "dtype": ["fp32"] * 2}  # fmt: skip
+    stated = gemm_features(pl.DataFrame({**base, "layout": ["nn", "nn"]}), devices_frame())
+    unstated = gemm_features(pl.DataFrame({**base, "layout": [None, None]}), devices_frame())
+    assert unstated["layout_code"].to_list() == stated["layout_code"].to_list()
