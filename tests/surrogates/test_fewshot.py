@@ -10,7 +10,6 @@ adaptation can recover the order.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -122,13 +121,12 @@ def test_adapted_absolute_latency_matches_the_known_function(model: FewShotLaten
     assert scores["within_10pct"] > 0.9
 
 
-def test_adaptation_of_the_tiny_problem_takes_milliseconds(model: FewShotLatencyRegressor) -> None:
+def test_adaptation_is_closed_form_and_repeatable(model: FewShotLatencyRegressor) -> None:
+    # speed is a benchmark figure (`hws bench fewshot-help` reports adapt_ms), not a unit test
     keys, y = _support(20)
-    model.adapt("nb201", keys, y)  # warm the key index
-    t0 = time.perf_counter()
-    for _ in range(10):
-        model.adapt("nb201", keys, y)
-    assert (time.perf_counter() - t0) / 10 < 0.05
+    first = model.predict(model.adapt("nb201", keys, y), KEYS)
+    again = model.predict(model.adapt("nb201", keys, y), KEYS)
+    np.testing.assert_array_equal(first, again)
 
 
 def test_arch_outside_the_table_is_predicted_through_the_encoder(model: FewShotLatencyRegressor) -> None:
