@@ -69,14 +69,46 @@ def collect_numpy_gemm(n_shapes: int = 150, seed: int = 0) -> pl.DataFrame:
     return pl.DataFrame(rows)
 
 
-def ensure_gemm_model() -> dict[str, object]:
+GPPERF_DEVICE = "gpperf/rtx4070"
+
+
+def ensure_gemm_model(use_existing: bool, store: Path) -> dict[str, object]:
+    """The model the server will answer with, and where it came from.
+
+    ``use_existing``: the champion already registered in $MLFLOW_TRACKING_URI. Otherwise (default)
+    the project's own GEMM surrogate, trained by ``train_gemm_model`` exactly as ``hws train gemm``
+    does, on the GPPerf RTX 4070 data when $HWSURROGATE_DATA_DIR has it (runtime + power models:
+    what a user serves), else on ~150 numpy GEMMs timed here (a small forest pipeline).
+    """
     from hwsurrogate.surrogates.registry import ModelNotFoundError, load_predictor
 
-    try:
-        p = load_predictor("gemm")
-        return {"model_origin": "existing registered champion", "name": p.name, "version": p.version}
-    except ModelNotFoundError:
-        pass
+    if use_existing:
+        try:
+            p = load_predictor("gemm")
+        except ModelNotFoundError as exc:
+            raise SystemExit(f"--use-existing: {exc}") from None
+        device = str(p.native.devices[0]) if p.native is not None else None
+        return {"model_origin": "existing registered champion", "name": p.name, "version": p.version,
+                "device": device}  # fmt: skip
+    data_dir = Path(os.environ.get("HWSURROGATE_DATA_DIR", ROOT.parent / "shared" / "data"))
+    if (data_dir / "gemm" / "gpperf_rtx4070").is_dir():
+        from hwsurrogate.datasets.importers import import_source
+        from hwsurrogate.datasets.store import DatasetStore
+        from hwsurrogate.surrogates.train_gemm import GemmTrainConfig, train_gemm_model
+
+        t0 = time.perf_counter()
+        ds = DatasetStore(store)
+        import_source("gpperf", data_dir / "gemm" / "gpperf_rtx4070", store=ds)
+        res = train_gemm_model(ds, GemmTrainConfig())
+        return {
+            "model_origin": (
+                f"trained here in {time.perf_counter() - t0:.0f} s by train_gemm_model (as `hws train gemm`) "
+                "on GPPerf RTX 4070: runtime + power gradient-boosted trees on the shared feature pipeline"
+            ),
+            "name": "hws-gemm",
+            "version": res.version,
+            "device": GPPERF_DEVICE,
+        }
     from tests.service.tiny_models import fit_gemm_pipeline, register_gemm_pipeline
 
     t0 = time.perf_counter()
@@ -86,11 +118,12 @@ def ensure_gemm_model() -> dict[str, object]:
     version = register_gemm_pipeline(model, experiment="hws-bench-service")
     return {
         "model_origin": (
-            f"no champion registered: timed {frame.height} numpy GEMM shapes on this CPU in {collect_s:.1f} s, "
-            "fitted a 100-tree random-forest pipeline (runtime_ms only) and registered it"
+            f"no GPPerf data under {data_dir}: timed {frame.height} numpy GEMM shapes on this CPU in "
+            f"{collect_s:.1f} s, fitted a 100-tree random-forest pipeline (runtime_ms only) and registered it"
         ),
         "name": "hws-gemm",
         "version": version,
+        "device": str(frame["device_id"][0]),
     }
 
 
@@ -137,14 +170,44 @@ def run_phase(proc: subprocess.Popen, *args: object, **kwargs: object) -> dict[s
 
 
 def queries(n: int, device: str, seed: int = 1) -> list[dict[str, object]]:
+    """``n`` random GEMM queries on ``device`` in the range its model was trained on."""
     rng = np.random.default_rng(seed)
-    dims = (2 ** rng.uniform(4, 10, size=(n, 3))).astype(int)
-    dtypes = rng.choice(["fp32", "fp64"], n)
+    gpperf = device == GPPERF_DEVICE
+    dims = (2 ** rng.uniform(9, 13, size=(n, 3)) if gpperf else 2 ** rng.uniform(4, 10, size=(n, 3))).astype(
+        int
+    )
+    dtypes = rng.choice(["fp32"] if gpperf else ["fp32", "fp64"], n)
+    layouts = rng.choice(["nn", "nt", "tn", "tt"] if gpperf else ["nn"], n)
     return [
         {"device": device, "op": "gemm", "m": int(m), "n": int(nn), "k": int(k), "batch": 1,
-         "dtype": str(d), "layout": "nn"}
-        for (m, nn, k), d in zip(dims, dtypes, strict=True)
+         "dtype": str(d), "layout": str(lay)}
+        for (m, nn, k), d, lay in zip(dims, dtypes, layouts, strict=True)
     ]  # fmt: skip
+
+
+def _http_request(host: str, port: int, path: str, body: bytes | None) -> bytes:
+    """One pre-encoded HTTP/1.1 keep-alive request (GET without a body, POST with a JSON one)."""
+    if body is None:
+        return f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+async def _roundtrip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> int:
+    """Send ``request`` and read the whole response; returns its status code."""
+    writer.write(request)
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    lower = head.lower()
+    at = lower.find(b"content-length:")
+    if at < 0:
+        raise ConnectionError(f"response without Content-Length: {head[:80]!r}")
+    length = int(lower[at + 15 : lower.index(b"\r\n", at)])
+    await reader.readexactly(length)
+    return status
 
 
 async def load_loop(
@@ -160,55 +223,73 @@ async def load_loop(
     """Closed loop: each client sends its next request when the last one is answered.
 
     ``rate_per_client`` paces each client instead (open loop: one request every 1/rate s,
-    staggered), which measures latency at a load below saturation.
+    staggered); latency then counts from when a request was *due*, so a slow answer that delays
+    the next request is charged to it (no coordinated omission).
 
     ``floor=True`` sends GET /healthz instead (no model, no body): the HTTP stack's own floor here.
-    """
-    import httpx
 
+    Each client is one keep-alive connection driven by asyncio streams with pre-encoded requests:
+    a load generator that costs ~0.1 ms of CPU per request, so on a 2-core machine it leaves the
+    server its core (an httpx client costs ~1.5 ms per request).
+    """
+    host, port = url.removeprefix("http://").rsplit(":", 1)
     pool = queries(512, device, seed=2)
+    path = "/healthz" if floor else "/v1/predict/gemm"
+    requests = [
+        _http_request(host, int(port), path, None if floor else json.dumps({"queries": [q]}).encode())
+        for q in pool
+    ]
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     errors = 0
     error_types: dict[str, int] = {}
-    stop_at = time.perf_counter() + duration
     sent = 0
+    stop_at = 0.0
 
-    async def worker(i: int, client: httpx.AsyncClient) -> None:
+    async def worker(i: int) -> None:
         nonlocal sent, errors
-        j = i
-        k = 0
-        start = time.perf_counter() + (i / clients / rate_per_client if rate_per_client else 0.0)
-        while time.perf_counter() < stop_at and sent < max_requests:
-            if rate_per_client:
-                await asyncio.sleep(max(0.0, start + k / rate_per_client - time.perf_counter()))
-                k += 1
-            sent += 1
-            body = {"queries": [pool[j % len(pool)]]}
-            j += clients
-            t0 = time.perf_counter()
-            try:
-                if floor:
-                    r = await client.get("/healthz")
-                else:
-                    r = await client.post("/v1/predict/gemm", json=body)
-                latencies.append((time.perf_counter() - t0) * 1e3)
-                statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
-            except httpx.HTTPError as exc:
-                errors += 1
-                error_types[type(exc).__name__] = error_types.get(type(exc).__name__, 0) + 1
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            await _roundtrip(reader, writer, requests[i % len(requests)])  # warm connection and paths
+            await start.wait()
+            j, k = i, 0
+            due0 = time.perf_counter() + (i / clients / rate_per_client if rate_per_client else 0.0)
+            while time.perf_counter() < stop_at and sent < max_requests:
+                t0 = time.perf_counter()
+                if rate_per_client:
+                    due = due0 + k / rate_per_client
+                    k += 1
+                    if due > t0:
+                        await asyncio.sleep(due - t0)
+                    t0 = due
+                sent += 1
+                request = requests[j % len(requests)]
+                j += clients
+                try:
+                    status = await _roundtrip(reader, writer, request)
+                    latencies.append((time.perf_counter() - t0) * 1e3)
+                    statuses[status] = statuses.get(status, 0) + 1
+                except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+                    errors += 1
+                    error_types[type(exc).__name__] = error_types.get(type(exc).__name__, 0) + 1
+                    writer.close()
+                    reader, writer = await asyncio.open_connection(host, int(port))
+        finally:
+            writer.close()
 
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
-        for q in pool[:clients]:  # warm connections and code paths
-            await client.post("/v1/predict/gemm", json={"queries": [q]})
-        t0 = time.perf_counter()
-        await asyncio.gather(*(worker(i, client) for i in range(clients)))
-        elapsed = time.perf_counter() - t0
+    start = asyncio.Event()
+    tasks = [asyncio.create_task(worker(i)) for i in range(clients)]
+    await asyncio.sleep(0.5)  # let every client connect and warm up
+    t0 = time.perf_counter()
+    stop_at = t0 + duration
+    start.set()
+    await asyncio.gather(*tasks)
+    elapsed = time.perf_counter() - t0
     lat = np.array(latencies)
     return {
         "clients": clients,
         "mode": f"open loop, {rate_per_client} req/s per client" if rate_per_client else "closed loop",
+        "load_generator": "asyncio streams, one keep-alive connection per client, pre-encoded requests",
         "duration_s": round(elapsed, 2),
         "requests": int(lat.size),
         "throughput_rps": round(lat.size / elapsed, 1),
@@ -232,14 +313,17 @@ def batch_comparison(url: str, device: str, n: int, repeats: int) -> dict[str, o
     predictor = load_predictor("gemm")
     predictor.predict(frame)  # warm
     in_proc, http, server_model, server_handler, server_parse = [], [], [], [], []
+    # both sides start from their input ready-made: a polars frame in process, JSON bytes over HTTP
+    body = json.dumps({"queries": qs}).encode()
+    headers = {"content-type": "application/json"}
     with httpx.Client(base_url=url, timeout=120) as client:
-        client.post("/v1/predict/gemm", json={"queries": qs}).raise_for_status()  # warm
+        client.post("/v1/predict/gemm", content=body, headers=headers).raise_for_status()  # warm
         for _ in range(repeats):
             t0 = time.perf_counter()
             out = predictor.predict(frame)
             in_proc.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
-            r = client.post("/v1/predict/gemm", json={"queries": qs})
+            r = client.post("/v1/predict/gemm", content=body, headers=headers)
             http.append(time.perf_counter() - t0)
             r.raise_for_status()
             timing = dict(p.split(";dur=") for p in r.headers["server-timing"].split(", "))
@@ -283,16 +367,22 @@ def main() -> None:
     )
     ap.add_argument("--max-requests", type=int, default=200_000, help="stop after this many requests")
     ap.add_argument("--batch-rows", type=int, default=10_000)
+    ap.add_argument(
+        "--use-existing", action="store_true",
+        help="serve the gemm champion registered at $MLFLOW_TRACKING_URI instead of training one in a temp registry",
+    )  # fmt: skip
     ap.add_argument("--out", type=Path, default=ROOT / "bench-results" / "service-load.json")
     args = ap.parse_args()
 
     t_start = time.perf_counter()
     load_before = os.getloadavg()
-    model = ensure_gemm_model()
-    print(f"model: {model['name']} v{model['version']} ({model['model_origin']})", flush=True)
-    host = socket.gethostname().split(".")[0]
-    device = f"local/{host}-cpu"
     with tempfile.TemporaryDirectory(prefix="hws-bench-") as tmp:
+        if not args.use_existing:  # a private registry: the figures never depend on what the user has
+            os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
+            os.environ["HWSURROGATE_MLFLOW_ARTIFACTS"] = f"{tmp}/mlruns"
+        model = ensure_gemm_model(args.use_existing, Path(tmp) / "train-store")
+        print(f"model: {model['name']} v{model['version']} ({model['model_origin']})", flush=True)
+        device = str(model["device"])
         port = _free_port()
         proc = start_server(Path(tmp) / "store", port)
         url = f"http://127.0.0.1:{port}"

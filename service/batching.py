@@ -5,6 +5,10 @@ dispatch, pipeline indexing), not per-row work. :class:`CoalescingPredictor` put
 queue; one worker thread takes everything queued (up to ``max_rows``), predicts once and hands
 each caller its rows. An idle model answers a lone call at once (no waiting window). If the merged
 call fails, each call is retried alone so an error reaches only the request that caused it.
+
+Small calls run with one OpenMP thread: for a few rows, waking and joining scikit-learn's OpenMP
+team per tree costs more than the trees themselves, and its spinning workers take CPU from the
+event loop on a small machine. Large batches keep every thread.
 """
 
 from __future__ import annotations
@@ -15,6 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import polars as pl
+
+#: calls with fewer rows than this run with a single OpenMP thread (see the module docstring)
+SINGLE_THREAD_ROWS = 512
 
 
 @dataclass
@@ -28,9 +35,13 @@ class _Job:
 class CoalescingPredictor:
     """A :class:`~hwsurrogate.surrogates.api.Predictor` that batches concurrent calls to ``inner``."""
 
-    def __init__(self, inner: Any, *, max_rows: int = 20_000) -> None:
+    def __init__(
+        self, inner: Any, *, max_rows: int = 20_000, single_thread_rows: int = SINGLE_THREAD_ROWS
+    ) -> None:
         self.inner = inner
         self.max_rows = max_rows
+        self.single_thread_rows = single_thread_rows
+        self._threadpools: Any = None  # threadpoolctl controller, made in the worker on first use
         self.n_model_calls = 0
         self.n_requests = 0
         self._queue: queue.SimpleQueue[_Job] = queue.SimpleQueue()
@@ -67,7 +78,14 @@ class CoalescingPredictor:
 
     def _call(self, frame: pl.DataFrame) -> pl.DataFrame:
         self.n_model_calls += 1
-        return self.inner.predict(frame)
+        if frame.height >= self.single_thread_rows:
+            return self.inner.predict(frame)
+        if self._threadpools is None:
+            from threadpoolctl import ThreadpoolController
+
+            self._threadpools = ThreadpoolController()  # sees the libraries the loaded models use
+        with self._threadpools.limit(limits=1, user_api="openmp"):
+            return self.inner.predict(frame)
 
     def _run(self, jobs: list[_Job]) -> None:
         same_schema = all(j.queries.schema == jobs[0].queries.schema for j in jobs)

@@ -23,6 +23,20 @@ class ModelNotFoundError(HwSurrogateError, LookupError):
     """No registered model (or alias / version) for a task."""
 
 
+def native_model(model: Any) -> Any:
+    """The project's own model inside a loaded pyfunc when it predicts polars frames, else None.
+
+    Our GEMM and FPGA pyfuncs wrap an object with ``predict_frame(polars) -> polars`` that
+    validates its input itself; calling it directly skips the pandas round trip and MLflow's
+    per-call schema enforcement, which cost more than the trees for a single query.
+    """
+    try:
+        inner = getattr(model.unwrap_python_model(), "model", None)
+    except Exception:  # not a PythonModel flavour (e.g. mlflow.sklearn)
+        return None
+    return inner if callable(getattr(inner, "predict_frame", None)) else None
+
+
 @dataclass
 class LoadedPredictor:
     """A registered pyfunc model wrapped in the :class:`~.api.Predictor` contract."""
@@ -32,12 +46,16 @@ class LoadedPredictor:
     version: str
     model: Any
     metrics: dict[str, float] = field(default_factory=dict)
+    native: Any = None  #: see :func:`native_model`
 
     def predict(self, queries: pl.DataFrame) -> pl.DataFrame:
         missing = [c for c in INPUTS[self.task] if c not in queries.columns]
         if missing:
             raise ValueError(f"{self.task} queries miss column(s) {missing}")
-        out = self.model.predict(queries.select(INPUTS[self.task]).to_pandas())
+        if self.native is not None:
+            out: Any = self.native.predict_frame(queries.select(INPUTS[self.task]))
+        else:
+            out = self.model.predict(queries.select(INPUTS[self.task]).to_pandas())
         if isinstance(out, pl.DataFrame):
             frame = out
         elif isinstance(out, np.ndarray):  # plain regressors: columns are the outputs in order
@@ -82,4 +100,11 @@ def load_predictor(task: str, *, alias: str = CHAMPION, version: str | int | Non
     metrics: dict[str, float] = {}
     if mv.run_id:
         metrics = dict(client.get_run(mv.run_id).data.metrics)
-    return LoadedPredictor(task=task, name=name, version=str(mv.version), model=model, metrics=metrics)
+    return LoadedPredictor(
+        task=task,
+        name=name,
+        version=str(mv.version),
+        model=model,
+        metrics=metrics,
+        native=native_model(model),
+    )

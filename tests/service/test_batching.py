@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -64,3 +65,27 @@ def test_error_in_merged_call_reaches_only_its_request():
         assert good.result(10)["runtime_ms"][0] == pytest.approx(24 / 1e9)
         with pytest.raises(UnknownDeviceError, match="b/unknown"):
             bad.result(10)
+
+
+class ThreadCounting(FakePredictor):
+    """Records how many OpenMP threads scikit-learn would use inside each call."""
+
+    def __init__(self) -> None:
+        super().__init__("gemm", "hws-gemm", {"a/x"})
+        self.threads: list[int] = []
+
+    def predict(self, queries: pl.DataFrame) -> pl.DataFrame:
+        from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
+
+        self.threads.append(_openmp_effective_n_threads())
+        return super().predict(queries)
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs 2+ cores to tell 1 thread from all")
+def test_small_calls_run_single_threaded_and_large_batches_keep_all_threads():
+    inner = ThreadCounting()
+    pred = CoalescingPredictor(inner, single_thread_rows=8)
+    pred.predict(_q(1))
+    pred.predict(pl.concat([_q(m) for m in range(1, 9)]))
+    assert inner.threads[0] == 1
+    assert inner.threads[1] > 1

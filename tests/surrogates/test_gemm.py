@@ -125,7 +125,9 @@ def test_train_logs_registers_and_reloads_with_identical_predictions(store: Data
     direct = res.model.predict_frame(queries)
     loaded = mlflow.pyfunc.load_model(res.model_uri).predict(queries.to_pandas())
     np.testing.assert_array_equal(loaded["runtime_ms"].to_numpy(), direct["runtime_ms"].to_numpy())
-    pred = load_predictor("gemm", version=res.version).predict(queries)
+    served = load_predictor("gemm", version=res.version)
+    assert served.native is not None  # the service's path: polars straight into the model
+    pred = served.predict(queries)
     assert pred.columns == ["runtime_ms", "power_w", "energy_j"]
     np.testing.assert_array_equal(pred["runtime_ms"].to_numpy(), direct["runtime_ms"].to_numpy())
     np.testing.assert_allclose(
