@@ -247,6 +247,8 @@ def collect_latency(
     timer: Literal["wall", "thread_cpu"] = "wall",
     min_time_s: float = 0.0,
     rounds: int = 1,
+    rebuild: bool = False,
+    estimator: Literal["median", "round_min_median"] = "median",
     progress: bool = True,
 ) -> pl.DataFrame:
     """Measure the inference latency of every arch and return rows in the ``latency`` schema.
@@ -261,6 +263,11 @@ def collect_latency(
     long (at most 100 x ``repeats`` runs), which averages over bursts of other load.
     ``timer="thread_cpu"`` (CPU, ``threads=1``) counts only this thread's CPU time, for machines
     shared with other jobs; the timer is recorded in ``extra``.
+    ``rebuild`` (with ``rounds`` > 1) builds a fresh instance of every model for each round, so
+    one instance's memory layout does not bias an arch. ``estimator`` is how the samples become
+    ``latency_ms``: ``median`` of all of them, or ``round_min_median``, the median over rounds of
+    each round's fastest run (other load only ever adds time; reproducible on a busy machine).
+    Both, and the minimum and IQR, are recorded in ``extra``.
     """
     if space not in SPACES:
         raise CollectorError(f"space {space!r} must be one of {list(SPACES)}")
@@ -278,6 +285,8 @@ def collect_latency(
             raise CollectorError(f"{name} must be an integer >= {low}, got {value!r}")
     if precision not in ("fp32", "fp16", "bf16"):
         raise CollectorError(f"precision {precision!r} must be fp32, fp16 or bf16")
+    if estimator not in ("median", "round_min_median"):
+        raise CollectorError(f"estimator {estimator!r} must be 'median' or 'round_min_median'")
     if rounds > repeats:
         raise CollectorError(
             f"rounds ({rounds}) may not exceed repeats ({repeats}): every round times each arch"
@@ -316,9 +325,10 @@ def collect_latency(
         jobs = [(r, i) for r in range(rounds) for i in range(len(keys)) if per_round[r] > 0]
         iterator = track(jobs, f"latency {space}/{env.device}") if progress else iter(jobs)
         for r, i in iterator:
-            model, x = prepared[i] if prepared is not None else prepare(keys[i])
+            fresh = prepared is None or (rebuild and r > 0)
+            model, x = prepare(keys[i]) if fresh else prepared[i]  # type: ignore[index]
             try:
-                t = measure(_sampler(model.run, x, kind, index, timer), warmup=warmup if r == 0 else 1, number=1,
+                t = measure(_sampler(model.run, x, kind, index, timer), warmup=warmup if r == 0 or fresh else 1, number=1,
                             min_time_s=min_time_s / rounds, min_samples=per_round[r],
                             max_samples=per_round[r] if min_time_s == 0 else 100 * per_round[r])  # fmt: skip
             except Exception as exc:
@@ -328,8 +338,8 @@ def collect_latency(
                 ) from None
             samples[i].append(t)
             if r == rounds - 1 or prepared is None:
-                rows.append(_row(space, model, indices[i], _merge(samples[i]), env=env, batch=batch,
-                                 precision=precision, shape=(batch, *shape), rounds=rounds,
+                rows.append(_row(space, model, indices[i], samples[i], env=env, batch=batch, precision=precision,
+                                 shape=(batch, *shape), rounds=rounds, rebuild=rebuild, estimator=estimator,
                                  timer="cuda_events" if kind == "cuda" else timer))  # fmt: skip
     frame = pl.DataFrame(rows, infer_schema_length=None)
     frame = envmod.provenance(frame, source=SOURCE, env=env,
@@ -361,11 +371,19 @@ def _reference_index(space: str, key: str) -> int | None:
     return None
 
 
-def _row(space: str, model: LoadedModel, arch_index: int | None, t: Timing, *, env: Environment, batch: int,
-         precision: str, shape: tuple[int, ...], timer: str, rounds: int) -> dict[str, Any]:  # fmt: skip
+def _row(space: str, model: LoadedModel, arch_index: int | None, parts: list[Timing], *, env: Environment,
+         batch: int, precision: str, shape: tuple[int, ...], timer: str, rounds: int, rebuild: bool,
+         estimator: str) -> dict[str, Any]:  # fmt: skip
+    t = _merge(parts)
+    round_min_median_s = float(np.median([p.min_s for p in parts]))
+    latency_s = round_min_median_s if estimator == "round_min_median" else t.median_s
     extra = {
         "timer": timer,
         "rounds": rounds,
+        "rebuild": rebuild,
+        "estimator": estimator,
+        "median_ms": t.median_s * 1e3,
+        "round_min_median_ms": round_min_median_s * 1e3,
         "iqr_ms": t.iqr_s * 1e3,
         "min_ms": t.min_s * 1e3,
         "repeats": t.n_samples,
@@ -382,7 +400,7 @@ def _row(space: str, model: LoadedModel, arch_index: int | None, t: Timing, *, e
         "arch_key": model.identifier,
         "batch": batch,
         "precision": precision,
-        "latency_ms": t.median_s * 1e3,
+        "latency_ms": latency_s * 1e3,
         "measured": True,
         "framework": model.framework,
         "extra": json.dumps(extra, sort_keys=True, default=str),

@@ -185,10 +185,14 @@ def collect_fingerprint(
     """Measure this device and return one row in the ``devices`` schema (nothing is written here).
 
     ``quick`` shrinks the micro-benchmarks and repeats (for smoke tests). The reference
-    latencies are batch 1, fp32, medians of ``repeats`` runs (default 15, quick 5) spread over
-    3 passes through the 10 archs of a space (1 when quick), so a burst of other load does not
-    bias one reference arch.
-    ``timer="thread_cpu"`` (with ``threads=1``) times the reference archs with the thread's CPU
+    latencies are batch 1, fp32, single-stream: on a CPU one thread unless ``threads`` says
+    otherwise (the setting of ``hws bench fewshot-live``; the micro-benchmarks use ``threads``
+    or torch's default). Each reference arch is timed in ``rounds`` passes through the 20 archs
+    (default 8, quick 2) with a freshly built model per pass; its latency is the median over
+    passes of each pass's fastest run. Other load only ever adds time and one model instance's
+    memory layout can bias an arch, so this estimator makes two runs agree on a busy machine
+    (the plain median of all runs is kept in the latency rows' ``extra``).
+    ``timer="thread_cpu"`` (with one thread) times the reference archs with the thread's CPU
     clock, for machines shared with other jobs (recorded in the descriptors).
     """
     from .dnn_latency import collect_latency
@@ -196,18 +200,21 @@ def collect_fingerprint(
     kind, index = parse_device(device)
     if kind == "cuda":
         envmod.require_cuda(device)
-    n_rep = repeats if repeats is not None else (5 if quick else 15)
+    n_rep = repeats if repeats is not None else (6 if quick else 48)
     if isinstance(n_rep, bool) or not isinstance(n_rep, int) or n_rep < 1:
         raise CollectorError(f"repeats must be an integer >= 1, got {repeats!r}")
+    n_rounds = min(n_rep, 2 if quick else 8)
+    ref_threads = threads if threads is not None or kind == "cuda" else 1
     t_start = time.perf_counter()
     with envmod.thread_limit(threads) as n_threads:
         env = capture_environment(device, threads=n_threads)
         fingerprint: dict[str, dict[str, float]] = {}
         for space in ("nb201", "fbnet"):
             refs = reference_keys(space)
-            lat = collect_latency(space, [k for _, k in refs], device=device, threads=n_threads,  # type: ignore[arg-type]
+            lat = collect_latency(space, [k for _, k in refs], device=device, threads=ref_threads,  # type: ignore[arg-type]
                                   repeats=n_rep, warmup=2 if quick else 3, arch_indices=[i for i, _ in refs],
-                                  timer=timer, rounds=min(n_rep, 1 if quick else 3), progress=progress)  # fmt: skip
+                                  timer=timer, rounds=n_rounds, rebuild=n_rounds > 1,
+                                  estimator="round_min_median", progress=progress)  # fmt: skip
             fingerprint[space] = {
                 str(i): float(ms) for i, ms in zip(lat["arch_index"], lat["latency_ms"], strict=True)
             }
@@ -220,7 +227,9 @@ def collect_fingerprint(
             )
             micro["triad_gbs"] = micro["triad"]["triad_gbs"]
         micro["dispatch_overhead_us"] = dispatch_overhead_us(device)
-    row = _row(env, kind, fingerprint, micro, quick=quick, repeats=n_rep, timer=timer,
+    protocol = {"repeats": n_rep, "rounds": n_rounds, "rebuild_each_round": n_rounds > 1,
+                "reference_threads": ref_threads if ref_threads is not None else n_threads}  # fmt: skip
+    row = _row(env, kind, fingerprint, micro, quick=quick, protocol=protocol, timer=timer,
                seconds=time.perf_counter() - t_start)  # fmt: skip
     frame = pl.DataFrame([row], infer_schema_length=None)
     frame = envmod.provenance(frame, source=SOURCE, env=env, key=("device_id",))
@@ -232,7 +241,7 @@ def collect_fingerprint(
 
 
 def _row(env: Environment, kind: str, fingerprint: dict[str, dict[str, float]], micro: dict[str, Any], *,
-         quick: bool, repeats: int, timer: str, seconds: float) -> dict[str, Any]:  # fmt: skip
+         quick: bool, protocol: dict[str, Any], timer: str, seconds: float) -> dict[str, Any]:  # fmt: skip
     cpu = env.cpu
     descriptors: dict[str, Any] = {
         "batch": 1,  # the same top-level keys as the HELP importer's devices
@@ -245,12 +254,11 @@ def _row(env: Environment, kind: str, fingerprint: dict[str, dict[str, float]], 
         "fingerprint_protocol": {
             "batch": 1,
             "precision": "fp32",
-            "repeats": repeats,
-            "statistic": "median",
+            "statistic": "median over rounds of each round's fastest run",
             "input": "3x32x32",
             "quick": quick,
             "timer": timer,
-            "rounds": min(repeats, 1 if quick else 3),
+            **protocol,
         },
         "collected_in_s": seconds,
     }
@@ -292,9 +300,11 @@ def _vendor(raw: str) -> str:
 # ------------------------------------------------------------------------------ CLI
 @click.command("fingerprint")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:<index>.")
-@click.option("--quick", is_flag=True, help="Smaller micro-benchmarks and 5 repeats (a smoke test).")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: torch's).")
-@click.option("--repeats", type=click.IntRange(min=1), default=None, help="Runs per reference arch.")
+@click.option("--quick", is_flag=True, help="Smaller micro-benchmarks, 6 runs in 2 rounds (a smoke test).")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads (default: 1 for the reference archs, torch's for the micro-benchmarks).")  # fmt: skip
+@click.option("--repeats", type=click.IntRange(min=1), default=None,
+              help="Runs per reference arch, spread over 8 rounds (default 48).")  # fmt: skip
 @click.option("--timer", type=click.Choice(["wall", "thread-cpu"]), default="wall", show_default=True,
               help="thread-cpu: count only this thread's CPU time (CPU, --threads 1; for shared machines).")  # fmt: skip
 @output_options

@@ -95,6 +95,13 @@ def test_fingerprint_row_is_keyed_like_the_help_importer(small_fingerprint: None
     assert row["peak_fp32_gflops"] is None  # achieved throughput is not reported as a peak
 
 
+def test_fingerprint_protocol_defaults_to_one_thread_and_rebuilt_rounds(small_fingerprint: None) -> None:
+    row = fp.collect_fingerprint(quick=True, progress=False).row(0, named=True)
+    protocol = json.loads(row["descriptors"])["fingerprint_protocol"]
+    assert protocol["reference_threads"] == 1 and protocol["rounds"] == 2 and protocol["repeats"] == 6
+    assert protocol["rebuild_each_round"] is True and "fastest" in protocol["statistic"]
+
+
 def test_fingerprint_bad_input() -> None:
     with pytest.raises(CollectorError, match="device 'tpu'"):
         fp.collect_fingerprint(device="tpu")

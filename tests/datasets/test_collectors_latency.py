@@ -104,6 +104,20 @@ def test_rounds_split_repeats_and_keep_arch_order() -> None:
         collect_latency("nb201", [REF9], repeats=5, rounds=6, progress=False)
 
 
+def test_round_min_median_is_the_median_of_each_rounds_fastest_run() -> None:
+    df = collect_latency("nb201", [REF9], repeats=6, warmup=0, threads=1, rounds=3, rebuild=True,
+                         estimator="round_min_median", progress=False)  # fmt: skip
+    extra = json.loads(df["extra"][0])
+    assert extra["rebuild"] is True and extra["estimator"] == "round_min_median"
+    assert df["latency_ms"][0] == pytest.approx(extra["round_min_median_ms"])
+    # the fastest run of a round is never slower than that round's median, nor faster than the overall min
+    assert extra["min_ms"] <= df["latency_ms"][0] <= extra["median_ms"] * 1.5
+    plain = json.loads(collect_latency("nb201", [REF9], **FAST)["extra"][0])
+    assert plain["estimator"] == "median" and plain["rebuild"] is False
+    with pytest.raises(CollectorError, match="estimator 'mean'"):
+        collect_latency("nb201", [REF9], estimator="mean", progress=False)  # type: ignore[arg-type]
+
+
 def test_batch_is_recorded_and_used() -> None:
     df = collect_latency("nb201", [ALL_SKIP], batch=3, **FAST)
     assert df["batch"][0] == 3 and json.loads(df["extra"][0])["input_shape"] == [3, 3, 32, 32]
