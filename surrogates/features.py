@@ -27,6 +27,7 @@ import re
 from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
 import polars as pl
 
 from hwsurrogate.errors import UnknownDeviceError
@@ -107,49 +108,83 @@ class UnknownGemmDeviceError(UnknownDeviceError, ValueError):
     """A GEMM query names a device without descriptors (neither trained on nor adapted)."""
 
 
-def check_gemm_queries(queries: pl.DataFrame) -> pl.DataFrame:
-    """Validate and normalise GEMM queries; raise ``ValueError`` naming the column and value."""
+def _gemm_query_arrays(queries: pl.DataFrame) -> dict[str, np.ndarray]:
+    """Validated GEMM query columns as numpy arrays; ``ValueError`` naming the column and row.
+
+    Dims come back as float64 holding whole numbers >= 1; strings as object arrays, an unstated
+    layout as ``nn``. Works on whole columns, so a one-row query costs microseconds and a
+    100k-row one milliseconds (polars' per-operation overhead would dominate the one-row case).
+    """
     missing = [c for c in GEMM_QUERY_COLUMNS if c not in queries.columns and c not in ("layout", "batch")]
     if missing:
         raise ValueError(f"gemm queries miss column(s) {missing}; expected {list(GEMM_QUERY_COLUMNS)}")
-    q = queries
-    if "batch" not in q.columns:
-        q = q.with_columns(pl.lit(1, dtype=pl.Int64).alias("batch"))
-    if "layout" not in q.columns:
-        q = q.with_columns(pl.lit(None, dtype=pl.String).alias("layout"))
+    n_rows = queries.height
+    out: dict[str, np.ndarray] = {}
     for col in ("m", "n", "k", "batch"):
-        s = q[col]
+        if col not in queries.columns:  # only batch may be absent
+            out[col] = np.ones(n_rows)
+            continue
+        s = queries.get_column(col)
         try:
-            s = s.cast(pl.Float64, strict=True)
+            values = (s if s.dtype.is_numeric() else s.cast(pl.Float64, strict=True)).to_numpy()
+            x = np.asarray(values, dtype=np.float64)
         except Exception:
-            raise ValueError(f"gemm queries: column {col!r} must be numeric, got {q[col].dtype}") from None
-        bad = s.is_null() | ~s.is_finite() | (s < 1) | (s != s.floor())
+            raise ValueError(f"gemm queries: column {col!r} must be numeric, got {s.dtype}") from None
+        with np.errstate(invalid="ignore"):
+            bad = ~np.isfinite(x) | (x < 1) | (x != np.floor(x))
         if bad.any():
-            i = int(bad.arg_true()[0])
-            raise ValueError(
-                f"gemm queries: column {col!r} must be a positive integer; row {i} has {q[col][i]!r}"
-            )
+            i = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"gemm queries: column {col!r} must be a positive integer; row {i} has {s[i]!r}")
+        out[col] = x
     for col, allowed in (("dtype", GEMM_DTYPE_SPECS), ("op", GEMM_OP_CODES)):
-        s = q[col].cast(pl.String)
-        bad = s.is_null() | ~s.is_in(list(allowed))
+        v = _strings(queries.get_column(col))
+        bad = np.isnan(_lookup(v, dict.fromkeys(allowed, 0.0)))
         if bad.any():
-            i = int(bad.arg_true()[0])
+            i = int(np.flatnonzero(bad)[0])
             raise ValueError(
-                f"gemm queries: column {col!r} must be one of {sorted(allowed)}; row {i} has {s[i]!r}"
+                f"gemm queries: column {col!r} must be one of {sorted(allowed)}; row {i} has {v[i]!r}"
             )
-    dev = q["device_id"].cast(pl.String)
-    if dev.is_null().any():
-        raise ValueError(
-            f"gemm queries: column 'device_id' is null in row {int(dev.is_null().arg_true()[0])}"
-        )
-    return q.select(
-        dev.alias("device_id"),
-        pl.col("op").cast(pl.String),
-        *(pl.col(c).cast(pl.Int64) for c in ("m", "n", "k", "batch")),
-        pl.col("dtype").cast(pl.String),
-        # an unstated layout means row-major operands as numpy/torch matmul take them ("nn"),
-        # in training rows and queries alike (only GPPerf states layouts; the others never do)
-        pl.col("layout").cast(pl.String).fill_null(DEFAULT_LAYOUT),
+        out[col] = v
+    dev = _strings(queries.get_column("device_id"))
+    nulls = pd.isna(dev)
+    if nulls.any():
+        raise ValueError(f"gemm queries: column 'device_id' is null in row {int(np.flatnonzero(nulls)[0])}")
+    out["device_id"] = dev
+    # an unstated layout means row-major operands as numpy/torch matmul take them ("nn"),
+    # in training rows and queries alike (only GPPerf states layouts; the others never do)
+    if "layout" in queries.columns:
+        layout = _strings(queries.get_column("layout"))
+        out["layout"] = np.where(pd.isna(layout), DEFAULT_LAYOUT, layout)
+    else:
+        out["layout"] = np.full(n_rows, DEFAULT_LAYOUT, dtype=object)
+    return out
+
+
+def _strings(s: pl.Series) -> np.ndarray:
+    """A column as an object array of str/None (casting non-string columns to strings)."""
+    if s.dtype != pl.String:
+        s = s.cast(pl.String)
+    return s.to_numpy().astype(object, copy=False)
+
+
+def _lookup(values: np.ndarray, table: dict[str, float]) -> np.ndarray:
+    """``table[v]`` for each value (NaN where absent or null), one look-up per distinct value."""
+    codes, uniques = pd.factorize(values)  # hashing: microseconds for one row, ms for 100k
+    mapped = np.array([table.get(u, np.nan) for u in uniques] + [np.nan], dtype=np.float64)
+    return mapped[codes]  # code -1 (null) takes the trailing NaN
+
+
+def check_gemm_queries(queries: pl.DataFrame) -> pl.DataFrame:
+    """Validate and normalise GEMM queries; raise ``ValueError`` naming the column and value."""
+    a = _gemm_query_arrays(queries)
+    return pl.DataFrame(
+        {
+            "device_id": pl.Series(a["device_id"], dtype=pl.String),
+            "op": pl.Series(a["op"], dtype=pl.String),
+            **{c: pl.Series(a[c].astype(np.int64)) for c in ("m", "n", "k", "batch")},
+            "dtype": pl.Series(a["dtype"], dtype=pl.String),
+            "layout": pl.Series(a["layout"], dtype=pl.String),
+        }
     )
 
 
@@ -181,8 +216,95 @@ def device_table(devices: pl.DataFrame) -> pl.DataFrame:
     return table.sort("device_id")
 
 
-def _ceil_div(a: pl.Expr, b: int) -> pl.Expr:
+def _ceil_div(a: np.ndarray, b: int) -> np.ndarray:
     return (a + (b - 1)) // b
+
+
+_DTYPE_TABLES: dict[str, dict[str, float]] = {
+    "a_bytes": {d: float(s[0]) for d, s in GEMM_DTYPE_SPECS.items()},
+    "b_bytes": {d: float(s[1]) for d, s in GEMM_DTYPE_SPECS.items()},
+    "c_bytes": {d: float(s[2]) for d, s in GEMM_DTYPE_SPECS.items()},
+    "uses_fp16_peak": {d: float(s[3] == "peak_fp16_gflops") for d, s in GEMM_DTYPE_SPECS.items()},
+    "peak_mult": {d: float(s[4]) for d, s in GEMM_DTYPE_SPECS.items()},
+    "dtype_code": {d: float(c) for d, c in GEMM_DTYPE_CODES.items()},
+}
+
+
+def _device_columns(device_ids: np.ndarray, devices: pl.DataFrame) -> dict[str, np.ndarray]:
+    """Each query's device descriptors (NaN where not stated); unknown devices raise by name."""
+    table = device_table(devices)
+    known = table["device_id"].to_list()
+    where = {d: float(i) for i, d in enumerate(known)}
+    rows = _lookup(device_ids, where)
+    if np.isnan(rows).any():
+        raise UnknownGemmDeviceError(str(sorted(set(device_ids[np.isnan(rows)]))[0]), known)
+    rows = rows.astype(np.int64)
+    return {c: table.get_column(c).to_numpy().astype(np.float64)[rows] for c in DEVICE_DESCRIPTORS}
+
+
+def _gemm_feature_arrays(queries: pl.DataFrame, devices: pl.DataFrame) -> dict[str, np.ndarray]:
+    """Every column of :func:`gemm_features` as a float64 array (numpy, whole columns at once)."""
+    q = _gemm_query_arrays(queries)
+    dev = _device_columns(q["device_id"], devices)
+    spec = {c: _lookup(q["dtype"], t) for c, t in _DTYPE_TABLES.items()}
+    m, n, k, b = q["m"], q["n"], q["k"], q["batch"]
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        # linear shares its weight across the batch; gemm/bmm read one B per batch entry
+        b_reads = np.where(q["op"] == "linear", 1.0, b)
+        p32, p16 = dev["peak_fp32_gflops"], dev["peak_fp16_gflops"]
+        fp16 = np.where(np.isnan(p16), p32, p16)
+        fp32 = np.where(np.isnan(p32), p16 / 4, p32)
+        peak = np.where(spec["uses_fp16_peak"] == 1.0, fp16, fp32) * spec["peak_mult"]
+        flops = 2.0 * b * m * n * k
+        nbytes = b * m * k * spec["a_bytes"] + b_reads * k * n * spec["b_bytes"] + b * m * n * spec["c_bytes"]
+        bw = dev["mem_bw_gbs"]
+        compute_ms = flops / (peak * 1e6)
+        memory_ms = nbytes / (bw * 1e6)
+        intensity = flops / nbytes
+        ridge = peak / bw
+        roofline_ms = np.fmax(compute_ms, memory_ms)  # a missing bandwidth leaves the compute bound
+        sms = np.where(np.isnan(dev["cores"]), 80.0, dev["cores"])
+        mi, ni = m.astype(np.int64), n.astype(np.int64)
+        waves: dict[str, np.ndarray] = {}
+        for tm, tn in GEMM_TILES:
+            tiles = (_ceil_div(mi, tm) * _ceil_div(ni, tn)).astype(np.float64) * b
+            w = np.ceil(tiles / sms)
+            waves[f"waves_{tm}x{tn}"] = np.log2(w)
+            waves[f"wave_eff_{tm}x{tn}"] = tiles / (w * sms)
+            waves[f"tile_eff_{tm}x{tn}"] = m * n / (_ceil_div(mi, tm) * tm * _ceil_div(ni, tn) * tn)
+        footprint = (m * k + k * n + m * n) * spec["a_bytes"]
+        l2 = dev["l2_mb"]
+        layout_code = _lookup(q["layout"], {k_: float(v) for k_, v in GEMM_LAYOUT_CODES.items()})
+        cols = {
+            "log2_m": np.log2(m),
+            "log2_n": np.log2(n),
+            "log2_k": np.log2(k),
+            "log2_batch": np.log2(b),
+            "log2_flops": np.log2(flops),
+            "log2_bytes": np.log2(nbytes),
+            "log2_intensity": np.log2(intensity),
+            "log2_intensity_over_ridge": np.log2(intensity / ridge),
+            "log2_roofline_ms": np.log2(roofline_ms),
+            "log2_compute_ms": np.log2(compute_ms),
+            "log2_memory_ms": np.log2(memory_ms),
+            "log2_footprint_over_l2": np.log2(footprint / (np.where(np.isnan(l2), 4.0, l2) * 1e6)),
+            "dtype_code": spec["dtype_code"],
+            "op_code": _lookup(q["op"], {k_: float(v) for k_, v in GEMM_OP_CODES.items()}),
+            "layout_code": np.where(np.isnan(layout_code), -1.0, layout_code),
+            "k_mod_64": np.mod(k, 64),
+            "mn_aspect": np.log2(m / n),
+            **{name: waves[name] for name in GEMM_SHAPE_FEATURES if name in waves},
+            "log2_peak_gflops": np.log2(peak),
+            "log2_mem_bw_gbs": np.log2(bw),
+            "log2_ridge": np.log2(ridge),
+            "cores": sms,
+            "log2_l2_mb": np.log2(l2),
+            "clock_mhz": dev["clock_mhz"],
+            "roofline_ms": roofline_ms,
+            "flops": flops,
+            "bytes": nbytes,
+        }
+    return cols
 
 
 def gemm_features(queries: pl.DataFrame, devices: pl.DataFrame) -> pl.DataFrame:
@@ -191,112 +313,18 @@ def gemm_features(queries: pl.DataFrame, devices: pl.DataFrame) -> pl.DataFrame:
     Returns the columns of :data:`GEMM_SHAPE_FEATURES` and :data:`GEMM_DEVICE_FEATURES` plus
     ``roofline_ms`` (max of compute time at peak and memory time at full bandwidth), ``flops``
     and ``bytes``. Raises :class:`UnknownGemmDeviceError` naming the first unknown device.
+    A descriptor a device does not state gives NaN in the features that need it.
     """
-    q = check_gemm_queries(queries)
-    table = device_table(devices)
-    unknown = q.select(pl.col("device_id").unique()).filter(
-        ~pl.col("device_id").is_in(table["device_id"].to_list())
-    )
-    if unknown.height:
-        raise UnknownGemmDeviceError(str(unknown["device_id"].sort()[0]), table["device_id"].to_list())
-    spec = pl.DataFrame(
-        {
-            "dtype": list(GEMM_DTYPE_SPECS),
-            "a_bytes": [float(s[0]) for s in GEMM_DTYPE_SPECS.values()],
-            "b_bytes": [float(s[1]) for s in GEMM_DTYPE_SPECS.values()],
-            "c_bytes": [float(s[2]) for s in GEMM_DTYPE_SPECS.values()],
-            "uses_fp16_peak": [s[3] == "peak_fp16_gflops" for s in GEMM_DTYPE_SPECS.values()],
-            "peak_mult": [float(s[4]) for s in GEMM_DTYPE_SPECS.values()],
-            "dtype_code": list(GEMM_DTYPE_CODES.values()),
-        }
-    )
-    df = (
-        q.with_row_index("_row")
-        .join(spec, on="dtype", how="left")
-        .join(table, on="device_id", how="left")
-        .sort("_row")
-    )
-    m, n, k, b = (pl.col(c).cast(pl.Float64) for c in ("m", "n", "k", "batch"))
-    # linear shares its weight across the batch; gemm/bmm read one B per batch entry
-    b_reads = pl.when(pl.col("op") == "linear").then(pl.lit(1.0)).otherwise(b)
-    fp16 = pl.col("peak_fp16_gflops").fill_null(pl.col("peak_fp32_gflops"))
-    fp32 = pl.col("peak_fp32_gflops").fill_null(pl.col("peak_fp16_gflops") / 4)
-    peak = pl.when(pl.col("uses_fp16_peak")).then(fp16).otherwise(fp32) * pl.col("peak_mult")
-    df = df.with_columns(
-        (2.0 * b * m * n * k).alias("flops"),
-        (
-            b * m * k * pl.col("a_bytes")
-            + b_reads * k * n * pl.col("b_bytes")
-            + b * m * n * pl.col("c_bytes")
-        ).alias("bytes"),
-        peak.alias("peak_gflops"),
-    )
-    df = df.with_columns(
-        (pl.col("flops") / (pl.col("peak_gflops") * 1e6)).alias("compute_ms"),
-        (pl.col("bytes") / (pl.col("mem_bw_gbs") * 1e6)).alias("memory_ms"),
-        (pl.col("flops") / pl.col("bytes")).alias("intensity"),
-        (pl.col("peak_gflops") / pl.col("mem_bw_gbs")).alias("ridge"),
-    )
-    df = df.with_columns(pl.max_horizontal("compute_ms", "memory_ms").alias("roofline_ms"))
-    sms = pl.col("cores").fill_null(80.0)
-    mi, ni = pl.col("m"), pl.col("n")
-    wave_exprs: list[pl.Expr] = []
-    for tm, tn in GEMM_TILES:
-        tiles = (_ceil_div(mi, tm) * _ceil_div(ni, tn)).cast(pl.Float64) * b
-        waves = (tiles / sms).ceil()
-        wave_exprs += [
-            waves.log(2).alias(f"waves_{tm}x{tn}"),
-            (tiles / (waves * sms)).alias(f"wave_eff_{tm}x{tn}"),
-            (m * n / (_ceil_div(mi, tm) * tm * _ceil_div(ni, tn) * tn).cast(pl.Float64)).alias(
-                f"tile_eff_{tm}x{tn}"
-            ),
-        ]
-    layout_map = pl.DataFrame(
-        {"layout": list(GEMM_LAYOUT_CODES), "layout_code": list(GEMM_LAYOUT_CODES.values())}
-    )
-    op_map = pl.DataFrame({"op": list(GEMM_OP_CODES), "op_code": list(GEMM_OP_CODES.values())})
-    df = df.join(layout_map, on="layout", how="left").join(op_map, on="op", how="left").sort("_row")
-    footprint = (m * k + k * n + m * n) * pl.col("a_bytes")
-    out = df.select(
-        m.log(2).alias("log2_m"),
-        n.log(2).alias("log2_n"),
-        k.log(2).alias("log2_k"),
-        b.log(2).alias("log2_batch"),
-        pl.col("flops").log(2).alias("log2_flops"),
-        pl.col("bytes").log(2).alias("log2_bytes"),
-        pl.col("intensity").log(2).alias("log2_intensity"),
-        (pl.col("intensity") / pl.col("ridge")).log(2).alias("log2_intensity_over_ridge"),
-        pl.col("roofline_ms").log(2).alias("log2_roofline_ms"),
-        pl.col("compute_ms").log(2).alias("log2_compute_ms"),
-        pl.col("memory_ms").log(2).alias("log2_memory_ms"),
-        (footprint / (pl.col("l2_mb").fill_null(4.0) * 1e6)).log(2).alias("log2_footprint_over_l2"),
-        pl.col("dtype_code").cast(pl.Float64),
-        pl.col("op_code").cast(pl.Float64),
-        pl.col("layout_code").cast(pl.Float64).fill_null(-1.0),
-        (pl.col("k") % 64).cast(pl.Float64).alias("k_mod_64"),
-        (m / n).log(2).alias("mn_aspect"),
-        *wave_exprs,
-        pl.col("peak_gflops").log(2).alias("log2_peak_gflops"),
-        pl.col("mem_bw_gbs").log(2).alias("log2_mem_bw_gbs"),
-        pl.col("ridge").log(2).alias("log2_ridge"),
-        sms.alias("cores"),
-        pl.col("l2_mb").log(2).alias("log2_l2_mb"),
-        pl.col("clock_mhz"),
-        pl.col("roofline_ms"),
-        pl.col("flops"),
-        pl.col("bytes"),
-    )
-    return out
+    return pl.DataFrame(_gemm_feature_arrays(queries, devices))
 
 
 def gemm_feature_matrix(
     queries: pl.DataFrame, devices: pl.DataFrame, *, device_features: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
     """(X, roofline_ms) as float arrays; NaN marks descriptors a device does not state."""
-    feats = gemm_features(queries, devices)
-    cols = list(GEMM_SHAPE_FEATURES) + (list(GEMM_DEVICE_FEATURES) if device_features else [])
-    x = feats.select(cols).to_numpy().astype(np.float64)
-    return x, feats["roofline_ms"].to_numpy().astype(np.float64)
+    cols = _gemm_feature_arrays(queries, devices)
+    names = gemm_feature_names(device_features=device_features)
+    return np.column_stack([cols[c] for c in names]), cols["roofline_ms"]
 
 
 def gemm_feature_names(*, device_features: bool = True) -> list[str]:
