@@ -66,7 +66,9 @@ def test_unstated_descriptors_give_nan_features_and_the_compute_bound_roofline()
     devices = pl.DataFrame({"device_id": ["test/bare"], "peak_fp32_gflops": [1000.0]})
     f = gemm_features(_query(device_id="test/bare"), devices).row(0, named=True)
     assert f["roofline_ms"] == pytest.approx(f["flops"] / 1e9)  # no bandwidth: compute time alone
-    assert math.isnan(f["log2_mem_bw_gbs"]) and math.isnan(f["log2_l2_mb"]) and math.isnan(f["log2_memory_ms"])
+    assert (
+        math.isnan(f["log2_mem_bw_gbs"]) and math.isnan(f["log2_l2_mb"]) and math.isnan(f["log2_memory_ms"])
+    )
     assert f["cores"] == 80.0  # unstated SM count: the wave features assume 80 SMs
 
 
