@@ -28,6 +28,7 @@ from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from .fast_trees import predict_hgb
 from .features import (
     GEMM_QUERY_COLUMNS,
     device_table,
@@ -154,14 +155,14 @@ class GemmRegressor(RegressorMixin, BaseEstimator):
         """Predicted values in the target's unit; ``extra_devices`` adds descriptors of adapted devices."""
         check_is_fitted(self)
         x, roof = self._features(X, extra_devices)
-        z = self.model_.predict(x)
+        z = predict_hgb(self.model_, x)
         return np.exp(z) * roof if self.target == "roofline_ratio" else np.exp(z)
 
     def predict_log_ratio(self, X: Any, *, extra_devices: pl.DataFrame | None = None) -> np.ndarray:
         """The fitted log-space value (log utilisation ratio or log value) before exponentiation."""
         check_is_fitted(self)
         x, _ = self._features(X, extra_devices)
-        return self.model_.predict(x)
+        return predict_hgb(self.model_, x)
 
 
 def power_rows(frame: pl.DataFrame) -> pl.DataFrame:
