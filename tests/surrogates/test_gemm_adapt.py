@@ -12,6 +12,8 @@ import pytest
 from hwsurrogate.datasets.store import DatasetStore
 from hwsurrogate.surrogates.gemm_adapt import (
     AdaptationError,
+    GemmAdaptConfig,
+    GemmCorrection,
     adapt_gemm,
     adapted_dir,
     load_adapted,
@@ -113,3 +115,59 @@ def test_descriptors_may_come_with_the_measurements(store: DatasetStore, predict
                                           pl.lit(30).alias("cores"))  # fmt: skip
     record, _ = adapt_gemm("lab/gpu-x", meas, store_root=store.root, predictor=predictor)
     assert record.descriptors["peak_fp32_gflops"] == 6000.0
+
+
+def _throttled(n: int, *, seed: int, peak_factor: float) -> pl.DataFrame:
+    """Shapes measured on gpu-new whose sustained peak is ``peak_factor`` x its spec sheet."""
+    from .gemm_factories import synthetic_runtime
+
+    rng = np.random.default_rng(seed)
+    m, nn, k = (2 ** rng.integers(5, 12, n) for _ in range(3))
+    batch = rng.integers(1, 4, n)
+    rt = synthetic_runtime(m, nn, k, batch, 6000.0 * peak_factor, 600.0)
+    frame = pl.DataFrame({"op": ["gemm"] * n, "m": m, "n": nn, "k": k, "batch": batch, "dtype": ["fp32"] * n,
+                          "runtime_ms": rt})  # fmt: skip
+    return frame.unique(["m", "n", "k", "batch"], keep="first", maintain_order=True)
+
+
+def test_spec_calibration_finds_a_throttled_peak_and_beats_a_plain_scale(
+    store_with_devices, predictor
+) -> None:
+    # the device computes at 0.35x its paper peak but streams memory at full speed: only a
+    # separate compute scale fixes both compute- and memory-bound shapes
+    meas = _throttled(12, seed=3, peak_factor=0.35)
+    record, _ = adapt_gemm("test/gpu-new", meas, store_root=store_with_devices.root, predictor=predictor)
+    assert record.correction.peak_scale <= 0.6
+    assert record.correction.bw_scale >= 0.7
+    plain, _ = adapt_gemm(
+        "test/gpu-new", meas, store_root=store_with_devices.root, predictor=predictor,
+        config=GemmAdaptConfig(calibrate_specs=False),
+    )  # fmt: skip
+    test = _throttled(80, seed=11, peak_factor=0.35)
+    y = test["runtime_ms"].to_numpy()
+    err = lambda rec: np.median(
+        np.abs(predict_adapted(predictor.model, rec, test)["runtime_ms"].to_numpy() - y) / y
+    )  # noqa: E731
+    assert err(record) < err(plain)
+
+
+def test_records_without_spec_scales_still_load_as_unscaled(store_with_devices, predictor) -> None:
+    record, path = adapt_gemm("test/gpu-new", _measurements(10), store_root=store_with_devices.root,
+                              predictor=predictor)  # fmt: skip
+    old = json.loads(path.read_text())
+    for key in ("peak_scale", "bw_scale"):
+        del old["correction"][key]
+    for key in ("load_seconds", "fit_seconds"):
+        del old[key]
+    path.write_text(json.dumps(old))
+    loaded = load_adapted("test/gpu-new", store_with_devices.root)
+    assert (loaded.correction.peak_scale, loaded.correction.bw_scale) == (1.0, 1.0)
+    assert loaded.correction.coef == record.correction.coef
+
+
+def test_effective_descriptors_scale_peaks_and_bandwidth_only() -> None:
+    desc = devices_frame().filter(pl.col("device_id") == "test/gpu-new")
+    corr = GemmCorrection([0.0, 0.0, 0.0, 0.0], [0.0] * 3, [1.0] * 3, peak_scale=0.5, bw_scale=0.25)
+    eff = corr.effective_descriptors(desc).row(0, named=True)
+    assert (eff["peak_fp32_gflops"], eff["peak_fp16_gflops"], eff["mem_bw_gbs"]) == (3000.0, 12000.0, 150.0)
+    assert (eff["cores"], eff["l2_mb"], eff["clock_mhz"]) == (30, 16.0, 1900.0)
