@@ -33,10 +33,13 @@ class _Predictor:
 
 @pytest.fixture(scope="module")
 def predictor() -> _Predictor:
+    from threadpoolctl import threadpool_limits
+
     train = pl.concat([gemm_rows("test/gpu-a", 200, seed=1), gemm_rows("test/gpu-b", 200, seed=2)])
-    return _Predictor(
-        GemmPyfunc(GemmRegressor(devices=devices_frame(), max_iter=40).fit(train, train["runtime_ms"]))
-    )
+    # one OpenMP thread: a tiny fit is faster so, and does not spin against other jobs on the cores
+    with threadpool_limits(limits=1, user_api="openmp"):
+        model = GemmRegressor(devices=devices_frame(), max_iter=40).fit(train, train["runtime_ms"])
+    return _Predictor(GemmPyfunc(model))
 
 
 @pytest.fixture
@@ -145,9 +148,11 @@ def test_spec_calibration_finds_a_throttled_peak_and_beats_a_plain_scale(
     )  # fmt: skip
     test = _throttled(80, seed=11, peak_factor=0.35)
     y = test["runtime_ms"].to_numpy()
-    err = lambda rec: np.median(
-        np.abs(predict_adapted(predictor.model, rec, test)["runtime_ms"].to_numpy() - y) / y
-    )  # noqa: E731
+
+    def err(rec) -> float:
+        pred = predict_adapted(predictor.model, rec, test)["runtime_ms"].to_numpy()
+        return float(np.median(np.abs(pred - y) / y))
+
     assert err(record) < err(plain)
 
 
@@ -171,3 +176,37 @@ def test_effective_descriptors_scale_peaks_and_bandwidth_only() -> None:
     eff = corr.effective_descriptors(desc).row(0, named=True)
     assert (eff["peak_fp32_gflops"], eff["peak_fp16_gflops"], eff["mem_bw_gbs"]) == (3000.0, 12000.0, 150.0)
     assert (eff["cores"], eff["l2_mb"], eff["clock_mhz"]) == (30, 16.0, 1900.0)
+
+
+def test_champion_is_loaded_through_mlflow_once_then_from_a_cache_keyed_by_version(
+    store_with_devices, predictor, monkeypatch
+) -> None:
+    import mlflow
+    from hwsurrogate.surrogates import registry
+    from hwsurrogate.surrogates.gemm_adapt import load_gemm_champion
+    from hwsurrogate.surrogates.gemm_model import log_gemm_model
+    from hwsurrogate.surrogates.tracking import start_run
+    from mlflow import MlflowClient
+
+    example = gemm_rows("test/gpu-a", 5, seed=1, power=False)
+    with start_run("gemm", run_name="cache-test"):
+        info = log_gemm_model(predictor.model, example)
+    first_version = mlflow.register_model(info.model_uri, "hws-gemm").version
+    MlflowClient().set_registered_model_alias("hws-gemm", "champion", first_version)
+    first = load_gemm_champion(store_with_devices.root)
+    assert first.version == str(first_version)
+    cached = list((adapted_dir(store_with_devices.root) / ".models").glob(f"hws-gemm-v{first_version}-*.pkl"))
+    assert len(cached) == 1
+
+    def no_mlflow(*args, **kwargs):
+        raise AssertionError("the cached champion should have been used")
+
+    monkeypatch.setattr(registry, "load_predictor", no_mlflow)
+    again = load_gemm_champion(store_with_devices.root)
+    q = _measurements(5).with_columns(pl.lit("test/gpu-a").alias("device_id"))
+    np.testing.assert_array_equal(again.model.runtime.predict(q), first.model.runtime.predict(q))
+    # a moved alias is a new key: the old pickle is not reused, MLflow is asked again
+    newer = mlflow.register_model(info.model_uri, "hws-gemm")
+    MlflowClient().set_registered_model_alias("hws-gemm", "champion", newer.version)
+    with pytest.raises(AssertionError, match="cached champion"):
+        load_gemm_champion(store_with_devices.root)
