@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 
 import click
 import numpy as np
@@ -199,6 +200,13 @@ def neusight_frames(
     return train, test, devices
 
 
+#: tree size for predicting GPUs outside the training set: smaller trees with larger leaves
+#: than the in-distribution default (63 leaves, 10 rows) extrapolate better. Picked by
+#: leave-one-training-GPU-out zero-shot MAPE on the 5 training GPUs (mean over GPU x op:
+#: 63/10 -> 30.6 %, 31/40 -> 28.9 %, 15/100 -> 29.4 %, 31/200 -> 31.8 %); test GPUs took no part.
+NEUSIGHT_TREE = {"max_leaf_nodes": 31, "min_samples_leaf": 40}
+
+
 def fit_neusight_base(
     train: pl.DataFrame,
     devices: pl.DataFrame,
@@ -208,10 +216,15 @@ def fit_neusight_base(
     device_features: bool,
     seed: int = 0,
 ) -> GemmRegressor:
+    """The cross-GPU base model of the NeuSight and few-shot benchmarks (roofline-ratio trees)."""
     if max_rows and train.height > max_rows:
         train = train.sample(max_rows, seed=seed)
     return GemmRegressor(
-        devices=devices, max_iter=max_iter, learning_rate=0.1, device_features=device_features
+        devices=devices,
+        max_iter=max_iter,
+        learning_rate=0.1,
+        device_features=device_features,
+        **NEUSIGHT_TREE,
     ).fit(train, train["runtime_ms"])
 
 
@@ -247,8 +260,8 @@ def bench_neusight(
     report = BenchReport(
         "gemm-neusight",
         "NeuSight (ASPLOS'25): train 5 GPUs (their train files), test unseen H100, L4, A100-80GB "
-        "from spec sheets alone; design choices (device descriptors on) were validated "
-        "leave-one-training-GPU-out, never on the test GPUs",
+        "from spec sheets alone; design choices (device descriptors on, tree size, working set "
+        "over L2) were picked by leave-one-training-GPU-out MAPE, never on the test GPUs",
     )
     store = DatasetStore()
     train, test, devices = neusight_frames(store, train_devices, test_devices)
@@ -468,8 +481,8 @@ def bench_fewshot_gemm(
         "fewshot-gemm",
         f"NeuSight split; {shot_list} measurements per unseen GPU, {repeats} draws; the frozen base "
         f"trees are adapted by spec calibration (peak/bandwidth scales, prior sd {config.spec_prior_sd}, "
-        "chosen by leave-one-training-GPU-out validation on the 5 training GPUs only) plus a ridge "
-        "correction in log space",
+        "the best calibrated variant in leave-one-training-GPU-out validation on the 5 training GPUs) "
+        "plus a ridge correction in log space; the ridge-only correction is shown as a baseline",
     )
     store = DatasetStore()
     train, test, devices = neusight_frames(store, NEUSIGHT_TRAIN, test_devices)
@@ -488,6 +501,16 @@ def bench_fewshot_gemm(
                    target=8.0 if r["shots"] == 10 else None, n=r["n"],
                    note=f"std over draws {r['mape_std']:.2f}" if r["mape_std"] is not None else "")  # fmt: skip
     report.details["curve"] = curve.to_dicts()
+    # the previous adaptation (ridge correction only, no spec calibration) on the same draws,
+    # shown beside ours: leave-one-training-GPU-out could not separate the two (see the docs)
+    plain_cfg = replace(config, calibrate_specs=False)
+    plain = fewshot_curve(
+        model, test, devices, [s for s in shot_list if s], repeats=repeats, config=plain_cfg
+    )
+    for r in plain.iter_rows(named=True):
+        report.add("runtime MAPE %", f"{_short(r['device_id'])} {r['op']} {r['shots']}-shot (no spec calibration)",
+                   r["mape"], n=r["n"], note="baseline: ridge correction only (the previous adaptation)")  # fmt: skip
+    report.details["curve_no_calibration"] = plain.to_dicts()
     _log_bench(report)
     report.emit(json_path)
 
