@@ -494,6 +494,11 @@ def bench_fewshot_gemm(
         "rows_test": test.height,
         "base_fit_s": round(time.perf_counter() - t0, 1),
     }
+    # many small predictions follow: one OpenMP thread each avoids spin-waiting against other
+    # jobs on a shared 2-core machine (where this bench went from ~1 to ~6 minutes)
+    from threadpoolctl import threadpool_limits
+
+    limit = threadpool_limits(limits=1, user_api="openmp")
     curve = fewshot_curve(model, test, devices, shot_list, repeats=repeats, config=config)
     for r in curve.iter_rows(named=True):
         report.add("runtime MAPE %", f"{_short(r['device_id'])} {r['op']} {r['shots']}-shot", r["mape"],
@@ -511,6 +516,7 @@ def bench_fewshot_gemm(
         report.add("runtime MAPE %", f"{_short(r['device_id'])} {r['op']} {r['shots']}-shot (no spec calibration)",
                    r["mape"], n=r["n"], note="baseline: ridge correction only (the previous adaptation)")  # fmt: skip
     report.details["curve_no_calibration"] = plain.to_dicts()
+    limit.restore_original_limits()
     _log_bench(report)
     report.emit(json_path)
 
