@@ -264,15 +264,19 @@ def _gemm_feature_arrays(queries: pl.DataFrame, devices: pl.DataFrame) -> dict[s
         ridge = peak / bw
         roofline_ms = np.fmax(compute_ms, memory_ms)  # a missing bandwidth leaves the compute bound
         sms = np.where(np.isnan(dev["cores"]), 80.0, dev["cores"])
-        mi, ni = m.astype(np.int64), n.astype(np.int64)
+        # linear runs as ONE (batch*m) x n GEMM (torch flattens the leading dims); gemm/bmm tile
+        # each of the batch's m x n outputs separately
+        is_linear = q["op"] == "linear"
+        mi = np.where(is_linear, m * b, m).astype(np.int64)
+        ni = n.astype(np.int64)
+        bt = np.where(is_linear, 1.0, b)
         waves: dict[str, np.ndarray] = {}
         for tm, tn in GEMM_TILES:
-            tiles = (_ceil_div(mi, tm) * _ceil_div(ni, tn)).astype(np.float64) * b
+            tiles = (_ceil_div(mi, tm) * _ceil_div(ni, tn)).astype(np.float64) * bt
             w = np.ceil(tiles / sms)
             waves[f"waves_{tm}x{tn}"] = np.log2(w)
             waves[f"wave_eff_{tm}x{tn}"] = tiles / (w * sms)
-            waves[f"tile_eff_{tm}x{tn}"] = m * n / (_ceil_div(mi, tm) * tm * _ceil_div(ni, tn) * tn)
-        footprint = (m * k + k * n + m * n) * spec["a_bytes"]
+            waves[f"tile_eff_{tm}x{tn}"] = mi * n / (_ceil_div(mi, tm) * tm * _ceil_div(ni, tn) * tn)
         l2 = dev["l2_mb"]
         layout_code = _lookup(q["layout"], {k_: float(v) for k_, v in GEMM_LAYOUT_CODES.items()})
         cols = {
@@ -287,7 +291,9 @@ def _gemm_feature_arrays(queries: pl.DataFrame, devices: pl.DataFrame) -> dict[s
             "log2_roofline_ms": np.log2(roofline_ms),
             "log2_compute_ms": np.log2(compute_ms),
             "log2_memory_ms": np.log2(memory_ms),
-            "log2_footprint_over_l2": np.log2(footprint / (np.where(np.isnan(l2), 4.0, l2) * 1e6)),
+            # the whole working set (all batch entries) against L2: timings repeated back to back
+            # keep a working set that fits in L2 there (NeuSight times 25 calls in a row)
+            "log2_footprint_over_l2": np.log2(nbytes / (np.where(np.isnan(l2), 4.0, l2) * 1e6)),
             "dtype_code": spec["dtype_code"],
             "op_code": _lookup(q["op"], {k_: float(v) for k_, v in GEMM_OP_CODES.items()}),
             "layout_code": np.where(np.isnan(layout_code), -1.0, layout_code),

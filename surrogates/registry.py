@@ -74,8 +74,19 @@ def model_uri(task: str, *, alias: str = CHAMPION, version: str | int | None = N
     return f"models:/{name}/{version}" if version is not None else f"models:/{name}@{alias}"
 
 
-def load_predictor(task: str, *, alias: str = CHAMPION, version: str | int | None = None) -> LoadedPredictor:
-    """Load ``task``'s model by alias (default ``champion``) or pinned version."""
+def load_predictor(
+    task: str,
+    *,
+    alias: str = CHAMPION,
+    version: str | int | None = None,
+    check_requirements: bool = True,
+) -> LoadedPredictor:
+    """Load ``task``'s model by alias (default ``champion``) or pinned version.
+
+    ``check_requirements=False`` skips MLflow's comparison of the model's pip requirements with
+    the installed packages (about 0.8 s of package metadata scanning per process); short-lived
+    commands that load a model this project just trained use it.
+    """
     import mlflow
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
@@ -96,7 +107,7 @@ def load_predictor(task: str, *, alias: str = CHAMPION, version: str | int | Non
         raise ModelNotFoundError(
             f"no registered model {name!r} with {what}; run `hws train {task}` first"
         ) from None
-    model = mlflow.pyfunc.load_model(f"models:/{name}/{mv.version}")
+    model = mlflow.pyfunc.load_model(f"models:/{name}/{mv.version}", suppress_warnings=not check_requirements)
     metrics: dict[str, float] = {}
     if mv.run_id:
         metrics = dict(client.get_run(mv.run_id).data.metrics)

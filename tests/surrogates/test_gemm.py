@@ -55,6 +55,24 @@ def test_wave_quantization_counts_tiles_against_sms() -> None:
     assert f["tile_eff_256x128"] == pytest.approx(256 * 384 / (256 * 384))
 
 
+def test_linear_tiles_one_flattened_gemm_and_bmm_tiles_each_batch_entry() -> None:
+    # linear (4, 40, k) @ (k, 128): one 160 x 128 GEMM -> 2 tiles of 128x128 (62.5 % padded use);
+    # bmm of 4 x (40 x 128) -> 4 separate tiles, each 31.25 % used
+    lin = gemm_features(_query(op="linear", batch=4, m=40, n=128), devices_frame()).row(0, named=True)
+    bmm = gemm_features(_query(op="bmm", batch=4, m=40, n=128), devices_frame()).row(0, named=True)
+    assert lin["wave_eff_128x128"] == pytest.approx(2 / 10)
+    assert lin["tile_eff_128x128"] == pytest.approx(160 * 128 / (256 * 128))
+    assert bmm["wave_eff_128x128"] == pytest.approx(4 / 10)
+    assert bmm["tile_eff_128x128"] == pytest.approx(40 * 128 / (128 * 128))
+
+
+def test_working_set_over_l2_counts_every_batch_entry() -> None:
+    one = gemm_features(_query(batch=1), devices_frame()).row(0, named=True)
+    many = gemm_features(_query(batch=8), devices_frame()).row(0, named=True)
+    assert one["log2_footprint_over_l2"] == pytest.approx(math.log2(one["bytes"] / 4e6))
+    assert many["log2_footprint_over_l2"] == pytest.approx(one["log2_footprint_over_l2"] + 3)
+
+
 def test_features_are_vectorised_and_keep_row_order() -> None:
     q = pl.concat([_query(m=m, device_id=d) for m in (16, 32, 64) for d in ("test/gpu-b", "test/gpu-a")])
     f = gemm_features(q, devices_frame())
