@@ -69,6 +69,10 @@ DEVICE_DESCRIPTORS: tuple[str, ...] = (
     "clock_mhz",
 )
 DEFAULT_LAYOUT = "nn"
+#: bumped whenever a GEMM feature's definition changes; a model remembers the version it was
+#: fitted with and refuses to predict with another (its trees would read different numbers)
+#: 2: linear tiled as one (batch*m) x n GEMM; footprint over L2 counts every batch entry
+GEMM_FEATURE_VERSION = 2
 GEMM_QUERY_COLUMNS: tuple[str, ...] = ("device_id", "op", "m", "n", "k", "batch", "dtype", "layout")
 
 #: feature columns produced by :func:`gemm_features` (in this order).

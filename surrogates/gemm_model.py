@@ -30,6 +30,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .fast_trees import predict_hgb
 from .features import (
+    GEMM_FEATURE_VERSION,
     GEMM_QUERY_COLUMNS,
     device_table,
     gemm_feature_matrix,
@@ -98,6 +99,12 @@ class GemmRegressor(RegressorMixin, BaseEstimator):
         self.random_state = random_state
 
     def _features(self, X: Any, extra_devices: pl.DataFrame | None = None) -> tuple[np.ndarray, np.ndarray]:
+        fitted_with = getattr(self, "feature_version_", 1)
+        if fitted_with != GEMM_FEATURE_VERSION:
+            raise ValueError(
+                f"this GEMM model was fitted with feature pipeline v{fitted_with}; the installed "
+                f"pipeline is v{GEMM_FEATURE_VERSION}: retrain it (`hws train gemm`)"
+            )
         table = self.device_table_
         if extra_devices is not None and extra_devices.height:
             extra = device_table(extra_devices)
@@ -134,6 +141,7 @@ class GemmRegressor(RegressorMixin, BaseEstimator):
         used = q["device_id"].cast(pl.String).unique()
         self.device_table_ = device_table(self.devices).filter(pl.col("device_id").is_in(used.to_list()))
         self.empty_features_ = None
+        self.feature_version_ = GEMM_FEATURE_VERSION
         x, roof = self._features(q)
         self.empty_features_ = np.flatnonzero(np.isnan(x).all(axis=0))
         x[:, self.empty_features_] = 0.0

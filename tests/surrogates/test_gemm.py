@@ -116,6 +116,15 @@ def test_regressor_rejects_nan_and_nonpositive_targets() -> None:
         GemmRegressor(devices=devices_frame(), max_iter=5).fit(rows, -rows["runtime_ms"].to_numpy())
 
 
+def test_model_fitted_with_an_older_feature_pipeline_refuses_to_predict() -> None:
+    rows = gemm_rows("test/gpu-a", 20)
+    model = GemmRegressor(devices=devices_frame(), max_iter=5).fit(rows, rows["runtime_ms"])
+    assert len(model.predict(rows.head(2))) == 2
+    del model.feature_version_  # as unpickled from a model logged before versions were recorded
+    with pytest.raises(ValueError, match=r"feature pipeline v1.*retrain"):
+        model.predict(rows.head(2))
+
+
 def test_regressor_extrapolates_to_a_faster_device_through_the_roofline_ratio() -> None:
     train = pl.concat([gemm_rows("test/gpu-a", 200, seed=1), gemm_rows("test/gpu-b", 200, seed=2)])
     test = gemm_rows("test/gpu-new", 100, seed=3)
