@@ -128,6 +128,7 @@ def ablation_configs(space: str) -> dict[str, FewShotConfig]:
         "no flat-ridge model averaging": replace(base, flat_component=False),
         "no interaction features": replace(base, interaction_pcs=()),
         "8 interaction PCs": replace(base, interaction_pcs=((space, 8),)),
+        "op-at-position pair features": replace(base, edge_pairs=(space,)),
     }
 
 

@@ -102,6 +102,10 @@ class FewShotConfig:
     # the source-device latencies enter the arch features as these transforms (one block of
     # n_src standardized columns each): "ms" lets an additive device be a sum of source latencies
     source_transforms: tuple[str, ...] = ("log",)
+    # spaces whose features include the products of the per-position op one-hots of two
+    # different positions (NB201: op-at-edge pairs; lets an additive-in-ms model price op
+    # combinations, e.g. cache effects on a Raspberry Pi); their weights come from the source prior
+    edge_pairs: tuple[str, ...] = ()
     min_measurements: int = 5  # fewest measurements per space accepted by adapt
     random_state: int = 0
 
@@ -313,6 +317,9 @@ class SpaceModel:
     source_transforms: tuple[str, ...] = ("log",)  # blocks of source-latency features
     zt_mean: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # (blocks, n_src) non-log blocks
     zt_std: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    pair_index: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), dtype=np.int64))  # raw x columns
+    pair_mean: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    pair_std: np.ndarray = field(default_factory=lambda: np.zeros(0))
     meta_scores: dict[str, float] = field(default_factory=dict)
     _index: dict[str, int] | None = field(default=None, repr=False)
 
@@ -349,13 +356,17 @@ class SpaceModel:
             from .graphs import arch_vectors  # torch import: only for archs outside the table
 
             missing = [k for k, ok in zip(arch_keys, known, strict=True) if not ok]
-            x = (arch_vectors(self.space, missing).astype(np.float64) - self.x_mean) / self.x_std
-            x = x[:, self.x_keep]
+            xr = arch_vectors(self.space, missing).astype(np.float64)
+            x = ((xr - self.x_mean) / self.x_std)[:, self.x_keep]
             z = np.c_[x, np.ones(len(x))] @ self.encoder
             logl = z * self.z_std + self.z_mean
             zs = _source_blocks(self.source_transforms, z, logl, self.zt_mean, self.zt_std)[0]
             parts = ([zs] if use_z else []) + ([x] if use_x else [])
-            out[~known] = _with_interactions(np.concatenate(parts, axis=1), self.pcs, self.pc_mean)
+            rows_f = _with_interactions(np.concatenate(parts, axis=1), self.pcs, self.pc_mean)
+            if len(self.pair_index):
+                pairs = (_pair_products(xr, self.pair_index) - self.pair_mean) / self.pair_std
+                rows_f = np.concatenate([rows_f, pairs], axis=1)
+            out[~known] = rows_f
         return out
 
 
@@ -394,6 +405,21 @@ def _source_blocks(
         np.stack(means) if means else empty,
         np.stack(stds) if stds else empty,
     )
+
+
+def _position_pairs(space: str) -> np.ndarray:
+    """(n_pairs, 2) raw arch-vector columns of the one-hots of two different positions."""
+    from .graphs import vector_feature_names
+
+    names = vector_feature_names(space)
+    pos = [(i, m.group(1)) for i, n in enumerate(names) if (m := re.match(r"^([a-z]\d+)_", n))]
+    return np.array(
+        [(i, j) for a, (i, pi) in enumerate(pos) for (j, pj) in pos[a + 1 :] if pi != pj], dtype=np.int64
+    ).reshape(-1, 2)
+
+
+def _pair_products(xr: np.ndarray, index: np.ndarray) -> np.ndarray:
+    return xr[:, index[:, 0]] * xr[:, index[:, 1]]
 
 
 def _source_columns(j: int, n_dev: int, n_z: int) -> list[int]:
@@ -521,6 +547,15 @@ class FewShotLatencyRegressor:
         F = np.concatenate(parts, axis=1)
         pcs, pc_mean = _interaction_basis(F, dict(cfg.interaction_pcs).get(space, 0))
         F = _with_interactions(F, pcs, pc_mean)
+        pair_index = np.zeros((0, 2), dtype=np.int64)
+        pair_mean = pair_std = np.zeros(0)
+        if space in cfg.edge_pairs and cfg.use_arch_features:
+            pair_index = _position_pairs(space)
+            pr = _pair_products(xr, pair_index)
+            live = pr.std(axis=0) > 1e-9
+            pair_index = pair_index[live]
+            pr, pair_mean, pair_std = _standardize(pr[:, live])
+            F = np.concatenate([F, pr], axis=1)
         compact = np.zeros(F.shape[1])
         if cfg.use_arch_features:
             from .graphs import vector_feature_names
@@ -583,6 +618,9 @@ class FewShotLatencyRegressor:
             source_transforms=src_t,
             zt_mean=zt_mean,
             zt_std=zt_std,
+            pair_index=pair_index,
+            pair_mean=pair_mean,
+            pair_std=pair_std,
             meta_scores=meta_scores,
         )
 
@@ -750,7 +788,7 @@ class FewShotLatencyRegressor:
             for name in (
                 "arch_keys", "features", "x_mean", "x_std", "x_keep", "z_mean", "z_std",
                 "encoder", "prior_mean", "prior_components", "prior_cov", "pcs", "pc_mean", "compact",
-                "zt_mean", "zt_std",
+                "zt_mean", "zt_std", "pair_index", "pair_mean", "pair_std",
             ):  # fmt: skip
                 arrays[f"{space}/{name}"] = np.asarray(getattr(sm, name))
             for t, Wt in sm.transform_components.items():
@@ -800,6 +838,9 @@ class FewShotLatencyRegressor:
                     source_transforms=tuple(info.get("source_transforms", ["log"])),
                     zt_mean=arr.get("zt_mean", np.zeros((0, 0))),
                     zt_std=arr.get("zt_std", np.zeros((0, 0))),
+                    pair_index=arr.get("pair_index", np.zeros((0, 2), dtype=np.int64)),
+                    pair_mean=arr.get("pair_mean", np.zeros(0)),
+                    pair_std=arr.get("pair_std", np.zeros(0)),
                     transform_components={
                         k.removeprefix("transform_components_"): v
                         for k, v in arr.items()
