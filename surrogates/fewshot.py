@@ -54,6 +54,8 @@ MODEL_NAME = "hws-fewshot-latency"
 EXTRAPOLATION_FACTOR = 4.0
 FEWSHOT_SPACES: tuple[str, ...] = ("nb201", "fbnet", "ofa")
 PriorKind = Literal["gaussian", "mixture", "both"]
+#: most op-at-position pair features FewShotConfig.edge_pairs may add (NB201 has 375)
+MAX_PAIR_FEATURES = 2000
 #: latency transforms a device head can be linear in (see FewShotConfig.transforms)
 TRANSFORMS: tuple[str, ...] = ("log", "sqrt", "ms")
 
@@ -551,6 +553,11 @@ class FewShotLatencyRegressor:
         pair_mean = pair_std = np.zeros(0)
         if space in cfg.edge_pairs and cfg.use_arch_features:
             pair_index = _position_pairs(space)
+            if len(pair_index) > MAX_PAIR_FEATURES:
+                raise ValueError(
+                    f"FewShotConfig.edge_pairs: {space} would get {len(pair_index)} pair features "
+                    f"(limit {MAX_PAIR_FEATURES}); use it for nb201 only"
+                )
             pr = _pair_products(xr, pair_index)
             live = pr.std(axis=0) > 1e-9
             pair_index = pair_index[live]
