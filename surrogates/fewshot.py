@@ -13,14 +13,18 @@ described by a feature vector ``f(a) = [z(a), x(a)]``:
 - ``x(a)``: the standardized architecture vector of :func:`~.graphs.arch_vectors` (op one-hots,
   op counts, live-path features, MAC proxies).
 
-A device's log-latency is ``log y(a) = mu + s * f(a) . w``. Meta-training learns, from the source
-devices, the prior ``w ~ N(m, S + tau I)``: each source device's ``w_d`` is fitted on its full
-table with its own column of ``z`` masked, ``m``/``S`` are their mean/covariance, and ``tau``
-and the noise variance are chosen by leave-one-source-device-out few-shot validation.
-Adapting to a new device is the closed-form posterior mean given its k measurements
-(a ridge solve of size ``p``: milliseconds). With ``prior="mixture"`` the prior is a mixture of
-Gaussians centred on the individual source devices, weighted by how well each explains the
-support set (the posterior starts from the most similar known devices).
+A device's latency is linear in a transform of it, ``g(y) = mu + s * f(a) . w``, for ``g`` in
+``log`` (multiplicative op costs), ``sqrt`` and ``ms`` (latency = sum of the ops' latencies).
+Meta-training learns, per transform, the prior ``w ~ N(m, S + tau I)`` from the source
+devices: each source device's ``w_d`` is fitted on its full table with its own columns of ``z``
+masked, ``m``/``S`` are their mean/covariance; ``tau`` and the noise variance are chosen by
+leave-one-source-device-out few-shot validation. Adapting to a new device is the closed-form
+posterior mean given its k measurements (a ridge solve: milliseconds), with ``tau``/noise
+picked by the support set's marginal likelihood, averaged with prior-free ridges on the
+architecture features, and the transforms' heads averaged by their marginal likelihoods made
+comparable by each transform's Jacobian (Bayesian model averaging). With ``prior="mixture"``
+the prior is a mixture of Gaussians centred on the individual source devices, weighted by how
+well each explains the support set (the posterior starts from the most similar known devices).
 
 Honesty rules used by the benchmarks: a target device's latencies are only read at the support
 architectures; the 10 reference architectures count as measurements.
