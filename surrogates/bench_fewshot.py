@@ -102,6 +102,101 @@ def _csv(value: str | None) -> list[str] | None:
 
 
 # --------------------------------------------------------------------------- fewshot-help
+#: the default before latency transforms (log only, mixture prior, evidence tau x1..x100)
+PREVIOUS_DEFAULT = replace(
+    FewShotConfig(), prior="mixture", transforms=("log",), evidence_tau_factors=(1.0, 3.0, 10.0, 30.0, 100.0)
+)
+#: mobile HELP meta-train devices left out one at a time in the validation protocol
+VALIDATION_LOO = ("help/pixel3", "help/samsung_s7", "help/samsung_a50", "help/essential_ph_1")
+
+
+def ablation_configs(space: str) -> dict[str, FewShotConfig]:
+    """Named variants of the default configuration (each changes one design choice)."""
+    base = FewShotConfig()
+    return {
+        "previous default (log only, mixture prior, tau x1-100)": PREVIOUS_DEFAULT,
+        "log transform only": replace(base, transforms=("log",)),
+        "ms transform only": replace(base, transforms=("ms",)),
+        "log + ms transforms (no sqrt)": replace(base, transforms=("log", "ms")),
+        "ms source-latency features too": replace(base, source_transforms=("log", "ms")),
+        "mixture prior": replace(base, prior="mixture"),
+        "mixture + gaussian priors averaged": replace(base, prior="both"),
+        "evidence tau x1-100 (narrower)": replace(base, evidence_tau_factors=(1.0, 3.0, 10.0, 30.0, 100.0)),
+        "meta-selected tau/noise (no evidence)": replace(base, evidence_tau_factors=()),
+        "source latencies only": replace(base, use_arch_features=False),
+        "arch features only": replace(base, use_device_latencies=False),
+        "no flat-ridge model averaging": replace(base, flat_component=False),
+        "no interaction features": replace(base, interaction_pcs=()),
+        "8 interaction PCs": replace(base, interaction_pcs=((space, 8),)),
+    } | (
+        # NB201 only: FBNet's 22 x 9 layer one-hots would give ~19k pair columns
+        {"op-at-edge pair features": replace(base, edge_pairs=(space,))} if space == "nb201" else {}
+    )
+
+
+def validation_rows(
+    frame: pl.DataFrame, space: str, split: Any, configs: dict[str, FewShotConfig], seeds: int
+) -> list[dict[str, Any]]:
+    """The protocol the design choices were made on (never the meta-test devices).
+
+    Fold 0: meta-train on HELP's meta-train devices, score HELP's meta-valid devices. Folds
+    1-4: leave one mobile meta-train device out of meta-training and score it. Support: 10
+    reference + 10 random archs; the per-device Spearmans are averaged over all folds.
+    """
+    folds = [(list(split.train), list(split.valid))]
+    folds += [([d for d in split.train if d != v], [v]) for v in VALIDATION_LOO if v in split.train]
+    rows = []
+    for name, cfg in configs.items():
+        per: dict[str, float] = {}
+        for train, targets in folds:
+            model = FewShotLatencyRegressor(cfg).fit(frame, devices={space: train}, spaces=[space])
+            res = evaluate_help_protocol(
+                model, frame, space, targets, n_pool=split.n_pool, seeds=range(seeds)
+            )
+            res.pop("_pooled")
+            per |= {d: r["spearman"] for d, r in res.items()}
+        rows.append(
+            _row(
+                "spearman_mean",
+                f"validation {space}: {name}, 20 (10 ref + 10 random)",
+                float(np.mean(list(per.values()))),
+                n_measurements=20,
+                per_device={d: round(v, 4) for d, v in per.items()},
+                protocol="HELP meta-valid devices + leave-one-out mobile meta-train devices",
+            )  # fmt: skip
+        )
+    return rows
+
+
+def ceiling_rows(
+    frame: pl.DataFrame, space: str, devices: Sequence[str], n_pool: int
+) -> list[dict[str, Any]]:
+    """Noise ceiling: Spearman of a gradient-boosted tree fitted on ALL of the device's other archs.
+
+    HELP has one latency measurement per arch and device, so measurement noise caps any
+    predictor; a model trained on ~14k archs of the device itself approximates that cap
+    (for reference only: it sees the target's latencies, the few-shot models do not).
+    """
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    from .fewshot import help_protocol_rows
+    from .graphs import arch_vectors
+
+    rows = []
+    for dev in devices:
+        d = frame.filter(pl.col("device_id") == dev).sort("arch_index")
+        idx = d["arch_index"].to_numpy()
+        y = np.log(d["latency_ms"].to_numpy().astype(float))
+        X = arch_vectors(space, d["arch_key"].to_list())
+        _, test = help_protocol_rows(idx, np.exp(y), n_pool=n_pool)
+        train = np.setdiff1d(np.arange(len(y)), test)
+        gbm = HistGradientBoostingRegressor(max_iter=300, random_state=0).fit(X[train], y[train])
+        rho = score_predictions(np.exp(y[test]), np.exp(gbm.predict(X[test])))["spearman"]
+        rows.append(_row("spearman_ceiling", f"{space} {dev}, GBM on {len(train)} of its own archs", rho,
+                         n_train=int(len(train))))  # fmt: skip
+    return rows
+
+
 def bench_fewshot_help_rows(
     *,
     spaces: Sequence[str] = ("nb201", "fbnet"),
@@ -110,6 +205,8 @@ def bench_fewshot_help_rows(
     splits_path: str | None = None,
     store_root: str | None = None,
     ablations: bool = True,
+    validation: bool = True,
+    ceiling: bool = True,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     splits = read_splits(splits_path)
     rows: list[dict[str, Any]] = []
@@ -117,20 +214,10 @@ def bench_fewshot_help_rows(
     for space in spaces:
         split = splits[f"help-{space}"]
         tgts = [t if "/" in t else f"help/{t}" for t in targets] if targets else list(split.test)
-        frame = _read(store_root, space, [*split.train, *tgts])
+        frame = _read(store_root, space, [*split.train, *split.valid, *tgts])
         variants: dict[str, FewShotConfig] = {"ours": FewShotConfig()}
         if ablations:
-            base = FewShotConfig()
-            variants |= {
-                "gaussian prior": replace(base, prior="gaussian"),
-                "source latencies only": replace(base, use_arch_features=False),
-                "arch features only": replace(base, use_device_latencies=False),
-                "meta-selected tau/noise (no evidence)": replace(base, evidence_tau_factors=()),
-                "no model averaging (source-prior model only)": replace(base, flat_component=False),
-                "no compact-feature ridge in the averaging": replace(base, compact_component=False),
-                "no interaction features": replace(base, interaction_pcs=()),
-                "8 interaction PCs": replace(base, interaction_pcs=((space, 8),)),
-            }
+            variants |= ablation_configs(space)
         for vname, cfg in variants.items():
             t0 = time.perf_counter()
             model = FewShotLatencyRegressor(cfg).fit(
@@ -182,6 +269,12 @@ def bench_fewshot_help_rows(
                 "sources": list(split.train), "targets": tgts, "tau": sm.tau, "noise": sm.noise,
                 "loo_spearman": sm.meta_scores["loo_spearman_mean"], "meta_train_s": round(fit_s, 1),
             }  # fmt: skip
+        if validation:
+            rows += validation_rows(
+                frame, space, split, {"ours": FewShotConfig(), "previous default": PREVIOUS_DEFAULT}, seeds
+            )
+        if ceiling:
+            rows += ceiling_rows(frame, space, tgts, split.n_pool)
     return rows, info
 
 
@@ -192,6 +285,12 @@ def bench_fewshot_help_rows(
 @click.option("--seeds", default=5, show_default=True, help="Random support draws per device.")
 @click.option("--no-ablations", is_flag=True, help="Skip the ablation variants.")
 @click.option(
+    "--no-validation", is_flag=True, help="Skip the validation-protocol rows (held-out source devices)."
+)
+@click.option(
+    "--no-ceiling", is_flag=True, help="Skip the noise-ceiling rows (GBM on the target's own archs)."
+)
+@click.option(
     "--splits",
     "splits_path",
     default=None,
@@ -199,16 +298,20 @@ def bench_fewshot_help_rows(
 )
 @click.option("--store", "store_root", default=None, help="Store root (default: $HWSURROGATE_STORE).")
 def bench_fewshot_help(json_path: str | None, spaces: str, targets: str | None, seeds: int, no_ablations: bool,
-                       splits_path: str | None, store_root: str | None) -> None:  # fmt: skip
+                       no_validation: bool, no_ceiling: bool, splits_path: str | None, store_root: str | None) -> None:  # fmt: skip
     """HELP's protocol: meta-train on HELP meta-train devices, adapt to each meta-test device.
 
     Support: 10 reference archs + 10 random archs of the first 900 (NB201) / 4000 (FBNet)
     indices = 20 measurements; test: the next 1000 indices trimmed to the 10th-90th latency
-    percentile (800 archs); metric Spearman, plus MAPE and within +-10 %.
+    percentile (800 archs); metric Spearman, plus MAPE and within +-10 %. Also: ablations
+    (one design choice changed each), the validation protocol the choices were made on (HELP
+    meta-valid devices + leave-one-out mobile meta-train devices; never the meta-test devices)
+    and a noise ceiling per target device (a GBM fitted on the device's own other archs).
     """
     t0 = time.perf_counter()
     rows, info = bench_fewshot_help_rows(spaces=_csv(spaces) or [], targets=_csv(targets), seeds=seeds,
-                                         splits_path=splits_path, store_root=store_root, ablations=not no_ablations)  # fmt: skip
+                                         splits_path=splits_path, store_root=store_root, ablations=not no_ablations,
+                                         validation=not no_validation, ceiling=not no_ceiling)  # fmt: skip
     wall = time.perf_counter() - t0
     _print_table(f"few-shot latency, HELP protocol ({seeds} support draws per device)", rows, wall)
     _save(json_path, "fewshot-help", rows, wall, {"info": info})

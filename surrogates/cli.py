@@ -105,8 +105,13 @@ def predict() -> None:
     required=True,
     help="CSV/parquet file of measurements, or 'store' to use the device's rows in the store.",
 )
+@click.option(
+    "--version",
+    default=None,
+    help="Registered version of the base model to adapt (latency only; default: the champion).",
+)
 @click.pass_context
-def adapt(ctx: click.Context, task: str, device: str, measurements: str) -> None:
+def adapt(ctx: click.Context, task: str, device: str, measurements: str, version: str | None) -> None:
     """Adapt a predictor to an unseen device from a handful of measurements (under 2 s).
 
     \b
@@ -120,4 +125,11 @@ def adapt(ctx: click.Context, task: str, device: str, measurements: str) -> None
         "latency": (f"{S}.fewshot_cli", "adapt_latency"),
         "gemm": (f"{S}.gemm_adapt", "adapt_gemm_cli"),
     }[task]
-    ctx.invoke(getattr(importlib.import_module(module), attr), device=device, measurements=measurements)
+    kwargs = {"device": device, "measurements": measurements}
+    if version is not None:
+        if task != "latency":
+            raise click.BadParameter(
+                f"--version is supported for --task latency only, not {task!r}", param_hint="--version"
+            )
+        kwargs["version"] = version
+    ctx.invoke(getattr(importlib.import_module(module), attr), **kwargs)

@@ -13,14 +13,18 @@ described by a feature vector ``f(a) = [z(a), x(a)]``:
 - ``x(a)``: the standardized architecture vector of :func:`~.graphs.arch_vectors` (op one-hots,
   op counts, live-path features, MAC proxies).
 
-A device's log-latency is ``log y(a) = mu + s * f(a) . w``. Meta-training learns, from the source
-devices, the prior ``w ~ N(m, S + tau I)``: each source device's ``w_d`` is fitted on its full
-table with its own column of ``z`` masked, ``m``/``S`` are their mean/covariance, and ``tau``
-and the noise variance are chosen by leave-one-source-device-out few-shot validation.
-Adapting to a new device is the closed-form posterior mean given its k measurements
-(a ridge solve of size ``p``: milliseconds). With ``prior="mixture"`` the prior is a mixture of
-Gaussians centred on the individual source devices, weighted by how well each explains the
-support set (the posterior starts from the most similar known devices).
+A device's latency is linear in a transform of it, ``g(y) = mu + s * f(a) . w``, for ``g`` in
+``log`` (multiplicative op costs), ``sqrt`` and ``ms`` (latency = sum of the ops' latencies).
+Meta-training learns, per transform, the prior ``w ~ N(m, S + tau I)`` from the source
+devices: each source device's ``w_d`` is fitted on its full table with its own columns of ``z``
+masked, ``m``/``S`` are their mean/covariance; ``tau`` and the noise variance are chosen by
+leave-one-source-device-out few-shot validation. Adapting to a new device is the closed-form
+posterior mean given its k measurements (a ridge solve: milliseconds), with ``tau``/noise
+picked by the support set's marginal likelihood, averaged with prior-free ridges on the
+architecture features, and the transforms' heads averaged by their marginal likelihoods made
+comparable by each transform's Jacobian (Bayesian model averaging). With ``prior="mixture"``
+the prior is a mixture of Gaussians centred on the individual source devices, weighted by how
+well each explains the support set (the posterior starts from the most similar known devices).
 
 Honesty rules used by the benchmarks: a target device's latencies are only read at the support
 architectures; the 10 reference architectures count as measurements.
@@ -53,7 +57,11 @@ MODEL_NAME = "hws-fewshot-latency"
 #: to architectures far outside the support, e.g. disconnected NB201 cells)
 EXTRAPOLATION_FACTOR = 4.0
 FEWSHOT_SPACES: tuple[str, ...] = ("nb201", "fbnet", "ofa")
-PriorKind = Literal["gaussian", "mixture"]
+PriorKind = Literal["gaussian", "mixture", "both"]
+#: most op-at-position pair features FewShotConfig.edge_pairs may add (NB201 has 375)
+MAX_PAIR_FEATURES = 2000
+#: latency transforms a device head can be linear in (see FewShotConfig.transforms)
+TRANSFORMS: tuple[str, ...] = ("log", "sqrt", "ms")
 
 
 class FewShotError(HwSurrogateError, ValueError):
@@ -71,7 +79,10 @@ class FewShotConfig:
 
     use_device_latencies: bool = True  # z(a): source-device log-latencies as arch features
     use_arch_features: bool = True  # x(a): graphs.arch_vectors as arch features
-    prior: PriorKind = "mixture"  # gaussian prior, or mixture centred on source devices
+    # gaussian prior (mean/covariance of the source devices' weights), a mixture centred on the
+    # individual source devices, or both averaged by marginal likelihood; gaussian won on the
+    # validation devices (HELP meta-valid + leave-one-out mobile meta-train devices, NB201 and FBNet)
+    prior: PriorKind = "gaussian"
     prior_ridge: float = 1.0  # ridge of each source device's full-table fit (prior estimation)
     tau_grid: tuple[float, ...] = (0.0003, 0.001, 0.003, 0.01, 0.03)  # isotropic prior variance added to S
     noise_grid: tuple[float, ...] = (0.05, 0.1, 0.2, 0.4)  # noise variance (standardized log units)
@@ -84,13 +95,33 @@ class FewShotConfig:
     interaction_pcs: tuple[tuple[str, int], ...] = (("nb201", 4),)
     # at adaptation, tau is picked by marginal likelihood among meta-tau x these factors and the
     # noise among evidence_noises (empty factors: use the meta-selected tau/noise as they are)
-    evidence_tau_factors: tuple[float, ...] = (1.0, 3.0, 10.0, 30.0, 100.0)
+    evidence_tau_factors: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)
     evidence_noises: tuple[float, ...] = (0.02, 0.05, 0.1, 0.2, 0.4)
     flat_component: bool = True  # Bayesian model averaging with a prior-free ridge on x
     compact_component: bool = True  # ... and with a ridge on the compact (count/MAC) arch features
     flat_taus: tuple[float, ...] = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+    # output transforms of the latency the linear model is fitted in ("log": multiplicative
+    # op costs; "ms": latency = sum of op latencies, exact for sequential execution; "sqrt":
+    # in between). Each has its own source-device prior; a device's heads are combined by
+    # Bayesian model averaging with Jacobian-corrected marginal likelihoods (on ms).
+    transforms: tuple[str, ...] = ("log", "sqrt", "ms")
+    # the source-device latencies enter the arch features as these transforms (one block of
+    # n_src standardized columns each): "ms" lets an additive device be a sum of source latencies
+    source_transforms: tuple[str, ...] = ("log",)
+    # spaces whose features include the products of the per-position op one-hots of two
+    # different positions (NB201: op-at-edge pairs; lets an additive-in-ms model price op
+    # combinations, e.g. cache effects on a Raspberry Pi); their weights come from the source prior
+    edge_pairs: tuple[str, ...] = ()
     min_measurements: int = 5  # fewest measurements per space accepted by adapt
     random_state: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("transforms", "source_transforms"):
+            bad = [t for t in getattr(self, name) if t not in TRANSFORMS]
+            if bad:
+                raise ValueError(f"FewShotConfig.{name}: {bad} not among {list(TRANSFORMS)}")
+        if self.prior not in ("gaussian", "mixture", "both"):
+            raise ValueError(f"FewShotConfig.prior: {self.prior!r} is not gaussian, mixture or both")
 
 
 # --------------------------------------------------------------------------- linear algebra
@@ -108,6 +139,38 @@ def _ridge_masked(gram: np.ndarray, rhs: np.ndarray, keep: np.ndarray, lam: floa
     return w
 
 
+def forward_transform(name: str, log_y: np.ndarray) -> np.ndarray:
+    """``g(y)`` of latencies given as log-latencies (``log``, ``sqrt`` or ``ms``)."""
+    if name == "log":
+        return np.asarray(log_y, dtype=float)
+    if name == "ms":
+        return np.exp(log_y)
+    if name == "sqrt":
+        return np.exp(0.5 * np.asarray(log_y))
+    raise ValueError(f"transform {name!r} is not one of {list(TRANSFORMS)}")
+
+
+def log_jacobian(name: str, log_y: np.ndarray) -> float:
+    """``sum log |g'(y)|`` over the support (puts marginal likelihoods of transforms on ms)."""
+    log_y = np.asarray(log_y, dtype=float)
+    if name == "log":
+        return float(-log_y.sum())
+    if name == "ms":
+        return 0.0
+    if name == "sqrt":
+        return float((-np.log(2.0) - 0.5 * log_y).sum())
+    raise ValueError(f"transform {name!r} is not one of {list(TRANSFORMS)}")
+
+
+def _inverse_to_log(name: str, g: np.ndarray, floor: float) -> np.ndarray:
+    """log-latency from ``g(y)``; non-positive ``g`` (extrapolation) floors at ``floor`` (log ms)."""
+    if name == "log":
+        return g
+    lo = np.exp(floor) if name == "ms" else np.exp(0.5 * floor)
+    g = np.maximum(g, lo)
+    return np.log(g) if name == "ms" else 2.0 * np.log(g)
+
+
 @dataclass
 class DeviceHead:
     """A device's adapted weights in one space: ``log y = y_mean + y_std * (f - f_mean) . w``."""
@@ -120,9 +183,16 @@ class DeviceHead:
     n_measurements: int
     evidence: float = float("nan")  # log marginal likelihood of the support (standardized units)
     log_range: tuple[float, float] = (-np.inf, np.inf)  # predictions are clipped to this log range
+    transform: str = "log"  # the head is linear in forward_transform(transform, log y)
+    # Bayesian model average: the prediction (log ms) is sum_i component_weights[i] * components[i]
+    components: list[DeviceHead] = field(default_factory=list)
+    component_weights: list[float] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "transform": self.transform,
+            "components": [c.to_json() for c in self.components],
+            "component_weights": [float(v) for v in self.component_weights],
             "space": self.space,
             "weights": [float(v) for v in self.weights],
             "f_mean": [float(v) for v in self.f_mean],
@@ -144,6 +214,9 @@ class DeviceHead:
             n_measurements=int(d["n_measurements"]),
             evidence=float(d.get("evidence", float("nan"))),
             log_range=tuple(float(v) for v in d.get("log_range", (-np.inf, np.inf))),  # type: ignore[arg-type]
+            transform=str(d.get("transform", "log")),
+            components=[cls.from_json(c) for c in d.get("components", [])],
+            component_weights=[float(v) for v in d.get("component_weights", [])],
         )
 
 
@@ -157,6 +230,7 @@ def posterior_head(
     noise: float | Sequence[float],
     space: str = "",
     iso: np.ndarray | None = None,
+    transform: str = "log",
 ) -> DeviceHead:
     """Closed-form posterior mean of ``w`` for support features ``F`` (n, p) and ``log_y`` (n,).
 
@@ -166,14 +240,17 @@ def posterior_head(
     sequences, the pair with the highest marginal likelihood of the support set is used
     (type-II maximum likelihood: a device unlike the sources loosens the prior by itself).
     ``iso`` (p,) scales the ``tau`` term per feature (0 keeps a weight at its prior mean).
-    The log marginal likelihood is returned in ``head.evidence``.
+    The log marginal likelihood is returned in ``head.evidence``. ``transform`` names the
+    latency transform the model is linear in (:func:`forward_transform`); the prior is in the
+    standardized units of that transform.
     """
     n, p = F.shape
-    y_mean = float(log_y.mean())
-    y_std = float(log_y.std())
+    gy = forward_transform(transform, log_y)
+    y_mean = float(gy.mean())
+    y_std = float(gy.std())
     if not np.isfinite(y_std) or y_std < 1e-6:
         y_std = 1.0  # all support latencies equal: keep the scale, fit only the offset
-    yn = (log_y - y_mean) / y_std
+    yn = (gy - y_mean) / y_std
     f_mean = F.mean(axis=0)
     Fc = F - f_mean
     means = np.atleast_2d(prior_means)
@@ -203,13 +280,19 @@ def posterior_head(
         w = r @ posts
     margin = np.log(EXTRAPOLATION_FACTOR)
     log_range = (float(log_y.min() - margin), float(log_y.max() + margin))
-    return DeviceHead(space, w, f_mean, y_mean, y_std, n, evidence=evidence, log_range=log_range)
+    return DeviceHead(
+        space, w, f_mean, y_mean, y_std, n, evidence=evidence, log_range=log_range, transform=transform
+    )
 
 
 def predict_head(head: DeviceHead, F: np.ndarray) -> np.ndarray:
     """log-latency predictions of ``head`` for feature rows ``F`` (clipped to ``head.log_range``)."""
+    if head.components:
+        return sum(
+            a * predict_head(c, F) for a, c in zip(head.component_weights, head.components, strict=True)
+        )
     raw = head.y_mean + head.y_std * ((F - head.f_mean) @ head.weights)
-    return np.clip(raw, *head.log_range)
+    return np.clip(_inverse_to_log(head.transform, raw, head.log_range[0]), *head.log_range)
 
 
 # --------------------------------------------------------------------------- per-space model
@@ -235,8 +318,25 @@ class SpaceModel:
     compact: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (p,) 1 = compact x column
     pcs: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # (p_base, k) interaction PCs
     pc_mean: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    # per non-log transform: (n_src, p) source-device weights in that transform's units
+    transform_components: dict[str, np.ndarray] = field(default_factory=dict)
+    source_transforms: tuple[str, ...] = ("log",)  # blocks of source-latency features
+    zt_mean: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # (blocks, n_src) non-log blocks
+    zt_std: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    pair_index: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), dtype=np.int64))  # raw x columns
+    pair_mean: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    pair_std: np.ndarray = field(default_factory=lambda: np.zeros(0))
     meta_scores: dict[str, float] = field(default_factory=dict)
     _index: dict[str, int] | None = field(default=None, repr=False)
+
+    def prior(self, transform: str) -> tuple[np.ndarray, np.ndarray]:
+        """(per-source-device weights (n_src, p), their covariance) in ``transform`` units."""
+        if transform == "log":
+            return self.prior_components, self.prior_cov
+        if transform not in self.transform_components:
+            raise FewShotError(f"this few-shot model has no prior for transform {transform!r}")
+        W = self.transform_components[transform]
+        return W, (np.cov(W.T) if len(W) > 1 else np.zeros((W.shape[1], W.shape[1])))
 
     @property
     def n_features(self) -> int:
@@ -262,12 +362,75 @@ class SpaceModel:
             from .graphs import arch_vectors  # torch import: only for archs outside the table
 
             missing = [k for k, ok in zip(arch_keys, known, strict=True) if not ok]
-            x = (arch_vectors(self.space, missing).astype(np.float64) - self.x_mean) / self.x_std
-            x = x[:, self.x_keep]
+            xr = arch_vectors(self.space, missing).astype(np.float64)
+            x = ((xr - self.x_mean) / self.x_std)[:, self.x_keep]
             z = np.c_[x, np.ones(len(x))] @ self.encoder
-            parts = ([z] if use_z else []) + ([x] if use_x else [])
-            out[~known] = _with_interactions(np.concatenate(parts, axis=1), self.pcs, self.pc_mean)
+            logl = z * self.z_std + self.z_mean
+            zs = _source_blocks(self.source_transforms, z, logl, self.zt_mean, self.zt_std)[0]
+            parts = ([zs] if use_z else []) + ([x] if use_x else [])
+            rows_f = _with_interactions(np.concatenate(parts, axis=1), self.pcs, self.pc_mean)
+            if len(self.pair_index):
+                pairs = (_pair_products(xr, self.pair_index) - self.pair_mean) / self.pair_std
+                rows_f = np.concatenate([rows_f, pairs], axis=1)
+            out[~known] = rows_f
         return out
+
+
+def _source_blocks(
+    transforms: Sequence[str],
+    z: np.ndarray,
+    logl: np.ndarray,
+    mean: np.ndarray | None = None,
+    std: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Source-latency feature blocks: ``z`` for "log", standardized ``g(y)`` for the others.
+
+    Returns (features (n, blocks * n_src), means, stds of the non-log blocks); pass the stored
+    means/stds to encode new rows the same way.
+    """
+    blocks, means, stds = [], [], []
+    b = 0
+    for t in transforms:
+        if t == "log":
+            blocks.append(z)
+            continue
+        g = forward_transform(t, logl)
+        if mean is None or std is None or len(mean) <= b:
+            g, m, sd = _standardize(g)
+        else:
+            m, sd = mean[b], std[b]
+            g = (g - m) / sd
+        blocks.append(g)
+        means.append(m)
+        stds.append(sd)
+        b += 1
+    n_src = z.shape[1]
+    empty = np.zeros((0, n_src))
+    return (
+        np.concatenate(blocks, axis=1),
+        np.stack(means) if means else empty,
+        np.stack(stds) if stds else empty,
+    )
+
+
+def _position_pairs(space: str) -> np.ndarray:
+    """(n_pairs, 2) raw arch-vector columns of the one-hots of two different positions."""
+    from .graphs import vector_feature_names
+
+    names = vector_feature_names(space)
+    pos = [(i, m.group(1)) for i, n in enumerate(names) if (m := re.match(r"^([a-z]\d+)_", n))]
+    return np.array(
+        [(i, j) for a, (i, pi) in enumerate(pos) for (j, pj) in pos[a + 1 :] if pi != pj], dtype=np.int64
+    ).reshape(-1, 2)
+
+
+def _pair_products(xr: np.ndarray, index: np.ndarray) -> np.ndarray:
+    return xr[:, index[:, 0]] * xr[:, index[:, 1]]
+
+
+def _source_columns(j: int, n_dev: int, n_z: int) -> list[int]:
+    """Feature columns holding source device ``j``'s latencies (one per source block)."""
+    return list(range(j, n_z, n_dev)) if n_dev else []
 
 
 def _standardize(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -381,11 +544,29 @@ class FewShotLatencyRegressor:
             o = observed[:, j]
             encoder[:, j] = np.linalg.solve(xa[o].T @ xa[o] + reg, xa[o].T @ z[o, j])
         z_filled = np.where(observed, z, xa @ encoder)
-        n_src = len(devs) if cfg.use_device_latencies else 0
-        parts = ([z_filled] if cfg.use_device_latencies else []) + ([x] if cfg.use_arch_features else [])
+        logl_filled = z_filled * z_std + z_mean
+        src_t = tuple(cfg.source_transforms) or ("log",)
+        zs, zt_mean, zt_std = _source_blocks(src_t, z_filled, logl_filled)
+        n_dev = len(devs)
+        n_src = zs.shape[1] if cfg.use_device_latencies else 0
+        parts = ([zs] if cfg.use_device_latencies else []) + ([x] if cfg.use_arch_features else [])
         F = np.concatenate(parts, axis=1)
         pcs, pc_mean = _interaction_basis(F, dict(cfg.interaction_pcs).get(space, 0))
         F = _with_interactions(F, pcs, pc_mean)
+        pair_index = np.zeros((0, 2), dtype=np.int64)
+        pair_mean = pair_std = np.zeros(0)
+        if space in cfg.edge_pairs and cfg.use_arch_features:
+            pair_index = _position_pairs(space)
+            if len(pair_index) > MAX_PAIR_FEATURES:
+                raise ValueError(
+                    f"FewShotConfig.edge_pairs: {space} would get {len(pair_index)} pair features "
+                    f"(limit {MAX_PAIR_FEATURES}); use it for nb201 only"
+                )
+            pr = _pair_products(xr, pair_index)
+            live = pr.std(axis=0) > 1e-9
+            pair_index = pair_index[live]
+            pr, pair_mean, pair_std = _standardize(pr[:, live])
+            F = np.concatenate([F, pr], axis=1)
         compact = np.zeros(F.shape[1])
         if cfg.use_arch_features:
             from .graphs import vector_feature_names
@@ -403,10 +584,27 @@ class FewShotLatencyRegressor:
 
         def device_weights(j: int, masked: Sequence[int]) -> np.ndarray:
             keep = np.ones(p, dtype=bool)
-            keep[[m for m in masked if m < n_src]] = False
+            keep[[c for m in masked for c in _source_columns(m, n_dev, n_src)]] = False
             return _ridge_masked(gram, rhs_all[:, j], np.flatnonzero(keep), lam)
 
         W = np.stack([device_weights(j, [j]) for j in range(len(devs))])
+        transform_components: dict[str, np.ndarray] = {}
+        for t in cfg.transforms:
+            if t == "log":
+                continue
+            Yt, _, _ = _standardize(forward_transform(t, logl_filled))
+            rhs_t = Fc.T @ (Yt - Yt.mean(axis=0))
+            transform_components[t] = np.stack(
+                [
+                    _ridge_masked(
+                        gram,
+                        rhs_t[:, j],
+                        np.flatnonzero(~np.isin(np.arange(p), _source_columns(j, n_dev, n_src))),
+                        lam,
+                    )
+                    for j in range(len(devs))
+                ]
+            )
         meta_scores, tau, noise = self._meta_select(F, z, observed, devs, n_src, device_weights)
         return SpaceModel(
             space=space,
@@ -427,6 +625,13 @@ class FewShotLatencyRegressor:
             compact=compact,
             pcs=pcs,
             pc_mean=pc_mean,
+            transform_components=transform_components,
+            source_transforms=src_t,
+            zt_mean=zt_mean,
+            zt_std=zt_std,
+            pair_index=pair_index,
+            pair_mean=pair_mean,
+            pair_std=pair_std,
             meta_scores=meta_scores,
         )
 
@@ -449,8 +654,7 @@ class FewShotLatencyRegressor:
             others = [i for i in range(len(devs)) if i != j]
             Wj = np.stack([device_weights(i, [i, j]) for i in others])
             keep = np.ones(p, dtype=bool)
-            if j < n_src:
-                keep[j] = False
+            keep[_source_columns(j, len(devs), n_src)] = False
             Fj = F[:, keep]
             Wk = Wj[:, keep]
             mean = Wk.mean(axis=0, keepdims=True)
@@ -490,40 +694,85 @@ class FewShotLatencyRegressor:
     def adapt_rows(self, space: str, F: np.ndarray, log_y: np.ndarray) -> DeviceHead:
         """Adapt from design rows ``F`` and log-latencies (the benchmarks' fast path).
 
-        With ``flat_component`` the source-prior posterior is averaged with a ridge on the
-        architecture features alone (no source prior), weighted by their marginal likelihoods
-        (Bayesian model averaging): sources unlike the device lose weight automatically.
+        Per output transform (``config.transforms``): with ``flat_component`` the source-prior
+        posterior is averaged with ridges on the architecture features alone (no source prior),
+        weighted by their marginal likelihoods (Bayesian model averaging): sources unlike the
+        device lose weight automatically. The transforms' heads are then averaged the same way,
+        their marginal likelihoods made comparable by the Jacobian of each transform.
         """
+        cfg = self.config
+        log_y = np.asarray(log_y, dtype=float)
+        transforms = list(cfg.transforms) or ["log"]
+        heads = [self._adapt_transform(space, F, log_y, t) for t in transforms]
+        if len(heads) == 1:
+            return heads[0]
+        n = len(log_y)
+        ev = np.array([h.evidence - n * np.log(h.y_std) + log_jacobian(h.transform, log_y) for h in heads])
+        a = np.exp(ev - ev.max())
+        a /= a.sum()
+        first = heads[0]
+        return DeviceHead(
+            space,
+            np.zeros(0),
+            np.zeros(0),
+            first.y_mean,
+            first.y_std,
+            n,
+            evidence=float(ev.max() + np.log(np.mean(np.exp(ev - ev.max())))),
+            log_range=first.log_range,
+            transform="bma",
+            components=heads,
+            component_weights=[float(v) for v in a],
+        )
+
+    def _adapt_transform(self, space: str, F: np.ndarray, log_y: np.ndarray, transform: str) -> DeviceHead:
+        """One transform's head: the source-prior posterior(s) averaged with the flat ridges."""
         sm = self._space(space)
         cfg = self.config
-        means = sm.prior_components if cfg.prior == "mixture" else sm.prior_mean[None, :]
+        W, cov = sm.prior(transform)
+        kinds = ["mixture", "gaussian"] if cfg.prior == "both" else [cfg.prior]
         taus: list[float] = [sm.tau * f for f in cfg.evidence_tau_factors] or [sm.tau]
         noises: list[float] = list(cfg.evidence_noises) or [sm.noise]
         if not cfg.evidence_tau_factors:
             noises = [sm.noise]
-        head = posterior_head(F, log_y, means, sm.prior_cov, tau=taus, noise=noises, space=space)
-        n_z = len(sm.source_devices) if cfg.use_device_latencies else 0
-        if not (cfg.flat_component and cfg.use_arch_features):
-            return head
-        p = F.shape[1]
-        iso = np.ones(p)
-        iso[:n_z] = 0.0  # the flat models ignore the source-device latencies
-        isos = [iso]
-        if cfg.compact_component and sm.compact.shape == (p,) and sm.compact.any():
-            isos.append(sm.compact)  # counts/MACs/paths only: few weights, sample-efficient
-        heads = [head] + [
+        heads = [
             posterior_head(
                 F,
                 log_y,
-                np.zeros((1, p)),
-                np.zeros((p, p)),
-                tau=cfg.flat_taus,
+                W if kind == "mixture" else W.mean(axis=0, keepdims=True),
+                cov,
+                tau=taus,
                 noise=noises,
-                iso=d,
                 space=space,
+                transform=transform,
             )
-            for d in isos
+            for kind in kinds
         ]
+        n_z = len(sm.source_devices) * len(sm.source_transforms) if cfg.use_device_latencies else 0
+        p = F.shape[1]
+        if cfg.flat_component and cfg.use_arch_features:
+            iso = np.ones(p)
+            iso[:n_z] = 0.0  # the flat models ignore the source-device latencies
+            isos = [iso]
+            if cfg.compact_component and sm.compact.shape == (p,) and sm.compact.any():
+                isos.append(sm.compact)  # counts/MACs/paths only: few weights, sample-efficient
+            heads += [
+                posterior_head(
+                    F,
+                    log_y,
+                    np.zeros((1, p)),
+                    np.zeros((p, p)),
+                    tau=cfg.flat_taus,
+                    noise=noises,
+                    iso=d,
+                    space=space,
+                    transform=transform,
+                )
+                for d in isos
+            ]
+        head = heads[0]
+        if len(heads) == 1:
+            return head
         ev = np.array([h.evidence for h in heads])
         a = np.exp(ev - ev.max())
         a /= a.sum()
@@ -550,12 +799,16 @@ class FewShotLatencyRegressor:
             for name in (
                 "arch_keys", "features", "x_mean", "x_std", "x_keep", "z_mean", "z_std",
                 "encoder", "prior_mean", "prior_components", "prior_cov", "pcs", "pc_mean", "compact",
+                "zt_mean", "zt_std", "pair_index", "pair_mean", "pair_std",
             ):  # fmt: skip
                 arrays[f"{space}/{name}"] = np.asarray(getattr(sm, name))
+            for t, Wt in sm.transform_components.items():
+                arrays[f"{space}/transform_components_{t}"] = np.asarray(Wt)
             meta["spaces"][space] = {
                 "source_devices": sm.source_devices,
                 "tau": sm.tau,
                 "noise": sm.noise,
+                "source_transforms": list(sm.source_transforms),
                 "meta_scores": sm.meta_scores,
             }
         arrays["meta.json"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
@@ -568,6 +821,7 @@ class FewShotLatencyRegressor:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(bytes(z["meta.json"]).decode())
             cfg = meta["config"]
+            cfg.setdefault("transforms", ["log"])  # files saved before transforms existed
             cfg = FewShotConfig(**{k: _tuples(v) if isinstance(v, list) else v for k, v in cfg.items()})
             model = cls(cfg)
             model.spaces_ = {}
@@ -592,6 +846,17 @@ class FewShotLatencyRegressor:
                     compact=arr.get("compact", np.zeros(0)),
                     pcs=arr.get("pcs", np.zeros((0, 0))),
                     pc_mean=arr.get("pc_mean", np.zeros(0)),
+                    source_transforms=tuple(info.get("source_transforms", ["log"])),
+                    zt_mean=arr.get("zt_mean", np.zeros((0, 0))),
+                    zt_std=arr.get("zt_std", np.zeros((0, 0))),
+                    pair_index=arr.get("pair_index", np.zeros((0, 2), dtype=np.int64)),
+                    pair_mean=arr.get("pair_mean", np.zeros(0)),
+                    pair_std=arr.get("pair_std", np.zeros(0)),
+                    transform_components={
+                        k.removeprefix("transform_components_"): v
+                        for k, v in arr.items()
+                        if k.startswith("transform_components_")
+                    },
                     meta_scores=dict(info["meta_scores"]),
                 )
         return model

@@ -269,3 +269,123 @@ def test_read_splits_qualifies_help_and_latbench_names(tmp_path: Path) -> None:
     assert splits["help-nb201"].valid == ("help/titanx_1",) and splits["help-nb201"].n_pool == 900
     assert splits["nb201-N1"].train == ("latbench/embedded_tpu_edge_tpu_int8",)
     assert qualify_device("mobile_cpu_x") == "latbench/mobile_cpu_x"
+
+
+# --------------------------------------------------------------------------- latency transforms
+def _additive_latency(keys: list[str], mix: float, scale: float) -> np.ndarray:
+    """Latency = sum of per-op latencies (exactly linear in ms, not in log ms)."""
+    costs = mix * COMPUTE + (1 - mix) * MEMORY
+    return scale * (0.2 + _live_counts(keys) @ costs)
+
+
+def test_an_additive_device_is_fitted_best_by_the_ms_head(model: FewShotLatencyRegressor) -> None:
+    from hwsurrogate.surrogates.fewshot import predict_head
+
+    frame = pl.concat(
+        [
+            _frame(KEYS, f"synth/add{i}", _additive_latency(KEYS, mix, 1 + i))
+            for i, mix in enumerate(SOURCE_MIX)
+        ]
+    )
+    cfg = FewShotConfig(
+        meta_draws=1, meta_query=100, tau_grid=(0.001, 0.01), noise_grid=(0.05,),
+        use_arch_features=False, interaction_pcs=(), source_transforms=("log", "ms"),
+    )  # fmt: skip
+    additive = FewShotLatencyRegressor(cfg).fit(frame)
+    keys, _ = _support(20)
+    head = additive.adapt("nb201", keys, _additive_latency(keys, TARGET_MIX, 3.0))
+    truth = _additive_latency(KEYS, TARGET_MIX, 3.0)
+    F = additive.features("nb201", KEYS)
+    mape = {
+        c.transform: score_predictions(truth, np.exp(predict_head(c, F)))["mape"] for c in head.components
+    }
+    assert mape["ms"] < 1.5 and mape["ms"] < 0.5 * mape["log"]
+    assert score_predictions(truth, additive.predict(head, KEYS))["spearman"] > 0.99
+
+
+def test_transform_weights_do_not_depend_on_the_latency_unit(model: FewShotLatencyRegressor) -> None:
+    # the Jacobian correction makes the transforms' evidences comparable: ms vs us must not matter
+    keys, y = _support(20)
+    y = y * (1 + 0.05 * np.random.default_rng(3).standard_normal(len(y)))
+    ms = model.adapt("nb201", keys, y)
+    us = model.adapt("nb201", keys, y * 1000)
+    assert len(ms.components) == 3
+    np.testing.assert_allclose(us.component_weights, ms.component_weights, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(model.predict(us, KEYS), 1000 * model.predict(ms, KEYS), rtol=1e-6)
+
+
+def test_a_single_transform_model_returns_a_plain_head(tmp_path: Path) -> None:
+    cfg = FewShotConfig(
+        meta_draws=1, meta_query=100, tau_grid=(0.01,), noise_grid=(0.1,), transforms=("log",)
+    )
+    m = FewShotLatencyRegressor(cfg).fit(_training_frame())
+    head = m.adapt("nb201", *_support(12))
+    assert head.transform == "log" and head.components == []
+    m.save(tmp_path / "log.npz")
+    assert FewShotLatencyRegressor.load(tmp_path / "log.npz").spaces_["nb201"].transform_components == {}
+
+
+def test_adapted_head_json_from_before_transforms_still_predicts_in_log_space(
+    model: FewShotLatencyRegressor,
+) -> None:
+    from hwsurrogate.surrogates.fewshot import DeviceHead
+
+    head = model.adapt("nb201", *_support(12)).components[0]
+    assert head.transform == "log"
+    old = head.to_json()
+    for key in ("transform", "components", "component_weights"):
+        old.pop(key)
+    np.testing.assert_allclose(model.predict(DeviceHead.from_json(old), KEYS), model.predict(head, KEYS))
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("transforms", ("log", "cube")), ("source_transforms", ("exp",)), ("prior", "flat")]
+)
+def test_config_rejects_unknown_transforms_and_priors_naming_the_field(field: str, value: object) -> None:
+    with pytest.raises(ValueError, match=f"FewShotConfig.{field}"):
+        FewShotConfig(**{field: value})  # type: ignore[arg-type]
+
+
+def test_ms_source_features_are_masked_per_device_and_survive_save_load(tmp_path: Path) -> None:
+    cfg = FewShotConfig(
+        meta_draws=1, meta_query=100, tau_grid=(0.01,), noise_grid=(0.1,), source_transforms=("log", "ms")
+    )
+    m = FewShotLatencyRegressor(cfg).fit(_training_frame())
+    sm = m.spaces_["nb201"]
+    n_dev = len(sm.source_devices)
+    # each source device's prior weights ignore both of its own latency columns (log and ms)
+    for j in range(n_dev):
+        assert sm.prior_components[j, j] == 0.0 and sm.prior_components[j, n_dev + j] == 0.0
+    m.save(tmp_path / "ms.npz")
+    loaded = FewShotLatencyRegressor.load(tmp_path / "ms.npz")
+    outside = [k for k in _keys(600, seed=7) if k not in set(KEYS)][:20]
+    keys, y = _support(15)
+    np.testing.assert_allclose(
+        loaded.predict(loaded.adapt("nb201", keys, y), outside + KEYS[:5]),
+        m.predict(m.adapt("nb201", keys, y), outside + KEYS[:5]),
+    )
+
+
+def test_edge_pair_features_encode_new_archs_like_table_archs_and_survive_save_load(tmp_path: Path) -> None:
+    cfg = FewShotConfig(
+        meta_draws=1, meta_query=100, tau_grid=(0.01,), noise_grid=(0.1,), edge_pairs=("nb201",)
+    )
+    m = FewShotLatencyRegressor(cfg).fit(_training_frame())
+    sm = m.spaces_["nb201"]
+    assert (
+        len(sm.pair_index) > 0
+        and sm.n_features > FewShotLatencyRegressor().fit(_training_frame()).spaces_["nb201"].n_features
+    )
+    # a table arch re-encoded through the outside-the-table path gets the same pair columns
+    n_pairs = len(sm.pair_index)
+    sm_copy_rows = sm.design(KEYS[:5], use_z=True, use_x=True)[:, -n_pairs:]
+    sm._index = {}  # pretend the table is empty: forces the encoder path
+    encoded = sm.design(KEYS[:5], use_z=True, use_x=True)[:, -n_pairs:]
+    sm._index = None
+    np.testing.assert_allclose(encoded, sm_copy_rows, rtol=1e-5, atol=1e-5)
+    m.save(tmp_path / "pairs.npz")
+    loaded = FewShotLatencyRegressor.load(tmp_path / "pairs.npz")
+    keys, y = _support(15)
+    np.testing.assert_allclose(
+        loaded.predict(loaded.adapt("nb201", keys, y), KEYS), m.predict(m.adapt("nb201", keys, y), KEYS)
+    )

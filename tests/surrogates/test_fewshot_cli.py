@@ -107,3 +107,96 @@ def test_registered_pyfunc_predicts_adapted_devices_like_the_registry(
     np.testing.assert_allclose(
         out["latency_ms"].to_numpy(), reg.predict_latency("board/z", "nb201", KEYS[:25])
     )
+
+
+def test_adapt_pins_the_base_model_version_and_records_it(trained_store: Path, tmp_path: Path) -> None:
+    reg = AdaptedDeviceRegistry(trained_store)
+    champion = reg.champion_version()
+    model, _ = reg.load_model()
+    reg.export_model(model, "77", champion=False)  # a second local version, not the champion
+    keys, y = _support(12)
+    csv = tmp_path / "m.csv"
+    pl.DataFrame({"space": "nb201", "arch_key": keys, "latency_ms": y}).write_csv(csv)
+    args = ["--device", "board/v", "--measurements", str(csv), "--store", str(trained_store)]
+    res = CliRunner().invoke(adapt_latency, [*args, "--version", "77"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["model"] == f"{MODEL_NAME} v77"
+    assert AdaptedDeviceRegistry(trained_store).get("board/v").model_version == "77"
+    res = CliRunner().invoke(adapt_latency, ["--device", "board/w", *args[2:]])
+    assert json.loads(res.output)["model"] == f"{MODEL_NAME} v{champion}"
+
+
+def test_adapt_with_an_unknown_version_fails_cleanly_and_stores_nothing(
+    trained_store: Path, tmp_path: Path
+) -> None:
+    keys, y = _support(12)
+    csv = tmp_path / "m.csv"
+    pl.DataFrame({"space": "nb201", "arch_key": keys, "latency_ms": y}).write_csv(csv)
+    res = CliRunner().invoke(
+        adapt_latency,
+        [
+            "--device",
+            "board/q",
+            "--measurements",
+            str(csv),
+            "--store",
+            str(trained_store),
+            "--version",
+            "999",
+        ],
+    )
+    assert res.exit_code != 0 and "999" in res.output and "Traceback" not in res.output
+    assert AdaptedDeviceRegistry(trained_store).list() == []
+
+
+def test_top_level_hws_adapt_passes_version_through(
+    trained_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hwsurrogate.surrogates.cli import adapt
+
+    reg = AdaptedDeviceRegistry(trained_store)
+    reg.export_model(reg.load_model()[0], "78", champion=False)
+    keys, y = _support(12)
+    csv = tmp_path / "m.csv"
+    pl.DataFrame({"space": "nb201", "arch_key": keys, "latency_ms": y}).write_csv(csv)
+    monkeypatch.setenv("HWSURROGATE_STORE", str(trained_store))
+    res = CliRunner().invoke(adapt, ["--device", "board/t", "--measurements", str(csv), "--version", "78"])
+    assert res.exit_code == 0, res.output
+    assert AdaptedDeviceRegistry(trained_store).get("board/t").model_version == "78"
+    res = CliRunner().invoke(
+        adapt, ["--task", "gemm", "--device", "gpu/x", "--measurements", str(csv), "--version", "78"]
+    )
+    assert res.exit_code != 0 and "--version" in res.output
+
+
+def test_promotion_metric_holds_out_validation_devices_and_averages_20_and_10_measurements(
+    tmp_path: Path,
+) -> None:
+    from hwsurrogate.surrogates.fewshot import FewShotConfig, FewShotLatencyRegressor, evaluate_help_protocol
+    from hwsurrogate.surrogates.fewshot_cli import _sources_and_validation, _validation_score
+
+    frame = _training_frame().with_columns(pl.col("arch_index").cast(pl.Int64))
+    raw = {
+        "help": {
+            "nasbench201": {
+                "meta_train": ["src0", "src1", "src2", "src3"], "meta_valid": ["src4"], "meta_test": ["x"],
+                "num_meta_train_sample": 150,
+            }
+        }
+    }  # fmt: skip
+    frame = frame.with_columns(pl.col("device_id").str.replace("synth/", "help/"))
+    (tmp_path / "s.json").write_text(json.dumps(raw))
+    src, val = _sources_and_validation(frame, ["nb201"], str(tmp_path / "s.json"), "all")
+    assert "help/src4" not in src["nb201"] and val["nb201"] == (["help/src4"], 150)
+    cfg = FewShotConfig(meta_draws=1, meta_query=100, tau_grid=(0.01,), noise_grid=(0.1,))
+    model = FewShotLatencyRegressor(cfg).fit(frame, devices=src)
+    score = _validation_score(model, frame, val, log=False)
+    expected = [
+        evaluate_help_protocol(model, frame, "nb201", ["help/src4"], n_pool=150, seeds=range(5),
+                               n_random=r, use_references=True)["help/src4"]["spearman"]
+        for r in (10, 0)
+    ]  # fmt: skip
+    assert score == pytest.approx(float(np.mean(expected)))
+    # a model meta-trained on the validation device is not scored on it
+    leaky = FewShotLatencyRegressor(cfg).fit(frame)
+    assert _validation_score(leaky, frame, val, log=False) is None
