@@ -8,6 +8,7 @@ OpenAPI docs at ``/docs``; Prometheus metrics at ``/metrics``.
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -59,8 +60,14 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
             log.log(
                 logging.WARNING if config.load_models else logging.DEBUG, "%s unavailable: %s", task, reason
             )
+        # the models, modules and tables loaded so far live as long as the process: move them out
+        # of the cyclic GC's generations, so a collection triggered by a big request body does
+        # not re-scan the whole start-up heap (it tripled the parse time of a 10k-query batch)
+        gc.collect()
+        gc.freeze()
         log.info("service ready in %.1f s (store %s)", time.perf_counter() - t0, config.store)
         yield
+        gc.unfreeze()
 
     app = FastAPI(
         title="hwsurrogate",

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
+import polars as pl
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic.json_schema import models_json_schema
+from typing_extensions import NotRequired, TypedDict
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -38,6 +40,75 @@ def json_body(model: type[M]) -> Callable[[Request], Awaitable[M]]:
         except ValidationError as exc:
             errors = exc.errors(include_url=False, include_input=False)
             raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors]) from None
+
+    return parse
+
+
+def _annotated(tp: Any, metadata: list[Any]) -> Any:
+    """``Annotated[tp, *metadata]`` (spelled so Python 3.10 parses it), or ``tp`` without metadata."""
+    return Annotated.__class_getitem__((tp, *metadata)) if metadata else tp  # type: ignore[attr-defined]
+
+
+def _as_typed_dict(model: type[BaseModel]) -> type:
+    """A TypedDict with ``model``'s fields, constraints and config (fields with defaults optional).
+
+    pydantic-core validates into plain dicts about twice as fast as into model instances; the
+    constraints come from the model itself, so the two cannot drift apart. Only flat models
+    without validators qualify.
+    """
+    decorators = model.__pydantic_decorators__
+    if decorators.model_validators or decorators.field_validators:
+        raise TypeError(f"{model.__name__} has validators; validate it with json_body instead")
+    fields: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        annotation = _annotated(info.annotation, info.metadata)
+        fields[name] = annotation if info.is_required() else NotRequired[annotation]
+    typed = TypedDict(model.__name__ + "Row", fields)  # type: ignore[operator]
+    typed.__pydantic_config__ = model.model_config  # type: ignore[attr-defined]
+    return typed
+
+
+def json_rows_body(
+    model: type[BaseModel], rows_field: str, schema: dict[str, Any]
+) -> Callable[[Request], Awaitable[pl.DataFrame]]:
+    """A dependency returning the list ``rows_field`` of a ``model`` body as a polars frame.
+
+    Validation is exactly ``model``'s (same constraints, same error locations, unknown fields
+    refused), but into dicts that become one column-wise frame of ``schema``; missing optional
+    fields get their model default. ``/docs`` shows ``model`` as the request body. For
+    10k-query batches this halves the time from bytes to frame.
+    """
+    _BODY_MODELS.append(model)
+    row_model = model.model_fields[rows_field].annotation.__args__[0]  # list[Row] -> Row
+    row_info = model.model_fields[rows_field]
+    body_fields = {
+        name: (_annotated(list[_as_typed_dict(row_model)], row_info.metadata) if name == rows_field else info.annotation)
+        for name, info in model.model_fields.items()
+    }  # fmt: skip
+    if set(body_fields) != {rows_field}:
+        raise TypeError(f"{model.__name__}: json_rows_body takes bodies whose only field is {rows_field!r}")
+    body_type = TypedDict(model.__name__ + "Rows", body_fields)  # type: ignore[operator]
+    body_type.__pydantic_config__ = model.model_config  # unknown top-level fields stay errors
+    adapter = TypeAdapter(body_type)
+    defaults = {
+        name: info.default
+        for name, info in row_model.model_fields.items()
+        if not info.is_required() and info.default is not None
+    }
+
+    async def parse(request: Request) -> pl.DataFrame:
+        raw = await request.body()
+        t0 = time.perf_counter()
+        try:
+            rows = adapter.validate_json(raw)[rows_field]
+        except ValidationError as exc:
+            errors = exc.errors(include_url=False, include_input=False)
+            raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in errors]) from None
+        frame = pl.DataFrame(rows, schema=schema).with_columns(
+            pl.col(name).fill_null(value) for name, value in defaults.items() if name in schema
+        )
+        request.state.parse_s = time.perf_counter() - t0  # reported in Server-Timing
+        return frame
 
     return parse
 

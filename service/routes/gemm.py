@@ -10,15 +10,17 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from hwsurrogate.surrogates.api import INPUTS, OUTPUTS
 
-from ..body import json_body, request_body
+from ..body import json_rows_body, request_body
 from ..deps import ConfigDep, ModelsDep
-from ..schemas import GemmPredictionBatch, GemmQuery, GemmQueryBatch
+from ..schemas import GemmPredictionBatch, GemmQueryBatch
 from ..served import run_predictor
-from ._common import check_batch, columns, finite_or_null, json_response, server_timing
+from ._common import check_batch, finite_or_null, json_response, server_timing
 
 router = APIRouter(prefix="/v1/predict", tags=["predict"])
 
-_FIELDS = tuple(f for f in GemmQuery.model_fields)
+#: column types of the query frame (the request's field names; ``device`` becomes ``device_id``)
+_SCHEMA = {"device": pl.String, "op": pl.String, "m": pl.Int64, "n": pl.Int64, "k": pl.Int64,
+           "batch": pl.Int64, "dtype": pl.String, "layout": pl.String}  # fmt: skip
 
 
 @router.post(
@@ -28,20 +30,16 @@ _FIELDS = tuple(f for f in GemmQuery.model_fields)
     responses={413: {"description": "too many queries"}, 503: {"description": "no gemm model served"}},
 )
 def predict_gemm(
-    batch: Annotated[GemmQueryBatch, Depends(json_body(GemmQueryBatch))],
+    queries: Annotated[pl.DataFrame, Depends(json_rows_body(GemmQueryBatch, "queries", _SCHEMA))],
     models: ModelsDep,
     config: ConfigDep,
     request: Request,
 ) -> Response:
     """Predict ``runtime_ms``, ``power_w`` and ``energy_j`` (null when the model has no power target)."""
     t0 = time.perf_counter()
-    check_batch("queries", len(batch.queries), config.max_predict_queries)
+    check_batch("queries", queries.height, config.max_predict_queries)
     predictor = models.require("gemm")
-    frame = pl.DataFrame(
-        columns(batch.queries, _FIELDS),
-        schema={"device": pl.String, "op": pl.String, "m": pl.Int64, "n": pl.Int64, "k": pl.Int64,
-                "batch": pl.Int64, "dtype": pl.String, "layout": pl.String},
-    ).rename({"device": "device_id"})  # fmt: skip
+    frame = queries.rename({"device": "device_id"})
     t_model = time.perf_counter()
     out = run_predictor(predictor, frame.select(INPUTS["gemm"]))
     t_model = time.perf_counter() - t_model

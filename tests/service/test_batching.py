@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import polars as pl
 import pytest
 from hwsurrogate.service.batching import CoalescingPredictor
+from sklearn.utils._openmp_helpers import _openmp_effective_n_threads  # loads OpenMP, as a model would
 
 from hwsurrogate.errors import UnknownDeviceError
 
@@ -75,8 +76,6 @@ class ThreadCounting(FakePredictor):
         self.threads: list[int] = []
 
     def predict(self, queries: pl.DataFrame) -> pl.DataFrame:
-        from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
-
         self.threads.append(_openmp_effective_n_threads())
         return super().predict(queries)
 
