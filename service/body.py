@@ -5,6 +5,10 @@ batches that doubles the parsing cost. ``JsonBody(Model)`` validates the raw byt
 ``Model.model_validate_json`` and raises the same ``RequestValidationError`` (locations start
 with ``body``), and :func:`add_body_schemas` puts the models into the OpenAPI components so
 ``/docs`` and schema-driven clients see the same request schema as before.
+
+``json_rows_body(Model, "queries", schema)`` goes one step further for batch routes: it
+validates the same constraints into plain dicts (a TypedDict derived from the model) and returns
+the rows as one polars frame, about twice as fast as building 10k model instances.
 """
 
 from __future__ import annotations
