@@ -208,6 +208,17 @@ def collect_fingerprint(
     t_start = time.perf_counter()
     with envmod.thread_limit(threads) as n_threads:
         env = capture_environment(device, threads=n_threads)
+        # micro-benchmarks first: their seconds of full load bring the CPU to its sustained clocks,
+        # so the reference latencies after them do not depend on how long the machine sat idle
+        micro: dict[str, Any] = {"gemm_gflops": gemm_throughput(device, quick=quick)}
+        if kind == "cuda":  # pragma: no cover - needs a GPU
+            micro["triad_gbs"] = gpu_triad_gbs(index, n_elements=1 << (24 if quick else 27))
+        else:
+            micro["triad"] = stream_triad_gbs(
+                n_elements=1 << (22 if quick else 24), repeats=3 if quick else 5
+            )
+            micro["triad_gbs"] = micro["triad"]["triad_gbs"]
+        micro["dispatch_overhead_us"] = dispatch_overhead_us(device)
         fingerprint: dict[str, dict[str, float]] = {}
         for space in ("nb201", "fbnet"):
             refs = reference_keys(space)
@@ -218,15 +229,6 @@ def collect_fingerprint(
             fingerprint[space] = {
                 str(i): float(ms) for i, ms in zip(lat["arch_index"], lat["latency_ms"], strict=True)
             }
-        micro: dict[str, Any] = {"gemm_gflops": gemm_throughput(device, quick=quick)}
-        if kind == "cuda":  # pragma: no cover - needs a GPU
-            micro["triad_gbs"] = gpu_triad_gbs(index, n_elements=1 << (24 if quick else 27))
-        else:
-            micro["triad"] = stream_triad_gbs(
-                n_elements=1 << (22 if quick else 24), repeats=3 if quick else 5
-            )
-            micro["triad_gbs"] = micro["triad"]["triad_gbs"]
-        micro["dispatch_overhead_us"] = dispatch_overhead_us(device)
     protocol = {"repeats": n_rep, "rounds": n_rounds, "rebuild_each_round": n_rounds > 1,
                 "reference_threads": ref_threads if ref_threads is not None else n_threads}  # fmt: skip
     row = _row(env, kind, fingerprint, micro, quick=quick, protocol=protocol, timer=timer,
