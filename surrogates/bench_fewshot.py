@@ -30,6 +30,7 @@ from .fewshot import (
     read_splits,
     score_predictions,
 )
+from .fewshot_cli import splits_option, store_option
 
 # HELP (NeurIPS'21) Table: Spearman with 10 references + 10 support (20 measurements)
 HELP_ANCHORS_NB201 = {
@@ -290,13 +291,8 @@ def bench_fewshot_help_rows(
 @click.option(
     "--no-ceiling", is_flag=True, help="Skip the noise-ceiling rows (GBM on the target's own archs)."
 )
-@click.option(
-    "--splits",
-    "splits_path",
-    default=None,
-    help="splits.json (default: $HWSURROGATE_DATA_DIR/latency/splits.json).",
-)
-@click.option("--store", "store_root", default=None, help="Store root (default: $HWSURROGATE_STORE).")
+@splits_option
+@store_option
 def bench_fewshot_help(json_path: str | None, spaces: str, targets: str | None, seeds: int, no_ablations: bool,
                        no_validation: bool, no_ceiling: bool, splits_path: str | None, store_root: str | None) -> None:  # fmt: skip
     """HELP's protocol: meta-train on HELP meta-train devices, adapt to each meta-test device.
@@ -358,13 +354,8 @@ def task_scores(
     "--tasks", default="N1,N2,N3,N4,NA,F1,F2,F3,F4,FA", show_default=True, help="NASFLAT task names."
 )
 @click.option("--seeds", default=3, show_default=True, help="Random support draws per device.")
-@click.option(
-    "--splits",
-    "splits_path",
-    default=None,
-    help="splits.json (default: $HWSURROGATE_DATA_DIR/latency/splits.json).",
-)
-@click.option("--store", "store_root", default=None, help="Store root (default: $HWSURROGATE_STORE).")
+@splits_option
+@store_option
 def bench_fewshot_tasks(json_path: str | None, tasks: str, seeds: int, splits_path: str | None, store_root: str | None) -> None:  # fmt: skip
     """NASFLAT/MultiPredict task suite: meta-train on each task's train devices, adapt to its
     test devices with 20 measurements (10 HELP reference archs + 10 random), Spearman over

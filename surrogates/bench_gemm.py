@@ -311,6 +311,20 @@ def bench_neusight(
 # --------------------------------------------------------------------------- aiconfigurator
 
 
+def _add_dtype_mape(
+    report: BenchReport, metric: str, short: str, test: pl.DataFrame, column: str, pred: np.ndarray, dev: str,
+    *, target: float,
+) -> None:  # fmt: skip
+    """One row per dtype: MAPE of ``pred`` against ``test[column]``; the target applies to H200 bf16."""
+    y = test[column].to_numpy()
+    res = test.select("dtype").with_columns(pl.Series("ape", np.abs(pred - y) / y * 100))
+    for r in res.group_by("dtype").agg(pl.col("ape").mean(), pl.len()).sort("dtype").iter_rows(named=True):
+        is_target = dev.endswith("h200_sxm") and r["dtype"] == "bf16"
+        report.add(
+            metric, f"{short} {r['dtype']}", r["ape"], target=target if is_target else None, n=r["len"]
+        )
+
+
 @click.command("gemm-aiconfigurator")
 @json_option("gemm-aiconfigurator")
 @click.option("--device", "devices_opt", multiple=True,
@@ -371,29 +385,12 @@ def bench_aiconfigurator(
         m = GemmRegressor(target="roofline_ratio" if has_roof else "log", **kw).fit(sub, sub["runtime_ms"])
         p = m.predict(te)
         short = f"{_short(dev)} [{fw.split()[0]}]"
-        res = te.select("dtype").with_columns(
-            pl.Series("ape", np.abs(p - te["runtime_ms"].to_numpy()) / te["runtime_ms"].to_numpy() * 100)
-        )
-        for r in (
-            res.group_by("dtype").agg(pl.col("ape").mean(), pl.len()).sort("dtype").iter_rows(named=True)
-        ):
-            is_target = dev.endswith("h200_sxm") and r["dtype"] == "bf16"
-            report.add("latency MAPE %", f"{short} {r['dtype']}", r["ape"], target=2.0 if is_target else None,
-                       n=r["len"])  # fmt: skip
+        _add_dtype_mape(report, "latency MAPE %", short, te, "runtime_ms", p, dev, target=2.0)
         ptr, pte = power_rows(tr), power_rows(te)
         if ptr.height >= 100 and pte.height:
             psub = ptr.sample(max_train_rows, seed=0) if 0 < max_train_rows < ptr.height else ptr
             mp = GemmRegressor(target="log", **kw).fit(psub, psub["power_w"])
-            pp = mp.predict(pte)
-            res = pte.select("dtype").with_columns(
-                pl.Series("ape", np.abs(pp - pte["power_w"].to_numpy()) / pte["power_w"].to_numpy() * 100)
-            )
-            for r in (
-                res.group_by("dtype").agg(pl.col("ape").mean(), pl.len()).sort("dtype").iter_rows(named=True)
-            ):
-                is_target = dev.endswith("h200_sxm") and r["dtype"] == "bf16"
-                report.add("power MAPE %", f"{short} {r['dtype']}", r["ape"], target=3.0 if is_target else None,
-                           n=r["len"])  # fmt: skip
+            _add_dtype_mape(report, "power MAPE %", short, pte, "power_w", mp.predict(pte), dev, target=3.0)
     _log_bench(report)
     report.emit(json_path)
 

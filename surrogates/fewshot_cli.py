@@ -80,6 +80,18 @@ def _sources_and_validation(
     return src, val
 
 
+#: options shared by `hws train fewshot` and the few-shot benchmarks
+splits_option = click.option(
+    "--splits",
+    "splits_path",
+    default=None,
+    help="splits.json (default: $HWSURROGATE_DATA_DIR/latency/splits.json).",
+)
+store_option = click.option(
+    "--store", "store_root", default=None, help="Store root (default: $HWSURROGATE_STORE)."
+)
+
+
 @click.command("fewshot")
 @click.option(
     "--spaces",
@@ -107,13 +119,8 @@ def _sources_and_validation(
     "--no-device-latencies", is_flag=True, help="Ablation: drop source-device latencies as arch features."
 )
 @click.option("--no-arch-features", is_flag=True, help="Ablation: drop graphs.arch_vectors as arch features.")
-@click.option(
-    "--splits",
-    "splits_path",
-    default=None,
-    help="splits.json (default: $HWSURROGATE_DATA_DIR/latency/splits.json).",
-)
-@click.option("--store", "store_root", default=None, help="Store root (default: $HWSURROGATE_STORE).")
+@splits_option
+@store_option
 @click.option(
     "--register/--no-register",
     default=True,
