@@ -434,6 +434,12 @@ def _sqlite_champion(uri: str, name: str, alias: str = "champion") -> tuple[str,
     return (str(row[0]), str(row[1])) if row else None
 
 
+def _champion_cache_path(
+    name: str, version: str, run_id: str, store_root: str | os.PathLike[str] | None
+) -> Path:
+    return adapted_dir(store_root) / ".models" / f"{_safe_name(name)}-v{version}-{_safe_name(run_id)}.pkl"
+
+
 def load_gemm_champion(store_root: str | os.PathLike[str] | None = None) -> _Champion:
     """The ``hws-gemm`` champion, loaded through MLflow once and then from a local cache.
 
@@ -445,32 +451,45 @@ def load_gemm_champion(store_root: str | os.PathLike[str] | None = None) -> _Cha
     from .api import MODEL_NAMES
 
     name = MODEL_NAMES["gemm"]
-    folder = adapted_dir(store_root) / ".models"
     hit = _sqlite_champion(get_settings(fresh=True).tracking_uri(), name)
     if hit is not None:
-        cached = folder / f"{_safe_name(name)}-v{hit[0]}-{_safe_name(hit[1])}.pkl"
+        cached = _champion_cache_path(name, *hit, store_root)
         if cached.is_file():
             with cached.open("rb") as fh:
                 return _Champion(pickle.load(fh), name, hit[0])
-    from .registry import load_predictor
+    from .registry import load_predictor, native_model
 
     predictor = load_predictor("gemm", check_requirements=False)
-    model = (
-        predictor.model.unwrap_python_model().model
-        if hasattr(predictor.model, "unwrap_python_model")
-        else predictor.model
-    )
-    run_id = _sqlite_champion(get_settings(fresh=True).tracking_uri(), name)
-    if run_id is not None and run_id[0] == str(predictor.version):
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".model.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                pickle.dump(model, fh, protocol=pickle.HIGHEST_PROTOCOL)
-            os.replace(tmp, folder / f"{_safe_name(name)}-v{run_id[0]}-{_safe_name(run_id[1])}.pkl")
-        except OSError:
-            Path(tmp).unlink(missing_ok=True)  # a cache that cannot be written is only slower
+    model = native_model(predictor.model) or predictor.model
+    hit = _sqlite_champion(get_settings(fresh=True).tracking_uri(), name)
+    if hit is not None and hit[0] == str(predictor.version):
+        cache_champion(model, name, hit[0], hit[1], store_root)
     return _Champion(model, predictor.name, str(predictor.version))
+
+
+def cache_champion(
+    model: Any, name: str, version: str, run_id: str, store_root: str | os.PathLike[str] | None = None
+) -> Path | None:
+    """Pickle the unwrapped champion where :func:`load_gemm_champion` looks for it first.
+
+    ``hws train gemm`` calls this when it promotes a version, so even the first ``hws adapt
+    --task gemm`` after training skips the MLflow load. Returns the file, or None when it could
+    not be written (a missing cache only makes adaptation slower, never different).
+    """
+    target = _champion_cache_path(name, version, run_id, store_root)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".model.", suffix=".tmp")
+    except OSError:
+        return None
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            pickle.dump(model, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, target)
+    except OSError:
+        Path(tmp).unlink(missing_ok=True)
+        return None
+    return target
 
 
 def adapt_gemm(
@@ -490,11 +509,9 @@ def adapt_gemm(
     if predictor is None:
         predictor = load_gemm_champion(root)
     t_fit = time.perf_counter()
-    model = (
-        predictor.model.unwrap_python_model().model
-        if hasattr(predictor.model, "unwrap_python_model")
-        else predictor.model
-    )
+    from .registry import native_model
+
+    model = native_model(predictor.model) or predictor.model
     if device in model.devices:
         raise AdaptationError(
             f"device {device!r} is already known to {predictor.name} v{predictor.version} (trained on it); "

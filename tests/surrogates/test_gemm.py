@@ -172,6 +172,38 @@ def test_train_logs_registers_and_reloads_with_identical_predictions(store: Data
     )
 
 
+def _aliases(name: str) -> set[str]:
+    try:
+        return set(MlflowClient().get_registered_model(name).aliases)
+    except mlflow.exceptions.MlflowException:  # not registered yet
+        return set()
+
+
+def test_promoted_gemm_model_is_cached_so_the_first_adaptation_skips_mlflow(
+    store: DatasetStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hwsurrogate.surrogates import registry
+    from hwsurrogate.surrogates.gemm_adapt import load_gemm_champion
+
+    if "champion" in _aliases("hws-gemm"):  # the MLflow DB is shared by the session's tests
+        MlflowClient().delete_registered_model_alias("hws-gemm", "champion")
+    _fill_store(store)
+    res = train_gemm_model(store, FAST)
+    assert res.promoted
+
+    def no_mlflow(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the champion cached at training time should have been used")
+
+    monkeypatch.setattr(registry, "load_predictor", no_mlflow)
+    champion = load_gemm_champion(store.root)
+    assert champion.version == str(res.version)
+    queries = res.test.select("device_id", "op", "m", "n", "k", "batch", "dtype", "layout")
+    np.testing.assert_array_equal(
+        champion.model.predict_frame(queries)["runtime_ms"].to_numpy(),
+        res.model.predict_frame(queries)["runtime_ms"].to_numpy(),
+    )
+
+
 def test_served_model_refuses_an_unknown_device_by_name(store: DatasetStore) -> None:
     _fill_store(store)
     res = train_gemm_model(store, GemmTrainConfig(max_iter=10, register=False))
