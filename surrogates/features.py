@@ -765,7 +765,8 @@ POWERGEAR_HLS_FEATURES: tuple[str, ...] = (
     "log2_unroll_prod", "log2_unroll_sum", "n_outer_pipelined", "log2_pipelined_unroll", "hls_lut", "hls_ff",
     "hls_dsp", "hls_bram", "c_num_arith", "c_num_logic", "rtl_num_arith", "rtl_num_logic", "clk_estimated_ns",
     "in_port_bits", "out_port_bits", "log_hls_lut", "log_hls_ff", "log_hls_dsp", "log_hls_bram",
-    "log_hls_switched", "arith_parallelism", "dsp_per_c_op",
+    "log_hls_switched", "arith_parallelism", "dsp_per_c_op", "nest_speed_spread", "nest_activity",
+    "slow_nest_time_share",
 )  # fmt: skip
 #: Post-route features (Vivado implementation report, incl. Vivado's own dynamic-power estimate).
 POWERGEAR_ROUTE_FEATURES: tuple[str, ...] = (
@@ -792,6 +793,13 @@ def _switched(lut: pl.Expr, ff: pl.Expr, dsp: pl.Expr, bram: pl.Expr) -> pl.Expr
     return (w["lut"] * lut + w["ff"] * ff + w["dsp"] * dsp + w["bram"] * bram + 1.0).log()
 
 
+#: a-priori log2 speed-ups of a loop nest (no trip counts or latencies in the data): pipelining
+#: a float loop body (~8-cycle latency -> II 1) ~ 2**3; each loop fully unrolled below a
+#: pipelined one (PolyBench trip counts of ~32) ~ 2**5.
+NEST_PIPELINE_LOG2_SPEEDUP = 3.0
+NEST_FULL_UNROLL_LOG2_SPEEDUP = 5.0
+
+
 def _loop_features(pragmas: pl.DataFrame) -> pl.DataFrame:
     """Per-design aggregates of the loop directives (``_r``-indexed ``pragmas`` JSON).
 
@@ -799,16 +807,25 @@ def _loop_features(pragmas: pl.DataFrame) -> pl.DataFrame:
     Vivado HLS fully unrolls every loop inside a pipelined one, so a pipelined loop that is not
     the innermost of its nest (``n_outer_pipelined``) multiplies the hardware by the inner trip
     counts; ``log2_pipelined_unroll`` sums log2(unroll) over the pipelined loops.
+
+    Activity (duty cycle): the nests of a PolyBench kernel run one after another, each on its
+    own hardware, so a nest's hardware switches only while that nest runs. With a nest's
+    log2 speed ``s`` = sum log2(unroll) + 3 if pipelined + 5 per loop unrolled below the
+    pipelined one, its time ~ 2**-s and its hardware ~ 2**s: ``nest_activity`` =
+    N / (sum 2**s * sum 2**-s) is the time-averaged fraction of the parallel hardware that is
+    busy (1/N for balanced nests, -> 0 when a slow nest idles fast ones); ``nest_speed_spread``
+    = max s - min s and ``slow_nest_time_share`` = the slowest nest's share of the run time.
     """
     obj = pl.Struct({"pipeline": pl.Int64, "unroll": pl.Int64})
     nests = (
         pragmas.with_columns(pl.col("pragmas").str.extract_all(r"\[[^\[\]]*\]").alias("nest"))
         .explode("nest")
+        .with_columns(pl.int_range(pl.len()).over("_r").alias("nest_idx"))
         .with_columns(pl.col("nest").str.extract_all(r"\{[^{}]*\}").alias("loop"))
         .with_columns(pl.col("loop").list.len().alias("depth"))
         .explode("loop")
         .with_columns(
-            (pl.int_range(pl.len()).over("_r", "nest") + 1).alias("level"),
+            (pl.int_range(pl.len()).over("_r", "nest_idx") + 1).alias("level"),
             pl.col("loop").str.json_decode(obj).alias("l"),
         )
         .unnest("l")
@@ -820,13 +837,37 @@ def _loop_features(pragmas: pl.DataFrame) -> pl.DataFrame:
         raise ValueError("pragmas: loop 'unroll' factors must be >= 1")
     u = pl.col("unroll").cast(pl.Float64)
     piped = pl.col("pipeline") > 0
-    return nests.group_by("_r").agg(
+    first_pipe = pl.col("level").filter(piped).min()
+    speed = (
+        nests.group_by("_r", "nest_idx")
+        .agg(
+            u.log(2).sum().alias("s_unroll"),
+            first_pipe.alias("pipe_level"),
+            pl.col("depth").first(),
+        )
+        .with_columns(
+            (
+                pl.col("s_unroll")
+                + pl.when(pl.col("pipe_level").is_not_null())
+                .then(NEST_PIPELINE_LOG2_SPEEDUP + NEST_FULL_UNROLL_LOG2_SPEEDUP * (pl.col("depth") - pl.col("pipe_level")))
+                .otherwise(0.0)
+            ).alias("s")
+        )
+        .group_by("_r")
+        .agg(
+            (pl.col("s").max() - pl.col("s").min()).alias("nest_speed_spread"),
+            (pl.len() / ((2.0 ** pl.col("s")).sum() * (2.0 ** -pl.col("s")).sum())).alias("nest_activity"),
+            ((2.0 ** -pl.col("s")).max() / (2.0 ** -pl.col("s")).sum()).alias("slow_nest_time_share"),
+        )
+    )  # fmt: skip
+    loops = nests.group_by("_r").agg(
         pl.len().cast(pl.Float64).alias("n_loops"),
         u.log(2).sum().alias("log2_unroll_prod"),
         u.sum().log(2).alias("log2_unroll_sum"),
         (piped & (pl.col("level") < pl.col("depth"))).sum().cast(pl.Float64).alias("n_outer_pipelined"),
         u.log(2).filter(piped).sum().alias("log2_pipelined_unroll"),
     )
+    return loops.join(speed, on="_r", how="left")
 
 
 def _join_all(out: pl.DataFrame, rows: pl.DataFrame, name: str) -> pl.DataFrame:

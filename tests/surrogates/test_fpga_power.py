@@ -86,6 +86,11 @@ def test_powergear_features_match_hand_computed_values() -> None:
     )  # l1's outer loop is pipelined (inner fully unrolled); l3's is innermost
     assert a["log2_pipelined_unroll"] == pytest.approx(1.0)  # pipelined loops unroll 2 and 1
     assert b["n_outer_pipelined"] == 0 and b["log2_pipelined_unroll"] == 0
+    # nest speeds: l1 = log2(2*4) + 3 (pipelined) + 5 (one loop unrolled below) = 11; l3 = 0 + 3 = 3
+    assert a["nest_speed_spread"] == pytest.approx(8.0)
+    assert a["nest_activity"] == pytest.approx(2 / ((2**11 + 2**3) * (2**-11 + 2**-3)))
+    assert a["slow_nest_time_share"] == pytest.approx(2**-3 / (2**-11 + 2**-3))
+    assert (b["nest_speed_spread"], b["nest_activity"], b["slow_nest_time_share"]) == (0, 1, 1)
     assert a["io_buffer_partition"] == 2 and b["io_buffer_partition"] == 1
     assert a["log2_max_unroll"] == pytest.approx(2.0)
     assert a["in_port_bits"] == 64 and a["out_port_bits"] == 32
@@ -98,6 +103,16 @@ def test_powergear_features_match_hand_computed_values() -> None:
     assert a["route_lutram"] == 10 and a["route_freq_mhz"] == 100
     switched = math.log(800 + 0.5 * 500 + 10 * 5 + 20 * 4 + 1)
     assert a["log_vivado_per_switched"] == pytest.approx(math.log(20.0) - switched)
+
+
+def test_powergear_nests_with_identical_directives_stay_separate() -> None:
+    designs, hls, _ = _frames()
+    twin = designs.with_columns(
+        pl.lit(_pragmas({"l1": [(0, 1), (1, 1)], "l3": [(0, 1), (1, 1)]})).alias("pragmas")
+    )
+    f = powergear_features(twin, hls).row(0, named=True)
+    assert f["n_loops"] == 4 and f["n_outer_pipelined"] == 0  # levels counted per nest, not per text
+    assert f["nest_activity"] == pytest.approx(0.5)  # two balanced nests: each busy half the time
 
 
 def test_powergear_features_without_route_are_the_hls_stage_only() -> None:
