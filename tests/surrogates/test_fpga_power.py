@@ -242,3 +242,23 @@ def test_bench_power_unknown_test_kernel_and_empty_store_fail_clearly(store: Dat
     store.append("fpga", _store_rows(2, 6), partition="test")
     res = CliRunner().invoke(bench_power, ["--test-kernel", "gemm"])
     assert res.exit_code != 0 and "unknown kernel(s) ['gemm']" in res.output
+
+
+def test_powergear_features_on_the_public_data_are_complete_and_match_the_csv(
+    store: DatasetStore, data_dir: Path
+) -> None:
+    from hwsurrogate.datasets.importers import import_source
+    from hwsurrogate.surrogates.bench_fpga import powergear_rows
+
+    import_source("hlsdataset", data_dir / "fpga" / "hlsdataset_powergear", store=store)
+    board, hls, route = powergear_rows(store)
+    f = powergear_features(board, hls, route)
+    assert f.shape == (4580, len(POWERGEAR_HLS_FEATURES) + len(POWERGEAR_ROUTE_FEATURES))
+    assert not f.select(pl.all().is_null() | pl.all().is_nan()).to_numpy().any()
+    # atax/xczu9eg io1_l1n1n1_l3n1n1 in derived/polybench_designs_joined.csv: HLS LUT 971, FF 653,
+    # DSP 5, BRAM18 11; post-route LUT 512, FF 485, BRAM 2*4+3; Vivado 8.950 mW; no directives
+    row = f.row(board["design_id"].to_list().index("atax/xczu9eg-ffvb1156-2-i/io1_l1n1n1_l3n1n1"), named=True)
+    assert (row["hls_lut"], row["hls_ff"], row["hls_dsp"], row["hls_bram"]) == (971, 653, 5, 11)
+    assert (row["route_lut"], row["route_ff"], row["route_bram"]) == (512, 485, 11)
+    assert row["log_vivado_dynamic_mw"] == pytest.approx(math.log(8.950))
+    assert (row["n_loops"], row["log2_unroll_prod"], row["nest_activity"]) == (4, 0, 0.5)
