@@ -491,7 +491,9 @@ def bench_fewshot_gemm(
         f"NeuSight split; {shot_list} measurements per unseen GPU, {repeats} draws; the frozen base "
         f"trees are adapted by spec calibration (peak/bandwidth scales, prior sd {config.spec_prior_sd}, "
         "the best calibrated variant in leave-one-training-GPU-out validation on the 5 training GPUs) "
-        "plus a ridge correction in log space; the ridge-only correction is shown as a baseline",
+        f"plus a ridge correction in log space plus a source-GPU term (ridge {config.source_ridge} on the "
+        "predicted log-time gaps to the nearest training GPUs, picked leave-one-training-GPU-out); the "
+        "correction without spec calibration and the adaptation without the source term are shown as ablations",
     )
     store = DatasetStore()
     train, test, devices = neusight_frames(store, NEUSIGHT_TRAIN, test_devices)
@@ -515,7 +517,7 @@ def bench_fewshot_gemm(
                    target=8.0 if r["shots"] == 10 else None, n=r["n"],
                    note=f"std over draws {r['mape_std']:.2f}" if r["mape_std"] is not None else "")  # fmt: skip
     report.details["curve"] = curve.to_dicts()
-    # the previous adaptation (ridge correction only, no spec calibration) on the same draws,
+    # the adaptation without step 1 (spec calibration; steps 2 and 3 kept) on the same draws,
     # shown beside ours: leave-one-training-GPU-out could not separate the two (see the docs)
     plain_cfg = replace(config, calibrate_specs=False)
     plain = fewshot_curve(
@@ -523,8 +525,21 @@ def bench_fewshot_gemm(
     )
     for r in plain.iter_rows(named=True):
         report.add("runtime MAPE %", f"{_short(r['device_id'])} {r['op']} {r['shots']}-shot (no spec calibration)",
-                   r["mape"], n=r["n"], note="baseline: ridge correction only (the previous adaptation)")  # fmt: skip
+                   r["mape"], n=r["n"], note="ablation: ridge correction + source-GPU term, no spec calibration")  # fmt: skip
     report.details["curve_no_calibration"] = plain.to_dicts()
+    # the adaptation without step 3 (the source-GPU term), on the same draws
+    nosrc = fewshot_curve(
+        model,
+        test,
+        devices,
+        [s for s in shot_list if s],
+        repeats=repeats,
+        config=replace(config, use_sources=False),
+    )
+    for r in nosrc.iter_rows(named=True):
+        report.add("runtime MAPE %", f"{_short(r['device_id'])} {r['op']} {r['shots']}-shot (no source-GPU term)",
+                   r["mape"], n=r["n"], note="ablation: spec calibration + ridge correction, without step 3")  # fmt: skip
+    report.details["curve_no_source_term"] = nosrc.to_dicts()
     limit.restore_original_limits()
     _log_bench(report)
     report.emit(json_path)

@@ -72,7 +72,10 @@ DEFAULT_LAYOUT = "nn"
 #: bumped whenever a GEMM feature's definition changes; a model remembers the version it was
 #: fitted with and refuses to predict with another (its trees would read different numbers)
 #: 2: linear tiled as one (batch*m) x n GEMM; footprint over L2 counts every batch entry
-GEMM_FEATURE_VERSION = 2
+#: 3: operand alignment of n and k (align_n, align_k, align_nk)
+GEMM_FEATURE_VERSION = 3
+#: alignment features count trailing zero bits up to this many (divisible by 2**7 = 128)
+GEMM_MAX_ALIGN_BITS = 7
 GEMM_QUERY_COLUMNS: tuple[str, ...] = ("device_id", "op", "m", "n", "k", "batch", "dtype", "layout")
 
 #: feature columns produced by :func:`gemm_features` (in this order).
@@ -94,6 +97,9 @@ GEMM_SHAPE_FEATURES: tuple[str, ...] = (
     "layout_code",
     "k_mod_64",
     "mn_aspect",
+    "align_n",
+    "align_k",
+    "align_nk",
     *(f"waves_{a}x{b}" for a, b in GEMM_TILES),
     *(f"wave_eff_{a}x{b}" for a, b in GEMM_TILES),
     *(f"tile_eff_{a}x{b}" for a, b in GEMM_TILES),
@@ -246,6 +252,18 @@ def _device_columns(device_ids: np.ndarray, devices: pl.DataFrame) -> dict[str, 
     return {c: table.get_column(c).to_numpy().astype(np.float64)[rows] for c in DEVICE_DESCRIPTORS}
 
 
+def alignment_bits(x: np.ndarray, max_bits: int = GEMM_MAX_ALIGN_BITS) -> np.ndarray:
+    """Trailing zero bits of each positive integer in ``x``, capped at ``max_bits`` (float64).
+
+    ``alignment_bits(12) == 2`` (12 = 4 x 3). The contiguous (leading) dimension of an operand
+    decides whether BLAS can use vectorised 16-byte loads (fp32: a multiple of 4 elements), which
+    picks a different, much faster kernel family (NeuSight's P4: 0.2 vs 0.75 of peak).
+    """
+    v = np.asarray(x).astype(np.int64)
+    low = v & -v  # the lowest set bit
+    return np.minimum(np.log2(low.astype(np.float64)), float(max_bits))
+
+
 def _gemm_feature_arrays(queries: pl.DataFrame, devices: pl.DataFrame) -> dict[str, np.ndarray]:
     """Every column of :func:`gemm_features` as a float64 array (numpy, whole columns at once)."""
     q = _gemm_query_arrays(queries)
@@ -303,6 +321,10 @@ def _gemm_feature_arrays(queries: pl.DataFrame, devices: pl.DataFrame) -> dict[s
             "layout_code": np.where(np.isnan(layout_code), -1.0, layout_code),
             "k_mod_64": np.mod(k, 64),
             "mn_aspect": np.log2(m / n),
+            # n is contiguous in C (and in B for gemm/bmm), k in A (and in linear's weight)
+            "align_n": (align_n := alignment_bits(n)),
+            "align_k": (align_k := alignment_bits(k)),
+            "align_nk": np.minimum(align_n, align_k),
             **{name: waves[name] for name in GEMM_SHAPE_FEATURES if name in waves},
             "log2_peak_gflops": np.log2(peak),
             "log2_mem_bw_gbs": np.log2(bw),

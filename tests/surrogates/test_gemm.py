@@ -293,3 +293,21 @@ def test_unstated_layout_is_featurised_as_nn() -> None:
     stated = gemm_features(pl.DataFrame({**base, "layout": ["nn", "nn"]}), devices_frame())
     unstated = gemm_features(pl.DataFrame({**base, "layout": [None, None]}), devices_frame())
     assert unstated["layout_code"].to_list() == stated["layout_code"].to_list()
+
+
+def test_alignment_bits_count_trailing_zero_bits_capped() -> None:
+    from hwsurrogate.surrogates.features import GEMM_MAX_ALIGN_BITS, alignment_bits
+
+    got = alignment_bits(np.array([1, 2, 12, 1024, 50272, 3, 768]))
+    assert got.tolist() == [0.0, 1.0, 2.0, float(GEMM_MAX_ALIGN_BITS), 5.0, 0.0, 7.0]
+
+
+def test_gemm_features_give_n_and_k_alignment_and_their_minimum() -> None:
+    from hwsurrogate.surrogates.features import gemm_features
+
+    q = pl.DataFrame({"device_id": ["test/gpu-a"] * 2, "op": ["linear", "bmm"], "m": [7, 7],
+                      "n": [768, 1000], "k": [50272, 4097], "batch": [1, 2], "dtype": ["fp32"] * 2})  # fmt: skip
+    f = gemm_features(q, devices_frame())
+    assert f["align_n"].to_list() == [7.0, 3.0]  # 768 = 256 x 3 (capped at 7); 1000 = 8 x 125
+    assert f["align_k"].to_list() == [5.0, 0.0]  # 50272 = 32 x 1571; 4097 odd
+    assert f["align_nk"].to_list() == [5.0, 0.0]
