@@ -177,6 +177,23 @@ def hlsyn_frame(
     return frame, program_graph_stats(graphs)
 
 
+#: HLSyn's ``min_allowed_latency``: regression keeps designs with perf >= 100 cycles, valid or not.
+HLSYN_MIN_CYCLES = 100.0
+
+
+def hlsyn_protocol_rows(frame: pl.DataFrame) -> pl.DataFrame:
+    """HLSyn's regression rows (``baselines/src/data.py`` with ``invalid=False``): every design
+    whose latency is >= 100 cycles, INCLUDING invalid designs (over-utilised, util > 1) and designs
+    whose resource report is empty (util 0). Reproduces the published train-mean floor exactly."""
+    return frame.filter(pl.col("cycles") >= HLSYN_MIN_CYCLES)
+
+
+def hlsyn_graph_rows(store: DatasetStore) -> pl.DataFrame:
+    """The ``program_graphs`` rows of the HLSyn kernels (nodes/edges JSON, one row per kernel)."""
+    graphs = store.read("program_graphs")
+    return graphs.filter(pl.col("domain") == "hlsyn") if graphs.height else graphs
+
+
 def regression_rows(frame: pl.DataFrame) -> pl.DataFrame:
     """Designs with a latency and resources (zero LUT or cycles mean 'no result', not zero)."""
     return frame.filter((pl.col("cycles") > 0) & (pl.col("lut") > 0))
