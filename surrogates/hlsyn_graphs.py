@@ -221,7 +221,7 @@ def pragma_values(kg: KernelGraph, pragmas: Sequence[str] | pl.Series) -> np.nda
     n = len(texts)
     default = np.where(kg.pragma_kind == PRAGMA_KINDS.index("PIPE"), 0.0, 1.0)
     out = np.tile(default, (n, 1))
-    if n == 0 or not kg.placeholders:
+    if n == 0:
         return out
     rows, cols, vals = [], [], []
     for i, t in enumerate(texts.to_list()):  # JSON parsing is per string; filling is vectorised below
@@ -257,7 +257,8 @@ def pragma_values(kg: KernelGraph, pragmas: Sequence[str] | pl.Series) -> np.nda
             rows.append(i)
             cols.append(j)
             vals.append(val)
-    out[np.array(rows, dtype=np.int64), np.array(cols, dtype=np.int64)] = vals
+    if rows:
+        out[np.array(rows, dtype=np.int64), np.array(cols, dtype=np.int64)] = vals
     return out
 
 
@@ -265,6 +266,7 @@ LOOP_FEATURES: tuple[str, ...] = (
     "lp_log2_seq_iters", "lp_log2_seq_iters_piped", "lp_log2_par_mul", "lp_log2_par_add", "lp_log2_par_mem",
     "lp_log2_par_all", "lp_log2_max_unroll_path", "lp_log2_trip_total", "lp_n_loops", "lp_max_depth",
     "lp_log2_flatten_unroll", "lp_log2_piped_iters_max", "lp_log2_unrolled_mem_per_piped",
+    "lp_log2_latency_model",
 )  # fmt: skip
 
 
@@ -329,6 +331,26 @@ def loop_features(kg: KernelGraph, values: np.ndarray) -> np.ndarray:
     for j in order:
         p = kg.loop_parent[j]
         trip_total[j] = (trip_total[p] if p >= 0 else 1.0) * kg.loop_trip[j]
+    # latency model: flatten -> the loop's own iterations (II = 1, sub-loops unrolled); PIPELINE
+    # auto on a loop with sub-loops -> coarse-grained pipeline, iterations x slowest sub-loop;
+    # innermost auto -> II = 1; off -> iterations x (sum of sub-loops + 1)
+    lat = np.zeros((n, n_loops))
+    for j in reversed(order):
+        kids = np.flatnonzero(kg.loop_parent == j)
+        child_sum = lat[:, kids].sum(1) if kids.size else np.zeros(n)
+        child_max = lat[:, kids].max(1) if kids.size else np.zeros(n)
+        it = iters[:, j]
+        lat[:, j] = np.where(
+            flat_anc[:, j],
+            1.0,
+            np.where(
+                pipe[:, j] == 2,
+                it + 8.0,
+                np.where(pipe[:, j] == 1, np.where(kids.size > 0, it * (child_max + 1) + child_sum, it + 8.0),
+                         it * (child_sum + 1)),
+            ),
+        )  # fmt: skip
+    top = np.flatnonzero(kg.loop_parent < 0)
     cols = [
         np.log2(path_iters[:, leaves].sum(1)),
         np.log2(path_piped[:, leaves].sum(1)),
@@ -343,6 +365,7 @@ def loop_features(kg: KernelGraph, values: np.ndarray) -> np.ndarray:
         np.log2(flat_unroll.max(1)),
         np.log2(1 + piped_iters.max(1)),
         np.log2(1 + mem_rep.sum(1)),
+        np.log2(lat[:, top].sum(1)),
     ]
     return np.stack(cols, axis=1)
 

@@ -216,7 +216,10 @@ def train_hlsyn_model(
         raise TrainingDataError(f"fpga-hlsyn: only {train.height} training rows outside the held-out kernels")
     if test.height == 0:  # small or custom data: fall back to a kernel split
         train, test = group_split(reg_rows, ["kernel"], test_frac=config.test_frac, seed=config.seed)
+    graphs = hlsyn_graph_rows(store)
+    physics = graphs.height > 0  # loop-nest features + physics targets, as in `hws bench fpga-hlsyn`
     reg = FpgaRegressor(kind="hlsyn", targets=HLSYN_TARGETS, log_target=False, graph_stats=gstats,
+                        graphs=graphs if physics else None, physics=physics, min_samples_leaf=20,
                         max_iter=config.max_iter, learning_rate=config.learning_rate, random_state=config.seed)  # fmt: skip
     cls_rows = frame.filter(pl.col("valid").is_not_null() & ~is_test)
     return _run("fpga-hlsyn", train, test, reg, hlsyn_targets(train), ("cycles", "lut", "ff", "dsp", "bram"), config,

@@ -26,6 +26,17 @@ from hwsurrogate.surrogates.hlsyn_graphs import (
 from hwsurrogate.errors import SourceFormatError
 
 torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _one_openmp_thread():
+    """sklearn's OpenMP threads spin for seconds on the shared, oversubscribed CPU: use one."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        yield
+
+
 F = {n: i for i, n in enumerate(NODE_FEATURES)}
 L = {n: i for i, n in enumerate(LOOP_FEATURES)}
 
