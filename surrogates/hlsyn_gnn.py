@@ -228,8 +228,13 @@ class HlsynGNNRegressor:
         return y
 
     # ------------------------------------------------------------------ fit / predict
-    def fit(self, queries: pl.DataFrame, y: np.ndarray) -> HlsynGNNRegressor:
+    def fit(self, queries: pl.DataFrame, y: np.ndarray | pl.DataFrame) -> HlsynGNNRegressor:
         cfg = self.config
+        if isinstance(y, pl.DataFrame):
+            missing = [t for t in self.targets if t not in y.columns]
+            if missing:
+                raise ValueError(f"fpga-hlsyn GNN: y misses target column(s) {missing}")
+            y = y.select(self.targets).to_numpy()
         y = np.asarray(y, dtype=np.float64)
         if queries.height == 0:
             raise ValueError("fpga-hlsyn GNN: X must not be empty")

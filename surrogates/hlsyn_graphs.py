@@ -266,7 +266,7 @@ LOOP_FEATURES: tuple[str, ...] = (
     "lp_log2_seq_iters", "lp_log2_seq_iters_piped", "lp_log2_par_mul", "lp_log2_par_add", "lp_log2_par_mem",
     "lp_log2_par_all", "lp_log2_max_unroll_path", "lp_log2_trip_total", "lp_n_loops", "lp_max_depth",
     "lp_log2_flatten_unroll", "lp_log2_piped_iters_max", "lp_log2_unrolled_mem_per_piped",
-    "lp_log2_latency_model",
+    "lp_log2_latency_model", "lp_log2_seq_work",
 )  # fmt: skip
 
 
@@ -366,6 +366,7 @@ def loop_features(kg: KernelGraph, values: np.ndarray) -> np.ndarray:
         np.log2(1 + piped_iters.max(1)),
         np.log2(1 + mem_rep.sum(1)),
         np.log2(lat[:, top].sum(1)),
+        np.log2((path_iters * (1.0 + ops[None, :, 3])).sum(1)),  # iterations x instructions per body
     ]
     return np.stack(cols, axis=1)
 

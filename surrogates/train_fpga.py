@@ -56,6 +56,8 @@ class FpgaTrainConfig:
     learning_rate: float = 0.05
     seed: int = 0
     register: bool = True
+    model: str = "tree"  # fpga-hlsyn: "tree" (gradient boosting) or "gnn" (program-graph GNN)
+    gnn_seconds: float = 200.0  # fpga-hlsyn GNN: wall-clock cap on training
 
 
 @dataclass
@@ -217,13 +219,46 @@ def train_hlsyn_model(
     if test.height == 0:  # small or custom data: fall back to a kernel split
         train, test = group_split(reg_rows, ["kernel"], test_frac=config.test_frac, seed=config.seed)
     graphs = hlsyn_graph_rows(store)
+    cls_rows = frame.filter(pl.col("valid").is_not_null() & ~is_test)
+    if config.model == "gnn":
+        return _train_hlsyn_gnn(train, test, graphs, config, store)
+    if config.model != "tree":
+        raise ValueError(f"fpga-hlsyn: model must be 'tree' or 'gnn', got {config.model!r}")
     physics = graphs.height > 0  # loop-nest features + physics targets, as in `hws bench fpga-hlsyn`
     reg = FpgaRegressor(kind="hlsyn", targets=HLSYN_TARGETS, log_target=False, graph_stats=gstats,
                         graphs=graphs if physics else None, physics=physics, min_samples_leaf=20,
                         max_iter=config.max_iter, learning_rate=config.learning_rate, random_state=config.seed)  # fmt: skip
-    cls_rows = frame.filter(pl.col("valid").is_not_null() & ~is_test)
     return _run("fpga-hlsyn", train, test, reg, hlsyn_targets(train), ("cycles", "lut", "ff", "dsp", "bram"), config,
                 store, classifier_rows=cls_rows)  # fmt: skip
+
+
+def _train_hlsyn_gnn(
+    train: pl.DataFrame,
+    test: pl.DataFrame,
+    graphs: pl.DataFrame,
+    config: FpgaTrainConfig,
+    store: DatasetStore,
+) -> FpgaTrainResult:
+    """The program-graph GNN (:mod:`.hlsyn_gnn`) through the same MLflow run/registry path as the tree.
+
+    Only kernels with a program graph can be encoded; the validity output stays empty (null)."""
+    from .hlsyn_gnn import HlsynGNNConfig, HlsynGNNRegressor
+    from .hlsyn_graphs import kernel_graphs
+
+    if graphs.height == 0:
+        raise TrainingDataError(
+            "fpga-hlsyn --model gnn needs program graphs: run `hws data import hlsyn` first"
+        )
+    kg = kernel_graphs(graphs)
+    known = pl.col("kernel").is_in(sorted(kg))
+    train, test = train.filter(known), test.filter(known)
+    if train.height < 2 or test.height == 0:
+        raise TrainingDataError(
+            f"fpga-hlsyn --model gnn: {train.height} train / {test.height} test rows have a program graph"
+        )
+    gnn = HlsynGNNRegressor(kg, HlsynGNNConfig(seed=config.seed, max_seconds=config.gnn_seconds))
+    return _run("fpga-hlsyn", train, test, gnn, hlsyn_targets(train), ("cycles", "lut", "ff", "dsp", "bram"), config,
+                store)  # fmt: skip
 
 
 def _echo(res: FpgaTrainResult, task: str, t0: float) -> None:
@@ -272,12 +307,18 @@ def train_hls4ml(sources: tuple[str, ...], max_iter: int, seed: int, no_register
 
 @click.command("fpga-hlsyn")
 @_options
-def train_hlsyn(sources: tuple[str, ...], max_iter: int, seed: int, no_register: bool) -> None:
+@click.option("--model", type=click.Choice(["tree", "gnn"]), default="tree", show_default=True,
+              help="tree: gradient boosting with loop-nest features; gnn: program-graph GNN (no validity output).")  # fmt: skip
+@click.option("--gnn-seconds", default=200.0, show_default=True, help="GNN: wall-clock cap on training.")
+def train_hlsyn(
+    sources: tuple[str, ...], max_iter: int, seed: int, no_register: bool, model: str, gnn_seconds: float
+) -> None:
     """Train the HLSyn/HARP design model (cycles, LUT/FF/DSP/BRAM, validity) and register it.
 
     Inputs: kernel name, pragma values (JSON) and tool; kernel identity comes from program-graph
     statistics of the `program_graphs` table, baked into the model. HLSyn's test kernels are held out.
     """
     t0 = time.perf_counter()
-    cfg = FpgaTrainConfig(sources=sources, max_iter=max_iter, seed=seed, register=not no_register)
+    cfg = FpgaTrainConfig(sources=sources, max_iter=max_iter, seed=seed, register=not no_register, model=model,
+                          gnn_seconds=gnn_seconds)  # fmt: skip
     _echo(train_hlsyn_model(config=cfg), "fpga-hlsyn", t0)

@@ -250,3 +250,38 @@ def test_physics_tree_uses_graphs_and_refuses_without_them() -> None:
     assert np.sqrt(((pred[:, 0] - y[:, 0]) ** 2).mean()) < 0.5 * y[:, 0].std()
     with pytest.raises(ValueError, match="physics=True needs"):
         FpgaRegressor(kind="hlsyn", targets=HLSYN_TARGETS, log_target=False, physics=True).fit(q, y)
+
+
+def test_train_hlsyn_gnn_logs_registers_and_reloads_identically(store) -> None:  # noqa: ANN001
+    from datetime import UTC, datetime
+
+    import mlflow
+    from hwsurrogate.surrogates.train_fpga import FpgaTrainConfig, train_hlsyn_model
+
+    graphs, q, y = _synthetic(n_per_kernel=30)
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    cycles = 1e7 / 2 ** (2 * y[:, 0])
+    fpga = q.with_columns(
+        pl.format("{}-{}", "kernel", pl.int_range(pl.len())).alias("design_id"),
+        pl.lit("hlsyn").alias("domain"), pl.lit("vitis_hls").alias("tool"), pl.lit("xcu200").alias("part"),
+        pl.lit("hls_estimate").alias("stage"), pl.lit(True).alias("valid"), pl.Series("cycles", cycles),
+        pl.Series("lut", y[:, 1] * 1_182_240 + 1), pl.Series("ff", y[:, 2] * 2_364_480 + 1),
+        pl.Series("dsp", y[:, 3] * 6840), pl.Series("bram", y[:, 4] * 4320), pl.lit('{"tool_tag":"v20"}').alias("extra"),
+        pl.lit("test").alias("source"), pl.lit("tests").alias("origin"), pl.lit(now).alias("imported_at"),
+    ).with_columns(pl.col("design_id").alias("measurement_id"))  # fmt: skip
+    store.append("fpga", fpga, partition="test")
+    rows = [{"graph_id": k, "domain": "hlsyn", "kernel": k, "n_nodes": len(tiny_graph(*a)[0]), "n_edges": 0,
+             "n_pragma_nodes": 3, "nodes": json.dumps(tiny_graph(*a)[0]), "edges": json.dumps(tiny_graph(*a)[1]),
+             "source": "test", "origin": "tests", "imported_at": now, "measurement_id": k}
+            for k, a in (("k1", (64, 8, 1)), ("k2", (32, 16, 2)), ("k3", (128, 4, 3)))]  # fmt: skip
+    store.append("program_graphs", pl.DataFrame(rows), partition="test")
+    res = train_hlsyn_model(store, FpgaTrainConfig(model="gnn", gnn_seconds=3, test_frac=0.34))
+    queries = res.test.select("kernel", "pragmas", "tool")
+    loaded = mlflow.pyfunc.load_model(res.model_uri).predict(queries.to_pandas())
+    assert list(loaded.columns) == ["cycles", "lut", "ff", "dsp", "bram", "valid_prob"]
+    np.testing.assert_allclose(
+        loaded["cycles"].to_numpy(), res.model.predict_frame(queries)["cycles"].to_numpy()
+    )
+    assert res.version is not None and "test_cycles_smape" in res.metrics
+    with pytest.raises(ValueError, match="model must be 'tree' or 'gnn'"):
+        train_hlsyn_model(store, FpgaTrainConfig(model="forest"))
