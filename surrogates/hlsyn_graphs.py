@@ -213,18 +213,62 @@ def kernel_graphs(graphs: pl.DataFrame) -> dict[str, KernelGraph]:
 def pragma_values(kg: KernelGraph, pragmas: Sequence[str] | pl.Series) -> np.ndarray:
     """``(n_designs, n_placeholders)`` float matrix of the designs' pragma values for one kernel.
 
-    PARA/TILE hold the factor (missing -> 1); PIPE holds :data:`PIPE_CODES` (missing -> off).
-    A key the kernel's graph lacks, a non-numeric factor or a bad PIPE value raises ``ValueError``
-    naming the key, the kernel and the row.
+    PARA/TILE hold the factor (absent or null -> 1); PIPE holds :data:`PIPE_CODES` (absent or
+    null -> off). Parsed column-wise with polars; when anything is wrong, a row-by-row pass finds
+    the first bad row and raises ``ValueError`` naming the key, the row and the kernel (a key the
+    kernel's graph lacks, a non-numeric or < 1 factor, a bad PIPE value, a non-object JSON).
     """
     texts = pl.Series("pragmas", pragmas, dtype=pl.String) if not isinstance(pragmas, pl.Series) else pragmas
-    n = len(texts)
+    texts = texts.cast(pl.String)
     default = np.where(kg.pragma_kind == PRAGMA_KINDS.index("PIPE"), 0.0, 1.0)
-    out = np.tile(default, (n, 1))
-    if n == 0:
+    out = np.tile(default, (len(texts), 1))
+    if len(texts) == 0:
         return out
-    rows, cols, vals = [], [], []
-    for i, t in enumerate(texts.to_list()):  # JSON parsing is per string; filling is vectorised below
+    if _fill_columnwise(kg, texts, out):
+        return out
+    _raise_first_bad_row(kg, texts)
+    raise AssertionError(
+        "unreachable: the column-wise parse failed but every row is valid"
+    )  # pragma: no cover
+
+
+def _fill_columnwise(kg: KernelGraph, texts: pl.Series, out: np.ndarray) -> bool:
+    """Fill ``out`` from the JSON column in one polars pass; False if any row is not clean."""
+    if texts.null_count():
+        return False
+    try:
+        dec = texts.str.json_decode(infer_schema_length=None)
+    except Exception:  # noqa: BLE001 - polars raises several types; the row pass names the problem
+        return False
+    if not isinstance(dec.dtype, pl.Struct):
+        return False
+    codes = {k: float(v) for k, v in PIPE_CODES.items()}
+    for f in dec.dtype.fields:
+        j = kg._col.get(f.name)
+        if j is None:
+            return False
+        col = dec.struct.field(f.name)
+        present = col.is_not_null().to_numpy()
+        if kg.pragma_kind[j] == 0:
+            if f.dtype != pl.String:
+                return False
+            val = col.str.to_lowercase().replace_strict(codes, default=None, return_dtype=pl.Float64)
+        else:
+            if isinstance(f.dtype, pl.Struct | pl.List):
+                return False
+            val = col.cast(pl.Float64, strict=False)
+        v = val.to_numpy()
+        if (present & ~np.isfinite(v)).any():
+            return False
+        if kg.pragma_kind[j] != 0 and (v[present] < 1).any():
+            return False
+        out[present, j] = v[present]
+    return True
+
+
+def _raise_first_bad_row(kg: KernelGraph, texts: pl.Series) -> None:
+    """Row-by-row check (error path only): raises ``ValueError`` for the first bad row."""
+    for i, t in enumerate(texts.to_list()):
         try:
             d = json.loads(t) if t is not None else None
         except ValueError:
@@ -238,28 +282,22 @@ def pragma_values(kg: KernelGraph, pragmas: Sequence[str] | pl.Series) -> np.nda
                     f"fpga-hlsyn: pragma key {k!r} (column 'pragmas', row {i}) is not a placeholder of "
                     f"kernel {kg.kernel!r}'s program graph; it has {list(kg.placeholders)}"
                 )
+            if v is None:
+                continue
             if kg.pragma_kind[j] == 0:
-                code = PIPE_CODES.get("" if v is None else str(v).lower())
-                if code is None:
+                if not isinstance(v, str) or v.lower() not in PIPE_CODES:
                     raise ValueError(
                         f"fpga-hlsyn: pragma {k!r} (row {i}) must be one of {list(PIPE_CODES)}, got {v!r}"
                     )
-                val = float(code)
-            else:
-                try:
-                    val = float(v)
-                except (TypeError, ValueError):
-                    raise ValueError(
-                        f"fpga-hlsyn: pragma {k!r} (row {i}) needs a numeric factor, got {v!r}"
-                    ) from None
-                if not np.isfinite(val) or val < 1:
-                    raise ValueError(f"fpga-hlsyn: pragma {k!r} (row {i}) needs a factor >= 1, got {v!r}")
-            rows.append(i)
-            cols.append(j)
-            vals.append(val)
-    if rows:
-        out[np.array(rows, dtype=np.int64), np.array(cols, dtype=np.int64)] = vals
-    return out
+                continue
+            try:
+                val = float(v)
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"fpga-hlsyn: pragma {k!r} (row {i}) needs a numeric factor, got {v!r}"
+                ) from None
+            if not np.isfinite(val) or val < 1:
+                raise ValueError(f"fpga-hlsyn: pragma {k!r} (row {i}) needs a numeric factor >= 1, got {v!r}")
 
 
 LOOP_FEATURES: tuple[str, ...] = (

@@ -285,3 +285,15 @@ def test_train_hlsyn_gnn_logs_registers_and_reloads_identically(store) -> None: 
     assert res.version is not None and "test_cycles_smape" in res.metrics
     with pytest.raises(ValueError, match="model must be 'tree' or 'gnn'"):
         train_hlsyn_model(store, FpgaTrainConfig(model="forest"))
+
+
+def test_pragma_values_accept_numeric_strings_and_null_means_default() -> None:
+    kg = kernel_graph("tiny", *tiny_graph())
+    v = pragma_values(kg, [json.dumps({"__PARA__L0": "4", "__PIPE__L0": None}), design("", 2, 8), "{}"])
+    assert v.tolist() == [
+        [4.0, 1.0, 0.0],
+        [2.0, 8.0, 1.0],
+        [1.0, 1.0, 0.0],
+    ]  # columns: PARA_L0, PARA_L1, PIPE_L0
+    with pytest.raises(ValueError, match=r"__PARA__L1.*row 2.*>= 1"):
+        pragma_values(kg, [design(), design(), json.dumps({"__PARA__L1": 0})])
