@@ -19,7 +19,14 @@ from hwsurrogate.progress import track
 from .bench_gemm import _log_bench
 from .benchreport import BenchReport, json_option
 from .features import hlsyn_features, powergear_features
-from .fpga_model import HLS4ML_TARGETS, HLSYN_TARGETS, FpgaRegressor, hlsyn_reported_targets, hlsyn_targets
+from .fpga_model import (
+    HLS4ML_TARGETS,
+    HLSYN_TARGETS,
+    HLSYN_TREE_PARAMS,
+    FpgaRegressor,
+    hlsyn_reported_targets,
+    hlsyn_targets,
+)
 from .tracking import regression_metrics
 from .train_fpga import HLSYN_TEST_KERNELS, hlsyn_frame, regression_rows
 
@@ -39,7 +46,7 @@ def _hlsyn_tree(gstats: pl.DataFrame, graphs: pl.DataFrame | None, max_iter: int
     physics = graphs is not None and graphs.height > 0
     return FpgaRegressor(kind="hlsyn", targets=HLSYN_TARGETS, log_target=False, graph_stats=gstats,
                          graphs=graphs if physics else None, physics=physics, max_iter=max_iter,
-                         learning_rate=0.05, min_samples_leaf=20)  # fmt: skip
+                         **HLSYN_TREE_PARAMS)  # fmt: skip
 
 
 def _rmse_rows(report: BenchReport, split: str, y: np.ndarray, pred: np.ndarray, tool: str, model: str,
@@ -58,7 +65,7 @@ def _rmse_rows(report: BenchReport, split: str, y: np.ndarray, pred: np.ndarray,
 @click.option("--tool", "tools", multiple=True, type=click.Choice(["v18", "v20"]), default=("v18", "v20"),
               show_default=True)  # fmt: skip
 @click.option("--test-kernel", "test_kernels", multiple=True, help="Override HLSyn's held-out kernels.")
-@click.option("--max-iter", default=300, show_default=True, help="Boosting iterations per target (trees).")
+@click.option("--max-iter", default=150, show_default=True, help="Boosting iterations per target (trees).")
 @click.option(
     "--gnn/--no-gnn", default=True, show_default=True, help="Also train and score the program-graph GNN."
 )

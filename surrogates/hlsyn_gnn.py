@@ -160,6 +160,12 @@ def _collate(parts: list[tuple[_KernelTensors, np.ndarray]]) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _masked_mse(pred: Tensor, target: Tensor) -> Tensor:
+    """Mean squared error over the known (non-NaN) targets."""
+    ok = ~torch.isnan(target)
+    return ((pred - torch.nan_to_num(target)) ** 2)[ok].sum() / ok.sum().clamp(min=1)
+
+
 class HlsynGNNRegressor:
     """Fit/predict HLSyn's normalised targets from (kernel, pragmas) with :class:`HlsynGNN`.
 
@@ -242,9 +248,13 @@ class HlsynGNNRegressor:
             raise ValueError(
                 f"fpga-hlsyn GNN: y has shape {y.shape}; expected ({queries.height}, {len(self.targets)})"
             )
-        if not np.isfinite(y).all():
-            bad = int((~np.isfinite(y)).any(axis=1).sum())
-            raise ValueError(f"fpga-hlsyn GNN: y has {bad} rows with NaN/inf targets")
+        if np.isinf(y).any():
+            bad = int(np.isinf(y).any(axis=1).sum())
+            raise ValueError(f"fpga-hlsyn GNN: y has {bad} rows with infinite targets")
+        if np.isnan(y).all(axis=0).any():
+            t = self.targets[int(np.flatnonzero(np.isnan(y).all(axis=0))[0])]
+            raise ValueError(f"fpga-hlsyn GNN: target {t!r} is NaN in every row")
+        # NaN = a missing target (e.g. FF absent from a report): masked out of the loss
         torch.manual_seed(cfg.seed)
         rng = np.random.default_rng(cfg.seed)
         prev_threads = torch.get_num_threads()
@@ -272,8 +282,8 @@ class HlsynGNNRegressor:
             kt.loops = torch.from_numpy(((lf[sel] - self.loop_mean_) / self.loop_std_).astype(np.float32))
             z_parts.append(self._encode_y(y[r], self._perf_base(lf[sel])))
         z_all = np.concatenate(z_parts)
-        self.y_mean_ = z_all.mean(0)
-        self.y_std_ = z_all.std(0) + 1e-6
+        self.y_mean_ = np.nanmean(z_all, axis=0)
+        self.y_std_ = np.nanstd(z_all, axis=0) + 1e-6
         kernels = [k[0] for k in keep]
         n_val = max(1, int(round(cfg.val_fraction * len(kernels)))) if len(kernels) > 1 else 0
         val_k = set(rng.permutation(kernels)[:n_val].tolist())
@@ -304,7 +314,7 @@ class HlsynGNNRegressor:
                 sel = [(train[i][0], np.array(js)) for i, js in by_k.items()]
                 target = torch.cat([train[i][1][np.array(js)] for i, js in by_k.items()])
                 pred = model(**_collate(sel))
-                loss = torch.mean((pred - target) ** 2)
+                loss = _masked_mse(pred, target)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -332,8 +342,9 @@ class HlsynGNNRegressor:
             for s in range(0, kt.x.shape[0], 256):
                 idx = np.arange(s, min(s + 256, kt.x.shape[0]))
                 pred = model(**_collate([(kt, idx)]))
-                se += float(((pred - zt[idx]) ** 2).sum())
-                n += pred.numel()
+                ok = ~torch.isnan(zt[idx])
+                se += float(((pred - torch.nan_to_num(zt[idx])) ** 2)[ok].sum())
+                n += int(ok.sum())
         return se / max(n, 1)
 
     @torch.no_grad()

@@ -24,6 +24,7 @@ from .features import program_graph_stats
 from .fpga_model import (
     HLS4ML_TARGETS,
     HLSYN_TARGETS,
+    HLSYN_TREE_PARAMS,
     FpgaPyfunc,
     FpgaRegressor,
     fit_validity_classifier,
@@ -226,8 +227,10 @@ def train_hlsyn_model(
         raise ValueError(f"fpga-hlsyn: model must be 'tree' or 'gnn', got {config.model!r}")
     physics = graphs.height > 0  # loop-nest features + physics targets, as in `hws bench fpga-hlsyn`
     reg = FpgaRegressor(kind="hlsyn", targets=HLSYN_TARGETS, log_target=False, graph_stats=gstats,
-                        graphs=graphs if physics else None, physics=physics, min_samples_leaf=20,
-                        max_iter=config.max_iter, learning_rate=config.learning_rate, random_state=config.seed)  # fmt: skip
+                        graphs=graphs if physics else None, physics=physics, max_iter=config.max_iter,
+                        min_samples_leaf=HLSYN_TREE_PARAMS["min_samples_leaf"],
+                        max_leaf_nodes=HLSYN_TREE_PARAMS["max_leaf_nodes"], learning_rate=config.learning_rate,
+                        random_state=config.seed)  # fmt: skip
     return _run("fpga-hlsyn", train, test, reg, hlsyn_targets(train), ("cycles", "lut", "ff", "dsp", "bram"), config,
                 store, classifier_rows=cls_rows)  # fmt: skip
 

@@ -223,13 +223,21 @@ def test_gnn_learns_synthetic_designs_and_survives_a_pickle_round_trip() -> None
     np.testing.assert_array_equal(again.predict(q), pred)
 
 
-def test_gnn_rejects_unknown_kernels_nan_targets_and_predicting_unfitted() -> None:
+def test_gnn_rejects_unknown_kernels_inf_or_empty_targets_and_predicting_unfitted() -> None:
     graphs, q, y = _synthetic(n_per_kernel=4)
     m = HlsynGNNRegressor(graphs, HlsynGNNConfig(epochs=1))
     bad = y.copy()
-    bad[2, 1] = np.nan
-    with pytest.raises(ValueError, match="NaN"):
+    bad[2, 1] = np.inf
+    with pytest.raises(ValueError, match="1 rows with infinite targets"):
         m.fit(q, bad)
+    bad[:, 1] = np.nan
+    with pytest.raises(ValueError, match="'util_lut' is NaN in every row"):
+        m.fit(q, bad)
+    some_missing = y.copy()
+    some_missing[::2, 2] = np.nan  # e.g. FF absent from a report: masked, not fatal
+    assert np.isfinite(
+        HlsynGNNRegressor(graphs, HlsynGNNConfig(epochs=2)).fit(q, some_missing).predict(q)
+    ).all()
     from sklearn.exceptions import NotFittedError
 
     with pytest.raises(NotFittedError):
