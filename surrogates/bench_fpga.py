@@ -6,11 +6,13 @@ our number beside the published anchor, states its wall time and writes ``--json
 
 from __future__ import annotations
 
+import time
+
 import click
 import numpy as np
 import polars as pl
 from hwsurrogate.datasets.store import DatasetStore
-from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import accuracy_score, f1_score
 
 from hwsurrogate.errors import TrainingDataError
@@ -24,6 +26,7 @@ from .fpga_model import (
     HLSYN_TARGETS,
     HLSYN_TREE_PARAMS,
     FpgaRegressor,
+    LogTreeEnsemble,
     hlsyn_reported_targets,
     hlsyn_targets,
 )
@@ -201,47 +204,184 @@ def bench_hlsyn(
     report.emit(json_path)
 
 
-@click.command("fpga-power")
-@json_option("fpga-power")
-@click.option("--max-iter", default=300, show_default=True)
-def bench_power(json_path: str | None, max_iter: int) -> None:
-    """PowerGear on-board power (ZCU102, 9 PolyBench kernels): leave-one-kernel-out MAPE.
+#: PowerGear (DATE'22) leave-one-kernel-out MAPE % (mean over held-out kernels).
+POWERGEAR_ANCHOR: dict[str, float] = {"total": 3.60, "dynamic": 8.81}
+POWER_STAGES: dict[str, str] = {
+    "hls": "HLS stage (directives + Vivado HLS report; PowerGear's stage)",
+    "route": "post-route (+ implementation report and Vivado's vectorless power estimate)",
+}
 
-    Features are early-stage only: directives (pipeline/unroll per loop, partition factors) and
-    the HLS estimates of the same design (LUT/FF/DSP/BRAM, operator counts, estimated clock).
-    """
-    report = BenchReport("fpga-power", "PowerGear (DATE'22): leave-one-kernel-out, board-measured power")
-    f = DatasetStore().read("fpga").filter(pl.col("domain") == "hlsdataset")
-    board = f.filter(pl.col("power_total_w").is_not_null() & (pl.col("stage") == "on_board"))
+
+def powergear_rows(store: DatasetStore) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """Board-measured designs (sorted by ``design_id``) and their HLS and post-route report rows."""
+    f = store.read("fpga").filter(pl.col("domain") == "hlsdataset")
+    board = f.filter(pl.col("power_total_w").is_not_null() & (pl.col("stage") == "on_board")).sort(
+        "design_id"
+    )
     if board.height == 0:
         raise TrainingDataError(
             "the store has no on-board power rows: run `hws data import hlsdataset` first"
         )
-    hls = f.filter(pl.col("stage") == "hls_estimate")
-    x = powergear_features(board, hls).to_numpy()
+    return board, f.filter(pl.col("stage") == "hls_estimate"), f.filter(pl.col("stage") == "post_route")
+
+
+def _ape(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    return np.abs(p - y) / y * 100
+
+
+def _kernel_means(ape: np.ndarray, kernels: np.ndarray, mask: np.ndarray) -> dict[str, float]:
+    return {str(k): float(ape[mask & (kernels == k)].mean()) for k in np.unique(kernels[mask])}
+
+
+def repeatability_floor(hls_x: pl.DataFrame, kernels: np.ndarray, y: np.ndarray) -> tuple[float, int]:
+    """MAPE % of predicting a design by the mean of the *other* designs with an identical HLS report.
+
+    Such designs (same kernel, same HLS resources/operators/clock) are the same hardware measured
+    twice, so this is the board's measurement repeatability: a model that knew each design's
+    true mean power would still score about this / sqrt(2) on single measurements.
+    """
+    key = [
+        "kernel",
+        "hls_lut",
+        "hls_ff",
+        "hls_dsp",
+        "hls_bram",
+        "rtl_num_arith",
+        "rtl_num_logic",
+        "clk_estimated_ns",
+    ]
+    d = hls_x.with_columns(pl.Series("kernel", kernels), pl.Series("y", y)).filter(pl.col("y") > 0)
+    g = d.with_columns(pl.len().over(key).alias("n"), pl.col("y").sum().over(key).alias("s")).filter(
+        pl.col("n") > 1
+    )
+    if g.height == 0:
+        return float("nan"), 0
+    loo = (g["s"] - g["y"]) / (g["n"] - 1)
+    return float(_ape(g["y"].to_numpy(), loo.to_numpy()).mean()), g.height
+
+
+@click.command("fpga-power")
+@json_option("fpga-power")
+@click.option("--stage", "stages", multiple=True, type=click.Choice(sorted(POWER_STAGES)), default=("hls", "route"),
+              show_default=True, help="Which design information the model may use (repeatable).")  # fmt: skip
+@click.option("--test-kernel", "test_kernels", multiple=True,
+              help="Held-out kernels to score (each trained on all other kernels); default: all 9.")  # fmt: skip
+@click.option("--calibrate", default=5, show_default=True, type=click.IntRange(min=0),
+              help="Few-shot variant: measured designs of the held-out kernel used to calibrate its static "
+                   "power (0 = skip). Those designs are not scored.")  # fmt: skip
+@click.option("--max-iter", default=300, show_default=True, type=click.IntRange(min=1),
+              help="Boosting iterations of the GBT half.")  # fmt: skip
+@click.option("--n-estimators", default=150, show_default=True, type=click.IntRange(min=1),
+              help="Trees of the extra-trees half.")  # fmt: skip
+def bench_power(
+    json_path: str | None,
+    stages: tuple[str, ...],
+    test_kernels: tuple[str, ...],
+    calibrate: int,
+    max_iter: int,
+    n_estimators: int,
+) -> None:
+    """PowerGear on-board power (ZCU102, 9 PolyBench kernels): leave-one-kernel-out MAPE.
+
+    For each held-out kernel, models train on the designs of the other eight. No setting is
+    chosen by a test-kernel score: the choices below were fixed on physics grounds, and the two
+    added after looking at residuals (loop-nest duty-cycle features, the per-resource dynamic
+    target) were confirmed by nested leave-one-kernel-out (``benchmarks/fpga_power_nested.py``). Model: the mean in
+    log space of a histogram-GBT and an extra-trees forest (``LogTreeEnsemble``). Dynamic power
+    is fitted per unit of a physics baseline: the switched-resource proxy
+    LUT + 0.5 FF + 10 DSP + 20 BRAM18 of the HLS report (hls stage) or Vivado's vectorless
+    estimate (route stage), so the trees learn an activity factor;
+    static power (which here moves with the design's clocked resources) is fitted apart, and
+    total = static + dynamic. Scored like PowerGear's ``get_result.py``: MAPE per held-out
+    kernel, then the mean over kernels (the mean over designs is printed too). The one design
+    with negative measured dynamic power is left out of the dynamic rows only.
+    """
+    report = BenchReport(
+        "fpga-power", "PowerGear (DATE'22): leave-one-kernel-out, board-measured power (ZCU102)"
+    )
+    cpu0 = time.process_time()
+    store = DatasetStore()
+    board, hls, route = powergear_rows(store)
     kernels = board["kernel"].to_numpy()
-    report.data = {"designs": board.height, "kernels": int(len(np.unique(kernels)))}
-    for target, anchor in (("power_total_w", 3.60), ("power_dynamic_w", 8.81)):
-        y = board[target].to_numpy()
-        ok = y > 0
-        pred = np.full(len(y), np.nan)
-        for k in track(np.unique(kernels), f"LOKO {target}"):
+    held = list(test_kernels) or sorted(set(kernels.tolist()))
+    unknown = sorted(set(held) - set(kernels.tolist()))
+    if unknown:
+        raise click.BadParameter(f"unknown kernel(s) {unknown}; known: {sorted(set(kernels.tolist()))}",
+                                 param_hint="--test-kernel")  # fmt: skip
+    total = board["power_total_w"].to_numpy() * 1e3
+    static = board["power_static_w"].to_numpy() * 1e3
+    dyn = board["power_dynamic_w"].cast(pl.Float64).fill_null(np.nan).to_numpy() * 1e3
+    dyn_ok = np.isfinite(dyn) & (dyn > 0)
+    rng = np.random.default_rng(0)
+    cal = np.zeros(len(kernels), bool)
+    for k in held:
+        idx = np.flatnonzero((kernels == k) & dyn_ok)
+        cal[rng.choice(idx, min(calibrate, len(idx)), replace=False)] = True
+    report.data = {
+        "designs": board.height,
+        "kernels": int(len(np.unique(kernels))),
+        "held_out": held,
+        "dynamic_rows_dropped_nonpositive": int((~dyn_ok).sum()),
+        "units": "mW (board: Power Advantage Tool; static = idle power of the configured design)",
+    }
+    params = {"max_iter": max_iter, "n_estimators": n_estimators}
+    for stage in stages:
+        x_frame = powergear_features(board, hls, route if stage == "route" else None)
+        x = x_frame.to_numpy()
+        # physics baseline of dynamic power: Vivado's vectorless estimate (route) or the switched-
+        # resource proxy (hls); the trees learn the activity factor measured / baseline
+        base = np.exp(x_frame["log_vivado_dynamic_mw" if stage == "route" else "log_hls_switched"].to_numpy())
+        pred = {t: np.full(len(x), np.nan) for t in ("dynamic", "static")}
+        for k in track(held, f"LOKO {stage}"):
             te = kernels == k
-            tr = ~te & ok
-            m = HistGradientBoostingRegressor(max_iter=max_iter, learning_rate=0.05, random_state=0)
-            pred[te] = np.exp(m.fit(x[tr], np.log(y[tr])).predict(x[te]))
-        sel = ok & np.isfinite(pred)
-        ape = np.abs(pred[sel] - y[sel]) / y[sel] * 100
-        per_kernel = {str(k): float(ape[kernels[sel] == k].mean()) for k in np.unique(kernels[sel])}
-        report.add(f"{target} MAPE %", "leave-one-kernel-out, mean over designs", float(ape.mean()), anchor=anchor,
-                   target=anchor, anchor_source="PowerGear paper", n=int(sel.sum()))  # fmt: skip
-        report.add(f"{target} MAPE %", "leave-one-kernel-out, mean over kernels",
-                   float(np.mean(list(per_kernel.values()))), anchor=anchor, n=len(per_kernel))  # fmt: skip
-        for k, v in per_kernel.items():
-            report.add(f"{target} MAPE %", f"held-out {k}", v)
-        report.details[target] = per_kernel
-        if target == "power_dynamic_w":
-            report.data["dynamic_rows_dropped_nonpositive"] = int((~ok).sum())
+            m = LogTreeEnsemble(**params).fit(x[~te & dyn_ok], dyn[~te & dyn_ok] / base[~te & dyn_ok])
+            pred["dynamic"][te] = m.predict(x[te]) * base[te]
+            pred["static"][te] = LogTreeEnsemble(**params).fit(x[~te], static[~te]).predict(x[te])
+        pred["total"] = pred["static"] + pred["dynamic"]
+        scored = np.isin(kernels, held)
+        split = f"{stage}: {POWER_STAGES[stage]}"
+        det: dict[str, object] = {}
+        for t, y, ok in (
+            ("total", total, scored),
+            ("dynamic", dyn, scored & dyn_ok),
+            ("static", static, scored),
+        ):
+            ape = _ape(y, pred[t])
+            per = _kernel_means(ape, kernels, ok)
+            anchor = POWERGEAR_ANCHOR.get(t)
+            src = "PowerGear (DATE'22), mean over held-out kernels" if anchor else ""
+            report.add(f"{t} power MAPE %", f"{split}; mean over kernels", float(np.mean(list(per.values()))),
+                       anchor=anchor, target=anchor, anchor_source=src, n=len(per))  # fmt: skip
+            report.add(
+                f"{t} power MAPE %", f"{stage}: mean over designs", float(ape[ok].mean()), n=int(ok.sum())
+            )
+            if t != "static":
+                for k, v in per.items():
+                    report.add(
+                        f"{t} power MAPE %", f"{stage}: held-out {k}", v, n=int((ok & (kernels == k)).sum())
+                    )
+            det[t] = per
+        if calibrate > 0:
+            # few-shot: N measured designs of the new kernel fix its static offset (campaign / temperature)
+            st_cal = pred["static"].copy()
+            for k in held:
+                m_k, c_k = kernels == k, (kernels == k) & cal
+                st_cal[m_k] *= np.exp(np.mean(np.log(static[c_k] / pred["static"][c_k])))
+            ok = scored & ~cal
+            ape = _ape(total, st_cal + pred["dynamic"])
+            per = _kernel_means(ape, kernels, ok)
+            report.add("total power MAPE %",
+                       f"{stage}: few-shot, static calibrated on {calibrate} measured designs of the held-out kernel; "
+                       "mean over kernels", float(np.mean(list(per.values()))), anchor=POWERGEAR_ANCHOR["total"],
+                       anchor_source="PowerGear is zero-shot: not the same protocol", n=len(per))  # fmt: skip
+            det["total_calibrated"] = per
+        report.details[stage] = det
+    hx = powergear_features(board, hls)
+    for t, y in (("total", total), ("dynamic", dyn)):
+        floor, n = repeatability_floor(hx, kernels, y)
+        report.add(f"{t} power MAPE %", "repeatability: design vs its identical-HLS-report twins (measurement noise)",
+                   floor, n=n)  # fmt: skip
+    report.data["cpu_s"] = round(time.process_time() - cpu0, 1)  # wall time is inflated on a shared machine
     _log_bench(report)
     report.emit(json_path)
 

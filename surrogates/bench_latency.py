@@ -26,6 +26,8 @@ import numpy as np
 BENCHMARK = "latency-single"
 TARGET_SPEARMAN = 0.99
 TARGET_MAPE = 5.0
+#: a device's within-class spread counts as noise when op positions explain less than this (CV R^2)
+NOISE_R2 = 0.05
 
 
 def _metrics(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
@@ -43,6 +45,7 @@ def run_benchmark(
     gnn_epochs: int,
     rank_loss: float = 0.0,
     store_root: str | None = None,
+    ceiling: bool = True,
 ) -> dict[str, Any]:
     """Train and score; returns the JSON payload (without wall time)."""
     import polars as pl
@@ -50,9 +53,11 @@ def run_benchmark(
 
     from hwsurrogate.progress import track
 
+    from . import graphs
     from .gnn import GNNConfig, MultiDeviceLatencyGNN
     from .latency_data import help_split, read_latency, to_wide, trim_10_90
     from .latency_trees import LatencyTreeRegressor
+    from .noise_ceiling import nb201_noise_ceiling
 
     store = DatasetStore(store_root)
     results: list[dict[str, Any]] = []
@@ -114,6 +119,18 @@ def run_benchmark(
                 "best_epoch": gnn.best_epoch_,
                 "fit_seconds": round(gnn.fit_seconds_, 1),
             }
+        if space == "nb201" and ceiling:
+            in_test = np.flatnonzero(wide["arch_index"].is_in(split.test.tolist()).to_numpy())
+            codes = graphs.nb201_op_codes(wide["arch_key"])
+            for d in track(devs, f"{space}: noise ceilings"):
+                rows = in_test[trim_10_90(wide[d].to_numpy()[in_test])]
+                c = nb201_noise_ceiling(wide[d].to_numpy(), codes, rows, d)
+                per_dev[d].update(
+                    ceiling_spearman=c.spearman,
+                    ceiling_mape=c.mape,
+                    ceiling_residual_sd=c.residual_sd,
+                    ceiling_position_cv_r2=c.position_cv_r2,
+                )
         results.extend(per_dev.values())
     return {"results": results, "details": details, "data": data}
 
@@ -143,6 +160,29 @@ def _rows(results: list[dict[str, Any]], models: list[str]) -> list[dict[str, An
                         "note": "",
                     }
                 )
+        if "ceiling_spearman" in r:
+            split = f"{r['space']} {r['device_id']} noise ceiling"
+            note = (
+                f"oracle: op-count class mean over all 15,625 archs; positions explain "
+                f"{r['ceiling_position_cv_r2']:.0%} of the within-class spread (CV R2)"
+                if r.get("ceiling_position_cv_r2") is not None
+                else "oracle: op-count class mean over all 15,625 archs"
+            )
+            for metric, key in (("Spearman", "ceiling_spearman"), ("MAPE %", "ceiling_mape")):
+                rows.append(
+                    {
+                        "metric": metric,
+                        "split": split,
+                        "ours": r[key],
+                        "anchor": None,
+                        "anchor_source": "",
+                        "target": None,
+                        "direction": None,
+                        "met": None,
+                        "n": r.get("n_test"),
+                        "note": note if metric == "Spearman" else "",
+                    }
+                )
     return rows
 
 
@@ -154,6 +194,9 @@ def _table(results: list[dict[str, Any]], models: list[str]) -> str:
     head = ["space", "device"]
     for m in models:
         head += [f"{m} rho", f"{m} MAPE%"]
+    ceiling = any("ceiling_spearman" in r for r in results)
+    if ceiling:
+        head += ["ceiling rho", "pos. R2"]
     head += ["anchor", "target", "met"]
     body = []
     for r in results:
@@ -165,6 +208,8 @@ def _table(results: list[dict[str, Any]], models: list[str]) -> str:
         best_rho = max(r.get(f"{m}_spearman", -1) for m in models)
         best_mape = min(r.get(f"{m}_mape", math.inf) for m in models)
         met = best_rho >= TARGET_SPEARMAN and best_mape <= TARGET_MAPE
+        if ceiling:
+            row += [_fmt(r.get("ceiling_spearman"), ".4f"), _fmt(r.get("ceiling_position_cv_r2"), ".2f")]
         row += ["-", f">={TARGET_SPEARMAN} / <={TARGET_MAPE:g}%", "yes" if met else "NO"]
         body.append(row)
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
@@ -193,6 +238,19 @@ def _summary(results: list[dict[str, Any]], models: list[str]) -> tuple[str, dic
             lines.append(
                 f"{space:6s} {m:4s}: Spearman mean {rho.mean():.4f} (min {rho.min():.4f}), "
                 f"MAPE mean {mape.mean():.2f}% (max {mape.max():.2f}%), both targets met on {n_met}/{len(rs)} devices"
+            )
+        ceil = [r for r in rs if "ceiling_spearman" in r]
+        if ceil:
+            noise = [r for r in ceil if (r["ceiling_position_cv_r2"] or 0.0) < NOISE_R2]
+            below = [r["device_id"] for r in noise if r["ceiling_spearman"] < TARGET_SPEARMAN]
+            out[f"{space}_noise_ceiling"] = {
+                "noise_limited_devices": [r["device_id"] for r in noise],
+                "noise_limited_devices_with_ceiling_below_target": below,
+            }
+            lines.append(
+                f"{space:6s} noise ceiling: on {len(noise)}/{len(ceil)} devices op positions explain < "
+                f"{NOISE_R2:.0%} of the spread among same-op-count archs (it is noise); on {len(below)} "
+                f"of them even the oracle stays below Spearman {TARGET_SPEARMAN}, so no predictor can meet it"
             )
     return "\n".join(lines), out
 
@@ -248,6 +306,12 @@ def _clean(obj: Any) -> Any:
     show_default=True,
     help="Weight of the GNN's pairwise ranking loss (0 = plain MSE on standardised log latency).",
 )
+@click.option(
+    "--ceiling/--no-ceiling",
+    default=True,
+    show_default=True,
+    help="Also measure each NB201 device's noise ceiling (about 1 s per device).",
+)
 def bench_latency_single(
     json_path: str | None,
     devices: tuple[str, ...],
@@ -256,6 +320,7 @@ def bench_latency_single(
     gnn_seconds: float,
     gnn_epochs: int,
     rank_loss: float,
+    ceiling: bool,
 ) -> None:
     """Per-device NB201/FBNet latency on HELP's test sets (Spearman, MAPE; tree and GNN).
 
@@ -264,6 +329,10 @@ def bench_latency_single(
     architectures, test on the next 1000 trimmed to the 10th-90th latency percentile (800).
     Targets: Spearman >= 0.99 and MAPE <= 5 % on every device. With --model both an
     `ensemble` column (geometric mean of tree and GNN predictions) is reported too.
+    For NB201 each device also gets its measured noise ceiling: the Spearman of an oracle
+    that predicts an architecture by the mean of the other architectures with the same op
+    counts (same operations on same-shaped tensors), and how much of the spread inside
+    those classes op positions explain (near 0: noise; see surrogates/noise_ceiling.py).
     Needs `hws data import help`.
     """
     t0 = time.perf_counter()
@@ -282,6 +351,7 @@ def bench_latency_single(
         gnn_seconds=gnn_seconds,
         gnn_epochs=gnn_epochs,
         rank_loss=rank_loss,
+        ceiling=ceiling,
     )
     results = out["results"]
     if devices:

@@ -194,6 +194,10 @@ def train_gemm_model(
                 evaluate=_evaluate_mape(test),
                 metric_name="test_runtime_mape",
             )
+            if promoted:  # the first `hws adapt --task gemm` then skips the MLflow load
+                from .gemm_adapt import cache_champion
+
+                cache_champion(model, MODEL_NAMES["gemm"], str(version), run.info.run_id, store.root)
         return GemmTrainResult(run.info.run_id, info.model_uri, version, promoted, metrics, model, test)
 
 

@@ -15,7 +15,10 @@ Shape mapping onto our ``(m, n, k, batch)`` (output is m x n, k is the reduction
   one ``(B*M) x N`` by ``N x K`` GEMM plus bias.
 
 The original ``B, M, N, K`` are kept in ``extra``. Device ids are ``neusight/<json stem>``
-(``Device`` with spaces -> ``_``); devices rows come from ``device_configs/*.json``.
+(``Device`` with spaces -> ``_``); devices rows come from ``device_configs/*.json``, with the
+few values that disagree with the vendor's datasheet corrected (:data:`SPEC_CORRECTIONS`: Tesla P4
+20 SMs of 128 cores, not 40 x 64; L4 58 SMs / 30.3 TFLOPS; H100 3.35 TB/s); the JSON's own values
+stay in ``descriptors.neusight_original``.
 """
 
 from __future__ import annotations
@@ -52,6 +55,22 @@ COLUMNS = (
 _INTS = ("B", "M", "N", "K", "Grid x", "Grid y", "Grid z", "Block x", "Block y", "Block z")
 _FLOATS = ("Latency", "Warps per SM", "Blocks per SM")
 _SPEC_KEYS = ("Device", "Dev_Mem", "Mem_Bw", "Num_Sm", "Core_Per_SM", "Freq", "SingleFLOPs", "L2Cache")
+
+#: Corrections of NeuSight's device JSONs where they disagree with the vendor's published specs.
+#: Applied on import (the data folder stays untouched); the JSON's own values are kept in the
+#: device's ``descriptors.neusight_original``. The clock convention stays NeuSight's (boost clock,
+#: peak = cores x 2 x boost), the one every other row uses.
+SPEC_CORRECTIONS: dict[str, tuple[dict[str, float], str]] = {
+    # GP104 has 20 SMs of 128 FP32 cores (2560 cores); the JSON splits them as 40 x 64, which
+    # halves the work per SM in the wave-quantisation features. Cores and peak are unchanged.
+    "Tesla_P4": ({"Num_Sm": 20, "Core_Per_SM": 128}, "NVIDIA Tesla P4 datasheet: GP104, 20 SMs, 2560 CUDA cores"),
+    # AD104 as shipped on L4 has 7424 CUDA cores = 58 SMs x 128; FP32 30.3 TFLOPS at the 2040 MHz
+    # boost clock (the JSON's 60 SMs / 31334 GFLOP/s are the full AD104 die's 7680 cores)
+    "NVIDIA_L4": ({"Num_Sm": 58, "SingleFLOPs": 30290},
+                  "NVIDIA L4 datasheet: 7424 CUDA cores, FP32 30.3 TFLOPS, 300 GB/s, 48 MB L2"),
+    # H100 SXM5 80 GB HBM3: 3.35 TB/s (the JSON's 3430 GB/s is not a published figure)
+    "NVIDIA_H100_80GB_HBM3": ({"Mem_Bw": 3350}, "NVIDIA H100 datasheet (SXM5): 3.35 TB/s HBM3, 132 SMs, 67 TFLOPS FP32"),
+}  # fmt: skip
 
 
 def device_id(device: pl.Expr) -> pl.Expr:
@@ -150,6 +169,7 @@ def _device_specs(path: Path, wanted: set[str]) -> pl.DataFrame:
         missing = [k for k in _SPEC_KEYS if k not in spec]
         if missing:
             raise SourceFormatError(f"{file}: missing key(s) {missing}")
+        spec, original, fix_source = apply_spec_correction(file.stem, spec)
         rows.append(
             {
                 "device_id": dev,
@@ -165,7 +185,9 @@ def _device_specs(path: Path, wanted: set[str]) -> pl.DataFrame:
                 "descriptors": json.dumps(
                     {
                         "core_per_sm": spec["Core_Per_SM"],
-                        "spec_source": f"NeuSight device_configs/{file.name}",
+                        "spec_source": f"NeuSight device_configs/{file.name}"
+                        + (f"; corrected from {fix_source}" if fix_source else ""),
+                        **({"neusight_original": original} if original else {}),
                     }
                 ),
             }
@@ -176,6 +198,17 @@ def _device_specs(path: Path, wanted: set[str]) -> pl.DataFrame:
     return pl.DataFrame(rows).with_columns(
         pl.concat_str([pl.lit("neusight"), pl.col("device_id")], separator="|").alias("measurement_id")
     )
+
+
+def apply_spec_correction(
+    stem: str, spec: dict[str, object]
+) -> tuple[dict[str, object], dict[str, object], str | None]:
+    """``spec`` with :data:`SPEC_CORRECTIONS` for ``stem`` applied, the replaced values, the source."""
+    if stem not in SPEC_CORRECTIONS:
+        return spec, {}, None
+    fix, source = SPEC_CORRECTIONS[stem]
+    original = {k: spec[k] for k in fix if k in spec and spec[k] != fix[k]}
+    return {**spec, **fix}, original, source if original else None
 
 
 def load(path: Path) -> dict[Kind, pl.DataFrame]:

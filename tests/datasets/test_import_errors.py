@@ -348,3 +348,18 @@ def test_import_killed_before_commit_leaves_store_byte_for_byte(
     # the next writer sweeps the killed writer's temporary file and the import then succeeds
     assert import_source("gpperf", folder, store=filled_store).rows["gemm"] == 16269
     assert not list(filled_store.root.rglob("*.tmp"))
+
+
+def test_neusight_spec_correction_applies_to_named_json_only_and_keeps_original() -> None:
+    from hwsurrogate.datasets.importers.neusight import apply_spec_correction
+
+    p4 = {"Device": "Tesla P4", "Num_Sm": 40, "Core_Per_SM": 64, "SingleFLOPs": 5699}
+    fixed, original, source = apply_spec_correction("Tesla_P4", p4)
+    assert (fixed["Num_Sm"], fixed["Core_Per_SM"], fixed["SingleFLOPs"]) == (20, 128, 5699)
+    assert original == {"Num_Sm": 40, "Core_Per_SM": 64} and source and "P4" in source
+    assert p4["Num_Sm"] == 40  # the input dict is not modified
+    same, none, no_source = apply_spec_correction("Tesla_T4", {"Num_Sm": 40})
+    assert (same, none, no_source) == ({"Num_Sm": 40}, {}, None)
+    # a JSON that already states the datasheet value records nothing as corrected
+    _, nothing, src = apply_spec_correction("Tesla_P4", {"Num_Sm": 20, "Core_Per_SM": 128})
+    assert (nothing, src) == ({}, None)

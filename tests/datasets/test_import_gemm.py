@@ -142,8 +142,18 @@ def test_neusight_devices_from_spec_jsons(neusight_frames: dict[str, pl.DataFram
         d["memory_gb"],
         d["clock_mhz"],
         d["l2_mb"],
-    ) == (60, 31334, 300, 24, 2040, 48)
+    ) == (58, 30290, 300, 24, 2040, 48)  # datasheet values (the JSON says 60 SMs, 31334 GFLOP/s)
+    assert json.loads(d["descriptors"])["neusight_original"] == {"Num_Sm": 60, "SingleFLOPs": 31334}
     assert neusight_frames["devices"].height == 8  # specs without measurements are not imported
+
+
+def test_neusight_p4_has_20_sms_of_128_cores_not_40_of_64(neusight_frames: dict[str, pl.DataFrame]) -> None:
+    d = neusight_frames["devices"].filter(pl.col("device_id") == "neusight/Tesla_P4").row(0, named=True)
+    desc = json.loads(d["descriptors"])
+    assert (d["cores"], desc["core_per_sm"], d["peak_fp32_gflops"]) == (20, 128, 5699)
+    assert desc["neusight_original"] == {"Num_Sm": 40, "Core_Per_SM": 64}
+    t4 = neusight_frames["devices"].filter(pl.col("device_id") == "neusight/Tesla_T4").row(0, named=True)
+    assert "neusight_original" not in json.loads(t4["descriptors"])  # uncorrected rows stay as published
 
 
 def test_neusight_kernel_grid_block_kept(neusight_frames: dict[str, pl.DataFrame]) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -80,7 +79,10 @@ class ThreadCounting(FakePredictor):
         return super().predict(queries)
 
 
-@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs 2+ cores to tell 1 thread from all")
+@pytest.mark.skipif(
+    _openmp_effective_n_threads() < 2,
+    reason="needs 2+ OpenMP threads (cores, and OMP_NUM_THREADS unset or >= 2) to tell 1 thread from all",
+)
 def test_small_calls_run_single_threaded_and_large_batches_keep_all_threads():
     inner = ThreadCounting()
     pred = CoalescingPredictor(inner, single_thread_rows=8)

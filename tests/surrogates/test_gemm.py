@@ -172,6 +172,38 @@ def test_train_logs_registers_and_reloads_with_identical_predictions(store: Data
     )
 
 
+def _aliases(name: str) -> set[str]:
+    try:
+        return set(MlflowClient().get_registered_model(name).aliases)
+    except mlflow.exceptions.MlflowException:  # not registered yet
+        return set()
+
+
+def test_promoted_gemm_model_is_cached_so_the_first_adaptation_skips_mlflow(
+    store: DatasetStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hwsurrogate.surrogates import registry
+    from hwsurrogate.surrogates.gemm_adapt import load_gemm_champion
+
+    if "champion" in _aliases("hws-gemm"):  # the MLflow DB is shared by the session's tests
+        MlflowClient().delete_registered_model_alias("hws-gemm", "champion")
+    _fill_store(store)
+    res = train_gemm_model(store, FAST)
+    assert res.promoted
+
+    def no_mlflow(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the champion cached at training time should have been used")
+
+    monkeypatch.setattr(registry, "load_predictor", no_mlflow)
+    champion = load_gemm_champion(store.root)
+    assert champion.version == str(res.version)
+    queries = res.test.select("device_id", "op", "m", "n", "k", "batch", "dtype", "layout")
+    np.testing.assert_array_equal(
+        champion.model.predict_frame(queries)["runtime_ms"].to_numpy(),
+        res.model.predict_frame(queries)["runtime_ms"].to_numpy(),
+    )
+
+
 def test_served_model_refuses_an_unknown_device_by_name(store: DatasetStore) -> None:
     _fill_store(store)
     res = train_gemm_model(store, GemmTrainConfig(max_iter=10, register=False))
@@ -261,3 +293,21 @@ def test_unstated_layout_is_featurised_as_nn() -> None:
     stated = gemm_features(pl.DataFrame({**base, "layout": ["nn", "nn"]}), devices_frame())
     unstated = gemm_features(pl.DataFrame({**base, "layout": [None, None]}), devices_frame())
     assert unstated["layout_code"].to_list() == stated["layout_code"].to_list()
+
+
+def test_alignment_bits_count_trailing_zero_bits_capped() -> None:
+    from hwsurrogate.surrogates.features import GEMM_MAX_ALIGN_BITS, alignment_bits
+
+    got = alignment_bits(np.array([1, 2, 12, 1024, 50272, 3, 768]))
+    assert got.tolist() == [0.0, 1.0, 2.0, float(GEMM_MAX_ALIGN_BITS), 5.0, 0.0, 7.0]
+
+
+def test_gemm_features_give_n_and_k_alignment_and_their_minimum() -> None:
+    from hwsurrogate.surrogates.features import gemm_features
+
+    q = pl.DataFrame({"device_id": ["test/gpu-a"] * 2, "op": ["linear", "bmm"], "m": [7, 7],
+                      "n": [768, 1000], "k": [50272, 4097], "batch": [1, 2], "dtype": ["fp32"] * 2})  # fmt: skip
+    f = gemm_features(q, devices_frame())
+    assert f["align_n"].to_list() == [7.0, 3.0]  # 768 = 256 x 3 (capped at 7); 1000 = 8 x 125
+    assert f["align_k"].to_list() == [5.0, 0.0]  # 50272 = 32 x 1571; 4097 odd
+    assert f["align_nk"].to_list() == [5.0, 0.0]

@@ -210,3 +210,90 @@ def test_champion_is_loaded_through_mlflow_once_then_from_a_cache_keyed_by_versi
     MlflowClient().set_registered_model_alias("hws-gemm", "champion", newer.version)
     with pytest.raises(AssertionError, match="cached champion"):
         load_gemm_champion(store_with_devices.root)
+
+
+# --------------------------------------------------------------------------- step 3: source-GPU term
+
+
+def test_nearest_sources_orders_training_gpus_by_peak_and_bandwidth_distance(predictor) -> None:
+    from hwsurrogate.surrogates.gemm_adapt import nearest_sources
+
+    runtime = predictor.model.runtime
+    new = devices_frame().filter(pl.col("device_id") == "test/gpu-new")  # 6000 GFLOP/s, 600 GB/s
+    # gpu-b (3000, 300) is one octave away in both; gpu-a (1000, 100) about 2.6 octaves
+    assert nearest_sources(runtime, new, 5) == ["test/gpu-b", "test/gpu-a"]
+    assert nearest_sources(runtime, new, 1) == ["test/gpu-b"]
+    assert nearest_sources(runtime, new, 0) == []
+    no_bw = new.with_columns(pl.lit(None, dtype=pl.Float64).alias("mem_bw_gbs"))
+    assert nearest_sources(runtime, no_bw, 5) == []  # nothing to measure a distance with
+
+
+def test_source_term_ridge_recovers_a_known_linear_gap_and_shrinks_with_a_large_ridge() -> None:
+    from hwsurrogate.surrogates.gemm_adapt import fit_source_term
+
+    gaps = np.array([[0.0, 1.0], [1.0, 0.0], [2.0, 1.0], [3.0, 0.0], [4.0, 1.0], [5.0, 0.0]])
+    residual = 0.2 + 0.5 * (gaps[:, 0] - 2.5)  # only the first source matters
+    center, coef = fit_source_term(gaps, residual, GemmAdaptConfig(source_ridge=1e-9, ridge_offset=1e-9))
+    assert center == pytest.approx([2.5, 0.5])
+    assert coef == pytest.approx([0.2, 0.5, 0.0], abs=1e-6)
+    _, shrunk = fit_source_term(gaps, residual, GemmAdaptConfig(source_ridge=1e9, ridge_offset=1e-9))
+    assert shrunk[0] == pytest.approx(0.2, abs=1e-6) and np.abs(shrunk[1:]).max() < 1e-6
+
+
+def _like_gpu_a(predictor, n: int, seed: int) -> pl.DataFrame:
+    """Shapes whose runtime on the new GPU is 0.4x what the model predicts for gpu-a: a pattern
+    the spec sheet of gpu-new cannot explain but the source term can (beta_a = 1)."""
+    rows = gemm_rows("test/gpu-new", n, seed=seed, power=False)
+    on_a = predictor.model.runtime.predict(rows.with_columns(pl.lit("test/gpu-a").alias("device_id")))
+    return rows.select("op", "m", "n", "k", "batch", "dtype").with_columns(
+        pl.Series("runtime_ms", 0.4 * on_a)
+    )
+
+
+def test_source_term_carries_a_known_gpus_shape_pattern_and_survives_reload(
+    store_with_devices, predictor
+) -> None:
+    from dataclasses import replace
+
+    meas = _like_gpu_a(predictor, 12, seed=21)
+    root = store_with_devices.root
+    record, _ = adapt_gemm("test/gpu-new", meas, store_root=root, predictor=predictor)
+    assert record.correction.source_devices == ["test/gpu-b", "test/gpu-a"]
+    assert len(record.correction.source_coef) == 3 and len(record.correction.source_center) == 2
+    test = _like_gpu_a(predictor, 80, seed=23)
+    y = test["runtime_ms"].to_numpy()
+    loaded = load_adapted("test/gpu-new", root)
+    with_src = predict_adapted(predictor.model, loaded, test)["runtime_ms"].to_numpy()
+    assert with_src == pytest.approx(predict_adapted(predictor.model, record, test)["runtime_ms"].to_numpy())
+    without, _ = adapt_gemm("test/gpu-new", meas, store_root=root, predictor=predictor,
+                            config=replace(GemmAdaptConfig(), use_sources=False))  # fmt: skip
+    assert without.correction.source_devices == []
+    no_src = predict_adapted(predictor.model, without, test)["runtime_ms"].to_numpy()
+    err = lambda p: float(np.mean(np.abs(p - y) / y))  # noqa: E731
+    assert err(with_src) < 0.75 * err(no_src)  # 0.14 vs 0.24 when written
+
+
+def test_source_term_needs_min_for_sources_measurements(store_with_devices, predictor) -> None:
+    meas = _like_gpu_a(predictor, 4, seed=31)  # below the default of 5
+    record, _ = adapt_gemm("test/gpu-new", meas, store_root=store_with_devices.root, predictor=predictor)
+    assert (record.correction.source_devices, record.correction.source_coef) == ([], [])
+
+
+def test_records_without_a_source_term_load_and_predict_as_steps_one_and_two(
+    store_with_devices, predictor
+) -> None:
+    from dataclasses import replace
+
+    root = store_with_devices.root
+    meas = _measurements(10)
+    plain, path = adapt_gemm("test/gpu-new", meas, store_root=root, predictor=predictor,
+                             config=replace(GemmAdaptConfig(), use_sources=False))  # fmt: skip
+    old = json.loads(path.read_text())
+    for key in ("source_devices", "source_center", "source_coef"):
+        del old["correction"][key]  # a record written before step 3 existed
+    path.write_text(json.dumps(old))
+    loaded = load_adapted("test/gpu-new", root)
+    test = _measurements(20, seed=41)
+    assert predict_adapted(predictor.model, loaded, test)["runtime_ms"].to_numpy() == pytest.approx(
+        predict_adapted(predictor.model, plain, test)["runtime_ms"].to_numpy()
+    )
