@@ -21,7 +21,15 @@ from hwsurrogate.progress import track
 from .bench_gemm import _log_bench
 from .benchreport import BenchReport, json_option
 from .features import hlsyn_features, powergear_features
-from .fpga_model import HLS4ML_TARGETS, HLSYN_TARGETS, FpgaRegressor, LogTreeEnsemble, hlsyn_targets
+from .fpga_model import (
+    HLS4ML_TARGETS,
+    HLSYN_TARGETS,
+    HLSYN_TREE_PARAMS,
+    FpgaRegressor,
+    LogTreeEnsemble,
+    hlsyn_reported_targets,
+    hlsyn_targets,
+)
 from .tracking import regression_metrics
 from .train_fpga import HLSYN_TEST_KERNELS, hlsyn_frame, regression_rows
 
@@ -36,57 +44,147 @@ def _rmse(y: np.ndarray, p: np.ndarray) -> float:
     return float(np.sqrt(np.mean((y[ok] - p[ok]) ** 2)))
 
 
+def _hlsyn_tree(gstats: pl.DataFrame, graphs: pl.DataFrame | None, max_iter: int) -> FpgaRegressor:
+    """The benchmark's tree: loop-nest features + physics targets (chosen on training-kernel CV)."""
+    physics = graphs is not None and graphs.height > 0
+    return FpgaRegressor(kind="hlsyn", targets=HLSYN_TARGETS, log_target=False, graph_stats=gstats,
+                         graphs=graphs if physics else None, physics=physics, max_iter=max_iter,
+                         **HLSYN_TREE_PARAMS)  # fmt: skip
+
+
+def _rmse_rows(report: BenchReport, split: str, y: np.ndarray, pred: np.ndarray, tool: str, model: str,
+               n: int) -> dict[str, float]:  # fmt: skip
+    per = {t: _rmse(y[:, j], pred[:, j]) for j, t in enumerate(HLSYN_TARGETS)}
+    label = "" if model == "tree" else f" ({model})"
+    report.add(f"summed RMSE{label}", split, sum(per.values()), anchor=HLSYN_FLOOR[tool],
+               target=HLSYN_FLOOR[tool] / 2, anchor_source="target = half the published floor", n=n)  # fmt: skip
+    for t, v in per.items():
+        report.add(f"RMSE {t}{label}", split, v, n=n)
+    return per
+
+
 @click.command("fpga-hlsyn")
 @json_option("fpga-hlsyn")
 @click.option("--tool", "tools", multiple=True, type=click.Choice(["v18", "v20"]), default=("v18", "v20"),
               show_default=True)  # fmt: skip
 @click.option("--test-kernel", "test_kernels", multiple=True, help="Override HLSyn's held-out kernels.")
-@click.option("--max-iter", default=300, show_default=True)
+@click.option("--max-iter", default=150, show_default=True, help="Boosting iterations per target (trees).")
+@click.option(
+    "--gnn/--no-gnn", default=True, show_default=True, help="Also train and score the program-graph GNN."
+)
+@click.option("--gnn-seconds", default=150.0, show_default=True,
+              help="Wall-clock cap on GNN training per tool (early stopping keeps the best epoch).")  # fmt: skip
+@click.option("--gnn-designs-per-kernel", default=100, show_default=True,
+              help="GNN trains on at most this many designs per training kernel (seeded subsample).")  # fmt: skip
+@click.option("--seed", default=0, show_default=True, help="GNN seed (subsample, validation kernels, init).")
 def bench_hlsyn(
-    json_path: str | None, tools: tuple[str, ...], test_kernels: tuple[str, ...], max_iter: int
-) -> None:
+    json_path: str | None, tools: tuple[str, ...], test_kernels: tuple[str, ...], max_iter: int, gnn: bool,
+    gnn_seconds: float, gnn_designs_per_kernel: int, seed: int,
+) -> None:  # fmt: skip
     """HLSyn protocol: HLSyn's held-out kernels, RMSE of normalised targets and validity F1.
 
-    perf = log2(1e7 / cycles) / 2, util_* = total / U200 capacity (LUT 1,182,240; FF 2,364,480;
-    DSP 6,840; BRAM_18K 4,320). The floor (predicting the training mean) is printed beside the
-    published floor as a sanity check of the split; the target is half of that floor.
+    Main rows ("HLSyn protocol") follow HLSyn's code (ZongyueQin/HLSyn baselines/src/data.py and
+    config.py): regression on every design with perf >= 100 cycles, valid or not (invalid designs
+    can use several times the device), perf = log2(1e7 / cycles) / 2 and util_* = the tool-reported
+    utilisation fractions (0 where the report is empty). Its train-mean floor reproduces the
+    published 3.735 (v18) / 3.445 (v20). Two earlier variants are kept: valid designs only, and
+    designs with a resource report (util = total / U200 capacity).
+
+    Models: the tree (gradient boosting on pragma vectors, kernel graph statistics and analytical
+    loop-nest features, perf fitted as a residual on the loop iteration count, utils in log2),
+    the GNN (program graph with pragma values on pragma nodes, :mod:`.hlsyn_gnn`) and their mean.
+    The GNN's early-stopping kernels (a fifth of the TRAINING kernels) also decide which of the
+    three is "selected"; the held-out test kernels are never used for any choice.
     """
+    import time
+
+    from .hlsyn_gnn import HlsynGNNConfig, HlsynGNNRegressor
+    from .hlsyn_graphs import kernel_graphs
+    from .train_fpga import hlsyn_graph_rows, hlsyn_protocol_rows
+
+    cpu0 = time.process_time()
     report = BenchReport("fpga-hlsyn", "HLSyn (NeurIPS'23 D&B): held-out kernels per tool version")
     store = DatasetStore()
     frame, gstats = hlsyn_frame(store)
     if frame.height == 0:
         raise TrainingDataError("the store has no hlsyn rows: run `hws data import hlsyn` first")
+    graphs = hlsyn_graph_rows(store)
+    kgraphs = kernel_graphs(graphs) if graphs.height else {}
+    report.data = {"held_out_kernels": {t: list(test_kernels) or list(HLSYN_TEST_KERNELS[t]) for t in tools},
+                   "gnn": {}}  # fmt: skip
     for tool in tools:
         part = frame.filter(pl.col("tool_tag") == tool)
         held = list(test_kernels) or list(HLSYN_TEST_KERNELS[tool])
         is_test = pl.col("kernel").is_in(held)
-        for variant, rows in (("valid designs", regression_rows(part).filter(pl.col("valid"))),
-                              ("all designs with results", regression_rows(part))):  # fmt: skip
-            tr, te = rows.filter(~is_test), rows.filter(is_test)
-            ytr, yte = hlsyn_targets(tr).to_numpy(), hlsyn_targets(te).to_numpy()
+        # ---- HLSyn protocol: tree, GNN, mean
+        rows = hlsyn_protocol_rows(part)
+        tr, te = rows.filter(~is_test), rows.filter(is_test)
+        if tr.height == 0 or te.height == 0:
+            raise TrainingDataError(
+                f"fpga-hlsyn {tool}: split left {tr.height} train / {te.height} test rows"
+            )
+        ytr, yte = hlsyn_reported_targets(tr).to_numpy(), hlsyn_reported_targets(te).to_numpy()
+        split = f"{tool} HLSyn protocol: perf >= 100 cycles, invalid included ({te.height} test rows, {len(held)} kernels)"
+        floor = sum(_rmse(yte[:, j], np.full(len(yte), ytr[:, j].mean())) for j in range(len(HLSYN_TARGETS)))
+        report.add("summed RMSE, train-mean floor", split, floor, anchor=HLSYN_FLOOR[tool],
+                   anchor_source="HLSyn floor (brief); reproduced by this protocol", n=te.height)  # fmt: skip
+        t_tree = time.perf_counter()
+        p_tree = _hlsyn_tree(gstats, graphs, max_iter).fit(tr, ytr).predict(te)
+        details: dict = {"floor": floor, "n_train": tr.height, "n_test": te.height,
+                         "tree_fit_predict_s": round(time.perf_counter() - t_tree, 1)}  # fmt: skip
+        details["tree"] = _rmse_rows(report, split, yte, p_tree, tool, "tree", te.height)
+        if gnn and kgraphs:
+            t_gnn = time.perf_counter()
+            cfg = HlsynGNNConfig(
+                max_seconds=gnn_seconds, max_designs_per_kernel=gnn_designs_per_kernel, seed=seed
+            )
+            net = HlsynGNNRegressor(kgraphs, cfg).fit(tr, ytr)
+            p_gnn = net.predict(te)
+            details["gnn_fit_predict_s"] = round(time.perf_counter() - t_gnn, 1)
+            details["gnn"] = _rmse_rows(report, split, yte, p_gnn, tool, "GNN", te.height)
+            details["tree+GNN mean"] = _rmse_rows(report, split, yte, (p_tree + p_gnn) / 2, tool, "tree+GNN mean",
+                                                  te.height)  # fmt: skip
+            # validation on the GNN's early-stopping kernels (training kernels only) picks the model
+            in_val = pl.col("kernel").is_in(net.val_kernels_)
+            vtr, vva = tr.filter(~in_val), tr.filter(in_val)
+            yv = hlsyn_reported_targets(vva).to_numpy()
+            pv_tree = _hlsyn_tree(gstats, graphs, max_iter).fit(vtr, hlsyn_reported_targets(vtr)).predict(vva)
+            pv_gnn = net.predict(vva)
+            val = {name: float(sum(_rmse(yv[:, j], p[:, j]) for j in range(len(HLSYN_TARGETS))))
+                   for name, p in (("tree", pv_tree), ("GNN", pv_gnn), ("tree+GNN mean", (pv_tree + pv_gnn) / 2))}  # fmt: skip
+            chosen = min(val, key=val.get)
+            details["validation"] = {"kernels": net.val_kernels_, "summed_rmse": val, "selected": chosen,
+                                     "note": "GNN early-stopped on these kernels: its validation number is optimistic"}  # fmt: skip
+            sel = {"tree": p_tree, "GNN": p_gnn, "tree+GNN mean": (p_tree + p_gnn) / 2}[chosen]
+            total = sum(_rmse(yte[:, j], sel[:, j]) for j in range(len(HLSYN_TARGETS)))
+            report.add(f"summed RMSE, selected on validation kernels ({chosen})", split, total,
+                       anchor=HLSYN_FLOOR[tool], target=HLSYN_FLOOR[tool] / 2,
+                       anchor_source="target = half the published floor", n=te.height)  # fmt: skip
+            report.data["gnn"][tool] = {"config": net.get_config(), "epochs": len(net.history_),
+                                        "fit_seconds": round(net.fit_seconds_, 1),
+                                        "val_kernels": net.val_kernels_}  # fmt: skip
+        report.details[f"{tool}/HLSyn protocol"] = details
+        # ---- earlier variants (tree only)
+        for variant, vrows, target_fn in (
+            ("valid designs", regression_rows(part).filter(pl.col("valid")), hlsyn_targets),
+            ("all designs with results", regression_rows(part), hlsyn_targets),
+        ):
+            tr, te = vrows.filter(~is_test), vrows.filter(is_test)
+            ytr, yte = target_fn(tr).to_numpy(), target_fn(te).to_numpy()
             floor = sum(
                 _rmse(yte[:, j], np.full(len(yte), np.nanmean(ytr[:, j]))) for j in range(len(HLSYN_TARGETS))
             )
-            reg = FpgaRegressor(kind="hlsyn", targets=HLSYN_TARGETS, log_target=False, graph_stats=gstats,
-                                max_iter=max_iter, learning_rate=0.05)  # fmt: skip
-            pred = reg.fit(tr, hlsyn_targets(tr)).predict(te)
-            per = {t: _rmse(yte[:, j], pred[:, j]) for j, t in enumerate(HLSYN_TARGETS)}
-            total = sum(per.values())
+            pred = _hlsyn_tree(gstats, graphs, max_iter).fit(tr, ytr).predict(te)
             split = f"{tool} {variant} ({te.height} test rows, {len(held)} kernels)"
             report.add("summed RMSE, train-mean floor", split, floor, anchor=HLSYN_FLOOR[tool],
-                       anchor_source="HLSyn floor (brief)", n=te.height)  # fmt: skip
-            report.add("summed RMSE", split, total, anchor=HLSYN_FLOOR[tool], target=HLSYN_FLOOR[tool] / 2,
-                       anchor_source="target = half the published floor", n=te.height)  # fmt: skip
-            for t, v in per.items():
-                report.add(f"RMSE {t}", split, v, n=te.height)
-            report.details[f"{tool}/{variant}"] = {
-                "floor": floor,
-                "rmse": per,
-                "n_train": tr.height,
-                "n_test": te.height,
-            }
+                       anchor_source="HLSyn floor (brief), different rows", n=te.height)  # fmt: skip
+            per = _rmse_rows(report, split, yte, pred, tool, "tree", te.height)
+            report.details[f"{tool}/{variant}"] = {"floor": floor, "rmse": per, "n_train": tr.height,
+                                                   "n_test": te.height}  # fmt: skip
         cls = part.filter(pl.col("valid").is_not_null())
         ctr, cte = cls.filter(~is_test), cls.filter(is_test)
+        # pragma vectors + graph statistics; the loop-nest features did not help validity on
+        # training-kernel GroupKFold (v20 accuracy 0.66 -> 0.59), so the classifier leaves them out
         xtr, xte = hlsyn_features(ctr, gstats).to_numpy(), hlsyn_features(cte, gstats).to_numpy()
         empty = np.isnan(xtr).all(axis=0)  # e.g. positions no training kernel uses: a constant
         xtr[:, empty], xte[:, empty] = 0.0, 0.0
@@ -99,7 +197,9 @@ def bench_hlsyn(
                    n=cte.height)  # fmt: skip
         report.add("validity accuracy, majority class", f"{tool}", float(max(yv.mean(), 1 - yv.mean())),
                    direction=">=", n=cte.height)  # fmt: skip
-    report.data = {"held_out_kernels": {t: list(test_kernels) or list(HLSYN_TEST_KERNELS[t]) for t in tools}}
+    report.data["cpu_s_main_process"] = round(time.process_time() - cpu0, 1)
+    report.data["note"] = ("wall time measured on a 2-core machine shared by up to 5 sessions; "
+                           "cpu_s_main_process is this process's CPU time")  # fmt: skip
     _log_bench(report)
     report.emit(json_path)
 

@@ -648,11 +648,16 @@ def _pragma_long(queries: pl.DataFrame) -> pl.DataFrame:
     return long
 
 
-def hlsyn_features(queries: pl.DataFrame, graph_stats: pl.DataFrame | None = None) -> pl.DataFrame:
+def hlsyn_features(
+    queries: pl.DataFrame, graph_stats: pl.DataFrame | None = None, graphs: dict | None = None
+) -> pl.DataFrame:
     """Pragma-vector features of HLSyn/HARP designs, plus kernel graph statistics when given.
 
     ``graph_stats`` is one row per ``kernel`` with numeric columns (node/edge/type counts of the
     program graph); kernels missing from it get NaN (trees handle missing values).
+    ``graphs`` (kernel -> :class:`.hlsyn_graphs.KernelGraph`) adds the analytical loop-nest
+    features of :func:`.hlsyn_graphs.loop_features` (trip counts x parallel factors x body ops);
+    a design of a kernel without a graph gets NaN there.
     """
     missing = [c for c in HLSYN_QUERY_COLUMNS if c not in queries.columns]
     if missing:
@@ -728,7 +733,25 @@ def hlsyn_features(queries: pl.DataFrame, graph_stats: pl.DataFrame | None = Non
             .sort("_r")
         )
         feats = feats.hstack(joined.select((pl.col(c) + 1).log(2).alias(f"g_{c}") for c in stat_cols))
+    if graphs is not None:
+        feats = feats.hstack(_hlsyn_loop_frame(queries, graphs))
     return feats
+
+
+def _hlsyn_loop_frame(queries: pl.DataFrame, graphs: dict) -> pl.DataFrame:
+    """:func:`.hlsyn_graphs.loop_features` of every row, computed per kernel (NaN without a graph)."""
+    from .hlsyn_graphs import LOOP_FEATURES, loop_features, pragma_values
+
+    out = np.full((queries.height, len(LOOP_FEATURES)), np.nan)
+    kernels = queries["kernel"].cast(pl.String)
+    idx = pl.DataFrame({"kernel": kernels}).with_row_index("_r").group_by("kernel").agg("_r")
+    for kernel, rows in idx.iter_rows():
+        kg = graphs.get(kernel)
+        if kg is None:
+            continue
+        r = np.asarray(rows, dtype=np.int64)
+        out[r] = loop_features(kg, pragma_values(kg, queries["pragmas"].cast(pl.String).gather(r)))
+    return pl.DataFrame(out, schema=list(LOOP_FEATURES), orient="row")
 
 
 #: node opcodes whose counts describe a kernel's work (loops ~ icmp, memory, arithmetic).

@@ -31,6 +31,14 @@ from .gemm_model import as_polars
 
 HLS4ML_TARGETS: tuple[str, ...] = ("lut", "ff", "dsp", "bram", "cycles", "ii")
 HLSYN_TARGETS: tuple[str, ...] = ("perf", "util_lut", "util_ff", "util_dsp", "util_bram")
+#: tree settings for HLSyn, chosen on GroupKFold(5) over the training kernels (summed RMSE v18/v20):
+#: leaf >= 20 / 31 leaves / 300 it 2.958/2.532, leaf >= 50 / 15 / 300 2.940/2.475,
+#: leaf >= 100 / 15 leaves / 150 it 2.948/2.353 (kept; also the cheapest).
+HLSYN_TREE_PARAMS: dict[str, float | int] = {
+    "min_samples_leaf": 100,
+    "max_leaf_nodes": 15,
+    "learning_rate": 0.05,
+}
 #: Alveo U200 capacities (HLSyn/HARP device): LUT, FF, DSP, BRAM_18K.
 U200_CAPACITY: dict[str, float] = {"lut": 1_182_240.0, "ff": 2_364_480.0, "dsp": 6_840.0, "bram": 4_320.0}
 
@@ -40,6 +48,25 @@ def hlsyn_targets(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.select(
         ((1e7 / pl.col("cycles")).log(2) / 2).alias("perf"),
         *((pl.col(r) / cap).alias(f"util_{r}") for r, cap in U200_CAPACITY.items()),
+    )
+
+
+def hlsyn_reported_targets(frame: pl.DataFrame) -> pl.DataFrame:
+    """HLSyn's regression targets exactly as its code builds them (``baselines/src/data.py``):
+    ``perf = log2(1e7 / cycles) / 2`` and the tool-REPORTED ``util-*`` fractions (2 decimals;
+    0 where the report has no resources), kept in the row's ``extra`` JSON by the importer.
+    Falls back to ``total / U200 capacity`` where a row has no reported value."""
+    ex = pl.col("extra")
+    return frame.select(
+        ((1e7 / pl.col("cycles")).log(2) / 2).alias("perf"),
+        *(
+            ex.str.json_path_match(f"$.util_{r}")
+            .cast(pl.Float64, strict=False)
+            .fill_null(pl.col(r) / cap)
+            .fill_null(0.0)
+            .alias(f"util_{r}")
+            for r, cap in U200_CAPACITY.items()
+        ),
     )
 
 
@@ -56,6 +83,13 @@ class FpgaRegressor(RegressorMixin, BaseEstimator):
         Fit ``log1p(y)`` (resources, cycles) instead of ``y``.
     graph_stats : polars.DataFrame or None
         Per-kernel program-graph statistics (hlsyn); baked into the fitted model.
+    graphs : polars.DataFrame or None
+        ``program_graphs`` rows (hlsyn): adds the analytical loop-nest features of
+        :func:`.hlsyn_graphs.loop_features`; baked into the fitted model.
+    physics : bool
+        hlsyn only (needs ``graphs``): fit ``perf`` as a residual on ``-0.5 * log2(sequential
+        loop iterations)`` and utilisations as ``log2(util + 0.01)``; predictions are returned in
+        HLSyn's space. Chosen over plain targets on training-kernel GroupKFold (see docs/fpga-hlsyn.md).
     """
 
     _parameter_constraints: dict[str, list[Any]] = {
@@ -63,6 +97,8 @@ class FpgaRegressor(RegressorMixin, BaseEstimator):
         "targets": [tuple, list],
         "log_target": ["boolean"],
         "graph_stats": [pl.DataFrame, None],
+        "graphs": [pl.DataFrame, None],
+        "physics": ["boolean"],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
         "max_leaf_nodes": [Interval(Integral, 2, None, closed="left")],
@@ -77,6 +113,8 @@ class FpgaRegressor(RegressorMixin, BaseEstimator):
         targets: tuple[str, ...] = HLS4ML_TARGETS,
         log_target: bool = True,
         graph_stats: pl.DataFrame | None = None,
+        graphs: pl.DataFrame | None = None,
+        physics: bool = False,
         max_iter: int = 400,
         learning_rate: float = 0.05,
         max_leaf_nodes: int = 31,
@@ -87,18 +125,38 @@ class FpgaRegressor(RegressorMixin, BaseEstimator):
         self.targets = targets
         self.log_target = log_target
         self.graph_stats = graph_stats
+        self.graphs = graphs
+        self.physics = physics
         self.max_iter = max_iter
         self.learning_rate = learning_rate
         self.max_leaf_nodes = max_leaf_nodes
         self.min_samples_leaf = min_samples_leaf
         self.random_state = random_state
 
+    def _kernel_graphs(self) -> dict | None:
+        if self.kind != "hlsyn" or self.graphs is None or not self.graphs.height:
+            return None
+        from .hlsyn_graphs import kernel_graphs
+
+        return kernel_graphs(self.graphs)
+
+    def _perf_base(self, x: np.ndarray) -> np.ndarray:
+        from .hlsyn_graphs import LOOP_FEATURES
+
+        col = self.n_features_in_ - len(LOOP_FEATURES) + LOOP_FEATURES.index("lp_log2_seq_iters")
+        return -0.5 * np.nan_to_num(x[:, col], nan=0.0)
+
+    def _physics_on(self, target: str) -> bool:
+        return (
+            bool(self.physics) and self.kind == "hlsyn" and (target == "perf" or target.startswith("util_"))
+        )
+
     def _features(self, X: Any) -> np.ndarray:
         q = as_polars(X)
         if self.kind == "hls4ml":
             f = hls4ml_features(q, parts=getattr(self, "parts_", ()))
         else:
-            f = hlsyn_features(q, getattr(self, "graph_stats_", None))
+            f = hlsyn_features(q, getattr(self, "graph_stats_", None), self._kernel_graphs())
         x = f.to_numpy().astype(np.float64)
         empty = getattr(self, "empty_features_", None)
         if empty is not None:
@@ -121,6 +179,8 @@ class FpgaRegressor(RegressorMixin, BaseEstimator):
             raise ValueError(f"y has shape {ymat.shape}; expected ({q.height}, {len(self.targets)})")
         if self.log_target and (ymat[np.isfinite(ymat)] < 0).any():
             raise ValueError("log_target=True needs y >= 0")
+        if self.physics and (self.kind != "hlsyn" or self.graphs is None):
+            raise ValueError("physics=True needs kind='hlsyn' and the program graphs (parameter 'graphs')")
         if self.kind == "hls4ml":
             self.parts_ = tuple(sorted(q["part"].cast(pl.String).drop_nulls().unique().to_list()))
         self.graph_stats_ = self.graph_stats
@@ -128,6 +188,7 @@ class FpgaRegressor(RegressorMixin, BaseEstimator):
         x = self._features(q)
         self.empty_features_ = np.flatnonzero(np.isnan(x).all(axis=0))
         x[:, self.empty_features_] = 0.0
+        self.n_features_in_ = x.shape[1]
         self.models_: dict[str, HistGradientBoostingRegressor | None] = {}
         for j, t in enumerate(self.targets):
             ok = np.isfinite(ymat[:, j])
@@ -135,6 +196,12 @@ class FpgaRegressor(RegressorMixin, BaseEstimator):
                 self.models_[t] = None  # no usable rows for this target: predicts NaN
                 continue
             z = np.log1p(ymat[ok, j]) if self.log_target else ymat[ok, j]
+            if self._physics_on(t):
+                z = (
+                    ymat[ok, j] - self._perf_base(x[ok])
+                    if t == "perf"
+                    else np.log2(np.clip(ymat[ok, j], 0, None) + 0.01)
+                )
             self.models_[t] = HistGradientBoostingRegressor(
                 max_iter=self.max_iter,
                 learning_rate=self.learning_rate,
@@ -154,6 +221,8 @@ class FpgaRegressor(RegressorMixin, BaseEstimator):
             if m is not None:
                 z = m.predict(x)
                 out[:, j] = np.expm1(z) if self.log_target else z
+                if self._physics_on(t):
+                    out[:, j] = z + self._perf_base(x) if t == "perf" else np.clip(2.0**z - 0.01, 0, None)
         return out
 
 

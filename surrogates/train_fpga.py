@@ -24,6 +24,7 @@ from .features import program_graph_stats
 from .fpga_model import (
     HLS4ML_TARGETS,
     HLSYN_TARGETS,
+    HLSYN_TREE_PARAMS,
     FpgaPyfunc,
     FpgaRegressor,
     fit_validity_classifier,
@@ -56,6 +57,8 @@ class FpgaTrainConfig:
     learning_rate: float = 0.05
     seed: int = 0
     register: bool = True
+    model: str = "tree"  # fpga-hlsyn: "tree" (gradient boosting) or "gnn" (program-graph GNN)
+    gnn_seconds: float = 200.0  # fpga-hlsyn GNN: wall-clock cap on training
 
 
 @dataclass
@@ -177,6 +180,23 @@ def hlsyn_frame(
     return frame, program_graph_stats(graphs)
 
 
+#: HLSyn's ``min_allowed_latency``: regression keeps designs with perf >= 100 cycles, valid or not.
+HLSYN_MIN_CYCLES = 100.0
+
+
+def hlsyn_protocol_rows(frame: pl.DataFrame) -> pl.DataFrame:
+    """HLSyn's regression rows (``baselines/src/data.py`` with ``invalid=False``): every design
+    whose latency is >= 100 cycles, INCLUDING invalid designs (over-utilised, util > 1) and designs
+    whose resource report is empty (util 0). Reproduces the published train-mean floor exactly."""
+    return frame.filter(pl.col("cycles") >= HLSYN_MIN_CYCLES)
+
+
+def hlsyn_graph_rows(store: DatasetStore) -> pl.DataFrame:
+    """The ``program_graphs`` rows of the HLSyn kernels (nodes/edges JSON, one row per kernel)."""
+    graphs = store.read("program_graphs")
+    return graphs.filter(pl.col("domain") == "hlsyn") if graphs.height else graphs
+
+
 def regression_rows(frame: pl.DataFrame) -> pl.DataFrame:
     """Designs with a latency and resources (zero LUT or cycles mean 'no result', not zero)."""
     return frame.filter((pl.col("cycles") > 0) & (pl.col("lut") > 0))
@@ -199,11 +219,49 @@ def train_hlsyn_model(
         raise TrainingDataError(f"fpga-hlsyn: only {train.height} training rows outside the held-out kernels")
     if test.height == 0:  # small or custom data: fall back to a kernel split
         train, test = group_split(reg_rows, ["kernel"], test_frac=config.test_frac, seed=config.seed)
-    reg = FpgaRegressor(kind="hlsyn", targets=HLSYN_TARGETS, log_target=False, graph_stats=gstats,
-                        max_iter=config.max_iter, learning_rate=config.learning_rate, random_state=config.seed)  # fmt: skip
+    graphs = hlsyn_graph_rows(store)
     cls_rows = frame.filter(pl.col("valid").is_not_null() & ~is_test)
+    if config.model == "gnn":
+        return _train_hlsyn_gnn(train, test, graphs, config, store)
+    if config.model != "tree":
+        raise ValueError(f"fpga-hlsyn: model must be 'tree' or 'gnn', got {config.model!r}")
+    physics = graphs.height > 0  # loop-nest features + physics targets, as in `hws bench fpga-hlsyn`
+    reg = FpgaRegressor(kind="hlsyn", targets=HLSYN_TARGETS, log_target=False, graph_stats=gstats,
+                        graphs=graphs if physics else None, physics=physics, max_iter=config.max_iter,
+                        min_samples_leaf=HLSYN_TREE_PARAMS["min_samples_leaf"],
+                        max_leaf_nodes=HLSYN_TREE_PARAMS["max_leaf_nodes"], learning_rate=config.learning_rate,
+                        random_state=config.seed)  # fmt: skip
     return _run("fpga-hlsyn", train, test, reg, hlsyn_targets(train), ("cycles", "lut", "ff", "dsp", "bram"), config,
                 store, classifier_rows=cls_rows)  # fmt: skip
+
+
+def _train_hlsyn_gnn(
+    train: pl.DataFrame,
+    test: pl.DataFrame,
+    graphs: pl.DataFrame,
+    config: FpgaTrainConfig,
+    store: DatasetStore,
+) -> FpgaTrainResult:
+    """The program-graph GNN (:mod:`.hlsyn_gnn`) through the same MLflow run/registry path as the tree.
+
+    Only kernels with a program graph can be encoded; the validity output stays empty (null)."""
+    from .hlsyn_gnn import HlsynGNNConfig, HlsynGNNRegressor
+    from .hlsyn_graphs import kernel_graphs
+
+    if graphs.height == 0:
+        raise TrainingDataError(
+            "fpga-hlsyn --model gnn needs program graphs: run `hws data import hlsyn` first"
+        )
+    kg = kernel_graphs(graphs)
+    known = pl.col("kernel").is_in(sorted(kg))
+    train, test = train.filter(known), test.filter(known)
+    if train.height < 2 or test.height == 0:
+        raise TrainingDataError(
+            f"fpga-hlsyn --model gnn: {train.height} train / {test.height} test rows have a program graph"
+        )
+    gnn = HlsynGNNRegressor(kg, HlsynGNNConfig(seed=config.seed, max_seconds=config.gnn_seconds))
+    return _run("fpga-hlsyn", train, test, gnn, hlsyn_targets(train), ("cycles", "lut", "ff", "dsp", "bram"), config,
+                store)  # fmt: skip
 
 
 def _echo(res: FpgaTrainResult, task: str, t0: float) -> None:
@@ -252,12 +310,18 @@ def train_hls4ml(sources: tuple[str, ...], max_iter: int, seed: int, no_register
 
 @click.command("fpga-hlsyn")
 @_options
-def train_hlsyn(sources: tuple[str, ...], max_iter: int, seed: int, no_register: bool) -> None:
+@click.option("--model", type=click.Choice(["tree", "gnn"]), default="tree", show_default=True,
+              help="tree: gradient boosting with loop-nest features; gnn: program-graph GNN (no validity output).")  # fmt: skip
+@click.option("--gnn-seconds", default=200.0, show_default=True, help="GNN: wall-clock cap on training.")
+def train_hlsyn(
+    sources: tuple[str, ...], max_iter: int, seed: int, no_register: bool, model: str, gnn_seconds: float
+) -> None:
     """Train the HLSyn/HARP design model (cycles, LUT/FF/DSP/BRAM, validity) and register it.
 
     Inputs: kernel name, pragma values (JSON) and tool; kernel identity comes from program-graph
     statistics of the `program_graphs` table, baked into the model. HLSyn's test kernels are held out.
     """
     t0 = time.perf_counter()
-    cfg = FpgaTrainConfig(sources=sources, max_iter=max_iter, seed=seed, register=not no_register)
+    cfg = FpgaTrainConfig(sources=sources, max_iter=max_iter, seed=seed, register=not no_register, model=model,
+                          gnn_seconds=gnn_seconds)  # fmt: skip
     _echo(train_hlsyn_model(config=cfg), "fpga-hlsyn", t0)

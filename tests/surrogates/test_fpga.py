@@ -193,9 +193,22 @@ def test_hls4ml_train_logs_registers_and_reloads_identically(store: DatasetStore
     assert "test_dsp_smape" in MlflowClient().get_run(res.run_id).data.metrics
 
 
+def _graphs_with_pragmas() -> pl.DataFrame:
+    """ka/kb: one loop (icmp bound 64) annotated by __PARA__L0 and __PIPE__L0 pragma nodes."""
+    nodes = [
+        {"id": 0, "type": 0, "text": "icmp", "full_text": "%c = icmp slt i32 %0, 64", "block": 1},
+        {"id": 1, "type": 0, "text": "fmul", "block": 2},
+        {"id": 2, "type": 3, "text": "PIPELINE", "block": 1, "pragma": "__PIPE__L0"},
+        {"id": 3, "type": 3, "text": "PARALLEL", "block": 1, "pragma": "__PARA__L0"},
+    ]
+    edges = [[0, 1, 1, 0], [2, 0, 3, 0], [0, 2, 3, 0], [3, 0, 3, 0], [0, 3, 3, 0]]
+    return _graphs().with_columns(pl.lit(json.dumps(nodes)).alias("nodes"), pl.lit(json.dumps(edges)).alias("edges"),
+                                  pl.lit(4).alias("n_nodes"), pl.lit(2).alias("n_pragma_nodes"))  # fmt: skip
+
+
 def test_hlsyn_train_with_graph_stats_and_validity(store: DatasetStore) -> None:
     store.append("fpga", _hlsyn_rows(), partition="test")
-    store.append("program_graphs", _graphs().with_columns(
+    store.append("program_graphs", _graphs_with_pragmas().with_columns(
         pl.lit("test").alias("source"), pl.lit("tests").alias("origin"), pl.lit(NOW).alias("imported_at"),
         pl.col("graph_id").alias("measurement_id")), partition="test")  # fmt: skip
     res = train_hlsyn_model(store, FAST)
