@@ -79,11 +79,11 @@ class ThreadCounting(FakePredictor):
         return super().predict(queries)
 
 
-@pytest.mark.skipif(
-    _openmp_effective_n_threads() < 2,
-    reason="needs 2+ OpenMP threads (cores, and OMP_NUM_THREADS unset or >= 2) to tell 1 thread from all",
-)
 def test_small_calls_run_single_threaded_and_large_batches_keep_all_threads():
+    if _openmp_effective_n_threads() < 2:
+        pytest.skip(
+            "needs 2+ OpenMP threads (cores, and OMP_NUM_THREADS unset or >= 2) to tell 1 thread from all"
+        )
     inner = ThreadCounting()
     pred = CoalescingPredictor(inner, single_thread_rows=8)
     pred.predict(_q(1))
