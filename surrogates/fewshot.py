@@ -995,7 +995,9 @@ class FewShotLatencyRegressor:
                 )
                 if info.get("gnn"):
                     sm = model.spaces_[space]
-                    sm.gnn_arrays = {k.split("/", 1)[1]: v for k, v in arr.items() if k.startswith("gnn_param/")}
+                    sm.gnn_arrays = {
+                        k.split("/", 1)[1]: v for k, v in arr.items() if k.startswith("gnn_param/")
+                    }
                     sm.gnn_meta = dict(info["gnn"])
                     sm.gnn_mean, sm.gnn_std = arr["gnn_mean"], arr["gnn_std"]
         return model

@@ -80,7 +80,9 @@ class _Member(nn.Module):
         self.encoder = LatencyGNN(in_channels, cfg.hidden_channels, cfg.num_layers, cfg.embed_dim)
         self.n_refs = n_refs
         self.device_net = nn.Sequential(
-            nn.Linear(max(n_refs, 1), cfg.device_hidden), nn.ReLU(), nn.Linear(cfg.device_hidden, cfg.embed_dim)
+            nn.Linear(max(n_refs, 1), cfg.device_hidden),
+            nn.ReLU(),
+            nn.Linear(cfg.device_hidden, cfg.embed_dim),
         )
         self.v_global = nn.Parameter(torch.zeros(cfg.embed_dim))
         self.log_lambda = nn.Parameter(torch.tensor(0.0))
@@ -145,7 +147,8 @@ class MetaGNN:
         t0, c0 = time.perf_counter(), time.process_time()
         try:
             self.members_ = [
-                self._fit_member(X, spec.edge_index, z, refs, cfg.seed + 1000 * m) for m in range(cfg.ensemble)
+                self._fit_member(X, spec.edge_index, z, refs, cfg.seed + 1000 * m)
+                for m in range(cfg.ensemble)
             ]
         finally:
             torch.set_num_threads(prev)
@@ -297,7 +300,11 @@ class MetaGNN:
         for i in range(model.config.ensemble):
             m = _Member(spec.num_node_features, model.n_refs_, model.config)
             prefix = f"m{i}."
-            state = {k[len(prefix) :]: torch.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith(prefix)}
+            state = {
+                k[len(prefix) :]: torch.from_numpy(np.array(v))
+                for k, v in arrays.items()
+                if k.startswith(prefix)
+            }
             m.load_state_dict(state)
             m.eval()
             model.members_.append(m)
