@@ -494,9 +494,14 @@ def gnn_ablation_configs(space: str) -> dict[str, FewShotConfig | str]:
         "GNN + rank loss (weight 1)": replace(g, gnn_rank_loss=1.0),
         "GNN meta-trained without inner loop (HELP embedding only)": replace(g, gnn_inner="none"),
         "GNN without reference-latency device embedding": replace(g, gnn_use_references=False),
+        "GNN meta-trained with a Meta-SGD inner loop (HELP's recipe)": replace(g, gnn_inner="metasgd"),
         "GNN ensemble of 3 encoders": replace(g, gnn_ensemble=3),
+        "GNN cross-space transfer (encoder initialized from the other space's)": replace(
+            g, gnn=("nb201", "fbnet"), gnn_transfer_from="fbnet" if space == "nb201" else "nb201"
+        ),
         "GNN 1200 meta-steps": replace(g, gnn_steps=1200),
         "stand-alone GNN (device embedding prior + closed-form inner step)": "standalone",
+        "stand-alone GNN, Meta-SGD inner loop (HELP-style baseline)": "standalone-metasgd",
     }
 
 
@@ -547,6 +552,7 @@ def gnn_ablation_rows(
     """The validation protocol of :func:`validation_rows` for each GNN variant; one MLflow run each."""
     splits = read_splits(splits_path)
     rows: list[dict[str, Any]] = []
+    other_frames: dict[str, pl.DataFrame] = {}
     for space in spaces:
         split = splits[f"help-{space}"]
         frame = _read(store_root, space, [*split.train, *split.valid])
@@ -558,10 +564,25 @@ def gnn_ablation_rows(
             per: dict[str, float] = {}
             for train, targets in validation_folds(split):
                 if isinstance(cfg, str):
+                    inner = "metasgd" if cfg.endswith("metasgd") else "ridge"
+                    base_cfg = replace(FewShotConfig(), gnn=(space,), gnn_inner=inner)
                     per |= standalone_gnn_scores(frame, space, train, targets, n_pool=split.n_pool,
-                                                 seeds=range(seeds), config=replace(FewShotConfig(), gnn=(space,)))  # fmt: skip
+                                                 seeds=range(seeds), config=base_cfg)  # fmt: skip
                     continue
-                model = FewShotLatencyRegressor(cfg).fit(frame, devices={space: train}, spaces=[space])
+                if cfg.gnn_transfer_from and cfg.gnn_transfer_from != space:
+                    other = cfg.gnn_transfer_from
+                    if other not in other_frames:
+                        src = splits[f"help-{other}"]
+                        other_frames[other] = _read(store_root, other, [*src.train, *src.valid, *src.test])
+                    of = other_frames[other]
+                    # the other space's sources: this fold's sources measured there (never a target)
+                    o_train = [d for d in train if d in set(of["device_id"].unique().to_list())]
+                    model = FewShotLatencyRegressor(cfg).fit(
+                        pl.concat([frame, of.filter(pl.col("device_id").is_in(o_train))]),
+                        devices={space: train, other: o_train}, spaces=[space, other],
+                    )  # fmt: skip
+                else:
+                    model = FewShotLatencyRegressor(cfg).fit(frame, devices={space: train}, spaces=[space])
                 res = evaluate_help_protocol(
                     model, frame, space, targets, n_pool=split.n_pool, seeds=range(seeds)
                 )

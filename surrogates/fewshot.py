@@ -121,10 +121,13 @@ class FewShotConfig:
     gnn_component: bool = True  # ... and a prior-free ridge on the embedding joins the model average
     gnn_steps: int = 400  # meta-training steps of the encoder
     gnn_embed_dim: int = 16
-    gnn_inner: str = "ridge"  # inner loop of meta-training: closed-form ridge, or "none" (v0 only)
+    gnn_inner: str = "ridge"  # inner loop of meta-training: closed-form "ridge", "metasgd", "none" (v0)
     gnn_rank_loss: float = 0.0  # weight of the pairwise ranking loss in meta-training
     gnn_ensemble: int = 1  # independently seeded encoders (embeddings concatenated)
     gnn_use_references: bool = True  # HELP hardware embedding (reference latencies) as device input
+    # cross-space transfer: a space whose encoder (meta-trained earlier in the same fit, e.g.
+    # "nb201") initializes the message-passing layers of the other spaces' encoders
+    gnn_transfer_from: str = ""
 
     def __post_init__(self) -> None:
         for name in ("transforms", "source_transforms"):
@@ -437,7 +440,9 @@ _GNN_CACHE: dict[tuple[Any, ...], Any] = {}
 _GNN_CACHE_SIZE = 16
 
 
-def meta_train_gnn(space: str, keys: np.ndarray, z: np.ndarray, ref_rows: np.ndarray, config: Any) -> Any:
+def meta_train_gnn(
+    space: str, keys: np.ndarray, z: np.ndarray, ref_rows: np.ndarray, config: Any, init: Any = None
+) -> Any:
     """Meta-train (or fetch from this process's cache) the GNN encoder of ``.fewshot_gnn``."""
     import hashlib
 
@@ -445,11 +450,12 @@ def meta_train_gnn(space: str, keys: np.ndarray, z: np.ndarray, ref_rows: np.nda
 
     h = hashlib.sha1(np.ascontiguousarray(np.nan_to_num(z, nan=1e9)).tobytes())
     h.update("\n".join(keys.tolist()).encode())
-    key = (space, h.hexdigest(), tuple(int(r) for r in ref_rows), config)
+    key = (space, h.hexdigest(), tuple(int(r) for r in ref_rows), config, getattr(init, "cache_key_", None))
     if key not in _GNN_CACHE:
         if len(_GNN_CACHE) >= _GNN_CACHE_SIZE:
             _GNN_CACHE.pop(next(iter(_GNN_CACHE)))
-        _GNN_CACHE[key] = MetaGNN(config).fit(space, keys.tolist(), z, ref_rows)
+        _GNN_CACHE[key] = MetaGNN(config).fit(space, keys.tolist(), z, ref_rows, init=init)
+        _GNN_CACHE[key].cache_key_ = key
     return _GNN_CACHE[key]
 
 
@@ -599,6 +605,8 @@ class FewShotLatencyRegressor:
                 raise TrainingDataError(f"few-shot training frame misses column {col!r}")
         present = frame["space"].unique().to_list()
         spaces = [s for s in (spaces or FEWSHOT_SPACES) if s in present]
+        if cfg.gnn_transfer_from in spaces:  # the transfer source is meta-trained first
+            spaces = [cfg.gnn_transfer_from] + [s for s in spaces if s != cfg.gnn_transfer_from]
         if not spaces:
             raise TrainingDataError(f"no rows of spaces {list(FEWSHOT_SPACES)} in the training frame")
         self.spaces_: dict[str, SpaceModel] = {}
@@ -669,7 +677,9 @@ class FewShotLatencyRegressor:
         gnn_meta = None
         gnn_mean = gnn_std = np.zeros(0)
         if space in cfg.gnn:
-            gnn = meta_train_gnn(space, keys, z, _reference_rows(frame, space, keys), cfg.gnn_config())
+            src = cfg.gnn_transfer_from
+            init = self.spaces_[src].gnn if src and src != space and src in self.spaces_ else None
+            gnn = meta_train_gnn(space, keys, z, _reference_rows(frame, space, keys), cfg.gnn_config(), init)
             emb, gnn_mean, gnn_std = _standardize(gnn.embed(keys.tolist()))
             F = np.concatenate([F, emb], axis=1)
             gnn_arrays, gnn_meta = gnn.to_arrays()

@@ -38,7 +38,9 @@ from torch import Tensor, nn
 from . import graphs
 from .gnn import LatencyGNN, _pairwise_rank_loss
 
-__all__ = ["MetaGNN", "MetaGNNConfig"]
+__all__ = ["INNER_LOOPS", "MetaGNN", "MetaGNNConfig"]
+
+INNER_LOOPS: tuple[str, ...] = ("ridge", "metasgd", "none")
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,10 @@ class MetaGNNConfig:
     devices_per_step: int = 4  # source devices per meta-batch
     query_per_step: int = 192  # query architectures per device and step
     support: int = 20  # support architectures per episode (references included)
-    inner: str = "ridge"  # "ridge": closed-form inner adaptation; "none": v0 only (zero-shot head)
+    # inner adaptation of the head: "ridge" (closed form), "metasgd" (inner_steps gradient steps
+    # with learned per-dimension step sizes: HELP's MAML/Meta-SGD recipe, on the head), "none" (v0)
+    inner: str = "ridge"
+    inner_steps: int = 5  # gradient steps of the "metasgd" inner loop
     use_references: bool = True  # device embedding from the reference latencies (else a global v0)
     rank_loss_weight: float = 0.0  # weight of the pairwise logistic ranking loss on the query
     lr: float = 3e-3
@@ -64,8 +69,8 @@ class MetaGNNConfig:
     max_seconds: float | None = None  # wall-clock cap on meta-training (per ensemble member)
 
     def __post_init__(self) -> None:
-        if self.inner not in ("ridge", "none"):
-            raise ValueError(f"MetaGNNConfig.inner: {self.inner!r} is not 'ridge' or 'none'")
+        if self.inner not in INNER_LOOPS:
+            raise ValueError(f"MetaGNNConfig.inner: {self.inner!r} is not one of {list(INNER_LOOPS)}")
         for name in ("embed_dim", "hidden_channels", "num_layers", "steps", "devices_per_step",
                      "query_per_step", "support", "ensemble"):  # fmt: skip
             if int(getattr(self, name)) < 1:
@@ -86,6 +91,7 @@ class _Member(nn.Module):
         )
         self.v_global = nn.Parameter(torch.zeros(cfg.embed_dim))
         self.log_lambda = nn.Parameter(torch.tensor(0.0))
+        self.log_lr = nn.Parameter(torch.full((cfg.embed_dim,), -1.0))  # Meta-SGD step sizes
 
     def embed(self, x_nodes: Tensor, edge_index: Tensor) -> Tensor:
         x, ei, batch = graphs.collate_fixed(x_nodes, edge_index)
@@ -97,6 +103,18 @@ class _Member(nn.Module):
             return self.v_global[None, :]
         r = (ref_z - ref_z.mean(dim=1, keepdim=True)) / ref_z.std(dim=1, keepdim=True).clamp_min(1e-6)
         return self.v_global[None, :] + self.device_net(r)
+
+
+def _inner_sgd(E_s: Tensor, y_s: Tensor, v0: Tensor, lr: Tensor, steps: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Meta-SGD: ``steps`` gradient steps on the support MSE from ``v0`` (differentiable)."""
+    e_mean = E_s.mean(dim=0)
+    y_mean = y_s.mean()
+    Ec = E_s - e_mean
+    yc = y_s - y_mean
+    v = v0
+    for _ in range(steps):
+        v = v - lr * (2.0 / len(yc)) * (Ec.T @ (Ec @ v - yc))
+    return v, e_mean, y_mean
 
 
 def _inner_ridge(E_s: Tensor, y_s: Tensor, v0: Tensor, lam: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -123,8 +141,17 @@ class MetaGNN:
 
     # ------------------------------------------------------------------ meta-training
     def fit(
-        self, space: str, arch_keys: Sequence[str], z: np.ndarray, ref_rows: Sequence[int] = ()
+        self,
+        space: str,
+        arch_keys: Sequence[str],
+        z: np.ndarray,
+        ref_rows: Sequence[int] = (),
+        *,
+        init: MetaGNN | None = None,
     ) -> MetaGNN:
+        """Meta-train; ``init`` (cross-space transfer): start every parameter whose name and shape
+        match from that meta-trained model (e.g. an NB201 encoder's message-passing layers for
+        FBNet; the node-feature input layer differs between spaces and starts fresh)."""
         cfg = self.config
         self.space_ = graphs.check_space(space)
         z = np.asarray(z, dtype=np.float64)
@@ -147,23 +174,31 @@ class MetaGNN:
         t0, c0 = time.perf_counter(), time.process_time()
         try:
             self.members_ = [
-                self._fit_member(X, spec.edge_index, z, refs, cfg.seed + 1000 * m)
+                self._fit_member(
+                    X, spec.edge_index, z, refs, cfg.seed + 1000 * m,
+                    init.members_[m % len(init.members_)] if init is not None else None,
+                )
                 for m in range(cfg.ensemble)
-            ]
+            ]  # fmt: skip
         finally:
             torch.set_num_threads(prev)
+        self.transferred_from_ = init.space_ if init is not None else None
         self.fit_seconds_ = time.perf_counter() - t0
         self.fit_cpu_seconds_ = time.process_time() - c0
         return self
 
     def _fit_member(
-        self, X: Tensor, edge_index: Tensor, z: np.ndarray, refs: np.ndarray, seed: int
+        self, X: Tensor, edge_index: Tensor, z: np.ndarray, refs: np.ndarray, seed: int, init: _Member | None
     ) -> _Member:
         cfg = self.config
         torch.manual_seed(seed)
         rng = np.random.default_rng(seed)
         n, n_dev = z.shape
         member = _Member(X.size(-1), len(refs), cfg)
+        if init is not None:
+            own = member.state_dict()
+            shared = {k: v for k, v in init.state_dict().items() if k in own and own[k].shape == v.shape}
+            member.load_state_dict(shared, strict=False)
         opt = torch.optim.AdamW(member.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.steps, eta_min=cfg.lr * 0.05)
         zt = torch.from_numpy(np.nan_to_num(z)).float()
@@ -188,6 +223,8 @@ class MetaGNN:
                 E_s, y_s, E_q, y_q = E[: len(sup)], y[: len(sup)], E[len(sup) :], y[len(sup) :]
                 if cfg.inner == "ridge":
                     v, e_mean, y_mean = _inner_ridge(E_s, y_s, v0, member.log_lambda.exp())
+                elif cfg.inner == "metasgd":
+                    v, e_mean, y_mean = _inner_sgd(E_s, y_s, v0, member.log_lr.exp(), cfg.inner_steps)
                 else:
                     v, e_mean, y_mean = v0, E_s.mean(dim=0), y_s.mean()
                 pred = y_mean + (E_q - e_mean) @ v
@@ -264,6 +301,11 @@ class MetaGNN:
             if self.config.inner == "ridge":
                 alpha = np.linalg.solve(Ec @ Ec.T + lam * np.eye(len(y)), y - y.mean() - Ec @ v0)
                 v = v0 + Ec.T @ alpha
+            elif self.config.inner == "metasgd":
+                lr = np.exp(m.log_lr.detach().double().numpy())
+                v = v0.copy()
+                for _ in range(self.config.inner_steps):
+                    v = v - lr * (2.0 / len(y)) * (Ec.T @ (Ec @ v - (y - y.mean())))
             else:
                 v = v0
             heads.append((v, e_mean, float(y.mean())))

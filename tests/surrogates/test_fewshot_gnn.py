@@ -171,3 +171,25 @@ def test_fewshot_model_with_gnn_saves_and_loads_to_identical_predictions(
             loaded.predict(loaded.adapt("nb201", keys, TRUTH[sup]), arch),
             fewshot_gnn.predict(fewshot_gnn.adapt("nb201", keys, TRUTH[sup]), arch),
         )
+
+
+def test_meta_sgd_inner_loop_also_adapts_to_the_new_device() -> None:
+    sgd = MetaGNN(replace(TINY, inner="metasgd")).fit("nb201", KEYS, _z(SOURCES), REFS)
+    E = sgd.embed(KEYS)
+    sup = _support()
+    test = np.setdiff1d(np.arange(len(KEYS)), sup)
+    head = sgd.adapt(E[sup], np.log(TRUTH[sup]), np.log(TRUTH[REFS]))
+    adapted = score_predictions(TRUTH[test], np.exp(sgd.predict(head, E[test])))["spearman"]
+    unadapted = score_predictions(TRUTH[test], np.exp(np.log(SOURCES[test]).mean(1)))["spearman"]
+    assert adapted > unadapted + 0.1
+
+
+def test_cross_space_init_starts_from_the_other_spaces_message_passing_layers(gnn: MetaGNN) -> None:
+    rng = np.random.default_rng(0)
+    fb_keys = list(dict.fromkeys(archspaces.fbnet_from_codes(c) for c in rng.integers(0, 9, size=(80, 22))))
+    z = rng.normal(size=(len(fb_keys), 3))
+    fb = MetaGNN(replace(TINY, steps=1, lr=1e-12)).fit("fbnet", fb_keys, z, init=gnn)
+    src, dst = gnn.members_[0].state_dict(), fb.members_[0].state_dict()
+    assert fb.transferred_from_ == "nb201"
+    np.testing.assert_allclose(dst["encoder.fwd.0.nn.0.weight"], src["encoder.fwd.0.nn.0.weight"], atol=1e-6)
+    assert dst["encoder.embed.weight"].shape != src["encoder.embed.weight"].shape  # node features differ
