@@ -495,13 +495,18 @@ def gnn_ablation_configs(space: str) -> dict[str, FewShotConfig | str]:
         "GNN meta-trained without inner loop (HELP embedding only)": replace(g, gnn_inner="none"),
         "GNN without reference-latency device embedding": replace(g, gnn_use_references=False),
         "GNN meta-trained with a Meta-SGD inner loop (HELP's recipe)": replace(g, gnn_inner="metasgd"),
-        "GNN ensemble of 3 encoders": replace(g, gnn_ensemble=3),
+        "GNN ensemble of 2 encoders": replace(g, gnn_ensemble=2),
+        "GNN + source-prior model on the embedding in the average": replace(g, gnn_prior_component=True),
+        "GNN without reference embedding + source-prior model on the embedding": replace(
+            g, gnn_use_references=False, gnn_prior_component=True
+        ),
         "GNN cross-space transfer (encoder initialized from the other space's)": replace(
             g, gnn=("nb201", "fbnet"), gnn_transfer_from="fbnet" if space == "nb201" else "nb201"
         ),
         "GNN 1200 meta-steps": replace(g, gnn_steps=1200),
         "stand-alone GNN (device embedding prior + closed-form inner step)": "standalone",
         "stand-alone GNN, Meta-SGD inner loop (HELP-style baseline)": "standalone-metasgd",
+        "stand-alone GNN without reference embedding": "standalone-norefs",
     }
 
 
@@ -565,7 +570,8 @@ def gnn_ablation_rows(
             for train, targets in validation_folds(split):
                 if isinstance(cfg, str):
                     inner = "metasgd" if cfg.endswith("metasgd") else "ridge"
-                    base_cfg = replace(FewShotConfig(), gnn=(space,), gnn_inner=inner)
+                    base_cfg = replace(FewShotConfig(), gnn=(space,), gnn_inner=inner,
+                                       gnn_use_references=not cfg.endswith("norefs"))  # fmt: skip
                     per |= standalone_gnn_scores(frame, space, train, targets, n_pool=split.n_pool,
                                                  seeds=range(seeds), config=base_cfg)  # fmt: skip
                     continue

@@ -119,6 +119,9 @@ class FewShotConfig:
     gnn: tuple[str, ...] = ()
     gnn_features: bool = True  # the embedding enters the source-prior Bayesian model as columns
     gnn_component: bool = True  # ... and a prior-free ridge on the embedding joins the model average
+    # ... and a model on the embedding alone whose prior is fitted to the source devices' weights
+    # on it (the stand-alone GNN head with a source-device Gaussian prior) joins the average
+    gnn_prior_component: bool = False
     gnn_steps: int = 400  # meta-training steps of the encoder
     gnn_embed_dim: int = 16
     gnn_inner: str = "ridge"  # inner loop of meta-training: closed-form "ridge", "metasgd", "none" (v0)
@@ -365,6 +368,8 @@ class SpaceModel:
     gnn_meta: dict[str, Any] | None = None
     gnn_mean: np.ndarray = field(default_factory=lambda: np.zeros(0))
     gnn_std: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    # per transform: (n_src, n_gnn) source-device weights on the embedding columns alone
+    gnn_components: dict[str, np.ndarray] = field(default_factory=dict)
     _gnn: Any = field(default=None, repr=False)
     _index: dict[str, int] | None = field(default=None, repr=False)
 
@@ -437,7 +442,7 @@ class SpaceModel:
 #: meta-trained GNN encoders of this process, keyed by (space, sources, table, config): the
 #: benchmarks' ablations and validation folds refit the linear model many times on the same sources
 _GNN_CACHE: dict[tuple[Any, ...], Any] = {}
-_GNN_CACHE_SIZE = 16
+_GNN_CACHE_SIZE = 64
 
 
 def meta_train_gnn(
@@ -722,6 +727,15 @@ class FewShotLatencyRegressor:
                 ]
             )
         meta_scores, tau, noise = self._meta_select(F, z, observed, devs, n_src, device_weights)
+        gnn_components: dict[str, np.ndarray] = {}
+        if gnn is not None:  # source-device weights on the embedding columns alone, per transform
+            g_idx = np.arange(p - gnn_mean.shape[0], p)
+            for t in cfg.transforms or ("log",):
+                Yt = Y if t == "log" else _standardize(forward_transform(t, logl_filled))[0]
+                rhs_t = Fc.T @ (Yt - Yt.mean(axis=0))
+                gnn_components[t] = np.stack(
+                    [_ridge_masked(gram, rhs_t[:, j], g_idx, lam)[g_idx] for j in range(len(devs))]
+                )
         return SpaceModel(
             space=space,
             arch_keys=keys,
@@ -751,6 +765,7 @@ class FewShotLatencyRegressor:
             meta_scores=meta_scores,
             gnn_arrays=gnn_arrays,
             gnn_meta=gnn_meta,
+            gnn_components=gnn_components,
             gnn_mean=gnn_mean,
             gnn_std=gnn_std,
             _gnn=gnn,
@@ -894,6 +909,29 @@ class FewShotLatencyRegressor:
             iso = np.zeros(p)
             iso[p - sm.n_gnn :] = 1.0  # a ridge on the meta-trained GNN embedding alone
             isos.append(iso)
+        if sm.n_gnn and cfg.gnn_prior_component and transform in sm.gnn_components:
+            g = slice(p - sm.n_gnn, None)
+            Wg = sm.gnn_components[transform]
+            mean_g = np.zeros((1, p))
+            mean_g[0, g] = Wg.mean(axis=0)
+            cov_g = np.zeros((p, p))
+            if len(Wg) > 1:
+                cov_g[g, g] = np.cov(Wg.T)
+            iso = np.zeros(p)
+            iso[g] = 1.0
+            heads.append(
+                posterior_head(
+                    F,
+                    log_y,
+                    mean_g,
+                    cov_g,
+                    tau=cfg.flat_taus,
+                    noise=noises,
+                    iso=iso,
+                    space=space,
+                    transform=transform,
+                )  # fmt: skip
+            )
         if isos:
             heads += [
                 posterior_head(
@@ -947,6 +985,8 @@ class FewShotLatencyRegressor:
                 arrays |= {f"{space}/gnn_param/{k}": v for k, v in sm.gnn_arrays.items()}
                 arrays[f"{space}/gnn_mean"] = np.asarray(sm.gnn_mean)
                 arrays[f"{space}/gnn_std"] = np.asarray(sm.gnn_std)
+                for t, Wg in sm.gnn_components.items():
+                    arrays[f"{space}/gnn_components_{t}"] = np.asarray(Wg)
             meta["spaces"][space] = {
                 "gnn": sm.gnn_meta,
                 "source_devices": sm.source_devices,
@@ -1010,6 +1050,11 @@ class FewShotLatencyRegressor:
                     }
                     sm.gnn_meta = dict(info["gnn"])
                     sm.gnn_mean, sm.gnn_std = arr["gnn_mean"], arr["gnn_std"]
+                    sm.gnn_components = {
+                        k.removeprefix("gnn_components_"): v
+                        for k, v in arr.items()
+                        if k.startswith("gnn_components_")
+                    }
         return model
 
     @property

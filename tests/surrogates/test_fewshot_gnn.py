@@ -9,6 +9,7 @@ can recover the order.
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -140,7 +141,7 @@ def _frame() -> pl.DataFrame:
 @pytest.fixture(scope="module")
 def fewshot_gnn() -> FewShotLatencyRegressor:
     cfg = FewShotConfig(
-        meta_draws=1, meta_query=100, tau_grid=(0.01,), noise_grid=(0.1,), gnn=("nb201",), gnn_steps=30,
+        meta_draws=1, meta_query=100, tau_grid=(0.01,), noise_grid=(0.1,), gnn=("nb201",), gnn_steps=30, gnn_prior_component=True,
         gnn_embed_dim=8,
     )  # fmt: skip
     return FewShotLatencyRegressor(cfg).fit(_frame())
@@ -193,3 +194,32 @@ def test_cross_space_init_starts_from_the_other_spaces_message_passing_layers(gn
     assert fb.transferred_from_ == "nb201"
     np.testing.assert_allclose(dst["encoder.fwd.0.nn.0.weight"], src["encoder.fwd.0.nn.0.weight"], atol=1e-6)
     assert dst["encoder.embed.weight"].shape != src["encoder.embed.weight"].shape  # node features differ
+
+
+def test_source_prior_on_the_embedding_is_stored_per_transform(fewshot_gnn: FewShotLatencyRegressor) -> None:
+    sm = fewshot_gnn.spaces_["nb201"]
+    assert sorted(sm.gnn_components) == sorted(fewshot_gnn.config.transforms)
+    assert all(
+        w.shape == (SOURCES.shape[1], sm.n_gnn) and np.abs(w).sum() > 0 for w in sm.gnn_components.values()
+    )
+
+
+def test_adapting_a_saved_gnn_model_on_table_archs_does_not_import_torch(
+    fewshot_gnn: FewShotLatencyRegressor, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    fewshot_gnn.save(tmp_path / "m.npz")
+    sup = _support()
+    code = (
+        "import sys, json, numpy as np\n"
+        "from hwsurrogate.surrogates.fewshot import FewShotLatencyRegressor\n"
+        f"m = FewShotLatencyRegressor.load({str(tmp_path / 'm.npz')!r})\n"
+        f"keys = json.loads({json.dumps(json.dumps([KEYS[i] for i in sup]))})\n"
+        f"y = np.array({TRUTH[sup].tolist()!r})\n"
+        "m.predict(m.adapt('nb201', keys, y), keys)\n"
+        "print('torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-P", "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
