@@ -105,7 +105,11 @@ def _csv(value: str | None) -> list[str] | None:
 # --------------------------------------------------------------------------- fewshot-help
 #: the default before latency transforms (log only, mixture prior, evidence tau x1..x100)
 PREVIOUS_DEFAULT = replace(
-    FewShotConfig(), prior="mixture", transforms=("log",), evidence_tau_factors=(1.0, 3.0, 10.0, 30.0, 100.0)
+    FewShotConfig(),
+    prior="mixture",
+    transforms=("log",),
+    evidence_tau_factors=(1.0, 3.0, 10.0, 30.0, 100.0),
+    gnn=(),
 )
 #: mobile HELP meta-train devices left out one at a time in the validation protocol
 VALIDATION_LOO = ("help/pixel3", "help/samsung_s7", "help/samsung_a50", "help/essential_ph_1")
@@ -116,6 +120,7 @@ def ablation_configs(space: str) -> dict[str, FewShotConfig]:
     base = FewShotConfig()
     return {
         "previous default (log only, mixture prior, tau x1-100)": PREVIOUS_DEFAULT,
+        "no GNN embedding (Bayesian linear model only)": replace(base, gnn=()),
         "log transform only": replace(base, transforms=("log",)),
         "ms transform only": replace(base, transforms=("ms",)),
         "log + ms transforms (no sqrt)": replace(base, transforms=("log", "ms")),
@@ -278,7 +283,15 @@ def bench_fewshot_help_rows(
             }  # fmt: skip
         if validation:
             rows += validation_rows(
-                frame, space, split, {"ours": FewShotConfig(), "previous default": PREVIOUS_DEFAULT}, seeds
+                frame,
+                space,
+                split,
+                {
+                    "ours": FewShotConfig(),
+                    "no GNN embedding": replace(FewShotConfig(), gnn=()),
+                    "previous default": PREVIOUS_DEFAULT,
+                },
+                seeds,
             )
         if ceiling:
             rows += ceiling_rows(frame, space, tgts, split.n_pool)
@@ -310,13 +323,14 @@ def bench_fewshot_help(json_path: str | None, spaces: str, targets: str | None, 
     meta-valid devices + leave-one-out mobile meta-train devices; never the meta-test devices)
     and a noise ceiling per target device (a GBM fitted on the device's own other archs).
     """
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     rows, info = bench_fewshot_help_rows(spaces=_csv(spaces) or [], targets=_csv(targets), seeds=seeds,
                                          splits_path=splits_path, store_root=store_root, ablations=not no_ablations,
                                          validation=not no_validation, ceiling=not no_ceiling)  # fmt: skip
     wall = time.perf_counter() - t0
     _print_table(f"few-shot latency, HELP protocol ({seeds} support draws per device)", rows, wall)
-    _save(json_path, "fewshot-help", rows, wall, {"info": info})
+    click.echo(f"CPU time: {time.process_time() - c0:.1f} s")
+    _save(json_path, "fewshot-help", rows, wall, {"info": info, "cpu_s": round(time.process_time() - c0, 1)})
 
 
 # --------------------------------------------------------------------------- fewshot-tasks
@@ -367,7 +381,7 @@ def bench_fewshot_tasks(json_path: str | None, tasks: str, seeds: int, splits_pa
     test devices with 20 measurements (10 HELP reference archs + 10 random), Spearman over
     every other architecture measured on the device (NB201 tasks mix HELP and LatBench devices,
     joined on the arch key; LatBench's unmeasured archs are neither support nor test)."""
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     splits = read_splits(splits_path)
     rows: list[dict[str, Any]] = []
     info: dict[str, Any] = {"seeds": list(range(seeds))}
@@ -387,9 +401,20 @@ def bench_fewshot_tasks(json_path: str | None, tasks: str, seeds: int, splits_pa
                          mape_pct=round(mean["mape"], 2), within_10pct=round(mean["within_10pct"], 3),
                          meta_train_s=round(fit_s, 1)))  # fmt: skip
         info[task] = {"train": list(split.train), "per_device": per}
+        if FewShotConfig().gnn:  # the same without the GNN embedding (ablation row)
+            plain = FewShotLatencyRegressor(replace(FewShotConfig(), gnn=())).fit(
+                frame, devices={space: list(split.train)}, spaces=[space]
+            )
+            rho = np.mean(
+                [task_scores(plain, frame, space, t, seeds=range(seeds))["spearman"] for t in split.test]
+            )
+            rows.append(
+                _row("spearman_mean_no_gnn", f"{task} ({space}), ablation: no GNN embedding", float(rho))
+            )
     wall = time.perf_counter() - t0
     _print_table(f"few-shot latency, NASFLAT task suite ({seeds} support draws per device)", rows, wall)
-    _save(json_path, "fewshot-tasks", rows, wall, {"info": info})
+    click.echo(f"CPU time: {time.process_time() - c0:.1f} s")
+    _save(json_path, "fewshot-tasks", rows, wall, {"info": info, "cpu_s": round(time.process_time() - c0, 1)})
 
 
 # --------------------------------------------------------------------------- fewshot-live
