@@ -510,9 +510,13 @@ GNN_EXPERIMENT = "fewshot-gnn-ablations"
 def gnn_ablation_configs(space: str) -> dict[str, FewShotConfig | str]:
     """Variants of the GNN encoder study; the string value names the stand-alone GNN predictor."""
     base = FewShotConfig()
-    g = replace(base, gnn=(space,))
+    # the first study's reference point: features + BMA ridge, HELP reference embedding on
+    g = replace(base, gnn=(space,), gnn_use_references=True, gnn_prior_component=False)
     return {
         "no GNN (Bayesian linear model only)": replace(base, gnn=()),
+        "default (GNN without reference embedding + source-prior model on the embedding)": replace(
+            base, gnn=(space,)
+        ),
         "GNN embedding: features + BMA ridge": g,
         "GNN embedding: BMA ridge component only": replace(g, gnn_features=False),
         "GNN embedding: features only": replace(g, gnn_component=False),
