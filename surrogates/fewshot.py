@@ -147,6 +147,12 @@ class FewShotConfig:
         bad = [s for s in self.gnn if s not in FEWSHOT_SPACES]
         if bad:
             raise ValueError(f"FewShotConfig.gnn: {bad} not among {list(FEWSHOT_SPACES)}")
+        if self.gnn_inner not in ("ridge", "metasgd", "none"):
+            raise ValueError(f"FewShotConfig.gnn_inner: {self.gnn_inner!r} is not ridge, metasgd or none")
+        if self.gnn_transfer_from not in ("", *FEWSHOT_SPACES):
+            raise ValueError(
+                f"FewShotConfig.gnn_transfer_from: {self.gnn_transfer_from!r} is not '' or one of {list(FEWSHOT_SPACES)}"
+            )
 
     def gnn_config(self) -> Any:
         """The :class:`~.fewshot_gnn.MetaGNNConfig` of the ``gnn_*`` fields (imports torch)."""

@@ -117,10 +117,17 @@ def test_latency_matrix_of_the_wrong_shape_is_rejected() -> None:
         MetaGNN(TINY).fit("nb201", KEYS, _z(SOURCES)[:-1])
 
 
-@pytest.mark.parametrize(("field", "value"), [("gnn", ("nas101",)), ("gnn_inner", "maml")])
+@pytest.mark.parametrize(
+    ("field", "value"), [("gnn", ("nas101",)), ("gnn_inner", "maml"), ("gnn_transfer_from", "nas101")]
+)
 def test_config_rejects_unknown_gnn_settings_naming_the_field(field: str, value: object) -> None:
-    with pytest.raises(ValueError, match=field.split("_")[-1]):
-        FewShotConfig(**{field: value}).gnn_config()
+    with pytest.raises(ValueError, match=f"FewShotConfig.{field}:"):
+        FewShotConfig(**{field: value})
+
+
+def test_meta_gnn_config_rejects_an_unknown_inner_loop() -> None:
+    with pytest.raises(ValueError, match="MetaGNNConfig.inner"):
+        MetaGNNConfig(inner="maml")
 
 
 def _frame() -> pl.DataFrame:
