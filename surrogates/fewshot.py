@@ -12,6 +12,9 @@ described by a feature vector ``f(a) = [z(a), x(a)]``:
   ``x -> z`` fitted on the table.
 - ``x(a)``: the standardized architecture vector of :func:`~.graphs.arch_vectors` (op one-hots,
   op counts, live-path features, MAC proxies).
+- ``e(a)`` (``FewShotConfig.gnn``, default NB201 and FBNet): the embedding of the GNN encoder
+  of :mod:`.fewshot_gnn`, meta-trained on the source devices; it adds feature columns and two
+  models (a ridge and a source-prior model on ``e`` alone) to the model average below.
 
 A device's latency is linear in a transform of it, ``g(y) = mu + s * f(a) . w``, for ``g`` in
 ``log`` (multiplicative op costs), ``sqrt`` and ``ms`` (latency = sum of the ops' latencies).
