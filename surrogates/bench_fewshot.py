@@ -14,7 +14,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +105,11 @@ def _csv(value: str | None) -> list[str] | None:
 # --------------------------------------------------------------------------- fewshot-help
 #: the default before latency transforms (log only, mixture prior, evidence tau x1..x100)
 PREVIOUS_DEFAULT = replace(
-    FewShotConfig(), prior="mixture", transforms=("log",), evidence_tau_factors=(1.0, 3.0, 10.0, 30.0, 100.0)
+    FewShotConfig(),
+    prior="mixture",
+    transforms=("log",),
+    evidence_tau_factors=(1.0, 3.0, 10.0, 30.0, 100.0),
+    gnn=(),
 )
 #: mobile HELP meta-train devices left out one at a time in the validation protocol
 VALIDATION_LOO = ("help/pixel3", "help/samsung_s7", "help/samsung_a50", "help/essential_ph_1")
@@ -116,6 +120,7 @@ def ablation_configs(space: str) -> dict[str, FewShotConfig]:
     base = FewShotConfig()
     return {
         "previous default (log only, mixture prior, tau x1-100)": PREVIOUS_DEFAULT,
+        "no GNN embedding (Bayesian linear model only)": replace(base, gnn=()),
         "log transform only": replace(base, transforms=("log",)),
         "ms transform only": replace(base, transforms=("ms",)),
         "log + ms transforms (no sqrt)": replace(base, transforms=("log", "ms")),
@@ -135,6 +140,13 @@ def ablation_configs(space: str) -> dict[str, FewShotConfig]:
     )
 
 
+def validation_folds(split: Any) -> list[tuple[list[str], list[str]]]:
+    """(source devices, scored devices) of each validation fold (see :func:`validation_rows`)."""
+    folds = [(list(split.train), list(split.valid))]
+    folds += [([d for d in split.train if d != v], [v]) for v in VALIDATION_LOO if v in split.train]
+    return folds
+
+
 def validation_rows(
     frame: pl.DataFrame, space: str, split: Any, configs: dict[str, FewShotConfig], seeds: int
 ) -> list[dict[str, Any]]:
@@ -144,8 +156,7 @@ def validation_rows(
     1-4: leave one mobile meta-train device out of meta-training and score it. Support: 10
     reference + 10 random archs; the per-device Spearmans are averaged over all folds.
     """
-    folds = [(list(split.train), list(split.valid))]
-    folds += [([d for d in split.train if d != v], [v]) for v in VALIDATION_LOO if v in split.train]
+    folds = validation_folds(split)
     rows = []
     for name, cfg in configs.items():
         per: dict[str, float] = {}
@@ -272,7 +283,15 @@ def bench_fewshot_help_rows(
             }  # fmt: skip
         if validation:
             rows += validation_rows(
-                frame, space, split, {"ours": FewShotConfig(), "previous default": PREVIOUS_DEFAULT}, seeds
+                frame,
+                space,
+                split,
+                {
+                    "ours": FewShotConfig(),
+                    "no GNN embedding": replace(FewShotConfig(), gnn=()),
+                    "previous default": PREVIOUS_DEFAULT,
+                },
+                seeds,
             )
         if ceiling:
             rows += ceiling_rows(frame, space, tgts, split.n_pool)
@@ -304,13 +323,14 @@ def bench_fewshot_help(json_path: str | None, spaces: str, targets: str | None, 
     meta-valid devices + leave-one-out mobile meta-train devices; never the meta-test devices)
     and a noise ceiling per target device (a GBM fitted on the device's own other archs).
     """
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     rows, info = bench_fewshot_help_rows(spaces=_csv(spaces) or [], targets=_csv(targets), seeds=seeds,
                                          splits_path=splits_path, store_root=store_root, ablations=not no_ablations,
                                          validation=not no_validation, ceiling=not no_ceiling)  # fmt: skip
     wall = time.perf_counter() - t0
     _print_table(f"few-shot latency, HELP protocol ({seeds} support draws per device)", rows, wall)
-    _save(json_path, "fewshot-help", rows, wall, {"info": info})
+    click.echo(f"CPU time: {time.process_time() - c0:.1f} s")
+    _save(json_path, "fewshot-help", rows, wall, {"info": info, "cpu_s": round(time.process_time() - c0, 1)})
 
 
 # --------------------------------------------------------------------------- fewshot-tasks
@@ -361,7 +381,7 @@ def bench_fewshot_tasks(json_path: str | None, tasks: str, seeds: int, splits_pa
     test devices with 20 measurements (10 HELP reference archs + 10 random), Spearman over
     every other architecture measured on the device (NB201 tasks mix HELP and LatBench devices,
     joined on the arch key; LatBench's unmeasured archs are neither support nor test)."""
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     splits = read_splits(splits_path)
     rows: list[dict[str, Any]] = []
     info: dict[str, Any] = {"seeds": list(range(seeds))}
@@ -381,9 +401,20 @@ def bench_fewshot_tasks(json_path: str | None, tasks: str, seeds: int, splits_pa
                          mape_pct=round(mean["mape"], 2), within_10pct=round(mean["within_10pct"], 3),
                          meta_train_s=round(fit_s, 1)))  # fmt: skip
         info[task] = {"train": list(split.train), "per_device": per}
+        if FewShotConfig().gnn:  # the same without the GNN embedding (ablation row)
+            plain = FewShotLatencyRegressor(replace(FewShotConfig(), gnn=())).fit(
+                frame, devices={space: list(split.train)}, spaces=[space]
+            )
+            rho = np.mean(
+                [task_scores(plain, frame, space, t, seeds=range(seeds))["spearman"] for t in split.test]
+            )
+            rows.append(
+                _row("spearman_mean_no_gnn", f"{task} ({space}), ablation: no GNN embedding", float(rho))
+            )
     wall = time.perf_counter() - t0
     _print_table(f"few-shot latency, NASFLAT task suite ({seeds} support draws per device)", rows, wall)
-    _save(json_path, "fewshot-tasks", rows, wall, {"info": info})
+    click.echo(f"CPU time: {time.process_time() - c0:.1f} s")
+    _save(json_path, "fewshot-tasks", rows, wall, {"info": info, "cpu_s": round(time.process_time() - c0, 1)})
 
 
 # --------------------------------------------------------------------------- fewshot-live
@@ -470,3 +501,171 @@ def bench_fewshot_live(json_path: str | None, n_support: int, n_test: int, repea
           {"info": {"sources": len(sources), "measure_s": measure_s, "adapt_s": adapt_s, "batch": batch, "repeats": repeats,
                     "threads": threads, "timer": timer, "rounds": rounds,
                     "note": "shared, noisy 2-core machine; latencies are medians of the repeats"}})  # fmt: skip
+
+
+# --------------------------------------------------------------------------- fewshot-gnn
+GNN_EXPERIMENT = "fewshot-gnn-ablations"
+
+
+def gnn_ablation_configs(space: str) -> dict[str, FewShotConfig | str]:
+    """Variants of the GNN encoder study; the string value names the stand-alone GNN predictor."""
+    base = FewShotConfig()
+    # the first study's reference point: features + BMA ridge, HELP reference embedding on
+    g = replace(base, gnn=(space,), gnn_use_references=True, gnn_prior_component=False)
+    return {
+        "no GNN (Bayesian linear model only)": replace(base, gnn=()),
+        "default (GNN without reference embedding + source-prior model on the embedding)": replace(
+            base, gnn=(space,)
+        ),
+        "GNN embedding: features + BMA ridge": g,
+        "GNN embedding: BMA ridge component only": replace(g, gnn_features=False),
+        "GNN embedding: features only": replace(g, gnn_component=False),
+        "GNN + rank loss (weight 1)": replace(g, gnn_rank_loss=1.0),
+        "GNN meta-trained without inner loop (HELP embedding only)": replace(g, gnn_inner="none"),
+        "GNN without reference-latency device embedding": replace(g, gnn_use_references=False),
+        "GNN meta-trained with a Meta-SGD inner loop (HELP's recipe)": replace(g, gnn_inner="metasgd"),
+        "GNN ensemble of 2 encoders": replace(g, gnn_ensemble=2),
+        "GNN + source-prior model on the embedding in the average": replace(g, gnn_prior_component=True),
+        "GNN without reference embedding + source-prior model on the embedding": replace(
+            g, gnn_use_references=False, gnn_prior_component=True
+        ),
+        "GNN cross-space transfer (encoder initialized from the other space's)": replace(
+            g, gnn=("nb201", "fbnet"), gnn_transfer_from="fbnet" if space == "nb201" else "nb201"
+        ),
+        "GNN 1200 meta-steps": replace(g, gnn_steps=1200),
+        "stand-alone GNN (device embedding prior + closed-form inner step)": "standalone",
+        "stand-alone GNN, Meta-SGD inner loop (HELP-style baseline)": "standalone-metasgd",
+        "stand-alone GNN without reference embedding": "standalone-norefs",
+    }
+
+
+def standalone_gnn_scores(
+    frame: pl.DataFrame, space: str, sources: Sequence[str], targets: Sequence[str], *, n_pool: int,
+    seeds: Sequence[int], config: FewShotConfig,
+) -> dict[str, float]:  # fmt: skip
+    """HELP-style predictor alone: e(a) of the meta-trained GNN, head = device-embedding prior
+    (from the 10 reference latencies) + closed-form ridge on the support (HELP's protocol)."""
+    from hwsurrogate.datasets.archspaces import HELP_REFERENCE_INDICES
+
+    from .fewshot import _reference_rows, _standardize, help_protocol_rows, latency_matrix, meta_train_gnn
+
+    keys, logl = latency_matrix(frame, space, list(sources))
+    z = _standardize(logl)[0]
+    gnn = meta_train_gnn(space, keys, z, _reference_rows(frame, space, keys), config.gnn_config())
+    out = {}
+    for dev in targets:
+        d = frame.filter((pl.col("device_id") == dev) & (pl.col("space") == space)).sort("arch_index")
+        idx = d["arch_index"].to_numpy()
+        y = d["latency_ms"].to_numpy().astype(float)
+        E = gnn.embed(d["arch_key"].to_list())
+        pool, test = help_protocol_rows(idx, y, n_pool=n_pool)
+        pos = {a: i for i, a in enumerate(idx.tolist())}
+        ref_rows = np.array([pos[r] for r in HELP_REFERENCE_INDICES[space] if r in pos], dtype=int)
+        refs_ok = len(ref_rows) == len(HELP_REFERENCE_INDICES[space])
+        cand = np.setdiff1d(pool, ref_rows)
+        per = []
+        for seed in seeds:
+            sup = np.r_[ref_rows, np.random.default_rng(seed).choice(cand, size=10, replace=False)].astype(
+                int
+            )
+            head = gnn.adapt(E[sup], np.log(y[sup]), np.log(y[ref_rows]) if refs_ok else None)
+            per.append(score_predictions(y[test], np.exp(gnn.predict(head, E[test])))["spearman"])
+        out[dev] = float(np.mean(per))
+    return out
+
+
+def gnn_ablation_rows(
+    *,
+    spaces: Sequence[str] = ("nb201", "fbnet"),
+    variants: Sequence[str] | None = None,
+    seeds: int = 5,
+    splits_path: str | None = None,
+    store_root: str | None = None,
+    log_mlflow: bool = True,
+) -> list[dict[str, Any]]:
+    """The validation protocol of :func:`validation_rows` for each GNN variant; one MLflow run each."""
+    splits = read_splits(splits_path)
+    rows: list[dict[str, Any]] = []
+    other_frames: dict[str, pl.DataFrame] = {}
+    for space in spaces:
+        split = splits[f"help-{space}"]
+        frame = _read(store_root, space, [*split.train, *split.valid])
+        configs = gnn_ablation_configs(space)
+        chosen = [v for v in configs if variants is None or any(v.startswith(p) for p in variants)]
+        for name in chosen:
+            cfg = configs[name]
+            t0, c0 = time.perf_counter(), time.process_time()
+            per: dict[str, float] = {}
+            for train, targets in validation_folds(split):
+                if isinstance(cfg, str):
+                    inner = "metasgd" if cfg.endswith("metasgd") else "ridge"
+                    base_cfg = replace(FewShotConfig(), gnn=(space,), gnn_inner=inner,
+                                       gnn_use_references=not cfg.endswith("norefs"))  # fmt: skip
+                    per |= standalone_gnn_scores(frame, space, train, targets, n_pool=split.n_pool,
+                                                 seeds=range(seeds), config=base_cfg)  # fmt: skip
+                    continue
+                if cfg.gnn_transfer_from and cfg.gnn_transfer_from != space:
+                    other = cfg.gnn_transfer_from
+                    if other not in other_frames:
+                        src = splits[f"help-{other}"]
+                        other_frames[other] = _read(store_root, other, [*src.train, *src.valid, *src.test])
+                    of = other_frames[other]
+                    # the other space's sources: this fold's sources measured there (never a target)
+                    o_train = [d for d in train if d in set(of["device_id"].unique().to_list())]
+                    model = FewShotLatencyRegressor(cfg).fit(
+                        pl.concat([frame, of.filter(pl.col("device_id").is_in(o_train))]),
+                        devices={space: train, other: o_train}, spaces=[space, other],
+                    )  # fmt: skip
+                else:
+                    model = FewShotLatencyRegressor(cfg).fit(frame, devices={space: train}, spaces=[space])
+                res = evaluate_help_protocol(
+                    model, frame, space, targets, n_pool=split.n_pool, seeds=range(seeds)
+                )
+                res.pop("_pooled")
+                per |= {d: r["spearman"] for d, r in res.items()}
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+            mean = float(np.mean(list(per.values())))
+            rows.append(_row("spearman_mean", f"validation {space}: {name}", mean, n_measurements=20,
+                             per_device={d: round(v, 4) for d, v in per.items()}, wall_s=round(wall, 1),
+                             cpu_s=round(cpu, 1)))  # fmt: skip
+            if log_mlflow:
+                import mlflow
+
+                from .tracking import start_run
+
+                with start_run(
+                    GNN_EXPERIMENT, run_name=f"{space}: {name}", space=space, protocol="validation"
+                ):
+                    params = {"variant": name}
+                    if not isinstance(cfg, str):
+                        params |= {f"cfg_{k}": str(v) for k, v in asdict(cfg).items() if k.startswith("gnn")}
+                    mlflow.log_params(params)
+                    mlflow.log_metrics({"valid_spearman_mean": mean, "wall_s": wall, "cpu_s": cpu} | {
+                        f"valid_spearman_{d.replace('/', '_')}": v for d, v in per.items()})  # fmt: skip
+    return rows
+
+
+@click.command("fewshot-gnn")
+@click.option("--json", "json_path", default=None, help="Also write the results to this JSON file.")
+@click.option("--spaces", default="nb201,fbnet", show_default=True, help="Spaces (HELP splits ND / FD).")
+@click.option("--variants", default=None, help="Comma-separated prefixes of variant names (default: all).")
+@click.option("--seeds", default=5, show_default=True, help="Random support draws per device.")
+@click.option("--no-mlflow", is_flag=True, help="Do not log a run per variant.")
+@splits_option
+@store_option
+def bench_fewshot_gnn(json_path: str | None, spaces: str, variants: str | None, seeds: int, no_mlflow: bool,
+                      splits_path: str | None, store_root: str | None) -> None:  # fmt: skip
+    """Ablations of the meta-trained GNN encoder on the VALIDATION devices only.
+
+    Folds as in `fewshot-help`'s validation rows: meta-train on HELP's meta-train devices and
+    score the meta-valid devices, then leave each mobile meta-train device out and score it;
+    20 measurements (10 references + 10 random). Each variant is an MLflow run in experiment
+    `fewshot-gnn-ablations` (metric valid_spearman_mean, per-device Spearman, wall/CPU time).
+    """
+    t0, c0 = time.perf_counter(), time.process_time()
+    rows = gnn_ablation_rows(spaces=_csv(spaces) or [], variants=_csv(variants), seeds=seeds,
+                             splits_path=splits_path, store_root=store_root, log_mlflow=not no_mlflow)  # fmt: skip
+    wall = time.perf_counter() - t0
+    _print_table(f"few-shot GNN ablations, validation devices ({seeds} draws)", rows, wall)
+    click.echo(f"CPU time: {time.process_time() - c0:.1f} s")
+    _save(json_path, "fewshot-gnn", rows, wall, {"cpu_s": round(time.process_time() - c0, 1)})

@@ -63,6 +63,10 @@ BENCH: dict[str, tuple[str, str]] = {
         f"{S}.bench_fewshot:bench_fewshot_live",
         "This machine as the unseen device (live measurements).",
     ),
+    "fewshot-gnn": (
+        f"{S}.bench_fewshot:bench_fewshot_gnn",
+        "Ablations of the meta-trained GNN encoder (validation devices, MLflow).",
+    ),
 }
 
 PREDICT: dict[str, tuple[str, str]] = {

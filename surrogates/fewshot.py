@@ -12,6 +12,9 @@ described by a feature vector ``f(a) = [z(a), x(a)]``:
   ``x -> z`` fitted on the table.
 - ``x(a)``: the standardized architecture vector of :func:`~.graphs.arch_vectors` (op one-hots,
   op counts, live-path features, MAC proxies).
+- ``e(a)`` (``FewShotConfig.gnn``, default NB201 and FBNet): the embedding of the GNN encoder
+  of :mod:`.fewshot_gnn`, meta-trained on the source devices; it adds feature columns and two
+  models (a ridge and a source-prior model on ``e`` alone) to the model average below.
 
 A device's latency is linear in a transform of it, ``g(y) = mu + s * f(a) . w``, for ``g`` in
 ``log`` (multiplicative op costs), ``sqrt`` and ``ms`` (latency = sum of the ops' latencies).
@@ -114,6 +117,28 @@ class FewShotConfig:
     edge_pairs: tuple[str, ...] = ()
     min_measurements: int = 5  # fewest measurements per space accepted by adapt
     random_state: int = 0
+    # spaces whose arch features include the meta-trained GNN embedding of .fewshot_gnn
+    # (a GIN encoder meta-trained on the source devices through a closed-form per-device head;
+    # see docs/fewshot.md). Chosen on the validation devices (`hws bench fewshot-gnn`): NB201
+    # 0.930 -> 0.933, FBNet 0.862 -> 0.876 with the settings below; OFA has not been validated.
+    gnn: tuple[str, ...] = ("nb201", "fbnet")
+    gnn_features: bool = True  # the embedding enters the source-prior Bayesian model as columns
+    gnn_component: bool = True  # ... and a prior-free ridge on the embedding joins the model average
+    # ... and a model on the embedding alone whose prior is fitted to the source devices' weights
+    # on it (the stand-alone GNN head with a source-device Gaussian prior) joins the average
+    gnn_prior_component: bool = True
+    gnn_steps: int = 400  # meta-training steps of the encoder
+    gnn_embed_dim: int = 16
+    gnn_inner: str = "ridge"  # inner loop of meta-training: closed-form "ridge", "metasgd", "none" (v0)
+    gnn_rank_loss: float = 0.0  # weight of the pairwise ranking loss in meta-training
+    gnn_ensemble: int = 1  # independently seeded encoders (embeddings concatenated)
+    # HELP's hardware embedding (the 10 reference latencies -> MLP) as the prior mean of a
+    # device's head in meta-training; off: a learned global prior mean (measured better on the
+    # validation devices: NB201 0.9327 vs 0.9323, FBNet 0.876 vs 0.875)
+    gnn_use_references: bool = False
+    # cross-space transfer: a space whose encoder (meta-trained earlier in the same fit, e.g.
+    # "nb201") initializes the message-passing layers of the other spaces' encoders
+    gnn_transfer_from: str = ""
 
     def __post_init__(self) -> None:
         for name in ("transforms", "source_transforms"):
@@ -122,6 +147,29 @@ class FewShotConfig:
                 raise ValueError(f"FewShotConfig.{name}: {bad} not among {list(TRANSFORMS)}")
         if self.prior not in ("gaussian", "mixture", "both"):
             raise ValueError(f"FewShotConfig.prior: {self.prior!r} is not gaussian, mixture or both")
+        bad = [s for s in self.gnn if s not in FEWSHOT_SPACES]
+        if bad:
+            raise ValueError(f"FewShotConfig.gnn: {bad} not among {list(FEWSHOT_SPACES)}")
+        if self.gnn_inner not in ("ridge", "metasgd", "none"):
+            raise ValueError(f"FewShotConfig.gnn_inner: {self.gnn_inner!r} is not ridge, metasgd or none")
+        if self.gnn_transfer_from not in ("", *FEWSHOT_SPACES):
+            raise ValueError(
+                f"FewShotConfig.gnn_transfer_from: {self.gnn_transfer_from!r} is not '' or one of {list(FEWSHOT_SPACES)}"
+            )
+
+    def gnn_config(self) -> Any:
+        """The :class:`~.fewshot_gnn.MetaGNNConfig` of the ``gnn_*`` fields (imports torch)."""
+        from .fewshot_gnn import MetaGNNConfig
+
+        return MetaGNNConfig(
+            embed_dim=self.gnn_embed_dim,
+            steps=self.gnn_steps,
+            inner=self.gnn_inner,
+            rank_loss_weight=self.gnn_rank_loss,
+            ensemble=self.gnn_ensemble,
+            use_references=self.gnn_use_references,
+            seed=self.random_state,
+        )
 
 
 # --------------------------------------------------------------------------- linear algebra
@@ -327,7 +375,33 @@ class SpaceModel:
     pair_mean: np.ndarray = field(default_factory=lambda: np.zeros(0))
     pair_std: np.ndarray = field(default_factory=lambda: np.zeros(0))
     meta_scores: dict[str, float] = field(default_factory=dict)
+    # the meta-trained .fewshot_gnn.MetaGNN whose standardized embedding ends the feature rows,
+    # kept as (parameter arrays, metadata) and rebuilt (importing torch) only for archs outside
+    # the table, so that adaptation never imports torch
+    gnn_arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    gnn_meta: dict[str, Any] | None = None
+    gnn_mean: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    gnn_std: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    # per transform: (n_src, n_gnn) source-device weights on the embedding columns alone
+    gnn_components: dict[str, np.ndarray] = field(default_factory=dict)
+    _gnn: Any = field(default=None, repr=False)
     _index: dict[str, int] | None = field(default=None, repr=False)
+
+    @property
+    def n_gnn(self) -> int:
+        """Number of trailing feature columns holding the GNN embedding."""
+        return int(len(self.gnn_mean)) if self.gnn_meta is not None else 0
+
+    @property
+    def gnn(self) -> Any:
+        """The meta-trained GNN encoder (None without one); imports torch on first use."""
+        if self.gnn_meta is None:
+            return None
+        if self._gnn is None:
+            from .fewshot_gnn import MetaGNN
+
+            self._gnn = MetaGNN.from_arrays(self.gnn_arrays, self.gnn_meta)
+        return self._gnn
 
     def prior(self, transform: str) -> tuple[np.ndarray, np.ndarray]:
         """(per-source-device weights (n_src, p), their covariance) in ``transform`` units."""
@@ -372,8 +446,56 @@ class SpaceModel:
             if len(self.pair_index):
                 pairs = (_pair_products(xr, self.pair_index) - self.pair_mean) / self.pair_std
                 rows_f = np.concatenate([rows_f, pairs], axis=1)
+            if self.n_gnn:
+                emb = (self.gnn.embed(missing) - self.gnn_mean) / self.gnn_std
+                rows_f = np.concatenate([rows_f, emb], axis=1)
             out[~known] = rows_f
         return out
+
+
+#: meta-trained GNN encoders of this process, keyed by (space, sources, table, config): the
+#: benchmarks' ablations and validation folds refit the linear model many times on the same sources
+_GNN_CACHE: dict[tuple[Any, ...], Any] = {}
+_GNN_CACHE_SIZE = 64
+
+
+def meta_train_gnn(
+    space: str, keys: np.ndarray, z: np.ndarray, ref_rows: np.ndarray, config: Any, init: Any = None
+) -> Any:
+    """Meta-train (or fetch from this process's cache) the GNN encoder of ``.fewshot_gnn``."""
+    import hashlib
+
+    from .fewshot_gnn import MetaGNN
+
+    h = hashlib.sha1(np.ascontiguousarray(np.nan_to_num(z, nan=1e9)).tobytes())
+    h.update("\n".join(keys.tolist()).encode())
+    key = (space, h.hexdigest(), tuple(int(r) for r in ref_rows), config, getattr(init, "cache_key_", None))
+    if key not in _GNN_CACHE:
+        if len(_GNN_CACHE) >= _GNN_CACHE_SIZE:
+            _GNN_CACHE.pop(next(iter(_GNN_CACHE)))
+        _GNN_CACHE[key] = MetaGNN(config).fit(space, keys.tolist(), z, ref_rows, init=init)
+        _GNN_CACHE[key].cache_key_ = key
+    return _GNN_CACHE[key]
+
+
+def _reference_rows(frame: pl.DataFrame, space: str, keys: np.ndarray) -> np.ndarray:
+    """Table rows of HELP's reference architectures in HELP's order (empty if any is missing)."""
+    refs = archspaces.HELP_REFERENCE_INDICES.get(space, ())
+    if "arch_index" not in frame.columns or not refs:
+        return np.zeros(0, dtype=np.int64)
+    sub = (
+        frame.filter(
+            (pl.col("space") == space)
+            & pl.col("device_id").str.starts_with("help/")
+            & pl.col("arch_index").is_in(list(refs))
+        )
+        .select("arch_index", "arch_key")
+        .unique("arch_index")
+    )
+    by_index = dict(zip(sub["arch_index"].to_list(), sub["arch_key"].to_list(), strict=True))
+    index = {k: i for i, k in enumerate(keys.tolist())}
+    rows = [index.get(by_index.get(r, ""), -1) for r in refs]
+    return np.zeros(0, dtype=np.int64) if min(rows) < 0 else np.asarray(rows, dtype=np.int64)
 
 
 def _source_blocks(
@@ -502,6 +624,8 @@ class FewShotLatencyRegressor:
                 raise TrainingDataError(f"few-shot training frame misses column {col!r}")
         present = frame["space"].unique().to_list()
         spaces = [s for s in (spaces or FEWSHOT_SPACES) if s in present]
+        if cfg.gnn_transfer_from in spaces:  # the transfer source is meta-trained first
+            spaces = [cfg.gnn_transfer_from] + [s for s in spaces if s != cfg.gnn_transfer_from]
         if not spaces:
             raise TrainingDataError(f"no rows of spaces {list(FEWSHOT_SPACES)} in the training frame")
         self.spaces_: dict[str, SpaceModel] = {}
@@ -567,6 +691,17 @@ class FewShotLatencyRegressor:
             pair_index = pair_index[live]
             pr, pair_mean, pair_std = _standardize(pr[:, live])
             F = np.concatenate([F, pr], axis=1)
+        gnn = None
+        gnn_arrays: dict[str, np.ndarray] = {}
+        gnn_meta = None
+        gnn_mean = gnn_std = np.zeros(0)
+        if space in cfg.gnn:
+            src = cfg.gnn_transfer_from
+            init = self.spaces_[src].gnn if src and src != space and src in self.spaces_ else None
+            gnn = meta_train_gnn(space, keys, z, _reference_rows(frame, space, keys), cfg.gnn_config(), init)
+            emb, gnn_mean, gnn_std = _standardize(gnn.embed(keys.tolist()))
+            F = np.concatenate([F, emb], axis=1)
+            gnn_arrays, gnn_meta = gnn.to_arrays()
         compact = np.zeros(F.shape[1])
         if cfg.use_arch_features:
             from .graphs import vector_feature_names
@@ -606,6 +741,15 @@ class FewShotLatencyRegressor:
                 ]
             )
         meta_scores, tau, noise = self._meta_select(F, z, observed, devs, n_src, device_weights)
+        gnn_components: dict[str, np.ndarray] = {}
+        if gnn is not None:  # source-device weights on the embedding columns alone, per transform
+            g_idx = np.arange(p - gnn_mean.shape[0], p)
+            for t in cfg.transforms or ("log",):
+                Yt = Y if t == "log" else _standardize(forward_transform(t, logl_filled))[0]
+                rhs_t = Fc.T @ (Yt - Yt.mean(axis=0))
+                gnn_components[t] = np.stack(
+                    [_ridge_masked(gram, rhs_t[:, j], g_idx, lam)[g_idx] for j in range(len(devs))]
+                )
         return SpaceModel(
             space=space,
             arch_keys=keys,
@@ -633,6 +777,12 @@ class FewShotLatencyRegressor:
             pair_mean=pair_mean,
             pair_std=pair_std,
             meta_scores=meta_scores,
+            gnn_arrays=gnn_arrays,
+            gnn_meta=gnn_meta,
+            gnn_components=gnn_components,
+            gnn_mean=gnn_mean,
+            gnn_std=gnn_std,
+            _gnn=gnn,
         )
 
     def _meta_select(
@@ -730,6 +880,15 @@ class FewShotLatencyRegressor:
         sm = self._space(space)
         cfg = self.config
         W, cov = sm.prior(transform)
+        src_iso = None
+        if sm.n_gnn and not cfg.gnn_features:  # the embedding only feeds its own ridge component
+            g = slice(F.shape[1] - sm.n_gnn, None)
+            W, cov = W.copy(), cov.copy()
+            W[:, g] = 0.0
+            cov[g, :] = 0.0
+            cov[:, g] = 0.0
+            src_iso = np.ones(F.shape[1])
+            src_iso[g] = 0.0
         kinds = ["mixture", "gaussian"] if cfg.prior == "both" else [cfg.prior]
         taus: list[float] = [sm.tau * f for f in cfg.evidence_tau_factors] or [sm.tau]
         noises: list[float] = list(cfg.evidence_noises) or [sm.noise]
@@ -744,18 +903,50 @@ class FewShotLatencyRegressor:
                 tau=taus,
                 noise=noises,
                 space=space,
+                iso=src_iso,
                 transform=transform,
             )
             for kind in kinds
         ]
         n_z = len(sm.source_devices) * len(sm.source_transforms) if cfg.use_device_latencies else 0
         p = F.shape[1]
+        isos = []
         if cfg.flat_component and cfg.use_arch_features:
             iso = np.ones(p)
             iso[:n_z] = 0.0  # the flat models ignore the source-device latencies
+            if src_iso is not None:
+                iso[src_iso == 0] = 0.0
             isos = [iso]
             if cfg.compact_component and sm.compact.shape == (p,) and sm.compact.any():
                 isos.append(sm.compact)  # counts/MACs/paths only: few weights, sample-efficient
+        if sm.n_gnn and cfg.gnn_component:
+            iso = np.zeros(p)
+            iso[p - sm.n_gnn :] = 1.0  # a ridge on the meta-trained GNN embedding alone
+            isos.append(iso)
+        if sm.n_gnn and cfg.gnn_prior_component and transform in sm.gnn_components:
+            g = slice(p - sm.n_gnn, None)
+            Wg = sm.gnn_components[transform]
+            mean_g = np.zeros((1, p))
+            mean_g[0, g] = Wg.mean(axis=0)
+            cov_g = np.zeros((p, p))
+            if len(Wg) > 1:
+                cov_g[g, g] = np.cov(Wg.T)
+            iso = np.zeros(p)
+            iso[g] = 1.0
+            heads.append(
+                posterior_head(
+                    F,
+                    log_y,
+                    mean_g,
+                    cov_g,
+                    tau=cfg.flat_taus,
+                    noise=noises,
+                    iso=iso,
+                    space=space,
+                    transform=transform,
+                )  # fmt: skip
+            )
+        if isos:
             heads += [
                 posterior_head(
                     F,
@@ -804,7 +995,14 @@ class FewShotLatencyRegressor:
                 arrays[f"{space}/{name}"] = np.asarray(getattr(sm, name))
             for t, Wt in sm.transform_components.items():
                 arrays[f"{space}/transform_components_{t}"] = np.asarray(Wt)
+            if sm.gnn_meta is not None:
+                arrays |= {f"{space}/gnn_param/{k}": v for k, v in sm.gnn_arrays.items()}
+                arrays[f"{space}/gnn_mean"] = np.asarray(sm.gnn_mean)
+                arrays[f"{space}/gnn_std"] = np.asarray(sm.gnn_std)
+                for t, Wg in sm.gnn_components.items():
+                    arrays[f"{space}/gnn_components_{t}"] = np.asarray(Wg)
             meta["spaces"][space] = {
+                "gnn": sm.gnn_meta,
                 "source_devices": sm.source_devices,
                 "tau": sm.tau,
                 "noise": sm.noise,
@@ -859,6 +1057,18 @@ class FewShotLatencyRegressor:
                     },
                     meta_scores=dict(info["meta_scores"]),
                 )
+                if info.get("gnn"):
+                    sm = model.spaces_[space]
+                    sm.gnn_arrays = {
+                        k.split("/", 1)[1]: v for k, v in arr.items() if k.startswith("gnn_param/")
+                    }
+                    sm.gnn_meta = dict(info["gnn"])
+                    sm.gnn_mean, sm.gnn_std = arr["gnn_mean"], arr["gnn_std"]
+                    sm.gnn_components = {
+                        k.removeprefix("gnn_components_"): v
+                        for k, v in arr.items()
+                        if k.startswith("gnn_components_")
+                    }
         return model
 
     @property

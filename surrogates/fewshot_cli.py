@@ -119,6 +119,14 @@ store_option = click.option(
     "--no-device-latencies", is_flag=True, help="Ablation: drop source-device latencies as arch features."
 )
 @click.option("--no-arch-features", is_flag=True, help="Ablation: drop graphs.arch_vectors as arch features.")
+@click.option(
+    "--gnn",
+    "gnn_spaces",
+    default=None,
+    help="Comma-separated spaces whose features include the meta-trained device-conditioned GNN "
+    "embedding (surrogates/fewshot_gnn.py), or 'none'. Default: FewShotConfig's "
+    f"({','.join(FewShotConfig().gnn) or 'none'}).",
+)
 @splits_option
 @store_option
 @click.option(
@@ -133,6 +141,7 @@ def train_fewshot(
     prior: str,
     no_device_latencies: bool,
     no_arch_features: bool,
+    gnn_spaces: str | None,
     splits_path: str | None,
     store_root: str | None,
     register: bool,
@@ -166,10 +175,18 @@ def train_fewshot(
         raise click.ClickException(
             "no space has >= 2 source devices in the store; run `hws data import help` (and latbench) first"
         )
+    gnn = FewShotConfig().gnn
+    if gnn_spaces is not None:
+        gnn = tuple(s.strip() for s in gnn_spaces.split(",") if s.strip() and s.strip() != "none")
+        if bad := [s for s in gnn if s not in FEWSHOT_SPACES]:
+            raise click.BadParameter(
+                f"unknown space(s) {bad}; choose from {list(FEWSHOT_SPACES)}", param_hint="--gnn"
+            )
     config = FewShotConfig(
         prior=prior,  # type: ignore[arg-type]
         use_device_latencies=not no_device_latencies,
         use_arch_features=not no_arch_features,
+        gnn=gnn,
     )
     t0 = time.perf_counter()
     with start_run(EXPERIMENT, run_name=f"fewshot-{sources}-{prior}", task="latency-fewshot") as run:

@@ -37,6 +37,8 @@ COMPUTE = np.array([0.0, 0.02, 0.10, 0.30, 0.03])  # none, skip, conv1x1, conv3x
 MEMORY = np.array([0.0, 0.12, 0.04, 0.06, 0.25])
 SOURCE_MIX = (0.15, 0.3, 0.45, 0.6, 0.75, 0.9)  # share of the compute profile
 TARGET_MIX = 0.0
+#: these tests pin the Bayesian linear model alone; the GNN embedding has tests/surrogates/test_fewshot_gnn.py
+NO_GNN: tuple[str, ...] = ()
 
 
 def _keys(n: int, seed: int) -> list[str]:
@@ -85,7 +87,9 @@ def _training_frame() -> pl.DataFrame:
 
 @pytest.fixture(scope="module")
 def model() -> FewShotLatencyRegressor:
-    cfg = FewShotConfig(meta_draws=2, meta_query=200, tau_grid=(0.001, 0.01), noise_grid=(0.05, 0.2))
+    cfg = FewShotConfig(
+        meta_draws=2, meta_query=200, tau_grid=(0.001, 0.01), noise_grid=(0.05, 0.2), gnn=NO_GNN
+    )
     return FewShotLatencyRegressor(cfg).fit(_training_frame())
 
 
@@ -288,6 +292,7 @@ def test_an_additive_device_is_fitted_best_by_the_ms_head(model: FewShotLatencyR
         ]
     )
     cfg = FewShotConfig(
+        gnn=NO_GNN,
         meta_draws=1, meta_query=100, tau_grid=(0.001, 0.01), noise_grid=(0.05,),
         use_arch_features=False, interaction_pcs=(), source_transforms=("log", "ms"),
     )  # fmt: skip
@@ -316,7 +321,7 @@ def test_transform_weights_do_not_depend_on_the_latency_unit(model: FewShotLaten
 
 def test_a_single_transform_model_returns_a_plain_head(tmp_path: Path) -> None:
     cfg = FewShotConfig(
-        meta_draws=1, meta_query=100, tau_grid=(0.01,), noise_grid=(0.1,), transforms=("log",)
+        gnn=NO_GNN, meta_draws=1, meta_query=100, tau_grid=(0.01,), noise_grid=(0.1,), transforms=("log",)
     )
     m = FewShotLatencyRegressor(cfg).fit(_training_frame())
     head = m.adapt("nb201", *_support(12))
@@ -348,7 +353,12 @@ def test_config_rejects_unknown_transforms_and_priors_naming_the_field(field: st
 
 def test_ms_source_features_are_masked_per_device_and_survive_save_load(tmp_path: Path) -> None:
     cfg = FewShotConfig(
-        meta_draws=1, meta_query=100, tau_grid=(0.01,), noise_grid=(0.1,), source_transforms=("log", "ms")
+        gnn=NO_GNN,
+        meta_draws=1,
+        meta_query=100,
+        tau_grid=(0.01,),
+        noise_grid=(0.1,),
+        source_transforms=("log", "ms"),
     )
     m = FewShotLatencyRegressor(cfg).fit(_training_frame())
     sm = m.spaces_["nb201"]
@@ -368,7 +378,7 @@ def test_ms_source_features_are_masked_per_device_and_survive_save_load(tmp_path
 
 def test_edge_pair_features_encode_new_archs_like_table_archs_and_survive_save_load(tmp_path: Path) -> None:
     cfg = FewShotConfig(
-        meta_draws=1, meta_query=100, tau_grid=(0.01,), noise_grid=(0.1,), edge_pairs=("nb201",)
+        gnn=NO_GNN, meta_draws=1, meta_query=100, tau_grid=(0.01,), noise_grid=(0.1,), edge_pairs=("nb201",)
     )
     m = FewShotLatencyRegressor(cfg).fit(_training_frame())
     sm = m.spaces_["nb201"]

@@ -32,7 +32,9 @@ def trained_store(tmp_path: Path) -> Path:
     root = tmp_path / "store"
     DatasetStore(root).append("latency", _store_rows(_training_frame()), partition="synth")
     result = CliRunner().invoke(
-        train_fewshot, ["--spaces", "nb201", "--splits", str(tmp_path / "none.json"), "--store", str(root)]
+        train_fewshot,
+        # --gnn none: the GNN encoder's meta-training has its own tests (test_fewshot_gnn.py)
+        ["--spaces", "nb201", "--gnn", "none", "--splits", str(tmp_path / "none.json"), "--store", str(root)],
     )
     assert result.exit_code == 0, result.output
     return root
@@ -188,7 +190,7 @@ def test_promotion_metric_holds_out_validation_devices_and_averages_20_and_10_me
     (tmp_path / "s.json").write_text(json.dumps(raw))
     src, val = _sources_and_validation(frame, ["nb201"], str(tmp_path / "s.json"), "all")
     assert "help/src4" not in src["nb201"] and val["nb201"] == (["help/src4"], 150)
-    cfg = FewShotConfig(meta_draws=1, meta_query=100, tau_grid=(0.01,), noise_grid=(0.1,))
+    cfg = FewShotConfig(meta_draws=1, meta_query=100, tau_grid=(0.01,), noise_grid=(0.1,), gnn=())
     model = FewShotLatencyRegressor(cfg).fit(frame, devices=src)
     score = _validation_score(model, frame, val, log=False)
     expected = [
