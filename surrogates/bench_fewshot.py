@@ -192,9 +192,11 @@ def ceiling_rows(
     from sklearn.ensemble import HistGradientBoostingRegressor
 
     from .fewshot import help_protocol_rows
-    from .graphs import arch_vectors
+    from .graphs import arch_vectors, nb201_op_codes
+    from .noise_ceiling import NOISE_R2, nb201_noise_ceiling
 
     rows = []
+    bounds: list[float] = []
     for dev in devices:
         d = frame.filter(pl.col("device_id") == dev).sort("arch_index")
         idx = d["arch_index"].to_numpy()
@@ -206,6 +208,16 @@ def ceiling_rows(
         rho = score_predictions(np.exp(y[test]), np.exp(gbm.predict(X[test])))["spearman"]
         rows.append(_row("spearman_ceiling", f"{space} {dev}, GBM on {len(train)} of its own archs", rho,
                          n_train=int(len(train))))  # fmt: skip
+        if space == "nb201":  # the measured noise ceiling (see surrogates/noise_ceiling.py)
+            c = nb201_noise_ceiling(np.exp(y), nb201_op_codes(d["arch_key"]), test, dev)
+            noise = c.position_cv_r2 is not None and c.position_cv_r2 < NOISE_R2
+            bounds.append(c.spearman if noise else 1.0)
+            rows.append(_row("spearman_ceiling", f"{space} {dev}, op-count class-mean oracle", c.spearman,
+                             position_cv_r2=round(c.position_cv_r2 or 0.0, 3), noise_limited=noise))  # fmt: skip
+    if bounds:
+        rows.append(_row("spearman_mean_upper_bound", f"{space} HELP split, any predictor", float(np.mean(bounds)),
+                         note="mean over targets of the oracle where op positions explain < 5% of the "
+                              "within-class spread (noise-limited), else 1.0"))  # fmt: skip
     return rows
 
 

@@ -23,11 +23,11 @@ from typing import Any
 import click
 import numpy as np
 
+from .noise_ceiling import NOISE_R2
+
 BENCHMARK = "latency-single"
 TARGET_SPEARMAN = 0.99
 TARGET_MAPE = 5.0
-#: a device's within-class spread counts as noise when op positions explain less than this (CV R^2)
-NOISE_R2 = 0.05
 
 
 def _metrics(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 
 N_NB201_OPS = 5
+#: a device's within-class spread counts as noise when op positions explain less than this (CV R^2)
+NOISE_R2 = 0.05
 
 
 @dataclass(frozen=True)
