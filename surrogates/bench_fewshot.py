@@ -132,6 +132,7 @@ def ablation_configs(space: str) -> dict[str, FewShotConfig]:
         "source latencies only": replace(base, use_arch_features=False),
         "arch features only": replace(base, use_device_latencies=False),
         "no flat-ridge model averaging": replace(base, flat_component=False),
+        "no op-count ridge component": replace(base, count_component=False),
         "no interaction features": replace(base, interaction_pcs=()),
         "8 interaction PCs": replace(base, interaction_pcs=((space, 8),)),
     } | (

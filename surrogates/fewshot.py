@@ -102,6 +102,9 @@ class FewShotConfig:
     evidence_noises: tuple[float, ...] = (0.02, 0.05, 0.1, 0.2, 0.4)
     flat_component: bool = True  # Bayesian model averaging with a prior-free ridge on x
     compact_component: bool = True  # ... and with a ridge on the compact (count/MAC) arch features
+    # ... and with a ridge on the op counts alone: in an NB201 cell an op costs the same on every
+    # edge, so latency ~ sum of per-op costs (a 5-weight model that 10-20 measurements pin down)
+    count_component: bool = True
     flat_taus: tuple[float, ...] = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
     # output transforms of the latency the linear model is fitted in ("log": multiplicative
     # op costs; "ms": latency = sum of op latencies, exact for sequential execution; "sqrt":
@@ -364,6 +367,7 @@ class SpaceModel:
     tau: float
     noise: float
     compact: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (p,) 1 = compact x column
+    counts: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (p,) 1 = op-count x column
     pcs: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # (p_base, k) interaction PCs
     pc_mean: np.ndarray = field(default_factory=lambda: np.zeros(0))
     # per non-log transform: (n_src, p) source-device weights in that transform's units
@@ -703,12 +707,14 @@ class FewShotLatencyRegressor:
             F = np.concatenate([F, emb], axis=1)
             gnn_arrays, gnn_meta = gnn.to_arrays()
         compact = np.zeros(F.shape[1])
+        counts = np.zeros(F.shape[1])
         if cfg.use_arch_features:
             from .graphs import vector_feature_names
 
             names = np.asarray(vector_feature_names(space))[x_keep]
             is_compact = np.array([re.match(r"^[a-z]\d+_", n) is None for n in names], dtype=float)
             compact[n_src : n_src + len(names)] = is_compact
+            counts[n_src : n_src + len(names)] = [re.match(r"^n_(?!live)", n) is not None for n in names]
         Fc = F - F.mean(axis=0)
         gram = Fc.T @ Fc
         p = F.shape[1]
@@ -767,6 +773,7 @@ class FewShotLatencyRegressor:
             tau=tau,
             noise=noise,
             compact=compact,
+            counts=counts,
             pcs=pcs,
             pc_mean=pc_mean,
             transform_components=transform_components,
@@ -919,6 +926,8 @@ class FewShotLatencyRegressor:
             isos = [iso]
             if cfg.compact_component and sm.compact.shape == (p,) and sm.compact.any():
                 isos.append(sm.compact)  # counts/MACs/paths only: few weights, sample-efficient
+            if cfg.count_component and sm.counts.shape == (p,) and sm.counts.any():
+                isos.append(sm.counts)
         if sm.n_gnn and cfg.gnn_component:
             iso = np.zeros(p)
             iso[p - sm.n_gnn :] = 1.0  # a ridge on the meta-trained GNN embedding alone
@@ -989,7 +998,7 @@ class FewShotLatencyRegressor:
         for space, sm in self.spaces_.items():
             for name in (
                 "arch_keys", "features", "x_mean", "x_std", "x_keep", "z_mean", "z_std",
-                "encoder", "prior_mean", "prior_components", "prior_cov", "pcs", "pc_mean", "compact",
+                "encoder", "prior_mean", "prior_components", "prior_cov", "pcs", "pc_mean", "compact", "counts",
                 "zt_mean", "zt_std", "pair_index", "pair_mean", "pair_std",
             ):  # fmt: skip
                 arrays[f"{space}/{name}"] = np.asarray(getattr(sm, name))
@@ -1042,6 +1051,7 @@ class FewShotLatencyRegressor:
                     tau=float(info["tau"]),
                     noise=float(info["noise"]),
                     compact=arr.get("compact", np.zeros(0)),
+                    counts=arr.get("counts", np.zeros(0)),
                     pcs=arr.get("pcs", np.zeros((0, 0))),
                     pc_mean=arr.get("pc_mean", np.zeros(0)),
                     source_transforms=tuple(info.get("source_transforms", ["log"])),
