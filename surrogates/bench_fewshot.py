@@ -424,6 +424,14 @@ def bench_fewshot_tasks(json_path: str | None, tasks: str, seeds: int, splits_pa
             rows.append(
                 _row("spearman_mean_no_gnn", f"{task} ({space}), ablation: no GNN embedding", float(rho))
             )
+        if FewShotConfig().count_component:  # ... and without the op-count ridge (adapt-time only)
+            model.config = replace(model.config, count_component=False)
+            rho = np.mean(
+                [task_scores(model, frame, space, t, seeds=range(seeds))["spearman"] for t in split.test]
+            )
+            rows.append(
+                _row("spearman_mean_no_counts", f"{task} ({space}), ablation: no op-count ridge", float(rho))
+            )
     wall = time.perf_counter() - t0
     _print_table(f"few-shot latency, NASFLAT task suite ({seeds} support draws per device)", rows, wall)
     click.echo(f"CPU time: {time.process_time() - c0:.1f} s")
