@@ -302,6 +302,7 @@ def bench_fewshot_help_rows(
                 {
                     "ours": FewShotConfig(),
                     "no GNN embedding": replace(FewShotConfig(), gnn=()),
+                    "no op-count ridge": replace(FewShotConfig(), count_component=False),
                     "previous default": PREVIOUS_DEFAULT,
                 },
                 seeds,
