@@ -21,7 +21,7 @@ from hwsurrogate.progress import track
 
 from .benchreport import BenchReport, json_option
 from .features import gemm_features
-from .gemm_adapt import GemmAdaptConfig, fit_adaptation, predict_with_correction
+from .gemm_adapt import GemmAdaptConfig, fit_adaptation, predict_with_correction, suggest_shapes
 from .gemm_model import GemmRegressor, power_rows
 from .splits import group_split, random_split
 from .tracking import regression_metrics
@@ -418,11 +418,15 @@ def fewshot_curve(
     *,
     repeats: int = 5,
     config: GemmAdaptConfig | None = None,
+    select: str = "random",
 ) -> pl.DataFrame:
     """Per (device, op, shots) MAPE on the non-support rows, averaged over ``repeats`` draws.
 
     Each draw adapts the frozen ``model`` exactly as ``hws adapt --task gemm`` does
     (:func:`~.gemm_adapt.fit_adaptation`) and scores every other row of the device.
+    ``select="random"`` draws the support at random; ``"designed"`` takes the shapes
+    :func:`~.gemm_adapt.suggest_shapes` (``hws predict gemm-shots``) picks from the device's
+    shapes (never their runtimes), each draw from another random pool of 1500 candidates.
     """
     out = []
     for dev in test["device_id"].unique().sort().to_list():
@@ -434,7 +438,12 @@ def fewshot_curve(
         for s in shots:
             for rep in range(repeats if s else 1):
                 rng = np.random.default_rng(1000 * rep + s)
-                support = rng.choice(part.height, size=s, replace=False) if s else np.array([], dtype=int)
+                if not s:
+                    support = np.array([], dtype=int)
+                elif select == "designed":
+                    support = suggest_shapes(part, desc, s, config=config, seed=rep)
+                else:
+                    support = rng.choice(part.height, size=s, replace=False)
                 mask = np.ones(part.height, dtype=bool)
                 mask[support] = False
                 pred = base
@@ -561,6 +570,7 @@ def validation_curves(
     repeats: int,
     max_iter: int,
     max_rows: int = 40_000,
+    designed: Sequence[int] = (),
 ) -> pl.DataFrame:
     """Leave-one-training-GPU-out few-shot MAPE: per (variant, shots, held-out GPU, op).
 
@@ -577,6 +587,10 @@ def validation_curves(
         for name, cfg in configs.items():
             curve = fewshot_curve(base, test, devices, shots, repeats=repeats, config=cfg)
             out.append(curve.with_columns(pl.lit(name).alias("variant")))
+        if designed:  # the default adaptation on the shapes suggest_shapes picks
+            curve = fewshot_curve(base, test, devices, designed, repeats=repeats, config=configs["default"],
+                                  select="designed")  # fmt: skip
+            out.append(curve.with_columns(pl.lit("designed shapes").alias("variant")))
     return pl.concat(out)
 
 
@@ -619,7 +633,8 @@ def bench_fewshot_gemm(
 ) -> None:
     """GEMM on unseen GPUs (NeuSight split) with 0/5/10/20/50/100 measured shapes per GPU.
 
-    The support shapes are drawn at random from the GPU's rows (both ops), the adaptation
+    The support shapes are drawn at random from the GPU's rows (both ops) (and, in rows marked
+    "designed shapes", picked by `hws predict gemm-shots` from the GPU's shapes), the adaptation
     (spec calibration + ridge correction + source-GPU term + GP residual, over the frozen trees)
     is fitted exactly as `hws adapt --task gemm` does, and MAPE is measured on the other rows.
     Ablation rows drop one step each; validation rows repeat the protocol leave-one-training-GPU-out
@@ -637,7 +652,9 @@ def bench_fewshot_gemm(
         f"on the remaining log residual over shape space (lengthscale {config.gp_lengthscale} log2 units, "
         f"signal sd {config.gp_signal_sd}, noise sd {config.gp_noise_sd}); every constant was picked "
         "leave-one-training-GPU-out on NeuSight's 5 training GPUs (validation rows), never on the test GPUs; "
-        "ablation rows drop one step; 'reference only' rows are not few-shot results",
+        "ablation rows drop one step; rows marked 'designed shapes' take the support `hws predict gemm-shots` "
+        "suggests from the GPU's shape list (shapes only) instead of random rows; 'reference only' rows are "
+        "not few-shot results",
     )
     store = DatasetStore()
     train, test, devices = neusight_frames(store, NEUSIGHT_TRAIN, test_devices)
@@ -661,6 +678,13 @@ def bench_fewshot_gemm(
                    target=8.0 if r["shots"] == 10 else None, n=r["n"],
                    note=f"std over draws {r['mape_std']:.2f}" if r["mape_std"] is not None else "")  # fmt: skip
     report.details["curve"] = curve.to_dicts()
+    designed = fewshot_curve(model, test, devices, nonzero, repeats=repeats, config=config, select="designed")
+    for r in designed.iter_rows(named=True):
+        report.add("runtime MAPE %", f"{_short(r['device_id'])} {r['op']} {r['shots']}-shot (designed shapes)",
+                   r["mape"], target=8.0 if r["shots"] == 10 else None, n=r["n"],
+                   note="support = the shapes `hws predict gemm-shots` suggests from the GPU's shape list (GP "
+                   f"max-variance design; shapes only, no runtimes), std over draws {r['mape_std']:.2f}")  # fmt: skip
+    report.details["curve designed shapes"] = designed.to_dicts()
     ablations = {
         "no GP step": (
             replace(config, use_gp=False),
@@ -707,13 +731,13 @@ def bench_fewshot_gemm(
         val_shots = [s for s in nonzero if s <= 20]
         val = validation_curves(
             store, {"default": config, "no GP step": replace(config, use_gp=False)}, [0, *val_shots],
-            repeats=repeats, max_iter=max_iter,
+            repeats=repeats, max_iter=max_iter, designed=val_shots,
         )  # fmt: skip
         mean = val.group_by("variant", "shots").agg(pl.col("mape").mean(), pl.len()).sort("variant", "shots")
         for r in mean.iter_rows(named=True):
             if r["shots"] == 0 and r["variant"] != "default":
                 continue
-            label = "steps 1-4 (default)" if r["variant"] == "default" else "no GP step"
+            label = {"default": "steps 1-4 (default)"}.get(r["variant"], r["variant"])
             label = "spec only" if r["shots"] == 0 else label
             report.add("validation MAPE %", f"leave-one-training-GPU-out {r['shots']}-shot ({label})", r["mape"],
                        n=r["len"], note="mean over held-out training GPU x op (5 GPUs x bmm/linear); scored on "

@@ -391,6 +391,57 @@ def predict_with_correction(
     return base * np.exp(log_factor + _source_log_factor(runtime, correction, queries, descriptors))
 
 
+# --------------------------------------------------------------------------- which shapes to measure
+
+
+def suggest_shapes(
+    candidates: pl.DataFrame,
+    descriptors: pl.DataFrame,
+    n: int,
+    *,
+    config: GemmAdaptConfig | None = None,
+    max_pool: int = 1500,
+    seed: int = 0,
+) -> np.ndarray:
+    """Row indices of ``n`` of ``candidates`` worth measuring on a new GPU (step-4 GP design).
+
+    Greedy maximum posterior variance of the adaptation's own GP: start from the candidate
+    nearest the pool's mean shape, then repeatedly add the shape the GP knows least about given
+    those chosen. Measured shapes spread over the shape space (sizes, aspect ratios, bmm and
+    linear) instead of crowding where most candidates lie. Uses shapes only, never runtimes.
+    Picked leave-one-training-GPU-out over k-means medoids and random shapes (see the docs).
+    ``descriptors`` is the one-row spec sheet (the GP inputs include roofline time and ridge).
+    """
+    config = config or GemmAdaptConfig()
+    if n <= 0:
+        raise AdaptationError(f"suggest_shapes: n must be > 0, got {n}")
+    if candidates.height < n:
+        raise AdaptationError(f"suggest_shapes: {candidates.height} candidate shapes; need at least n={n}")
+    device = str(descriptors["device_id"][0])
+    q = check_measurements(
+        candidates.with_columns(pl.lit(1.0).alias("runtime_ms")) if "runtime_ms" not in candidates.columns
+        else candidates, min_rows=1,
+    ).with_columns(pl.lit(device).alias("device_id"))  # fmt: skip
+    x_all = gp_inputs(gemm_features(q, descriptors), config.gp_op_distance)
+    rng = np.random.default_rng(seed)
+    pool = (
+        np.sort(rng.choice(len(x_all), max_pool, replace=False))
+        if len(x_all) > max_pool
+        else np.arange(len(x_all))
+    )
+    x = x_all[pool]
+    ell, sig, noise = config.gp_lengthscale, config.gp_signal_sd, config.gp_noise_sd
+    chosen = [int(np.argmin(((x - x.mean(axis=0)) ** 2).sum(axis=1)))]
+    for _ in range(n - 1):
+        xs = x[chosen]
+        k_ss = _sq_exp(xs, xs, ell, sig) + noise**2 * np.eye(len(chosen))
+        k_ps = _sq_exp(x, xs, ell, sig)
+        var = sig**2 - (k_ps * np.linalg.solve(k_ss, k_ps.T).T).sum(axis=1)
+        var[chosen] = -np.inf
+        chosen.append(int(np.argmax(var)))
+    return np.sort(pool[chosen])
+
+
 # --------------------------------------------------------------------------- persistence
 
 
@@ -736,3 +787,33 @@ def adapt_gemm_cli(device: str, measurements: str) -> None:
         f"saved {path}  (adaptation {record.fit_seconds:.2f} s, model load {record.load_seconds:.2f} s, "
         f"command {time.perf_counter() - t0:.2f} s after start-up)"
     )
+
+
+@click.command("gemm-shots")
+@click.option("--device", required=True, help="The new GPU (descriptors from the devices table or the file).")
+@click.option(
+    "--candidates",
+    required=True,
+    help="CSV/parquet/JSON of shapes you could measure: op, m, n, k (+ batch, dtype); descriptor "
+    "columns (peak_fp32_gflops, mem_bw_gbs, cores, ...) when the device is not in the devices table.",
+)
+@click.option("-n", "count", default=10, show_default=True, help="How many shapes to suggest.")
+@click.option("--out", default=None, help="Write the suggested shapes here (CSV) instead of printing them.")
+def suggest_shapes_cli(device: str, candidates: str, count: int, out: str | None) -> None:
+    """Which GEMM shapes to measure on a new GPU before `hws adapt --task gemm`.
+
+    Picks COUNT of your candidate shapes that the adaptation learns most from (spread over
+    sizes, aspect ratios and ops). Measure them, add a runtime_ms column, and run
+    `hws adapt --task gemm --device DEVICE --measurements FILE`.
+    """
+    frame = read_measurements(candidates)
+    root = Path(get_settings(fresh=True).store)
+    desc = _descriptors_for(device, frame, root)
+    idx = suggest_shapes(frame, desc, count)
+    keep = [c for c in ("op", "m", "n", "k", "batch", "dtype", "layout") if c in frame.columns]
+    picked = frame[idx].select(keep)
+    if out:
+        picked.write_csv(out)
+        click.echo(f"wrote {picked.height} shapes to {out}; add runtime_ms and run hws adapt --task gemm")
+    else:
+        click.echo(picked.write_csv())

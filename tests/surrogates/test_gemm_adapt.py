@@ -378,3 +378,50 @@ def test_gp_support_is_capped_so_large_measurement_files_stay_fast(store_with_de
     record, _ = adapt_gemm("test/gpu-new", meas, store_root=store_with_devices.root, predictor=predictor,
                            config=cfg)  # fmt: skip
     assert len(record.correction.gp_alpha) == 12 and record.n_measurements == meas.height
+
+
+def _shape_grid() -> pl.DataFrame:
+    """A crowded cluster of near-identical small bmm shapes plus a few far-away ones of each op."""
+    crowd = [("bmm", 64, 64, 64 + 8 * i, 1) for i in range(40)]
+    spread = [("bmm", 4096, 4096, 4096, 8), ("bmm", 16, 16, 16, 1), ("linear", 2048, 1024, 4096, 4),
+              ("linear", 32, 8192, 128, 1), ("bmm", 16, 4096, 16, 64)]  # fmt: skip
+    rows = crowd + spread
+    return pl.DataFrame(rows, schema=["op", "m", "n", "k", "batch"], orient="row")
+
+
+def test_suggested_shapes_spread_over_shape_space_instead_of_the_crowd() -> None:
+    from hwsurrogate.surrogates.gemm_adapt import suggest_shapes
+
+    cand = _shape_grid()
+    desc = devices_frame().filter(pl.col("device_id") == "test/gpu-new")
+    idx = suggest_shapes(cand, desc, 6)
+    assert len(idx) == 6 and len(set(idx.tolist())) == 6
+    picked = cand[idx]
+    assert (idx < 40).sum() == 1  # one representative of the crowd, not six of them
+    assert set(picked["op"].to_list()) == {"bmm", "linear"}
+    assert np.array_equal(idx, suggest_shapes(cand, desc, 6))  # deterministic for the same seed
+
+
+@pytest.mark.parametrize("n", [0, 46])
+def test_suggest_shapes_refuses_an_impossible_count(n: int) -> None:
+    from hwsurrogate.surrogates.gemm_adapt import suggest_shapes
+
+    desc = devices_frame().filter(pl.col("device_id") == "test/gpu-new")
+    with pytest.raises(AdaptationError, match="n"):
+        suggest_shapes(_shape_grid(), desc, n)
+
+
+def test_gemm_shots_cli_writes_the_suggested_shapes(store_with_devices, tmp_path: Path, monkeypatch) -> None:
+    from click.testing import CliRunner
+    from hwsurrogate.surrogates.gemm_adapt import suggest_shapes_cli
+
+    monkeypatch.setenv("HWSURROGATE_STORE", str(store_with_devices.root))
+    cand = tmp_path / "cand.csv"
+    _shape_grid().write_csv(cand)
+    out = tmp_path / "pick.csv"
+    res = CliRunner().invoke(suggest_shapes_cli, ["--device", "test/gpu-new", "--candidates", str(cand),
+                                                  "-n", "4", "--out", str(out)])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert pl.read_csv(out).height == 4 and "runtime_ms" in res.output
+    bad = CliRunner().invoke(suggest_shapes_cli, ["--device", "test/nowhere", "--candidates", str(cand)])
+    assert bad.exit_code != 0 and "test/nowhere" in str(bad.exception)
