@@ -18,11 +18,13 @@ Usage::
     hws data import neusight
     python benchmarks/gemm_logo.py zero-shot [--seeds 1,2,3] [--eval test|train]
     python benchmarks/gemm_logo.py few-shot [--repeats 5]
+    python benchmarks/gemm_logo.py gp [--repeats 3]
 
 ``zero-shot`` compares feature sets (with/without the alignment features, with NeuSight's
 original P4 row of 40 x 64 SMs vs the datasheet's 20 x 128) by fitting histogram gradient
 boosting on the shared feature pipeline with the benchmark's tree settings. ``few-shot`` runs the
-real adaptation (``fit_adaptation``) with and without the source-GPU term and over its ridge.
+real adaptation (``fit_adaptation``) with and without the source-GPU term and over its ridge
+(steps 1-3, the GP off); ``gp`` runs the full adaptation over the step-4 GP's constants.
 Both print mean MAPE over GPU x op, per GPU x op, and CPU and wall time.
 """
 
@@ -114,11 +116,26 @@ def zero_shot(seeds: list[int], evaluate: str, rows_per_gpu: int) -> None:
 
 
 def few_shot(repeats: int, shots: list[int], ridges: list[float]) -> None:
+    steps123 = replace(GemmAdaptConfig(), use_gp=False)
+    configs = {"steps 1+2 (no source term)": replace(steps123, use_sources=False)}
+    configs |= {f"steps 1+2+3, source ridge {r:g}": replace(steps123, source_ridge=r) for r in ridges}
+    _few_shot_configs(configs, repeats, shots)
+
+
+def gp_grid(repeats: int, shots: list[int]) -> None:
+    """Step 4's constants: GP lengthscale x (signal sd, noise sd), and no GP (steps 1-3)."""
+    base = GemmAdaptConfig()
+    configs = {"steps 1-3 (no GP)": replace(base, use_gp=False)}
+    for ell in (3.0, 4.0, 6.0):
+        for sig, noise in ((0.2, 0.1), (0.2, 0.05), (0.15, 0.1)):
+            configs[f"GP l={ell:g} s={sig:g} noise={noise:g}"] = replace(
+                base, gp_lengthscale=ell, gp_signal_sd=sig, gp_noise_sd=noise
+            )
+    _few_shot_configs(configs, repeats, shots)
+
+
+def _few_shot_configs(configs: dict[str, GemmAdaptConfig], repeats: int, shots: list[int]) -> None:
     store = DatasetStore()
-    configs = {"steps 1+2 (no source term)": replace(GemmAdaptConfig(), use_sources=False)}
-    configs |= {
-        f"steps 1+2+3, source ridge {r:g}": replace(GemmAdaptConfig(), source_ridge=r) for r in ridges
-    }
     out = []
     for held in NEUSIGHT_TRAIN:
         train, test, devices = neusight_frames(store, [d for d in NEUSIGHT_TRAIN if d != held], [held])
@@ -157,7 +174,7 @@ def few_shot(repeats: int, shots: list[int], ridges: list[float]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", choices=("zero-shot", "few-shot"))
+    ap.add_argument("mode", choices=("zero-shot", "few-shot", "gp"))
     ap.add_argument("--seeds", default="1,2,3", help="zero-shot: training-row subsample seeds")
     ap.add_argument(
         "--eval", default="test", choices=("test", "train"), help="zero-shot: held-out rows scored"
@@ -171,6 +188,8 @@ def main() -> None:
     with threadpool_limits(limits=1, user_api="openmp"):
         if args.mode == "zero-shot":
             zero_shot([int(s) for s in args.seeds.split(",")], args.eval, args.rows_per_gpu)
+        elif args.mode == "gp":
+            gp_grid(args.repeats, [int(s) for s in args.shots.split(",")])
         else:
             few_shot(
                 args.repeats,

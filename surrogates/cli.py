@@ -42,7 +42,7 @@ BENCH: dict[str, tuple[str, str]] = {
     ),
     "fewshot-gemm": (
         f"{S}.bench_gemm:bench_fewshot_gemm",
-        "GEMM on unseen GPUs with 0/5/10/20 measurements.",
+        "GEMM on unseen GPUs with 0-100 measurements.",
     ),
     "fpga-hlsyn": (f"{S}.bench_fpga:bench_hlsyn", "HLSyn protocol: held-out kernels, RMSE and validity F1."),
     "fpga-power": (f"{S}.bench_fpga:bench_power", "PowerGear: leave-one-kernel-out power error."),
@@ -76,6 +76,10 @@ PREDICT: dict[str, tuple[str, str]] = {
         "Latency of architectures on a known or adapted device.",
     ),
     "fpga": (f"{S}.predict_cli:predict_fpga", "Resources and cycles of an hls4ml model or HLS design."),
+    "gemm-shots": (
+        f"{S}.gemm_adapt:suggest_shapes_cli",
+        "Which GEMM shapes to measure on a new GPU before hws adapt.",
+    ),
 }
 
 

@@ -22,6 +22,14 @@ handful of measured shapes adapts the model in two small steps, both over the *f
    fitted as ``c + sum_s beta_s * gap_s`` by ridge (``source_ridge``), so a new GPU that behaves
    like a mix of known ones borrows their pattern. Up to ``max_sources`` training GPUs nearest
    in (log peak, log bandwidth) are used.
+4. **Local residual (Gaussian process).** Steps 1-3 are global: a few numbers for every shape.
+   What they leave is not (on an H100 the spec-only error is a hump over shape size, launch-bound
+   shapes 1.6x too slow, mid-size ones too fast, large ones too slow, and it differs by shape
+   family). The log residual left after steps 1-3 is smoothed over shape space by a GP with a
+   squared-exponential kernel on (log2 m, n, k, batch, roofline time, intensity over ridge, op):
+   a shape near a measured one inherits its residual, a shape far from all of them keeps steps
+   1-3. Its lengthscale, signal and noise sd are fixed constants picked leave-one-training-GPU-out
+   (a handful of points cannot estimate them); the record keeps the support inputs and weights.
 
 The result is stored as ``<store>/adapted/gemm/<device>.json`` (written atomically) together
 with the model name and version it corrects, so predictions for the device are reproducible and
@@ -54,6 +62,16 @@ from .features import DEVICE_DESCRIPTORS, gemm_features
 
 #: log-space features of the correction (besides the offset), computed by features.gemm_features
 CORRECTION_FEATURES: tuple[str, ...] = ("log2_roofline_ms", "log2_intensity_over_ridge", "is_linear")
+#: inputs of the step-4 GP (log2 units, so one lengthscale fits all); the op is one more input
+#: scaled by ``GemmAdaptConfig.gp_op_distance`` (bmm and linear residuals barely share)
+GP_FEATURES: tuple[str, ...] = (
+    "log2_m",
+    "log2_n",
+    "log2_k",
+    "log2_batch",
+    "log2_roofline_ms",
+    "log2_intensity_over_ridge",
+)
 MEASUREMENT_COLUMNS: tuple[str, ...] = ("op", "m", "n", "k", "runtime_ms")
 
 
@@ -91,6 +109,21 @@ class GemmAdaptConfig:
     min_for_sources: int = 5  # the smallest support size validated
     max_sources: int = 5
     use_sources: bool = True
+    # step 4 (GP on the residual): picked by leave-one-training-GPU-out MAPE (5 NeuSight training
+    # GPUs, their test-file rows, 3 draws x 5/10/20 shots; `python benchmarks/gemm_logo.py gp`):
+    # mean 15.22 % for lengthscale 4 / signal 0.2 / noise 0.1 of lengthscale 3/4/6 x (0.2, 0.1),
+    # (0.2, 0.05), (0.15, 0.1) (worst 15.53 %); steps 1-3 alone 16.7 %
+    use_gp: bool = True
+    min_for_gp: int = 5
+    gp_lengthscale: float = 4.0  # log2 units: shapes 16x apart in a dimension still share
+    gp_signal_sd: float = 0.2  # prior sd of the residual in ln units
+    gp_noise_sd: float = 0.1  # per-measurement log noise (how far the GP may ignore one shape)
+    gp_op_distance: float = 8.0  # bmm vs linear, in log2 units of the GP inputs
+    gp_max_points: int = 1000  # larger supports are subsampled (O(n^3) solve; adapt stays < 2 s)
+    # step 1 re-predicts every measured shape at each of the grid's scale pairs: a whole
+    # measurement file (thousands of rows) took ~11 s, so larger supports calibrate on a
+    # deterministic subsample (scales are two numbers; a few hundred shapes pin them down)
+    calibration_max_points: int = 400
 
 
 @dataclass
@@ -107,6 +140,12 @@ class GemmCorrection:
     source_devices: list[str] = field(default_factory=list)
     source_center: list[float] = field(default_factory=list)
     source_coef: list[float] = field(default_factory=list)  # [offset, beta_1, ...]
+    # step 4: GP on the residual; empty support = no GP (records written before step 4 existed)
+    gp_x: list[list[float]] = field(default_factory=list)  # support inputs (gp_inputs rows)
+    gp_alpha: list[float] = field(default_factory=list)  # (K + noise^2 I)^-1 residual
+    gp_lengthscale: float = 1.0
+    gp_signal_sd: float = 0.0
+    gp_op_distance: float = 8.0
 
     def design(self, feats: pl.DataFrame) -> np.ndarray:
         z = _correction_inputs(feats, self.features)
@@ -288,7 +327,16 @@ def fit_adaptation(
     base = runtime.predict(queries, extra_devices=descriptors)
     peak_scale, bw_scale, calibrated = 1.0, 1.0, base
     if config.calibrate_specs:
-        peak_scale, bw_scale, calibrated = calibrate_specs(runtime, queries, descriptors, y, config)
+        if len(y) > config.calibration_max_points:
+            sub = np.sort(
+                np.random.default_rng(0).choice(len(y), config.calibration_max_points, replace=False)
+            )
+            peak_scale, bw_scale, _ = calibrate_specs(runtime, queries[sub], descriptors, y[sub], config)
+            calibrated = runtime.predict(
+                queries, extra_devices=scale_descriptors(descriptors, peak_scale, bw_scale)
+            )
+        else:
+            peak_scale, bw_scale, calibrated = calibrate_specs(runtime, queries, descriptors, y, config)
     feats = gemm_features(queries, descriptors)
     corr = fit_correction(feats, np.log(y) - np.log(calibrated), config)
     corr.peak_scale, corr.bw_scale = peak_scale, bw_scale
@@ -300,7 +348,51 @@ def fit_adaptation(
             corr.source_center, corr.source_coef = fit_source_term(gaps, np.log(y) - np.log(adapted), config)
             corr.source_devices = sources
             adapted = adapted * np.exp(_source_log_factor(runtime, corr, queries, descriptors))
+    if config.use_gp and len(y) >= config.min_for_gp:
+        keep = np.arange(len(y))
+        if len(y) > config.gp_max_points:  # deterministic subsample: same measurements, same record
+            keep = np.sort(np.random.default_rng(0).choice(len(y), config.gp_max_points, replace=False))
+        x = gp_inputs(feats, config.gp_op_distance)[keep]
+        corr.gp_alpha = fit_gp_residual(x, np.log(y[keep]) - np.log(adapted[keep]), config).tolist()
+        corr.gp_x = x.tolist()
+        corr.gp_lengthscale, corr.gp_signal_sd = config.gp_lengthscale, config.gp_signal_sd
+        corr.gp_op_distance = config.gp_op_distance
+        adapted = adapted * np.exp(gp_log_factor(corr, feats))
     return corr, base, adapted
+
+
+def gp_inputs(feats: pl.DataFrame, op_distance: float) -> np.ndarray:
+    """The GP's inputs of featurised queries: :data:`GP_FEATURES` plus ``op_distance`` x is_linear."""
+    x = feats.select(GP_FEATURES).to_numpy().astype(np.float64)
+    lin = (feats["op_code"] == 2).cast(pl.Float64).to_numpy()
+    return np.column_stack([x, op_distance * lin])
+
+
+def _sq_exp(a: np.ndarray, b: np.ndarray, lengthscale: float, signal_sd: float) -> np.ndarray:
+    d2 = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
+    return signal_sd**2 * np.exp(-np.maximum(d2, 0.0) / (2.0 * lengthscale**2))
+
+
+def fit_gp_residual(x: np.ndarray, residual_log: np.ndarray, config: GemmAdaptConfig) -> np.ndarray:
+    """Step 4: the GP weights ``alpha = (K + noise^2 I)^-1 residual`` (zero prior mean)."""
+    k = _sq_exp(x, x, config.gp_lengthscale, config.gp_signal_sd)
+    k[np.diag_indices_from(k)] += config.gp_noise_sd**2
+    return np.linalg.solve(k, residual_log)
+
+
+def gp_log_factor(correction: GemmCorrection, feats: pl.DataFrame, chunk: int = 8192) -> np.ndarray:
+    """The step-4 GP's posterior mean log correction at featurised queries (0 without a GP)."""
+    if not correction.gp_alpha:
+        return np.zeros(feats.height)
+    xs = np.asarray(correction.gp_x, dtype=np.float64)
+    alpha = np.asarray(correction.gp_alpha, dtype=np.float64)
+    xq = gp_inputs(feats, correction.gp_op_distance)
+    out = np.empty(len(xq))
+    for i in range(0, len(xq), chunk):  # bounded memory for large query batches
+        out[i : i + chunk] = (
+            _sq_exp(xq[i : i + chunk], xs, correction.gp_lengthscale, correction.gp_signal_sd) @ alpha
+        )
+    return out
 
 
 def predict_with_correction(
@@ -309,8 +401,60 @@ def predict_with_correction(
     """Adapted runtimes (ms) of ``queries`` on the device of the one-row ``descriptors``."""
     effective = correction.effective_descriptors(descriptors)
     base = runtime.predict(queries, extra_devices=effective)
-    log_factor = correction.log_factor(gemm_features(queries, descriptors))
+    feats = gemm_features(queries, descriptors)
+    log_factor = correction.log_factor(feats) + gp_log_factor(correction, feats)
     return base * np.exp(log_factor + _source_log_factor(runtime, correction, queries, descriptors))
+
+
+# --------------------------------------------------------------------------- which shapes to measure
+
+
+def suggest_shapes(
+    candidates: pl.DataFrame,
+    descriptors: pl.DataFrame,
+    n: int,
+    *,
+    config: GemmAdaptConfig | None = None,
+    max_pool: int = 1500,
+    seed: int = 0,
+) -> np.ndarray:
+    """Row indices of ``n`` of ``candidates`` worth measuring on a new GPU (step-4 GP design).
+
+    Greedy maximum posterior variance of the adaptation's own GP: start from the candidate
+    nearest the pool's mean shape, then repeatedly add the shape the GP knows least about given
+    those chosen. Measured shapes spread over the shape space (sizes, aspect ratios, bmm and
+    linear) instead of crowding where most candidates lie. Uses shapes only, never runtimes.
+    Picked leave-one-training-GPU-out over k-means medoids and random shapes (see the docs).
+    ``descriptors`` is the one-row spec sheet (the GP inputs include roofline time and ridge).
+    """
+    config = config or GemmAdaptConfig()
+    if n <= 0:
+        raise AdaptationError(f"suggest_shapes: n must be > 0, got {n}")
+    if candidates.height < n:
+        raise AdaptationError(f"suggest_shapes: {candidates.height} candidate shapes; need at least n={n}")
+    device = str(descriptors["device_id"][0])
+    q = check_measurements(
+        candidates.with_columns(pl.lit(1.0).alias("runtime_ms")) if "runtime_ms" not in candidates.columns
+        else candidates, min_rows=1,
+    ).with_columns(pl.lit(device).alias("device_id"))  # fmt: skip
+    x_all = gp_inputs(gemm_features(q, descriptors), config.gp_op_distance)
+    rng = np.random.default_rng(seed)
+    pool = (
+        np.sort(rng.choice(len(x_all), max_pool, replace=False))
+        if len(x_all) > max_pool
+        else np.arange(len(x_all))
+    )
+    x = x_all[pool]
+    ell, sig, noise = config.gp_lengthscale, config.gp_signal_sd, config.gp_noise_sd
+    chosen = [int(np.argmin(((x - x.mean(axis=0)) ** 2).sum(axis=1)))]
+    for _ in range(n - 1):
+        xs = x[chosen]
+        k_ss = _sq_exp(xs, xs, ell, sig) + noise**2 * np.eye(len(chosen))
+        k_ps = _sq_exp(x, xs, ell, sig)
+        var = sig**2 - (k_ps * np.linalg.solve(k_ss, k_ps.T).T).sum(axis=1)
+        var[chosen] = -np.inf
+        chosen.append(int(np.argmax(var)))
+    return np.sort(pool[chosen])
 
 
 # --------------------------------------------------------------------------- persistence
@@ -658,3 +802,33 @@ def adapt_gemm_cli(device: str, measurements: str) -> None:
         f"saved {path}  (adaptation {record.fit_seconds:.2f} s, model load {record.load_seconds:.2f} s, "
         f"command {time.perf_counter() - t0:.2f} s after start-up)"
     )
+
+
+@click.command("gemm-shots")
+@click.option("--device", required=True, help="The new GPU (descriptors from the devices table or the file).")
+@click.option(
+    "--candidates",
+    required=True,
+    help="CSV/parquet/JSON of shapes you could measure: op, m, n, k (+ batch, dtype); descriptor "
+    "columns (peak_fp32_gflops, mem_bw_gbs, cores, ...) when the device is not in the devices table.",
+)
+@click.option("-n", "count", default=10, show_default=True, help="How many shapes to suggest.")
+@click.option("--out", default=None, help="Write the suggested shapes here (CSV) instead of printing them.")
+def suggest_shapes_cli(device: str, candidates: str, count: int, out: str | None) -> None:
+    """Which GEMM shapes to measure on a new GPU before `hws adapt --task gemm`.
+
+    Picks COUNT of your candidate shapes that the adaptation learns most from (spread over
+    sizes, aspect ratios and ops). Measure them, add a runtime_ms column, and run
+    `hws adapt --task gemm --device DEVICE --measurements FILE`.
+    """
+    frame = read_measurements(candidates)
+    root = Path(get_settings(fresh=True).store)
+    desc = _descriptors_for(device, frame, root)
+    idx = suggest_shapes(frame, desc, count)
+    keep = [c for c in ("op", "m", "n", "k", "batch", "dtype", "layout") if c in frame.columns]
+    picked = frame[idx].select(keep)
+    if out:
+        picked.write_csv(out)
+        click.echo(f"wrote {picked.height} shapes to {out}; add runtime_ms and run hws adapt --task gemm")
+    else:
+        click.echo(picked.write_csv())

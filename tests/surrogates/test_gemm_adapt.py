@@ -257,7 +257,8 @@ def test_source_term_carries_a_known_gpus_shape_pattern_and_survives_reload(
 
     meas = _like_gpu_a(predictor, 12, seed=21)
     root = store_with_devices.root
-    record, _ = adapt_gemm("test/gpu-new", meas, store_root=root, predictor=predictor)
+    steps123 = replace(GemmAdaptConfig(), use_gp=False)  # the source term alone, without step 4
+    record, _ = adapt_gemm("test/gpu-new", meas, store_root=root, predictor=predictor, config=steps123)
     assert record.correction.source_devices == ["test/gpu-b", "test/gpu-a"]
     assert len(record.correction.source_coef) == 3 and len(record.correction.source_center) == 2
     test = _like_gpu_a(predictor, 80, seed=23)
@@ -266,7 +267,7 @@ def test_source_term_carries_a_known_gpus_shape_pattern_and_survives_reload(
     with_src = predict_adapted(predictor.model, loaded, test)["runtime_ms"].to_numpy()
     assert with_src == pytest.approx(predict_adapted(predictor.model, record, test)["runtime_ms"].to_numpy())
     without, _ = adapt_gemm("test/gpu-new", meas, store_root=root, predictor=predictor,
-                            config=replace(GemmAdaptConfig(), use_sources=False))  # fmt: skip
+                            config=replace(steps123, use_sources=False))  # fmt: skip
     assert without.correction.source_devices == []
     no_src = predict_adapted(predictor.model, without, test)["runtime_ms"].to_numpy()
     err = lambda p: float(np.mean(np.abs(p - y) / y))  # noqa: E731
@@ -297,3 +298,130 @@ def test_records_without_a_source_term_load_and_predict_as_steps_one_and_two(
     assert predict_adapted(predictor.model, loaded, test)["runtime_ms"].to_numpy() == pytest.approx(
         predict_adapted(predictor.model, plain, test)["runtime_ms"].to_numpy()
     )
+
+
+def test_gp_weights_interpolate_the_support_and_vanish_far_from_it() -> None:
+    from hwsurrogate.surrogates.gemm_adapt import _sq_exp, fit_gp_residual
+
+    cfg = GemmAdaptConfig(gp_lengthscale=1.0, gp_signal_sd=1.0, gp_noise_sd=1e-4)
+    x = np.array([[0.0], [3.0], [6.0]])
+    r = np.array([0.3, -0.2, 0.5])
+    alpha = fit_gp_residual(x, r, cfg)
+    at_support = _sq_exp(x, x, 1.0, 1.0) @ alpha
+    assert at_support == pytest.approx(r, abs=1e-3)  # (almost) noise-free: interpolates
+    far = _sq_exp(np.array([[40.0]]), x, 1.0, 1.0) @ alpha
+    assert abs(far[0]) < 1e-9  # far from every measured shape: no correction (steps 1-3 stand)
+    noisy = fit_gp_residual(x, r, GemmAdaptConfig(gp_lengthscale=1.0, gp_signal_sd=1.0, gp_noise_sd=10.0))
+    assert np.abs(_sq_exp(x, x, 1.0, 1.0) @ noisy).max() < 0.02  # a large noise sd ignores the data
+
+
+def _bumped(predictor, n: int, seed: int) -> pl.DataFrame:
+    """Shapes on gpu-new whose runtime is the spec-only prediction x a smooth bump in log2(m):
+    1.8x slower around m = 2**7, right at both ends. No global (scale, slope, source) term can
+    express a hump; a GP over shape space can."""
+    rows = gemm_rows("test/gpu-new", n, seed=seed, power=False).unique(
+        ["m", "n", "k", "batch"], keep="first", maintain_order=True
+    )
+    desc = devices_frame().filter(pl.col("device_id") == "test/gpu-new")
+    spec_only = predictor.model.runtime.predict(rows, extra_devices=desc)
+    bump = np.exp(np.log(1.8) * np.exp(-((np.log2(rows["m"].to_numpy()) - 7.0) ** 2) / (2 * 1.2**2)))
+    return rows.select("op", "m", "n", "k", "batch", "dtype").with_columns(
+        pl.Series("runtime_ms", spec_only * bump)
+    )
+
+
+def test_gp_step_learns_a_local_bump_that_steps_one_to_three_cannot_and_survives_reload(
+    store_with_devices, predictor
+) -> None:
+    from dataclasses import replace
+
+    root = store_with_devices.root
+    meas = _bumped(predictor, 60, seed=51)
+    record, _ = adapt_gemm("test/gpu-new", meas, store_root=root, predictor=predictor)
+    assert len(record.correction.gp_alpha) == meas.height and len(record.correction.gp_x) == meas.height
+    loaded = load_adapted("test/gpu-new", root)
+    test = _bumped(predictor, 200, seed=53)
+    y = test["runtime_ms"].to_numpy()
+    with_gp = predict_adapted(predictor.model, loaded, test)["runtime_ms"].to_numpy()
+    assert with_gp == pytest.approx(predict_adapted(predictor.model, record, test)["runtime_ms"].to_numpy())
+    without, _ = adapt_gemm("test/gpu-new", meas, store_root=root, predictor=predictor,
+                            config=replace(GemmAdaptConfig(), use_gp=False))  # fmt: skip
+    assert without.correction.gp_alpha == []
+    no_gp = predict_adapted(predictor.model, without, test)["runtime_ms"].to_numpy()
+    err = lambda p: float(np.mean(np.abs(p - y) / y))  # noqa: E731
+    assert err(with_gp) < 0.6 * err(no_gp)
+
+
+def test_records_without_a_gp_load_and_predict_as_steps_one_to_three(store_with_devices, predictor) -> None:
+    from dataclasses import replace
+
+    root = store_with_devices.root
+    meas = _measurements(10)
+    plain, path = adapt_gemm("test/gpu-new", meas, store_root=root, predictor=predictor,
+                             config=replace(GemmAdaptConfig(), use_gp=False))  # fmt: skip
+    old = json.loads(path.read_text())
+    for key in ("gp_x", "gp_alpha", "gp_lengthscale", "gp_signal_sd", "gp_op_distance"):
+        del old["correction"][key]  # a record written before step 4 existed
+    path.write_text(json.dumps(old))
+    loaded = load_adapted("test/gpu-new", root)
+    test = _measurements(20, seed=41)
+    assert predict_adapted(predictor.model, loaded, test)["runtime_ms"].to_numpy() == pytest.approx(
+        predict_adapted(predictor.model, plain, test)["runtime_ms"].to_numpy()
+    )
+
+
+def test_gp_support_is_capped_so_large_measurement_files_stay_fast(store_with_devices, predictor) -> None:
+    from dataclasses import replace
+
+    meas = _measurements(40, seed=61).unique(["op", "m", "n", "k", "batch"], keep="first")
+    cfg = replace(GemmAdaptConfig(), gp_max_points=12)
+    record, _ = adapt_gemm("test/gpu-new", meas, store_root=store_with_devices.root, predictor=predictor,
+                           config=cfg)  # fmt: skip
+    assert len(record.correction.gp_alpha) == 12 and record.n_measurements == meas.height
+
+
+def _shape_grid() -> pl.DataFrame:
+    """A crowded cluster of near-identical small bmm shapes plus a few far-away ones of each op."""
+    crowd = [("bmm", 64, 64, 64 + 8 * i, 1) for i in range(40)]
+    spread = [("bmm", 4096, 4096, 4096, 8), ("bmm", 16, 16, 16, 1), ("linear", 2048, 1024, 4096, 4),
+              ("linear", 32, 8192, 128, 1), ("bmm", 16, 4096, 16, 64)]  # fmt: skip
+    rows = crowd + spread
+    return pl.DataFrame(rows, schema=["op", "m", "n", "k", "batch"], orient="row")
+
+
+def test_suggested_shapes_spread_over_shape_space_instead_of_the_crowd() -> None:
+    from hwsurrogate.surrogates.gemm_adapt import suggest_shapes
+
+    cand = _shape_grid()
+    desc = devices_frame().filter(pl.col("device_id") == "test/gpu-new")
+    idx = suggest_shapes(cand, desc, 6)
+    assert len(idx) == 6 and len(set(idx.tolist())) == 6
+    picked = cand[idx]
+    assert (idx < 40).sum() == 1  # one representative of the crowd, not six of them
+    assert set(picked["op"].to_list()) == {"bmm", "linear"}
+    assert np.array_equal(idx, suggest_shapes(cand, desc, 6))  # deterministic for the same seed
+
+
+@pytest.mark.parametrize("n", [0, 46])
+def test_suggest_shapes_refuses_an_impossible_count(n: int) -> None:
+    from hwsurrogate.surrogates.gemm_adapt import suggest_shapes
+
+    desc = devices_frame().filter(pl.col("device_id") == "test/gpu-new")
+    with pytest.raises(AdaptationError, match="n"):
+        suggest_shapes(_shape_grid(), desc, n)
+
+
+def test_gemm_shots_cli_writes_the_suggested_shapes(store_with_devices, tmp_path: Path, monkeypatch) -> None:
+    from click.testing import CliRunner
+    from hwsurrogate.surrogates.gemm_adapt import suggest_shapes_cli
+
+    monkeypatch.setenv("HWSURROGATE_STORE", str(store_with_devices.root))
+    cand = tmp_path / "cand.csv"
+    _shape_grid().write_csv(cand)
+    out = tmp_path / "pick.csv"
+    res = CliRunner().invoke(suggest_shapes_cli, ["--device", "test/gpu-new", "--candidates", str(cand),
+                                                  "-n", "4", "--out", str(out)])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert pl.read_csv(out).height == 4 and "runtime_ms" in res.output
+    bad = CliRunner().invoke(suggest_shapes_cli, ["--device", "test/nowhere", "--candidates", str(cand)])
+    assert bad.exit_code != 0 and "test/nowhere" in str(bad.exception)
