@@ -176,12 +176,13 @@ def main() -> None:
     rows = []
 
     def record(name: str, label: str, val: dict[str, float], test: dict[str, float]) -> None:
-        r = {"variant": name, "setting": label, "validation_mean": round(float(np.mean(list(val.values()))), 4),
-             "test_mean": round(float(np.mean(list(test.values()))), 4),
-             "validation": {k: round(v, 4) for k, v in val.items()}, "test": {k: round(v, 4) for k, v in test.items()}}  # fmt: skip
-        rows.append(r)
+        for split, per in (("validation", val), ("HELP test", test)):
+            rows.append({"metric": "spearman_mean", "split": f"{split} nb201: {name}, {label}",
+                         "ours": round(float(np.mean(list(per.values()))), 4), "anchor": None, "target": None,
+                         "met": None, "per_device": {k: round(v, 4) for k, v in per.items()},
+                         "note": "chosen on validation; test reported only" if split != "validation" else ""})  # fmt: skip
         print(
-            f"{name:58s} {label:24s} validation {r['validation_mean']:.4f}  test {r['test_mean']:.4f}",
+            f"{name:58s} {label:24s} validation {rows[-2]['ours']:.4f}  test {rows[-1]['ours']:.4f}",
             flush=True,
         )
 
