@@ -416,7 +416,10 @@ def bench_fewshot_help_rows(
     "--no-validation", is_flag=True, help="Skip the validation-protocol rows (held-out source devices)."
 )
 @click.option(
-    "--no-ceiling", is_flag=True, help="Skip the noise-ceiling rows (GBM on the target's own archs)."
+    "--no-ceiling",
+    is_flag=True,
+    help="Skip the noise-ceiling and own-data reference rows (models on the target's own archs, "
+    "learning curve of raspi4/pixel2).",
 )
 @splits_option
 @store_option
@@ -429,7 +432,9 @@ def bench_fewshot_help(json_path: str | None, spaces: str, targets: str | None, 
     percentile (800 archs); metric Spearman, plus MAPE and within +-10 %. Also: ablations
     (one design choice changed each), the validation protocol the choices were made on (HELP
     meta-valid devices + leave-one-out mobile meta-train devices; never the meta-test devices)
-    and a noise ceiling per target device (a GBM fitted on the device's own other archs).
+    and a noise ceiling per target device (a GBM fitted on the device's own other archs); for
+    raspi4/pixel2 also models on their own archs with the few-shot features and the few-shot
+    model's learning curve (50-900 measurements), all reference only.
     """
     t0, c0 = time.perf_counter(), time.process_time()
     rows, info = bench_fewshot_help_rows(spaces=_csv(spaces) or [], targets=_csv(targets), seeds=seeds,
