@@ -222,6 +222,92 @@ def ceiling_rows(
     return rows
 
 
+def extra_source_rows(
+    frame: pl.DataFrame, space: str, split: Any, targets: Sequence[str], seeds: int
+) -> list[dict[str, Any]]:
+    """Ablation outside HELP's protocol: HELP's meta-valid devices as extra source devices.
+
+    HELP's code meta-trains on the meta-train devices only (its episodes sample
+    ``meta_train_devices``; the meta-valid devices pick the checkpoint), so the headline rows
+    never use them; this row shows what they would add.
+    """
+    model = FewShotLatencyRegressor(FewShotConfig()).fit(
+        frame, devices={space: [*split.train, *split.valid]}, spaces=[space]
+    )
+    res = evaluate_help_protocol(model, frame, space, targets, n_pool=split.n_pool, seeds=range(seeds))
+    res.pop("_pooled")
+    return [
+        _row("spearman_mean", f"ablation {space}: + HELP meta-valid devices as sources (not HELP's protocol), "
+             "20 (10 ref + 10 random)", float(np.mean([r["spearman"] for r in res.values()])), n_measurements=20,
+             per_device={d: round(r["spearman"], 4) for d, r in res.items()})
+    ]  # fmt: skip
+
+
+#: the hardest NB201 meta-test devices, where the analysis rows below are computed
+HARD_TARGETS = ("help/raspi4", "help/pixel2")
+#: target measurements of the learning-curve rows (10 references + the rest random pool archs)
+LEARNING_CURVE_K = (50, 100, 200, 900)
+
+
+def own_data_reference_rows(
+    model: FewShotLatencyRegressor, frame: pl.DataFrame, space: str, devices: Sequence[str], n_pool: int,
+    *, seeds: int = 3, curve: Sequence[int] = LEARNING_CURVE_K,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """Reference rows for the hard targets: what the device's OWN data buys (never a few-shot number).
+
+    1. Models fitted on ALL of the target's archs outside HELP's test set (~14.8k NB201) on the
+       few-shot model's own feature rows (source-device latencies z, arch features x,
+       interaction PCs, GNN embedding): a gradient-boosted tree on log ms and a ridge on ms
+       (alpha by efficient leave-one-out). They see the target's latencies (reference only).
+    2. The few-shot model's learning curve: the same model given 10 references + k-10 random
+       pool archs of the target (k up to the whole 900-arch pool), scored on the same test rows.
+    """
+    from sklearn.ensemble import HistGradientBoostingRegressor
+    from sklearn.linear_model import RidgeCV
+
+    from .fewshot import help_protocol_rows
+
+    rows = []
+    for dev in devices:
+        d = frame.filter((pl.col("device_id") == dev) & (pl.col("space") == space)).sort("arch_index")
+        if d.height == 0:
+            continue
+        y = d["latency_ms"].to_numpy().astype(float)
+        F = model.features(space, d["arch_key"].to_list())
+        pool, test = help_protocol_rows(d["arch_index"].to_numpy(), y, n_pool=n_pool)
+        train = np.setdiff1d(np.arange(len(y)), test)
+        note = "sees the target's latencies, reference only"
+        gbm = HistGradientBoostingRegressor(max_iter=300, random_state=0).fit(F[train], np.log(y[train]))
+        rho = score_predictions(y[test], np.exp(gbm.predict(F[test])))["spearman"]
+        rows.append(_row("spearman_ceiling", f"{space} {dev}, GBM on {len(train)} own archs, few-shot features",
+                         rho, n_train=int(len(train)), note=note + "; features = source latencies + arch "
+                         "features + interaction PCs + GNN embedding"))  # fmt: skip
+        ridge = RidgeCV(alphas=np.logspace(-3, 3, 13)).fit(F[train], y[train])
+        rho = score_predictions(y[test], np.maximum(ridge.predict(F[test]), 1e-6))["spearman"]
+        rows.append(_row("spearman_ceiling", f"{space} {dev}, ridge (ms) on {len(train)} own archs, few-shot features",
+                         rho, n_train=int(len(train)), note=note + "; the linear model class of the few-shot "
+                         "head, fitted on all the device's data"))  # fmt: skip
+        n_ref = len(np.intersect1d(d["arch_index"].to_numpy(), _help_refs(space)))
+        n_cand = len(pool) - int(np.isin(d["arch_index"].to_numpy()[pool], _help_refs(space)).sum())
+        for k in curve:
+            n_random = min(k - n_ref, n_cand)
+            res = evaluate_help_protocol(
+                model, frame, space, [dev], n_pool=n_pool, seeds=range(seeds if n_random < n_cand else 1),
+                n_random=n_random,
+            )  # fmt: skip
+            n_meas = int(res[dev]["n_measurements"])
+            rows.append(_row("spearman_learning_curve", f"{space} {dev}, ours with {n_meas} measurements",
+                             res[dev]["spearman"], n_measurements=n_meas, mape_pct=round(res[dev]["mape"], 2),
+                             note="10 references + random pool archs; learning curve, not a few-shot setting"))  # fmt: skip
+    return rows
+
+
+def _help_refs(space: str) -> np.ndarray:
+    from hwsurrogate.datasets.archspaces import HELP_REFERENCE_INDICES
+
+    return np.asarray(HELP_REFERENCE_INDICES[space])
+
+
 def bench_fewshot_help_rows(
     *,
     spaces: Sequence[str] = ("nb201", "fbnet"),
@@ -294,6 +380,8 @@ def bench_fewshot_help_rows(
                 "sources": list(split.train), "targets": tgts, "tau": sm.tau, "noise": sm.noise,
                 "loo_spearman": sm.meta_scores["loo_spearman_mean"], "meta_train_s": round(fit_s, 1),
             }  # fmt: skip
+        if ablations and split.valid:
+            rows += extra_source_rows(frame, space, split, tgts, seeds)
         if validation:
             rows += validation_rows(
                 frame,
@@ -309,6 +397,12 @@ def bench_fewshot_help_rows(
             )
         if ceiling:
             rows += ceiling_rows(frame, space, tgts, split.n_pool)
+            hard = [t for t in tgts if t in HARD_TARGETS]
+            if hard:
+                ours = FewShotLatencyRegressor(FewShotConfig()).fit(
+                    frame, devices={space: list(split.train)}, spaces=[space]
+                )
+                rows += own_data_reference_rows(ours, frame, space, hard, split.n_pool)
     return rows, info
 
 
@@ -322,7 +416,10 @@ def bench_fewshot_help_rows(
     "--no-validation", is_flag=True, help="Skip the validation-protocol rows (held-out source devices)."
 )
 @click.option(
-    "--no-ceiling", is_flag=True, help="Skip the noise-ceiling rows (GBM on the target's own archs)."
+    "--no-ceiling",
+    is_flag=True,
+    help="Skip the noise-ceiling and own-data reference rows (models on the target's own archs, "
+    "learning curve of raspi4/pixel2).",
 )
 @splits_option
 @store_option
@@ -335,7 +432,9 @@ def bench_fewshot_help(json_path: str | None, spaces: str, targets: str | None, 
     percentile (800 archs); metric Spearman, plus MAPE and within +-10 %. Also: ablations
     (one design choice changed each), the validation protocol the choices were made on (HELP
     meta-valid devices + leave-one-out mobile meta-train devices; never the meta-test devices)
-    and a noise ceiling per target device (a GBM fitted on the device's own other archs).
+    and a noise ceiling per target device (a GBM fitted on the device's own other archs); for
+    raspi4/pixel2 also models on their own archs with the few-shot features and the few-shot
+    model's learning curve (50-900 measurements), all reference only.
     """
     t0, c0 = time.perf_counter(), time.process_time()
     rows, info = bench_fewshot_help_rows(spaces=_csv(spaces) or [], targets=_csv(targets), seeds=seeds,

@@ -306,23 +306,10 @@ def posterior_head(
     Fc = F - f_mean
     means = np.atleast_2d(prior_means)
     resid = yn[None, :] - means @ Fc.T  # (c, n)
-    # Woodbury form in the n-dimensional space: n << p in the few-shot regime.
     d = np.ones(p) if iso is None else np.asarray(iso, dtype=float)
-    G = Fc @ prior_cov @ Fc.T
-    FF = (Fc * d) @ Fc.T
-    best: tuple[float, float, float, np.ndarray, np.ndarray] | None = None
-    for t in np.atleast_1d(tau):
-        for s2 in np.atleast_1d(noise):
-            K = G + t * FF + s2 * np.eye(n)  # marginal covariance of yn
-            alpha = np.linalg.solve(K, resid.T).T  # (c, n)
-            loglik = -0.5 * np.einsum("cn,cn->c", resid, alpha)
-            top = loglik.max()
-            evidence = top + np.log(np.mean(np.exp(loglik - top))) - 0.5 * np.linalg.slogdet(K)[1]
-            if best is None or evidence > best[0]:
-                best = (float(evidence), float(t), float(s2), alpha, loglik)
-    assert best is not None
-    evidence, t, _, alpha, loglik = best
-    posts = means + (alpha @ Fc) @ prior_cov + t * (alpha @ Fc) * d  # m + S F^T K^-1 (y - F m)
+    terms = _primal_terms if n > p else _dual_terms  # the cheaper of two exact forms
+    evidence, t, alpha_f, loglik = terms(Fc, resid, prior_cov, d, tau, noise)
+    posts = means + alpha_f @ prior_cov + t * alpha_f * d  # m + S F^T K^-1 (y - F m)
     if means.shape[0] == 1:
         w = posts[0]
     else:
@@ -334,6 +321,63 @@ def posterior_head(
     return DeviceHead(
         space, w, f_mean, y_mean, y_std, n, evidence=evidence, log_range=log_range, transform=transform
     )
+
+
+def _dual_terms(
+    Fc: np.ndarray, resid: np.ndarray, prior_cov: np.ndarray, d: np.ndarray, tau: Any, noise: Any
+) -> tuple[float, float, np.ndarray, np.ndarray]:
+    """Type-II ML over the (tau, noise) grid in the n-dimensional (Woodbury) form: n <= p.
+
+    Returns (log evidence, tau, ``K^-1 r @ Fc`` (c, p), per-component log-likelihoods (c,)) of
+    the best grid point, ``K = Fc (S + tau diag(d)) Fc^T + noise I`` the marginal covariance.
+    """
+    n = Fc.shape[0]
+    G = Fc @ prior_cov @ Fc.T
+    FF = (Fc * d) @ Fc.T
+    best: tuple[float, float, np.ndarray, np.ndarray] | None = None
+    for t in np.atleast_1d(tau):
+        for s2 in np.atleast_1d(noise):
+            K = G + t * FF + s2 * np.eye(n)  # marginal covariance of yn
+            alpha = np.linalg.solve(K, resid.T).T  # (c, n)
+            loglik = -0.5 * np.einsum("cn,cn->c", resid, alpha)
+            top = loglik.max()
+            evidence = top + np.log(np.mean(np.exp(loglik - top))) - 0.5 * np.linalg.slogdet(K)[1]
+            if best is None or evidence > best[0]:
+                best = (float(evidence), float(t), alpha, loglik)
+    assert best is not None
+    return best[0], best[1], best[2] @ Fc, best[3]
+
+
+def _primal_terms(
+    Fc: np.ndarray, resid: np.ndarray, prior_cov: np.ndarray, d: np.ndarray, tau: Any, noise: Any
+) -> tuple[float, float, np.ndarray, np.ndarray]:
+    """:func:`_dual_terms` in the p-dimensional form (n > p: hundreds of measurements).
+
+    With ``S0 = S + tau diag(d)``, ``C = Fc^T Fc`` and ``M = noise I_p + S0 C``:
+    ``K^-1 = (I_n - Fc M^-1 S0 Fc^T) / noise`` (push-through identity) and
+    ``log|K| = (n - p) log(noise) + log|M|`` (Sylvester), valid for a singular ``S0``.
+    """
+    n, p = Fc.shape
+    C = Fc.T @ Fc
+    Ur = Fc.T @ resid.T  # (p, c)
+    rr = np.einsum("cn,cn->c", resid, resid)
+    best: tuple[float, float, np.ndarray, np.ndarray] | None = None
+    for t in np.atleast_1d(tau):
+        S0 = prior_cov + t * np.diag(d)
+        S0C = S0 @ C
+        S0Ur = S0 @ Ur
+        for s2 in np.atleast_1d(noise):
+            M = s2 * np.eye(p) + S0C
+            sol = np.linalg.solve(M, S0Ur)  # (p, c)
+            loglik = -0.5 * (rr - np.einsum("pc,pc->c", Ur, sol)) / s2
+            top = loglik.max()
+            logdet = (n - p) * np.log(s2) + np.linalg.slogdet(M)[1]
+            evidence = top + np.log(np.mean(np.exp(loglik - top))) - 0.5 * logdet
+            if best is None or evidence > best[0]:
+                alpha_f = ((Ur - C @ sol) / s2).T  # (c, p) = K^-1 r @ Fc
+                best = (float(evidence), float(t), alpha_f, loglik)
+    assert best is not None
+    return best
 
 
 def predict_head(head: DeviceHead, F: np.ndarray) -> np.ndarray:

@@ -421,3 +421,29 @@ def test_op_count_component_fits_a_device_whose_ops_cost_alike_on_every_edge(
     rho_with = score_predictions(truth, model.predict(model.adapt("nb201", keys, y), KEYS))["spearman"]
     rho_without = score_predictions(truth, without.predict(without.adapt("nb201", keys, y), KEYS))["spearman"]
     assert rho_with > 0.998 and rho_without < rho_with - 0.003  # measured: 0.9996 vs 0.9936
+
+
+def test_posterior_with_more_measurements_than_features_matches_the_woodbury_form() -> None:
+    """n > p takes the p-dimensional path; evidence, chosen tau and weights must equal the n-dim form."""
+    from hwsurrogate.surrogates.fewshot import _dual_terms, _primal_terms, posterior_head
+
+    rng = np.random.default_rng(0)
+    n, p = 60, 25
+    F = rng.normal(size=(n, p))
+    Fc = F - F.mean(axis=0)
+    W = rng.normal(size=(4, p))
+    S = np.cov(W.T)  # rank 3: singular, as the source-device covariance is
+    d = np.r_[np.ones(20), np.zeros(5)]
+    resid = rng.normal(size=(3, n))
+    taus, noises = [0.01, 0.1, 1.0], [0.05, 0.2]
+    ev_d, t_d, af_d, ll_d = _dual_terms(Fc, resid, S, d, taus, noises)
+    ev_p, t_p, af_p, ll_p = _primal_terms(Fc, resid, S, d, taus, noises)
+    assert t_d == t_p
+    np.testing.assert_allclose([ev_p, *ll_p], [ev_d, *ll_d], rtol=1e-9)
+    np.testing.assert_allclose(af_p, af_d, atol=1e-9)
+    # posterior_head itself (n > p: the primal path) gives the dual form's weights
+    y = F @ rng.normal(size=p) * 0.1 + rng.normal(0, 0.05, n)
+    head = posterior_head(F, y, W[:1], S, tau=taus, noise=noises, iso=d)
+    resid1 = ((y - y.mean()) / y.std())[None, :] - W[:1] @ Fc.T
+    _, t1, af1, _ = _dual_terms(Fc, resid1, S, d, taus, noises)
+    np.testing.assert_allclose(head.weights, (W[:1] + af1 @ S + t1 * af1 * d)[0], atol=1e-9)
