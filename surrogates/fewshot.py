@@ -190,11 +190,13 @@ class FewShotConfig:
             raise ValueError(f"FewShotConfig.weighting: {self.weighting!r} is not evidence or loo")
         if self.prior not in ("gaussian", "mixture", "both"):
             raise ValueError(f"FewShotConfig.prior: {self.prior!r} is not gaussian, mixture or both")
-        bad = [s for s in (*self.gnn, *self.table_component, *self.no_flat) if s not in FEWSHOT_SPACES]
+        bad = [s for s in self.gnn if s not in FEWSHOT_SPACES]
         if bad:
-            raise ValueError(
-                f"FewShotConfig.gnn/table_component/no_flat: {bad} not among {list(FEWSHOT_SPACES)}"
-            )
+            raise ValueError(f"FewShotConfig.gnn: {bad} not among {list(FEWSHOT_SPACES)}")
+        for name in ("table_component", "no_flat"):
+            bad = [s for s in getattr(self, name) if s not in FEWSHOT_SPACES]
+            if bad:
+                raise ValueError(f"FewShotConfig.{name}: {bad} not among {list(FEWSHOT_SPACES)}")
         if self.gnn_inner not in ("ridge", "metasgd", "none"):
             raise ValueError(f"FewShotConfig.gnn_inner: {self.gnn_inner!r} is not ridge, metasgd or none")
         if self.gnn_transfer_from not in ("", *FEWSHOT_SPACES):

@@ -157,7 +157,7 @@ def test_table_source_block_is_each_sources_lookup_table_also_outside_the_table(
     assert score_predictions(truth[300:], pred)["spearman"] > 0.97
 
 
-def test_span_component_recovers_a_device_whose_table_mixes_the_source_tables() -> None:
+def test_span_component_recovers_a_device_whose_table_mixes_the_source_tables(tmp_path) -> None:
     """The target's table is a (extrapolated) mix of the sources' tables: the span model is exact."""
     cfg = replace(CONFIG, span_component=("fbnet",), table_component=())
     m = FewShotLatencyRegressor(cfg).fit(_frame())
@@ -175,3 +175,10 @@ def test_span_component_recovers_a_device_whose_table_mixes_the_source_tables() 
         "spearman"
     ]
     assert rho_with > 0.995 and rho_with > rho_without + 0.01, (rho_with, rho_without)
+    m.save(tmp_path / "span.npz")  # the span prior and the source tables survive a round trip
+    loaded = FewShotLatencyRegressor.load(tmp_path / "span.npz")
+    np.testing.assert_allclose(
+        loaded.predict(loaded.adapt("fbnet", keys, truth[sup]), KEYS[::7]),
+        m.predict(m.adapt("fbnet", keys, truth[sup]), KEYS[::7]),
+        rtol=1e-6,
+    )
