@@ -110,6 +110,8 @@ PREVIOUS_DEFAULT = replace(
     transforms=("log",),
     evidence_tau_factors=(1.0, 3.0, 10.0, 30.0, 100.0),
     gnn=(),
+    span_component=(),
+    no_flat=(),
 )
 #: mobile HELP meta-train devices left out one at a time in the validation protocol
 VALIDATION_LOO = ("help/pixel3", "help/samsung_s7", "help/samsung_a50", "help/essential_ph_1")
@@ -139,6 +141,25 @@ def ablation_configs(space: str) -> dict[str, FewShotConfig]:
         # NB201 only: FBNet's 22 x 9 layer one-hots would give ~19k pair columns
         {"op-at-edge pair features": replace(base, edge_pairs=(space,))} if space == "nb201" else {}
     )
+
+
+def lookup_table_configs(space: str) -> dict[str, FewShotConfig]:
+    """FBNet variants of the lookup-table family (docs/fewshot.md, "Lookup-table models")."""
+    base = FewShotConfig()
+    return {
+        "no lookup-table span component": replace(base, span_component=()),
+        "prior-free ridges kept in the average": replace(base, no_flat=()),
+        "+ cost-table component (source-table prior)": replace(
+            base, table_component=(space,), table_cov_scales=(1.0, 10.0)
+        ),
+        "+ physical per-layer cost features": replace(base, physical_features=(space,)),
+        "+ denoised source tables as features": replace(base, source_transforms=("log", "table")),
+        "leave-one-out model weights": replace(base, weighting="loo"),
+    }
+
+
+#: lookup-table variants that also get a validation row (the choices the default rests on)
+LOOKUP_VALIDATED = ("no lookup-table span component", "prior-free ridges kept in the average")
 
 
 def validation_folds(split: Any) -> list[tuple[list[str], list[str]]]:
@@ -329,6 +350,8 @@ def bench_fewshot_help_rows(
         variants: dict[str, FewShotConfig] = {"ours": FewShotConfig()}
         if ablations:
             variants |= ablation_configs(space)
+            if space == "fbnet":
+                variants |= lookup_table_configs(space)
         for vname, cfg in variants.items():
             t0 = time.perf_counter()
             model = FewShotLatencyRegressor(cfg).fit(
@@ -392,7 +415,8 @@ def bench_fewshot_help_rows(
                     "no GNN embedding": replace(FewShotConfig(), gnn=()),
                     "no op-count ridge": replace(FewShotConfig(), count_component=False),
                     "previous default": PREVIOUS_DEFAULT,
-                },
+                }
+                | ({k: lookup_table_configs(space)[k] for k in LOOKUP_VALIDATED} if space == "fbnet" else {}),
                 seeds,
             )
         if ceiling:

@@ -65,6 +65,11 @@ PriorKind = Literal["gaussian", "mixture", "both"]
 MAX_PAIR_FEATURES = 2000
 #: latency transforms a device head can be linear in (see FewShotConfig.transforms)
 TRANSFORMS: tuple[str, ...] = ("log", "sqrt", "ms")
+#: source-latency feature blocks: the transforms, or "table" (each source device's additive
+#: per-position cost table fitted on its whole table, i.e. its latencies denoised to a lookup table)
+SOURCE_BLOCKS: tuple[str, ...] = (*TRANSFORMS, "table")
+#: spaces with physical per-layer cost features (FewShotConfig.physical_features)
+PHYSICAL_SPACES: tuple[str, ...] = ("fbnet",)
 
 
 class FewShotError(HwSurrogateError, ValueError):
@@ -142,17 +147,56 @@ class FewShotConfig:
     # cross-space transfer: a space whose encoder (meta-trained earlier in the same fit, e.g.
     # "nb201") initializes the message-passing layers of the other spaces' encoders
     gnn_transfer_from: str = ""
+    # a per-layer cost-table model: latency (in each transform) = sum over positions of the cost
+    # of the op chosen there (the per-position op one-hots alone, e.g. FBNet's 22 x 9 table), with
+    # a Gaussian prior fitted to the source devices' tables (mean + low-rank covariance of their
+    # ridge fits, plus an evidence-selected diagonal among flat_taus) joins the model average
+    table_component: tuple[str, ...] = ()
+    # the prior's low-rank part is scaled by each of these (evidence-selected per device)
+    table_cov_scales: tuple[float, ...] = (1.0,)
+    # spaces whose features include physical per-layer cost terms summed over the layers (MACs of
+    # the expand / depthwise / project convolutions, activation and parameter sizes, per-stage
+    # conv counts; see physical_vectors): a basis for lookup-table devices beyond the sources' span
+    physical_features: tuple[str, ...] = ()
+    # spaces where a model on the "table" source block alone (the sources' denoised lookup-table
+    # latencies as the only features, a Gaussian prior fitted to the source devices' weights on
+    # them, each device's own column masked) joins the model average; needs "table" in
+    # source_transforms (added automatically for these spaces)
+    # (FBNet: validation 0.8753 -> 0.8801; with no_flat 0.8830)
+    span_component: tuple[str, ...] = ("fbnet",)
+    span_taus: tuple[float, ...] = (0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1)
+    span_noises: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1, 0.2)
+    # spaces where the prior-free ridges (flat, compact, op-count) stay out of the model average
+    # even with flat_component on: on FBNet they took weight from better models on noisy phones
+    no_flat: tuple[str, ...] = ("fbnet",)
+    # how the model average weights its models: "evidence" (marginal likelihood of the support)
+    # or "loo" (leave-one-out predictive log density of the support, closed form; Geisser's
+    # pseudo-likelihood: rewards the model that predicts held-out support points, not the one
+    # whose prior fits the support best)
+    weighting: str = "evidence"
 
     def __post_init__(self) -> None:
-        for name in ("transforms", "source_transforms"):
-            bad = [t for t in getattr(self, name) if t not in TRANSFORMS]
+        for name, allowed in (("transforms", TRANSFORMS), ("source_transforms", SOURCE_BLOCKS)):
+            bad = [t for t in getattr(self, name) if t not in allowed]
             if bad:
-                raise ValueError(f"FewShotConfig.{name}: {bad} not among {list(TRANSFORMS)}")
+                raise ValueError(f"FewShotConfig.{name}: {bad} not among {list(allowed)}")
+        bad = [s for s in self.span_component if s not in FEWSHOT_SPACES]
+        if bad:
+            raise ValueError(f"FewShotConfig.span_component: {bad} not among {list(FEWSHOT_SPACES)}")
+        bad = [s for s in self.physical_features if s not in PHYSICAL_SPACES]
+        if bad:
+            raise ValueError(f"FewShotConfig.physical_features: {bad} not among {list(PHYSICAL_SPACES)}")
+        if self.weighting not in ("evidence", "loo"):
+            raise ValueError(f"FewShotConfig.weighting: {self.weighting!r} is not evidence or loo")
         if self.prior not in ("gaussian", "mixture", "both"):
             raise ValueError(f"FewShotConfig.prior: {self.prior!r} is not gaussian, mixture or both")
         bad = [s for s in self.gnn if s not in FEWSHOT_SPACES]
         if bad:
             raise ValueError(f"FewShotConfig.gnn: {bad} not among {list(FEWSHOT_SPACES)}")
+        for name in ("table_component", "no_flat"):
+            bad = [s for s in getattr(self, name) if s not in FEWSHOT_SPACES]
+            if bad:
+                raise ValueError(f"FewShotConfig.{name}: {bad} not among {list(FEWSHOT_SPACES)}")
         if self.gnn_inner not in ("ridge", "metasgd", "none"):
             raise ValueError(f"FewShotConfig.gnn_inner: {self.gnn_inner!r} is not ridge, metasgd or none")
         if self.gnn_transfer_from not in ("", *FEWSHOT_SPACES):
@@ -233,6 +277,7 @@ class DeviceHead:
     y_std: float
     n_measurements: int
     evidence: float = float("nan")  # log marginal likelihood of the support (standardized units)
+    loo: float = float("nan")  # leave-one-out predictive log density of the support (same units)
     log_range: tuple[float, float] = (-np.inf, np.inf)  # predictions are clipped to this log range
     transform: str = "log"  # the head is linear in forward_transform(transform, log y)
     # Bayesian model average: the prediction (log ms) is sum_i component_weights[i] * components[i]
@@ -308,7 +353,8 @@ def posterior_head(
     resid = yn[None, :] - means @ Fc.T  # (c, n)
     d = np.ones(p) if iso is None else np.asarray(iso, dtype=float)
     terms = _primal_terms if n > p else _dual_terms  # the cheaper of two exact forms
-    evidence, t, alpha_f, loglik = terms(Fc, resid, prior_cov, d, tau, noise)
+    evidence, t, s2, alpha_f, loglik = terms(Fc, resid, prior_cov, d, tau, noise)
+    loo = _loo_log_density(Fc, resid[0], prior_cov + t * np.diag(d), s2)
     posts = means + alpha_f @ prior_cov + t * alpha_f * d  # m + S F^T K^-1 (y - F m)
     if means.shape[0] == 1:
         w = posts[0]
@@ -319,22 +365,31 @@ def posterior_head(
     margin = np.log(EXTRAPOLATION_FACTOR)
     log_range = (float(log_y.min() - margin), float(log_y.max() + margin))
     return DeviceHead(
-        space, w, f_mean, y_mean, y_std, n, evidence=evidence, log_range=log_range, transform=transform
+        space,
+        w,
+        f_mean,
+        y_mean,
+        y_std,
+        n,
+        evidence=evidence,
+        loo=loo,
+        log_range=log_range,
+        transform=transform,
     )
 
 
 def _dual_terms(
     Fc: np.ndarray, resid: np.ndarray, prior_cov: np.ndarray, d: np.ndarray, tau: Any, noise: Any
-) -> tuple[float, float, np.ndarray, np.ndarray]:
+) -> tuple[float, float, float, np.ndarray, np.ndarray]:
     """Type-II ML over the (tau, noise) grid in the n-dimensional (Woodbury) form: n <= p.
 
-    Returns (log evidence, tau, ``K^-1 r @ Fc`` (c, p), per-component log-likelihoods (c,)) of
+    Returns (log evidence, tau, noise, ``K^-1 r @ Fc`` (c, p), per-component log-likelihoods (c,)) of
     the best grid point, ``K = Fc (S + tau diag(d)) Fc^T + noise I`` the marginal covariance.
     """
     n = Fc.shape[0]
     G = Fc @ prior_cov @ Fc.T
     FF = (Fc * d) @ Fc.T
-    best: tuple[float, float, np.ndarray, np.ndarray] | None = None
+    best: tuple[float, float, float, np.ndarray, np.ndarray] | None = None
     for t in np.atleast_1d(tau):
         for s2 in np.atleast_1d(noise):
             K = G + t * FF + s2 * np.eye(n)  # marginal covariance of yn
@@ -343,14 +398,14 @@ def _dual_terms(
             top = loglik.max()
             evidence = top + np.log(np.mean(np.exp(loglik - top))) - 0.5 * np.linalg.slogdet(K)[1]
             if best is None or evidence > best[0]:
-                best = (float(evidence), float(t), alpha, loglik)
+                best = (float(evidence), float(t), float(s2), alpha, loglik)
     assert best is not None
-    return best[0], best[1], best[2] @ Fc, best[3]
+    return best[0], best[1], best[2], best[3] @ Fc, best[4]
 
 
 def _primal_terms(
     Fc: np.ndarray, resid: np.ndarray, prior_cov: np.ndarray, d: np.ndarray, tau: Any, noise: Any
-) -> tuple[float, float, np.ndarray, np.ndarray]:
+) -> tuple[float, float, float, np.ndarray, np.ndarray]:
     """:func:`_dual_terms` in the p-dimensional form (n > p: hundreds of measurements).
 
     With ``S0 = S + tau diag(d)``, ``C = Fc^T Fc`` and ``M = noise I_p + S0 C``:
@@ -361,7 +416,7 @@ def _primal_terms(
     C = Fc.T @ Fc
     Ur = Fc.T @ resid.T  # (p, c)
     rr = np.einsum("cn,cn->c", resid, resid)
-    best: tuple[float, float, np.ndarray, np.ndarray] | None = None
+    best: tuple[float, float, float, np.ndarray, np.ndarray] | None = None
     for t in np.atleast_1d(tau):
         S0 = prior_cov + t * np.diag(d)
         S0C = S0 @ C
@@ -375,9 +430,28 @@ def _primal_terms(
             evidence = top + np.log(np.mean(np.exp(loglik - top))) - 0.5 * logdet
             if best is None or evidence > best[0]:
                 alpha_f = ((Ur - C @ sol) / s2).T  # (c, p) = K^-1 r @ Fc
-                best = (float(evidence), float(t), alpha_f, loglik)
+                best = (float(evidence), float(t), float(s2), alpha_f, loglik)
     assert best is not None
     return best
+
+
+def _loo_log_density(Fc: np.ndarray, resid: np.ndarray, S0: np.ndarray, s2: float) -> float:
+    """Leave-one-out log predictive density of the support under the marginal ``K = Fc S0 Fc^T + s2 I``.
+
+    Each point's LOO residual is ``(K^-1 r)_i / (K^-1)_ii`` with variance ``1 / (K^-1)_ii``. For
+    n > p, ``K^-1 = (I - Fc M^-1 S0 Fc^T) / s2`` with ``M = s2 I + S0 Fc^T Fc`` (as in
+    :func:`_primal_terms`), so the n x n inverse is never formed.
+    """
+    n, p = Fc.shape
+    if n > p:
+        B = np.linalg.solve(s2 * np.eye(p) + S0 @ (Fc.T @ Fc), S0 @ Fc.T)  # (p, n)
+        kinv_diag = (1.0 - np.einsum("np,pn->n", Fc, B)) / s2
+        alpha = (resid - Fc @ (B @ resid)) / s2
+    else:
+        kinv = np.linalg.inv(Fc @ S0 @ Fc.T + s2 * np.eye(n))
+        kinv_diag, alpha = np.diag(kinv), kinv @ resid
+    kinv_diag = np.maximum(kinv_diag, 1e-12)
+    return float(np.sum(-0.5 * np.log(2 * np.pi / kinv_diag) - 0.5 * alpha**2 / kinv_diag))
 
 
 def predict_head(head: DeviceHead, F: np.ndarray) -> np.ndarray:
@@ -432,6 +506,16 @@ class SpaceModel:
     gnn_std: np.ndarray = field(default_factory=lambda: np.zeros(0))
     # per transform: (n_src, n_gnn) source-device weights on the embedding columns alone
     gnn_components: dict[str, np.ndarray] = field(default_factory=dict)
+    table: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (p,) 1 = per-position op one-hot
+    # per transform: (n_src, n_table) source-device cost tables (weights on the table columns alone)
+    table_components: dict[str, np.ndarray] = field(default_factory=dict)
+    # "table" source block: raw arch-vector columns of the one-hots and (n_cols + 1, n_src) ms costs
+    # per transform: (n_src, n_src) source-device weights on the "table" block alone (own column 0)
+    span_components: dict[str, np.ndarray] = field(default_factory=dict)
+    source_table_cols: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    source_table_coef: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    phys_mean: np.ndarray = field(default_factory=lambda: np.zeros(0))  # physical feature standardization
+    phys_std: np.ndarray = field(default_factory=lambda: np.zeros(0))
     _gnn: Any = field(default=None, repr=False)
     _index: dict[str, int] | None = field(default=None, repr=False)
 
@@ -488,12 +572,16 @@ class SpaceModel:
             x = ((xr - self.x_mean) / self.x_std)[:, self.x_keep]
             z = np.c_[x, np.ones(len(x))] @ self.encoder
             logl = z * self.z_std + self.z_mean
-            zs = _source_blocks(self.source_transforms, z, logl, self.zt_mean, self.zt_std)[0]
+            table_ms = _source_table_ms(xr, self.source_table_cols, self.source_table_coef)
+            zs = _source_blocks(self.source_transforms, z, logl, self.zt_mean, self.zt_std, table_ms)[0]
             parts = ([zs] if use_z else []) + ([x] if use_x else [])
             rows_f = _with_interactions(np.concatenate(parts, axis=1), self.pcs, self.pc_mean)
             if len(self.pair_index):
                 pairs = (_pair_products(xr, self.pair_index) - self.pair_mean) / self.pair_std
                 rows_f = np.concatenate([rows_f, pairs], axis=1)
+            if len(self.phys_mean):
+                phys = (physical_vectors(self.space, missing) - self.phys_mean) / self.phys_std
+                rows_f = np.concatenate([rows_f, phys], axis=1)
             if self.n_gnn:
                 emb = (self.gnn.embed(missing) - self.gnn_mean) / self.gnn_std
                 rows_f = np.concatenate([rows_f, emb], axis=1)
@@ -552,8 +640,10 @@ def _source_blocks(
     logl: np.ndarray,
     mean: np.ndarray | None = None,
     std: np.ndarray | None = None,
+    table_ms: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Source-latency feature blocks: ``z`` for "log", standardized ``g(y)`` for the others.
+    """Source-latency feature blocks: ``z`` for "log", standardized ``g(y)`` for the others
+    ("table": the sources' additive cost-table predictions ``table_ms`` in ms).
 
     Returns (features (n, blocks * n_src), means, stds of the non-log blocks); pass the stored
     means/stds to encode new rows the same way.
@@ -564,7 +654,12 @@ def _source_blocks(
         if t == "log":
             blocks.append(z)
             continue
-        g = forward_transform(t, logl)
+        if t == "table":
+            if table_ms is None:
+                raise ValueError("source block 'table' needs the sources' cost-table predictions")
+            g = table_ms
+        else:
+            g = forward_transform(t, logl)
         if mean is None or std is None or len(mean) <= b:
             g, m, sd = _standardize(g)
         else:
@@ -629,6 +724,190 @@ def _with_interactions(F: np.ndarray, pcs: np.ndarray, pc_mean: np.ndarray) -> n
     iu = np.triu_indices(k)
     prod = s[:, iu[0]] * s[:, iu[1]]
     return np.concatenate([F, prod / np.sqrt(k)], axis=1)
+
+
+def _source_table_fit(
+    xr: np.ndarray, latency_ms: np.ndarray, ridge: float = 0.1
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each source device's additive cost table: ms ridge on the per-position op one-hots.
+
+    Returns (raw arch-vector columns of the one-hots, (n_cols + 1, n_src) costs, last row = bias).
+    """
+    cols = np.flatnonzero(_table_columns_raw(xr))
+    A = np.c_[xr[:, cols], np.ones(len(xr))]
+    reg = ridge * np.eye(A.shape[1])
+    reg[-1, -1] = 0.0
+    return cols, np.linalg.solve(A.T @ A + reg, A.T @ latency_ms)
+
+
+def _source_table_ms(xr: np.ndarray, cols: np.ndarray, coef: np.ndarray) -> np.ndarray | None:
+    """The sources' cost-table predictions (ms) of raw arch vectors ``xr`` (None without tables)."""
+    if not coef.size:
+        return None
+    return np.c_[xr[:, cols], np.ones(len(xr))] @ coef
+
+
+def _table_columns_raw(xr: np.ndarray) -> np.ndarray:
+    """Boolean mask of the raw columns that are per-position one-hots (names like ``l3_k5_e6``)."""
+    return np.all((xr == 0) | (xr == 1), axis=0) & (xr.std(axis=0) > 1e-9)
+
+
+def physical_vectors(space: str, arch_keys: Sequence[str]) -> np.ndarray:
+    """(n, k) physical cost terms of each architecture, summed over its layers (FBNet only).
+
+    Per layer and op: a conv indicator, MACs of the 1x1 expand, the depthwise and the 1x1 project
+    convolutions, input / hidden / output activation sizes, parameters, a skip's projection MACs
+    and a projecting-skip indicator, 5x5-kernel, grouped and stride-2 indicators, and a conv
+    indicator per stage: the terms a per-op latency lookup table is made of.
+    """
+    if space not in PHYSICAL_SPACES:
+        raise FewShotError(f"physical features exist for {list(PHYSICAL_SPACES)}, not {space!r}")
+    from .graphs import _FB_E, _FB_G, _FB_K, _fbnet_layers, fbnet_op_codes
+
+    stage, cin, cout, stride, res = (a[:, None] for a in _fbnet_layers())
+    ops = np.arange(len(archspaces.FBNET_OPS))
+    k, e, g = _FB_K[ops][None], _FB_E[ops][None], _FB_G[ops][None]
+    hout, mid = res // stride, cin * e
+    conv = (ops != len(ops) - 1)[None] * np.ones_like(cin)
+    proj = (1 - conv) * ((cin != cout) | (stride != 1))
+    terms = [
+        conv,
+        conv * res**2 * cin * mid / g,
+        conv * hout**2 * k**2 * mid,
+        conv * hout**2 * mid * cout / g,
+        conv * res**2 * cin,
+        conv * res**2 * mid,
+        conv * hout**2 * mid,
+        conv * hout**2 * cout,
+        conv * (cin * mid / g + k**2 * mid + mid * cout / g),
+        proj * hout**2 * cin * cout,
+        proj,
+        conv * (k == 5),
+        conv * (g == 2),
+        conv * (stride == 2),
+    ] + [conv * (stage == s) for s in range(int(stage.max()) + 1)]
+    table = np.stack([np.broadcast_to(t, conv.shape).astype(np.float64) for t in terms], axis=-1)
+    codes = fbnet_op_codes(list(arch_keys))
+    return table[np.arange(codes.shape[1])[None, :], codes].sum(axis=1)
+
+
+def _table_columns(space: str, xr: np.ndarray, x_keep: np.ndarray) -> np.ndarray:
+    """1 for the kept arch-vector columns that are per-position op one-hots (binary, position-named)."""
+    from .graphs import vector_feature_names
+
+    names = np.asarray(vector_feature_names(space))[x_keep]
+    positional = np.array([re.match(r"^[a-z]\d+_", n) is not None and "mmacs" not in n for n in names])
+    binary = np.all((xr == 0) | (xr == 1), axis=0)
+    return (positional & binary).astype(float)
+
+
+def _table_priors(
+    cfg: FewShotConfig,
+    table: np.ndarray,
+    gram: np.ndarray,
+    Fc: np.ndarray,
+    Y: np.ndarray,
+    logl: np.ndarray,
+    lam: float,
+) -> dict[str, np.ndarray]:
+    """Per transform: each source device's cost table (ridge on the table columns alone)."""
+    idx = np.flatnonzero(table)
+    if not len(idx):
+        return {}
+    out = {}
+    for t in cfg.transforms or ("log",):
+        Yt = Y if t == "log" else _standardize(forward_transform(t, logl))[0]
+        rhs = Fc[:, idx].T @ (Yt - Yt.mean(axis=0))
+        g = gram[np.ix_(idx, idx)] + lam * np.eye(len(idx))
+        out[t] = np.linalg.solve(g, rhs).T  # (n_src, n_table)
+    return out
+
+
+def _span_priors(
+    cfg: FewShotConfig,
+    cols: np.ndarray,
+    gram: np.ndarray,
+    Fc: np.ndarray,
+    Y: np.ndarray,
+    logl: np.ndarray,
+    lam: float,
+) -> dict[str, np.ndarray]:
+    """Per transform: each source device's weights on the "table" block ``cols`` alone (own column masked)."""
+    out = {}
+    for t in cfg.transforms or ("log",):
+        Yt = Y if t == "log" else _standardize(forward_transform(t, logl))[0]
+        rhs = Fc[:, cols].T @ (Yt - Yt.mean(axis=0))  # (n_src, n_src)
+        W = np.zeros((len(cols), len(cols)))
+        for j in range(len(cols)):
+            keep = np.flatnonzero(np.arange(len(cols)) != j)
+            g = gram[np.ix_(cols[keep], cols[keep])] + lam * np.eye(len(keep))
+            W[j, keep] = np.linalg.solve(g, rhs[keep, j])
+        out[t] = W
+    return out
+
+
+def _span_head(
+    sm: SpaceModel, cfg: FewShotConfig, F: np.ndarray, log_y: np.ndarray, transform: str
+) -> DeviceHead:
+    """The lookup-table span model: the "table" source block alone, prior N(mean, cov + tau I) of the sources' weights."""
+    p = F.shape[1]
+    n_dev = len(sm.source_devices)
+    b = list(sm.source_transforms).index("table")
+    cols = np.arange(b * n_dev, (b + 1) * n_dev)
+    W = sm.span_components[transform]
+    mean = np.zeros((1, p))
+    mean[0, cols] = W.mean(axis=0)
+    cov = np.zeros((p, p))
+    if len(W) > 1:
+        cov[np.ix_(cols, cols)] = np.cov(W.T)
+    iso = np.zeros(p)
+    iso[cols] = 1.0
+    return posterior_head(
+        F,
+        log_y,
+        mean,
+        cov,
+        tau=cfg.span_taus,
+        noise=cfg.span_noises,
+        iso=iso,
+        space=sm.space,
+        transform=transform,
+    )
+
+
+def _table_heads(
+    sm: SpaceModel,
+    cfg: FewShotConfig,
+    F: np.ndarray,
+    log_y: np.ndarray,
+    transform: str,
+    noises: Sequence[float],
+) -> list[DeviceHead]:
+    """Cost-table model(s): table columns only, prior N(mean of the source tables, c * S + tau I)."""
+    p = F.shape[1]
+    idx = np.flatnonzero(sm.table)
+    Wt = sm.table_components[transform]
+    mean = np.zeros((1, p))
+    mean[0, idx] = Wt.mean(axis=0)
+    S = np.cov(Wt.T) if len(Wt) > 1 else np.zeros((len(idx), len(idx)))
+    heads = []
+    for c in cfg.table_cov_scales or (1.0,):
+        cov = np.zeros((p, p))
+        cov[np.ix_(idx, idx)] = c * S
+        heads.append(
+            posterior_head(
+                F,
+                log_y,
+                mean,
+                cov,
+                tau=cfg.flat_taus,
+                noise=noises,
+                iso=sm.table,
+                space=sm.space,
+                transform=transform,
+            )  # fmt: skip
+        )
+    return heads
 
 
 def latency_matrix(frame: pl.DataFrame, space: str, devices: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -718,7 +997,14 @@ class FewShotLatencyRegressor:
         z_filled = np.where(observed, z, xa @ encoder)
         logl_filled = z_filled * z_std + z_mean
         src_t = tuple(cfg.source_transforms) or ("log",)
-        zs, zt_mean, zt_std = _source_blocks(src_t, z_filled, logl_filled)
+        if space in cfg.span_component and cfg.use_device_latencies and "table" not in src_t:
+            src_t = (*src_t, "table")
+        st_cols = np.zeros(0, dtype=np.int64)
+        st_coef = np.zeros((0, 0))
+        if "table" in src_t:
+            st_cols, st_coef = _source_table_fit(xr, np.exp(logl_filled))
+        table_ms = _source_table_ms(xr, st_cols, st_coef)
+        zs, zt_mean, zt_std = _source_blocks(src_t, z_filled, logl_filled, table_ms=table_ms)
         n_dev = len(devs)
         n_src = zs.shape[1] if cfg.use_device_latencies else 0
         parts = ([zs] if cfg.use_device_latencies else []) + ([x] if cfg.use_arch_features else [])
@@ -739,6 +1025,10 @@ class FewShotLatencyRegressor:
             pair_index = pair_index[live]
             pr, pair_mean, pair_std = _standardize(pr[:, live])
             F = np.concatenate([F, pr], axis=1)
+        phys_mean = phys_std = np.zeros(0)
+        if space in cfg.physical_features and cfg.use_arch_features:
+            phys, phys_mean, phys_std = _standardize(physical_vectors(space, keys.tolist()))
+            F = np.concatenate([F, phys], axis=1)
         gnn = None
         gnn_arrays: dict[str, np.ndarray] = {}
         gnn_meta = None
@@ -759,6 +1049,9 @@ class FewShotLatencyRegressor:
             is_compact = np.array([re.match(r"^[a-z]\d+_", n) is None for n in names], dtype=float)
             compact[n_src : n_src + len(names)] = is_compact
             counts[n_src : n_src + len(names)] = [re.match(r"^n_(?!live)", n) is not None for n in names]
+        table = np.zeros(F.shape[1])
+        if cfg.use_arch_features and space in cfg.table_component:
+            table[n_src : n_src + int(x_keep.sum())] = _table_columns(space, xr[:, x_keep], x_keep)
         Fc = F - F.mean(axis=0)
         gram = Fc.T @ Fc
         p = F.shape[1]
@@ -800,6 +1093,13 @@ class FewShotLatencyRegressor:
                 gnn_components[t] = np.stack(
                     [_ridge_masked(gram, rhs_t[:, j], g_idx, lam)[g_idx] for j in range(len(devs))]
                 )
+        table_components = _table_priors(cfg, table, gram, Fc, Y, logl_filled, lam)
+        span_components: dict[str, np.ndarray] = {}
+        if space in cfg.span_component and "table" in src_t and cfg.use_device_latencies:
+            b = src_t.index("table")
+            span_components = _span_priors(
+                cfg, np.arange(b * n_dev, (b + 1) * n_dev), gram, Fc, Y, logl_filled, lam
+            )
         return SpaceModel(
             space=space,
             arch_keys=keys,
@@ -833,6 +1133,13 @@ class FewShotLatencyRegressor:
             gnn_components=gnn_components,
             gnn_mean=gnn_mean,
             gnn_std=gnn_std,
+            table=table,
+            table_components=table_components,
+            span_components=span_components,
+            source_table_cols=st_cols,
+            source_table_coef=st_coef,
+            phys_mean=phys_mean,
+            phys_std=phys_std,
             _gnn=gnn,
         )
 
@@ -908,7 +1215,13 @@ class FewShotLatencyRegressor:
         if len(heads) == 1:
             return heads[0]
         n = len(log_y)
-        ev = np.array([h.evidence - n * np.log(h.y_std) + log_jacobian(h.transform, log_y) for h in heads])
+        score = [h.loo if cfg.weighting == "loo" else h.evidence for h in heads]
+        ev = np.array(
+            [
+                v - n * np.log(h.y_std) + log_jacobian(h.transform, log_y)
+                for v, h in zip(score, heads, strict=True)
+            ]
+        )
         a = np.exp(ev - ev.max())
         a /= a.sum()
         first = heads[0]
@@ -962,7 +1275,7 @@ class FewShotLatencyRegressor:
         n_z = len(sm.source_devices) * len(sm.source_transforms) if cfg.use_device_latencies else 0
         p = F.shape[1]
         isos = []
-        if cfg.flat_component and cfg.use_arch_features:
+        if cfg.flat_component and cfg.use_arch_features and space not in cfg.no_flat:
             iso = np.ones(p)
             iso[:n_z] = 0.0  # the flat models ignore the source-device latencies
             if src_iso is not None:
@@ -999,6 +1312,10 @@ class FewShotLatencyRegressor:
                     transform=transform,
                 )  # fmt: skip
             )
+        if space in cfg.span_component and transform in sm.span_components:
+            heads.append(_span_head(sm, cfg, F, log_y, transform))
+        if space in cfg.table_component and transform in sm.table_components and sm.table.shape == (p,):
+            heads += _table_heads(sm, cfg, F, log_y, transform, noises)
         if isos:
             heads += [
                 posterior_head(
@@ -1018,10 +1335,12 @@ class FewShotLatencyRegressor:
         if len(heads) == 1:
             return head
         ev = np.array([h.evidence for h in heads])
-        a = np.exp(ev - ev.max())
+        loo = np.array([h.loo for h in heads])
+        a = np.exp((loo - loo.max()) if cfg.weighting == "loo" else (ev - ev.max()))
         a /= a.sum()
         head.weights = sum(ai * h.weights for ai, h in zip(a, heads, strict=True))
         head.evidence = float(ev.max() + np.log(np.mean(np.exp(ev - ev.max()))))
+        head.loo = float(loo.max() + np.log(np.mean(np.exp(loo - loo.max()))))
         return head
 
     def adapt(self, space: str, arch_keys: Sequence[str], latency_ms: np.ndarray) -> DeviceHead:
@@ -1048,6 +1367,14 @@ class FewShotLatencyRegressor:
                 arrays[f"{space}/{name}"] = np.asarray(getattr(sm, name))
             for t, Wt in sm.transform_components.items():
                 arrays[f"{space}/transform_components_{t}"] = np.asarray(Wt)
+            for name in ("source_table_cols", "source_table_coef", "phys_mean", "phys_std"):
+                arrays[f"{space}/{name}"] = np.asarray(getattr(sm, name))
+            if sm.table_components:
+                arrays[f"{space}/table"] = np.asarray(sm.table)
+                arrays |= {
+                    f"{space}/table_components_{t}": np.asarray(v) for t, v in sm.table_components.items()
+                }
+            arrays |= {f"{space}/span_components_{t}": np.asarray(v) for t, v in sm.span_components.items()}
             if sm.gnn_meta is not None:
                 arrays |= {f"{space}/gnn_param/{k}": v for k, v in sm.gnn_arrays.items()}
                 arrays[f"{space}/gnn_mean"] = np.asarray(sm.gnn_mean)
@@ -1110,6 +1437,21 @@ class FewShotLatencyRegressor:
                         if k.startswith("transform_components_")
                     },
                     meta_scores=dict(info["meta_scores"]),
+                    table=arr.get("table", np.zeros(0)),
+                    span_components={
+                        k.removeprefix("span_components_"): v
+                        for k, v in arr.items()
+                        if k.startswith("span_components_")
+                    },
+                    source_table_cols=arr.get("source_table_cols", np.zeros(0, dtype=np.int64)),
+                    source_table_coef=arr.get("source_table_coef", np.zeros((0, 0))),
+                    phys_mean=arr.get("phys_mean", np.zeros(0)),
+                    phys_std=arr.get("phys_std", np.zeros(0)),
+                    table_components={
+                        k.removeprefix("table_components_"): v
+                        for k, v in arr.items()
+                        if k.startswith("table_components_")
+                    },
                 )
                 if info.get("gnn"):
                     sm = model.spaces_[space]

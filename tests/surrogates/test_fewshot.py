@@ -425,7 +425,7 @@ def test_op_count_component_fits_a_device_whose_ops_cost_alike_on_every_edge(
 
 def test_posterior_with_more_measurements_than_features_matches_the_woodbury_form() -> None:
     """n > p takes the p-dimensional path; evidence, chosen tau and weights must equal the n-dim form."""
-    from hwsurrogate.surrogates.fewshot import _dual_terms, _primal_terms, posterior_head
+    from hwsurrogate.surrogates.fewshot import _dual_terms, _loo_log_density, _primal_terms, posterior_head
 
     rng = np.random.default_rng(0)
     n, p = 60, 25
@@ -436,14 +436,31 @@ def test_posterior_with_more_measurements_than_features_matches_the_woodbury_for
     d = np.r_[np.ones(20), np.zeros(5)]
     resid = rng.normal(size=(3, n))
     taus, noises = [0.01, 0.1, 1.0], [0.05, 0.2]
-    ev_d, t_d, af_d, ll_d = _dual_terms(Fc, resid, S, d, taus, noises)
-    ev_p, t_p, af_p, ll_p = _primal_terms(Fc, resid, S, d, taus, noises)
-    assert t_d == t_p
+    ev_d, t_d, s2_d, af_d, ll_d = _dual_terms(Fc, resid, S, d, taus, noises)
+    ev_p, t_p, s2_p, af_p, ll_p = _primal_terms(Fc, resid, S, d, taus, noises)
+    assert (t_d, s2_d) == (t_p, s2_p)
     np.testing.assert_allclose([ev_p, *ll_p], [ev_d, *ll_d], rtol=1e-9)
     np.testing.assert_allclose(af_p, af_d, atol=1e-9)
     # posterior_head itself (n > p: the primal path) gives the dual form's weights
     y = F @ rng.normal(size=p) * 0.1 + rng.normal(0, 0.05, n)
     head = posterior_head(F, y, W[:1], S, tau=taus, noise=noises, iso=d)
     resid1 = ((y - y.mean()) / y.std())[None, :] - W[:1] @ Fc.T
-    _, t1, af1, _ = _dual_terms(Fc, resid1, S, d, taus, noises)
+    _, t1, s21, af1, _ = _dual_terms(Fc, resid1, S, d, taus, noises)
     np.testing.assert_allclose(head.weights, (W[:1] + af1 @ S + t1 * af1 * d)[0], atol=1e-9)
+    # the leave-one-out density: the p-dim path (n > p) equals brute force (refit without point i)
+    S0 = S + t1 * np.diag(d)
+    K = Fc @ S0 @ Fc.T + s21 * np.eye(n)
+    brute = 0.0
+    for i in range(n):
+        keep = np.arange(n) != i
+        k_i = K[i, keep]
+        sol = np.linalg.solve(K[np.ix_(keep, keep)], np.c_[resid1[0, keep], k_i])
+        mu, var = k_i @ sol[:, 0], K[i, i] - k_i @ sol[:, 1]
+        brute += -0.5 * np.log(2 * np.pi * var) - 0.5 * (resid1[0, i] - mu) ** 2 / var
+    assert head.loo == pytest.approx(brute, rel=1e-8)
+    assert (
+        _loo_log_density(Fc[:20], resid1[0, :20], S0, s21)
+        == pytest.approx(  # n <= p: the n-dim path
+            _loo_log_density(Fc[:20], resid1[0, :20], S0, s21 * (1 + 1e-12)), rel=1e-6
+        )
+    )
