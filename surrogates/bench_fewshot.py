@@ -79,9 +79,9 @@ def _save(
 ) -> None:
     command = "hws bench " + name + (" " + " ".join(sys.argv[3:]) if len(sys.argv) > 3 else "")
     out = {"benchmark": name, "command": command, "wall_s": round(wall_s, 1), "rows": rows, **extra}
-    for p in {path, f"bench-results/{name}.json"} - {None}:
-        Path(p).parent.mkdir(parents=True, exist_ok=True)  # type: ignore[arg-type]
-        Path(p).write_text(json.dumps(out, indent=1))  # type: ignore[arg-type]
+    target = Path(path or f"bench-results/{name}.json")  # only the file asked for (default without --json)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(out, indent=1))
 
 
 def _read(store_root: str | None, space: str, devices: Sequence[str]) -> pl.DataFrame:
