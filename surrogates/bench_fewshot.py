@@ -147,8 +147,10 @@ def lookup_table_configs(space: str) -> dict[str, FewShotConfig]:
     """FBNet variants of the lookup-table family (docs/fewshot.md, "Lookup-table models")."""
     base = FewShotConfig()
     return {
-        "no lookup-table span component": replace(base, span_component=()),
-        "prior-free ridges kept in the average": replace(base, no_flat=()),
+        "+ lookup-table span component": replace(base, span_component=(space,)),
+        "+ span component, prior-free ridges out (HELP-validation pick; off: task suite)": replace(
+            base, span_component=(space,), no_flat=(space,)
+        ),
         "+ cost-table component (source-table prior)": replace(
             base, table_component=(space,), table_cov_scales=(1.0, 10.0)
         ),
@@ -159,7 +161,12 @@ def lookup_table_configs(space: str) -> dict[str, FewShotConfig]:
 
 
 #: lookup-table variants that also get a validation row (the choices the default rests on)
-LOOKUP_VALIDATED = ("no lookup-table span component", "prior-free ridges kept in the average")
+LOOKUP_VALIDATED = (
+    "+ lookup-table span component",
+    "+ span component, prior-free ridges out (HELP-validation pick; off: task suite)",
+)
+#: the FBNet lookup-table pair that won HELP's validation folds, scored on the task suite too
+SPAN_NO_FLAT = {"span_component": ("fbnet",), "no_flat": ("fbnet",)}
 
 
 def validation_folds(split: Any) -> list[tuple[list[str], list[str]]]:
@@ -547,6 +554,20 @@ def bench_fewshot_tasks(json_path: str | None, tasks: str, seeds: int, splits_pa
             )
             rows.append(
                 _row("spearman_mean_no_gnn", f"{task} ({space}), ablation: no GNN embedding", float(rho))
+            )
+        if space == "fbnet":  # the lookup-table pair HELP's validation folds picked (off by default)
+            span = FewShotLatencyRegressor(replace(FewShotConfig(), **SPAN_NO_FLAT)).fit(
+                frame, devices={space: list(split.train)}, spaces=[space]
+            )
+            rho = np.mean(
+                [task_scores(span, frame, space, t, seeds=range(seeds))["spearman"] for t in split.test]
+            )
+            rows.append(
+                _row(
+                    "spearman_mean_span",
+                    f"{task} ({space}), ablation: lookup-table span, prior-free ridges out",
+                    float(rho),
+                )  # fmt: skip
             )
         if FewShotConfig().count_component:  # ... and without the op-count ridge (adapt-time only)
             model.config = replace(model.config, count_component=False)

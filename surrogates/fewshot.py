@@ -162,13 +162,16 @@ class FewShotConfig:
     # latencies as the only features, a Gaussian prior fitted to the source devices' weights on
     # them, each device's own column masked) joins the model average; needs "table" in
     # source_transforms (added automatically for these spaces)
-    # (FBNet: validation 0.8753 -> 0.8801; with no_flat 0.8830)
-    span_component: tuple[str, ...] = ("fbnet",)
+    # (FBNet: HELP validation 0.8753 -> 0.8801; with no_flat 0.8830). Off by default: with the
+    # NASFLAT task suite's source devices the pair collapses F3 0.911 -> 0.582 and FA 0.687 ->
+    # 0.564 (rows "ablation: lookup-table span ..." of `hws bench fewshot-tasks`), so the HELP
+    # validation gain does not carry to other source-device sets
+    span_component: tuple[str, ...] = ()
     span_taus: tuple[float, ...] = (0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1)
     span_noises: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1, 0.2)
     # spaces where the prior-free ridges (flat, compact, op-count) stay out of the model average
     # even with flat_component on: on FBNet they took weight from better models on noisy phones
-    no_flat: tuple[str, ...] = ("fbnet",)
+    no_flat: tuple[str, ...] = ()
     # how the model average weights its models: "evidence" (marginal likelihood of the support)
     # or "loo" (leave-one-out predictive log density of the support, closed form; Geisser's
     # pseudo-likelihood: rewards the model that predicts held-out support points, not the one
