@@ -45,6 +45,7 @@ class Context:
     url: str | None = None
     token: str = field(default_factory=lambda: secrets.token_urlsafe(18))
     server: Any = None
+    server_thread: threading.Thread | None = None
 
     @property
     def local_device(self) -> str:
@@ -150,7 +151,7 @@ def step_serve(ctx: Context) -> str:
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, name="hws-serve", daemon=True)
     thread.start()
-    ctx.url, ctx.server = f"http://127.0.0.1:{port}", server
+    ctx.url, ctx.server, ctx.server_thread = f"http://127.0.0.1:{port}", server, thread
     deadline = time.monotonic() + 120
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
@@ -341,3 +342,5 @@ def quickstart(
             except KeyboardInterrupt:
                 pass
         ctx.server.should_exit = True
+        if ctx.server_thread is not None:  # a server thread still running while the interpreter
+            ctx.server_thread.join(timeout=30)  # shuts down crashed it at exit (segfault, rc 139)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -40,3 +41,5 @@ def test_quickstart_without_models_serves_and_skips_queries_cleanly(tmp_path: Pa
     assert "skipped" in result.output and "no gemm model is served" in result.output
     assert "mlflow ui --backend-store-uri sqlite:///mlflow.db" in result.output
     assert "failed" not in result.output
+    # the server thread is joined before returning (left running, it crashed the interpreter's exit)
+    assert not [t for t in threading.enumerate() if t.name == "hws-serve" and t.is_alive()]
