@@ -793,7 +793,12 @@ def adapt_gemm_cli(device: str, measurements: str) -> None:
             raise AdaptationError(f"the store has no gemm rows for device {device!r}")
     else:
         frame = read_measurements(measurements)
-    record, path = adapt_gemm(device, frame)
+    from threadpoolctl import threadpool_limits
+
+    # a few hundred tiny tree predictions: OpenMP threads only add contention (on a busy 2-core
+    # machine they slowed the fit from ~0.1 s to ~9 s); process-wide, so the CLI only
+    with threadpool_limits(limits=1, user_api="openmp"):
+        record, path = adapt_gemm(device, frame)
     click.echo(
         f"adapted {device} from {record.n_measurements} measurements on {record.model_name} v{record.model_version}: "
         f"fit MAPE {record.fit_mape_before:.1f}% (spec-only) -> {record.fit_mape_after:.1f}%"
