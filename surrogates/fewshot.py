@@ -43,7 +43,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -804,6 +804,15 @@ def _table_columns(space: str, xr: np.ndarray, x_keep: np.ndarray) -> np.ndarray
     return (positional & binary).astype(float)
 
 
+def _centered_source_targets(
+    cfg: FewShotConfig, Y: np.ndarray, logl: np.ndarray
+) -> Iterator[tuple[str, np.ndarray]]:
+    """(transform, column-centred standardized source latencies) for each of ``cfg.transforms``."""
+    for t in cfg.transforms or ("log",):
+        Yt = Y if t == "log" else _standardize(forward_transform(t, logl))[0]
+        yield t, Yt - Yt.mean(axis=0)
+
+
 def _table_priors(
     cfg: FewShotConfig,
     table: np.ndarray,
@@ -818,9 +827,8 @@ def _table_priors(
     if not len(idx):
         return {}
     out = {}
-    for t in cfg.transforms or ("log",):
-        Yt = Y if t == "log" else _standardize(forward_transform(t, logl))[0]
-        rhs = Fc[:, idx].T @ (Yt - Yt.mean(axis=0))
+    for t, Yc in _centered_source_targets(cfg, Y, logl):
+        rhs = Fc[:, idx].T @ Yc
         g = gram[np.ix_(idx, idx)] + lam * np.eye(len(idx))
         out[t] = np.linalg.solve(g, rhs).T  # (n_src, n_table)
     return out
@@ -837,9 +845,8 @@ def _span_priors(
 ) -> dict[str, np.ndarray]:
     """Per transform: each source device's weights on the "table" block ``cols`` alone (own column masked)."""
     out = {}
-    for t in cfg.transforms or ("log",):
-        Yt = Y if t == "log" else _standardize(forward_transform(t, logl))[0]
-        rhs = Fc[:, cols].T @ (Yt - Yt.mean(axis=0))  # (n_src, n_src)
+    for t, Yc in _centered_source_targets(cfg, Y, logl):
+        rhs = Fc[:, cols].T @ Yc  # (n_src, n_src)
         W = np.zeros((len(cols), len(cols)))
         for j in range(len(cols)):
             keep = np.flatnonzero(np.arange(len(cols)) != j)
@@ -1070,11 +1077,10 @@ class FewShotLatencyRegressor:
 
         W = np.stack([device_weights(j, [j]) for j in range(len(devs))])
         transform_components: dict[str, np.ndarray] = {}
-        for t in cfg.transforms:
+        for t, Yc in _centered_source_targets(cfg, Y, logl_filled):
             if t == "log":
                 continue
-            Yt, _, _ = _standardize(forward_transform(t, logl_filled))
-            rhs_t = Fc.T @ (Yt - Yt.mean(axis=0))
+            rhs_t = Fc.T @ Yc
             transform_components[t] = np.stack(
                 [
                     _ridge_masked(
@@ -1090,9 +1096,8 @@ class FewShotLatencyRegressor:
         gnn_components: dict[str, np.ndarray] = {}
         if gnn is not None:  # source-device weights on the embedding columns alone, per transform
             g_idx = np.arange(p - gnn_mean.shape[0], p)
-            for t in cfg.transforms or ("log",):
-                Yt = Y if t == "log" else _standardize(forward_transform(t, logl_filled))[0]
-                rhs_t = Fc.T @ (Yt - Yt.mean(axis=0))
+            for t, Yc in _centered_source_targets(cfg, Y, logl_filled):
+                rhs_t = Fc.T @ Yc
                 gnn_components[t] = np.stack(
                     [_ridge_masked(gram, rhs_t[:, j], g_idx, lam)[g_idx] for j in range(len(devs))]
                 )
