@@ -280,24 +280,33 @@ def test_source_term_needs_min_for_sources_measurements(store_with_devices, pred
     assert (record.correction.source_devices, record.correction.source_coef) == ([], [])
 
 
-def test_records_without_a_source_term_load_and_predict_as_steps_one_and_two(
-    store_with_devices, predictor
+def _assert_old_record_predicts_as_without_the_step(
+    root, predictor, config, dropped: tuple[str, ...]
 ) -> None:
-    from dataclasses import replace
-
-    root = store_with_devices.root
+    """Adapt with a step off, delete that step's keys from the saved record (as a record written
+    before the step existed), reload: predictions must equal the step-off adaptation's."""
     meas = _measurements(10)
-    plain, path = adapt_gemm("test/gpu-new", meas, store_root=root, predictor=predictor,
-                             config=replace(GemmAdaptConfig(), use_sources=False))  # fmt: skip
+    plain, path = adapt_gemm("test/gpu-new", meas, store_root=root, predictor=predictor, config=config)
     old = json.loads(path.read_text())
-    for key in ("source_devices", "source_center", "source_coef"):
-        del old["correction"][key]  # a record written before step 3 existed
+    for key in dropped:
+        del old["correction"][key]
     path.write_text(json.dumps(old))
     loaded = load_adapted("test/gpu-new", root)
     test = _measurements(20, seed=41)
     assert predict_adapted(predictor.model, loaded, test)["runtime_ms"].to_numpy() == pytest.approx(
         predict_adapted(predictor.model, plain, test)["runtime_ms"].to_numpy()
     )
+
+
+def test_records_without_a_source_term_load_and_predict_as_steps_one_and_two(
+    store_with_devices, predictor
+) -> None:
+    from dataclasses import replace
+
+    _assert_old_record_predicts_as_without_the_step(
+        store_with_devices.root, predictor, replace(GemmAdaptConfig(), use_sources=False),
+        ("source_devices", "source_center", "source_coef"),
+    )  # fmt: skip
 
 
 def test_gp_weights_interpolate_the_support_and_vanish_far_from_it() -> None:
@@ -355,19 +364,10 @@ def test_gp_step_learns_a_local_bump_that_steps_one_to_three_cannot_and_survives
 def test_records_without_a_gp_load_and_predict_as_steps_one_to_three(store_with_devices, predictor) -> None:
     from dataclasses import replace
 
-    root = store_with_devices.root
-    meas = _measurements(10)
-    plain, path = adapt_gemm("test/gpu-new", meas, store_root=root, predictor=predictor,
-                             config=replace(GemmAdaptConfig(), use_gp=False))  # fmt: skip
-    old = json.loads(path.read_text())
-    for key in ("gp_x", "gp_alpha", "gp_lengthscale", "gp_signal_sd", "gp_op_distance"):
-        del old["correction"][key]  # a record written before step 4 existed
-    path.write_text(json.dumps(old))
-    loaded = load_adapted("test/gpu-new", root)
-    test = _measurements(20, seed=41)
-    assert predict_adapted(predictor.model, loaded, test)["runtime_ms"].to_numpy() == pytest.approx(
-        predict_adapted(predictor.model, plain, test)["runtime_ms"].to_numpy()
-    )
+    _assert_old_record_predicts_as_without_the_step(
+        store_with_devices.root, predictor, replace(GemmAdaptConfig(), use_gp=False),
+        ("gp_x", "gp_alpha", "gp_lengthscale", "gp_signal_sd", "gp_op_distance"),
+    )  # fmt: skip
 
 
 def test_gp_support_is_capped_so_large_measurement_files_stay_fast(store_with_devices, predictor) -> None:
