@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+
 from hwsurrogate.datasets.collectors.environment import cpu_info
 from hwsurrogate.datasets.collectors.fingerprint import collect_fingerprint
 

@@ -18,6 +18,7 @@ import time
 
 import numpy as np
 import polars as pl
+
 from hwsurrogate.datasets.collectors.environment import cpu_info, thread_limit
 from hwsurrogate.datasets.collectors.gemm import collect_gemm, gflops, sweep_shapes
 

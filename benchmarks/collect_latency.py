@@ -15,9 +15,10 @@ import time
 
 import numpy as np
 import polars as pl
+from scipy.stats import spearmanr
+
 from hwsurrogate.datasets.collectors.dnn_latency import collect_latency, random_arch_keys
 from hwsurrogate.datasets.collectors.environment import cpu_info
-from scipy.stats import spearmanr
 
 
 def main() -> None:

@@ -20,7 +20,8 @@ from dataclasses import replace
 
 import numpy as np
 import torch
-from hwsurrogate.surrogates.bench_fewshot import _read, validation_folds
+
+from hwsurrogate.benchmarks.fewshot import _read, validation_folds
 from hwsurrogate.surrogates.fewshot import (
     FewShotConfig,
     FewShotLatencyRegressor,

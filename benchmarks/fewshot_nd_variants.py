@@ -28,8 +28,9 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+
+from hwsurrogate.benchmarks.fewshot import _read, validation_folds
 from hwsurrogate.datasets.archspaces import HELP_REFERENCE_INDICES
-from hwsurrogate.surrogates.bench_fewshot import _read, validation_folds
 from hwsurrogate.surrogates.fewshot import (
     DeviceHead,
     FewShotConfig,

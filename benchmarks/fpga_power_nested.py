@@ -20,10 +20,11 @@ import time
 
 import numpy as np
 import polars as pl
-from hwsurrogate.datasets.store import DatasetStore
-from hwsurrogate.surrogates.bench_fpga import powergear_rows
-from hwsurrogate.surrogates.features import powergear_features
 from sklearn.ensemble import HistGradientBoostingRegressor
+
+from hwsurrogate.benchmarks.fpga import powergear_rows
+from hwsurrogate.datasets.store import DatasetStore
+from hwsurrogate.surrogates.features import powergear_features
 
 NEST = ("nest_speed_spread", "nest_activity", "slow_nest_time_share")
 

@@ -36,17 +36,18 @@ from dataclasses import replace
 
 import numpy as np
 import polars as pl
-from hwsurrogate.datasets.store import DatasetStore
-from hwsurrogate.surrogates.bench_gemm import (
+from sklearn.ensemble import HistGradientBoostingRegressor
+from threadpoolctl import threadpool_limits
+
+from hwsurrogate.benchmarks.gemm import (
     NEUSIGHT_TRAIN,
     NEUSIGHT_TREE,
     fit_neusight_base,
     neusight_frames,
 )
+from hwsurrogate.datasets.store import DatasetStore
 from hwsurrogate.surrogates.features import gemm_feature_names, gemm_features
-from hwsurrogate.surrogates.gemm_adapt import GemmAdaptConfig, fit_adaptation, predict_with_correction
-from sklearn.ensemble import HistGradientBoostingRegressor
-from threadpoolctl import threadpool_limits
+from hwsurrogate.surrogates.fewshot.gemm import GemmAdaptConfig, fit_adaptation, predict_with_correction
 
 ALIGN = ("align_n", "align_k", "align_nk")
 P4 = "neusight/Tesla_P4"

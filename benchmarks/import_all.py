@@ -20,11 +20,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from hwsurrogate.datasets.importers import IMPORTERS, default_path, import_source, importer
-from hwsurrogate.datasets.store import DatasetStore
 from rich.console import Console
 from rich.table import Table
 
+from hwsurrogate.datasets.importers import IMPORTERS, default_path, import_source, importer
+from hwsurrogate.datasets.store import DatasetStore
 from hwsurrogate.errors import HwSurrogateError
 
 TARGET_S = 120.0

@@ -20,10 +20,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from hwsurrogate.datasets.importers import default_path, import_source
-from hwsurrogate.datasets.store import DatasetStore
 from rich.console import Console
 from rich.table import Table
+
+from hwsurrogate.datasets.importers import default_path, import_source
+from hwsurrogate.datasets.store import DatasetStore
 
 TARGET_MS = 100.0
 EXPECTED_ROWS = 15625

@@ -85,7 +85,7 @@ def ensure_gemm_model(use_existing: bool, store: Path) -> dict[str, object]:
     does, on the GPPerf RTX 4070 data when $HWSURROGATE_DATA_DIR has it (runtime + power models:
     what a user serves), else on ~150 numpy GEMMs timed here (a small forest pipeline).
     """
-    from hwsurrogate.surrogates.registry import ModelNotFoundError, load_predictor
+    from hwsurrogate.surrogates.registry.loading import ModelNotFoundError, load_predictor
 
     if use_existing:
         try:
@@ -99,7 +99,7 @@ def ensure_gemm_model(use_existing: bool, store: Path) -> dict[str, object]:
     if (data_dir / "gemm" / "gpperf_rtx4070").is_dir():
         from hwsurrogate.datasets.importers import import_source
         from hwsurrogate.datasets.store import DatasetStore
-        from hwsurrogate.surrogates.train_gemm import GemmTrainConfig, train_gemm_model
+        from hwsurrogate.surrogates.training.gemm import GemmTrainConfig, train_gemm_model
 
         t0 = time.perf_counter()
         ds = DatasetStore(store)
@@ -311,7 +311,8 @@ async def load_loop(
 
 def batch_comparison(url: str, device: str, n: int, repeats: int) -> dict[str, object]:
     import httpx
-    from hwsurrogate.surrogates.registry import load_predictor
+
+    from hwsurrogate.surrogates.registry.loading import load_predictor
 
     qs = queries(n, device, seed=3)
     frame = pl.DataFrame(qs).rename({"device": "device_id"})

@@ -3,7 +3,7 @@
 Knows nothing of models or HTTP.
 """
 
-from .schemas import KINDS, Kind, conform, schema
-from .store import DatasetStore, Write
+from hwsurrogate.datasets.schemas import KINDS, Kind, conform, schema
+from hwsurrogate.datasets.store import DatasetStore, Write
 
 __all__ = ["KINDS", "DatasetStore", "Kind", "Write", "conform", "schema"]

@@ -37,10 +37,9 @@ from typing import Literal
 import polars as pl
 from filelock import FileLock, Timeout
 
+from hwsurrogate.datasets.schemas import KINDS, Kind, check_kind, conform, schema
 from hwsurrogate.errors import StoreError
 from hwsurrogate.settings import get_settings
-
-from .schemas import KINDS, Kind, check_kind, conform, schema
 
 WriteMode = Literal["append", "replace"]
 _PARTITION_RE = re.compile(r"[^A-Za-z0-9_.-]+")

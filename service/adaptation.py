@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 import polars as pl
 
-from .served import ModelUnavailableError, PredictionInputError
+from hwsurrogate.service.served import ModelUnavailableError, PredictionInputError
 
 FEWSHOT_TASK = "fewshot"
 

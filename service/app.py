@@ -15,19 +15,18 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from hwsurrogate.datasets.store import DatasetStore
 from prometheus_client import CollectorRegistry
 
 from hwsurrogate import __version__
-
-from .adaptation import open_adapter
-from .body import add_body_schemas
-from .config import ServiceConfig
-from .errors import install_error_handlers
-from .lookup import ArchIndex
-from .middleware import BodyLimitMiddleware, MetricsMiddleware
-from .routes import datasets, devices, fpga, gemm, health, latency
-from .served import ServedModels
+from hwsurrogate.datasets.store import DatasetStore
+from hwsurrogate.service.adaptation import open_adapter
+from hwsurrogate.service.body import add_body_schemas
+from hwsurrogate.service.config import ServiceConfig
+from hwsurrogate.service.errors import install_error_handlers
+from hwsurrogate.service.lookup import ArchIndex
+from hwsurrogate.service.middleware import BodyLimitMiddleware, MetricsMiddleware
+from hwsurrogate.service.routes import datasets, devices, fpga, gemm, health, latency
+from hwsurrogate.service.served import ServedModels
 
 __all__ = ["ServiceConfig", "create_app", "create_app_from_env"]
 

@@ -7,11 +7,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hwsurrogate.surrogates.api import MODEL_NAMES
-
+from hwsurrogate.service.schemas import MAX_PREDICT_QUERIES
 from hwsurrogate.settings import get_settings
-
-from .schemas import MAX_PREDICT_QUERIES
+from hwsurrogate.surrogates.api import MODEL_NAMES
 
 #: Environment variable carrying ``--model-version`` pins to worker processes (JSON {task: version}).
 MODEL_VERSIONS_ENV = "HWSURROGATE_SERVICE_MODEL_VERSIONS"

@@ -7,12 +7,12 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from hwsurrogate.datasets.store import DatasetStore
 
-from .adaptation import DeviceAdapter
-from .config import ServiceConfig
-from .lookup import ArchIndex
-from .served import ServedModels
+from hwsurrogate.datasets.store import DatasetStore
+from hwsurrogate.service.adaptation import DeviceAdapter
+from hwsurrogate.service.config import ServiceConfig
+from hwsurrogate.service.lookup import ArchIndex
+from hwsurrogate.service.served import ServedModels
 
 TOKEN_HELP = "start the service with `hws serve --token TOKEN` or set HWSURROGATE_SERVICE_TOKEN"
 

@@ -10,8 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from hwsurrogate.errors import HwSurrogateError, SchemaMismatchError, StoreError, UnknownDeviceError
-
-from .served import ModelUnavailableError, PredictionInputError
+from hwsurrogate.service.served import ModelUnavailableError, PredictionInputError
 
 
 class PayloadTooLargeError(HwSurrogateError, ValueError):

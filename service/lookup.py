@@ -5,10 +5,10 @@ from __future__ import annotations
 import threading
 
 import polars as pl
+
 from hwsurrogate.datasets.archspaces import check_arch_key
 from hwsurrogate.datasets.store import DatasetStore
-
-from .errors import InvalidFieldError, NotFoundError
+from hwsurrogate.service.errors import InvalidFieldError, NotFoundError
 
 
 class ArchIndex:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from hwsurrogate.datasets.schemas import GEMM_DTYPES, GEMM_OPS
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from hwsurrogate.datasets.schemas import GEMM_DTYPES, GEMM_OPS
 
 #: Most queries one predict call may carry (413 above it).
 MAX_PREDICT_QUERIES = 10_000

@@ -6,9 +6,9 @@ import logging
 from dataclasses import dataclass, field
 
 import polars as pl
-from hwsurrogate.surrogates.api import MODEL_NAMES, Predictor
 
 from hwsurrogate.errors import HwSurrogateError
+from hwsurrogate.surrogates.api import MODEL_NAMES, Predictor
 
 log = logging.getLogger("hwsurrogate.service")
 
@@ -44,9 +44,8 @@ class ServedModels:
 
         With ``batching`` each model is wrapped in a :class:`~.batching.CoalescingPredictor`.
         """
-        from hwsurrogate.surrogates.registry import ModelNotFoundError, load_predictor
-
-        from .batching import CoalescingPredictor
+        from hwsurrogate.service.batching import CoalescingPredictor
+        from hwsurrogate.surrogates.registry.loading import ModelNotFoundError, load_predictor
 
         pins = pins or {}
         out = cls()

@@ -29,15 +29,26 @@ import click
 import numpy as np
 import polars as pl
 
+from hwsurrogate.datasets.archspaces import FBNET_N_LAYERS, FBNET_OPS, NB201_OPS, check_arch_key, format_nb201
+from hwsurrogate.datasets.collectors import environment as envmod
+from hwsurrogate.datasets.collectors.environment import (
+    Environment,
+    capture_environment,
+    local_device_id,
+    parse_device,
+)
+from hwsurrogate.datasets.collectors.output import deliver, output_options
+from hwsurrogate.datasets.collectors.timing import (
+    Timing,
+    check_timing_options,
+    cpu_sampler,
+    cuda_sampler,
+    host_clock,
+    measure,
+)
+from hwsurrogate.datasets.schemas import conform
 from hwsurrogate.errors import CollectorError
 from hwsurrogate.progress import track
-
-from ..archspaces import FBNET_N_LAYERS, FBNET_OPS, NB201_OPS, check_arch_key, format_nb201
-from ..schemas import conform
-from . import environment as envmod
-from .environment import Environment, capture_environment, local_device_id, parse_device
-from .output import deliver, output_options
-from .timing import Timing, check_timing_options, cpu_sampler, cuda_sampler, host_clock, measure
 
 __all__ = [
     "build_network",
@@ -55,7 +66,7 @@ SPACES: tuple[str, ...] = ("nb201", "fbnet", "custom")
 
 def build_network(space: str, arch_key: str) -> Any:
     """The benchmark's ``torch.nn.Module`` for ``arch_key`` (canonical key of ``space``), in eval mode."""
-    from .nasnets import FBNetNetwork, NB201Network
+    from hwsurrogate.datasets.collectors.nasnets import FBNetNetwork, NB201Network
 
     key = _canonical(space, arch_key)
     if space == "nb201":
@@ -357,13 +368,13 @@ def _merge(parts: list[Timing]) -> Timing:
 
 
 def _space_shape(space: str) -> tuple[int, ...]:
-    from .nasnets import INPUT_SHAPES
+    from hwsurrogate.datasets.collectors.nasnets import INPUT_SHAPES
 
     return INPUT_SHAPES[space]
 
 
 def _reference_index(space: str, key: str) -> int | None:
-    from .fingerprint import REFERENCE_ARCHS
+    from hwsurrogate.datasets.collectors.fingerprint import REFERENCE_ARCHS
 
     for idx, ref in REFERENCE_ARCHS.get(space, {}).items():
         if ref == key:

@@ -25,14 +25,18 @@ import click
 import numpy as np
 import polars as pl
 
+from hwsurrogate.datasets.archspaces import HELP_REFERENCE_INDICES
+from hwsurrogate.datasets.collectors import environment as envmod
+from hwsurrogate.datasets.collectors.environment import (
+    Environment,
+    capture_environment,
+    local_device_id,
+    parse_device,
+)
+from hwsurrogate.datasets.collectors.output import deliver, output_options
+from hwsurrogate.datasets.collectors.timing import cpu_sampler, cuda_sampler, measure
+from hwsurrogate.datasets.schemas import conform
 from hwsurrogate.errors import CollectorError
-
-from ..archspaces import HELP_REFERENCE_INDICES
-from ..schemas import conform
-from . import environment as envmod
-from .environment import Environment, capture_environment, local_device_id, parse_device
-from .output import deliver, output_options
-from .timing import cpu_sampler, cuda_sampler, measure
 
 __all__ = ["REFERENCE_ARCHS", "collect_fingerprint", "collect_fingerprint_cmd", "local_device_id"]
 
@@ -137,7 +141,7 @@ def dispatch_overhead_us(device: str = "cpu", *, n: int = 2000) -> float:
 
 def gemm_throughput(device: str, *, quick: bool) -> dict[str, float]:
     """Achieved GEMM GFLOP/s per dtype (square GEMMs, the collector's median), by backend."""
-    from .gemm import collect_gemm
+    from hwsurrogate.datasets.collectors.gemm import collect_gemm
 
     kind, _ = parse_device(device)
     if kind == "cuda":  # pragma: no cover - needs a GPU
@@ -195,7 +199,7 @@ def collect_fingerprint(
     ``timer="thread_cpu"`` (with one thread) times the reference archs with the thread's CPU
     clock, for machines shared with other jobs (recorded in the descriptors).
     """
-    from .dnn_latency import collect_latency
+    from hwsurrogate.datasets.collectors.dnn_latency import collect_latency
 
     kind, index = parse_device(device)
     if kind == "cuda":

@@ -40,12 +40,7 @@ import click
 import polars as pl
 
 from hwsurrogate import __version__
-from hwsurrogate.errors import CollectorError, HwSurrogateError, SourceFormatError
-from hwsurrogate.progress import make_progress
-
-from ..schemas import conform, schema, with_measurement_id
-from ..store import DatasetStore
-from .fpga_reports import (
+from hwsurrogate.datasets.collectors.fpga_reports import (
     HlsEstimate,
     VivadoUtilization,
     hls4ml_model_layers,
@@ -55,7 +50,7 @@ from .fpga_reports import (
     parse_vivado_utilization,
     read_hls4ml_config,
 )
-from .fpga_rtl import (
+from hwsurrogate.datasets.collectors.fpga_rtl import (
     Conv1DLayerSpec,
     DenseLayerSpec,
     FixedPoint,
@@ -63,7 +58,16 @@ from .fpga_rtl import (
     generate_layer_verilog,
     parse_precision,
 )
-from .fpga_yosys import SynthesisTimeout, YosysToolchain, find_yosys, synthesize_xc7
+from hwsurrogate.datasets.collectors.fpga_yosys import (
+    SynthesisTimeout,
+    YosysToolchain,
+    find_yosys,
+    synthesize_xc7,
+)
+from hwsurrogate.datasets.schemas import conform, schema, with_measurement_id
+from hwsurrogate.datasets.store import DatasetStore
+from hwsurrogate.errors import CollectorError, HwSurrogateError, SourceFormatError
+from hwsurrogate.progress import make_progress
 
 SOURCE = "collector:fpga"
 PARTITION = "collector:fpga"

@@ -29,15 +29,26 @@ import click
 import numpy as np
 import polars as pl
 
+from hwsurrogate.datasets.collectors import environment as envmod
+from hwsurrogate.datasets.collectors.environment import (
+    Environment,
+    capture_environment,
+    local_device_id,
+    parse_device,
+)
+from hwsurrogate.datasets.collectors.output import deliver, output_options
+from hwsurrogate.datasets.collectors.power import EnergyMeter, cpu_meter, cpu_temperature_c, cuda_meter
+from hwsurrogate.datasets.collectors.timing import (
+    Timing,
+    check_timing_options,
+    cpu_sampler,
+    cuda_sampler,
+    host_clock,
+    measure,
+)
+from hwsurrogate.datasets.schemas import conform
 from hwsurrogate.errors import CollectorError
 from hwsurrogate.progress import track
-
-from ..schemas import conform
-from . import environment as envmod
-from .environment import Environment, capture_environment, local_device_id, parse_device
-from .output import deliver, output_options
-from .power import EnergyMeter, cpu_meter, cpu_temperature_c, cuda_meter
-from .timing import Timing, check_timing_options, cpu_sampler, cuda_sampler, host_clock, measure
 
 __all__ = [
     "GemmShape",
@@ -370,7 +381,7 @@ def collect_gemm(
 
 
 def _meter(kind: str, index: int, measure_energy: bool) -> EnergyMeter:
-    from .power import NullMeter
+    from hwsurrogate.datasets.collectors.power import NullMeter
 
     if not measure_energy:
         return NullMeter("energy measurement switched off (measure_energy=False)")

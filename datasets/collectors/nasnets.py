@@ -35,9 +35,8 @@ import math
 import torch
 from torch import nn
 
+from hwsurrogate.datasets.archspaces import NB201_EDGES, parse_fbnet, parse_nb201
 from hwsurrogate.errors import CollectorError
-
-from ..archspaces import NB201_EDGES, parse_fbnet, parse_nb201
 
 # ------------------------------------------------------------------------------ NAS-Bench-201
 

@@ -9,10 +9,9 @@ from typing import Any, Literal
 import click
 import polars as pl
 
+from hwsurrogate.cli.data import store_option
+from hwsurrogate.datasets.store import DatasetStore
 from hwsurrogate.errors import HwSurrogateError
-
-from ..cli import store_option
-from ..store import DatasetStore
 
 
 def output_options(fn: Callable[..., Any]) -> Callable[..., Any]:

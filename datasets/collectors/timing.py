@@ -21,9 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hwsurrogate.datasets.collectors.power import EnergyMeter, EnergyResult, NullMeter
 from hwsurrogate.errors import CollectorError
-
-from .power import EnergyMeter, EnergyResult, NullMeter
 
 RunSample = Callable[[int], float]  # number of calls -> elapsed seconds
 TIMERS = ("wall", "thread_cpu")
@@ -37,7 +36,7 @@ def check_timing_options(
     ``thread_cpu`` reads the calling thread's CPU clock, which ignores time the scheduler gave
     to other processes; it only equals the op's time when the op runs on that one thread.
     """
-    from .environment import parse_device, require_cuda
+    from hwsurrogate.datasets.collectors.environment import parse_device, require_cuda
 
     if not (isinstance(min_time_s, (int, float)) and math.isfinite(min_time_s) and min_time_s >= 0):
         raise CollectorError(f"min_time_s must be a finite number >= 0, got {min_time_s!r}")

@@ -17,11 +17,10 @@ from typing import Protocol
 
 import polars as pl
 
+from hwsurrogate.datasets.schemas import Kind
+from hwsurrogate.datasets.store import DatasetStore, Write
 from hwsurrogate.errors import HwSurrogateError, SourceFormatError, SourceNotFoundError, UnknownSourceError
 from hwsurrogate.settings import get_settings
-
-from ..schemas import Kind
-from ..store import DatasetStore, Write
 
 
 @dataclass(frozen=True)

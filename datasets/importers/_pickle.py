@@ -13,9 +13,8 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+from hwsurrogate.datasets.importers._common import read_bytes
 from hwsurrogate.errors import SourceFormatError
-
-from ._common import read_bytes
 
 #: (module, name) pairs a data pickle may reference: numpy scalars/arrays and their dtypes.
 _ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset(

@@ -20,11 +20,10 @@ from pathlib import Path
 
 import polars as pl
 
+from hwsurrogate.datasets.importers import Source
+from hwsurrogate.datasets.importers._common import check_positive_finite, require_file, with_provenance
+from hwsurrogate.datasets.schemas import Kind
 from hwsurrogate.errors import SourceFormatError
-
-from ..schemas import Kind
-from . import Source
-from ._common import check_positive_finite, require_file, with_provenance
 
 SOURCE = Source(
     name="aiconfigurator",

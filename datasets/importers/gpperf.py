@@ -23,11 +23,16 @@ from pathlib import Path
 
 import polars as pl
 
+from hwsurrogate.datasets.importers import Source
+from hwsurrogate.datasets.importers._common import (
+    check_positive_finite,
+    read_bytes,
+    read_csv_checked,
+    require_file,
+    with_provenance,
+)
+from hwsurrogate.datasets.schemas import Kind
 from hwsurrogate.errors import SourceFormatError
-
-from ..schemas import Kind
-from . import Source
-from ._common import check_positive_finite, read_bytes, read_csv_checked, require_file, with_provenance
 
 SOURCE = Source(
     name="gpperf",

@@ -15,12 +15,11 @@ from pathlib import Path
 
 import polars as pl
 
+from hwsurrogate.datasets.importers import Source
+from hwsurrogate.datasets.importers._common import read_csv_checked, with_provenance
+from hwsurrogate.datasets.importers.hlsyn import DESIGN_COLUMNS, designs_frame
+from hwsurrogate.datasets.schemas import Kind, with_measurement_id
 from hwsurrogate.errors import SourceFormatError, SourceNotFoundError
-
-from ..schemas import Kind, with_measurement_id
-from . import Source
-from ._common import read_csv_checked, with_provenance
-from .hlsyn import DESIGN_COLUMNS, designs_frame
 
 SOURCE = Source(
     name="harp",

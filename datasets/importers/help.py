@@ -26,13 +26,12 @@ from pathlib import Path
 
 import polars as pl
 
+from hwsurrogate.datasets import archspaces
+from hwsurrogate.datasets.importers import Source
+from hwsurrogate.datasets.importers._common import check_positive_finite, require_file, with_provenance
+from hwsurrogate.datasets.importers._pickle import read_torch_zip
+from hwsurrogate.datasets.schemas import Kind
 from hwsurrogate.errors import SourceFormatError
-
-from .. import archspaces
-from ..schemas import Kind
-from . import Source
-from ._common import check_positive_finite, require_file, with_provenance
-from ._pickle import read_torch_zip
 
 SOURCE = Source(
     name="help",

@@ -30,12 +30,11 @@ from pathlib import Path
 
 import polars as pl
 
+from hwsurrogate.datasets.importers import Source
+from hwsurrogate.datasets.importers._common import read_csv_checked
+from hwsurrogate.datasets.importers._fpga import check_nonnegative, json_object
+from hwsurrogate.datasets.schemas import Kind, with_measurement_id
 from hwsurrogate.errors import SourceFormatError
-
-from ..schemas import Kind, with_measurement_id
-from . import Source
-from ._common import read_csv_checked
-from ._fpga import check_nonnegative, json_object
 
 SOURCE = Source(
     name="hlsdataset",

@@ -27,13 +27,12 @@ from typing import Any, NamedTuple
 
 import polars as pl
 
+from hwsurrogate.datasets.importers import Source
+from hwsurrogate.datasets.importers._common import read_bytes, with_provenance
+from hwsurrogate.datasets.importers._fpga import check_nonnegative, json_object, require_columns
+from hwsurrogate.datasets.schemas import Kind, with_measurement_id
+from hwsurrogate.datasets.store import DatasetStore
 from hwsurrogate.errors import SourceFormatError, SourceNotFoundError, StoreError
-
-from ..schemas import Kind, with_measurement_id
-from ..store import DatasetStore
-from . import Source
-from ._common import read_bytes, with_provenance
-from ._fpga import check_nonnegative, json_object, require_columns
 
 SOURCE = Source(
     name="hlsyn",
@@ -308,7 +307,7 @@ def load(path: Path) -> dict[Kind, pl.DataFrame]:
     for p in (csv, tar):
         if not p.is_file():
             raise SourceNotFoundError(f"HLSyn file {p} is missing; download it from {SOURCE.url}")
-    from ._common import read_csv_checked
+    from hwsurrogate.datasets.importers._common import read_csv_checked
 
     raw = read_csv_checked(
         csv, DESIGN_COLUMNS, schema_overrides={"pragma_point": pl.String, "valid": pl.String}

@@ -20,13 +20,12 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from hwsurrogate.datasets import archspaces
+from hwsurrogate.datasets.importers import Source
+from hwsurrogate.datasets.importers._common import check_positive_finite, read_csv_checked, with_provenance
+from hwsurrogate.datasets.importers._pickle import read_pickle
+from hwsurrogate.datasets.schemas import Kind
 from hwsurrogate.errors import SourceFormatError
-
-from .. import archspaces
-from ..schemas import Kind
-from . import Source
-from ._common import check_positive_finite, read_csv_checked, with_provenance
-from ._pickle import read_pickle
 
 SOURCE = Source(
     name="latbench",

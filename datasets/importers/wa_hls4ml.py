@@ -28,11 +28,10 @@ from typing import IO, Any
 
 import polars as pl
 
+from hwsurrogate.datasets.importers import Source
+from hwsurrogate.datasets.importers._common import with_provenance
+from hwsurrogate.datasets.schemas import Kind, with_measurement_id
 from hwsurrogate.errors import SourceFormatError
-
-from ..schemas import Kind, with_measurement_id
-from . import Source
-from ._common import with_provenance
 
 SOURCE = Source(
     name="wa-hls4ml",

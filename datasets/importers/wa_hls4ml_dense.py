@@ -18,12 +18,11 @@ from pathlib import Path
 
 import polars as pl
 
+from hwsurrogate.datasets.importers import Source
+from hwsurrogate.datasets.importers._common import read_csv_checked, with_provenance
+from hwsurrogate.datasets.importers._fpga import check_nonnegative, json_object
+from hwsurrogate.datasets.schemas import Kind, with_measurement_id
 from hwsurrogate.errors import SourceFormatError
-
-from ..schemas import Kind, with_measurement_id
-from . import Source
-from ._common import read_csv_checked, with_provenance
-from ._fpga import check_nonnegative, json_object
 
 SOURCE = Source(
     name="wa-hls4ml-dense",

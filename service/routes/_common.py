@@ -9,7 +9,7 @@ from typing import Any
 import polars as pl
 from fastapi.responses import Response
 
-from ..errors import PayloadTooLargeError
+from hwsurrogate.service.errors import PayloadTooLargeError
 
 
 def check_batch(field: str, n: int, limit: int) -> None:

@@ -9,17 +9,23 @@ import polars as pl
 from fastapi import APIRouter, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from hwsurrogate.datasets.schemas import KINDS, check_kind, describe, with_measurement_id
-from hwsurrogate.datasets.store import DatasetStore, partition_name
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from hwsurrogate.datasets.schemas import KINDS, check_kind, describe, with_measurement_id
+from hwsurrogate.datasets.store import DatasetStore, partition_name
 from hwsurrogate.errors import SchemaMismatchError, StoreError
-
-from ..deps import ConfigDep, StoreDep, WriteAuth
-from ..errors import InvalidFieldError, NotFoundError, PayloadTooLargeError
-from ..schemas import DatasetDetail, DatasetList, DatasetSummary, RowsPage, RowsUpload, UploadResult
-from ._common import json_response
+from hwsurrogate.service.deps import ConfigDep, StoreDep, WriteAuth
+from hwsurrogate.service.errors import InvalidFieldError, NotFoundError, PayloadTooLargeError
+from hwsurrogate.service.routes._common import json_response
+from hwsurrogate.service.schemas import (
+    DatasetDetail,
+    DatasetList,
+    DatasetSummary,
+    RowsPage,
+    RowsUpload,
+    UploadResult,
+)
 
 router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 

@@ -8,11 +8,11 @@ import time
 import polars as pl
 from fastapi import APIRouter
 
-from ..adaptation import AdaptedInfo
-from ..deps import AdapterDep, ArchIndexDep, StoreDep, WriteAuth
-from ..errors import NotFoundError
-from ..lookup import canonical_keys, store_devices
-from ..schemas import (
+from hwsurrogate.service.adaptation import AdaptedInfo
+from hwsurrogate.service.deps import AdapterDep, ArchIndexDep, StoreDep, WriteAuth
+from hwsurrogate.service.errors import NotFoundError
+from hwsurrogate.service.lookup import canonical_keys, store_devices
+from hwsurrogate.service.schemas import (
     AdaptedDeviceInfo,
     DeviceDetail,
     DeviceList,

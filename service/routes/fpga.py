@@ -7,13 +7,20 @@ from typing import Annotated
 
 import polars as pl
 from fastapi import APIRouter, Depends
-from hwsurrogate.surrogates.api import OUTPUTS
 
-from ..body import json_body, request_body
-from ..deps import ConfigDep, ModelsDep
-from ..schemas import FpgaPrediction, FpgaPredictionBatch, FpgaQueryBatch, Hls4mlDesign, HlsDesign, ModelRef
-from ..served import ServedModels, run_predictor
-from ._common import check_batch, finite_or_null
+from hwsurrogate.service.body import json_body, request_body
+from hwsurrogate.service.deps import ConfigDep, ModelsDep
+from hwsurrogate.service.routes._common import check_batch, finite_or_null
+from hwsurrogate.service.schemas import (
+    FpgaPrediction,
+    FpgaPredictionBatch,
+    FpgaQueryBatch,
+    Hls4mlDesign,
+    HlsDesign,
+    ModelRef,
+)
+from hwsurrogate.service.served import ServedModels, run_predictor
+from hwsurrogate.surrogates.api import OUTPUTS
 
 router = APIRouter(prefix="/v1/predict", tags=["predict"])
 

@@ -8,13 +8,13 @@ from typing import Annotated
 import polars as pl
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
-from hwsurrogate.surrogates.api import INPUTS, OUTPUTS
 
-from ..body import json_rows_body, request_body
-from ..deps import ConfigDep, ModelsDep
-from ..schemas import GemmPredictionBatch, GemmQueryBatch
-from ..served import run_predictor
-from ._common import check_batch, finite_or_null, json_response, server_timing
+from hwsurrogate.service.body import json_rows_body, request_body
+from hwsurrogate.service.deps import ConfigDep, ModelsDep
+from hwsurrogate.service.routes._common import check_batch, finite_or_null, json_response, server_timing
+from hwsurrogate.service.schemas import GemmPredictionBatch, GemmQueryBatch
+from hwsurrogate.service.served import run_predictor
+from hwsurrogate.surrogates.api import INPUTS, OUTPUTS
 
 router = APIRouter(prefix="/v1/predict", tags=["predict"])
 

@@ -7,13 +7,12 @@ import time
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from hwsurrogate.surrogates.api import MODEL_NAMES
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from hwsurrogate import __version__
-
-from ..deps import ConfigDep, ModelsDep
-from ..schemas import Health, ModelList, ServedModel
+from hwsurrogate.service.deps import ConfigDep, ModelsDep
+from hwsurrogate.service.schemas import Health, ModelList, ServedModel
+from hwsurrogate.surrogates.api import MODEL_NAMES
 
 router = APIRouter(tags=["health"])
 

@@ -8,12 +8,12 @@ import polars as pl
 from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 
-from ..body import json_body, request_body
-from ..deps import AdapterDep, ArchIndexDep, ConfigDep, ModelsDep
-from ..lookup import canonical_keys
-from ..schemas import LatencyPredictionBatch, LatencyQueryBatch
-from ..served import run_predictor
-from ._common import check_batch, finite_or_null, json_response
+from hwsurrogate.service.body import json_body, request_body
+from hwsurrogate.service.deps import AdapterDep, ArchIndexDep, ConfigDep, ModelsDep
+from hwsurrogate.service.lookup import canonical_keys
+from hwsurrogate.service.routes._common import check_batch, finite_or_null, json_response
+from hwsurrogate.service.schemas import LatencyPredictionBatch, LatencyQueryBatch
+from hwsurrogate.service.served import run_predictor
 
 router = APIRouter(prefix="/v1/predict", tags=["predict"])
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from hwsurrogate.datasets.collectors import environment as envmod
 from hwsurrogate.datasets.collectors.power import (
     NullMeter,
@@ -16,7 +17,6 @@ from hwsurrogate.datasets.collectors.power import (
     decode_throttle_reasons,
 )
 from hwsurrogate.datasets.collectors.timing import calibrate_number, keep_sampling, measure
-
 from hwsurrogate.errors import CollectorError
 
 CPUINFO = """processor\t: 0

@@ -10,13 +10,13 @@ import polars as pl
 import pytest
 import torch
 from click.testing import CliRunner
+
+from hwsurrogate.cli import cli
 from hwsurrogate.datasets.archspaces import HELP_REFERENCE_INDICES, check_arch_key
 from hwsurrogate.datasets.collectors import fingerprint as fp
 from hwsurrogate.datasets.collectors.gemm import collect_gemm
 from hwsurrogate.datasets.schemas import schema
 from hwsurrogate.datasets.store import DatasetStore
-
-from hwsurrogate.cli import cli
 from hwsurrogate.errors import CollectorError
 
 

@@ -11,13 +11,13 @@ import numpy as np
 import polars as pl
 import pytest
 from click.testing import CliRunner
+
+from hwsurrogate.cli import cli
 from hwsurrogate.datasets.collectors import gemm as gemm_mod
 from hwsurrogate.datasets.collectors.gemm import collect_gemm, rotation_copies, sweep_shapes
 from hwsurrogate.datasets.collectors.power import NullMeter
 from hwsurrogate.datasets.schemas import schema
 from hwsurrogate.datasets.store import DatasetStore
-
-from hwsurrogate.cli import cli
 from hwsurrogate.errors import CollectorError
 
 FAST = {

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+
+from hwsurrogate.cli import cli
 from hwsurrogate.datasets.archspaces import format_nb201
 from hwsurrogate.datasets.collectors.dnn_latency import build_network, collect_latency, random_arch_keys
 from hwsurrogate.datasets.collectors.nasnets import FBNetNetwork, NB201Network, count_parameters
 from hwsurrogate.datasets.schemas import schema
 from hwsurrogate.datasets.store import DatasetStore
-
-from hwsurrogate.cli import cli
 from hwsurrogate.errors import CollectorError
 
 ALL_NONE = format_nb201(["none"] * 6)

@@ -9,6 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 from click.testing import CliRunner
+
 from hwsurrogate.datasets.collectors.fpga import (
     SOURCE,
     collect_fpga_cmd,
@@ -24,7 +25,6 @@ from hwsurrogate.datasets.collectors.fpga_reports import (
     read_hls4ml_config,
 )
 from hwsurrogate.datasets.store import DatasetStore
-
 from hwsurrogate.errors import SourceFormatError
 
 FIX = Path(__file__).parent / "fixtures" / "fpga"

@@ -10,6 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 from click.testing import CliRunner
+
 from hwsurrogate.datasets.collectors import fpga_yosys
 from hwsurrogate.datasets.collectors.fpga import (
     collect_fpga_cmd,
@@ -33,7 +34,6 @@ from hwsurrogate.datasets.collectors.fpga_yosys import (
     parse_version,
 )
 from hwsurrogate.datasets.store import DatasetStore
-
 from hwsurrogate.errors import CollectorError, SourceFormatError
 
 FIX = Path(__file__).parent / "fixtures" / "fpga"

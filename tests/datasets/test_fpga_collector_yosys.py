@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+
 from hwsurrogate.datasets.collectors.fpga import (
     SOURCE,
     YOSYS_DOMAIN,
@@ -32,7 +33,6 @@ from hwsurrogate.datasets.collectors.fpga_rtl import (
 )
 from hwsurrogate.datasets.collectors.fpga_yosys import YosysToolchain, find_yosys, run_yosys
 from hwsurrogate.datasets.store import DatasetStore
-
 from hwsurrogate.errors import CollectorError
 
 pytestmark = pytest.mark.slow

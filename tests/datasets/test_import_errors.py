@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+
 from hwsurrogate.datasets import archspaces
 from hwsurrogate.datasets.importers import import_source
 from hwsurrogate.datasets.store import DatasetStore

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from polars.testing import assert_series_equal
+
 from hwsurrogate.datasets.importers import aiconfigurator, gpperf, neusight
 from hwsurrogate.datasets.schemas import GEMM_DTYPES
-from polars.testing import assert_series_equal
 
 from .importer_checks import run_hws
 

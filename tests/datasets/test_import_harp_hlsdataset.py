@@ -8,9 +8,9 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+
 from hwsurrogate.datasets.importers import harp, hlsdataset, hlsyn, import_source
 from hwsurrogate.datasets.store import DatasetStore
-
 from hwsurrogate.errors import SourceFormatError
 
 from .fpga_helpers import run_hws, snapshot

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+
 from hwsurrogate.datasets.importers import hlsyn, import_source
 from hwsurrogate.datasets.schemas import KINDS, NATURAL_KEYS
 from hwsurrogate.datasets.store import DatasetStore
-
 from hwsurrogate.errors import SourceFormatError, StoreError
 
 from .fpga_helpers import run_hws, snapshot

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+
 from hwsurrogate.datasets import archspaces
 from hwsurrogate.datasets.importers import help as help_importer
 from hwsurrogate.datasets.importers import latbench

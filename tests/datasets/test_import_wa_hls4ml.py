@@ -9,10 +9,10 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+
 from hwsurrogate.datasets.importers import import_source, load_source
 from hwsurrogate.datasets.importers import wa_hls4ml as wa
 from hwsurrogate.datasets.store import DatasetStore
-
 from hwsurrogate.errors import SourceFormatError
 
 from .fpga_helpers import run_hws, snapshot

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+
 from hwsurrogate.datasets.importers import wa_hls4ml_dense as dense
 from hwsurrogate.datasets.store import DatasetStore
-
 from hwsurrogate.errors import SourceFormatError
 
 from .fpga_helpers import run_hws, snapshot

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from hwsurrogate.datasets.schemas import schema
-from hwsurrogate.datasets.store import DatasetStore, Write
 from polars.testing import assert_frame_equal
 
+from hwsurrogate.datasets.schemas import schema
+from hwsurrogate.datasets.store import DatasetStore, Write
 from hwsurrogate.errors import SchemaMismatchError, StoreError
 
 from .factories import gemm_frame, latency_frame

@@ -9,13 +9,13 @@ from pathlib import Path
 import polars as pl
 import pytest
 from fastapi.testclient import TestClient
+
 from hwsurrogate.datasets.schemas import with_measurement_id
+from hwsurrogate.errors import UnknownDeviceError
 from hwsurrogate.service.adaptation import AdaptedInfo
 from hwsurrogate.service.app import ServiceConfig, create_app
 from hwsurrogate.service.deps import get_adapter, get_models
 from hwsurrogate.service.served import ServedModels
-
-from hwsurrogate.errors import UnknownDeviceError
 
 TOKEN = "test-token-123"
 NB201_A = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"

@@ -8,11 +8,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import polars as pl
 import pytest
-from hwsurrogate.service.batching import CoalescingPredictor
 from sklearn.utils._openmp_helpers import _openmp_effective_n_threads  # loads OpenMP, as a model would
 from threadpoolctl import threadpool_limits
 
 from hwsurrogate.errors import UnknownDeviceError
+from hwsurrogate.service.batching import CoalescingPredictor
 
 from .conftest import FakePredictor
 

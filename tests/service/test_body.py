@@ -8,6 +8,7 @@ import json
 import polars as pl
 import pytest
 from fastapi.exceptions import RequestValidationError
+
 from hwsurrogate.service.body import _as_typed_dict, json_rows_body
 from hwsurrogate.service.schemas import ArchQuery, GemmQueryBatch
 

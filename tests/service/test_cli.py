@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 from click.testing import CliRunner
+
+from hwsurrogate.cli.serve import serve
 from hwsurrogate.service.app import ServiceConfig
-from hwsurrogate.service.cli import serve
 
 
 @pytest.mark.parametrize("pin", ["gemm", "gpu=3", "gemm=latest"])

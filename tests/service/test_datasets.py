@@ -9,6 +9,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+
 from hwsurrogate.datasets.store import DatasetStore
 
 from .conftest import TOKEN, gemm_rows, latency_store_frame, make_client

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from hwsurrogate.datasets.store import DatasetStore
 from hwsurrogate.service.adaptation import UnavailableAdapter
 from hwsurrogate.service.deps import get_adapter

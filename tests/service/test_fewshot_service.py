@@ -8,6 +8,7 @@ import numpy as np
 import polars as pl
 import pytest
 from fastapi.testclient import TestClient
+
 from hwsurrogate.datasets import archspaces
 from hwsurrogate.service.app import ServiceConfig, create_app
 from hwsurrogate.service.deps import get_models

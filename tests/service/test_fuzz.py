@@ -11,11 +11,12 @@ import pytest
 schemathesis = pytest.importorskip(
     "schemathesis", reason="schemathesis not installed (pip install schemathesis)"
 )
+from hypothesis import HealthCheck, settings  # noqa: E402
+
 from hwsurrogate.datasets.store import DatasetStore  # noqa: E402
 from hwsurrogate.service.app import ServiceConfig, create_app  # noqa: E402
 from hwsurrogate.service.deps import get_adapter, get_arch_index, get_models, get_store  # noqa: E402
 from hwsurrogate.service.lookup import ArchIndex  # noqa: E402
-from hypothesis import HealthCheck, settings  # noqa: E402
 
 from .conftest import TOKEN, FakeAdapter, fake_models, latency_store_frame  # noqa: E402
 

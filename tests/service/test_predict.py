@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from hwsurrogate.datasets.store import DatasetStore
 
 from .conftest import NB201_A, NB201_B, latency_store_frame, make_client

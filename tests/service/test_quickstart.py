@@ -6,9 +6,9 @@ import threading
 from pathlib import Path
 
 from click.testing import CliRunner
-from hwsurrogate.datasets.store import DatasetStore
 
-from hwsurrogate.quickstart import Context, Skip, Step, quickstart, run_steps
+from hwsurrogate.cli.quickstart import Context, Skip, Step, quickstart, run_steps
+from hwsurrogate.datasets.store import DatasetStore
 
 
 def test_runner_reports_ok_skip_and_failure_and_carries_on(tmp_path: Path):

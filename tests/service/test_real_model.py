@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+
 from hwsurrogate.service.app import ServiceConfig, create_app
 
 from .conftest import NB201_A

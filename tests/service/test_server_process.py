@@ -15,9 +15,9 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from hwsurrogate.datasets.store import DatasetStore
 
 from hwsurrogate.client import HwsClient, ServiceError
+from hwsurrogate.datasets.store import DatasetStore
 
 from .conftest import TOKEN, gemm_rows
 

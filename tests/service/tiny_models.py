@@ -67,8 +67,9 @@ def fit_gemm_pipeline(frame: pl.DataFrame, targets: list[str], *, n_estimators: 
 def register_gemm_pipeline(model, *, experiment: str = "hws-gemm-tiny") -> str:  # noqa: ANN001
     """Log ``model`` with mlflow.sklearn, register it as ``hws-gemm`` and make it champion; returns version."""
     import mlflow
+
     from hwsurrogate.surrogates.api import MODEL_NAMES
-    from hwsurrogate.surrogates.tracking import register_and_promote, start_run
+    from hwsurrogate.surrogates.registry.tracking import register_and_promote, start_run
 
     with start_run(experiment, run_name="tiny-gemm"):
         mlflow.log_metric("test_runtime_ms_mape", 1.0)

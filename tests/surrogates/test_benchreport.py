@@ -6,7 +6,7 @@ import importlib.util
 import json
 from pathlib import Path
 
-from hwsurrogate.surrogates.benchreport import BenchReport
+from hwsurrogate.benchmarks.report import BenchReport
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hwsurrogate.surrogates.fast_trees import predict_hgb
 from sklearn.ensemble import HistGradientBoostingRegressor
+
+from hwsurrogate.surrogates.models.fast_trees import predict_hgb
 
 
 def _fitted(

@@ -17,7 +17,10 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
+
 from hwsurrogate.datasets import archspaces
+from hwsurrogate.errors import UnknownDeviceError
+from hwsurrogate.surrogates.features.nas import arch_vectors, vector_feature_names
 from hwsurrogate.surrogates.fewshot import (
     AdaptedDeviceRegistry,
     FewShotConfig,
@@ -28,9 +31,6 @@ from hwsurrogate.surrogates.fewshot import (
     read_splits,
     score_predictions,
 )
-from hwsurrogate.surrogates.graphs import arch_vectors, vector_feature_names
-
-from hwsurrogate.errors import UnknownDeviceError
 
 torch.set_num_threads(1)
 

@@ -9,9 +9,10 @@ import numpy as np
 import polars as pl
 import pytest
 from click.testing import CliRunner
+
 from hwsurrogate.datasets.store import DatasetStore
 from hwsurrogate.surrogates.fewshot import MODEL_NAME, AdaptedDeviceRegistry
-from hwsurrogate.surrogates.fewshot_cli import adapt_latency, train_fewshot
+from hwsurrogate.surrogates.fewshot.cli import adapt_latency, train_fewshot
 
 from .test_fewshot import KEYS, TARGET_MIX, _latency, _support, _training_frame
 
@@ -41,8 +42,9 @@ def trained_store(tmp_path: Path) -> Path:
 
 
 def test_train_registers_a_champion_and_exports_it_for_adapt(trained_store: Path) -> None:
-    from hwsurrogate.surrogates.tracking import configure_mlflow
     from mlflow import MlflowClient
+
+    from hwsurrogate.surrogates.registry.tracking import configure_mlflow
 
     configure_mlflow()
     champ = MlflowClient().get_model_version_by_alias(MODEL_NAME, "champion")
@@ -96,7 +98,8 @@ def test_registered_pyfunc_predicts_adapted_devices_like_the_registry(
 ) -> None:
     import mlflow
     import pandas as pd
-    from hwsurrogate.surrogates.tracking import configure_mlflow
+
+    from hwsurrogate.surrogates.registry.tracking import configure_mlflow
 
     keys, y = _support(20)
     reg = AdaptedDeviceRegistry(trained_store)
@@ -154,7 +157,7 @@ def test_adapt_with_an_unknown_version_fails_cleanly_and_stores_nothing(
 def test_top_level_hws_adapt_passes_version_through(
     trained_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from hwsurrogate.surrogates.cli import adapt
+    from hwsurrogate.cli.adapt import adapt
 
     reg = AdaptedDeviceRegistry(trained_store)
     reg.export_model(reg.load_model()[0], "78", champion=False)
@@ -175,7 +178,7 @@ def test_promotion_metric_holds_out_validation_devices_and_averages_20_and_10_me
     tmp_path: Path,
 ) -> None:
     from hwsurrogate.surrogates.fewshot import FewShotConfig, FewShotLatencyRegressor, evaluate_help_protocol
-    from hwsurrogate.surrogates.fewshot_cli import _sources_and_validation, _validation_score
+    from hwsurrogate.surrogates.fewshot.cli import _sources_and_validation, _validation_score
 
     frame = _training_frame().with_columns(pl.col("arch_index").cast(pl.Int64))
     raw = {

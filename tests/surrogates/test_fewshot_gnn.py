@@ -17,10 +17,11 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
+
 from hwsurrogate.datasets import archspaces
+from hwsurrogate.surrogates.features.nas import arch_vectors, vector_feature_names
 from hwsurrogate.surrogates.fewshot import FewShotConfig, FewShotLatencyRegressor, score_predictions
-from hwsurrogate.surrogates.fewshot_gnn import MetaGNN, MetaGNNConfig
-from hwsurrogate.surrogates.graphs import arch_vectors, vector_feature_names
+from hwsurrogate.surrogates.fewshot.meta_gnn import MetaGNN, MetaGNNConfig
 
 torch.set_num_threads(1)
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import torch
+
+from hwsurrogate.benchmarks.fewshot import own_data_reference_rows
 from hwsurrogate.datasets import archspaces
-from hwsurrogate.surrogates.bench_fewshot import own_data_reference_rows
+from hwsurrogate.surrogates.features.nas import arch_vectors, vector_feature_names
 from hwsurrogate.surrogates.fewshot import FewShotConfig, FewShotLatencyRegressor
-from hwsurrogate.surrogates.graphs import arch_vectors, vector_feature_names
 
 torch.set_num_threads(1)
 

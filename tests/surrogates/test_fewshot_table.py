@@ -15,6 +15,7 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
+
 from hwsurrogate.datasets import archspaces
 from hwsurrogate.surrogates.fewshot import FewShotConfig, FewShotLatencyRegressor, score_predictions
 
@@ -118,8 +119,8 @@ def test_table_component_rejects_an_unknown_space() -> None:
 
 
 def test_physical_vectors_add_up_to_the_layer_macs() -> None:
+    from hwsurrogate.surrogates.features.nas import _fbnet_mmacs, fbnet_op_codes
     from hwsurrogate.surrogates.fewshot import physical_vectors
-    from hwsurrogate.surrogates.graphs import _fbnet_mmacs, fbnet_op_codes
 
     keys = KEYS[:50] + [" ".join(["skip"] * archspaces.FBNET_N_LAYERS)]
     phys = physical_vectors("fbnet", keys)

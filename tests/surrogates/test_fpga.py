@@ -10,13 +10,13 @@ import mlflow
 import numpy as np
 import polars as pl
 import pytest
-from hwsurrogate.datasets.store import DatasetStore
-from hwsurrogate.surrogates.features import hls4ml_features, hlsyn_features, program_graph_stats
-from hwsurrogate.surrogates.registry import load_predictor
-from hwsurrogate.surrogates.train_fpga import FpgaTrainConfig, train_hls4ml_model, train_hlsyn_model
 from mlflow import MlflowClient
 
+from hwsurrogate.datasets.store import DatasetStore
 from hwsurrogate.errors import TrainingDataError
+from hwsurrogate.surrogates.features import hls4ml_features, hlsyn_features, program_graph_stats
+from hwsurrogate.surrogates.registry.loading import load_predictor
+from hwsurrogate.surrogates.training.fpga import FpgaTrainConfig, train_hls4ml_model, train_hlsyn_model
 
 FAST = FpgaTrainConfig(max_iter=20)
 NOW = datetime(2026, 1, 1, tzinfo=UTC)

@@ -11,14 +11,15 @@ import numpy as np
 import polars as pl
 import pytest
 from click.testing import CliRunner
+
+from hwsurrogate.benchmarks.fpga import bench_power, repeatability_floor
 from hwsurrogate.datasets.store import DatasetStore
-from hwsurrogate.surrogates.bench_fpga import bench_power, repeatability_floor
 from hwsurrogate.surrogates.features import (
     POWERGEAR_HLS_FEATURES,
     POWERGEAR_ROUTE_FEATURES,
     powergear_features,
 )
-from hwsurrogate.surrogates.fpga_model import LogTreeEnsemble
+from hwsurrogate.surrogates.models.fpga import LogTreeEnsemble
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -247,8 +248,8 @@ def test_bench_power_unknown_test_kernel_and_empty_store_fail_clearly(store: Dat
 def test_powergear_features_on_the_public_data_are_complete_and_match_the_csv(
     store: DatasetStore, data_dir: Path
 ) -> None:
+    from hwsurrogate.benchmarks.fpga import powergear_rows
     from hwsurrogate.datasets.importers import import_source
-    from hwsurrogate.surrogates.bench_fpga import powergear_rows
 
     import_source("hlsdataset", data_dir / "fpga" / "hlsdataset_powergear", store=store)
     board, hls, route = powergear_rows(store)

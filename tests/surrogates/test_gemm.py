@@ -8,14 +8,14 @@ import mlflow
 import numpy as np
 import polars as pl
 import pytest
-from hwsurrogate.datasets.store import DatasetStore
-from hwsurrogate.surrogates.features import UnknownGemmDeviceError, gemm_features
-from hwsurrogate.surrogates.gemm_model import GemmRegressor
-from hwsurrogate.surrogates.registry import load_predictor
-from hwsurrogate.surrogates.train_gemm import GemmTrainConfig, train_gemm_model
 from mlflow import MlflowClient
 
+from hwsurrogate.datasets.store import DatasetStore
 from hwsurrogate.errors import TrainingDataError
+from hwsurrogate.surrogates.features import UnknownGemmDeviceError, gemm_features
+from hwsurrogate.surrogates.models.gemm import GemmRegressor
+from hwsurrogate.surrogates.registry.loading import load_predictor
+from hwsurrogate.surrogates.training.gemm import GemmTrainConfig, train_gemm_model
 
 from .gemm_factories import devices_frame, gemm_rows
 
@@ -182,8 +182,8 @@ def _aliases(name: str) -> set[str]:
 def test_promoted_gemm_model_is_cached_so_the_first_adaptation_skips_mlflow(
     store: DatasetStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from hwsurrogate.surrogates import registry
-    from hwsurrogate.surrogates.gemm_adapt import load_gemm_champion
+    from hwsurrogate.surrogates.fewshot.gemm import load_gemm_champion
+    from hwsurrogate.surrogates.registry import loading as registry
 
     if "champion" in _aliases("hws-gemm"):  # the MLflow DB is shared by the session's tests
         MlflowClient().delete_registered_model_alias("hws-gemm", "champion")
@@ -271,7 +271,7 @@ def test_device_without_published_peak_uses_its_measured_gemm_throughput() -> No
 
 
 def test_cold_launch_rows_are_left_out_of_training_by_default(tmp_path) -> None:
-    from hwsurrogate.surrogates.train_gemm import GemmTrainConfig, load_gemm_frame
+    from hwsurrogate.surrogates.training.gemm import GemmTrainConfig, load_gemm_frame
 
     store = DatasetStore(tmp_path / "store")
     rows = gemm_rows("test/gpu-a", 40, seed=1)

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+
 from hwsurrogate.datasets.store import DatasetStore
-from hwsurrogate.surrogates.gemm_adapt import (
+from hwsurrogate.surrogates.fewshot.gemm import (
     AdaptationError,
     GemmAdaptConfig,
     GemmCorrection,
@@ -19,7 +20,7 @@ from hwsurrogate.surrogates.gemm_adapt import (
     load_adapted,
     predict_adapted,
 )
-from hwsurrogate.surrogates.gemm_model import GemmPyfunc, GemmRegressor
+from hwsurrogate.surrogates.models.gemm import GemmPyfunc, GemmRegressor
 
 from .gemm_factories import devices_frame, gemm_rows
 
@@ -182,11 +183,12 @@ def test_champion_is_loaded_through_mlflow_once_then_from_a_cache_keyed_by_versi
     store_with_devices, predictor, monkeypatch
 ) -> None:
     import mlflow
-    from hwsurrogate.surrogates import registry
-    from hwsurrogate.surrogates.gemm_adapt import load_gemm_champion
-    from hwsurrogate.surrogates.gemm_model import log_gemm_model
-    from hwsurrogate.surrogates.tracking import start_run
     from mlflow import MlflowClient
+
+    from hwsurrogate.surrogates.fewshot.gemm import load_gemm_champion
+    from hwsurrogate.surrogates.models.gemm import log_gemm_model
+    from hwsurrogate.surrogates.registry import loading as registry
+    from hwsurrogate.surrogates.registry.tracking import start_run
 
     example = gemm_rows("test/gpu-a", 5, seed=1, power=False)
     with start_run("gemm", run_name="cache-test"):
@@ -216,7 +218,7 @@ def test_champion_is_loaded_through_mlflow_once_then_from_a_cache_keyed_by_versi
 
 
 def test_nearest_sources_orders_training_gpus_by_peak_and_bandwidth_distance(predictor) -> None:
-    from hwsurrogate.surrogates.gemm_adapt import nearest_sources
+    from hwsurrogate.surrogates.fewshot.gemm import nearest_sources
 
     runtime = predictor.model.runtime
     new = devices_frame().filter(pl.col("device_id") == "test/gpu-new")  # 6000 GFLOP/s, 600 GB/s
@@ -229,7 +231,7 @@ def test_nearest_sources_orders_training_gpus_by_peak_and_bandwidth_distance(pre
 
 
 def test_source_term_ridge_recovers_a_known_linear_gap_and_shrinks_with_a_large_ridge() -> None:
-    from hwsurrogate.surrogates.gemm_adapt import fit_source_term
+    from hwsurrogate.surrogates.fewshot.gemm import fit_source_term
 
     gaps = np.array([[0.0, 1.0], [1.0, 0.0], [2.0, 1.0], [3.0, 0.0], [4.0, 1.0], [5.0, 0.0]])
     residual = 0.2 + 0.5 * (gaps[:, 0] - 2.5)  # only the first source matters
@@ -310,7 +312,7 @@ def test_records_without_a_source_term_load_and_predict_as_steps_one_and_two(
 
 
 def test_gp_weights_interpolate_the_support_and_vanish_far_from_it() -> None:
-    from hwsurrogate.surrogates.gemm_adapt import _sq_exp, fit_gp_residual
+    from hwsurrogate.surrogates.fewshot.gemm import _sq_exp, fit_gp_residual
 
     cfg = GemmAdaptConfig(gp_lengthscale=1.0, gp_signal_sd=1.0, gp_noise_sd=1e-4)
     x = np.array([[0.0], [3.0], [6.0]])
@@ -390,7 +392,7 @@ def _shape_grid() -> pl.DataFrame:
 
 
 def test_suggested_shapes_spread_over_shape_space_instead_of_the_crowd() -> None:
-    from hwsurrogate.surrogates.gemm_adapt import suggest_shapes
+    from hwsurrogate.surrogates.fewshot.gemm import suggest_shapes
 
     cand = _shape_grid()
     desc = devices_frame().filter(pl.col("device_id") == "test/gpu-new")
@@ -404,7 +406,7 @@ def test_suggested_shapes_spread_over_shape_space_instead_of_the_crowd() -> None
 
 @pytest.mark.parametrize("n", [0, 46])
 def test_suggest_shapes_refuses_an_impossible_count(n: int) -> None:
-    from hwsurrogate.surrogates.gemm_adapt import suggest_shapes
+    from hwsurrogate.surrogates.fewshot.gemm import suggest_shapes
 
     desc = devices_frame().filter(pl.col("device_id") == "test/gpu-new")
     with pytest.raises(AdaptationError, match="n"):
@@ -413,7 +415,8 @@ def test_suggest_shapes_refuses_an_impossible_count(n: int) -> None:
 
 def test_gemm_shots_cli_writes_the_suggested_shapes(store_with_devices, tmp_path: Path, monkeypatch) -> None:
     from click.testing import CliRunner
-    from hwsurrogate.surrogates.gemm_adapt import suggest_shapes_cli
+
+    from hwsurrogate.surrogates.fewshot.gemm import suggest_shapes_cli
 
     monkeypatch.setenv("HWSURROGATE_STORE", str(store_with_devices.root))
     cand = tmp_path / "cand.csv"

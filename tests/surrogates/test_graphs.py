@@ -7,8 +7,9 @@ import math
 import numpy as np
 import pytest
 import torch
-from hwsurrogate.surrogates import graphs as G
 from torch_geometric.data import Batch
+
+from hwsurrogate.surrogates.features import nas as G
 
 # e0 pool(1<-0), e1 conv1x1(2<-0), e2 skip(2<-1), e3 conv1x1(3<-0), e4 skip(3<-1), e5 none(3<-2)
 CELL = "|avg_pool_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|nor_conv_1x1~0|skip_connect~1|none~2|"
@@ -133,6 +134,7 @@ def test_unknown_space_and_bare_string_are_rejected() -> None:
 def test_every_imported_help_arch_key_encodes(data_dir, store) -> None:
     """All 15625 NB201, 5000 FBNet and 5000 OFA keys the HELP importer writes parse and encode."""
     import polars as pl
+
     from hwsurrogate.datasets.importers import import_source
 
     import_source("help", data_dir / "latency" / "help", store=store)

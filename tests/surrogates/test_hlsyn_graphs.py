@@ -9,10 +9,10 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
+
 from hwsurrogate.datasets.importers.hlsyn import parse_gexf
-from hwsurrogate.surrogates.fpga_model import HLSYN_TARGETS, FpgaRegressor
-from hwsurrogate.surrogates.hlsyn_gnn import HlsynGNNConfig, HlsynGNNRegressor
-from hwsurrogate.surrogates.hlsyn_graphs import (
+from hwsurrogate.errors import SourceFormatError
+from hwsurrogate.surrogates.features.program_graphs import (
     LOOP_FEATURES,
     NODE_FEATURES,
     design_batch,
@@ -22,8 +22,8 @@ from hwsurrogate.surrogates.hlsyn_graphs import (
     loop_features,
     pragma_values,
 )
-
-from hwsurrogate.errors import SourceFormatError
+from hwsurrogate.surrogates.models.fpga import HLSYN_TARGETS, FpgaRegressor
+from hwsurrogate.surrogates.models.hlsyn_gnn import HlsynGNNConfig, HlsynGNNRegressor
 
 torch.set_num_threads(1)
 
@@ -264,7 +264,8 @@ def test_train_hlsyn_gnn_logs_registers_and_reloads_identically(store) -> None: 
     from datetime import UTC, datetime
 
     import mlflow
-    from hwsurrogate.surrogates.train_fpga import FpgaTrainConfig, train_hlsyn_model
+
+    from hwsurrogate.surrogates.training.fpga import FpgaTrainConfig, train_hlsyn_model
 
     graphs, q, y = _synthetic(n_per_kernel=30)
     now = datetime(2026, 1, 1, tzinfo=UTC)

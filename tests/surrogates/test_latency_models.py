@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hwsurrogate.surrogates import graphs
-from hwsurrogate.surrogates.gnn import GNNConfig, LatencyGNN, MultiDeviceLatencyGNN
-from hwsurrogate.surrogates.latency_data import trim_10_90
-from hwsurrogate.surrogates.latency_trees import LatencyTreeRegressor
 from sklearn.exceptions import NotFittedError
+
+from hwsurrogate.surrogates.features import nas as graphs
+from hwsurrogate.surrogates.models.latency_gnn import GNNConfig, LatencyGNN, MultiDeviceLatencyGNN
+from hwsurrogate.surrogates.models.latency_trees import LatencyTreeRegressor
+from hwsurrogate.surrogates.training.latency_data import trim_10_90
 
 from .test_latency_training import tiny_latency_frame
 
@@ -83,7 +84,7 @@ def test_trim_10_90_keeps_the_middle_800_of_1000_by_rank() -> None:
 
 
 def test_bench_rows_mark_targets_met_only_when_both_directions_hold() -> None:
-    from hwsurrogate.surrogates.bench_latency import _rows
+    from hwsurrogate.benchmarks.latency import _rows
 
     rows = _rows(
         [{"space": "nb201", "device_id": "help/x", "tree_spearman": 0.995, "tree_mape": 6.0, "n_test": 800}],

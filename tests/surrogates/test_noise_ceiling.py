@@ -6,7 +6,12 @@ import itertools
 
 import numpy as np
 import pytest
-from hwsurrogate.surrogates.noise_ceiling import loo_class_mean, nb201_noise_ceiling, op_count_classes
+
+from hwsurrogate.surrogates.training.noise_ceiling import (
+    loo_class_mean,
+    nb201_noise_ceiling,
+    op_count_classes,
+)
 
 ALL_CODES = np.array(list(itertools.product(range(5), repeat=6)))  # the 15,625 NB201 cells
 SOME = np.random.default_rng(1).choice(len(ALL_CODES), 3000, replace=False)  # keeps the CV tree fast

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from click.testing import CliRunner
-from hwsurrogate.surrogates.predict_cli import predict_fpga, predict_gemm
+
+from hwsurrogate.cli.predict import predict_fpga, predict_gemm
 
 
 def test_predict_gemm_without_queries_names_the_missing_flags() -> None:

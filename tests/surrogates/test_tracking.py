@@ -8,17 +8,17 @@ import mlflow
 import numpy as np
 import polars as pl
 import pytest
-from hwsurrogate.surrogates.tracking import (
+from mlflow import MlflowClient
+from sklearn.linear_model import LinearRegression
+
+from hwsurrogate.errors import TrainingDataError
+from hwsurrogate.surrogates.registry.tracking import (
     CHAMPION,
     check_training_frame,
     register_and_promote,
     regression_metrics,
     start_run,
 )
-from mlflow import MlflowClient
-from sklearn.linear_model import LinearRegression
-
-from hwsurrogate.errors import TrainingDataError
 
 
 def test_regression_metrics_match_hand_computed_values() -> None:

@@ -1,0 +1,155 @@
+"""``hws data``: import, list, show and export the local dataset store."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+import polars as pl
+from rich.console import Console
+from rich.table import Table
+
+from hwsurrogate.datasets.importers import IMPORTERS, import_available, import_source, sources
+from hwsurrogate.datasets.schemas import KINDS
+from hwsurrogate.datasets.store import DatasetStore
+from hwsurrogate.progress import make_progress
+
+store_option = click.option(
+    "--store",
+    "store_path",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Dataset store directory (default: $HWSURROGATE_STORE or ./store).",
+)
+
+
+@click.group()
+def data() -> None:
+    """Import, list, show and export datasets in the local store.
+
+    \b
+    Sources are read from --from PATH or from $HWSURROGATE_DATA_DIR/<source path>;
+    `hws data sources` lists them with their public download locations.
+    """
+
+
+@data.command("sources")
+def sources_cmd() -> None:
+    """List the known public sources, their paths under HWSURROGATE_DATA_DIR and download URLs."""
+    table = Table("source", "tables", "path", "download", "license")
+    for s in sources():
+        table.add_row(s.name, ",".join(s.kinds), s.subpath, s.url, s.license)
+    Console().print(table)
+
+
+@data.command("import")
+@click.argument("source", type=click.Choice([*IMPORTERS, "all"]))
+@click.option(
+    "--from",
+    "from_path",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="Folder (or file) of the source; default $HWSURROGATE_DATA_DIR/<source path>.",
+)
+@store_option
+def import_cmd(source: str, from_path: Path | None, store_path: Path | None) -> None:
+    """Import SOURCE (or `all` sources found under HWSURROGATE_DATA_DIR) into the store.
+
+    Re-importing a source replaces its rows (no duplicates). A malformed file stops the
+    import with a message naming it, and the store is left exactly as it was.
+    """
+    store = DatasetStore(store_path)
+    if source != "all":
+        report = import_source(source, from_path, store=store)
+        click.echo(f"{report.source}: {_rows(report.rows)} from {report.path} in {report.seconds:.1f} s")
+        return
+    if from_path is not None:
+        raise click.UsageError("--from takes one source's folder; `all` reads HWSURROGATE_DATA_DIR")
+    failures: list[str] = []
+    with make_progress() as progress:
+        task = progress.add_task("importing", total=len(IMPORTERS))
+        for outcome in import_available(IMPORTERS, store=store):
+            name = outcome.source
+            if outcome.report is not None:
+                report = outcome.report
+                progress.console.print(f"{name}: {_rows(report.rows)} in {report.seconds:.1f} s")
+            elif outcome.skipped is not None:
+                progress.console.print(f"[yellow]{name}: skipped, {outcome.skipped}")
+            else:
+                failures.append(f"{name}: {outcome.error}")
+                progress.console.print(f"[red]{name}: failed, {outcome.error}")
+            progress.advance(task)
+    if failures:
+        raise click.ClickException(
+            "some imports failed (their previous rows are unchanged):\n" + "\n".join(failures)
+        )
+
+
+def _rows(rows: dict[str, int]) -> str:
+    return ", ".join(f"{n} {kind} rows" for kind, n in rows.items())
+
+
+@data.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@store_option
+def list_cmd(as_json: bool, store_path: Path | None) -> None:
+    """Tables in the store with row counts per kind and per source, and the devices present."""
+    summary = DatasetStore(store_path).summary()
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    console = Console()
+    table = Table("table", "source", "rows", "devices")
+    for kind, entry in summary.items():
+        srcs: dict[str, int] = entry["sources"]  # type: ignore[assignment]
+        if not srcs:
+            table.add_row(kind, "-", "0", "")
+            continue
+        for i, (src, n) in enumerate(srcs.items()):
+            table.add_row(kind if i == 0 else "", src, f"{n:,}", "")
+        devices = entry.get("devices") or []
+        table.add_row("", "[b]total", f"[b]{entry['rows']:,}", str(len(devices)) if devices else "")  # type: ignore[arg-type]
+    console.print(table)
+
+
+@data.command("show")
+@click.argument("kind", type=click.Choice(KINDS))
+@click.option("--device", default=None, help="Only rows of this device id (e.g. help/pixel2).")
+@click.option("--source", default=None, help="Only rows of this source.")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1), help="Rows to print.")
+@store_option
+def show_cmd(kind: str, device: str | None, source: str | None, limit: int, store_path: Path | None) -> None:
+    """Print the first rows of table KIND."""
+    df = DatasetStore(store_path).scan(kind, device=device, source=source).head(limit).collect()
+    with pl.Config(tbl_rows=limit, tbl_cols=14, fmt_str_lengths=40, tbl_width_chars=200):
+        click.echo(df)
+
+
+@data.command("export")
+@click.argument("kind", type=click.Choice(KINDS))
+@click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True)
+@click.option(
+    "--out",
+    "out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Output file (default: <kind>.<format>; '-' writes CSV to stdout).",
+)
+@click.option("--device", default=None, help="Only rows of this device id.")
+@store_option
+def export_cmd(kind: str, fmt: str, out: Path | None, device: str | None, store_path: Path | None) -> None:
+    """Export table KIND as parquet or CSV."""
+    df = DatasetStore(store_path).read(kind, device=device)
+    if str(out) == "-":
+        if fmt != "csv":
+            raise click.UsageError("only --format csv can go to stdout")
+        df.write_csv(sys.stdout)
+        return
+    out = out or Path(f"{kind}.{fmt}")
+    if fmt == "parquet":
+        df.write_parquet(out)
+    else:
+        df.write_csv(out)
+    click.echo(f"wrote {df.height:,} rows to {out}")

@@ -1,0 +1,115 @@
+"""``hws serve``: run the prediction and dataset service with uvicorn."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+
+import click
+
+from hwsurrogate.service.config import MODEL_VERSIONS_ENV
+from hwsurrogate.surrogates.api import MODEL_NAMES
+
+
+def _pins(values: tuple[str, ...]) -> dict[str, str]:
+    pins: dict[str, str] = {}
+    for value in values:
+        task, sep, version = value.partition("=")
+        if not sep or task not in MODEL_NAMES or not version.isdigit():
+            raise click.BadParameter(
+                f"{value!r}: expected TASK=VERSION with TASK one of {sorted(MODEL_NAMES)}",
+                param_hint="--model-version",
+            )
+        pins[task] = version
+    return pins
+
+
+@click.command()
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Interface to bind (0.0.0.0 exposes it)."
+)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option(
+    "--store",
+    "store_path",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Dataset store directory (default: $HWSURROGATE_STORE or ./store).",
+)
+@click.option(
+    "--token",
+    envvar="HWSURROGATE_SERVICE_TOKEN",
+    default=None,
+    help="Bearer token required for writes (uploads, device registration). "
+    "Default: $HWSURROGATE_SERVICE_TOKEN; if unset a random token is generated and printed.",
+)
+@click.option("--read-only", is_flag=True, help="Refuse every write (no token generated).")
+@click.option(
+    "--model-version",
+    "model_versions",
+    multiple=True,
+    metavar="TASK=VERSION",
+    help="Serve this registry version instead of the champion, e.g. --model-version gemm=3 (repeatable).",
+)
+@click.option(
+    "--no-batching",
+    is_flag=True,
+    help="Call the model once per request instead of merging concurrent requests into one call.",
+)
+@click.option(
+    "--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="uvicorn worker processes."
+)
+@click.option(
+    "--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"])
+)
+def serve(
+    host: str,
+    port: int,
+    store_path: Path | None,
+    token: str | None,
+    read_only: bool,
+    model_versions: tuple[str, ...],
+    no_batching: bool,
+    workers: int,
+    log_level: str,
+) -> None:
+    """Answer predictions and serve/accept datasets over HTTP (OpenAPI docs at /docs).
+
+    Models (the registry's `champion` of each task, or the pinned versions) are loaded once at
+    start-up; a task without a registered model answers 503 until one is trained and the
+    service restarted. Reads are open; writes need `Authorization: Bearer TOKEN`.
+
+    \b
+    Example:
+      hws serve --port 8000 --token "$(openssl rand -hex 16)"
+      curl localhost:8000/v1/models
+    """
+    import uvicorn
+
+    pins = _pins(model_versions)
+    if store_path is not None:
+        os.environ["HWSURROGATE_STORE"] = str(store_path)
+    if read_only:
+        os.environ.pop("HWSURROGATE_SERVICE_TOKEN", None)
+    else:
+        if not token:
+            token = secrets.token_urlsafe(24)
+            click.echo(f"no token configured: generated write token {token}", err=True)
+            click.echo("  (pass --token or set HWSURROGATE_SERVICE_TOKEN to choose one)", err=True)
+        if len(token) < 8:
+            raise click.BadParameter("use at least 8 characters", param_hint="--token")
+        os.environ["HWSURROGATE_SERVICE_TOKEN"] = token
+    os.environ[MODEL_VERSIONS_ENV] = json.dumps(pins)
+    os.environ["HWSURROGATE_SERVICE_BATCHING"] = "0" if no_batching else "1"
+    click.echo(f"hws serve: http://{host}:{port}  (docs: http://{host}:{port}/docs)", err=True)
+    uvicorn.run(
+        "hwsurrogate.service.app:create_app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+        access_log=False,
+    )

@@ -1,0 +1,838 @@
+"""Few-shot adaptation of the GEMM surrogate to an unseen GPU (``hws adapt --task gemm``).
+
+Zero-shot, the GEMM model predicts a new GPU from its spec sheet alone (descriptors in the
+``devices`` table: peak GFLOP/s, bandwidth, SMs): the trees predict the *utilisation* of the
+roofline bound, the roofline comes from the specs. A spec sheet can be far from what a GPU
+sustains (a 72 W card throttles its clock; dual-issue FP32 lanes double the paper peak), so a
+handful of measured shapes adapts the model in two small steps, both over the *frozen* trees
+(nothing large is refitted):
+
+1. **Spec calibration.** Effective peak and bandwidth are the spec values times scales
+   ``a`` and ``b`` picked on a log2 grid: the trees re-predict the measured shapes once per
+   grid point (one batched call) and the pair with the lowest robust (pseudo-Huber) log error
+   plus a Gaussian prior on ``log a``, ``log b`` (shrinking toward the spec sheet) wins.
+   Compute-bound and memory-bound shapes move separately, which a single scale factor cannot do.
+2. **Residual correction.** What is left is fitted in log space,
+   ``w0 + w1*z_size + w2*z_intensity + w3*is_linear``, by ridge regression that shrinks ``w``
+   toward zero: with fewer than ``min_for_slopes`` measurements only the offset ``w0`` and
+   the op term ``w3`` (bmm and linear err differently on a new GPU).
+3. **Source-GPU term.** The frozen trees also predict every shape on the GPUs they were trained
+   on; the gaps ``log t_source(shape) - log t_zero_shot(shape)`` carry the *shape pattern* of
+   each known GPU (which shapes hit a slow kernel, a bad tile count). The remaining residual is
+   fitted as ``c + sum_s beta_s * gap_s`` by ridge (``source_ridge``), so a new GPU that behaves
+   like a mix of known ones borrows their pattern. Up to ``max_sources`` training GPUs nearest
+   in (log peak, log bandwidth) are used.
+4. **Local residual (Gaussian process).** Steps 1-3 are global: a few numbers for every shape.
+   What they leave is not (on an H100 the spec-only error is a hump over shape size, launch-bound
+   shapes 1.6x too slow, mid-size ones too fast, large ones too slow, and it differs by shape
+   family). The log residual left after steps 1-3 is smoothed over shape space by a GP with a
+   squared-exponential kernel on (log2 m, n, k, batch, roofline time, intensity over ridge, op):
+   a shape near a measured one inherits its residual, a shape far from all of them keeps steps
+   1-3. Its lengthscale, signal and noise sd are fixed constants picked leave-one-training-GPU-out
+   (a handful of points cannot estimate them); the record keeps the support inputs and weights.
+
+The result is stored as ``<store>/adapted/gemm/<device>.json`` (written atomically) together
+with the model name and version it corrects, so predictions for the device are reproducible and
+a newer champion does not silently reuse a correction fitted to another version.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pickle
+import re
+import sqlite3
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+import polars as pl
+
+from hwsurrogate.errors import HwSurrogateError
+from hwsurrogate.settings import get_settings
+from hwsurrogate.surrogates.features import DEVICE_DESCRIPTORS, gemm_features
+
+#: log-space features of the correction (besides the offset), computed by features.gemm_features
+CORRECTION_FEATURES: tuple[str, ...] = ("log2_roofline_ms", "log2_intensity_over_ridge", "is_linear")
+#: inputs of the step-4 GP (log2 units, so one lengthscale fits all); the op is one more input
+#: scaled by ``GemmAdaptConfig.gp_op_distance`` (bmm and linear residuals barely share)
+GP_FEATURES: tuple[str, ...] = (
+    "log2_m",
+    "log2_n",
+    "log2_k",
+    "log2_batch",
+    "log2_roofline_ms",
+    "log2_intensity_over_ridge",
+)
+MEASUREMENT_COLUMNS: tuple[str, ...] = ("op", "m", "n", "k", "runtime_ms")
+
+
+class AdaptationError(HwSurrogateError, ValueError):
+    """Measurements for adaptation are unusable (too few, NaN, negative, duplicated, name clash)."""
+
+
+def _grid(lo: float, hi: float, step: float) -> tuple[float, ...]:
+    return tuple(float(v) for v in np.round(np.arange(lo, hi + step / 2, step), 6))
+
+
+@dataclass(frozen=True)
+class GemmAdaptConfig:
+    min_measurements: int = 3  # fewer cannot be told from noise
+    min_for_slopes: int = 8  # below this only the log-scale offset is fitted
+    # from this many measurements the op (is_linear) term is fitted too: one offset shared by
+    # bmm and linear let a few linear shapes drag every bmm prediction along (5 shots were worse
+    # than 0 on L4/H100 bmm); 3 beat 8 in leave-one-training-GPU-out validation at 5 shots
+    min_for_op_term: int = 3
+    ridge_offset: float = 0.5  # shrinkage of the offset toward 0, in measurement units
+    # shrinkage of the slopes toward 0 (16 beat 4 and 8 at 10 shots leave-one-training-GPU-out)
+    ridge_slope: float = 16.0
+    calibrate_specs: bool = True  # step 1: effective peak / bandwidth scales
+    log2_peak_scales: tuple[float, ...] = _grid(-2.0, 0.5, 0.25)  # candidate log2(a)
+    log2_bw_scales: tuple[float, ...] = _grid(-1.5, 0.5, 0.25)  # candidate log2(b)
+    # sd of the Gaussian prior on ln(a), ln(b): 0.25 had the lowest leave-one-training-GPU-out
+    # MAPE (5 NeuSight training GPUs, 5/10/20 shots) among 0.25, 0.35, 0.5 and 1.0
+    spec_prior_sd: float = 0.25
+    noise_sd: float = 0.25  # typical log error of one measured shape (scales the data term)
+    huber_delta: float = 0.2  # pseudo-Huber knee of the log residuals (robust to outlier shapes)
+    # step 3 (source-GPU term): picked by leave-one-training-GPU-out MAPE on NeuSight's 5
+    # training GPUs (scored on the held-out GPU's test-file rows, 5 draws x 5/10/20 shots):
+    # ridge 0.3 of 0.1/0.3/1/3 (10 shots: 18.5 % without the term, 17.0 % with it)
+    source_ridge: float = 0.3
+    min_for_sources: int = 5  # the smallest support size validated
+    max_sources: int = 5
+    use_sources: bool = True
+    # step 4 (GP on the residual): picked by leave-one-training-GPU-out MAPE (5 NeuSight training
+    # GPUs, their test-file rows, 3 draws x 5/10/20 shots; `python benchmarks/gemm_logo.py gp`):
+    # mean 15.22 % for lengthscale 4 / signal 0.2 / noise 0.1 of lengthscale 3/4/6 x (0.2, 0.1),
+    # (0.2, 0.05), (0.15, 0.1) (worst 15.53 %); steps 1-3 alone 16.7 %
+    use_gp: bool = True
+    min_for_gp: int = 5
+    gp_lengthscale: float = 4.0  # log2 units: shapes 16x apart in a dimension still share
+    gp_signal_sd: float = 0.2  # prior sd of the residual in ln units
+    gp_noise_sd: float = 0.1  # per-measurement log noise (how far the GP may ignore one shape)
+    gp_op_distance: float = 8.0  # bmm vs linear, in log2 units of the GP inputs
+    gp_max_points: int = 1000  # larger supports are subsampled (O(n^3) solve; adapt stays < 2 s)
+    # step 1 re-predicts every measured shape at each of the grid's scale pairs: a whole
+    # measurement file (thousands of rows) took ~11 s, so larger supports calibrate on a
+    # deterministic subsample (scales are two numbers; a few hundred shapes pin them down)
+    calibration_max_points: int = 400
+
+
+@dataclass
+class GemmCorrection:
+    """A fitted per-device adaptation: spec scales (step 1) and a log-space correction (step 2)."""
+
+    coef: list[float]
+    center: list[float]
+    scale: list[float]
+    features: list[str] = field(default_factory=lambda: list(CORRECTION_FEATURES))
+    peak_scale: float = 1.0  # effective peak = spec peak x peak_scale
+    bw_scale: float = 1.0  # effective bandwidth = spec bandwidth x bw_scale
+    # step 3: training GPUs whose predicted log-time gaps correct the shape pattern
+    source_devices: list[str] = field(default_factory=list)
+    source_center: list[float] = field(default_factory=list)
+    source_coef: list[float] = field(default_factory=list)  # [offset, beta_1, ...]
+    # step 4: GP on the residual; empty support = no GP (records written before step 4 existed)
+    gp_x: list[list[float]] = field(default_factory=list)  # support inputs (gp_inputs rows)
+    gp_alpha: list[float] = field(default_factory=list)  # (K + noise^2 I)^-1 residual
+    gp_lengthscale: float = 1.0
+    gp_signal_sd: float = 0.0
+    gp_op_distance: float = 8.0
+
+    def design(self, feats: pl.DataFrame) -> np.ndarray:
+        z = _correction_inputs(feats, self.features)
+        z = (z - np.asarray(self.center)) / np.asarray(self.scale)
+        return np.column_stack([np.ones(len(z)), z])
+
+    def log_factor(self, feats: pl.DataFrame) -> np.ndarray:
+        return self.design(feats) @ np.asarray(self.coef)
+
+    def effective_descriptors(self, descriptors: pl.DataFrame) -> pl.DataFrame:
+        """``descriptors`` with peaks and bandwidth multiplied by the calibrated scales."""
+        return scale_descriptors(descriptors, self.peak_scale, self.bw_scale)
+
+
+_PEAK_COLUMNS = ("peak_fp32_gflops", "peak_fp16_gflops")
+
+
+def scale_descriptors(descriptors: pl.DataFrame, peak_scale: float, bw_scale: float) -> pl.DataFrame:
+    """Descriptor rows with peak GFLOP/s columns x ``peak_scale`` and ``mem_bw_gbs`` x ``bw_scale``."""
+    cols = [pl.col(c).cast(pl.Float64) * peak_scale for c in _PEAK_COLUMNS if c in descriptors.columns]
+    if "mem_bw_gbs" in descriptors.columns:
+        cols.append(pl.col("mem_bw_gbs").cast(pl.Float64) * bw_scale)
+    return descriptors.with_columns(cols) if cols else descriptors
+
+
+def _correction_inputs(feats: pl.DataFrame, names: list[str]) -> np.ndarray:
+    cols = []
+    for name in names:
+        if name == "is_linear":
+            cols.append((feats["op_code"] == 2).cast(pl.Float64).to_numpy())
+        else:
+            cols.append(feats[name].to_numpy().astype(np.float64))
+    return np.column_stack(cols) if cols else np.zeros((feats.height, 0))
+
+
+def fit_correction(
+    feats: pl.DataFrame, residual_log: np.ndarray, config: GemmAdaptConfig | None = None
+) -> GemmCorrection:
+    """Ridge fit of ``log(measured) - log(prediction)`` on the correction features (step 2)."""
+    config = config or GemmAdaptConfig()
+    n = len(residual_log)
+    z = _correction_inputs(feats, list(CORRECTION_FEATURES))
+    center = z.mean(axis=0)
+    scale = z.std(axis=0)
+    scale = np.where(scale > 1e-9, scale, 1.0)
+    zs = (z - center) / scale
+    x = np.column_stack([np.ones(n), zs])
+    penalty = np.full(x.shape[1], config.ridge_slope)
+    penalty[0] = config.ridge_offset
+    if n < config.min_for_slopes:
+        penalty[1:] = 1e12  # offset only
+        if n >= config.min_for_op_term and "is_linear" in CORRECTION_FEATURES:
+            penalty[1 + CORRECTION_FEATURES.index("is_linear")] = config.ridge_slope
+    coef = np.linalg.solve(x.T @ x + np.diag(penalty), x.T @ residual_log)
+    return GemmCorrection(coef.tolist(), center.tolist(), scale.tolist())
+
+
+def _pseudo_huber(r: np.ndarray, delta: float) -> np.ndarray:
+    return delta**2 * (np.sqrt(1.0 + (r / delta) ** 2) - 1.0)
+
+
+def calibrate_specs(
+    runtime: Any, queries: pl.DataFrame, descriptors: pl.DataFrame, y: np.ndarray, config: GemmAdaptConfig
+) -> tuple[float, float, np.ndarray]:
+    """Step 1: the (peak, bandwidth) scale pair of the grid that best explains ``y``.
+
+    ``runtime`` is the frozen :class:`~.gemm_model.GemmRegressor`; ``queries`` all name the one
+    device of ``descriptors``. Returns ``(peak_scale, bw_scale, predictions at that pair)``.
+    """
+    device = str(descriptors["device_id"][0])
+    pa = np.asarray(config.log2_peak_scales, dtype=np.float64)
+    pb = np.asarray(config.log2_bw_scales, dtype=np.float64)
+    ga, gb = (g.ravel() for g in np.meshgrid(pa, pb, indexing="ij"))
+    ids = [f"{device}#cal{i}" for i in range(ga.size)]
+    table = pl.concat(
+        [
+            scale_descriptors(descriptors, float(2.0**a), float(2.0**b)).with_columns(
+                pl.lit(i).alias("device_id")
+            )
+            for i, a, b in zip(ids, ga, gb, strict=True)
+        ]
+    )
+    n = queries.height
+    grid_q = (
+        queries.drop("device_id")
+        .select(pl.all().repeat_by(ga.size).explode())
+        .with_columns(pl.Series("device_id", ids * n))
+    )
+    pred = runtime.predict(grid_q, extra_devices=table).reshape(n, ga.size)
+    r = np.log(y)[:, None] - np.log(pred)
+    data = _pseudo_huber(r, config.huber_delta).sum(axis=0) / config.noise_sd**2
+    prior = ((ga * np.log(2.0)) ** 2 + (gb * np.log(2.0)) ** 2) / (2.0 * config.spec_prior_sd**2)
+    best = int(np.argmin(data + prior))
+    return float(2.0 ** ga[best]), float(2.0 ** gb[best]), pred[:, best]
+
+
+def nearest_sources(runtime: Any, descriptors: pl.DataFrame, max_sources: int) -> list[str]:
+    """Up to ``max_sources`` training devices of ``runtime`` nearest in (log2 peak, log2 bandwidth).
+
+    Devices without an fp32 (or fp16) peak or a bandwidth are skipped; ties keep the table order.
+    """
+    table = getattr(runtime, "device_table_", None)
+    if table is None or max_sources <= 0:
+        return []
+    target = descriptors.row(0, named=True)
+
+    def peak(row: dict[str, Any]) -> float:
+        p = row.get("peak_fp32_gflops")
+        return float(p) if p is not None and np.isfinite(p) else float(row.get("peak_fp16_gflops") or np.nan)
+
+    t_peak, t_bw = peak(target), float(target.get("mem_bw_gbs") or np.nan)
+    if not (np.isfinite(t_peak) and np.isfinite(t_bw)):
+        return []
+    dist = []
+    for row in table.iter_rows(named=True):
+        p, b = peak(row), float(row.get("mem_bw_gbs") or np.nan)
+        if np.isfinite(p) and np.isfinite(b) and p > 0 and b > 0:
+            dist.append((float(np.hypot(np.log2(p / t_peak), np.log2(b / t_bw))), str(row["device_id"])))
+    dist.sort(key=lambda t: t[0])
+    return [d for _, d in dist[:max_sources]]
+
+
+def source_gaps(
+    runtime: Any, queries: pl.DataFrame, descriptors: pl.DataFrame, sources: list[str]
+) -> np.ndarray:
+    """``log t_s(q) - log t_zero_shot(q)`` for each source device ``s`` (one column each).
+
+    One batched prediction: the queries once on the spec-sheet ``descriptors`` (no calibration)
+    and once per source device, whose descriptors the model has baked in.
+    """
+    n = queries.height
+    if not sources:
+        return np.zeros((n, 0))
+    q = queries.drop("device_id") if "device_id" in queries.columns else queries
+    device = str(descriptors["device_id"][0])
+    ids = [device, *sources]
+    stacked = pl.concat([q.with_columns(pl.lit(d).alias("device_id")) for d in ids], how="diagonal_relaxed")
+    z = np.log(runtime.predict(stacked, extra_devices=descriptors)).reshape(len(ids), n).T
+    return z[:, 1:] - z[:, :1]
+
+
+def fit_source_term(
+    gaps: np.ndarray, residual_log: np.ndarray, config: GemmAdaptConfig
+) -> tuple[list[float], list[float]]:
+    """Step 3: ridge fit of ``residual = c + beta . (gaps - center)``; returns (center, [c, *beta])."""
+    n = len(residual_log)
+    center = gaps.mean(axis=0)
+    x = np.column_stack([np.ones(n), gaps - center])
+    penalty = np.full(x.shape[1], config.source_ridge)
+    penalty[0] = config.ridge_offset
+    coef = np.linalg.solve(x.T @ x + np.diag(penalty), x.T @ residual_log)
+    return center.tolist(), coef.tolist()
+
+
+def _source_log_factor(
+    runtime: Any, correction: GemmCorrection, queries: pl.DataFrame, descriptors: pl.DataFrame
+) -> np.ndarray:
+    if not correction.source_devices:
+        return np.zeros(queries.height)
+    gaps = source_gaps(runtime, queries, descriptors, correction.source_devices)
+    x = np.column_stack([np.ones(queries.height), gaps - np.asarray(correction.source_center)])
+    return x @ np.asarray(correction.source_coef)
+
+
+def fit_adaptation(
+    runtime: Any,
+    queries: pl.DataFrame,
+    descriptors: pl.DataFrame,
+    y: np.ndarray,
+    config: GemmAdaptConfig | None = None,
+) -> tuple[GemmCorrection, np.ndarray, np.ndarray]:
+    """The adaptation steps for one device; returns (correction, spec-only, adapted) runtimes.
+
+    ``queries`` (with ``device_id`` = the device of the one-row ``descriptors``) are the
+    measured shapes, ``y`` their runtimes in ms. The trees of ``runtime`` are not refitted.
+    """
+    config = config or GemmAdaptConfig()
+    y = np.asarray(y, dtype=np.float64)
+    base = runtime.predict(queries, extra_devices=descriptors)
+    peak_scale, bw_scale, calibrated = 1.0, 1.0, base
+    if config.calibrate_specs:
+        if len(y) > config.calibration_max_points:
+            sub = np.sort(
+                np.random.default_rng(0).choice(len(y), config.calibration_max_points, replace=False)
+            )
+            peak_scale, bw_scale, _ = calibrate_specs(runtime, queries[sub], descriptors, y[sub], config)
+            calibrated = runtime.predict(
+                queries, extra_devices=scale_descriptors(descriptors, peak_scale, bw_scale)
+            )
+        else:
+            peak_scale, bw_scale, calibrated = calibrate_specs(runtime, queries, descriptors, y, config)
+    feats = gemm_features(queries, descriptors)
+    corr = fit_correction(feats, np.log(y) - np.log(calibrated), config)
+    corr.peak_scale, corr.bw_scale = peak_scale, bw_scale
+    adapted = calibrated * np.exp(corr.log_factor(feats))
+    if config.use_sources and len(y) >= config.min_for_sources:
+        sources = nearest_sources(runtime, descriptors, config.max_sources)
+        if sources:
+            gaps = source_gaps(runtime, queries, descriptors, sources)
+            corr.source_center, corr.source_coef = fit_source_term(gaps, np.log(y) - np.log(adapted), config)
+            corr.source_devices = sources
+            adapted = adapted * np.exp(_source_log_factor(runtime, corr, queries, descriptors))
+    if config.use_gp and len(y) >= config.min_for_gp:
+        keep = np.arange(len(y))
+        if len(y) > config.gp_max_points:  # deterministic subsample: same measurements, same record
+            keep = np.sort(np.random.default_rng(0).choice(len(y), config.gp_max_points, replace=False))
+        x = gp_inputs(feats, config.gp_op_distance)[keep]
+        corr.gp_alpha = fit_gp_residual(x, np.log(y[keep]) - np.log(adapted[keep]), config).tolist()
+        corr.gp_x = x.tolist()
+        corr.gp_lengthscale, corr.gp_signal_sd = config.gp_lengthscale, config.gp_signal_sd
+        corr.gp_op_distance = config.gp_op_distance
+        adapted = adapted * np.exp(gp_log_factor(corr, feats))
+    return corr, base, adapted
+
+
+def gp_inputs(feats: pl.DataFrame, op_distance: float) -> np.ndarray:
+    """The GP's inputs of featurised queries: :data:`GP_FEATURES` plus ``op_distance`` x is_linear."""
+    x = feats.select(GP_FEATURES).to_numpy().astype(np.float64)
+    lin = (feats["op_code"] == 2).cast(pl.Float64).to_numpy()
+    return np.column_stack([x, op_distance * lin])
+
+
+def _sq_exp(a: np.ndarray, b: np.ndarray, lengthscale: float, signal_sd: float) -> np.ndarray:
+    d2 = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
+    return signal_sd**2 * np.exp(-np.maximum(d2, 0.0) / (2.0 * lengthscale**2))
+
+
+def fit_gp_residual(x: np.ndarray, residual_log: np.ndarray, config: GemmAdaptConfig) -> np.ndarray:
+    """Step 4: the GP weights ``alpha = (K + noise^2 I)^-1 residual`` (zero prior mean)."""
+    k = _sq_exp(x, x, config.gp_lengthscale, config.gp_signal_sd)
+    k[np.diag_indices_from(k)] += config.gp_noise_sd**2
+    return np.linalg.solve(k, residual_log)
+
+
+def gp_log_factor(correction: GemmCorrection, feats: pl.DataFrame, chunk: int = 8192) -> np.ndarray:
+    """The step-4 GP's posterior mean log correction at featurised queries (0 without a GP)."""
+    if not correction.gp_alpha:
+        return np.zeros(feats.height)
+    xs = np.asarray(correction.gp_x, dtype=np.float64)
+    alpha = np.asarray(correction.gp_alpha, dtype=np.float64)
+    xq = gp_inputs(feats, correction.gp_op_distance)
+    out = np.empty(len(xq))
+    for i in range(0, len(xq), chunk):  # bounded memory for large query batches
+        out[i : i + chunk] = (
+            _sq_exp(xq[i : i + chunk], xs, correction.gp_lengthscale, correction.gp_signal_sd) @ alpha
+        )
+    return out
+
+
+def predict_with_correction(
+    runtime: Any, correction: GemmCorrection, queries: pl.DataFrame, descriptors: pl.DataFrame
+) -> np.ndarray:
+    """Adapted runtimes (ms) of ``queries`` on the device of the one-row ``descriptors``."""
+    effective = correction.effective_descriptors(descriptors)
+    base = runtime.predict(queries, extra_devices=effective)
+    feats = gemm_features(queries, descriptors)
+    log_factor = correction.log_factor(feats) + gp_log_factor(correction, feats)
+    return base * np.exp(log_factor + _source_log_factor(runtime, correction, queries, descriptors))
+
+
+# --------------------------------------------------------------------------- which shapes to measure
+
+
+def suggest_shapes(
+    candidates: pl.DataFrame,
+    descriptors: pl.DataFrame,
+    n: int,
+    *,
+    config: GemmAdaptConfig | None = None,
+    max_pool: int = 1500,
+    seed: int = 0,
+) -> np.ndarray:
+    """Row indices of ``n`` of ``candidates`` worth measuring on a new GPU (step-4 GP design).
+
+    Greedy maximum posterior variance of the adaptation's own GP: start from the candidate
+    nearest the pool's mean shape, then repeatedly add the shape the GP knows least about given
+    those chosen. Measured shapes spread over the shape space (sizes, aspect ratios, bmm and
+    linear) instead of crowding where most candidates lie. Uses shapes only, never runtimes.
+    Picked leave-one-training-GPU-out over k-means medoids and random shapes (see the docs).
+    ``descriptors`` is the one-row spec sheet (the GP inputs include roofline time and ridge).
+    """
+    config = config or GemmAdaptConfig()
+    if n <= 0:
+        raise AdaptationError(f"suggest_shapes: n must be > 0, got {n}")
+    if candidates.height < n:
+        raise AdaptationError(f"suggest_shapes: {candidates.height} candidate shapes; need at least n={n}")
+    device = str(descriptors["device_id"][0])
+    q = check_measurements(
+        candidates.with_columns(pl.lit(1.0).alias("runtime_ms")) if "runtime_ms" not in candidates.columns
+        else candidates, min_rows=1,
+    ).with_columns(pl.lit(device).alias("device_id"))  # fmt: skip
+    x_all = gp_inputs(gemm_features(q, descriptors), config.gp_op_distance)
+    rng = np.random.default_rng(seed)
+    pool = (
+        np.sort(rng.choice(len(x_all), max_pool, replace=False))
+        if len(x_all) > max_pool
+        else np.arange(len(x_all))
+    )
+    x = x_all[pool]
+    ell, sig, noise = config.gp_lengthscale, config.gp_signal_sd, config.gp_noise_sd
+    chosen = [int(np.argmin(((x - x.mean(axis=0)) ** 2).sum(axis=1)))]
+    for _ in range(n - 1):
+        xs = x[chosen]
+        k_ss = _sq_exp(xs, xs, ell, sig) + noise**2 * np.eye(len(chosen))
+        k_ps = _sq_exp(x, xs, ell, sig)
+        var = sig**2 - (k_ps * np.linalg.solve(k_ss, k_ps.T).T).sum(axis=1)
+        var[chosen] = -np.inf
+        chosen.append(int(np.argmax(var)))
+    return np.sort(pool[chosen])
+
+
+# --------------------------------------------------------------------------- persistence
+
+
+def adapted_dir(store_root: str | os.PathLike[str] | None = None) -> Path:
+    root = Path(store_root) if store_root is not None else Path(get_settings(fresh=True).store)
+    return root / "adapted" / "gemm"
+
+
+def _safe_name(device: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "__", device).strip(".") or "device"
+
+
+@dataclass
+class AdaptedGemmDevice:
+    device_id: str
+    model_name: str
+    model_version: str
+    descriptors: dict[str, Any]
+    correction: GemmCorrection
+    n_measurements: int
+    fit_mape_before: float
+    fit_mape_after: float
+    created_at: str = ""
+    load_seconds: float = 0.0  # loading the champion (0 when a loaded predictor was passed)
+    fit_seconds: float = 0.0  # both adaptation steps, from descriptors to the fitted correction
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> AdaptedGemmDevice:
+        d = dict(d)
+        d["correction"] = GemmCorrection(**d["correction"])
+        return cls(**d)
+
+    def descriptor_frame(self) -> pl.DataFrame:
+        row = {"device_id": self.device_id, **{c: self.descriptors.get(c) for c in DEVICE_DESCRIPTORS}}
+        return pl.DataFrame(
+            [row], schema={"device_id": pl.String, **dict.fromkeys(DEVICE_DESCRIPTORS, pl.Float64)}
+        )
+
+
+def save_adapted(record: AdaptedGemmDevice, store_root: str | os.PathLike[str] | None = None) -> Path:
+    """Write the record atomically (temp file + fsync + rename); returns its path."""
+    folder = adapted_dir(store_root)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{_safe_name(record.device_id)}.json"
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".adapt.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(record.to_json(), fh, indent=2)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_adapted(device: str, store_root: str | os.PathLike[str] | None = None) -> AdaptedGemmDevice | None:
+    path = adapted_dir(store_root) / f"{_safe_name(device)}.json"
+    if not path.is_file():
+        return None
+    rec = AdaptedGemmDevice.from_json(json.loads(path.read_text()))
+    return rec if rec.device_id == device else None
+
+
+def list_adapted(store_root: str | os.PathLike[str] | None = None) -> list[str]:
+    folder = adapted_dir(store_root)
+    out = []
+    for p in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            out.append(json.loads(p.read_text())["device_id"])
+        except (ValueError, KeyError):
+            continue
+    return out
+
+
+# --------------------------------------------------------------------------- adaptation
+
+
+def check_measurements(frame: pl.DataFrame, *, min_rows: int = 3) -> pl.DataFrame:
+    """Validate measurements (columns, NaN, non-positive, duplicate shapes); normalise defaults."""
+    missing = [c for c in MEASUREMENT_COLUMNS if c not in frame.columns]
+    if missing:
+        raise AdaptationError(
+            f"measurements miss column(s) {missing}; need {list(MEASUREMENT_COLUMNS)} (+ batch, dtype)"
+        )
+    f = frame
+    if "batch" not in f.columns:
+        f = f.with_columns(pl.lit(1).alias("batch"))
+    if "dtype" not in f.columns:
+        f = f.with_columns(pl.lit("fp32").alias("dtype"))
+    if "layout" not in f.columns:
+        f = f.with_columns(pl.lit(None, dtype=pl.String).alias("layout"))
+    for col in ("m", "n", "k", "batch", "runtime_ms"):
+        s = f[col].cast(pl.Float64, strict=False)
+        bad = s.is_null() | s.is_nan() | ~s.is_finite()
+        if bad.any():
+            i = int(bad.arg_true()[0])
+            raise AdaptationError(f"measurements: column {col!r} is NaN/missing/non-numeric in row {i}")
+        if (s <= 0).any():
+            i = int((s <= 0).arg_true()[0])
+            raise AdaptationError(f"measurements: column {col!r} must be > 0; row {i} has {s[i]}")
+    keys = ["op", "m", "n", "k", "batch", "dtype", "layout"]
+    dup = f.select(keys).is_duplicated()
+    if dup.any():
+        i = int(dup.arg_true()[0])
+        raise AdaptationError(
+            f"measurements: duplicate shape in row {i} ({f.row(i, named=True)['op']} "
+            f"m={f['m'][i]} n={f['n'][i]} k={f['k'][i]}); give one runtime per shape (e.g. the median)"
+        )
+    if f.height < min_rows:
+        raise AdaptationError(f"measurements: {f.height} rows; need at least {min_rows} distinct shapes")
+    return f
+
+
+def read_measurements(path: str) -> pl.DataFrame:
+    p = Path(path)
+    if not p.is_file():
+        raise AdaptationError(f"measurements file {path!r} does not exist")
+    try:
+        if p.suffix == ".parquet":
+            return pl.read_parquet(p)
+        if p.suffix == ".json":
+            return pl.read_json(p)
+        return pl.read_csv(p)
+    except Exception as exc:
+        raise AdaptationError(f"measurements file {path!r} could not be read: {exc}") from None
+
+
+def adapt_model(
+    model: Any,
+    device: str,
+    measurements: pl.DataFrame,
+    descriptors: pl.DataFrame,
+    *,
+    config: GemmAdaptConfig | None = None,
+) -> tuple[GemmCorrection, np.ndarray, np.ndarray]:
+    """Fit the adaptation for ``device`` on top of ``model`` (a GemmPyfunc); returns (corr, before, after)."""
+    config = config or GemmAdaptConfig()
+    meas = check_measurements(measurements, min_rows=config.min_measurements).with_columns(
+        pl.lit(device).alias("device_id")
+    )
+    desc = descriptors.with_columns(pl.lit(device).alias("device_id"))
+    y = meas["runtime_ms"].cast(pl.Float64).to_numpy()
+    return fit_adaptation(model.runtime, meas, desc, y, config)
+
+
+def predict_adapted(model: Any, record: AdaptedGemmDevice, queries: pl.DataFrame) -> pl.DataFrame:
+    """Runtime (and power when the model has one for the device: never for adapted ones) of queries."""
+    q = queries.with_columns(pl.lit(record.device_id).alias("device_id"))
+    runtime = predict_with_correction(model.runtime, record.correction, q, record.descriptor_frame())
+    return pl.DataFrame(
+        {"runtime_ms": runtime, "power_w": [None] * q.height, "energy_j": [None] * q.height},
+        schema={"runtime_ms": pl.Float64, "power_w": pl.Float64, "energy_j": pl.Float64},
+    )
+
+
+def _descriptors_for(device: str, measurements: pl.DataFrame, store_root: Path) -> pl.DataFrame:
+    """Descriptors from the measurements file (columns of the devices schema) or the store's devices table."""
+    have = [c for c in DEVICE_DESCRIPTORS if c in measurements.columns]
+    if "mem_bw_gbs" in have and ("peak_fp32_gflops" in have or "peak_fp16_gflops" in have):
+        row = measurements.select(have).row(0, named=True)
+        return pl.DataFrame([{"device_id": device, **row}])
+    from hwsurrogate.datasets.store import DatasetStore
+
+    devices = DatasetStore(store_root).read("devices")
+    hit = devices.filter(pl.col("device_id") == device)
+    if hit.height == 0:
+        raise AdaptationError(
+            f"no descriptors for device {device!r}: add it to the devices table or give columns "
+            "peak_fp32_gflops (or peak_fp16_gflops), mem_bw_gbs, cores in the measurements file"
+        )
+    return hit
+
+
+# --------------------------------------------------------------------------- loading the champion once
+
+
+@dataclass
+class _Champion:
+    """The GEMM champion as ``adapt_gemm`` needs it (same attributes as a LoadedPredictor)."""
+
+    model: Any
+    name: str
+    version: str
+
+
+def _sqlite_champion(uri: str, name: str, alias: str = "champion") -> tuple[str, str] | None:
+    """(version, run_id) behind ``name@alias`` read from a SQLite MLflow registry, else None.
+
+    A read-only query of two registry tables (milliseconds, no MLflow import). Any surprise
+    (another backend, an unexpected schema, no alias) returns None and the caller goes the
+    MLflow way, so this can only be a shortcut, never a different answer.
+    """
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = Path(uri.removeprefix("sqlite:///"))
+    if not path.is_file():
+        return None
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as con:
+            row = con.execute(
+                "SELECT a.version, v.run_id FROM registered_model_aliases a JOIN model_versions v "
+                "ON v.name = a.name AND v.version = a.version WHERE a.name = ? AND a.alias = ?",
+                (name, alias),
+            ).fetchone()
+    except sqlite3.Error:
+        return None
+    return (str(row[0]), str(row[1])) if row else None
+
+
+def _champion_cache_path(
+    name: str, version: str, run_id: str, store_root: str | os.PathLike[str] | None
+) -> Path:
+    return adapted_dir(store_root) / ".models" / f"{_safe_name(name)}-v{version}-{_safe_name(run_id)}.pkl"
+
+
+def load_gemm_champion(store_root: str | os.PathLike[str] | None = None) -> _Champion:
+    """The ``hws-gemm`` champion, loaded through MLflow once and then from a local cache.
+
+    MLflow's import and registry client cost seconds per process, so the unwrapped model of
+    each champion version is also pickled under ``<store>/adapted/gemm/.models/`` keyed by
+    name, version and run id. Later calls resolve the alias with a read-only registry query
+    and unpickle that file; a moved alias names a new key, so a stale model is never used.
+    """
+    from hwsurrogate.surrogates.api import MODEL_NAMES
+
+    name = MODEL_NAMES["gemm"]
+    hit = _sqlite_champion(get_settings(fresh=True).tracking_uri(), name)
+    if hit is not None:
+        cached = _champion_cache_path(name, *hit, store_root)
+        if cached.is_file():
+            with cached.open("rb") as fh:
+                return _Champion(pickle.load(fh), name, hit[0])
+    from hwsurrogate.surrogates.registry.loading import load_predictor, native_model
+
+    predictor = load_predictor("gemm", check_requirements=False)
+    model = native_model(predictor.model) or predictor.model
+    hit = _sqlite_champion(get_settings(fresh=True).tracking_uri(), name)
+    if hit is not None and hit[0] == str(predictor.version):
+        cache_champion(model, name, hit[0], hit[1], store_root)
+    return _Champion(model, predictor.name, str(predictor.version))
+
+
+def cache_champion(
+    model: Any, name: str, version: str, run_id: str, store_root: str | os.PathLike[str] | None = None
+) -> Path | None:
+    """Pickle the unwrapped champion where :func:`load_gemm_champion` looks for it first.
+
+    ``hws train gemm`` calls this when it promotes a version, so even the first ``hws adapt
+    --task gemm`` after training skips the MLflow load. Returns the file, or None when it could
+    not be written (a missing cache only makes adaptation slower, never different).
+    """
+    target = _champion_cache_path(name, version, run_id, store_root)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".model.", suffix=".tmp")
+    except OSError:
+        return None
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            pickle.dump(model, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, target)
+    except OSError:
+        Path(tmp).unlink(missing_ok=True)
+        return None
+    return target
+
+
+def adapt_gemm(
+    device: str,
+    measurements: pl.DataFrame,
+    *,
+    store_root: str | os.PathLike[str] | None = None,
+    predictor: Any = None,
+    config: GemmAdaptConfig | None = None,
+) -> tuple[AdaptedGemmDevice, Path]:
+    """Adapt the champion ``hws-gemm`` (or ``predictor``) to ``device`` and persist the record."""
+    root = Path(store_root) if store_root is not None else Path(get_settings(fresh=True).store)
+    check_measurements(
+        measurements, min_rows=(config or GemmAdaptConfig()).min_measurements
+    )  # before any loading
+    t_load = time.perf_counter()
+    if predictor is None:
+        predictor = load_gemm_champion(root)
+    t_fit = time.perf_counter()
+    from hwsurrogate.surrogates.registry.loading import native_model
+
+    model = native_model(predictor.model) or predictor.model
+    if device in model.devices:
+        raise AdaptationError(
+            f"device {device!r} is already known to {predictor.name} v{predictor.version} (trained on it); "
+            "choose a new name for an unseen device"
+        )
+    desc = _descriptors_for(device, measurements, root)
+    corr, before, after = adapt_model(model, device, measurements, desc, config=config)
+    y = check_measurements(measurements, min_rows=1)["runtime_ms"].cast(pl.Float64).to_numpy()
+    table = desc.row(0, named=True)
+    record = AdaptedGemmDevice(
+        device_id=device,
+        model_name=predictor.name,
+        model_version=str(predictor.version),
+        descriptors={c: table.get(c) for c in DEVICE_DESCRIPTORS},
+        correction=corr,
+        n_measurements=len(y),
+        fit_mape_before=float(np.mean(np.abs(before - y) / y) * 100),
+        fit_mape_after=float(np.mean(np.abs(after - y) / y) * 100),
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        load_seconds=round(t_fit - t_load, 3),
+        fit_seconds=round(time.perf_counter() - t_fit, 3),
+    )
+    return record, save_adapted(record, root)
+
+
+@click.command("adapt-gemm")
+@click.option("--device", required=True, help="Name of the unseen GPU (must not be a training device).")
+@click.option(
+    "--measurements",
+    required=True,
+    help="CSV/parquet/JSON with op, m, n, k, runtime_ms (+ batch, dtype), or 'store' for the device's stored rows.",
+)
+def adapt_gemm_cli(device: str, measurements: str) -> None:
+    """Adapt the GEMM surrogate to an unseen GPU from a few measured shapes (persisted in the store)."""
+    t0 = time.perf_counter()
+    if measurements == "store":
+        from hwsurrogate.datasets.store import DatasetStore
+
+        frame = DatasetStore().read("gemm", device=device)
+        if frame.height == 0:
+            raise AdaptationError(f"the store has no gemm rows for device {device!r}")
+    else:
+        frame = read_measurements(measurements)
+    from threadpoolctl import threadpool_limits
+
+    # a few hundred tiny tree predictions: OpenMP threads only add contention (on a busy 2-core
+    # machine they slowed the fit from ~0.1 s to ~9 s); process-wide, so the CLI only
+    with threadpool_limits(limits=1, user_api="openmp"):
+        record, path = adapt_gemm(device, frame)
+    click.echo(
+        f"adapted {device} from {record.n_measurements} measurements on {record.model_name} v{record.model_version}: "
+        f"fit MAPE {record.fit_mape_before:.1f}% (spec-only) -> {record.fit_mape_after:.1f}%"
+    )
+    click.echo(
+        f"saved {path}  (adaptation {record.fit_seconds:.2f} s, model load {record.load_seconds:.2f} s, "
+        f"command {time.perf_counter() - t0:.2f} s after start-up)"
+    )
+
+
+@click.command("gemm-shots")
+@click.option("--device", required=True, help="The new GPU (descriptors from the devices table or the file).")
+@click.option(
+    "--candidates",
+    required=True,
+    help="CSV/parquet/JSON of shapes you could measure: op, m, n, k (+ batch, dtype); descriptor "
+    "columns (peak_fp32_gflops, mem_bw_gbs, cores, ...) when the device is not in the devices table.",
+)
+@click.option("-n", "count", default=10, show_default=True, help="How many shapes to suggest.")
+@click.option("--out", default=None, help="Write the suggested shapes here (CSV) instead of printing them.")
+def suggest_shapes_cli(device: str, candidates: str, count: int, out: str | None) -> None:
+    """Which GEMM shapes to measure on a new GPU before `hws adapt --task gemm`.
+
+    Picks COUNT of your candidate shapes that the adaptation learns most from (spread over
+    sizes, aspect ratios and ops). Measure them, add a runtime_ms column, and run
+    `hws adapt --task gemm --device DEVICE --measurements FILE`.
+    """
+    frame = read_measurements(candidates)
+    root = Path(get_settings(fresh=True).store)
+    desc = _descriptors_for(device, frame, root)
+    idx = suggest_shapes(frame, desc, count)
+    keep = [c for c in ("op", "m", "n", "k", "batch", "dtype", "layout") if c in frame.columns]
+    picked = frame[idx].select(keep)
+    if out:
+        picked.write_csv(out)
+        click.echo(f"wrote {picked.height} shapes to {out}; add runtime_ms and run hws adapt --task gemm")
+    else:
+        click.echo(picked.write_csv())

@@ -1,0 +1,250 @@
+"""GEMM runtime / power surrogates: gradient-boosted trees on the roofline-normalised target.
+
+:class:`GemmRegressor` follows the scikit-learn estimator contract. ``X`` is a frame (polars or
+pandas) with the ``gemm`` task's input columns; the device descriptor table given as
+``devices`` is validated and baked into the fitted estimator (``device_table_``), so a
+pickled/logged model predicts for every device it was trained on without the store, and an
+unknown device raises :class:`~.features.UnknownGemmDeviceError` (a ``ValueError``) naming it.
+
+``target="roofline_ratio"`` (default for runtime) fits ``log(runtime / roofline_ms)``: the tree
+learns the *utilisation* of the roofline bound, which carries over to larger shapes and to
+faster devices; ``target="log"`` fits the log of the raw value (power, or devices without
+descriptors).
+
+:class:`GemmPyfunc` is the MLflow model of the ``gemm`` task: runtime + optional power model,
+``energy_j = power_w * runtime_ms / 1000``.
+"""
+
+from __future__ import annotations
+
+from numbers import Integral, Real
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import polars as pl
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.ensemble import HistGradientBoostingRegressor
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from hwsurrogate.surrogates.features import (
+    GEMM_FEATURE_VERSION,
+    GEMM_QUERY_COLUMNS,
+    device_table,
+    gemm_feature_matrix,
+    gemm_feature_names,
+)
+from hwsurrogate.surrogates.models.fast_trees import predict_hgb
+
+
+def as_polars(X: Any) -> pl.DataFrame:
+    """Accept polars, pandas or a list of dicts as a query frame."""
+    if isinstance(X, pl.DataFrame):
+        return X
+    if isinstance(X, pd.DataFrame):
+        return pl.from_pandas(X)
+    if isinstance(X, (list, dict)):
+        return pl.DataFrame(X)
+    raise TypeError(f"queries must be a polars or pandas DataFrame, got {type(X).__name__}")
+
+
+class GemmRegressor(RegressorMixin, BaseEstimator):
+    """Histogram gradient-boosted trees on analytical GEMM features.
+
+    Parameters
+    ----------
+    devices : polars.DataFrame or None
+        Descriptor table (``devices`` schema) covering every device in ``X``; baked in at fit.
+    target : {"roofline_ratio", "log"}
+        What the trees fit: ``log(y / roofline_ms)`` or ``log(y)``.
+    device_features : bool
+        Include absolute device descriptors (peak, bandwidth, SMs, L2, clock) as features.
+        Relative features (intensity over ridge point, waves per SM count) are always used.
+    """
+
+    _parameter_constraints: dict[str, list[Any]] = {
+        "devices": [pl.DataFrame, None],
+        "target": [StrOptions({"roofline_ratio", "log"})],
+        "device_features": ["boolean"],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "max_leaf_nodes": [Interval(Integral, 2, None, closed="left")],
+        "min_samples_leaf": [Interval(Integral, 1, None, closed="left")],
+        "l2_regularization": [Interval(Real, 0, None, closed="left")],
+        "random_state": ["random_state"],
+    }
+
+    def __init__(
+        self,
+        *,
+        devices: pl.DataFrame | None = None,
+        target: str = "roofline_ratio",
+        device_features: bool = True,
+        max_iter: int = 600,
+        learning_rate: float = 0.08,
+        max_leaf_nodes: int = 63,
+        min_samples_leaf: int = 10,
+        l2_regularization: float = 0.0,
+        random_state: int | None = 0,
+    ) -> None:
+        self.devices = devices
+        self.target = target
+        self.device_features = device_features
+        self.max_iter = max_iter
+        self.learning_rate = learning_rate
+        self.max_leaf_nodes = max_leaf_nodes
+        self.min_samples_leaf = min_samples_leaf
+        self.l2_regularization = l2_regularization
+        self.random_state = random_state
+
+    def _features(self, X: Any, extra_devices: pl.DataFrame | None = None) -> tuple[np.ndarray, np.ndarray]:
+        fitted_with = getattr(self, "feature_version_", 1)
+        if fitted_with != GEMM_FEATURE_VERSION:
+            raise ValueError(
+                f"this GEMM model was fitted with feature pipeline v{fitted_with}; the installed "
+                f"pipeline is v{GEMM_FEATURE_VERSION}: retrain it (`hws train gemm`)"
+            )
+        table = self.device_table_
+        if extra_devices is not None and extra_devices.height:
+            extra = device_table(extra_devices)
+            table = pl.concat([table.filter(~pl.col("device_id").is_in(extra["device_id"].to_list())), extra])
+        x, roof = gemm_feature_matrix(as_polars(X), table, device_features=self.device_features)
+        empty = getattr(self, "empty_features_", None)
+        if empty is not None and len(empty):
+            x[:, empty] = (
+                0.0  # descriptors no training device states: a constant (sklearn cannot bin all-NaN)
+            )
+        if self.target == "roofline_ratio" and not np.isfinite(roof).all():
+            q = as_polars(X)
+            bad = q["device_id"].cast(pl.String)[int(np.flatnonzero(~np.isfinite(roof))[0])]
+            raise ValueError(
+                f"device {bad!r} lacks the peak_fp32_gflops/peak_fp16_gflops and mem_bw_gbs descriptors "
+                "that the roofline-ratio target needs"
+            )
+        return x, roof
+
+    def fit(self, X: Any, y: Any) -> GemmRegressor:
+        self._validate_params()
+        if self.devices is None:
+            raise ValueError("GemmRegressor needs devices=<descriptor table> covering the training devices")
+        y = np.asarray(y, dtype=np.float64).ravel()
+        q = as_polars(X)
+        if q.height == 0 or y.size == 0:
+            raise ValueError("X and y must not be empty")
+        if q.height != y.size:
+            raise ValueError(f"X has {q.height} rows but y has {y.size}")
+        if not np.isfinite(y).all():
+            raise ValueError(f"y has {int((~np.isfinite(y)).sum())} non-finite values (NaN/inf)")
+        if (y <= 0).any():
+            raise ValueError(f"y must be > 0 (log target); {int((y <= 0).sum())} values are <= 0")
+        used = q["device_id"].cast(pl.String).unique()
+        self.device_table_ = device_table(self.devices).filter(pl.col("device_id").is_in(used.to_list()))
+        self.empty_features_ = None
+        self.feature_version_ = GEMM_FEATURE_VERSION
+        x, roof = self._features(q)
+        self.empty_features_ = np.flatnonzero(np.isnan(x).all(axis=0))
+        x[:, self.empty_features_] = 0.0
+        z = np.log(y / roof) if self.target == "roofline_ratio" else np.log(y)
+        self.model_ = HistGradientBoostingRegressor(
+            max_iter=self.max_iter,
+            learning_rate=self.learning_rate,
+            max_leaf_nodes=self.max_leaf_nodes,
+            min_samples_leaf=self.min_samples_leaf,
+            l2_regularization=self.l2_regularization,
+            random_state=self.random_state,
+        ).fit(x, z)
+        self.feature_names_ = gemm_feature_names(device_features=self.device_features)
+        self.n_features_in_ = x.shape[1]
+        self.devices_ = self.device_table_["device_id"].to_list()
+        return self
+
+    def predict(self, X: Any, *, extra_devices: pl.DataFrame | None = None) -> np.ndarray:
+        """Predicted values in the target's unit; ``extra_devices`` adds descriptors of adapted devices."""
+        check_is_fitted(self)
+        x, roof = self._features(X, extra_devices)
+        z = predict_hgb(self.model_, x)
+        return np.exp(z) * roof if self.target == "roofline_ratio" else np.exp(z)
+
+    def predict_log_ratio(self, X: Any, *, extra_devices: pl.DataFrame | None = None) -> np.ndarray:
+        """The fitted log-space value (log utilisation ratio or log value) before exponentiation."""
+        check_is_fitted(self)
+        x, _ = self._features(X, extra_devices)
+        return predict_hgb(self.model_, x)
+
+
+def power_rows(frame: pl.DataFrame) -> pl.DataFrame:
+    """Rows whose power is a trustworthy in-kernel reading (``power_trusted`` not False, power set)."""
+    if "power_w" not in frame.columns:
+        return frame.head(0)
+    keep = pl.col("power_w").is_not_null()
+    if "power_trusted" in frame.columns:
+        keep = keep & pl.col("power_trusted").fill_null(False)
+    return frame.filter(keep)
+
+
+class GemmPyfunc:
+    """The ``gemm`` task's model: ``predict(queries) -> runtime_ms, power_w, energy_j``.
+
+    Wrapped by :func:`log_gemm_model` in an ``mlflow.pyfunc.PythonModel``; usable directly too.
+    """
+
+    def __init__(self, runtime: GemmRegressor, power: GemmRegressor | None = None) -> None:
+        self.runtime = runtime
+        self.power = power
+
+    @property
+    def devices(self) -> list[str]:
+        return list(self.runtime.devices_)
+
+    def predict_frame(self, queries: Any, *, extra_devices: pl.DataFrame | None = None) -> pl.DataFrame:
+        q = as_polars(queries)
+        missing = [c for c in GEMM_QUERY_COLUMNS if c not in q.columns and c not in ("layout", "batch")]
+        if missing:
+            raise ValueError(f"gemm queries miss column(s) {missing}")
+        runtime = self.runtime.predict(q, extra_devices=extra_devices)
+        power = np.full(q.height, np.nan)
+        if self.power is not None:
+            known = set(self.power.devices_) | (
+                set(extra_devices["device_id"].to_list()) if extra_devices is not None else set()
+            )
+            mask = q["device_id"].cast(pl.String).is_in(list(known)).to_numpy()
+            if mask.any():
+                power[mask] = self.power.predict(q.filter(pl.Series(mask)), extra_devices=extra_devices)
+        energy = power * runtime / 1000.0
+        return pl.DataFrame({"runtime_ms": runtime, "power_w": power, "energy_j": energy}).with_columns(
+            pl.col("power_w", "energy_j").fill_nan(None)
+        )
+
+
+def _pyfunc_class() -> type:
+    import mlflow.pyfunc
+
+    class GemmMlflowModel(mlflow.pyfunc.PythonModel):
+        """MLflow wrapper: pandas frame of queries in, pandas frame of runtime/power/energy out."""
+
+        def __init__(self, model: GemmPyfunc) -> None:
+            self.model = model
+
+        def predict(
+            self, context: Any, model_input: pd.DataFrame, params: dict | None = None
+        ) -> pd.DataFrame:
+            return self.model.predict_frame(model_input).to_pandas()
+
+    return GemmMlflowModel
+
+
+def log_gemm_model(model: GemmPyfunc, input_example: pl.DataFrame, *, name: str = "model") -> Any:
+    """Log ``model`` as an MLflow pyfunc with signature and input example; returns ModelInfo."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    example = input_example.select([c for c in GEMM_QUERY_COLUMNS if c in input_example.columns]).head(5)
+    out = model.predict_frame(example).to_pandas()
+    signature = infer_signature(example.to_pandas(), out)
+    return mlflow.pyfunc.log_model(
+        name=name,
+        python_model=_pyfunc_class()(model),
+        signature=signature,
+        input_example=example.to_pandas(),
+    )

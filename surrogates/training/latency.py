@@ -1,0 +1,364 @@
+"""``hws train latency``: per-device architecture latency models, logged and registered.
+
+One multi-device predictor per space (``nb201``, ``fbnet``, ``ofa``) for every device in the
+store (or the ``--device`` ones): boosted trees per device (``--model tree``, default) or one
+GNN with a head per device (``--model gnn``). The served pyfunc (:class:`.latency_model.LatencyPyfunc`)
+answers ``device_id, space, arch_key -> latency_ms``.
+
+Fixed test split (the same for every version, so champions are compared fairly): HELP's test
+indices (the 1000 architectures after the first 900 NB201 / 4000 FBNet and OFA) when a space
+has them, otherwise the 20 % of architectures with the smallest md5 of their key. Training uses
+the other architectures (at most ``--max-train-archs`` per space, lowest indices first).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import click
+import numpy as np
+import polars as pl
+
+from hwsurrogate.errors import TrainingDataError
+from hwsurrogate.surrogates.api import MODEL_NAMES
+from hwsurrogate.surrogates.features import nas as graphs
+from hwsurrogate.surrogates.training.latency_data import HELP_TEST_SIZE, HELP_TRAIN_POOL, to_wide
+
+EXPERIMENT = "hws-latency"
+ModelKind = Literal["tree", "gnn"]
+
+
+@dataclass
+class LatencyTrainingResult:
+    run_id: str
+    model_uri: str
+    version: str | None
+    promoted: bool
+    metrics: dict[str, float] = field(default_factory=dict)
+    pyfunc: Any = None
+
+
+def test_arch_mask(wide: pl.DataFrame, space: str) -> np.ndarray:
+    """Boolean mask of the fixed test architectures of ``wide`` (one row per architecture)."""
+    n_train = HELP_TRAIN_POOL[space]
+    idx = wide["arch_index"].fill_null(-1).to_numpy()
+    help_test = (idx >= n_train) & (idx < n_train + HELP_TEST_SIZE)
+    if help_test.sum() >= 100:
+        return help_test
+    digests = np.array([int(hashlib.md5(k.encode()).hexdigest()[:8], 16) for k in wide["arch_key"]])
+    n_test = max(1, int(round(0.2 * wide.height)))
+    mask = np.zeros(wide.height, dtype=bool)
+    mask[np.argsort(digests, kind="stable")[:n_test]] = True
+    return mask
+
+
+def check_latency_frame(frame: pl.DataFrame, *, devices: Sequence[str] | None = None) -> pl.DataFrame:
+    """Validate long latency rows before anything is logged; raise :class:`TrainingDataError`."""
+    from hwsurrogate.surrogates.registry.tracking import check_training_frame
+
+    check_training_frame(
+        frame,
+        ["latency_ms"],
+        what="latency training data",
+        min_rows=1,
+        required=("device_id", "space", "arch_key"),
+    )
+    lat = frame["latency_ms"].cast(pl.Float64)
+    bad = lat.is_null() | ~lat.is_finite() | (lat <= 0)
+    if bad.any():
+        i = int(bad.arg_true()[0])
+        raise TrainingDataError(
+            f"latency training data: latency_ms must be finite and > 0; {int(bad.sum())} bad rows, first on "
+            f"device_id {frame['device_id'][i]!r} arch_key {frame['arch_key'][i]!r} (value {lat[i]!r})"
+        )
+    spaces = set(frame["space"].unique().to_list())
+    unsupported = sorted(spaces - set(graphs.SPACES))
+    if unsupported:
+        raise TrainingDataError(f"latency training data: space(s) {unsupported} have no architecture encoder")
+    if devices:
+        present = set(frame["device_id"].unique().to_list())
+        empty = [d for d in devices if d not in present]
+        if empty:
+            raise TrainingDataError(f"latency training data: device_id {empty[0]!r} has no rows")
+    for space in sorted(spaces):  # every arch key must parse before a run is started
+        graphs.arch_vectors(space, frame.filter(pl.col("space") == space)["arch_key"].unique())
+    if "arch_index" not in frame.columns:
+        frame = frame.with_columns(pl.lit(None, dtype=pl.Int64).alias("arch_index"))
+    return frame
+
+
+def _fit_space(
+    space: str,
+    keys: list[str],
+    Y: np.ndarray,
+    devices: list[str],
+    kind: ModelKind,
+    gnn_seconds: float,
+    gnn_config: Any = None,
+) -> Any:
+    if kind == "tree":
+        from hwsurrogate.surrogates.models.latency_trees import MultiDeviceLatencyTrees
+
+        per_device = {}
+        for j, d in enumerate(devices):
+            ok = np.isfinite(Y[:, j])
+            if ok.sum() < 2:
+                raise TrainingDataError(
+                    f"device_id {d!r} has {int(ok.sum())} training rows in {space}; need 2"
+                )
+            per_device[d] = ([k for k, o in zip(keys, ok, strict=True) if o], Y[ok, j])
+        return MultiDeviceLatencyTrees(space).fit(per_device, progress=f"{space}: trees per device")
+    from hwsurrogate.surrogates.models.latency_gnn import GNNConfig, MultiDeviceLatencyGNN
+
+    cfg = gnn_config or GNNConfig(max_seconds=gnn_seconds)
+    return MultiDeviceLatencyGNN(space, devices, cfg).fit(keys, Y)
+
+
+def _per_device_spearman(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    from scipy.stats import spearmanr
+
+    out = []
+    for j in range(truth.shape[1]):
+        ok = np.isfinite(truth[:, j])
+        out.append(spearmanr(truth[ok, j], pred[ok, j]).statistic if ok.sum() > 2 else np.nan)
+    return np.array(out, dtype=float)
+
+
+def train_latency_model(
+    frame: pl.DataFrame,
+    *,
+    model: ModelKind = "tree",
+    devices: Sequence[str] | None = None,
+    max_train_archs: int = 4000,
+    gnn_seconds: float = 240.0,
+    gnn_config: Any = None,
+    register: bool = True,
+) -> LatencyTrainingResult:
+    """Train on long latency rows, log to MLflow, register ``hws-latency`` (see module doc)."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from hwsurrogate.surrogates.registry.latency_pyfunc import LatencyPyfunc
+    from hwsurrogate.surrogates.registry.tracking import (
+        log_regression_report,
+        log_training_dataset,
+        register_and_promote,
+        start_run,
+    )
+
+    if model not in ("tree", "gnn"):
+        raise ValueError(f"model must be 'tree' or 'gnn', got {model!r}")
+    frame = check_latency_frame(frame, devices=devices)
+    if devices:
+        frame = frame.filter(pl.col("device_id").is_in(list(devices)))
+    spaces = sorted(frame["space"].unique().to_list())
+    # ---- split (no MLflow yet: a bad frame raises before a run exists)
+    prepared: dict[str, dict[str, Any]] = {}
+    for space in spaces:
+        wide, devs = to_wide(frame.filter(pl.col("space") == space))
+        test = test_arch_mask(wide, space)
+        train_idx = np.flatnonzero(~test)[:max_train_archs]
+        if len(train_idx) < 2:
+            raise TrainingDataError(f"{space}: {len(train_idx)} training architectures; need at least 2")
+        prepared[space] = {"wide": wide, "devices": devs, "train": train_idx, "test": np.flatnonzero(test)}
+    t0 = time.perf_counter()
+    with start_run(EXPERIMENT, run_name=f"latency-{model}", task="latency", model_kind=model) as run:
+        mlflow.log_params(
+            {
+                "model": model,
+                "spaces": ",".join(spaces),
+                "n_devices": int(frame["device_id"].n_unique()),
+                "max_train_archs": max_train_archs,
+                "test_split": "HELP test indices (900/4000 + 1000), else 20% by md5(arch_key)",
+            }
+        )
+        log_training_dataset(
+            frame.select("device_id", "space", "arch_index", "arch_key", "latency_ms"),
+            name="latency",
+            source=_store_source(),
+            targets="latency_ms",
+        )
+        models: dict[str, Any] = {}
+        metrics: dict[str, float] = {}
+        for space in spaces:
+            p = prepared[space]
+            wide, devs = p["wide"], p["devices"]
+            keys = wide["arch_key"].to_list()
+            Y = wide.select(devs).to_numpy().astype(float)
+            tr = p["train"]
+            fitted = _fit_space(space, [keys[i] for i in tr], Y[tr], devs, model, gnn_seconds, gnn_config)
+            models[space] = fitted
+            for split, idx in (("train", tr), ("test", p["test"])):
+                if len(idx) == 0:
+                    continue
+                sub_keys = [keys[i] for i in idx]
+                P = fitted.predict_all(sub_keys)
+                T = Y[idx]
+                ok = np.isfinite(T)
+                rep = log_regression_report(T[ok], P[ok], split=f"{split}_{space}", target="latency_ms")
+                rho = _per_device_spearman(T, P)
+                metrics[f"{split}_{space}_mean_device_spearman"] = float(np.nanmean(rho))
+                metrics[f"{split}_{space}_mape"] = rep["mape"]
+                for d, r in zip(devs, rho, strict=True):
+                    if np.isfinite(r):
+                        mlflow.log_metric(f"{split}_{space}_spearman/{d}", float(r))
+        mlflow.log_metrics(metrics)
+        mlflow.log_metric("train_seconds", time.perf_counter() - t0)
+        if model == "gnn":
+            mlflow.log_dict({s: m.params() for s, m in models.items()}, "gnn_config.json")
+        pyfunc = LatencyPyfunc(models, kind=model)
+        mlflow.log_dict(pyfunc.devices, "devices.json")
+        first = frame.group_by("space").first().sort("space")
+        example = first.select("device_id", "space", "arch_key").to_pandas()
+        signature = infer_signature(example, pyfunc.predict_frame(example))
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=pyfunc, signature=signature, input_example=example
+        )
+    test_queries = _test_queries(prepared)
+    version, promoted = None, False
+    if register:
+        version, promoted = register_and_promote(
+            info.model_uri,
+            MODEL_NAMES["latency"],
+            evaluate=lambda uri: _evaluate(uri, test_queries),
+            higher_is_better=True,
+            metric_name="test_mean_device_spearman",
+        )
+    return LatencyTrainingResult(
+        run_id=run.info.run_id,
+        model_uri=info.model_uri,
+        version=version,
+        promoted=promoted,
+        metrics=metrics,
+        pyfunc=pyfunc,
+    )
+
+
+def _store_source() -> str:
+    """The store's latency folder (an absolute path, which MLflow accepts as a dataset source)."""
+    from pathlib import Path
+
+    from hwsurrogate.settings import get_settings
+
+    return str((Path(get_settings(fresh=True).store) / "latency").resolve())
+
+
+def _test_queries(prepared: dict[str, dict[str, Any]]) -> pl.DataFrame:
+    parts = []
+    for space, p in prepared.items():
+        wide = p["wide"][p["test"]]
+        long = wide.unpivot(
+            index=["arch_key"], on=p["devices"], variable_name="device_id", value_name="latency_ms"
+        )
+        parts.append(long.drop_nulls("latency_ms").with_columns(pl.lit(space).alias("space")))
+    return pl.concat(parts, how="diagonal") if parts else pl.DataFrame()
+
+
+def _evaluate(uri: str, test: pl.DataFrame) -> float:
+    """Mean per-(space, device) Spearman of a registered model on the fixed test rows (-1 if it cannot answer)."""
+    import mlflow
+    from scipy.stats import spearmanr
+
+    if test.height == 0:
+        return float("nan")
+    model = mlflow.pyfunc.load_model(uri)
+    try:
+        pred = model.predict(test.select("device_id", "space", "arch_key").to_pandas())[
+            "latency_ms"
+        ].to_numpy()
+    except Exception:  # an older champion that does not know some device or space loses
+        return -1.0
+    scored = test.with_columns(pl.Series("pred", pred))
+    rhos = [
+        spearmanr(g["latency_ms"], g["pred"]).statistic
+        for _, g in scored.group_by("space", "device_id")
+        if g.height > 2
+    ]
+    return float(np.nanmean(rhos)) if rhos else float("nan")
+
+
+@click.command("latency")
+@click.option(
+    "--device", "devices", multiple=True, help="Device id to train for (repeat). Default: every device."
+)
+@click.option(
+    "--space",
+    type=click.Choice(["nb201", "fbnet", "ofa", "all"]),
+    default="all",
+    show_default=True,
+    help="Architecture space(s) to train.",
+)
+@click.option(
+    "--model",
+    type=click.Choice(["tree", "gnn"]),
+    default="tree",
+    show_default=True,
+    help="tree: boosted trees per device; gnn: one GNN per space with a head per device.",
+)
+@click.option(
+    "--max-train-archs",
+    type=int,
+    default=4000,
+    show_default=True,
+    help="Cap on training architectures per space (lowest arch indices first).",
+)
+@click.option(
+    "--gnn-seconds",
+    type=float,
+    default=240.0,
+    show_default=True,
+    help="Wall-clock cap on each space's GNN training.",
+)
+@click.option("--no-register", is_flag=True, help="Log the run but do not register/promote the model.")
+def train_latency(
+    devices: tuple[str, ...],
+    space: str,
+    model: str,
+    max_train_archs: int,
+    gnn_seconds: float,
+    no_register: bool,
+) -> None:
+    """Train the per-device latency model on the store and register it as `hws-latency`.
+
+    \b
+    The model answers device_id, space, arch_key -> latency_ms for every (device, space)
+    it was trained on. Test split: HELP's test indices (fixed), so a new version becomes
+    `champion` only if its mean per-device Spearman on that split beats the current one.
+    Examples:
+      hws train latency                                # every device, all spaces, trees
+      hws train latency --space nb201 --device help/pixel2 --model gnn
+    """
+    from hwsurrogate.datasets.store import DatasetStore
+
+    store = DatasetStore()
+    scan = store.scan("latency")
+    if space != "all":
+        scan = scan.filter(pl.col("space") == space)
+    else:
+        scan = scan.filter(pl.col("space").is_in(list(graphs.SPACES)))
+    frame = scan.select("device_id", "space", "arch_index", "arch_key", "latency_ms").collect()
+    if frame.height == 0:
+        raise click.ClickException(
+            "no latency rows in the store; run `hws data import help` (and latbench) first"
+        )
+    try:
+        result = train_latency_model(
+            frame,
+            model=model,  # type: ignore[arg-type]
+            devices=list(devices) or None,
+            max_train_archs=max_train_archs,
+            gnn_seconds=gnn_seconds,
+            register=not no_register,
+        )
+    except TrainingDataError as exc:
+        raise click.ClickException(str(exc)) from None
+    for k, v in sorted(result.metrics.items()):
+        click.echo(f"{k}: {v:.4f}")
+    click.echo(f"run {result.run_id}; model {result.model_uri}")
+    if result.version is not None:
+        state = "promoted to champion" if result.promoted else "kept current champion"
+        click.echo(f"registered {MODEL_NAMES['latency']} version {result.version} ({state})")
