@@ -134,10 +134,11 @@ def open_adapter(root: Path) -> DeviceAdapter:
     """The few-shot adapter over store ``root``, or an :class:`UnavailableAdapter` saying why not."""
     try:
         from hwsurrogate.surrogates import fewshot
+        from hwsurrogate.surrogates.registry.adapted import AdaptedDeviceRegistry
     except ImportError as exc:
         return UnavailableAdapter(f"few-shot adaptation is not installed ({exc})")
     try:
-        registry = fewshot.AdaptedDeviceRegistry(root)
+        registry = AdaptedDeviceRegistry(root)
     except Exception as exc:  # noqa: BLE001 - a broken registry must not stop the service
         return UnavailableAdapter(f"few-shot registry at {root} could not open: {type(exc).__name__}: {exc}")
     return FewShotAdapter(registry, fewshot)

@@ -99,7 +99,8 @@ def predict_gemm(
     hws predict gemm --queries shapes.csv --out predictions.csv
     Devices adapted with `hws adapt --task gemm` are served with their correction.
     """
-    from hwsurrogate.surrogates.fewshot.gemm import load_adapted, predict_adapted
+    from hwsurrogate.surrogates.adapt import predict_adapted
+    from hwsurrogate.surrogates.registry.adapted import load_adapted
 
     if queries_path:
         queries = read_queries(queries_path)

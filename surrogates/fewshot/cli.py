@@ -19,7 +19,6 @@ import polars as pl
 from hwsurrogate.surrogates.fewshot import (
     FEWSHOT_SPACES,
     MODEL_NAME,
-    AdaptedDeviceRegistry,
     FewShotConfig,
     FewShotError,
     FewShotLatencyRegressor,
@@ -27,6 +26,7 @@ from hwsurrogate.surrogates.fewshot import (
     read_measurements,
     read_splits,
 )
+from hwsurrogate.surrogates.registry.adapted import AdaptedDeviceRegistry
 
 EXPERIMENT = "fewshot-latency"
 TRAIN_COLUMNS = ("device_id", "space", "arch_index", "arch_key", "latency_ms")

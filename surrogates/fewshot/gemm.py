@@ -38,16 +38,8 @@ a newer champion does not silently reuse a correction fitted to another version.
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import pickle
-import re
-import sqlite3
-import tempfile
 import time
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -456,86 +448,6 @@ def suggest_shapes(
     return np.sort(pool[chosen])
 
 
-# --------------------------------------------------------------------------- persistence
-
-
-def adapted_dir(store_root: str | os.PathLike[str] | None = None) -> Path:
-    root = Path(store_root) if store_root is not None else Path(get_settings(fresh=True).store)
-    return root / "adapted" / "gemm"
-
-
-def _safe_name(device: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "__", device).strip(".") or "device"
-
-
-@dataclass
-class AdaptedGemmDevice:
-    device_id: str
-    model_name: str
-    model_version: str
-    descriptors: dict[str, Any]
-    correction: GemmCorrection
-    n_measurements: int
-    fit_mape_before: float
-    fit_mape_after: float
-    created_at: str = ""
-    load_seconds: float = 0.0  # loading the champion (0 when a loaded predictor was passed)
-    fit_seconds: float = 0.0  # both adaptation steps, from descriptors to the fitted correction
-
-    def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        return d
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> AdaptedGemmDevice:
-        d = dict(d)
-        d["correction"] = GemmCorrection(**d["correction"])
-        return cls(**d)
-
-    def descriptor_frame(self) -> pl.DataFrame:
-        row = {"device_id": self.device_id, **{c: self.descriptors.get(c) for c in DEVICE_DESCRIPTORS}}
-        return pl.DataFrame(
-            [row], schema={"device_id": pl.String, **dict.fromkeys(DEVICE_DESCRIPTORS, pl.Float64)}
-        )
-
-
-def save_adapted(record: AdaptedGemmDevice, store_root: str | os.PathLike[str] | None = None) -> Path:
-    """Write the record atomically (temp file + fsync + rename); returns its path."""
-    folder = adapted_dir(store_root)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{_safe_name(record.device_id)}.json"
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".adapt.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(record.to_json(), fh, indent=2)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def load_adapted(device: str, store_root: str | os.PathLike[str] | None = None) -> AdaptedGemmDevice | None:
-    path = adapted_dir(store_root) / f"{_safe_name(device)}.json"
-    if not path.is_file():
-        return None
-    rec = AdaptedGemmDevice.from_json(json.loads(path.read_text()))
-    return rec if rec.device_id == device else None
-
-
-def list_adapted(store_root: str | os.PathLike[str] | None = None) -> list[str]:
-    folder = adapted_dir(store_root)
-    out = []
-    for p in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-        try:
-            out.append(json.loads(p.read_text())["device_id"])
-        except (ValueError, KeyError):
-            continue
-    return out
-
-
 # --------------------------------------------------------------------------- adaptation
 
 
@@ -607,17 +519,7 @@ def adapt_model(
     return fit_adaptation(model.runtime, meas, desc, y, config)
 
 
-def predict_adapted(model: Any, record: AdaptedGemmDevice, queries: pl.DataFrame) -> pl.DataFrame:
-    """Runtime (and power when the model has one for the device: never for adapted ones) of queries."""
-    q = queries.with_columns(pl.lit(record.device_id).alias("device_id"))
-    runtime = predict_with_correction(model.runtime, record.correction, q, record.descriptor_frame())
-    return pl.DataFrame(
-        {"runtime_ms": runtime, "power_w": [None] * q.height, "energy_j": [None] * q.height},
-        schema={"runtime_ms": pl.Float64, "power_w": pl.Float64, "energy_j": pl.Float64},
-    )
-
-
-def _descriptors_for(device: str, measurements: pl.DataFrame, store_root: Path) -> pl.DataFrame:
+def descriptors_for(device: str, measurements: pl.DataFrame, store_root: Path) -> pl.DataFrame:
     """Descriptors from the measurements file (columns of the devices schema) or the store's devices table."""
     have = [c for c in DEVICE_DESCRIPTORS if c in measurements.columns]
     if "mem_bw_gbs" in have and ("peak_fp32_gflops" in have or "peak_fp16_gflops" in have):
@@ -633,145 +535,6 @@ def _descriptors_for(device: str, measurements: pl.DataFrame, store_root: Path) 
             "peak_fp32_gflops (or peak_fp16_gflops), mem_bw_gbs, cores in the measurements file"
         )
     return hit
-
-
-# --------------------------------------------------------------------------- loading the champion once
-
-
-@dataclass
-class _Champion:
-    """The GEMM champion as ``adapt_gemm`` needs it (same attributes as a LoadedPredictor)."""
-
-    model: Any
-    name: str
-    version: str
-
-
-def _sqlite_champion(uri: str, name: str, alias: str = "champion") -> tuple[str, str] | None:
-    """(version, run_id) behind ``name@alias`` read from a SQLite MLflow registry, else None.
-
-    A read-only query of two registry tables (milliseconds, no MLflow import). Any surprise
-    (another backend, an unexpected schema, no alias) returns None and the caller goes the
-    MLflow way, so this can only be a shortcut, never a different answer.
-    """
-    if not uri.startswith("sqlite:///"):
-        return None
-    path = Path(uri.removeprefix("sqlite:///"))
-    if not path.is_file():
-        return None
-    try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as con:
-            row = con.execute(
-                "SELECT a.version, v.run_id FROM registered_model_aliases a JOIN model_versions v "
-                "ON v.name = a.name AND v.version = a.version WHERE a.name = ? AND a.alias = ?",
-                (name, alias),
-            ).fetchone()
-    except sqlite3.Error:
-        return None
-    return (str(row[0]), str(row[1])) if row else None
-
-
-def _champion_cache_path(
-    name: str, version: str, run_id: str, store_root: str | os.PathLike[str] | None
-) -> Path:
-    return adapted_dir(store_root) / ".models" / f"{_safe_name(name)}-v{version}-{_safe_name(run_id)}.pkl"
-
-
-def load_gemm_champion(store_root: str | os.PathLike[str] | None = None) -> _Champion:
-    """The ``hws-gemm`` champion, loaded through MLflow once and then from a local cache.
-
-    MLflow's import and registry client cost seconds per process, so the unwrapped model of
-    each champion version is also pickled under ``<store>/adapted/gemm/.models/`` keyed by
-    name, version and run id. Later calls resolve the alias with a read-only registry query
-    and unpickle that file; a moved alias names a new key, so a stale model is never used.
-    """
-    from hwsurrogate.surrogates.api import MODEL_NAMES
-
-    name = MODEL_NAMES["gemm"]
-    hit = _sqlite_champion(get_settings(fresh=True).tracking_uri(), name)
-    if hit is not None:
-        cached = _champion_cache_path(name, *hit, store_root)
-        if cached.is_file():
-            with cached.open("rb") as fh:
-                return _Champion(pickle.load(fh), name, hit[0])
-    from hwsurrogate.surrogates.registry.loading import load_predictor, native_model
-
-    predictor = load_predictor("gemm", check_requirements=False)
-    model = native_model(predictor.model) or predictor.model
-    hit = _sqlite_champion(get_settings(fresh=True).tracking_uri(), name)
-    if hit is not None and hit[0] == str(predictor.version):
-        cache_champion(model, name, hit[0], hit[1], store_root)
-    return _Champion(model, predictor.name, str(predictor.version))
-
-
-def cache_champion(
-    model: Any, name: str, version: str, run_id: str, store_root: str | os.PathLike[str] | None = None
-) -> Path | None:
-    """Pickle the unwrapped champion where :func:`load_gemm_champion` looks for it first.
-
-    ``hws train gemm`` calls this when it promotes a version, so even the first ``hws adapt
-    --task gemm`` after training skips the MLflow load. Returns the file, or None when it could
-    not be written (a missing cache only makes adaptation slower, never different).
-    """
-    target = _champion_cache_path(name, version, run_id, store_root)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".model.", suffix=".tmp")
-    except OSError:
-        return None
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            pickle.dump(model, fh, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, target)
-    except OSError:
-        Path(tmp).unlink(missing_ok=True)
-        return None
-    return target
-
-
-def adapt_gemm(
-    device: str,
-    measurements: pl.DataFrame,
-    *,
-    store_root: str | os.PathLike[str] | None = None,
-    predictor: Any = None,
-    config: GemmAdaptConfig | None = None,
-) -> tuple[AdaptedGemmDevice, Path]:
-    """Adapt the champion ``hws-gemm`` (or ``predictor``) to ``device`` and persist the record."""
-    root = Path(store_root) if store_root is not None else Path(get_settings(fresh=True).store)
-    check_measurements(
-        measurements, min_rows=(config or GemmAdaptConfig()).min_measurements
-    )  # before any loading
-    t_load = time.perf_counter()
-    if predictor is None:
-        predictor = load_gemm_champion(root)
-    t_fit = time.perf_counter()
-    from hwsurrogate.surrogates.registry.loading import native_model
-
-    model = native_model(predictor.model) or predictor.model
-    if device in model.devices:
-        raise AdaptationError(
-            f"device {device!r} is already known to {predictor.name} v{predictor.version} (trained on it); "
-            "choose a new name for an unseen device"
-        )
-    desc = _descriptors_for(device, measurements, root)
-    corr, before, after = adapt_model(model, device, measurements, desc, config=config)
-    y = check_measurements(measurements, min_rows=1)["runtime_ms"].cast(pl.Float64).to_numpy()
-    table = desc.row(0, named=True)
-    record = AdaptedGemmDevice(
-        device_id=device,
-        model_name=predictor.name,
-        model_version=str(predictor.version),
-        descriptors={c: table.get(c) for c in DEVICE_DESCRIPTORS},
-        correction=corr,
-        n_measurements=len(y),
-        fit_mape_before=float(np.mean(np.abs(before - y) / y) * 100),
-        fit_mape_after=float(np.mean(np.abs(after - y) / y) * 100),
-        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        load_seconds=round(t_fit - t_load, 3),
-        fit_seconds=round(time.perf_counter() - t_fit, 3),
-    )
-    return record, save_adapted(record, root)
 
 
 @click.command("adapt-gemm")
@@ -796,6 +559,8 @@ def adapt_gemm_cli(device: str, measurements: str) -> None:
 
     # a few hundred tiny tree predictions: OpenMP threads only add contention (on a busy 2-core
     # machine they slowed the fit from ~0.1 s to ~9 s); process-wide, so the CLI only
+    from hwsurrogate.surrogates.adapt import adapt_gemm
+
     with threadpool_limits(limits=1, user_api="openmp"):
         record, path = adapt_gemm(device, frame)
     click.echo(
@@ -827,7 +592,7 @@ def suggest_shapes_cli(device: str, candidates: str, count: int, out: str | None
     """
     frame = read_measurements(candidates)
     root = Path(get_settings(fresh=True).store)
-    desc = _descriptors_for(device, frame, root)
+    desc = descriptors_for(device, frame, root)
     idx = suggest_shapes(frame, desc, count)
     keep = [c for c in ("op", "m", "n", "k", "batch", "dtype", "layout") if c in frame.columns]
     picked = frame[idx].select(keep)

@@ -15,7 +15,8 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
-from hwsurrogate.surrogates.fewshot import AdaptedDeviceRegistry, FewShotLatencyRegressor
+from hwsurrogate.surrogates.fewshot import FewShotLatencyRegressor
+from hwsurrogate.surrogates.registry.adapted import AdaptedDeviceRegistry
 
 
 class FewShotPyfunc(mlflow.pyfunc.PythonModel):

@@ -194,7 +194,7 @@ def train_gemm_model(
                 metric_name="test_runtime_mape",
             )
             if promoted:  # the first `hws adapt --task gemm` then skips the MLflow load
-                from hwsurrogate.surrogates.fewshot.gemm import cache_champion
+                from hwsurrogate.surrogates.registry.cache import cache_champion
 
                 cache_champion(model, MODEL_NAMES["gemm"], str(version), run.info.run_id, store.root)
         return GemmTrainResult(run.info.run_id, info.model_uri, version, promoted, metrics, model, test)

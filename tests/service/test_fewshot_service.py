@@ -16,6 +16,7 @@ from hwsurrogate.service.deps import get_models
 from .conftest import TOKEN, fake_models
 
 fewshot = pytest.importorskip("hwsurrogate.surrogates.fewshot", reason="few-shot module not on this branch")
+from hwsurrogate.surrogates.registry.adapted import AdaptedDeviceRegistry  # noqa: E402
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 COST = np.array([0.0, 0.05, 0.1, 0.3, 0.08])  # per-op log-latency cost: none, skip, 1x1, 3x3, pool
@@ -54,7 +55,7 @@ def _client(store: Path) -> TestClient:
 
 def test_register_then_predict_on_adapted_device(meta_model, tmp_path: Path):
     store = tmp_path / "store"
-    fewshot.AdaptedDeviceRegistry(store).export_model(meta_model, "1", champion=True)
+    AdaptedDeviceRegistry(store).export_model(meta_model, "1", champion=True)
     support = KEYS[:10]
     truth = _latency(KEYS, 1.1)
     with _client(store) as c:
@@ -76,7 +77,7 @@ def test_register_then_predict_on_adapted_device(meta_model, tmp_path: Path):
 
 def test_too_few_measurements_is_422_and_nothing_registered(meta_model, tmp_path: Path):
     store = tmp_path / "store"
-    fewshot.AdaptedDeviceRegistry(store).export_model(meta_model, "1", champion=True)
+    AdaptedDeviceRegistry(store).export_model(meta_model, "1", champion=True)
     with _client(store) as c:
         r = c.post("/v1/devices", headers=AUTH, json={"device_id": "me/board", "measurements": [
             {"space": "nb201", "arch_key": k, "latency_ms": 1.0} for k in KEYS[:3]]})  # fmt: skip

@@ -22,7 +22,6 @@ from hwsurrogate.datasets import archspaces
 from hwsurrogate.errors import UnknownDeviceError
 from hwsurrogate.surrogates.features.nas import arch_vectors, vector_feature_names
 from hwsurrogate.surrogates.fewshot import (
-    AdaptedDeviceRegistry,
     FewShotConfig,
     FewShotError,
     FewShotLatencyRegressor,
@@ -31,6 +30,7 @@ from hwsurrogate.surrogates.fewshot import (
     read_splits,
     score_predictions,
 )
+from hwsurrogate.surrogates.registry.adapted import AdaptedDeviceRegistry
 
 torch.set_num_threads(1)
 

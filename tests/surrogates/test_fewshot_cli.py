@@ -11,8 +11,9 @@ import pytest
 from click.testing import CliRunner
 
 from hwsurrogate.datasets.store import DatasetStore
-from hwsurrogate.surrogates.fewshot import MODEL_NAME, AdaptedDeviceRegistry
+from hwsurrogate.surrogates.fewshot import MODEL_NAME
 from hwsurrogate.surrogates.fewshot.cli import adapt_latency, train_fewshot
+from hwsurrogate.surrogates.registry.adapted import AdaptedDeviceRegistry
 
 from .test_fewshot import KEYS, TARGET_MIX, _latency, _support, _training_frame
 

@@ -182,8 +182,8 @@ def _aliases(name: str) -> set[str]:
 def test_promoted_gemm_model_is_cached_so_the_first_adaptation_skips_mlflow(
     store: DatasetStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from hwsurrogate.surrogates.fewshot.gemm import load_gemm_champion
     from hwsurrogate.surrogates.registry import loading as registry
+    from hwsurrogate.surrogates.registry.cache import load_gemm_champion
 
     if "champion" in _aliases("hws-gemm"):  # the MLflow DB is shared by the session's tests
         MlflowClient().delete_registered_model_alias("hws-gemm", "champion")

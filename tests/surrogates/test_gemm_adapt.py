@@ -11,16 +11,10 @@ import polars as pl
 import pytest
 
 from hwsurrogate.datasets.store import DatasetStore
-from hwsurrogate.surrogates.fewshot.gemm import (
-    AdaptationError,
-    GemmAdaptConfig,
-    GemmCorrection,
-    adapt_gemm,
-    adapted_dir,
-    load_adapted,
-    predict_adapted,
-)
+from hwsurrogate.surrogates.adapt import adapt_gemm, predict_adapted
+from hwsurrogate.surrogates.fewshot.gemm import AdaptationError, GemmAdaptConfig, GemmCorrection
 from hwsurrogate.surrogates.models.gemm import GemmPyfunc, GemmRegressor
+from hwsurrogate.surrogates.registry.adapted import adapted_dir, load_adapted
 
 from .gemm_factories import devices_frame, gemm_rows
 
@@ -185,9 +179,9 @@ def test_champion_is_loaded_through_mlflow_once_then_from_a_cache_keyed_by_versi
     import mlflow
     from mlflow import MlflowClient
 
-    from hwsurrogate.surrogates.fewshot.gemm import load_gemm_champion
     from hwsurrogate.surrogates.models.gemm import log_gemm_model
     from hwsurrogate.surrogates.registry import loading as registry
+    from hwsurrogate.surrogates.registry.cache import load_gemm_champion
     from hwsurrogate.surrogates.registry.tracking import start_run
 
     example = gemm_rows("test/gpu-a", 5, seed=1, power=False)

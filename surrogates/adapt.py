@@ -1,0 +1,80 @@
+"""Adapting a surrogate to an unseen device: fit from a few measurements, then persist."""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from hwsurrogate.settings import get_settings
+from hwsurrogate.surrogates.features import DEVICE_DESCRIPTORS
+from hwsurrogate.surrogates.fewshot.gemm import (
+    AdaptationError,
+    GemmAdaptConfig,
+    adapt_model,
+    check_measurements,
+    descriptors_for,
+    predict_with_correction,
+)
+from hwsurrogate.surrogates.registry.adapted import AdaptedGemmDevice, save_adapted
+from hwsurrogate.surrogates.registry.cache import load_gemm_champion
+
+
+def adapt_gemm(
+    device: str,
+    measurements: pl.DataFrame,
+    *,
+    store_root: str | os.PathLike[str] | None = None,
+    predictor: Any = None,
+    config: GemmAdaptConfig | None = None,
+) -> tuple[AdaptedGemmDevice, Path]:
+    """Adapt the champion ``hws-gemm`` (or ``predictor``) to ``device`` and persist the record."""
+    root = Path(store_root) if store_root is not None else Path(get_settings(fresh=True).store)
+    check_measurements(
+        measurements, min_rows=(config or GemmAdaptConfig()).min_measurements
+    )  # before any loading
+    t_load = time.perf_counter()
+    if predictor is None:
+        predictor = load_gemm_champion(root)
+    t_fit = time.perf_counter()
+    from hwsurrogate.surrogates.registry.loading import native_model
+
+    model = native_model(predictor.model) or predictor.model
+    if device in model.devices:
+        raise AdaptationError(
+            f"device {device!r} is already known to {predictor.name} v{predictor.version} (trained on it); "
+            "choose a new name for an unseen device"
+        )
+    desc = descriptors_for(device, measurements, root)
+    corr, before, after = adapt_model(model, device, measurements, desc, config=config)
+    y = check_measurements(measurements, min_rows=1)["runtime_ms"].cast(pl.Float64).to_numpy()
+    table = desc.row(0, named=True)
+    record = AdaptedGemmDevice(
+        device_id=device,
+        model_name=predictor.name,
+        model_version=str(predictor.version),
+        descriptors={c: table.get(c) for c in DEVICE_DESCRIPTORS},
+        correction=corr,
+        n_measurements=len(y),
+        fit_mape_before=float(np.mean(np.abs(before - y) / y) * 100),
+        fit_mape_after=float(np.mean(np.abs(after - y) / y) * 100),
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        load_seconds=round(t_fit - t_load, 3),
+        fit_seconds=round(time.perf_counter() - t_fit, 3),
+    )
+    return record, save_adapted(record, root)
+
+
+def predict_adapted(model: Any, record: AdaptedGemmDevice, queries: pl.DataFrame) -> pl.DataFrame:
+    """Runtime (and power when the model has one for the device: never for adapted ones) of queries."""
+    q = queries.with_columns(pl.lit(record.device_id).alias("device_id"))
+    runtime = predict_with_correction(model.runtime, record.correction, q, record.descriptor_frame())
+    return pl.DataFrame(
+        {"runtime_ms": runtime, "power_w": [None] * q.height, "energy_j": [None] * q.height},
+        schema={"runtime_ms": pl.Float64, "power_w": pl.Float64, "energy_j": pl.Float64},
+    )

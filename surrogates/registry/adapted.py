@@ -1,0 +1,330 @@
+"""Adapted devices: few-shot latency heads and GEMM corrections fitted to unseen devices, on disk.
+
+Latency devices live under ``<store>/adapted/latency/``, GEMM devices under ``<store>/adapted/gemm/``,
+one JSON file per device written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from hwsurrogate.datasets import archspaces
+from hwsurrogate.errors import UnknownDeviceError
+from hwsurrogate.io import atomic_write_bytes, atomic_write_text, safe_name
+from hwsurrogate.settings import get_settings
+from hwsurrogate.surrogates.features import DEVICE_DESCRIPTORS
+from hwsurrogate.surrogates.fewshot import (
+    MODEL_NAME,
+    DeviceHead,
+    FewShotError,
+    FewShotLatencyRegressor,
+    NotMetaTrainedError,
+    check_device_name,
+    check_measurements,
+)
+from hwsurrogate.surrogates.fewshot.gemm import GemmCorrection
+
+
+# --------------------------------------------------------------------------- adapted devices
+@dataclass
+class AdaptedDevice:
+    """A device adapted from a handful of measurements, with the model version it came from."""
+
+    device_id: str
+    model_name: str
+    model_version: str
+    created_at: str
+    heads: dict[str, DeviceHead]
+    measurements: list[dict[str, Any]]
+    support_mape: dict[str, float]
+
+    @property
+    def spaces(self) -> list[str]:
+        return sorted(self.heads)
+
+    @property
+    def n_measurements(self) -> int:
+        return len(self.measurements)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "device_id": self.device_id,
+            "model_name": self.model_name,
+            "model_version": self.model_version,
+            "created_at": self.created_at,
+            "n_measurements": self.n_measurements,
+            "support_mape": self.support_mape,
+            "heads": {s: h.to_json() for s, h in self.heads.items()},
+            "measurements": self.measurements,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> AdaptedDevice:
+        return cls(
+            device_id=str(d["device_id"]),
+            model_name=str(d["model_name"]),
+            model_version=str(d["model_version"]),
+            created_at=str(d["created_at"]),
+            heads={s: DeviceHead.from_json(h) for s, h in d["heads"].items()},
+            measurements=list(d["measurements"]),
+            support_mape={k: float(v) for k, v in d.get("support_mape", {}).items()},
+        )
+
+
+class AdaptedDeviceRegistry:
+    """Adapted devices under ``<root>/adapted/latency/`` and local exports of the meta-trained model.
+
+    ``root`` is the dataset store root (``HWSURROGATE_STORE`` by default). Layout::
+
+        <root>/models/fewshot-latency/<version>.npz   meta-trained model, one file per version
+        <root>/models/fewshot-latency/champion.json   {"version": ...} of the champion export
+        <root>/adapted/latency/<device>.json          one adapted device (``/`` -> ``__``)
+
+    Every file is written atomically (temp file + ``os.replace``): a failed adaptation leaves
+    the registered devices byte-identical.
+    """
+
+    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+        if root is None:
+            from hwsurrogate.settings import get_settings
+
+            root = get_settings(fresh=True).store
+        self.root = Path(root)
+        self._models: dict[str, FewShotLatencyRegressor] = {}
+
+    # ------------------------------------------------------------------ paths
+    @property
+    def model_dir(self) -> Path:
+        return self.root / "models" / "fewshot-latency"
+
+    @property
+    def device_dir(self) -> Path:
+        return self.root / "adapted" / "latency"
+
+    def device_path(self, device_id: str) -> Path:
+        return self.device_dir / f"{safe_name(check_device_name(device_id))}.json"
+
+    # ------------------------------------------------------------------ models
+    def export_model(self, model: FewShotLatencyRegressor, version: str, *, champion: bool) -> Path:
+        """Store a registered model version locally (and point ``champion`` at it)."""
+        path = self.model_dir / f"{version}.npz"
+        model.save(path)
+        if champion:
+            self.set_champion(version)
+        self._models[str(version)] = model
+        return path
+
+    def set_champion(self, version: str) -> None:
+        """Point the local ``champion.json`` at ``version`` (its file is fetched from MLflow on first use)."""
+        atomic_write_bytes(
+            self.model_dir / "champion.json",
+            json.dumps({"name": MODEL_NAME, "version": str(version)}).encode(),
+        )
+
+    def champion_version(self) -> str:
+        path = self.model_dir / "champion.json"
+        if not path.is_file():
+            raise NotMetaTrainedError(
+                f"no meta-trained few-shot model under {self.model_dir}; run `hws train fewshot` first"
+            )
+        return str(json.loads(path.read_text())["version"])
+
+    def load_model(self, version: str | None = None) -> tuple[FewShotLatencyRegressor, str]:
+        """The model of ``version`` (default: the champion), loaded once and cached."""
+        version = str(version) if version is not None else self.champion_version()
+        if version not in self._models:
+            path = self.model_dir / f"{version}.npz"
+            if not path.is_file():
+                self._fetch_from_mlflow(version, path)
+            self._models[version] = FewShotLatencyRegressor.load(path)
+        return self._models[version], version
+
+    def _fetch_from_mlflow(self, version: str, path: Path) -> None:
+        try:
+            import mlflow
+
+            from hwsurrogate.surrogates.registry.tracking import configure_mlflow
+
+            configure_mlflow()
+            local = mlflow.artifacts.download_artifacts(f"models:/{MODEL_NAME}/{version}")
+            src = Path(local) / "artifacts" / "fewshot.npz"
+            atomic_write_bytes(path, src.read_bytes())
+        except Exception as exc:
+            raise NotMetaTrainedError(
+                f"few-shot model version {version} is neither exported under {self.model_dir} "
+                f"nor downloadable from the MLflow registry ({exc})"
+            ) from None
+
+    # ------------------------------------------------------------------ devices
+    def list(self) -> list[str]:
+        """Ids of the adapted devices."""
+        if not self.device_dir.is_dir():
+            return []
+        out = []
+        for p in sorted(self.device_dir.glob("*.json")):
+            try:
+                out.append(str(json.loads(p.read_text())["device_id"]))
+            except (ValueError, KeyError):
+                continue
+        return sorted(out)
+
+    def get(self, device_id: str) -> AdaptedDevice:
+        path = self.device_path(device_id)
+        if not path.is_file():
+            raise UnknownDeviceError(device_id, self.list())
+        return AdaptedDevice.from_json(json.loads(path.read_text()))
+
+    def known_devices(self) -> set[str]:
+        """Device ids already in the store's latency/devices tables (names adapt must not reuse)."""
+        from hwsurrogate.datasets.store import DatasetStore
+
+        store = DatasetStore(self.root)
+        known: set[str] = set()
+        for kind in ("latency", "devices"):
+            if store.partitions(kind):
+                known |= set(
+                    store.scan(kind).select(pl.col("device_id").unique()).collect()["device_id"].to_list()
+                )
+        return known
+
+    def adapt(
+        self,
+        device_id: str,
+        measurements: pl.DataFrame,
+        *,
+        version: str | None = None,
+        allow_store_device: bool = False,
+    ) -> AdaptedDevice:
+        """Adapt the (champion) model to ``device_id`` and persist it; returns the adapted device.
+
+        ``measurements`` has columns space, arch_key, latency_ms. The device id must not be a
+        source device of the model, nor (unless ``allow_store_device``, used when the
+        measurements come from the store itself) a device already in the store. Re-adapting an
+        adapted device replaces it. On any error nothing on disk changes.
+        """
+        check_device_name(device_id)
+        model, version = self.load_model(version)
+        if device_id in model.source_devices:
+            raise FewShotError(
+                f"device {device_id!r} collides with a source device of few-shot model v{version}; "
+                "choose a new name"
+            )
+        if not allow_store_device and device_id in self.known_devices():
+            raise FewShotError(
+                f"device {device_id!r} collides with a device already in the store; choose a new "
+                "name, or adapt from its stored rows with measurements='store'"
+            )
+        m = check_measurements(measurements, min_per_space=model.config.min_measurements)
+        heads: dict[str, DeviceHead] = {}
+        mape: dict[str, float] = {}
+        for (space,), part in m.group_by(["space"], maintain_order=True):
+            space = str(space)
+            keys = part["arch_key"].to_list()
+            y = part["latency_ms"].to_numpy()
+            head = model.adapt(space, keys, y)
+            heads[space] = head
+            fit = model.predict(head, keys)
+            mape[space] = float(np.mean(np.abs(fit - y) / y) * 100)
+        device = AdaptedDevice(
+            device_id=device_id,
+            model_name=MODEL_NAME,
+            model_version=version,
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+            heads=heads,
+            measurements=m.to_dicts(),
+            support_mape=mape,
+        )
+        atomic_write_bytes(self.device_path(device_id), json.dumps(device.to_json(), indent=1).encode())
+        return device
+
+    def predict_latency(self, device_id: str, space: str, arch_keys: Sequence[str]) -> np.ndarray:
+        """Predicted latency (ms) of ``arch_keys`` (canonical keys of ``space``) on an adapted device."""
+        device = self.get(device_id)
+        if space not in device.heads:
+            raise FewShotError(
+                f"device {device_id!r} was adapted for space(s) {device.spaces}, not {space!r}; "
+                f"add {space} measurements and adapt again"
+            )
+        model, _ = self.load_model(device.model_version)
+        keys = [archspaces.check_arch_key(space, k) for k in arch_keys]
+        return model.predict(device.heads[space], keys)
+
+
+def predict_latency(
+    device_id: str, space: str, arch_keys: Sequence[str], *, root: str | os.PathLike[str] | None = None
+) -> np.ndarray:
+    """Latency in ms of ``arch_keys`` on the adapted device ``device_id`` (store root from settings)."""
+    return AdaptedDeviceRegistry(root).predict_latency(device_id, space, arch_keys)
+
+
+# --------------------------------------------------------------------------- persistence
+
+
+def adapted_dir(store_root: str | os.PathLike[str] | None = None) -> Path:
+    root = Path(store_root) if store_root is not None else Path(get_settings(fresh=True).store)
+    return root / "adapted" / "gemm"
+
+
+@dataclass
+class AdaptedGemmDevice:
+    device_id: str
+    model_name: str
+    model_version: str
+    descriptors: dict[str, Any]
+    correction: GemmCorrection
+    n_measurements: int
+    fit_mape_before: float
+    fit_mape_after: float
+    created_at: str = ""
+    load_seconds: float = 0.0  # loading the champion (0 when a loaded predictor was passed)
+    fit_seconds: float = 0.0  # both adaptation steps, from descriptors to the fitted correction
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> AdaptedGemmDevice:
+        d = dict(d)
+        d["correction"] = GemmCorrection(**d["correction"])
+        return cls(**d)
+
+    def descriptor_frame(self) -> pl.DataFrame:
+        row = {"device_id": self.device_id, **{c: self.descriptors.get(c) for c in DEVICE_DESCRIPTORS}}
+        return pl.DataFrame(
+            [row], schema={"device_id": pl.String, **dict.fromkeys(DEVICE_DESCRIPTORS, pl.Float64)}
+        )
+
+
+def save_adapted(record: AdaptedGemmDevice, store_root: str | os.PathLike[str] | None = None) -> Path:
+    """Write the record atomically (temp file + fsync + rename); returns its path."""
+    path = adapted_dir(store_root) / f"{safe_name(record.device_id)}.json"
+    return atomic_write_text(path, json.dumps(record.to_json(), indent=2))
+
+
+def load_adapted(device: str, store_root: str | os.PathLike[str] | None = None) -> AdaptedGemmDevice | None:
+    path = adapted_dir(store_root) / f"{safe_name(device)}.json"
+    if not path.is_file():
+        return None
+    rec = AdaptedGemmDevice.from_json(json.loads(path.read_text()))
+    return rec if rec.device_id == device else None
+
+
+def list_adapted(store_root: str | os.PathLike[str] | None = None) -> list[str]:
+    folder = adapted_dir(store_root)
+    out = []
+    for p in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            out.append(json.loads(p.read_text())["device_id"])
+        except (ValueError, KeyError):
+            continue
+    return out
