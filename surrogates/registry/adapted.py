@@ -1,7 +1,11 @@
-"""Adapted devices: few-shot latency heads and GEMM corrections fitted to unseen devices, on disk.
+"""Adapted devices, on disk: one store for the devices of every task, under the dataset store.
 
-Latency devices live under ``<store>/adapted/latency/``, GEMM devices under ``<store>/adapted/gemm/``,
-one JSON file per device written atomically.
+``<store>/adapted/<task>/<device>.json`` holds one device adapted from a handful of measurements
+(``latency``: few-shot heads per NAS space; ``gemm``: the correction of the GEMM champion), with
+the model version it was adapted from. :class:`AdaptedRecords` is the one reader/writer (atomic
+writes, safe file names, the record's own ``device_id`` checked on read); the record types
+(:class:`AdaptedDevice`, :class:`AdaptedGemmDevice`) say what a task stores. Prediction with an
+adapted device goes through :mod:`hwsurrogate.surrogates.predict`.
 """
 
 from __future__ import annotations
@@ -20,7 +24,6 @@ import polars as pl
 from hwsurrogate.datasets import archspaces
 from hwsurrogate.errors import UnknownDeviceError
 from hwsurrogate.io import atomic_write_bytes, atomic_write_text, safe_name
-from hwsurrogate.settings import get_settings
 from hwsurrogate.surrogates.features import DEVICE_DESCRIPTORS
 from hwsurrogate.surrogates.fewshot import (
     MODEL_NAME,
@@ -32,6 +35,51 @@ from hwsurrogate.surrogates.fewshot import (
     check_measurements,
 )
 from hwsurrogate.surrogates.fewshot.gemm import GemmCorrection
+from hwsurrogate.surrogates.registry.cache import LocalModelCache, store_root
+
+__all__ = [
+    "AdaptedDevice",
+    "AdaptedDeviceRegistry",
+    "AdaptedGemmDevice",
+    "AdaptedRecords",
+    "adapted_dir",
+    "list_adapted",
+    "load_adapted",
+    "predict_latency",
+    "save_adapted",
+]
+
+
+class AdaptedRecords:
+    """The adapted devices of one task: ``<root>/adapted/<task>/<safe device id>.json``."""
+
+    def __init__(self, root: str | os.PathLike[str] | None, task: str) -> None:
+        self.folder = store_root(root) / "adapted" / task
+
+    def path(self, device_id: str) -> Path:
+        return self.folder / f"{safe_name(device_id)}.json"
+
+    def save(self, device_id: str, record: dict[str, Any], *, indent: int = 2) -> Path:
+        """Write one device's record atomically (a failed write leaves the old record byte-identical)."""
+        return atomic_write_text(self.path(device_id), json.dumps(record, indent=indent))
+
+    def load(self, device_id: str) -> dict[str, Any] | None:
+        """The stored record of ``device_id``; None when absent or when the file is another id's."""
+        path = self.path(device_id)
+        if not path.is_file():
+            return None
+        record = json.loads(path.read_text())
+        return record if record.get("device_id") == device_id else None
+
+    def list(self) -> list[str]:
+        """Ids of the stored devices (unreadable files skipped), sorted."""
+        out = []
+        for p in sorted(self.folder.glob("*.json")) if self.folder.is_dir() else []:
+            try:
+                out.append(str(json.loads(p.read_text())["device_id"]))
+            except (ValueError, KeyError):
+                continue
+        return sorted(out)
 
 
 # --------------------------------------------------------------------------- adapted devices
@@ -94,59 +142,50 @@ class AdaptedDeviceRegistry:
     """
 
     def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
-        if root is None:
-            from hwsurrogate.settings import get_settings
-
-            root = get_settings(fresh=True).store
-        self.root = Path(root)
-        self._models: dict[str, FewShotLatencyRegressor] = {}
+        self.root = store_root(root)
+        self.records = AdaptedRecords(self.root, "latency")
+        self.models = LocalModelCache(
+            self.root / "models" / "fewshot-latency",
+            MODEL_NAME,
+            suffix=".npz",
+            write=lambda model, path: model.save(path),
+            read=FewShotLatencyRegressor.load,
+            fetch=self._fetch_from_mlflow,
+        )
 
     # ------------------------------------------------------------------ paths
     @property
     def model_dir(self) -> Path:
-        return self.root / "models" / "fewshot-latency"
+        return self.models.folder
 
     @property
     def device_dir(self) -> Path:
-        return self.root / "adapted" / "latency"
+        return self.records.folder
 
     def device_path(self, device_id: str) -> Path:
-        return self.device_dir / f"{safe_name(check_device_name(device_id))}.json"
+        return self.records.path(check_device_name(device_id))
 
     # ------------------------------------------------------------------ models
     def export_model(self, model: FewShotLatencyRegressor, version: str, *, champion: bool) -> Path:
         """Store a registered model version locally (and point ``champion`` at it)."""
-        path = self.model_dir / f"{version}.npz"
-        model.save(path)
-        if champion:
-            self.set_champion(version)
-        self._models[str(version)] = model
-        return path
+        return self.models.export(model, str(version), champion=champion)
 
     def set_champion(self, version: str) -> None:
         """Point the local ``champion.json`` at ``version`` (its file is fetched from MLflow on first use)."""
-        atomic_write_bytes(
-            self.model_dir / "champion.json",
-            json.dumps({"name": MODEL_NAME, "version": str(version)}).encode(),
-        )
+        self.models.set_champion(version)
 
     def champion_version(self) -> str:
-        path = self.model_dir / "champion.json"
-        if not path.is_file():
+        version = self.models.champion_version()
+        if version is None:
             raise NotMetaTrainedError(
                 f"no meta-trained few-shot model under {self.model_dir}; run `hws train fewshot` first"
             )
-        return str(json.loads(path.read_text())["version"])
+        return version
 
     def load_model(self, version: str | None = None) -> tuple[FewShotLatencyRegressor, str]:
         """The model of ``version`` (default: the champion), loaded once and cached."""
         version = str(version) if version is not None else self.champion_version()
-        if version not in self._models:
-            path = self.model_dir / f"{version}.npz"
-            if not path.is_file():
-                self._fetch_from_mlflow(version, path)
-            self._models[version] = FewShotLatencyRegressor.load(path)
-        return self._models[version], version
+        return self.models.load(version), version
 
     def _fetch_from_mlflow(self, version: str, path: Path) -> None:
         try:
@@ -167,21 +206,13 @@ class AdaptedDeviceRegistry:
     # ------------------------------------------------------------------ devices
     def list(self) -> list[str]:
         """Ids of the adapted devices."""
-        if not self.device_dir.is_dir():
-            return []
-        out = []
-        for p in sorted(self.device_dir.glob("*.json")):
-            try:
-                out.append(str(json.loads(p.read_text())["device_id"]))
-            except (ValueError, KeyError):
-                continue
-        return sorted(out)
+        return self.records.list()
 
     def get(self, device_id: str) -> AdaptedDevice:
-        path = self.device_path(device_id)
-        if not path.is_file():
+        record = self.records.load(check_device_name(device_id))
+        if record is None:
             raise UnknownDeviceError(device_id, self.list())
-        return AdaptedDevice.from_json(json.loads(path.read_text()))
+        return AdaptedDevice.from_json(record)
 
     def known_devices(self) -> set[str]:
         """Device ids already in the store's latency/devices tables (names adapt must not reuse)."""
@@ -243,7 +274,7 @@ class AdaptedDeviceRegistry:
             measurements=m.to_dicts(),
             support_mape=mape,
         )
-        atomic_write_bytes(self.device_path(device_id), json.dumps(device.to_json(), indent=1).encode())
+        self.records.save(check_device_name(device_id), device.to_json(), indent=1)
         return device
 
     def predict_latency(self, device_id: str, space: str, arch_keys: Sequence[str]) -> np.ndarray:
@@ -270,8 +301,8 @@ def predict_latency(
 
 
 def adapted_dir(store_root: str | os.PathLike[str] | None = None) -> Path:
-    root = Path(store_root) if store_root is not None else Path(get_settings(fresh=True).store)
-    return root / "adapted" / "gemm"
+    """Folder of the adapted GEMM devices (``<store>/adapted/gemm``)."""
+    return AdaptedRecords(store_root, "gemm").folder
 
 
 @dataclass
@@ -307,24 +338,15 @@ class AdaptedGemmDevice:
 
 def save_adapted(record: AdaptedGemmDevice, store_root: str | os.PathLike[str] | None = None) -> Path:
     """Write the record atomically (temp file + fsync + rename); returns its path."""
-    path = adapted_dir(store_root) / f"{safe_name(record.device_id)}.json"
-    return atomic_write_text(path, json.dumps(record.to_json(), indent=2))
+    return AdaptedRecords(store_root, "gemm").save(record.device_id, record.to_json())
 
 
 def load_adapted(device: str, store_root: str | os.PathLike[str] | None = None) -> AdaptedGemmDevice | None:
-    path = adapted_dir(store_root) / f"{safe_name(device)}.json"
-    if not path.is_file():
-        return None
-    rec = AdaptedGemmDevice.from_json(json.loads(path.read_text()))
-    return rec if rec.device_id == device else None
+    """The adapted GEMM device ``device``, or None when it was never adapted."""
+    record = AdaptedRecords(store_root, "gemm").load(device)
+    return AdaptedGemmDevice.from_json(record) if record is not None else None
 
 
 def list_adapted(store_root: str | os.PathLike[str] | None = None) -> list[str]:
-    folder = adapted_dir(store_root)
-    out = []
-    for p in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-        try:
-            out.append(json.loads(p.read_text())["device_id"])
-        except (ValueError, KeyError):
-            continue
-    return out
+    """Ids of the adapted GEMM devices."""
+    return AdaptedRecords(store_root, "gemm").list()

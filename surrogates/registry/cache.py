@@ -1,25 +1,119 @@
-"""Local copies of registered models, keyed by name and version, so short commands skip MLflow loads."""
+"""Local copies of registered model versions, so short commands skip MLflow's model loading.
+
+MLflow stays the source of truth (names, versions, aliases, artifacts); a :class:`LocalModelCache`
+keeps one file per registered version of one model under a folder of the store, written
+atomically, plus an optional local ``champion.json`` pointer. Two users:
+
+- the few-shot latency model (``<store>/models/fewshot-latency/<version>.npz``, numpy only: the
+  adaptation path never imports torch or MLflow), whose pointer moves when ``hws train fewshot``
+  promotes a version;
+- the GEMM champion that ``hws adapt --task gemm`` adapts (``<store>/adapted/gemm/.models/``),
+  resolved through MLflow's public client (``get_model_version_by_alias``) on every call and
+  cached by name, version and run id, so a moved alias is never answered with a stale model.
+"""
 
 from __future__ import annotations
 
-import contextlib
+import json
 import os
 import pickle
-import sqlite3
-import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hwsurrogate.io import safe_name
-from hwsurrogate.settings import get_settings
-from hwsurrogate.surrogates.registry.adapted import adapted_dir
+from hwsurrogate.io import atomic_write_bytes, safe_name
 
-# --------------------------------------------------------------------------- loading the champion once
+__all__ = [
+    "CachedChampion",
+    "LocalModelCache",
+    "cache_champion",
+    "gemm_model_cache",
+    "load_gemm_champion",
+    "store_root",
+]
+
+CHAMPION_FILE = "champion.json"
+
+
+def store_root(root: str | os.PathLike[str] | None = None) -> Path:
+    """``root``, or the configured dataset store (``HWSURROGATE_STORE``, default ``./store``)."""
+    if root is not None:
+        return Path(root)
+    from hwsurrogate.settings import get_settings
+
+    return Path(get_settings(fresh=True).store)
+
+
+class LocalModelCache:
+    """One model's registered versions as local files: ``<folder>/<key><suffix>``.
+
+    ``write(model, path)`` and ``read(path)`` (de)serialise one version; ``fetch(version, path)``
+    (optional) brings a version that is not here yet from the registry. Loaded versions are kept
+    in memory, so a long-lived process reads each file once.
+    """
+
+    def __init__(
+        self,
+        folder: str | os.PathLike[str],
+        name: str,
+        *,
+        suffix: str,
+        write: Callable[[Any, Path], None],
+        read: Callable[[Path], Any],
+        fetch: Callable[[str, Path], None] | None = None,
+    ) -> None:
+        self.folder = Path(folder)
+        self.name = name
+        self.suffix = suffix
+        self._write = write
+        self._read = read
+        self._fetch = fetch
+        self._loaded: dict[str, Any] = {}
+
+    def path(self, key: str) -> Path:
+        return self.folder / f"{safe_name(str(key))}{self.suffix}"
+
+    def export(self, model: Any, key: str, *, champion: bool = False) -> Path:
+        """Store ``model`` under ``key`` (a version, or a version-and-run key); optionally point the champion at it."""
+        path = self.path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._write(model, path)
+        self._loaded[str(key)] = model
+        if champion:
+            self.set_champion(str(key))
+        return path
+
+    def set_champion(self, version: str) -> None:
+        """Point the local ``champion.json`` at ``version`` (its file may be fetched on first use)."""
+        payload = {"name": self.name, "version": str(version)}
+        atomic_write_bytes(self.folder / CHAMPION_FILE, json.dumps(payload).encode())
+
+    def champion_version(self) -> str | None:
+        """The version the local champion pointer names, or None when there is none."""
+        path = self.folder / CHAMPION_FILE
+        if not path.is_file():
+            return None
+        return str(json.loads(path.read_text())["version"])
+
+    def load(self, key: str) -> Any:
+        """The model stored under ``key``, read once per process; fetched first when missing and fetchable."""
+        key = str(key)
+        if key not in self._loaded:
+            path = self.path(key)
+            if not path.is_file():
+                if self._fetch is None:
+                    raise FileNotFoundError(path)
+                self._fetch(key, path)
+            self._loaded[key] = self._read(path)
+        return self._loaded[key]
+
+
+# --------------------------------------------------------------------------- the GEMM champion
 
 
 @dataclass
-class _Champion:
+class CachedChampion:
     """The GEMM champion as ``adapt_gemm`` needs it (same attributes as a LoadedPredictor)."""
 
     model: Any
@@ -27,83 +121,73 @@ class _Champion:
     version: str
 
 
-def _sqlite_champion(uri: str, name: str, alias: str = "champion") -> tuple[str, str] | None:
-    """(version, run_id) behind ``name@alias`` read from a SQLite MLflow registry, else None.
-
-    A read-only query of two registry tables (milliseconds, no MLflow import). Any surprise
-    (another backend, an unexpected schema, no alias) returns None and the caller goes the
-    MLflow way, so this can only be a shortcut, never a different answer.
-    """
-    if not uri.startswith("sqlite:///"):
-        return None
-    path = Path(uri.removeprefix("sqlite:///"))
-    if not path.is_file():
-        return None
-    try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as con:
-            row = con.execute(
-                "SELECT a.version, v.run_id FROM registered_model_aliases a JOIN model_versions v "
-                "ON v.name = a.name AND v.version = a.version WHERE a.name = ? AND a.alias = ?",
-                (name, alias),
-            ).fetchone()
-    except sqlite3.Error:
-        return None
-    return (str(row[0]), str(row[1])) if row else None
+def _write_pickle(model: Any, path: Path) -> None:
+    atomic_write_bytes(path, pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL))
 
 
-def _champion_cache_path(
-    name: str, version: str, run_id: str, store_root: str | os.PathLike[str] | None
-) -> Path:
-    return adapted_dir(store_root) / ".models" / f"{safe_name(name)}-v{version}-{safe_name(run_id)}.pkl"
+def _read_pickle(path: Path) -> Any:
+    # our own file, written by cache_champion from a model this project trained and registered
+    with path.open("rb") as fh:
+        return pickle.load(fh)
 
 
-def load_gemm_champion(store_root: str | os.PathLike[str] | None = None) -> _Champion:
-    """The ``hws-gemm`` champion, loaded through MLflow once and then from a local cache.
-
-    MLflow's import and registry client cost seconds per process, so the unwrapped model of
-    each champion version is also pickled under ``<store>/adapted/gemm/.models/`` keyed by
-    name, version and run id. Later calls resolve the alias with a read-only registry query
-    and unpickle that file; a moved alias names a new key, so a stale model is never used.
-    """
+def gemm_model_cache(root: str | os.PathLike[str] | None = None) -> LocalModelCache:
+    """The cache of unwrapped ``hws-gemm`` versions under ``<store>/adapted/gemm/.models/``."""
     from hwsurrogate.surrogates.api import MODEL_NAMES
 
-    name = MODEL_NAMES["gemm"]
-    hit = _sqlite_champion(get_settings(fresh=True).tracking_uri(), name)
-    if hit is not None:
-        cached = _champion_cache_path(name, *hit, store_root)
-        if cached.is_file():
-            with cached.open("rb") as fh:
-                return _Champion(pickle.load(fh), name, hit[0])
-    from hwsurrogate.surrogates.registry.loading import load_predictor, native_model
+    return LocalModelCache(
+        store_root(root) / "adapted" / "gemm" / ".models",
+        MODEL_NAMES["gemm"],
+        suffix=".pkl",
+        write=_write_pickle,
+        read=_read_pickle,
+    )
 
-    predictor = load_predictor("gemm", check_requirements=False)
-    model = native_model(predictor.model) or predictor.model
-    hit = _sqlite_champion(get_settings(fresh=True).tracking_uri(), name)
-    if hit is not None and hit[0] == str(predictor.version):
-        cache_champion(model, name, hit[0], hit[1], store_root)
-    return _Champion(model, predictor.name, str(predictor.version))
+
+def _gemm_key(name: str, version: str, run_id: str) -> str:
+    return f"{name}-v{version}-{run_id}"
+
+
+def load_gemm_champion(store_root: str | os.PathLike[str] | None = None) -> CachedChampion:
+    """The ``hws-gemm`` champion: the alias resolved through MLflow's client, the model from the cache.
+
+    The unwrapped model of each champion version is cached keyed by name, version and run id;
+    a moved alias names a new key, so a stale model is never used. A miss loads the version
+    through the registry (:func:`~hwsurrogate.surrogates.registry.loading.load_predictor`) and caches it.
+    """
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from hwsurrogate.surrogates.registry import loading
+    from hwsurrogate.surrogates.registry.tracking import CHAMPION, configure_mlflow
+
+    cache = gemm_model_cache(store_root)
+    configure_mlflow()
+    try:
+        mv = MlflowClient().get_model_version_by_alias(cache.name, CHAMPION)
+    except MlflowException:
+        mv = None  # not registered: load_predictor raises the error that says what to run
+    if mv is not None:
+        key = _gemm_key(cache.name, str(mv.version), str(mv.run_id))
+        if cache.path(key).is_file():
+            return CachedChampion(cache.load(key), cache.name, str(mv.version))
+    predictor = loading.load_predictor("gemm", check_requirements=False)
+    model = loading.native_model(predictor.model) or predictor.model
+    if mv is not None and str(mv.version) == str(predictor.version):
+        cache_champion(model, cache.name, str(mv.version), str(mv.run_id), store_root)
+    return CachedChampion(model, predictor.name, str(predictor.version))
 
 
 def cache_champion(
     model: Any, name: str, version: str, run_id: str, store_root: str | os.PathLike[str] | None = None
 ) -> Path | None:
-    """Pickle the unwrapped champion where :func:`load_gemm_champion` looks for it first.
+    """Cache the unwrapped champion where :func:`load_gemm_champion` looks for it first.
 
     ``hws train gemm`` calls this when it promotes a version, so even the first ``hws adapt
-    --task gemm`` after training skips the MLflow load. Returns the file, or None when it could
-    not be written (a missing cache only makes adaptation slower, never different).
+    --task gemm`` after training skips the MLflow model load. Returns the file, or None when it
+    could not be written (a missing cache only makes adaptation slower, never different).
     """
-    target = _champion_cache_path(name, version, run_id, store_root)
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".model.", suffix=".tmp")
+        return gemm_model_cache(store_root).export(model, _gemm_key(name, version, run_id))
     except OSError:
         return None
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            pickle.dump(model, fh, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, target)
-    except OSError:
-        Path(tmp).unlink(missing_ok=True)
-        return None
-    return target
