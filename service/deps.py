@@ -13,6 +13,8 @@ from hwsurrogate.service.adaptation import DeviceAdapter
 from hwsurrogate.service.config import ServiceConfig
 from hwsurrogate.service.lookup import ArchIndex
 from hwsurrogate.service.served import ServedModels
+from hwsurrogate.surrogates.predict import Dispatch
+from hwsurrogate.surrogates.registry.adapted import load_adapted as load_adapted_gemm
 
 TOKEN_HELP = "start the service with `hws serve --token TOKEN` or set HWSURROGATE_SERVICE_TOKEN"
 
@@ -35,6 +37,20 @@ def get_adapter(request: Request) -> DeviceAdapter:
 
 def get_arch_index(request: Request) -> ArchIndex:
     return request.app.state.arch_index
+
+
+def get_dispatch(
+    models: Annotated[ServedModels, Depends(get_models)],
+    adapter: Annotated[DeviceAdapter, Depends(get_adapter)],
+    config: Annotated[ServiceConfig, Depends(get_config)],
+) -> Dispatch:
+    """The one served-or-adapted dispatch over the served models and the adapted devices (cheap to build)."""
+    root = config.adapted_dir
+    return Dispatch(
+        models.require,
+        latency_devices=adapter,
+        gemm_devices=lambda device: load_adapted_gemm(device, root),
+    )
 
 
 _bearer = HTTPBearer(auto_error=False, description="Token given to `hws serve --token`; required for writes.")
@@ -62,4 +78,5 @@ StoreDep = Annotated[DatasetStore, Depends(get_store)]
 ModelsDep = Annotated[ServedModels, Depends(get_models)]
 AdapterDep = Annotated[DeviceAdapter, Depends(get_adapter)]
 ArchIndexDep = Annotated[ArchIndex, Depends(get_arch_index)]
+DispatchDep = Annotated[Dispatch, Depends(get_dispatch)]
 WriteAuth = Depends(require_write_token)

@@ -74,6 +74,11 @@ class GemmPrediction(BaseModel):
 
 class GemmPredictionBatch(BaseModel):
     model: ModelRef
+    predictor: Literal["served", "adapted", "mixed"] = Field(
+        description="'served': the registered GEMM model; 'adapted': its correction for a device adapted "
+        "with `hws adapt --task gemm`; 'mixed': a batch with devices of both kinds"
+    )
+    warnings: list[str] = Field(default_factory=list, description="e.g. a device adapted on another model version")
     count: int
     predictions: list[GemmPrediction]
 

@@ -9,6 +9,7 @@ import polars as pl
 
 from hwsurrogate.errors import HwSurrogateError
 from hwsurrogate.surrogates.api import MODEL_NAMES, Predictor
+from hwsurrogate.surrogates.predict import Answer, Dispatch
 
 log = logging.getLogger("hwsurrogate.service")
 
@@ -72,14 +73,14 @@ class ServedModels:
         return str(getattr(pred, "stage", None) or DEFAULT_STAGE.get(task, "unknown"))
 
 
-def run_predictor(predictor: Predictor, queries: pl.DataFrame) -> pl.DataFrame:
-    """``predictor.predict`` with its ValueErrors turned into 422s and its output checked."""
+def run_dispatch(dispatch: Dispatch, task: str, queries: pl.DataFrame) -> Answer:
+    """The served-or-adapted ``dispatch`` for ``task``, its ValueErrors as 422s and its output checked."""
     try:
-        out = predictor.predict(queries)
+        answer = dispatch.predict(task, queries)
     except HwSurrogateError:
         raise
     except ValueError as exc:
         raise PredictionInputError(str(exc)) from None
-    if out.height != queries.height:
-        raise RuntimeError(f"{predictor.name} returned {out.height} rows for {queries.height} queries")
-    return out
+    if answer.outputs.height != queries.height:
+        raise RuntimeError(f"{task}: {answer.outputs.height} predictions for {queries.height} queries")
+    return answer

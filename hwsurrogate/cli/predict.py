@@ -1,8 +1,9 @@
 """``hws predict gemm|fpga|latency``: predictions from the registered champion models.
 
 Queries come from a CSV/JSON/parquet file (``--queries FILE``) or, for one query, from flags.
-The model is loaded once from the MLflow registry (alias ``champion`` unless ``--version``)
-and its ``predict`` computes the features itself (one pipeline, :mod:`.features`).
+Every command asks the one served-or-adapted dispatch (:mod:`hwsurrogate.surrogates.predict`):
+devices adapted with ``hws adapt`` answer with their adaptation, others with the registered
+model (alias ``champion`` unless ``--version``), whose ``predict`` computes the features itself.
 Output: a table on stdout, or ``--out FILE`` (.csv / .json / .parquet).
 
 Commands of this module: ``predict_gemm`` and ``predict_fpga`` (GEMM/FPGA surrogates);
@@ -61,14 +62,21 @@ def write_output(frame: pl.DataFrame, out: str | None) -> None:
     click.echo(f"wrote {frame.height} predictions to {out}")
 
 
-def _load(task: str, version: str | None) -> Any:
-    from hwsurrogate.surrogates.registry.loading import load_predictor
+def _dispatch(task: str, queries: pl.DataFrame, version: str | None, store_root: Path | None) -> Any:
+    """The one served-or-adapted dispatch (:mod:`hwsurrogate.surrogates.predict`); errors become one line.
 
-    return load_predictor(task, version=version)
+    ``version`` pins the served model's registry version; adapted devices keep the version they
+    were adapted on (a warning says when it differs from the served one).
+    """
+    from hwsurrogate.surrogates.predict import local_dispatch
 
-
-def _fail(exc: Exception) -> None:
-    raise click.ClickException(str(exc)) from None
+    try:
+        answer = local_dispatch(store_root, versions={task: version}).predict(task, queries)
+    except (ValueError, LookupError) as exc:
+        raise click.ClickException(str(exc)) from None
+    for warning in answer.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    return answer
 
 
 # --------------------------------------------------------------------------- GEMM
@@ -87,10 +95,17 @@ def _fail(exc: Exception) -> None:
 @click.option("--dtype", default="fp32", show_default=True)
 @click.option("--layout", default=None)
 @click.option("--version", default=None, help="Registry version of hws-gemm (default: @champion).")
+@click.option(
+    "--store",
+    "store_root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Dataset store with the adapted devices (default: $HWSURROGATE_STORE or ./store).",
+)
 @click.option("--out", default=None, help="Write predictions to .csv/.json/.parquet instead of printing.")
 def predict_gemm(
     queries_path: str | None, device: str | None, op: str, m: int | None, n: int | None, k: int | None,
-    batch: int, dtype: str, layout: str | None, version: str | None, out: str | None,
+    batch: int, dtype: str, layout: str | None, version: str | None, store_root: Path | None, out: str | None,
 ) -> None:  # fmt: skip
     """Runtime (ms), power (W) and energy (J) of GEMM shapes on a known or adapted GPU.
 
@@ -99,9 +114,6 @@ def predict_gemm(
     hws predict gemm --queries shapes.csv --out predictions.csv
     Devices adapted with `hws adapt --task gemm` are served with their correction.
     """
-    from hwsurrogate.surrogates.adapt import predict_adapted
-    from hwsurrogate.surrogates.registry.adapted import load_adapted
-
     if queries_path:
         queries = read_queries(queries_path)
     else:
@@ -121,30 +133,8 @@ def predict_gemm(
     missing = [c for c in INPUTS["gemm"] if c not in queries.columns]
     if missing:
         raise click.BadParameter(f"queries miss column(s) {missing}", param_hint="--queries")
-    try:
-        predictor = _load("gemm", version)
-        model = predictor.model.unwrap_python_model().model
-        queries = queries.with_row_index("_q")
-        devs = queries["device_id"].cast(pl.String).unique().to_list()
-        parts = []
-        for dev in devs:
-            part = queries.filter(pl.col("device_id") == dev)
-            rec = None if dev in model.devices else load_adapted(dev)
-            if rec is not None:
-                if rec.model_version != predictor.version:
-                    click.echo(
-                        f"warning: {dev} was adapted on {rec.model_name} v{rec.model_version}, "
-                        f"serving with v{predictor.version}; re-run `hws adapt --task gemm`",
-                        err=True,
-                    )
-                pred = predict_adapted(model, rec, part)
-            else:
-                pred = predictor.predict(part)
-            parts.append(pl.concat([part.select("_q"), pred], how="horizontal"))
-    except (ValueError, LookupError) as exc:
-        _fail(exc)
-    result = pl.concat(parts).sort("_q").drop("_q")
-    write_output(pl.concat([queries.drop("_q"), result], how="horizontal"), out)
+    answer = _dispatch("gemm", queries, version, store_root)
+    write_output(pl.concat([queries, answer.outputs], how="horizontal"), out)
 
 
 # --------------------------------------------------------------------------- FPGA
@@ -160,8 +150,17 @@ def predict_gemm(
     help="hls4ml: model, reuse_factor, precision, strategy, io_type, part; hlsyn: kernel, pragmas, tool.",
 )
 @click.option("--version", default=None, help="Registry version (default: @champion).")
+@click.option(
+    "--store",
+    "store_root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Dataset store with the adapted devices (default: $HWSURROGATE_STORE or ./store).",
+)
 @click.option("--out", default=None, help="Write predictions to .csv/.json/.parquet instead of printing.")
-def predict_fpga(queries_path: str, kind: str, version: str | None, out: str | None) -> None:
+def predict_fpga(
+    queries_path: str, kind: str, version: str | None, store_root: Path | None, out: str | None
+) -> None:
     """Resources (LUT/FF/DSP/BRAM) and cycles of hls4ml models or HLSyn-style HLS designs.
 
     \b
@@ -175,11 +174,8 @@ def predict_fpga(queries_path: str, kind: str, version: str | None, out: str | N
     missing = [c for c in INPUTS[task] if c not in queries.columns]
     if missing:
         raise click.BadParameter(f"{task} queries miss column(s) {missing}", param_hint="--queries")
-    try:
-        pred = _load(task, version).predict(queries)
-    except (ValueError, LookupError) as exc:
-        _fail(exc)
-    write_output(pl.concat([queries.select(INPUTS[task]), pred], how="horizontal"), out)
+    answer = _dispatch(task, queries, version, store_root)
+    write_output(pl.concat([queries.select(INPUTS[task]), answer.outputs], how="horizontal"), out)
 
 
 # --------------------------------------------------------------------------- latency
@@ -209,6 +205,13 @@ def _read_latency_queries(path: Path) -> pl.DataFrame:
     help="CSV/parquet with columns device_id, space, arch_key (instead of --device/--arch-key).",
 )
 @click.option("--version", default=None, help="Registered model version (default: the champion).")
+@click.option(
+    "--store",
+    "store_root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Dataset store with the adapted devices (default: $HWSURROGATE_STORE or ./store).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON records instead of a table.")
 def predict_latency(
     device_id: str | None,
@@ -216,6 +219,7 @@ def predict_latency(
     arch_keys: tuple[str, ...],
     input_path: Path | None,
     version: str | None,
+    store_root: Path | None,
     as_json: bool,
 ) -> None:
     """Predict latency_ms of architectures on a device with the `hws-latency` champion.
@@ -226,8 +230,6 @@ def predict_latency(
           --arch-key '|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|'
       hws predict latency --input queries.csv --json
     """
-    from hwsurrogate.surrogates.registry.loading import ModelNotFoundError, load_predictor
-
     if input_path is not None:
         if device_id or arch_keys:
             raise click.UsageError("give either --input or --device/--arch-key, not both")
@@ -242,22 +244,20 @@ def predict_latency(
                 "arch_key": list(arch_keys),
             }
         )
-    try:
-        predictor = load_predictor("latency", version=version)
-        out = predictor.predict(queries)
-    except ModelNotFoundError as exc:
-        raise click.ClickException(str(exc)) from None
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
-    result = queries.with_columns(out["latency_ms"])
+    answer = _dispatch("latency", queries, version, store_root)
+    result = queries.with_columns(answer.outputs["latency_ms"])
     if as_json:
-        click.echo(
-            json.dumps({"model_version": predictor.version, "predictions": result.to_dicts()}, indent=2)
-        )
+        payload = {
+            "predictor": answer.predictor,
+            "model_name": answer.model.name,
+            "model_version": answer.model.version,
+            "predictions": result.to_dicts(),
+        }
+        click.echo(json.dumps(payload, indent=2))
         return
     with pl.Config(tbl_rows=-1, fmt_str_lengths=120, tbl_hide_dataframe_shape=True):
         click.echo(result)
-    click.echo(f"{predictor.name} version {predictor.version}")
+    click.echo(", ".join(f"{m.name} version {m.version}" for m in answer.models) + f" ({answer.predictor})")
 
 
 # --------------------------------------------------------------------------- the group

@@ -9,7 +9,7 @@ import polars as pl
 from fastapi import APIRouter, Depends
 
 from hwsurrogate.service.body import json_body, request_body
-from hwsurrogate.service.deps import ConfigDep, ModelsDep
+from hwsurrogate.service.deps import ConfigDep, DispatchDep, ModelsDep
 from hwsurrogate.service.routes._common import check_batch, finite_or_null
 from hwsurrogate.service.schemas import (
     FpgaPrediction,
@@ -19,8 +19,9 @@ from hwsurrogate.service.schemas import (
     HlsDesign,
     ModelRef,
 )
-from hwsurrogate.service.served import ServedModels, run_predictor
+from hwsurrogate.service.served import ServedModels, run_dispatch
 from hwsurrogate.surrogates.api import OUTPUTS
+from hwsurrogate.surrogates.predict import Dispatch
 
 router = APIRouter(prefix="/v1/predict", tags=["predict"])
 
@@ -52,10 +53,12 @@ def _hls_frame(designs: list[HlsDesign]) -> pl.DataFrame:
     )
 
 
-def _predict(models: ServedModels, task: str, frame: pl.DataFrame, kind: str) -> list[FpgaPrediction]:
-    predictor = models.require(task)
-    out = finite_or_null(run_predictor(predictor, frame).cast(dict.fromkeys(OUTPUTS[task], pl.Float64)))
-    ref = ModelRef(name=predictor.name, version=str(predictor.version))
+def _predict(
+    dispatch: Dispatch, models: ServedModels, task: str, frame: pl.DataFrame, kind: str
+) -> list[FpgaPrediction]:
+    answer = run_dispatch(dispatch, task, frame)
+    out = finite_or_null(answer.outputs.cast(dict.fromkeys(OUTPUTS[task], pl.Float64)))
+    ref = ModelRef(name=answer.model.name, version=answer.model.version)
     stage = models.stage(task)
     return [FpgaPrediction(type=kind, stage=stage, model=ref, **row) for row in out.iter_rows(named=True)]  # type: ignore[arg-type]
 
@@ -67,7 +70,10 @@ def _predict(models: ServedModels, task: str, frame: pl.DataFrame, kind: str) ->
     responses={413: {"description": "too many designs"}, 503: {"description": "no model for a design type"}},
 )
 def predict_fpga(
-    batch: Annotated[FpgaQueryBatch, Depends(json_body(FpgaQueryBatch))], models: ModelsDep, config: ConfigDep
+    batch: Annotated[FpgaQueryBatch, Depends(json_body(FpgaQueryBatch))],
+    models: ModelsDep,
+    dispatch: DispatchDep,
+    config: ConfigDep,
 ) -> FpgaPredictionBatch:
     """``type: hls4ml`` (layer list + config) -> LUT/FF/DSP/BRAM, cycles, II; ``type: hls`` (kernel +
     pragmas) -> cycles, resources and validity probability. ``stage`` says whether the numbers are
@@ -79,11 +85,11 @@ def predict_fpga(
         groups[d.type].append(i)
     if groups["hls4ml"]:
         frame = _hls4ml_frame([batch.designs[i] for i in groups["hls4ml"]])  # type: ignore[misc]
-        for i, p in zip(groups["hls4ml"], _predict(models, "fpga-hls4ml", frame, "hls4ml"), strict=True):
+        for i, p in zip(groups["hls4ml"], _predict(dispatch, models, "fpga-hls4ml", frame, "hls4ml"), strict=True):
             slots[i] = p
     if groups["hls"]:
         frame = _hls_frame([batch.designs[i] for i in groups["hls"]])  # type: ignore[misc]
-        for i, p in zip(groups["hls"], _predict(models, "fpga-hlsyn", frame, "hls"), strict=True):
+        for i, p in zip(groups["hls"], _predict(dispatch, models, "fpga-hlsyn", frame, "hls"), strict=True):
             slots[i] = p
     preds = [p for p in slots if p is not None]
     return FpgaPredictionBatch(count=len(preds), predictions=preds)

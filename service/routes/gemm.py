@@ -10,10 +10,10 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from hwsurrogate.service.body import json_rows_body, request_body
-from hwsurrogate.service.deps import ConfigDep, ModelsDep
+from hwsurrogate.service.deps import ConfigDep, DispatchDep
 from hwsurrogate.service.routes._common import check_batch, finite_or_null, json_response, server_timing
 from hwsurrogate.service.schemas import GemmPredictionBatch, GemmQueryBatch
-from hwsurrogate.service.served import run_predictor
+from hwsurrogate.service.served import run_dispatch
 from hwsurrogate.surrogates.api import INPUTS, OUTPUTS
 
 router = APIRouter(prefix="/v1/predict", tags=["predict"])
@@ -31,20 +31,25 @@ _SCHEMA = {"device": pl.String, "op": pl.String, "m": pl.Int64, "n": pl.Int64, "
 )
 def predict_gemm(
     queries: Annotated[pl.DataFrame, Depends(json_rows_body(GemmQueryBatch, "queries", _SCHEMA))],
-    models: ModelsDep,
+    dispatch: DispatchDep,
     config: ConfigDep,
     request: Request,
 ) -> Response:
     """Predict ``runtime_ms``, ``power_w`` and ``energy_j`` (null when the model has no power target)."""
     t0 = time.perf_counter()
     check_batch("queries", queries.height, config.max_predict_queries)
-    predictor = models.require("gemm")
     frame = queries.rename({"device": "device_id"})
     t_model = time.perf_counter()
-    out = run_predictor(predictor, frame.select(INPUTS["gemm"]))
+    answer = run_dispatch(dispatch, "gemm", frame.select(INPUTS["gemm"]))
     t_model = time.perf_counter() - t_model
-    out = finite_or_null(out.select([pl.col(c).cast(pl.Float64) for c in OUTPUTS["gemm"]]))
-    head = {"model": {"name": predictor.name, "version": str(predictor.version)}, "count": out.height}
+    out = finite_or_null(answer.outputs.select([pl.col(c).cast(pl.Float64) for c in OUTPUTS["gemm"]]))
+    head: dict[str, object] = {
+        "model": {"name": answer.model.name, "version": answer.model.version},
+        "predictor": answer.predictor,
+        "count": out.height,
+    }
+    if answer.warnings:
+        head["warnings"] = answer.warnings
     resp = json_response(head, "predictions", out)
     resp.headers["Server-Timing"] = server_timing(
         model=t_model, handler=time.perf_counter() - t0, parse=getattr(request.state, "parse_s", 0.0)

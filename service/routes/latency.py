@@ -9,11 +9,11 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 
 from hwsurrogate.service.body import json_body, request_body
-from hwsurrogate.service.deps import AdapterDep, ArchIndexDep, ConfigDep, ModelsDep
+from hwsurrogate.service.deps import ArchIndexDep, ConfigDep, DispatchDep
 from hwsurrogate.service.lookup import canonical_keys
 from hwsurrogate.service.routes._common import check_batch, finite_or_null, json_response
 from hwsurrogate.service.schemas import LatencyPredictionBatch, LatencyQueryBatch
-from hwsurrogate.service.served import run_predictor
+from hwsurrogate.service.served import run_dispatch
 
 router = APIRouter(prefix="/v1/predict", tags=["predict"])
 
@@ -30,8 +30,7 @@ router = APIRouter(prefix="/v1/predict", tags=["predict"])
 )
 def predict_latency(
     batch: Annotated[LatencyQueryBatch, Depends(json_body(LatencyQueryBatch))],
-    models: ModelsDep,
-    adapter: AdapterDep,
+    dispatch: DispatchDep,
     arch_index: ArchIndexDep,
     config: ConfigDep,
 ) -> Response:
@@ -49,20 +48,14 @@ def predict_latency(
         resolved = arch_index.resolve(batch.space, idx, field="archs")
         keys = keys.scatter(missing.arg_true(), resolved)
     frame = pl.DataFrame({"device_id": batch.device, "space": batch.space, "arch_key": keys})
-    adapted = adapter.get(batch.device)
-    if adapted is not None:
-        out = adapter.predict_latency(batch.device, frame)
-        kind, name, version = "adapted", adapted.model_name, adapted.model_version
-    else:
-        predictor = models.require("latency")
-        out = run_predictor(predictor, frame)
-        kind, name, version = "served", predictor.name, str(predictor.version)
-    rows = finite_or_null(pl.DataFrame({"arch_key": keys, "latency_ms": out["latency_ms"].cast(pl.Float64)}))
+    answer = run_dispatch(dispatch, "latency", frame)
+    latency = answer.outputs["latency_ms"].cast(pl.Float64)
+    rows = finite_or_null(pl.DataFrame({"arch_key": keys, "latency_ms": latency}))
     head = {
         "device": batch.device,
         "space": batch.space,
-        "predictor": kind,
-        "model": {"name": name, "version": version},
+        "predictor": answer.predictor,
+        "model": {"name": answer.model.name, "version": answer.model.version},
         "count": rows.height,
     }
     return json_response(head, "predictions", rows)

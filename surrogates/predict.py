@@ -1,0 +1,218 @@
+"""The one served-or-adapted dispatch: every prediction of ``hws predict`` and of the service goes here.
+
+A query names a device. For each device the dispatch decides, in one place, which model answers:
+
+- ``latency``: a device adapted with ``hws adapt`` / ``POST /v1/devices`` answers with its few-shot
+  head; any other device with the served ``hws-latency`` model (which names unknown devices).
+- ``gemm``: a device the served ``hws-gemm`` model was trained on answers with it; otherwise a
+  device adapted with ``hws adapt --task gemm`` answers with the served model plus its correction
+  (a warning when it was adapted on another model version); otherwise the served model refuses it.
+- ``fpga-hls4ml`` / ``fpga-hlsyn``: the served model.
+
+The caller says where served models come from (``served(task) -> Predictor``: the CLI loads the
+champion once on first use, the service hands over the models it loaded at start-up) and where
+adapted devices live (:class:`StoredLatencyDevices` over the store, or the service's adapter).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import polars as pl
+
+from hwsurrogate.surrogates.api import INPUTS, OUTPUTS, Predictor
+
+__all__ = [
+    "AdaptedLatency",
+    "Answer",
+    "Dispatch",
+    "ModelRef",
+    "RegistryModels",
+    "StoredLatencyDevices",
+    "local_dispatch",
+]
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model that answered: registered name and version."""
+
+    name: str
+    version: str
+
+
+@dataclass
+class Answer:
+    """Outputs of one ``predict`` call and which models produced them."""
+
+    outputs: pl.DataFrame  #: the task's output columns, one row per query, in query order
+    predictor: str  #: "served", "adapted" or "mixed" (a batch with devices of both kinds)
+    models: list[ModelRef] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def model(self) -> ModelRef:
+        """The one model that answered (the first when several did)."""
+        return self.models[0]
+
+
+class AdaptedLatency(Protocol):
+    """Adapted latency devices as the dispatch needs them (the store's, or the service's adapter)."""
+
+    def get(self, device_id: str) -> Any | None:
+        """The device's record (with ``model_name`` and ``model_version``), or None when not adapted."""
+        ...
+
+    def predict_latency(self, device_id: str, queries: pl.DataFrame) -> pl.DataFrame:
+        """``latency_ms`` per query row (columns device_id, space, arch_key)."""
+        ...
+
+
+class StoredLatencyDevices:
+    """:class:`AdaptedLatency` over the store's adapted devices (``<store>/adapted/latency``)."""
+
+    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+        from hwsurrogate.surrogates.registry.adapted import AdaptedDeviceRegistry
+
+        self.registry = AdaptedDeviceRegistry(root)
+
+    def get(self, device_id: str) -> Any | None:
+        try:
+            if not self.registry.device_path(device_id).is_file():  # cheap miss for served devices
+                return None
+            return self.registry.get(device_id)
+        except (ValueError, LookupError):  # a name no adapted device can have, or removed meanwhile
+            return None
+
+    def predict_latency(self, device_id: str, queries: pl.DataFrame) -> pl.DataFrame:
+        parts = []
+        for (space,), part in queries.with_row_index("_q").group_by(["space"], maintain_order=True):
+            ms = self.registry.predict_latency(device_id, str(space), part["arch_key"].to_list())
+            parts.append(pl.DataFrame({"_q": part["_q"], "latency_ms": pl.Series(ms, dtype=pl.Float64)}))
+        return pl.concat(parts).sort("_q").drop("_q")
+
+
+class RegistryModels:
+    """``served(task)`` for short-lived callers: the registered champion (or a pinned version), loaded once."""
+
+    def __init__(self, versions: dict[str, str | None] | None = None) -> None:
+        self.versions = dict(versions or {})
+        self._loaded: dict[str, Predictor] = {}
+
+    def __call__(self, task: str) -> Predictor:
+        if task not in self._loaded:
+            from hwsurrogate.surrogates.registry.loading import load_predictor
+
+            self._loaded[task] = load_predictor(task, version=self.versions.get(task))
+        return self._loaded[task]
+
+
+def _ref(predictor: Any) -> ModelRef:
+    return ModelRef(str(predictor.name), str(predictor.version))
+
+
+def _kind(kinds: set[str]) -> str:
+    return kinds.pop() if len(kinds) == 1 else "mixed"
+
+
+class Dispatch:
+    """Answers ``predict(task, queries)`` with the served model or the device's adaptation.
+
+    ``served(task)`` returns the served :class:`~hwsurrogate.surrogates.api.Predictor` of a task
+    (raising when there is none); ``latency_devices`` and ``gemm_devices(device_id)`` look up
+    adapted devices (None: no adapted devices of that task).
+    """
+
+    def __init__(
+        self,
+        served: Callable[[str], Predictor],
+        *,
+        latency_devices: AdaptedLatency | None = None,
+        gemm_devices: Callable[[str], Any | None] | None = None,
+    ) -> None:
+        self.served = served
+        self.latency_devices = latency_devices
+        self.gemm_devices = gemm_devices
+
+    def predict(self, task: str, queries: pl.DataFrame) -> Answer:
+        """One output row per query row, in order; a ValueError names a bad column or value."""
+        if task not in INPUTS:
+            raise ValueError(f"unknown task {task!r}; expected one of {sorted(INPUTS)}")
+        missing = [c for c in INPUTS[task] if c not in queries.columns]
+        if missing:
+            raise ValueError(f"{task} queries miss column(s) {missing}")
+        if task == "latency":
+            return self._per_device(queries, self._latency_part)
+        if task == "gemm":
+            return self._gemm(queries)
+        predictor = self.served(task)
+        return Answer(predictor.predict(queries), "served", [_ref(predictor)])
+
+    # ------------------------------------------------------------------ per device
+    @staticmethod
+    def _per_device(queries: pl.DataFrame, answer: Callable[[str, pl.DataFrame], Answer]) -> Answer:
+        """``answer(device, its rows)`` for each device, put back in query order."""
+        devices = queries["device_id"].cast(pl.String).unique(maintain_order=True).to_list()
+        if len(devices) == 1:  # the common case: no split, no re-ordering
+            return answer(devices[0], queries)
+        indexed = queries.with_row_index("_q")
+        parts, kinds, refs, warnings = [], set(), [], []
+        for device in devices:
+            part = indexed.filter(pl.col("device_id") == device)
+            got = answer(device, part.drop("_q"))
+            kinds.add(got.predictor)
+            refs += [r for r in got.models if r not in refs]
+            warnings += got.warnings
+            parts.append(pl.concat([part.select("_q"), got.outputs], how="horizontal"))
+        outputs = pl.concat(parts, how="diagonal_relaxed").sort("_q").drop("_q")
+        return Answer(outputs, _kind(kinds), refs, warnings)
+
+    def _latency_part(self, device: str, part: pl.DataFrame) -> Answer:
+        info = self.latency_devices.get(device) if self.latency_devices is not None else None
+        if info is not None:
+            out = self.latency_devices.predict_latency(device, part)  # type: ignore[union-attr]
+            return Answer(out.select("latency_ms"), "adapted", [ModelRef(str(info.model_name), str(info.model_version))])
+        predictor = self.served("latency")
+        return Answer(predictor.predict(part).select(OUTPUTS["latency"]), "served", [_ref(predictor)])
+
+    def _gemm(self, queries: pl.DataFrame) -> Answer:
+        predictor = self.served("gemm")
+        native = getattr(predictor, "native", None)
+        known = getattr(native, "devices", None)
+        if self.gemm_devices is None or native is None or known is None:
+            return Answer(predictor.predict(queries), "served", [_ref(predictor)])
+        devices = queries["device_id"].cast(pl.String).unique().to_list()
+        if all(d in known for d in devices):  # the service's hot path: one served call
+            return Answer(predictor.predict(queries), "served", [_ref(predictor)])
+
+        def answer(device: str, part: pl.DataFrame) -> Answer:
+            record = None if device in known else self.gemm_devices(device)  # type: ignore[misc]
+            if record is None:  # served, or refused by the served model naming the device
+                return Answer(predictor.predict(part), "served", [_ref(predictor)])
+            from hwsurrogate.surrogates.adapt import predict_adapted
+
+            warnings = []
+            if str(record.model_version) != str(predictor.version):
+                warnings.append(
+                    f"{device} was adapted on {record.model_name} v{record.model_version}, "
+                    f"serving with v{predictor.version}; re-run `hws adapt --task gemm`"
+                )
+            return Answer(predict_adapted(native, record, part), "adapted", [_ref(predictor)], warnings)
+
+        return self._per_device(queries, answer)
+
+
+def local_dispatch(
+    store_root: str | os.PathLike[str] | None = None, versions: dict[str, str | None] | None = None
+) -> Dispatch:
+    """The dispatch of a command-line process: registry champions (or pinned versions), the store's adapted devices."""
+    from hwsurrogate.surrogates.registry.adapted import load_adapted
+
+    return Dispatch(
+        RegistryModels(versions),
+        latency_devices=StoredLatencyDevices(store_root),
+        gemm_devices=lambda device: load_adapted(device, store_root),
+    )
