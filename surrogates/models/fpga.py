@@ -26,7 +26,8 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from hwsurrogate.surrogates.api import OUTPUTS
-from hwsurrogate.surrogates.features import hls4ml_features, hlsyn_features
+from hwsurrogate.surrogates.features.hls4ml import hls4ml_features
+from hwsurrogate.surrogates.features.hlsyn import hlsyn_features
 from hwsurrogate.surrogates.models.gemm import as_polars
 
 HLS4ML_TARGETS: tuple[str, ...] = ("lut", "ff", "dsp", "bram", "cycles", "ii")
@@ -76,7 +77,7 @@ class FpgaRegressor(RegressorMixin, BaseEstimator):
     Parameters
     ----------
     kind : {"hls4ml", "hlsyn"}
-        Which feature pipeline (:func:`.features.hls4ml_features` or :func:`.features.hlsyn_features`).
+        Which feature pipeline (:func:`.features.hls4ml.hls4ml_features` or :func:`.features.hlsyn.hlsyn_features`).
     targets : tuple of str
         Names of the columns of ``y`` (a frame) or of its columns in order (an array).
     log_target : bool
@@ -85,7 +86,7 @@ class FpgaRegressor(RegressorMixin, BaseEstimator):
         Per-kernel program-graph statistics (hlsyn); baked into the fitted model.
     graphs : polars.DataFrame or None
         ``program_graphs`` rows (hlsyn): adds the analytical loop-nest features of
-        :func:`.hlsyn_graphs.loop_features`; baked into the fitted model.
+        :func:`.program_graphs.loop_features`; baked into the fitted model.
     physics : bool
         hlsyn only (needs ``graphs``): fit ``perf`` as a residual on ``-0.5 * log2(sequential
         loop iterations)`` and utilisations as ``log2(util + 0.01)``; predictions are returned in

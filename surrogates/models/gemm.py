@@ -4,7 +4,7 @@
 pandas) with the ``gemm`` task's input columns; the device descriptor table given as
 ``devices`` is validated and baked into the fitted estimator (``device_table_``), so a
 pickled/logged model predicts for every device it was trained on without the store, and an
-unknown device raises :class:`~.features.UnknownGemmDeviceError` (a ``ValueError``) naming it.
+unknown device raises :class:`~.features.gemm.UnknownGemmDeviceError` (a ``ValueError``) naming it.
 
 ``target="roofline_ratio"`` (default for runtime) fits ``log(runtime / roofline_ms)``: the tree
 learns the *utilisation* of the roofline bound, which carries over to larger shapes and to
@@ -28,7 +28,7 @@ from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from hwsurrogate.surrogates.features import (
+from hwsurrogate.surrogates.features.gemm import (
     GEMM_FEATURE_VERSION,
     GEMM_QUERY_COLUMNS,
     device_table,

@@ -19,7 +19,7 @@ import polars as pl
 from hwsurrogate.datasets.store import DatasetStore
 from hwsurrogate.errors import TrainingDataError
 from hwsurrogate.surrogates.api import INPUTS, MODEL_NAMES
-from hwsurrogate.surrogates.features import program_graph_stats
+from hwsurrogate.surrogates.features.hlsyn import program_graph_stats
 from hwsurrogate.surrogates.models.fpga import (
     HLS4ML_TARGETS,
     HLSYN_TARGETS,

@@ -20,7 +20,7 @@ import polars as pl
 from hwsurrogate.datasets.store import DatasetStore
 from hwsurrogate.errors import TrainingDataError
 from hwsurrogate.surrogates.api import INPUTS, MODEL_NAMES
-from hwsurrogate.surrogates.features import device_table
+from hwsurrogate.surrogates.features.gemm import device_table
 from hwsurrogate.surrogates.models.gemm import GemmPyfunc, GemmRegressor, log_gemm_model, power_rows
 from hwsurrogate.surrogates.registry.tracking import (
     check_training_frame,
