@@ -28,7 +28,6 @@ from hwsurrogate.surrogates.models.fpga import (
     FpgaRegressor,
     fit_validity_classifier,
     hlsyn_targets,
-    log_fpga_model,
 )
 from hwsurrogate.surrogates.registry.tracking import (
     check_training_frame,
@@ -112,6 +111,8 @@ def _run(
     classifier_rows: pl.DataFrame | None = None,
 ) -> FpgaTrainResult:
     import mlflow
+
+    from hwsurrogate.surrogates.registry.pyfunc import log_fpga_model
 
     with start_run("fpga", run_name=f"train-{task}", task=task) as run:
         mlflow.log_params({k: str(v) for k, v in asdict(config).items()})

@@ -21,7 +21,7 @@ from hwsurrogate.datasets.store import DatasetStore
 from hwsurrogate.errors import TrainingDataError
 from hwsurrogate.surrogates.api import INPUTS, MODEL_NAMES
 from hwsurrogate.surrogates.features.gemm import device_table
-from hwsurrogate.surrogates.models.gemm import GemmPyfunc, GemmRegressor, log_gemm_model, power_rows
+from hwsurrogate.surrogates.models.gemm import GemmPyfunc, GemmRegressor, power_rows
 from hwsurrogate.surrogates.registry.tracking import (
     check_training_frame,
     log_regression_report,
@@ -149,6 +149,8 @@ def train_gemm_model(
 ) -> GemmTrainResult:
     """Train, log and register the ``gemm`` model; see the module docstring for the order."""
     import mlflow
+
+    from hwsurrogate.surrogates.registry.pyfunc import log_gemm_model
 
     config = config or GemmTrainConfig()
     store = store or DatasetStore()

@@ -2,8 +2,9 @@
 
 One multi-device predictor per space (``nb201``, ``fbnet``, ``ofa``) for every device in the
 store (or the ``--device`` ones): boosted trees per device (``--model tree``, default) or one
-GNN with a head per device (``--model gnn``). The served pyfunc (:class:`.latency_model.LatencyPyfunc`)
-answers ``device_id, space, arch_key -> latency_ms``.
+GNN with a head per device (``--model gnn``). The served pyfunc
+(:class:`~hwsurrogate.surrogates.registry.pyfunc.LatencyPyfunc`) answers
+``device_id, space, arch_key -> latency_ms``.
 
 Fixed test split (the same for every version, so champions are compared fairly): HELP's test
 indices (the 1000 architectures after the first 900 NB201 / 4000 FBNet and OFA) when a space
@@ -140,9 +141,8 @@ def train_latency_model(
 ) -> LatencyTrainingResult:
     """Train on long latency rows, log to MLflow, register ``hws-latency`` (see module doc)."""
     import mlflow
-    from mlflow.models import infer_signature
 
-    from hwsurrogate.surrogates.registry.latency_pyfunc import LatencyPyfunc
+    from hwsurrogate.surrogates.registry.pyfunc import LatencyPyfunc, log_latency_model
     from hwsurrogate.surrogates.registry.tracking import (
         log_regression_report,
         log_training_dataset,
@@ -214,10 +214,7 @@ def train_latency_model(
         mlflow.log_dict(pyfunc.devices, "devices.json")
         first = frame.group_by("space").first().sort("space")
         example = first.select("device_id", "space", "arch_key").to_pandas()
-        signature = infer_signature(example, pyfunc.predict_frame(example))
-        info = mlflow.pyfunc.log_model(
-            name="model", python_model=pyfunc, signature=signature, input_example=example
-        )
+        info = log_latency_model(pyfunc, example)
     test_queries = _test_queries(prepared)
     version, promoted = None, False
     if register:

@@ -186,8 +186,8 @@ def test_champion_is_loaded_through_mlflow_once_then_from_a_cache_keyed_by_versi
     from mlflow import MlflowClient
 
     from hwsurrogate.surrogates.fewshot.gemm import load_gemm_champion
-    from hwsurrogate.surrogates.models.gemm import log_gemm_model
     from hwsurrogate.surrogates.registry import loading as registry
+    from hwsurrogate.surrogates.registry.pyfunc import log_gemm_model
     from hwsurrogate.surrogates.registry.tracking import start_run
 
     example = gemm_rows("test/gpu-a", 5, seed=1, power=False)

@@ -19,8 +19,8 @@ from hwsurrogate.datasets.archspaces import NB201_OPS, format_nb201
 from hwsurrogate.errors import TrainingDataError
 from hwsurrogate.surrogates.models.latency_gnn import GNNConfig
 from hwsurrogate.surrogates.models.latency_trees import MultiDeviceLatencyTrees
-from hwsurrogate.surrogates.registry.latency_pyfunc import LatencyPyfunc
 from hwsurrogate.surrogates.registry.loading import load_predictor
+from hwsurrogate.surrogates.registry.pyfunc import LatencyPyfunc
 from hwsurrogate.surrogates.training.latency import EXPERIMENT, train_latency, train_latency_model
 
 OP_COST = {"none": 0.0, "skip_connect": 0.05, "nor_conv_1x1": 0.4, "nor_conv_3x3": 1.2, "avg_pool_3x3": 0.3}
