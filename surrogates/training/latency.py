@@ -1,4 +1,6 @@
-"""``hws train latency``: per-device architecture latency models, logged and registered.
+"""Training of the ``latency`` model: per-device architecture latency models, logged and registered.
+
+Run by ``hws train latency`` (:mod:`hwsurrogate.cli.train`).
 
 One multi-device predictor per space (``nb201``, ``fbnet``, ``ofa``) for every device in the
 store (or the ``--device`` ones): boosted trees per device (``--model tree``, default) or one
@@ -20,10 +22,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import click
 import numpy as np
 import polars as pl
 
+from hwsurrogate.datasets.store import DatasetStore
 from hwsurrogate.errors import TrainingDataError
 from hwsurrogate.surrogates.api import MODEL_NAMES
 from hwsurrogate.surrogates.features import nas as graphs
@@ -278,60 +280,11 @@ def _evaluate(uri: str, test: pl.DataFrame) -> float:
     return float(np.nanmean(rhos)) if rhos else float("nan")
 
 
-@click.command("latency")
-@click.option(
-    "--device", "devices", multiple=True, help="Device id to train for (repeat). Default: every device."
-)
-@click.option(
-    "--space",
-    type=click.Choice(["nb201", "fbnet", "ofa", "all"]),
-    default="all",
-    show_default=True,
-    help="Architecture space(s) to train.",
-)
-@click.option(
-    "--model",
-    type=click.Choice(["tree", "gnn"]),
-    default="tree",
-    show_default=True,
-    help="tree: boosted trees per device; gnn: one GNN per space with a head per device.",
-)
-@click.option(
-    "--max-train-archs",
-    type=int,
-    default=4000,
-    show_default=True,
-    help="Cap on training architectures per space (lowest arch indices first).",
-)
-@click.option(
-    "--gnn-seconds",
-    type=float,
-    default=240.0,
-    show_default=True,
-    help="Wall-clock cap on each space's GNN training.",
-)
-@click.option("--no-register", is_flag=True, help="Log the run but do not register/promote the model.")
-def train_latency(
-    devices: tuple[str, ...],
-    space: str,
-    model: str,
-    max_train_archs: int,
-    gnn_seconds: float,
-    no_register: bool,
-) -> None:
-    """Train the per-device latency model on the store and register it as `hws-latency`.
+def latency_training_frame(store: DatasetStore, space: str = "all") -> pl.DataFrame:
+    """Long latency rows of ``space`` (``"all"``: every space with an encoder) for training.
 
-    \b
-    The model answers device_id, space, arch_key -> latency_ms for every (device, space)
-    it was trained on. Test split: HELP's test indices (fixed), so a new version becomes
-    `champion` only if its mean per-device Spearman on that split beats the current one.
-    Examples:
-      hws train latency                                # every device, all spaces, trees
-      hws train latency --space nb201 --device help/pixel2 --model gnn
+    Raises :class:`TrainingDataError` when the store has none.
     """
-    from hwsurrogate.datasets.store import DatasetStore
-
-    store = DatasetStore()
     scan = store.scan("latency")
     if space != "all":
         scan = scan.filter(pl.col("space") == space)
@@ -339,23 +292,5 @@ def train_latency(
         scan = scan.filter(pl.col("space").is_in(list(graphs.SPACES)))
     frame = scan.select("device_id", "space", "arch_index", "arch_key", "latency_ms").collect()
     if frame.height == 0:
-        raise click.ClickException(
-            "no latency rows in the store; run `hws data import help` (and latbench) first"
-        )
-    try:
-        result = train_latency_model(
-            frame,
-            model=model,  # type: ignore[arg-type]
-            devices=list(devices) or None,
-            max_train_archs=max_train_archs,
-            gnn_seconds=gnn_seconds,
-            register=not no_register,
-        )
-    except TrainingDataError as exc:
-        raise click.ClickException(str(exc)) from None
-    for k, v in sorted(result.metrics.items()):
-        click.echo(f"{k}: {v:.4f}")
-    click.echo(f"run {result.run_id}; model {result.model_uri}")
-    if result.version is not None:
-        state = "promoted to champion" if result.promoted else "kept current champion"
-        click.echo(f"registered {MODEL_NAMES['latency']} version {result.version} ({state})")
+        raise TrainingDataError("no latency rows in the store; run `hws data import help` (and latbench) first")
+    return frame
