@@ -27,9 +27,9 @@ from hwsurrogate.surrogates.registry.tracking import (
     log_regression_report,
     log_training_dataset,
     register_and_promote,
-    regression_metrics,
     start_run,
 )
+from hwsurrogate.surrogates.training.metrics import regression_metrics
 from hwsurrogate.surrogates.training.splits import group_split
 
 EXPERIMENT = "gemm"

@@ -30,6 +30,7 @@ from hwsurrogate.errors import TrainingDataError
 from hwsurrogate.surrogates.api import MODEL_NAMES
 from hwsurrogate.surrogates.features import nas as graphs
 from hwsurrogate.surrogates.training.latency_data import HELP_TEST_SIZE, HELP_TRAIN_POOL, to_wide
+from hwsurrogate.surrogates.training.metrics import spearman
 
 EXPERIMENT = "hws-latency"
 ModelKind = Literal["tree", "gnn"]
@@ -122,12 +123,10 @@ def _fit_space(
 
 
 def _per_device_spearman(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
-    from scipy.stats import spearmanr
-
     out = []
     for j in range(truth.shape[1]):
         ok = np.isfinite(truth[:, j])
-        out.append(spearmanr(truth[ok, j], pred[ok, j]).statistic if ok.sum() > 2 else np.nan)
+        out.append(spearman(truth[ok, j], pred[ok, j]) if ok.sum() > 2 else np.nan)
     return np.array(out, dtype=float)
 
 
@@ -260,7 +259,6 @@ def _test_queries(prepared: dict[str, dict[str, Any]]) -> pl.DataFrame:
 def _evaluate(uri: str, test: pl.DataFrame) -> float:
     """Mean per-(space, device) Spearman of a registered model on the fixed test rows (-1 if it cannot answer)."""
     import mlflow
-    from scipy.stats import spearmanr
 
     if test.height == 0:
         return float("nan")
@@ -273,7 +271,7 @@ def _evaluate(uri: str, test: pl.DataFrame) -> float:
         return -1.0
     scored = test.with_columns(pl.Series("pred", pred))
     rhos = [
-        spearmanr(g["latency_ms"], g["pred"]).statistic
+        spearman(g["latency_ms"], g["pred"])
         for _, g in scored.group_by("space", "device_id")
         if g.height > 2
     ]
