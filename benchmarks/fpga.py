@@ -29,8 +29,9 @@ from hwsurrogate.surrogates.models.fpga import (
     hlsyn_reported_targets,
     hlsyn_targets,
 )
-from hwsurrogate.surrogates.training.fpga import HLSYN_TEST_KERNELS, hlsyn_frame, regression_rows
+from hwsurrogate.surrogates.training.fpga import hlsyn_frame, regression_rows
 from hwsurrogate.surrogates.training.metrics import ape, regression_metrics, rmse
+from hwsurrogate.surrogates.training.splits import HLSYN_TEST_KERNELS
 
 HLSYN_FLOOR = {"v18": 3.735, "v20": 3.445}
 #: wa-hls4ml paper Table 4 (synthetic test, "All", GNN) SMAPE % per target (different, 100k-design data).

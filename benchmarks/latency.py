@@ -54,8 +54,9 @@ def run_benchmark(
     from hwsurrogate.surrogates.features import nas as graphs
     from hwsurrogate.surrogates.models.latency_gnn import GNNConfig, MultiDeviceLatencyGNN
     from hwsurrogate.surrogates.models.latency_trees import LatencyTreeRegressor
-    from hwsurrogate.surrogates.training.latency_data import help_split, read_latency, to_wide, trim_10_90
+    from hwsurrogate.surrogates.training.latency_data import read_latency, to_wide
     from hwsurrogate.surrogates.training.noise_ceiling import nb201_noise_ceiling
+    from hwsurrogate.surrogates.training.splits import help_split, trim_10_90
 
     store = DatasetStore(store_root)
     results: list[dict[str, Any]] = []

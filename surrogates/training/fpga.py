@@ -37,13 +37,7 @@ from hwsurrogate.surrogates.registry.tracking import (
     start_run,
 )
 from hwsurrogate.surrogates.training.metrics import regression_metrics
-from hwsurrogate.surrogates.training.splits import group_split
-
-#: HLSyn's held-out kernels (baselines/src/config.py, ZongyueQin/HLSyn): v18 and v20 lists.
-HLSYN_TEST_KERNELS: dict[str, tuple[str, ...]] = {
-    "v18": ("stencil-3d", "doitgen-red", "gemm-ncubed", "fdtd-2d", "jacobi-2d", "trmm-opt"),
-    "v20": ("gemm-p-large", "covariance", "gemm-ncubed", "symm", "fdtd-2d-large", "trmm-opt"),
-}
+from hwsurrogate.surrogates.training.splits import HLSYN_TEST_KERNELS, group_split
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,6 @@ the other architectures (at most ``--max-train-archs`` per space, lowest indices
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,8 +28,9 @@ from hwsurrogate.datasets.store import DatasetStore
 from hwsurrogate.errors import TrainingDataError
 from hwsurrogate.surrogates.api import MODEL_NAMES
 from hwsurrogate.surrogates.features import nas as graphs
-from hwsurrogate.surrogates.training.latency_data import HELP_TEST_SIZE, HELP_TRAIN_POOL, to_wide
+from hwsurrogate.surrogates.training.latency_data import to_wide
 from hwsurrogate.surrogates.training.metrics import spearman
+from hwsurrogate.surrogates.training.splits import latency_test_mask
 
 EXPERIMENT = "hws-latency"
 ModelKind = Literal["tree", "gnn"]
@@ -44,20 +44,6 @@ class LatencyTrainingResult:
     promoted: bool
     metrics: dict[str, float] = field(default_factory=dict)
     pyfunc: Any = None
-
-
-def test_arch_mask(wide: pl.DataFrame, space: str) -> np.ndarray:
-    """Boolean mask of the fixed test architectures of ``wide`` (one row per architecture)."""
-    n_train = HELP_TRAIN_POOL[space]
-    idx = wide["arch_index"].fill_null(-1).to_numpy()
-    help_test = (idx >= n_train) & (idx < n_train + HELP_TEST_SIZE)
-    if help_test.sum() >= 100:
-        return help_test
-    digests = np.array([int(hashlib.md5(k.encode()).hexdigest()[:8], 16) for k in wide["arch_key"]])
-    n_test = max(1, int(round(0.2 * wide.height)))
-    mask = np.zeros(wide.height, dtype=bool)
-    mask[np.argsort(digests, kind="stable")[:n_test]] = True
-    return mask
 
 
 def check_latency_frame(frame: pl.DataFrame, *, devices: Sequence[str] | None = None) -> pl.DataFrame:
@@ -161,7 +147,7 @@ def train_latency_model(
     prepared: dict[str, dict[str, Any]] = {}
     for space in spaces:
         wide, devs = to_wide(frame.filter(pl.col("space") == space))
-        test = test_arch_mask(wide, space)
+        test = latency_test_mask(wide, space)
         train_idx = np.flatnonzero(~test)[:max_train_archs]
         if len(train_idx) < 2:
             raise TrainingDataError(f"{space}: {len(train_idx)} training architectures; need at least 2")
