@@ -15,10 +15,10 @@ import time
 
 import numpy as np
 import polars as pl
-from scipy.stats import spearmanr
 
 from hwsurrogate.datasets.collectors.dnn_latency import collect_latency, random_arch_keys
 from hwsurrogate.datasets.collectors.environment import cpu_info
+from hwsurrogate.surrogates.training.metrics import ape, spearman
 
 
 def main() -> None:
@@ -46,8 +46,8 @@ def main() -> None:
     second = collect_latency("nb201", keys, **kw)
     wall = time.perf_counter() - t0
     a, b = first["latency_ms"].to_numpy(), second["latency_ms"].to_numpy()
-    rho = float(spearmanr(a, b).statistic)
-    rel = np.abs(a - b) / a * 100
+    rho = spearman(a, b)
+    rel = ape(a, b)
     table = pl.DataFrame(
         {"arch_key": keys, "pass1_ms": a.round(3), "pass2_ms": b.round(3), "abs_diff_pct": rel.round(2)}
     )

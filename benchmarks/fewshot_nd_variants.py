@@ -42,6 +42,7 @@ from hwsurrogate.surrogates.fewshot import (
     read_splits,
     score_predictions,
 )
+from hwsurrogate.surrogates.training.metrics import spearman
 
 SPACE = "nb201"
 Adapt = Callable[[FewShotLatencyRegressor, np.ndarray, np.ndarray], DeviceHead]
@@ -96,11 +97,9 @@ def _ridge(iso_of: Callable[[Any, np.ndarray], np.ndarray]) -> Callable[..., lis
 
 def _nearest_sources(k: int) -> Callable[..., list[DeviceHead]]:
     """A Gaussian prior centred on the k source devices whose latencies rank the support best."""
-    from scipy.stats import spearmanr
-
     def extra(m: FewShotLatencyRegressor, sm: Any, F: np.ndarray, ly: np.ndarray, t: str) -> list[DeviceHead]:
         W, cov = sm.prior(t)
-        sims = np.array([spearmanr(F[:, j], ly).statistic for j in range(len(sm.source_devices))])
+        sims = np.array([spearman(F[:, j], ly) for j in range(len(sm.source_devices))])
         sel = np.argsort(-sims)[:k]
         taus = [sm.tau * f for f in m.config.evidence_tau_factors]
         return [posterior_head(F, ly, W[sel].mean(axis=0, keepdims=True), cov, tau=taus,

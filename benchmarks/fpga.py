@@ -29,8 +29,9 @@ from hwsurrogate.surrogates.models.fpga import (
     hlsyn_reported_targets,
     hlsyn_targets,
 )
-from hwsurrogate.surrogates.registry.tracking import regression_metrics
-from hwsurrogate.surrogates.training.fpga import HLSYN_TEST_KERNELS, hlsyn_frame, regression_rows
+from hwsurrogate.surrogates.training.fpga import hlsyn_frame, regression_rows
+from hwsurrogate.surrogates.training.metrics import ape, regression_metrics, rmse
+from hwsurrogate.surrogates.training.splits import HLSYN_TEST_KERNELS
 
 HLSYN_FLOOR = {"v18": 3.735, "v20": 3.445}
 #: wa-hls4ml paper Table 4 (synthetic test, "All", GNN) SMAPE % per target (different, 100k-design data).
@@ -40,7 +41,7 @@ WAHLS4ML_GNN_SMAPE = {"lut": 11.4, "ff": 11.6, "dsp": 15.1, "bram": 19.5, "cycle
 def _rmse(y: np.ndarray, p: np.ndarray) -> float:
     """RMSE over rows whose target is known (zero FF etc. are imported as missing, not zero)."""
     ok = np.isfinite(y)
-    return float(np.sqrt(np.mean((y[ok] - p[ok]) ** 2)))
+    return rmse(y[ok], p[ok])
 
 
 def _hlsyn_tree(gstats: pl.DataFrame, graphs: pl.DataFrame | None, max_iter: int) -> FpgaRegressor:
@@ -224,12 +225,8 @@ def powergear_rows(store: DatasetStore) -> tuple[pl.DataFrame, pl.DataFrame, pl.
     return board, f.filter(pl.col("stage") == "hls_estimate"), f.filter(pl.col("stage") == "post_route")
 
 
-def _ape(y: np.ndarray, p: np.ndarray) -> np.ndarray:
-    return np.abs(p - y) / y * 100
-
-
-def _kernel_means(ape: np.ndarray, kernels: np.ndarray, mask: np.ndarray) -> dict[str, float]:
-    return {str(k): float(ape[mask & (kernels == k)].mean()) for k in np.unique(kernels[mask])}
+def _kernel_means(errors: np.ndarray, kernels: np.ndarray, mask: np.ndarray) -> dict[str, float]:
+    return {str(k): float(errors[mask & (kernels == k)].mean()) for k in np.unique(kernels[mask])}
 
 
 def repeatability_floor(hls_x: pl.DataFrame, kernels: np.ndarray, y: np.ndarray) -> tuple[float, int]:
@@ -256,7 +253,7 @@ def repeatability_floor(hls_x: pl.DataFrame, kernels: np.ndarray, y: np.ndarray)
     if g.height == 0:
         return float("nan"), 0
     loo = (g["s"] - g["y"]) / (g["n"] - 1)
-    return float(_ape(g["y"].to_numpy(), loo.to_numpy()).mean()), g.height
+    return float(ape(g["y"].to_numpy(), loo.to_numpy()).mean()), g.height
 
 
 @click.command("fpga-power")
@@ -345,14 +342,14 @@ def bench_power(
             ("dynamic", dyn, scored & dyn_ok),
             ("static", static, scored),
         ):
-            ape = _ape(y, pred[t])
-            per = _kernel_means(ape, kernels, ok)
+            errors = ape(y, pred[t])
+            per = _kernel_means(errors, kernels, ok)
             anchor = POWERGEAR_ANCHOR.get(t)
             src = "PowerGear (DATE'22), mean over held-out kernels" if anchor else ""
             report.add(f"{t} power MAPE %", f"{split}; mean over kernels", float(np.mean(list(per.values()))),
                        anchor=anchor, target=anchor, anchor_source=src, n=len(per))  # fmt: skip
             report.add(
-                f"{t} power MAPE %", f"{stage}: mean over designs", float(ape[ok].mean()), n=int(ok.sum())
+                f"{t} power MAPE %", f"{stage}: mean over designs", float(errors[ok].mean()), n=int(ok.sum())
             )
             if t != "static":
                 for k, v in per.items():
@@ -367,8 +364,7 @@ def bench_power(
                 m_k, c_k = kernels == k, (kernels == k) & cal
                 st_cal[m_k] *= np.exp(np.mean(np.log(static[c_k] / pred["static"][c_k])))
             ok = scored & ~cal
-            ape = _ape(total, st_cal + pred["dynamic"])
-            per = _kernel_means(ape, kernels, ok)
+            per = _kernel_means(ape(total, st_cal + pred["dynamic"]), kernels, ok)
             report.add("total power MAPE %",
                        f"{stage}: few-shot, static calibrated on {calibrate} measured designs of the held-out kernel; "
                        "mean over kernels", float(np.mean(list(per.values()))), anchor=POWERGEAR_ANCHOR["total"],

@@ -25,6 +25,7 @@ from sklearn.ensemble import HistGradientBoostingRegressor
 from hwsurrogate.benchmarks.fpga import powergear_rows
 from hwsurrogate.datasets.store import DatasetStore
 from hwsurrogate.surrogates.features import powergear_features
+from hwsurrogate.surrogates.training.metrics import mape
 
 NEST = ("nest_speed_spread", "nest_activity", "slow_nest_time_share")
 
@@ -42,7 +43,7 @@ def _loko(x: np.ndarray, base: np.ndarray, dyn: np.ndarray, kernels: np.ndarray,
 
 def _kernel_mape(y: np.ndarray, p: np.ndarray, kernels: np.ndarray, ks: list[str], ok: np.ndarray) -> float:
     return float(
-        np.mean([np.mean(np.abs(p[m] - y[m]) / y[m]) * 100 for m in (ok & (kernels == k) for k in ks)])
+        np.mean([mape(y[m], p[m]) for m in (ok & (kernels == k) for k in ks)])
     )
 
 

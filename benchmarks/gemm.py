@@ -27,7 +27,7 @@ from hwsurrogate.surrogates.fewshot.gemm import (
     suggest_shapes,
 )
 from hwsurrogate.surrogates.models.gemm import GemmRegressor, power_rows
-from hwsurrogate.surrogates.registry.tracking import regression_metrics
+from hwsurrogate.surrogates.training.metrics import ape, regression_metrics
 from hwsurrogate.surrogates.training.splits import group_split, random_split
 
 NEUSIGHT_TRAIN = (
@@ -52,10 +52,6 @@ def _read(store: DatasetStore, source: str) -> tuple[pl.DataFrame, pl.DataFrame]
             f"the store has no gemm rows from {source!r}: run `hws data import {source}` first"
         )
     return frame, store.read("devices")
-
-
-def _mape(y: np.ndarray, p: np.ndarray) -> float:
-    return float(np.mean(np.abs(p - y) / y) * 100)
 
 
 def _log_bench(report: BenchReport) -> None:
@@ -304,7 +300,7 @@ def bench_neusight(
     pred_plain = plain.predict(test, extra_devices=test_desc)
     y = test["runtime_ms"].to_numpy()
     res = test.select("device_id", "op").with_columns(
-        pl.Series("ape", np.abs(pred - y) / y * 100), pl.Series("ape_plain", np.abs(pred_plain - y) / y * 100)
+        pl.Series("ape", ape(y, pred)), pl.Series("ape_plain", ape(y, pred_plain))
     )
     per = (
         res.group_by("device_id", "op")
@@ -333,7 +329,7 @@ def _add_dtype_mape(
 ) -> None:  # fmt: skip
     """One row per dtype: MAPE of ``pred`` against ``test[column]``; the target applies to H200 bf16."""
     y = test[column].to_numpy()
-    res = test.select("dtype").with_columns(pl.Series("ape", np.abs(pred - y) / y * 100))
+    res = test.select("dtype").with_columns(pl.Series("ape", ape(y, pred)))
     for r in res.group_by("dtype").agg(pl.col("ape").mean(), pl.len()).sort("dtype").iter_rows(named=True):
         is_target = dev.endswith("h200_sxm") and r["dtype"] == "bf16"
         report.add(
@@ -455,10 +451,10 @@ def fewshot_curve(
                     sup = part[np.sort(support)]
                     corr, _, _ = fit_adaptation(model, sup, desc, sup["runtime_ms"].to_numpy(), config)
                     pred = predict_with_correction(model, corr, part, desc)
-                ape = np.abs(pred - y) / y * 100
+                errors = ape(y, pred)
                 for op in np.unique(ops):
                     sel = mask & (ops == op)
-                    out.append({"device_id": dev, "op": op, "shots": s, "rep": rep, "mape": float(ape[sel].mean()),
+                    out.append({"device_id": dev, "op": op, "shots": s, "rep": rep, "mape": float(errors[sel].mean()),
                                 "n": int(sel.sum())})  # fmt: skip
     return (
         pl.DataFrame(out)
@@ -494,13 +490,13 @@ def in_gpu_ceiling(test: pl.DataFrame, devices: pl.DataFrame, *, folds: int = 5)
             tree = HistGradientBoostingRegressor(max_iter=300, learning_rate=0.1, max_leaf_nodes=31,
                                                  min_samples_leaf=10, random_state=0)  # fmt: skip
             pred[ev] = np.exp(tree.fit(x[fit], np.log(y[fit] / roof[fit])).predict(x[ev])) * roof[ev]
-        ape = np.abs(pred - y) / y * 100
+        errors = ape(y, pred)
         for op in np.unique(ops):
             out.append(
                 {
                     "device_id": dev,
                     "op": op,
-                    "mape": float(ape[ops == op].mean()),
+                    "mape": float(errors[ops == op].mean()),
                     "n": int((ops == op).sum()),
                 }
             )
@@ -519,14 +515,14 @@ def saturated_noise_floor(test: pl.DataFrame, *, min_batch: int = 256, min_rows:
     )
     out = []
     for (dev,), part in q.group_by("device_id", maintain_order=True):
-        ape = []
+        errors = []
         for _, g in part.group_by("m", "n", "k"):
             v = np.sort(g["per"].to_numpy())
             w = np.cumsum(1.0 / v)
             c = v[np.searchsorted(w, w[-1] / 2.0)]  # minimises sum |c - v| / v
-            ape.append(np.abs(c - v) / v * 100)
-        ape_all = np.concatenate(ape)
-        out.append({"device_id": dev, "mape": float(ape_all.mean()), "n": len(ape_all), "groups": len(ape)})
+            errors.append(ape(v, c))
+        ape_all = np.concatenate(errors)
+        out.append({"device_id": dev, "mape": float(ape_all.mean()), "n": len(ape_all), "groups": len(errors)})
     return pl.DataFrame(out).sort("device_id")
 
 
@@ -551,7 +547,7 @@ def all_but_test_rows(
         corr, _, _ = fit_adaptation(model, sup, desc, sup["runtime_ms"].to_numpy(), config)
         pred = predict_with_correction(model, corr, part, desc)
         y, ops = part["runtime_ms"].to_numpy(), part["op"].to_numpy()
-        ape = np.abs(pred - y) / y * 100
+        errors = ape(y, pred)
         for op in np.unique(ops):
             sel = mask & (ops == op)
             out.append(
@@ -559,7 +555,7 @@ def all_but_test_rows(
                     "device_id": dev,
                     "op": op,
                     "shots": len(support),
-                    "mape": float(ape[sel].mean()),
+                    "mape": float(errors[sel].mean()),
                     "n": int(sel.sum()),
                 }
             )

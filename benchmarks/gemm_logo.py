@@ -48,6 +48,7 @@ from hwsurrogate.benchmarks.gemm import (
 from hwsurrogate.datasets.store import DatasetStore
 from hwsurrogate.surrogates.features import gemm_feature_names, gemm_features
 from hwsurrogate.surrogates.fewshot.gemm import GemmAdaptConfig, fit_adaptation, predict_with_correction
+from hwsurrogate.surrogates.training.metrics import ape
 
 ALIGN = ("align_n", "align_k", "align_nk")
 P4 = "neusight/Tesla_P4"
@@ -105,10 +106,10 @@ def zero_shot(seeds: list[int], evaluate: str, rows_per_gpu: int) -> None:
                     max_iter=300, learning_rate=0.1, random_state=0, **NEUSIGHT_TREE
                 ).fit(x[fit], np.log(y[fit] / roof[fit]))
                 pred = np.exp(model.predict(x[ev])) * roof[ev]
-                ape = np.abs(pred - y[ev]) / y[ev] * 100
+                errors = ape(y[ev], pred)
                 for o in ("bmm", "linear"):
                     key = f"{_short(held)} {o}"
-                    results.setdefault(name, {}).setdefault(key, []).append(float(ape[op[ev] == o].mean()))
+                    results.setdefault(name, {}).setdefault(key, []).append(float(errors[op[ev] == o].mean()))
         print(
             f"seed {seed}: "
             + ", ".join(f"{n} {np.mean([v[-1] for v in r.values()]):.2f}" for n, r in results.items())
@@ -156,10 +157,10 @@ def _few_shot_configs(configs: dict[str, GemmAdaptConfig], repeats: int, shots: 
                     corr, _, _ = fit_adaptation(base, test[support], desc, y[support], cfg)
                     preds[name] = predict_with_correction(base, corr, test, desc)
                 for name, p in preds.items():
-                    ape = np.abs(p - y) / y * 100
+                    errors = ape(y, p)
                     for o in ("bmm", "linear"):
                         sel = mask & (ops == o)
-                        out.append({"method": name, "shots": s, "gpu": f"{_short(held)} {o}", "mape": float(ape[sel].mean())})  # fmt: skip
+                        out.append({"method": name, "shots": s, "gpu": f"{_short(held)} {o}", "mape": float(errors[sel].mean())})  # fmt: skip
         print(f"held out {held}: done", flush=True)
     df = pl.DataFrame(out).group_by("method", "shots", "gpu").agg(pl.col("mape").mean())
     for s in shots:

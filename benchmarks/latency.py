@@ -23,6 +23,7 @@ from typing import Any
 import click
 import numpy as np
 
+from hwsurrogate.surrogates.training.metrics import mape, spearman
 from hwsurrogate.surrogates.training.noise_ceiling import NOISE_R2
 
 BENCHMARK = "latency-single"
@@ -31,9 +32,7 @@ TARGET_MAPE = 5.0
 
 
 def _metrics(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
-    from scipy.stats import spearmanr
-
-    return float(spearmanr(y, p).statistic), float(np.mean(np.abs(p - y) / y) * 100)
+    return spearman(y, p), mape(y, p)
 
 
 def run_benchmark(
@@ -55,8 +54,9 @@ def run_benchmark(
     from hwsurrogate.surrogates.features import nas as graphs
     from hwsurrogate.surrogates.models.latency_gnn import GNNConfig, MultiDeviceLatencyGNN
     from hwsurrogate.surrogates.models.latency_trees import LatencyTreeRegressor
-    from hwsurrogate.surrogates.training.latency_data import help_split, read_latency, to_wide, trim_10_90
+    from hwsurrogate.surrogates.training.latency_data import read_latency, to_wide
     from hwsurrogate.surrogates.training.noise_ceiling import nb201_noise_ceiling
+    from hwsurrogate.surrogates.training.splits import help_split, trim_10_90
 
     store = DatasetStore(store_root)
     results: list[dict[str, Any]] = []

@@ -24,10 +24,11 @@ from hwsurrogate.datasets.store import DatasetStore
 from hwsurrogate.service.app import ServiceConfig, create_app
 from hwsurrogate.surrogates.adapt import adapt_gemm, predict_adapted
 from hwsurrogate.surrogates.fewshot import FewShotConfig, FewShotLatencyRegressor
-from hwsurrogate.surrogates.models.gemm import GemmPyfunc, GemmRegressor, log_gemm_model
+from hwsurrogate.surrogates.models.gemm import GemmPyfunc, GemmRegressor
 from hwsurrogate.surrogates.predict import Dispatch, StoredLatencyDevices
 from hwsurrogate.surrogates.registry.adapted import AdaptedDeviceRegistry
 from hwsurrogate.surrogates.registry.loading import load_predictor
+from hwsurrogate.surrogates.registry.pyfunc import log_gemm_model
 from hwsurrogate.surrogates.registry.tracking import start_run
 
 from .surrogates.gemm_factories import devices_frame, gemm_rows

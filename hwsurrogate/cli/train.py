@@ -1,32 +1,243 @@
-"""``hws train``: train a surrogate, log it to MLflow and register it."""
+"""``hws train``: train a surrogate, log it to MLflow and register it.
+
+Each command reads its options, calls the plain training function of
+:mod:`hwsurrogate.surrogates.training` and prints the result. The training modules (polars,
+scikit-learn, torch, MLflow) are imported inside the commands, so ``hws train --help`` stays fast.
+"""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from typing import Any
+
 import click
 
-from hwsurrogate.cli.lazy import LazyGroup
 
-S = "hwsurrogate.surrogates"
-
-TRAIN: dict[str, tuple[str, str]] = {
-    "gemm": (f"{S}.training.gemm:train_gemm", "GEMM runtime/power/energy trees on the gemm table."),
-    "fpga-hls4ml": (f"{S}.training.fpga:train_hls4ml", "hls4ml resource/latency model on the fpga table."),
-    "fpga-hlsyn": (
-        f"{S}.training.fpga:train_hlsyn",
-        "HLSyn/HARP HLS-design model (cycles, resources, validity).",
-    ),
-    "latency": (
-        f"{S}.training.latency:train_latency",
-        "Per-device architecture latency predictor (tree and GNN).",
-    ),
-    "fewshot": (f"{S}.fewshot.cli:train_fewshot", "Meta-train the device-adaptive latency predictor."),
-}
-
-
-@click.group(cls=LazyGroup, lazy=TRAIN)
+@click.group()
 def train() -> None:
     """Train a surrogate on the store, log it to MLflow and register it.
 
     The registry alias `champion` moves to the new version only when it beats the current
     champion on the same test split.
     """
+
+
+def _registered(task: str, version: str | None, promoted: bool) -> None:
+    from hwsurrogate.surrogates.api import MODEL_NAMES
+
+    if version is not None:
+        state = "promoted to @champion" if promoted else "not promoted (champion is better)"
+        click.echo(f"registered {MODEL_NAMES[task]} v{version}: {state}")
+
+
+# --------------------------------------------------------------------------- gemm
+
+
+@train.command("gemm", short_help="GEMM runtime/power/energy trees on the gemm table.")
+@click.option("--source", "sources", multiple=True, help="Only rows of this source (repeatable).")
+@click.option("--device", "devices", multiple=True, help="Only this device_id (repeatable).")
+@click.option(
+    "--test-frac", default=0.2, show_default=True, help="Fraction of (m,n,k,batch) shapes held out."
+)
+@click.option(
+    "--max-train-rows", default=150_000, show_default=True, help="Subsample training rows (0: all)."
+)
+@click.option("--max-iter", default=300, show_default=True, help="Boosting iterations.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--no-register", is_flag=True, help="Log the run but do not register the model.")
+def gemm_cmd(
+    sources: tuple[str, ...],
+    devices: tuple[str, ...],
+    test_frac: float,
+    max_train_rows: int,
+    max_iter: int,
+    seed: int,
+    no_register: bool,
+) -> None:
+    """Train the GEMM runtime/power/energy surrogate on the store and register `hws-gemm`.
+
+    Runtime is fitted as the log ratio to the roofline time from the devices table; power on
+    rows whose power is trustworthy (power_trusted); energy = power x runtime. The held-out
+    split is by (m, n, k, batch) shape, fixed by hashing, so champion comparisons are fair.
+    """
+    import numpy as np
+
+    from hwsurrogate.surrogates.training.gemm import GemmTrainConfig, train_gemm_model
+
+    config = GemmTrainConfig(
+        sources=sources, devices=devices, test_frac=test_frac, seed=seed, max_train_rows=max_train_rows,
+        max_iter=max_iter, register=not no_register,
+    )  # fmt: skip
+    t0 = time.perf_counter()
+    res = train_gemm_model(config=config)
+    click.echo(f"run {res.run_id}  model {res.model_uri}")
+    for k in ("test_runtime_ms_mape", "test_runtime_ms_r2", "test_power_w_median_ape", "test_power_w_r2"):
+        if k in res.metrics and np.isfinite(res.metrics[k]):
+            click.echo(f"  {k:28s} {res.metrics[k]:.4g}")
+    _registered("gemm", res.version, res.promoted)
+    click.echo(f"wall {time.perf_counter() - t0:.1f} s")
+
+
+# --------------------------------------------------------------------------- fpga
+
+
+def _fpga_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """The options both FPGA commands take."""
+    for opt in reversed(
+        [
+            click.option("--source", "sources", multiple=True, help="Only rows of this source (repeatable)."),
+            click.option("--max-iter", default=300, show_default=True, help="Boosting iterations per target."),
+            click.option("--seed", default=0, show_default=True),
+            click.option("--no-register", is_flag=True, help="Log the run but do not register the model."),
+        ]
+    ):
+        f = opt(f)
+    return f
+
+
+def _echo_fpga(res: Any, task: str, t0: float) -> None:
+    click.echo(f"run {res.run_id}  model {res.model_uri}")
+    for k, v in sorted(res.metrics.items()):
+        if k.startswith("test_") and k.endswith(("_smape", "_r2")):
+            click.echo(f"  {k:28s} {v:.4g}")
+    _registered(task, res.version, res.promoted)
+    click.echo(f"wall {time.perf_counter() - t0:.1f} s")
+
+
+@train.command("fpga-hls4ml", short_help="hls4ml resource/latency model on the fpga table.")
+@_fpga_options
+@click.option(
+    "--stage", type=click.Choice(["hls_estimate", "post_synth"]), default="hls_estimate", show_default=True
+)
+def fpga_hls4ml_cmd(sources: tuple[str, ...], max_iter: int, seed: int, no_register: bool, stage: str) -> None:
+    """Train the hls4ml resource/latency model (LUT, FF, DSP, BRAM, cycles, II) and register it.
+
+    Inputs are the model's layer list (JSON) plus reuse factor, precision, strategy, io_type and
+    part; 20 % of the models (by name) are held out. HLS estimates and post-synthesis numbers
+    are different targets: pick one with --stage.
+    """
+    from hwsurrogate.surrogates.training.fpga import FpgaTrainConfig, train_hls4ml_model
+
+    t0 = time.perf_counter()
+    cfg = FpgaTrainConfig(sources=sources, stage=stage, max_iter=max_iter, seed=seed, register=not no_register)
+    _echo_fpga(train_hls4ml_model(config=cfg), "fpga-hls4ml", t0)
+
+
+@train.command("fpga-hlsyn", short_help="HLSyn/HARP HLS-design model (cycles, resources, validity).")
+@_fpga_options
+@click.option("--model", type=click.Choice(["tree", "gnn"]), default="tree", show_default=True,
+              help="tree: gradient boosting with loop-nest features; gnn: program-graph GNN (no validity output).")  # fmt: skip
+@click.option("--gnn-seconds", default=200.0, show_default=True, help="GNN: wall-clock cap on training.")
+def fpga_hlsyn_cmd(
+    sources: tuple[str, ...], max_iter: int, seed: int, no_register: bool, model: str, gnn_seconds: float
+) -> None:
+    """Train the HLSyn/HARP design model (cycles, LUT/FF/DSP/BRAM, validity) and register it.
+
+    Inputs: kernel name, pragma values (JSON) and tool; kernel identity comes from program-graph
+    statistics of the `program_graphs` table, baked into the model. HLSyn's test kernels are held out.
+    """
+    from hwsurrogate.surrogates.training.fpga import FpgaTrainConfig, train_hlsyn_model
+
+    t0 = time.perf_counter()
+    cfg = FpgaTrainConfig(sources=sources, max_iter=max_iter, seed=seed, register=not no_register, model=model,
+                          gnn_seconds=gnn_seconds)  # fmt: skip
+    _echo_fpga(train_hlsyn_model(config=cfg), "fpga-hlsyn", t0)
+
+
+# --------------------------------------------------------------------------- latency
+
+
+@train.command("latency", short_help="Per-device architecture latency predictor (tree and GNN).")
+@click.option(
+    "--device", "devices", multiple=True, help="Device id to train for (repeat). Default: every device."
+)
+@click.option(
+    "--space",
+    type=click.Choice(["nb201", "fbnet", "ofa", "all"]),
+    default="all",
+    show_default=True,
+    help="Architecture space(s) to train.",
+)
+@click.option(
+    "--model",
+    type=click.Choice(["tree", "gnn"]),
+    default="tree",
+    show_default=True,
+    help="tree: boosted trees per device; gnn: one GNN per space with a head per device.",
+)
+@click.option(
+    "--max-train-archs",
+    type=int,
+    default=4000,
+    show_default=True,
+    help="Cap on training architectures per space (lowest arch indices first).",
+)
+@click.option(
+    "--gnn-seconds",
+    type=float,
+    default=240.0,
+    show_default=True,
+    help="Wall-clock cap on each space's GNN training.",
+)
+@click.option("--no-register", is_flag=True, help="Log the run but do not register/promote the model.")
+def latency_cmd(
+    devices: tuple[str, ...],
+    space: str,
+    model: str,
+    max_train_archs: int,
+    gnn_seconds: float,
+    no_register: bool,
+) -> None:
+    """Train the per-device latency model on the store and register it as `hws-latency`.
+
+    \b
+    The model answers device_id, space, arch_key -> latency_ms for every (device, space)
+    it was trained on. Test split: HELP's test indices (fixed), so a new version becomes
+    `champion` only if its mean per-device Spearman on that split beats the current one.
+    Examples:
+      hws train latency                                # every device, all spaces, trees
+      hws train latency --space nb201 --device help/pixel2 --model gnn
+    """
+    from hwsurrogate.datasets.store import DatasetStore
+    from hwsurrogate.errors import TrainingDataError
+    from hwsurrogate.surrogates.api import MODEL_NAMES
+    from hwsurrogate.surrogates.training.latency import latency_training_frame, train_latency_model
+
+    try:
+        frame = latency_training_frame(DatasetStore(), space)
+        result = train_latency_model(
+            frame,
+            model=model,  # type: ignore[arg-type]
+            devices=list(devices) or None,
+            max_train_archs=max_train_archs,
+            gnn_seconds=gnn_seconds,
+            register=not no_register,
+        )
+    except TrainingDataError as exc:
+        raise click.ClickException(str(exc)) from None
+    for k, v in sorted(result.metrics.items()):
+        click.echo(f"{k}: {v:.4f}")
+    click.echo(f"run {result.run_id}; model {result.model_uri}")
+    if result.version is not None:
+        state = "promoted to champion" if result.promoted else "kept current champion"
+        click.echo(f"registered {MODEL_NAMES['latency']} version {result.version} ({state})")
+
+
+# --------------------------------------------------------------------------- fewshot
+
+
+@train.command(
+    "fewshot",
+    short_help="Meta-train the device-adaptive latency predictor.",
+    add_help_option=False,
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+)
+@click.pass_context
+def fewshot_cmd(ctx: click.Context) -> None:
+    """Meta-train the device-adaptive latency predictor (options: hws train fewshot --help)."""
+    # defined with the few-shot code, whose import loads torch: resolved only when it runs
+    from hwsurrogate.surrogates.fewshot.cli import train_fewshot
+
+    with train_fewshot.make_context("fewshot", ctx.args, parent=ctx.parent) as sub:
+        train_fewshot.invoke(sub)

@@ -5,7 +5,8 @@ features of :mod:`.features` (targets share inputs, so the features are computed
 hls4ml targets are fitted as ``log1p`` (resources span 5 decades; DSP ~ multiplications /
 reuse factor is a feature); HLSyn targets are fitted in HLSyn's normalised space
 (``perf = log2(1e7 / cycles) / 2``, ``util_* = total / U200 capacity``), the same space the
-benchmark scores. :class:`FpgaPyfunc` turns predictions back into the task's output columns.
+benchmark scores. :class:`FpgaPyfunc` turns predictions back into the task's output columns
+(logged to MLflow by :func:`~hwsurrogate.surrogates.registry.pyfunc.log_fpga_model`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import polars as pl
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.ensemble import (
@@ -26,7 +26,8 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from hwsurrogate.surrogates.api import OUTPUTS
-from hwsurrogate.surrogates.features import hls4ml_features, hlsyn_features
+from hwsurrogate.surrogates.features.hls4ml import hls4ml_features
+from hwsurrogate.surrogates.features.hlsyn import hlsyn_features
 from hwsurrogate.surrogates.models.gemm import as_polars
 
 HLS4ML_TARGETS: tuple[str, ...] = ("lut", "ff", "dsp", "bram", "cycles", "ii")
@@ -76,7 +77,7 @@ class FpgaRegressor(RegressorMixin, BaseEstimator):
     Parameters
     ----------
     kind : {"hls4ml", "hlsyn"}
-        Which feature pipeline (:func:`.features.hls4ml_features` or :func:`.features.hlsyn_features`).
+        Which feature pipeline (:func:`.features.hls4ml.hls4ml_features` or :func:`.features.hlsyn.hlsyn_features`).
     targets : tuple of str
         Names of the columns of ``y`` (a frame) or of its columns in order (an array).
     log_target : bool
@@ -85,7 +86,7 @@ class FpgaRegressor(RegressorMixin, BaseEstimator):
         Per-kernel program-graph statistics (hlsyn); baked into the fitted model.
     graphs : polars.DataFrame or None
         ``program_graphs`` rows (hlsyn): adds the analytical loop-nest features of
-        :func:`.hlsyn_graphs.loop_features`; baked into the fitted model.
+        :func:`.program_graphs.loop_features`; baked into the fitted model.
     physics : bool
         hlsyn only (needs ``graphs``): fit ``perf`` as a residual on ``-0.5 * log2(sequential
         loop iterations)`` and utilisations as ``log2(util + 0.01)``; predictions are returned in
@@ -332,28 +333,4 @@ def fit_validity_classifier(
     x = regressor._features(X)
     return HistGradientBoostingClassifier(max_iter=max_iter, learning_rate=0.1, random_state=0).fit(
         x, np.asarray(valid, dtype=int)
-    )
-
-
-def log_fpga_model(model: FpgaPyfunc, input_example: pl.DataFrame, input_cols: tuple[str, ...]) -> Any:
-    import mlflow
-    import mlflow.pyfunc
-    from mlflow.models import infer_signature
-
-    class FpgaMlflowModel(mlflow.pyfunc.PythonModel):
-        def __init__(self, inner: FpgaPyfunc) -> None:
-            self.model = inner
-
-        def predict(
-            self, context: Any, model_input: pd.DataFrame, params: dict | None = None
-        ) -> pd.DataFrame:
-            return self.model.predict_frame(model_input).to_pandas()
-
-    example = input_example.select(input_cols).head(5)
-    out = model.predict_frame(example).to_pandas()
-    return mlflow.pyfunc.log_model(
-        name="model",
-        python_model=FpgaMlflowModel(model),
-        signature=infer_signature(example.to_pandas(), out),
-        input_example=example.to_pandas(),
     )

@@ -4,15 +4,16 @@
 pandas) with the ``gemm`` task's input columns; the device descriptor table given as
 ``devices`` is validated and baked into the fitted estimator (``device_table_``), so a
 pickled/logged model predicts for every device it was trained on without the store, and an
-unknown device raises :class:`~.features.UnknownGemmDeviceError` (a ``ValueError``) naming it.
+unknown device raises :class:`~.features.gemm.UnknownGemmDeviceError` (a ``ValueError``) naming it.
 
 ``target="roofline_ratio"`` (default for runtime) fits ``log(runtime / roofline_ms)``: the tree
 learns the *utilisation* of the roofline bound, which carries over to larger shapes and to
 faster devices; ``target="log"`` fits the log of the raw value (power, or devices without
 descriptors).
 
-:class:`GemmPyfunc` is the MLflow model of the ``gemm`` task: runtime + optional power model,
-``energy_j = power_w * runtime_ms / 1000``.
+:class:`GemmPyfunc` is the ``gemm`` task's model: runtime + optional power model,
+``energy_j = power_w * runtime_ms / 1000``; :mod:`hwsurrogate.surrogates.registry.pyfunc` logs it
+to MLflow.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from hwsurrogate.surrogates.features import (
+from hwsurrogate.surrogates.features.gemm import (
     GEMM_FEATURE_VERSION,
     GEMM_QUERY_COLUMNS,
     device_table,
@@ -184,9 +185,10 @@ def power_rows(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 class GemmPyfunc:
-    """The ``gemm`` task's model: ``predict(queries) -> runtime_ms, power_w, energy_j``.
+    """The ``gemm`` task's model: ``predict_frame(queries) -> runtime_ms, power_w, energy_j``.
 
-    Wrapped by :func:`log_gemm_model` in an ``mlflow.pyfunc.PythonModel``; usable directly too.
+    Logged to MLflow by :func:`~hwsurrogate.surrogates.registry.pyfunc.log_gemm_model`; usable
+    directly too (``hws adapt --task gemm`` keeps it pickled).
     """
 
     def __init__(self, runtime: GemmRegressor, power: GemmRegressor | None = None) -> None:
@@ -215,36 +217,3 @@ class GemmPyfunc:
         return pl.DataFrame({"runtime_ms": runtime, "power_w": power, "energy_j": energy}).with_columns(
             pl.col("power_w", "energy_j").fill_nan(None)
         )
-
-
-def _pyfunc_class() -> type:
-    import mlflow.pyfunc
-
-    class GemmMlflowModel(mlflow.pyfunc.PythonModel):
-        """MLflow wrapper: pandas frame of queries in, pandas frame of runtime/power/energy out."""
-
-        def __init__(self, model: GemmPyfunc) -> None:
-            self.model = model
-
-        def predict(
-            self, context: Any, model_input: pd.DataFrame, params: dict | None = None
-        ) -> pd.DataFrame:
-            return self.model.predict_frame(model_input).to_pandas()
-
-    return GemmMlflowModel
-
-
-def log_gemm_model(model: GemmPyfunc, input_example: pl.DataFrame, *, name: str = "model") -> Any:
-    """Log ``model`` as an MLflow pyfunc with signature and input example; returns ModelInfo."""
-    import mlflow
-    from mlflow.models import infer_signature
-
-    example = input_example.select([c for c in GEMM_QUERY_COLUMNS if c in input_example.columns]).head(5)
-    out = model.predict_frame(example).to_pandas()
-    signature = infer_signature(example.to_pandas(), out)
-    return mlflow.pyfunc.log_model(
-        name=name,
-        python_model=_pyfunc_class()(model),
-        signature=signature,
-        input_example=example.to_pandas(),
-    )

@@ -1,9 +1,9 @@
 """A torch-geometric GNN on HLSyn program graphs with the pragma values on the pragma nodes.
 
-:class:`HlsynGNN`: node features of :mod:`.hlsyn_graphs` (+ an opcode embedding) -> residual
+:class:`HlsynGNN`: node features of :mod:`.program_graphs` (+ an opcode embedding) -> residual
 GINE layers over the ProGraML edges in both directions (edge attributes: flow one-hot and a
 reversed flag) -> attention, sum and max pooling -> concatenated with the standardised analytical
-loop-nest features (:data:`.hlsyn_graphs.LOOP_FEATURES`) -> MLP -> one output per target.
+loop-nest features (:data:`.program_graphs.LOOP_FEATURES`) -> MLP -> one output per target.
 
 :class:`HlsynGNNRegressor` is the estimator: ``fit(queries, y)`` with ``queries`` holding
 ``kernel`` and ``pragmas`` and ``y`` HLSyn's normalised targets ``(perf, util_lut, util_ff,
@@ -172,7 +172,7 @@ class HlsynGNNRegressor:
     Parameters
     ----------
     graphs : dict
-        kernel -> :class:`.hlsyn_graphs.KernelGraph` (from :func:`.hlsyn_graphs.kernel_graphs`).
+        kernel -> :class:`.program_graphs.KernelGraph` (from :func:`.program_graphs.kernel_graphs`).
     config : HlsynGNNConfig
     """
 

@@ -1,4 +1,4 @@
-"""MLflow plumbing shared by every surrogate: runs, datasets, metrics, plots, registry aliases.
+"""MLflow plumbing shared by every surrogate: runs, datasets, logged metrics, plots, registry aliases.
 
 Default tracking is the embedded SQLite store ``sqlite:///mlflow.db`` with artifacts under
 ``./mlruns`` (``HWSURROGATE_MLFLOW_ARTIFACTS`` overrides the artifact folder for new
@@ -76,32 +76,6 @@ def check_training_frame(
                 raise TrainingDataError(f"{what}: target {t!r} has no finite values")
 
 
-def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
-    """R², RMSE, MAPE %, median APE %, fraction within ±10 %, Spearman, SMAPE %."""
-    from scipy.stats import spearmanr
-
-    y_true = np.asarray(y_true, dtype=float)
-    y_pred = np.asarray(y_pred, dtype=float)
-    if y_true.shape != y_pred.shape or y_true.size == 0:
-        raise ValueError(f"y_true {y_true.shape} and y_pred {y_pred.shape} must be equal, non-empty shapes")
-    resid = y_pred - y_true
-    ss_tot = float(((y_true - y_true.mean()) ** 2).sum())
-    nz = y_true != 0
-    ape = np.abs(resid[nz] / y_true[nz]) * 100 if nz.any() else np.array([np.nan])
-    denom = np.abs(y_true) + np.abs(y_pred)
-    smape = float(np.mean(np.where(denom > 0, 2 * np.abs(resid) / np.where(denom > 0, denom, 1), 0)) * 100)
-    rho = spearmanr(y_true, y_pred).statistic if y_true.size > 2 else float("nan")
-    return {
-        "r2": 1 - float((resid**2).sum()) / ss_tot if ss_tot > 0 else float("nan"),
-        "rmse": float(np.sqrt((resid**2).mean())),
-        "mape": float(ape.mean()),
-        "median_ape": float(np.median(ape)),
-        "within_10pct": float((ape <= 10).mean()),
-        "spearman": float(rho),
-        "smape": smape,
-    }
-
-
 def parity_figure(y_true: np.ndarray, y_pred: np.ndarray, *, label: str, log: bool = True) -> Any:
     """Parity (predicted vs measured) and relative-residual plots side by side."""
     import matplotlib
@@ -141,6 +115,8 @@ def log_regression_report(
     """Log ``<split>_<target>_<metric>`` metrics and a parity/residual PNG; return the metrics."""
     import matplotlib.pyplot as plt
     import mlflow
+
+    from hwsurrogate.surrogates.training.metrics import regression_metrics
 
     metrics = regression_metrics(y_true, y_pred)
     mlflow.log_metrics({f"{split}_{target}_{k}": v for k, v in metrics.items() if np.isfinite(v)})

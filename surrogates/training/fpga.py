@@ -1,4 +1,6 @@
-"""``hws train fpga-hls4ml`` and ``hws train fpga-hlsyn``: FPGA surrogates on the ``fpga`` table.
+"""Training of the ``fpga-hls4ml`` and ``fpga-hlsyn`` models on the ``fpga`` table.
+
+Run by ``hws train fpga-hls4ml`` / ``hws train fpga-hlsyn`` (:mod:`hwsurrogate.cli.train`).
 
 Same order as every trainer: check the frame (raises before any MLflow run) -> fixed held-out
 split (hls4ml: 20 % of models by name; hlsyn: HLSyn's held-out kernels) -> run: params,
@@ -8,18 +10,16 @@ and promote only if the held-out error beats the champion's on the same rows.
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import click
 import numpy as np
 import polars as pl
 
 from hwsurrogate.datasets.store import DatasetStore
 from hwsurrogate.errors import TrainingDataError
 from hwsurrogate.surrogates.api import INPUTS, MODEL_NAMES
-from hwsurrogate.surrogates.features import program_graph_stats
+from hwsurrogate.surrogates.features.hlsyn import program_graph_stats
 from hwsurrogate.surrogates.models.fpga import (
     HLS4ML_TARGETS,
     HLSYN_TARGETS,
@@ -28,23 +28,16 @@ from hwsurrogate.surrogates.models.fpga import (
     FpgaRegressor,
     fit_validity_classifier,
     hlsyn_targets,
-    log_fpga_model,
 )
 from hwsurrogate.surrogates.registry.tracking import (
     check_training_frame,
     log_regression_report,
     log_training_dataset,
     register_and_promote,
-    regression_metrics,
     start_run,
 )
-from hwsurrogate.surrogates.training.splits import group_split
-
-#: HLSyn's held-out kernels (baselines/src/config.py, ZongyueQin/HLSyn): v18 and v20 lists.
-HLSYN_TEST_KERNELS: dict[str, tuple[str, ...]] = {
-    "v18": ("stencil-3d", "doitgen-red", "gemm-ncubed", "fdtd-2d", "jacobi-2d", "trmm-opt"),
-    "v20": ("gemm-p-large", "covariance", "gemm-ncubed", "symm", "fdtd-2d-large", "trmm-opt"),
-}
+from hwsurrogate.surrogates.training.metrics import regression_metrics
+from hwsurrogate.surrogates.training.splits import HLSYN_TEST_KERNELS, group_split
 
 
 @dataclass(frozen=True)
@@ -112,6 +105,8 @@ def _run(
     classifier_rows: pl.DataFrame | None = None,
 ) -> FpgaTrainResult:
     import mlflow
+
+    from hwsurrogate.surrogates.registry.pyfunc import log_fpga_model
 
     with start_run("fpga", run_name=f"train-{task}", task=task) as run:
         mlflow.log_params({k: str(v) for k, v in asdict(config).items()})
@@ -261,66 +256,3 @@ def _train_hlsyn_gnn(
     gnn = HlsynGNNRegressor(kg, HlsynGNNConfig(seed=config.seed, max_seconds=config.gnn_seconds))
     return _run("fpga-hlsyn", train, test, gnn, hlsyn_targets(train), ("cycles", "lut", "ff", "dsp", "bram"), config,
                 store)  # fmt: skip
-
-
-def _echo(res: FpgaTrainResult, task: str, t0: float) -> None:
-    click.echo(f"run {res.run_id}  model {res.model_uri}")
-    for k, v in sorted(res.metrics.items()):
-        if k.startswith("test_") and k.endswith(("_smape", "_r2")):
-            click.echo(f"  {k:28s} {v:.4g}")
-    if res.version is not None:
-        state = "promoted to @champion" if res.promoted else "not promoted (champion is better)"
-        click.echo(f"registered {MODEL_NAMES[task]} v{res.version}: {state}")
-    click.echo(f"wall {time.perf_counter() - t0:.1f} s")
-
-
-_common = [
-    click.option("--source", "sources", multiple=True, help="Only rows of this source (repeatable)."),
-    click.option("--max-iter", default=300, show_default=True, help="Boosting iterations per target."),
-    click.option("--seed", default=0, show_default=True),
-    click.option("--no-register", is_flag=True, help="Log the run but do not register the model."),
-]
-
-
-def _options(f):  # noqa: ANN001, ANN202 - click decorator plumbing
-    for opt in reversed(_common):
-        f = opt(f)
-    return f
-
-
-@click.command("fpga-hls4ml")
-@_options
-@click.option(
-    "--stage", type=click.Choice(["hls_estimate", "post_synth"]), default="hls_estimate", show_default=True
-)
-def train_hls4ml(sources: tuple[str, ...], max_iter: int, seed: int, no_register: bool, stage: str) -> None:
-    """Train the hls4ml resource/latency model (LUT, FF, DSP, BRAM, cycles, II) and register it.
-
-    Inputs are the model's layer list (JSON) plus reuse factor, precision, strategy, io_type and
-    part; 20 % of the models (by name) are held out. HLS estimates and post-synthesis numbers
-    are different targets: pick one with --stage.
-    """
-    t0 = time.perf_counter()
-    cfg = FpgaTrainConfig(
-        sources=sources, stage=stage, max_iter=max_iter, seed=seed, register=not no_register
-    )
-    _echo(train_hls4ml_model(config=cfg), "fpga-hls4ml", t0)
-
-
-@click.command("fpga-hlsyn")
-@_options
-@click.option("--model", type=click.Choice(["tree", "gnn"]), default="tree", show_default=True,
-              help="tree: gradient boosting with loop-nest features; gnn: program-graph GNN (no validity output).")  # fmt: skip
-@click.option("--gnn-seconds", default=200.0, show_default=True, help="GNN: wall-clock cap on training.")
-def train_hlsyn(
-    sources: tuple[str, ...], max_iter: int, seed: int, no_register: bool, model: str, gnn_seconds: float
-) -> None:
-    """Train the HLSyn/HARP design model (cycles, LUT/FF/DSP/BRAM, validity) and register it.
-
-    Inputs: kernel name, pragma values (JSON) and tool; kernel identity comes from program-graph
-    statistics of the `program_graphs` table, baked into the model. HLSyn's test kernels are held out.
-    """
-    t0 = time.perf_counter()
-    cfg = FpgaTrainConfig(sources=sources, max_iter=max_iter, seed=seed, register=not no_register, model=model,
-                          gnn_seconds=gnn_seconds)  # fmt: skip
-    _echo(train_hlsyn_model(config=cfg), "fpga-hlsyn", t0)

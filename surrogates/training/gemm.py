@@ -1,4 +1,6 @@
-"""``hws train gemm``: GEMM runtime (+ power, energy) trees on the store's ``gemm`` table.
+"""Training of the ``gemm`` model: GEMM runtime (+ power, energy) trees on the store's ``gemm`` table.
+
+Run by ``hws train gemm`` (:mod:`hwsurrogate.cli.train`).
 
 Order (nothing reaches MLflow before the data is checked): read the store -> check the frame
 (rows, NaN targets, devices without rows or without descriptors) -> fixed held-out split by
@@ -13,23 +15,21 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import click
-import numpy as np
 import polars as pl
 
 from hwsurrogate.datasets.store import DatasetStore
 from hwsurrogate.errors import TrainingDataError
 from hwsurrogate.surrogates.api import INPUTS, MODEL_NAMES
-from hwsurrogate.surrogates.features import device_table
-from hwsurrogate.surrogates.models.gemm import GemmPyfunc, GemmRegressor, log_gemm_model, power_rows
+from hwsurrogate.surrogates.features.gemm import device_table
+from hwsurrogate.surrogates.models.gemm import GemmPyfunc, GemmRegressor, power_rows
 from hwsurrogate.surrogates.registry.tracking import (
     check_training_frame,
     log_regression_report,
     log_training_dataset,
     register_and_promote,
-    regression_metrics,
     start_run,
 )
+from hwsurrogate.surrogates.training.metrics import regression_metrics
 from hwsurrogate.surrogates.training.splits import group_split
 
 EXPERIMENT = "gemm"
@@ -150,6 +150,8 @@ def train_gemm_model(
     """Train, log and register the ``gemm`` model; see the module docstring for the order."""
     import mlflow
 
+    from hwsurrogate.surrogates.registry.pyfunc import log_gemm_model
+
     config = config or GemmTrainConfig()
     store = store or DatasetStore()
     frame, devices = load_gemm_frame(store, config)
@@ -198,46 +200,3 @@ def train_gemm_model(
 
                 cache_champion(model, MODEL_NAMES["gemm"], str(version), run.info.run_id, store.root)
         return GemmTrainResult(run.info.run_id, info.model_uri, version, promoted, metrics, model, test)
-
-
-@click.command("gemm")
-@click.option("--source", "sources", multiple=True, help="Only rows of this source (repeatable).")
-@click.option("--device", "devices", multiple=True, help="Only this device_id (repeatable).")
-@click.option(
-    "--test-frac", default=0.2, show_default=True, help="Fraction of (m,n,k,batch) shapes held out."
-)
-@click.option(
-    "--max-train-rows", default=150_000, show_default=True, help="Subsample training rows (0: all)."
-)
-@click.option("--max-iter", default=300, show_default=True, help="Boosting iterations.")
-@click.option("--seed", default=0, show_default=True)
-@click.option("--no-register", is_flag=True, help="Log the run but do not register the model.")
-def train_gemm(
-    sources: tuple[str, ...],
-    devices: tuple[str, ...],
-    test_frac: float,
-    max_train_rows: int,
-    max_iter: int,
-    seed: int,
-    no_register: bool,
-) -> None:
-    """Train the GEMM runtime/power/energy surrogate on the store and register `hws-gemm`.
-
-    Runtime is fitted as the log ratio to the roofline time from the devices table; power on
-    rows whose power is trustworthy (power_trusted); energy = power x runtime. The held-out
-    split is by (m, n, k, batch) shape, fixed by hashing, so champion comparisons are fair.
-    """
-    config = GemmTrainConfig(
-        sources=sources, devices=devices, test_frac=test_frac, seed=seed, max_train_rows=max_train_rows,
-        max_iter=max_iter, register=not no_register,
-    )  # fmt: skip
-    t0 = time.perf_counter()
-    res = train_gemm_model(config=config)
-    click.echo(f"run {res.run_id}  model {res.model_uri}")
-    for k in ("test_runtime_ms_mape", "test_runtime_ms_r2", "test_power_w_median_ape", "test_power_w_r2"):
-        if k in res.metrics and np.isfinite(res.metrics[k]):
-            click.echo(f"  {k:28s} {res.metrics[k]:.4g}")
-    if res.version is not None:
-        state = "promoted to @champion" if res.promoted else "not promoted (champion is better)"
-        click.echo(f"registered {MODEL_NAMES['gemm']} v{res.version}: {state}")
-    click.echo(f"wall {time.perf_counter() - t0:.1f} s")

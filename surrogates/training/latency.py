@@ -1,9 +1,12 @@
-"""``hws train latency``: per-device architecture latency models, logged and registered.
+"""Training of the ``latency`` model: per-device architecture latency models, logged and registered.
+
+Run by ``hws train latency`` (:mod:`hwsurrogate.cli.train`).
 
 One multi-device predictor per space (``nb201``, ``fbnet``, ``ofa``) for every device in the
 store (or the ``--device`` ones): boosted trees per device (``--model tree``, default) or one
-GNN with a head per device (``--model gnn``). The served pyfunc (:class:`.latency_model.LatencyPyfunc`)
-answers ``device_id, space, arch_key -> latency_ms``.
+GNN with a head per device (``--model gnn``). The served pyfunc
+(:class:`~hwsurrogate.surrogates.registry.pyfunc.LatencyPyfunc`) answers
+``device_id, space, arch_key -> latency_ms``.
 
 Fixed test split (the same for every version, so champions are compared fairly): HELP's test
 indices (the 1000 architectures after the first 900 NB201 / 4000 FBNet and OFA) when a space
@@ -13,20 +16,21 @@ the other architectures (at most ``--max-train-archs`` per space, lowest indices
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import click
 import numpy as np
 import polars as pl
 
+from hwsurrogate.datasets.store import DatasetStore
 from hwsurrogate.errors import TrainingDataError
 from hwsurrogate.surrogates.api import MODEL_NAMES
 from hwsurrogate.surrogates.features import nas as graphs
-from hwsurrogate.surrogates.training.latency_data import HELP_TEST_SIZE, HELP_TRAIN_POOL, to_wide
+from hwsurrogate.surrogates.training.latency_data import to_wide
+from hwsurrogate.surrogates.training.metrics import spearman
+from hwsurrogate.surrogates.training.splits import latency_test_mask
 
 EXPERIMENT = "hws-latency"
 ModelKind = Literal["tree", "gnn"]
@@ -40,20 +44,6 @@ class LatencyTrainingResult:
     promoted: bool
     metrics: dict[str, float] = field(default_factory=dict)
     pyfunc: Any = None
-
-
-def test_arch_mask(wide: pl.DataFrame, space: str) -> np.ndarray:
-    """Boolean mask of the fixed test architectures of ``wide`` (one row per architecture)."""
-    n_train = HELP_TRAIN_POOL[space]
-    idx = wide["arch_index"].fill_null(-1).to_numpy()
-    help_test = (idx >= n_train) & (idx < n_train + HELP_TEST_SIZE)
-    if help_test.sum() >= 100:
-        return help_test
-    digests = np.array([int(hashlib.md5(k.encode()).hexdigest()[:8], 16) for k in wide["arch_key"]])
-    n_test = max(1, int(round(0.2 * wide.height)))
-    mask = np.zeros(wide.height, dtype=bool)
-    mask[np.argsort(digests, kind="stable")[:n_test]] = True
-    return mask
 
 
 def check_latency_frame(frame: pl.DataFrame, *, devices: Sequence[str] | None = None) -> pl.DataFrame:
@@ -119,12 +109,10 @@ def _fit_space(
 
 
 def _per_device_spearman(truth: np.ndarray, pred: np.ndarray) -> np.ndarray:
-    from scipy.stats import spearmanr
-
     out = []
     for j in range(truth.shape[1]):
         ok = np.isfinite(truth[:, j])
-        out.append(spearmanr(truth[ok, j], pred[ok, j]).statistic if ok.sum() > 2 else np.nan)
+        out.append(spearman(truth[ok, j], pred[ok, j]) if ok.sum() > 2 else np.nan)
     return np.array(out, dtype=float)
 
 
@@ -140,9 +128,8 @@ def train_latency_model(
 ) -> LatencyTrainingResult:
     """Train on long latency rows, log to MLflow, register ``hws-latency`` (see module doc)."""
     import mlflow
-    from mlflow.models import infer_signature
 
-    from hwsurrogate.surrogates.registry.latency_pyfunc import LatencyPyfunc
+    from hwsurrogate.surrogates.registry.pyfunc import LatencyPyfunc, log_latency_model
     from hwsurrogate.surrogates.registry.tracking import (
         log_regression_report,
         log_training_dataset,
@@ -160,7 +147,7 @@ def train_latency_model(
     prepared: dict[str, dict[str, Any]] = {}
     for space in spaces:
         wide, devs = to_wide(frame.filter(pl.col("space") == space))
-        test = test_arch_mask(wide, space)
+        test = latency_test_mask(wide, space)
         train_idx = np.flatnonzero(~test)[:max_train_archs]
         if len(train_idx) < 2:
             raise TrainingDataError(f"{space}: {len(train_idx)} training architectures; need at least 2")
@@ -214,10 +201,7 @@ def train_latency_model(
         mlflow.log_dict(pyfunc.devices, "devices.json")
         first = frame.group_by("space").first().sort("space")
         example = first.select("device_id", "space", "arch_key").to_pandas()
-        signature = infer_signature(example, pyfunc.predict_frame(example))
-        info = mlflow.pyfunc.log_model(
-            name="model", python_model=pyfunc, signature=signature, input_example=example
-        )
+        info = log_latency_model(pyfunc, example)
     test_queries = _test_queries(prepared)
     version, promoted = None, False
     if register:
@@ -261,7 +245,6 @@ def _test_queries(prepared: dict[str, dict[str, Any]]) -> pl.DataFrame:
 def _evaluate(uri: str, test: pl.DataFrame) -> float:
     """Mean per-(space, device) Spearman of a registered model on the fixed test rows (-1 if it cannot answer)."""
     import mlflow
-    from scipy.stats import spearmanr
 
     if test.height == 0:
         return float("nan")
@@ -274,67 +257,18 @@ def _evaluate(uri: str, test: pl.DataFrame) -> float:
         return -1.0
     scored = test.with_columns(pl.Series("pred", pred))
     rhos = [
-        spearmanr(g["latency_ms"], g["pred"]).statistic
+        spearman(g["latency_ms"], g["pred"])
         for _, g in scored.group_by("space", "device_id")
         if g.height > 2
     ]
     return float(np.nanmean(rhos)) if rhos else float("nan")
 
 
-@click.command("latency")
-@click.option(
-    "--device", "devices", multiple=True, help="Device id to train for (repeat). Default: every device."
-)
-@click.option(
-    "--space",
-    type=click.Choice(["nb201", "fbnet", "ofa", "all"]),
-    default="all",
-    show_default=True,
-    help="Architecture space(s) to train.",
-)
-@click.option(
-    "--model",
-    type=click.Choice(["tree", "gnn"]),
-    default="tree",
-    show_default=True,
-    help="tree: boosted trees per device; gnn: one GNN per space with a head per device.",
-)
-@click.option(
-    "--max-train-archs",
-    type=int,
-    default=4000,
-    show_default=True,
-    help="Cap on training architectures per space (lowest arch indices first).",
-)
-@click.option(
-    "--gnn-seconds",
-    type=float,
-    default=240.0,
-    show_default=True,
-    help="Wall-clock cap on each space's GNN training.",
-)
-@click.option("--no-register", is_flag=True, help="Log the run but do not register/promote the model.")
-def train_latency(
-    devices: tuple[str, ...],
-    space: str,
-    model: str,
-    max_train_archs: int,
-    gnn_seconds: float,
-    no_register: bool,
-) -> None:
-    """Train the per-device latency model on the store and register it as `hws-latency`.
+def latency_training_frame(store: DatasetStore, space: str = "all") -> pl.DataFrame:
+    """Long latency rows of ``space`` (``"all"``: every space with an encoder) for training.
 
-    \b
-    The model answers device_id, space, arch_key -> latency_ms for every (device, space)
-    it was trained on. Test split: HELP's test indices (fixed), so a new version becomes
-    `champion` only if its mean per-device Spearman on that split beats the current one.
-    Examples:
-      hws train latency                                # every device, all spaces, trees
-      hws train latency --space nb201 --device help/pixel2 --model gnn
+    Raises :class:`TrainingDataError` when the store has none.
     """
-    from hwsurrogate.datasets.store import DatasetStore
-
-    store = DatasetStore()
     scan = store.scan("latency")
     if space != "all":
         scan = scan.filter(pl.col("space") == space)
@@ -342,23 +276,5 @@ def train_latency(
         scan = scan.filter(pl.col("space").is_in(list(graphs.SPACES)))
     frame = scan.select("device_id", "space", "arch_index", "arch_key", "latency_ms").collect()
     if frame.height == 0:
-        raise click.ClickException(
-            "no latency rows in the store; run `hws data import help` (and latbench) first"
-        )
-    try:
-        result = train_latency_model(
-            frame,
-            model=model,  # type: ignore[arg-type]
-            devices=list(devices) or None,
-            max_train_archs=max_train_archs,
-            gnn_seconds=gnn_seconds,
-            register=not no_register,
-        )
-    except TrainingDataError as exc:
-        raise click.ClickException(str(exc)) from None
-    for k, v in sorted(result.metrics.items()):
-        click.echo(f"{k}: {v:.4f}")
-    click.echo(f"run {result.run_id}; model {result.model_uri}")
-    if result.version is not None:
-        state = "promoted to champion" if result.promoted else "kept current champion"
-        click.echo(f"registered {MODEL_NAMES['latency']} version {result.version} ({state})")
+        raise TrainingDataError("no latency rows in the store; run `hws data import help` (and latbench) first")
+    return frame

@@ -1,4 +1,4 @@
-"""Reading the latency table for training and benchmarks, and the HELP split protocol.
+"""Reading the latency table for training and benchmarks (the HELP split is in :mod:`.splits`).
 
 Everything goes through :class:`~hwsurrogate.datasets.store.DatasetStore`; nothing here reads
 source files. ``wide`` frames have one row per architecture (``arch_index``, ``arch_key``) and
@@ -8,41 +8,12 @@ one ``latency_ms`` column per device id.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
-import numpy as np
 import polars as pl
 
 from hwsurrogate.datasets.store import DatasetStore
 from hwsurrogate.errors import TrainingDataError, UnknownDeviceError
 from hwsurrogate.surrogates.features import nas as graphs
-
-#: HELP protocol: size of the per-device training pool (first indices of the space's list).
-HELP_TRAIN_POOL: dict[str, int] = {"nb201": 900, "fbnet": 4000, "ofa": 4000}
-#: HELP protocol: the test set is the next 1000 indices, trimmed to the 10th-90th percentile.
-HELP_TEST_SIZE = 1000
-
-
-@dataclass(frozen=True)
-class Split:
-    """Arch indices of a train pool and a test set."""
-
-    train: np.ndarray
-    test: np.ndarray
-
-
-def help_split(space: str) -> Split:
-    """HELP's split of ``space``: train = first 900/4000 indices, test = the next 1000."""
-    n = HELP_TRAIN_POOL[graphs.check_space(space)]
-    return Split(train=np.arange(n), test=np.arange(n, n + HELP_TEST_SIZE))
-
-
-def trim_10_90(latency_ms: np.ndarray) -> np.ndarray:
-    """Positions of the 10th-90th percentile by rank (1000 -> the 800 middle values), as HELP."""
-    y = np.asarray(latency_ms, dtype=float)
-    order = np.argsort(y, kind="stable")
-    lo, hi = int(len(y) * 0.1), int(len(y) * 0.9)
-    return np.sort(order[lo:hi])
 
 
 def read_latency(

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hwsurrogate.surrogates.training.metrics import mape, spearman
+
 N_NB201_OPS = 5
 #: a device's within-class spread counts as noise when op positions explain less than this (CV R^2)
 NOISE_R2 = 0.05
@@ -97,8 +99,6 @@ def nb201_noise_ceiling(
     ``codes``: their (n, 6) op codes; ``test_rows``: row positions of the scored test
     architectures (already trimmed as the benchmark trims them).
     """
-    from scipy.stats import spearmanr
-
     y = np.asarray(latency_ms, dtype=float)
     if y.shape[0] != len(codes):
         raise ValueError(f"latency_ms: {y.shape[0]} values for {len(codes)} architectures")
@@ -110,8 +110,7 @@ def nb201_noise_ceiling(
     residual = log_y - oracle  # leave-one-out, so a row's own noise is not in its class mean
     test = np.asarray(test_rows)
     test = test[np.isfinite(log_y[test]) & np.isfinite(oracle[test])]
-    rho = float(spearmanr(log_y[test], oracle[test]).statistic)
+    rho = spearman(log_y[test], oracle[test])
     pred = np.exp(oracle[test])
-    mape = float(np.mean(np.abs(pred - y[test]) / y[test]) * 100)
     r2 = position_cv_r2(codes, residual) if with_positions else None
-    return CeilingResult(device_id, rho, mape, float(np.nanstd(residual)), r2, int(len(test)))
+    return CeilingResult(device_id, rho, mape(y[test], pred), float(np.nanstd(residual)), r2, int(len(test)))

@@ -179,9 +179,9 @@ def test_champion_is_loaded_through_mlflow_once_then_from_a_cache_keyed_by_versi
     import mlflow
     from mlflow import MlflowClient
 
-    from hwsurrogate.surrogates.models.gemm import log_gemm_model
     from hwsurrogate.surrogates.registry import loading as registry
     from hwsurrogate.surrogates.registry.cache import load_gemm_champion
+    from hwsurrogate.surrogates.registry.pyfunc import log_gemm_model
     from hwsurrogate.surrogates.registry.tracking import start_run
 
     example = gemm_rows("test/gpu-a", 5, seed=1, power=False)

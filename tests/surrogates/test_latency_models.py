@@ -10,7 +10,7 @@ from sklearn.exceptions import NotFittedError
 from hwsurrogate.surrogates.features import nas as graphs
 from hwsurrogate.surrogates.models.latency_gnn import GNNConfig, LatencyGNN, MultiDeviceLatencyGNN
 from hwsurrogate.surrogates.models.latency_trees import LatencyTreeRegressor
-from hwsurrogate.surrogates.training.latency_data import trim_10_90
+from hwsurrogate.surrogates.training.splits import trim_10_90
 
 from .test_latency_training import tiny_latency_frame
 

@@ -15,13 +15,14 @@ from click.testing import CliRunner
 from mlflow import MlflowClient
 
 from hwsurrogate.cli.predict import predict_latency
+from hwsurrogate.cli.train import latency_cmd as train_latency
 from hwsurrogate.datasets.archspaces import NB201_OPS, format_nb201
 from hwsurrogate.errors import TrainingDataError
 from hwsurrogate.surrogates.models.latency_gnn import GNNConfig
 from hwsurrogate.surrogates.models.latency_trees import MultiDeviceLatencyTrees
-from hwsurrogate.surrogates.registry.latency_pyfunc import LatencyPyfunc
 from hwsurrogate.surrogates.registry.loading import load_predictor
-from hwsurrogate.surrogates.training.latency import EXPERIMENT, train_latency, train_latency_model
+from hwsurrogate.surrogates.registry.pyfunc import LatencyPyfunc
+from hwsurrogate.surrogates.training.latency import EXPERIMENT, train_latency_model
 
 OP_COST = {"none": 0.0, "skip_connect": 0.05, "nor_conv_1x1": 0.4, "nor_conv_3x3": 1.2, "avg_pool_3x3": 0.3}
 

@@ -16,9 +16,9 @@ from hwsurrogate.surrogates.registry.tracking import (
     CHAMPION,
     check_training_frame,
     register_and_promote,
-    regression_metrics,
     start_run,
 )
+from hwsurrogate.surrogates.training.metrics import regression_metrics
 
 
 def test_regression_metrics_match_hand_computed_values() -> None:

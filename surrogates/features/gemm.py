@@ -1,0 +1,347 @@
+"""GEMM features: analytical quantities of ``C[m,n] = A[m,k] @ B[k,n]`` on a described device.
+
+:func:`gemm_features` takes a frame of queries (one call repeated ``batch`` times) joined with
+the device descriptors (``devices`` table: ``peak_fp32_gflops``, ``peak_fp16_gflops``,
+``mem_bw_gbs``, ``cores`` = SMs, ``l2_mb``, ``clock_mhz``) and returns flops, bytes moved,
+arithmetic intensity, roofline time (``roofline_ms``), ridge-point ratio, wave quantization for
+typical threadblock tiles and dtype/op/layout codes. ``roofline_ms`` lets a model predict the
+*ratio* of runtime to roofline, which a tree can carry to larger shapes and faster devices (a
+raw-time tree cannot extrapolate).
+
+Everything is vectorised numpy over whole columns; models logged to MLflow call these functions
+inside ``predict``, so the service and the CLI never compute features themselves.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import polars as pl
+
+from hwsurrogate.errors import UnknownDeviceError
+
+#: bytes per element of A, B and C, and the peak column (x multiplier) the dtype runs at.
+#: Weight-only quantisation (``*_wo``) reads B narrow and computes in 16 bit.
+GEMM_DTYPE_SPECS: dict[str, tuple[float, float, float, str, float]] = {
+    "fp64": (8, 8, 8, "peak_fp32_gflops", 0.5),
+    "fp32": (4, 4, 4, "peak_fp32_gflops", 1.0),
+    "int32": (4, 4, 4, "peak_fp32_gflops", 1.0),
+    "tf32": (4, 4, 4, "peak_fp16_gflops", 0.5),
+    "fp16": (2, 2, 2, "peak_fp16_gflops", 1.0),
+    "bf16": (2, 2, 2, "peak_fp16_gflops", 1.0),
+    "fp8": (1, 1, 2, "peak_fp16_gflops", 2.0),
+    "fp8_block": (1, 1, 2, "peak_fp16_gflops", 2.0),
+    "fp8_static": (1, 1, 2, "peak_fp16_gflops", 2.0),
+    "int8": (1, 1, 2, "peak_fp16_gflops", 2.0),
+    "sq": (1, 1, 2, "peak_fp16_gflops", 2.0),
+    "nvfp4": (0.5, 0.5, 2, "peak_fp16_gflops", 4.0),
+    "int4_wo": (2, 0.5, 2, "peak_fp16_gflops", 1.0),
+    "int8_wo": (2, 1, 2, "peak_fp16_gflops", 1.0),
+}
+GEMM_DTYPE_CODES: dict[str, int] = {d: i for i, d in enumerate(GEMM_DTYPE_SPECS)}
+GEMM_OP_CODES: dict[str, int] = {"gemm": 0, "bmm": 1, "linear": 2}
+GEMM_LAYOUT_CODES: dict[str, int] = {"nn": 0, "nt": 1, "tn": 2, "tt": 3}
+#: threadblock tiles (rows x cols of C) whose wave quantization is a feature.
+GEMM_TILES: tuple[tuple[int, int], ...] = ((64, 64), (128, 64), (128, 128), (256, 128))
+#: descriptor columns the GEMM features read from the ``devices`` table.
+DEVICE_DESCRIPTORS: tuple[str, ...] = (
+    "cores",
+    "peak_fp32_gflops",
+    "peak_fp16_gflops",
+    "mem_bw_gbs",
+    "l2_mb",
+    "clock_mhz",
+)
+DEFAULT_LAYOUT = "nn"
+#: bumped whenever a GEMM feature's definition changes; a model remembers the version it was
+#: fitted with and refuses to predict with another (its trees would read different numbers)
+#: 2: linear tiled as one (batch*m) x n GEMM; footprint over L2 counts every batch entry
+#: 3: operand alignment of n and k (align_n, align_k, align_nk)
+GEMM_FEATURE_VERSION = 3
+#: alignment features count trailing zero bits up to this many (divisible by 2**7 = 128)
+GEMM_MAX_ALIGN_BITS = 7
+GEMM_QUERY_COLUMNS: tuple[str, ...] = ("device_id", "op", "m", "n", "k", "batch", "dtype", "layout")
+
+#: feature columns produced by :func:`gemm_features` (in this order).
+GEMM_SHAPE_FEATURES: tuple[str, ...] = (
+    "log2_m",
+    "log2_n",
+    "log2_k",
+    "log2_batch",
+    "log2_flops",
+    "log2_bytes",
+    "log2_intensity",
+    "log2_intensity_over_ridge",
+    "log2_roofline_ms",
+    "log2_compute_ms",
+    "log2_memory_ms",
+    "log2_footprint_over_l2",
+    "dtype_code",
+    "op_code",
+    "layout_code",
+    "k_mod_64",
+    "mn_aspect",
+    "align_n",
+    "align_k",
+    "align_nk",
+    *(f"waves_{a}x{b}" for a, b in GEMM_TILES),
+    *(f"wave_eff_{a}x{b}" for a, b in GEMM_TILES),
+    *(f"tile_eff_{a}x{b}" for a, b in GEMM_TILES),
+)
+GEMM_DEVICE_FEATURES: tuple[str, ...] = (
+    "log2_peak_gflops",
+    "log2_mem_bw_gbs",
+    "log2_ridge",
+    "cores",
+    "log2_l2_mb",
+    "clock_mhz",
+)
+
+
+class UnknownGemmDeviceError(UnknownDeviceError, ValueError):
+    """A GEMM query names a device without descriptors (neither trained on nor adapted)."""
+
+
+def _gemm_query_arrays(queries: pl.DataFrame) -> dict[str, np.ndarray]:
+    """Validated GEMM query columns as numpy arrays; ``ValueError`` naming the column and row.
+
+    Dims come back as float64 holding whole numbers >= 1; strings as object arrays, an unstated
+    layout as ``nn``. Works on whole columns, so a one-row query costs microseconds and a
+    100k-row one milliseconds (polars' per-operation overhead would dominate the one-row case).
+    """
+    missing = [c for c in GEMM_QUERY_COLUMNS if c not in queries.columns and c not in ("layout", "batch")]
+    if missing:
+        raise ValueError(f"gemm queries miss column(s) {missing}; expected {list(GEMM_QUERY_COLUMNS)}")
+    n_rows = queries.height
+    out: dict[str, np.ndarray] = {}
+    for col in ("m", "n", "k", "batch"):
+        if col not in queries.columns:  # only batch may be absent
+            out[col] = np.ones(n_rows)
+            continue
+        s = queries.get_column(col)
+        try:
+            values = (s if s.dtype.is_numeric() else s.cast(pl.Float64, strict=True)).to_numpy()
+            x = np.asarray(values, dtype=np.float64)
+        except Exception:
+            raise ValueError(f"gemm queries: column {col!r} must be numeric, got {s.dtype}") from None
+        with np.errstate(invalid="ignore"):
+            bad = ~np.isfinite(x) | (x < 1) | (x != np.floor(x))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"gemm queries: column {col!r} must be a positive integer; row {i} has {s[i]!r}")
+        out[col] = x
+    for col, allowed in (("dtype", GEMM_DTYPE_SPECS), ("op", GEMM_OP_CODES)):
+        v = _strings(queries.get_column(col))
+        bad = np.isnan(_lookup(v, dict.fromkeys(allowed, 0.0)))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ValueError(
+                f"gemm queries: column {col!r} must be one of {sorted(allowed)}; row {i} has {v[i]!r}"
+            )
+        out[col] = v
+    dev = _strings(queries.get_column("device_id"))
+    nulls = pd.isna(dev)
+    if nulls.any():
+        raise ValueError(f"gemm queries: column 'device_id' is null in row {int(np.flatnonzero(nulls)[0])}")
+    out["device_id"] = dev
+    # an unstated layout means row-major operands as numpy/torch matmul take them ("nn"),
+    # in training rows and queries alike (only GPPerf states layouts; the others never do)
+    if "layout" in queries.columns:
+        layout = _strings(queries.get_column("layout"))
+        out["layout"] = np.where(pd.isna(layout), DEFAULT_LAYOUT, layout)
+    else:
+        out["layout"] = np.full(n_rows, DEFAULT_LAYOUT, dtype=object)
+    return out
+
+
+def _strings(s: pl.Series) -> np.ndarray:
+    """A column as an object array of str/None (casting non-string columns to strings)."""
+    if s.dtype != pl.String:
+        s = s.cast(pl.String)
+    return s.to_numpy().astype(object, copy=False)
+
+
+def _lookup(values: np.ndarray, table: dict[str, float]) -> np.ndarray:
+    """``table[v]`` for each value (NaN where absent or null), one look-up per distinct value."""
+    codes, uniques = pd.factorize(values)  # hashing: microseconds for one row, ms for 100k
+    mapped = np.array([table.get(u, np.nan) for u in uniques] + [np.nan], dtype=np.float64)
+    return mapped[codes]  # code -1 (null) takes the trailing NaN
+
+
+def check_gemm_queries(queries: pl.DataFrame) -> pl.DataFrame:
+    """Validate and normalise GEMM queries; raise ``ValueError`` naming the column and value."""
+    a = _gemm_query_arrays(queries)
+    return pl.DataFrame(
+        {
+            "device_id": pl.Series(a["device_id"], dtype=pl.String),
+            "op": pl.Series(a["op"], dtype=pl.String),
+            **{c: pl.Series(a[c].astype(np.int64)) for c in ("m", "n", "k", "batch")},
+            "dtype": pl.Series(a["dtype"], dtype=pl.String),
+            "layout": pl.Series(a["layout"], dtype=pl.String),
+        }
+    )
+
+
+def device_table(devices: pl.DataFrame) -> pl.DataFrame:
+    """The descriptor columns of a ``devices`` frame (one row per device, missing columns null).
+
+    A device without a published peak falls back to the fp32 GEMM GFLOP/s measured on it by the
+    fingerprint collector (``descriptors.micro_benchmarks.gemm_gflops.fp32``). A device without
+    a peak or a bandwidth keeps NaN roofline features (trees cope); models that predict the ratio
+    to roofline refuse such devices by name.
+    """
+    if "device_id" not in devices.columns:
+        raise ValueError("devices table needs a 'device_id' column")
+    cols = [
+        pl.col(c).cast(pl.Float64) if c in devices.columns else pl.lit(None, dtype=pl.Float64).alias(c)
+        for c in DEVICE_DESCRIPTORS
+    ]
+    if "descriptors" in devices.columns and "peak_fp32_gflops" in DEVICE_DESCRIPTORS:
+        # Empirical roofline: a device with no published peak (e.g. a CPU recorded by
+        # `hws collect fingerprint`) uses the fp32 GEMM GFLOP/s measured on it.
+        measured = (
+            pl.col("descriptors")
+            .str.json_path_match("$.micro_benchmarks.gemm_gflops.fp32")
+            .cast(pl.Float64, strict=False)
+        )
+        i = DEVICE_DESCRIPTORS.index("peak_fp32_gflops")
+        cols[i] = pl.coalesce(cols[i], measured).alias("peak_fp32_gflops")
+    table = devices.select(pl.col("device_id").cast(pl.String), *cols).unique("device_id", keep="last")
+    return table.sort("device_id")
+
+
+def _ceil_div(a: np.ndarray, b: int) -> np.ndarray:
+    return (a + (b - 1)) // b
+
+
+_DTYPE_TABLES: dict[str, dict[str, float]] = {
+    "a_bytes": {d: float(s[0]) for d, s in GEMM_DTYPE_SPECS.items()},
+    "b_bytes": {d: float(s[1]) for d, s in GEMM_DTYPE_SPECS.items()},
+    "c_bytes": {d: float(s[2]) for d, s in GEMM_DTYPE_SPECS.items()},
+    "uses_fp16_peak": {d: float(s[3] == "peak_fp16_gflops") for d, s in GEMM_DTYPE_SPECS.items()},
+    "peak_mult": {d: float(s[4]) for d, s in GEMM_DTYPE_SPECS.items()},
+    "dtype_code": {d: float(c) for d, c in GEMM_DTYPE_CODES.items()},
+}
+
+
+def _device_columns(device_ids: np.ndarray, devices: pl.DataFrame) -> dict[str, np.ndarray]:
+    """Each query's device descriptors (NaN where not stated); unknown devices raise by name."""
+    table = device_table(devices)
+    known = table["device_id"].to_list()
+    where = {d: float(i) for i, d in enumerate(known)}
+    rows = _lookup(device_ids, where)
+    if np.isnan(rows).any():
+        raise UnknownGemmDeviceError(str(sorted(set(device_ids[np.isnan(rows)]))[0]), known)
+    rows = rows.astype(np.int64)
+    return {c: table.get_column(c).to_numpy().astype(np.float64)[rows] for c in DEVICE_DESCRIPTORS}
+
+
+def alignment_bits(x: np.ndarray, max_bits: int = GEMM_MAX_ALIGN_BITS) -> np.ndarray:
+    """Trailing zero bits of each positive integer in ``x``, capped at ``max_bits`` (float64).
+
+    ``alignment_bits(12) == 2`` (12 = 4 x 3). The contiguous (leading) dimension of an operand
+    decides whether BLAS can use vectorised 16-byte loads (fp32: a multiple of 4 elements), which
+    picks a different, much faster kernel family (NeuSight's P4: 0.2 vs 0.75 of peak).
+    """
+    v = np.asarray(x).astype(np.int64)
+    low = v & -v  # the lowest set bit
+    return np.minimum(np.log2(low.astype(np.float64)), float(max_bits))
+
+
+def _gemm_feature_arrays(queries: pl.DataFrame, devices: pl.DataFrame) -> dict[str, np.ndarray]:
+    """Every column of :func:`gemm_features` as a float64 array (numpy, whole columns at once)."""
+    q = _gemm_query_arrays(queries)
+    dev = _device_columns(q["device_id"], devices)
+    spec = {c: _lookup(q["dtype"], t) for c, t in _DTYPE_TABLES.items()}
+    m, n, k, b = q["m"], q["n"], q["k"], q["batch"]
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        # linear shares its weight across the batch; gemm/bmm read one B per batch entry
+        b_reads = np.where(q["op"] == "linear", 1.0, b)
+        p32, p16 = dev["peak_fp32_gflops"], dev["peak_fp16_gflops"]
+        fp16 = np.where(np.isnan(p16), p32, p16)
+        fp32 = np.where(np.isnan(p32), p16 / 4, p32)
+        peak = np.where(spec["uses_fp16_peak"] == 1.0, fp16, fp32) * spec["peak_mult"]
+        flops = 2.0 * b * m * n * k
+        nbytes = b * m * k * spec["a_bytes"] + b_reads * k * n * spec["b_bytes"] + b * m * n * spec["c_bytes"]
+        bw = dev["mem_bw_gbs"]
+        compute_ms = flops / (peak * 1e6)
+        memory_ms = nbytes / (bw * 1e6)
+        intensity = flops / nbytes
+        ridge = peak / bw
+        roofline_ms = np.fmax(compute_ms, memory_ms)  # a missing bandwidth leaves the compute bound
+        sms = np.where(np.isnan(dev["cores"]), 80.0, dev["cores"])
+        # linear runs as ONE (batch*m) x n GEMM (torch flattens the leading dims); gemm/bmm tile
+        # each of the batch's m x n outputs separately
+        is_linear = q["op"] == "linear"
+        mi = np.where(is_linear, m * b, m).astype(np.int64)
+        ni = n.astype(np.int64)
+        bt = np.where(is_linear, 1.0, b)
+        waves: dict[str, np.ndarray] = {}
+        for tm, tn in GEMM_TILES:
+            tiles = (_ceil_div(mi, tm) * _ceil_div(ni, tn)).astype(np.float64) * bt
+            w = np.ceil(tiles / sms)
+            waves[f"waves_{tm}x{tn}"] = np.log2(w)
+            waves[f"wave_eff_{tm}x{tn}"] = tiles / (w * sms)
+            waves[f"tile_eff_{tm}x{tn}"] = mi * n / (_ceil_div(mi, tm) * tm * _ceil_div(ni, tn) * tn)
+        l2 = dev["l2_mb"]
+        layout_code = _lookup(q["layout"], {k_: float(v) for k_, v in GEMM_LAYOUT_CODES.items()})
+        cols = {
+            "log2_m": np.log2(m),
+            "log2_n": np.log2(n),
+            "log2_k": np.log2(k),
+            "log2_batch": np.log2(b),
+            "log2_flops": np.log2(flops),
+            "log2_bytes": np.log2(nbytes),
+            "log2_intensity": np.log2(intensity),
+            "log2_intensity_over_ridge": np.log2(intensity / ridge),
+            "log2_roofline_ms": np.log2(roofline_ms),
+            "log2_compute_ms": np.log2(compute_ms),
+            "log2_memory_ms": np.log2(memory_ms),
+            # the whole working set (all batch entries) against L2: timings repeated back to back
+            # keep a working set that fits in L2 there (NeuSight times 25 calls in a row)
+            "log2_footprint_over_l2": np.log2(nbytes / (np.where(np.isnan(l2), 4.0, l2) * 1e6)),
+            "dtype_code": spec["dtype_code"],
+            "op_code": _lookup(q["op"], {k_: float(v) for k_, v in GEMM_OP_CODES.items()}),
+            "layout_code": np.where(np.isnan(layout_code), -1.0, layout_code),
+            "k_mod_64": np.mod(k, 64),
+            "mn_aspect": np.log2(m / n),
+            # n is contiguous in C (and in B for gemm/bmm), k in A (and in linear's weight)
+            "align_n": (align_n := alignment_bits(n)),
+            "align_k": (align_k := alignment_bits(k)),
+            "align_nk": np.minimum(align_n, align_k),
+            **{name: waves[name] for name in GEMM_SHAPE_FEATURES if name in waves},
+            "log2_peak_gflops": np.log2(peak),
+            "log2_mem_bw_gbs": np.log2(bw),
+            "log2_ridge": np.log2(ridge),
+            "cores": sms,
+            "log2_l2_mb": np.log2(l2),
+            "clock_mhz": dev["clock_mhz"],
+            "roofline_ms": roofline_ms,
+            "flops": flops,
+            "bytes": nbytes,
+        }
+    return cols
+
+
+def gemm_features(queries: pl.DataFrame, devices: pl.DataFrame) -> pl.DataFrame:
+    """Features of GEMM ``queries`` on the devices described in ``devices`` (one row per query).
+
+    Returns the columns of :data:`GEMM_SHAPE_FEATURES` and :data:`GEMM_DEVICE_FEATURES` plus
+    ``roofline_ms`` (max of compute time at peak and memory time at full bandwidth), ``flops``
+    and ``bytes``. Raises :class:`UnknownGemmDeviceError` naming the first unknown device.
+    A descriptor a device does not state gives NaN in the features that need it.
+    """
+    return pl.DataFrame(_gemm_feature_arrays(queries, devices))
+
+
+def gemm_feature_matrix(
+    queries: pl.DataFrame, devices: pl.DataFrame, *, device_features: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """(X, roofline_ms) as float arrays; NaN marks descriptors a device does not state."""
+    cols = _gemm_feature_arrays(queries, devices)
+    names = gemm_feature_names(device_features=device_features)
+    return np.column_stack([cols[c] for c in names]), cols["roofline_ms"]
+
+
+def gemm_feature_names(*, device_features: bool = True) -> list[str]:
+    return list(GEMM_SHAPE_FEATURES) + (list(GEMM_DEVICE_FEATURES) if device_features else [])

@@ -1,0 +1,131 @@
+"""The MLflow pyfunc models of the ``gemm``, ``fpga-*`` and ``latency`` tasks and how they are logged.
+
+Each task's model is logged as an MLflow pyfunc: a pandas frame with the task's input columns
+in, a pandas frame with its output columns out; the feature pipeline is inside the model.
+
+- ``gemm`` and ``fpga-*``: :class:`FrameModel` wraps the task's own model
+  (:class:`~hwsurrogate.surrogates.models.gemm.GemmPyfunc`,
+  :class:`~hwsurrogate.surrogates.models.fpga.FpgaPyfunc`), whose ``predict_frame`` takes and
+  returns polars frames; :func:`~.loading.native_model` finds it under ``.model`` and calls it
+  without the pandas round trip.
+- ``latency``: :class:`LatencyPyfunc` holds one fitted multi-device predictor per space
+  (:class:`~hwsurrogate.surrogates.models.latency_trees.MultiDeviceLatencyTrees` or
+  :class:`~hwsurrogate.surrogates.models.latency_gnn.MultiDeviceLatencyGNN`); both compute their
+  features with :mod:`~hwsurrogate.surrogates.features.nas` inside ``predict``.
+
+MLflow pickles the logged object: classes are stored by their import path (this module, and the
+model classes in :mod:`hwsurrogate.surrogates.models`), so moving one of them makes models
+logged before the move fail to load.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+import polars as pl
+
+from hwsurrogate.surrogates.api import INPUTS
+from hwsurrogate.surrogates.features.gemm import GEMM_QUERY_COLUMNS
+from hwsurrogate.surrogates.models.fpga import FpgaPyfunc
+from hwsurrogate.surrogates.models.gemm import GemmPyfunc
+
+
+class FrameModel(mlflow.pyfunc.PythonModel):
+    """MLflow wrapper of a model with ``predict_frame(polars) -> polars``: pandas in, pandas out."""
+
+    def __init__(self, model: GemmPyfunc | FpgaPyfunc) -> None:
+        self.model = model
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        return self.model.predict_frame(model_input).to_pandas()
+
+
+def _log_frame_model(model: GemmPyfunc | FpgaPyfunc, example: pl.DataFrame) -> Any:
+    from mlflow.models import infer_signature
+
+    out = model.predict_frame(example).to_pandas()
+    return mlflow.pyfunc.log_model(
+        name="model",
+        python_model=FrameModel(model),
+        signature=infer_signature(example.to_pandas(), out),
+        input_example=example.to_pandas(),
+    )
+
+
+def log_gemm_model(model: GemmPyfunc, input_example: pl.DataFrame) -> Any:
+    """Log the ``gemm`` model as an MLflow pyfunc with signature and input example; returns ModelInfo."""
+    example = input_example.select([c for c in GEMM_QUERY_COLUMNS if c in input_example.columns]).head(5)
+    return _log_frame_model(model, example)
+
+
+def log_fpga_model(model: FpgaPyfunc, input_example: pl.DataFrame, input_cols: Sequence[str]) -> Any:
+    """Log an ``fpga-*`` model as an MLflow pyfunc with signature and input example; returns ModelInfo."""
+    return _log_frame_model(model, input_example.select(input_cols).head(5))
+
+
+class SpacePredictor(Protocol):
+    space: str
+
+    def predict(self, arch_keys: list[str], device_ids: list[str]) -> np.ndarray: ...
+
+
+def predictor_devices(model: Any) -> list[str]:
+    return list(model.devices)
+
+
+class LatencyPyfunc(mlflow.pyfunc.PythonModel):
+    """pyfunc: a frame with ``device_id``, ``space``, ``arch_key`` -> frame with ``latency_ms``."""
+
+    def __init__(self, models: Mapping[str, SpacePredictor], kind: str) -> None:
+        self.models = dict(models)
+        self.kind = kind
+
+    @property
+    def devices(self) -> dict[str, list[str]]:
+        """Devices each space's model answers for."""
+        return {space: predictor_devices(m) for space, m in self.models.items()}
+
+    def predict_frame(self, queries: pd.DataFrame) -> pd.DataFrame:
+        missing = [c for c in INPUTS["latency"] if c not in queries.columns]
+        if missing:
+            raise ValueError(f"latency queries miss column(s) {missing}; need {list(INPUTS['latency'])}")
+        for col in INPUTS["latency"]:
+            nulls = queries[col].isna()
+            if nulls.any():
+                raise ValueError(f"column {col!r} may not be null (row {int(np.flatnonzero(nulls)[0])})")
+        spaces = queries["space"].astype(str).to_numpy()
+        devices = queries["device_id"].astype(str).to_numpy()
+        keys = queries["arch_key"].astype(str).to_numpy()
+        out = np.full(len(queries), np.nan)
+        for space in pd.unique(spaces):
+            if space not in self.models:
+                raise ValueError(f"unknown space {space!r}; this model answers for {sorted(self.models)}")
+            rows = np.flatnonzero(spaces == space)
+            known = set(predictor_devices(self.models[space]))
+            for d in pd.unique(devices[rows]):
+                if d not in known:
+                    raise ValueError(
+                        f"unknown device_id {d!r} for space {space!r}; known: {', '.join(sorted(known)[:8])}"
+                        + (" ..." if len(known) > 8 else "")
+                    )
+            out[rows] = self.models[space].predict(keys[rows].tolist(), devices[rows].tolist())
+        return pd.DataFrame({"latency_ms": out})
+
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
+        if not isinstance(model_input, pd.DataFrame):
+            model_input = pd.DataFrame(model_input)
+        return self.predict_frame(model_input)
+
+
+def log_latency_model(model: LatencyPyfunc, example: pd.DataFrame) -> Any:
+    """Log the ``latency`` model as an MLflow pyfunc with signature and input example; returns ModelInfo."""
+    from mlflow.models import infer_signature
+
+    signature = infer_signature(example, model.predict_frame(example))
+    return mlflow.pyfunc.log_model(name="model", python_model=model, signature=signature, input_example=example)
