@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import polars as pl
 
 from hwsurrogate.settings import get_settings
@@ -23,6 +22,7 @@ from hwsurrogate.surrogates.fewshot.gemm import (
 )
 from hwsurrogate.surrogates.registry.adapted import AdaptedGemmDevice, save_adapted
 from hwsurrogate.surrogates.registry.cache import load_gemm_champion
+from hwsurrogate.surrogates.training.metrics import mape
 
 
 def adapt_gemm(
@@ -61,8 +61,8 @@ def adapt_gemm(
         descriptors={c: table.get(c) for c in DEVICE_DESCRIPTORS},
         correction=corr,
         n_measurements=len(y),
-        fit_mape_before=float(np.mean(np.abs(before - y) / y) * 100),
-        fit_mape_after=float(np.mean(np.abs(after - y) / y) * 100),
+        fit_mape_before=mape(y, before),
+        fit_mape_after=mape(y, after),
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         load_seconds=round(t_fit - t_load, 3),
         fit_seconds=round(time.perf_counter() - t_fit, 3),

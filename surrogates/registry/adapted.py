@@ -36,6 +36,7 @@ from hwsurrogate.surrogates.fewshot import (
 )
 from hwsurrogate.surrogates.fewshot.gemm import GemmCorrection
 from hwsurrogate.surrogates.registry.cache import LocalModelCache, store_root
+from hwsurrogate.surrogates.training.metrics import mape
 
 __all__ = [
     "AdaptedDevice",
@@ -256,7 +257,7 @@ class AdaptedDeviceRegistry:
             )
         m = check_measurements(measurements, min_per_space=model.config.min_measurements)
         heads: dict[str, DeviceHead] = {}
-        mape: dict[str, float] = {}
+        support_mape: dict[str, float] = {}
         for (space,), part in m.group_by(["space"], maintain_order=True):
             space = str(space)
             keys = part["arch_key"].to_list()
@@ -264,7 +265,7 @@ class AdaptedDeviceRegistry:
             head = model.adapt(space, keys, y)
             heads[space] = head
             fit = model.predict(head, keys)
-            mape[space] = float(np.mean(np.abs(fit - y) / y) * 100)
+            support_mape[space] = mape(y, fit)
         device = AdaptedDevice(
             device_id=device_id,
             model_name=MODEL_NAME,
@@ -272,7 +273,7 @@ class AdaptedDeviceRegistry:
             created_at=datetime.now(UTC).isoformat(timespec="seconds"),
             heads=heads,
             measurements=m.to_dicts(),
-            support_mape=mape,
+            support_mape=support_mape,
         )
         self.records.save(check_device_name(device_id), device.to_json(), indent=1)
         return device
