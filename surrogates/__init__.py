@@ -1,1 +1,4 @@
-"""Surrogates: the one feature pipeline, tree / GNN / few-shot models, MLflow training and registry."""
+"""Surrogates: the one feature pipeline, tree / GNN / few-shot models, MLflow training and registry, and the
+served-or-adapted prediction dispatch. Sub-packages load on first import (torch only where needed)."""
+
+__all__ = ["adapt", "api", "features", "fewshot", "models", "predict", "registry", "training"]
