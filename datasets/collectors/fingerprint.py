@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from typing import Any, Literal
 
-import click
 import numpy as np
 import polars as pl
 
@@ -33,12 +31,11 @@ from hwsurrogate.datasets.collectors.environment import (
     local_device_id,
     parse_device,
 )
-from hwsurrogate.datasets.collectors.output import deliver, output_options
 from hwsurrogate.datasets.collectors.timing import cpu_sampler, cuda_sampler, measure
 from hwsurrogate.datasets.schemas import conform
 from hwsurrogate.errors import CollectorError
 
-__all__ = ["REFERENCE_ARCHS", "collect_fingerprint", "collect_fingerprint_cmd", "local_device_id"]
+__all__ = ["REFERENCE_ARCHS", "SOURCE", "collect_fingerprint", "local_device_id"]
 
 SOURCE = "collector:fingerprint"
 
@@ -301,41 +298,3 @@ def _row(env: Environment, kind: str, fingerprint: dict[str, dict[str, float]], 
 
 def _vendor(raw: str) -> str:
     return {"GenuineIntel": "Intel", "AuthenticAMD": "AMD", "0x41": "ARM"}.get(raw, raw)
-
-
-# ------------------------------------------------------------------------------ CLI
-@click.command("fingerprint")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:<index>.")
-@click.option("--quick", is_flag=True, help="Smaller micro-benchmarks, 6 runs in 2 rounds (a smoke test).")
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="CPU threads (default: 1 for the reference archs, torch's for the micro-benchmarks).")  # fmt: skip
-@click.option("--repeats", type=click.IntRange(min=1), default=None,
-              help="Runs per reference arch, spread over 8 rounds (default 48).")  # fmt: skip
-@click.option("--timer", type=click.Choice(["wall", "thread-cpu"]), default="wall", show_default=True,
-              help="thread-cpu: count only this thread's CPU time (CPU, --threads 1; for shared machines).")  # fmt: skip
-@output_options
-def collect_fingerprint_cmd(
-    device: str, quick: bool, threads: int | None, repeats: int | None, timer: str, store_path: Path | None,
-    push_url: str | None, token: str | None,
-) -> None:  # fmt: skip
-    """Record this device: descriptors, micro-benchmarks and HELP reference-arch latencies.
-
-    \b
-    Writes one row to the devices table (device id local/<host>-cpu or -cuda0). Its
-    fingerprint holds the latencies of HELP's 10 NB201 + 10 FBNet reference architectures,
-    so `hws adapt` can embed this device like the imported HELP devices.
-    Re-running replaces this device's previous fingerprint.
-    """
-    frame = collect_fingerprint(
-        device=device, quick=quick, threads=threads, repeats=repeats, timer=timer.replace("-", "_")
-    )  # type: ignore[arg-type]
-    row = frame.row(0, named=True)
-    micro = json.loads(row["descriptors"])["micro_benchmarks"]
-    click.echo(f"{row['device_id']}: {row['name']} ({row['cores']} cores, {row['memory_gb']:.1f} GB)")
-    click.echo(f"  GEMM GFLOP/s: {json.dumps({k: round(v, 1) for k, v in micro['gemm_gflops'].items()})}")
-    click.echo(f"  triad {micro['triad_gbs']:.1f} GB/s, dispatch {micro['dispatch_overhead_us']:.2f} us")
-    for space, lat in json.loads(row["fingerprint"]).items():
-        click.echo(f"  {space}: " + ", ".join(f"{k}={v:.2f}" for k, v in lat.items()) + " ms")
-    host = envmod.hostname()
-    click.echo(deliver("devices", frame, partition=f"{SOURCE}:{row['device_id'].split('/', 1)[1] or host}",
-                       store_path=store_path, push_url=push_url, token=token, mode="replace"))  # fmt: skip

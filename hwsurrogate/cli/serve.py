@@ -9,11 +9,15 @@ from pathlib import Path
 
 import click
 
-from hwsurrogate.service.config import MODEL_VERSIONS_ENV
-from hwsurrogate.surrogates.api import MODEL_NAMES
+from hwsurrogate.cli.options import store_option
+
+__all__ = ["serve"]
 
 
 def _pins(values: tuple[str, ...]) -> dict[str, str]:
+    """``--model-version TASK=VERSION`` values as {task: version}; a usage error names a bad one."""
+    from hwsurrogate.surrogates.api import MODEL_NAMES
+
     pins: dict[str, str] = {}
     for value in values:
         task, sep, version = value.partition("=")
@@ -31,13 +35,7 @@ def _pins(values: tuple[str, ...]) -> dict[str, str]:
     "--host", default="127.0.0.1", show_default=True, help="Interface to bind (0.0.0.0 exposes it)."
 )
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
-@click.option(
-    "--store",
-    "store_path",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Dataset store directory (default: $HWSURROGATE_STORE or ./store).",
-)
+@store_option
 @click.option(
     "--token",
     envvar="HWSURROGATE_SERVICE_TOKEN",
@@ -87,6 +85,8 @@ def serve(
       curl localhost:8000/v1/models
     """
     import uvicorn
+
+    from hwsurrogate.service.config import MODEL_VERSIONS_ENV
 
     pins = _pins(model_versions)
     if store_path is not None:

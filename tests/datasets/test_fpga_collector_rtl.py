@@ -11,9 +11,9 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
+from hwsurrogate.cli.collect import collect_fpga_cmd
 from hwsurrogate.datasets.collectors import fpga_yosys
 from hwsurrogate.datasets.collectors.fpga import (
-    collect_fpga_cmd,
     collect_fpga_reports,
     collect_fpga_sweep,
     dense_grid,

@@ -13,11 +13,11 @@ import numpy as np
 import polars as pl
 import pytest
 
+from hwsurrogate.cli.collect import collect_fpga_cmd
 from hwsurrogate.datasets.collectors.fpga import (
     SOURCE,
     YOSYS_DOMAIN,
     YOSYS_PART,
-    collect_fpga_cmd,
     collect_fpga_sweep,
     dense_grid,
 )
