@@ -52,10 +52,9 @@ from hwsurrogate.datasets.collectors.fpga_reports import (
 from hwsurrogate.datasets.collectors.fpga_rtl import (
     Conv1DLayerSpec,
     DenseLayerSpec,
-    FixedPoint,
     LayerSpec,
     generate_layer_verilog,
-    parse_precision,
+    layer_precision,
 )
 from hwsurrogate.datasets.collectors.fpga_yosys import (
     SynthesisTimeout,
@@ -63,6 +62,7 @@ from hwsurrogate.datasets.collectors.fpga_yosys import (
     find_yosys,
     synthesize_xc7,
 )
+from hwsurrogate.datasets.precision import FixedPoint, parse_precision
 from hwsurrogate.datasets.schemas import conform, schema, with_measurement_id
 from hwsurrogate.datasets.store import DatasetStore
 from hwsurrogate.errors import CollectorError, HwSurrogateError, SourceFormatError
@@ -236,11 +236,8 @@ def _project_description(files: ProjectFiles) -> tuple[list[dict[str, Any]] | No
 
 def _add_weight_precision(model: list[dict[str, Any]], precision: object) -> None:
     """Dense/Conv layers get the model precision as ``weight_precision``/``weight_bits``/``weight_int_bits``."""
-    if not isinstance(precision, str):
-        return
-    try:
-        fp = parse_precision(precision)
-    except CollectorError:
+    fp = parse_precision(precision)
+    if fp is None:
         return  # e.g. "auto": left out rather than guessed
     for layer in model:
         if str(layer.get("class_name", "")).startswith(("Dense", "Conv")):
@@ -420,7 +417,7 @@ def dense_grid(
     activation: Literal["relu", "linear"] = "relu",
 ) -> list[DenseLayerSpec]:
     """Every combination as a checked :class:`DenseLayerSpec` (bad values raise before any work)."""
-    precs: list[FixedPoint] = [parse_precision(p) for p in precisions]
+    precs: list[FixedPoint] = [layer_precision(p) for p in precisions]
     specs = [
         DenseLayerSpec(i, o, p, rf, seed=seed, activation=activation)
         for i, o, p, rf in itertools.product(list(d_in), list(d_out), precs, list(reuse_factors))
@@ -442,7 +439,7 @@ def conv1d_grid(
     activation: Literal["relu", "linear"] = "relu",
 ) -> list[Conv1DLayerSpec]:
     """Every Conv1D combination as a checked :class:`Conv1DLayerSpec`."""
-    precs: list[FixedPoint] = [parse_precision(p) for p in precisions]
+    precs: list[FixedPoint] = [layer_precision(p) for p in precisions]
     specs = [
         Conv1DLayerSpec(w, c, f, k, p, rf, seed=seed, activation=activation)
         for w, c, f, k, p, rf in itertools.product(

@@ -21,10 +21,11 @@ from hwsurrogate.datasets.collectors.fpga import (
 from hwsurrogate.datasets.collectors.fpga_rtl import (
     Conv1DLayerSpec,
     DenseLayerSpec,
-    FixedPoint,
     generate_dense_verilog,
-    parse_precision,
     reference_output,
+)
+from hwsurrogate.datasets.collectors.fpga_rtl import (
+    layer_precision as parse_precision,
 )
 from hwsurrogate.datasets.collectors.fpga_yosys import (
     counts_from_cells,
@@ -33,6 +34,7 @@ from hwsurrogate.datasets.collectors.fpga_yosys import (
     parse_stat_text,
     parse_version,
 )
+from hwsurrogate.datasets.precision import FixedPoint
 from hwsurrogate.datasets.store import DatasetStore
 from hwsurrogate.errors import CollectorError, SourceFormatError
 
