@@ -28,7 +28,14 @@ from typing import Any, Literal
 import numpy as np
 import polars as pl
 
-from hwsurrogate.datasets.archspaces import FBNET_N_LAYERS, FBNET_OPS, NB201_OPS, check_arch_key, format_nb201
+from hwsurrogate.datasets.archspaces import (
+    FBNET_N_LAYERS,
+    FBNET_OPS,
+    HELP_REFERENCE_ARCHS,
+    NB201_OPS,
+    check_arch_key,
+    format_nb201,
+)
 from hwsurrogate.datasets.collectors import environment as envmod
 from hwsurrogate.datasets.collectors.environment import (
     Environment,
@@ -372,9 +379,7 @@ def _space_shape(space: str) -> tuple[int, ...]:
 
 
 def _reference_index(space: str, key: str) -> int | None:
-    from hwsurrogate.datasets.collectors.fingerprint import REFERENCE_ARCHS
-
-    for idx, ref in REFERENCE_ARCHS.get(space, {}).items():
+    for idx, ref in HELP_REFERENCE_ARCHS.get(space, {}).items():
         if ref == key:
             return idx
     return None

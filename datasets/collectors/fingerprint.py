@@ -23,7 +23,7 @@ from typing import Any, Literal
 import numpy as np
 import polars as pl
 
-from hwsurrogate.datasets.archspaces import HELP_REFERENCE_INDICES
+from hwsurrogate.datasets.archspaces import HELP_REFERENCE_ARCHS as REFERENCE_ARCHS
 from hwsurrogate.datasets.collectors import environment as envmod
 from hwsurrogate.datasets.collectors.environment import (
     Environment,
@@ -39,51 +39,9 @@ __all__ = ["REFERENCE_ARCHS", "SOURCE", "collect_fingerprint", "local_device_id"
 
 SOURCE = "collector:fingerprint"
 
-#: HELP's hardware-embedding reference architectures: index -> canonical arch key. Derived once
-#: from HELP's derived CSVs (``latency/help/derived/*_latency_ms.csv.xz``, rows with
-#: ``is_hw_embedding_ref``); ``tests/datasets/test_collectors_fingerprint.py`` re-checks them
-#: against the data. The order follows ``HELP_REFERENCE_INDICES``.
-REFERENCE_ARCHS: dict[str, dict[int, str]] = {
-    "nb201": {
-        11982: "|avg_pool_3x3~0|+|none~0|skip_connect~1|+|nor_conv_1x1~0|skip_connect~1|skip_connect~2|",
-        431: "|nor_conv_3x3~0|+|none~0|skip_connect~1|+|none~0|none~1|skip_connect~2|",
-        55: "|skip_connect~0|+|skip_connect~0|avg_pool_3x3~1|+|none~0|skip_connect~1|none~2|",
-        9: "|avg_pool_3x3~0|+|none~0|none~1|+|skip_connect~0|none~1|nor_conv_3x3~2|",
-        14451: "|none~0|+|nor_conv_1x1~0|none~1|+|nor_conv_3x3~0|nor_conv_1x1~1|nor_conv_1x1~2|",
-        8636: "|skip_connect~0|+|nor_conv_1x1~0|skip_connect~1|+|nor_conv_1x1~0|none~1|nor_conv_3x3~2|",
-        9881: "|nor_conv_3x3~0|+|avg_pool_3x3~0|skip_connect~1|+|none~0|nor_conv_1x1~1|avg_pool_3x3~2|",
-        13479: "|skip_connect~0|+|nor_conv_3x3~0|nor_conv_1x1~1|+|avg_pool_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|",
-        6196: "|avg_pool_3x3~0|+|none~0|skip_connect~1|+|none~0|nor_conv_1x1~1|avg_pool_3x3~2|",
-        1462: "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|",
-    },
-    "fbnet": {
-        3328: "k3_e1_g2 skip k5_e3 k5_e3 skip k3_e1 k3_e6 k5_e1 k3_e6 k5_e6 skip k5_e6 k5_e1 k3_e6 k3_e3 "
-        "k5_e1_g2 k5_e6 k3_e6 k3_e1 k3_e1_g2 k3_e6 k5_e6",
-        3790: "k5_e1_g2 k5_e1 skip k5_e1_g2 k3_e1_g2 k5_e3 skip k5_e1_g2 k3_e6 k3_e1 k5_e1 skip k3_e1 k3_e3 "
-        "k5_e1 k5_e1_g2 k3_e1 k5_e3 k5_e3 k3_e1 k3_e1 k5_e1_g2",
-        3313: "k5_e6 k3_e3 k5_e6 k5_e1_g2 k5_e1 k5_e3 skip k3_e1 k5_e3 k5_e3 k5_e1_g2 k3_e1_g2 k3_e3 k5_e1 "
-        "k3_e1 k5_e6 k5_e1_g2 k5_e3 k3_e1 k3_e6 k3_e6 k3_e3",
-        890: "skip k3_e1_g2 k5_e3 k3_e1_g2 k5_e3 k3_e3 k5_e6 k3_e1_g2 k5_e3 skip k5_e6 k5_e1_g2 k3_e3 k3_e1 "
-        "k3_e1_g2 skip k3_e1 k3_e6 k3_e3 k3_e3 k5_e1_g2 k5_e1",
-        3052: "k3_e1_g2 k5_e6 k3_e1 k5_e6 k5_e1 k3_e6 k5_e1 k5_e3 k5_e3 k3_e1_g2 k3_e1_g2 k3_e1 k5_e1_g2 "
-        "k5_e3 k5_e6 k5_e6 k5_e3 k5_e6 k5_e3 k3_e6 k3_e1_g2 k3_e3",
-        2538: "k3_e3 k3_e3 k5_e1 k5_e1_g2 k5_e6 k3_e3 k5_e1_g2 k5_e6 k3_e3 k3_e3 k3_e1_g2 k3_e3 k3_e6 "
-        "k3_e1_g2 k5_e1 k5_e3 k3_e6 k5_e3 k3_e6 k3_e3 k3_e1 k3_e1_g2",
-        1640: "k5_e1 k5_e1 k5_e1_g2 k5_e1_g2 k3_e6 k3_e1_g2 k3_e1_g2 k3_e1 k5_e1 k3_e3 k3_e3 k5_e1 k3_e3 "
-        "k3_e1 k5_e1_g2 k3_e1 k5_e1_g2 k5_e3 k3_e3 k5_e1_g2 k3_e3 k5_e1_g2",
-        2514: "skip skip k5_e1 k5_e1 k5_e3 skip k3_e1_g2 skip k3_e1 k3_e6 k3_e1_g2 k3_e3 skip skip k5_e1_g2 "
-        "skip k3_e3 k3_e3 skip k3_e1_g2 k5_e1 skip",
-        457: "k3_e1 k5_e6 k5_e3 k5_e6 k3_e6 k3_e6 k5_e3 k3_e1_g2 k5_e6 k5_e1 k3_e6 k5_e6 k5_e6 k3_e1 skip "
-        "k5_e1 skip k5_e1_g2 k5_e3 skip k5_e1_g2 k3_e1_g2",
-        2100: "k3_e1_g2 k3_e3 k5_e1 k3_e1 k5_e6 k3_e6 k3_e1 k5_e1_g2 k5_e3 k5_e1 k5_e1_g2 k5_e6 k3_e1 "
-        "k3_e1_g2 k5_e1 k3_e6 k3_e3 k3_e6 k3_e6 k3_e6 k3_e1 k5_e3",
-    },
-}
-
-
 def reference_keys(space: str) -> list[tuple[int, str]]:
     """(index, arch_key) of ``space``'s reference archs in HELP's order."""
-    return [(i, REFERENCE_ARCHS[space][i]) for i in HELP_REFERENCE_INDICES[space]]
+    return list(REFERENCE_ARCHS[space].items())
 
 
 # ------------------------------------------------------------------------------ micro-benchmarks
