@@ -12,9 +12,6 @@ its reason and the loop carries on: it never crashes half-way.
 
 from __future__ import annotations
 
-import secrets
-import socket
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +24,8 @@ from hwsurrogate.cli.options import store_option
 from hwsurrogate.datasets.importers import IMPORTERS
 
 if TYPE_CHECKING:
+    import threading
+
     import polars as pl
 
     from hwsurrogate.datasets.store import DatasetStore
@@ -41,13 +40,27 @@ class Skip(Exception):
     """A step cannot run here; the message says why."""
 
 
+def _short_hostname() -> str:
+    import socket
+
+    return socket.gethostname().split(".")[0] or "host"
+
+
+def _new_token() -> str:
+    import secrets
+
+    return secrets.token_urlsafe(18)
+
+
 @dataclass
 class Context:
+    """What the steps share: the store, this host, the collected frames and the running service."""
+
     store: DatasetStore
-    host: str = field(default_factory=lambda: socket.gethostname().split(".")[0] or "host")
+    host: str = field(default_factory=_short_hostname)
     collected: dict[str, pl.DataFrame] = field(default_factory=dict)
     url: str | None = None
-    token: str = field(default_factory=lambda: secrets.token_urlsafe(18))
+    token: str = field(default_factory=_new_token)
     server: Any = None
     server_thread: threading.Thread | None = None
 
@@ -146,6 +159,9 @@ def step_train_fewshot(ctx: Context) -> str:
 
 # -------------------------------------------------------------------------------------- serve
 def step_serve(ctx: Context) -> str:
+    import socket
+    import threading
+
     import uvicorn
 
     from hwsurrogate.client import HwsClient

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 from pathlib import Path
 
 import click
@@ -95,6 +94,8 @@ def serve(
         os.environ.pop("HWSURROGATE_SERVICE_TOKEN", None)
     else:
         if not token:
+            import secrets
+
             token = secrets.token_urlsafe(24)
             click.echo(f"no token configured: generated write token {token}", err=True)
             click.echo("  (pass --token or set HWSURROGATE_SERVICE_TOKEN to choose one)", err=True)
