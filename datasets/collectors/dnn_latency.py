@@ -1,5 +1,7 @@
 """``hws collect latency``: inference latency of NAS-Bench-201 / FBNet archs or your own model.
 
+The command is in :mod:`hwsurrogate.cli.collect`; this module measures and returns rows, writing nothing.
+
 Networks are built as the benchmarks define them (:mod:`.nasnets`), put in eval mode, and run
 under ``torch.inference_mode`` on the local CPU or CUDA device with a given batch size and
 thread count. Each arch gets ``warmup`` untimed runs, then ``repeats`` timed runs (one forward

@@ -1,5 +1,7 @@
 """``hws collect fingerprint``: one ``devices`` row describing this machine, HELP-style.
 
+The command is in :mod:`hwsurrogate.cli.collect`; this module measures and returns rows, writing nothing.
+
 The row holds:
 
 - static descriptors: CPU model, cores, clock, caches, ISA flags, memory; on CUDA the GPU

@@ -1,5 +1,7 @@
 """``hws collect fpga``: FPGA resource rows from Xilinx reports or from yosys synthesis here.
 
+The command is in :mod:`hwsurrogate.cli.collect`; this module measures and returns rows, writing nothing.
+
 Two ways to fill the store's ``fpga`` table (source ``collector:fpga``, origin = host name):
 
 ``parse``

@@ -1,5 +1,7 @@
 """``hws collect gemm``: time GEMM shapes on this machine, with power/energy when a counter exists.
 
+The command is in :mod:`hwsurrogate.cli.collect`; this module measures and returns rows, writing nothing.
+
 Backends: numpy (CPU BLAS) and torch (CPU, or CUDA when a GPU is present). For every shape:
 
 - operands are allocated once as several rotated copies whose total size exceeds the last-level
