@@ -10,7 +10,7 @@ import click
 
 from hwsurrogate.cli.options import json_option, out_option, store_option
 from hwsurrogate.datasets import KINDS
-from hwsurrogate.datasets.importers import IMPORTERS
+from hwsurrogate.datasets.importers import IMPORTERS, import_available, import_source, sources
 
 __all__ = ["data"]
 
@@ -30,8 +30,6 @@ def sources_cmd() -> None:
     """List the known public sources, their paths under HWSURROGATE_DATA_DIR and download URLs."""
     from rich.console import Console
     from rich.table import Table
-
-    from hwsurrogate.datasets.importers import sources
 
     table = Table("source", "tables", "path", "download", "license")
     for s in sources():
@@ -55,7 +53,6 @@ def import_cmd(source: str, from_path: Path | None, store_path: Path | None) -> 
     Re-importing a source replaces its rows (no duplicates). A malformed file stops the
     import with a message naming it, and the store is left exactly as it was.
     """
-    from hwsurrogate.datasets.importers import import_available, import_source
     from hwsurrogate.datasets.store import DatasetStore
     from hwsurrogate.progress import make_progress
 

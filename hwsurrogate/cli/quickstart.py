@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from hwsurrogate.cli.options import store_option
-from hwsurrogate.datasets.importers import IMPORTERS
+from hwsurrogate.datasets.importers import IMPORTERS, import_available
 
 if TYPE_CHECKING:
     import threading
@@ -108,7 +108,6 @@ def step_collect_latency(ctx: Context) -> str:
 
 # ------------------------------------------------------------------------------------- import
 def step_import(ctx: Context, sources: tuple[str, ...]) -> str:
-    from hwsurrogate.datasets.importers import import_available
     from hwsurrogate.progress import make_progress
 
     done, skipped = [], []
