@@ -22,6 +22,8 @@ import click
 import numpy as np
 import polars as pl
 
+from hwsurrogate.benchmarks.report import store_option
+from hwsurrogate.io import atomic_write_text
 from hwsurrogate.surrogates.fewshot import (
     FewShotConfig,
     FewShotLatencyRegressor,
@@ -30,7 +32,11 @@ from hwsurrogate.surrogates.fewshot import (
     read_splits,
     score_predictions,
 )
-from hwsurrogate.surrogates.fewshot.cli import splits_option, store_option
+
+#: ``--splits FILE``: the device splits (the same flag as ``hws train fewshot``).
+splits_option = click.option(
+    "--splits", "splits_path", default=None, help="splits.json (default: $HWSURROGATE_DATA_DIR/latency/splits.json)."
+)
 
 # HELP (NeurIPS'21) Table: Spearman with 10 references + 10 support (20 measurements)
 HELP_ANCHORS_NB201 = {
@@ -80,11 +86,11 @@ def _save(
     command = "hws bench " + name + (" " + " ".join(sys.argv[3:]) if len(sys.argv) > 3 else "")
     out = {"benchmark": name, "command": command, "wall_s": round(wall_s, 1), "rows": rows, **extra}
     target = Path(path or f"bench-results/{name}.json")  # only the file asked for (default without --json)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(out, indent=1))
+    atomic_write_text(target, json.dumps(out, indent=1))
 
 
-def _read(store_root: str | None, space: str, devices: Sequence[str]) -> pl.DataFrame:
+def read_latency_rows(store_root: str | None, space: str, devices: Sequence[str]) -> pl.DataFrame:
+    """The store's ``space`` latency rows of ``devices`` (training columns); names the missing devices."""
     from hwsurrogate.datasets.store import DatasetStore
 
     frame = DatasetStore(store_root).read("latency", space=space, device=list(devices)).select(TRAIN_COLUMNS)
@@ -353,7 +359,7 @@ def bench_fewshot_help_rows(
     for space in spaces:
         split = splits[f"help-{space}"]
         tgts = [t if "/" in t else f"help/{t}" for t in targets] if targets else list(split.test)
-        frame = _read(store_root, space, [*split.train, *split.valid, *tgts])
+        frame = read_latency_rows(store_root, space, [*split.train, *split.valid, *tgts])
         variants: dict[str, FewShotConfig] = {"ours": FewShotConfig()}
         if ablations:
             variants |= ablation_configs(space)
@@ -534,7 +540,7 @@ def bench_fewshot_tasks(json_path: str | None, tasks: str, seeds: int, splits_pa
         split = splits.get(f"{space}-{task}")
         if split is None:
             raise click.BadParameter(f"unknown task {task!r}", param_hint="--tasks")
-        frame = _read(store_root, space, [*split.train, *split.test])
+        frame = read_latency_rows(store_root, space, [*split.train, *split.test])
         t1 = time.perf_counter()
         model = FewShotLatencyRegressor().fit(frame, devices={space: list(split.train)}, spaces=[space])
         fit_s = time.perf_counter() - t1
@@ -606,7 +612,7 @@ def bench_fewshot_tasks(json_path: str | None, tasks: str, seeds: int, splits_pa
     "--rounds", default=3, show_default=True, help="Passes over the arch list the repeats are split into."
 )
 @click.option("--seed", default=0, show_default=True)
-@click.option("--store", "store_root", default=None, help="Store root (default: $HWSURROGATE_STORE).")
+@store_option
 def bench_fewshot_live(json_path: str | None, n_support: int, n_test: int, repeats: int, batch: int, threads: int,
                        timer: str, rounds: int, seed: int, store_root: str | None) -> None:  # fmt: skip
     """This machine as the unseen device: measure refs + support archs, adapt, score on others."""
@@ -624,7 +630,7 @@ def bench_fewshot_live(json_path: str | None, n_support: int, n_test: int, repea
         .to_list()
     )
     sources = [s for s in sources if s.startswith(("help/", "latbench/"))]
-    frame = _read(store_root, "nb201", sources)
+    frame = read_latency_rows(store_root, "nb201", sources)
     model = FewShotLatencyRegressor().fit(frame, devices={"nb201": sources}, spaces=["nb201"])
     fit_s = time.perf_counter() - t0
     keys = frame.filter(pl.col("device_id") == "help/1080ti_1").sort("arch_index")["arch_key"].to_list()
@@ -760,7 +766,7 @@ def gnn_ablation_rows(
     other_frames: dict[str, pl.DataFrame] = {}
     for space in spaces:
         split = splits[f"help-{space}"]
-        frame = _read(store_root, space, [*split.train, *split.valid])
+        frame = read_latency_rows(store_root, space, [*split.train, *split.valid])
         configs = gnn_ablation_configs(space)
         chosen = [v for v in configs if variants is None or any(v.startswith(p) for p in variants)]
         for name in chosen:
@@ -779,7 +785,7 @@ def gnn_ablation_rows(
                     other = cfg.gnn_transfer_from
                     if other not in other_frames:
                         src = splits[f"help-{other}"]
-                        other_frames[other] = _read(store_root, other, [*src.train, *src.valid, *src.test])
+                        other_frames[other] = read_latency_rows(store_root, other, [*src.train, *src.valid, *src.test])
                     of = other_frames[other]
                     # the other space's sources: this fold's sources measured there (never a target)
                     o_train = [d for d in train if d in set(of["device_id"].unique().to_list())]

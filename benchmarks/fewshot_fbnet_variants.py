@@ -21,7 +21,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from hwsurrogate.benchmarks.fewshot import _read, validation_folds
+from hwsurrogate.benchmarks.fewshot import read_latency_rows, validation_folds
 from hwsurrogate.surrogates.fewshot import (
     FewShotConfig,
     FewShotLatencyRegressor,
@@ -68,7 +68,7 @@ def main() -> None:
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     split = read_splits(args.splits)[f"help-{SPACE}"]
-    frame = _read(args.store, SPACE, [*split.train, *split.valid, *split.test])
+    frame = read_latency_rows(args.store, SPACE, [*split.train, *split.valid, *split.test])
     folds = [(f"val{i}", tr, tg) for i, (tr, tg) in enumerate(validation_folds(split))]
     folds.append(("test", list(split.train), list(split.test)))
     out = {}

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from hwsurrogate.benchmarks.fewshot import _read, validation_folds
+from hwsurrogate.benchmarks.fewshot import read_latency_rows, validation_folds
 from hwsurrogate.datasets.archspaces import HELP_REFERENCE_INDICES
 from hwsurrogate.surrogates.fewshot import (
     DeviceHead,
@@ -139,7 +139,7 @@ def main() -> None:
     args = ap.parse_args()
     t0, c0 = time.perf_counter(), time.process_time()
     split = read_splits()["help-nb201"]
-    frame = _read(None, SPACE, [*split.train, *split.valid, *split.test])
+    frame = read_latency_rows(None, SPACE, [*split.train, *split.valid, *split.test])
     folds = [(*f, False) for f in validation_folds(split)] + [(list(split.train), list(split.test), True)]
     refs = np.asarray(HELP_REFERENCE_INDICES[SPACE])
     settings = {
@@ -201,7 +201,7 @@ def main() -> None:
             .collect()["device_id"]
         )
         lb = sorted(d for d in names.to_list() if d.startswith("latbench/"))
-        fr = pl.concat([frame, _read(None, SPACE, lb)])
+        fr = pl.concat([frame, read_latency_rows(None, SPACE, lb)])
         lb_models = [
             FewShotLatencyRegressor().fit(fr, devices={SPACE: [*tr, *lb]}, spaces=[SPACE])
             for tr, _, _ in folds

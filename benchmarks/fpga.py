@@ -14,8 +14,7 @@ import polars as pl
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import accuracy_score, f1_score
 
-from hwsurrogate.benchmarks.gemm import _log_bench
-from hwsurrogate.benchmarks.report import BenchReport, json_option
+from hwsurrogate.benchmarks.report import BenchReport, json_option, log_bench
 from hwsurrogate.datasets.store import DatasetStore
 from hwsurrogate.errors import TrainingDataError
 from hwsurrogate.progress import track
@@ -200,7 +199,7 @@ def bench_hlsyn(
     report.data["cpu_s_main_process"] = round(time.process_time() - cpu0, 1)
     report.data["note"] = ("wall time measured on a 2-core machine shared by up to 5 sessions; "
                            "cpu_s_main_process is this process's CPU time")  # fmt: skip
-    _log_bench(report)
+    log_bench(report)
     report.emit(json_path)
 
 
@@ -377,7 +376,7 @@ def bench_power(
         report.add(f"{t} power MAPE %", "repeatability: design vs its identical-HLS-report twins (measurement noise)",
                    floor, n=n)  # fmt: skip
     report.data["cpu_s"] = round(time.process_time() - cpu0, 1)  # wall time is inflated on a shared machine
-    _log_bench(report)
+    log_bench(report)
     report.emit(json_path)
 
 
@@ -458,5 +457,5 @@ def bench_hls4ml(json_path: str | None, folds: int, max_iter: int) -> None:
             report, wa, wpred, "dense + other wa families -> held-out wa family", anchor=False
         )
         report.data["wa_families"] = sorted(set(fam))
-    _log_bench(report)
+    log_bench(report)
     report.emit(json_path)

@@ -15,7 +15,7 @@ import click
 import numpy as np
 import polars as pl
 
-from hwsurrogate.benchmarks.report import BenchReport, json_option
+from hwsurrogate.benchmarks.report import BenchReport, json_option, log_bench
 from hwsurrogate.datasets.store import DatasetStore
 from hwsurrogate.errors import TrainingDataError
 from hwsurrogate.progress import track
@@ -52,25 +52,6 @@ def _read(store: DatasetStore, source: str) -> tuple[pl.DataFrame, pl.DataFrame]
             f"the store has no gemm rows from {source!r}: run `hws data import {source}` first"
         )
     return frame, store.read("devices")
-
-
-def _log_bench(report: BenchReport) -> None:
-    """Log the bench metrics to MLflow (experiment 'bench'); cheap, metrics and JSON only."""
-    try:
-        import mlflow
-
-        from hwsurrogate.surrogates.registry.tracking import start_run
-
-        with start_run("bench", run_name=report.benchmark, benchmark=report.benchmark):
-            for i, r in enumerate(report.rows):
-                if r.ours is not None and np.isfinite(r.ours):
-                    key = f"{i:02d}_{r.metric}_{r.split}"
-                    mlflow.log_metric(
-                        "".join(c if c.isalnum() or c in "_-./ " else "_" for c in key)[:250], r.ours
-                    )
-            mlflow.log_dict(report.to_dict(), "bench.json")
-    except Exception as exc:  # tracking must never sink a benchmark
-        click.echo(f"(MLflow logging skipped: {exc})", err=True)
 
 
 # --------------------------------------------------------------------------- GPPerf
@@ -190,7 +171,7 @@ def bench_gpperf(json_path: str | None, folds: int, seed: int, max_iter: int) ->
         n=tfold.height,
     )
     report.details["power_trusted_shape"] = met
-    _log_bench(report)
+    log_bench(report)
     report.emit(json_path)
 
 
@@ -316,7 +297,7 @@ def bench_neusight(
                    note=f"baseline: log(runtime) tree, absolute device descriptors ({baseline_rows} rows, "
                    f"{baseline_iter} iterations)", n=r["len"])  # fmt: skip
     report.details["per_device_op"] = per.to_dicts()
-    _log_bench(report)
+    log_bench(report)
     report.emit(json_path)
 
 
@@ -403,7 +384,7 @@ def bench_aiconfigurator(
             psub = ptr.sample(max_train_rows, seed=0) if 0 < max_train_rows < ptr.height else ptr
             mp = GemmRegressor(target="log", **kw).fit(psub, psub["power_w"])
             _add_dtype_mape(report, "power MAPE %", short, pte, "power_w", mp.predict(pte), dev, target=3.0)
-    _log_bench(report)
+    log_bench(report)
     report.emit(json_path)
 
 
@@ -745,7 +726,7 @@ def bench_fewshot_gemm(
         report.details["validation"] = val.to_dicts()
         report.data["validation_s"] = round(time.perf_counter() - t_val, 1)
     limit.restore_original_limits()
-    _log_bench(report)
+    log_bench(report)
     report.emit(json_path)
 
 

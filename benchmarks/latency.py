@@ -9,12 +9,9 @@ multi-device GNN per space (shared encoder, one head per device) on :func:`.grap
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import shlex
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +20,8 @@ from typing import Any
 import click
 import numpy as np
 
+from hwsurrogate.benchmarks.report import json_safe
+from hwsurrogate.io import atomic_write_json
 from hwsurrogate.surrogates.training.metrics import mape, spearman
 from hwsurrogate.surrogates.training.noise_ceiling import NOISE_R2
 
@@ -254,31 +253,6 @@ def _summary(results: list[dict[str, Any]], models: list[str]) -> tuple[str, dic
     return "\n".join(lines), out
 
 
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(payload, fh, indent=2, allow_nan=False)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _clean(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, (np.floating, np.integer, np.bool_)):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
 @click.command("latency-single")
 @click.option(
     "--json",
@@ -382,5 +356,5 @@ def bench_latency_single(
             "rows": _rows(results, shown),
             "details": {**out["details"], "summary": summary, "per_device": results},
         }
-        _write_json(Path(json_path), _clean(payload))
+        atomic_write_json(Path(json_path), json_safe(payload))
         click.echo(f"wrote {json_path}")

@@ -23,12 +23,10 @@ accuracy); ``met`` is null when a row has no target. See docs/benchmarks.md.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shlex
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -36,6 +34,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import click
+
+from hwsurrogate.io import atomic_write_json
+
+__all__ = ["BenchReport", "BenchRow", "json_option", "json_safe", "log_bench", "store_option"]
 
 
 @dataclass
@@ -86,7 +88,7 @@ class BenchReport:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("_t0", None)
-        return _clean(d)
+        return json_safe(d)
 
     def table(self) -> str:
         head = ("metric", "split", "ours", "anchor", "target", "met", "n")
@@ -120,7 +122,7 @@ class BenchReport:
         click.echo(self.table())
         click.echo(f"wall time {self.wall_s:.1f} s")
         if json_path:
-            write_json_atomic(Path(json_path), self.to_dict())
+            atomic_write_json(Path(json_path), self.to_dict())
             click.echo(f"wrote {json_path}")
 
 
@@ -130,12 +132,12 @@ def _fmt(x: float | None) -> str:
     return f"{x:.4g}" if abs(x) < 1e5 else f"{x:.3e}"
 
 
-def _clean(obj: Any) -> Any:
+def json_safe(obj: Any) -> Any:
     """JSON-safe: NaN/inf become null, numpy scalars become Python numbers."""
     if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
+        return {str(k): json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
+        return [json_safe(v) for v in obj]
     if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
         try:
             obj = obj.item()
@@ -146,21 +148,27 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
-def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def log_bench(report: BenchReport) -> None:
+    """Log the bench metrics to MLflow (experiment 'bench'); cheap, metrics and JSON only."""
     try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(payload, fh, indent=2, sort_keys=False)
-            fh.write("\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        import mlflow
+
+        from hwsurrogate.surrogates.registry.tracking import start_run
+
+        with start_run("bench", run_name=report.benchmark, benchmark=report.benchmark):
+            for i, r in enumerate(report.rows):
+                if r.ours is not None and math.isfinite(r.ours):
+                    key = f"{i:02d}_{r.metric}_{r.split}"
+                    mlflow.log_metric(
+                        "".join(c if c.isalnum() or c in "_-./ " else "_" for c in key)[:250], r.ours
+                    )
+            mlflow.log_dict(report.to_dict(), "bench.json")
+    except Exception as exc:  # tracking must never sink a benchmark
+        click.echo(f"(MLflow logging skipped: {exc})", err=True)
 
 
 def json_option(benchmark: str) -> Any:
+    """``--json FILE`` -> ``json_path``: where a benchmark writes every metric."""
     return click.option(
         "--json",
         "json_path",
@@ -168,3 +176,11 @@ def json_option(benchmark: str) -> Any:
         default=None,
         help=f"Write every metric to this JSON file (e.g. bench-results/{benchmark}.json).",
     )
+
+
+#: ``--store DIR`` -> ``store_root`` for the benchmarks that read a store other than the default.
+#: The same flag and default as ``hwsurrogate.cli.options.store_option``; defined here because the
+#: benchmarks sit below the command line (they may not import ``hwsurrogate.cli``).
+store_option = click.option(
+    "--store", "store_root", default=None, help="Dataset store directory (default: $HWSURROGATE_STORE or ./store)."
+)

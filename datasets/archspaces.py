@@ -37,10 +37,52 @@ OFA_KERNELS = (3, 5, 7)
 OFA_EXPANDS = (3, 4, 6)
 OFA_DEPTHS = (2, 3, 4)
 
-#: HELP's hardware-embedding reference architecture indices (from ``hardware_embedding_index.pt``).
+#: HELP's hardware-embedding reference architectures: index -> canonical arch key, in HELP's order
+#: (from ``hardware_embedding_index.pt``). The keys were derived once from HELP's derived CSVs
+#: (``latency/help/derived/*_latency_ms.csv.xz``, rows with ``is_hw_embedding_ref``);
+#: ``tests/datasets/test_collectors_fingerprint.py`` re-checks them against the data.
+HELP_REFERENCE_ARCHS: dict[str, dict[int, str]] = {
+    "nb201": {
+        11982: "|avg_pool_3x3~0|+|none~0|skip_connect~1|+|nor_conv_1x1~0|skip_connect~1|skip_connect~2|",
+        431: "|nor_conv_3x3~0|+|none~0|skip_connect~1|+|none~0|none~1|skip_connect~2|",
+        55: "|skip_connect~0|+|skip_connect~0|avg_pool_3x3~1|+|none~0|skip_connect~1|none~2|",
+        9: "|avg_pool_3x3~0|+|none~0|none~1|+|skip_connect~0|none~1|nor_conv_3x3~2|",
+        14451: "|none~0|+|nor_conv_1x1~0|none~1|+|nor_conv_3x3~0|nor_conv_1x1~1|nor_conv_1x1~2|",
+        8636: "|skip_connect~0|+|nor_conv_1x1~0|skip_connect~1|+|nor_conv_1x1~0|none~1|nor_conv_3x3~2|",
+        9881: "|nor_conv_3x3~0|+|avg_pool_3x3~0|skip_connect~1|+|none~0|nor_conv_1x1~1|avg_pool_3x3~2|",
+        13479: "|skip_connect~0|+|nor_conv_3x3~0|nor_conv_1x1~1|+|avg_pool_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|",
+        6196: "|avg_pool_3x3~0|+|none~0|skip_connect~1|+|none~0|nor_conv_1x1~1|avg_pool_3x3~2|",
+        1462: "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|",
+    },
+    "fbnet": {
+        3328: "k3_e1_g2 skip k5_e3 k5_e3 skip k3_e1 k3_e6 k5_e1 k3_e6 k5_e6 skip k5_e6 k5_e1 k3_e6 k3_e3 "
+        "k5_e1_g2 k5_e6 k3_e6 k3_e1 k3_e1_g2 k3_e6 k5_e6",
+        3790: "k5_e1_g2 k5_e1 skip k5_e1_g2 k3_e1_g2 k5_e3 skip k5_e1_g2 k3_e6 k3_e1 k5_e1 skip k3_e1 k3_e3 "
+        "k5_e1 k5_e1_g2 k3_e1 k5_e3 k5_e3 k3_e1 k3_e1 k5_e1_g2",
+        3313: "k5_e6 k3_e3 k5_e6 k5_e1_g2 k5_e1 k5_e3 skip k3_e1 k5_e3 k5_e3 k5_e1_g2 k3_e1_g2 k3_e3 k5_e1 "
+        "k3_e1 k5_e6 k5_e1_g2 k5_e3 k3_e1 k3_e6 k3_e6 k3_e3",
+        890: "skip k3_e1_g2 k5_e3 k3_e1_g2 k5_e3 k3_e3 k5_e6 k3_e1_g2 k5_e3 skip k5_e6 k5_e1_g2 k3_e3 k3_e1 "
+        "k3_e1_g2 skip k3_e1 k3_e6 k3_e3 k3_e3 k5_e1_g2 k5_e1",
+        3052: "k3_e1_g2 k5_e6 k3_e1 k5_e6 k5_e1 k3_e6 k5_e1 k5_e3 k5_e3 k3_e1_g2 k3_e1_g2 k3_e1 k5_e1_g2 "
+        "k5_e3 k5_e6 k5_e6 k5_e3 k5_e6 k5_e3 k3_e6 k3_e1_g2 k3_e3",
+        2538: "k3_e3 k3_e3 k5_e1 k5_e1_g2 k5_e6 k3_e3 k5_e1_g2 k5_e6 k3_e3 k3_e3 k3_e1_g2 k3_e3 k3_e6 "
+        "k3_e1_g2 k5_e1 k5_e3 k3_e6 k5_e3 k3_e6 k3_e3 k3_e1 k3_e1_g2",
+        1640: "k5_e1 k5_e1 k5_e1_g2 k5_e1_g2 k3_e6 k3_e1_g2 k3_e1_g2 k3_e1 k5_e1 k3_e3 k3_e3 k5_e1 k3_e3 "
+        "k3_e1 k5_e1_g2 k3_e1 k5_e1_g2 k5_e3 k3_e3 k5_e1_g2 k3_e3 k5_e1_g2",
+        2514: "skip skip k5_e1 k5_e1 k5_e3 skip k3_e1_g2 skip k3_e1 k3_e6 k3_e1_g2 k3_e3 skip skip k5_e1_g2 "
+        "skip k3_e3 k3_e3 skip k3_e1_g2 k5_e1 skip",
+        457: "k3_e1 k5_e6 k5_e3 k5_e6 k3_e6 k3_e6 k5_e3 k3_e1_g2 k5_e6 k5_e1 k3_e6 k5_e6 k5_e6 k3_e1 skip "
+        "k5_e1 skip k5_e1_g2 k5_e3 skip k5_e1_g2 k3_e1_g2",
+        2100: "k3_e1_g2 k3_e3 k5_e1 k3_e1 k5_e6 k3_e6 k3_e1 k5_e1_g2 k5_e3 k5_e1 k5_e1_g2 k5_e6 k3_e1 "
+        "k3_e1_g2 k5_e1 k3_e6 k3_e3 k3_e6 k3_e6 k3_e6 k3_e1 k5_e3",
+    },
+}
+
+
+#: HELP's hardware-embedding reference architecture indices per space, in HELP's order (OFA's
+#: arch keys are not known here, only its indices).
 HELP_REFERENCE_INDICES: dict[str, tuple[int, ...]] = {
-    "nb201": (11982, 431, 55, 9, 14451, 8636, 9881, 13479, 6196, 1462),
-    "fbnet": (3328, 3790, 3313, 890, 3052, 2538, 1640, 2514, 457, 2100),
+    **{space: tuple(archs) for space, archs in HELP_REFERENCE_ARCHS.items()},
     "ofa": (1316, 1587, 1621, 1636, 1980, 2329, 2487, 3355, 3740, 4948),
 }
 

@@ -16,14 +16,11 @@ from __future__ import annotations
 import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import polars as pl
 
+from hwsurrogate.datasets import KINDS, Kind
 from hwsurrogate.errors import SchemaMismatchError
-
-Kind = Literal["gemm", "latency", "fpga", "devices", "program_graphs"]
-KINDS: tuple[Kind, ...] = ("gemm", "latency", "fpga", "devices", "program_graphs")
 
 
 @dataclass(frozen=True)

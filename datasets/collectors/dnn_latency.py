@@ -1,5 +1,7 @@
 """``hws collect latency``: inference latency of NAS-Bench-201 / FBNet archs or your own model.
 
+The command is in :mod:`hwsurrogate.cli.collect`; this module measures and returns rows, writing nothing.
+
 Networks are built as the benchmarks define them (:mod:`.nasnets`), put in eval mode, and run
 under ``torch.inference_mode`` on the local CPU or CUDA device with a given batch size and
 thread count. Each arch gets ``warmup`` untimed runs, then ``repeats`` timed runs (one forward
@@ -25,11 +27,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import click
 import numpy as np
 import polars as pl
 
-from hwsurrogate.datasets.archspaces import FBNET_N_LAYERS, FBNET_OPS, NB201_OPS, check_arch_key, format_nb201
+from hwsurrogate.datasets.archspaces import (
+    FBNET_N_LAYERS,
+    FBNET_OPS,
+    HELP_REFERENCE_ARCHS,
+    NB201_OPS,
+    check_arch_key,
+    format_nb201,
+)
 from hwsurrogate.datasets.collectors import environment as envmod
 from hwsurrogate.datasets.collectors.environment import (
     Environment,
@@ -37,7 +45,6 @@ from hwsurrogate.datasets.collectors.environment import (
     local_device_id,
     parse_device,
 )
-from hwsurrogate.datasets.collectors.output import deliver, output_options
 from hwsurrogate.datasets.collectors.timing import (
     Timing,
     check_timing_options,
@@ -51,9 +58,9 @@ from hwsurrogate.errors import CollectorError
 from hwsurrogate.progress import track
 
 __all__ = [
+    "SOURCE",
     "build_network",
     "collect_latency",
-    "collect_latency_cmd",
     "local_device_id",
     "random_arch_keys",
 ]
@@ -374,9 +381,7 @@ def _space_shape(space: str) -> tuple[int, ...]:
 
 
 def _reference_index(space: str, key: str) -> int | None:
-    from hwsurrogate.datasets.collectors.fingerprint import REFERENCE_ARCHS
-
-    for idx, ref in REFERENCE_ARCHS.get(space, {}).items():
+    for idx, ref in HELP_REFERENCE_ARCHS.get(space, {}).items():
         if ref == key:
             return idx
     return None
@@ -417,82 +422,3 @@ def _row(space: str, model: LoadedModel, arch_index: int | None, parts: list[Tim
         "extra": json.dumps(extra, sort_keys=True, default=str),
         "collected_at": env.collected_at,
     }
-
-
-# ------------------------------------------------------------------------------ CLI
-def _read_keys(path: Path) -> list[str]:
-    try:
-        lines = path.read_text().splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CollectorError(f"--archs-file {path}: cannot read it ({exc})") from None
-    return [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
-
-
-@click.command("latency")
-@click.option("--space", type=click.Choice(["nb201", "fbnet"]), default="nb201", show_default=True)
-@click.option("--arch", "archs", multiple=True, help="Canonical arch key (repeatable).")
-@click.option("--archs-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Text file with one arch key per line.")  # fmt: skip
-@click.option("--random", "n_random", type=click.IntRange(min=1), default=None,
-              help="Measure N uniformly random archs of --space.")  # fmt: skip
-@click.option("--model", default=None,
-              help="Your model: a TorchScript .pt, a torch.export .pt2, an .onnx file or 'module:callable' (space=custom).")  # fmt: skip
-@click.option("--input-shape", default=None, help="Input shape of one sample for --model, e.g. 3,224,224.")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:<index>.")
-@click.option("--batch", default=1, show_default=True, type=click.IntRange(min=1))
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: torch's).")
-@click.option("--repeats", default=30, show_default=True, type=click.IntRange(min=1))
-@click.option("--warmup", default=5, show_default=True, type=click.IntRange(min=0))
-@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True)
-@click.option("--rounds", default=1, show_default=True, type=click.IntRange(min=1),
-              help="Split --repeats over this many passes through the archs (robust to bursts of load).")  # fmt: skip
-@click.option("--timer", type=click.Choice(["wall", "thread-cpu"]), default="wall", show_default=True,
-              help="thread-cpu: count only this thread's CPU time (CPU, --threads 1; for shared machines).")  # fmt: skip
-@click.option("--seed", default=0, show_default=True, help="Seed of --random.")
-@output_options
-def collect_latency_cmd(
-    space: str, archs: tuple[str, ...], archs_file: Path | None, n_random: int | None, model: str | None,
-    input_shape: str | None, device: str, batch: int, threads: int | None, repeats: int, warmup: int,
-    precision: str, rounds: int, timer: str, seed: int, store_path: Path | None, push_url: str | None, token: str | None,
-) -> None:  # fmt: skip
-    """Measure inference latency on this machine and store it in the latency table.
-
-    \b
-    Examples:
-      hws collect latency --random 20                       20 random NB201 archs, CPU, batch 1
-      hws collect latency --space fbnet --archs-file keys.txt --threads 1
-      hws collect latency --model resnet.pt --input-shape 3,224,224 --batch 8
-      hws collect latency --model torchvision.models:mobilenet_v3_small --input-shape 3,224,224
-
-    NB201 networks are NAS-Bench-201's CIFAR-10 TinyNetwork; FBNet networks are
-    HW-NAS-Bench's CIFAR-100 FBNet_Infer. Latency is the median of --repeats runs
-    after --warmup runs, in eval mode under torch.inference_mode.
-    """
-    if model is not None:
-        if archs or archs_file or n_random:
-            raise click.UsageError(
-                "--model measures one custom model; do not combine it with --arch/--random"
-            )
-        if not input_shape:
-            raise click.UsageError("--model needs --input-shape, e.g. 3,224,224")
-        try:
-            shape = [int(x) for x in input_shape.replace(",", " ").split()]
-        except ValueError:
-            raise click.BadParameter(f"expected integers like 3,224,224, got {input_shape!r}",
-                                     param_hint="--input-shape") from None  # fmt: skip
-        frame = collect_latency("custom", [model], device=device, batch=batch, threads=threads, repeats=repeats,
-                                warmup=warmup, precision=precision, input_shape=shape, timer=timer.replace("-", "_"), rounds=rounds)  # type: ignore[arg-type]  # fmt: skip
-    else:
-        keys = list(archs)
-        if archs_file is not None:
-            keys += _read_keys(archs_file)
-        if n_random:
-            keys += random_arch_keys(space, n_random, seed=seed)  # type: ignore[arg-type]
-        if not keys:
-            raise click.UsageError("give --arch KEY, --archs-file FILE, --random N or --model")
-        frame = collect_latency(space, keys, device=device, batch=batch, threads=threads, repeats=repeats,
-                                warmup=warmup, precision=precision, timer=timer.replace("-", "_"), rounds=rounds)  # type: ignore[arg-type]  # fmt: skip
-    with pl.Config(tbl_rows=40, fmt_str_lengths=90, tbl_width_chars=160):
-        click.echo(frame.select("arch_key", "arch_index", "batch", "latency_ms"))
-    click.echo(deliver("latency", frame, partition=f"{SOURCE}:{envmod.hostname()}", store_path=store_path,
-                       push_url=push_url, token=token))  # fmt: skip

@@ -1,5 +1,7 @@
 """``hws collect fingerprint``: one ``devices`` row describing this machine, HELP-style.
 
+The command is in :mod:`hwsurrogate.cli.collect`; this module measures and returns rows, writing nothing.
+
 The row holds:
 
 - static descriptors: CPU model, cores, clock, caches, ISA flags, memory; on CUDA the GPU
@@ -18,14 +20,12 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from typing import Any, Literal
 
-import click
 import numpy as np
 import polars as pl
 
-from hwsurrogate.datasets.archspaces import HELP_REFERENCE_INDICES
+from hwsurrogate.datasets.archspaces import HELP_REFERENCE_ARCHS as REFERENCE_ARCHS
 from hwsurrogate.datasets.collectors import environment as envmod
 from hwsurrogate.datasets.collectors.environment import (
     Environment,
@@ -33,60 +33,17 @@ from hwsurrogate.datasets.collectors.environment import (
     local_device_id,
     parse_device,
 )
-from hwsurrogate.datasets.collectors.output import deliver, output_options
 from hwsurrogate.datasets.collectors.timing import cpu_sampler, cuda_sampler, measure
 from hwsurrogate.datasets.schemas import conform
 from hwsurrogate.errors import CollectorError
 
-__all__ = ["REFERENCE_ARCHS", "collect_fingerprint", "collect_fingerprint_cmd", "local_device_id"]
+__all__ = ["REFERENCE_ARCHS", "SOURCE", "collect_fingerprint", "local_device_id"]
 
 SOURCE = "collector:fingerprint"
 
-#: HELP's hardware-embedding reference architectures: index -> canonical arch key. Derived once
-#: from HELP's derived CSVs (``latency/help/derived/*_latency_ms.csv.xz``, rows with
-#: ``is_hw_embedding_ref``); ``tests/datasets/test_collectors_fingerprint.py`` re-checks them
-#: against the data. The order follows ``HELP_REFERENCE_INDICES``.
-REFERENCE_ARCHS: dict[str, dict[int, str]] = {
-    "nb201": {
-        11982: "|avg_pool_3x3~0|+|none~0|skip_connect~1|+|nor_conv_1x1~0|skip_connect~1|skip_connect~2|",
-        431: "|nor_conv_3x3~0|+|none~0|skip_connect~1|+|none~0|none~1|skip_connect~2|",
-        55: "|skip_connect~0|+|skip_connect~0|avg_pool_3x3~1|+|none~0|skip_connect~1|none~2|",
-        9: "|avg_pool_3x3~0|+|none~0|none~1|+|skip_connect~0|none~1|nor_conv_3x3~2|",
-        14451: "|none~0|+|nor_conv_1x1~0|none~1|+|nor_conv_3x3~0|nor_conv_1x1~1|nor_conv_1x1~2|",
-        8636: "|skip_connect~0|+|nor_conv_1x1~0|skip_connect~1|+|nor_conv_1x1~0|none~1|nor_conv_3x3~2|",
-        9881: "|nor_conv_3x3~0|+|avg_pool_3x3~0|skip_connect~1|+|none~0|nor_conv_1x1~1|avg_pool_3x3~2|",
-        13479: "|skip_connect~0|+|nor_conv_3x3~0|nor_conv_1x1~1|+|avg_pool_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|",
-        6196: "|avg_pool_3x3~0|+|none~0|skip_connect~1|+|none~0|nor_conv_1x1~1|avg_pool_3x3~2|",
-        1462: "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|",
-    },
-    "fbnet": {
-        3328: "k3_e1_g2 skip k5_e3 k5_e3 skip k3_e1 k3_e6 k5_e1 k3_e6 k5_e6 skip k5_e6 k5_e1 k3_e6 k3_e3 "
-        "k5_e1_g2 k5_e6 k3_e6 k3_e1 k3_e1_g2 k3_e6 k5_e6",
-        3790: "k5_e1_g2 k5_e1 skip k5_e1_g2 k3_e1_g2 k5_e3 skip k5_e1_g2 k3_e6 k3_e1 k5_e1 skip k3_e1 k3_e3 "
-        "k5_e1 k5_e1_g2 k3_e1 k5_e3 k5_e3 k3_e1 k3_e1 k5_e1_g2",
-        3313: "k5_e6 k3_e3 k5_e6 k5_e1_g2 k5_e1 k5_e3 skip k3_e1 k5_e3 k5_e3 k5_e1_g2 k3_e1_g2 k3_e3 k5_e1 "
-        "k3_e1 k5_e6 k5_e1_g2 k5_e3 k3_e1 k3_e6 k3_e6 k3_e3",
-        890: "skip k3_e1_g2 k5_e3 k3_e1_g2 k5_e3 k3_e3 k5_e6 k3_e1_g2 k5_e3 skip k5_e6 k5_e1_g2 k3_e3 k3_e1 "
-        "k3_e1_g2 skip k3_e1 k3_e6 k3_e3 k3_e3 k5_e1_g2 k5_e1",
-        3052: "k3_e1_g2 k5_e6 k3_e1 k5_e6 k5_e1 k3_e6 k5_e1 k5_e3 k5_e3 k3_e1_g2 k3_e1_g2 k3_e1 k5_e1_g2 "
-        "k5_e3 k5_e6 k5_e6 k5_e3 k5_e6 k5_e3 k3_e6 k3_e1_g2 k3_e3",
-        2538: "k3_e3 k3_e3 k5_e1 k5_e1_g2 k5_e6 k3_e3 k5_e1_g2 k5_e6 k3_e3 k3_e3 k3_e1_g2 k3_e3 k3_e6 "
-        "k3_e1_g2 k5_e1 k5_e3 k3_e6 k5_e3 k3_e6 k3_e3 k3_e1 k3_e1_g2",
-        1640: "k5_e1 k5_e1 k5_e1_g2 k5_e1_g2 k3_e6 k3_e1_g2 k3_e1_g2 k3_e1 k5_e1 k3_e3 k3_e3 k5_e1 k3_e3 "
-        "k3_e1 k5_e1_g2 k3_e1 k5_e1_g2 k5_e3 k3_e3 k5_e1_g2 k3_e3 k5_e1_g2",
-        2514: "skip skip k5_e1 k5_e1 k5_e3 skip k3_e1_g2 skip k3_e1 k3_e6 k3_e1_g2 k3_e3 skip skip k5_e1_g2 "
-        "skip k3_e3 k3_e3 skip k3_e1_g2 k5_e1 skip",
-        457: "k3_e1 k5_e6 k5_e3 k5_e6 k3_e6 k3_e6 k5_e3 k3_e1_g2 k5_e6 k5_e1 k3_e6 k5_e6 k5_e6 k3_e1 skip "
-        "k5_e1 skip k5_e1_g2 k5_e3 skip k5_e1_g2 k3_e1_g2",
-        2100: "k3_e1_g2 k3_e3 k5_e1 k3_e1 k5_e6 k3_e6 k3_e1 k5_e1_g2 k5_e3 k5_e1 k5_e1_g2 k5_e6 k3_e1 "
-        "k3_e1_g2 k5_e1 k3_e6 k3_e3 k3_e6 k3_e6 k3_e6 k3_e1 k5_e3",
-    },
-}
-
-
 def reference_keys(space: str) -> list[tuple[int, str]]:
     """(index, arch_key) of ``space``'s reference archs in HELP's order."""
-    return [(i, REFERENCE_ARCHS[space][i]) for i in HELP_REFERENCE_INDICES[space]]
+    return list(REFERENCE_ARCHS[space].items())
 
 
 # ------------------------------------------------------------------------------ micro-benchmarks
@@ -301,41 +258,3 @@ def _row(env: Environment, kind: str, fingerprint: dict[str, dict[str, float]], 
 
 def _vendor(raw: str) -> str:
     return {"GenuineIntel": "Intel", "AuthenticAMD": "AMD", "0x41": "ARM"}.get(raw, raw)
-
-
-# ------------------------------------------------------------------------------ CLI
-@click.command("fingerprint")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:<index>.")
-@click.option("--quick", is_flag=True, help="Smaller micro-benchmarks, 6 runs in 2 rounds (a smoke test).")
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="CPU threads (default: 1 for the reference archs, torch's for the micro-benchmarks).")  # fmt: skip
-@click.option("--repeats", type=click.IntRange(min=1), default=None,
-              help="Runs per reference arch, spread over 8 rounds (default 48).")  # fmt: skip
-@click.option("--timer", type=click.Choice(["wall", "thread-cpu"]), default="wall", show_default=True,
-              help="thread-cpu: count only this thread's CPU time (CPU, --threads 1; for shared machines).")  # fmt: skip
-@output_options
-def collect_fingerprint_cmd(
-    device: str, quick: bool, threads: int | None, repeats: int | None, timer: str, store_path: Path | None,
-    push_url: str | None, token: str | None,
-) -> None:  # fmt: skip
-    """Record this device: descriptors, micro-benchmarks and HELP reference-arch latencies.
-
-    \b
-    Writes one row to the devices table (device id local/<host>-cpu or -cuda0). Its
-    fingerprint holds the latencies of HELP's 10 NB201 + 10 FBNet reference architectures,
-    so `hws adapt` can embed this device like the imported HELP devices.
-    Re-running replaces this device's previous fingerprint.
-    """
-    frame = collect_fingerprint(
-        device=device, quick=quick, threads=threads, repeats=repeats, timer=timer.replace("-", "_")
-    )  # type: ignore[arg-type]
-    row = frame.row(0, named=True)
-    micro = json.loads(row["descriptors"])["micro_benchmarks"]
-    click.echo(f"{row['device_id']}: {row['name']} ({row['cores']} cores, {row['memory_gb']:.1f} GB)")
-    click.echo(f"  GEMM GFLOP/s: {json.dumps({k: round(v, 1) for k, v in micro['gemm_gflops'].items()})}")
-    click.echo(f"  triad {micro['triad_gbs']:.1f} GB/s, dispatch {micro['dispatch_overhead_us']:.2f} us")
-    for space, lat in json.loads(row["fingerprint"]).items():
-        click.echo(f"  {space}: " + ", ".join(f"{k}={v:.2f}" for k, v in lat.items()) + " ms")
-    host = envmod.hostname()
-    click.echo(deliver("devices", frame, partition=f"{SOURCE}:{row['device_id'].split('/', 1)[1] or host}",
-                       store_path=store_path, push_url=push_url, token=token, mode="replace"))  # fmt: skip

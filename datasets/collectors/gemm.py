@@ -1,5 +1,7 @@
 """``hws collect gemm``: time GEMM shapes on this machine, with power/energy when a counter exists.
 
+The command is in :mod:`hwsurrogate.cli.collect`; this module measures and returns rows, writing nothing.
+
 Backends: numpy (CPU BLAS) and torch (CPU, or CUDA when a GPU is present). For every shape:
 
 - operands are allocated once as several rotated copies whose total size exceeds the last-level
@@ -22,10 +24,8 @@ import json
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
-import click
 import numpy as np
 import polars as pl
 
@@ -36,7 +36,6 @@ from hwsurrogate.datasets.collectors.environment import (
     local_device_id,
     parse_device,
 )
-from hwsurrogate.datasets.collectors.output import deliver, output_options
 from hwsurrogate.datasets.collectors.power import EnergyMeter, cpu_meter, cpu_temperature_c, cuda_meter
 from hwsurrogate.datasets.collectors.timing import (
     Timing,
@@ -51,9 +50,10 @@ from hwsurrogate.errors import CollectorError
 from hwsurrogate.progress import track
 
 __all__ = [
+    "SOURCE",
     "GemmShape",
     "collect_gemm",
-    "collect_gemm_cmd",
+    "gflops",
     "local_device_id",
     "sweep_shapes",
 ]
@@ -498,95 +498,3 @@ def gflops(frame: pl.DataFrame) -> pl.Series:
     return (
         2 * frame["m"] * frame["n"] * frame["k"] * frame["batch"] / (frame["runtime_ms"] / 1e3) / 1e9
     ).alias("gflops")
-
-
-# --------------------------------------------------------------------------------- CLI
-def _int_list(text: str, name: str) -> list[int]:
-    try:
-        values = [int(x) for x in text.replace(",", " ").split()]
-    except ValueError:
-        raise click.BadParameter(
-            f"expected comma-separated integers, got {text!r}", param_hint=name
-        ) from None
-    if not values:
-        raise click.BadParameter("needs at least one value", param_hint=name)
-    return values
-
-
-def _str_list(text: str) -> list[str]:
-    return [x for x in text.replace(",", " ").split() if x]
-
-
-@click.command("gemm")
-@click.option("--backend", type=click.Choice(["numpy", "torch"]), default="numpy", show_default=True)
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:<index> (torch only).")
-@click.option("--sweep", type=click.Choice(["grid", "random"]), default="random", show_default=True,
-              help="grid: every (m, n, k) from --sizes; random: --n-shapes log-uniform dims.")  # fmt: skip
-@click.option("--sizes", default="64,256,1024", show_default=True, help="Grid sizes (comma-separated).")
-@click.option("--n-shapes", default=20, show_default=True, type=click.IntRange(min=1), help="Random shapes.")
-@click.option("--min-dim", default=16, show_default=True, type=click.IntRange(min=1))
-@click.option("--max-dim", default=1024, show_default=True, type=click.IntRange(min=1))
-@click.option("--batch", "batches", default="1", show_default=True, help="Batch counts (comma-separated).")
-@click.option("--dtype", "dtypes", default="fp32", show_default=True, help="dtypes, e.g. fp32,fp64,bf16.")
-@click.option("--layout", "layouts", default="nn", show_default=True, help="Layouts among nn,nt,tn,tt.")
-@click.option("--shapes-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="CSV or parquet with m,n,k[,batch,dtype,layout] columns (replaces the sweep).")  # fmt: skip
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: torch's).")
-@click.option("--min-time", "min_time_s", default=0.5, show_default=True, type=click.FloatRange(min=0),
-              help="Minimum timed window per shape, seconds (raised to 1 s on a GPU with NVML energy).")  # fmt: skip
-@click.option("--timer", type=click.Choice(["wall", "thread-cpu"]), default="wall", show_default=True,
-              help="thread-cpu: count only this thread's CPU time (CPU, --threads 1; for shared machines).")  # fmt: skip
-@click.option("--seed", default=0, show_default=True)
-@output_options
-def collect_gemm_cmd(
-    backend: str, device: str, sweep: str, sizes: str, n_shapes: int, min_dim: int, max_dim: int, batches: str,
-    dtypes: str, layouts: str, shapes_file: Path | None, threads: int | None, min_time_s: float, timer: str, seed: int,
-    store_path: Path | None, push_url: str | None, token: str | None,
-) -> None:  # fmt: skip
-    """Time GEMM shapes on this machine and store them in the gemm table.
-
-    \b
-    Examples:
-      hws collect gemm                                   20 random fp32 shapes, numpy, CPU
-      hws collect gemm --sweep grid --sizes 128,512 --dtype fp32,fp64 --backend torch
-      hws collect gemm --backend torch --device cuda --dtype fp16,bf16 --max-dim 8192
-      hws collect gemm --shapes-file shapes.csv --push http://host:8000 --token T
-
-    Power/energy come from RAPL (CPU) or NVML (NVIDIA) counters only; where none is
-    readable they are left empty and power_method says why. Rows go to the store
-    (device id local/<host>-cpu or -cuda0) unless --push sends them to `hws serve`.
-    """
-    if shapes_file is not None:
-        try:
-            table = (
-                pl.read_parquet(shapes_file) if shapes_file.suffix == ".parquet" else pl.read_csv(shapes_file)
-            )
-        except Exception as exc:
-            raise CollectorError(f"shapes file {shapes_file}: cannot read it ({exc})") from None
-        shapes: pl.DataFrame = table
-    else:
-        shapes = sweep_shapes(
-            sweep, sizes=_int_list(sizes, "--sizes"), n_shapes=n_shapes, min_dim=min_dim, max_dim=max_dim,
-            batches=_int_list(batches, "--batch"), dtypes=_str_list(dtypes), layouts=_str_list(layouts), seed=seed,
-        )  # fmt: skip
-    frame = collect_gemm(shapes, backend=backend, device=device, threads=threads, min_time_s=min_time_s,
-                         dtype=_str_list(dtypes)[0], seed=seed, timer=timer.replace("-", "_"))  # type: ignore[arg-type]  # fmt: skip
-    with pl.Config(tbl_rows=30, tbl_cols=12, fmt_str_lengths=30):
-        click.echo(
-            frame.select(
-                "m",
-                "n",
-                "k",
-                "batch",
-                "dtype",
-                "layout",
-                "runtime_ms",
-                "runtime_spread_ms",
-                gflops(frame).round(2),
-                "power_w",
-                "threads",
-            )  # fmt: skip
-        )
-    click.echo(f"power: {frame['power_method'][0]}")
-    click.echo(deliver("gemm", frame, partition=f"{SOURCE}:{envmod.hostname()}", store_path=store_path,
-                       push_url=push_url, token=token))  # fmt: skip

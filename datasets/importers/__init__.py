@@ -13,14 +13,28 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import polars as pl
-
-from hwsurrogate.datasets.schemas import Kind
-from hwsurrogate.datasets.store import DatasetStore, Write
+from hwsurrogate.datasets import Kind
 from hwsurrogate.errors import HwSurrogateError, SourceFormatError, SourceNotFoundError, UnknownSourceError
-from hwsurrogate.settings import get_settings
+
+if TYPE_CHECKING:  # polars and the store load with the first import, not with the list of sources
+    import polars as pl
+
+    from hwsurrogate.datasets.store import DatasetStore
+
+__all__ = [
+    "IMPORTERS",
+    "ImportOutcome",
+    "ImportReport",
+    "Source",
+    "default_path",
+    "import_available",
+    "import_source",
+    "importer",
+    "load_source",
+    "sources",
+]
 
 
 @dataclass(frozen=True)
@@ -55,17 +69,21 @@ IMPORTERS: dict[str, str] = {
 
 
 def importer(name: str) -> _ImporterModule:
+    """The module of source ``name`` (imported now); UnknownSourceError names the known sources."""
     if name not in IMPORTERS:
         raise UnknownSourceError(f"unknown source {name!r}; known sources: {', '.join(IMPORTERS)}")
     return importlib.import_module(f"{__name__}.{IMPORTERS[name]}")  # type: ignore[return-value]
 
 
 def sources() -> list[Source]:
+    """Every registered source's description, in import order."""
     return [importer(n).SOURCE for n in IMPORTERS]
 
 
 def default_path(name: str, data_dir: Path | None = None) -> Path:
     """``<data_dir>/<subpath>`` for a source; ``data_dir`` defaults to ``HWSURROGATE_DATA_DIR``."""
+    from hwsurrogate.settings import get_settings
+
     src = importer(name).SOURCE
     base = data_dir if data_dir is not None else get_settings(fresh=True).data_dir
     if base is None:
@@ -101,6 +119,8 @@ def load_source(name: str, path: Path | None = None) -> tuple[Path, dict[Kind, p
 
 def import_source(name: str, path: Path | None = None, *, store: DatasetStore | None = None) -> ImportReport:
     """Import one source into the store (replacing its previous rows); all or nothing."""
+    from hwsurrogate.datasets.store import DatasetStore, Write
+
     t0 = time.perf_counter()
     store = store or DatasetStore()
     path, frames = load_source(name, path)

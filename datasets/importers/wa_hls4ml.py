@@ -28,6 +28,7 @@ from typing import IO, Any
 
 import polars as pl
 
+from hwsurrogate.datasets import precision
 from hwsurrogate.datasets.importers import Source
 from hwsurrogate.datasets.importers._common import with_provenance
 from hwsurrogate.datasets.schemas import Kind, with_measurement_id
@@ -50,8 +51,6 @@ _RESOURCE_COLUMNS = (*_REPORT_KEYS, "uram")
 _LATENCY_KEYS = ("cycles_min", "cycles_max", "interval_min", "interval_max")
 _LATENCY_OPTIONAL = ("target_clock", "estimated_clock")
 _BATCH_ROWS = 50_000  # rows turned into a frame at a time, to bound Python-object memory on the full dataset
-_PRECISION_RE = re.compile(r"^\s*(?:ap_)?u?fixed\s*<\s*(\d+)\s*,\s*(-?\d+)\s*(?:,[^>]*)?>\s*$")
-_INT_RE = re.compile(r"^\s*(?:ap_)?u?int\s*<\s*(\d+)\s*>\s*$")
 _COMPUTE = re.compile(r"(Dense|Conv)", re.IGNORECASE)
 _CHUNK = 1 << 20
 
@@ -150,18 +149,10 @@ def _skip_ws(buf: str, pos: int) -> int:
 
 # --------------------------------------------------------------------------- parsing helpers
 def parse_precision(spec: object) -> tuple[int, int] | None:
-    """``fixed<16,6>`` / ``ap_fixed<8, 3>`` / ``fixed<4,2,TRN,WRAP,0>`` / ``ap_int<8>`` -> (W, I); else None."""
-    if isinstance(spec, dict):
-        spec = spec.get("default", next(iter(spec.values()), None)) if spec else None
-    if not isinstance(spec, str):
-        return None
-    m = _PRECISION_RE.match(spec)
-    if m:
-        return int(m.group(1)), int(m.group(2))
-    m = _INT_RE.match(spec)
-    if m:
-        return int(m.group(1)), int(m.group(1))
-    return None
+    """(W, I) of a record's precision: a type (``fixed<16,6>``, ``ap_int<8>``, see
+    :mod:`hwsurrogate.datasets.precision`) or hls4ml's ``{"default": type}`` dict; None for ``auto``."""
+    fp = precision.parse_precision(_precision_str(spec))
+    return None if fp is None else (fp.width, fp.integer)
 
 
 def _precision_str(spec: object) -> str | None:

@@ -1,4 +1,9 @@
-"""The ``hws`` command line. Each sub-package owns its commands; they load on first use.
+"""The ``hws`` command line: one module per verb, shared options in :mod:`.options`.
+
+Each verb module defines its commands directly and imports only click at module level (torch,
+MLflow, scikit-learn and polars are imported inside the commands), so ``hws --help`` and
+``hws VERB --help`` stay fast. ``hws predict`` is the one verb loaded on first use: its module
+imports polars and the task contract at import time.
 
 Run ``hws COMMAND --help`` for details of any command.
 """
@@ -10,41 +15,20 @@ import sys
 import click
 
 from hwsurrogate import __version__
+from hwsurrogate.cli.adapt import adapt
+from hwsurrogate.cli.bench import bench
+from hwsurrogate.cli.collect import collect
+from hwsurrogate.cli.data import data
 from hwsurrogate.cli.lazy import LazyGroup
+from hwsurrogate.cli.quickstart import quickstart
+from hwsurrogate.cli.serve import serve
+from hwsurrogate.cli.train import train
 from hwsurrogate.errors import HwSurrogateError
 
-#: command name -> ("module:attribute", one-line help). Imported only when the command runs,
-#: so ``hws --help`` stays fast (torch and mlflow are not loaded for it).
-COMMANDS: dict[str, tuple[str, str]] = {
-    "data": ("hwsurrogate.cli.data:data", "Import, list, show and export datasets in the local store."),
-    "collect": (
-        "hwsurrogate.cli.collect:collect",
-        "Measure on this machine: GEMM, DNN latency, fingerprint, FPGA.",
-    ),
-    "train": ("hwsurrogate.cli.train:train", "Train a surrogate, log it to MLflow and register it."),
-    "bench": (
-        "hwsurrogate.cli.bench:bench",
-        "Run a benchmark against published results and print the table.",
-    ),
-    "adapt": (
-        "hwsurrogate.cli.adapt:adapt",
-        "Adapt a predictor to an unseen device from a few measurements.",
-    ),
-    "predict": (
-        "hwsurrogate.cli.predict:predict",
-        "Predict latency / GEMM runtime / FPGA resources from the CLI.",
-    ),
-    "serve": ("hwsurrogate.cli.serve:serve", "Start the HTTP prediction and dataset service."),
-    "quickstart": (
-        "hwsurrogate.cli.quickstart:quickstart",
-        "Run the whole pipeline end to end on embedded defaults.",
-    ),
-}
+__all__ = ["cli", "main"]
 
 
-@click.group(
-    cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
-)
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="hws")
 def cli() -> None:
     """hwsurrogate: how fast, how power-hungry and how big ML work will be on hardware.
@@ -60,6 +44,22 @@ def cli() -> None:
     The store lives in ./store (HWSURROGATE_STORE or --store to change it); MLflow uses
     sqlite:///mlflow.db with artifacts in ./mlruns unless MLFLOW_TRACKING_URI is set.
     """
+
+
+def _predict() -> click.Command:
+    from hwsurrogate.cli.predict import predict
+
+    return predict
+
+
+cli.add_command(data)
+cli.add_command(collect)
+cli.add_command(train)
+cli.add_command(bench)
+cli.add_command(adapt)
+cli.add_lazy_command("predict", _predict, "Predict latency / GEMM runtime / FPGA resources from the CLI.")
+cli.add_command(serve)
+cli.add_command(quickstart)
 
 
 def main(argv: list[str] | None = None) -> None:

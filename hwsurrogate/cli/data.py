@@ -7,22 +7,12 @@ import sys
 from pathlib import Path
 
 import click
-import polars as pl
-from rich.console import Console
-from rich.table import Table
 
+from hwsurrogate.cli.options import json_option, out_option, store_option
+from hwsurrogate.datasets import KINDS
 from hwsurrogate.datasets.importers import IMPORTERS, import_available, import_source, sources
-from hwsurrogate.datasets.schemas import KINDS
-from hwsurrogate.datasets.store import DatasetStore
-from hwsurrogate.progress import make_progress
 
-store_option = click.option(
-    "--store",
-    "store_path",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Dataset store directory (default: $HWSURROGATE_STORE or ./store).",
-)
+__all__ = ["data"]
 
 
 @click.group()
@@ -38,6 +28,9 @@ def data() -> None:
 @data.command("sources")
 def sources_cmd() -> None:
     """List the known public sources, their paths under HWSURROGATE_DATA_DIR and download URLs."""
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table("source", "tables", "path", "download", "license")
     for s in sources():
         table.add_row(s.name, ",".join(s.kinds), s.subpath, s.url, s.license)
@@ -60,6 +53,9 @@ def import_cmd(source: str, from_path: Path | None, store_path: Path | None) -> 
     Re-importing a source replaces its rows (no duplicates). A malformed file stops the
     import with a message naming it, and the store is left exactly as it was.
     """
+    from hwsurrogate.datasets.store import DatasetStore
+    from hwsurrogate.progress import make_progress
+
     store = DatasetStore(store_path)
     if source != "all":
         report = import_source(source, from_path, store=store)
@@ -92,10 +88,15 @@ def _rows(rows: dict[str, int]) -> str:
 
 
 @data.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+@json_option
 @store_option
 def list_cmd(as_json: bool, store_path: Path | None) -> None:
     """Tables in the store with row counts per kind and per source, and the devices present."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from hwsurrogate.datasets.store import DatasetStore
+
     summary = DatasetStore(store_path).summary()
     if as_json:
         click.echo(json.dumps(summary, indent=2))
@@ -122,6 +123,10 @@ def list_cmd(as_json: bool, store_path: Path | None) -> None:
 @store_option
 def show_cmd(kind: str, device: str | None, source: str | None, limit: int, store_path: Path | None) -> None:
     """Print the first rows of table KIND."""
+    import polars as pl
+
+    from hwsurrogate.datasets.store import DatasetStore
+
     df = DatasetStore(store_path).scan(kind, device=device, source=source).head(limit).collect()
     with pl.Config(tbl_rows=limit, tbl_cols=14, fmt_str_lengths=40, tbl_width_chars=200):
         click.echo(df)
@@ -130,17 +135,13 @@ def show_cmd(kind: str, device: str | None, source: str | None, limit: int, stor
 @data.command("export")
 @click.argument("kind", type=click.Choice(KINDS))
 @click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True)
-@click.option(
-    "--out",
-    "out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Output file (default: <kind>.<format>; '-' writes CSV to stdout).",
-)
+@out_option(help="Output file (default: <kind>.<format>; '-' writes CSV to stdout).")
 @click.option("--device", default=None, help="Only rows of this device id.")
 @store_option
 def export_cmd(kind: str, fmt: str, out: Path | None, device: str | None, store_path: Path | None) -> None:
     """Export table KIND as parquet or CSV."""
+    from hwsurrogate.datasets.store import DatasetStore
+
     df = DatasetStore(store_path).read(kind, device=device)
     if str(out) == "-":
         if fmt != "csv":

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 from pathlib import Path
 
 import click
 
-from hwsurrogate.service.config import MODEL_VERSIONS_ENV
-from hwsurrogate.surrogates.api import MODEL_NAMES
+from hwsurrogate.cli.options import store_option
+
+__all__ = ["serve"]
 
 
 def _pins(values: tuple[str, ...]) -> dict[str, str]:
+    """``--model-version TASK=VERSION`` values as {task: version}; a usage error names a bad one."""
+    from hwsurrogate.surrogates.api import MODEL_NAMES
+
     pins: dict[str, str] = {}
     for value in values:
         task, sep, version = value.partition("=")
@@ -31,13 +34,7 @@ def _pins(values: tuple[str, ...]) -> dict[str, str]:
     "--host", default="127.0.0.1", show_default=True, help="Interface to bind (0.0.0.0 exposes it)."
 )
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
-@click.option(
-    "--store",
-    "store_path",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Dataset store directory (default: $HWSURROGATE_STORE or ./store).",
-)
+@store_option
 @click.option(
     "--token",
     envvar="HWSURROGATE_SERVICE_TOKEN",
@@ -88,6 +85,8 @@ def serve(
     """
     import uvicorn
 
+    from hwsurrogate.service.config import MODEL_VERSIONS_ENV
+
     pins = _pins(model_versions)
     if store_path is not None:
         os.environ["HWSURROGATE_STORE"] = str(store_path)
@@ -95,6 +94,8 @@ def serve(
         os.environ.pop("HWSURROGATE_SERVICE_TOKEN", None)
     else:
         if not token:
+            import secrets
+
             token = secrets.token_urlsafe(24)
             click.echo(f"no token configured: generated write token {token}", err=True)
             click.echo("  (pass --token or set HWSURROGATE_SERVICE_TOKEN to choose one)", err=True)

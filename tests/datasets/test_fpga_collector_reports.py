@@ -10,9 +10,9 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
+from hwsurrogate.cli.collect import collect_fpga_cmd
 from hwsurrogate.datasets.collectors.fpga import (
     SOURCE,
-    collect_fpga_cmd,
     collect_fpga_reports,
     find_project_files,
 )

@@ -11,9 +11,9 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
+from hwsurrogate.cli.collect import collect_fpga_cmd
 from hwsurrogate.datasets.collectors import fpga_yosys
 from hwsurrogate.datasets.collectors.fpga import (
-    collect_fpga_cmd,
     collect_fpga_reports,
     collect_fpga_sweep,
     dense_grid,
@@ -21,10 +21,11 @@ from hwsurrogate.datasets.collectors.fpga import (
 from hwsurrogate.datasets.collectors.fpga_rtl import (
     Conv1DLayerSpec,
     DenseLayerSpec,
-    FixedPoint,
     generate_dense_verilog,
-    parse_precision,
     reference_output,
+)
+from hwsurrogate.datasets.collectors.fpga_rtl import (
+    layer_precision as parse_precision,
 )
 from hwsurrogate.datasets.collectors.fpga_yosys import (
     counts_from_cells,
@@ -33,6 +34,7 @@ from hwsurrogate.datasets.collectors.fpga_yosys import (
     parse_stat_text,
     parse_version,
 )
+from hwsurrogate.datasets.precision import FixedPoint
 from hwsurrogate.datasets.store import DatasetStore
 from hwsurrogate.errors import CollectorError, SourceFormatError
 

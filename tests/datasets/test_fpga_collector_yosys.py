@@ -13,11 +13,11 @@ import numpy as np
 import polars as pl
 import pytest
 
+from hwsurrogate.cli.collect import collect_fpga_cmd
 from hwsurrogate.datasets.collectors.fpga import (
     SOURCE,
     YOSYS_DOMAIN,
     YOSYS_PART,
-    collect_fpga_cmd,
     collect_fpga_sweep,
     dense_grid,
 )
@@ -27,9 +27,11 @@ from hwsurrogate.datasets.collectors.fpga_rtl import (
     LayerSpec,
     generate_dense_verilog,
     generate_layer_verilog,
-    parse_precision,
     reference_dense,
     reference_output,
+)
+from hwsurrogate.datasets.collectors.fpga_rtl import (
+    layer_precision as parse_precision,
 )
 from hwsurrogate.datasets.collectors.fpga_yosys import YosysToolchain, find_yosys, run_yosys
 from hwsurrogate.datasets.store import DatasetStore

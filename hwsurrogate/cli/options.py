@@ -1,0 +1,105 @@
+"""Options every ``hws`` verb shares, defined once so they read and behave the same everywhere.
+
+- ``--store DIR`` (:func:`store_option`, parameter ``store_path``): the dataset store; default
+  ``$HWSURROGATE_STORE`` or ``./store`` (resolved by :class:`~hwsurrogate.datasets.store.DatasetStore`).
+- ``--json`` (:data:`json_option`, parameter ``as_json``): print machine-readable JSON to stdout
+  instead of a table.
+- ``--out FILE`` (:func:`out_option`, parameter ``out``): write the result to a file whose suffix
+  picks the format (``.csv``, ``.json`` or ``.parquet``; :func:`write_frame`).
+- ``--push URL`` / ``--token`` (:func:`push_options`): send collected rows to a running ``hws serve``.
+
+This module imports click only, so ``hws --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+if TYPE_CHECKING:
+    import polars as pl
+
+__all__ = [
+    "comma_ints",
+    "comma_strings",
+    "json_option",
+    "out_option",
+    "push_options",
+    "store_option",
+    "write_frame",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+STORE_HELP = "Dataset store directory (default: $HWSURROGATE_STORE or ./store)."
+
+
+def store_option(fn: F) -> F:
+    """``--store DIR`` -> ``store_path: Path | None`` (None: the default store)."""
+    return click.option(
+        "--store",
+        "store_path",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help=STORE_HELP,
+    )(fn)
+
+
+#: ``--json`` -> ``as_json: bool``: print machine-readable JSON to stdout.
+json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+
+
+def out_option(
+    help: str = "Write the result to FILE (.csv, .json or .parquet, by its suffix) instead of printing it.",
+) -> Callable[[F], F]:
+    """``--out FILE`` -> ``out: Path | None``."""
+    return click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None, help=help)
+
+
+def write_frame(frame: pl.DataFrame, out: Path) -> None:
+    """Write ``frame`` to ``out`` as parquet, JSON (a list of row objects) or CSV, by the suffix."""
+    if out.suffix == ".parquet":
+        frame.write_parquet(out)
+    elif out.suffix == ".json":
+        out.write_text(json.dumps(frame.to_dicts(), indent=1, default=str))
+    else:
+        frame.write_csv(out)
+
+
+def push_options(fn: F) -> F:
+    """``--push URL`` -> ``push_url`` and ``--token`` -> ``token`` (default $HWSURROGATE_SERVICE_TOKEN)."""
+    fn = click.option(
+        "--token",
+        envvar="HWSURROGATE_SERVICE_TOKEN",
+        default=None,
+        help="Bearer token for --push (default: $HWSURROGATE_SERVICE_TOKEN).",
+    )(fn)
+    return click.option(
+        "--push",
+        "push_url",
+        metavar="URL",
+        default=None,
+        help="Send the rows to a running `hws serve` at URL instead of the local store.",
+    )(fn)
+
+
+def comma_ints(text: str, option: str) -> list[int]:
+    """``"8,16, 32"`` -> ``[8, 16, 32]``; a usage error naming ``option`` otherwise."""
+    values: list[int] = []
+    for part in str(text).replace(",", " ").split():
+        try:
+            values.append(int(part))
+        except ValueError:
+            raise click.BadParameter(f"{part!r} is not an integer", param_hint=option) from None
+    if not values:
+        raise click.BadParameter("needs at least one value", param_hint=option)
+    return values
+
+
+def comma_strings(text: str) -> list[str]:
+    """``"fp32,fp64 bf16"`` -> ``["fp32", "fp64", "bf16"]``."""
+    return [x for x in text.replace(",", " ").split() if x]
