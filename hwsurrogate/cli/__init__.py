@@ -20,6 +20,7 @@ from hwsurrogate.cli.bench import bench
 from hwsurrogate.cli.collect import collect
 from hwsurrogate.cli.data import data
 from hwsurrogate.cli.lazy import LazyGroup
+from hwsurrogate.cli.predict import predict
 from hwsurrogate.cli.quickstart import quickstart
 from hwsurrogate.cli.serve import serve
 from hwsurrogate.cli.train import train
@@ -46,18 +47,12 @@ def cli() -> None:
     """
 
 
-def _predict() -> click.Command:
-    from hwsurrogate.cli.predict import predict
-
-    return predict
-
-
 cli.add_command(data)
 cli.add_command(collect)
 cli.add_command(train)
 cli.add_command(bench)
 cli.add_command(adapt)
-cli.add_lazy_command("predict", _predict, "Predict latency / GEMM runtime / FPGA resources from the CLI.")
+cli.add_command(predict)
 cli.add_command(serve)
 cli.add_command(quickstart)
 
