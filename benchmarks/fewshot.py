@@ -713,16 +713,16 @@ def standalone_gnn_scores(
     (from the 10 reference latencies) + closed-form ridge on the support (HELP's protocol)."""
     from hwsurrogate.datasets.archspaces import HELP_REFERENCE_INDICES
     from hwsurrogate.surrogates.fewshot import (
-        _reference_rows,
-        _standardize,
         help_protocol_rows,
         latency_matrix,
         meta_train_gnn,
+        reference_rows,
+        standardize,
     )
 
     keys, logl = latency_matrix(frame, space, list(sources))
-    z = _standardize(logl)[0]
-    gnn = meta_train_gnn(space, keys, z, _reference_rows(frame, space, keys), config.gnn_config())
+    z = standardize(logl)[0]
+    gnn = meta_train_gnn(space, keys, z, reference_rows(frame, space, keys), config.gnn_config())
     out = {}
     for dev in targets:
         d = frame.filter((pl.col("device_id") == dev) & (pl.col("space") == space)).sort("arch_index")

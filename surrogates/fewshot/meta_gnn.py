@@ -36,7 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from hwsurrogate.surrogates.features import nas as graphs
-from hwsurrogate.surrogates.models.latency_gnn import LatencyGNN, _pairwise_rank_loss
+from hwsurrogate.surrogates.models.latency_gnn import LatencyGNN, pairwise_rank_loss
 
 __all__ = ["INNER_LOOPS", "MetaGNN", "MetaGNNConfig"]
 
@@ -231,7 +231,7 @@ class MetaGNN:
                 dl = ((pred - y_q) ** 2).mean()
                 if cfg.rank_loss_weight > 0:
                     m = torch.ones(len(y_q), 1, dtype=torch.bool)
-                    dl = dl + cfg.rank_loss_weight * _pairwise_rank_loss(pred[:, None], y_q[:, None], m)
+                    dl = dl + cfg.rank_loss_weight * pairwise_rank_loss(pred[:, None], y_q[:, None], m)
                 loss = loss + dl / len(devs)
             opt.zero_grad()
             loss.backward()

@@ -23,7 +23,7 @@ from torch_geometric.nn import GINConv, global_add_pool, global_mean_pool
 
 from hwsurrogate.surrogates.features import nas as graphs
 
-__all__ = ["GNNConfig", "LatencyGNN", "MultiDeviceLatencyGNN"]
+__all__ = ["GNNConfig", "LatencyGNN", "MultiDeviceLatencyGNN", "pairwise_rank_loss"]
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ class LatencyGNN(nn.Module):
         return self.head(pooled)
 
 
-def _pairwise_rank_loss(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+def pairwise_rank_loss(pred: Tensor, target: Tensor, mask: Tensor) -> Tensor:
     """Mean logistic loss over ordered pairs within each device column of the batch."""
     dp = pred[:, None, :] - pred[None, :, :]
     dt = target[:, None, :] - target[None, :, :]
@@ -204,7 +204,7 @@ class MultiDeviceLatencyGNN:
                 m = mask[b]
                 loss = ((pred - z[b]) ** 2)[m].mean()
                 if cfg.rank_loss_weight > 0:
-                    loss = loss + cfg.rank_loss_weight * _pairwise_rank_loss(pred, z[b], m)
+                    loss = loss + cfg.rank_loss_weight * pairwise_rank_loss(pred, z[b], m)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
