@@ -30,7 +30,18 @@ from hwsurrogate.surrogates.fewshot import (
     read_splits,
     score_predictions,
 )
-from hwsurrogate.surrogates.fewshot.cli import splits_option, store_option
+
+#: options shared by the few-shot benchmark commands (moved here from the deleted fewshot/cli.py;
+#: the benchmarks may not import hwsurrogate.cli, whose `hws train fewshot` has the same two)
+splits_option = click.option(
+    "--splits",
+    "splits_path",
+    default=None,
+    help="splits.json (default: $HWSURROGATE_DATA_DIR/latency/splits.json).",
+)
+store_option = click.option(
+    "--store", "store_root", default=None, help="Store root (default: $HWSURROGATE_STORE)."
+)
 
 # HELP (NeurIPS'21) Table: Spearman with 10 references + 10 support (20 measurements)
 HELP_ANCHORS_NB201 = {
