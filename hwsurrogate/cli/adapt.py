@@ -14,9 +14,13 @@ import time
 
 import click
 
+device_option = click.option(
+    "--device", required=True, help="Name of the new device (must not collide with a known one)."
+)
+
 
 @click.command("adapt-latency")
-@click.option("--device", required=True, help="Name of the new device (must not collide with a known one).")
+@device_option
 @click.option(
     "--measurements",
     required=True,
@@ -103,7 +107,7 @@ def adapt_gemm(device: str, measurements: str) -> None:
 
 @click.command()
 @click.option("--task", type=click.Choice(["latency", "gemm"]), default="latency", show_default=True)
-@click.option("--device", required=True, help="Name of the new device (must not collide with a known one).")
+@device_option
 @click.option(
     "--measurements",
     required=True,
