@@ -33,9 +33,13 @@ from hwsurrogate.surrogates.fewshot import (
     score_predictions,
 )
 
-#: ``--splits FILE``: the device splits (the same flag as ``hws train fewshot``).
+#: ``--splits FILE``: the device splits (the same flag as ``hws train fewshot``; the benchmarks may
+#: not import hwsurrogate.cli)
 splits_option = click.option(
-    "--splits", "splits_path", default=None, help="splits.json (default: $HWSURROGATE_DATA_DIR/latency/splits.json)."
+    "--splits",
+    "splits_path",
+    default=None,
+    help="splits.json (default: $HWSURROGATE_DATA_DIR/latency/splits.json).",
 )
 
 # HELP (NeurIPS'21) Table: Spearman with 10 references + 10 support (20 measurements)
@@ -719,16 +723,16 @@ def standalone_gnn_scores(
     (from the 10 reference latencies) + closed-form ridge on the support (HELP's protocol)."""
     from hwsurrogate.datasets.archspaces import HELP_REFERENCE_INDICES
     from hwsurrogate.surrogates.fewshot import (
-        _reference_rows,
-        _standardize,
         help_protocol_rows,
         latency_matrix,
         meta_train_gnn,
+        reference_rows,
+        standardize,
     )
 
     keys, logl = latency_matrix(frame, space, list(sources))
-    z = _standardize(logl)[0]
-    gnn = meta_train_gnn(space, keys, z, _reference_rows(frame, space, keys), config.gnn_config())
+    z = standardize(logl)[0]
+    gnn = meta_train_gnn(space, keys, z, reference_rows(frame, space, keys), config.gnn_config())
     out = {}
     for dev in targets:
         d = frame.filter((pl.col("device_id") == dev) & (pl.col("space") == space)).sort("arch_index")

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from hwsurrogate.cli.gemm_shots import gemm_shots
 from hwsurrogate.cli.options import json_option, out_option, store_option, write_frame
 
 if TYPE_CHECKING:
@@ -265,3 +266,4 @@ def predict() -> None:
 predict.add_command(predict_gemm)
 predict.add_command(predict_latency)
 predict.add_command(predict_fpga)
+predict.add_command(gemm_shots)

@@ -146,14 +146,13 @@ def step_train_latency(ctx: Context) -> str:
 
 
 def step_train_fewshot(ctx: Context) -> str:
-    # TODO(fewshot): call hwsurrogate.surrogates.training.fewshot.train_fewshot_model(...) instead of
-    # the click command once that plain function lands (the lead switches it at merge).
-    from hwsurrogate.surrogates.fewshot.cli import train_fewshot
+    from hwsurrogate.surrogates.training.fewshot import train_fewshot_model
 
     if ctx.store.scan("latency", space="nb201").select("device_id").unique().collect().height < 2:
         raise Skip("few-shot meta-training needs NB201 latencies of >= 2 source devices (import help)")
-    train_fewshot.main(["--spaces", "nb201", "--store", str(ctx.store.root)], standalone_mode=False)
-    return "hws-fewshot-latency meta-trained and exported for adaptation"
+    res = train_fewshot_model(["nb201"], store_root=ctx.store.root)
+    state = "champion" if res.promoted else "kept the current champion"
+    return f"hws-fewshot-latency v{res.version} meta-trained ({state}) and exported for adaptation"
 
 
 # -------------------------------------------------------------------------------------- serve

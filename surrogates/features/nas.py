@@ -83,6 +83,7 @@ __all__ = [
     "nb201_graph",
     "nb201_op_codes",
     "fbnet_op_codes",
+    "fbnet_physical_vectors",
     "ofa_arrays",
     "node_features",
     "vector_feature_names",
@@ -562,3 +563,40 @@ def arch_graph(space: str, arch_key: str) -> Data:
 def nb201_graph(arch_key: str) -> Data:
     """The 8-node edge-as-node DAG of one NB201 cell (see module doc for node order and features)."""
     return arch_graph("nb201", arch_key)
+
+
+# ------------------------------------------------------------------------------- FBNet physical terms
+def fbnet_physical_vectors(arch_keys: Sequence[str] | pl.Series) -> np.ndarray:
+    """``(n, k)`` physical cost terms of each FBNet architecture, summed over its 22 layers.
+
+    Per layer and op: a conv indicator, MACs of the 1x1 expand, the depthwise and the 1x1 project
+    convolutions, input / hidden / output activation sizes, parameters, a skip's projection MACs
+    and a projecting-skip indicator, 5x5-kernel, grouped and stride-2 indicators, and a conv
+    indicator per stage: the terms a per-op latency lookup table is made of (the few-shot
+    model's ``FewShotConfig.physical_features``). Columns 1 + 2 + 3 + 9 add up to the layer MACs.
+    """
+    stage, cin, cout, stride, res = (a[:, None] for a in _fbnet_layers())
+    ops = np.arange(len(FBNET_OPS))
+    k, e, g = _FB_K[ops][None], _FB_E[ops][None], _FB_G[ops][None]
+    hout, mid = res // stride, cin * e
+    conv = (ops != len(ops) - 1)[None] * np.ones_like(cin)
+    proj = (1 - conv) * ((cin != cout) | (stride != 1))
+    terms = [
+        conv,
+        conv * res**2 * cin * mid / g,
+        conv * hout**2 * k**2 * mid,
+        conv * hout**2 * mid * cout / g,
+        conv * res**2 * cin,
+        conv * res**2 * mid,
+        conv * hout**2 * mid,
+        conv * hout**2 * cout,
+        conv * (cin * mid / g + k**2 * mid + mid * cout / g),
+        proj * hout**2 * cin * cout,
+        proj,
+        conv * (k == 5),
+        conv * (g == 2),
+        conv * (stride == 2),
+    ] + [conv * (stage == s) for s in range(int(stage.max()) + 1)]
+    table = np.stack([np.broadcast_to(t, conv.shape).astype(np.float64) for t in terms], axis=-1)
+    codes = fbnet_op_codes(list(arch_keys))
+    return table[np.arange(codes.shape[1])[None, :], codes].sum(axis=1)

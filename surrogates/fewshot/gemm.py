@@ -31,25 +31,31 @@ handful of measured shapes adapts the model in two small steps, both over the *f
    1-3. Its lengthscale, signal and noise sd are fixed constants picked leave-one-training-GPU-out
    (a handful of points cannot estimate them); the record keeps the support inputs and weights.
 
-The result is stored as ``<store>/adapted/gemm/<device>.json`` (written atomically) together
+This module holds the math only. :func:`hwsurrogate.surrogates.adapt.adapt_gemm` runs it on the
+champion model and stores the result (:mod:`hwsurrogate.surrogates.registry.adapted`) together
 with the model name and version it corrects, so predictions for the device are reproducible and
-a newer champion does not silently reuse a correction fitted to another version.
+a newer champion does not silently reuse a correction fitted to another version. The commands
+are ``hws adapt --task gemm`` (:mod:`hwsurrogate.cli.adapt`) and ``hws predict gemm-shots``
+(:mod:`hwsurrogate.cli.gemm_shots`).
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import click
 import numpy as np
 import polars as pl
 
 from hwsurrogate.errors import HwSurrogateError
-from hwsurrogate.settings import get_settings
 from hwsurrogate.surrogates.features import DEVICE_DESCRIPTORS, gemm_features
+from hwsurrogate.surrogates.fewshot.measurements import (
+    check_min_rows,
+    check_unique,
+    positive_numbers,
+    require_columns,
+)
 
 #: log-space features of the correction (besides the offset), computed by features.gemm_features
 CORRECTION_FEATURES: tuple[str, ...] = ("log2_roofline_ms", "log2_intensity_over_ridge", "is_linear")
@@ -452,12 +458,12 @@ def suggest_shapes(
 
 
 def check_measurements(frame: pl.DataFrame, *, min_rows: int = 3) -> pl.DataFrame:
-    """Validate measurements (columns, NaN, non-positive, duplicate shapes); normalise defaults."""
-    missing = [c for c in MEASUREMENT_COLUMNS if c not in frame.columns]
-    if missing:
-        raise AdaptationError(
-            f"measurements miss column(s) {missing}; need {list(MEASUREMENT_COLUMNS)} (+ batch, dtype)"
-        )
+    """Validate GEMM measurements with the shared checks of :mod:`.measurements`; normalise defaults.
+
+    Columns :data:`MEASUREMENT_COLUMNS` (+ ``batch`` = 1, ``dtype`` = fp32, ``layout`` = null when
+    absent); sizes and runtimes finite and > 0; one row per shape; at least ``min_rows`` rows.
+    """
+    require_columns(frame, MEASUREMENT_COLUMNS, error=AdaptationError, hint=" (+ batch, dtype)")
     f = frame
     if "batch" not in f.columns:
         f = f.with_columns(pl.lit(1).alias("batch"))
@@ -465,40 +471,17 @@ def check_measurements(frame: pl.DataFrame, *, min_rows: int = 3) -> pl.DataFram
         f = f.with_columns(pl.lit("fp32").alias("dtype"))
     if "layout" not in f.columns:
         f = f.with_columns(pl.lit(None, dtype=pl.String).alias("layout"))
-    for col in ("m", "n", "k", "batch", "runtime_ms"):
-        s = f[col].cast(pl.Float64, strict=False)
-        bad = s.is_null() | s.is_nan() | ~s.is_finite()
-        if bad.any():
-            i = int(bad.arg_true()[0])
-            raise AdaptationError(f"measurements: column {col!r} is NaN/missing/non-numeric in row {i}")
-        if (s <= 0).any():
-            i = int((s <= 0).arg_true()[0])
-            raise AdaptationError(f"measurements: column {col!r} must be > 0; row {i} has {s[i]}")
-    keys = ["op", "m", "n", "k", "batch", "dtype", "layout"]
-    dup = f.select(keys).is_duplicated()
-    if dup.any():
-        i = int(dup.arg_true()[0])
-        raise AdaptationError(
-            f"measurements: duplicate shape in row {i} ({f.row(i, named=True)['op']} "
-            f"m={f['m'][i]} n={f['n'][i]} k={f['k'][i]}); give one runtime per shape (e.g. the median)"
-        )
-    if f.height < min_rows:
-        raise AdaptationError(f"measurements: {f.height} rows; need at least {min_rows} distinct shapes")
+    positive_numbers(f, ("m", "n", "k", "batch", "runtime_ms"), error=AdaptationError)
+    check_unique(
+        f,
+        ["op", "m", "n", "k", "batch", "dtype", "layout"],
+        what="shape",
+        describe=lambda r: f"{r['op']} m={r['m']} n={r['n']} k={r['k']}",
+        advice="give one runtime per shape (e.g. the median)",
+        error=AdaptationError,
+    )
+    check_min_rows(f, min_rows, what="distinct shapes", error=AdaptationError)
     return f
-
-
-def read_measurements(path: str) -> pl.DataFrame:
-    p = Path(path)
-    if not p.is_file():
-        raise AdaptationError(f"measurements file {path!r} does not exist")
-    try:
-        if p.suffix == ".parquet":
-            return pl.read_parquet(p)
-        if p.suffix == ".json":
-            return pl.read_json(p)
-        return pl.read_csv(p)
-    except Exception as exc:
-        raise AdaptationError(f"measurements file {path!r} could not be read: {exc}") from None
 
 
 def adapt_model(
@@ -535,69 +518,3 @@ def descriptors_for(device: str, measurements: pl.DataFrame, store_root: Path) -
             "peak_fp32_gflops (or peak_fp16_gflops), mem_bw_gbs, cores in the measurements file"
         )
     return hit
-
-
-@click.command("adapt-gemm")
-@click.option("--device", required=True, help="Name of the unseen GPU (must not be a training device).")
-@click.option(
-    "--measurements",
-    required=True,
-    help="CSV/parquet/JSON with op, m, n, k, runtime_ms (+ batch, dtype), or 'store' for the device's stored rows.",
-)
-def adapt_gemm_cli(device: str, measurements: str) -> None:
-    """Adapt the GEMM surrogate to an unseen GPU from a few measured shapes (persisted in the store)."""
-    t0 = time.perf_counter()
-    if measurements == "store":
-        from hwsurrogate.datasets.store import DatasetStore
-
-        frame = DatasetStore().read("gemm", device=device)
-        if frame.height == 0:
-            raise AdaptationError(f"the store has no gemm rows for device {device!r}")
-    else:
-        frame = read_measurements(measurements)
-    from threadpoolctl import threadpool_limits
-
-    # a few hundred tiny tree predictions: OpenMP threads only add contention (on a busy 2-core
-    # machine they slowed the fit from ~0.1 s to ~9 s); process-wide, so the CLI only
-    from hwsurrogate.surrogates.adapt import adapt_gemm
-
-    with threadpool_limits(limits=1, user_api="openmp"):
-        record, path = adapt_gemm(device, frame)
-    click.echo(
-        f"adapted {device} from {record.n_measurements} measurements on {record.model_name} v{record.model_version}: "
-        f"fit MAPE {record.fit_mape_before:.1f}% (spec-only) -> {record.fit_mape_after:.1f}%"
-    )
-    click.echo(
-        f"saved {path}  (adaptation {record.fit_seconds:.2f} s, model load {record.load_seconds:.2f} s, "
-        f"command {time.perf_counter() - t0:.2f} s after start-up)"
-    )
-
-
-@click.command("gemm-shots")
-@click.option("--device", required=True, help="The new GPU (descriptors from the devices table or the file).")
-@click.option(
-    "--candidates",
-    required=True,
-    help="CSV/parquet/JSON of shapes you could measure: op, m, n, k (+ batch, dtype); descriptor "
-    "columns (peak_fp32_gflops, mem_bw_gbs, cores, ...) when the device is not in the devices table.",
-)
-@click.option("-n", "count", default=10, show_default=True, help="How many shapes to suggest.")
-@click.option("--out", default=None, help="Write the suggested shapes here (CSV) instead of printing them.")
-def suggest_shapes_cli(device: str, candidates: str, count: int, out: str | None) -> None:
-    """Which GEMM shapes to measure on a new GPU before `hws adapt --task gemm`.
-
-    Picks COUNT of your candidate shapes that the adaptation learns most from (spread over
-    sizes, aspect ratios and ops). Measure them, add a runtime_ms column, and run
-    `hws adapt --task gemm --device DEVICE --measurements FILE`.
-    """
-    frame = read_measurements(candidates)
-    root = Path(get_settings(fresh=True).store)
-    desc = descriptors_for(device, frame, root)
-    idx = suggest_shapes(frame, desc, count)
-    keep = [c for c in ("op", "m", "n", "k", "batch", "dtype", "layout") if c in frame.columns]
-    picked = frame[idx].select(keep)
-    if out:
-        picked.write_csv(out)
-        click.echo(f"wrote {picked.height} shapes to {out}; add runtime_ms and run hws adapt --task gemm")
-    else:
-        click.echo(picked.write_csv())

@@ -23,7 +23,7 @@ from torch_geometric.nn import GINConv, global_add_pool, global_mean_pool
 
 from hwsurrogate.surrogates.features import nas as graphs
 
-__all__ = ["GNNConfig", "LatencyGNN", "MultiDeviceLatencyGNN"]
+__all__ = ["GNNConfig", "LatencyGNN", "MultiDeviceLatencyGNN", "pairwise_rank_loss"]
 
 
 @dataclass(frozen=True)

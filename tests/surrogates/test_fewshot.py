@@ -425,7 +425,12 @@ def test_op_count_component_fits_a_device_whose_ops_cost_alike_on_every_edge(
 
 def test_posterior_with_more_measurements_than_features_matches_the_woodbury_form() -> None:
     """n > p takes the p-dimensional path; evidence, chosen tau and weights must equal the n-dim form."""
-    from hwsurrogate.surrogates.fewshot import _dual_terms, _loo_log_density, _primal_terms, posterior_head
+    from hwsurrogate.surrogates.fewshot.posterior import (
+        _dual_terms,
+        _loo_log_density,
+        _primal_terms,
+        posterior_head,
+    )
 
     rng = np.random.default_rng(0)
     n, p = 60, 25

@@ -10,9 +10,10 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
+from hwsurrogate.cli.adapt import adapt_latency
+from hwsurrogate.cli.train import train_fewshot
 from hwsurrogate.datasets.store import DatasetStore
 from hwsurrogate.surrogates.fewshot import MODEL_NAME
-from hwsurrogate.surrogates.fewshot.cli import adapt_latency, train_fewshot
 from hwsurrogate.surrogates.registry.adapted import AdaptedDeviceRegistry
 
 from .test_fewshot import KEYS, TARGET_MIX, _latency, _support, _training_frame
@@ -179,7 +180,7 @@ def test_promotion_metric_holds_out_validation_devices_and_averages_20_and_10_me
     tmp_path: Path,
 ) -> None:
     from hwsurrogate.surrogates.fewshot import FewShotConfig, FewShotLatencyRegressor, evaluate_help_protocol
-    from hwsurrogate.surrogates.fewshot.cli import _sources_and_validation, _validation_score
+    from hwsurrogate.surrogates.training.fewshot import _sources_and_validation, _validation_score
 
     frame = _training_frame().with_columns(pl.col("arch_index").cast(pl.Int64))
     raw = {

@@ -410,7 +410,7 @@ def test_suggest_shapes_refuses_an_impossible_count(n: int) -> None:
 def test_gemm_shots_cli_writes_the_suggested_shapes(store_with_devices, tmp_path: Path, monkeypatch) -> None:
     from click.testing import CliRunner
 
-    from hwsurrogate.surrogates.fewshot.gemm import suggest_shapes_cli
+    from hwsurrogate.cli.gemm_shots import gemm_shots as suggest_shapes_cli
 
     monkeypatch.setenv("HWSURROGATE_STORE", str(store_with_devices.root))
     cand = tmp_path / "cand.csv"
