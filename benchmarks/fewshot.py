@@ -1,4 +1,6 @@
-"""Few-shot latency benchmarks: ``hws bench fewshot-help | fewshot-tasks | fewshot-live``.
+"""Few-shot latency benchmarks: ``hws bench fewshot-help | fewshot-tasks`` and what the others share.
+
+``fewshot-live`` is in :mod:`.fewshot_live`, the GNN ablations (``fewshot-gnn``) in :mod:`.fewshot_gnn`.
 
 Every benchmark meta-trains its own model on the protocol's source devices only (never on the
 targets), gives the model the target device's latencies of the support architectures only,
@@ -14,7 +16,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +66,7 @@ FLOOR_HELP_ND = 0.915
 TRAIN_COLUMNS = ("device_id", "space", "arch_index", "arch_key", "latency_ms")
 
 
-def _row(metric: str, split: str, ours: float, anchor: float | None = None, target: float | None = None,
+def bench_row(metric: str, split: str, ours: float, anchor: float | None = None, target: float | None = None,
          *, higher_is_better: bool = True, **extra: Any) -> dict[str, Any]:  # fmt: skip
     met = None
     if target is not None:
@@ -73,7 +75,7 @@ def _row(metric: str, split: str, ours: float, anchor: float | None = None, targ
             "target": target, "met": met, **extra}  # fmt: skip
 
 
-def _print_table(title: str, rows: list[dict[str, Any]], wall_s: float) -> None:
+def print_table(title: str, rows: list[dict[str, Any]], wall_s: float) -> None:
     click.echo(f"\n{title}")
     click.echo(f"{'split':<34} {'metric':<28} {'ours':>8} {'anchor':>8} {'target':>8}  met")
     for r in rows:
@@ -84,7 +86,7 @@ def _print_table(title: str, rows: list[dict[str, Any]], wall_s: float) -> None:
     click.echo(f"wall time: {wall_s:.1f} s")
 
 
-def _save(
+def save_rows(
     path: str | None, name: str, rows: list[dict[str, Any]], wall_s: float, extra: dict[str, Any]
 ) -> None:
     command = "hws bench " + name + (" " + " ".join(sys.argv[3:]) if len(sys.argv) > 3 else "")
@@ -108,7 +110,7 @@ def read_latency_rows(store_root: str | None, space: str, devices: Sequence[str]
     return frame
 
 
-def _csv(value: str | None) -> list[str] | None:
+def split_csv(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
@@ -207,7 +209,7 @@ def validation_rows(
             res.pop("_pooled")
             per |= {d: r["spearman"] for d, r in res.items()}
         rows.append(
-            _row(
+            bench_row(
                 "spearman_mean",
                 f"validation {space}: {name}, 20 (10 ref + 10 random)",
                 float(np.mean(list(per.values()))),
@@ -245,16 +247,16 @@ def ceiling_rows(
         train = np.setdiff1d(np.arange(len(y)), test)
         gbm = HistGradientBoostingRegressor(max_iter=300, random_state=0).fit(X[train], y[train])
         rho = score_predictions(np.exp(y[test]), np.exp(gbm.predict(X[test])))["spearman"]
-        rows.append(_row("spearman_ceiling", f"{space} {dev}, GBM on {len(train)} of its own archs", rho,
+        rows.append(bench_row("spearman_ceiling", f"{space} {dev}, GBM on {len(train)} of its own archs", rho,
                          n_train=int(len(train))))  # fmt: skip
         if space == "nb201":  # the measured noise ceiling (see surrogates/noise_ceiling.py)
             c = nb201_noise_ceiling(np.exp(y), nb201_op_codes(d["arch_key"]), test, dev)
             noise = c.position_cv_r2 is not None and c.position_cv_r2 < NOISE_R2
             bounds.append(c.spearman if noise else 1.0)
-            rows.append(_row("spearman_ceiling", f"{space} {dev}, op-count class-mean oracle", c.spearman,
+            rows.append(bench_row("spearman_ceiling", f"{space} {dev}, op-count class-mean oracle", c.spearman,
                              position_cv_r2=round(c.position_cv_r2 or 0.0, 3), noise_limited=noise))  # fmt: skip
     if bounds:
-        rows.append(_row("spearman_mean_upper_bound", f"{space} HELP split, any predictor", float(np.mean(bounds)),
+        rows.append(bench_row("spearman_mean_upper_bound", f"{space} HELP split, any predictor", float(np.mean(bounds)),
                          note="mean over targets of the oracle where op positions explain < 5% of the "
                               "within-class spread (noise-limited), else 1.0"))  # fmt: skip
     return rows
@@ -275,7 +277,7 @@ def extra_source_rows(
     res = evaluate_help_protocol(model, frame, space, targets, n_pool=split.n_pool, seeds=range(seeds))
     res.pop("_pooled")
     return [
-        _row("spearman_mean", f"ablation {space}: + HELP meta-valid devices as sources (not HELP's protocol), "
+        bench_row("spearman_mean", f"ablation {space}: + HELP meta-valid devices as sources (not HELP's protocol), "
              "20 (10 ref + 10 random)", float(np.mean([r["spearman"] for r in res.values()])), n_measurements=20,
              per_device={d: round(r["spearman"], 4) for d, r in res.items()})
     ]  # fmt: skip
@@ -317,12 +319,12 @@ def own_data_reference_rows(
         note = "sees the target's latencies, reference only"
         gbm = HistGradientBoostingRegressor(max_iter=300, random_state=0).fit(F[train], np.log(y[train]))
         rho = score_predictions(y[test], np.exp(gbm.predict(F[test])))["spearman"]
-        rows.append(_row("spearman_ceiling", f"{space} {dev}, GBM on {len(train)} own archs, few-shot features",
+        rows.append(bench_row("spearman_ceiling", f"{space} {dev}, GBM on {len(train)} own archs, few-shot features",
                          rho, n_train=int(len(train)), note=note + "; features = source latencies + arch "
                          "features + interaction PCs + GNN embedding"))  # fmt: skip
         ridge = RidgeCV(alphas=np.logspace(-3, 3, 13)).fit(F[train], y[train])
         rho = score_predictions(y[test], np.maximum(ridge.predict(F[test]), 1e-6))["spearman"]
-        rows.append(_row("spearman_ceiling", f"{space} {dev}, ridge (ms) on {len(train)} own archs, few-shot features",
+        rows.append(bench_row("spearman_ceiling", f"{space} {dev}, ridge (ms) on {len(train)} own archs, few-shot features",
                          rho, n_train=int(len(train)), note=note + "; the linear model class of the few-shot "
                          "head, fitted on all the device's data"))  # fmt: skip
         n_ref = len(np.intersect1d(d["arch_index"].to_numpy(), _help_refs(space)))
@@ -334,7 +336,7 @@ def own_data_reference_rows(
                 n_random=n_random,
             )  # fmt: skip
             n_meas = int(res[dev]["n_measurements"])
-            rows.append(_row("spearman_learning_curve", f"{space} {dev}, ours with {n_meas} measurements",
+            rows.append(bench_row("spearman_learning_curve", f"{space} {dev}, ours with {n_meas} measurements",
                              res[dev]["spearman"], n_measurements=n_meas, mape_pct=round(res[dev]["mape"], 2),
                              note="10 references + random pool archs; learning curve, not a few-shot setting"))  # fmt: skip
     return rows
@@ -399,21 +401,21 @@ def bench_fewshot_help_rows(
                 if vname == "ours":
                     target = TARGET_HELP.get((space, n_meas))
                     anchor = HELP_MEAN.get(space) if n_meas == 20 else None
-                    rows.append(_row("spearman_mean", tag, mean["spearman"], anchor, target, n_measurements=n_meas,
+                    rows.append(bench_row("spearman_mean", tag, mean["spearman"], anchor, target, n_measurements=n_meas,
                                      nasflat=NASFLAT_HELP_SPLIT.get(space), ridge_floor=FLOOR_HELP_ND if space == "nb201" else None,
                                      meta_train_s=round(fit_s, 1), adapt_ms=round(adapt_ms, 2)))  # fmt: skip
-                    rows.append(_row("mape_pct", tag, mean["mape"], None, None, n_measurements=n_meas))
+                    rows.append(bench_row("mape_pct", tag, mean["mape"], None, None, n_measurements=n_meas))
                     rows.append(
-                        _row("within_10pct", tag, mean["within_10pct"], None, None, n_measurements=n_meas)
+                        bench_row("within_10pct", tag, mean["within_10pct"], None, None, n_measurements=n_meas)
                     )
                     if n_meas == 20:
                         for dev, r in res.items():
-                            rows.append(_row("spearman", f"{space} {dev}, {label}", r["spearman"],
+                            rows.append(bench_row("spearman", f"{space} {dev}, {label}", r["spearman"],
                                              HELP_ANCHORS_NB201.get(dev) if space == "nb201" else None, None,
                                              spearman_std=round(r["spearman_std"], 4), mape_pct=round(r["mape"], 2),
                                              within_10pct=round(r["within_10pct"], 3), n_test=int(r["n_test"])))  # fmt: skip
                 else:
-                    rows.append(_row("spearman_mean", f"ablation {space}: {vname}, {label}", mean["spearman"],
+                    rows.append(bench_row("spearman_mean", f"ablation {space}: {vname}, {label}", mean["spearman"],
                                      n_measurements=n_meas, mape_pct=round(mean["mape"], 2)))  # fmt: skip
             sm = model.spaces_[space]
             info["spaces"].setdefault(space, {})[vname] = {
@@ -478,13 +480,13 @@ def bench_fewshot_help(json_path: str | None, spaces: str, targets: str | None, 
     model's learning curve (50-900 measurements), all reference only.
     """
     t0, c0 = time.perf_counter(), time.process_time()
-    rows, info = bench_fewshot_help_rows(spaces=_csv(spaces) or [], targets=_csv(targets), seeds=seeds,
+    rows, info = bench_fewshot_help_rows(spaces=split_csv(spaces) or [], targets=split_csv(targets), seeds=seeds,
                                          splits_path=splits_path, store_root=store_root, ablations=not no_ablations,
                                          validation=not no_validation, ceiling=not no_ceiling)  # fmt: skip
     wall = time.perf_counter() - t0
-    _print_table(f"few-shot latency, HELP protocol ({seeds} support draws per device)", rows, wall)
+    print_table(f"few-shot latency, HELP protocol ({seeds} support draws per device)", rows, wall)
     click.echo(f"CPU time: {time.process_time() - c0:.1f} s")
-    _save(json_path, "fewshot-help", rows, wall, {"info": info, "cpu_s": round(time.process_time() - c0, 1)})
+    save_rows(json_path, "fewshot-help", rows, wall, {"info": info, "cpu_s": round(time.process_time() - c0, 1)})
 
 
 # --------------------------------------------------------------------------- fewshot-tasks
@@ -539,7 +541,7 @@ def bench_fewshot_tasks(json_path: str | None, tasks: str, seeds: int, splits_pa
     splits = read_splits(splits_path)
     rows: list[dict[str, Any]] = []
     info: dict[str, Any] = {"seeds": list(range(seeds))}
-    for task in _csv(tasks) or []:
+    for task in split_csv(tasks) or []:
         space = "nb201" if task.startswith("N") else "fbnet"
         split = splits.get(f"{space}-{task}")
         if split is None:
@@ -550,7 +552,7 @@ def bench_fewshot_tasks(json_path: str | None, tasks: str, seeds: int, splits_pa
         fit_s = time.perf_counter() - t1
         per = {t: task_scores(model, frame, space, t, seeds=range(seeds)) for t in split.test}
         mean = {k: float(np.mean([p[k] for p in per.values()])) for k in ("spearman", "mape", "within_10pct")}
-        rows.append(_row("spearman_mean", f"{task} ({space}), 20 measurements", mean["spearman"], NASFLAT_TASKS.get(task),
+        rows.append(bench_row("spearman_mean", f"{task} ({space}), 20 measurements", mean["spearman"], NASFLAT_TASKS.get(task),
                          NASFLAT_TASKS.get(task), help=HELP_TASKS.get(task), ridge_floor=FLOOR_TASKS.get(task),
                          mape_pct=round(mean["mape"], 2), within_10pct=round(mean["within_10pct"], 3),
                          meta_train_s=round(fit_s, 1)))  # fmt: skip
@@ -563,7 +565,7 @@ def bench_fewshot_tasks(json_path: str | None, tasks: str, seeds: int, splits_pa
                 [task_scores(plain, frame, space, t, seeds=range(seeds))["spearman"] for t in split.test]
             )
             rows.append(
-                _row("spearman_mean_no_gnn", f"{task} ({space}), ablation: no GNN embedding", float(rho))
+                bench_row("spearman_mean_no_gnn", f"{task} ({space}), ablation: no GNN embedding", float(rho))
             )
         if space == "fbnet":  # the lookup-table pair HELP's validation folds picked (off by default)
             span = FewShotLatencyRegressor(replace(FewShotConfig(), **SPAN_NO_FLAT)).fit(
@@ -573,7 +575,7 @@ def bench_fewshot_tasks(json_path: str | None, tasks: str, seeds: int, splits_pa
                 [task_scores(span, frame, space, t, seeds=range(seeds))["spearman"] for t in split.test]
             )
             rows.append(
-                _row(
+                bench_row(
                     "spearman_mean_span",
                     f"{task} ({space}), ablation: lookup-table span, prior-free ridges out",
                     float(rho),
@@ -585,268 +587,9 @@ def bench_fewshot_tasks(json_path: str | None, tasks: str, seeds: int, splits_pa
                 [task_scores(model, frame, space, t, seeds=range(seeds))["spearman"] for t in split.test]
             )
             rows.append(
-                _row("spearman_mean_no_counts", f"{task} ({space}), ablation: no op-count ridge", float(rho))
+                bench_row("spearman_mean_no_counts", f"{task} ({space}), ablation: no op-count ridge", float(rho))
             )
     wall = time.perf_counter() - t0
-    _print_table(f"few-shot latency, NASFLAT task suite ({seeds} support draws per device)", rows, wall)
+    print_table(f"few-shot latency, NASFLAT task suite ({seeds} support draws per device)", rows, wall)
     click.echo(f"CPU time: {time.process_time() - c0:.1f} s")
-    _save(json_path, "fewshot-tasks", rows, wall, {"info": info, "cpu_s": round(time.process_time() - c0, 1)})
-
-
-# --------------------------------------------------------------------------- fewshot-live
-@click.command("fewshot-live")
-@click.option("--json", "json_path", default=None, help="Also write the results to this JSON file.")
-@click.option(
-    "--n-support", default=10, show_default=True, help="Random support archs besides the 10 references."
-)
-@click.option(
-    "--n-test", default=200, show_default=True, help="Other NB201 archs measured here to score against."
-)
-@click.option("--repeats", default=20, show_default=True, help="Timed repeats per architecture.")
-@click.option("--batch", default=1, show_default=True, help="Batch size of the measured forward pass.")
-@click.option("--threads", default=1, show_default=True, help="CPU threads of the measured forward pass.")
-@click.option(
-    "--timer",
-    type=click.Choice(["thread_cpu", "wall"]),
-    default="thread_cpu",
-    show_default=True,
-    help="thread_cpu counts only this thread's CPU time (robust on a shared machine; needs --threads 1).",
-)
-@click.option(
-    "--rounds", default=3, show_default=True, help="Passes over the arch list the repeats are split into."
-)
-@click.option("--seed", default=0, show_default=True)
-@store_option
-def bench_fewshot_live(json_path: str | None, n_support: int, n_test: int, repeats: int, batch: int, threads: int,
-                       timer: str, rounds: int, seed: int, store_root: str | None) -> None:  # fmt: skip
-    """This machine as the unseen device: measure refs + support archs, adapt, score on others."""
-    from hwsurrogate.datasets.archspaces import HELP_REFERENCE_INDICES
-    from hwsurrogate.datasets.collectors.dnn_latency import collect_latency
-
-    t0 = time.perf_counter()
-    from hwsurrogate.datasets.store import DatasetStore
-
-    store = DatasetStore(store_root)
-    sources = sorted(
-        store.scan("latency", space="nb201")
-        .select(pl.col("device_id").unique())
-        .collect()["device_id"]
-        .to_list()
-    )
-    sources = [s for s in sources if s.startswith(("help/", "latbench/"))]
-    frame = read_latency_rows(store_root, "nb201", sources)
-    model = FewShotLatencyRegressor().fit(frame, devices={"nb201": sources}, spaces=["nb201"])
-    fit_s = time.perf_counter() - t0
-    keys = frame.filter(pl.col("device_id") == "help/1080ti_1").sort("arch_index")["arch_key"].to_list()
-    rng = np.random.default_rng(seed)
-    refs = list(HELP_REFERENCE_INDICES["nb201"])
-    rest = np.setdiff1d(np.arange(len(keys)), refs)
-    picked = rng.choice(rest, size=n_support + n_test, replace=False)
-    sup_idx = refs + picked[:n_support].tolist()
-    test_idx = picked[n_support:].tolist()
-    all_keys = [keys[i] for i in sup_idx + test_idx]
-    t1 = time.perf_counter()
-    measured = collect_latency(
-        "nb201",
-        all_keys,
-        device="cpu",
-        batch=batch,
-        repeats=repeats,
-        threads=threads,
-        timer=timer,  # type: ignore[arg-type]
-        rounds=rounds,
-    )
-    measure_s = time.perf_counter() - t1
-    lat = dict(zip(measured["arch_key"].to_list(), measured["latency_ms"].to_list(), strict=True))
-    sup_keys = [keys[i] for i in sup_idx]
-    test_keys = [keys[i] for i in test_idx]
-    t2 = time.perf_counter()
-    head = model.adapt("nb201", sup_keys, np.array([lat[k] for k in sup_keys]))
-    pred = model.predict(head, test_keys)
-    adapt_s = time.perf_counter() - t2
-    s = score_predictions(np.array([lat[k] for k in test_keys]), pred)
-    n = len(sup_keys)
-    rows = [
-        _row("spearman", f"this CPU, nb201, {n} measurements", s["spearman"], None, 0.95, n_measurements=n, n_test=n_test),
-        _row("mape_pct", f"this CPU, nb201, {n} measurements", s["mape"], None, 10.0, higher_is_better=False, n_measurements=n),
-        _row("within_10pct", f"this CPU, nb201, {n} measurements", s["within_10pct"], None, None, n_measurements=n),
-    ]  # fmt: skip
-    wall = time.perf_counter() - t0
-    _print_table(f"few-shot latency on this machine (meta-train {fit_s:.0f} s, measure {measure_s:.0f} s, adapt {adapt_s * 1000:.0f} ms)", rows, wall)  # fmt: skip
-    _save(json_path, "fewshot-live", rows, wall,
-          {"info": {"sources": len(sources), "measure_s": measure_s, "adapt_s": adapt_s, "batch": batch, "repeats": repeats,
-                    "threads": threads, "timer": timer, "rounds": rounds,
-                    "note": "shared, noisy 2-core machine; latencies are medians of the repeats"}})  # fmt: skip
-
-
-# --------------------------------------------------------------------------- fewshot-gnn
-GNN_EXPERIMENT = "fewshot-gnn-ablations"
-
-
-def gnn_ablation_configs(space: str) -> dict[str, FewShotConfig | str]:
-    """Variants of the GNN encoder study; the string value names the stand-alone GNN predictor."""
-    base = FewShotConfig()
-    # the first study's reference point: features + BMA ridge, HELP reference embedding on
-    g = replace(base, gnn=(space,), gnn_use_references=True, gnn_prior_component=False)
-    return {
-        "no GNN (Bayesian linear model only)": replace(base, gnn=()),
-        "default (GNN without reference embedding + source-prior model on the embedding)": replace(
-            base, gnn=(space,)
-        ),
-        "GNN embedding: features + BMA ridge": g,
-        "GNN embedding: BMA ridge component only": replace(g, gnn_features=False),
-        "GNN embedding: features only": replace(g, gnn_component=False),
-        "GNN + rank loss (weight 1)": replace(g, gnn_rank_loss=1.0),
-        "GNN meta-trained without inner loop (HELP embedding only)": replace(g, gnn_inner="none"),
-        "GNN without reference-latency device embedding": replace(g, gnn_use_references=False),
-        "GNN meta-trained with a Meta-SGD inner loop (HELP's recipe)": replace(g, gnn_inner="metasgd"),
-        "GNN ensemble of 2 encoders": replace(g, gnn_ensemble=2),
-        "GNN + source-prior model on the embedding in the average": replace(g, gnn_prior_component=True),
-        "GNN without reference embedding + source-prior model on the embedding": replace(
-            g, gnn_use_references=False, gnn_prior_component=True
-        ),
-        "GNN cross-space transfer (encoder initialized from the other space's)": replace(
-            g, gnn=("nb201", "fbnet"), gnn_transfer_from="fbnet" if space == "nb201" else "nb201"
-        ),
-        "GNN 1200 meta-steps": replace(g, gnn_steps=1200),
-        "stand-alone GNN (device embedding prior + closed-form inner step)": "standalone",
-        "stand-alone GNN, Meta-SGD inner loop (HELP-style baseline)": "standalone-metasgd",
-        "stand-alone GNN without reference embedding": "standalone-norefs",
-    }
-
-
-def standalone_gnn_scores(
-    frame: pl.DataFrame, space: str, sources: Sequence[str], targets: Sequence[str], *, n_pool: int,
-    seeds: Sequence[int], config: FewShotConfig,
-) -> dict[str, float]:  # fmt: skip
-    """HELP-style predictor alone: e(a) of the meta-trained GNN, head = device-embedding prior
-    (from the 10 reference latencies) + closed-form ridge on the support (HELP's protocol)."""
-    from hwsurrogate.datasets.archspaces import HELP_REFERENCE_INDICES
-    from hwsurrogate.surrogates.fewshot import (
-        help_protocol_rows,
-        latency_matrix,
-        meta_train_gnn,
-        reference_rows,
-        standardize,
-    )
-
-    keys, logl = latency_matrix(frame, space, list(sources))
-    z = standardize(logl)[0]
-    gnn = meta_train_gnn(space, keys, z, reference_rows(frame, space, keys), config.gnn_config())
-    out = {}
-    for dev in targets:
-        d = frame.filter((pl.col("device_id") == dev) & (pl.col("space") == space)).sort("arch_index")
-        idx = d["arch_index"].to_numpy()
-        y = d["latency_ms"].to_numpy().astype(float)
-        E = gnn.embed(d["arch_key"].to_list())
-        pool, test = help_protocol_rows(idx, y, n_pool=n_pool)
-        pos = {a: i for i, a in enumerate(idx.tolist())}
-        ref_rows = np.array([pos[r] for r in HELP_REFERENCE_INDICES[space] if r in pos], dtype=int)
-        refs_ok = len(ref_rows) == len(HELP_REFERENCE_INDICES[space])
-        cand = np.setdiff1d(pool, ref_rows)
-        per = []
-        for seed in seeds:
-            sup = np.r_[ref_rows, np.random.default_rng(seed).choice(cand, size=10, replace=False)].astype(
-                int
-            )
-            head = gnn.adapt(E[sup], np.log(y[sup]), np.log(y[ref_rows]) if refs_ok else None)
-            per.append(score_predictions(y[test], np.exp(gnn.predict(head, E[test])))["spearman"])
-        out[dev] = float(np.mean(per))
-    return out
-
-
-def gnn_ablation_rows(
-    *,
-    spaces: Sequence[str] = ("nb201", "fbnet"),
-    variants: Sequence[str] | None = None,
-    seeds: int = 5,
-    splits_path: str | None = None,
-    store_root: str | None = None,
-    log_mlflow: bool = True,
-) -> list[dict[str, Any]]:
-    """The validation protocol of :func:`validation_rows` for each GNN variant; one MLflow run each."""
-    splits = read_splits(splits_path)
-    rows: list[dict[str, Any]] = []
-    other_frames: dict[str, pl.DataFrame] = {}
-    for space in spaces:
-        split = splits[f"help-{space}"]
-        frame = read_latency_rows(store_root, space, [*split.train, *split.valid])
-        configs = gnn_ablation_configs(space)
-        chosen = [v for v in configs if variants is None or any(v.startswith(p) for p in variants)]
-        for name in chosen:
-            cfg = configs[name]
-            t0, c0 = time.perf_counter(), time.process_time()
-            per: dict[str, float] = {}
-            for train, targets in validation_folds(split):
-                if isinstance(cfg, str):
-                    inner = "metasgd" if cfg.endswith("metasgd") else "ridge"
-                    base_cfg = replace(FewShotConfig(), gnn=(space,), gnn_inner=inner,
-                                       gnn_use_references=not cfg.endswith("norefs"))  # fmt: skip
-                    per |= standalone_gnn_scores(frame, space, train, targets, n_pool=split.n_pool,
-                                                 seeds=range(seeds), config=base_cfg)  # fmt: skip
-                    continue
-                if cfg.gnn_transfer_from and cfg.gnn_transfer_from != space:
-                    other = cfg.gnn_transfer_from
-                    if other not in other_frames:
-                        src = splits[f"help-{other}"]
-                        other_frames[other] = read_latency_rows(store_root, other, [*src.train, *src.valid, *src.test])
-                    of = other_frames[other]
-                    # the other space's sources: this fold's sources measured there (never a target)
-                    o_train = [d for d in train if d in set(of["device_id"].unique().to_list())]
-                    model = FewShotLatencyRegressor(cfg).fit(
-                        pl.concat([frame, of.filter(pl.col("device_id").is_in(o_train))]),
-                        devices={space: train, other: o_train}, spaces=[space, other],
-                    )  # fmt: skip
-                else:
-                    model = FewShotLatencyRegressor(cfg).fit(frame, devices={space: train}, spaces=[space])
-                res = evaluate_help_protocol(
-                    model, frame, space, targets, n_pool=split.n_pool, seeds=range(seeds)
-                )
-                res.pop("_pooled")
-                per |= {d: r["spearman"] for d, r in res.items()}
-            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-            mean = float(np.mean(list(per.values())))
-            rows.append(_row("spearman_mean", f"validation {space}: {name}", mean, n_measurements=20,
-                             per_device={d: round(v, 4) for d, v in per.items()}, wall_s=round(wall, 1),
-                             cpu_s=round(cpu, 1)))  # fmt: skip
-            if log_mlflow:
-                import mlflow
-
-                from hwsurrogate.surrogates.registry.tracking import start_run
-
-                with start_run(
-                    GNN_EXPERIMENT, run_name=f"{space}: {name}", space=space, protocol="validation"
-                ):
-                    params = {"variant": name}
-                    if not isinstance(cfg, str):
-                        params |= {f"cfg_{k}": str(v) for k, v in asdict(cfg).items() if k.startswith("gnn")}
-                    mlflow.log_params(params)
-                    mlflow.log_metrics({"valid_spearman_mean": mean, "wall_s": wall, "cpu_s": cpu} | {
-                        f"valid_spearman_{d.replace('/', '_')}": v for d, v in per.items()})  # fmt: skip
-    return rows
-
-
-@click.command("fewshot-gnn")
-@click.option("--json", "json_path", default=None, help="Also write the results to this JSON file.")
-@click.option("--spaces", default="nb201,fbnet", show_default=True, help="Spaces (HELP splits ND / FD).")
-@click.option("--variants", default=None, help="Comma-separated prefixes of variant names (default: all).")
-@click.option("--seeds", default=5, show_default=True, help="Random support draws per device.")
-@click.option("--no-mlflow", is_flag=True, help="Do not log a run per variant.")
-@splits_option
-@store_option
-def bench_fewshot_gnn(json_path: str | None, spaces: str, variants: str | None, seeds: int, no_mlflow: bool,
-                      splits_path: str | None, store_root: str | None) -> None:  # fmt: skip
-    """Ablations of the meta-trained GNN encoder on the VALIDATION devices only.
-
-    Folds as in `fewshot-help`'s validation rows: meta-train on HELP's meta-train devices and
-    score the meta-valid devices, then leave each mobile meta-train device out and score it;
-    20 measurements (10 references + 10 random). Each variant is an MLflow run in experiment
-    `fewshot-gnn-ablations` (metric valid_spearman_mean, per-device Spearman, wall/CPU time).
-    """
-    t0, c0 = time.perf_counter(), time.process_time()
-    rows = gnn_ablation_rows(spaces=_csv(spaces) or [], variants=_csv(variants), seeds=seeds,
-                             splits_path=splits_path, store_root=store_root, log_mlflow=not no_mlflow)  # fmt: skip
-    wall = time.perf_counter() - t0
-    _print_table(f"few-shot GNN ablations, validation devices ({seeds} draws)", rows, wall)
-    click.echo(f"CPU time: {time.process_time() - c0:.1f} s")
-    _save(json_path, "fewshot-gnn", rows, wall, {"cpu_s": round(time.process_time() - c0, 1)})
+    save_rows(json_path, "fewshot-tasks", rows, wall, {"info": info, "cpu_s": round(time.process_time() - c0, 1)})

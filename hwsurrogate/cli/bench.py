@@ -18,10 +18,10 @@ __all__ = ["bench"]
 
 
 def _gemm() -> dict[str, click.Command]:
-    from hwsurrogate.benchmarks import gemm
+    from hwsurrogate.benchmarks import gemm, gemm_fewshot
 
     commands = (gemm.bench_gpperf, gemm.bench_neusight, gemm.bench_aiconfigurator, gemm.bench_gemm_features,
-                gemm.bench_fewshot_gemm)  # fmt: skip
+                gemm_fewshot.bench_fewshot_gemm)  # fmt: skip
     return {c.name or "": c for c in commands}
 
 
@@ -38,10 +38,10 @@ def _latency() -> dict[str, click.Command]:
 
 
 def _fewshot() -> dict[str, click.Command]:
-    from hwsurrogate.benchmarks import fewshot
+    from hwsurrogate.benchmarks import fewshot, fewshot_gnn, fewshot_live
 
-    commands = (fewshot.bench_fewshot_help, fewshot.bench_fewshot_tasks, fewshot.bench_fewshot_live,
-                fewshot.bench_fewshot_gnn)  # fmt: skip
+    commands = (fewshot.bench_fewshot_help, fewshot.bench_fewshot_tasks, fewshot_live.bench_fewshot_live,
+                fewshot_gnn.bench_fewshot_gnn)  # fmt: skip
     return {c.name or "": c for c in commands}
 
 

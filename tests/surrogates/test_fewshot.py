@@ -171,7 +171,7 @@ def test_adapted_device_round_trips_through_a_fresh_registry(registry: AdaptedDe
     assert got.model_version == "1" and got.n_measurements == 15
     np.testing.assert_allclose(
         fresh.predict_latency("phone/x1", "nb201", KEYS[:40]),
-        registry._models["1"].predict(dev.heads["nb201"], KEYS[:40]),
+        registry.load_model("1")[0].predict(dev.heads["nb201"], KEYS[:40]),
     )
 
 
