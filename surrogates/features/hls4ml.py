@@ -8,11 +8,12 @@ precision, strategy, io type, part) adds the remaining columns.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 
 import numpy as np
 import polars as pl
+
+from hwsurrogate.datasets import precision
 
 HLS4ML_QUERY_COLUMNS: tuple[str, ...] = ("model", "reuse_factor", "precision", "strategy", "io_type", "part")
 HLS4ML_FEATURES: tuple[str, ...] = (
@@ -38,21 +39,20 @@ HLS4ML_FEATURES: tuple[str, ...] = (
     "log2_max_width",
     "part_code",
 )
-_FIXED_RE = re.compile(r"(?:ap_)?u?fixed<\s*(\d+)\s*,\s*(-?\d+)|(?:ap_)?u?int<\s*(\d+)\s*>")
 
 
 def parse_precision(text: object) -> tuple[float, float]:
-    """Total and integer bits of ``ap_fixed<W,I>`` / ``fixed<W,I,...>`` / ``ap_int<W>`` (NaN if absent)."""
-    if text is None:
-        return float("nan"), float("nan")
+    """Total and integer bits of a precision (hls4ml's grammar, :mod:`hwsurrogate.datasets.precision`).
+
+    A per-layer dict uses its ``default`` (or ``weight``, or first) entry; NaN, NaN when absent or
+    not a fixed-point / integer type.
+    """
     if isinstance(text, dict):
         text = text.get("default") or text.get("weight") or next(iter(text.values()), None)
-    mt = _FIXED_RE.search(str(text))
-    if not mt:
+    fixed = precision.parse_precision(text.strip() if isinstance(text, str) else text)
+    if fixed is None:
         return float("nan"), float("nan")
-    if mt.group(1) is not None:
-        return float(mt.group(1)), float(mt.group(2))
-    return float(mt.group(3)), float(mt.group(3))
+    return float(fixed.width), float(fixed.integer)
 
 
 def _shape_size(shape: object) -> float:
