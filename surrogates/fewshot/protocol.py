@@ -22,6 +22,7 @@ import polars as pl
 from hwsurrogate.datasets import archspaces
 from hwsurrogate.errors import TrainingDataError
 from hwsurrogate.surrogates.fewshot.posterior import DeviceHead, predict_head
+from hwsurrogate.surrogates.training.metrics import spearman
 
 
 class AdaptsRows(Protocol):
@@ -30,13 +31,6 @@ class AdaptsRows(Protocol):
     def features(self, space: str, arch_keys: Sequence[str]) -> np.ndarray: ...
 
     def adapt_rows(self, space: str, F: np.ndarray, log_y: np.ndarray) -> DeviceHead: ...
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman rank correlation of ``a`` and ``b`` (scipy)."""
-    from scipy.stats import spearmanr
-
-    return float(spearmanr(a, b).statistic)
 
 
 def help_protocol_rows(

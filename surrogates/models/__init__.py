@@ -9,40 +9,10 @@ runs) in :mod:`hwsurrogate.surrogates.training`.
   (:class:`LogTreeEnsemble`) and the task model :class:`FpgaPyfunc`;
 - :mod:`.fast_trees`: small-batch prediction of scikit-learn's histogram trees, bit-identical;
 - :mod:`.latency_trees`, :mod:`.latency_gnn` (architecture latency) and :mod:`.hlsyn_gnn`
-  (HLSyn program-graph GNN) need torch, so they are imported as sub-modules, not re-exported here.
+  (HLSyn program-graph GNN).
+
+Import the sub-module you need: nothing is imported here, so a module that needs one model
+family does not load the libraries of the others (torch, scikit-learn).
 """
 
-from __future__ import annotations
-
-from hwsurrogate.surrogates.models.fast_trees import predict_hgb
-from hwsurrogate.surrogates.models.fpga import (
-    HLS4ML_TARGETS,
-    HLSYN_TARGETS,
-    HLSYN_TREE_PARAMS,
-    U200_CAPACITY,
-    FpgaPyfunc,
-    FpgaRegressor,
-    LogTreeEnsemble,
-    fit_validity_classifier,
-    hlsyn_reported_targets,
-    hlsyn_targets,
-)
-from hwsurrogate.surrogates.models.gemm import GemmPyfunc, GemmRegressor, as_polars, power_rows
-
-__all__ = [
-    "HLS4ML_TARGETS",
-    "HLSYN_TARGETS",
-    "HLSYN_TREE_PARAMS",
-    "U200_CAPACITY",
-    "FpgaPyfunc",
-    "FpgaRegressor",
-    "GemmPyfunc",
-    "GemmRegressor",
-    "LogTreeEnsemble",
-    "as_polars",
-    "fit_validity_classifier",
-    "hlsyn_reported_targets",
-    "hlsyn_targets",
-    "power_rows",
-    "predict_hgb",
-]
+__all__ = ["fast_trees", "fpga", "gemm", "hlsyn_gnn", "latency_gnn", "latency_trees"]
