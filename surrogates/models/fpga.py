@@ -298,7 +298,7 @@ class LogTreeEnsemble(ServesTrees, RegressorMixin, BaseEstimator):
         return np.exp((self.predict_trees(self.gbt_, x) + self.predict_trees(self.forest_, x)) / 2)
 
 
-class FpgaPyfunc:
+class FpgaPyfunc(ServesTrees):
     """The served model of ``fpga-hls4ml`` / ``fpga-hlsyn``: queries in, the task's outputs out."""
 
     def __init__(self, task: str, regressor: FpgaRegressor, classifier: Any = None) -> None:
@@ -317,7 +317,7 @@ class FpgaPyfunc:
             }
             if self.classifier is not None:
                 x = self.regressor._features(q)
-                out["valid_prob"] = self.classifier.predict_proba(x)[:, 1]
+                out["valid_prob"] = self.positive_proba_trees(self.classifier, x)
         else:
             out = {t: np.clip(cols[t], 0, None) for t in self.regressor.targets}
         frame = pl.DataFrame({k: np.asarray(v, dtype=np.float64) for k, v in out.items()})

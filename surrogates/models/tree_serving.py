@@ -4,13 +4,16 @@ scikit-learn predicts tree by tree, one Cython call (and one OpenMP region) per 
 one-query requests the service answers most, a 600-tree model spends milliseconds in that
 dispatch and almost nothing in the trees. treelite's General Tree Inference Library (GTIL,
 ``treelite.gtil.predict``) walks a whole imported model (``treelite.sklearn.import_model``) in
-one C++ call instead. Per row it is slower than scikit-learn's threaded loop, so batches above
+one C++ call instead. Per row it is slower than scikit-learn's loop, so batches above
 :data:`SMALL_BATCH_ROWS` rows go to ``model.predict``. The threshold is measured, not guessed:
 ``python benchmarks/tree_serving.py`` times both on the served models for growing batches
 (results in ``bench-results/tree-serving.json``, figures in ``docs/service.md``).
 
-Answers equal scikit-learn's to 1e-9 relative (treelite sums the trees in a different order,
-so they are not bit-identical; ``tests/surrogates/test_tree_serving.py`` holds it to that).
+Answers equal scikit-learn's to 1e-9 relative (not bit for bit: the float sums differ in the
+last bits, measured <= 2.3e-15 relative; ``tests/surrogates/test_tree_serving.py`` holds it).
+
+:func:`positive_proba_trees` does the same for a binary classifier's ``predict_proba(x)[:, 1]``
+(the HLSyn validity classifier).
 
 :class:`ServesTrees` is the mixin the models use: ``self.predict_trees(model, x)`` builds the
 treelite model lazily on the first small batch and keeps it on the instance, excluded from
@@ -24,7 +27,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SMALL_BATCH_ROWS", "ServesTrees", "predict_trees", "servable", "to_treelite"]
+__all__ = [
+    "SMALL_BATCH_ROWS",
+    "ServesTrees",
+    "positive_proba_trees",
+    "predict_trees",
+    "servable",
+    "to_treelite",
+]
 
 #: batches up to this many rows go through treelite's GTIL, larger ones through scikit-learn.
 #: Measured (``benchmarks/tree_serving.py``, bench-results/tree-serving.json): on the GEMM runtime
@@ -37,17 +47,19 @@ CACHE_ATTR = "_treelite_models"
 
 
 def servable(model: Any) -> bool:
-    """Whether ``model`` is a fitted regressor treelite imports exactly (no categorical splits)."""
+    """Whether treelite imports ``model`` exactly: a fitted squared-error histogram-GBT regressor,
+    a binary histogram-GBT classifier (no categorical splits), or a single-output forest regressor."""
     from sklearn.ensemble import (
         ExtraTreesRegressor,
+        HistGradientBoostingClassifier,
         HistGradientBoostingRegressor,
         RandomForestRegressor,
     )
 
-    if type(model) is HistGradientBoostingRegressor:
+    if type(model) in (HistGradientBoostingRegressor, HistGradientBoostingClassifier):
         categorical = getattr(model, "is_categorical_", None)
         return (
-            model.loss == "squared_error"
+            model.loss in ("squared_error", "log_loss")
             and model.n_trees_per_iteration_ == 1
             and (categorical is None or not np.any(categorical))
             and bool(getattr(model, "_predictors", None))
@@ -69,6 +81,24 @@ def to_treelite(model: Any) -> Any:
     return treelite.sklearn.import_model(model)
 
 
+def _gtil(model: Any, x: np.ndarray, cache: dict | None, max_rows: int | None) -> np.ndarray | None:
+    """GTIL's one-thread answer per row for a small batch, or None where scikit-learn must answer."""
+    limit = SMALL_BATCH_ROWS if max_rows is None else max_rows
+    if x.ndim != 2 or not 0 < x.shape[0] <= limit or not servable(model):
+        return None
+    if x.shape[1] != model.n_features_in_:
+        return None  # scikit-learn's own error names the mismatch (GTIL would pad with NaN)
+    key, trees = id(model), _fitted_trees(model)
+    entry = cache.get(key) if cache is not None else None
+    if entry is None or entry[0] is not model or entry[1] != trees:
+        entry = (model, trees, to_treelite(model))
+        if cache is not None:
+            cache[key] = entry
+    import treelite.gtil
+
+    return treelite.gtil.predict(entry[2], np.ascontiguousarray(x), nthread=1).reshape(x.shape[0])
+
+
 def predict_trees(
     model: Any,
     x: np.ndarray,
@@ -83,32 +113,44 @@ def predict_trees(
     :data:`SMALL_BATCH_ROWS`, read at call time (a benchmark sets it to 0 for scikit-learn only).
     """
     x = np.asarray(x, dtype=np.float64)
-    limit = SMALL_BATCH_ROWS if max_rows is None else max_rows
-    if x.ndim != 2 or not 0 < x.shape[0] <= limit or not servable(model):
-        return model.predict(x)
-    if x.shape[1] != model.n_features_in_:
-        return model.predict(x)  # scikit-learn's own error names the mismatch (GTIL would pad)
-    key, trees = id(model), _fitted_trees(model)
-    entry = cache.get(key) if cache is not None else None
-    if entry is None or entry[0] is not model or entry[1] != trees:
-        entry = (model, trees, to_treelite(model))
-        if cache is not None:
-            cache[key] = entry
-    import treelite.gtil
+    from sklearn.base import is_regressor
 
-    return treelite.gtil.predict(entry[2], np.ascontiguousarray(x), nthread=1).reshape(x.shape[0])
+    out = _gtil(model, x, cache, max_rows) if is_regressor(model) else None
+    return model.predict(x) if out is None else out
+
+
+def positive_proba_trees(
+    model: Any,
+    x: np.ndarray,
+    *,
+    cache: dict[int, tuple[Any, int, Any]] | None = None,
+    max_rows: int | None = None,
+) -> np.ndarray:
+    """``model.predict_proba(x)[:, 1]`` for a fitted binary classifier, as :func:`predict_trees`."""
+    x = np.asarray(x, dtype=np.float64)
+    from sklearn.base import is_classifier
+
+    out = _gtil(model, x, cache, max_rows) if is_classifier(model) and len(model.classes_) == 2 else None
+    return model.predict_proba(x)[:, 1] if out is None else out
 
 
 class ServesTrees:
     """Mixin for a model holding fitted scikit-learn trees: :meth:`predict_trees` with a per-instance
     treelite cache that pickling leaves out (see the module docstring)."""
 
+    def _tree_cache(self) -> dict[int, tuple[Any, int, Any]]:
+        cache = self.__dict__.get(CACHE_ATTR)
+        if cache is None:  # first small batch, or an instance unpickled without it
+            cache = self.__dict__[CACHE_ATTR] = {}
+        return cache
+
     def predict_trees(self, model: Any, x: np.ndarray) -> np.ndarray:
         """``model.predict(x)``, through treelite for small batches (the built model kept here)."""
-        cache = self.__dict__.get(CACHE_ATTR)
-        if cache is None:
-            cache = self.__dict__[CACHE_ATTR] = {}
-        return predict_trees(model, x, cache=cache)
+        return predict_trees(model, x, cache=self._tree_cache())
+
+    def positive_proba_trees(self, model: Any, x: np.ndarray) -> np.ndarray:
+        """``model.predict_proba(x)[:, 1]`` of a binary classifier, as :meth:`predict_trees`."""
+        return positive_proba_trees(model, x, cache=self._tree_cache())
 
     def __getstate__(self) -> dict[str, Any]:
         parent = getattr(super(), "__getstate__", None)  # BaseEstimator's; object's from Python 3.11

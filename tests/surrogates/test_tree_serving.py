@@ -6,12 +6,18 @@ import pickle
 
 import numpy as np
 import pytest
-from sklearn.ensemble import ExtraTreesRegressor, HistGradientBoostingRegressor, RandomForestRegressor
+from sklearn.ensemble import (
+    ExtraTreesRegressor,
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+    RandomForestRegressor,
+)
 
 from hwsurrogate.surrogates.models.tree_serving import (
     CACHE_ATTR,
     SMALL_BATCH_ROWS,
     ServesTrees,
+    positive_proba_trees,
     predict_trees,
     servable,
 )
@@ -44,6 +50,15 @@ def test_forests_match_sklearn(forest: type) -> None:
     model = forest(n_estimators=20, min_samples_leaf=3, random_state=0).fit(x, y)
     assert servable(model)
     np.testing.assert_allclose(predict_trees(model, q), model.predict(q), rtol=1e-9)
+
+
+def test_binary_classifier_probability_matches_sklearn() -> None:
+    x, y, q = _data(2, nan=True)
+    model = HistGradientBoostingClassifier(max_iter=40, random_state=0).fit(x, y > 3.0)
+    assert servable(model)
+    np.testing.assert_allclose(positive_proba_trees(model, q), model.predict_proba(q)[:, 1], rtol=1e-9)
+    three = HistGradientBoostingClassifier(max_iter=5).fit(x, np.digitize(y, [2.5, 3.5]))
+    np.testing.assert_array_equal(predict_trees(three, q[:2]), three.predict(q[:2]))  # labels, not GTIL
 
 
 def test_refit_rebuilds_and_large_batches_other_losses_and_bad_shapes_use_sklearn() -> None:
