@@ -7,7 +7,8 @@ runs) in :mod:`hwsurrogate.surrogates.training`.
   :class:`GemmPyfunc` (runtime + power -> energy);
 - :mod:`.fpga`: hls4ml / HLSyn trees (:class:`FpgaRegressor`), the power ensemble
   (:class:`LogTreeEnsemble`) and the task model :class:`FpgaPyfunc`;
-- :mod:`.fast_trees`: small-batch prediction of scikit-learn's histogram trees, bit-identical;
+- :mod:`.tree_serving`: fitted scikit-learn trees served through treelite for small batches and
+  scikit-learn for large ones (:class:`ServesTrees`, :func:`predict_trees`);
 - :mod:`.latency_trees`, :mod:`.latency_gnn` (architecture latency) and :mod:`.hlsyn_gnn`
   (HLSyn program-graph GNN).
 
@@ -15,4 +16,4 @@ Import the sub-module you need: nothing is imported here, so a module that needs
 family does not load the libraries of the others (torch, scikit-learn).
 """
 
-__all__ = ["fast_trees", "fpga", "gemm", "hlsyn_gnn", "latency_gnn", "latency_trees"]
+__all__ = ["fpga", "gemm", "hlsyn_gnn", "latency_gnn", "latency_trees", "tree_serving"]

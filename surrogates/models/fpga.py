@@ -29,6 +29,7 @@ from hwsurrogate.surrogates.api import OUTPUTS
 from hwsurrogate.surrogates.features.hls4ml import hls4ml_features
 from hwsurrogate.surrogates.features.hlsyn import hlsyn_features
 from hwsurrogate.surrogates.models.gemm import as_polars
+from hwsurrogate.surrogates.models.tree_serving import ServesTrees
 
 HLS4ML_TARGETS: tuple[str, ...] = ("lut", "ff", "dsp", "bram", "cycles", "ii")
 HLSYN_TARGETS: tuple[str, ...] = ("perf", "util_lut", "util_ff", "util_dsp", "util_bram")
@@ -71,7 +72,7 @@ def hlsyn_reported_targets(frame: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-class FpgaRegressor(RegressorMixin, BaseEstimator):
+class FpgaRegressor(ServesTrees, RegressorMixin, BaseEstimator):
     """One gradient-boosted tree per target on FPGA design features.
 
     Parameters
@@ -220,14 +221,14 @@ class FpgaRegressor(RegressorMixin, BaseEstimator):
         for j, t in enumerate(self.targets):
             m = self.models_[t]
             if m is not None:
-                z = m.predict(x)
+                z = self.predict_trees(m, x)
                 out[:, j] = np.expm1(z) if self.log_target else z
                 if self._physics_on(t):
                     out[:, j] = z + self._perf_base(x) if t == "perf" else np.clip(2.0**z - 0.01, 0, None)
         return out
 
 
-class LogTreeEnsemble(RegressorMixin, BaseEstimator):
+class LogTreeEnsemble(ServesTrees, RegressorMixin, BaseEstimator):
     """Mean of a histogram-GBT and an extra-trees forest, both fitted on ``log(y)``.
 
     For positive, multiplicative targets (power): a log-space fit makes the squared loss a
@@ -294,10 +295,10 @@ class LogTreeEnsemble(RegressorMixin, BaseEstimator):
         x = np.asarray(X, dtype=np.float64)
         if x.ndim != 2 or x.shape[1] != self.n_features_in_:
             raise ValueError(f"X has shape {x.shape}; expected (n, {self.n_features_in_})")
-        return np.exp((self.gbt_.predict(x) + self.forest_.predict(x)) / 2)
+        return np.exp((self.predict_trees(self.gbt_, x) + self.predict_trees(self.forest_, x)) / 2)
 
 
-class FpgaPyfunc:
+class FpgaPyfunc(ServesTrees):
     """The served model of ``fpga-hls4ml`` / ``fpga-hlsyn``: queries in, the task's outputs out."""
 
     def __init__(self, task: str, regressor: FpgaRegressor, classifier: Any = None) -> None:
@@ -316,7 +317,7 @@ class FpgaPyfunc:
             }
             if self.classifier is not None:
                 x = self.regressor._features(q)
-                out["valid_prob"] = self.classifier.predict_proba(x)[:, 1]
+                out["valid_prob"] = self.positive_proba_trees(self.classifier, x)
         else:
             out = {t: np.clip(cols[t], 0, None) for t in self.regressor.targets}
         frame = pl.DataFrame({k: np.asarray(v, dtype=np.float64) for k, v in out.items()})

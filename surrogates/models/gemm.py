@@ -36,7 +36,7 @@ from hwsurrogate.surrogates.features.gemm import (
     gemm_feature_matrix,
     gemm_feature_names,
 )
-from hwsurrogate.surrogates.models.fast_trees import predict_hgb
+from hwsurrogate.surrogates.models.tree_serving import ServesTrees
 
 
 def as_polars(X: Any) -> pl.DataFrame:
@@ -50,7 +50,7 @@ def as_polars(X: Any) -> pl.DataFrame:
     raise TypeError(f"queries must be a polars or pandas DataFrame, got {type(X).__name__}")
 
 
-class GemmRegressor(RegressorMixin, BaseEstimator):
+class GemmRegressor(ServesTrees, RegressorMixin, BaseEstimator):
     """Histogram gradient-boosted trees on analytical GEMM features.
 
     Parameters
@@ -164,14 +164,14 @@ class GemmRegressor(RegressorMixin, BaseEstimator):
         """Predicted values in the target's unit; ``extra_devices`` adds descriptors of adapted devices."""
         check_is_fitted(self)
         x, roof = self._features(X, extra_devices)
-        z = predict_hgb(self.model_, x)
+        z = self.predict_trees(self.model_, x)
         return np.exp(z) * roof if self.target == "roofline_ratio" else np.exp(z)
 
     def predict_log_ratio(self, X: Any, *, extra_devices: pl.DataFrame | None = None) -> np.ndarray:
         """The fitted log-space value (log utilisation ratio or log value) before exponentiation."""
         check_is_fitted(self)
         x, _ = self._features(X, extra_devices)
-        return predict_hgb(self.model_, x)
+        return self.predict_trees(self.model_, x)
 
 
 def power_rows(frame: pl.DataFrame) -> pl.DataFrame:

@@ -21,6 +21,8 @@ from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
 from hwsurrogate.surrogates.features import nas as graphs
+from hwsurrogate.surrogates.models import tree_serving
+from hwsurrogate.surrogates.models.tree_serving import ServesTrees
 
 __all__ = ["LatencyTreeRegressor", "MultiDeviceLatencyTrees"]
 
@@ -34,7 +36,7 @@ def _keys(X: object) -> list[str]:
     return [str(k) for k in arr]
 
 
-class LatencyTreeRegressor(RegressorMixin, BaseEstimator):
+class LatencyTreeRegressor(ServesTrees, RegressorMixin, BaseEstimator):
     """HistGradientBoosting on ``graphs.arch_vectors(space, X)`` predicting ``log(latency_ms)``.
 
     Runs single-threaded (``n_threads=1``): on a shared 2-core machine OpenMP threads slow
@@ -102,9 +104,14 @@ class LatencyTreeRegressor(RegressorMixin, BaseEstimator):
 
     def predict(self, X: object) -> np.ndarray:
         check_is_fitted(self)
-        features = graphs.arch_vectors(self.space, _keys(X))
+        return np.exp(self.predict_log(graphs.arch_vectors(self.space, _keys(X))))
+
+    def predict_log(self, features: np.ndarray) -> np.ndarray:
+        """``log(latency_ms)`` from ``arch_vectors`` rows: treelite for small batches, else scikit-learn."""
+        if len(features) <= tree_serving.SMALL_BATCH_ROWS:
+            return self.predict_trees(self.regressor_, features)
         with threadpool_limits(self.n_threads):
-            return np.exp(self.regressor_.predict(features))
+            return self.regressor_.predict(features)
 
 
 class MultiDeviceLatencyTrees:
@@ -154,8 +161,7 @@ class MultiDeviceLatencyTrees:
         out = np.empty((len(arch_keys), len(self.models_)))
         if len(arch_keys):
             for j, model in enumerate(self.models_.values()):
-                with threadpool_limits(model.n_threads):
-                    out[:, j] = np.exp(model.regressor_.predict(features))
+                out[:, j] = np.exp(model.predict_log(features))
         return out
 
     def predict(self, arch_keys: Sequence[str], device_ids: Sequence[str]) -> np.ndarray:
@@ -172,7 +178,5 @@ class MultiDeviceLatencyTrees:
         features = graphs.arch_vectors(self.space, list(arch_keys))
         for device in np.unique(devices):
             rows = np.flatnonzero(devices == device)
-            model = self.models_[str(device)]
-            with threadpool_limits(model.n_threads):
-                out[rows] = np.exp(model.regressor_.predict(features[rows]))
+            out[rows] = np.exp(self.models_[str(device)].predict_log(features[rows]))
         return out

@@ -1,0 +1,159 @@
+"""Serving fitted scikit-learn tree ensembles: treelite for small batches, scikit-learn for large ones.
+
+scikit-learn predicts tree by tree, one Cython call (and one OpenMP region) per tree: for the
+one-query requests the service answers most, a 600-tree model spends milliseconds in that
+dispatch and almost nothing in the trees. treelite's General Tree Inference Library (GTIL,
+``treelite.gtil.predict``) walks a whole imported model (``treelite.sklearn.import_model``) in
+one C++ call instead. Per row it is slower than scikit-learn's loop, so batches above
+:data:`SMALL_BATCH_ROWS` rows go to ``model.predict``. The threshold is measured, not guessed:
+``python benchmarks/tree_serving.py`` times both on the served models for growing batches
+(results in ``bench-results/tree-serving.json``, figures in ``docs/service.md``).
+
+Answers equal scikit-learn's to 1e-9 relative (not bit for bit: the float sums differ in the
+last bits, measured <= 2.3e-15 relative; ``tests/surrogates/test_tree_serving.py`` holds it).
+
+:func:`positive_proba_trees` does the same for a binary classifier's ``predict_proba(x)[:, 1]``
+(the HLSyn validity classifier).
+
+:class:`ServesTrees` is the mixin the models use: ``self.predict_trees(model, x)`` builds the
+treelite model lazily on the first small batch and keeps it on the instance, excluded from
+pickling (a treelite model does not pickle): registered MLflow models and the local pickle
+cache hold only the scikit-learn trees, and pickles made before this module load unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "SMALL_BATCH_ROWS",
+    "ServesTrees",
+    "positive_proba_trees",
+    "predict_trees",
+    "servable",
+    "to_treelite",
+]
+
+#: batches up to this many rows go through treelite's GTIL, larger ones through scikit-learn.
+#: Measured (``benchmarks/tree_serving.py``, bench-results/tree-serving.json): on the GEMM runtime
+#: (79 trees) and power (300 trees) models GTIL on one thread beats scikit-learn on one thread (as
+#: the service runs calls under 512 rows) up to 64 rows and loses from 128 on.
+SMALL_BATCH_ROWS = 64
+
+#: instance attribute holding the built treelite models; never pickled
+CACHE_ATTR = "_treelite_models"
+
+
+def servable(model: Any) -> bool:
+    """Whether treelite imports ``model`` exactly: a fitted squared-error histogram-GBT regressor,
+    a binary histogram-GBT classifier (no categorical splits), or a single-output forest regressor."""
+    from sklearn.ensemble import (
+        ExtraTreesRegressor,
+        HistGradientBoostingClassifier,
+        HistGradientBoostingRegressor,
+        RandomForestRegressor,
+    )
+
+    if type(model) in (HistGradientBoostingRegressor, HistGradientBoostingClassifier):
+        categorical = getattr(model, "is_categorical_", None)
+        return (
+            model.loss in ("squared_error", "log_loss")
+            and model.n_trees_per_iteration_ == 1
+            and (categorical is None or not np.any(categorical))
+            and bool(getattr(model, "_predictors", None))
+        )
+    if type(model) in (RandomForestRegressor, ExtraTreesRegressor):
+        return bool(getattr(model, "estimators_", None)) and model.n_outputs_ == 1
+    return False
+
+
+def _fitted_trees(model: Any) -> int:
+    """Identity of the fitted trees (a refit replaces the list, so the cache rebuilds)."""
+    return id(getattr(model, "_predictors", None) or model.estimators_)
+
+
+def to_treelite(model: Any) -> Any:
+    """``treelite.sklearn.import_model(model)`` (imports treelite on first use)."""
+    import treelite.sklearn
+
+    return treelite.sklearn.import_model(model)
+
+
+def _gtil(model: Any, x: np.ndarray, cache: dict | None, max_rows: int | None) -> np.ndarray | None:
+    """GTIL's one-thread answer per row for a small batch, or None where scikit-learn must answer."""
+    limit = SMALL_BATCH_ROWS if max_rows is None else max_rows
+    if x.ndim != 2 or not 0 < x.shape[0] <= limit or not servable(model):
+        return None
+    if x.shape[1] != model.n_features_in_:
+        return None  # scikit-learn's own error names the mismatch (GTIL would pad with NaN)
+    key, trees = id(model), _fitted_trees(model)
+    entry = cache.get(key) if cache is not None else None
+    if entry is None or entry[0] is not model or entry[1] != trees:
+        entry = (model, trees, to_treelite(model))
+        if cache is not None:
+            cache[key] = entry
+    import treelite.gtil
+
+    return treelite.gtil.predict(entry[2], np.ascontiguousarray(x), nthread=1).reshape(x.shape[0])
+
+
+def predict_trees(
+    model: Any,
+    x: np.ndarray,
+    *,
+    cache: dict[int, tuple[Any, int, Any]] | None = None,
+    max_rows: int | None = None,
+) -> np.ndarray:
+    """``model.predict(x)`` for a fitted tree regressor; small batches through treelite's GTIL.
+
+    ``cache`` maps ``id(model)`` to ``(model, trees identity, treelite model)``; without one the
+    treelite model is rebuilt on every call (tests, one-off use). ``max_rows`` defaults to
+    :data:`SMALL_BATCH_ROWS`, read at call time (a benchmark sets it to 0 for scikit-learn only).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    from sklearn.base import is_regressor
+
+    out = _gtil(model, x, cache, max_rows) if is_regressor(model) else None
+    return model.predict(x) if out is None else out
+
+
+def positive_proba_trees(
+    model: Any,
+    x: np.ndarray,
+    *,
+    cache: dict[int, tuple[Any, int, Any]] | None = None,
+    max_rows: int | None = None,
+) -> np.ndarray:
+    """``model.predict_proba(x)[:, 1]`` for a fitted binary classifier, as :func:`predict_trees`."""
+    x = np.asarray(x, dtype=np.float64)
+    from sklearn.base import is_classifier
+
+    out = _gtil(model, x, cache, max_rows) if is_classifier(model) and len(model.classes_) == 2 else None
+    return model.predict_proba(x)[:, 1] if out is None else out
+
+
+class ServesTrees:
+    """Mixin for a model holding fitted scikit-learn trees: :meth:`predict_trees` with a per-instance
+    treelite cache that pickling leaves out (see the module docstring)."""
+
+    def _tree_cache(self) -> dict[int, tuple[Any, int, Any]]:
+        cache = self.__dict__.get(CACHE_ATTR)
+        if cache is None:  # first small batch, or an instance unpickled without it
+            cache = self.__dict__[CACHE_ATTR] = {}
+        return cache
+
+    def predict_trees(self, model: Any, x: np.ndarray) -> np.ndarray:
+        """``model.predict(x)``, through treelite for small batches (the built model kept here)."""
+        return predict_trees(model, x, cache=self._tree_cache())
+
+    def positive_proba_trees(self, model: Any, x: np.ndarray) -> np.ndarray:
+        """``model.predict_proba(x)[:, 1]`` of a binary classifier, as :meth:`predict_trees`."""
+        return positive_proba_trees(model, x, cache=self._tree_cache())
+
+    def __getstate__(self) -> dict[str, Any]:
+        parent = getattr(super(), "__getstate__", None)  # BaseEstimator's; object's from Python 3.11
+        state = dict(parent() if parent is not None else self.__dict__)
+        state.pop(CACHE_ATTR, None)
+        return state
