@@ -22,7 +22,12 @@ from hwsurrogate.surrogates.fewshot.gemm import (
     descriptors_for,
     predict_with_correction,
 )
-from hwsurrogate.surrogates.registry.adapted import AdaptedGemmDevice, heldout_folds, save_adapted
+from hwsurrogate.surrogates.registry.adapted import (
+    HELDOUT_FOLDS,
+    AdaptedGemmDevice,
+    heldout_folds,
+    save_adapted,
+)
 from hwsurrogate.surrogates.registry.cache import load_gemm_champion
 from hwsurrogate.surrogates.training.metrics import mape
 
@@ -86,13 +91,14 @@ def heldout_gemm(
 ) -> tuple[float | None, str]:
     """MAPE (%) of each measured shape predicted by an adaptation fitted without it, and the method.
 
-    Leave-one-out (k-fold above :data:`~.registry.adapted.HELDOUT_LOO_MAX` shapes), each fold
-    re-adapted through the same public fit as the record; (None, why) when too few shapes to
-    leave any out. This, not ``fit_mape_after`` (the error on the fitted shapes), is what to expect
-    on new shapes.
+    :data:`HELDOUT_FOLDS`-fold (leave-one-out up to 5 shapes), each fold re-adapted through the
+    same public fit as the record; (None, why) when too few shapes to leave any out. This, not
+    ``fit_mape_after`` (the error on the fitted shapes), is what to expect on new shapes. Not
+    leave-one-out at 10 shapes: each re-adaptation costs as much as the adaptation itself (0.1-0.4 s
+    on the shared 2-core CPU), and 10 of them took 1.2-3.7 s (benchmarks/adapt_heldout.py).
     """
     config = config or GemmAdaptConfig()
-    folds, method = heldout_folds(measurements.height, config.min_measurements)
+    folds, method = heldout_folds(measurements.height, config.min_measurements, max_folds=HELDOUT_FOLDS)
     if folds is None:
         return None, method
     y = measurements["runtime_ms"].cast(pl.Float64).to_numpy()

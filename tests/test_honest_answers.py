@@ -37,7 +37,7 @@ from hwsurrogate.surrogates.fewshot.gemm import adapt_model, predict_with_correc
 from hwsurrogate.surrogates.models.fpga import FpgaPyfunc, FpgaRegressor, physically_consistent
 from hwsurrogate.surrogates.models.gemm import GemmPyfunc, GemmRegressor
 from hwsurrogate.surrogates.predict import Dispatch
-from hwsurrogate.surrogates.registry.adapted import AdaptedDeviceRegistry
+from hwsurrogate.surrogates.registry.adapted import AdaptedDeviceRegistry, heldout_folds
 from hwsurrogate.surrogates.registry.pyfunc import log_gemm_model
 from hwsurrogate.surrogates.registry.tracking import start_run
 from hwsurrogate.surrogates.training.metrics import mape
@@ -105,12 +105,16 @@ def test_fp16_gemm_on_a_bmm_linear_fp32_model_warns_and_strict_refuses(bmm_model
 def test_a_model_saved_before_domains_is_unknown_not_checked(bmm_model: GemmPyfunc) -> None:
     old = pickle.loads(pickle.dumps(bmm_model))
     del old.runtime.training_domain_  # what a model pickled before this change looks like
-    answer = Dispatch(lambda task: Served(task, old)).predict("gemm", _gemm_query("gemm", "fp16"), strict=True)  # type: ignore[arg-type,return-value]
+    answer = Dispatch(lambda task: Served(task, old)).predict(
+        "gemm", _gemm_query("gemm", "fp16"), strict=True
+    )  # type: ignore[arg-type,return-value]
     assert answer.in_domain == [None] and "unknown" in answer.warnings[0]
 
 
 def test_domain_rows_are_named_in_query_order_across_devices() -> None:
-    frame = pl.concat([_bmm_linear_fp32(), gemm_rows("test/gpu-b", 20, seed=1, power=False)], how="diagonal_relaxed")
+    frame = pl.concat(
+        [_bmm_linear_fp32(), gemm_rows("test/gpu-b", 20, seed=1, power=False)], how="diagonal_relaxed"
+    )
     domain = record_domain("gemm", frame)
     q = pl.concat([_gemm_query("gemm", "fp32"), _gemm_query("bmm", "fp32")]).with_columns(
         pl.Series("device_id", ["test/gpu-b", "test/gpu-c"])
@@ -143,14 +147,20 @@ def test_hws_predict_gemm_warns_on_fp16_and_strict_refuses(bmm_champion: Path) -
     assert json.loads(res.stdout)["predictions"][0]["in_domain"] is False
 
     refused = CliRunner().invoke(predict_gemm, [*args, "--strict"])
-    assert refused.exit_code != 0 and "op='gemm'" in refused.output and "outside the training domain" in refused.output
+    assert (
+        refused.exit_code != 0
+        and "op='gemm'" in refused.output
+        and "outside the training domain" in refused.output
+    )
 
 
 def test_service_gemm_warns_and_strict_request_is_a_422(bmm_champion: Path) -> None:
     app = create_app(ServiceConfig(store=bmm_champion / "store", token="tok-12345678"))
     query = {"device": "test/gpu-a", "op": "gemm", "dtype": "fp16", "m": 256, "n": 256, "k": 256}
     with TestClient(app) as client:
-        ok = client.post("/v1/predict/gemm", json={"queries": [query, {**query, "op": "bmm", "dtype": "fp32"}]})
+        ok = client.post(
+            "/v1/predict/gemm", json={"queries": [query, {**query, "op": "bmm", "dtype": "fp32"}]}
+        )
         refused = client.post("/v1/predict/gemm", json={"queries": [query], "strict": True})
         typo = client.post("/v1/predict/gemm", json={"queries": [query], "strikt": True})
     assert ok.status_code == 200, ok.text
@@ -186,8 +196,16 @@ KERAS_TO_JSON = json.dumps(
     ("column", "value", "message"),
     [
         ("model", KERAS_TO_JSON, "is a Keras model.to_json()"),
-        ("model", json.dumps([{"class_name": "MyCustomLayer", "d_in": [4]}]), "'MyCustomLayer', which hls4ml does not convert"),
-        ("model", json.dumps({"layers": [{"class_name": "Dense", "config": {"units": 8}}]}), "Keras layer config"),
+        (
+            "model",
+            json.dumps([{"class_name": "MyCustomLayer", "d_in": [4]}]),
+            "'MyCustomLayer', which hls4ml does not convert",
+        ),
+        (
+            "model",
+            json.dumps({"layers": [{"class_name": "Dense", "config": {"units": 8}}]}),
+            "Keras layer config",
+        ),
         ("precision", "float32", "'float32', not an hls4ml fixed-point type"),
         ("precision", "ap_fixed<16>", "not an hls4ml fixed-point type"),
         ("reuse_factor", float("nan"), "must be an integer >= 1"),
@@ -246,7 +264,9 @@ def _hls4ml_training_rows() -> pl.DataFrame:
 def test_fpga_dispatch_answers_whole_resources_ii_within_latency_and_domain() -> None:
     train = _hls4ml_training_rows()
     targets = ("lut", "ff", "dsp", "bram", "cycles", "ii")
-    reg = FpgaRegressor(kind="hls4ml", targets=targets, max_iter=30, min_samples_leaf=2).fit(train, train.select(targets))
+    reg = FpgaRegressor(kind="hls4ml", targets=targets, max_iter=30, min_samples_leaf=2).fit(
+        train, train.select(targets)
+    )
     assert reg.training_domain_["regions"]["*"]["reuse_factor"] == {"min": 1.0, "max": 16.0}
     served = Served("fpga-hls4ml", FpgaPyfunc("fpga-hls4ml", reg), name="hws-fpga-hls4ml")
     dispatch = Dispatch(lambda task: served)  # type: ignore[arg-type,return-value]
@@ -257,14 +277,21 @@ def test_fpga_dispatch_answers_whole_resources_ii_within_latency_and_domain() ->
     for col in ("dsp", "bram", "cycles", "ii"):
         assert all(float(v).is_integer() for v in out[col].to_list()), col
     assert (out["ii"] <= out["cycles"] + 1).all()
-    assert any("clipped to cycles + 1" in w for w in answer.warnings)  # the training rows have ii > cycles + 1
+    assert any(
+        "clipped to cycles + 1" in w for w in answer.warnings
+    )  # the training rows have ii > cycles + 1
     assert answer.in_domain == [True, False]
-    assert any("reuse_factor=64 outside the trained range 1..16" in w and "strategy='resource'" in w for w in answer.warnings)
+    assert any(
+        "reuse_factor=64 outside the trained range 1..16" in w and "strategy='resource'" in w
+        for w in answer.warnings
+    )
     with pytest.raises(ValueError, match="part"):
         dispatch.predict("fpga-hls4ml", _hls4ml_query(part="xcvu9p-flga2104-2L-e"))
 
 
-def test_hws_predict_fpga_refuses_a_keras_to_json_layer_list(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_hws_predict_fpga_refuses_a_keras_to_json_layer_list(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from hwsurrogate.surrogates import predict as predict_module
 
     train = _hls4ml_training_rows()
@@ -275,14 +302,21 @@ def test_hws_predict_fpga_refuses_a_keras_to_json_layer_list(tmp_path: Path, mon
     path = tmp_path / "designs.json"
     path.write_text(json.dumps(_hls4ml_query(model=KERAS_TO_JSON).to_dicts()))
     res = CliRunner().invoke(predict_fpga, ["--queries", str(path), "--store", str(tmp_path / "store")])
-    assert res.exit_code != 0 and "column 'model' is a Keras model.to_json()" in res.output and "(row 1)" in res.output
+    assert (
+        res.exit_code != 0
+        and "column 'model' is a Keras model.to_json()" in res.output
+        and "(row 1)" in res.output
+    )
 
 
 def test_service_fpga_and_latency_responses_carry_warnings_and_domain(tmp_path: Path) -> None:
     from tests.service.conftest import FakePredictor
 
     latency = FakePredictor("latency", "hws-latency")
-    latency.training_domain = {"by": "device_id", "regions": {"help/pixel2": {"space": {"values": ["nb201"]}}}}  # type: ignore[attr-defined]
+    latency.training_domain = {
+        "by": "device_id",
+        "regions": {"help/pixel2": {"space": {"values": ["nb201"]}}},
+    }  # type: ignore[attr-defined]
     fpga = FakePredictor("fpga-hls4ml", "hws-fpga-hls4ml")
     fpga.training_domain = record_domain("fpga-hls4ml", _hls4ml_training_rows())  # type: ignore[attr-defined]
     models = ServedModels({"latency": latency, "fpga-hls4ml": fpga})
@@ -292,7 +326,10 @@ def test_service_fpga_and_latency_responses_carry_warnings_and_domain(tmp_path: 
     design = {"type": "hls4ml", "layers": [{"class_name": "Dense", "d_in": [16], "d_out": [8], "neurons": 8}],
               "config": {"reuse_factor": 64}}  # fmt: skip
     with TestClient(app) as client:
-        lat = client.post("/v1/predict/latency", json={"device": "help/pixel2", "space": "nb201", "archs": [{"arch_key": key}]})
+        lat = client.post(
+            "/v1/predict/latency",
+            json={"device": "help/pixel2", "space": "nb201", "archs": [{"arch_key": key}]},
+        )
         fp = client.post("/v1/predict/fpga", json={"designs": [design]})
         strict = client.post("/v1/predict/fpga", json={"designs": [design], "strict": True})
     assert lat.status_code == 200, lat.text
@@ -304,32 +341,56 @@ def test_service_fpga_and_latency_responses_carry_warnings_and_domain(tmp_path: 
 
 
 # ----------------------------------------------------------------------------- held-out adaptation
-def test_gemm_adaptation_reports_a_leave_one_out_error_beside_the_fit_error(
+def test_gemm_adaptation_reports_a_held_out_error_beside_the_fit_error(
     bmm_model: GemmPyfunc, tmp_path: Path
 ) -> None:
     meas = gemm_rows("test/gpu-new", 10, seed=5, power=False).select(
         "op", "m", "n", "k", "batch", "dtype", pl.col("runtime_ms") * 1.5
     )
-    desc = devices_frame().filter(pl.col("device_id") == "test/gpu-new").select(
-        "peak_fp32_gflops", "peak_fp16_gflops", "mem_bw_gbs", "cores", "l2_mb", "clock_mhz"
+    desc = (
+        devices_frame()
+        .filter(pl.col("device_id") == "test/gpu-new")
+        .select("peak_fp32_gflops", "peak_fp16_gflops", "mem_bw_gbs", "cores", "l2_mb", "clock_mhz")
     )
     meas = pl.concat([meas, pl.concat([desc] * meas.height)], how="horizontal")
     served = Served("gemm", bmm_model)
     served.model = bmm_model  # type: ignore[attr-defined]
     record, path = adapt_gemm("lab/gpu-x", meas, store_root=tmp_path, predictor=served)
-    assert record.heldout_method == "leave-one-out" and record.heldout_mape is not None
+    assert record.heldout_method == "5-fold" and record.heldout_mape is not None
     assert json.loads(path.read_text())["heldout_mape"] == record.heldout_mape
 
-    # the same number by hand: re-adapt without each shape, predict it
+    # the same number by hand: re-adapt without each fold's shapes, predict them
     q = meas.with_columns(pl.lit("lab/gpu-x").alias("device_id"))
+    folds, _ = heldout_folds(q.height, 3, max_folds=5)
+    assert folds is not None and sorted(np.bincount(folds)) == [2] * 5
     y, pred = q["runtime_ms"].to_numpy(), np.zeros(q.height)
-    for i in range(q.height):
-        keep = pl.Series([j != i for j in range(q.height)])
-        corr, _, _ = adapt_model(bmm_model, "lab/gpu-x", q.filter(keep), q.head(1))
-        pred[i] = predict_with_correction(bmm_model.runtime, corr, q[i], record.descriptor_frame())[0]
+    for f in range(5):
+        out = pl.Series(folds == f)
+        corr, _, _ = adapt_model(bmm_model, "lab/gpu-x", q.filter(~out), q.head(1))
+        pred[folds == f] = predict_with_correction(
+            bmm_model.runtime, corr, q.filter(out), record.descriptor_frame()
+        )
     assert record.heldout_mape == pytest.approx(mape(y, pred), rel=1e-9)
-    assert record.heldout_mape >= record.fit_mape_after  # the fit error flatters the adaptation
+    assert record.heldout_mape > record.fit_mape_after  # the fit error flatters the adaptation
     assert record.domain is not None and record.domain["regions"]["lab/gpu-x"]["op"] == {"values": ["gemm"]}
+
+
+def test_too_few_shapes_have_no_held_out_error_rather_than_a_fit_error(
+    bmm_model: GemmPyfunc, tmp_path: Path
+) -> None:
+    meas = gemm_rows("test/gpu-new", 3, seed=5, power=False).select(
+        "op", "m", "n", "k", "batch", "dtype", "runtime_ms"
+    )
+    desc = (
+        devices_frame()
+        .filter(pl.col("device_id") == "test/gpu-new")
+        .select("peak_fp32_gflops", "mem_bw_gbs", "cores")
+    )
+    served = Served("gemm", bmm_model)
+    served.model = bmm_model  # type: ignore[attr-defined]
+    meas = pl.concat([meas, pl.concat([desc] * 3)], how="horizontal")
+    record, _ = adapt_gemm("lab/gpu-y", meas, store_root=tmp_path, predictor=served)
+    assert record.heldout_mape is None and "too few measurements" in record.heldout_method
 
 
 COST = np.array([0.0, 0.05, 0.1, 0.3, 0.08])
@@ -339,11 +400,13 @@ def _nb201(n: int, base: float) -> tuple[list[str], np.ndarray]:
     codes = np.random.default_rng(0).integers(0, 5, size=(n * 2, 6))
     keys = list(dict.fromkeys(archspaces.nb201_from_codes(c) for c in codes))[:n]
     ops = [archspaces.parse_nb201(k) for k in keys]
-    lat = np.exp(base + np.array([[COST[list(archspaces.NB201_OPS).index(o)] for o in row] for row in ops]).sum(1))
+    lat = np.exp(
+        base + np.array([[COST[list(archspaces.NB201_OPS).index(o)] for o in row] for row in ops]).sum(1)
+    )
     return keys, lat
 
 
-def test_latency_adaptation_reports_leave_one_out_mape_and_spearman_per_space(tmp_path: Path) -> None:
+def test_latency_adaptation_reports_held_out_mape_and_spearman_per_space(tmp_path: Path) -> None:
     keys, _ = _nb201(80, 0.0)
     frame = pl.concat(
         pl.DataFrame({"device_id": f"synth/src{i}", "space": "nb201", "arch_key": keys,
@@ -355,12 +418,19 @@ def test_latency_adaptation_reports_leave_one_out_mape_and_spearman_per_space(tm
     model = FewShotLatencyRegressor(cfg).fit(frame)
     registry.export_model(model, "1", champion=True)
     truth = _nb201(80, 1.1)[1] * np.exp(np.random.default_rng(1).normal(0, 0.05, 80))
-    device = registry.adapt("me/board", pl.DataFrame({"space": "nb201", "arch_key": keys[:12], "latency_ms": truth[:12]}))
+    device = registry.adapt(
+        "me/board", pl.DataFrame({"space": "nb201", "arch_key": keys[:12], "latency_ms": truth[:12]})
+    )
     held = device.heldout["per_space"]["nb201"]
-    assert device.heldout["method"] == "leave-one-out" and held["n"] == 12
+    assert device.heldout["method"] == "5-fold" and held["n"] == 12
     # by hand through the model's public adapt/predict
-    pred = [model.predict(model.adapt("nb201", keys[:i] + keys[i + 1 : 12], np.delete(truth[:12], i)), [keys[i]])[0]
-            for i in range(12)]  # fmt: skip
-    assert held["mape"] == pytest.approx(mape(truth[:12], np.array(pred)), rel=1e-9)
+    folds, _ = heldout_folds(12, cfg.min_measurements, max_folds=5)
+    assert folds is not None
+    pred, y = np.zeros(12), truth[:12]
+    for f in range(5):
+        fit, out = np.flatnonzero(folds != f), np.flatnonzero(folds == f)
+        head = model.adapt("nb201", [keys[i] for i in fit], y[fit])
+        pred[out] = model.predict(head, [keys[i] for i in out])
+    assert held["mape"] == pytest.approx(mape(y, pred), rel=1e-9)
     assert -1.0 <= held["spearman"] <= 1.0
     assert registry.get("me/board").heldout == device.heldout  # persisted

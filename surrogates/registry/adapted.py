@@ -40,6 +40,7 @@ from hwsurrogate.surrogates.registry.cache import LocalModelCache, store_root
 from hwsurrogate.surrogates.training.metrics import mape, spearman
 
 __all__ = [
+    "HELDOUT_FOLDS",
     "AdaptedDevice",
     "AdaptedDeviceRegistry",
     "AdaptedGemmDevice",
@@ -99,7 +100,7 @@ class AdaptedDevice:
     measurements: list[dict[str, Any]]
     support_mape: dict[str, float]  #: per space: the error on the measurements the heads were fitted on
     #: per space: MAPE (%) and Spearman of predictions for measurements left out of the fit
-    #: (``heldout["method"]``: leave-one-out or k-fold); empty for records saved before it existed
+    #: (``heldout["method"]``: 5-fold, or leave-one-out up to 5); empty for records saved before it existed
     heldout: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -306,15 +307,16 @@ class AdaptedDeviceRegistry:
         return model.predict(device.heads[space], keys)
 
 
-#: leave-one-out up to this many measurements (per space / per device), k-fold above it
-HELDOUT_LOO_MAX = 30
-HELDOUT_FOLDS = 10
+#: folds of the held-out estimates (latency per space, GEMM per device): leave-one-out up to this
+#: many measurements, k-fold above. Each fold is one more adaptation (latency ``adapt_rows``: 0.1-0.4 s
+#: on the shared 2-core CPU), so leave-one-out at 20 measurements cost 5 s; 5 folds cost 5 fits.
+HELDOUT_FOLDS = 5
 
 
-def heldout_folds(n: int, min_fit: int, seed: int = 0) -> tuple[np.ndarray | None, str]:
-    """Fold of each of ``n`` measurements (leave-one-out up to :data:`HELDOUT_LOO_MAX`, else
-    :data:`HELDOUT_FOLDS`-fold, shuffled with ``seed``) so every fit keeps >= ``min_fit``; (None, why) when impossible."""
-    k = n if n <= HELDOUT_LOO_MAX else HELDOUT_FOLDS
+def heldout_folds(n: int, min_fit: int, *, max_folds: int, seed: int = 0) -> tuple[np.ndarray | None, str]:
+    """Fold of each of ``n`` measurements: ``min(n, max_folds)`` folds (leave-one-out when that is
+    ``n``), shuffled with ``seed``, so that every fit keeps >= ``min_fit``; (None, why) when impossible."""
+    k = min(n, max_folds)
     if k < 2 or n - int(np.ceil(n / k)) < min_fit:
         return None, f"too few measurements to leave any out (need > {min_fit})"
     folds = np.random.default_rng(seed).permutation(n) % k
@@ -324,19 +326,28 @@ def heldout_folds(n: int, min_fit: int, seed: int = 0) -> tuple[np.ndarray | Non
 def heldout_latency(
     model: FewShotLatencyRegressor, space: str, keys: Sequence[str], y: np.ndarray
 ) -> dict[str, Any]:
-    """MAPE (%) and Spearman of each measurement predicted by a head adapted without it (its fold)."""
-    folds, method = heldout_folds(len(keys), model.config.min_measurements)
+    """MAPE (%) and Spearman of each measurement predicted by a head adapted without it (its fold:
+    :data:`HELDOUT_FOLDS`-fold, leave-one-out up to that many measurements).
+
+    The same fit as :meth:`FewShotLatencyRegressor.adapt` / ``predict`` (``adapt_rows`` and
+    ``predict_head`` on the design rows of ``keys``, computed once: a row's features do not depend
+    on the other rows), so a fold costs one ``adapt_rows``, not a feature pass.
+    """
+    from hwsurrogate.surrogates.fewshot import predict_head
+
+    n = len(keys)
+    folds, method = heldout_folds(n, model.config.min_measurements, max_folds=HELDOUT_FOLDS)
     if folds is None:
-        return {"method": "", "mape": None, "spearman": None, "note": method}
-    keys = list(keys)
-    pred = np.full(len(keys), np.nan)
+        return {"method": "", "mape": None, "spearman": None, "n": n, "note": method}
+    F = model.features(space, list(keys))
+    log_y = np.log(np.asarray(y, dtype=float))
+    pred = np.full(n, np.nan)
     for f in np.unique(folds):
         out = folds == f
-        fit = np.flatnonzero(~out)
-        head = model.adapt(space, [keys[i] for i in fit], y[fit])
-        pred[out] = model.predict(head, [keys[i] for i in np.flatnonzero(out)])
-    rho = spearman(y, pred) if len(keys) >= 3 else float("nan")
-    return {"method": method, "mape": mape(y, pred), "spearman": None if rho != rho else rho, "n": len(keys)}
+        head = model.adapt_rows(space, F[~out], log_y[~out])
+        pred[out] = np.exp(predict_head(head, F[out]))
+    rho = spearman(y, pred) if n >= 3 else float("nan")
+    return {"method": method, "mape": mape(y, pred), "spearman": None if rho != rho else rho, "n": n}
 
 
 def predict_latency(
