@@ -78,7 +78,10 @@ def _info(dev: Any) -> AdaptedInfo:
         created_at=str(dev.created_at) if dev.created_at is not None else None,
         model_name=str(dev.model_name),
         model_version=str(dev.model_version),
-        details={"support_mape": dict(getattr(dev, "support_mape", {}) or {})},
+        details={
+            "support_mape": dict(getattr(dev, "support_mape", {}) or {}),  # on the fitted measurements
+            "heldout": dict(getattr(dev, "heldout", {}) or {}),  # leave-one-out per space: what to expect
+        },
     )
 
 

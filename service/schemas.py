@@ -64,6 +64,11 @@ class GemmQuery(Request):
 
 class GemmQueryBatch(Request):
     queries: list[GemmQuery] = Field(min_length=1, description=f"at most {MAX_PREDICT_QUERIES} queries")
+    strict: bool = Field(
+        default=False,
+        description="refuse (422) queries outside the model's training domain instead of answering them "
+        "with in_domain false and a warning",
+    )
 
 
 class GemmPrediction(BaseModel):
@@ -78,7 +83,16 @@ class GemmPredictionBatch(BaseModel):
         description="'served': the registered GEMM model; 'adapted': its correction for a device adapted "
         "with `hws adapt --task gemm`; 'mixed': a batch with devices of both kinds"
     )
-    warnings: list[str] = Field(default_factory=list, description="e.g. a device adapted on another model version")
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="e.g. queries outside the training domain, a device adapted on another model version",
+    )
+    in_domain: bool | None = Field(
+        default=None,
+        description="every query inside the model's training domain (true), some outside (false, see "
+        "out_of_domain and warnings), or unknown: a model saved before domains were recorded (null)",
+    )
+    out_of_domain: list[int] = Field(default_factory=list, description="indices of the queries outside it")
     count: int
     predictions: list[GemmPrediction]
 
@@ -101,6 +115,11 @@ class LatencyQueryBatch(Request):
     device: DeviceId
     space: Space
     archs: list[ArchQuery] = Field(min_length=1, description=f"at most {MAX_PREDICT_QUERIES} architectures")
+    strict: bool = Field(
+        default=False,
+        description="refuse (422) queries outside the model's training domain instead of answering them "
+        "with in_domain false and a warning",
+    )
 
 
 class LatencyPrediction(BaseModel):
@@ -115,6 +134,13 @@ class LatencyPredictionBatch(BaseModel):
         description="'served': the registered latency model; 'adapted': a few-shot adapted device"
     )
     model: ModelRef
+    warnings: list[str] = Field(default_factory=list, description="e.g. queries outside the training domain")
+    in_domain: bool | None = Field(
+        default=None,
+        description="every query inside the model's training domain (true), some outside (false, see "
+        "out_of_domain and warnings), or unknown: a model saved before domains were recorded (null)",
+    )
+    out_of_domain: list[int] = Field(default_factory=list, description="indices of the queries outside it")
     count: int
     predictions: list[LatencyPrediction]
 
@@ -200,6 +226,11 @@ FpgaDesign = Annotated[Hls4mlDesign | HlsDesign, Field(discriminator="type")]
 
 class FpgaQueryBatch(Request):
     designs: list[FpgaDesign] = Field(min_length=1, max_length=MAX_PREDICT_QUERIES)
+    strict: bool = Field(
+        default=False,
+        description="refuse (422) queries outside the model's training domain instead of answering them "
+        "with in_domain false and a warning",
+    )
 
 
 class FpgaPrediction(BaseModel):
@@ -216,6 +247,13 @@ class FpgaPrediction(BaseModel):
 
 
 class FpgaPredictionBatch(BaseModel):
+    warnings: list[str] = Field(default_factory=list, description="e.g. queries outside the training domain")
+    in_domain: bool | None = Field(
+        default=None,
+        description="every query inside the model's training domain (true), some outside (false, see "
+        "out_of_domain and warnings), or unknown: a model saved before domains were recorded (null)",
+    )
+    out_of_domain: list[int] = Field(default_factory=list, description="indices of the queries outside it")
     count: int
     predictions: list[FpgaPrediction]
 

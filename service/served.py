@@ -73,10 +73,13 @@ class ServedModels:
         return str(getattr(pred, "stage", None) or DEFAULT_STAGE.get(task, "unknown"))
 
 
-def run_dispatch(dispatch: Dispatch, task: str, queries: pl.DataFrame) -> Answer:
-    """The served-or-adapted ``dispatch`` for ``task``, its ValueErrors as 422s and its output checked."""
+def run_dispatch(dispatch: Dispatch, task: str, queries: pl.DataFrame, *, strict: bool = False) -> Answer:
+    """The served-or-adapted ``dispatch`` for ``task``, its ValueErrors as 422s and its output checked.
+
+    ``strict`` refuses queries outside the training domain (a 422 naming the row and field).
+    """
     try:
-        answer = dispatch.predict(task, queries)
+        answer = dispatch.predict(task, queries, strict=strict)
     except HwSurrogateError:
         raise
     except ValueError as exc:

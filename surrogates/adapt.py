@@ -8,9 +8,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from hwsurrogate.settings import get_settings
+from hwsurrogate.surrogates.domain import record_domain
 from hwsurrogate.surrogates.features import DEVICE_DESCRIPTORS
 from hwsurrogate.surrogates.fewshot.gemm import (
     AdaptationError,
@@ -20,7 +22,12 @@ from hwsurrogate.surrogates.fewshot.gemm import (
     descriptors_for,
     predict_with_correction,
 )
-from hwsurrogate.surrogates.registry.adapted import AdaptedGemmDevice, save_adapted
+from hwsurrogate.surrogates.registry.adapted import (
+    HELDOUT_FOLDS,
+    AdaptedGemmDevice,
+    heldout_folds,
+    save_adapted,
+)
 from hwsurrogate.surrogates.registry.cache import load_gemm_champion
 from hwsurrogate.surrogates.training.metrics import mape
 
@@ -52,7 +59,8 @@ def adapt_gemm(
         )
     desc = descriptors_for(device, measurements, root)
     corr, before, after = adapt_model(model, device, measurements, desc, config=config)
-    y = check_measurements(measurements, min_rows=1)["runtime_ms"].cast(pl.Float64).to_numpy()
+    meas = check_measurements(measurements, min_rows=1).with_columns(pl.lit(device).alias("device_id"))
+    y = meas["runtime_ms"].cast(pl.Float64).to_numpy()
     table = desc.row(0, named=True)
     record = AdaptedGemmDevice(
         device_id=device,
@@ -66,8 +74,44 @@ def adapt_gemm(
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         load_seconds=round(t_fit - t_load, 3),
         fit_seconds=round(time.perf_counter() - t_fit, 3),
+        domain=record_domain("gemm", meas),
     )
+    t_heldout = time.perf_counter()
+    record.heldout_mape, record.heldout_method = heldout_gemm(model, record, meas, desc, config)
+    record.heldout_seconds = round(time.perf_counter() - t_heldout, 3)
     return record, save_adapted(record, root)
+
+
+def heldout_gemm(
+    model: Any,
+    record: AdaptedGemmDevice,
+    measurements: pl.DataFrame,
+    descriptors: pl.DataFrame,
+    config: GemmAdaptConfig | None = None,
+) -> tuple[float | None, str]:
+    """MAPE (%) of each measured shape predicted by an adaptation fitted without it, and the method.
+
+    :data:`HELDOUT_FOLDS`-fold (leave-one-out up to 5 shapes), each fold re-adapted through the
+    same public fit as the record; (None, why) when too few shapes to leave any out. This, not
+    ``fit_mape_after`` (the error on the fitted shapes), is what to expect on new shapes. Not
+    leave-one-out at 10 shapes: each re-adaptation costs as much as the adaptation itself (0.1-0.4 s
+    on the shared 2-core CPU), and 10 of them took 1.2-3.7 s (benchmarks/adapt_heldout.py).
+    """
+    config = config or GemmAdaptConfig()
+    folds, method = heldout_folds(measurements.height, config.min_measurements, max_folds=HELDOUT_FOLDS)
+    if folds is None:
+        return None, method
+    y = measurements["runtime_ms"].cast(pl.Float64).to_numpy()
+    pred = np.full(len(y), np.nan)
+    for f in np.unique(folds):
+        out = pl.Series(folds == f)
+        corr, _, _ = adapt_model(
+            model, record.device_id, measurements.filter(~out), descriptors, config=config
+        )
+        pred[out.to_numpy()] = predict_with_correction(
+            model.runtime, corr, measurements.filter(out), record.descriptor_frame()
+        )
+    return mape(y, pred), method
 
 
 def predict_adapted(model: Any, record: AdaptedGemmDevice, queries: pl.DataFrame) -> pl.DataFrame:

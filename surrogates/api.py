@@ -31,6 +31,10 @@ OUTPUTS: dict[str, tuple[str, ...]] = {
     "fpga-hlsyn": ("cycles", "lut", "ff", "dsp", "bram", "valid_prob"),
 }
 
+#: Optional String column a model may add to its outputs: a per-row note (e.g. a value clipped to be
+#: physically consistent). The dispatch turns notes into warnings and drops the column.
+NOTE_COLUMN = "note"
+
 #: Registered MLflow model name of each task.
 MODEL_NAMES: dict[str, str] = {
     "gemm": "hws-gemm",

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import polars as pl
 
-from hwsurrogate.surrogates.api import INPUTS, OUTPUTS, Predictor
+from hwsurrogate.surrogates.api import INPUTS, NOTE_COLUMN, OUTPUTS, Predictor
 
 __all__ = [
     "AdaptedLatency",
@@ -33,6 +33,7 @@ __all__ = [
     "RegistryModels",
     "StoredLatencyDevices",
     "local_dispatch",
+    "training_domain",
 ]
 
 
@@ -52,6 +53,9 @@ class Answer:
     predictor: str  #: "served", "adapted" or "mixed" (a batch with devices of both kinds)
     models: list[ModelRef] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: per query row: inside the answering model's training domain (True/False), or None when the
+    #: model has no recorded domain (saved before domains were recorded): "unknown"
+    in_domain: list[bool | None] = field(default_factory=list)
 
     @property
     def model(self) -> ModelRef:
@@ -114,6 +118,59 @@ def _ref(predictor: Any) -> ModelRef:
     return ModelRef(str(predictor.name), str(predictor.version))
 
 
+def training_domain(predictor: Any) -> dict[str, Any] | None:
+    """The training domain a served predictor's model recorded at fit time (None: unknown)."""
+    model = getattr(predictor, "native", None)
+    if model is None:
+        try:
+            model = predictor.model.unwrap_python_model()  # e.g. the latency pyfunc
+        except Exception:
+            model = predictor
+    domain = getattr(model, "training_domain", None)
+    return domain if isinstance(domain, dict) else None
+
+
+def _judge(
+    domain: dict[str, Any] | None, part: pl.DataFrame, rows: list[int], who: str, strict: bool
+) -> tuple[list[bool | None], list[str]]:
+    """``in_domain`` per row of ``part`` (query rows ``rows``) and the warnings; raises under ``strict``.
+
+    The one place queries are checked against a training domain (:mod:`hwsurrogate.surrogates.domain`).
+    """
+    from hwsurrogate.surrogates.domain import domain_issues
+
+    if domain is None:
+        return [None] * part.height, [
+            f"training domain of {who} unknown (saved before domains were recorded): not checked"
+        ]
+    issues = domain_issues(domain, part)
+    bad = [i for i, reasons in enumerate(issues) if reasons]
+    if not bad:
+        return [True] * part.height, []
+    first = bad[0]
+    where = f"query row {rows[first]}: {'; '.join(issues[first])}"
+    if strict:
+        raise ValueError(
+            f"outside the training domain of {who}: {where} (strict: refused; without strict it is answered with a warning)"
+        )
+    more = (
+        f" (rows {', '.join(map(str, [rows[i] for i in bad[:10]]))}{' ...' if len(bad) > 10 else ''})"
+        if len(bad) > 1
+        else ""
+    )
+    return [not reasons for reasons in issues], [
+        f"{len(bad)} of {part.height} queries lie outside the training domain of {who}{more}; {where}"
+    ]
+
+
+def _notes(outputs: pl.DataFrame, rows: list[int]) -> tuple[pl.DataFrame, list[str]]:
+    """A model's per-row notes (:data:`~.api.NOTE_COLUMN`) as warnings, the column dropped."""
+    if NOTE_COLUMN not in outputs.columns:
+        return outputs, []
+    notes = outputs[NOTE_COLUMN].to_list()
+    return outputs.drop(NOTE_COLUMN), [f"query row {rows[i]}: {n}" for i, n in enumerate(notes) if n]
+
+
 def _kind(kinds: set[str]) -> str:
     return kinds.pop() if len(kinds) == 1 else "mixed"
 
@@ -137,70 +194,92 @@ class Dispatch:
         self.latency_devices = latency_devices
         self.gemm_devices = gemm_devices
 
-    def predict(self, task: str, queries: pl.DataFrame) -> Answer:
-        """One output row per query row, in order; a ValueError names a bad column or value."""
+    def predict(self, task: str, queries: pl.DataFrame, *, strict: bool = False) -> Answer:
+        """One output row per query row, in order; a ValueError names a bad column or value.
+
+        Every answer says per row whether the query lies inside the answering model's training
+        domain (``Answer.in_domain``), with a warning for rows that do not; ``strict`` refuses
+        them instead (a ValueError naming the row and the field).
+        """
         if task not in INPUTS:
             raise ValueError(f"unknown task {task!r}; expected one of {sorted(INPUTS)}")
         missing = [c for c in INPUTS[task] if c not in queries.columns]
         if missing:
             raise ValueError(f"{task} queries miss column(s) {missing}")
         if task == "latency":
-            return self._per_device(queries, self._latency_part)
+            return self._per_device(queries, lambda d, p, r: self._latency_part(d, p, r, strict))
         if task == "gemm":
-            return self._gemm(queries)
+            return self._gemm(queries, strict)
         predictor = self.served(task)
-        return Answer(predictor.predict(queries), "served", [_ref(predictor)])
+        return self._served_part(predictor, queries, list(range(queries.height)), strict)
 
     # ------------------------------------------------------------------ per device
     @staticmethod
-    def _per_device(queries: pl.DataFrame, answer: Callable[[str, pl.DataFrame], Answer]) -> Answer:
-        """``answer(device, its rows)`` for each device, put back in query order."""
+    def _per_device(
+        queries: pl.DataFrame, answer: Callable[[str, pl.DataFrame, list[int]], Answer]
+    ) -> Answer:
+        """``answer(device, its rows, their query row numbers)`` for each device, put back in query order."""
         devices = queries["device_id"].cast(pl.String).unique(maintain_order=True).to_list()
         if len(devices) == 1:  # the common case: no split, no re-ordering
-            return answer(devices[0], queries)
+            return answer(devices[0], queries, list(range(queries.height)))
         indexed = queries.with_row_index("_q")
-        parts, kinds, refs, warnings = [], set(), [], []
+        parts, kinds, refs, warnings, flags = [], set(), [], [], []
         for device in devices:
             part = indexed.filter(pl.col("device_id") == device)
-            got = answer(device, part.drop("_q"))
+            rows = part["_q"].to_list()
+            got = answer(device, part.drop("_q"), rows)
             kinds.add(got.predictor)
             refs += [r for r in got.models if r not in refs]
-            warnings += got.warnings
+            warnings += [w for w in got.warnings if w not in warnings]
+            flags += list(zip(rows, got.in_domain, strict=True))
             parts.append(pl.concat([part.select("_q"), got.outputs], how="horizontal"))
         outputs = pl.concat(parts, how="diagonal_relaxed").sort("_q").drop("_q")
-        return Answer(outputs, _kind(kinds), refs, warnings)
+        return Answer(outputs, _kind(kinds), refs, warnings, [f for _, f in sorted(flags)])
 
-    def _latency_part(self, device: str, part: pl.DataFrame) -> Answer:
+    @staticmethod
+    def _served_part(predictor: Predictor, part: pl.DataFrame, rows: list[int], strict: bool) -> Answer:
+        """The served model's answer, checked against its training domain first."""
+        who = f"{predictor.name} v{predictor.version}"
+        in_domain, warnings = _judge(training_domain(predictor), part, rows, who, strict)
+        outputs, notes = _notes(predictor.predict(part), rows)
+        return Answer(outputs, "served", [_ref(predictor)], warnings + notes, in_domain)
+
+    def _latency_part(self, device: str, part: pl.DataFrame, rows: list[int], strict: bool) -> Answer:
         info = self.latency_devices.get(device) if self.latency_devices is not None else None
-        if info is not None:
+        if info is not None:  # its spaces are its domain: other spaces are refused by the registry
             out = self.latency_devices.predict_latency(device, part)  # type: ignore[union-attr]
-            return Answer(out.select("latency_ms"), "adapted", [ModelRef(str(info.model_name), str(info.model_version))])
-        predictor = self.served("latency")
-        return Answer(predictor.predict(part).select(OUTPUTS["latency"]), "served", [_ref(predictor)])
+            ref = ModelRef(str(info.model_name), str(info.model_version))
+            return Answer(out.select("latency_ms"), "adapted", [ref], [], [True] * part.height)
+        got = self._served_part(self.served("latency"), part, rows, strict)
+        got.outputs = got.outputs.select(OUTPUTS["latency"])
+        return got
 
-    def _gemm(self, queries: pl.DataFrame) -> Answer:
+    def _gemm(self, queries: pl.DataFrame, strict: bool) -> Answer:
         predictor = self.served("gemm")
         native = getattr(predictor, "native", None)
         known = getattr(native, "devices", None)
+        every = list(range(queries.height))
         if self.gemm_devices is None or native is None or known is None:
-            return Answer(predictor.predict(queries), "served", [_ref(predictor)])
+            return self._served_part(predictor, queries, every, strict)
         devices = queries["device_id"].cast(pl.String).unique().to_list()
         if all(d in known for d in devices):  # the service's hot path: one served call
-            return Answer(predictor.predict(queries), "served", [_ref(predictor)])
+            return self._served_part(predictor, queries, every, strict)
 
-        def answer(device: str, part: pl.DataFrame) -> Answer:
+        def answer(device: str, part: pl.DataFrame, rows: list[int]) -> Answer:
             record = None if device in known else self.gemm_devices(device)  # type: ignore[misc]
             if record is None:  # served, or refused by the served model naming the device
-                return Answer(predictor.predict(part), "served", [_ref(predictor)])
+                return self._served_part(predictor, part, rows, strict)
             from hwsurrogate.surrogates.adapt import predict_adapted
 
-            warnings = []
+            who = f"the adaptation of {device} ({record.n_measurements} measurements)"
+            in_domain, warnings = _judge(getattr(record, "domain", None), part, rows, who, strict)
             if str(record.model_version) != str(predictor.version):
                 warnings.append(
                     f"{device} was adapted on {record.model_name} v{record.model_version}, "
                     f"serving with v{predictor.version}; re-run `hws adapt --task gemm`"
                 )
-            return Answer(predict_adapted(native, record, part), "adapted", [_ref(predictor)], warnings)
+            outputs = predict_adapted(native, record, part)
+            return Answer(outputs, "adapted", [_ref(predictor)], warnings, in_domain)
 
         return self._per_device(queries, answer)
 

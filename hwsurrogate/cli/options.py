@@ -7,6 +7,8 @@
 - ``--out FILE`` (:func:`out_option`, parameter ``out``): write the result to a file whose suffix
   picks the format (``.csv``, ``.json`` or ``.parquet``; :func:`write_frame`).
 - ``--push URL`` / ``--token`` (:func:`push_options`): send collected rows to a running ``hws serve``.
+- ``--strict`` (:data:`strict_option`, parameter ``strict``): refuse queries outside the answering
+  model's training domain instead of answering them with a warning.
 
 This module imports click only, so ``hws --help`` stays fast.
 """
@@ -30,6 +32,7 @@ __all__ = [
     "out_option",
     "push_options",
     "store_option",
+    "strict_option",
     "write_frame",
 ]
 
@@ -51,6 +54,15 @@ def store_option(fn: F) -> F:
 
 #: ``--json`` -> ``as_json: bool``: print machine-readable JSON to stdout.
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+
+
+#: ``--strict`` -> ``strict: bool``: refuse out-of-domain queries (the service's ``"strict": true``).
+strict_option = click.option(
+    "--strict",
+    "strict",
+    is_flag=True,
+    help="Refuse queries outside the model's training domain (default: answer them with a warning).",
+)
 
 
 def out_option(

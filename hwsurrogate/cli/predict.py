@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from hwsurrogate.cli.gemm_shots import gemm_shots
-from hwsurrogate.cli.options import json_option, out_option, store_option, write_frame
+from hwsurrogate.cli.options import json_option, out_option, store_option, strict_option, write_frame
 
 if TYPE_CHECKING:
     import polars as pl
@@ -52,16 +52,19 @@ def read_queries(path: str | Path) -> pl.DataFrame:
         ) from None
 
 
-def _dispatch(task: str, queries: pl.DataFrame, version: str | None, store_path: Path | None) -> Answer:
+def _dispatch(
+    task: str, queries: pl.DataFrame, version: str | None, store_path: Path | None, strict: bool = False
+) -> Answer:
     """The dispatch's answer; errors become one line, warnings go to stderr.
 
     ``version`` pins the served model's registry version; adapted devices keep the version they
-    were adapted on (a warning says when it differs from the served one).
+    were adapted on (a warning says when it differs from the served one). ``strict`` refuses
+    queries outside the training domain.
     """
     from hwsurrogate.surrogates.predict import local_dispatch
 
     try:
-        answer = local_dispatch(store_path, versions={task: version}).predict(task, queries)
+        answer = local_dispatch(store_path, versions={task: version}).predict(task, queries, strict=strict)
     except (ValueError, LookupError) as exc:
         raise click.ClickException(str(exc)) from None
     for warning in answer.warnings:
@@ -70,9 +73,11 @@ def _dispatch(task: str, queries: pl.DataFrame, version: str | None, store_path:
 
 
 def _emit(result: pl.DataFrame, answer: Answer, *, as_json: bool, out: Path | None) -> None:
-    """Print a table (default), JSON (``--json``), or write ``--out FILE``."""
+    """Print a table (default), JSON (``--json``), or write ``--out FILE``; every row says ``in_domain``."""
     import polars as pl
 
+    if answer.in_domain and "in_domain" not in result.columns:
+        result = result.with_columns(pl.Series("in_domain", answer.in_domain, dtype=pl.Boolean))
     if out is not None:
         write_frame(result, out)
         click.echo(f"wrote {result.height} predictions to {out}")
@@ -115,10 +120,11 @@ def _queries_option(help: str) -> Any:
 @store_option
 @json_option
 @out_option()
+@strict_option
 def predict_gemm(
     queries_path: Path | None, device: str | None, op: str, m: int | None, n: int | None, k: int | None,
     batch: int, dtype: str, layout: str | None, version: str | None, store_path: Path | None, as_json: bool,
-    out: Path | None,
+    out: Path | None, strict: bool,
 ) -> None:  # fmt: skip
     """Runtime (ms), power (W) and energy (J) of GEMM shapes on a known or adapted GPU.
 
@@ -150,7 +156,7 @@ def predict_gemm(
     missing = [c for c in INPUTS["gemm"] if c not in queries.columns]
     if missing:
         raise click.BadParameter(f"queries miss column(s) {missing}", param_hint="--queries")
-    answer = _dispatch("gemm", queries, version, store_path)
+    answer = _dispatch("gemm", queries, version, store_path, strict)
     _emit(pl.concat([queries, answer.outputs], how="horizontal"), answer, as_json=as_json, out=out)
 
 
@@ -170,9 +176,10 @@ def predict_gemm(
 @store_option
 @json_option
 @out_option()
+@strict_option
 def predict_fpga(
     queries_path: Path | None, kind: str, version: str | None, store_path: Path | None, as_json: bool,
-    out: Path | None,
+    out: Path | None, strict: bool,
 ) -> None:  # fmt: skip
     """Resources (LUT/FF/DSP/BRAM) and cycles of hls4ml models or HLSyn-style HLS designs.
 
@@ -193,7 +200,7 @@ def predict_fpga(
     missing = [c for c in INPUTS[task] if c not in queries.columns]
     if missing:
         raise click.BadParameter(f"{task} queries miss column(s) {missing}", param_hint="--queries")
-    answer = _dispatch(task, queries, version, store_path)
+    answer = _dispatch(task, queries, version, store_path, strict)
     result = pl.concat([queries.select(INPUTS[task]), answer.outputs], how="horizontal")
     _emit(result, answer, as_json=as_json, out=out)
 
@@ -217,6 +224,7 @@ def predict_fpga(
 @store_option
 @json_option
 @out_option()
+@strict_option
 def predict_latency(
     device_id: str | None,
     space: str,
@@ -226,6 +234,7 @@ def predict_latency(
     store_path: Path | None,
     as_json: bool,
     out: Path | None,
+    strict: bool,
 ) -> None:
     """Latency (ms) of architectures on a device: adapted devices with their few-shot model, others
     with the `hws-latency` champion.
@@ -251,7 +260,7 @@ def predict_latency(
             raise click.UsageError("give --device and at least one --arch-key (or --queries FILE)")
         n = len(arch_keys)
         queries = pl.DataFrame({"device_id": [device_id] * n, "space": [space] * n, "arch_key": list(arch_keys)})
-    answer = _dispatch("latency", queries, version, store_path)
+    answer = _dispatch("latency", queries, version, store_path, strict)
     _emit(queries.with_columns(answer.outputs["latency_ms"]), answer, as_json=as_json, out=out)
 
 

@@ -31,6 +31,15 @@ def finite_or_null(frame: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def domain_fields(in_domain: Sequence[bool | None]) -> dict[str, Any]:
+    """The response's ``in_domain`` (every query inside the training domain: true; some outside:
+    false; the model's domain unknown: null) and ``out_of_domain`` (indices of the queries outside)."""
+    if any(flag is None for flag in in_domain) or not in_domain:
+        return {"in_domain": None, "out_of_domain": []}
+    outside = [i for i, flag in enumerate(in_domain) if flag is False]
+    return {"in_domain": not outside, "out_of_domain": outside}
+
+
 def json_response(head: dict[str, Any], rows_key: str, rows: pl.DataFrame, status: int = 200) -> Response:
     """``{**head, rows_key: [row, ...]}`` serialised by polars (fast for 10k-row batches)."""
     prefix = json.dumps(head)[:-1]

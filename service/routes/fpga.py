@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends
 
 from hwsurrogate.service.body import json_body, request_body
 from hwsurrogate.service.deps import ConfigDep, DispatchDep, ModelsDep
-from hwsurrogate.service.routes._common import check_batch, finite_or_null
+from hwsurrogate.service.routes._common import check_batch, domain_fields, finite_or_null
 from hwsurrogate.service.schemas import (
     FpgaPrediction,
     FpgaPredictionBatch,
@@ -54,13 +54,15 @@ def _hls_frame(designs: list[HlsDesign]) -> pl.DataFrame:
 
 
 def _predict(
-    dispatch: Dispatch, models: ServedModels, task: str, frame: pl.DataFrame, kind: str
-) -> list[FpgaPrediction]:
-    answer = run_dispatch(dispatch, task, frame)
-    out = finite_or_null(answer.outputs.cast(dict.fromkeys(OUTPUTS[task], pl.Float64)))
+    dispatch: Dispatch, models: ServedModels, task: str, frame: pl.DataFrame, kind: str, strict: bool
+) -> tuple[list[FpgaPrediction], list[str], list[bool | None]]:
+    answer = run_dispatch(dispatch, task, frame, strict=strict)
+    out = finite_or_null(answer.outputs.select(OUTPUTS[task]).cast(dict.fromkeys(OUTPUTS[task], pl.Float64)))
     ref = ModelRef(name=answer.model.name, version=answer.model.version)
     stage = models.stage(task)
-    return [FpgaPrediction(type=kind, stage=stage, model=ref, **row) for row in out.iter_rows(named=True)]  # type: ignore[arg-type]
+    preds = [FpgaPrediction(type=kind, stage=stage, model=ref, **row) for row in out.iter_rows(named=True)]  # type: ignore[arg-type]
+    flags = answer.in_domain if len(answer.in_domain) == len(preds) else [None] * len(preds)
+    return preds, [f"{kind}: {w}" for w in answer.warnings], flags
 
 
 @router.post(
@@ -81,15 +83,18 @@ def predict_fpga(
     check_batch("designs", len(batch.designs), config.max_predict_queries)
     slots: list[FpgaPrediction | None] = [None] * len(batch.designs)
     groups: dict[str, list[int]] = {"hls4ml": [], "hls": []}
+    warnings: list[str] = []
+    in_domain: list[bool | None] = [None] * len(batch.designs)
     for i, d in enumerate(batch.designs):
         groups[d.type].append(i)
-    if groups["hls4ml"]:
-        frame = _hls4ml_frame([batch.designs[i] for i in groups["hls4ml"]])  # type: ignore[misc]
-        for i, p in zip(groups["hls4ml"], _predict(dispatch, models, "fpga-hls4ml", frame, "hls4ml"), strict=True):
-            slots[i] = p
-    if groups["hls"]:
-        frame = _hls_frame([batch.designs[i] for i in groups["hls"]])  # type: ignore[misc]
-        for i, p in zip(groups["hls"], _predict(dispatch, models, "fpga-hlsyn", frame, "hls"), strict=True):
-            slots[i] = p
+    for kind, task, make in (("hls4ml", "fpga-hls4ml", _hls4ml_frame), ("hls", "fpga-hlsyn", _hls_frame)):
+        if groups[kind]:
+            frame = make([batch.designs[i] for i in groups[kind]])  # type: ignore[arg-type]
+            preds, notes, flags = _predict(dispatch, models, task, frame, kind, batch.strict)
+            warnings += notes  # query rows in them count within this design type
+            for i, p, flag in zip(groups[kind], preds, flags, strict=True):
+                slots[i], in_domain[i] = p, flag
     preds = [p for p in slots if p is not None]
-    return FpgaPredictionBatch(count=len(preds), predictions=preds)
+    return FpgaPredictionBatch(
+        warnings=warnings, **domain_fields(in_domain), count=len(preds), predictions=preds
+    )

@@ -11,7 +11,13 @@ from fastapi.responses import Response
 
 from hwsurrogate.service.body import json_rows_body, request_body
 from hwsurrogate.service.deps import ConfigDep, DispatchDep
-from hwsurrogate.service.routes._common import check_batch, finite_or_null, json_response, server_timing
+from hwsurrogate.service.routes._common import (
+    check_batch,
+    domain_fields,
+    finite_or_null,
+    json_response,
+    server_timing,
+)
 from hwsurrogate.service.schemas import GemmPredictionBatch, GemmQueryBatch
 from hwsurrogate.service.served import run_dispatch
 from hwsurrogate.surrogates.api import INPUTS, OUTPUTS
@@ -35,17 +41,22 @@ def predict_gemm(
     config: ConfigDep,
     request: Request,
 ) -> Response:
-    """Predict ``runtime_ms``, ``power_w`` and ``energy_j`` (null when the model has no power target)."""
+    """Predict ``runtime_ms``, ``power_w`` and ``energy_j`` (null when the model has no power target).
+
+    Each prediction says ``in_domain`` (device, op, dtype and shape inside what the model was
+    trained on); ``"strict": true`` refuses out-of-domain queries with a 422 instead."""
     t0 = time.perf_counter()
     check_batch("queries", queries.height, config.max_predict_queries)
     frame = queries.rename({"device": "device_id"})
     t_model = time.perf_counter()
-    answer = run_dispatch(dispatch, "gemm", frame.select(INPUTS["gemm"]))
+    strict = bool(getattr(request.state, "body_fields", {}).get("strict", False))
+    answer = run_dispatch(dispatch, "gemm", frame.select(INPUTS["gemm"]), strict=strict)
     t_model = time.perf_counter() - t_model
     out = finite_or_null(answer.outputs.select([pl.col(c).cast(pl.Float64) for c in OUTPUTS["gemm"]]))
     head: dict[str, object] = {
         "model": {"name": answer.model.name, "version": answer.model.version},
         "predictor": answer.predictor,
+        **domain_fields(answer.in_domain),
         "count": out.height,
     }
     if answer.warnings:

@@ -11,7 +11,7 @@ from fastapi.responses import Response
 from hwsurrogate.service.body import json_body, request_body
 from hwsurrogate.service.deps import ArchIndexDep, ConfigDep, DispatchDep
 from hwsurrogate.service.lookup import canonical_keys
-from hwsurrogate.service.routes._common import check_batch, finite_or_null, json_response
+from hwsurrogate.service.routes._common import check_batch, domain_fields, finite_or_null, json_response
 from hwsurrogate.service.schemas import LatencyPredictionBatch, LatencyQueryBatch
 from hwsurrogate.service.served import run_dispatch
 
@@ -48,7 +48,7 @@ def predict_latency(
         resolved = arch_index.resolve(batch.space, idx, field="archs")
         keys = keys.scatter(missing.arg_true(), resolved)
     frame = pl.DataFrame({"device_id": batch.device, "space": batch.space, "arch_key": keys})
-    answer = run_dispatch(dispatch, "latency", frame)
+    answer = run_dispatch(dispatch, "latency", frame, strict=batch.strict)
     latency = answer.outputs["latency_ms"].cast(pl.Float64)
     rows = finite_or_null(pl.DataFrame({"arch_key": keys, "latency_ms": latency}))
     head = {
@@ -56,6 +56,8 @@ def predict_latency(
         "space": batch.space,
         "predictor": answer.predictor,
         "model": {"name": answer.model.name, "version": answer.model.version},
+        "warnings": answer.warnings,
+        **domain_fields(answer.in_domain),
         "count": rows.height,
     }
     return json_response(head, "predictions", rows)

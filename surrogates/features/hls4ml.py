@@ -55,6 +55,110 @@ def parse_precision(text: object) -> tuple[float, float]:
     return float(fixed.width), float(fixed.integer)
 
 
+#: Layer classes hls4ml converts (its ``layer_map`` plus the Keras/QKeras layers its converters map
+#: onto them or skip, and its own internal class names, which the report parser writes).
+HLS4ML_LAYER_CLASSES: frozenset[str] = frozenset(
+    """
+    Input InputLayer Activation QActivation LeakyReLU ThresholdedReLU ELU PReLU ReLU Softmax TernaryTanh
+    HardActivation ParametrizedActivation Reshape Flatten Permute Transpose Dense BinaryDense TernaryDense
+    QDense QDenseBatchnorm DenseBatchnorm Conv1D QConv1D Conv2D BinaryConv2D QConv2D QConv2DBatchnorm
+    Conv2DBatchnorm SeparableConv1D QSeparableConv1D SeparableConv2D QSeparableConv2D DepthwiseConv1D
+    DepthwiseConv2D QDepthwiseConv2D BatchNormalization QBatchNormalization MaxPooling1D AveragePooling1D
+    MaxPooling2D AveragePooling2D Pooling1D Pooling2D GlobalMaxPooling1D GlobalAveragePooling1D
+    GlobalMaxPooling2D GlobalAveragePooling2D GlobalPooling1D GlobalPooling2D ZeroPadding1D ZeroPadding2D
+    Cropping1D Cropping2D Merge Add Subtract Multiply Average Maximum Minimum Concatenate Dot Resize
+    UpSampling1D UpSampling2D Embedding SimpleRNN QSimpleRNN LSTM QLSTM GRU QGRU GarNet GarNetStack
+    LayerGroup BiasAdd Dropout
+    """.split()
+)
+_LAYER_CLASSES_LOWER = {c.lower(): c for c in HLS4ML_LAYER_CLASSES}
+#: Top-level ``class_name`` of a Keras ``model.to_json()`` (not a layer list).
+_KERAS_MODEL_CLASSES = {"sequential", "functional", "model"}
+
+
+def _layer_list_error(model_json: object) -> str | None:
+    """Why ``model_json`` is not an hls4ml layer list (the ``model`` column's format), or None."""
+    try:
+        layers = json.loads(model_json) if isinstance(model_json, str) else None
+    except ValueError:
+        return f"is not valid JSON: {str(model_json)[:80]!r}"
+    if layers is None:
+        return "is empty; expected a JSON list of layers"
+    if isinstance(layers, dict):
+        if str(layers.get("class_name", "")).lower() in _KERAS_MODEL_CLASSES or "keras_version" in layers:
+            return (
+                "is a Keras model.to_json(), not an hls4ml layer list; pass one object per layer with "
+                "class_name, d_in, d_out, neurons/filters, ... (docs/fpga-data.md), e.g. the `model` column "
+                "that `hws collect fpga parse` writes"
+            )
+        layers = layers.get("layers") or layers.get("model_config") or [layers]
+    if not isinstance(layers, list) or not layers:
+        return "must be a non-empty JSON list of layers"
+    for j, layer in enumerate(layers):
+        if not isinstance(layer, dict):
+            return f"layer {j} is {type(layer).__name__}, not an object"
+        cls = layer.get("class_name", layer.get("type"))
+        if not isinstance(cls, str) or cls.lower() not in _LAYER_CLASSES_LOWER:
+            return (
+                f"layer {j} has class_name {cls!r}, which hls4ml does not convert; known: "
+                f"{', '.join(sorted(HLS4ML_LAYER_CLASSES))}"
+            )
+        if isinstance(layer.get("config"), dict) and not any(
+            k in layer for k in ("d_in", "d_out", "neurons", "input_shape", "output_shape", "parameters")
+        ):
+            return (
+                f"layer {j} ({cls}) is a Keras layer config (sizes under 'config'), not an hls4ml layer "
+                "with d_in/d_out/neurons; see docs/fpga-data.md"
+            )
+    return None
+
+
+def check_hls4ml_queries(queries: pl.DataFrame, *, parts: Sequence[str] = ()) -> None:
+    """Refuse what hls4ml could not build: a ValueError naming the column and the first bad row.
+
+    ``model`` must be an hls4ml layer list of known layer classes (a Keras ``model.to_json()`` is
+    refused), ``reuse_factor`` a finite integer >= 1, ``precision`` null or an hls4ml fixed-point
+    type (:func:`hwsurrogate.datasets.precision.parse_precision`), and ``part`` one of ``parts``
+    (the parts the model was trained on) when given.
+    """
+    from hwsurrogate.datasets.precision import parse_precision as parse_fixed
+
+    missing = [c for c in HLS4ML_QUERY_COLUMNS if c not in queries.columns]
+    if missing:
+        raise ValueError(f"fpga-hls4ml queries miss column(s) {missing}")
+
+    def fail(col: str, row: int, why: str) -> ValueError:
+        return ValueError(f"fpga-hls4ml queries: column {col!r} {why} (row {row})")
+
+    rf = queries["reuse_factor"].cast(pl.Float64, strict=False)
+    bad = (rf.is_null() | rf.is_nan() | (rf < 1) | (rf != rf.floor())).fill_null(True)
+    if bad.any():
+        i = int(bad.arg_true()[0])
+        raw = queries["reuse_factor"][i]
+        raise fail("reuse_factor", i, f"must be an integer >= 1; it is {raw!r}")
+    prec = queries["precision"].cast(pl.String)
+    for value in prec.drop_nulls().unique(maintain_order=True).to_list():
+        if parse_fixed(value) is None:
+            i = int((prec == value).arg_true()[0])
+            raise fail("precision", i, f"is {value!r}, not an hls4ml fixed-point type (ap_fixed<W,I>, ap_ufixed<W,I>, "
+                       "ap_int<W>, ap_uint<W>, with or without the ap_ prefix)")  # fmt: skip
+    if parts:
+        part = queries["part"].cast(pl.String)
+        unknown = (~part.is_in(list(parts))).fill_null(True)
+        if unknown.any():
+            i = int(unknown.arg_true()[0])
+            known = ", ".join(parts)
+            raise fail(
+                "part", i, f"is {part[i]!r}, a part this model was not trained on; known parts: {known}"
+            )
+    models = queries["model"].cast(pl.String)
+    for value in models.unique(maintain_order=True).to_list():
+        why = _layer_list_error(value)
+        if why is not None:
+            rows = models.is_null() if value is None else (models == value).fill_null(False)
+            raise fail("model", int(rows.arg_true()[0]), why)
+
+
 def _shape_size(shape: object) -> float:
     """Number of elements of a Keras shape like ``[null, 16]`` or ``[[null, 8, 8, 3]]``."""
     if isinstance(shape, list) and shape and isinstance(shape[0], list):
@@ -180,13 +284,8 @@ def hls4ml_features(queries: pl.DataFrame, *, parts: Sequence[str] = ()) -> pl.D
     factors and precisions); everything else is columnar. ``parts`` fixes the part codes seen
     at training (an unseen part gets code -1).
     """
-    missing = [c for c in HLS4ML_QUERY_COLUMNS if c not in queries.columns]
-    if missing:
-        raise ValueError(f"fpga-hls4ml queries miss column(s) {missing}")
+    check_hls4ml_queries(queries, parts=parts)
     rf = queries["reuse_factor"].cast(pl.Float64, strict=False)
-    if (rf.is_null() | (rf < 1)).any():
-        i = int((rf.is_null() | (rf < 1)).arg_true()[0])
-        raise ValueError(f"fpga-hls4ml queries: column 'reuse_factor' must be >= 1; row {i} has {rf[i]!r}")
     prec = queries["precision"].cast(pl.String)
     bits = prec.map_elements(lambda s: parse_precision(s)[0], return_dtype=pl.Float64)
     ibits = prec.map_elements(lambda s: parse_precision(s)[1], return_dtype=pl.Float64)

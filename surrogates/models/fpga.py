@@ -25,7 +25,8 @@ from sklearn.ensemble import (
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from hwsurrogate.surrogates.api import OUTPUTS
+from hwsurrogate.surrogates.api import NOTE_COLUMN, OUTPUTS
+from hwsurrogate.surrogates.domain import record_domain
 from hwsurrogate.surrogates.features.hls4ml import hls4ml_features
 from hwsurrogate.surrogates.features.hlsyn import hlsyn_features
 from hwsurrogate.surrogates.models.gemm import as_polars
@@ -185,6 +186,12 @@ class FpgaRegressor(ServesTrees, RegressorMixin, BaseEstimator):
             raise ValueError("physics=True needs kind='hlsyn' and the program graphs (parameter 'graphs')")
         if self.kind == "hls4ml":
             self.parts_ = tuple(sorted(q["part"].cast(pl.String).drop_nulls().unique().to_list()))
+            # what this model has seen (part, strategy, io_type, precision and reuse-factor ranges)
+            self.training_domain_ = record_domain("fpga-hls4ml", q)
+            units = q["bram_unit"].drop_nulls().unique().to_list() if "bram_unit" in q.columns else []
+            self.bram_unit_ = units[0] if len(units) == 1 else None
+        else:
+            self.training_domain_ = record_domain("fpga-hlsyn", q)  # kernels and tools seen
         self.graph_stats_ = self.graph_stats
         self.empty_features_ = None
         x = self._features(q)
@@ -298,13 +305,53 @@ class LogTreeEnsemble(ServesTrees, RegressorMixin, BaseEstimator):
         return np.exp((self.predict_trees(self.gbt_, x) + self.predict_trees(self.forest_, x)) / 2)
 
 
+def physically_consistent(
+    out: dict[str, np.ndarray], bram_unit: str | None
+) -> tuple[dict[str, np.ndarray], list[str]]:
+    """hls4ml outputs as a report states them, with a note per row where a value was changed.
+
+    LUT, FF, DSP, cycles and II are whole numbers; BRAM is a whole number of the report's blocks
+    (``bram36k`` reports count an 18K half as 0.5); II is at least 1 and at most ``cycles + 1``
+    (a design that is not pipelined accepts a new input one cycle after it finishes: HLS reports
+    ``interval = latency + 1``, as 91 of the 1,016 wa-hls4ml training rows do).
+    """
+    out = {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
+    n = len(next(iter(out.values()))) if out else 0
+    notes = [""] * n
+    for col in ("lut", "ff", "dsp", "cycles", "ii"):
+        if col in out:
+            out[col] = np.rint(out[col])
+    if "bram" in out:
+        out["bram"] = np.rint(out["bram"] * 2) / 2 if bram_unit == "bram36k" else np.rint(out["bram"])
+    if "ii" in out:
+        out["ii"] = np.maximum(out["ii"], 1.0)
+    if "ii" in out and "cycles" in out:
+        limit = out["cycles"] + 1
+        over = np.flatnonzero(np.isfinite(limit) & (out["ii"] > limit))
+        for i in over:
+            notes[i] = (
+                f"ii {out['ii'][i]:.0f} clipped to cycles + 1 = {limit[i]:.0f} (an interval never exceeds the latency + 1)"
+            )
+        out["ii"] = np.where(np.isfinite(limit), np.minimum(out["ii"], limit), out["ii"])
+    return out, notes
+
+
 class FpgaPyfunc(ServesTrees):
-    """The served model of ``fpga-hls4ml`` / ``fpga-hlsyn``: queries in, the task's outputs out."""
+    """The served model of ``fpga-hls4ml`` / ``fpga-hlsyn``: queries in, the task's outputs out.
+
+    hls4ml outputs are made physically consistent (:func:`physically_consistent`); rows where a
+    value had to be clipped carry a ``note`` column (only present when some row has one).
+    """
 
     def __init__(self, task: str, regressor: FpgaRegressor, classifier: Any = None) -> None:
         self.task = task
         self.regressor = regressor
         self.classifier = classifier
+
+    @property
+    def training_domain(self) -> dict[str, Any] | None:
+        """The regressor's training domain; None for models fitted before domains were recorded."""
+        return getattr(self.regressor, "training_domain_", None)
 
     def predict_frame(self, queries: Any) -> pl.DataFrame:
         q = as_polars(queries)
@@ -318,13 +365,18 @@ class FpgaPyfunc(ServesTrees):
             if self.classifier is not None:
                 x = self.regressor._features(q)
                 out["valid_prob"] = self.positive_proba_trees(self.classifier, x)
+            notes: list[str] = []
         else:
             out = {t: np.clip(cols[t], 0, None) for t in self.regressor.targets}
+            out, notes = physically_consistent(out, getattr(self.regressor, "bram_unit_", None))
         frame = pl.DataFrame({k: np.asarray(v, dtype=np.float64) for k, v in out.items()})
         for c in OUTPUTS[self.task]:
             if c not in frame.columns:
                 frame = frame.with_columns(pl.lit(None, dtype=pl.Float64).alias(c))
-        return frame.select(OUTPUTS[self.task]).with_columns(pl.all().fill_nan(None))
+        frame = frame.select(OUTPUTS[self.task]).with_columns(pl.all().fill_nan(None))
+        if any(notes):
+            frame = frame.with_columns(pl.Series(NOTE_COLUMN, [n or None for n in notes], dtype=pl.String))
+        return frame
 
 
 def fit_validity_classifier(

@@ -29,6 +29,7 @@ from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from hwsurrogate.surrogates.domain import record_domain
 from hwsurrogate.surrogates.features.gemm import (
     GEMM_FEATURE_VERSION,
     GEMM_QUERY_COLUMNS,
@@ -158,6 +159,8 @@ class GemmRegressor(ServesTrees, RegressorMixin, BaseEstimator):
         self.feature_names_ = gemm_feature_names(device_features=self.device_features)
         self.n_features_in_ = x.shape[1]
         self.devices_ = self.device_table_["device_id"].to_list()
+        # what this model has seen (device, op, dtype, shape ranges): the dispatch checks queries against it
+        self.training_domain_ = record_domain("gemm", q)
         return self
 
     def predict(self, X: Any, *, extra_devices: pl.DataFrame | None = None) -> np.ndarray:
@@ -198,6 +201,11 @@ class GemmPyfunc:
     @property
     def devices(self) -> list[str]:
         return list(self.runtime.devices_)
+
+    @property
+    def training_domain(self) -> dict[str, Any] | None:
+        """The runtime model's training domain; None for models fitted before domains were recorded."""
+        return getattr(self.runtime, "training_domain_", None)
 
     def predict_frame(self, queries: Any, *, extra_devices: pl.DataFrame | None = None) -> pl.DataFrame:
         q = as_polars(queries)

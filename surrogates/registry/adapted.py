@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -36,14 +37,17 @@ from hwsurrogate.surrogates.fewshot import (
 )
 from hwsurrogate.surrogates.fewshot.gemm import GemmCorrection
 from hwsurrogate.surrogates.registry.cache import LocalModelCache, store_root
-from hwsurrogate.surrogates.training.metrics import mape
+from hwsurrogate.surrogates.training.metrics import mape, spearman
 
 __all__ = [
+    "HELDOUT_FOLDS",
     "AdaptedDevice",
     "AdaptedDeviceRegistry",
     "AdaptedGemmDevice",
     "AdaptedRecords",
     "adapted_dir",
+    "heldout_folds",
+    "heldout_latency",
     "list_adapted",
     "load_adapted",
     "predict_latency",
@@ -94,7 +98,10 @@ class AdaptedDevice:
     created_at: str
     heads: dict[str, DeviceHead]
     measurements: list[dict[str, Any]]
-    support_mape: dict[str, float]
+    support_mape: dict[str, float]  #: per space: the error on the measurements the heads were fitted on
+    #: per space: MAPE (%) and Spearman of predictions for measurements left out of the fit
+    #: (``heldout["method"]``: 5-fold, or leave-one-out up to 5); empty for records saved before it existed
+    heldout: dict[str, Any] = field(default_factory=dict)
 
     @property
     def spaces(self) -> list[str]:
@@ -112,6 +119,7 @@ class AdaptedDevice:
             "created_at": self.created_at,
             "n_measurements": self.n_measurements,
             "support_mape": self.support_mape,
+            "heldout": self.heldout,
             "heads": {s: h.to_json() for s, h in self.heads.items()},
             "measurements": self.measurements,
         }
@@ -126,6 +134,7 @@ class AdaptedDevice:
             heads={s: DeviceHead.from_json(h) for s, h in d["heads"].items()},
             measurements=list(d["measurements"]),
             support_mape={k: float(v) for k, v in d.get("support_mape", {}).items()},
+            heldout=dict(d.get("heldout", {})),
         )
 
 
@@ -258,6 +267,8 @@ class AdaptedDeviceRegistry:
         m = check_measurements(measurements, min_per_space=model.config.min_measurements)
         heads: dict[str, DeviceHead] = {}
         support_mape: dict[str, float] = {}
+        t0 = time.perf_counter()
+        heldout: dict[str, Any] = {"per_space": {}}
         for (space,), part in m.group_by(["space"], maintain_order=True):
             space = str(space)
             keys = part["arch_key"].to_list()
@@ -266,6 +277,10 @@ class AdaptedDeviceRegistry:
             heads[space] = head
             fit = model.predict(head, keys)
             support_mape[space] = mape(y, fit)
+            heldout["per_space"][space] = heldout_latency(model, space, keys, y)
+        methods = {v["method"] for v in heldout["per_space"].values() if v.get("method")}
+        heldout["method"] = methods.pop() if len(methods) == 1 else ", ".join(sorted(methods))
+        heldout["seconds"] = round(time.perf_counter() - t0, 3)
         device = AdaptedDevice(
             device_id=device_id,
             model_name=MODEL_NAME,
@@ -274,6 +289,7 @@ class AdaptedDeviceRegistry:
             heads=heads,
             measurements=m.to_dicts(),
             support_mape=support_mape,
+            heldout=heldout,
         )
         self.records.save(check_device_name(device_id), device.to_json(), indent=1)
         return device
@@ -289,6 +305,49 @@ class AdaptedDeviceRegistry:
         model, _ = self.load_model(device.model_version)
         keys = [archspaces.check_arch_key(space, k) for k in arch_keys]
         return model.predict(device.heads[space], keys)
+
+
+#: folds of the held-out estimates (latency per space, GEMM per device): leave-one-out up to this
+#: many measurements, k-fold above. Each fold is one more adaptation (latency ``adapt_rows``: 0.1-0.4 s
+#: on the shared 2-core CPU), so leave-one-out at 20 measurements cost 5 s; 5 folds cost 5 fits.
+HELDOUT_FOLDS = 5
+
+
+def heldout_folds(n: int, min_fit: int, *, max_folds: int, seed: int = 0) -> tuple[np.ndarray | None, str]:
+    """Fold of each of ``n`` measurements: ``min(n, max_folds)`` folds (leave-one-out when that is
+    ``n``), shuffled with ``seed``, so that every fit keeps >= ``min_fit``; (None, why) when impossible."""
+    k = min(n, max_folds)
+    if k < 2 or n - int(np.ceil(n / k)) < min_fit:
+        return None, f"too few measurements to leave any out (need > {min_fit})"
+    folds = np.random.default_rng(seed).permutation(n) % k
+    return folds, "leave-one-out" if k == n else f"{k}-fold"
+
+
+def heldout_latency(
+    model: FewShotLatencyRegressor, space: str, keys: Sequence[str], y: np.ndarray
+) -> dict[str, Any]:
+    """MAPE (%) and Spearman of each measurement predicted by a head adapted without it (its fold:
+    :data:`HELDOUT_FOLDS`-fold, leave-one-out up to that many measurements).
+
+    The same fit as :meth:`FewShotLatencyRegressor.adapt` / ``predict`` (``adapt_rows`` and
+    ``predict_head`` on the design rows of ``keys``, computed once: a row's features do not depend
+    on the other rows), so a fold costs one ``adapt_rows``, not a feature pass.
+    """
+    from hwsurrogate.surrogates.fewshot import predict_head
+
+    n = len(keys)
+    folds, method = heldout_folds(n, model.config.min_measurements, max_folds=HELDOUT_FOLDS)
+    if folds is None:
+        return {"method": "", "mape": None, "spearman": None, "n": n, "note": method}
+    F = model.features(space, list(keys))
+    log_y = np.log(np.asarray(y, dtype=float))
+    pred = np.full(n, np.nan)
+    for f in np.unique(folds):
+        out = folds == f
+        head = model.adapt_rows(space, F[~out], log_y[~out])
+        pred[out] = np.exp(predict_head(head, F[out]))
+    rho = spearman(y, pred) if n >= 3 else float("nan")
+    return {"method": method, "mape": mape(y, pred), "spearman": None if rho != rho else rho, "n": n}
 
 
 def predict_latency(
@@ -319,6 +378,13 @@ class AdaptedGemmDevice:
     created_at: str = ""
     load_seconds: float = 0.0  # loading the champion (0 when a loaded predictor was passed)
     fit_seconds: float = 0.0  # both adaptation steps, from descriptors to the fitted correction
+    #: MAPE (%) on measurements left out of the fit (``heldout_method``: leave-one-out or k-fold);
+    #: None when too few measurements to leave any out, or for records saved before it existed
+    heldout_mape: float | None = None
+    heldout_method: str = ""
+    heldout_seconds: float = 0.0
+    #: the measured shapes' domain (:mod:`hwsurrogate.surrogates.domain`); None: unknown (older records)
+    domain: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)

@@ -14,7 +14,7 @@ import numpy as np
 import polars as pl
 
 from hwsurrogate.errors import HwSurrogateError
-from hwsurrogate.surrogates.api import INPUTS, MODEL_NAMES, OUTPUTS
+from hwsurrogate.surrogates.api import INPUTS, MODEL_NAMES, NOTE_COLUMN, OUTPUTS
 from hwsurrogate.surrogates.registry.tracking import CHAMPION, configure_mlflow
 
 
@@ -65,7 +65,8 @@ class LoadedPredictor:
         for col in OUTPUTS[self.task]:
             if col not in frame.columns:
                 frame = frame.with_columns(pl.lit(None, dtype=pl.Float64).alias(col))
-        return frame.select(OUTPUTS[self.task])
+        notes = [NOTE_COLUMN] if NOTE_COLUMN in frame.columns else []  # per-row notes, for the dispatch
+        return frame.select(*OUTPUTS[self.task], *notes)
 
 
 def model_uri(task: str, *, alias: str = CHAMPION, version: str | int | None = None) -> str:

@@ -89,6 +89,15 @@ class LatencyPyfunc(mlflow.pyfunc.PythonModel):
         """Devices each space's model answers for."""
         return {space: predictor_devices(m) for space, m in self.models.items()}
 
+    @property
+    def training_domain(self) -> dict[str, Any]:
+        """Device and space: the devices each space's model was fitted on (other queries are refused)."""
+        regions = {d: {"space": {"values": []}} for devs in self.devices.values() for d in devs}
+        for space, devs in self.devices.items():
+            for d in devs:
+                regions[d]["space"]["values"].append(space)
+        return {"task": "latency", "by": "device_id", "regions": dict(sorted(regions.items()))}
+
     def predict_frame(self, queries: pd.DataFrame) -> pd.DataFrame:
         missing = [c for c in INPUTS["latency"] if c not in queries.columns]
         if missing:
@@ -128,4 +137,6 @@ def log_latency_model(model: LatencyPyfunc, example: pd.DataFrame) -> Any:
     from mlflow.models import infer_signature
 
     signature = infer_signature(example, model.predict_frame(example))
-    return mlflow.pyfunc.log_model(name="model", python_model=model, signature=signature, input_example=example)
+    return mlflow.pyfunc.log_model(
+        name="model", python_model=model, signature=signature, input_example=example
+    )

@@ -1,0 +1,147 @@
+"""Training domains: what a fitted model has seen, recorded at fit time, checked at prediction time.
+
+A domain is a JSON-able dict stored on the fitted model (``training_domain_``) or on an adapted
+device's record::
+
+    {"by": "device_id",                       # optional: the column that picks a region
+     "regions": {"neusight/A100": {           # "*" when there is no "by" column
+         "op": {"values": ["bmm", "linear"]},  # categorical field: the values seen
+         "m": {"min": 16, "max": 8192},        # numeric field: the range seen
+     }}}
+
+:func:`record_domain` describes training rows (called by the models' ``fit``);
+:func:`domain_issues` says, per query row, which fields lie outside (called only by the
+dispatch, :mod:`hwsurrogate.surrogates.predict`, which turns them into ``in_domain`` flags,
+warnings, or a refusal under ``strict``). A model without a recorded domain (pickled before
+domains existed) has domain None: "unknown", never checked.
+
+Derived fields: ``precision_bits`` is the total width of the ``precision`` column, parsed with
+the project's one precision grammar (:func:`hwsurrogate.datasets.precision.parse_precision`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import polars as pl
+
+__all__ = ["DOMAIN_FIELDS", "domain_issues", "domain_parts", "record_domain"]
+
+#: Fields of each task's domain: (categorical fields, numeric fields, the column picking a region).
+DOMAIN_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...], str | None]] = {
+    "gemm": (("op", "dtype"), ("m", "n", "k", "batch"), "device_id"),
+    "fpga-hls4ml": (("part", "strategy", "io_type"), ("precision_bits", "reuse_factor"), None),
+    "fpga-hlsyn": (("kernel", "tool"), (), None),
+}
+
+
+def _precision_bits(precision: pl.Series) -> pl.Series:
+    from hwsurrogate.datasets.precision import parse_precision
+
+    def width(text: str | None) -> float | None:
+        fp = parse_precision(text)
+        return float(fp.width) if fp is not None else None
+
+    values = precision.cast(pl.String)
+    uniq = {v: width(v) for v in values.unique().to_list()}  # a handful of distinct strings
+    return values.replace_strict(uniq, default=None, return_dtype=pl.Float64).alias("precision_bits")
+
+
+def _with_derived(frame: pl.DataFrame, fields: Sequence[str]) -> pl.DataFrame:
+    if "precision_bits" in fields and "precision_bits" not in frame.columns and "precision" in frame.columns:
+        frame = frame.with_columns(_precision_bits(frame["precision"]))
+    return frame
+
+
+def _describe(frame: pl.DataFrame, categorical: Sequence[str], numeric: Sequence[str]) -> dict[str, Any]:
+    region: dict[str, Any] = {}
+    for col in categorical:
+        if col in frame.columns:
+            region[col] = {"values": sorted(str(v) for v in frame[col].drop_nulls().unique().to_list())}
+    for col in numeric:
+        if col in frame.columns:
+            s = frame[col].cast(pl.Float64, strict=False).drop_nulls().drop_nans()
+            if s.len():
+                region[col] = {"min": float(s.min()), "max": float(s.max())}  # type: ignore[arg-type]
+    return region
+
+
+def record_domain(task: str, frame: pl.DataFrame) -> dict[str, Any]:
+    """The training domain of ``task``'s model fitted on ``frame`` (its training rows)."""
+    categorical, numeric, by = DOMAIN_FIELDS[task]
+    frame = _with_derived(frame, numeric)
+    if by is None or by not in frame.columns:
+        return {"task": task, "regions": {"*": _describe(frame, categorical, numeric)}}
+    regions = {
+        str(key): _describe(part, categorical, numeric)
+        for (key,), part in frame.group_by([by], maintain_order=True)
+        if key is not None
+    }
+    return {"task": task, "by": by, "regions": dict(sorted(regions.items()))}
+
+
+def domain_parts(domain: dict[str, Any] | None) -> list[str]:
+    """The FPGA parts of a domain (all regions), sorted; [] when unknown."""
+    if not domain:
+        return []
+    return sorted(
+        {p for r in domain.get("regions", {}).values() for p in r.get("part", {}).get("values", [])}
+    )
+
+
+def _fmt(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def domain_issues(domain: dict[str, Any], queries: pl.DataFrame) -> list[list[str]]:
+    """Per query row, the reasons it lies outside ``domain`` ([] for a row inside it).
+
+    A null query value is not checked (e.g. no ``precision``: the layer list's own bits apply).
+    One vectorised pass per region; messages are built only for rows that fail.
+    """
+    by = domain.get("by")
+    regions: dict[str, Any] = domain.get("regions", {})
+    fields = sorted({f for r in regions.values() for f in r})
+    q = _with_derived(queries, fields)
+    issues: list[list[str]] = [[] for _ in range(q.height)]
+    if by is not None and by in q.columns:
+        keys = q[by].cast(pl.String)
+        uniq = keys.unique(maintain_order=True).to_list()
+        groups = [(uniq[0], None)] if len(uniq) == 1 else [(k, keys == k) for k in uniq]
+    else:
+        groups = [("*", None)]
+    for key, mask in groups:
+        rows = list(range(q.height)) if mask is None else mask.arg_true().to_list()
+        region = regions.get(str(key)) if by is not None else regions.get("*")
+        if region is None:
+            for i in rows:
+                issues[i].append(f"{by}={key!r} is not in the training data")
+            continue
+        part = q if mask is None else q.filter(mask)
+        checks = []
+        for col, spec in region.items():
+            if col not in part.columns:
+                continue
+            if "values" in spec:
+                bad = ~pl.col(col).cast(pl.String).is_in(spec["values"])
+            else:
+                value = pl.col(col).cast(pl.Float64, strict=False)
+                bad = (value < spec["min"]) | (value > spec["max"])
+            checks.append(bad.fill_null(False).alias(col))
+        if not checks:
+            continue
+        flags = part.select(checks)
+        if not flags.select(pl.any_horizontal(pl.all()).any()).item():
+            continue  # the common case: every row inside
+        for col in flags.columns:
+            spec = region[col]
+            for j in flags[col].arg_true().to_list():
+                value = part[col][j]
+                if "values" in spec:
+                    seen = ", ".join(spec["values"]) or "none"
+                    issues[rows[j]].append(f"{col}={str(value)!r} (trained on {seen})")
+                else:
+                    lo, hi = _fmt(spec["min"]), _fmt(spec["max"])
+                    issues[rows[j]].append(f"{col}={_fmt(float(value))} outside the trained range {lo}..{hi}")
+    return issues
