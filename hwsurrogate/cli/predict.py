@@ -51,6 +51,22 @@ def read_queries(path: str | Path) -> pl.DataFrame:
         ) from None
 
 
+def _check_before_loading(task: str, queries: pl.DataFrame) -> None:
+    """Reject bad values before any model loads (a model load costs far more than these checks)."""
+    try:
+        if task == "gemm":
+            from hwsurrogate.surrogates.features.gemm import check_gemm_queries
+
+            check_gemm_queries(queries)
+        elif task == "latency":
+            from hwsurrogate.surrogates.features import nas
+
+            for (space,), part in queries.group_by("space", maintain_order=True):
+                nas.arch_vectors(str(space), part["arch_key"])
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 def _dispatch(task: str, queries: pl.DataFrame, version: str | None, store_path: Path | None) -> Answer:
     """The dispatch's answer; errors become one line, warnings go to stderr.
 
@@ -59,6 +75,7 @@ def _dispatch(task: str, queries: pl.DataFrame, version: str | None, store_path:
     """
     from hwsurrogate.surrogates.predict import local_dispatch
 
+    _check_before_loading(task, queries)
     try:
         answer = local_dispatch(store_path, versions={task: version}).predict(task, queries)
     except (ValueError, LookupError) as exc:

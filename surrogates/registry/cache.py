@@ -7,6 +7,11 @@ atomically, plus an optional local ``champion.json`` pointer. Two users:
 - the few-shot latency model (``<store>/models/fewshot-latency/<version>.npz``, numpy only: the
   adaptation path never imports torch or MLflow), whose pointer moves when ``hws train fewshot``
   promotes a version;
+- the served champion (or a pinned version) of every task for ``hws predict``
+  (``<store>/models/served/<model name>/``, see
+  :func:`~hwsurrogate.surrogates.registry.loading.load_served`), with one pointer per reference
+  (``ref-champion.json``, ``ref-v3.json``) that is trusted only while :func:`tracking_stamp`
+  says MLflow's database has not changed since the pointer was written;
 - the GEMM champion that ``hws adapt --task gemm`` adapts (``<store>/adapted/gemm/.models/``),
   resolved through MLflow's public client (``get_model_version_by_alias``) on every call and
   cached by name, version and run id, so a moved alias is never answered with a stale model.
@@ -30,7 +35,9 @@ __all__ = [
     "cache_champion",
     "gemm_model_cache",
     "load_gemm_champion",
+    "served_model_cache",
     "store_root",
+    "tracking_stamp",
 ]
 
 CHAMPION_FILE = "champion.json"
@@ -96,6 +103,21 @@ class LocalModelCache:
             return None
         return str(json.loads(path.read_text())["version"])
 
+    def ref(self, name: str) -> dict[str, str] | None:
+        """The pointer ``name`` (e.g. ``champion``, ``v3``) as written by :meth:`set_ref`, or None."""
+        path = self.folder / f"ref-{safe_name(name)}.json"
+        try:
+            payload = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        return payload if isinstance(payload, dict) and {"key", "stamp"} <= payload.keys() else None
+
+    def set_ref(self, name: str, key: str, stamp: str) -> None:
+        """Record that reference ``name`` resolved to ``key`` while the registry's stamp was ``stamp``."""
+        payload = {"name": self.name, "ref": name, "key": str(key), "stamp": stamp}
+        self.folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(self.folder / f"ref-{safe_name(name)}.json", json.dumps(payload).encode())
+
     def load(self, key: str) -> Any:
         """The model stored under ``key``, read once per process; fetched first when missing and fetchable."""
         key = str(key)
@@ -107,6 +129,45 @@ class LocalModelCache:
                 self._fetch(key, path)
             self._loaded[key] = self._read(path)
         return self._loaded[key]
+
+
+# --------------------------------------------------------------------------- served models
+
+
+def served_model_cache(name: str, root: str | os.PathLike[str] | None = None) -> LocalModelCache:
+    """The cache of registered model ``name``'s versions for short commands (``<store>/models/served/<name>/``)."""
+    return LocalModelCache(
+        store_root(root) / "models" / "served" / safe_name(name),
+        name,
+        suffix=".pkl",
+        write=_write_pickle,
+        read=_read_pickle,
+    )
+
+
+def tracking_stamp(uri: str) -> str | None:
+    """A fingerprint of MLflow's embedded SQLite database that changes whenever it is written.
+
+    The URI plus size and modification time (ns) of the database file and of its ``-wal`` file.
+    Every MLflow write (a new version, a moved alias, a deleted model) changes it, so a pointer
+    recorded with an equal stamp still names what MLflow would answer. None for anything else
+    (a tracking server, a missing file): callers then ask MLflow itself.
+    """
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        return None
+    db = Path(uri[len(prefix) :].split("?", 1)[0])
+    parts = []
+    for path in (db, db.with_name(db.name + "-wal")):
+        try:
+            st = path.stat()
+        except OSError:
+            if path is db:
+                return None
+            parts.append("-")
+            continue
+        parts.append(f"{st.st_mtime_ns}:{st.st_size}")
+    return "|".join([uri, *parts])
 
 
 # --------------------------------------------------------------------------- the GEMM champion
