@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from hwsurrogate.datasets.collectors.fpga import CollectResult
     from hwsurrogate.datasets.collectors.fpga_rtl import LayerSpec
 
-__all__ = ["collect", "deliver", "push_rows"]
+__all__ = ["check_push", "collect", "deliver", "push_rows"]
 
 
 @click.group(cls=LazyGroup, short_help="Measure on this machine: GEMM, DNN latency, fingerprint, FPGA.")
@@ -40,14 +40,7 @@ def collect() -> None:
 # ---------------------------------------------------------------------------------- delivery
 def push_rows(kind: str, frame: pl.DataFrame, url: str, token: str | None) -> object:
     """Send rows to a running ``hws serve`` through :class:`hwsurrogate.client.HwsClient`; its reply."""
-    try:
-        from hwsurrogate.client import HwsClient
-    except ImportError as exc:
-        raise click.ClickException(
-            f"--push needs hwsurrogate.client.HwsClient, which is not available in this build ({exc}); "
-            "write to the local store instead (omit --push) and upload later"
-        ) from None
-    client = HwsClient(url, token)
+    client = _client(url, token)
     try:
         return client.upload_rows(kind, frame)
     except HwSurrogateError:
@@ -55,12 +48,64 @@ def push_rows(kind: str, frame: pl.DataFrame, url: str, token: str | None) -> ob
     except Exception as exc:  # connection refused, timeout, DNS...
         raise click.ClickException(
             f"--push {url}: upload of {frame.height} {kind} rows failed ({type(exc).__name__}: {exc}); "
-            "nothing was written to the local store"
+            "the service has none of them"
         ) from None
     finally:
         close = getattr(client, "close", None)
         if close is not None:
             close()
+
+
+def _client(url: str, token: str | None) -> Any:
+    try:
+        from hwsurrogate.client import HwsClient
+    except ImportError as exc:
+        raise click.ClickException(
+            f"--push needs hwsurrogate.client.HwsClient, which is not available in this build ({exc}); "
+            "write to the local store instead (omit --push) and upload later"
+        ) from None
+    return HwsClient(url, token)
+
+
+def check_push(kind: str, url: str, token: str | None, *, timeout_s: float = 5.0) -> None:
+    """Fail now, before anything is measured, when ``url`` would refuse an upload of ``kind`` rows.
+
+    Asks the service with an upload of no rows (:meth:`hwsurrogate.client.HwsClient.check_upload`):
+    a missing or wrong token, an unreachable URL or a service that does not know ``kind`` is a
+    one-line error within ``timeout_s``.
+    """
+    client = _client(url, token)
+    check = getattr(client, "check_upload", None)
+    try:
+        if check is not None:
+            check(kind, timeout=timeout_s)
+    except HwSurrogateError as exc:
+        status = getattr(exc, "status_code", None)
+        hint = (
+            "; give the token that `hws serve` printed (--token or $HWSURROGATE_SERVICE_TOKEN)"
+            if status in (401, 403)
+            else ""
+        )
+        raise click.ClickException(f"--push {url}: the service refuses {kind} uploads ({exc}){hint}; nothing was measured") from None
+    except Exception as exc:  # connection refused, timeout, DNS...
+        raise click.ClickException(
+            f"--push {url}: cannot reach the service ({type(exc).__name__}: {exc}); nothing was measured"
+        ) from None
+    finally:
+        close = getattr(client, "close", None)
+        if close is not None:
+            close()
+
+
+def unsent_path(kind: str, store_path: Path | None) -> Path:
+    """Where rows bound for ``--push`` are kept until the service has them: ``<store>/unsent/<kind>-<UTC time>.parquet``."""
+    from datetime import UTC, datetime
+
+    from hwsurrogate.settings import get_settings
+
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    root = Path(store_path) if store_path is not None else Path(get_settings(fresh=True).store)
+    return root / "unsent" / f"{kind}-{stamp}.parquet"
 
 
 def deliver(
@@ -83,7 +128,18 @@ def deliver(
     if frame.height == 0:
         return f"no {kind} rows to write"
     if push_url:
-        result = push_rows(kind, frame, push_url, token)
+        kept = unsent_path(kind, store_path)
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        frame.write_parquet(kept)  # first: a failed push must not lose the measurements
+        try:
+            result = push_rows(kind, frame, push_url, token)
+        except Exception as exc:
+            raise click.ClickException(
+                f"{exc}\nthe {frame.height} measured {kind} rows are kept in {kept}; send them later with "
+                f"`python -c \"import polars as pl; from hwsurrogate.client import HwsClient; "
+                f"print(HwsClient('{push_url}', 'TOKEN').upload_rows('{kind}', pl.read_parquet('{kept}')))\"`"
+            ) from None
+        kept.unlink(missing_ok=True)
         return f"pushed {frame.height} {kind} rows to {push_url}: {result}"
     store = DatasetStore(store_path)
     if mode == "replace":
@@ -143,6 +199,8 @@ def collect_gemm_cmd(
     from hwsurrogate.datasets.collectors.gemm import SOURCE, collect_gemm, gflops, sweep_shapes
     from hwsurrogate.errors import CollectorError
 
+    if push_url:
+        check_push("gemm", push_url, token)  # a wrong token fails now, not after the measurements
     if shapes_file is not None:
         try:
             table = (
