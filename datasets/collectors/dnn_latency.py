@@ -61,8 +61,10 @@ __all__ = [
     "SOURCE",
     "build_network",
     "collect_latency",
+    "fresh_seed",
     "local_device_id",
     "random_arch_keys",
+    "reference_arch_keys",
 ]
 
 Space = Literal["nb201", "fbnet", "custom"]
@@ -93,8 +95,10 @@ def _canonical(space: str, arch_key: str) -> str:
         raise CollectorError(msg if msg.startswith("arch_key") else f"arch_key: {msg}") from None
 
 
-def random_arch_keys(space: Literal["nb201", "fbnet"], n: int, *, seed: int = 0) -> list[str]:
-    """``n`` distinct uniformly random canonical arch keys of ``space``."""
+def random_arch_keys(
+    space: Literal["nb201", "fbnet"], n: int, *, seed: int = 0, exclude: Sequence[str] = ()
+) -> list[str]:
+    """``n`` distinct uniformly random canonical arch keys of ``space``, none of them in ``exclude``."""
     rng = random.Random(seed)
     if space == "nb201":
         limit = len(NB201_OPS) ** 6
@@ -104,12 +108,31 @@ def random_arch_keys(space: Literal["nb201", "fbnet"], n: int, *, seed: int = 0)
         draw = lambda: " ".join(rng.choice(FBNET_OPS) for _ in range(FBNET_N_LAYERS))  # noqa: E731
     else:
         raise CollectorError(f"space {space!r}: random archs exist for 'nb201' and 'fbnet'")
-    if not 1 <= n <= limit:
-        raise CollectorError(f"n must be in 1..{limit} for {space}, got {n}")
+    skip = set(exclude)
+    if not 1 <= n <= limit - len(skip):
+        raise CollectorError(f"n must be in 1..{limit - len(skip)} for {space}, got {n}")
     out: dict[str, None] = {}
     while len(out) < n:
-        out[draw()] = None
+        key = draw()
+        if key not in skip:
+            out[key] = None
     return list(out)
+
+
+def reference_arch_keys(space: str) -> list[str]:
+    """HELP's 10 hardware-embedding reference architectures of ``space`` (nb201, fbnet), in HELP's order.
+
+    The few-shot adaptation (``hws adapt``) uses a device's latencies on these as its fingerprint,
+    so measuring them first makes every later measurement count.
+    """
+    if space not in HELP_REFERENCE_ARCHS:
+        raise CollectorError(f"space {space!r}: reference archs exist for {', '.join(HELP_REFERENCE_ARCHS)}")
+    return list(HELP_REFERENCE_ARCHS[space].values())
+
+
+def fresh_seed() -> int:
+    """A new seed for ``--random`` (printed by the CLI so a run can be repeated with ``--seed``)."""
+    return random.SystemRandom().randrange(1, 2**31)
 
 
 # ------------------------------------------------------------------------------ custom models
