@@ -51,6 +51,10 @@ def read_queries(path: str | Path) -> pl.DataFrame:
         ) from None
 
 
+#: up to this many query rows, predictions run on one thread
+SMALL_BATCH = 64
+
+
 def _check_before_loading(task: str, queries: pl.DataFrame) -> None:
     """Reject bad values before any model loads (a model load costs far more than these checks)."""
     try:
@@ -76,8 +80,13 @@ def _dispatch(task: str, queries: pl.DataFrame, version: str | None, store_path:
     from hwsurrogate.surrogates.predict import local_dispatch
 
     _check_before_loading(task, queries)
+    from threadpoolctl import threadpool_limits
+
+    # a few rows: one thread (an OpenMP region per tree costs more than the tree on a busy machine)
+    threads = 1 if queries.height <= SMALL_BATCH else None
     try:
-        answer = local_dispatch(store_path, versions={task: version}).predict(task, queries)
+        with threadpool_limits(limits=threads):
+            answer = local_dispatch(store_path, versions={task: version}).predict(task, queries)
     except (ValueError, LookupError) as exc:
         raise click.ClickException(str(exc)) from None
     for warning in answer.warnings:
