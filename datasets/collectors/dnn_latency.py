@@ -216,16 +216,50 @@ def load_model(
             f"model {spec!r}: give a .pt/.pt2/.onnx file or an import path 'package.module:callable'"
         )
     mod_name, _, attr = spec.partition(":")
-    try:
-        factory = getattr(importlib.import_module(mod_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise CollectorError(f"model {spec!r}: cannot import ({type(exc).__name__}: {exc})") from None
+    factory = _import_callable(spec, mod_name, attr)
     module = factory() if callable(factory) and not isinstance(factory, torch.nn.Module) else factory
     if not isinstance(module, torch.nn.Module):
         raise CollectorError(
             f"model {spec!r}: {attr}() returned {type(module).__name__}, not a torch.nn.Module"
         )
     return _torch_model(module, spec, f"torch {torch.__version__} (eager)", device, precision)
+
+
+def _import_callable(spec: str, mod_name: str, attr: str) -> Any:
+    """``attr`` of module ``mod_name``, importable from installed packages or from the current directory.
+
+    ``hws collect latency --model mynet:build`` with ``./mynet.py`` works without PYTHONPATH: the
+    current directory is put first on ``sys.path`` for this import only.
+    """
+    import sys
+
+    cwd = str(Path.cwd())
+    added = cwd not in sys.path
+    if added:
+        sys.path.insert(0, cwd)
+    try:
+        module = importlib.import_module(mod_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and mod_name.split(".")[0] == exc.name.split(".")[0]:
+            file = Path(*mod_name.split(".")).with_suffix(".py")
+            raise CollectorError(
+                f"model {spec!r}: no module {mod_name!r}: neither an installed package nor {file} in "
+                f"the current directory ({cwd}); run from the folder holding it or set PYTHONPATH"
+            ) from None
+        raise CollectorError(f"model {spec!r}: importing {mod_name!r} failed ({exc})") from None
+    except ImportError as exc:
+        raise CollectorError(f"model {spec!r}: cannot import ({type(exc).__name__}: {exc})") from None
+    finally:
+        if added:
+            sys.path.remove(cwd)
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        names = sorted(n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n)))
+        raise CollectorError(
+            f"model {spec!r}: cannot import {attr!r}: module {mod_name!r} ({getattr(module, '__file__', '?')}) has no such name; "
+            f"its callables: {', '.join(names[:12]) or 'none'}"
+        ) from None
 
 
 def _onnx_model(

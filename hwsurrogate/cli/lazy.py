@@ -8,6 +8,7 @@ help, which ``--help`` shows without importing anything.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 from collections.abc import Callable, Mapping
 
@@ -69,6 +70,20 @@ class LazyGroup(click.Group):
                 raise click.ClickException(f"command {cmd_name!r} is not available in this build: {reason}")
 
             return unavailable
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        """Click's lookup; an unknown name gets "did you mean ..." with the closest commands."""
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError:
+            name = args[0] if args else ""
+            close = difflib.get_close_matches(name, self.list_commands(ctx), n=3, cutoff=0.6)
+            if not name or name.startswith("-") or not close:
+                raise
+            options = " or ".join(repr(c) for c in close)
+            raise click.UsageError(f"No such command {name!r}. Did you mean {options}?", ctx) from None
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """Like click's, but a lazy subcommand shows its stored help line instead of being imported."""

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from hwsurrogate.cli.lazy import LazyGroup
 from hwsurrogate.cli.options import json_option, out_option, store_option, write_frame
 
 if TYPE_CHECKING:
@@ -283,7 +284,7 @@ def predict_latency(
 # --------------------------------------------------------------------------- the group
 
 
-@click.group()
+@click.group(cls=LazyGroup)
 def predict() -> None:
     """Predict from the command line: served champions, or the adaptation of an adapted device."""
 
