@@ -98,7 +98,7 @@ class StoredLatencyDevices:
 class RegistryModels:
     """``served(task)`` for short-lived callers: the registered champion (or a pinned version), loaded once.
 
-    Loads through :func:`~hwsurrogate.surrogates.registry.loading.load_served`: a local copy
+    Loads through :func:`~hwsurrogate.surrogates.registry.cache.load_served`: a local copy
     under the store keyed by name, version and run id, so a one-off ``hws predict`` skips
     MLflow's model loading (and MLflow's import while the local pointer is current).
     """
@@ -112,7 +112,7 @@ class RegistryModels:
 
     def __call__(self, task: str) -> Predictor:
         if task not in self._loaded:
-            from hwsurrogate.surrogates.registry.loading import load_served
+            from hwsurrogate.surrogates.registry.cache import load_served
 
             self._loaded[task] = load_served(task, version=self.versions.get(task), store_root=self.store_root)
         return self._loaded[task]

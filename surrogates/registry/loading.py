@@ -5,15 +5,13 @@ the task's input columns and returns a frame with its output columns; the featur
 inside the model, so loading it is all a caller needs.
 
 :func:`load_predictor` loads through MLflow (seconds: MLflow's import and pyfunc loading).
-:func:`load_served` is the short-command path: the same predictor, unpickled from a local copy
-keyed by name, version and run id (:mod:`.cache`), and MLflow is not even imported while the
-local pointer for the alias is known to be current (see :func:`.cache.tracking_stamp`).
+:func:`.cache.load_served` is the short-command path: the same predictor, unpickled from a local
+copy keyed by name, version and run id, and MLflow is not even imported while the local pointer
+for the alias is known to be current (see :func:`.cache.tracking_stamp`).
 """
 
 from __future__ import annotations
 
-import os
-import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,9 +27,7 @@ __all__ = [
     "LatencyModels",
     "LoadedPredictor",
     "ModelNotFoundError",
-    "ServedEntry",
     "load_predictor",
-    "load_served",
     "model_uri",
     "native_model",
     "predict_latency_frame",
@@ -199,86 +195,3 @@ class LatencyModels:
 
     def predict_frame(self, queries: pl.DataFrame) -> pl.DataFrame:
         return pl.from_pandas(predict_latency_frame(self.models, queries.to_pandas()))
-
-
-@dataclass
-class ServedEntry:
-    """What the local copy of one registered version holds (pickled; our own objects only)."""
-
-    task: str
-    name: str
-    version: str
-    run_id: str
-    metrics: dict[str, float]
-    model: Any  #: an object with ``predict_frame(polars) -> polars``
-
-    def predictor(self) -> LoadedPredictor:
-        return LoadedPredictor(self.task, self.name, self.version, self.model, dict(self.metrics), native=self.model)
-
-
-def _entry(predictor: LoadedPredictor, run_id: str) -> ServedEntry | None:
-    """The cacheable form of a loaded predictor, or None when its model is not one of ours."""
-    native = predictor.native
-    if native is None and predictor.task == "latency":
-        try:
-            inner = predictor.model.unwrap_python_model()
-            native = LatencyModels(dict(inner.models), str(getattr(inner, "kind", "tree")))
-        except Exception:  # not our latency pyfunc
-            native = None
-    if native is None:
-        return None
-    return ServedEntry(predictor.task, predictor.name, predictor.version, run_id, predictor.metrics, native)
-
-
-def load_served(
-    task: str,
-    *,
-    version: str | int | None = None,
-    alias: str = CHAMPION,
-    store_root: str | os.PathLike[str] | None = None,
-) -> LoadedPredictor:
-    """``task``'s champion (or pinned ``version``) for a short-lived command, from the local copy.
-
-    1. While MLflow's SQLite database is unchanged since the local pointer for this alias/version
-       was written (:func:`~.cache.tracking_stamp`), the pointer's copy answers and MLflow is not
-       imported.
-    2. Otherwise MLflow's client resolves the alias (public API); a copy keyed by name, version
-       and run id answers if present, else the version is loaded through MLflow
-       (:func:`load_predictor`) and copied. The pointer is then rewritten with the stamp taken
-       before resolving, so any MLflow write in between sends the next call back to step 2.
-
-    A missing or unwritable cache only makes the command slower, never different.
-    """
-    from hwsurrogate.settings import get_settings
-    from hwsurrogate.surrogates.registry.cache import served_model_cache, tracking_stamp
-
-    if task not in MODEL_NAMES:
-        raise ModelNotFoundError(f"unknown task {task!r}; expected one of {sorted(MODEL_NAMES)}")
-    cache = served_model_cache(MODEL_NAMES[task], store_root)
-    ref = alias if version is None else f"v{version}"
-    stamp = tracking_stamp(get_settings(fresh=True).tracking_uri())
-    pointer = cache.ref(ref) if stamp is not None else None
-    if pointer is not None and pointer["stamp"] == stamp:
-        try:
-            return cache.load(pointer["key"]).predictor()
-        except (OSError, EOFError, AttributeError, ImportError, pickle.UnpicklingError):
-            pass  # a damaged or outdated copy: resolve through MLflow below
-    mv = resolve_version(task, alias=alias, version=version)
-    key = f"{mv.name}-v{mv.version}-{mv.run_id}"
-    try:
-        entry = cache.load(key)
-    except (OSError, EOFError, AttributeError, ImportError, pickle.UnpicklingError):
-        loaded = load_predictor(task, version=mv.version)
-        entry = _entry(loaded, str(mv.run_id))
-        if entry is None:
-            return loaded
-        try:
-            cache.export(entry, key)
-        except OSError:
-            return loaded
-    if stamp is not None:
-        try:
-            cache.set_ref(ref, key, stamp)
-        except OSError:
-            pass
-    return entry.predictor()

@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 from hwsurrogate.cli.predict import predict_gemm, predict_latency
 from hwsurrogate.datasets.store import DatasetStore
 from hwsurrogate.settings import get_settings
-from hwsurrogate.surrogates.registry import loading
+from hwsurrogate.surrogates.registry import cache, loading
 from hwsurrogate.surrogates.registry.cache import served_model_cache, tracking_stamp
 from hwsurrogate.surrogates.training.gemm import GemmTrainConfig, train_gemm_model
 
@@ -48,11 +48,11 @@ def test_second_load_answers_from_the_local_copy_without_asking_mlflow(
     filled: DatasetStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     res = _train(filled, seed=0)
-    first = loading.load_served("gemm", store_root=filled.root)  # resolves through MLflow, writes the copy
+    first = cache.load_served("gemm", store_root=filled.root)  # resolves through MLflow, writes the copy
     assert first.version == str(res.version)
     monkeypatch.setattr(loading, "resolve_version", _no_mlflow)
     monkeypatch.setattr(loading, "load_predictor", _no_mlflow)
-    second = loading.load_served("gemm", store_root=filled.root)
+    second = cache.load_served("gemm", store_root=filled.root)
     assert second.version == first.version
     np.testing.assert_array_equal(
         second.predict(QUERY)["runtime_ms"].to_numpy(), res.model.predict_frame(QUERY)["runtime_ms"].to_numpy()
@@ -62,29 +62,29 @@ def test_second_load_answers_from_the_local_copy_without_asking_mlflow(
 def test_a_moved_alias_is_never_answered_from_a_stale_pointer(filled: DatasetStore) -> None:
     """Without the stamp check the pointer written for v1 would keep answering after v2 is promoted."""
     v1 = _train(filled, seed=0)
-    assert loading.load_served("gemm", store_root=filled.root).version == str(v1.version)
+    assert cache.load_served("gemm", store_root=filled.root).version == str(v1.version)
     v2 = _train(filled, seed=1)  # a new version, made champion: MLflow's database changed
-    got = loading.load_served("gemm", store_root=filled.root)
+    got = cache.load_served("gemm", store_root=filled.root)
     assert got.version == str(v2.version) != str(v1.version)
     MlflowClient().set_registered_model_alias("hws-gemm", "champion", str(v1.version))  # moved back
-    assert loading.load_served("gemm", store_root=filled.root).version == str(v1.version)
+    assert cache.load_served("gemm", store_root=filled.root).version == str(v1.version)
 
 
 def test_pinned_versions_are_cached_apart_from_the_champion(filled: DatasetStore) -> None:
     v1 = _train(filled, seed=0)
     v2 = _train(filled, seed=1)
-    assert loading.load_served("gemm", version=v1.version, store_root=filled.root).version == str(v1.version)
-    assert loading.load_served("gemm", store_root=filled.root).version == str(v2.version)
-    cache = served_model_cache("hws-gemm", filled.root)
-    assert cache.ref(f"v{v1.version}") is not None and cache.ref("champion") is not None
+    assert cache.load_served("gemm", version=v1.version, store_root=filled.root).version == str(v1.version)
+    assert cache.load_served("gemm", store_root=filled.root).version == str(v2.version)
+    copies = served_model_cache("hws-gemm", filled.root)
+    assert copies.ref(f"v{v1.version}") is not None and copies.ref("champion") is not None
 
 
 def test_a_damaged_copy_falls_back_to_mlflow(filled: DatasetStore) -> None:
     res = _train(filled, seed=0)
-    loading.load_served("gemm", store_root=filled.root)
-    cache = served_model_cache("hws-gemm", filled.root)
-    cache.path(cache.ref("champion")["key"]).write_bytes(b"not a pickle")  # type: ignore[index]
-    assert loading.load_served("gemm", store_root=filled.root).version == str(res.version)
+    cache.load_served("gemm", store_root=filled.root)
+    copies = served_model_cache("hws-gemm", filled.root)
+    copies.path(copies.ref("champion")["key"]).write_bytes(b"not a pickle")  # type: ignore[index]
+    assert cache.load_served("gemm", store_root=filled.root).version == str(res.version)
 
 
 def test_tracking_stamp_changes_with_every_write_and_is_none_for_servers(tmp_path: object) -> None:
@@ -99,7 +99,7 @@ def test_tracking_stamp_changes_with_every_write_and_is_none_for_servers(tmp_pat
 
 
 def test_cli_checks_the_input_before_loading_any_model(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(loading, "load_served", _no_mlflow)
+    monkeypatch.setattr(cache, "load_served", _no_mlflow)
     res = CliRunner().invoke(predict_gemm, ["--device", "x/y", "-m", "0", "-n", "8", "-k", "8"])
     assert res.exit_code != 0 and "positive integer" in res.output
     res = CliRunner().invoke(predict_latency, ["--device", "help/pixel2", "--arch-key", "|not-a-key|"])
@@ -109,9 +109,9 @@ def test_cli_checks_the_input_before_loading_any_model(monkeypatch: pytest.Monke
 def test_fast_path_imports_neither_mlflow_nor_torch(filled: DatasetStore) -> None:
     """The point of the pointer: with it current, a one-off prediction never imports MLflow (seconds)."""
     _train(filled, seed=0)
-    loading.load_served("gemm", store_root=filled.root)
+    cache.load_served("gemm", store_root=filled.root)
     code = (
-        "import sys; from hwsurrogate.surrogates.registry.loading import load_served; "
+        "import sys; from hwsurrogate.surrogates.registry.cache import load_served; "
         f"p = load_served('gemm', store_root={str(filled.root)!r}); "
         "print(sorted(m for m in ('mlflow', 'torch') if m in sys.modules))"
     )
