@@ -77,6 +77,18 @@ class HwsClient:
         )
         return resp.json()
 
+    def check_upload(self, kind: str, *, timeout: float = 5.0) -> None:
+        """Raise :class:`ServiceError` now if an upload of ``kind`` rows would be refused; writes nothing.
+
+        Sends an upload with no rows: the service checks the bearer token first (401/403), then
+        refuses the empty upload (422), which here means "token and kind accepted".
+        """
+        try:
+            self._call("POST", f"/v1/datasets/{kind}/rows", json={"rows": []}, timeout=timeout)
+        except ServiceError as exc:
+            if exc.status_code != 422:
+                raise
+
     def datasets(self) -> list[dict[str, Any]]:
         """Every table kind with its row count per source."""
         return self._call("GET", "/v1/datasets").json()["datasets"]

@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
@@ -73,6 +74,8 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # served below from local assets: the defaults load them from a CDN
+        redoc_url=None,
     )
     app.state.config = config
     app.state.started = time.monotonic()
@@ -81,10 +84,62 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
     add_body_schemas(app)
     for module in (health, gemm, latency, fpga, devices, datasets):
         app.include_router(module.router)
+    add_offline_docs(app)
     # outermost first: the body limit answers before anything reads the body; metrics see every status
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)
     app.add_middleware(MetricsMiddleware, registry=app.state.metrics_registry)
     return app
+
+
+#: where the interactive docs' JavaScript/CSS are served from (this process, not a CDN)
+DOCS_ASSETS = "/docs-assets"
+
+
+def docs_assets_dir() -> Path:
+    """The Swagger UI and ReDoc files shipped by the ``fastapi-offline`` package (MIT)."""
+    from importlib.resources import files
+
+    return Path(str(files("fastapi_offline") / "static"))
+
+
+def add_offline_docs(app: FastAPI) -> None:
+    """``/docs`` (Swagger UI) and ``/redoc`` (ReDoc) with every asset served by this app, so they work offline.
+
+    FastAPI's own page builders (``get_swagger_ui_html``, ``get_redoc_html``) pointed at a
+    static mount of the packaged files, as FastAPI's "self-hosting JavaScript and CSS for docs"
+    recipe does.
+    """
+    from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+    from fastapi.staticfiles import StaticFiles
+    from starlette.responses import HTMLResponse
+
+    app.mount(DOCS_ASSETS, StaticFiles(directory=docs_assets_dir()), name="docs-assets")
+    title = f"{app.title} {app.version}"
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{title} - Swagger UI",
+            oauth2_redirect_url="/docs/oauth2-redirect",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon.png",
+        )
+
+    @app.get("/docs/oauth2-redirect", include_in_schema=False)
+    async def swagger_ui_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc() -> HTMLResponse:
+        return get_redoc_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{title} - ReDoc",
+            redoc_js_url=f"{DOCS_ASSETS}/redoc.standalone.js",
+            redoc_favicon_url=f"{DOCS_ASSETS}/favicon.png",
+            with_google_fonts=False,
+        )
 
 
 def create_app_from_env() -> FastAPI:

@@ -100,17 +100,25 @@ class StoredLatencyDevices:
 
 
 class RegistryModels:
-    """``served(task)`` for short-lived callers: the registered champion (or a pinned version), loaded once."""
+    """``served(task)`` for short-lived callers: the registered champion (or a pinned version), loaded once.
 
-    def __init__(self, versions: dict[str, str | None] | None = None) -> None:
+    Loads through :func:`~hwsurrogate.surrogates.registry.cache.load_served`: a local copy
+    under the store keyed by name, version and run id, so a one-off ``hws predict`` skips
+    MLflow's model loading (and MLflow's import while the local pointer is current).
+    """
+
+    def __init__(
+        self, versions: dict[str, str | None] | None = None, store_root: str | os.PathLike[str] | None = None
+    ) -> None:
         self.versions = dict(versions or {})
+        self.store_root = store_root
         self._loaded: dict[str, Predictor] = {}
 
     def __call__(self, task: str) -> Predictor:
         if task not in self._loaded:
-            from hwsurrogate.surrogates.registry.loading import load_predictor
+            from hwsurrogate.surrogates.registry.cache import load_served
 
-            self._loaded[task] = load_predictor(task, version=self.versions.get(task))
+            self._loaded[task] = load_served(task, version=self.versions.get(task), store_root=self.store_root)
         return self._loaded[task]
 
 
@@ -291,7 +299,7 @@ def local_dispatch(
     from hwsurrogate.surrogates.registry.adapted import load_adapted
 
     return Dispatch(
-        RegistryModels(versions),
+        RegistryModels(versions, store_root),
         latency_devices=StoredLatencyDevices(store_root),
         gemm_devices=lambda device: load_adapted(device, store_root),
     )

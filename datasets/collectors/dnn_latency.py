@@ -61,8 +61,10 @@ __all__ = [
     "SOURCE",
     "build_network",
     "collect_latency",
+    "fresh_seed",
     "local_device_id",
     "random_arch_keys",
+    "reference_arch_keys",
 ]
 
 Space = Literal["nb201", "fbnet", "custom"]
@@ -93,8 +95,10 @@ def _canonical(space: str, arch_key: str) -> str:
         raise CollectorError(msg if msg.startswith("arch_key") else f"arch_key: {msg}") from None
 
 
-def random_arch_keys(space: Literal["nb201", "fbnet"], n: int, *, seed: int = 0) -> list[str]:
-    """``n`` distinct uniformly random canonical arch keys of ``space``."""
+def random_arch_keys(
+    space: Literal["nb201", "fbnet"], n: int, *, seed: int = 0, exclude: Sequence[str] = ()
+) -> list[str]:
+    """``n`` distinct uniformly random canonical arch keys of ``space``, none of them in ``exclude``."""
     rng = random.Random(seed)
     if space == "nb201":
         limit = len(NB201_OPS) ** 6
@@ -104,12 +108,31 @@ def random_arch_keys(space: Literal["nb201", "fbnet"], n: int, *, seed: int = 0)
         draw = lambda: " ".join(rng.choice(FBNET_OPS) for _ in range(FBNET_N_LAYERS))  # noqa: E731
     else:
         raise CollectorError(f"space {space!r}: random archs exist for 'nb201' and 'fbnet'")
-    if not 1 <= n <= limit:
-        raise CollectorError(f"n must be in 1..{limit} for {space}, got {n}")
+    skip = set(exclude)
+    if not 1 <= n <= limit - len(skip):
+        raise CollectorError(f"n must be in 1..{limit - len(skip)} for {space}, got {n}")
     out: dict[str, None] = {}
     while len(out) < n:
-        out[draw()] = None
+        key = draw()
+        if key not in skip:
+            out[key] = None
     return list(out)
+
+
+def reference_arch_keys(space: str) -> list[str]:
+    """HELP's 10 hardware-embedding reference architectures of ``space`` (nb201, fbnet), in HELP's order.
+
+    The few-shot adaptation (``hws adapt``) uses a device's latencies on these as its fingerprint,
+    so measuring them first makes every later measurement count.
+    """
+    if space not in HELP_REFERENCE_ARCHS:
+        raise CollectorError(f"space {space!r}: reference archs exist for {', '.join(HELP_REFERENCE_ARCHS)}")
+    return list(HELP_REFERENCE_ARCHS[space].values())
+
+
+def fresh_seed() -> int:
+    """A new seed for ``--random`` (printed by the CLI so a run can be repeated with ``--seed``)."""
+    return random.SystemRandom().randrange(1, 2**31)
 
 
 # ------------------------------------------------------------------------------ custom models
@@ -193,16 +216,50 @@ def load_model(
             f"model {spec!r}: give a .pt/.pt2/.onnx file or an import path 'package.module:callable'"
         )
     mod_name, _, attr = spec.partition(":")
-    try:
-        factory = getattr(importlib.import_module(mod_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise CollectorError(f"model {spec!r}: cannot import ({type(exc).__name__}: {exc})") from None
+    factory = _import_callable(spec, mod_name, attr)
     module = factory() if callable(factory) and not isinstance(factory, torch.nn.Module) else factory
     if not isinstance(module, torch.nn.Module):
         raise CollectorError(
             f"model {spec!r}: {attr}() returned {type(module).__name__}, not a torch.nn.Module"
         )
     return _torch_model(module, spec, f"torch {torch.__version__} (eager)", device, precision)
+
+
+def _import_callable(spec: str, mod_name: str, attr: str) -> Any:
+    """``attr`` of module ``mod_name``, importable from installed packages or from the current directory.
+
+    ``hws collect latency --model mynet:build`` with ``./mynet.py`` works without PYTHONPATH: the
+    current directory is put first on ``sys.path`` for this import only.
+    """
+    import sys
+
+    cwd = str(Path.cwd())
+    added = cwd not in sys.path
+    if added:
+        sys.path.insert(0, cwd)
+    try:
+        module = importlib.import_module(mod_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and mod_name.split(".")[0] == exc.name.split(".")[0]:
+            file = Path(*mod_name.split(".")).with_suffix(".py")
+            raise CollectorError(
+                f"model {spec!r}: no module {mod_name!r}: neither an installed package nor {file} in "
+                f"the current directory ({cwd}); run from the folder holding it or set PYTHONPATH"
+            ) from None
+        raise CollectorError(f"model {spec!r}: importing {mod_name!r} failed ({exc})") from None
+    except ImportError as exc:
+        raise CollectorError(f"model {spec!r}: cannot import ({type(exc).__name__}: {exc})") from None
+    finally:
+        if added:
+            sys.path.remove(cwd)
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        names = sorted(n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n)))
+        raise CollectorError(
+            f"model {spec!r}: cannot import {attr!r}: module {mod_name!r} ({getattr(module, '__file__', '?')}) has no such name; "
+            f"its callables: {', '.join(names[:12]) or 'none'}"
+        ) from None
 
 
 def _onnx_model(

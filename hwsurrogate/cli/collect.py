@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from hwsurrogate.datasets.collectors.fpga import CollectResult
     from hwsurrogate.datasets.collectors.fpga_rtl import LayerSpec
 
-__all__ = ["collect", "deliver", "push_rows"]
+__all__ = ["MEASUREMENT_COLUMNS", "check_push", "collect", "deliver", "push_rows", "unsent_path"]
 
 
 @click.group(cls=LazyGroup, short_help="Measure on this machine: GEMM, DNN latency, fingerprint, FPGA.")
@@ -40,14 +40,7 @@ def collect() -> None:
 # ---------------------------------------------------------------------------------- delivery
 def push_rows(kind: str, frame: pl.DataFrame, url: str, token: str | None) -> object:
     """Send rows to a running ``hws serve`` through :class:`hwsurrogate.client.HwsClient`; its reply."""
-    try:
-        from hwsurrogate.client import HwsClient
-    except ImportError as exc:
-        raise click.ClickException(
-            f"--push needs hwsurrogate.client.HwsClient, which is not available in this build ({exc}); "
-            "write to the local store instead (omit --push) and upload later"
-        ) from None
-    client = HwsClient(url, token)
+    client = _client(url, token)
     try:
         return client.upload_rows(kind, frame)
     except HwSurrogateError:
@@ -55,12 +48,64 @@ def push_rows(kind: str, frame: pl.DataFrame, url: str, token: str | None) -> ob
     except Exception as exc:  # connection refused, timeout, DNS...
         raise click.ClickException(
             f"--push {url}: upload of {frame.height} {kind} rows failed ({type(exc).__name__}: {exc}); "
-            "nothing was written to the local store"
+            "the service has none of them"
         ) from None
     finally:
         close = getattr(client, "close", None)
         if close is not None:
             close()
+
+
+def _client(url: str, token: str | None) -> Any:
+    try:
+        from hwsurrogate.client import HwsClient
+    except ImportError as exc:
+        raise click.ClickException(
+            f"--push needs hwsurrogate.client.HwsClient, which is not available in this build ({exc}); "
+            "write to the local store instead (omit --push) and upload later"
+        ) from None
+    return HwsClient(url, token)
+
+
+def check_push(kind: str, url: str, token: str | None, *, timeout_s: float = 5.0) -> None:
+    """Fail now, before anything is measured, when ``url`` would refuse an upload of ``kind`` rows.
+
+    Asks the service with an upload of no rows (:meth:`hwsurrogate.client.HwsClient.check_upload`):
+    a missing or wrong token, an unreachable URL or a service that does not know ``kind`` is a
+    one-line error within ``timeout_s``.
+    """
+    client = _client(url, token)
+    check = getattr(client, "check_upload", None)
+    try:
+        if check is not None:
+            check(kind, timeout=timeout_s)
+    except HwSurrogateError as exc:
+        status = getattr(exc, "status_code", None)
+        hint = (
+            "; give the token that `hws serve` printed (--token or $HWSURROGATE_SERVICE_TOKEN)"
+            if status in (401, 403)
+            else ""
+        )
+        raise click.ClickException(f"--push {url}: the service refuses {kind} uploads ({exc}){hint}; nothing was measured") from None
+    except Exception as exc:  # connection refused, timeout, DNS...
+        raise click.ClickException(
+            f"--push {url}: cannot reach the service ({type(exc).__name__}: {exc}); nothing was measured"
+        ) from None
+    finally:
+        close = getattr(client, "close", None)
+        if close is not None:
+            close()
+
+
+def unsent_path(kind: str, store_path: Path | None) -> Path:
+    """Where rows bound for ``--push`` are kept until the service has them: ``<store>/unsent/<kind>-<UTC time>.parquet``."""
+    from datetime import UTC, datetime
+
+    from hwsurrogate.settings import get_settings
+
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    root = Path(store_path) if store_path is not None else Path(get_settings(fresh=True).store)
+    return root / "unsent" / f"{kind}-{stamp}.parquet"
 
 
 def deliver(
@@ -83,7 +128,18 @@ def deliver(
     if frame.height == 0:
         return f"no {kind} rows to write"
     if push_url:
-        result = push_rows(kind, frame, push_url, token)
+        kept = unsent_path(kind, store_path)
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        frame.write_parquet(kept)  # first: a failed push must not lose the measurements
+        try:
+            result = push_rows(kind, frame, push_url, token)
+        except Exception as exc:
+            raise click.ClickException(
+                f"{exc}\nthe {frame.height} measured {kind} rows are kept in {kept}; send them later with "
+                f"`python -c \"import polars as pl; from hwsurrogate.client import HwsClient; "
+                f"print(HwsClient('{push_url}', 'TOKEN').upload_rows('{kind}', pl.read_parquet('{kept}')))\"`"
+            ) from None
+        kept.unlink(missing_ok=True)
         return f"pushed {frame.height} {kind} rows to {push_url}: {result}"
     store = DatasetStore(store_path)
     if mode == "replace":
@@ -143,6 +199,8 @@ def collect_gemm_cmd(
     from hwsurrogate.datasets.collectors.gemm import SOURCE, collect_gemm, gflops, sweep_shapes
     from hwsurrogate.errors import CollectorError
 
+    if push_url:
+        check_push("gemm", push_url, token)  # a wrong token fails now, not after the measurements
     if shapes_file is not None:
         try:
             table = (
@@ -178,19 +236,26 @@ def _read_keys(path: Path) -> list[str]:
     return [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
 
 
+#: columns of ``hws collect latency --out FILE``: what ``hws adapt --measurements FILE`` reads
+MEASUREMENT_COLUMNS = ("space", "arch_key", "arch_index", "latency_ms")
+
+
 @collect.command("latency")
 @click.option("--space", type=click.Choice(["nb201", "fbnet"]), default="nb201", show_default=True)
 @click.option("--arch", "archs", multiple=True, help="Canonical arch key (repeatable).")
 @click.option("--archs-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Text file with one arch key per line.")  # fmt: skip
+@click.option("--references", is_flag=True,
+              help="Measure HELP's 10 reference archs of --space (what `hws adapt` fingerprints a device with).")  # fmt: skip
 @click.option("--random", "n_random", type=click.IntRange(min=1), default=None,
-              help="Measure N uniformly random archs of --space.")  # fmt: skip
+              help="Measure N uniformly random archs of --space (other than the references).")  # fmt: skip
 @click.option("--model", default=None,
               help="Your model: a TorchScript .pt, a torch.export .pt2, an .onnx file or 'module:callable' (space=custom).")  # fmt: skip
 @click.option("--input-shape", default=None, help="Input shape of one sample for --model, e.g. 3,224,224.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:<index>.")
 @click.option("--batch", default=1, show_default=True, type=click.IntRange(min=1))
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: torch's).")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="CPU threads (1: steady timings on a shared machine; raise it to time multi-threaded inference).")  # fmt: skip
 @click.option("--repeats", default=30, show_default=True, type=click.IntRange(min=1))
 @click.option("--warmup", default=5, show_default=True, type=click.IntRange(min=0))
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True)
@@ -198,37 +263,53 @@ def _read_keys(path: Path) -> list[str]:
               help="Split --repeats over this many passes through the archs (robust to bursts of load).")  # fmt: skip
 @click.option("--timer", type=click.Choice(["wall", "thread-cpu"]), default="wall", show_default=True,
               help=_TIMER_HELP)  # fmt: skip
-@click.option("--seed", default=0, show_default=True, help="Seed of --random.")
+@click.option("--seed", type=int, default=None, help="Seed of --random (default: a fresh one, printed).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write space, arch_key, arch_index, latency_ms to FILE (.csv or .parquet) for "
+                   "`hws adapt --measurements FILE`, instead of the store.")  # fmt: skip
 @store_option
 @push_options
 def collect_latency_cmd(
-    space: str, archs: tuple[str, ...], archs_file: Path | None, n_random: int | None, model: str | None,
-    input_shape: str | None, device: str, batch: int, threads: int | None, repeats: int, warmup: int,
-    precision: str, rounds: int, timer: str, seed: int, store_path: Path | None, push_url: str | None, token: str | None,
+    space: str, archs: tuple[str, ...], archs_file: Path | None, references: bool, n_random: int | None,
+    model: str | None, input_shape: str | None, device: str, batch: int, threads: int, repeats: int, warmup: int,
+    precision: str, rounds: int, timer: str, seed: int | None, out: Path | None, store_path: Path | None,
+    push_url: str | None, token: str | None,
 ) -> None:  # fmt: skip
-    """Measure inference latency on this machine and store it in the latency table.
+    """Measure inference latency on this machine and store it in the latency table (or --out FILE).
 
     \b
     Examples:
+      hws collect latency --references --random 10 --out m.csv   few-shot: then `hws adapt --measurements m.csv`
       hws collect latency --random 20                       20 random NB201 archs, CPU, batch 1
-      hws collect latency --space fbnet --archs-file keys.txt --threads 1
+      hws collect latency --space fbnet --archs-file keys.txt
       hws collect latency --model resnet.pt --input-shape 3,224,224 --batch 8
       hws collect latency --model torchvision.models:mobilenet_v3_small --input-shape 3,224,224
 
     NB201 networks are NAS-Bench-201's CIFAR-10 TinyNetwork; FBNet networks are
     HW-NAS-Bench's CIFAR-100 FBNet_Infer. Latency is the median of --repeats runs
-    after --warmup runs, in eval mode under torch.inference_mode.
+    after --warmup runs, in eval mode under torch.inference_mode, on --threads threads.
     """
     import polars as pl
 
-    from hwsurrogate.datasets.collectors.dnn_latency import SOURCE, collect_latency, random_arch_keys
+    from hwsurrogate.cli.options import write_frame
+    from hwsurrogate.datasets.collectors.dnn_latency import (
+        SOURCE,
+        collect_latency,
+        fresh_seed,
+        random_arch_keys,
+        reference_arch_keys,
+    )
     from hwsurrogate.datasets.collectors.environment import hostname
 
+    if out is not None and push_url:
+        raise click.UsageError("give --out FILE or --push URL, not both")
+    if push_url:
+        check_push("latency", push_url, token)  # a wrong token fails now, not after the measurements
     measure = {"device": device, "batch": batch, "threads": threads, "repeats": repeats, "warmup": warmup,
                "precision": precision, "timer": timer.replace("-", "_"), "rounds": rounds}  # fmt: skip
     if model is not None:
-        if archs or archs_file or n_random:
-            raise click.UsageError("--model measures one custom model; do not combine it with --arch/--random")
+        if archs or archs_file or n_random or references:
+            raise click.UsageError("--model measures one custom model; do not combine it with --arch/--random/--references")
         if not input_shape:
             raise click.UsageError("--model needs --input-shape, e.g. 3,224,224")
         try:
@@ -238,16 +319,25 @@ def collect_latency_cmd(
                                      param_hint="--input-shape") from None  # fmt: skip
         frame = collect_latency("custom", [model], input_shape=shape, **measure)  # type: ignore[arg-type]
     else:
-        keys = list(archs)
+        keys = reference_arch_keys(space) if references else []
+        keys += list(archs)
         if archs_file is not None:
             keys += _read_keys(archs_file)
         if n_random:
-            keys += random_arch_keys(space, n_random, seed=seed)  # type: ignore[arg-type]
+            if seed is None:
+                seed = fresh_seed()
+            click.echo(f"--random {n_random}: seed {seed} (repeat this draw with --seed {seed})")
+            keys += random_arch_keys(space, n_random, seed=seed, exclude=keys)  # type: ignore[arg-type]
         if not keys:
-            raise click.UsageError("give --arch KEY, --archs-file FILE, --random N or --model")
-        frame = collect_latency(space, keys, **measure)  # type: ignore[arg-type]
+            raise click.UsageError("give --references, --arch KEY, --archs-file FILE, --random N or --model")
+        frame = collect_latency(space, list(dict.fromkeys(keys)), **measure)  # type: ignore[arg-type]
     with pl.Config(tbl_rows=40, fmt_str_lengths=90, tbl_width_chars=160):
         click.echo(frame.select("arch_key", "arch_index", "batch", "latency_ms"))
+    if out is not None:
+        write_frame(frame.select(MEASUREMENT_COLUMNS), out)
+        click.echo(f"wrote {frame.height} measurements to {out} (device {frame['device_id'][0]}); next: "
+                   f"hws adapt --device NAME --measurements {out}")  # fmt: skip
+        return
     click.echo(deliver("latency", frame, partition=f"{SOURCE}:{hostname()}", store_path=store_path,
                        push_url=push_url, token=token))  # fmt: skip
 

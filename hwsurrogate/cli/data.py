@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import sys
+import textwrap
 from pathlib import Path
 
 import click
 
+from hwsurrogate.cli.lazy import LazyGroup
 from hwsurrogate.cli.options import json_option, out_option, store_option
 from hwsurrogate.datasets import KINDS
 from hwsurrogate.datasets.importers import IMPORTERS, import_available, import_source, sources
@@ -15,7 +17,7 @@ from hwsurrogate.datasets.importers import IMPORTERS, import_available, import_s
 __all__ = ["data"]
 
 
-@click.group()
+@click.group(cls=LazyGroup)
 def data() -> None:
     """Import, list, show and export datasets in the local store.
 
@@ -26,15 +28,20 @@ def data() -> None:
 
 
 @data.command("sources")
-def sources_cmd() -> None:
-    """List the known public sources, their paths under HWSURROGATE_DATA_DIR and download URLs."""
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table("source", "tables", "path", "download", "license")
-    for s in sources():
-        table.add_row(s.name, ",".join(s.kinds), s.subpath, s.url, s.license)
-    Console().print(table)
+@json_option
+def sources_cmd(as_json: bool) -> None:
+    """List the known public sources, their paths under HWSURROGATE_DATA_DIR and full download URLs."""
+    known = [
+        {"source": s.name, "tables": list(s.kinds), "path": s.subpath, "download": s.url, "license": s.license}
+        for s in sources()
+    ]
+    if as_json:
+        click.echo(json.dumps(known, indent=2))
+        return
+    for entry in known:  # plain lines, never cut: the URLs are meant to be copied
+        click.echo(f"{entry['source']}  ({', '.join(entry['tables'])}; {entry['license']})")
+        click.echo(f"  path:     $HWSURROGATE_DATA_DIR/{entry['path']}")
+        click.echo(f"  download: {entry['download']}")
 
 
 @data.command("import")
@@ -113,6 +120,18 @@ def list_cmd(as_json: bool, store_path: Path | None) -> None:
         devices = entry.get("devices") or []
         table.add_row("", "[b]total", f"[b]{entry['rows']:,}", str(len(devices)) if devices else "")  # type: ignore[arg-type]
     console.print(table)
+    for kind, entry in summary.items():  # the device ids in full, to copy into predict/adapt/show
+        devices = list(entry.get("devices") or [])  # type: ignore[call-overload]
+        if devices:
+            click.echo(f"\n{kind} devices ({len(devices)}):")
+            click.echo(textwrap.fill(", ".join(devices), width=100, initial_indent="  ", subsequent_indent="  ",
+                                     break_long_words=False, break_on_hyphens=False))  # fmt: skip
+
+
+#: columns `hws data show` always prints in full: what `hws predict` / `hws adapt` take as keys
+SHOW_KEYS = ("device_id", "space", "arch_key", "arch_index", "kernel", "pragmas", "design_id", "op", "dtype", "layout")
+#: other text columns longer than this are left out of the table (``--json`` has them)
+SHOW_MAX_CHARS = 80
 
 
 @data.command("show")
@@ -120,16 +139,31 @@ def list_cmd(as_json: bool, store_path: Path | None) -> None:
 @click.option("--device", default=None, help="Only rows of this device id (e.g. help/pixel2).")
 @click.option("--source", default=None, help="Only rows of this source.")
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1), help="Rows to print.")
+@json_option
 @store_option
-def show_cmd(kind: str, device: str | None, source: str | None, limit: int, store_path: Path | None) -> None:
-    """Print the first rows of table KIND."""
+def show_cmd(
+    kind: str, device: str | None, source: str | None, limit: int, as_json: bool, store_path: Path | None
+) -> None:
+    """Print the first rows of table KIND; keys (device_id, arch_key, ...) are never cut, so they can be copied.
+
+    Columns holding long text other than the keys (e.g. hls4ml model JSON, `extra`) are left out of the
+    table and named below it; `--json` prints every column in full.
+    """
     import polars as pl
 
     from hwsurrogate.datasets.store import DatasetStore
 
     df = DatasetStore(store_path).scan(kind, device=device, source=source).head(limit).collect()
-    with pl.Config(tbl_rows=limit, tbl_cols=14, fmt_str_lengths=40, tbl_width_chars=200):
-        click.echo(df)
+    if as_json:
+        click.echo(json.dumps(df.to_dicts(), indent=1, default=str))
+        return
+    bulky = [c for c in df.columns if c not in SHOW_KEYS and df[c].dtype == pl.String
+             and (df[c].str.len_chars().max() or 0) > SHOW_MAX_CHARS]  # fmt: skip
+    with pl.Config(tbl_rows=limit, tbl_cols=-1, fmt_str_lengths=60_000, tbl_width_chars=65_000,
+                   tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):  # fmt: skip
+        click.echo(df.drop(bulky))
+    if bulky:
+        click.echo(f"not shown (long text): {', '.join(bulky)}; `--json` prints every column")
 
 
 @data.command("export")

@@ -8,7 +8,7 @@ help, which ``--help`` shows without importing anything.
 
 from __future__ import annotations
 
-import importlib
+import difflib
 from collections.abc import Callable, Mapping
 
 import click
@@ -23,9 +23,9 @@ class LazyGroup(click.Group):
     """A click group that also holds lazily imported subcommands; lists all of them in the order added."""
 
     def __init__(
-        self, *args: object, lazy: Mapping[str, tuple[Loader | str, str]] | None = None, **kwargs: object
+        self, *args: object, lazy: Mapping[str, tuple[Loader, str]] | None = None, **kwargs: object
     ) -> None:
-        self.lazy: dict[str, tuple[Loader | str, str]] = {}
+        self.lazy: dict[str, tuple[Loader, str]] = {}
         self._order: list[str] = []
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         for name, (loader, short_help) in (lazy or {}).items():
@@ -35,12 +35,8 @@ class LazyGroup(click.Group):
         super().add_command(cmd, name)
         self._remember(name or cmd.name or "")
 
-    def add_lazy_command(self, name: str, loader: Loader | str, short_help: str) -> None:
-        """Add subcommand ``name``: ``loader()`` imports it on first use; ``short_help`` is its help line.
-
-        A ``"module:attribute"`` string is still accepted as the loader for commands not yet switched
-        to a loader function (``hws train fewshot``); new code passes a function.
-        """
+    def add_lazy_command(self, name: str, loader: Loader, short_help: str) -> None:
+        """Add subcommand ``name``: ``loader()`` imports it on first use; ``short_help`` is its help line."""
         self.lazy[name] = (loader, short_help)
         self._remember(name)
 
@@ -57,9 +53,6 @@ class LazyGroup(click.Group):
             return self.commands.get(cmd_name)
         loader, _ = self.lazy[cmd_name]
         try:
-            if isinstance(loader, str):
-                module, attr = loader.split(":")
-                return getattr(importlib.import_module(module), attr)
             return loader()
         except (ImportError, AttributeError) as exc:
             reason = f"{type(exc).__name__}: {exc}"
@@ -69,6 +62,20 @@ class LazyGroup(click.Group):
                 raise click.ClickException(f"command {cmd_name!r} is not available in this build: {reason}")
 
             return unavailable
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        """Click's lookup; an unknown name gets "did you mean ..." with the closest commands."""
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError:
+            name = args[0] if args else ""
+            close = difflib.get_close_matches(name, self.list_commands(ctx), n=3, cutoff=0.6)
+            if not name or name.startswith("-") or not close:
+                raise
+            options = " or ".join(repr(c) for c in close)
+            raise click.UsageError(f"No such command {name!r}. Did you mean {options}?", ctx) from None
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """Like click's, but a lazy subcommand shows its stored help line instead of being imported."""

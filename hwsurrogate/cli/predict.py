@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from hwsurrogate.cli.gemm_shots import gemm_shots
+from hwsurrogate.cli.lazy import LazyGroup
 from hwsurrogate.cli.options import json_option, out_option, store_option, strict_option, write_frame
 
 if TYPE_CHECKING:
@@ -52,6 +53,26 @@ def read_queries(path: str | Path) -> pl.DataFrame:
         ) from None
 
 
+#: up to this many query rows, predictions run on one thread
+SMALL_BATCH = 64
+
+
+def _check_before_loading(task: str, queries: pl.DataFrame) -> None:
+    """Reject bad values before any model loads (a model load costs far more than these checks)."""
+    try:
+        if task == "gemm":
+            from hwsurrogate.surrogates.features.gemm import check_gemm_queries
+
+            check_gemm_queries(queries)
+        elif task == "latency":
+            from hwsurrogate.surrogates.features import nas
+
+            for (space,), part in queries.group_by("space", maintain_order=True):
+                nas.arch_vectors(str(space), part["arch_key"])
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 def _dispatch(
     task: str, queries: pl.DataFrame, version: str | None, store_path: Path | None, strict: bool = False
 ) -> Answer:
@@ -63,8 +84,14 @@ def _dispatch(
     """
     from hwsurrogate.surrogates.predict import local_dispatch
 
+    _check_before_loading(task, queries)
+    from threadpoolctl import threadpool_limits
+
+    # a few rows: one thread (an OpenMP region per tree costs more than the tree on a busy machine)
+    threads = 1 if queries.height <= SMALL_BATCH else None
     try:
-        answer = local_dispatch(store_path, versions={task: version}).predict(task, queries, strict=strict)
+        with threadpool_limits(limits=threads):
+            answer = local_dispatch(store_path, versions={task: version}).predict(task, queries, strict=strict)
     except (ValueError, LookupError) as exc:
         raise click.ClickException(str(exc)) from None
     for warning in answer.warnings:
@@ -267,7 +294,7 @@ def predict_latency(
 # --------------------------------------------------------------------------- the group
 
 
-@click.group()
+@click.group(cls=LazyGroup)
 def predict() -> None:
     """Predict from the command line: served champions, or the adaptation of an adapted device."""
 

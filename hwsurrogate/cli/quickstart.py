@@ -30,10 +30,13 @@ if TYPE_CHECKING:
 
     from hwsurrogate.datasets.store import DatasetStore
 
-__all__ = ["DEFAULT_SOURCES", "Context", "Skip", "Step", "quickstart", "run_steps"]
+__all__ = ["DEFAULT_SOURCES", "POOR_ERROR", "Context", "Skip", "Step", "adaptation_report", "quickstart", "run_steps"]
 
 #: Public sources imported by default (enough to train the latency and GEMM models quickly).
 DEFAULT_SOURCES = ("help", "latbench", "gpperf")
+
+#: an adapted prediction further than this (relative) from the measurement is called poor
+POOR_ERROR = 0.25
 
 
 class Skip(Exception):
@@ -63,6 +66,7 @@ class Context:
     token: str = field(default_factory=_new_token)
     server: Any = None
     server_thread: threading.Thread | None = None
+    port: int = 0  #: 0: a free port, printed when the service starts
 
     @property
     def local_device(self) -> str:
@@ -99,7 +103,8 @@ def step_collect_latency(ctx: Context) -> str:
     from hwsurrogate.datasets.collectors.dnn_latency import collect_latency, random_arch_keys
 
     keys = random_arch_keys("nb201", 12, seed=0)
-    frame = collect_latency("nb201", keys, repeats=5, warmup=2)
+    # one thread: on a 2-core machine two threads read 288 ms with an IQR of 224 ms, one thread 6.4 ms
+    frame = collect_latency("nb201", keys, repeats=5, warmup=2, threads=1)
     ctx.store.append("latency", frame, partition="collector:latency")
     ctx.collected["latency"] = frame
     med = frame["latency_ms"].median()
@@ -166,7 +171,10 @@ def step_serve(ctx: Context) -> str:
     from hwsurrogate.service.app import ServiceConfig, create_app
 
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        try:
+            s.bind(("127.0.0.1", ctx.port))
+        except OSError as exc:
+            raise RuntimeError(f"port {ctx.port} is not free ({exc.strerror}); pick another with --port") from None
         port = s.getsockname()[1]
     app = create_app(ServiceConfig(store=ctx.store.root, token=ctx.token))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
@@ -236,10 +244,37 @@ def step_adapt_this_machine(ctx: Context) -> str:
                 raise Skip(str(exc.detail)) from None
             raise
         pred = client.predict_latency(device, "nb201", arch_keys=held_out["arch_key"].to_list())
-    lines = [f"  measured {m:.2f} ms, predicted {p['latency_ms']:.2f} ms"
-             for m, p in zip(held_out["latency_ms"], pred["predictions"], strict=True)]  # fmt: skip
+    predicted = [p["latency_ms"] for p in pred["predictions"]]
     return (f"adapted {device} from {reg['n_measurements']} measurements in {reg['adapt_seconds']:.2f} s; "
-            "held-out architectures:\n" + "\n".join(lines))  # fmt: skip
+            "held-out architectures:\n" + adaptation_report(held_out["latency_ms"].to_list(), predicted))  # fmt: skip
+
+
+def adaptation_report(measured: list[float], predicted: list[float], *, poor: float = POOR_ERROR) -> str:
+    """One line per held-out architecture (measured, predicted, ratio, error), then an honest verdict.
+
+    A prediction further than ``poor`` (relative) from its measurement is marked poor, and the
+    verdict says when the median error is above it, with what usually causes it.
+    """
+    import statistics
+
+    lines, errors = [], []
+    for m, p in zip(measured, predicted, strict=True):
+        err = abs(p - m) / m
+        errors.append(err)
+        mark = "  <- poor" if err > poor else ""
+        lines.append(f"  measured {m:.2f} ms, predicted {p:.2f} ms (ratio {p / m:.2f}, error {err:.0%}){mark}")
+    if not errors:
+        return "no held-out architectures to check"
+    median = statistics.median(errors)
+    n_poor = sum(e > poor for e in errors)
+    if median > poor:
+        verdict = (f"POOR adaptation: median error {median:.0%} (> {poor:.0%}), {n_poor}/{len(errors)} predictions "
+                   "poor. Usual causes: too few or noisy measurements (measure HELP's 10 references plus 10 "
+                   "others with `hws collect latency --references --random 10 --out m.csv`), or a device "
+                   "unlike the source devices.")  # fmt: skip
+    else:
+        verdict = f"median error {median:.0%} (<= {poor:.0%}); {n_poor}/{len(errors)} predictions poor"
+    return "\n".join(lines) + "\n  " + verdict
 
 
 def step_query_latency(ctx: Context) -> str:
@@ -298,6 +333,8 @@ def run_steps(ctx: Context, steps: list[Step]) -> list[tuple[str, str, str]]:
     help=f"Public sources to import (comma-separated; 'all' = {', '.join(IMPORTERS)}).",
 )
 @click.option("--keep-serving", is_flag=True, help="Leave the service running at the end (Ctrl-C stops it).")
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="Port of the service it starts on 127.0.0.1 (0: a free one, printed).")  # fmt: skip
 def quickstart(
     store_path: Path | None,
     skip_import: bool,
@@ -305,6 +342,7 @@ def quickstart(
     skip_train: bool,
     sources: str,
     keep_serving: bool,
+    port: int,
 ) -> None:
     """Run the whole loop on this machine: collect, import, train, serve, query, adapt.
 
@@ -315,7 +353,7 @@ def quickstart(
     from hwsurrogate.datasets.store import DatasetStore
 
     store = DatasetStore(store_path)
-    ctx = Context(store=store)
+    ctx = Context(store=store, port=port)
     click.echo(f"store: {store.root.resolve()}", err=True)
     chosen = (
         tuple(IMPORTERS) if sources == "all" else tuple(s.strip() for s in sources.split(",") if s.strip())
@@ -351,11 +389,14 @@ def quickstart(
     n_ok = sum(1 for _, s, _ in results if s == "ok")
     click.echo(f"\n{n_ok}/{len(results)} steps ran in {time.perf_counter() - t0:.0f} s. Where to look:")
     click.echo("  MLflow runs and models:  mlflow ui --backend-store-uri sqlite:///mlflow.db")
-    if ctx.url:
-        click.echo(f"  API docs (while serving): {ctx.url}/docs")
-    click.echo("  serve it yourself:        hws serve --port 8000")
+    serving = ctx.server is not None and keep_serving
+    if serving:
+        click.echo(f"  API docs:                {ctx.url}/docs (and {ctx.url}/redoc)")
+    click.echo("  serve it yourself:        hws serve --port 8000, then http://127.0.0.1:8000/docs")
     if ctx.server is not None:
-        if keep_serving:
+        if not keep_serving:
+            click.echo(f"the service at {ctx.url} stops now (--keep-serving leaves it running)")
+        else:
             click.echo(f"serving at {ctx.url} with write token {ctx.token}; Ctrl-C to stop")
             try:
                 while True:

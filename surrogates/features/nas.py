@@ -50,12 +50,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache, lru_cache
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import polars as pl
-import torch
-from torch_geometric.data import Batch, Data
 
 from hwsurrogate.datasets.archspaces import (
     FBNET_N_LAYERS,
@@ -66,6 +64,10 @@ from hwsurrogate.datasets.archspaces import (
     OFA_EXPANDS,
     OFA_KERNELS,
 )
+
+if TYPE_CHECKING:  # torch loads only where graphs are built: tree models and key checks stay light
+    import torch
+    from torch_geometric.data import Batch, Data
 
 Space = Literal["nb201", "fbnet", "ofa"]
 SPACES: tuple[Space, ...] = ("nb201", "fbnet", "ofa")
@@ -493,6 +495,8 @@ def graph_spec(space: str) -> GraphSpec:
             "log1p_mmacs",
             "position",
         )
+    import torch
+
     edge_index = torch.tensor(edges, dtype=torch.long).t().contiguous()
     return GraphSpec(space=space, num_nodes=num_nodes, edge_index=edge_index, node_feature_names=tuple(names))
 
@@ -531,6 +535,8 @@ def collate_fixed(
     Returns ``(x (B*N, F), edge_index (2, B*E), batch (B*N,))``, the tensors a PyG ``Batch``
     would hold, without building B ``Data`` objects.
     """
+    import torch
+
     b, n, f = x_nodes.shape
     offsets = (torch.arange(b, device=x_nodes.device) * n).repeat_interleave(edge_index.size(1))
     ei = edge_index.to(x_nodes.device).repeat(1, b) + offsets
@@ -540,6 +546,9 @@ def collate_fixed(
 
 def arch_batch(space: str, arch_keys: Sequence[str] | pl.Series) -> Batch:
     """One :class:`~torch_geometric.data.Batch` of all ``arch_keys`` (no per-graph loop)."""
+    import torch
+    from torch_geometric.data import Batch
+
     spec = graph_spec(space)
     x = torch.from_numpy(node_features(space, arch_keys))
     flat, ei, batch = collate_fixed(x, spec.edge_index)
@@ -550,6 +559,9 @@ def arch_batch(space: str, arch_keys: Sequence[str] | pl.Series) -> Batch:
 
 def arch_graphs(space: str, arch_keys: Sequence[str] | pl.Series) -> list[Data]:
     """One :class:`~torch_geometric.data.Data` (``x``, ``edge_index``) per key."""
+    import torch
+    from torch_geometric.data import Data
+
     spec = graph_spec(space)
     x = torch.from_numpy(node_features(space, arch_keys))
     return [Data(x=xi, edge_index=spec.edge_index) for xi in x]

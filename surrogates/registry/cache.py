@@ -7,6 +7,10 @@ atomically, plus an optional local ``champion.json`` pointer. Two users:
 - the few-shot latency model (``<store>/models/fewshot-latency/<version>.npz``, numpy only: the
   adaptation path never imports torch or MLflow), whose pointer moves when ``hws train fewshot``
   promotes a version;
+- the served champion (or a pinned version) of every task for ``hws predict``
+  (``<store>/models/served/<model name>/``, see :func:`load_served`), with one pointer per reference
+  (``ref-champion.json``, ``ref-v3.json``) that is trusted only while :func:`tracking_stamp`
+  says MLflow's database has not changed since the pointer was written;
 - the GEMM champion that ``hws adapt --task gemm`` adapts (``<store>/adapted/gemm/.models/``),
   resolved through MLflow's public client (``get_model_version_by_alias``) on every call and
   cached by name, version and run id, so a moved alias is never answered with a stale model.
@@ -27,10 +31,14 @@ from hwsurrogate.io import atomic_write_bytes, safe_name
 __all__ = [
     "CachedChampion",
     "LocalModelCache",
+    "ServedEntry",
     "cache_champion",
     "gemm_model_cache",
     "load_gemm_champion",
+    "load_served",
+    "served_model_cache",
     "store_root",
+    "tracking_stamp",
 ]
 
 CHAMPION_FILE = "champion.json"
@@ -96,6 +104,21 @@ class LocalModelCache:
             return None
         return str(json.loads(path.read_text())["version"])
 
+    def ref(self, name: str) -> dict[str, str] | None:
+        """The pointer ``name`` (e.g. ``champion``, ``v3``) as written by :meth:`set_ref`, or None."""
+        path = self.folder / f"ref-{safe_name(name)}.json"
+        try:
+            payload = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        return payload if isinstance(payload, dict) and {"key", "stamp"} <= payload.keys() else None
+
+    def set_ref(self, name: str, key: str, stamp: str) -> None:
+        """Record that reference ``name`` resolved to ``key`` while the registry's stamp was ``stamp``."""
+        payload = {"name": self.name, "ref": name, "key": str(key), "stamp": stamp}
+        self.folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(self.folder / f"ref-{safe_name(name)}.json", json.dumps(payload).encode())
+
     def load(self, key: str) -> Any:
         """The model stored under ``key``, read once per process; fetched first when missing and fetchable."""
         key = str(key)
@@ -107,6 +130,136 @@ class LocalModelCache:
                 self._fetch(key, path)
             self._loaded[key] = self._read(path)
         return self._loaded[key]
+
+
+# --------------------------------------------------------------------------- served models
+
+
+def served_model_cache(name: str, root: str | os.PathLike[str] | None = None) -> LocalModelCache:
+    """The cache of registered model ``name``'s versions for short commands (``<store>/models/served/<name>/``)."""
+    return LocalModelCache(
+        store_root(root) / "models" / "served" / safe_name(name),
+        name,
+        suffix=".pkl",
+        write=_write_pickle,
+        read=_read_pickle,
+    )
+
+
+def tracking_stamp(uri: str) -> str | None:
+    """A fingerprint of MLflow's embedded SQLite database that changes whenever it is written.
+
+    The URI plus size and modification time (ns) of the database file and of its ``-wal`` file.
+    Every MLflow write (a new version, a moved alias, a deleted model) changes it, so a pointer
+    recorded with an equal stamp still names what MLflow would answer. None for anything else
+    (a tracking server, a missing file): callers then ask MLflow itself.
+    """
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        return None
+    db = Path(uri[len(prefix) :].split("?", 1)[0])
+    parts = []
+    for path in (db, db.with_name(db.name + "-wal")):
+        try:
+            st = path.stat()
+        except OSError:
+            if path is db:
+                return None
+            parts.append("-")
+            continue
+        parts.append(f"{st.st_mtime_ns}:{st.st_size}")
+    return "|".join([uri, *parts])
+
+
+@dataclass
+class ServedEntry:
+    """What the local copy of one registered version holds (pickled; our own objects only)."""
+
+    task: str
+    name: str
+    version: str
+    run_id: str
+    metrics: dict[str, float]
+    model: Any  #: an object with ``predict_frame(polars) -> polars``
+
+    def predictor(self) -> Any:
+        """The entry as a :class:`~.loading.LoadedPredictor`."""
+        from hwsurrogate.surrogates.registry.loading import LoadedPredictor
+
+        return LoadedPredictor(self.task, self.name, self.version, self.model, dict(self.metrics), native=self.model)
+
+
+def _entry(predictor: Any, run_id: str) -> ServedEntry | None:
+    """The cacheable form of a loaded predictor, or None when its model is not one of ours."""
+    from hwsurrogate.surrogates.registry.loading import LatencyModels
+
+    native = predictor.native
+    if native is None and predictor.task == "latency":
+        try:
+            inner = predictor.model.unwrap_python_model()
+            native = LatencyModels(dict(inner.models), str(getattr(inner, "kind", "tree")))
+        except Exception:  # not our latency pyfunc
+            native = None
+    if native is None:
+        return None
+    return ServedEntry(predictor.task, predictor.name, predictor.version, run_id, predictor.metrics, native)
+
+
+def load_served(
+    task: str,
+    *,
+    version: str | int | None = None,
+    alias: str = "champion",
+    store_root: str | os.PathLike[str] | None = None,
+) -> Any:
+    """``task``'s champion (or pinned ``version``) for a short-lived command, from the local copy.
+
+    Returns a :class:`~.loading.LoadedPredictor`.
+
+    1. While MLflow's SQLite database is unchanged since the local pointer for this alias/version
+       was written (:func:`~.cache.tracking_stamp`), the pointer's copy answers and MLflow is not
+       imported.
+    2. Otherwise MLflow's client resolves the alias (public API); a copy keyed by name, version
+       and run id answers if present, else the version is loaded through MLflow
+       (:func:`~.loading.load_predictor`) and copied. The pointer is then rewritten with the stamp taken
+       before resolving, so any MLflow write in between sends the next call back to step 2.
+
+    A missing or unwritable cache only makes the command slower, never different.
+    """
+    from hwsurrogate.settings import get_settings
+    from hwsurrogate.surrogates.api import MODEL_NAMES
+    from hwsurrogate.surrogates.registry import loading
+
+    if task not in MODEL_NAMES:
+        raise loading.ModelNotFoundError(f"unknown task {task!r}; expected one of {sorted(MODEL_NAMES)}")
+    cache = served_model_cache(MODEL_NAMES[task], store_root)
+    ref = alias if version is None else f"v{version}"
+    stamp = tracking_stamp(get_settings(fresh=True).tracking_uri())
+    pointer = cache.ref(ref) if stamp is not None else None
+    if pointer is not None and pointer["stamp"] == stamp:
+        try:
+            return cache.load(pointer["key"]).predictor()
+        except (OSError, EOFError, AttributeError, ImportError, pickle.UnpicklingError):
+            pass  # a damaged or outdated copy: resolve through MLflow below
+    mv = loading.resolve_version(task, alias=alias, version=version)
+    key = f"{mv.name}-v{mv.version}-{mv.run_id}"
+    try:
+        entry = cache.load(key)
+    except (OSError, EOFError, AttributeError, ImportError, pickle.UnpicklingError):
+        loaded = loading.load_predictor(task, version=mv.version)
+        entry = _entry(loaded, str(mv.run_id))
+        if entry is None:
+            return loaded
+        try:
+            cache.export(entry, key)
+        except OSError:
+            return loaded
+    if stamp is not None:
+        try:
+            cache.set_ref(ref, key, stamp)
+        except OSError:
+            pass
+    return entry.predictor()
 
 
 # --------------------------------------------------------------------------- the GEMM champion

@@ -3,10 +3,16 @@
 Every task's model is logged as an MLflow pyfunc whose ``predict`` takes a pandas frame with
 the task's input columns and returns a frame with its output columns; the feature pipeline is
 inside the model, so loading it is all a caller needs.
+
+:func:`load_predictor` loads through MLflow (seconds: MLflow's import and pyfunc loading).
+:func:`.cache.load_served` is the short-command path: the same predictor, unpickled from a local
+copy keyed by name, version and run id, and MLflow is not even imported while the local pointer
+for the alias is known to be current (see :func:`.cache.tracking_stamp`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +22,17 @@ import polars as pl
 from hwsurrogate.errors import HwSurrogateError
 from hwsurrogate.surrogates.api import INPUTS, MODEL_NAMES, NOTE_COLUMN, OUTPUTS
 from hwsurrogate.surrogates.registry.tracking import CHAMPION, configure_mlflow
+
+__all__ = [
+    "LatencyModels",
+    "LoadedPredictor",
+    "ModelNotFoundError",
+    "load_predictor",
+    "model_uri",
+    "native_model",
+    "predict_latency_frame",
+    "resolve_version",
+]
 
 
 class ModelNotFoundError(HwSurrogateError, LookupError):
@@ -74,6 +91,29 @@ def model_uri(task: str, *, alias: str = CHAMPION, version: str | int | None = N
     return f"models:/{name}/{version}" if version is not None else f"models:/{name}@{alias}"
 
 
+def resolve_version(task: str, *, alias: str = CHAMPION, version: str | int | None = None) -> Any:
+    """MLflow's ``ModelVersion`` for ``task``'s alias (default ``champion``) or pinned version."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    if task not in MODEL_NAMES:
+        raise ModelNotFoundError(f"unknown task {task!r}; expected one of {sorted(MODEL_NAMES)}")
+    configure_mlflow()
+    name = MODEL_NAMES[task]
+    client = MlflowClient()
+    try:
+        return (
+            client.get_model_version(name, str(version))
+            if version is not None
+            else client.get_model_version_by_alias(name, alias)
+        )
+    except MlflowException:
+        what = f"version {version}" if version is not None else f"alias {alias!r}"
+        raise ModelNotFoundError(
+            f"no registered model {name!r} with {what}; run `hws train {task}` first"
+        ) from None
+
+
 def load_predictor(
     task: str,
     *,
@@ -89,24 +129,10 @@ def load_predictor(
     """
     import mlflow
     from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
 
-    if task not in MODEL_NAMES:
-        raise ModelNotFoundError(f"unknown task {task!r}; expected one of {sorted(MODEL_NAMES)}")
-    configure_mlflow()
+    mv = resolve_version(task, alias=alias, version=version)
     name = MODEL_NAMES[task]
     client = MlflowClient()
-    try:
-        mv = (
-            client.get_model_version(name, str(version))
-            if version is not None
-            else client.get_model_version_by_alias(name, alias)
-        )
-    except MlflowException:
-        what = f"version {version}" if version is not None else f"alias {alias!r}"
-        raise ModelNotFoundError(
-            f"no registered model {name!r} with {what}; run `hws train {task}` first"
-        ) from None
     model = mlflow.pyfunc.load_model(f"models:/{name}/{mv.version}", suppress_warnings=not check_requirements)
     metrics: dict[str, float] = {}
     if mv.run_id:
@@ -119,3 +145,54 @@ def load_predictor(
         metrics=metrics,
         native=native_model(model),
     )
+
+
+# --------------------------------------------------------------------------- the local copy
+
+
+def predict_latency_frame(models: Mapping[str, Any], queries: Any) -> Any:
+    """``latency_ms`` (pandas) for a pandas frame of device_id, space, arch_key, per space's model.
+
+    The latency pyfunc's ``predict_frame`` and :class:`LatencyModels` both answer with this.
+    """
+    import pandas as pd
+
+    missing = [c for c in INPUTS["latency"] if c not in queries.columns]
+    if missing:
+        raise ValueError(f"latency queries miss column(s) {missing}; need {list(INPUTS['latency'])}")
+    for col in INPUTS["latency"]:
+        nulls = queries[col].isna()
+        if nulls.any():
+            raise ValueError(f"column {col!r} may not be null (row {int(np.flatnonzero(nulls)[0])})")
+    spaces = queries["space"].astype(str).to_numpy()
+    devices = queries["device_id"].astype(str).to_numpy()
+    keys = queries["arch_key"].astype(str).to_numpy()
+    out = np.full(len(queries), np.nan)
+    for space in pd.unique(spaces):
+        if space not in models:
+            raise ValueError(f"unknown space {space!r}; this model answers for {sorted(models)}")
+        rows = np.flatnonzero(spaces == space)
+        known = set(models[space].devices)
+        for d in pd.unique(devices[rows]):
+            if d not in known:
+                raise ValueError(
+                    f"unknown device_id {d!r} for space {space!r}; known: {', '.join(sorted(known)[:8])}"
+                    + (" ..." if len(known) > 8 else "")
+                )
+        out[rows] = models[space].predict(keys[rows].tolist(), devices[rows].tolist())
+    return pd.DataFrame({"latency_ms": out})
+
+
+@dataclass
+class LatencyModels:
+    """The latency model's per-space predictors without the MLflow wrapper (polars in, polars out)."""
+
+    models: dict[str, Any]
+    kind: str = "tree"
+
+    @property
+    def devices(self) -> dict[str, list[str]]:
+        return {space: list(m.devices) for space, m in self.models.items()}
+
+    def predict_frame(self, queries: pl.DataFrame) -> pl.DataFrame:
+        return pl.from_pandas(predict_latency_frame(self.models, queries.to_pandas()))

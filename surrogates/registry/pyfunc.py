@@ -28,10 +28,10 @@ import numpy as np
 import pandas as pd
 import polars as pl
 
-from hwsurrogate.surrogates.api import INPUTS
 from hwsurrogate.surrogates.features.gemm import GEMM_QUERY_COLUMNS
 from hwsurrogate.surrogates.models.fpga import FpgaPyfunc
 from hwsurrogate.surrogates.models.gemm import GemmPyfunc
+from hwsurrogate.surrogates.registry.loading import predict_latency_frame
 
 
 class FrameModel(mlflow.pyfunc.PythonModel):
@@ -99,30 +99,7 @@ class LatencyPyfunc(mlflow.pyfunc.PythonModel):
         return {"task": "latency", "by": "device_id", "regions": dict(sorted(regions.items()))}
 
     def predict_frame(self, queries: pd.DataFrame) -> pd.DataFrame:
-        missing = [c for c in INPUTS["latency"] if c not in queries.columns]
-        if missing:
-            raise ValueError(f"latency queries miss column(s) {missing}; need {list(INPUTS['latency'])}")
-        for col in INPUTS["latency"]:
-            nulls = queries[col].isna()
-            if nulls.any():
-                raise ValueError(f"column {col!r} may not be null (row {int(np.flatnonzero(nulls)[0])})")
-        spaces = queries["space"].astype(str).to_numpy()
-        devices = queries["device_id"].astype(str).to_numpy()
-        keys = queries["arch_key"].astype(str).to_numpy()
-        out = np.full(len(queries), np.nan)
-        for space in pd.unique(spaces):
-            if space not in self.models:
-                raise ValueError(f"unknown space {space!r}; this model answers for {sorted(self.models)}")
-            rows = np.flatnonzero(spaces == space)
-            known = set(predictor_devices(self.models[space]))
-            for d in pd.unique(devices[rows]):
-                if d not in known:
-                    raise ValueError(
-                        f"unknown device_id {d!r} for space {space!r}; known: {', '.join(sorted(known)[:8])}"
-                        + (" ..." if len(known) > 8 else "")
-                    )
-            out[rows] = self.models[space].predict(keys[rows].tolist(), devices[rows].tolist())
-        return pd.DataFrame({"latency_ms": out})
+        return predict_latency_frame(self.models, queries)
 
     def predict(
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None

@@ -1,0 +1,119 @@
+"""The local copy of served models that makes a one-off `hws predict` fast (registry/loading.load_served)."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+
+import numpy as np
+import polars as pl
+import pytest
+from click.testing import CliRunner
+from mlflow import MlflowClient
+
+from hwsurrogate.cli.predict import predict_gemm, predict_latency
+from hwsurrogate.datasets.store import DatasetStore
+from hwsurrogate.settings import get_settings
+from hwsurrogate.surrogates.registry import cache, loading
+from hwsurrogate.surrogates.registry.cache import served_model_cache, tracking_stamp
+from hwsurrogate.surrogates.training.gemm import GemmTrainConfig, train_gemm_model
+
+from .gemm_factories import devices_frame, gemm_rows
+
+FAST = GemmTrainConfig(max_iter=20, test_frac=0.25, min_power_rows=20)
+QUERY = pl.DataFrame([{"device_id": "test/gpu-a", "op": "bmm", "m": 128, "n": 256, "k": 64, "batch": 2,
+                       "dtype": "fp32", "layout": "nn"}])  # fmt: skip
+
+
+def _train(store: DatasetStore, seed: int) -> object:
+    res = train_gemm_model(store, dataclasses.replace(FAST, seed=seed))
+    MlflowClient().set_registered_model_alias("hws-gemm", "champion", str(res.version))
+    return res
+
+
+@pytest.fixture
+def filled(store: DatasetStore) -> DatasetStore:
+    store.append("devices", devices_frame(), partition="test")
+    store.append("gemm", pl.concat([gemm_rows("test/gpu-a", 150, seed=1), gemm_rows("test/gpu-b", 150, seed=2)]),
+                 partition="test")  # fmt: skip
+    return store
+
+
+def _no_mlflow(*args: object, **kwargs: object) -> None:
+    raise AssertionError("MLflow was asked although the local pointer is current")
+
+
+def test_second_load_answers_from_the_local_copy_without_asking_mlflow(
+    filled: DatasetStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    res = _train(filled, seed=0)
+    first = cache.load_served("gemm", store_root=filled.root)  # resolves through MLflow, writes the copy
+    assert first.version == str(res.version)
+    monkeypatch.setattr(loading, "resolve_version", _no_mlflow)
+    monkeypatch.setattr(loading, "load_predictor", _no_mlflow)
+    second = cache.load_served("gemm", store_root=filled.root)
+    assert second.version == first.version
+    np.testing.assert_array_equal(
+        second.predict(QUERY)["runtime_ms"].to_numpy(), res.model.predict_frame(QUERY)["runtime_ms"].to_numpy()
+    )
+
+
+def test_a_moved_alias_is_never_answered_from_a_stale_pointer(filled: DatasetStore) -> None:
+    """Without the stamp check the pointer written for v1 would keep answering after v2 is promoted."""
+    v1 = _train(filled, seed=0)
+    assert cache.load_served("gemm", store_root=filled.root).version == str(v1.version)
+    v2 = _train(filled, seed=1)  # a new version, made champion: MLflow's database changed
+    got = cache.load_served("gemm", store_root=filled.root)
+    assert got.version == str(v2.version) != str(v1.version)
+    MlflowClient().set_registered_model_alias("hws-gemm", "champion", str(v1.version))  # moved back
+    assert cache.load_served("gemm", store_root=filled.root).version == str(v1.version)
+
+
+def test_pinned_versions_are_cached_apart_from_the_champion(filled: DatasetStore) -> None:
+    v1 = _train(filled, seed=0)
+    v2 = _train(filled, seed=1)
+    assert cache.load_served("gemm", version=v1.version, store_root=filled.root).version == str(v1.version)
+    assert cache.load_served("gemm", store_root=filled.root).version == str(v2.version)
+    copies = served_model_cache("hws-gemm", filled.root)
+    assert copies.ref(f"v{v1.version}") is not None and copies.ref("champion") is not None
+
+
+def test_a_damaged_copy_falls_back_to_mlflow(filled: DatasetStore) -> None:
+    res = _train(filled, seed=0)
+    cache.load_served("gemm", store_root=filled.root)
+    copies = served_model_cache("hws-gemm", filled.root)
+    copies.path(copies.ref("champion")["key"]).write_bytes(b"not a pickle")  # type: ignore[index]
+    assert cache.load_served("gemm", store_root=filled.root).version == str(res.version)
+
+
+def test_tracking_stamp_changes_with_every_write_and_is_none_for_servers(tmp_path: object) -> None:
+    uri = get_settings(fresh=True).tracking_uri()
+    MlflowClient().search_experiments()  # make sure the database exists
+    before = tracking_stamp(uri)
+    assert before is not None
+    MlflowClient().create_experiment(f"stamp-{np.random.default_rng().integers(1 << 30)}")
+    assert tracking_stamp(uri) != before
+    assert tracking_stamp("http://localhost:5000") is None
+    assert tracking_stamp("sqlite:////nonexistent/mlflow.db") is None
+
+
+def test_cli_checks_the_input_before_loading_any_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cache, "load_served", _no_mlflow)
+    res = CliRunner().invoke(predict_gemm, ["--device", "x/y", "-m", "0", "-n", "8", "-k", "8"])
+    assert res.exit_code != 0 and "positive integer" in res.output
+    res = CliRunner().invoke(predict_latency, ["--device", "help/pixel2", "--arch-key", "|not-a-key|"])
+    assert res.exit_code != 0 and "not a valid nb201 key" in res.output
+
+
+def test_fast_path_imports_neither_mlflow_nor_torch(filled: DatasetStore) -> None:
+    """The point of the pointer: with it current, a one-off prediction never imports MLflow (seconds)."""
+    _train(filled, seed=0)
+    cache.load_served("gemm", store_root=filled.root)
+    code = (
+        "import sys; from hwsurrogate.surrogates.registry.cache import load_served; "
+        f"p = load_served('gemm', store_root={str(filled.root)!r}); "
+        "print(sorted(m for m in ('mlflow', 'torch') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
