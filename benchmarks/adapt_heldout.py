@@ -1,6 +1,6 @@
 """Held-out error of a GEMM adaptation vs its fit error, and what computing it costs.
 
-    python benchmarks/adapt_heldout.py --store /work/benchstore --device aiconfigurator/l40s --shots 10
+    python benchmarks/adapt_heldout.py --store ./store --device aiconfigurator/l40s --shots 10
 
 Fits the GEMM runtime model on the NeuSight source (as ``hws train gemm --source neusight``
 does, without MLflow), adapts it to ``--device`` from ``--shots`` random measured shapes with

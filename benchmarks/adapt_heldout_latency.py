@@ -1,6 +1,6 @@
 """Held-out error of a latency adaptation vs its fit error, and what computing it costs.
 
-    python benchmarks/adapt_heldout_latency.py --store /work/benchstore
+    python benchmarks/adapt_heldout_latency.py --store ./store
 
 Meta-trains the few-shot latency model (default config) on 8 HELP NB201 devices (2,000 random
 architectures), adapts it to a ninth from 10 and 20 random measurements with

@@ -12,7 +12,7 @@ for the alias is known to be current (see :func:`.cache.tracking_stamp`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -150,6 +150,15 @@ def load_predictor(
 # --------------------------------------------------------------------------- the local copy
 
 
+def latency_training_domain(devices: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+    """Device and space: the devices each space's model was fitted on (other queries are refused)."""
+    regions: dict[str, dict[str, Any]] = {d: {"space": {"values": []}} for devs in devices.values() for d in devs}
+    for space, devs in devices.items():
+        for d in devs:
+            regions[d]["space"]["values"].append(space)
+    return {"task": "latency", "by": "device_id", "regions": dict(sorted(regions.items()))}
+
+
 def predict_latency_frame(models: Mapping[str, Any], queries: Any) -> Any:
     """``latency_ms`` (pandas) for a pandas frame of device_id, space, arch_key, per space's model.
 
@@ -193,6 +202,10 @@ class LatencyModels:
     @property
     def devices(self) -> dict[str, list[str]]:
         return {space: list(m.devices) for space, m in self.models.items()}
+
+    @property
+    def training_domain(self) -> dict[str, Any]:
+        return latency_training_domain(self.devices)
 
     def predict_frame(self, queries: pl.DataFrame) -> pl.DataFrame:
         return pl.from_pandas(predict_latency_frame(self.models, queries.to_pandas()))

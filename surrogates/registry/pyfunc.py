@@ -31,7 +31,7 @@ import polars as pl
 from hwsurrogate.surrogates.features.gemm import GEMM_QUERY_COLUMNS
 from hwsurrogate.surrogates.models.fpga import FpgaPyfunc
 from hwsurrogate.surrogates.models.gemm import GemmPyfunc
-from hwsurrogate.surrogates.registry.loading import predict_latency_frame
+from hwsurrogate.surrogates.registry.loading import latency_training_domain, predict_latency_frame
 
 
 class FrameModel(mlflow.pyfunc.PythonModel):
@@ -92,11 +92,7 @@ class LatencyPyfunc(mlflow.pyfunc.PythonModel):
     @property
     def training_domain(self) -> dict[str, Any]:
         """Device and space: the devices each space's model was fitted on (other queries are refused)."""
-        regions = {d: {"space": {"values": []}} for devs in self.devices.values() for d in devs}
-        for space, devs in self.devices.items():
-            for d in devs:
-                regions[d]["space"]["values"].append(space)
-        return {"task": "latency", "by": "device_id", "regions": dict(sorted(regions.items()))}
+        return latency_training_domain(self.devices)
 
     def predict_frame(self, queries: pd.DataFrame) -> pd.DataFrame:
         return predict_latency_frame(self.models, queries)
