@@ -77,6 +77,17 @@ class GemmPrediction(BaseModel):
     energy_j: float | None
 
 
+#: the training-domain fields every prediction response carries (one definition)
+InDomain = Annotated[
+    bool | None,
+    Field(
+        description="every query inside the model's training domain (true), some outside (false, see "
+        "out_of_domain and warnings), or unknown: a model saved before domains were recorded (null)"
+    ),
+]
+OutOfDomain = Annotated[list[int], Field(default_factory=list, description="indices of the queries outside it")]
+
+
 class GemmPredictionBatch(BaseModel):
     model: ModelRef
     predictor: Literal["served", "adapted", "mixed"] = Field(
@@ -87,12 +98,8 @@ class GemmPredictionBatch(BaseModel):
         default_factory=list,
         description="e.g. queries outside the training domain, a device adapted on another model version",
     )
-    in_domain: bool | None = Field(
-        default=None,
-        description="every query inside the model's training domain (true), some outside (false, see "
-        "out_of_domain and warnings), or unknown: a model saved before domains were recorded (null)",
-    )
-    out_of_domain: list[int] = Field(default_factory=list, description="indices of the queries outside it")
+    in_domain: InDomain = None
+    out_of_domain: OutOfDomain
     count: int
     predictions: list[GemmPrediction]
 
@@ -135,12 +142,8 @@ class LatencyPredictionBatch(BaseModel):
     )
     model: ModelRef
     warnings: list[str] = Field(default_factory=list, description="e.g. queries outside the training domain")
-    in_domain: bool | None = Field(
-        default=None,
-        description="every query inside the model's training domain (true), some outside (false, see "
-        "out_of_domain and warnings), or unknown: a model saved before domains were recorded (null)",
-    )
-    out_of_domain: list[int] = Field(default_factory=list, description="indices of the queries outside it")
+    in_domain: InDomain = None
+    out_of_domain: OutOfDomain
     count: int
     predictions: list[LatencyPrediction]
 
@@ -248,12 +251,8 @@ class FpgaPrediction(BaseModel):
 
 class FpgaPredictionBatch(BaseModel):
     warnings: list[str] = Field(default_factory=list, description="e.g. queries outside the training domain")
-    in_domain: bool | None = Field(
-        default=None,
-        description="every query inside the model's training domain (true), some outside (false, see "
-        "out_of_domain and warnings), or unknown: a model saved before domains were recorded (null)",
-    )
-    out_of_domain: list[int] = Field(default_factory=list, description="indices of the queries outside it")
+    in_domain: InDomain = None
+    out_of_domain: OutOfDomain
     count: int
     predictions: list[FpgaPrediction]
 
