@@ -3,7 +3,7 @@
     from hwsurrogate.client import HwsClient
     with HwsClient("http://127.0.0.1:8000", token="...") as hws:
         hws.upload_rows("gemm", frame)            # {'added': 120, 'duplicates': 0, ...}
-        hws.predict_gemm([{"device": "gpperf/rtx4070", "m": 1024, "n": 1024, "k": 1024, "dtype": "fp16"}])
+        hws.predict_gemm([{"device": "neusight/Tesla_T4", "op": "bmm", "m": 1024, "n": 1024, "k": 1024, "batch": 16}])
 
 Every non-2xx answer raises :class:`ServiceError` carrying the status and the server's ``detail``.
 """

@@ -82,10 +82,15 @@ def require_cuda(device: str) -> int:
     import torch
 
     if not torch.cuda.is_available():
-        raise CollectorError(
-            f"device={device!r}: torch {torch.__version__} sees no CUDA GPU "
-            "(CPU-only build or no driver); use device='cpu'"
-        )
+        if torch.version.cuda is None:  # the README's set-up installs the CPU wheel
+            how = (
+                f"torch {torch.__version__} sees no CUDA GPU: it is a CPU-only build. On a machine with an NVIDIA "
+                "driver, install a CUDA build of torch (>=2.4,<2.14) from the CUDA index that matches the driver "
+                "(https://pytorch.org/get-started/locally/) before `pip install -e .`"
+            )
+        else:
+            how = f"torch {torch.__version__} (CUDA {torch.version.cuda}) sees no CUDA GPU: no driver or no visible device"
+        raise CollectorError(f"device={device!r}: {how}; or use device='cpu'")
     if index >= torch.cuda.device_count():
         raise CollectorError(
             f"device={device!r}: only {torch.cuda.device_count()} CUDA device(s) are visible"

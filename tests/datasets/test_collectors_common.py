@@ -287,3 +287,10 @@ def test_nvml_meter_prefers_the_pci_bus_id_over_the_cuda_index() -> None:
     meter = NvmlMeter(0, nvml=PciNvml([0]), pci_bus_id="0000:3b:00.0")
     assert meter.handle == "pci:0000:3b:00.0"
     assert NvmlMeter(1, nvml=PciNvml([0])).handle == "gpu1"  # no bus id: NVML index
+
+
+def test_cuda_on_a_cpu_only_torch_says_how_to_get_a_cuda_build() -> None:
+    if torch.version.cuda is not None:
+        pytest.skip("this torch is a CUDA build")
+    with pytest.raises(CollectorError, match="CPU-only build.*CUDA build of torch"):
+        envmod.require_cuda("cuda")
