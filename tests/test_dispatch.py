@@ -50,6 +50,21 @@ def _latency(keys: list[str], base: float) -> np.ndarray:
     return np.exp(base + np.array([[COST[OPS.index(o)] for o in row] for row in ops]).sum(1))
 
 
+def _adapted_board(store: Path) -> AdaptedDeviceRegistry:
+    """A store with a tiny meta-trained few-shot model (4 synthetic source devices) and ``me/board``
+    adapted from 12 of its NB201 latencies."""
+    frame = pl.concat(
+        pl.DataFrame({"device_id": f"synth/src{i}", "space": "nb201", "arch_key": KEYS,
+                      "latency_ms": _latency(KEYS, 0.5 + 0.4 * i)})
+        for i in range(4)
+    )  # fmt: skip
+    cfg = FewShotConfig(meta_draws=1, meta_query=50, meta_k=10, tau_grid=(0.01,), noise_grid=(0.1,), gnn=())
+    registry = AdaptedDeviceRegistry(store)
+    registry.export_model(FewShotLatencyRegressor(cfg).fit(frame), "1", champion=True)
+    registry.adapt("me/board", pl.DataFrame({"space": "nb201", "arch_key": KEYS[:12], "latency_ms": _latency(KEYS[:12], 1.1)}))
+    return registry
+
+
 @pytest.fixture
 def own_mlflow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty registry of this test's own: no hws-latency / hws-gemm unless the test registers one."""
@@ -62,18 +77,8 @@ def own_mlflow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_hws_predict_latency_answers_an_adapted_device_with_its_adapted_model(
     own_mlflow: Path, tmp_path: Path
 ) -> None:
-    frame = pl.concat(
-        pl.DataFrame({"device_id": f"synth/src{i}", "space": "nb201", "arch_key": KEYS,
-                      "latency_ms": _latency(KEYS, 0.5 + 0.4 * i)})
-        for i in range(4)
-    )  # fmt: skip
-    cfg = FewShotConfig(meta_draws=1, meta_query=50, meta_k=10, tau_grid=(0.01,), noise_grid=(0.1,), gnn=())
     store = tmp_path / "store"
-    registry = AdaptedDeviceRegistry(store)
-    registry.export_model(FewShotLatencyRegressor(cfg).fit(frame), "1", champion=True)
-    truth = _latency(KEYS, 1.1)
-    support = pl.DataFrame({"space": "nb201", "arch_key": KEYS[:12], "latency_ms": truth[:12]})
-    registry.adapt("me/board", support)
+    registry = _adapted_board(store)
     expected = registry.predict_latency("me/board", "nb201", KEYS[20:23])
 
     args = ["--device", "me/board", "--store", str(store), "--json"]
@@ -100,15 +105,7 @@ def test_dispatch_keeps_query_order_across_adapted_and_served_devices(tmp_path: 
         def predict(self, queries: pl.DataFrame) -> pl.DataFrame:
             return pl.DataFrame({"latency_ms": queries["arch_key"].str.len_chars().cast(pl.Float64)})
 
-    frame = pl.concat(
-        pl.DataFrame({"device_id": f"synth/src{i}", "space": "nb201", "arch_key": KEYS,
-                      "latency_ms": _latency(KEYS, 0.5 + 0.4 * i)})
-        for i in range(4)
-    )  # fmt: skip
-    cfg = FewShotConfig(meta_draws=1, meta_query=50, meta_k=10, tau_grid=(0.01,), noise_grid=(0.1,), gnn=())
-    registry = AdaptedDeviceRegistry(tmp_path)
-    registry.export_model(FewShotLatencyRegressor(cfg).fit(frame), "1", champion=True)
-    registry.adapt("me/board", pl.DataFrame({"space": "nb201", "arch_key": KEYS[:12], "latency_ms": _latency(KEYS[:12], 1.1)}))
+    registry = _adapted_board(tmp_path)
     devices = ["me/board", "help/x", "me/board", "help/x", "me/board"]
     queries = pl.DataFrame({"device_id": devices, "space": "nb201", "arch_key": KEYS[30:35]})
 
