@@ -15,8 +15,8 @@ import importlib
 from typing import TYPE_CHECKING, Any, Literal
 
 #: The store's tables; each has one declared schema in :mod:`.schemas`.
-Kind = Literal["gemm", "latency", "fpga", "devices", "program_graphs"]
-KINDS: tuple[Kind, ...] = ("gemm", "latency", "fpga", "devices", "program_graphs")
+Kind = Literal["gemm", "latency", "fpga", "devices", "program_graphs", "ops", "model_latency"]
+KINDS: tuple[Kind, ...] = ("gemm", "latency", "fpga", "devices", "program_graphs", "ops", "model_latency")
 
 #: public name -> the module (under this package) that defines it
 _LAZY = {

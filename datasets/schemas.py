@@ -177,12 +177,73 @@ PROGRAM_GRAPH_COLUMNS: tuple[Column, ...] = (
     _c("extra", pl.String, "JSON of source-specific fields"),
 )
 
+#: Operator kinds of the ``ops`` table; the same vocabulary as :mod:`.optable`.
+OP_KIND_VALUES = frozenset(
+    {"linear", "bmm", "conv2d", "elementwise", "activation", "softmax", "layernorm", "embedding",
+     "reduction", "copy", "other"}
+)  # fmt: skip
+MODEL_MODES = frozenset({"inference", "training"})
+
+OPS_COLUMNS: tuple[Column, ...] = (
+    _c("device_id", pl.String, "source-qualified device id, e.g. 'neusight/Tesla_T4'", nullable=False),
+    _c("op_kind", pl.String, "operator kind (datasets/optable.py)", nullable=False, allowed=OP_KIND_VALUES),
+    _c("op", pl.String, "the specific operator: add, gelu, softmax, conv2d ...", nullable=False),
+    _c("phase", pl.String, "forward | backward", nullable=False, allowed=frozenset({"forward", "backward"})),
+    _c("dtype", pl.String, "operand data type", nullable=False, allowed=GEMM_DTYPES | {"int64"}),
+    _c("batch", pl.Int64, "GEMM batch count or conv N", min=1),
+    _c("m", pl.Int64, "GEMM rows", min=1),
+    _c("n", pl.Int64, "GEMM output columns", min=1),
+    _c("k", pl.Int64, "GEMM reduction", min=1),
+    _c("rows", pl.Int64, "vector ops: rows of the 2-D view (NeuSight's B)", min=1),
+    _c("cols", pl.Int64, "vector ops: last dimension (NeuSight's H)", min=1),
+    _c("inputs", pl.Int64, "tensor operands of a vector op", min=1),
+    _c("in_channels", pl.Int64, "conv2d input channels", min=1),
+    _c("out_channels", pl.Int64, "conv2d output channels", min=1),
+    _c("kernel_size", pl.Int64, "conv2d square kernel", min=1),
+    _c("input_size", pl.Int64, "conv2d square input H = W", min=1),
+    _c("stride", pl.Int64, "conv2d stride", min=1),
+    _c("padding", pl.Int64, "conv2d padding", min=0),
+    _c("flops", pl.Float64, "floating-point operations of one call", min=0),
+    _c("bytes", pl.Float64, "bytes moved by one call (optable conventions)", min=0),
+    _c("latency_ms", pl.Float64, "latency of one call, ms", nullable=False, gt=0),
+    _c("repetitions", pl.Int64, "timed repetitions behind latency_ms", min=1),
+    _c("threads", pl.Int64, "CPU threads used", min=1),
+    _c("model", pl.String, "the traced model configuration the op came from (traces only)"),
+    _c("name", pl.String, "node name within that model (traces only)"),
+    _c("module", pl.String, "owning module (traces only)"),
+    _c("framework", pl.String, "framework / library and version that ran the op"),
+    _c("extra", pl.String, "JSON of source-specific fields"),
+    _c("collected_at", pl.Datetime("us", "UTC"), "when the measurement was taken, if known"),
+)
+
+MODEL_LATENCY_COLUMNS: tuple[Column, ...] = (
+    _c("device_id", pl.String, "source-qualified device id", nullable=False),
+    _c("model", pl.String, "model configuration name, e.g. 'bert_large'", nullable=False),
+    _c("mode", pl.String, "inference | training", nullable=False, allowed=MODEL_MODES),
+    _c("batch", pl.Int64, "batch size", nullable=False, min=1),
+    _c("seqlen", pl.Int64, "sequence length (null for non-sequence models)", min=1),
+    _c("input_shape", pl.String, "JSON input shape when not (batch, seqlen)"),
+    _c("num_layer", pl.Int64, "layers of the whole model", min=1),
+    _c("dtype", pl.String, "data type", nullable=False, allowed=GEMM_DTYPES),
+    _c("latency_ms", pl.Float64, "measured end-to-end latency (forward, + backward when training), ms",
+       nullable=False, gt=0),
+    _c("fw_latency_ms", pl.Float64, "forward part, ms", gt=0),
+    _c("bw_latency_ms", pl.Float64, "backward part, ms", min=0),
+    _c("threads", pl.Int64, "CPU threads used", min=1),
+    _c("config", pl.String, "JSON of the model configuration"),
+    _c("framework", pl.String, "framework / library and version that ran the model"),
+    _c("extra", pl.String, "JSON of source-specific fields"),
+    _c("collected_at", pl.Datetime("us", "UTC"), "when the measurement was taken, if known"),
+)  # fmt: skip
+
 TABLES: dict[Kind, tuple[Column, ...]] = {
     "gemm": GEMM_COLUMNS + PROVENANCE,
     "latency": LATENCY_COLUMNS + PROVENANCE,
     "fpga": FPGA_COLUMNS + PROVENANCE,
     "devices": DEVICES_COLUMNS + PROVENANCE,
     "program_graphs": PROGRAM_GRAPH_COLUMNS + PROVENANCE,
+    "ops": OPS_COLUMNS + PROVENANCE,
+    "model_latency": MODEL_LATENCY_COLUMNS + PROVENANCE,
 }
 
 #: Columns whose values, with ``source``, identify a row when no measurement id is given.
@@ -192,6 +253,12 @@ NATURAL_KEYS: dict[Kind, tuple[str, ...]] = {
     "fpga": ("domain", "design_id", "stage"),
     "devices": ("device_id",),
     "program_graphs": ("domain", "graph_id"),
+    "ops": (
+        "device_id", "op", "phase", "dtype", "batch", "m", "n", "k", "rows", "cols", "inputs",
+        "in_channels", "out_channels", "kernel_size", "input_size", "stride", "padding", "threads",
+        "model", "name",
+    ),
+    "model_latency": ("device_id", "model", "mode", "batch", "seqlen", "input_shape", "dtype", "threads"),
 }
 
 
