@@ -331,6 +331,8 @@ class ColumnSpec(BaseModel):
     max: float | None
     gt: float | None
     allowed: list[str] | None
+    max_len: int | None = None
+    pattern: str | None = None
     doc: str
 
 
