@@ -90,7 +90,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(SchemaMismatchError)
     async def _schema(request: Request, exc: SchemaMismatchError) -> JSONResponse:
-        return _json(422, str(exc), "rows")
+        row = [str(exc.row)] if exc.row is not None else []
+        return _json(422, str(exc), ".".join(["rows", *row, *([exc.column] if exc.column else [])]))
 
     @app.exception_handler(PredictionInputError)
     async def _prediction_input(request: Request, exc: PredictionInputError) -> JSONResponse:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 import polars as pl
@@ -12,7 +13,16 @@ from fastapi.responses import Response
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from hwsurrogate.datasets.schemas import KINDS, check_kind, describe, with_measurement_id
+from hwsurrogate.datasets.importers import IMPORTERS
+from hwsurrogate.datasets.schemas import (
+    KINDS,
+    check_kind,
+    columns,
+    conform,
+    describe,
+    records_frame,
+    with_measurement_id,
+)
 from hwsurrogate.datasets.store import DatasetStore, partition_name
 from hwsurrogate.errors import SchemaMismatchError, StoreError
 from hwsurrogate.service.deps import ConfigDep, StoreDep, WriteAuth
@@ -127,15 +137,62 @@ def get_rows(
     return resp
 
 
-def _read_frame(body: bytes, content_type: str, max_rows: int) -> pl.DataFrame:
+def _parquet_frame(kind: str, body: bytes, max_rows: int, max_bytes: int) -> pl.DataFrame:
+    """Decode a parquet upload only after its footer says it fits: rows, columns, types, size.
+
+    The footer is the uploader's claim; the decoded table must then match it (a file whose
+    pages hold more than its footer declares is refused).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(pa.BufferReader(body))
+        meta = pf.metadata
+        arrow_schema = pf.schema_arrow
+    except Exception as exc:
+        raise InvalidFieldError("body", f"body: not a readable parquet file ({type(exc).__name__})") from None
+    if meta.num_rows > max_rows:
+        raise PayloadTooLargeError("rows", meta.num_rows, max_rows)
+    decoded = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    if decoded > max_bytes:
+        raise PayloadTooLargeError("body", decoded, max_bytes)
+    known = {c.name for c in columns(kind)}
+    for f in arrow_schema:
+        if f.name not in known:
+            raise InvalidFieldError(
+                f"rows.{f.name[:128]}",
+                f"{kind}: unexpected column {f.name[:128]!r}; the schema has {sorted(known)}",
+            )
+        t = f.type
+        if pa.types.is_dictionary(t):
+            t = t.value_type
+        scalar = (
+            pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
+            or pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+            or pa.types.is_timestamp(t) or pa.types.is_date(t) or pa.types.is_null(t)
+        )  # fmt: skip
+        if not scalar:
+            raise InvalidFieldError(
+                f"rows.{f.name}", f"{kind}: column {f.name!r} has type {t}; expected a scalar"
+            )
+    try:
+        table = pf.read(use_pandas_metadata=False)
+        frame = pl.from_arrow(table)
+    except Exception as exc:
+        raise InvalidFieldError("body", f"body: not a readable parquet file ({type(exc).__name__})") from None
+    assert isinstance(frame, pl.DataFrame)
+    if frame.height != meta.num_rows:
+        raise InvalidFieldError(
+            "body", f"body: the file holds {frame.height} rows, its footer says {meta.num_rows}"
+        )
+    return frame
+
+
+def _read_frame(kind: str, body: bytes, content_type: str, max_rows: int, max_bytes: int) -> pl.DataFrame:
     ctype = content_type.split(";")[0].strip().lower()
     if ctype in PARQUET_TYPES:
-        try:
-            frame = pl.read_parquet(io.BytesIO(body))  # polars only: no pickle, no pandas metadata
-        except Exception as exc:
-            raise InvalidFieldError(
-                "body", f"body: not a readable parquet file ({type(exc).__name__})"
-            ) from None
+        frame = _parquet_frame(kind, body, max_rows, max_bytes)
     elif ctype == "application/json":
         try:
             upload = RowsUpload.model_validate_json(body)
@@ -143,10 +200,7 @@ def _read_frame(body: bytes, content_type: str, max_rows: int) -> pl.DataFrame:
             raise RequestValidationError(exc.errors(include_url=False, include_input=False)) from None
         if len(upload.rows) > max_rows:
             raise PayloadTooLargeError("rows", len(upload.rows), max_rows)
-        try:
-            frame = pl.DataFrame(upload.rows, infer_schema_length=None)
-        except Exception:
-            frame = _diagnose(upload.rows)
+        frame = records_frame(kind, upload.rows)
     else:
         raise InvalidFieldError(
             "content-type",
@@ -159,18 +213,23 @@ def _read_frame(body: bytes, content_type: str, max_rows: int) -> pl.DataFrame:
     return frame
 
 
-def _diagnose(rows: list[dict[str, object]]) -> pl.DataFrame:
-    """Name the column whose values polars cannot put into one typed column."""
-    names = list(dict.fromkeys(k for r in rows for k in r))
-    for name in names:
-        try:
-            pl.Series(name, [r.get(name) for r in rows], strict=True)
-        except Exception:
-            kinds = sorted({type(r.get(name)).__name__ for r in rows if r.get(name) is not None})
-            raise InvalidFieldError(
-                f"rows.{name}", f"rows: column {name!r} mixes value types {kinds}"
-            ) from None
-    raise InvalidFieldError("rows", "rows: could not build a table from the rows")
+#: Device-id namespaces that belong to the importers ('neusight/Tesla_T4'): an upload cannot add
+#: rows under them, so it can never shadow or extend an imported source's devices.
+RESERVED_NAMESPACES = frozenset(IMPORTERS)
+
+
+def _check_namespace(frame: pl.DataFrame) -> None:
+    if "device_id" not in frame.columns:
+        return
+    bad = frame["device_id"].str.split("/").list.first().is_in(sorted(RESERVED_NAMESPACES))
+    if bad.any():
+        row = int(bad.arg_true()[0])
+        raise InvalidFieldError(
+            f"rows.{row}.device_id",
+            f"rows: row {row} device_id {frame['device_id'][row]!r} is in the namespace of an imported "
+            f"source ({', '.join(sorted(RESERVED_NAMESPACES))}); uploads name their own devices, "
+            "e.g. 'local/<host>-cpu' or '<team>/<device>'",
+        )
 
 
 @router.post(
@@ -200,23 +259,37 @@ async def upload_rows(
     kind = _kind(kind)
     body = await request.body()
     ctype = request.headers.get("content-type", "application/json")
-    return await run_in_threadpool(_store_upload, store, kind, body, ctype, client, config.max_upload_rows)
+    limits = (config.max_upload_rows, config.max_upload_decoded_bytes)
+    return await run_in_threadpool(_store_upload, store, kind, body, ctype, client, limits)
 
 
 def _store_upload(
-    store: DatasetStore, kind: str, body: bytes, content_type: str, client: str, max_rows: int
+    store: DatasetStore, kind: str, body: bytes, content_type: str, client: str, limits: tuple[int, int]
 ) -> UploadResult:
-    """Parse, stamp provenance and append (off the event loop: parsing 50k rows takes a while)."""
-    frame = _read_frame(body, content_type, max_rows)
+    """Parse, validate, stamp provenance and append (off the event loop: parsing 50k rows takes a while).
+
+    The frame is conformed (strictly typed) before its ``measurement_id`` is derived, and the
+    derived id depends on the canonical values only, not on the client: re-sending the same
+    measurement under another client name adds nothing.
+    """
+    frame = _read_frame(kind, body, content_type, *limits)
     source = f"upload:{client}"
+    now = datetime.now(UTC)
     frame = frame.drop([c for c in ("imported_at", "source") if c in frame.columns])
-    frame = frame.with_columns(pl.lit(source).alias("source"))
+    frame = frame.with_columns(
+        pl.lit(source).alias("source"), pl.lit(now, dtype=pl.Datetime("us", "UTC")).alias("imported_at")
+    )
     if "origin" not in frame.columns:
         frame = frame.with_columns(pl.lit(source).alias("origin"))
-    else:
-        frame = frame.with_columns(pl.col("origin").cast(pl.String, strict=False).fill_null(source))
-    if "measurement_id" not in frame.columns:
-        frame = with_measurement_id(frame, kind)
+    elif frame["origin"].dtype in (pl.String, pl.Null):
+        frame = frame.with_columns(pl.col("origin").cast(pl.String).fill_null(source))
+    derive = "measurement_id" not in frame.columns
+    if derive:
+        frame = frame.with_columns(pl.lit("").alias("measurement_id"))
+    frame = conform(kind, frame)
+    if derive:
+        frame = with_measurement_id(frame, kind, namespace="upload")
+    _check_namespace(frame)
     received = frame.height
     added = store.append(kind, frame, partition=source)
     return UploadResult(
