@@ -92,7 +92,11 @@ def test_type_probe_battery_no_500_and_nothing_coerced(tmp_path: Path, kind: str
                     assert body["field"].startswith("rows"), body
                     if col.name not in SERVER_SET and col.name != "measurement_id":
                         assert col.name in body["field"], (col.name, value, body)
-                elif r.status_code == 200 and col.name not in SERVER_SET and (col.name, value) != ("origin", None):
+                elif (
+                    r.status_code == 200
+                    and col.name not in SERVER_SET
+                    and (col.name, value) != ("origin", None)
+                ):
                     if col.name == "measurement_id":
                         mid = value
                     sent[mid] = (col.name, value)
@@ -123,7 +127,13 @@ def test_f2_one_measurement_sent_as_1_15_true_is_one_row_or_a_422(client, auth, 
 
 @pytest.mark.parametrize(
     ("column", "value"),
-    [("power_trusted", 3), ("collected_at", 5), ("collected_at", "yesterday"), ("m", "8"), ("runtime_ms", True)],
+    [
+        ("power_trusted", 3),
+        ("collected_at", 5),
+        ("collected_at", "yesterday"),
+        ("m", "8"),
+        ("runtime_ms", True),
+    ],
 )
 def test_f2_no_silent_coercion(client, column: str, value: Any) -> None:
     r = _post(client, "gemm", [gemm_rows(1)[0] | {column: value}])
@@ -204,9 +214,13 @@ def test_f4_parquet_decoded_size_and_columns_checked_from_footer(tmp_path: Path)
     with client:
         big = _post_parquet(client, _parquet(pl.DataFrame(rows)))
         assert big.status_code == 413 and big.json()["field"] == "body", big.text
-        nested = _post_parquet(client, _parquet(pl.DataFrame(gemm_rows(2)).with_columns(kernel=pl.lit([1, 2]))))
+        nested = _post_parquet(
+            client, _parquet(pl.DataFrame(gemm_rows(2)).with_columns(kernel=pl.lit([1, 2])))
+        )
         assert nested.status_code == 422 and nested.json()["field"] == "rows.kernel", nested.text
-        unknown = _post_parquet(client, _parquet(pl.DataFrame(gemm_rows(2)).with_columns(colour=pl.lit("red"))))
+        unknown = _post_parquet(
+            client, _parquet(pl.DataFrame(gemm_rows(2)).with_columns(colour=pl.lit("red")))
+        )
         assert unknown.status_code == 422 and unknown.json()["field"] == "rows.colour"
         ok = _post_parquet(client, _parquet(pl.DataFrame(gemm_rows(3))))
         assert ok.status_code == 200 and ok.json()["added"] == 3
