@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import io
+import json
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 import polars as pl
 from fastapi import APIRouter, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
@@ -27,7 +29,6 @@ from hwsurrogate.datasets.store import DatasetStore, partition_name
 from hwsurrogate.errors import SchemaMismatchError, StoreError
 from hwsurrogate.service.deps import ConfigDep, StoreDep, WriteAuth
 from hwsurrogate.service.errors import InvalidFieldError, NotFoundError, PayloadTooLargeError
-from hwsurrogate.service.routes._common import json_response
 from hwsurrogate.service.schemas import (
     DatasetDetail,
     DatasetList,
@@ -120,21 +121,60 @@ def get_rows(
             "device" if device is not None and "device" in str(exc) else "space", str(exc)
         ) from None
     total = int(lf.select(pl.len()).collect().item())
-    page = lf.slice(offset, limit).collect()
-    name = f"{kind}-{offset}-{offset + page.height}"
+    n_rows = max(0, min(limit, total - offset))
+    page = lf.slice(offset, limit)
+    name = f"{kind}-{offset}-{offset + n_rows}"
     headers = {"X-Total-Count": str(total)}
     if format == "csv":
         headers["Content-Disposition"] = f'attachment; filename="{name}.csv"'
-        return Response(page.write_csv(), media_type="text/csv", headers=headers)
-    if format == "parquet":
+        return StreamingResponse(_csv_chunks(page), media_type="text/csv", headers=headers)
+    if format == "parquet":  # one file: built in memory, bounded by max_page_rows
         buf = io.BytesIO()
-        page.write_parquet(buf, compression="zstd")
+        page.collect().write_parquet(buf, compression="zstd")
         headers["Content-Disposition"] = f'attachment; filename="{name}.parquet"'
         return Response(buf.getvalue(), media_type="application/vnd.apache.parquet", headers=headers)
-    page = page.with_columns(pl.col(pl.Datetime).dt.to_string("%Y-%m-%dT%H:%M:%S%.6fZ"))
-    resp = json_response({"kind": kind, "total": total, "limit": limit, "offset": offset}, "rows", page)
-    resp.headers.update(headers)
-    return resp
+    head = {"kind": kind, "total": total, "limit": limit, "offset": offset}
+    return StreamingResponse(_json_chunks(head, page), media_type="application/json", headers=headers)
+
+
+#: Rows per chunk of a streamed download: memory per request stays near one chunk, not one page.
+STREAM_CHUNK_ROWS = 2000
+#: A CSV cell starting with one of these is a formula to a spreadsheet; it gets a leading quote.
+_FORMULA_START = r"^[=+\-@\t\r]"
+
+
+def _json_chunks(head: dict[str, object], page: pl.LazyFrame) -> Iterator[bytes]:
+    """``{**head, "rows": [...]}`` encoded chunk by chunk (what ``json_response`` sends, streamed)."""
+    yield (json.dumps(head)[:-1] + ', "rows": [').encode()
+    sep = b""
+    for chunk in page.collect_batches(chunk_size=STREAM_CHUNK_ROWS, lazy=True):
+        if chunk.height:
+            chunk = chunk.with_columns(pl.col(pl.Datetime).dt.to_string("%Y-%m-%dT%H:%M:%S%.6fZ"))
+            yield sep + chunk.write_json()[1:-1].encode()
+            sep = b","
+    yield b"]}"
+
+
+def neutralise_formulas(frame: pl.DataFrame) -> pl.DataFrame:
+    """Text cells starting with = + - @ (or a tab / CR) get a leading ``'`` so no spreadsheet runs them."""
+    return frame.with_columns(
+        pl.when(pl.col(c).str.contains(_FORMULA_START))
+        .then(pl.lit("'") + pl.col(c))
+        .otherwise(pl.col(c))
+        .alias(c)
+        for c, dt in frame.schema.items()
+        if dt == pl.String
+    )
+
+
+def _csv_chunks(page: pl.LazyFrame) -> Iterator[bytes]:
+    header = True
+    for chunk in page.collect_batches(chunk_size=STREAM_CHUNK_ROWS, lazy=True):
+        if chunk.height or header:
+            yield neutralise_formulas(chunk).write_csv(include_header=header).encode()
+            header = False
+    if header:  # no chunk at all: still send the header line
+        yield pl.DataFrame(schema=page.collect_schema()).write_csv().encode()
 
 
 def _parquet_frame(kind: str, body: bytes, max_rows: int, max_bytes: int) -> pl.DataFrame:
