@@ -557,9 +557,9 @@ def records_frame(kind: str, rows: Sequence[Mapping[str, Any]]) -> pl.DataFrame:
                         row=i,
                     )
                 names[key] = None
-    return pl.DataFrame(
-        [_json_column(kind, name, [r.get(name) for r in rows]) for name in names], height=len(rows)
-    )
+    if not names:
+        raise SchemaMismatchError(f"{kind}: the rows hold no columns; the schema has {sorted(spec)}", row=0)
+    return pl.DataFrame([_json_column(kind, name, [r.get(name) for r in rows]) for name in names])
 
 
 def with_measurement_id(

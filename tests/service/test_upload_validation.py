@@ -148,6 +148,8 @@ def test_f1_iso8601_and_mixed_values_are_answered(client, tmp_path: Path) -> Non
     assert _post(client, "gemm", rows).status_code == 200
     stored = DatasetStore(tmp_path / "store").read("gemm")["collected_at"].to_list()
     assert {t.isoformat() for t in stored} == {"2024-01-01T00:00:00+00:00"}
+    empty = _post(client, "gemm", [{}])  # found by the live schemathesis run: was a 500
+    assert empty.status_code == 422 and empty.json()["field"] == "rows.0"
     mixed = gemm_rows(3, prefix="x")
     mixed[2]["kernel"] = ["a"]
     r = _post(client, "gemm", mixed)
