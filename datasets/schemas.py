@@ -28,7 +28,9 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from hwsurrogate.datasets import KINDS, Kind
 from hwsurrogate.errors import SchemaMismatchError
@@ -482,18 +484,75 @@ def _check_values(kind: str, out: pl.DataFrame, where: str) -> None:
                 _raise_bad(kind, where, col.name, f"must be one of {sorted(col.allowed)}", s, bad)
 
 
+def _is_control(data: np.ndarray) -> np.ndarray:
+    return (data < 0x20) | (data == 0x7F)
+
+
+def _control_in_views(chunk: pa.Array) -> bool:
+    """Control bytes in a string-view array: the inline bytes of short values, then, for long
+    values, the byte ranges they refer to in the data buffers (which may hold other bytes too,
+    e.g. the length prefixes of a parquet page, so only referenced ranges count)."""
+    bufs = chunk.buffers()
+    views = np.frombuffer(bufs[1], dtype=np.uint8).reshape(-1, 16)[chunk.offset : chunk.offset + len(chunk)]
+    lengths = np.ascontiguousarray(views[:, :4]).view("<i4").ravel()
+    short = lengths <= 12
+    used = np.arange(12) < np.where(short, lengths, 0)[:, None]
+    if (_is_control(views[:, 4:]) & used).any():
+        return True
+    if short.all():
+        return False
+    long_views = np.ascontiguousarray(views[~short])
+    buffer_index = long_views[:, 8:12].view("<i4").ravel()
+    start = long_views[:, 12:16].view("<i4").ravel().astype(np.int64)
+    end = start + lengths[~short]
+    for b in np.unique(buffer_index):
+        data = np.frombuffer(bufs[2 + int(b)], dtype=np.uint8)
+        hits = np.flatnonzero(_is_control(data))
+        if hits.size:
+            sel = buffer_index == b
+            if (np.searchsorted(hits, end[sel]) > np.searchsorted(hits, start[sel])).any():
+                return True
+    return False
+
+
+def _any_control_byte(values: pl.Series) -> bool:
+    """Whether any value holds a byte 0x00-0x1f or 0x7f, checked on the UTF-8 bytes with numpy.
+
+    Those bytes never occur inside a multi-byte UTF-8 sequence, so a byte scan is exact; it reads
+    polars' buffers without copying, ~10x faster than a per-row regex over a million rows.
+    """
+    arr = values.to_arrow(compat_level=pl.CompatLevel.newest())  # string views: no copy
+    for chunk in arr.chunks if isinstance(arr, pa.ChunkedArray) else [arr]:
+        if len(chunk) == 0:
+            continue
+        if pa.types.is_string_view(chunk.type):
+            if _control_in_views(chunk):
+                return True
+            continue
+        _, offsets_buf, data_buf = chunk.buffers()
+        if data_buf is None:
+            continue
+        wide = pa.types.is_large_string(chunk.type)
+        offsets = np.frombuffer(offsets_buf, dtype=np.int64 if wide else np.int32)
+        offsets = offsets[chunk.offset : chunk.offset + len(chunk) + 1]
+        data = np.frombuffer(data_buf, dtype=np.uint8)[offsets[0] : offsets[-1]]
+        if _is_control(data).any():
+            return True
+    return False
+
+
 def _check_text(kind: str, where: str, col: Column, s: pl.Series) -> None:
     max_len = col.max_len if col.max_len is not None else TEXT_MAX_LEN
     bad = (s.str.len_chars() > max_len).fill_null(False)
     if bad.any():
         _raise_bad(kind, where, col.name, f"must be at most {max_len} characters", s, bad)
-    bad = s.str.contains(_CONTROL).fill_null(False)
-    if bad.any():
-        _raise_bad(kind, where, col.name, "must not contain control characters", s, bad)
-    if col.pattern is not None:
-        bad = ~s.str.contains(col.pattern).fill_null(True)
+    if _any_control_byte(s):
+        bad = s.str.contains(_CONTROL).fill_null(False)
         if bad.any():
-            _raise_bad(kind, where, col.name, f"must match {col.pattern}", s, bad)
+            _raise_bad(kind, where, col.name, "must not contain control characters", s, bad)
+    if col.pattern is not None and not s.drop_nulls().unique().str.contains(col.pattern).all():
+        bad = ~s.str.contains(col.pattern).fill_null(True)
+        _raise_bad(kind, where, col.name, f"must match {col.pattern}", s, bad)
 
 
 def _json_column(kind: str, name: str, values: list[Any]) -> pl.Series:
