@@ -167,3 +167,20 @@ def test_fuzz_corrupted_torch_zip_loads_or_is_refused(tmp_path_factory, edits, c
         read_torch_zip(path)
     except SourceFormatError as exc:
         assert "f.pt" in str(exc)
+
+
+def test_hws_data_import_of_a_tampered_latbench_copy_exits_with_an_error(tmp_path: Path) -> None:
+    """The issue's F5 command, in a subprocess: was a segmentation fault, now exit 2 (bad input) naming the file."""
+    import os
+
+    from .test_import_errors import build_latbench
+
+    root = build_latbench(tmp_path / "lb")
+    pk = root / "embedded-tpu-edge-tpu-int8.pickle"
+    assert _run(MAKE_TAMPERED, str(pk), "structured").returncode == 0
+    env = {**os.environ, "HWSURROGATE_STORE": str(tmp_path / "store")}
+    cmd = [sys.executable, "-m", "hwsurrogate.cli", "data", "import", "latbench", "--from", str(root)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 2, f"rc={result.returncode}\n{result.stderr[-2000:]}"
+    assert pk.name in result.stderr and "dtype" in result.stderr
+    assert not list((tmp_path / "store").glob("**/*.parquet"))
