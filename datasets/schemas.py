@@ -399,9 +399,12 @@ def _strict_cast(kind: str, where: str, src: pl.Series, col: Column) -> pl.Serie
                 _raise_bad(kind, where, col.name, f"must be <= {MAX_INT}", src, too_big.fill_null(False))
             return src.cast(pl.Int64)
         if dtype.is_float():
-            bad = (~src.is_finite() | (src != src.round(0)) | (src.abs() > MAX_INT)).fill_null(False)
+            bad = (~src.is_finite() | (src != src.round(0))).fill_null(False)
             if bad.any():
                 _raise_bad(kind, where, col.name, "must be integers (no fractions, NaN or inf)", src, bad)
+            too_big = (src.abs() > MAX_INT).fill_null(False)
+            if too_big.any():
+                _raise_bad(kind, where, col.name, f"must be <= {MAX_INT}", src, too_big)
             return src.cast(pl.Int64)
     elif target == pl.Float64:
         if dtype.is_integer() or dtype.is_float():

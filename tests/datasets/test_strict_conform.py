@@ -49,6 +49,7 @@ def test_lossless_types_are_accepted_unchanged() -> None:
     [
         ("m", [1.0, 1.5, 2.0], 1, "must be integers"),
         ("m", [1, 2, 2**40], 2, "must be <= 16777216"),
+        ("m", [1.0, 2.0, 1e20], 2, "must be <= 16777216"),
         ("m", pl.Series([1, 2, 2**64 - 1], dtype=pl.UInt64), 2, "must be <= 16777216"),
         ("runtime_ms", [True, False, True], 0, "must be floats, not booleans"),
         ("power_trusted", [1, 0, 3], 0, "must be booleans, not integers"),
