@@ -17,9 +17,9 @@ from hwsurrogate.service.served import ModelUnavailableError, PredictionInputErr
 class PayloadTooLargeError(HwSurrogateError, ValueError):
     """A batch has more items than the service accepts in one call: HTTP 413 naming the field."""
 
-    def __init__(self, field: str, n: int, limit: int) -> None:
+    def __init__(self, field: str, n: int, limit: int, unit: str = "items") -> None:
         self.field = field
-        super().__init__(f"{field}: {n} items exceed the limit of {limit} per request; split the batch")
+        super().__init__(f"{field}: {n} {unit} exceed the limit of {limit} per request; split the batch")
 
 
 class NotFoundError(HwSurrogateError, LookupError):

@@ -196,7 +196,7 @@ def _parquet_frame(kind: str, body: bytes, max_rows: int, max_bytes: int) -> pl.
         raise PayloadTooLargeError("rows", meta.num_rows, max_rows)
     decoded = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
     if decoded > max_bytes:
-        raise PayloadTooLargeError("body", decoded, max_bytes)
+        raise PayloadTooLargeError("body", decoded, max_bytes, unit="decoded bytes (per the parquet footer)")
     known = {c.name for c in columns(kind)}
     for f in arrow_schema:
         if f.name not in known:
