@@ -348,6 +348,8 @@ def _short(value: object) -> str:
 def _raise_bad(kind: str, where: str, col: str, problem: str, values: pl.Series, mask: pl.Series) -> None:
     """Raise naming the column, how many rows are bad, the first bad row and its value."""
     idx = mask.arg_true()
+    if len(idx) == 0:  # a caller's mask with no row: still an error, naming the column
+        raise SchemaMismatchError(f"{kind}{where}: column {col!r} {problem}", column=col)
     first = int(idx[0])
     raise SchemaMismatchError(
         f"{kind}{where}: column {col!r} {problem}; {len(idx)} row(s), first at row {first} "
@@ -389,7 +391,7 @@ def _parse_iso(src: pl.Series) -> tuple[pl.Series, pl.Series]:
 def _strict_cast(kind: str, where: str, src: pl.Series, col: Column) -> pl.Series:
     """``src`` as ``col.dtype`` when that changes no value; otherwise raise naming the row."""
     dtype, target = src.dtype, col.dtype
-    if dtype == pl.Null:
+    if dtype == pl.Null or src.null_count() == len(src):  # only nulls: nothing to convert
         return pl.Series(col.name, [None] * len(src), dtype=target)
     wrong = f"must be {_type_name(target) if target != pl.Datetime('us', 'UTC') else 'timestamps'}"
     if target == pl.Int64:

@@ -37,8 +37,10 @@ def test_lossless_types_are_accepted_unchanged() -> None:
             runtime_ms=pl.Series([1, 2, 3], dtype=pl.UInt8),  # integers into a float column
             collected_at=pl.Series([datetime(2024, 1, 1, 2)] * 3),  # naive timestamps are UTC
             power_trusted=pl.Series([True, None, False]),
+            threads=pl.Series([None, None, None], dtype=pl.String),  # only nulls, of any type
         ),
     )
+    assert out["threads"].dtype == pl.Int64 and out["threads"].null_count() == 3
     assert out["m"].to_list() == [1, 2, 3] and out["m"].dtype == pl.Int64
     assert out["runtime_ms"].to_list() == [1.0, 2.0, 3.0]
     assert out["collected_at"][0] == datetime(2024, 1, 1, 2, tzinfo=UTC)
