@@ -218,8 +218,20 @@ def _parquet_frame(kind: str, body: bytes, max_rows: int, max_bytes: int) -> pl.
             )
     try:
         table = pf.read(use_pandas_metadata=False)
-        frame = pl.from_arrow(table)
     except Exception as exc:
+        raise InvalidFieldError("body", f"body: not a readable parquet file ({type(exc).__name__})") from None
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        try:  # pyarrow does not check UTF-8 when decoding: bad text would poison the stored table
+            column.validate(full=True)
+        except Exception as exc:
+            raise InvalidFieldError(
+                f"rows.{name}", f"{kind}: column {name!r} is not valid ({str(exc).splitlines()[0][:200]})"
+            ) from None
+    # a fresh table: the file's schema and field metadata (uploader bytes) never reach polars
+    table = pa.Table.from_arrays(table.columns, names=table.column_names)
+    try:
+        frame = pl.from_arrow(table)
+    except (Exception, pl.exceptions.PanicException) as exc:
         raise InvalidFieldError("body", f"body: not a readable parquet file ({type(exc).__name__})") from None
     assert isinstance(frame, pl.DataFrame)
     if frame.height != meta.num_rows:
