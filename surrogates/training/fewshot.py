@@ -160,19 +160,33 @@ def train_fewshot_model(
         return result
     from hwsurrogate.surrogates.registry.tracking import register_and_promote
 
-    def evaluate(uri: str) -> float:
+    def evaluate(uri: str, keys: frozenset[str] | None) -> float:
         import mlflow
 
         other = mlflow.pyfunc.load_model(uri).unwrap_python_model().model
-        score = _validation_score(other, frame, val, log=False)
+        part = val
+        if keys is not None:  # keys: "space|device" of validation devices held out from both models
+            part = {s: ([d for d in devs if f"{s}|{d}" in keys], n) for s, (devs, n) in val.items()}
+            part = {s: v for s, v in part.items() if v[0]}
+        score = _validation_score(other, frame, part, log=False) if part else None
         if score is None:
             return float(np.mean([sm.meta_scores["loo_spearman_mean"] for sm in other.spaces_.values()]))
         return score
 
+    held_out = [f"{s}|{d}" for s, (devs, _) in val.items() if s in model.spaces_
+                for d in devs if d not in set(model.spaces_[s].source_devices)]  # fmt: skip
+    spaces = sorted(model.spaces_)
     version, promoted = register_and_promote(
         info.model_uri,
         MODEL_NAME,
         evaluate=evaluate,
+        holdout_keys=held_out,
+        scope={"spaces": spaces},
+        description=(
+            f"Few-shot latency predictor (meta-trained prior + closed-form adaptation) for "
+            f"{', '.join(spaces)}. Promotion metric: mean Spearman on {len(held_out)} held-out "
+            f"validation device(s) under HELP's protocol (score {val_score if val_score is not None else 'n/a'})."
+        ),
         higher_is_better=True,
         metric_name="valid_promotion_metric",
     )

@@ -65,18 +65,22 @@ class FpgaTrainResult:
 
 
 def _evaluate(task: str, test: pl.DataFrame, targets: tuple[str, ...]):
-    """Mean SMAPE over the task's regression outputs on the fixed held-out rows (lower wins)."""
+    """Mean SMAPE over the task's regression outputs on held-out rows (lower wins); ``keys``
+    restricts them to those measurement ids (``None``: all of ``test``)."""
 
-    def evaluate(uri: str) -> float:
+    def evaluate(uri: str, keys: frozenset[str] | None) -> float:
         import mlflow
 
+        part = test if keys is None else test.filter(pl.col("measurement_id").is_in(sorted(keys)))
+        if part.height == 0:
+            return float("inf")
         try:
-            pred = mlflow.pyfunc.load_model(uri).predict(test.select(INPUTS[task]).to_pandas())
+            pred = mlflow.pyfunc.load_model(uri).predict(part.select(INPUTS[task]).to_pandas())
         except Exception:
             return float("inf")
         scores = []
         for t in targets:
-            y = test[t].cast(pl.Float64).to_numpy()
+            y = part[t].cast(pl.Float64).to_numpy()
             ok = np.isfinite(y)
             if ok.any():
                 scores.append(regression_metrics(y[ok], pred[t].to_numpy(dtype=float)[ok])["smape"])
@@ -135,8 +139,19 @@ def _run(
         info = log_fpga_model(model, test if test.height else train, INPUTS[task])
         version, promoted = None, False
         if config.register:
+            sources = sorted(set(train["source"].to_list()) | set(test["source"].to_list()))
+            kernels = sorted(set(test["kernel"].to_list()))
             version, promoted = register_and_promote(
                 info.model_uri, MODEL_NAMES[task], evaluate=_evaluate(task, test, report_targets),
+                holdout_keys=test["measurement_id"].to_list(),
+                scope={"sources": sources, "domains": sorted(set(train["domain"].to_list()))},
+                description=(
+                    f"{task} surrogate of {', '.join(report_targets)} ({type(reg).__name__}). Sources: "
+                    f"{', '.join(sources)}. Split: held-out kernels {', '.join(kernels[:10])}"
+                    f"{' ...' if len(kernels) > 10 else ''} ({train.height} train / {test.height} test rows). "
+                    + ", ".join(f"test {t} SMAPE {metrics[f'test_{t}_smape']:.1f}%"
+                                for t in report_targets if f"test_{t}_smape" in metrics)
+                ),
                 metric_name="test_mean_smape",
             )  # fmt: skip
         return FpgaTrainResult(run.info.run_id, info.model_uri, version, promoted, metrics, model, test)
