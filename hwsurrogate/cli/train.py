@@ -27,11 +27,15 @@ def train() -> None:
 
 
 def _registered(task: str, version: str | None, promoted: bool) -> None:
+    """One line: the version registered, whether it became champion, and the recorded reason."""
     from hwsurrogate.surrogates.api import MODEL_NAMES
+    from hwsurrogate.surrogates.registry.tracking import promotion_reason
 
     if version is not None:
-        state = "promoted to @champion" if promoted else "not promoted (champion is better)"
-        click.echo(f"registered {MODEL_NAMES[task]} v{version}: {state}")
+        name = MODEL_NAMES.get(task, task)
+        state = "promoted to @champion" if promoted else "not promoted"
+        reason = promotion_reason(name, version)
+        click.echo(f"registered {name} v{version}: {state}" + (f" ({reason})" if reason else ""))
 
 
 # --------------------------------------------------------------------------- gemm
@@ -90,7 +94,9 @@ def _fpga_options(f: Callable[..., Any]) -> Callable[..., Any]:
     for opt in reversed(
         [
             click.option("--source", "sources", multiple=True, help="Only rows of this source (repeatable)."),
-            click.option("--max-iter", default=300, show_default=True, help="Boosting iterations per target."),
+            click.option(
+                "--max-iter", default=300, show_default=True, help="Boosting iterations per target."
+            ),
             click.option("--seed", default=0, show_default=True),
             click.option("--no-register", is_flag=True, help="Log the run but do not register the model."),
         ]
@@ -113,7 +119,9 @@ def _echo_fpga(res: Any, task: str, t0: float) -> None:
 @click.option(
     "--stage", type=click.Choice(["hls_estimate", "post_synth"]), default="hls_estimate", show_default=True
 )
-def fpga_hls4ml_cmd(sources: tuple[str, ...], max_iter: int, seed: int, no_register: bool, stage: str) -> None:
+def fpga_hls4ml_cmd(
+    sources: tuple[str, ...], max_iter: int, seed: int, no_register: bool, stage: str
+) -> None:
     """Train the hls4ml resource/latency model (LUT, FF, DSP, BRAM, cycles, II) and register it.
 
     Inputs are the model's layer list (JSON) plus reuse factor, precision, strategy, io_type and
@@ -123,7 +131,9 @@ def fpga_hls4ml_cmd(sources: tuple[str, ...], max_iter: int, seed: int, no_regis
     from hwsurrogate.surrogates.training.fpga import FpgaTrainConfig, train_hls4ml_model
 
     t0 = time.perf_counter()
-    cfg = FpgaTrainConfig(sources=sources, stage=stage, max_iter=max_iter, seed=seed, register=not no_register)
+    cfg = FpgaTrainConfig(
+        sources=sources, stage=stage, max_iter=max_iter, seed=seed, register=not no_register
+    )
     _echo_fpga(train_hls4ml_model(config=cfg), "fpga-hls4ml", t0)
 
 
@@ -204,7 +214,6 @@ def latency_cmd(
     """
     from hwsurrogate.datasets.store import DatasetStore
     from hwsurrogate.errors import TrainingDataError
-    from hwsurrogate.surrogates.api import MODEL_NAMES
     from hwsurrogate.surrogates.training.latency import latency_training_frame, train_latency_model
 
     try:
@@ -222,9 +231,7 @@ def latency_cmd(
     for k, v in sorted(result.metrics.items()):
         click.echo(f"{k}: {v:.4f}")
     click.echo(f"run {result.run_id}; model {result.model_uri}")
-    if result.version is not None:
-        state = "promoted to champion" if result.promoted else "kept current champion"
-        click.echo(f"registered {MODEL_NAMES['latency']} version {result.version} ({state})")
+    _registered("latency", result.version, result.promoted)
 
 
 # --------------------------------------------------------------------------- hws train fewshot
@@ -344,8 +351,5 @@ def train_fewshot(
             f"20 and 10 measurements): mean Spearman {result.validation_score:.3f}"
         )
     if result.version is not None:
-        click.echo(
-            f"registered {MODEL_NAME} v{result.version}"
-            + (" (champion)" if result.promoted else " (champion unchanged)")
-            + f"; exported to {result.export_dir}"
-        )
+        _registered(MODEL_NAME, result.version, result.promoted)
+        click.echo(f"exported to {result.export_dir}")

@@ -131,8 +131,13 @@ def log_training_dataset(
 ) -> None:
     """Log the training data as an MLflow dataset (digest + source) on the active run."""
     import mlflow
+    from mlflow.data.dataset_source_registry import get_registered_sources
 
-    ds = mlflow.data.from_polars(frame, source=source, name=name, targets=targets)
+    # MLflow registers its local-file source class twice, so resolving a path string warns that
+    # it "can be interpreted in multiple ways"; name the class instead of letting it guess.
+    local = next((s for s in get_registered_sources() if s.__name__ == "LocalArtifactDatasetSource"), None)
+    resolved = local(source) if local is not None and "://" not in source else source
+    ds = mlflow.data.from_polars(frame, source=resolved, name=name, targets=targets)
     mlflow.log_input(ds, context=context)
 
 
@@ -283,3 +288,17 @@ def register_and_promote(
         if champ is not None:
             client.set_model_version_tag(model_name, champ.version, "replaced_by", str(mv.version))
     return str(mv.version), promote
+
+
+def promotion_reason(model_name: str, version: str) -> str:
+    """Why ``version`` was or was not made champion (its ``promotion`` record), for messages."""
+    import json
+
+    from mlflow import MlflowClient
+
+    configure_mlflow()
+    try:
+        tag = MlflowClient().get_model_version(model_name, version).tags.get("promotion")
+        return str(json.loads(tag)["reason"]) if tag else ""
+    except Exception:  # an unreadable record must not fail a finished training run
+        return ""

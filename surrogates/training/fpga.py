@@ -18,6 +18,7 @@ import polars as pl
 
 from hwsurrogate.datasets.store import DatasetStore
 from hwsurrogate.errors import TrainingDataError
+from hwsurrogate.progress import step, track
 from hwsurrogate.surrogates.api import INPUTS, MODEL_NAMES
 from hwsurrogate.surrogates.features.hlsyn import program_graph_stats
 from hwsurrogate.surrogates.models.fpga import (
@@ -122,10 +123,11 @@ def _run(
         reg.fit(train, y_train)
         clf = None
         if classifier_rows is not None and classifier_rows.height and classifier_rows["valid"].n_unique() > 1:
-            clf = fit_validity_classifier(reg, classifier_rows, classifier_rows["valid"].to_numpy())
+            with step(f"{task}: validity classifier on {classifier_rows.height:,} designs"):
+                clf = fit_validity_classifier(reg, classifier_rows, classifier_rows["valid"].to_numpy())
         model = FpgaPyfunc(task, reg, clf)
         metrics: dict[str, float] = {}
-        for split, part in (("train", train), ("test", test)):
+        for split, part in track((("train", train), ("test", test)), f"{task}: scoring train and test"):
             pred = model.predict_frame(part)
             for t in report_targets:
                 y = part[t].cast(pl.Float64).to_numpy()
@@ -136,7 +138,8 @@ def _run(
                         y[ok], p[ok], split=split, target=t, log_scale=bool((y[ok] > 0).all())
                     )
                     metrics.update({f"{split}_{t}_{k}": v for k, v in m.items()})
-        info = log_fpga_model(model, test if test.height else train, INPUTS[task])
+        with step(f"{task}: logging the model to MLflow"):
+            info = log_fpga_model(model, test if test.height else train, INPUTS[task])
         version, promoted = None, False
         if config.register:
             sources = sorted(set(train["source"].to_list()) | set(test["source"].to_list()))
