@@ -202,3 +202,38 @@ def test_import_killed_after_commit_point_is_seen_whole(store: DatasetStore, poi
     store.append("gemm", gemm_frame(0), partition="noop")  # the next writer finishes the replace
     assert store.read("gemm").height == 7
     assert _raw_rows(store, "latency") == 5 and _raw_rows(store, "gemm") == 7
+
+
+def test_versions_pin_a_read_only_view(store: DatasetStore) -> None:
+    from hwsurrogate.datasets.store import format_versions, parse_versions
+
+    store.append("gemm", gemm_frame(3), partition="a")
+    pinned = store.versions()
+    store.append("gemm", gemm_frame(5), partition="a")
+    text = format_versions(pinned)
+    assert parse_versions(text) == pinned
+    assert store.at(text).read("gemm").height == 3 and store.read("gemm").height == 5
+    assert store.at(text).read("latency").height == 0  # a table that did not exist then is empty
+    with pytest.raises(StoreError, match="read-only"):
+        store.at(pinned).append("gemm", gemm_frame(1), partition="a")
+    with pytest.raises(StoreError, match="TABLE=VERSION"):
+        parse_versions("gemm=three")
+    with pytest.raises(StoreError, match="no version 99"):
+        store.at({"gemm": 99}).read("gemm")
+
+
+def test_ids_with_quotes_are_bound_literally(store: DatasetStore) -> None:
+    frame = gemm_frame(2).with_columns(pl.Series("measurement_id", ["a') OR (1=1", "b''"]))
+    assert store.append("gemm", frame, partition="q") == 2
+    assert store.append("gemm", frame, partition="q") == 0
+    assert sorted(store.read("gemm")["measurement_id"]) == ["a') OR (1=1", "b''"]
+
+
+def test_history_compact_and_vacuum(store: DatasetStore) -> None:
+    for i in range(4):
+        store.append("gemm", gemm_frame(2, start=2 * i), partition="a")
+    assert [h["version"] for h in store.history("gemm")][:2] == [3, 2]
+    out = store.compact()
+    assert out["gemm"]["numFilesRemoved"] == 4 and out["gemm"]["numFilesAdded"] == 1
+    removed = store.vacuum(retention_hours=0)["gemm"]
+    assert len(removed) == 4 and store.read("gemm").height == 8
