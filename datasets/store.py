@@ -69,6 +69,7 @@ __all__ = [
     "Write",
     "WriteMode",
     "format_versions",
+    "migrate_parquet_store",
     "parse_versions",
     "partition_name",
 ]
@@ -215,6 +216,11 @@ class DatasetStore:
 
         uri = self.table_uri(kind)
         if not self.is_remote and not (Path(uri) / "_delta_log").is_dir():
+            if kind != COMMITS and any(Path(uri).glob("*.parquet")):
+                raise StoreError(
+                    f"{uri} holds parquet partitions of the store before Delta Lake; "
+                    f"run `hws data migrate --store {self.root}` once to convert them"
+                )
             return None
         try:
             return DeltaTable(uri, version=version, storage_options=self.storage_options)
@@ -603,3 +609,57 @@ def _txn_time(txn: str) -> int:
     """The creation time (epoch s) a transaction id starts with; 0 when unreadable (treated as old)."""
     head = txn.split("-", 1)[0]
     return int(head) if head.isdigit() else 0
+
+
+def migrate_parquet_store(root: str | os.PathLike[str]) -> dict[tuple[str, str], int]:
+    """Convert a store written before Delta Lake (``<kind>/<partition>.parquet``) in place, all or nothing.
+
+    A commit the old store left half done (``.journal.json``) is rolled forward first, as the
+    old code did. Every partition file becomes the same ``_partition`` of its kind's Delta table
+    in one multi-table commit; the old files are then moved to ``<root>/pre-delta/`` (delete
+    that folder once satisfied). Returns the rows per (kind, partition); running it again on a
+    migrated store does nothing.
+    """
+    base = Path(root)
+    journal = base / ".journal.json"
+    if journal.exists():
+        try:
+            renames = json.loads(journal.read_text())["renames"]
+        except (ValueError, KeyError):
+            renames = []  # a torn journal was never a commit point: it was written atomically
+        for tmp, final in renames:
+            if Path(tmp).exists():
+                os.replace(tmp, final)
+        journal.unlink()
+    files = sorted(p for kind in KINDS for p in (base / kind).glob("*.parquet"))
+    if not files:
+        return {}
+    writes = []
+    for path in files:
+        try:
+            frame = pl.read_parquet(path)
+        except Exception as exc:
+            raise StoreError(
+                f"{path}: not a readable parquet partition ({exc}); nothing was migrated"
+            ) from None
+        writes.append(Write(check_kind(path.parent.name), path.stem, frame, "replace"))
+    store = DatasetStore(base)
+    # the legacy files sit where the Delta tables go: move them aside first, back again on failure
+    backup = base / "pre-delta"
+    moved: list[tuple[Path, Path]] = []
+    for path in files:
+        target = backup / path.parent.name / path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, target)
+        moved.append((target, path))
+    try:
+        counts = store.commit(writes)
+    except BaseException:
+        for target, path in moved:
+            os.replace(target, path)
+        raise
+    for stale in (".lock", ".journal.json"):
+        (base / stale).unlink(missing_ok=True)
+    for tmp in (p for kind in KINDS for p in (base / kind).glob(".*.tmp")):
+        tmp.unlink(missing_ok=True)
+    return counts

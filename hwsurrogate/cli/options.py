@@ -38,15 +38,26 @@ __all__ = [
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-STORE_HELP = "Dataset store directory (default: $HWSURROGATE_STORE or ./store)."
+STORE_HELP = "Dataset store directory or s3://bucket/prefix URI (default: $HWSURROGATE_STORE or ./store)."
+
+
+def _store_location(ctx: click.Context, param: click.Parameter, value: str | None) -> Path | str | None:
+    """A directory stays a Path; an object-store URI (``s3://bucket/prefix``) stays a string."""
+    if value is None or "://" in value:
+        return value
+    path = Path(value)
+    if path.exists() and not path.is_dir():
+        raise click.BadParameter(f"{value!r} is a file, not a store directory", ctx=ctx, param=param)
+    return path
 
 
 def store_option(fn: F) -> F:
-    """``--store DIR`` -> ``store_path: Path | None`` (None: the default store)."""
+    """``--store DIR|URI`` -> ``store_path: Path | str | None`` (None: the default store)."""
     return click.option(
         "--store",
         "store_path",
-        type=click.Path(file_okay=False, path_type=Path),
+        type=str,
+        callback=_store_location,
         default=None,
         help=STORE_HELP,
     )(fn)
