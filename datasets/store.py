@@ -200,6 +200,8 @@ class DatasetStore:
             self.storage_options = opts
         self.pinned: dict[str, int] | None = dict(versions) if versions is not None else None
         self._commit_cache: tuple[int, _CommitState] | None = None
+        #: table -> the version this object last read (what a training run records)
+        self.read_versions: dict[str, int] = {}
 
     # ------------------------------------------------------------------ tables
     def table_uri(self, kind: str) -> str:
@@ -228,7 +230,9 @@ class DatasetStore:
             return None
         except Exception as exc:
             if version is not None and "version" in str(exc).lower():
-                raise StoreError(f"table {kind!r} has no version {version}: {exc}") from None
+                latest = DatasetStore(self.root, storage_options=self.storage_options)._table(kind)
+                have = f"its latest is {latest.version()}" if latest is not None else "it does not exist"
+                raise StoreError(f"table {kind!r} has no version {version} ({have})") from None
             raise
 
     def versions(self) -> dict[str, int]:
@@ -245,7 +249,11 @@ class DatasetStore:
     def at(self, versions: Mapping[str, int] | str) -> DatasetStore:
         """A read-only view of this store at ``versions`` (a dict, or ``'gemm=3,devices=1'``)."""
         pins = parse_versions(versions) if isinstance(versions, str) else dict(versions)
-        return DatasetStore(self.root, storage_options=self.storage_options, versions=pins)
+        view = DatasetStore(self.root, storage_options=self.storage_options, versions=pins)
+        for name, version in pins.items():  # a version that does not exist is an error now, not at a read
+            if view._table(name, version) is None:
+                raise StoreError(f"table {name!r} has no version {version} (it does not exist)")
+        return view
 
     def history(self, kind: str, *, limit: int | None = None) -> list[dict[str, object]]:
         """The commits of one table, newest first (version, timestamp, operation, metrics)."""
@@ -262,6 +270,7 @@ class DatasetStore:
         if dt is None:
             return _CommitState(frozenset(), {})
         version = int(dt.version())
+        self.read_versions[COMMITS] = version
         if self._commit_cache is not None and self._commit_cache[0] == version:
             return self._commit_cache[1]
         rows = pl.from_arrow(dt.to_pyarrow_table())
@@ -303,6 +312,7 @@ class DatasetStore:
         dt = self._table(kind, pin)
         if dt is None:
             return None
+        self.read_versions[kind] = int(dt.version())
         return pl.scan_delta(dt)
 
     def scan(

@@ -31,6 +31,7 @@ __all__ = [
     "json_option",
     "out_option",
     "push_options",
+    "data_version_option",
     "store_option",
     "strict_option",
     "write_frame",
@@ -61,6 +62,17 @@ def store_option(fn: F) -> F:
         default=None,
         help=STORE_HELP,
     )(fn)
+
+
+#: ``--data-version`` -> ``data_version: str | None``: read the store as a recorded training run did.
+data_version_option = click.option(
+    "--data-version",
+    "data_version",
+    default=None,
+    metavar="TABLE=V,...",
+    help="Read the store at these table versions (time travel), e.g. 'gemm=12,devices=3,_commits=2': "
+    "the data_versions param of an MLflow run reproduces it. `hws data history` prints the current ones.",
+)
 
 
 #: ``--json`` -> ``as_json: bool``: print machine-readable JSON to stdout.

@@ -170,3 +170,15 @@ def register_and_promote(
     if promote:
         client.set_registered_model_alias(model_name, CHAMPION, mv.version)
     return str(mv.version), promote
+
+
+def log_data_versions(versions: dict[str, int], *, store: str | os.PathLike[str] | None = None) -> None:
+    """Record the store table versions a run read (param ``data_versions``: what ``--data-version`` takes)."""
+    import mlflow
+
+    from hwsurrogate.datasets.store import format_versions
+
+    if versions:
+        mlflow.log_param("data_versions", format_versions(versions))
+    if store is not None:
+        mlflow.set_tag("data_store", str(store))
