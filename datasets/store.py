@@ -141,7 +141,7 @@ def parse_versions(text: str) -> dict[str, int]:
 
 def _arrow(frame: pl.DataFrame) -> pa.Table:
     """A polars frame as an Arrow table with plain (not view) strings, which Delta stores."""
-    table = frame.to_arrow()
+    table = frame.to_arrow(compat_level=pl.CompatLevel.oldest())  # large strings: delta-rs writes them faster
     fields = [
         pa.field(f.name, pa.large_string() if pa.types.is_string_view(f.type) else f.type, f.nullable)
         for f in table.schema
@@ -405,9 +405,15 @@ class DatasetStore:
                     f"{w.kind}: {int(dup.sum())} rows share a measurement_id (e.g. {first!r}); "
                     "an import must not contain the same measurement twice"
                 )
-            if w.mode == "append":
-                frame = frame.unique("measurement_id", keep="first", maintain_order=True)
-            checked.append(Write(w.kind, partition_name(w.partition), frame.sort("measurement_id"), w.mode))
+            if w.mode == "append":  # small batches: sorted ids give each file a narrow id range to skip by
+                frame = frame.unique("measurement_id", keep="first", maintain_order=True).sort(
+                    "measurement_id"
+                )
+            elif (
+                "device_id" in frame.columns
+            ):  # imports: ids start with source|device, so this groups them too
+                frame = frame.sort("device_id", maintain_order=True)
+            checked.append(Write(w.kind, partition_name(w.partition), frame, w.mode))
         if not self.is_remote:
             Path(self.root).mkdir(parents=True, exist_ok=True)
         self.recover()
