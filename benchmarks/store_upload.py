@@ -115,7 +115,7 @@ def run(data_dir: Path, root: Path, uploads: int) -> BenchReport:
             rows = store.scan("gemm").select(pl.len()).collect().item()
             sizes[stage] = {"gemm_rows": rows, **_time_uploads(store, client, len(sizes) * 1000, uploads)}
     base = sizes["0"]["store_median_ms"]
-    for stage, s in sizes.items():
+    for s in sizes.values():
         split = f"{s['gemm_rows']:,} rows"
         report.add(
             "store append median ms", split, round(s["store_median_ms"], 2), target=TARGET_MS, n=uploads

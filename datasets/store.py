@@ -83,6 +83,10 @@ RETRIES = 60
 #: appends of at most this many rows name their ids in the MERGE predicate (file skipping)
 _IN_LIST_MAX = 5000
 _HIDDEN = ("_partition", "_txn")
+#: a checkpoint every 10 commits keeps opening a table of many small uploads cheap
+_CHECKPOINT_EVERY = "10"
+#: per-file statistics only for the columns reads and merges filter on (fewer stats: cheaper small writes)
+_STATS_COLUMNS = ("measurement_id", "_txn", "device_id", "source", "space", "kernel", "imported_at")
 _COMMITS_SCHEMA = pa.schema(
     [
         ("txn", pa.string()),
@@ -202,6 +206,7 @@ class DatasetStore:
         self._commit_cache: tuple[int, _CommitState] | None = None
         #: table -> the version this object last read (what a training run records)
         self.read_versions: dict[str, int] = {}
+        self._writers: dict[str, Any] = {}  # kind -> DeltaTable kept open for writes (refreshed per write)
 
     # ------------------------------------------------------------------ tables
     def table_uri(self, kind: str) -> str:
@@ -266,9 +271,15 @@ class DatasetStore:
         pin = self.pinned.get(COMMITS) if self.pinned is not None else None
         if self.pinned is not None and pin is None:
             return _CommitState(frozenset(), {})
-        dt = self._table(COMMITS, pin)
-        if dt is None:
-            return _CommitState(frozenset(), {})
+        if pin is None and COMMITS in self._writers:  # kept open: only new log entries are read
+            dt = self._writers[COMMITS]
+            dt.update_incremental()
+        else:
+            dt = self._table(COMMITS, pin)
+            if dt is None:
+                return _CommitState(frozenset(), {})
+            if pin is None:
+                self._writers[COMMITS] = dt
         version = int(dt.version())
         self.read_versions[COMMITS] = version
         if self._commit_cache is not None and self._commit_cache[0] == version:
@@ -461,7 +472,7 @@ class DatasetStore:
         )
         self._retry(
             lambda: write_deltalake(
-                self.table_uri(COMMITS), row, mode="append", storage_options=self.storage_options
+                self._writable(COMMITS), row, mode="append", storage_options=self.storage_options
             ),
             COMMITS,
         )
@@ -502,6 +513,49 @@ class DatasetStore:
                     reload.update_incremental()
         raise AssertionError("unreachable")
 
+    def _writable(self, kind: str) -> Any:
+        """The DeltaTable of ``kind`` for a write, created (with this store's table settings) if absent."""
+        from deltalake import DeltaTable
+
+        dt = self._writers.get(kind)
+        if dt is not None:
+            dt.update_incremental()
+            return dt
+        dt = self._table(kind)
+        if dt is None:
+            if kind == COMMITS:
+                arrow_schema = _COMMITS_SCHEMA
+                config = {"delta.checkpointInterval": _CHECKPOINT_EVERY}
+                parts = None
+            else:
+                empty = pl.DataFrame(schema=schema(kind)).with_columns(
+                    pl.lit(None, dtype=pl.String).alias("_partition"),
+                    pl.lit(None, dtype=pl.String).alias("_txn"),
+                )
+                arrow_schema = _arrow(empty).schema
+                stats = ",".join(c for c in _STATS_COLUMNS if c in empty.columns)
+                config = {
+                    "delta.checkpointInterval": _CHECKPOINT_EVERY,
+                    "delta.dataSkippingStatsColumns": stats,
+                }
+                parts = ["_partition"]
+            try:  # "ignore": a concurrent writer that created it first wins, harmlessly
+                dt = DeltaTable.create(
+                    self.table_uri(kind),
+                    arrow_schema,
+                    mode="ignore",
+                    partition_by=parts,
+                    configuration=config,
+                    storage_options=self.storage_options,
+                )
+            except Exception as exc:
+                if not _is_conflict(exc):
+                    raise
+                dt = self._table(kind)
+            dt = self._table(kind) if dt is None else dt
+        self._writers[kind] = dt
+        return dt
+
     def _write(self, w: Write, *, txn: str | None) -> int:
         """One Delta commit for one partition write; returns rows added (append) or written (replace)."""
         from deltalake import write_deltalake
@@ -511,13 +565,12 @@ class DatasetStore:
             pl.lit(txn, dtype=pl.String).alias("_txn"),
         )
         data = _arrow(frame)
-        uri = self.table_uri(w.kind)
         opts = self.storage_options
         if w.mode == "replace":
             if txn is None:
                 self._retry(
                     lambda: write_deltalake(
-                        uri,
+                        self._writable(w.kind),
                         data,
                         mode="overwrite",
                         partition_by=["_partition"],
@@ -529,7 +582,11 @@ class DatasetStore:
             else:  # the old rows go once the commit point is passed (see _apply)
                 self._retry(
                     lambda: write_deltalake(
-                        uri, data, mode="append", partition_by=["_partition"], storage_options=opts
+                        self._writable(w.kind),
+                        data,
+                        mode="append",
+                        partition_by=["_partition"],
+                        storage_options=opts,
                     ),
                     w.kind,
                 )
@@ -539,25 +596,7 @@ class DatasetStore:
         return int(self._retry(lambda: self._merge(w.kind, data, frame, txn), w.kind))
 
     def _merge(self, kind: str, data: pa.Table, frame: pl.DataFrame, txn: str | None) -> int:
-        from deltalake import write_deltalake
-
-        dt = self._table(kind)
-        if dt is None:
-            try:
-                write_deltalake(
-                    self.table_uri(kind),
-                    data,
-                    mode="error",
-                    partition_by=["_partition"],
-                    storage_options=self.storage_options,
-                )
-                return frame.height
-            except Exception as exc:
-                if "exists" not in str(exc).lower() and not _is_conflict(exc):
-                    raise
-                dt = self._table(kind)  # another writer created it first: merge into it
-                if dt is None:
-                    raise
+        dt = self._writable(kind)
         state = self._commit_state()
         pred = "t.measurement_id = s.measurement_id"
         if frame.height <= _IN_LIST_MAX:  # lets delta-rs skip files by their id statistics
@@ -568,7 +607,9 @@ class DatasetStore:
             visible += " OR t._txn IN (" + ", ".join(_sql_str(t) for t in sorted(state.committed)) + ")"
         pred += f" AND ({visible})"
         result = (
-            dt.merge(data, pred, source_alias="s", target_alias="t").when_not_matched_insert_all().execute()
+            dt.merge(data, pred, source_alias="s", target_alias="t", streamed_exec=False)
+            .when_not_matched_insert_all()
+            .execute()
         )
         return int(result.get("num_target_rows_inserted", 0))
 

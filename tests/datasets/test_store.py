@@ -222,7 +222,8 @@ def test_versions_pin_a_read_only_view(store: DatasetStore) -> None:
         store.at(pinned).append("gemm", gemm_frame(1), partition="a")
     with pytest.raises(StoreError, match="TABLE=VERSION"):
         parse_versions("gemm=three")
-    with pytest.raises(StoreError, match=r"no version 99 \(its latest is 1\)"):
+    latest = store.versions()["gemm"]
+    with pytest.raises(StoreError, match=rf"no version 99 \(its latest is {latest}\)"):
         store.at({"gemm": 99})
 
 
@@ -236,7 +237,8 @@ def test_ids_with_quotes_are_bound_literally(store: DatasetStore) -> None:
 def test_history_compact_and_vacuum(store: DatasetStore) -> None:
     for i in range(4):
         store.append("gemm", gemm_frame(2, start=2 * i), partition="a")
-    assert [h["version"] for h in store.history("gemm")][:2] == [3, 2]
+    latest = store.versions()["gemm"]
+    assert [h["version"] for h in store.history("gemm")][:2] == [latest, latest - 1]
     out = store.compact()
     assert out["gemm"]["numFilesRemoved"] == 4 and out["gemm"]["numFilesAdded"] == 1
     removed = store.vacuum(retention_hours=0)["gemm"]
