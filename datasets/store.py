@@ -47,6 +47,7 @@ import os
 import random
 import re
 import signal
+import threading
 import time
 import uuid
 from collections.abc import Mapping
@@ -206,7 +207,7 @@ class DatasetStore:
         self._commit_cache: tuple[int, _CommitState] | None = None
         #: table -> the version this object last read (what a training run records)
         self.read_versions: dict[str, int] = {}
-        self._writers: dict[str, Any] = {}  # kind -> DeltaTable kept open for writes (refreshed per write)
+        self._local = threading.local()  # per thread: kind -> DeltaTable kept open (refreshed per use)
 
     # ------------------------------------------------------------------ tables
     def table_uri(self, kind: str) -> str:
@@ -512,6 +513,14 @@ class DatasetStore:
                 if reload is not None:
                     reload.update_incremental()
         raise AssertionError("unreachable")
+
+    @property
+    def _writers(self) -> dict[str, Any]:
+        """This thread's open tables (a DeltaTable must not be shared between threads)."""
+        tables = getattr(self._local, "tables", None)
+        if tables is None:
+            tables = self._local.tables = {}
+        return tables
 
     def _writable(self, kind: str) -> Any:
         """The DeltaTable of ``kind`` for a write, created (with this store's table settings) if absent."""
