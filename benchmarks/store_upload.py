@@ -2,10 +2,10 @@
 
     python benchmarks/store_upload.py [--data-dir DIR] [--uploads 30] [--json FILE] [--keep-store DIR]
 
-Three stores of the ``gemm`` table, each reached by importing the real public data into one
-fresh Delta store: empty (0 rows), after ``neusight`` (141,562 rows) and after every other
-source (about 1.25M gemm rows). At each size, ``--uploads`` batches of 10 new rows are sent
-two ways: ``DatasetStore.append`` (the MERGE on ``measurement_id`` every upload path ends in)
+Three Delta stores of the ``gemm`` table built from the real public data: empty (0 rows),
+``neusight`` only (141,562 rows) and every source (about 1.25M gemm rows; this import is the one
+timed). Then ``--uploads`` rounds, each sending 10 new rows to every store (round-robin, so the
+machine's load falls on all sizes alike), two ways: ``DatasetStore.append`` (the MERGE on ``measurement_id`` every upload path ends in)
 and ``POST /v1/datasets/gemm/rows`` on the in-process service (JSON parsing, validation,
 the store, the response). Reported: the median and p90 per upload, the target (median <= 50 ms
 and flat: the 1.2M-row median at most 2x the empty one), and the wall time of importing all
@@ -62,29 +62,29 @@ def _rows_json(i: int, n: int = 10) -> bytes:
     return json.dumps({"rows": rows}).encode()
 
 
-def _time_uploads(store: DatasetStore, client: Any, start: int, count: int) -> dict[str, Any]:
-    direct, http = [], []
-    for i in range(start, start + count):
-        t0 = time.perf_counter()
-        added = store.append("gemm", _batch(i), partition="upload_bench")
-        direct.append((time.perf_counter() - t0) * 1000)
-        assert added == 10, f"batch {i}: {added} rows added, expected 10"
-        body = _rows_json(i + 100_000)
-        t0 = time.perf_counter()
-        r = client.post(
-            "/v1/datasets/gemm/rows",
-            params={"client": "bench"},
-            content=body,
-            headers={"Authorization": f"Bearer {TOKEN}", "content-type": "application/json"},
-        )
-        http.append((time.perf_counter() - t0) * 1000)
-        assert r.status_code == 200 and r.json()["added"] == 10, r.text
-    q = statistics.quantiles
+def _upload_once(store: DatasetStore, client: Any, i: int) -> tuple[float, float]:
+    """One 10-row append to the store and one 10-row HTTP upload; their times in ms."""
+    t0 = time.perf_counter()
+    added = store.append("gemm", _batch(i), partition="upload_bench")
+    direct = (time.perf_counter() - t0) * 1000
+    assert added == 10, f"batch {i}: {added} rows added, expected 10"
+    body = _rows_json(i + 100_000)
+    t0 = time.perf_counter()
+    r = client.post(
+        "/v1/datasets/gemm/rows",
+        params={"client": "bench"},
+        content=body,
+        headers={"Authorization": f"Bearer {TOKEN}", "content-type": "application/json"},
+    )
+    http = (time.perf_counter() - t0) * 1000
+    assert r.status_code == 200 and r.json()["added"] == 10, r.text
+    return direct, http
+
+
+def _summary(times: list[float]) -> dict[str, float]:
     return {
-        "store_median_ms": statistics.median(direct),
-        "store_p90_ms": q(direct, n=10)[-1],
-        "http_median_ms": statistics.median(http),
-        "http_p90_ms": q(http, n=10)[-1],
+        "median_ms": round(statistics.median(times), 2),
+        "p90_ms": round(statistics.quantiles(times, n=10)[-1], 2),
     }
 
 
@@ -96,44 +96,64 @@ def run(data_dir: Path, root: Path, uploads: int) -> BenchReport:
 
     report = BenchReport(
         "store-upload",
-        protocol=f"median of {uploads} uploads of 10 new gemm rows into a Delta store of 0 / 142k / ~1.2M rows; "
-        "then import all public data (2-core machine under load from other work)",
+        protocol=f"median of {uploads} uploads of 10 new gemm rows into Delta stores of 0 / 142k / ~1.25M rows "
+        "(round-robin, so load hits all sizes alike); import all public data into a fresh store",
     )
-    store = DatasetStore(root)
-    client = TestClient(create_app(ServiceConfig(store=root, token=TOKEN, load_models=False)))
-    sizes: dict[str, dict[str, Any]] = {}
     imports: dict[str, float] = {}
     order = ["neusight"] + [s for s in IMPORTERS if s != "neusight"]
-    with client:
-        for stage, sources in (("0", []), ("neusight", order[:1]), ("all", order[1:])):
-            for src in sources:
-                path = default_path(src, data_dir)
-                if path.exists():
-                    t0 = time.perf_counter()
-                    import_source(src, path, store=store)
-                    imports[src] = round(time.perf_counter() - t0, 3)
-            rows = store.scan("gemm").select(pl.len()).collect().item()
-            sizes[stage] = {"gemm_rows": rows, **_time_uploads(store, client, len(sizes) * 1000, uploads)}
-    base = sizes["0"]["store_median_ms"]
-    for s in sizes.values():
-        split = f"{s['gemm_rows']:,} rows"
-        report.add(
-            "store append median ms", split, round(s["store_median_ms"], 2), target=TARGET_MS, n=uploads
-        )
-        report.add("HTTP upload median ms", split, round(s["http_median_ms"], 2), target=TARGET_MS, n=uploads)
-    big = sizes["all"]["store_median_ms"]
-    report.add("1.2M / empty median ratio", "store append", round(big / base, 2), target=2.0, n=uploads)
-    total = round(sum(imports.values()), 2)
+    stores = {"0": DatasetStore(root / "empty"), "neusight": DatasetStore(root / "neusight"),
+              "all": DatasetStore(root / "all")}  # fmt: skip
+    import_source("neusight", default_path("neusight", data_dir), store=stores["neusight"])
+    t_all = time.perf_counter()
+    for src in order:
+        path = default_path(src, data_dir)
+        if path.exists():
+            t0 = time.perf_counter()
+            import_source(src, path, store=stores["all"])
+            imports[src] = round(time.perf_counter() - t0, 3)
+    import_total = round(time.perf_counter() - t_all, 2)
+    clients = {
+        k: TestClient(create_app(ServiceConfig(store=Path(st.root), token=TOKEN, load_models=False)))
+        for k, st in stores.items()
+    }
+    times: dict[str, dict[str, list[float]]] = {k: {"store": [], "http": []} for k in stores}
+    sizes = {k: st.scan("gemm").select(pl.len()).collect().item() for k, st in stores.items()}
+    for c in clients.values():
+        c.__enter__()
+    try:
+        for i in range(uploads):
+            for k, st in stores.items():
+                direct, http = _upload_once(st, clients[k], i)
+                times[k]["store"].append(direct)
+                times[k]["http"].append(http)
+    finally:
+        for c in clients.values():
+            c.__exit__(None, None, None)
+    details: dict[str, Any] = {}
+    for k in stores:
+        split = f"{sizes[k]:,} rows"
+        s, h = _summary(times[k]["store"]), _summary(times[k]["http"])
+        details[k] = {"gemm_rows": sizes[k], "store": s, "http": h}
+        report.add("store append median ms", split, s["median_ms"], target=TARGET_MS, n=uploads)
+        report.add("HTTP upload median ms", split, h["median_ms"], target=TARGET_MS, n=uploads)
+    ratio = details["all"]["store"]["median_ms"] / details["0"]["store"]["median_ms"]
+    report.add("1.2M / empty median ratio", "store append", round(ratio, 2), target=2.0, n=uploads)
     report.add(
         "import all public data s",
         f"{len(imports)} sources",
-        total,
+        import_total,
         anchor=20.0,
         anchor_source="the parquet store before Delta Lake: 6-20 s on this machine",
         target=20.0,
     )
-    report.data = {"cpu_count": os.cpu_count(), "data_dir": str(data_dir)}
-    report.details = {"sizes": sizes, "import_seconds": imports, "store_versions": store.versions()}
+    with open("/proc/loadavg") as fh:
+        load = fh.read().split()[:3]
+    report.data = {
+        "cpu_count": os.cpu_count(),
+        "load_average_at_end": " ".join(load),
+        "data_dir": str(data_dir),
+    }
+    report.details = {"sizes": details, "import_seconds": imports, "store_versions": stores["all"].versions()}
     return report
 
 
