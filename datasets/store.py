@@ -269,9 +269,8 @@ class DatasetStore:
     # ------------------------------------------------------------------ commit state
     def _commit_state(self) -> _CommitState:
         """Committed transactions and replaces not yet applied, from the ``_commits`` table."""
+        # a view pinned without a _commits version uses the latest: commits only ever get added
         pin = self.pinned.get(COMMITS) if self.pinned is not None else None
-        if self.pinned is not None and pin is None:
-            return _CommitState(frozenset(), {})
         if pin is None and COMMITS in self._writers:  # kept open: only new log entries are read
             dt = self._writers[COMMITS]
             dt.update_incremental()

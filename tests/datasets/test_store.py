@@ -227,6 +227,18 @@ def test_versions_pin_a_read_only_view(store: DatasetStore) -> None:
         store.at({"gemm": 99})
 
 
+def test_pinned_view_sees_imports_without_a_commits_version(store: DatasetStore) -> None:
+    store.commit(
+        [Write("gemm", "src", gemm_frame(3), "replace"), Write("latency", "src", latency_frame(2), "replace")]
+    )
+    pins = store.versions()
+    store.commit(
+        [Write("gemm", "src", gemm_frame(5), "replace"), Write("latency", "src", latency_frame(4), "replace")]
+    )
+    assert store.at(pins).read("gemm").height == 3
+    assert store.at({"gemm": pins["gemm"]}).read("gemm").height == 3  # as typed by hand, without _commits
+
+
 def test_ids_with_quotes_are_bound_literally(store: DatasetStore) -> None:
     frame = gemm_frame(2).with_columns(pl.Series("measurement_id", ["a') OR (1=1", "b''"]))
     assert store.append("gemm", frame, partition="q") == 2
