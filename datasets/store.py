@@ -575,29 +575,16 @@ class DatasetStore:
         data = _arrow(frame)
         opts = self.storage_options
         if w.mode == "replace":
+            # alone: overwrite the partition; in an import: add, the old rows go after the commit point
+            how: dict[str, Any] = {"mode": "append"}
             if txn is None:
-                self._retry(
-                    lambda: write_deltalake(
-                        self._writable(w.kind),
-                        data,
-                        mode="overwrite",
-                        partition_by=["_partition"],
-                        predicate=f"_partition = {_sql_str(w.partition)}",
-                        storage_options=opts,
-                    ),
-                    w.kind,
-                )
-            else:  # the old rows go once the commit point is passed (see _apply)
-                self._retry(
-                    lambda: write_deltalake(
-                        self._writable(w.kind),
-                        data,
-                        mode="append",
-                        partition_by=["_partition"],
-                        storage_options=opts,
-                    ),
-                    w.kind,
-                )
+                how = {"mode": "overwrite", "predicate": f"_partition = {_sql_str(w.partition)}"}
+            self._retry(
+                lambda: write_deltalake(
+                    self._writable(w.kind), data, partition_by=["_partition"], storage_options=opts, **how
+                ),
+                w.kind,
+            )
             return frame.height
         if frame.height == 0:
             return 0
