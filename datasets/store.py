@@ -177,6 +177,7 @@ class Write:
 class _CommitState:
     committed: frozenset[str]  # txn ids that reached their commit point
     pending: dict[tuple[str, str], str]  # (kind, partition) -> txn whose replace is not yet applied
+    order: tuple[str, ...] = ()  # committed txn ids, oldest commit point first
 
 
 class DatasetStore:
@@ -293,7 +294,8 @@ class DatasetStore:
             for kind, part in json.loads(replaces or "[]"):
                 latest[(kind, part)] = txn
         pending = {key: txn for key, txn in latest.items() if txn not in applied}
-        state = _CommitState(frozenset(commits["txn"].to_list()), pending)
+        order = tuple(commits["txn"].to_list())
+        state = _CommitState(frozenset(order), pending, order)
         self._commit_cache = (version, state)
         return state
 
@@ -478,12 +480,22 @@ class DatasetStore:
         )
 
     def _apply(self, txn: str, replaces: list[tuple[str, str]]) -> None:
-        """Delete the rows a committed replace superseded, then record that it is applied."""
+        """Delete the rows a committed replace superseded, then record that it is applied.
+
+        Superseded: the partition's rows that were visible before ``txn``'s commit point (no txn,
+        or a txn committed earlier). Rows of a later import of the same source are never touched,
+        so two imports of one source racing each other leave the later one whole.
+        """
+        order = self._commit_state().order
+        earlier = order[: order.index(txn)] if txn in order else ()
+        visible_before = "_txn IS NULL"
+        if earlier:
+            visible_before += " OR _txn IN (" + ", ".join(_sql_str(t) for t in earlier) + ")"
         for i, (kind, part) in enumerate(replaces):
             dt = self._table(kind)
             if dt is None:
                 continue
-            pred = f"_partition = {_sql_str(part)} AND (_txn IS NULL OR _txn <> {_sql_str(txn)})"
+            pred = f"_partition = {_sql_str(part)} AND ({visible_before})"
             self._retry(lambda dt=dt, pred=pred: dt.delete(pred), kind, reload=dt)
             if i == 0:
                 _fault("mid_rename")
