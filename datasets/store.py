@@ -81,6 +81,8 @@ _PARTITION_RE = re.compile(r"[^A-Za-z0-9_.-]+")
 COMMITS = "_commits"
 #: how often a write whose Delta commit conflicts with a concurrent one is retried
 RETRIES = 60
+#: row groups of 64k rows: a device's rows (writes are sorted by device) are read without the rest
+_ROW_GROUP_ROWS = 65536
 #: appends of at most this many rows name their ids in the MERGE predicate (file skipping)
 _IN_LIST_MAX = 5000
 _HIDDEN = ("_partition", "_txn")
@@ -152,6 +154,12 @@ def _arrow(frame: pl.DataFrame) -> pa.Table:
         for f in table.schema
     ]
     return table.cast(pa.schema(fields))
+
+
+def _writer_properties() -> Any:
+    from deltalake import WriterProperties
+
+    return WriterProperties(max_row_group_size=_ROW_GROUP_ROWS)
 
 
 def _is_conflict(exc: BaseException) -> bool:
@@ -593,7 +601,12 @@ class DatasetStore:
                 how = {"mode": "overwrite", "predicate": f"_partition = {_sql_str(w.partition)}"}
             self._retry(
                 lambda: write_deltalake(
-                    self._writable(w.kind), data, partition_by=["_partition"], storage_options=opts, **how
+                    self._writable(w.kind),
+                    data,
+                    partition_by=["_partition"],
+                    storage_options=opts,
+                    writer_properties=_writer_properties(),
+                    **how,
                 ),
                 w.kind,
             )
