@@ -302,3 +302,15 @@ def promotion_reason(model_name: str, version: str) -> str:
         return str(json.loads(tag)["reason"]) if tag else ""
     except Exception:  # an unreadable record must not fail a finished training run
         return ""
+
+
+def log_data_versions(versions: dict[str, int], *, store: str | os.PathLike[str] | None = None) -> None:
+    """Record the store table versions a run read (param ``data_versions``: what ``--data-version`` takes)."""
+    import mlflow
+
+    from hwsurrogate.datasets.store import format_versions
+
+    if versions:
+        mlflow.log_param("data_versions", format_versions(versions))
+    if store is not None:
+        mlflow.set_tag("data_store", str(store))

@@ -32,6 +32,7 @@ from hwsurrogate.surrogates.models.fpga import (
 )
 from hwsurrogate.surrogates.registry.tracking import (
     check_training_frame,
+    log_data_versions,
     log_regression_report,
     log_training_dataset,
     register_and_promote,
@@ -116,6 +117,7 @@ def _run(
     with start_run("fpga", run_name=f"train-{task}", task=task) as run:
         mlflow.log_params({k: str(v) for k, v in asdict(config).items()})
         mlflow.log_params({"n_train": train.height, "n_test": test.height})
+        log_data_versions(store.read_versions, store=store.root)
         log_training_dataset(
             train.select(*INPUTS[task], *report_targets), name=f"{task}-train",
             source=str((Path(store.root) / "fpga").resolve()), targets=report_targets[0],

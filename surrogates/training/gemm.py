@@ -24,6 +24,7 @@ from hwsurrogate.surrogates.features.gemm import device_table
 from hwsurrogate.surrogates.models.gemm import GemmPyfunc, GemmRegressor, power_rows
 from hwsurrogate.surrogates.registry.tracking import (
     check_training_frame,
+    log_data_versions,
     log_regression_report,
     log_training_dataset,
     register_and_promote,
@@ -170,6 +171,7 @@ def train_gemm_model(
     with start_run(EXPERIMENT, run_name="train-gemm", task="gemm") as run:
         mlflow.log_params({k: str(v) for k, v in asdict(config).items()})
         mlflow.log_params({"n_train": train.height, "n_test": test.height, "split": "shape(m,n,k,batch)"})
+        log_data_versions(store.read_versions, store=store.root)
         log_training_dataset(
             train.select(*INPUTS["gemm"], "runtime_ms", "power_w", "source"),
             name="gemm-train",

@@ -125,12 +125,18 @@ def train_latency_model(
     gnn_seconds: float = 240.0,
     gnn_config: Any = None,
     register: bool = True,
+    data_versions: dict[str, int] | None = None,
 ) -> LatencyTrainingResult:
-    """Train on long latency rows, log to MLflow, register ``hws-latency`` (see module doc)."""
+    """Train on long latency rows, log to MLflow, register ``hws-latency`` (see module doc).
+
+    ``data_versions``: the store table versions ``frame`` was read at (``store.read_versions``),
+    logged as the run's ``data_versions`` param.
+    """
     import mlflow
 
     from hwsurrogate.surrogates.registry.pyfunc import LatencyPyfunc, log_latency_model
     from hwsurrogate.surrogates.registry.tracking import (
+        log_data_versions,
         log_regression_report,
         log_training_dataset,
         register_and_promote,
@@ -154,6 +160,7 @@ def train_latency_model(
         prepared[space] = {"wide": wide, "devices": devs, "train": train_idx, "test": np.flatnonzero(test)}
     t0 = time.perf_counter()
     with start_run(EXPERIMENT, run_name=f"latency-{model}", task="latency", model_kind=model) as run:
+        log_data_versions(data_versions or {})
         mlflow.log_params(
             {
                 "model": model,
