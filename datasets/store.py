@@ -1,50 +1,104 @@
-"""The local dataset store: one parquet file per (table kind, partition), written with polars.
+"""The dataset store: one Delta Lake table per kind, on a local directory or an object store.
 
-Layout under the root directory::
+Layout under the root (a directory, or an ``s3://bucket/prefix`` URI)::
 
-    <root>/.lock                         file lock held by every writer
-    <root>/.journal.json                 present only between a commit point and its end
-    <root>/<kind>/<partition>.parquet    one partition per source (or collector / uploader)
+    <root>/<kind>/_delta_log/...     one Delta table per kind, partitioned by ``_partition``
+    <root>/_commits/_delta_log/...   the commit table: one row per multi-table import
 
-Guarantees:
+Every table carries two hidden columns that :meth:`DatasetStore.scan` never shows:
+``_partition`` (the source / collector / uploader a row came from: the old file name) and
+``_txn`` (null, or the id of the multi-table import that wrote the row).
+
+Guarantees, and the tests that hold them (``tests/datasets/test_store*.py``,
+``tests/service/test_datasets.py``, ``tests/service/test_server_process.py``):
 
 - Every frame is checked against the declared schema (:mod:`.schemas`) before anything is
   written; a row that does not fit raises :class:`SchemaMismatchError` naming the column.
-- A commit writes every new partition to a temporary file in the target folder (fsynced),
-  then writes the journal (the commit point), then renames the files into place and removes
-  the journal. A writer killed before the commit point leaves the store exactly as it was
-  (its temporary files are swept by the next writer); one killed after it is rolled forward
-  by the next open, so a multi-table import is all or nothing.
-- Writers serialise on a file lock, so concurrent processes never lose each other's rows.
-- ``append`` drops rows whose ``measurement_id`` is already stored (idempotent uploads);
-  ``replace`` swaps a whole partition (idempotent re-imports).
+- A write to one table is one Delta commit: readers see all of it or none of it, and a
+  writer killed at any point leaves the table at its last commit (Delta's atomic log).
+- ``append`` is a Delta MERGE on ``measurement_id`` that inserts only unseen ids, so uploads
+  are idempotent. The merge reads only the files whose ``measurement_id`` statistics can hold
+  the new ids (an ``IN`` list in the predicate), never the whole table. Concurrent writers
+  (threads or processes, locally or on S3) are serialised by Delta's optimistic concurrency:
+  a writer whose commit conflicts retries (:data:`RETRIES`), so none loses another's rows.
+- ``replace`` swaps one partition (an overwrite with a ``_partition`` predicate).
+- A commit of several tables (an import: GEMM rows *and* their devices) is all or nothing for
+  readers, even after ``kill -9`` between the tables' commits: its rows are written tagged
+  with a transaction id, invisible until one row naming that id is appended to ``_commits``
+  (the commit point). Replaced partitions are then deleted; until that is done (or if the
+  writer dies first) readers hide them by the same commit row, and the next writer finishes
+  the job. Rows of an import that never reached its commit point stay invisible and are
+  removed by :meth:`DatasetStore.compact`.
+- :meth:`DatasetStore.versions` names the version of every table; a store opened with
+  ``versions=`` reads exactly those (Delta time travel), which is how a training run is
+  reproduced (``hws train ... --data-version``).
+
+Fault points for tests (``HWSURROGATE_STORE_FAULT=<point>`` kills the writer with SIGKILL):
+``after_temp`` after the first table of a multi-table commit (before its commit point; for a
+one-table write: before the write), ``after_journal`` right after the commit point,
+``mid_rename`` after the first replaced partition was deleted (for a one-table write: after
+its commit, before the caller hears of it).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
+import random
 import re
 import signal
+import threading
+import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import polars as pl
-from filelock import FileLock, Timeout
+import pyarrow as pa
 
 from hwsurrogate.datasets.schemas import KINDS, Kind, check_kind, conform, schema
 from hwsurrogate.errors import StoreError
 from hwsurrogate.settings import get_settings
 
+__all__ = [
+    "COMMITS",
+    "RETRIES",
+    "DatasetStore",
+    "Write",
+    "WriteMode",
+    "format_versions",
+    "migrate_parquet_store",
+    "parse_versions",
+    "partition_name",
+]
+
 WriteMode = Literal["append", "replace"]
 _PARTITION_RE = re.compile(r"[^A-Za-z0-9_.-]+")
-_JOURNAL = ".journal.json"
-_LOCK_TIMEOUT_S = 600.0
+#: the commit table (one row per multi-table import, and one per finished replace)
+COMMITS = "_commits"
+#: how often a write whose Delta commit conflicts with a concurrent one is retried
+RETRIES = 60
+#: row groups of 64k rows: a device's rows (writes are sorted by device) are read without the rest
+_ROW_GROUP_ROWS = 65536
+#: appends of at most this many rows name their ids in the MERGE predicate (file skipping)
+_IN_LIST_MAX = 5000
+_HIDDEN = ("_partition", "_txn")
+#: a checkpoint every 10 commits keeps opening a table of many small uploads cheap
+_CHECKPOINT_EVERY = "10"
+#: per-file statistics only for the columns reads and merges filter on (fewer stats: cheaper small writes)
+_STATS_COLUMNS = ("measurement_id", "_txn", "device_id", "source", "space", "kernel", "imported_at")
+_COMMITS_SCHEMA = pa.schema(
+    [
+        ("txn", pa.string()),
+        ("event", pa.string()),  # "commit" (the commit point) or "applied" (replaced partitions deleted)
+        ("at", pa.timestamp("us", tz="UTC")),
+        ("replaces", pa.string()),  # JSON list of [kind, partition] swapped by this commit
+        ("versions", pa.string()),  # JSON {kind: version} written by this commit
+    ]
+)
 
 
 def partition_name(name: str) -> str:
@@ -61,13 +115,60 @@ def _fault(point: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+def _sql_str(value: str) -> str:
+    """A SQL string literal (quotes doubled); values are validated ids, this is defence in depth."""
+    if "\x00" in value:
+        raise StoreError("a value bound for a store predicate contains a NUL character")
+    return "'" + value.replace("'", "''") + "'"
+
+
+def format_versions(versions: Mapping[str, int]) -> str:
+    """``{'gemm': 3, 'devices': 1}`` -> ``'devices=1,gemm=3'`` (the form ``--data-version`` takes)."""
+    return ",".join(f"{k}={int(v)}" for k, v in sorted(versions.items()))
+
+
+def parse_versions(text: str) -> dict[str, int]:
+    """Parse ``'gemm=3,devices=1,_commits=2'`` (as recorded in MLflow) into a dict, naming a bad part."""
+    out: dict[str, int] = {}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        name, sep, value = part.partition("=")
+        name = name.strip()
+        if not sep or (name != COMMITS and name not in KINDS) or not value.strip().isdigit():
+            raise StoreError(
+                f"--data-version part {part!r} is not TABLE=VERSION with TABLE one of "
+                f"{[*KINDS, COMMITS]} and VERSION a whole number >= 0"
+            )
+        out[name] = int(value)
+    if not out:
+        raise StoreError("--data-version is empty; give TABLE=VERSION pairs, e.g. gemm=3,devices=1")
+    return out
+
+
+def _arrow(frame: pl.DataFrame) -> pa.Table:
+    """A polars frame as an Arrow table with plain (not view) strings, which Delta stores."""
+    table = frame.to_arrow(compat_level=pl.CompatLevel.oldest())  # large strings: delta-rs writes them faster
+    fields = [
+        pa.field(f.name, pa.large_string() if pa.types.is_string_view(f.type) else f.type, f.nullable)
+        for f in table.schema
+    ]
+    return table.cast(pa.schema(fields))
+
+
+def _writer_properties() -> Any:
+    from deltalake import WriterProperties
+
+    return WriterProperties(max_row_group_size=_ROW_GROUP_ROWS)
+
+
+def _is_conflict(exc: BaseException) -> bool:
+    from deltalake.exceptions import CommitFailedError
+
+    if isinstance(exc, CommitFailedError):
+        return True
+    text = str(exc).lower()
+    return any(s in text for s in ("conflict", "concurrent", "already exists", "version already"))
 
 
 @dataclass(frozen=True)
@@ -80,58 +181,160 @@ class Write:
     mode: WriteMode = "append"
 
 
+@dataclass(frozen=True)
+class _CommitState:
+    committed: frozenset[str]  # txn ids that reached their commit point
+    pending: dict[tuple[str, str], str]  # (kind, partition) -> txn whose replace is not yet applied
+    order: tuple[str, ...] = ()  # committed txn ids, oldest commit point first
+
+
 class DatasetStore:
-    """Parquet tables of measurements, one declared schema per kind (see :mod:`.schemas`)."""
+    """Delta Lake tables of measurements, one declared schema per kind (see :mod:`.schemas`).
 
-    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
-        self.root = Path(root) if root is not None else Path(get_settings(fresh=True).store)
+    ``root`` is a directory (the embedded default) or an object-store URI such as
+    ``s3://bucket/prefix``; ``storage_options`` go to delta-rs (credentials, endpoint), else
+    the ``AWS_*`` environment variables are used. ``versions`` pins the tables read (time
+    travel, see :meth:`versions`); a pinned store refuses writes.
+    """
 
-    # ------------------------------------------------------------------ paths and locking
-    def _kind_dir(self, kind: str) -> Path:
-        return self.root / check_kind(kind)
+    def __init__(
+        self,
+        root: str | os.PathLike[str] | None = None,
+        *,
+        storage_options: Mapping[str, str] | None = None,
+        versions: Mapping[str, int] | None = None,
+    ) -> None:
+        raw = os.fspath(root) if root is not None else os.fspath(get_settings(fresh=True).store)
+        self.is_remote = "://" in str(raw) and not str(raw).startswith("file://")
+        self.root: Path | str = str(raw).rstrip("/") if self.is_remote else Path(raw)
+        self.storage_options: dict[str, str] | None = dict(storage_options) if storage_options else None
+        if self.is_remote and str(raw).startswith("s3://"):
+            opts = {"AWS_S3_ALLOW_UNSAFE_RENAME": "false", "conditional_put": "etag"}
+            opts.update(self.storage_options or {})
+            self.storage_options = opts
+        self.pinned: dict[str, int] | None = dict(versions) if versions is not None else None
+        self._commit_cache: tuple[int, _CommitState] | None = None
+        #: table -> the version this object last read (what a training run records)
+        self.read_versions: dict[str, int] = {}
+        self._local = threading.local()  # per thread: kind -> DeltaTable kept open (refreshed per use)
 
-    def partition_path(self, kind: str, partition: str) -> Path:
-        return self._kind_dir(kind) / f"{partition_name(partition)}.parquet"
+    # ------------------------------------------------------------------ tables
+    def table_uri(self, kind: str) -> str:
+        """Where the Delta table of ``kind`` (or of ``_commits``) lives."""
+        name = kind if kind == COMMITS else check_kind(kind)
+        if self.is_remote:
+            return f"{self.root}/{name}"
+        return str(Path(self.root) / name)
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        self.root.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(self.root / ".lock"))
+    def _table(self, kind: str, version: int | None = None) -> Any | None:
+        """The DeltaTable of ``kind`` (at ``version``), or None when it was never written."""
+        from deltalake import DeltaTable
+        from deltalake.exceptions import TableNotFoundError
+
+        uri = self.table_uri(kind)
+        if not self.is_remote and not (Path(uri) / "_delta_log").is_dir():
+            if kind != COMMITS and any(Path(uri).glob("*.parquet")):
+                raise StoreError(
+                    f"{uri} holds parquet partitions of the store before Delta Lake; "
+                    f"run `hws data migrate --store {self.root}` once to convert them"
+                )
+            return None
         try:
-            lock.acquire(timeout=_LOCK_TIMEOUT_S)
-        except Timeout:
-            raise StoreError(
-                f"store {self.root} is locked by another writer for over {_LOCK_TIMEOUT_S:.0f} s"
-            ) from None
-        try:
-            self._recover()
-            yield
-        finally:
-            lock.release()
+            return DeltaTable(uri, version=version, storage_options=self.storage_options)
+        except TableNotFoundError:
+            return None
+        except Exception as exc:
+            if version is not None and "version" in str(exc).lower():
+                latest = DatasetStore(self.root, storage_options=self.storage_options)._table(kind)
+                have = f"its latest is {latest.version()}" if latest is not None else "it does not exist"
+                raise StoreError(f"table {kind!r} has no version {version} ({have})") from None
+            raise
 
-    def _recover(self) -> None:
-        """Roll a committed journal forward and sweep temporary files of killed writers (lock held)."""
-        journal = self.root / _JOURNAL
-        if journal.exists():
-            try:
-                renames = json.loads(journal.read_text())["renames"]
-            except (ValueError, KeyError):
-                renames = []  # a torn journal was never a commit point: it is written atomically
-            for tmp, final in renames:
-                if Path(tmp).exists():
-                    os.replace(tmp, final)
-            journal.unlink()
-            _fsync_dir(self.root)
-        for kind in KINDS:
-            d = self.root / kind
-            if d.is_dir():
-                for tmp in d.glob(".*.tmp"):
-                    tmp.unlink(missing_ok=True)
+    def versions(self) -> dict[str, int]:
+        """The version of every table that exists (the store's state a training run records)."""
+        if self.pinned is not None:
+            return dict(self.pinned)
+        out: dict[str, int] = {}
+        for name in (*KINDS, COMMITS):
+            dt = self._table(name)
+            if dt is not None:
+                out[name] = int(dt.version())
+        return out
+
+    def at(self, versions: Mapping[str, int] | str) -> DatasetStore:
+        """A read-only view of this store at ``versions`` (a dict, or ``'gemm=3,devices=1'``)."""
+        pins = parse_versions(versions) if isinstance(versions, str) else dict(versions)
+        view = DatasetStore(self.root, storage_options=self.storage_options, versions=pins)
+        for name, version in pins.items():  # a version that does not exist is an error now, not at a read
+            if view._table(name, version) is None:
+                raise StoreError(f"table {name!r} has no version {version} (it does not exist)")
+        return view
+
+    def history(self, kind: str, *, limit: int | None = None) -> list[dict[str, object]]:
+        """The commits of one table, newest first (version, timestamp, operation, metrics)."""
+        dt = self._table(kind)
+        return [] if dt is None else list(dt.history(limit))
+
+    # ------------------------------------------------------------------ commit state
+    def _commit_state(self) -> _CommitState:
+        """Committed transactions and replaces not yet applied, from the ``_commits`` table."""
+        # a view pinned without a _commits version uses the latest: commits only ever get added
+        pin = self.pinned.get(COMMITS) if self.pinned is not None else None
+        if pin is None and COMMITS in self._writers:  # kept open: only new log entries are read
+            dt = self._writers[COMMITS]
+            dt.update_incremental()
+        else:
+            dt = self._table(COMMITS, pin)
+            if dt is None:
+                return _CommitState(frozenset(), {})
+            if pin is None:
+                self._writers[COMMITS] = dt
+        version = int(dt.version())
+        self.read_versions[COMMITS] = version
+        if self._commit_cache is not None and self._commit_cache[0] == version:
+            return self._commit_cache[1]
+        rows = pl.from_arrow(dt.to_pyarrow_table())
+        assert isinstance(rows, pl.DataFrame)
+        commits = rows.filter(pl.col("event") == "commit").sort("at")
+        applied = set(rows.filter(pl.col("event") == "applied")["txn"].to_list())
+        latest: dict[tuple[str, str], str] = {}
+        for txn, replaces in zip(commits["txn"].to_list(), commits["replaces"].to_list(), strict=True):
+            for kind, part in json.loads(replaces or "[]"):
+                latest[(kind, part)] = txn
+        pending = {key: txn for key, txn in latest.items() if txn not in applied}
+        order = tuple(commits["txn"].to_list())
+        state = _CommitState(frozenset(order), pending, order)
+        self._commit_cache = (version, state)
+        return state
+
+    def _visible(self, kind: str, lf: pl.LazyFrame, state: _CommitState) -> pl.LazyFrame:
+        """Only rows of committed writes; partitions of a pending replace show only its rows."""
+        ok = pl.col("_txn").is_null()
+        if state.committed:
+            ok = ok | pl.col("_txn").is_in(sorted(state.committed))
+        for (k, part), txn in state.pending.items():
+            if k == kind:
+                ok = ok & ((pl.col("_partition") != part) | (pl.col("_txn") == txn).fill_null(False))
+        return lf.filter(ok)
 
     # ------------------------------------------------------------------ reading
     def partitions(self, kind: str) -> list[str]:
-        d = self._kind_dir(kind)
-        return sorted(p.stem for p in d.glob("*.parquet")) if d.is_dir() else []
+        """The partitions (sources, collectors, uploaders) that have visible rows in ``kind``."""
+        lf = self._raw_scan(kind)
+        if lf is None:
+            return []
+        lf = self._visible(kind, lf, self._commit_state())
+        return sorted(lf.select(pl.col("_partition").unique()).collect()["_partition"].to_list())
+
+    def _raw_scan(self, kind: str) -> pl.LazyFrame | None:
+        pin = self.pinned.get(kind) if self.pinned is not None else None
+        if self.pinned is not None and pin is None:
+            return None  # the table did not exist at the pinned state
+        dt = self._table(kind, pin)
+        if dt is None:
+            return None
+        self.read_versions[kind] = int(dt.version())
+        return pl.scan_delta(dt)
 
     def scan(
         self,
@@ -142,8 +345,12 @@ class DatasetStore:
         source: str | list[str] | None = None,
     ) -> pl.LazyFrame:
         """A lazy view of one table, optionally filtered by device id(s), space and source(s)."""
-        paths = [self.partition_path(kind, p) for p in self.partitions(kind)]
-        lf = pl.scan_parquet(paths) if paths else pl.LazyFrame(schema=schema(kind))
+        kind = check_kind(kind)
+        raw = self._raw_scan(kind)
+        if raw is None:
+            lf = pl.LazyFrame(schema=schema(kind))
+        else:
+            lf = self._visible(kind, raw, self._commit_state()).select(list(schema(kind)))
         if device is not None:
             if "device_id" not in schema(kind):
                 raise StoreError(f"table {kind!r} has no device_id column to filter on")
@@ -199,11 +406,15 @@ class DatasetStore:
 
         Returns the rows added (append) or written (replace) per (kind, partition).
         """
+        if self.pinned is not None:
+            raise StoreError(
+                f"this view of {self.root} is pinned at {format_versions(self.pinned)}; it is read-only"
+            )
         if isinstance(writes, Mapping):
             writes = [Write(check_kind(k), p, f, mode) for (k, p), f in writes.items()]
         now = datetime.now(UTC)
         checked: list[Write] = []
-        for w in writes:  # validate everything before touching the disk
+        for w in writes:  # validate everything before touching the store
             frame = w.frame
             if "imported_at" not in frame.columns:
                 frame = frame.with_columns(pl.lit(now, dtype=pl.Datetime("us", "UTC")).alias("imported_at"))
@@ -215,55 +426,317 @@ class DatasetStore:
                     f"{w.kind}: {int(dup.sum())} rows share a measurement_id (e.g. {first!r}); "
                     "an import must not contain the same measurement twice"
                 )
+            if w.mode == "append":  # small batches: sorted ids give each file a narrow id range to skip by
+                frame = frame.unique("measurement_id", keep="first", maintain_order=True).sort(
+                    "measurement_id"
+                )
+            elif (
+                "device_id" in frame.columns
+            ):  # imports: ids start with source|device, so this groups them too
+                frame = frame.sort("device_id", maintain_order=True)
             checked.append(Write(w.kind, partition_name(w.partition), frame, w.mode))
+        if not self.is_remote:
+            Path(self.root).mkdir(parents=True, exist_ok=True)
+        self.recover()
+        if len(checked) == 1:
+            _fault("after_temp")
+            w = checked[0]
+            counts = {(w.kind, w.partition): self._write(w, txn=None)}
+            _fault("mid_rename")
+            return counts
+        return self._commit_many(checked)
 
+    def _commit_many(self, checked: list[Write]) -> dict[tuple[str, str], int]:
+        txn = f"{int(time.time())}-{uuid.uuid4().hex}"
         counts: dict[tuple[str, str], int] = {}
-        with self._locked():
-            staged: list[tuple[str, str]] = []
-            try:
-                for w in checked:
-                    final = self.partition_path(w.kind, w.partition)
-                    frame = w.frame
-                    if w.mode == "append":
-                        frame = frame.unique("measurement_id", keep="first", maintain_order=True)
-                        known = self.scan(w.kind).select("measurement_id").collect()["measurement_id"]
-                        frame = frame.filter(~pl.col("measurement_id").is_in(known.implode()))
-                        counts[(w.kind, w.partition)] = frame.height
-                        if frame.height == 0:
-                            continue
-                        if final.exists():
-                            frame = pl.concat([pl.read_parquet(final), frame], how="vertical")
-                    else:
-                        counts[(w.kind, w.partition)] = frame.height
-                    if "device_id" in frame.columns:
-                        frame = frame.sort("device_id", maintain_order=True)
-                    final.parent.mkdir(parents=True, exist_ok=True)
-                    tmp = final.parent / f".{final.name}.{uuid.uuid4().hex}.tmp"
-                    frame.write_parquet(tmp, compression="zstd", statistics=True, row_group_size=65536)
-                    with open(tmp, "rb+") as fh:
-                        os.fsync(fh.fileno())
-                    staged.append((str(tmp), str(final)))
-                    _fault("after_temp")
-                if not staged:
-                    return counts
-                journal = self.root / _JOURNAL
-                jtmp = self.root / f".journal.{uuid.uuid4().hex}.tmp"
-                jtmp.write_text(json.dumps({"renames": staged}))
-                with open(jtmp, "rb+") as fh:
-                    os.fsync(fh.fileno())
-                os.replace(jtmp, journal)  # the commit point
-                _fsync_dir(self.root)
-            except BaseException:
-                for tmp, _ in staged:
-                    Path(tmp).unlink(missing_ok=True)
-                raise
-            _fault("after_journal")
-            for i, (tmp, final) in enumerate(staged):
-                os.replace(tmp, final)
-                if i == 0:
-                    _fault("mid_rename")
-            for d in {Path(f).parent for _, f in staged}:
-                _fsync_dir(d)
-            (self.root / _JOURNAL).unlink()
-            _fsync_dir(self.root)
+        versions: dict[str, int] = {}
+        for i, w in enumerate(checked):
+            counts[(w.kind, w.partition)] = self._write(w, txn=txn)
+            dt = self._table(w.kind)
+            if dt is not None:
+                versions[w.kind] = int(dt.version())
+            if i == 0:
+                _fault("after_temp")
+        replaces = sorted({(w.kind, w.partition) for w in checked if w.mode == "replace"})
+        self._log(txn, "commit", replaces, versions)  # the commit point
+        _fault("after_journal")
+        self._apply(txn, replaces)
         return counts
+
+    def _log(
+        self, txn: str, event: str, replaces: list[tuple[str, str]], versions: Mapping[str, int]
+    ) -> None:
+        from deltalake import write_deltalake
+
+        row = pa.Table.from_pylist(
+            [
+                {
+                    "txn": txn,
+                    "event": event,
+                    "at": datetime.now(UTC),
+                    "replaces": json.dumps([list(r) for r in replaces]),
+                    "versions": json.dumps(dict(versions)),
+                }
+            ],
+            schema=_COMMITS_SCHEMA,
+        )
+        self._retry(
+            lambda: write_deltalake(
+                self._writable(COMMITS), row, mode="append", storage_options=self.storage_options
+            ),
+            COMMITS,
+        )
+
+    def _apply(self, txn: str, replaces: list[tuple[str, str]]) -> None:
+        """Delete the rows a committed replace superseded, then record that it is applied.
+
+        Superseded: the partition's rows that were visible before ``txn``'s commit point (no txn,
+        or a txn committed earlier). Rows of a later import of the same source are never touched,
+        so two imports of one source racing each other leave the later one whole.
+        """
+        order = self._commit_state().order
+        earlier = order[: order.index(txn)] if txn in order else ()
+        visible_before = "_txn IS NULL"
+        if earlier:
+            visible_before += " OR _txn IN (" + ", ".join(_sql_str(t) for t in earlier) + ")"
+        for i, (kind, part) in enumerate(replaces):
+            dt = self._table(kind)
+            if dt is None:
+                continue
+            pred = f"_partition = {_sql_str(part)} AND ({visible_before})"
+            self._retry(lambda dt=dt, pred=pred: dt.delete(pred), kind, reload=dt)
+            if i == 0:
+                _fault("mid_rename")
+        if replaces:
+            self._log(txn, "applied", replaces, {})
+
+    def recover(self) -> None:
+        """Finish replaces whose writer died after the commit point (any writer may run this)."""
+        state = self._commit_state()
+        for txn in sorted(set(state.pending.values())):
+            self._apply(txn, sorted(k for k, t in state.pending.items() if t == txn))
+
+    def _retry(self, op: Any, kind: str, *, reload: Any | None = None) -> Any:
+        """Run one Delta commit, retrying with jittered back-off when a concurrent commit wins."""
+        for attempt in range(RETRIES):
+            try:
+                return op()
+            except Exception as exc:
+                if not _is_conflict(exc) or attempt == RETRIES - 1:
+                    if _is_conflict(exc):
+                        raise StoreError(
+                            f"table {kind!r}: gave up after {RETRIES} conflicting concurrent commits"
+                        ) from exc
+                    raise
+                time.sleep(min(0.5, 0.005 * 2 ** min(attempt, 7)) * (0.5 + random.random()))
+                if reload is not None:
+                    reload.update_incremental()
+        raise AssertionError("unreachable")
+
+    @property
+    def _writers(self) -> dict[str, Any]:
+        """This thread's open tables (a DeltaTable must not be shared between threads)."""
+        tables = getattr(self._local, "tables", None)
+        if tables is None:
+            tables = self._local.tables = {}
+        return tables
+
+    def _writable(self, kind: str) -> Any:
+        """The DeltaTable of ``kind`` for a write, created (with this store's table settings) if absent."""
+        from deltalake import DeltaTable
+
+        dt = self._writers.get(kind)
+        if dt is not None:
+            dt.update_incremental()
+            return dt
+        dt = self._table(kind)
+        if dt is None:
+            if kind == COMMITS:
+                arrow_schema = _COMMITS_SCHEMA
+                config = {"delta.checkpointInterval": _CHECKPOINT_EVERY}
+                parts = None
+            else:
+                empty = pl.DataFrame(schema=schema(kind)).with_columns(
+                    pl.lit(None, dtype=pl.String).alias("_partition"),
+                    pl.lit(None, dtype=pl.String).alias("_txn"),
+                )
+                arrow_schema = _arrow(empty).schema
+                stats = ",".join(c for c in _STATS_COLUMNS if c in empty.columns)
+                config = {
+                    "delta.checkpointInterval": _CHECKPOINT_EVERY,
+                    "delta.dataSkippingStatsColumns": stats,
+                }
+                parts = ["_partition"]
+            try:  # "ignore": a concurrent writer that created it first wins, harmlessly
+                dt = DeltaTable.create(
+                    self.table_uri(kind),
+                    arrow_schema,
+                    mode="ignore",
+                    partition_by=parts,
+                    configuration=config,
+                    storage_options=self.storage_options,
+                )
+            except Exception as exc:
+                if not _is_conflict(exc):
+                    raise
+                dt = self._table(kind)
+            dt = self._table(kind) if dt is None else dt
+        self._writers[kind] = dt
+        return dt
+
+    def _write(self, w: Write, *, txn: str | None) -> int:
+        """One Delta commit for one partition write; returns rows added (append) or written (replace)."""
+        from deltalake import write_deltalake
+
+        frame = w.frame.with_columns(
+            pl.lit(w.partition, dtype=pl.String).alias("_partition"),
+            pl.lit(txn, dtype=pl.String).alias("_txn"),
+        )
+        data = _arrow(frame)
+        opts = self.storage_options
+        if w.mode == "replace":
+            # alone: overwrite the partition; in an import: add, the old rows go after the commit point
+            how: dict[str, Any] = {"mode": "append"}
+            if txn is None:
+                how = {"mode": "overwrite", "predicate": f"_partition = {_sql_str(w.partition)}"}
+            self._retry(
+                lambda: write_deltalake(
+                    self._writable(w.kind),
+                    data,
+                    partition_by=["_partition"],
+                    storage_options=opts,
+                    writer_properties=_writer_properties(),
+                    **how,
+                ),
+                w.kind,
+            )
+            return frame.height
+        if frame.height == 0:
+            return 0
+        return int(self._retry(lambda: self._merge(w.kind, data, frame, txn), w.kind))
+
+    def _merge(self, kind: str, data: pa.Table, frame: pl.DataFrame, txn: str | None) -> int:
+        dt = self._writable(kind)
+        state = self._commit_state()
+        pred = "t.measurement_id = s.measurement_id"
+        if frame.height <= _IN_LIST_MAX:  # lets delta-rs skip files by their id statistics
+            ids = ", ".join(_sql_str(i) for i in frame["measurement_id"].to_list())
+            pred += f" AND t.measurement_id IN ({ids})"
+        visible = "t._txn IS NULL"
+        if state.committed:
+            visible += " OR t._txn IN (" + ", ".join(_sql_str(t) for t in sorted(state.committed)) + ")"
+        pred += f" AND ({visible})"
+        result = (
+            dt.merge(data, pred, source_alias="s", target_alias="t", streamed_exec=False)
+            .when_not_matched_insert_all()
+            .execute()
+        )
+        return int(result.get("num_target_rows_inserted", 0))
+
+    # ------------------------------------------------------------------ maintenance
+    def compact(self, *, orphan_age_s: float = 3600.0) -> dict[str, dict[str, object]]:
+        """Remove rows of imports that died before their commit point, then bin-pack small files.
+
+        Rows of a transaction younger than ``orphan_age_s`` are kept (its writer may be alive).
+        Returns per table the rows removed and delta-rs's optimize metrics.
+        """
+        self._require_writable()
+        self.recover()
+        state = self._commit_state()
+        out: dict[str, dict[str, object]] = {}
+        cutoff = int(time.time() - orphan_age_s)
+        for kind in KINDS:
+            dt = self._table(kind)
+            if dt is None:
+                continue
+            txns = pl.scan_delta(dt).select(pl.col("_txn").drop_nulls().unique()).collect()["_txn"].to_list()
+            dead = [t for t in txns if t not in state.committed and _txn_time(t) <= cutoff]
+            removed = 0
+            if dead:
+                pred = "_txn IN (" + ", ".join(_sql_str(t) for t in dead) + ")"
+                metrics = self._retry(lambda dt=dt, pred=pred: dt.delete(pred), kind, reload=dt)
+                removed = int(metrics.get("num_deleted_rows", 0))
+            dt.update_incremental()
+            opt = self._retry(lambda dt=dt: dt.optimize.compact(), kind, reload=dt)
+            out[kind] = {"orphan_rows_removed": removed, **opt}
+        return out
+
+    def vacuum(self, *, retention_hours: int = 168, dry_run: bool = False) -> dict[str, list[str]]:
+        """Delete data files no version newer than ``retention_hours`` needs (time travel ends there)."""
+        self._require_writable()
+        out: dict[str, list[str]] = {}
+        for name in (*KINDS, COMMITS):
+            dt = self._table(name)
+            if dt is not None:
+                out[name] = list(
+                    dt.vacuum(
+                        retention_hours=retention_hours, dry_run=dry_run, enforce_retention_duration=False
+                    )
+                )
+        return out
+
+    def _require_writable(self) -> None:
+        if self.pinned is not None:
+            raise StoreError(
+                f"this view of {self.root} is pinned at {format_versions(self.pinned)}; it is read-only"
+            )
+
+
+def _txn_time(txn: str) -> int:
+    """The creation time (epoch s) a transaction id starts with; 0 when unreadable (treated as old)."""
+    head = txn.split("-", 1)[0]
+    return int(head) if head.isdigit() else 0
+
+
+def migrate_parquet_store(root: str | os.PathLike[str]) -> dict[tuple[str, str], int]:
+    """Convert a store written before Delta Lake (``<kind>/<partition>.parquet``) in place, all or nothing.
+
+    A commit the old store left half done (``.journal.json``) is rolled forward first, as the
+    old code did. Every partition file becomes the same ``_partition`` of its kind's Delta table
+    in one multi-table commit; the old files are then moved to ``<root>/pre-delta/`` (delete
+    that folder once satisfied). Returns the rows per (kind, partition); running it again on a
+    migrated store does nothing.
+    """
+    base = Path(root)
+    journal = base / ".journal.json"
+    if journal.exists():
+        try:
+            renames = json.loads(journal.read_text())["renames"]
+        except (ValueError, KeyError):
+            renames = []  # a torn journal was never a commit point: it was written atomically
+        for tmp, final in renames:
+            if Path(tmp).exists():
+                os.replace(tmp, final)
+        journal.unlink()
+    files = sorted(p for kind in KINDS for p in (base / kind).glob("*.parquet"))
+    if not files:
+        return {}
+    writes = []
+    for path in files:
+        try:
+            frame = pl.read_parquet(path)
+        except Exception as exc:
+            raise StoreError(
+                f"{path}: not a readable parquet partition ({exc}); nothing was migrated"
+            ) from None
+        writes.append(Write(check_kind(path.parent.name), path.stem, frame, "replace"))
+    store = DatasetStore(base)
+    # the legacy files sit where the Delta tables go: move them aside first, back again on failure
+    backup = base / "pre-delta"
+    moved: list[tuple[Path, Path]] = []
+    for path in files:
+        target = backup / path.parent.name / path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, target)
+        moved.append((target, path))
+    try:
+        counts = store.commit(writes)
+    except BaseException:
+        for target, path in moved:
+            os.replace(target, path)
+        raise
+    for stale in (".lock", ".journal.json"):
+        (base / stale).unlink(missing_ok=True)
+    for tmp in (p for kind in KINDS for p in (base / kind).glob(".*.tmp")):
+        tmp.unlink(missing_ok=True)
+    return counts

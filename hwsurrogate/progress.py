@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 from rich.progress import (
@@ -51,3 +52,14 @@ def track(items: Iterable[T], description: str, total: int | None = None) -> Ite
         for item in items:
             yield item
             progress.advance(task)
+
+
+@contextmanager
+def step(description: str) -> Iterator[None]:
+    """Show a spinner with elapsed time while one long step without a count runs (to stderr).
+
+    Do not nest it inside :func:`track` or another ``step``: rich draws one live display at a time.
+    """
+    with make_progress() as progress:
+        progress.add_task(description, total=None)
+        yield

@@ -20,7 +20,9 @@ DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="HWSURROGATE_", extra="ignore")
 
-    store: Path = Field(default=Path("store"), description="Directory of the local dataset store.")
+    store: str = Field(
+        default="store", description="The dataset store: a directory, or an s3://bucket/prefix URI."
+    )
     data_dir: Path | None = Field(
         default=None, description="Folder holding the public data (latency/, gemm/, fpga/)."
     )

@@ -85,7 +85,9 @@ InDomain = Annotated[
         "out_of_domain and warnings), or unknown: a model saved before domains were recorded (null)"
     ),
 ]
-OutOfDomain = Annotated[list[int], Field(default_factory=list, description="indices of the queries outside it")]
+OutOfDomain = Annotated[
+    list[int], Field(default_factory=list, description="indices of the queries outside it")
+]
 
 
 class GemmPredictionBatch(BaseModel):
@@ -310,6 +312,11 @@ class DeviceSummary(BaseModel):
     name: str | None = None
     tables: dict[str, int] = Field(description="rows per table kind holding this device")
     adapted: bool
+    tasks: dict[str, str] = Field(
+        default_factory=dict,
+        description="the prediction tasks that can answer this device and how: 'served' (the champion "
+        "was trained on it) or 'adapted' (a few-shot adaptation); empty: no model predicts it yet",
+    )
 
 
 class DeviceList(BaseModel):

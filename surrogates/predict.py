@@ -17,7 +17,7 @@ adapted devices live (:class:`StoredLatencyDevices` over the store, or the servi
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -118,7 +118,9 @@ class RegistryModels:
         if task not in self._loaded:
             from hwsurrogate.surrogates.registry.cache import load_served
 
-            self._loaded[task] = load_served(task, version=self.versions.get(task), store_root=self.store_root)
+            self._loaded[task] = load_served(
+                task, version=self.versions.get(task), store_root=self.store_root
+            )
         return self._loaded[task]
 
 
@@ -220,6 +222,28 @@ class Dispatch:
             return self._gemm(queries, strict)
         predictor = self.served(task)
         return self._served_part(predictor, queries, list(range(queries.height)), strict)
+
+    def tasks_of(self, device_ids: Sequence[str]) -> dict[str, dict[str, str]]:
+        """Per device, the device-keyed tasks that can answer it and how: ``{"gemm": "served"}``,
+        ``{"latency": "adapted"}`` ... (empty: no model predicts it). A task without a served
+        model, or whose model recorded no per-device domain, serves none of them."""
+        out: dict[str, dict[str, str]] = {d: {} for d in device_ids}
+        for task in ("gemm", "latency"):
+            try:
+                predictor = self.served(task)
+            except Exception:  # no served model of this task
+                continue
+            domain = training_domain(predictor) or {}
+            regions = domain.get("regions", {}) if domain.get("by") == "device_id" else {}
+            for d in device_ids:
+                if d in regions:
+                    out[d][task] = "served"
+        for d in device_ids:
+            if self.latency_devices is not None and self.latency_devices.get(d) is not None:
+                out[d]["latency"] = "adapted"
+            if "gemm" not in out[d] and self.gemm_devices is not None and self.gemm_devices(d) is not None:
+                out[d]["gemm"] = "adapted"
+        return out
 
     # ------------------------------------------------------------------ per device
     @staticmethod

@@ -29,7 +29,9 @@ from hwsurrogate.errors import HwSurrogateError
 __all__ = ["cli", "main"]
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(
+    cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
+)
 @click.version_option(__version__, prog_name="hws")
 def cli() -> None:
     """hwsurrogate: how fast, how power-hungry and how big ML work will be on hardware.
@@ -57,10 +59,32 @@ cli.add_command(serve)
 cli.add_command(quickstart)
 
 
+def _default_map() -> dict[str, object] | None:
+    """Option defaults from the YAML/JSON file named by ``HWSURROGATE_CLI_DEFAULTS`` (click's
+    ``default_map``: nested by command, e.g. ``{"train": {"gemm": {"max_iter": 50}}}``)."""
+    import os
+
+    path = os.environ.get("HWSURROGATE_CLI_DEFAULTS")
+    if not path:
+        return None
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            loaded = yaml.safe_load(fh)
+    except (OSError, yaml.YAMLError) as exc:
+        raise click.ClickException(f"HWSURROGATE_CLI_DEFAULTS={path}: {exc}") from None
+    if not isinstance(loaded, dict):
+        raise click.ClickException(
+            f"HWSURROGATE_CLI_DEFAULTS={path}: expected a mapping of command -> options"
+        )
+    return loaded
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``hws`` script: project errors become one clear line and exit code 2."""
     try:
-        cli.main(args=argv, prog_name="hws", standalone_mode=False)
+        cli.main(args=argv, prog_name="hws", standalone_mode=False, default_map=_default_map())
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)

@@ -173,12 +173,15 @@ _TIMER_HELP = "thread-cpu: count only this thread's CPU time (CPU, --threads 1; 
 @click.option("--timer", type=click.Choice(["wall", "thread-cpu"]), default="wall", show_default=True,
               help=_TIMER_HELP)  # fmt: skip
 @click.option("--seed", default=0, show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write op, m, n, k, batch, dtype, layout, runtime_ms to FILE (.csv or .parquet) for "
+                   "`hws adapt --task gemm --measurements FILE`, instead of the store.")  # fmt: skip
 @store_option
 @push_options
 def collect_gemm_cmd(
     backend: str, device: str, sweep: str, sizes: str, n_shapes: int, min_dim: int, max_dim: int, batches: str,
     dtypes: str, layouts: str, shapes_file: Path | None, threads: int | None, min_time_s: float, timer: str, seed: int,
-    store_path: Path | None, push_url: str | None, token: str | None,
+    out: Path | None, store_path: Path | None, push_url: str | None, token: str | None,
 ) -> None:  # fmt: skip
     """Time GEMM shapes on this machine and store them in the gemm table.
 
@@ -188,6 +191,7 @@ def collect_gemm_cmd(
       hws collect gemm --sweep grid --sizes 128,512 --dtype fp32,fp64 --backend torch
       hws collect gemm --backend torch --device cuda --dtype fp16,bf16 --max-dim 8192
       hws collect gemm --shapes-file shapes.csv --push http://host:8000 --token T
+      hws collect gemm --n-shapes 10 --out shapes.csv   then `hws adapt --task gemm --measurements shapes.csv`
 
     Power/energy come from RAPL (CPU) or NVML (NVIDIA) counters only; where none is
     readable they are left empty and power_method says why. Rows go to the store
@@ -199,6 +203,8 @@ def collect_gemm_cmd(
     from hwsurrogate.datasets.collectors.gemm import SOURCE, collect_gemm, gflops, sweep_shapes
     from hwsurrogate.errors import CollectorError
 
+    if out is not None and push_url:
+        raise click.UsageError("give --out FILE or --push URL, not both")
     if push_url:
         check_push("gemm", push_url, token)  # a wrong token fails now, not after the measurements
     if shapes_file is not None:
@@ -221,6 +227,13 @@ def collect_gemm_cmd(
     with pl.Config(tbl_rows=30, tbl_cols=12, fmt_str_lengths=30):
         click.echo(frame.select(*columns, gflops(frame).round(2), "power_w", "threads"))
     click.echo(f"power: {frame['power_method'][0]}")
+    if out is not None:
+        from hwsurrogate.cli.options import write_frame
+
+        write_frame(frame.select("op", "m", "n", "k", "batch", "dtype", "layout", "runtime_ms"), out)
+        click.echo(f"wrote {frame.height} measurements to {out} (device {frame['device_id'][0]}); next: "
+                   f"hws adapt --task gemm --device NAME --measurements {out}")  # fmt: skip
+        return
     click.echo(deliver("gemm", frame, partition=f"{SOURCE}:{hostname()}", store_path=store_path,
                        push_url=push_url, token=token))  # fmt: skip
 

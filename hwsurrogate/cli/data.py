@@ -188,3 +188,111 @@ def export_cmd(kind: str, fmt: str, out: Path | None, device: str | None, store_
     else:
         df.write_csv(out)
     click.echo(f"wrote {df.height:,} rows to {out}")
+
+
+@data.command("history")
+@click.argument("kind", type=click.Choice([*KINDS, "_commits"]), required=False)
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1), help="Commits to print.")
+@json_option
+@store_option
+def history_cmd(kind: str | None, limit: int, as_json: bool, store_path: Path | None) -> None:
+    """Without KIND: the current version of every table (what `hws train --data-version` takes).
+    With KIND: that table's commits, newest first (version, time, operation, rows written).
+
+    \b
+    Every training run records the versions it read in MLflow (param data_versions);
+    `hws train ... --data-version 'gemm=3,devices=1'` reads the store as it was then.
+    """
+    from hwsurrogate.datasets.store import DatasetStore, format_versions
+
+    store = DatasetStore(store_path)
+    if kind is None:
+        versions = store.versions()
+        if as_json:
+            click.echo(json.dumps(versions, indent=2))
+            return
+        for name, version in versions.items():
+            click.echo(f"{name:16s} version {version}")
+        click.echo(f"\n--data-version {format_versions(versions) or '(empty store)'}")
+        return
+    entries = store.history(kind, limit=limit)
+    if as_json:
+        click.echo(json.dumps(entries, indent=2, default=str))
+        return
+    for e in entries:
+        metrics = e.get("operationMetrics") or {}
+        rows = metrics.get("num_target_rows_inserted", metrics.get("num_added_rows", ""))  # type: ignore[union-attr]
+        when = e.get("timestamp")
+        stamp = _ms_to_iso(when) if isinstance(when, int) else str(when)
+        added = f"rows+{rows}" if rows != "" else ""
+        click.echo(f"v{e.get('version')}  {stamp}  {e.get('operation')}  {added}")
+
+
+def _ms_to_iso(ms: int) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@data.command("compact")
+@click.option(
+    "--orphan-age",
+    default=3600.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds after which rows of an import that never reached its commit point (killed) are removed.",
+)
+@store_option
+def compact_cmd(orphan_age: float, store_path: Path | None) -> None:
+    """Remove rows of killed imports and bin-pack each table's small files (many uploads) into large ones.
+
+    Readers are not disturbed: compaction is one more Delta commit; old files stay until `hws data vacuum`.
+    """
+    from hwsurrogate.datasets.store import DatasetStore
+
+    for kind, m in DatasetStore(store_path).compact(orphan_age_s=orphan_age).items():
+        click.echo(f"{kind}: {m.get('numFilesRemoved', 0)} files -> {m.get('numFilesAdded', 0)}, "
+                   f"{m.get('orphan_rows_removed', 0)} orphan rows removed")  # fmt: skip
+
+
+@data.command("vacuum")
+@click.option(
+    "--retention-hours",
+    default=168,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Keep every file a version younger than this needs; time travel further back stops working.",
+)
+@click.option("--dry-run", is_flag=True, help="List the files that would be deleted, delete nothing.")
+@store_option
+def vacuum_cmd(retention_hours: int, dry_run: bool, store_path: Path | None) -> None:
+    """Delete data files that no table version within --retention-hours refers to (after compact / replace)."""
+    from hwsurrogate.datasets.store import DatasetStore
+
+    out = DatasetStore(store_path).vacuum(retention_hours=retention_hours, dry_run=dry_run)
+    verb = "would delete" if dry_run else "deleted"
+    for name, files in out.items():
+        click.echo(f"{name}: {verb} {len(files)} file(s)")
+
+
+@data.command("migrate")
+@store_option
+def migrate_cmd(store_path: Path | None) -> None:
+    """Convert a store written before Delta Lake (<kind>/<partition>.parquet files) in place, all or nothing.
+
+    Each partition file becomes the same partition of its table; the old files are moved to
+    <store>/pre-delta/ (delete it once satisfied). Running it again does nothing.
+    """
+    from hwsurrogate.datasets.store import migrate_parquet_store
+    from hwsurrogate.settings import get_settings
+
+    root = store_path if store_path is not None else get_settings(fresh=True).store
+    if isinstance(root, str):
+        raise click.UsageError("migrate converts a local store directory; an s3:// store never had parquet files")
+    counts = migrate_parquet_store(root)
+    if not counts:
+        click.echo(f"{root}: nothing to migrate (no <kind>/<partition>.parquet files)")
+        return
+    for (kind, part), n in counts.items():
+        click.echo(f"{kind}/{part}: {n:,} rows")
+    click.echo(f"migrated {len(counts)} partition(s); the old files are in {Path(root) / 'pre-delta'}")

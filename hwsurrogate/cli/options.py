@@ -31,6 +31,7 @@ __all__ = [
     "json_option",
     "out_option",
     "push_options",
+    "data_version_option",
     "store_option",
     "strict_option",
     "write_frame",
@@ -38,18 +39,40 @@ __all__ = [
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-STORE_HELP = "Dataset store directory (default: $HWSURROGATE_STORE or ./store)."
+STORE_HELP = "Dataset store directory or s3://bucket/prefix URI (default: $HWSURROGATE_STORE or ./store)."
+
+
+def _store_location(ctx: click.Context, param: click.Parameter, value: str | None) -> Path | str | None:
+    """A directory stays a Path; an object-store URI (``s3://bucket/prefix``) stays a string."""
+    if value is None or "://" in value:
+        return value
+    path = Path(value)
+    if path.exists() and not path.is_dir():
+        raise click.BadParameter(f"{value!r} is a file, not a store directory", ctx=ctx, param=param)
+    return path
 
 
 def store_option(fn: F) -> F:
-    """``--store DIR`` -> ``store_path: Path | None`` (None: the default store)."""
+    """``--store DIR|URI`` -> ``store_path: Path | str | None`` (None: the default store)."""
     return click.option(
         "--store",
         "store_path",
-        type=click.Path(file_okay=False, path_type=Path),
+        type=str,
+        callback=_store_location,
         default=None,
         help=STORE_HELP,
     )(fn)
+
+
+#: ``--data-version`` -> ``data_version: str | None``: read the store as a recorded training run did.
+data_version_option = click.option(
+    "--data-version",
+    "data_version",
+    default=None,
+    metavar="TABLE=V,...",
+    help="Read the store at these table versions (time travel), e.g. 'gemm=12,devices=3,_commits=2': "
+    "the data_versions param of an MLflow run reproduces it. `hws data history` prints the current ones.",
+)
 
 
 #: ``--json`` -> ``as_json: bool``: print machine-readable JSON to stdout.

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from hwsurrogate.cli.options import store_option
+from hwsurrogate.cli.options import data_version_option, store_option
 
 
 @click.group()
@@ -26,12 +26,31 @@ def train() -> None:
     """
 
 
+def _store(data_version: str | None) -> Any:
+    """The default store, pinned at ``--data-version`` when given (a bad spec is a usage error)."""
+    from hwsurrogate.datasets.store import DatasetStore
+    from hwsurrogate.errors import StoreError
+
+    store = DatasetStore()
+    if data_version is None:
+        return store
+    try:
+        pinned = store.at(data_version)
+    except StoreError as exc:
+        raise click.BadParameter(str(exc), param_hint="--data-version") from None
+    return pinned
+
+
 def _registered(task: str, version: str | None, promoted: bool) -> None:
+    """One line: the version registered, whether it became champion, and the recorded reason."""
     from hwsurrogate.surrogates.api import MODEL_NAMES
+    from hwsurrogate.surrogates.registry.tracking import promotion_reason
 
     if version is not None:
-        state = "promoted to @champion" if promoted else "not promoted (champion is better)"
-        click.echo(f"registered {MODEL_NAMES[task]} v{version}: {state}")
+        name = MODEL_NAMES.get(task, task)
+        state = "promoted to @champion" if promoted else "not promoted"
+        reason = promotion_reason(name, version)
+        click.echo(f"registered {name} v{version}: {state}" + (f" ({reason})" if reason else ""))
 
 
 # --------------------------------------------------------------------------- gemm
@@ -49,6 +68,7 @@ def _registered(task: str, version: str | None, promoted: bool) -> None:
 @click.option("--max-iter", default=300, show_default=True, help="Boosting iterations.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--no-register", is_flag=True, help="Log the run but do not register the model.")
+@data_version_option
 def gemm_cmd(
     sources: tuple[str, ...],
     devices: tuple[str, ...],
@@ -57,6 +77,7 @@ def gemm_cmd(
     max_iter: int,
     seed: int,
     no_register: bool,
+    data_version: str | None,
 ) -> None:
     """Train the GEMM runtime/power/energy surrogate on the store and register `hws-gemm`.
 
@@ -73,7 +94,7 @@ def gemm_cmd(
         max_iter=max_iter, register=not no_register,
     )  # fmt: skip
     t0 = time.perf_counter()
-    res = train_gemm_model(config=config)
+    res = train_gemm_model(store=_store(data_version), config=config)
     click.echo(f"run {res.run_id}  model {res.model_uri}")
     for k in ("test_runtime_ms_mape", "test_runtime_ms_r2", "test_power_w_median_ape", "test_power_w_r2"):
         if k in res.metrics and np.isfinite(res.metrics[k]):
@@ -90,9 +111,12 @@ def _fpga_options(f: Callable[..., Any]) -> Callable[..., Any]:
     for opt in reversed(
         [
             click.option("--source", "sources", multiple=True, help="Only rows of this source (repeatable)."),
-            click.option("--max-iter", default=300, show_default=True, help="Boosting iterations per target."),
+            click.option(
+                "--max-iter", default=300, show_default=True, help="Boosting iterations per target."
+            ),
             click.option("--seed", default=0, show_default=True),
             click.option("--no-register", is_flag=True, help="Log the run but do not register the model."),
+            data_version_option,
         ]
     ):
         f = opt(f)
@@ -113,7 +137,14 @@ def _echo_fpga(res: Any, task: str, t0: float) -> None:
 @click.option(
     "--stage", type=click.Choice(["hls_estimate", "post_synth"]), default="hls_estimate", show_default=True
 )
-def fpga_hls4ml_cmd(sources: tuple[str, ...], max_iter: int, seed: int, no_register: bool, stage: str) -> None:
+def fpga_hls4ml_cmd(
+    sources: tuple[str, ...],
+    max_iter: int,
+    seed: int,
+    no_register: bool,
+    stage: str,
+    data_version: str | None,
+) -> None:
     """Train the hls4ml resource/latency model (LUT, FF, DSP, BRAM, cycles, II) and register it.
 
     Inputs are the model's layer list (JSON) plus reuse factor, precision, strategy, io_type and
@@ -123,8 +154,10 @@ def fpga_hls4ml_cmd(sources: tuple[str, ...], max_iter: int, seed: int, no_regis
     from hwsurrogate.surrogates.training.fpga import FpgaTrainConfig, train_hls4ml_model
 
     t0 = time.perf_counter()
-    cfg = FpgaTrainConfig(sources=sources, stage=stage, max_iter=max_iter, seed=seed, register=not no_register)
-    _echo_fpga(train_hls4ml_model(config=cfg), "fpga-hls4ml", t0)
+    cfg = FpgaTrainConfig(
+        sources=sources, stage=stage, max_iter=max_iter, seed=seed, register=not no_register
+    )
+    _echo_fpga(train_hls4ml_model(store=_store(data_version), config=cfg), "fpga-hls4ml", t0)
 
 
 @train.command("fpga-hlsyn", short_help="HLSyn/HARP HLS-design model (cycles, resources, validity).")
@@ -133,7 +166,13 @@ def fpga_hls4ml_cmd(sources: tuple[str, ...], max_iter: int, seed: int, no_regis
               help="tree: gradient boosting with loop-nest features; gnn: program-graph GNN (no validity output).")  # fmt: skip
 @click.option("--gnn-seconds", default=200.0, show_default=True, help="GNN: wall-clock cap on training.")
 def fpga_hlsyn_cmd(
-    sources: tuple[str, ...], max_iter: int, seed: int, no_register: bool, model: str, gnn_seconds: float
+    sources: tuple[str, ...],
+    max_iter: int,
+    seed: int,
+    no_register: bool,
+    model: str,
+    gnn_seconds: float,
+    data_version: str | None,
 ) -> None:
     """Train the HLSyn/HARP design model (cycles, LUT/FF/DSP/BRAM, validity) and register it.
 
@@ -145,7 +184,7 @@ def fpga_hlsyn_cmd(
     t0 = time.perf_counter()
     cfg = FpgaTrainConfig(sources=sources, max_iter=max_iter, seed=seed, register=not no_register, model=model,
                           gnn_seconds=gnn_seconds)  # fmt: skip
-    _echo_fpga(train_hlsyn_model(config=cfg), "fpga-hlsyn", t0)
+    _echo_fpga(train_hlsyn_model(store=_store(data_version), config=cfg), "fpga-hlsyn", t0)
 
 
 # --------------------------------------------------------------------------- latency
@@ -184,6 +223,7 @@ def fpga_hlsyn_cmd(
     help="Wall-clock cap on each space's GNN training.",
 )
 @click.option("--no-register", is_flag=True, help="Log the run but do not register/promote the model.")
+@data_version_option
 def latency_cmd(
     devices: tuple[str, ...],
     space: str,
@@ -191,6 +231,7 @@ def latency_cmd(
     max_train_archs: int,
     gnn_seconds: float,
     no_register: bool,
+    data_version: str | None,
 ) -> None:
     """Train the per-device latency model on the store and register it as `hws-latency`.
 
@@ -202,13 +243,12 @@ def latency_cmd(
       hws train latency                                # every device, all spaces, trees
       hws train latency --space nb201 --device help/pixel2 --model gnn
     """
-    from hwsurrogate.datasets.store import DatasetStore
     from hwsurrogate.errors import TrainingDataError
-    from hwsurrogate.surrogates.api import MODEL_NAMES
     from hwsurrogate.surrogates.training.latency import latency_training_frame, train_latency_model
 
     try:
-        frame = latency_training_frame(DatasetStore(), space)
+        store = _store(data_version)
+        frame = latency_training_frame(store, space)
         result = train_latency_model(
             frame,
             model=model,  # type: ignore[arg-type]
@@ -216,15 +256,14 @@ def latency_cmd(
             max_train_archs=max_train_archs,
             gnn_seconds=gnn_seconds,
             register=not no_register,
+            data_versions=dict(store.read_versions),
         )
     except TrainingDataError as exc:
         raise click.ClickException(str(exc)) from None
     for k, v in sorted(result.metrics.items()):
         click.echo(f"{k}: {v:.4f}")
     click.echo(f"run {result.run_id}; model {result.model_uri}")
-    if result.version is not None:
-        state = "promoted to champion" if result.promoted else "kept current champion"
-        click.echo(f"registered {MODEL_NAMES['latency']} version {result.version} ({state})")
+    _registered("latency", result.version, result.promoted)
 
 
 # --------------------------------------------------------------------------- hws train fewshot
@@ -274,6 +313,7 @@ def latency_cmd(
     help="splits.json (default: $HWSURROGATE_DATA_DIR/latency/splits.json).",
 )
 @store_option
+@data_version_option
 @click.option(
     "--register/--no-register",
     default=True,
@@ -289,6 +329,7 @@ def train_fewshot(
     gnn_spaces: str | None,
     splits_path: str | None,
     store_path: Path | None,
+    data_version: str | None,
     register: bool,
 ) -> None:
     """Meta-train the device-adaptive latency predictor on the store's latency table.
@@ -328,6 +369,7 @@ def train_fewshot(
         splits_path=splits_path,
         store_root=store_path,
         register=register,
+        data_version=data_version,
     )
     model = result.model
     click.echo(f"meta-trained {sorted(model.spaces_)} in {result.fit_seconds:.1f} s (run {result.run_id})")
@@ -344,8 +386,5 @@ def train_fewshot(
             f"20 and 10 measurements): mean Spearman {result.validation_score:.3f}"
         )
     if result.version is not None:
-        click.echo(
-            f"registered {MODEL_NAME} v{result.version}"
-            + (" (champion)" if result.promoted else " (champion unchanged)")
-            + f"; exported to {result.export_dir}"
-        )
+        _registered(MODEL_NAME, result.version, result.promoted)
+        click.echo(f"exported to {result.export_dir}")

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends
 
 from hwsurrogate.service.adaptation import AdaptedInfo
 from hwsurrogate.service.body import json_body, request_body
-from hwsurrogate.service.deps import AdapterDep, ArchIndexDep, StoreDep, WriteAuth
+from hwsurrogate.service.deps import AdapterDep, ArchIndexDep, DispatchDep, StoreDep, WriteAuth
 from hwsurrogate.service.errors import NotFoundError
 from hwsurrogate.service.lookup import canonical_keys, store_devices
 from hwsurrogate.service.schemas import (
@@ -37,11 +37,13 @@ def _adapted(info: AdaptedInfo) -> AdaptedDeviceInfo:
 
 
 @router.get("", response_model=DeviceList)
-def list_devices(store: StoreDep, adapter: AdapterDep) -> DeviceList:
-    """Devices with rows in the store (gemm, latency, devices tables) and devices adapted from few samples."""
+def list_devices(store: StoreDep, adapter: AdapterDep, dispatch: DispatchDep) -> DeviceList:
+    """Devices with rows in the store (gemm, latency, devices tables) and devices adapted from few
+    samples; ``tasks`` says per device which prediction tasks can answer it (served or adapted)."""
     known = store_devices(store)
     adapted = {a.device_id for a in adapter.list()}
     ids = sorted(set(known) | adapted)
+    tasks = dispatch.tasks_of(ids)
     out = [
         DeviceSummary(
             device_id=d,
@@ -49,6 +51,7 @@ def list_devices(store: StoreDep, adapter: AdapterDep) -> DeviceList:
             name=known.get(d, {}).get("name"),  # type: ignore[arg-type]
             tables=known.get(d, {}).get("tables", {}),  # type: ignore[arg-type]
             adapted=d in adapted,
+            tasks=tasks[d],
         )
         for d in ids
     ]
@@ -58,7 +61,7 @@ def list_devices(store: StoreDep, adapter: AdapterDep) -> DeviceList:
 @router.get(
     "/{device_id:path}", response_model=DeviceDetail, responses={404: {"description": "unknown device"}}
 )
-def get_device(device_id: str, store: StoreDep, adapter: AdapterDep) -> DeviceDetail:
+def get_device(device_id: str, store: StoreDep, adapter: AdapterDep, dispatch: DispatchDep) -> DeviceDetail:
     """One device: its descriptor row (if any), rows per table and its adaptation (if any)."""
     entry = store_devices(store).get(device_id)
     adapted = adapter.get(device_id)
@@ -84,6 +87,7 @@ def get_device(device_id: str, store: StoreDep, adapter: AdapterDep) -> DeviceDe
         name=entry.get("name"),  # type: ignore[arg-type]
         tables=entry.get("tables", {}),  # type: ignore[arg-type]
         adapted=adapted is not None,
+        tasks=dispatch.tasks_of([device_id])[device_id],
         descriptors=descriptors,
         adaptation=_adapted(adapted) if adapted is not None else None,
     )

@@ -163,6 +163,10 @@ def _strings(s: pl.Series) -> np.ndarray:
 
 def _lookup(values: np.ndarray, table: dict[str, float]) -> np.ndarray:
     """``table[v]`` for each value (NaN where absent or null), one look-up per distinct value."""
+    if values.size <= 8:  # a few queries: plain dict look-ups beat hashing the column
+        return np.array(
+            [table.get(v, np.nan) if isinstance(v, str) else np.nan for v in values], dtype=np.float64
+        )
     codes, uniques = pd.factorize(values)  # hashing: microseconds for one row, ms for 100k
     mapped = np.array([table.get(u, np.nan) for u in uniques] + [np.nan], dtype=np.float64)
     return mapped[codes]  # code -1 (null) takes the trailing NaN
@@ -224,16 +228,30 @@ _DTYPE_TABLES: dict[str, dict[str, float]] = {
 }
 
 
-def _device_columns(device_ids: np.ndarray, devices: pl.DataFrame) -> dict[str, np.ndarray]:
+class DeviceIndex:
+    """:func:`device_table` of a devices frame, indexed once by device id.
+
+    Pass it wherever a devices frame is expected to skip rebuilding the table per call: a model
+    answering one query at a time would otherwise spend most of its time there.
+    """
+
+    __slots__ = ("ids", "row", "values")
+
+    def __init__(self, devices: pl.DataFrame) -> None:
+        table = device_table(devices)
+        self.ids: list[str] = table["device_id"].to_list()
+        self.row: dict[str, float] = {d: float(i) for i, d in enumerate(self.ids)}
+        self.values = {c: table.get_column(c).to_numpy().astype(np.float64) for c in DEVICE_DESCRIPTORS}
+
+
+def _device_columns(device_ids: np.ndarray, devices: pl.DataFrame | DeviceIndex) -> dict[str, np.ndarray]:
     """Each query's device descriptors (NaN where not stated); unknown devices raise by name."""
-    table = device_table(devices)
-    known = table["device_id"].to_list()
-    where = {d: float(i) for i, d in enumerate(known)}
-    rows = _lookup(device_ids, where)
+    index = devices if isinstance(devices, DeviceIndex) else DeviceIndex(devices)
+    rows = _lookup(device_ids, index.row)
     if np.isnan(rows).any():
-        raise UnknownGemmDeviceError(str(sorted(set(device_ids[np.isnan(rows)]))[0]), known)
+        raise UnknownGemmDeviceError(str(sorted(set(device_ids[np.isnan(rows)]))[0]), index.ids)
     rows = rows.astype(np.int64)
-    return {c: table.get_column(c).to_numpy().astype(np.float64)[rows] for c in DEVICE_DESCRIPTORS}
+    return {c: v[rows] for c, v in index.values.items()}
 
 
 def alignment_bits(x: np.ndarray, max_bits: int = GEMM_MAX_ALIGN_BITS) -> np.ndarray:
@@ -248,7 +266,7 @@ def alignment_bits(x: np.ndarray, max_bits: int = GEMM_MAX_ALIGN_BITS) -> np.nda
     return np.minimum(np.log2(low.astype(np.float64)), float(max_bits))
 
 
-def _gemm_feature_arrays(queries: pl.DataFrame, devices: pl.DataFrame) -> dict[str, np.ndarray]:
+def _gemm_feature_arrays(queries: pl.DataFrame, devices: pl.DataFrame | DeviceIndex) -> dict[str, np.ndarray]:
     """Every column of :func:`gemm_features` as a float64 array (numpy, whole columns at once)."""
     q = _gemm_query_arrays(queries)
     dev = _device_columns(q["device_id"], devices)
@@ -335,7 +353,7 @@ def gemm_features(queries: pl.DataFrame, devices: pl.DataFrame) -> pl.DataFrame:
 
 
 def gemm_feature_matrix(
-    queries: pl.DataFrame, devices: pl.DataFrame, *, device_features: bool = True
+    queries: pl.DataFrame, devices: pl.DataFrame | DeviceIndex, *, device_features: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
     """(X, roofline_ms) as float arrays; NaN marks descriptors a device does not state."""
     cols = _gemm_feature_arrays(queries, devices)

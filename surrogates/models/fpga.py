@@ -25,6 +25,7 @@ from sklearn.ensemble import (
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from hwsurrogate.progress import step, track
 from hwsurrogate.surrogates.api import NOTE_COLUMN, OUTPUTS
 from hwsurrogate.surrogates.domain import record_domain
 from hwsurrogate.surrogates.features.hls4ml import hls4ml_features
@@ -194,12 +195,15 @@ class FpgaRegressor(ServesTrees, RegressorMixin, BaseEstimator):
             self.training_domain_ = record_domain("fpga-hlsyn", q)  # kernels and tools seen
         self.graph_stats_ = self.graph_stats
         self.empty_features_ = None
-        x = self._features(q)
+        with step(f"fpga-{self.kind}: features of {q.height:,} designs"):
+            x = self._features(q)
         self.empty_features_ = np.flatnonzero(np.isnan(x).all(axis=0))
         x[:, self.empty_features_] = 0.0
         self.n_features_in_ = x.shape[1]
         self.models_: dict[str, HistGradientBoostingRegressor | None] = {}
-        for j, t in enumerate(self.targets):
+        for j, t in track(
+            list(enumerate(self.targets)), f"fpga-{self.kind}: fitting {len(self.targets)} targets"
+        ):
             ok = np.isfinite(ymat[:, j])
             if ok.sum() < 2:
                 self.models_[t] = None  # no usable rows for this target: predicts NaN

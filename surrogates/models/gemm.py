@@ -33,11 +33,15 @@ from hwsurrogate.surrogates.domain import record_domain
 from hwsurrogate.surrogates.features.gemm import (
     GEMM_FEATURE_VERSION,
     GEMM_QUERY_COLUMNS,
+    DeviceIndex,
     device_table,
     gemm_feature_matrix,
     gemm_feature_names,
 )
 from hwsurrogate.surrogates.models.tree_serving import ServesTrees
+
+#: instance attribute holding the trained devices' DeviceIndex (rebuilt after unpickling)
+_INDEX_ATTR = "_device_index_cache"
 
 
 def as_polars(X: Any) -> pl.DataFrame:
@@ -100,6 +104,11 @@ class GemmRegressor(ServesTrees, RegressorMixin, BaseEstimator):
         self.l2_regularization = l2_regularization
         self.random_state = random_state
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state.pop(_INDEX_ATTR, None)
+        return state
+
     def _features(self, X: Any, extra_devices: pl.DataFrame | None = None) -> tuple[np.ndarray, np.ndarray]:
         fitted_with = getattr(self, "feature_version_", 1)
         if fitted_with != GEMM_FEATURE_VERSION:
@@ -107,10 +116,15 @@ class GemmRegressor(ServesTrees, RegressorMixin, BaseEstimator):
                 f"this GEMM model was fitted with feature pipeline v{fitted_with}; the installed "
                 f"pipeline is v{GEMM_FEATURE_VERSION}: retrain it (`hws train gemm`)"
             )
-        table = self.device_table_
         if extra_devices is not None and extra_devices.height:
             extra = device_table(extra_devices)
-            table = pl.concat([table.filter(~pl.col("device_id").is_in(extra["device_id"].to_list())), extra])
+            table: pl.DataFrame | DeviceIndex = pl.concat(
+                [self.device_table_.filter(~pl.col("device_id").is_in(extra["device_id"].to_list())), extra]
+            )
+        else:  # the trained devices: indexed once per instance (left out of pickles)
+            table = self.__dict__.get(_INDEX_ATTR) or self.__dict__.setdefault(
+                _INDEX_ATTR, DeviceIndex(self.device_table_)
+            )
         x, roof = gemm_feature_matrix(as_polars(X), table, device_features=self.device_features)
         empty = getattr(self, "empty_features_", None)
         if empty is not None and len(empty):
@@ -142,6 +156,7 @@ class GemmRegressor(ServesTrees, RegressorMixin, BaseEstimator):
             raise ValueError(f"y must be > 0 (log target); {int((y <= 0).sum())} values are <= 0")
         used = q["device_id"].cast(pl.String).unique()
         self.device_table_ = device_table(self.devices).filter(pl.col("device_id").is_in(used.to_list()))
+        self.__dict__.pop(_INDEX_ATTR, None)
         self.empty_features_ = None
         self.feature_version_ = GEMM_FEATURE_VERSION
         x, roof = self._features(q)

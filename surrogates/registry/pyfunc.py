@@ -44,14 +44,34 @@ class FrameModel(mlflow.pyfunc.PythonModel):
         return self.model.predict_frame(model_input).to_pandas()
 
 
-def _log_frame_model(model: GemmPyfunc | FpgaPyfunc, example: pl.DataFrame) -> Any:
-    from mlflow.models import infer_signature
+_MLFLOW_TYPES = {pl.Int64: "long", pl.Int32: "integer", pl.Float64: "double", pl.Float32: "float",
+                 pl.String: "string", pl.Boolean: "boolean"}  # fmt: skip
 
-    out = model.predict_frame(example).to_pandas()
+
+def frame_signature(inputs: pl.DataFrame, outputs: pl.DataFrame) -> Any:
+    """The MLflow signature of a frame model, declared from the frames' polars types.
+
+    Declared rather than inferred from pandas: ``infer_signature`` warns on every integer column
+    (pandas integers cannot hold missing values), while our integer inputs are required and
+    checked before any model sees them. A column with nulls in the example is optional.
+    """
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    def schema(frame: pl.DataFrame) -> Schema:
+        return Schema(
+            [ColSpec(_MLFLOW_TYPES.get(s.dtype.base_type(), "string"), s.name, required=not s.has_nulls())
+             for s in frame.iter_columns()]
+        )  # fmt: skip
+
+    return ModelSignature(inputs=schema(inputs), outputs=schema(outputs))
+
+
+def _log_frame_model(model: GemmPyfunc | FpgaPyfunc, example: pl.DataFrame) -> Any:
     return mlflow.pyfunc.log_model(
         name="model",
         python_model=FrameModel(model),
-        signature=infer_signature(example.to_pandas(), out),
+        signature=frame_signature(example, model.predict_frame(example)),
         input_example=example.to_pandas(),
     )
 
@@ -107,9 +127,7 @@ class LatencyPyfunc(mlflow.pyfunc.PythonModel):
 
 def log_latency_model(model: LatencyPyfunc, example: pd.DataFrame) -> Any:
     """Log the ``latency`` model as an MLflow pyfunc with signature and input example; returns ModelInfo."""
-    from mlflow.models import infer_signature
-
-    signature = infer_signature(example, model.predict_frame(example))
+    signature = frame_signature(pl.from_pandas(example), pl.from_pandas(model.predict_frame(example)))
     return mlflow.pyfunc.log_model(
         name="model", python_model=model, signature=signature, input_example=example
     )

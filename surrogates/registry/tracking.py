@@ -131,25 +131,94 @@ def log_training_dataset(
 ) -> None:
     """Log the training data as an MLflow dataset (digest + source) on the active run."""
     import mlflow
+    from mlflow.data.dataset_source_registry import get_registered_sources
 
-    ds = mlflow.data.from_polars(frame, source=source, name=name, targets=targets)
+    # MLflow registers its local-file source class twice, so resolving a path string warns that
+    # it "can be interpreted in multiple ways"; name the class instead of letting it guess.
+    local = next((s for s in get_registered_sources() if s.__name__ == "LocalArtifactDatasetSource"), None)
+    resolved = local(source) if local is not None and "://" not in source else source
+    ds = mlflow.data.from_polars(frame, source=resolved, name=name, targets=targets)
     mlflow.log_input(ds, context=context)
+
+
+#: Artifact (on a version's run) listing the keys of the rows it was scored on and never trained on.
+HOLDOUT_ARTIFACT = "holdout_keys.json"
+
+
+def scope_covers(wide: dict[str, list[str]] | None, narrow: dict[str, list[str]] | None) -> bool:
+    """Whether a model of scope ``wide`` answers everything one of scope ``narrow`` does.
+
+    A scope maps a facet (``devices``, ``spaces``, ``sources`` ...) to its values; an unknown scope
+    (``None``, versions registered before scopes were recorded) is covered by anything.
+    """
+    if not narrow:
+        return True
+    if not wide:
+        return False
+    return all(set(values) <= set(wide.get(facet, ())) for facet, values in narrow.items())
+
+
+def scope_alias(scope: dict[str, list[str]]) -> str:
+    """The alias a narrower-scope version is registered under, e.g. ``scope-neusight-3f2a91c0``."""
+    import hashlib
+    import json
+    import re
+
+    canonical = json.dumps({k: sorted(v) for k, v in sorted(scope.items())}, sort_keys=True)
+    digest = hashlib.sha1(canonical.encode()).hexdigest()[:8]
+    label = "-".join(sorted(scope.get("sources", ()))[:3]) or "-".join(sorted(scope)[:2])
+    label = re.sub(r"[^A-Za-z0-9_-]+", "-", label).strip("-")[:40]
+    return f"scope-{label}-{digest}" if label else f"scope-{digest}"
+
+
+def _version_tag(version: Any, key: str) -> str | None:
+    return (getattr(version, "tags", None) or {}).get(key)
+
+
+def _holdout_keys_of(client: Any, version: Any) -> frozenset[str] | None:
+    """The held-out keys recorded with ``version`` (None for versions that recorded none)."""
+    import json
+    import tempfile
+
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = client.download_artifacts(version.run_id, HOLDOUT_ARTIFACT, tmp)
+            return frozenset(json.loads(Path(path).read_text())["keys"])
+    except Exception:  # no such artifact (older versions) or an unreadable one
+        return None
 
 
 def register_and_promote(
     model_uri: str,
     model_name: str,
     *,
-    evaluate: Callable[[str], float],
+    evaluate: Callable[[str, frozenset[str] | None], float],
+    holdout_keys: Sequence[str],
+    scope: dict[str, list[str]],
+    description: str,
     higher_is_better: bool = False,
     metric_name: str = "benchmark_metric",
 ) -> tuple[str, bool]:
-    """Register ``model_uri`` as a new version; move alias ``champion`` only if it wins.
+    """Register ``model_uri`` as a new version; move alias ``champion`` only if it wins fairly.
 
-    ``evaluate(model_uri) -> float`` scores a model on ONE fixed test set; it is called for the
-    new version and for the current champion, so both are compared on the same benchmark.
-    Returns (new version, promoted?).
+    ``holdout_keys`` identify the rows the new model was scored on and never trained on (recorded
+    as the run's ``holdout_keys.json``). ``evaluate(model_uri, keys)`` scores a model on the
+    held-out rows whose key is in ``keys`` (``None``: all of the new model's held-out rows).
+    The rule:
+
+    - no champion yet: the new version becomes champion;
+    - the new version's ``scope`` (devices, spaces, sources ...) does not cover the champion's:
+      it is not promoted over the broader model but registered under its own scope alias
+      (:func:`scope_alias`);
+    - otherwise both are scored on the rows held out from **both** (the intersection of their
+      recorded held-out keys); no shared row means no automatic promotion; a champion that
+      recorded no keys is scored on the new version's held-out rows (and the record says so).
+
+    Every version gets a description and a ``promotion`` tag (JSON: decision, reason, both
+    scores, shared rows), so each alias move says why. Returns (new version, promoted?).
     """
+    import json
+
     import mlflow
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
@@ -157,16 +226,91 @@ def register_and_promote(
     configure_mlflow()
     client = MlflowClient()
     mv = mlflow.register_model(model_uri, model_name)
-    new_score = float(evaluate(f"models:/{model_name}/{mv.version}"))
-    client.set_model_version_tag(model_name, mv.version, metric_name, f"{new_score:.6g}")
+    keys = frozenset(str(k) for k in holdout_keys)
+    client.log_dict(mv.run_id, {"keys": sorted(keys)}, HOLDOUT_ARTIFACT)
+    scope = {k: sorted(str(x) for x in v) for k, v in scope.items()}
+    client.set_model_version_tag(model_name, mv.version, "scope", json.dumps(scope, sort_keys=True))
+    client.update_model_version(model_name, mv.version, description=description)
     try:
         champ = client.get_model_version_by_alias(model_name, CHAMPION)
     except MlflowException:
         champ = None
-    promote = champ is None
-    if champ is not None:
-        champ_score = float(evaluate(f"models:/{model_name}/{champ.version}"))
-        promote = new_score > champ_score if higher_is_better else new_score < champ_score
+    record: dict[str, Any] = {"metric": metric_name, "higher_is_better": higher_is_better,
+                              "challenger": {"version": str(mv.version)}}  # fmt: skip
+    new_uri = f"models:/{model_name}/{mv.version}"
+    if champ is None:
+        new_score = float(evaluate(new_uri, None))
+        record |= {"decision": "promoted", "reason": "first version", "shared_rows": len(keys)}
+        record["challenger"]["score"] = new_score
+        promote = True
+    else:
+        record["champion"] = {"version": str(champ.version)}
+        champ_scope_tag = _version_tag(champ, "scope")
+        champ_scope = json.loads(champ_scope_tag) if champ_scope_tag else None
+        champ_keys = _holdout_keys_of(client, champ)
+        shared = keys if champ_keys is None else keys & champ_keys
+        record["shared_rows"] = len(shared)
+        promote = False
+        if not scope_covers(scope, champ_scope):
+            alias = scope_alias(scope)
+            client.set_registered_model_alias(model_name, alias, mv.version)
+            record |= {"decision": "kept", "alias": alias,
+                       "reason": f"its scope does not cover champion v{champ.version}'s; registered as {alias!r}"}  # fmt: skip
+        elif not keys:  # the task recorded no held-out rows (e.g. no validation device left)
+            new_score = float(evaluate(new_uri, None))
+            champ_score = float(evaluate(f"models:/{model_name}/{champ.version}", None))
+            record["challenger"]["score"], record["champion"]["score"] = new_score, champ_score
+            better = new_score > champ_score if higher_is_better else new_score < champ_score
+            promote = bool(better and np.isfinite(new_score))
+            record |= {"decision": "promoted" if promote else "kept",
+                       "reason": f"{metric_name} {new_score:.6g} vs champion's {champ_score:.6g} by the task's "
+                                 "fallback score: the new version recorded no held-out rows"}  # fmt: skip
+        elif not shared:
+            record |= {"decision": "kept",
+                       "reason": f"no held-out row in common with champion v{champ.version}: not comparable"}  # fmt: skip
+        else:
+            new_score = float(evaluate(new_uri, shared))
+            champ_score = float(evaluate(f"models:/{model_name}/{champ.version}", shared))
+            record["challenger"]["score"], record["champion"]["score"] = new_score, champ_score
+            better = new_score > champ_score if higher_is_better else new_score < champ_score
+            promote = bool(better and np.isfinite(new_score))
+            where = ("on the new version's held-out rows (the champion recorded none)" if champ_keys is None
+                     else f"on the {len(shared)} rows held out from both")  # fmt: skip
+            record |= {"decision": "promoted" if promote else "kept",
+                       "reason": f"{metric_name} {new_score:.6g} vs champion's {champ_score:.6g} {where}"}  # fmt: skip
+    if "score" in record["challenger"]:
+        client.set_model_version_tag(
+            model_name, mv.version, metric_name, f"{record['challenger']['score']:.6g}"
+        )
+    client.set_model_version_tag(model_name, mv.version, "promotion", json.dumps(record, sort_keys=True))
     if promote:
         client.set_registered_model_alias(model_name, CHAMPION, mv.version)
+        if champ is not None:
+            client.set_model_version_tag(model_name, champ.version, "replaced_by", str(mv.version))
     return str(mv.version), promote
+
+
+def promotion_reason(model_name: str, version: str) -> str:
+    """Why ``version`` was or was not made champion (its ``promotion`` record), for messages."""
+    import json
+
+    from mlflow import MlflowClient
+
+    configure_mlflow()
+    try:
+        tag = MlflowClient().get_model_version(model_name, version).tags.get("promotion")
+        return str(json.loads(tag)["reason"]) if tag else ""
+    except Exception:  # an unreadable record must not fail a finished training run
+        return ""
+
+
+def log_data_versions(versions: dict[str, int], *, store: str | os.PathLike[str] | None = None) -> None:
+    """Record the store table versions a run read (param ``data_versions``: what ``--data-version`` takes)."""
+    import mlflow
+
+    from hwsurrogate.datasets.store import format_versions
+
+    if versions:
+        mlflow.log_param("data_versions", format_versions(versions))
+    if store is not None:
+        mlflow.set_tag("data_store", str(store))

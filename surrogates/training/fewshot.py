@@ -77,6 +77,7 @@ def train_fewshot_model(
     splits_path: str | os.PathLike[str] | None = None,
     store_root: str | os.PathLike[str] | None = None,
     register: bool = True,
+    data_version: str | None = None,
 ) -> FewShotTrainingResult:
     """Meta-train the few-shot latency model on the store, log it to MLflow and register it.
 
@@ -86,16 +87,22 @@ def train_fewshot_model(
     ``splits_path``: HELP's ``splits.json`` (default ``$HWSURROGATE_DATA_DIR/latency/splits.json``;
     without one no device is held out and promotion uses the leave-one-device-out meta score).
     With ``register`` the run is registered as ``hws-fewshot-latency`` (champion only if it
-    scores higher) and exported for ``hws adapt``.
+    scores higher) and exported for ``hws adapt``. ``data_version`` (``'latency=3,_commits=1'``, as
+    recorded in a run's ``data_versions`` param) reads the store as it was then.
     """
     from hwsurrogate.progress import make_progress
-    from hwsurrogate.surrogates.registry.tracking import check_training_frame, log_training_dataset, start_run
+    from hwsurrogate.surrogates.registry.tracking import (
+        check_training_frame,
+        log_data_versions,
+        log_training_dataset,
+        start_run,
+    )
 
     config = config or FewShotConfig()
     space_list = list(spaces)
     if bad := [s for s in space_list if s not in FEWSHOT_SPACES]:
         raise FewShotError(f"unknown space(s) {bad}; choose from {list(FEWSHOT_SPACES)}")
-    frame = _read_training_frame(store_root, space_list)
+    frame, data_versions = _read_training_frame(store_root, space_list, data_version)
     check_training_frame(frame, ["latency_ms"], what="few-shot latency", min_rows=100, required=TRAIN_COLUMNS)
     src, val = _sources_and_validation(frame, space_list, splits_path, sources)
     src = {s: d for s, d in src.items() if len(d) >= 2}
@@ -109,6 +116,7 @@ def train_fewshot_model(
 
         mlflow.log_params({f"cfg_{k}": v for k, v in asdict(config).items()})
         mlflow.log_params({"sources": sources, "spaces": ",".join(src)})
+        log_data_versions(data_versions, store=store_root)
         mlflow.log_dict(asdict(config), "fewshot_config.json")
         mlflow.log_dict({s: d for s, d in src.items()}, "source_devices.json")
         pairs = pl.DataFrame(
@@ -160,19 +168,33 @@ def train_fewshot_model(
         return result
     from hwsurrogate.surrogates.registry.tracking import register_and_promote
 
-    def evaluate(uri: str) -> float:
+    def evaluate(uri: str, keys: frozenset[str] | None) -> float:
         import mlflow
 
         other = mlflow.pyfunc.load_model(uri).unwrap_python_model().model
-        score = _validation_score(other, frame, val, log=False)
+        part = val
+        if keys is not None:  # keys: "space|device" of validation devices held out from both models
+            part = {s: ([d for d in devs if f"{s}|{d}" in keys], n) for s, (devs, n) in val.items()}
+            part = {s: v for s, v in part.items() if v[0]}
+        score = _validation_score(other, frame, part, log=False) if part else None
         if score is None:
             return float(np.mean([sm.meta_scores["loo_spearman_mean"] for sm in other.spaces_.values()]))
         return score
 
+    held_out = [f"{s}|{d}" for s, (devs, _) in val.items() if s in model.spaces_
+                for d in devs if d not in set(model.spaces_[s].source_devices)]  # fmt: skip
+    spaces = sorted(model.spaces_)
     version, promoted = register_and_promote(
         info.model_uri,
         MODEL_NAME,
         evaluate=evaluate,
+        holdout_keys=held_out,
+        scope={"spaces": spaces},
+        description=(
+            f"Few-shot latency predictor (meta-trained prior + closed-form adaptation) for "
+            f"{', '.join(spaces)}. Promotion metric: mean Spearman on {len(held_out)} held-out "
+            f"validation device(s) under HELP's protocol (score {val_score if val_score is not None else 'n/a'})."
+        ),
         higher_is_better=True,
         metric_name="valid_promotion_metric",
     )
@@ -188,11 +210,17 @@ def train_fewshot_model(
     return result
 
 
-def _read_training_frame(store_root: str | os.PathLike[str] | None, spaces: list[str]) -> pl.DataFrame:
+def _read_training_frame(
+    store_root: str | os.PathLike[str] | None, spaces: list[str], data_version: str | None = None
+) -> tuple[pl.DataFrame, dict[str, int]]:
+    """The latency rows of ``spaces`` (at ``data_version`` when given) and the table versions read."""
     from hwsurrogate.datasets.store import DatasetStore
 
     store = DatasetStore(store_root)
-    return store.scan("latency").filter(pl.col("space").is_in(spaces)).select(TRAIN_COLUMNS).collect()
+    if data_version is not None:
+        store = store.at(data_version)
+    frame = store.scan("latency").filter(pl.col("space").is_in(spaces)).select(TRAIN_COLUMNS).collect()
+    return frame, dict(store.read_versions)
 
 
 def _sources_and_validation(

@@ -18,6 +18,7 @@ import polars as pl
 
 from hwsurrogate.datasets.store import DatasetStore
 from hwsurrogate.errors import TrainingDataError
+from hwsurrogate.progress import step, track
 from hwsurrogate.surrogates.api import INPUTS, MODEL_NAMES
 from hwsurrogate.surrogates.features.hlsyn import program_graph_stats
 from hwsurrogate.surrogates.models.fpga import (
@@ -31,6 +32,7 @@ from hwsurrogate.surrogates.models.fpga import (
 )
 from hwsurrogate.surrogates.registry.tracking import (
     check_training_frame,
+    log_data_versions,
     log_regression_report,
     log_training_dataset,
     register_and_promote,
@@ -65,18 +67,22 @@ class FpgaTrainResult:
 
 
 def _evaluate(task: str, test: pl.DataFrame, targets: tuple[str, ...]):
-    """Mean SMAPE over the task's regression outputs on the fixed held-out rows (lower wins)."""
+    """Mean SMAPE over the task's regression outputs on held-out rows (lower wins); ``keys``
+    restricts them to those measurement ids (``None``: all of ``test``)."""
 
-    def evaluate(uri: str) -> float:
+    def evaluate(uri: str, keys: frozenset[str] | None) -> float:
         import mlflow
 
+        part = test if keys is None else test.filter(pl.col("measurement_id").is_in(sorted(keys)))
+        if part.height == 0:
+            return float("inf")
         try:
-            pred = mlflow.pyfunc.load_model(uri).predict(test.select(INPUTS[task]).to_pandas())
+            pred = mlflow.pyfunc.load_model(uri).predict(part.select(INPUTS[task]).to_pandas())
         except Exception:
             return float("inf")
         scores = []
         for t in targets:
-            y = test[t].cast(pl.Float64).to_numpy()
+            y = part[t].cast(pl.Float64).to_numpy()
             ok = np.isfinite(y)
             if ok.any():
                 scores.append(regression_metrics(y[ok], pred[t].to_numpy(dtype=float)[ok])["smape"])
@@ -111,6 +117,7 @@ def _run(
     with start_run("fpga", run_name=f"train-{task}", task=task) as run:
         mlflow.log_params({k: str(v) for k, v in asdict(config).items()})
         mlflow.log_params({"n_train": train.height, "n_test": test.height})
+        log_data_versions(store.read_versions, store=store.root)
         log_training_dataset(
             train.select(*INPUTS[task], *report_targets), name=f"{task}-train",
             source=str((Path(store.root) / "fpga").resolve()), targets=report_targets[0],
@@ -118,10 +125,11 @@ def _run(
         reg.fit(train, y_train)
         clf = None
         if classifier_rows is not None and classifier_rows.height and classifier_rows["valid"].n_unique() > 1:
-            clf = fit_validity_classifier(reg, classifier_rows, classifier_rows["valid"].to_numpy())
+            with step(f"{task}: validity classifier on {classifier_rows.height:,} designs"):
+                clf = fit_validity_classifier(reg, classifier_rows, classifier_rows["valid"].to_numpy())
         model = FpgaPyfunc(task, reg, clf)
         metrics: dict[str, float] = {}
-        for split, part in (("train", train), ("test", test)):
+        for split, part in track((("train", train), ("test", test)), f"{task}: scoring train and test"):
             pred = model.predict_frame(part)
             for t in report_targets:
                 y = part[t].cast(pl.Float64).to_numpy()
@@ -132,11 +140,23 @@ def _run(
                         y[ok], p[ok], split=split, target=t, log_scale=bool((y[ok] > 0).all())
                     )
                     metrics.update({f"{split}_{t}_{k}": v for k, v in m.items()})
-        info = log_fpga_model(model, test if test.height else train, INPUTS[task])
+        with step(f"{task}: logging the model to MLflow"):
+            info = log_fpga_model(model, test if test.height else train, INPUTS[task])
         version, promoted = None, False
         if config.register:
+            sources = sorted(set(train["source"].to_list()) | set(test["source"].to_list()))
+            kernels = sorted(set(test["kernel"].to_list()))
             version, promoted = register_and_promote(
                 info.model_uri, MODEL_NAMES[task], evaluate=_evaluate(task, test, report_targets),
+                holdout_keys=test["measurement_id"].to_list(),
+                scope={"sources": sources, "domains": sorted(set(train["domain"].to_list()))},
+                description=(
+                    f"{task} surrogate of {', '.join(report_targets)} ({type(reg).__name__}). Sources: "
+                    f"{', '.join(sources)}. Split: held-out kernels {', '.join(kernels[:10])}"
+                    f"{' ...' if len(kernels) > 10 else ''} ({train.height} train / {test.height} test rows). "
+                    + ", ".join(f"test {t} SMAPE {metrics[f'test_{t}_smape']:.1f}%"
+                                for t in report_targets if f"test_{t}_smape" in metrics)
+                ),
                 metric_name="test_mean_smape",
             )  # fmt: skip
         return FpgaTrainResult(run.info.run_id, info.model_uri, version, promoted, metrics, model, test)

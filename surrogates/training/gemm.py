@@ -24,6 +24,7 @@ from hwsurrogate.surrogates.features.gemm import device_table
 from hwsurrogate.surrogates.models.gemm import GemmPyfunc, GemmRegressor, power_rows
 from hwsurrogate.surrogates.registry.tracking import (
     check_training_frame,
+    log_data_versions,
     log_regression_report,
     log_training_dataset,
     register_and_promote,
@@ -109,17 +110,24 @@ def load_gemm_frame(store: DatasetStore, config: GemmTrainConfig) -> tuple[pl.Da
 
 
 def _evaluate_mape(test: pl.DataFrame):
-    """Score a registered model URI on the fixed held-out test set (runtime MAPE %, lower wins)."""
+    """Score a registered model URI on held-out test rows (runtime MAPE %, lower wins).
 
-    def evaluate(uri: str) -> float:
+    ``keys`` restricts the rows to those measurement ids (the rows held out from both models
+    being compared); ``None`` scores all of ``test``.
+    """
+
+    def evaluate(uri: str, keys: frozenset[str] | None) -> float:
         import mlflow
 
+        part = test if keys is None else test.filter(pl.col("measurement_id").is_in(sorted(keys)))
+        if part.height == 0:
+            return float("inf")
         try:
             model = mlflow.pyfunc.load_model(uri)
-            pred = model.predict(test.select(INPUTS["gemm"]).to_pandas())["runtime_ms"].to_numpy()
+            pred = model.predict(part.select(INPUTS["gemm"]).to_pandas())["runtime_ms"].to_numpy()
         except Exception:  # a champion trained on other devices cannot score this test set
             return float("inf")
-        return regression_metrics(test["runtime_ms"].to_numpy(), pred)["mape"]
+        return regression_metrics(part["runtime_ms"].to_numpy(), pred)["mape"]
 
     return evaluate
 
@@ -163,6 +171,7 @@ def train_gemm_model(
     with start_run(EXPERIMENT, run_name="train-gemm", task="gemm") as run:
         mlflow.log_params({k: str(v) for k, v in asdict(config).items()})
         mlflow.log_params({"n_train": train.height, "n_test": test.height, "split": "shape(m,n,k,batch)"})
+        log_data_versions(store.read_versions, store=store.root)
         log_training_dataset(
             train.select(*INPUTS["gemm"], "runtime_ms", "power_w", "source"),
             name="gemm-train",
@@ -189,10 +198,21 @@ def train_gemm_model(
         info = log_gemm_model(model, test)
         version, promoted = (None, False)
         if config.register:
+            sources = sorted(frame["source"].unique().to_list())
             version, promoted = register_and_promote(
                 info.model_uri,
                 MODEL_NAMES["gemm"],
                 evaluate=_evaluate_mape(test),
+                holdout_keys=test["measurement_id"].to_list(),
+                scope={"devices": list(model.devices), "sources": sources},
+                description=(
+                    f"GEMM runtime{' and power' if model.power is not None else ''} surrogate "
+                    f"(HistGradientBoosting on the roofline ratio). Sources: {', '.join(sources)}. "
+                    f"{len(model.devices)} device(s): {', '.join(model.devices[:12])}"
+                    f"{' ...' if len(model.devices) > 12 else ''}. Split: {config.test_frac:.0%} of the "
+                    f"shapes (m, n, k, batch) held out by hash (seed {config.seed}): {train.height} train / "
+                    f"{test.height} test rows. Test runtime MAPE {metrics['test_runtime_ms_mape']:.2f}%."
+                ),
                 metric_name="test_runtime_mape",
             )
             if promoted:  # the first `hws adapt --task gemm` then skips the MLflow load

@@ -125,12 +125,18 @@ def train_latency_model(
     gnn_seconds: float = 240.0,
     gnn_config: Any = None,
     register: bool = True,
+    data_versions: dict[str, int] | None = None,
 ) -> LatencyTrainingResult:
-    """Train on long latency rows, log to MLflow, register ``hws-latency`` (see module doc)."""
+    """Train on long latency rows, log to MLflow, register ``hws-latency`` (see module doc).
+
+    ``data_versions``: the store table versions ``frame`` was read at (``store.read_versions``),
+    logged as the run's ``data_versions`` param.
+    """
     import mlflow
 
     from hwsurrogate.surrogates.registry.pyfunc import LatencyPyfunc, log_latency_model
     from hwsurrogate.surrogates.registry.tracking import (
+        log_data_versions,
         log_regression_report,
         log_training_dataset,
         register_and_promote,
@@ -154,6 +160,7 @@ def train_latency_model(
         prepared[space] = {"wide": wide, "devices": devs, "train": train_idx, "test": np.flatnonzero(test)}
     t0 = time.perf_counter()
     with start_run(EXPERIMENT, run_name=f"latency-{model}", task="latency", model_kind=model) as run:
+        log_data_versions(data_versions or {})
         mlflow.log_params(
             {
                 "model": model,
@@ -205,10 +212,23 @@ def train_latency_model(
     test_queries = _test_queries(prepared)
     version, promoted = None, False
     if register:
+        all_devices = sorted(frame["device_id"].unique().to_list())
+        test_metrics = [
+            v for k, v in metrics.items() if k.startswith("test_") and k.endswith("_mean_device_spearman")
+        ]
         version, promoted = register_and_promote(
             info.model_uri,
             MODEL_NAMES["latency"],
-            evaluate=lambda uri: _evaluate(uri, test_queries),
+            evaluate=lambda uri, keys: _evaluate(uri, test_queries, keys),
+            holdout_keys=test_queries["key"].to_list() if test_queries.height else [],
+            scope={"spaces": spaces, "devices": all_devices},
+            description=(
+                f"Latency surrogate ({model}) of {', '.join(spaces)} on {len(all_devices)} device(s): "
+                f"{', '.join(all_devices[:10])}{' ...' if len(all_devices) > 10 else ''}. Split: HELP's test "
+                f"architectures (900/4000 + 1000), else 20% by md5(arch_key); at most {max_train_archs} "
+                f"training architectures per space. Test mean per-device Spearman "
+                f"{float(np.mean(test_metrics)) if test_metrics else float('nan'):.3f}."
+            ),
             higher_is_better=True,
             metric_name="test_mean_device_spearman",
         )
@@ -239,13 +259,19 @@ def _test_queries(prepared: dict[str, dict[str, Any]]) -> pl.DataFrame:
             index=["arch_key"], on=p["devices"], variable_name="device_id", value_name="latency_ms"
         )
         parts.append(long.drop_nulls("latency_ms").with_columns(pl.lit(space).alias("space")))
-    return pl.concat(parts, how="diagonal") if parts else pl.DataFrame()
+    if not parts:
+        return pl.DataFrame()
+    test = pl.concat(parts, how="diagonal")
+    return test.with_columns(pl.concat_str("space", "arch_key", "device_id", separator="|").alias("key"))
 
 
-def _evaluate(uri: str, test: pl.DataFrame) -> float:
-    """Mean per-(space, device) Spearman of a registered model on the fixed test rows (-1 if it cannot answer)."""
+def _evaluate(uri: str, test: pl.DataFrame, keys: frozenset[str] | None = None) -> float:
+    """Mean per-(space, device) Spearman of a registered model on held-out rows (-1 if it cannot
+    answer); ``keys`` (``space|arch_key|device_id``) restricts the rows, ``None`` keeps all."""
     import mlflow
 
+    if keys is not None and test.height:
+        test = test.filter(pl.col("key").is_in(sorted(keys)))
     if test.height == 0:
         return float("nan")
     model = mlflow.pyfunc.load_model(uri)
@@ -257,9 +283,7 @@ def _evaluate(uri: str, test: pl.DataFrame) -> float:
         return -1.0
     scored = test.with_columns(pl.Series("pred", pred))
     rhos = [
-        spearman(g["latency_ms"], g["pred"])
-        for _, g in scored.group_by("space", "device_id")
-        if g.height > 2
+        spearman(g["latency_ms"], g["pred"]) for _, g in scored.group_by("space", "device_id") if g.height > 2
     ]
     return float(np.nanmean(rhos)) if rhos else float("nan")
 
@@ -276,5 +300,7 @@ def latency_training_frame(store: DatasetStore, space: str = "all") -> pl.DataFr
         scan = scan.filter(pl.col("space").is_in(list(graphs.SPACES)))
     frame = scan.select("device_id", "space", "arch_index", "arch_key", "latency_ms").collect()
     if frame.height == 0:
-        raise TrainingDataError("no latency rows in the store; run `hws data import help` (and latbench) first")
+        raise TrainingDataError(
+            "no latency rows in the store; run `hws data import help` (and latbench) first"
+        )
     return frame

@@ -154,28 +154,104 @@ _KILLED = textwrap.dedent(
 
 def _run_killed(root: Path, point: str) -> int:
     code = _KILLED.format(tests=str(Path(__file__).parents[1]), root=str(root))
-    env = {**os.environ, "HWSURROGATE_STORE_FAULT": point}
+    env = {**os.environ, "HWSURROGATE_STORE_FAULT": point}  # "none": run to the end
     return subprocess.run([sys.executable, "-c", code], env=env, check=False).returncode
 
 
-def test_import_killed_before_commit_point_leaves_store_byte_for_byte(store: DatasetStore) -> None:
+def _contents(store: DatasetStore) -> dict[str, pl.DataFrame]:
+    """What a reader sees: every table, sorted, without the import time."""
+    return {k: store.read(k).drop("imported_at").sort("measurement_id") for k in ("gemm", "latency")}
+
+
+def _raw_rows(store: DatasetStore, kind: str) -> int:
+    """Rows physically in the Delta table, visible or not."""
+    return pl.scan_delta(store.table_uri(kind)).select(pl.len()).collect().item()
+
+
+def test_import_killed_between_two_tables_is_invisible_then_compacted(store: DatasetStore) -> None:
+    """F7: kill -9 after the gemm table's commit and before the latency table's: readers see the old store."""
     store.commit(
         [Write("gemm", "src", gemm_frame(3), "replace"), Write("latency", "src", latency_frame(2), "replace")]
     )
-    before = snapshot(store.root)
+    before = _contents(store)
     assert _run_killed(store.root, "after_temp") == -9
-    DatasetStore(store.root).append("gemm", gemm_frame(0), partition="noop")  # next writer sweeps temp files
-    assert snapshot(store.root) == before
-    assert store.read("gemm").height == 3
+    assert _raw_rows(store, "gemm") == 3 + 7  # the killed import's gemm rows are in the table ...
+    fresh = DatasetStore(store.root)
+    assert all(fresh.read(k).drop("imported_at").sort("measurement_id").equals(v) for k, v in before.items())
+    assert fresh.partitions("gemm") == ["src"]  # ... and invisible to every reader
+    DatasetStore(store.root).append(
+        "gemm", gemm_frame(0), partition="noop"
+    )  # the next writer changes nothing
+    assert all(fresh.read(k).drop("imported_at").sort("measurement_id").equals(v) for k, v in before.items())
+    assert store.compact(orphan_age_s=3600)["gemm"]["orphan_rows_removed"] == 0  # may still be alive
+    assert store.compact(orphan_age_s=0)["gemm"]["orphan_rows_removed"] == 7
+    assert _raw_rows(store, "gemm") == 3 and store.read("gemm").height == 3
+    # the same import then succeeds whole
+    assert _run_killed(store.root, "none") == 0
+    assert store.read("gemm").height == 7 and store.read("latency")["device_id"].unique().to_list() == [
+        "new/dev"
+    ]
 
 
 @pytest.mark.parametrize("point", ["after_journal", "mid_rename"])
-def test_import_killed_after_commit_point_is_rolled_forward_whole(store: DatasetStore, point: str) -> None:
+def test_import_killed_after_commit_point_is_seen_whole(store: DatasetStore, point: str) -> None:
     store.commit(
         [Write("gemm", "src", gemm_frame(3), "replace"), Write("latency", "src", latency_frame(2), "replace")]
     )
     assert _run_killed(store.root, point) == -9
-    store.append("gemm", gemm_frame(0), partition="noop")  # the next writer rolls the journal forward
+    # readers see the new import whole at once, before any writer finishes its replace
+    assert DatasetStore(store.root).read("gemm").height == 7
+    assert DatasetStore(store.root).read("latency")["device_id"].unique().to_list() == ["new/dev"]
+    assert _raw_rows(store, "latency") == 2 + 5  # the replaced rows are still there, hidden
+    store.append("gemm", gemm_frame(0), partition="noop")  # the next writer finishes the replace
     assert store.read("gemm").height == 7
-    assert store.read("latency")["device_id"].unique().to_list() == ["new/dev"]
-    assert not (store.root / ".journal.json").exists()
+    assert _raw_rows(store, "latency") == 5 and _raw_rows(store, "gemm") == 7
+
+
+def test_versions_pin_a_read_only_view(store: DatasetStore) -> None:
+    from hwsurrogate.datasets.store import format_versions, parse_versions
+
+    store.append("gemm", gemm_frame(3), partition="a")
+    pinned = store.versions()
+    store.append("gemm", gemm_frame(5), partition="a")
+    text = format_versions(pinned)
+    assert parse_versions(text) == pinned
+    assert store.at(text).read("gemm").height == 3 and store.read("gemm").height == 5
+    assert store.at(text).read("latency").height == 0  # a table that did not exist then is empty
+    with pytest.raises(StoreError, match="read-only"):
+        store.at(pinned).append("gemm", gemm_frame(1), partition="a")
+    with pytest.raises(StoreError, match="TABLE=VERSION"):
+        parse_versions("gemm=three")
+    latest = store.versions()["gemm"]
+    with pytest.raises(StoreError, match=rf"no version 99 \(its latest is {latest}\)"):
+        store.at({"gemm": 99})
+
+
+def test_pinned_view_sees_imports_without_a_commits_version(store: DatasetStore) -> None:
+    store.commit(
+        [Write("gemm", "src", gemm_frame(3), "replace"), Write("latency", "src", latency_frame(2), "replace")]
+    )
+    pins = store.versions()
+    store.commit(
+        [Write("gemm", "src", gemm_frame(5), "replace"), Write("latency", "src", latency_frame(4), "replace")]
+    )
+    assert store.at(pins).read("gemm").height == 3
+    assert store.at({"gemm": pins["gemm"]}).read("gemm").height == 3  # as typed by hand, without _commits
+
+
+def test_ids_with_quotes_are_bound_literally(store: DatasetStore) -> None:
+    frame = gemm_frame(2).with_columns(pl.Series("measurement_id", ["a') OR (1=1", "b''"]))
+    assert store.append("gemm", frame, partition="q") == 2
+    assert store.append("gemm", frame, partition="q") == 0
+    assert sorted(store.read("gemm")["measurement_id"]) == ["a') OR (1=1", "b''"]
+
+
+def test_history_compact_and_vacuum(store: DatasetStore) -> None:
+    for i in range(4):
+        store.append("gemm", gemm_frame(2, start=2 * i), partition="a")
+    latest = store.versions()["gemm"]
+    assert [h["version"] for h in store.history("gemm")][:2] == [latest, latest - 1]
+    out = store.compact()
+    assert out["gemm"]["numFilesRemoved"] == 4 and out["gemm"]["numFilesAdded"] == 1
+    removed = store.vacuum(retention_hours=0)["gemm"]
+    assert len(removed) == 4 and store.read("gemm").height == 8

@@ -33,7 +33,7 @@ def test_upload_adds_rows_with_forced_source_and_partition(client, auth, tmp_pat
     stored = DatasetStore(tmp_path / "store").read("gemm")
     assert stored.height == 5 and set(stored["source"]) == {"upload:alice"}
     assert sorted(stored["measurement_id"]) == sorted(f"r-{i}" for i in range(5))
-    assert (tmp_path / "store" / "gemm" / "upload_alice.parquet").exists()
+    assert DatasetStore(tmp_path / "store").partitions("gemm") == ["upload_alice"]
 
 
 def test_resending_same_measurement_ids_adds_nothing(client, auth, tmp_path: Path):

@@ -150,3 +150,19 @@ def test_openapi_docs_served(client):
         "/v1/devices",
         "/v1/datasets/{kind}/rows",
     } <= set(paths)
+
+
+def test_devices_say_which_tasks_can_predict_them(tmp_path: Path, auth):
+    """`tasks` per device: served when the champion's recorded domain holds it, adapted after a
+    registration, empty for a device only the store knows."""
+    c, _, models = make_client(tmp_path)
+    models.predictors["gemm"].training_domain = {"by": "device_id", "regions": {"local/box-cpu": {}}}
+    DatasetStore(tmp_path / "store").append("latency", latency_store_frame(), partition="help")
+    with c:
+        c.post("/v1/datasets/gemm/rows", json={"rows": gemm_rows(3)}, headers=auth)
+        assert c.post("/v1/devices", json=REG, headers=auth).status_code == 201
+        devices = {d["device_id"]: d["tasks"] for d in c.get("/v1/devices").json()["devices"]}
+        detail = c.get("/v1/devices/local/box-cpu").json()
+    assert devices["local/box-cpu"] == {"gemm": "served"} and detail["tasks"] == {"gemm": "served"}
+    assert devices["me/laptop-cpu"] == {"latency": "adapted"}
+    assert devices["help/pixel2"] == {}

@@ -76,7 +76,10 @@ def register_gemm_pipeline(model, *, experiment: str = "hws-gemm-tiny") -> str: 
         info = mlflow.sklearn.log_model(
             model, name="model", skops_trusted_types=TRUSTED_TYPES, pip_requirements=["scikit-learn", "skops"]
         )
-    version, _ = register_and_promote(info.model_uri, MODEL_NAMES["gemm"], evaluate=lambda uri: 0.0)
+    version, _ = register_and_promote(
+        info.model_uri, MODEL_NAMES["gemm"], evaluate=lambda uri, keys: 0.0, holdout_keys=[], scope={},
+        description="tiny test pipeline",
+    )  # fmt: skip
     from mlflow import MlflowClient
 
     MlflowClient().set_registered_model_alias(MODEL_NAMES["gemm"], "champion", version)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import mlflow
@@ -16,6 +17,8 @@ from hwsurrogate.surrogates.registry.tracking import (
     CHAMPION,
     check_training_frame,
     register_and_promote,
+    scope_alias,
+    scope_covers,
     start_run,
 )
 from hwsurrogate.surrogates.training.metrics import regression_metrics
@@ -42,20 +45,93 @@ def test_bad_training_data_raises_before_any_run(frame: pl.DataFrame, message: s
         check_training_frame(frame, ["y"], what="toy")
 
 
-def test_champion_moves_only_when_the_new_version_wins() -> None:
+def _toy_model_uri() -> tuple[str, str]:
     X = np.arange(20, dtype=float).reshape(-1, 1)
-    y = 3 * X[:, 0] + 1
+    with start_run("test-tracking") as run:
+        info = mlflow.sklearn.log_model(LinearRegression().fit(X, 3 * X[:, 0] + 1), name="model")
+    return info.model_uri, run.info.run_id
+
+
+def test_champion_moves_only_when_the_new_version_wins() -> None:
     name = f"toy-{uuid.uuid4().hex[:8]}"
     scores = {}
 
-    def evaluate(uri: str) -> float:
+    def evaluate(uri: str, keys: frozenset[str] | None) -> float:
         return scores[mlflow.pyfunc.load_model(uri).metadata.run_id]
 
     versions = []
     for score in (0.5, 0.9, 0.1):  # lower is better: v1 promoted, v2 not, v3 promoted
-        with start_run("test-tracking") as run:
-            info = mlflow.sklearn.log_model(LinearRegression().fit(X, y), name="model")
-        scores[run.info.run_id] = score
-        versions.append(register_and_promote(info.model_uri, name, evaluate=evaluate))
+        uri, run_id = _toy_model_uri()
+        scores[run_id] = score
+        versions.append(
+            register_and_promote(uri, name, evaluate=evaluate, holdout_keys=["a", "b"], scope={"devices": ["d1"]},
+                                 description=f"toy {score}")
+        )  # fmt: skip
     assert [p for _, p in versions] == [True, False, True]
-    assert str(MlflowClient().get_model_version_by_alias(name, CHAMPION).version) == versions[2][0]
+    client = MlflowClient()
+    assert str(client.get_model_version_by_alias(name, CHAMPION).version) == versions[2][0]
+    v3 = client.get_model_version(name, versions[2][0])
+    assert v3.description == "toy 0.1"
+    record = json.loads(v3.tags["promotion"])
+    assert record["decision"] == "promoted" and record["champion"]["version"] == versions[0][0]
+    assert record["challenger"]["score"] == 0.1 and record["champion"]["score"] == 0.5
+    assert client.get_model_version(name, versions[0][0]).tags["replaced_by"] == versions[2][0]
+    assert (
+        "0.9 vs champion's 0.5"
+        in json.loads(client.get_model_version(name, versions[1][0]).tags["promotion"])["reason"]
+    )
+
+
+def test_both_versions_are_scored_only_on_rows_held_out_from_both() -> None:
+    """The champion held out rows a-c; the challenger a, b, x, y (it trained on c). Both must be
+    scored on {a, b} alone: on the challenger's own set, rows x, y (in the champion's training
+    data) would flatter the champion."""
+    name = f"toy-{uuid.uuid4().hex[:8]}"
+    seen: list[tuple[str, frozenset[str] | None]] = []
+
+    def evaluate(uri: str, keys: frozenset[str] | None) -> float:
+        seen.append((uri, keys))
+        return 1.0 if uri.endswith("/1") else 0.5
+
+    uri, _ = _toy_model_uri()
+    register_and_promote(
+        uri, name, evaluate=evaluate, holdout_keys=["a", "b", "c"], scope={}, description="v1"
+    )
+    seen.clear()
+    uri, _ = _toy_model_uri()
+    _, promoted = register_and_promote(uri, name, evaluate=evaluate, holdout_keys=["a", "b", "x", "y"], scope={},
+                                       description="v2")  # fmt: skip
+    assert promoted
+    assert [keys for _, keys in seen] == [frozenset({"a", "b"})] * 2
+    assert json.loads(MlflowClient().get_model_version(name, "2").tags["promotion"])["shared_rows"] == 2
+
+
+def test_no_shared_held_out_rows_means_no_automatic_promotion() -> None:
+    name = f"toy-{uuid.uuid4().hex[:8]}"
+    for i, keys in enumerate((["a"], ["b"])):
+        uri, _ = _toy_model_uri()
+        _, promoted = register_and_promote(uri, name, evaluate=lambda uri, keys: 0.0 if uri.endswith("/2") else 1.0,
+                                           holdout_keys=keys, scope={}, description=f"v{i}")  # fmt: skip
+    assert not promoted
+    reason = json.loads(MlflowClient().get_model_version(name, "2").tags["promotion"])["reason"]
+    assert "not comparable" in reason
+
+
+def test_a_narrower_scope_is_registered_under_its_scope_not_over_the_champion() -> None:
+    name = f"toy-{uuid.uuid4().hex[:8]}"
+    wide = {"devices": ["gpperf/rtx4070", "neusight/Tesla_T4"], "sources": ["gpperf", "neusight"]}
+    narrow = {"devices": ["neusight/Tesla_T4"], "sources": ["neusight"]}
+    uri, _ = _toy_model_uri()
+    register_and_promote(
+        uri, name, evaluate=lambda u, k: 9.0, holdout_keys=["a"], scope=wide, description="wide"
+    )
+    uri, _ = _toy_model_uri()
+    version, promoted = register_and_promote(uri, name, evaluate=lambda u, k: 0.0, holdout_keys=["a"], scope=narrow,
+                                             description="narrow")  # fmt: skip
+    assert not promoted
+    client = MlflowClient()
+    assert str(client.get_model_version_by_alias(name, CHAMPION).version) == "1"
+    alias = scope_alias(narrow)
+    assert alias.startswith("scope-neusight-")
+    assert str(client.get_model_version_by_alias(name, alias).version) == version
+    assert scope_covers(wide, narrow) and not scope_covers(narrow, wide) and scope_covers(narrow, None)
