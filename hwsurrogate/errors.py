@@ -12,7 +12,16 @@ class HwSurrogateError(Exception):
 
 
 class SchemaMismatchError(HwSurrogateError, ValueError):
-    """A frame does not fit a table's declared schema (names the column and the value)."""
+    """A frame does not fit a table's declared schema (names the column and the value).
+
+    ``column`` and ``row`` (0-based, in the frame as given) are set when one value is to blame,
+    so the service can answer 422 with ``field`` ``rows.<row>.<column>``.
+    """
+
+    def __init__(self, message: str, *, column: str | None = None, row: int | None = None) -> None:
+        super().__init__(message)
+        self.column = column
+        self.row = row
 
 
 class SourceFormatError(HwSurrogateError, ValueError):

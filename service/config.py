@@ -28,6 +28,7 @@ class ServiceConfig:
     max_body_bytes: int = 8 * 1024 * 1024
     max_predict_queries: int = MAX_PREDICT_QUERIES
     max_upload_rows: int = 50_000
+    max_upload_decoded_bytes: int = 128 * 1024 * 1024  # a parquet upload's uncompressed size, per footer
     max_page_rows: int = 50_000
 
     def __post_init__(self) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hwsurrogate.errors import HwSurrogateError, SchemaMismatchError, StoreError, UnknownDeviceError
 from hwsurrogate.service.served import ModelUnavailableError, PredictionInputError
@@ -16,9 +17,9 @@ from hwsurrogate.service.served import ModelUnavailableError, PredictionInputErr
 class PayloadTooLargeError(HwSurrogateError, ValueError):
     """A batch has more items than the service accepts in one call: HTTP 413 naming the field."""
 
-    def __init__(self, field: str, n: int, limit: int) -> None:
+    def __init__(self, field: str, n: int, limit: int, unit: str = "items") -> None:
         self.field = field
-        super().__init__(f"{field}: {n} items exceed the limit of {limit} per request; split the batch")
+        super().__init__(f"{field}: {n} {unit} exceed the limit of {limit} per request; split the batch")
 
 
 class NotFoundError(HwSurrogateError, LookupError):
@@ -61,7 +62,19 @@ def _json(status: int, detail: Any, field: str | None = None) -> JSONResponse:
     return JSONResponse(status_code=status, content=body)
 
 
+#: ``field`` of the HTTP errors that FastAPI/Starlette raise themselves (auth, routing, parsing).
+_HTTP_FIELDS = {400: "body", 401: "authorization", 403: "authorization", 404: "path", 405: "method"}
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """Router 404s, 405s, auth 401/403s and body-parsing 400s: JSON with a ``field`` like every 4xx."""
+        response = _json(exc.status_code, exc.detail, _HTTP_FIELDS.get(exc.status_code, "request"))
+        if exc.headers:
+            response.headers.update(exc.headers)
+        return response
+
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
@@ -90,7 +103,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(SchemaMismatchError)
     async def _schema(request: Request, exc: SchemaMismatchError) -> JSONResponse:
-        return _json(422, str(exc), "rows")
+        row = [str(exc.row)] if exc.row is not None else []
+        return _json(422, str(exc), ".".join(["rows", *row, *([exc.column] if exc.column else [])]))
 
     @app.exception_handler(PredictionInputError)
     async def _prediction_input(request: Request, exc: PredictionInputError) -> JSONResponse:

@@ -12,12 +12,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from hwsurrogate.datasets.schemas import GEMM_DTYPES, GEMM_OPS
+from hwsurrogate.datasets.schemas import DEVICE_ID_PATTERN, GEMM_DTYPES, GEMM_OPS, MAX_DIM
 
 #: Most queries one predict call may carry (413 above it).
 MAX_PREDICT_QUERIES = 10_000
-#: Largest GEMM dimension accepted (2**24: far beyond any measured shape).
-MAX_DIM = 1 << 24
+#: Largest GEMM dimension accepted: ``datasets.schemas.MAX_DIM`` (2**24, far beyond any measured
+#: shape), the same cap every stored integer has.
 MAX_BATCH = 1 << 16
 
 DeviceId = Annotated[
@@ -25,7 +25,7 @@ DeviceId = Annotated[
     Field(
         min_length=1,
         max_length=128,
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:+-]*(/[A-Za-z0-9_.:+-]+)*$",
+        pattern=DEVICE_ID_PATTERN,  # the same grammar the store checks
         description="source-qualified device id, e.g. 'gpperf/rtx4070', 'help/pixel2', 'local/myhost-cpu'",
         examples=["gpperf/rtx4070"],
     ),
@@ -338,6 +338,8 @@ class ColumnSpec(BaseModel):
     max: float | None
     gt: float | None
     allowed: list[str] | None
+    max_len: int | None = None
+    pattern: str | None = None
     doc: str
 
 

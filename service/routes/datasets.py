@@ -3,21 +3,32 @@
 from __future__ import annotations
 
 import io
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 import polars as pl
 from fastapi import APIRouter, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from hwsurrogate.datasets.schemas import KINDS, check_kind, describe, with_measurement_id
+from hwsurrogate.datasets.importers import IMPORTERS
+from hwsurrogate.datasets.schemas import (
+    KINDS,
+    check_kind,
+    columns,
+    conform,
+    describe,
+    records_frame,
+    with_measurement_id,
+)
 from hwsurrogate.datasets.store import DatasetStore, partition_name
 from hwsurrogate.errors import SchemaMismatchError, StoreError
 from hwsurrogate.service.deps import ConfigDep, StoreDep, WriteAuth
 from hwsurrogate.service.errors import InvalidFieldError, NotFoundError, PayloadTooLargeError
-from hwsurrogate.service.routes._common import json_response
 from hwsurrogate.service.schemas import (
     DatasetDetail,
     DatasetList,
@@ -110,32 +121,130 @@ def get_rows(
             "device" if device is not None and "device" in str(exc) else "space", str(exc)
         ) from None
     total = int(lf.select(pl.len()).collect().item())
-    page = lf.slice(offset, limit).collect()
-    name = f"{kind}-{offset}-{offset + page.height}"
+    n_rows = max(0, min(limit, total - offset))
+    page = lf.slice(offset, limit)
+    name = f"{kind}-{offset}-{offset + n_rows}"
     headers = {"X-Total-Count": str(total)}
     if format == "csv":
         headers["Content-Disposition"] = f'attachment; filename="{name}.csv"'
-        return Response(page.write_csv(), media_type="text/csv", headers=headers)
-    if format == "parquet":
+        return StreamingResponse(_csv_chunks(page), media_type="text/csv", headers=headers)
+    if format == "parquet":  # one file: built in memory, bounded by max_page_rows
         buf = io.BytesIO()
-        page.write_parquet(buf, compression="zstd")
+        page.collect().write_parquet(buf, compression="zstd")
         headers["Content-Disposition"] = f'attachment; filename="{name}.parquet"'
         return Response(buf.getvalue(), media_type="application/vnd.apache.parquet", headers=headers)
-    page = page.with_columns(pl.col(pl.Datetime).dt.to_string("%Y-%m-%dT%H:%M:%S%.6fZ"))
-    resp = json_response({"kind": kind, "total": total, "limit": limit, "offset": offset}, "rows", page)
-    resp.headers.update(headers)
-    return resp
+    head = {"kind": kind, "total": total, "limit": limit, "offset": offset}
+    return StreamingResponse(_json_chunks(head, page), media_type="application/json", headers=headers)
 
 
-def _read_frame(body: bytes, content_type: str, max_rows: int) -> pl.DataFrame:
-    ctype = content_type.split(";")[0].strip().lower()
-    if ctype in PARQUET_TYPES:
-        try:
-            frame = pl.read_parquet(io.BytesIO(body))  # polars only: no pickle, no pandas metadata
+#: Rows per chunk of a streamed download: memory per request stays near one chunk, not one page.
+STREAM_CHUNK_ROWS = 2000
+#: A CSV cell starting with one of these is a formula to a spreadsheet; it gets a leading quote.
+_FORMULA_START = r"^[=+\-@\t\r]"
+
+
+def _json_chunks(head: dict[str, object], page: pl.LazyFrame) -> Iterator[bytes]:
+    """``{**head, "rows": [...]}`` encoded chunk by chunk (what ``json_response`` sends, streamed)."""
+    yield (json.dumps(head)[:-1] + ', "rows": [').encode()
+    sep = b""
+    for chunk in page.collect_batches(chunk_size=STREAM_CHUNK_ROWS, lazy=True):
+        if chunk.height:
+            chunk = chunk.with_columns(pl.col(pl.Datetime).dt.to_string("%Y-%m-%dT%H:%M:%S%.6fZ"))
+            yield sep + chunk.write_json()[1:-1].encode()
+            sep = b","
+    yield b"]}"
+
+
+def neutralise_formulas(frame: pl.DataFrame) -> pl.DataFrame:
+    """Text cells starting with = + - @ (or a tab / CR) get a leading ``'`` so no spreadsheet runs them."""
+    return frame.with_columns(
+        pl.when(pl.col(c).str.contains(_FORMULA_START))
+        .then(pl.lit("'") + pl.col(c))
+        .otherwise(pl.col(c))
+        .alias(c)
+        for c, dt in frame.schema.items()
+        if dt == pl.String
+    )
+
+
+def _csv_chunks(page: pl.LazyFrame) -> Iterator[bytes]:
+    header = True
+    for chunk in page.collect_batches(chunk_size=STREAM_CHUNK_ROWS, lazy=True):
+        if chunk.height or header:
+            yield neutralise_formulas(chunk).write_csv(include_header=header).encode()
+            header = False
+    if header:  # no chunk at all: still send the header line
+        yield pl.DataFrame(schema=page.collect_schema()).write_csv().encode()
+
+
+def _parquet_frame(kind: str, body: bytes, max_rows: int, max_bytes: int) -> pl.DataFrame:
+    """Decode a parquet upload only after its footer says it fits: rows, columns, types, size.
+
+    The footer is the uploader's claim; the decoded table must then match it (a file whose
+    pages hold more than its footer declares is refused).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(pa.BufferReader(body))
+        meta = pf.metadata
+        arrow_schema = pf.schema_arrow
+    except Exception as exc:
+        raise InvalidFieldError("body", f"body: not a readable parquet file ({type(exc).__name__})") from None
+    if meta.num_rows > max_rows:
+        raise PayloadTooLargeError("rows", meta.num_rows, max_rows)
+    decoded = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    if decoded > max_bytes:
+        raise PayloadTooLargeError("body", decoded, max_bytes, unit="decoded bytes (per the parquet footer)")
+    known = {c.name for c in columns(kind)}
+    for f in arrow_schema:
+        if f.name not in known:
+            raise InvalidFieldError(
+                f"rows.{f.name[:128]}",
+                f"{kind}: unexpected column {f.name[:128]!r}; the schema has {sorted(known)}",
+            )
+        t = f.type
+        if pa.types.is_dictionary(t):
+            t = t.value_type
+        scalar = (
+            pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
+            or pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+            or pa.types.is_timestamp(t) or pa.types.is_date(t) or pa.types.is_null(t)
+        )  # fmt: skip
+        if not scalar:
+            raise InvalidFieldError(
+                f"rows.{f.name}", f"{kind}: column {f.name!r} has type {t}; expected a scalar"
+            )
+    try:
+        table = pf.read(use_pandas_metadata=False)
+    except Exception as exc:
+        raise InvalidFieldError("body", f"body: not a readable parquet file ({type(exc).__name__})") from None
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        try:  # pyarrow does not check UTF-8 when decoding: bad text would poison the stored table
+            column.validate(full=True)
         except Exception as exc:
             raise InvalidFieldError(
-                "body", f"body: not a readable parquet file ({type(exc).__name__})"
+                f"rows.{name}", f"{kind}: column {name!r} is not valid ({str(exc).splitlines()[0][:200]})"
             ) from None
+    # a fresh table: the file's schema and field metadata (uploader bytes) never reach polars
+    table = pa.Table.from_arrays(table.columns, names=table.column_names)
+    try:
+        frame = pl.from_arrow(table)
+    except (Exception, pl.exceptions.PanicException) as exc:
+        raise InvalidFieldError("body", f"body: not a readable parquet file ({type(exc).__name__})") from None
+    assert isinstance(frame, pl.DataFrame)
+    if frame.height != meta.num_rows:
+        raise InvalidFieldError(
+            "body", f"body: the file holds {frame.height} rows, its footer says {meta.num_rows}"
+        )
+    return frame
+
+
+def _read_frame(kind: str, body: bytes, content_type: str, max_rows: int, max_bytes: int) -> pl.DataFrame:
+    ctype = content_type.split(";")[0].strip().lower()
+    if ctype in PARQUET_TYPES:
+        frame = _parquet_frame(kind, body, max_rows, max_bytes)
     elif ctype == "application/json":
         try:
             upload = RowsUpload.model_validate_json(body)
@@ -143,10 +252,7 @@ def _read_frame(body: bytes, content_type: str, max_rows: int) -> pl.DataFrame:
             raise RequestValidationError(exc.errors(include_url=False, include_input=False)) from None
         if len(upload.rows) > max_rows:
             raise PayloadTooLargeError("rows", len(upload.rows), max_rows)
-        try:
-            frame = pl.DataFrame(upload.rows, infer_schema_length=None)
-        except Exception:
-            frame = _diagnose(upload.rows)
+        frame = records_frame(kind, upload.rows)
     else:
         raise InvalidFieldError(
             "content-type",
@@ -159,18 +265,23 @@ def _read_frame(body: bytes, content_type: str, max_rows: int) -> pl.DataFrame:
     return frame
 
 
-def _diagnose(rows: list[dict[str, object]]) -> pl.DataFrame:
-    """Name the column whose values polars cannot put into one typed column."""
-    names = list(dict.fromkeys(k for r in rows for k in r))
-    for name in names:
-        try:
-            pl.Series(name, [r.get(name) for r in rows], strict=True)
-        except Exception:
-            kinds = sorted({type(r.get(name)).__name__ for r in rows if r.get(name) is not None})
-            raise InvalidFieldError(
-                f"rows.{name}", f"rows: column {name!r} mixes value types {kinds}"
-            ) from None
-    raise InvalidFieldError("rows", "rows: could not build a table from the rows")
+#: Device-id namespaces that belong to the importers ('neusight/Tesla_T4'): an upload cannot add
+#: rows under them, so it can never shadow or extend an imported source's devices.
+RESERVED_NAMESPACES = frozenset(IMPORTERS)
+
+
+def _check_namespace(frame: pl.DataFrame) -> None:
+    if "device_id" not in frame.columns:
+        return
+    bad = frame["device_id"].str.split("/").list.first().is_in(sorted(RESERVED_NAMESPACES))
+    if bad.any():
+        row = int(bad.arg_true()[0])
+        raise InvalidFieldError(
+            f"rows.{row}.device_id",
+            f"rows: row {row} device_id {frame['device_id'][row]!r} is in the namespace of an imported "
+            f"source ({', '.join(sorted(RESERVED_NAMESPACES))}); uploads name their own devices, "
+            "e.g. 'local/<host>-cpu' or '<team>/<device>'",
+        )
 
 
 @router.post(
@@ -200,23 +311,37 @@ async def upload_rows(
     kind = _kind(kind)
     body = await request.body()
     ctype = request.headers.get("content-type", "application/json")
-    return await run_in_threadpool(_store_upload, store, kind, body, ctype, client, config.max_upload_rows)
+    limits = (config.max_upload_rows, config.max_upload_decoded_bytes)
+    return await run_in_threadpool(_store_upload, store, kind, body, ctype, client, limits)
 
 
 def _store_upload(
-    store: DatasetStore, kind: str, body: bytes, content_type: str, client: str, max_rows: int
+    store: DatasetStore, kind: str, body: bytes, content_type: str, client: str, limits: tuple[int, int]
 ) -> UploadResult:
-    """Parse, stamp provenance and append (off the event loop: parsing 50k rows takes a while)."""
-    frame = _read_frame(body, content_type, max_rows)
+    """Parse, validate, stamp provenance and append (off the event loop: parsing 50k rows takes a while).
+
+    The frame is conformed (strictly typed) before its ``measurement_id`` is derived, and the
+    derived id depends on the canonical values only, not on the client: re-sending the same
+    measurement under another client name adds nothing.
+    """
+    frame = _read_frame(kind, body, content_type, *limits)
     source = f"upload:{client}"
+    now = datetime.now(UTC)
     frame = frame.drop([c for c in ("imported_at", "source") if c in frame.columns])
-    frame = frame.with_columns(pl.lit(source).alias("source"))
+    frame = frame.with_columns(
+        pl.lit(source).alias("source"), pl.lit(now, dtype=pl.Datetime("us", "UTC")).alias("imported_at")
+    )
     if "origin" not in frame.columns:
         frame = frame.with_columns(pl.lit(source).alias("origin"))
-    else:
-        frame = frame.with_columns(pl.col("origin").cast(pl.String, strict=False).fill_null(source))
-    if "measurement_id" not in frame.columns:
-        frame = with_measurement_id(frame, kind)
+    elif frame["origin"].dtype in (pl.String, pl.Null):
+        frame = frame.with_columns(pl.col("origin").cast(pl.String).fill_null(source))
+    derive = "measurement_id" not in frame.columns
+    if derive:
+        frame = frame.with_columns(pl.lit("").alias("measurement_id"))
+    frame = conform(kind, frame)
+    if derive:
+        frame = with_measurement_id(frame, kind, namespace="upload")
+    _check_namespace(frame)
     received = frame.height
     added = store.append(kind, frame, partition=source)
     return UploadResult(

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Annotated
 
 import polars as pl
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
 from hwsurrogate.service.adaptation import AdaptedInfo
+from hwsurrogate.service.body import json_body, request_body
 from hwsurrogate.service.deps import AdapterDep, ArchIndexDep, DispatchDep, StoreDep, WriteAuth
 from hwsurrogate.service.errors import NotFoundError
 from hwsurrogate.service.lookup import canonical_keys, store_devices
@@ -95,14 +97,17 @@ def get_device(device_id: str, store: StoreDep, adapter: AdapterDep, dispatch: D
     "",
     response_model=DeviceRegistered,
     status_code=201,
-    dependencies=[WriteAuth],
+    dependencies=[WriteAuth],  # before the body dependency: no body is read for a request without a token
+    openapi_extra=request_body(DeviceRegistration),
     responses={
         401: {"description": "missing or wrong token"},
         503: {"description": "few-shot not available"},
     },
 )
 def register_device(
-    body: DeviceRegistration, adapter: AdapterDep, arch_index: ArchIndexDep
+    body: Annotated[DeviceRegistration, Depends(json_body(DeviceRegistration))],
+    adapter: AdapterDep,
+    arch_index: ArchIndexDep,
 ) -> DeviceRegistered:
     """Adapt a latency predictor to an unseen device from a fingerprint and/or a few measurements.
 

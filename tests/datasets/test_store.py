@@ -70,7 +70,7 @@ def test_replace_rejects_duplicate_ids(store: DatasetStore) -> None:
         ("runtime_ms", -1.0, "'runtime_ms' must be > 0"),
         ("m", 0, "'m' must be >= 1"),
         ("dtype", "fp13", "'dtype' must be one of"),
-        ("m", "big", "'m' must be Int64"),
+        ("m", "big", "'m' must be integers, not text"),  # text is never parsed into numbers
     ],
 )
 def test_bad_value_names_the_column_and_leaves_store_unchanged(
