@@ -38,7 +38,7 @@ import torch.fx as fx
 from hwsurrogate.datasets.optable import op_table
 from hwsurrogate.errors import ModelSourceError
 
-__all__ = ["MODES", "build_callable", "torch_dtype_name", "trace_module"]
+__all__ = ["MODES", "backward_rows", "build_callable", "torch_dtype_name", "trace_module"]
 
 MODES = ("inference", "training")
 
@@ -359,7 +359,7 @@ class _Recorder:
             self.rows.append(row)
 
 
-def _backward_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def backward_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One backward row per forward row that carries time and a gradient (float operands)."""
     out = []
     for row in rows:
@@ -455,7 +455,7 @@ def trace_module(
     if not rows:
         raise ModelSourceError(f"{source}: the traced graph has no operators")
     if training:
-        rows = rows + _backward_rows(rows)
+        rows = rows + backward_rows(rows)
     return op_table(rows)
 
 
