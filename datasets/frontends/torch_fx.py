@@ -68,6 +68,13 @@ _VIEWS = {
     "movedim", "swapaxes", "detach", "identity", "size", "dim", "contiguous", "getattr", "unfold",
 }  # fmt: skip
 _COPIES = {"cat", "concat", "stack", "clone", "repeat", "pad", "roll", "flip", "repeat_interleave", "tile"}
+#: module class name (lower case) -> the functional op name, so both spellings share one ``op``
+_MODULE_OPS = {
+    "layernorm": "layer_norm", "groupnorm": "group_norm", "rmsnorm": "rms_norm", "leakyrelu": "leaky_relu",
+    "logsoftmax": "log_softmax", "maxpool2d": "max_pool2d", "avgpool2d": "avg_pool2d",
+    "adaptiveavgpool2d": "adaptive_avg_pool2d", "adaptivemaxpool2d": "adaptive_max_pool2d", "maxpool1d": "max_pool1d",
+    "avgpool1d": "avg_pool1d", "adaptiveavgpool1d": "adaptive_avg_pool1d", "logsigmoid": "logsigmoid",
+}  # fmt: skip
 _CREATION = {
     "zeros",
     "ones",
@@ -226,7 +233,7 @@ class _Recorder:
 
         path = str(node.target)
         x = tensors[0] if tensors else None
-        tname = type(mod).__name__.lower()
+        tname = _MODULE_OPS.get(type(mod).__name__.lower(), type(mod).__name__.lower())
         if isinstance(mod, nn.Linear) and x is not None:
             self._gemm(
                 node, "linear", x, (mod.out_features, mod.in_features), tensors, out, path, weight_nk=True
