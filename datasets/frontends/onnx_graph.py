@@ -84,8 +84,18 @@ def read_onnx_bytes(path: str | Path, *, max_bytes: int = MAX_ONNX_BYTES) -> byt
     return p.read_bytes()
 
 
+def _onnx() -> Any:
+    try:
+        import onnx
+    except ImportError:
+        raise ModelSourceError(
+            "reading ONNX models needs the 'onnx' package: pip install 'hwsurrogate[onnx]' (or pip install onnx)"
+        ) from None
+    return onnx
+
+
 def _parse(data: bytes, source: str, max_bytes: int) -> Any:
-    import onnx
+    onnx = _onnx()
 
     if len(data) > max_bytes:
         raise ModelSourceError(
@@ -171,8 +181,7 @@ def onnx_op_table(
     against fixed dims). ``mode="training"`` adds one backward row per float forward row that
     carries time, as the torch front end does. Errors name the file, the node and the field.
     """
-    import onnx
-
+    onnx = _onnx()
     label = name or (f"model {str(source)!r}" if not isinstance(source, bytes) else "ONNX upload")
     data = source if isinstance(source, bytes) else read_onnx_bytes(source, max_bytes=max_bytes)
     model = _parse(data, label, max_bytes)
