@@ -140,19 +140,58 @@ def sweep_ops(counts: dict[str, int] | None = None, *, seed: int = 0, scale: flo
 
 
 # ------------------------------------------------------------------------------------ the ops
-def _op_callable(row: dict[str, Any], gen: Any) -> Callable[[], object]:
+class _WeightPool:
+    """Weights read from memory, as in a network: successive calls use different copies.
+
+    A real forward pass reads each layer's weights once, after the other layers' weights and
+    activations went through the cache; timing one layer over and over with the same weight
+    tensor keeps it in cache instead. The pool is one random buffer of ``2.5 x`` the last-level
+    cache; each call takes the next weight-sized slice of it (``copies`` of them), so a weight
+    smaller than the cache is evicted before it is used again. Activations are not rotated: in a
+    network the previous op has just written them.
+    """
+
+    def __init__(self, cache_bytes: int | None, gen: Any) -> None:
+        import torch
+
+        n = int(2.5 * cache_bytes / 4) if cache_bytes else 0
+        self.buf = torch.randn(n, generator=gen) if n else None
+
+    def weights(self, shape: tuple[int, ...], gen: Any) -> list[Any]:
+        import torch
+
+        numel = math.prod(shape)
+        if self.buf is None or numel * 2 > self.buf.numel():
+            return [torch.randn(*shape, generator=gen)]
+        copies = min(1024, self.buf.numel() // numel)
+        return [self.buf[i * numel : (i + 1) * numel].view(shape) for i in range(copies)]
+
+
+def _rotating(fn: Callable[[Any], object], weights: list[Any]) -> Callable[[], object]:
+    n, state = len(weights), [0]
+
+    def call() -> object:
+        w = weights[state[0] % n]
+        state[0] += 1
+        return fn(w)
+
+    return call
+
+
+def _op_callable(row: dict[str, Any], gen: Any, pool: _WeightPool | None = None) -> Callable[[], object]:
     """The torch call of one operator-table row on real CPU tensors (built once)."""
     import torch
     import torch.nn.functional as F
 
     kind, op = row["op_kind"], row["op"]
+    pool = pool or _WeightPool(None, gen)
 
     def rand(*shape: int) -> Any:
         return torch.randn(*shape, generator=gen)
 
     if kind == "linear":
-        x, w, b = rand(row["m"], row["k"]), rand(row["n"], row["k"]), rand(row["n"])
-        return lambda: F.linear(x, w, b)
+        x, b = rand(row["m"], row["k"]), rand(row["n"])
+        return _rotating(lambda w: F.linear(x, w, b), pool.weights((row["n"], row["k"]), gen))
     if kind == "bmm":
         a, bb = rand(row["batch"], row["m"], row["k"]), rand(row["batch"], row["k"], row["n"])
         return lambda: torch.matmul(a, bb)
@@ -236,12 +275,15 @@ def collect_ops(
     timer: str = "wall",
     seed: int = 0,
     scale: float = 1.0,
+    rotate: bool = True,
     progress: bool = True,
 ) -> OpsCollection:
     """Time every forward row of ``table`` (default :func:`sweep_ops`) on this CPU.
 
     ``threads`` (default 1: steady on a shared machine) is part of the device id. Rows the
     collector cannot run (``grouped_conv2d``, backward rows) are refused up front by name.
+    ``rotate`` (default) reads linear and conv2d weights from memory as a network does
+    (:class:`_WeightPool`); ``False`` keeps one weight tensor hot in cache.
     """
     import torch
 
@@ -259,12 +301,13 @@ def collect_ops(
     out: list[dict[str, Any]] = []
     with envmod.thread_limit(threads) as n_threads:
         env = capture_environment("cpu", threads=n_threads)
+        pool = _WeightPool(env.cpu.llc_bytes if rotate else None, gen)
         device_id = ops_device_id(n_threads)
         items = track(records, f"ops on {device_id}") if progress else records
         with torch.inference_mode():
             for row in items:
                 try:
-                    call = _op_callable(row, gen)
+                    call = _op_callable(row, gen, pool)
                 except KeyError:
                     raise CollectorError(
                         f"op {row['name']!r}: op {row['op']!r} of kind {row['op_kind']!r} is not timed here"
@@ -272,7 +315,8 @@ def collect_ops(
                 t = measure(cpu_sampler(call, host_clock(timer)), warmup=warmup, min_time_s=min_time_s,
                             min_sample_s=2e-4, min_samples=min_samples)  # fmt: skip
                 del call
-                out.append(_ops_row(row, t, env=env, device_id=device_id, timer=timer))
+                out.append(_ops_row(row, t, env=env, device_id=device_id, timer=timer,
+                                   rotated=pool.buf is not None and row["op_kind"] in ("linear", "conv2d")))  # fmt: skip
     ops = pl.DataFrame(out, infer_schema_length=None)
     ops = envmod.provenance(ops, source=SOURCE, env=env, key=("device_id", "op", "rows", "cols", "m", "n", "k",
                                                                  "batch", "in_channels", "out_channels", "input_size"))  # fmt: skip
@@ -280,7 +324,8 @@ def collect_ops(
     return OpsCollection(ops=ops, device=_device_frame(ops, env, device_id))
 
 
-def _ops_row(row: dict[str, Any], t: Any, *, env: Environment, device_id: str, timer: str) -> dict[str, Any]:
+def _ops_row(row: dict[str, Any], t: Any, *, env: Environment, device_id: str, timer: str,
+            rotated: bool) -> dict[str, Any]:  # fmt: skip
     shape_cols = ("batch", "m", "n", "k", "rows", "cols", "inputs", "in_channels", "out_channels", "kernel_size",
                   "input_size", "stride", "padding")  # fmt: skip
     import torch
@@ -301,6 +346,7 @@ def _ops_row(row: dict[str, Any], t: Any, *, env: Environment, device_id: str, t
         "extra": json.dumps(
             {
                 "timer": timer,
+                "weights_rotated": rotated,
                 "iqr_ms": t.iqr_s * 1e3,
                 "min_ms": t.min_s * 1e3,
                 "samples": t.n_samples,
