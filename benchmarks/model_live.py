@@ -8,7 +8,10 @@ Protocol (nn-Meter's setting, on the machine running the benchmark):
    on those rows only: a per-device fit. The CPU's operators run in another regime than the
    GPUs of NeuSight's data (no launch overhead, caches, one core), so rows of other devices would
    only blur its trees; the device's roofline (best GFLOP/s and GB/s) comes from the same run.
-3. **Build** >= 12 models in code (ResNet-, MobileNet- and VGG-like CNNs, a BERT-like encoder, a
+3. **Calibrate** the composition: 16 random small networks (plain CNN, MLP and transformer
+   stacks drawn from the seed, none of the benchmark's models) measured end to end give the
+   per-operator launch gap (:func:`~hwsurrogate.surrogates.wholemodel.fit_gap`, a median).
+4. **Build** >= 12 models in code (ResNet-, MobileNet- and VGG-like CNNs, a BERT-like encoder, a
    GPT-like decoder, an MLP; several batch sizes) with shapes the sweep never drew on purpose;
    **measure** each end to end (eager forward under ``torch.inference_mode``, median of samples),
    and **predict** it: its operator table from the torch.fx front end on meta tensors, summed
@@ -233,10 +236,15 @@ def bench_model_live(threads: int, scale: float, quick: bool, save: bool, seed: 
     import numpy as np
     import torch
 
-    from hwsurrogate.datasets.collectors.ops import ModelCase, collect_model_latency, collect_ops
+    from hwsurrogate.datasets.collectors.ops import (
+        ModelCase,
+        calibration_cases,
+        collect_model_latency,
+        collect_ops,
+    )
     from hwsurrogate.datasets.frontends.torch_fx import trace_module
     from hwsurrogate.surrogates.models.ops import OperatorLatencyModel
-    from hwsurrogate.surrogates.wholemodel import predict_model_latency
+    from hwsurrogate.surrogates.wholemodel import fit_gap, predict_model_latency
 
     report = BenchReport(
         "model-live",
@@ -266,6 +274,29 @@ def bench_model_live(threads: int, scale: float, quick: bool, save: bool, seed: 
     model = OperatorLatencyModel(min_samples_leaf=4, max_leaf_nodes=15).fit(ops, devices)
     t_fit = time.perf_counter() - t1
 
+    dev = dict(device)
+
+    def predict(module: Any, shape: tuple[int, ...], dtype: str, name: str, gap: float) -> Any:
+        table = trace_module(module, [shape], input_dtypes=[dtype], source=name)
+        return table, predict_model_latency(
+            table, lambda t: model.predict_ops(t, dev), mode="inference", gap_ms=gap
+        )
+
+    # calibration: random small networks (not the benchmark's) fit the per-operator launch gap
+    t3 = time.perf_counter()
+    calib = calibration_cases(6 if quick else 16, seed=seed + 1)
+    calib_meas = collect_model_latency(calib, threads=threads, min_time_s=0.2 if quick else 0.3, timer=clock)
+    sums, calls = [], []
+    for case in calib:  # measured already: tracing moves the module to the meta device
+        table, pred = predict(case.module, case.input_shape, case.input_dtype, case.name, 0.0)
+        sums.append(pred.latency_ms)
+        calls.append(float(table["count"].sum()))
+    gap = fit_gap(sums, calls, calib_meas["latency_ms"].to_list())
+    calib_err = [
+        abs(p + n * gap - r) / r * 100 for p, n, r in zip(sums, calls, calib_meas["latency_ms"], strict=True)
+    ]
+    t_calib = time.perf_counter() - t3
+
     cases = build_cases(quick)
     torch.manual_seed(0)
     real = [ModelCase(c.name, c.build(), c.input_shape, c.input_shape[0], c.seqlen, c.input_dtype, c.num_layer)
@@ -274,18 +305,19 @@ def bench_model_live(threads: int, scale: float, quick: bool, save: bool, seed: 
     measured = collect_model_latency(real, threads=threads, min_time_s=0.3 if quick else 0.6, timer=clock)
     t_measure = time.perf_counter() - t2
     del real
-    dev = dict(device)
     results: list[dict[str, Any]] = []
-    errors = []
+    errors, errors_no_gap = [], []
     for case, meas in zip(cases, measured.iter_rows(named=True), strict=True):
         with torch.device("meta"):
             module = case.build()
-        table = trace_module(module, [case.input_shape], input_dtypes=[case.input_dtype], source=case.name)
-        pred = predict_model_latency(table, lambda t: model.predict_ops(t, dev), mode="inference")
+        table, pred = predict(module, case.input_shape, case.input_dtype, case.name, gap)
+        no_gap = pred.latency_ms - gap * float(table["count"].sum())
         err = abs(pred.latency_ms - meas["latency_ms"]) / meas["latency_ms"] * 100
         errors.append(err)
+        errors_no_gap.append(abs(no_gap - meas["latency_ms"]) / meas["latency_ms"] * 100)
         results.append({"model": case.name, "family": case.family, "input_shape": list(case.input_shape),
                         "measured_ms": meas["latency_ms"], "predicted_ms": pred.latency_ms, "error_pct": err,
+                        "predicted_no_gap_ms": no_gap,
                         "unmodeled_share": pred.unmodeled_share, "unmodeled_ops": pred.unmodeled_ops,
                         "n_ops": table.height, "breakdown": pred.breakdown})  # fmt: skip
         report.add("latency error %", case.name, err, target=10.0,
@@ -295,6 +327,14 @@ def bench_model_live(threads: int, scale: float, quick: bool, save: bool, seed: 
     report.add("configurations within +-10% (%)", "all", within, target=90.0, direction=">=", n=len(errs),
                anchor=99.0, anchor_source="nn-Meter (MobiSys'21), Pixel4 CPU, 26k models")  # fmt: skip
     report.add("mean latency error %", "all", float(errs.mean()), target=5.0, n=len(errs))
+    no_gap_errs = np.array(errors_no_gap)
+    report.add("configurations within +-10% (%)", "all, no launch gap (ablation)",
+               float((no_gap_errs <= 10.0).mean() * 100), direction=">=", n=len(errs))  # fmt: skip
+    report.add(
+        "mean latency error %", "all, no launch gap (ablation)", float(no_gap_errs.mean()), n=len(errs)
+    )
+    report.add("mean latency error %", "calibration models (fitting data)", float(np.mean(calib_err)),
+               n=len(calib_err), note=f"fitted launch gap {gap * 1e3:.2f} us per operator call")  # fmt: skip
     for family in sorted({c.family for c in cases}):
         fam = [r["error_pct"] for r in results if r["family"] == family]
         report.add("mean latency error %", family, float(np.mean(fam)), n=len(fam))
@@ -315,9 +355,13 @@ def bench_model_live(threads: int, scale: float, quick: bool, save: bool, seed: 
         "roofline": f"{device['peak_fp32_gflops']:.1f} GFLOP/s, {device['mem_bw_gbs']:.1f} GB/s (measured here)",
         "operators collected": ops.height,
         "models": len(cases),
-        "seconds": f"collect {t_collect:.0f}, fit {t_fit:.0f}, measure models {t_measure:.0f}",
+        "launch gap": f"{gap * 1e3:.2f} us per operator call (fitted on {len(calib)} calibration models)",
+        "seconds": f"collect {t_collect:.0f}, fit {t_fit:.0f}, calibrate {t_calib:.0f}, measure models {t_measure:.0f}",
     }
-    report.details = {"per_model": results, "threads": threads, "timer": clock, "scale": sweep_scale, "quick": quick, "seed": seed,
+    report.details = {"per_model": results, "threads": threads, "timer": clock, "gap_ms": gap,
+                      "calibration": [{"model": c.name, "input_shape": list(c.input_shape), "measured_ms": r,
+                                       "predicted_no_gap_ms": p, "calls": n}
+                                      for c, p, n, r in zip(calib, sums, calls, calib_meas["latency_ms"], strict=True)], "scale": sweep_scale, "quick": quick, "seed": seed,
                       "loadavg_1min_start_end": [load_start, os.getloadavg()[0]], "cpus": os.cpu_count(),
                       "load_note": "a load average near or above the CPU count means other jobs shared the cores: "
                                    "timings (measured and collected) are noisy"}  # fmt: skip

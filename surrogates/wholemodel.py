@@ -26,7 +26,7 @@ from hwsurrogate.errors import ModelSourceError, UnknownDeviceError
 if TYPE_CHECKING:
     from hwsurrogate.datasets.store import DatasetStore
 
-__all__ = ["ModelPrediction", "device_row", "predict_model", "predict_model_latency"]
+__all__ = ["ModelPrediction", "device_row", "fit_gap", "predict_model", "predict_model_latency"]
 
 MODES = ("inference", "training")
 
@@ -183,6 +183,29 @@ def predict_model_latency(
         unmodeled_ops=unmodeled_ops,
         per_op=per_op,
     )
+
+
+def fit_gap(predicted_ms: Sequence[float], calls: Sequence[float], measured_ms: Sequence[float]) -> float:
+    """The per-operator-call launch gap (ms, >= 0) that closes sum-of-operators to end-to-end.
+
+    Each calibration model ``j`` implies a gap ``(r_j - p_j) / n_j`` from its measured latency
+    ``r_j``, its predicted operator sum ``p_j`` (gap 0) and its operator calls ``n_j`` (counts
+    included); the answer is their median, clipped at 0. The median, not least squares: a model
+    whose operators the surrogate over- or under-predicts (e.g. weights that stay in cache) is an
+    outlier of the gap, not evidence about it. The gap is what eager frameworks spend between
+    operators (dispatch, allocation, refilling caches after the previous op) beyond what the
+    operators timed alone show.
+    """
+    p, n, r = (np.asarray(v, dtype=np.float64) for v in (predicted_ms, calls, measured_ms))
+    if not (p.shape == n.shape == r.shape) or p.size == 0:
+        raise ValueError(f"fit_gap needs equal, non-empty lengths; got {p.size}, {n.size}, {r.size}")
+    if (
+        not (np.isfinite(p).all() and np.isfinite(n).all() and np.isfinite(r).all())
+        or (r <= 0).any()
+        or (n <= 0).any()
+    ):
+        raise ValueError("fit_gap needs finite predictions, calls > 0 and measured latencies > 0")
+    return max(0.0, float(np.median((r - p) / n)))
 
 
 def device_row(store: DatasetStore, device_id: str) -> dict[str, object]:

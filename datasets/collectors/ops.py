@@ -45,6 +45,7 @@ __all__ = [
     "ModelCase",
     "OpsCollection",
     "collect_model_latency",
+    "calibration_cases",
     "collect_ops",
     "ops_device_id",
     "sweep_ops",
@@ -474,3 +475,58 @@ def collect_model_latency(
         frame, source=MODEL_SOURCE, env=env, key=("device_id", "model", "batch", "seqlen")
     )
     return conform("model_latency", frame, context=MODEL_SOURCE)
+
+
+# ------------------------------------------------------------------------ calibration models
+def calibration_cases(n: int = 16, *, seed: int = 1) -> list[ModelCase]:
+    """``n`` random small networks (CNNs, MLPs, transformer blocks) to calibrate the composition.
+
+    Their measured end-to-end latency against the sum of their operators' predictions fits the
+    per-operator launch gap of a device (:func:`hwsurrogate.surrogates.wholemodel.fit_gap`).
+    Widths, depths, resolutions and batch sizes are drawn from ``seed``; the architectures are
+    plain stacks, so any benchmark model built elsewhere stays unseen.
+    """
+    import torch
+    import torch.nn as nn
+
+    from hwsurrogate.datasets.frontends.hf_config import CompactTransformer, TransformerConfig
+
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    cases: list[ModelCase] = []
+    for i in range(n):
+        family = ("cnn", "mlp", "transformer", "cnn")[i % 4]
+        if family == "cnn":
+            res, batch = int(rng.choice([24, 32, 48, 64])), int(rng.choice([1, 2, 4, 16]))
+            layers: list[Any] = []
+            cin, w = 3, int(rng.choice([8, 16, 32]))
+            for stage in range(int(rng.integers(2, 5))):
+                for _ in range(int(rng.integers(1, 3))):
+                    if rng.random() < 0.3 and cin > 3:
+                        layers += [nn.Conv2d(cin, cin, 3, 1, 1, groups=cin, bias=False), nn.BatchNorm2d(cin), nn.ReLU(),
+                                   nn.Conv2d(cin, w, 1, bias=False)]  # fmt: skip
+                    else:
+                        layers += [nn.Conv2d(cin, w, 3, 1, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU()]
+                    cin = w
+                if stage < 3:
+                    layers.append(nn.MaxPool2d(2) if rng.random() < 0.5 else nn.Conv2d(cin, cin, 3, 2, 1))
+                w = min(256, w * 2)
+            layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, 10)]
+            cases.append(ModelCase(f"calib-cnn-{i}", nn.Sequential(*layers), (batch, 3, res, res), batch))
+        elif family == "mlp":
+            dims = [int(rng.choice([64, 256, 512, 1024, 2048])) for _ in range(int(rng.integers(3, 6)))]
+            batch = int(rng.choice([1, 8, 32, 128]))
+            mlp: list[Any] = []
+            for a, b in zip(dims[:-1], dims[1:], strict=False):
+                mlp += [nn.Linear(a, b), nn.ReLU() if rng.random() < 0.5 else nn.GELU()]
+            cases.append(ModelCase(f"calib-mlp-{i}", nn.Sequential(*mlp), (batch, dims[0]), batch))
+        else:
+            hidden = int(rng.choice([64, 128, 192, 256]))
+            seqlen, batch = int(rng.choice([32, 64, 128, 192])), int(rng.choice([1, 2]))
+            cfg = {"model_type": str(rng.choice(["bert", "gpt2"])), "hidden_size": hidden,
+                   "num_hidden_layers": int(rng.integers(1, 3)), "num_attention_heads": hidden // 64 or 1,
+                   "vocab_size": int(rng.choice([1000, 4000])), "max_position_embeddings": 256}  # fmt: skip
+            module = CompactTransformer(TransformerConfig(cfg, f"calib-transformer-{i}"))
+            cases.append(ModelCase(f"calib-transformer-{i}", module, (batch, seqlen), batch, seqlen, "int64",
+                                   cfg["num_hidden_layers"], cfg))  # fmt: skip
+    return cases

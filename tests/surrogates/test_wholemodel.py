@@ -8,7 +8,7 @@ import pytest
 
 from hwsurrogate.datasets.optable import op_table
 from hwsurrogate.errors import ModelSourceError
-from hwsurrogate.surrogates.wholemodel import predict_model, predict_model_latency
+from hwsurrogate.surrogates.wholemodel import fit_gap, predict_model, predict_model_latency
 
 
 def _table(training: bool = False) -> pl.DataFrame:
@@ -94,3 +94,14 @@ def test_predict_model_from_a_module_with_a_given_model() -> None:
                       device={"device_id": "synthetic/dev"})  # fmt: skip
     assert p.breakdown["linear"]["ops"] == 4 and p.mode == "training"
     assert p.to_dict()["latency_ms"] == p.latency_ms
+
+
+def test_fit_gap_recovers_a_known_gap_despite_an_outlier() -> None:
+    sums = np.array([1.0, 2.0, 5.0, 0.5, 3.0])
+    calls = np.array([10.0, 40.0, 100.0, 20.0, 8.0])
+    measured = sums + 0.02 * calls
+    measured[4] = 1.0  # a model the operators over-predict: not evidence of a negative gap
+    assert fit_gap(sums, calls, measured) == pytest.approx(0.02)
+    assert fit_gap([2.0], [5.0], [1.0]) == 0.0  # clipped at 0
+    with pytest.raises(ValueError):
+        fit_gap([1.0], [0.0], [1.0])
