@@ -94,9 +94,11 @@ def predict_model_latency(
     views included; 0 by default.
 
     Unmodeled rows (NaN) are estimated from the modeled rows of the same answer: each gets
-    ``max(flops / F, bytes / B)`` ms, where F and B are the FLOP/s and byte/s the modeled rows
-    achieve together (their summed FLOPs and bytes over their summed predicted time), i.e. the
-    unmodeled op is assumed to run as efficiently as this model's modeled ops on this device.
+    ``max(flops / F, bytes / B)`` ms, where F and B are the FLOP/s and byte/s that the modeled
+    rows of the same ``op_kind`` achieve together (their summed FLOPs and bytes over their summed
+    predicted time; e.g. a backward elementwise op from the forward ones), or all modeled rows
+    when none of its kind is modeled: the unmodeled op is assumed to run as efficiently as this
+    model's comparable modeled ops on this device.
     Views (0 FLOPs, 0 bytes) cost 0. The estimates are part of ``latency_ms``; their share of it
     is ``unmodeled_share`` and their ``op`` names are ``unmodeled_ops``.
     """
@@ -132,17 +134,21 @@ def predict_model_latency(
         raise ModelSourceError(
             f"no operator of this model could be predicted (op kinds {kinds})", field="model"
         )
-    mod_ms = float((pred[modeled] * count[modeled]).sum())
     est = np.zeros_like(pred)
-    if (~modeled).any():
-        if mod_ms > 0:
-            f_rate = (flops[modeled] * count[modeled]).sum() / mod_ms  # FLOPs per ms
-            b_rate = (nbytes[modeled] * count[modeled]).sum() / mod_ms
-            with np.errstate(divide="ignore", invalid="ignore"):
-                by_f = np.where(f_rate > 0, flops / f_rate, 0.0)
-                by_b = np.where(b_rate > 0, nbytes / b_rate, 0.0)
-            est = np.maximum(by_f, by_b)
-        est = np.where(modeled, 0.0, est)
+    kinds_arr = table["op_kind"].to_numpy()
+    for kind in np.unique(kinds_arr[~modeled]):
+        todo = ~modeled & (kinds_arr == kind)
+        same = modeled & (kinds_arr == kind)
+        ref = same if same.any() and (pred[same] * count[same]).sum() > 0 else modeled
+        ref_ms = float((pred[ref] * count[ref]).sum())
+        if ref_ms <= 0:
+            continue
+        f_rate = (flops[ref] * count[ref]).sum() / ref_ms  # FLOPs per ms
+        b_rate = (nbytes[ref] * count[ref]).sum() / ref_ms
+        with np.errstate(divide="ignore", invalid="ignore"):
+            by_f = np.where(f_rate > 0, flops / f_rate, 0.0)
+            by_b = np.where(b_rate > 0, nbytes / b_rate, 0.0)
+        est = np.where(todo, np.maximum(by_f, by_b), est)
     per_call = np.where(modeled, pred, est) + gap_ms
     total = per_call * count
     latency = float(total.sum())
@@ -257,11 +263,6 @@ def predict_model(
 
 
 def _registered_ops_model() -> Any:
-    from hwsurrogate.surrogates import registry
+    from hwsurrogate.surrogates.registry.ops import load_ops_model
 
-    loader = getattr(registry, "load_ops_model", None)
-    if loader is None:  # the operator surrogate lives on another branch until merged
-        raise ModelSourceError(
-            "no operator latency model is available: run `hws train ops` first", field="device"
-        )
-    return loader()
+    return load_ops_model()

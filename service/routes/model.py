@@ -47,15 +47,10 @@ def _ops_model(request: Request) -> Any:
     with _LOCK:
         model = getattr(state, "ops_model", None)
         if model is None:
-            from hwsurrogate.surrogates import registry
+            from hwsurrogate.surrogates.registry.ops import load_ops_model
 
-            loader = getattr(registry, "load_ops_model", None)
-            if loader is None:
-                raise ModelUnavailableError(
-                    "ops", "no operator latency model in this build; run `hws train ops`"
-                )
             try:
-                model = loader()
+                model = load_ops_model()
             except Exception as exc:
                 raise ModelUnavailableError(
                     "ops", f"no operator latency model is registered ({exc}); run `hws train ops`"

@@ -105,3 +105,17 @@ def test_fit_gap_recovers_a_known_gap_despite_an_outlier() -> None:
     assert fit_gap([2.0], [5.0], [1.0]) == 0.0  # clipped at 0
     with pytest.raises(ValueError):
         fit_gap([1.0], [0.0], [1.0])
+
+
+def test_unmodeled_rows_are_estimated_from_modeled_rows_of_their_kind() -> None:
+    t = _table(training=True)
+
+    def forward_only(table: pl.DataFrame) -> np.ndarray:
+        return np.where(table["phase"].to_numpy() == "backward", np.nan, _device(table))
+
+    p = predict_model_latency(t, forward_only, mode="training")
+    act = p.per_op.filter(pl.col("name") == "act").row(0, named=True)
+    back = p.per_op.filter(pl.col("name") == "act.backward").row(0, named=True)
+    # the backward activation moves twice the bytes at the forward activation's byte rate
+    assert back["est_ms"] == pytest.approx(2 * act["pred_ms"])
+    assert "gelu" in p.unmodeled_ops and p.unmodeled_share > 0
