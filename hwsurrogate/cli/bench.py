@@ -45,6 +45,12 @@ def _fewshot() -> dict[str, click.Command]:
     return {c.name or "": c for c in commands}
 
 
+def _model() -> dict[str, click.Command]:
+    from hwsurrogate.benchmarks import model_neusight
+
+    return {c.name or "": c for c in (model_neusight.bench_model_neusight,)}
+
+
 #: benchmark name -> (loader of its module's commands, one-line help), in the order listed
 BENCHMARKS = {
     "gemm-gpperf": (_gemm, "GPPerf RTX 4070: random 80/20 and shape split."),
@@ -60,6 +66,7 @@ BENCHMARKS = {
     "fewshot-tasks": (_fewshot, "NASFLAT/MultiPredict task suite (N1-N4, NA, F1-F4, FA)."),
     "fewshot-live": (_fewshot, "This machine as the unseen device (live measurements)."),
     "fewshot-gnn": (_fewshot, "Ablations of the meta-trained GNN encoder (validation devices, MLflow)."),
+    "model-neusight": (_model, "NeuSight: whole transformers on unseen GPUs from operator surrogates."),
 }
 
 
