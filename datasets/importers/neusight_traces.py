@@ -61,6 +61,8 @@ SOURCE = Source(
     license="MIT",
     description="NeuSight: per-op traces and end-to-end latency of 6 transformer models on 9 NVIDIA GPUs",
 )
+#: 71 trace CSVs (11,253 timed node x phase rows) and 83 end-to-end JSONs.
+EXPECTED_ROWS: dict[str, int] = {"ops": 11_253, "model_latency": 83}
 ORIGIN = "github.com/sitar-lab/NeuSight@6945927d9afcca2b9daf021f8395e53edc5b4eef:scripts/asplos/label"
 TRACE_COLUMNS = ("op", "target", "meta", "input_shapes", "output_shape", "dtype", "Name",
                  "fw_latency", "bw_latency", "acc_latency")  # fmt: skip
