@@ -42,7 +42,7 @@ def fitted() -> OperatorLatencyModel:
     gemm = pl.concat(
         [gemm_rows("test/gpu-a", 200, seed=3, power=False), gemm_rows("test/gpu-b", 200, seed=4, power=False)]
     )
-    return OperatorLatencyModel(max_iter=60, min_samples_leaf=5).fit(ops, devices_frame(), gemm)
+    return OperatorLatencyModel(max_iter=40, min_samples_leaf=5).fit(ops, devices_frame(), gemm)
 
 
 def _new_device() -> dict[str, object]:
@@ -99,7 +99,9 @@ def test_backward_gemm_is_the_two_gradient_gemms(fitted: OperatorLatencyModel) -
     )
     dev = _new_device()
     as_fw = [
-        fitted.predict_ops(op_table(f.with_columns(name=pl.lit("g"), op=pl.lit("mm"))), dev)[0]
+        fitted.predict_ops(
+            op_table(f.with_columns(name=pl.lit("g"), op=pl.lit("mm"), dtype=pl.lit("fp32"))), dev
+        )[0]
         for f in (d_in, d_w)
     ]
     assert fitted.predict_ops(bw, dev)[0] == pytest.approx(sum(as_fw))
