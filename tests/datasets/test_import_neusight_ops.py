@@ -84,6 +84,7 @@ def test_bad_shape_names_the_column(tmp_path: Path) -> None:
         neusight_ops.load(tmp_path)
 
 
+@pytest.mark.shared_data
 def test_real_data_rows_and_device_ids(data_dir: Path) -> None:
     ops = neusight_ops.load(data_dir / neusight_ops.SOURCE.subpath)["ops"]
     assert ops.height == 142_286

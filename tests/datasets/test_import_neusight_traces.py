@@ -148,6 +148,7 @@ def test_bad_latency_and_missing_layer_end_are_named(tmp_path: Path) -> None:
         neusight_traces.trace_measured_table(_write(tmp_path, "gpt2_large-inf-8-2", no_end))
 
 
+@pytest.mark.shared_data
 def test_real_data(data_dir: Path) -> None:
     root = data_dir / neusight_traces.SOURCE.subpath
     frames = neusight_traces.load(root)

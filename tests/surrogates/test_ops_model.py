@@ -115,3 +115,42 @@ def test_device_without_bandwidth_is_refused_by_name(fitted: OperatorLatencyMode
         fitted.predict_ops(table, {"device_id": "my/gpu", "peak_fp32_gflops": 1000.0})
     with pytest.raises(ValueError, match="not fitted"):
         OperatorLatencyModel().predict_ops(table, _new_device())
+
+
+@pytest.mark.slow  # MLflow run + registration: ~15 s of CPU
+def test_train_register_and_load_the_ops_model(store, capsys) -> None:  # noqa: ANN001 - pytest fixtures
+    from hwsurrogate.cli import main
+    from hwsurrogate.surrogates.registry.ops import load_ops_model
+
+    ops = pl.concat(
+        [_ops_rows("test/gpu-a", 200, seed=1), _ops_rows("test/gpu-b", 200, seed=2)], how="diagonal_relaxed"
+    )
+    ops = ops.with_row_index("_i").with_columns(
+        pl.lit("test").alias("source"), pl.lit("tests").alias("origin"),
+        pl.concat_str([pl.col("device_id"), pl.col("_i").cast(pl.String)], separator="#").alias("measurement_id"),
+    ).drop("_i")  # fmt: skip
+    store.replace("ops", ops, partition="test")
+    store.replace("gemm", gemm_rows("test/gpu-a", 150, seed=3, power=False), partition="test")
+    store.replace("devices", devices_frame(), partition="test")
+    try:
+        main(["train", "ops", "--store", str(store.root), "--max-iter", "30"])
+    except SystemExit as exc:
+        assert not exc.code, capsys.readouterr()
+    out = capsys.readouterr().out
+    assert "registered hws-ops v1: promoted to @champion" in out and "test_mape_elementwise" in out
+    model = load_ops_model()
+    table = op_table(
+        [
+            {
+                "name": "a",
+                "op_kind": "elementwise",
+                "op": "add",
+                "dtype": "fp32",
+                "rows": 512,
+                "cols": 512,
+                "inputs": 2,
+            }
+        ]
+    )
+    assert np.isfinite(model.predict_ops(table, _new_device())).all()
+    assert {"elementwise", "linear", "other"} <= model.covered_kinds
