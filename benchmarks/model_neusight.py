@@ -33,7 +33,7 @@ from hwsurrogate.datasets.importers.neusight_traces import parse_stem, trace_mea
 from hwsurrogate.datasets.store import DatasetStore
 from hwsurrogate.errors import TrainingDataError
 from hwsurrogate.progress import track
-from hwsurrogate.surrogates.models.ops import OperatorLatencyModel
+from hwsurrogate.surrogates.models.ops import OperatorLatencyModel, apply_scales, fewshot_scales
 from hwsurrogate.surrogates.training.ops import ops_training_rows
 
 __all__ = ["aggregate", "bench_model_neusight", "read_anchor_blocks"]
@@ -156,11 +156,55 @@ def _log_plot(per_kind: pl.DataFrame) -> str | None:
         return None
 
 
+def _fewshot_rows(
+    report: BenchReport,
+    model: OperatorLatencyModel,
+    devices: Mapping[str, Mapping[str, object]],
+    kept: Mapping[tuple[str, str], tuple[pl.DataFrame, np.ndarray, float]],
+    *,
+    shots: int,
+    draws: int,
+) -> None:
+    """Few-shot: ``shots`` measured operator rows of the unseen GPU (drawn from its BERT-Large
+    traces) give one scale (:func:`fewshot_scale`); scored on its other models' configurations."""
+    for dev_id in NEUSIGHT_TEST:
+        gpu = short_device(dev_id)
+        pool = [t for (g, c), (t, _, _) in kept.items() if g == gpu and c.startswith("bert_large")]
+        targets = [(c, v) for (g, c), v in kept.items() if g == gpu and not c.startswith("bert_large")]
+        if not pool or not targets:
+            continue
+        support = pl.concat(pool, how="vertical_relaxed").filter(pl.col("op_kind") != "other")
+        zero = [abs(float(np.nansum(t["count"].to_numpy() * p)) / e - 1) * 100 for _, (t, p, e) in targets]
+        errs = []
+        weight = support["latency_ms"] * support["count"]
+        for seed in range(draws):
+            # the user measures the ops that carry the time: draw rows with probability ~ their time
+            rng = np.random.default_rng(seed)
+            idx = rng.choice(support.height, size=min(shots, support.height), replace=False,
+                             p=(weight / weight.sum()).to_numpy())  # fmt: skip
+            rows = support[idx]
+            scales = fewshot_scales(
+                model, rows.drop("latency_ms"), rows["latency_ms"].to_numpy(), devices[dev_id]
+            )
+            errs.append(np.mean([abs(float(np.nansum(t["count"].to_numpy() * apply_scales(t, p, scales))) / e - 1) * 100
+                                 for _, (t, p, e) in targets]))  # fmt: skip
+        report.add("mean e2e error % (few-shot)", f"{gpu} {shots} measured ops", float(np.mean(errs)),
+                   n=len(targets), note=f"mean over {draws} draws of {shots} operator rows from the GPU's BERT-Large "
+                   f"traces drawn with probability ~ their time (one scale for GEMM, one for the other kinds); scored on its {len(targets)} non-BERT configurations, "
+                   f"whose zero-shot mean is {np.mean(zero):.1f} %")  # fmt: skip
+
+
 @click.command("model-neusight")
 @json_option("model-neusight")
 @store_option
 @click.option("--max-iter", default=300, show_default=True, help="Boosting iterations per tree group.")
-def bench_model_neusight(json_path: str | None, store_root: str | None, max_iter: int) -> None:
+@click.option(
+    "--shots", default=10, show_default=True, help="Measured operator rows of the unseen GPU (few-shot row)."
+)
+@click.option("--draws", default=5, show_default=True, help="Random draws of the few-shot rows.")
+def bench_model_neusight(
+    json_path: str | None, store_root: str | None, max_iter: int, shots: int, draws: int
+) -> None:
     """NeuSight protocol: whole-model latency of traced transformers on GPUs never trained on.
 
     Needs `hws data import neusight`, `neusight_ops` and `neusight_traces` in the store and the
@@ -186,6 +230,7 @@ def bench_model_neusight(json_path: str | None, store_root: str | None, max_iter
 
     configs: list[dict[str, Any]] = []
     per_kind: list[dict[str, Any]] = []
+    kept: dict[tuple[str, str], tuple[pl.DataFrame, np.ndarray, float]] = {}
     files = sorted(
         f for f in label.glob("*/*.csv.gz") if f.with_name(f.name.replace(".csv.gz", ".json")).exists()
     )
@@ -199,6 +244,7 @@ def bench_model_neusight(json_path: str | None, store_root: str | None, max_iter
         table = trace_measured_table(csv_path)
         pred = model.predict_ops(table.drop("latency_ms"), devices[dev_id])
         agg = aggregate(table, pred)
+        kept[(gpu, stem)] = (table, pred, e2e)
         count = table["count"].to_numpy().astype(np.float64)
         measured = count * table["latency_ms"].to_numpy()
         unmodeled = float(measured[~np.isfinite(pred)].sum() / measured.sum() * 100)
@@ -268,6 +314,7 @@ def bench_model_neusight(json_path: str | None, store_root: str | None, max_iter
         report.add("per-op-type error % (OOD)", f"{name} ({'+'.join(kinds)})", float(err.mean()),
                    anchor=perop_anchor.get(name), target=perop_anchor.get(name), anchor_source="NeuSight anchors/perop.csv (OOD)",
                    n=part.height, note="|sum pred - sum measured| / sum measured of that op type per configuration")  # fmt: skip
+    _fewshot_rows(report, model, devices, kept, shots=shots, draws=draws)
     totals = kinds_frame.group_by("gpu", "op_kind").agg(pl.col("measured_ms").sum(), pl.col("pred_ms").sum())
     run_id = _log_plot(totals)
     report.data = {**sizes, "configurations": res.height, "unseen_gpu_configurations": unseen.height,

@@ -42,7 +42,7 @@ from hwsurrogate.surrogates.features.ops import (
 )
 from hwsurrogate.surrogates.models.gemm import GemmRegressor
 
-__all__ = ["OperatorLatencyModel", "backward_gemms"]
+__all__ = ["OperatorLatencyModel", "apply_scales", "backward_gemms", "fewshot_scales"]
 
 #: the one device id a single-device query is predicted under inside the GEMM trees
 _QUERY_DEVICE = "__query_device__"
@@ -296,5 +296,46 @@ def _gemm_rows(ops: pl.DataFrame, gemm: pl.DataFrame | None) -> pl.DataFrame:
             )  # fmt: skip
         )
     if not parts:
-        return pl.DataFrame(schema={c: pl.String if c in ("device_id", "op", "dtype") else pl.Float64 for c in cols})
+        return pl.DataFrame(
+            schema={c: pl.String if c in ("device_id", "op", "dtype") else pl.Float64 for c in cols}
+        )
     return pl.concat(parts, how="vertical_relaxed").filter(pl.col("runtime_ms") > 0)
+
+
+def _group(kinds: np.ndarray) -> np.ndarray:
+    return np.where(np.isin(kinds, sorted(GEMM_KINDS)), "gemm", "vector")
+
+
+def fewshot_scales(
+    model: OperatorLatencyModel, table: pl.DataFrame, measured_ms: np.ndarray, device: Mapping[str, object]
+) -> dict[str, float]:
+    """Multiplicative corrections of ``model`` for ``device`` from a few measured operator rows.
+
+    Per group (``gemm``: linear/bmm; ``vector``: every other kind) and overall (``all``):
+    ``sum(measured) / sum(predicted)`` over the covered rows, so the time-dominant ops set it (an
+    unseen GPU's GEMM efficiency or sustained clock is what its descriptors miss). A group without
+    a measured row is absent. Raises ``ValueError`` when no row is covered or a value is not positive.
+    """
+    measured = np.asarray(measured_ms, dtype=np.float64)
+    if measured.shape != (table.height,):
+        raise ValueError(f"measured_ms has {measured.size} values for {table.height} operator rows")
+    if not (np.isfinite(measured) & (measured > 0)).all():
+        raise ValueError("measured_ms must be finite and > 0")
+    pred = model.predict_ops(table, device)
+    ok = np.isfinite(pred) & (pred > 0)
+    if not ok.any():
+        raise ValueError("none of the measured operator rows is covered by the model")
+    groups = _group(table["op_kind"].to_numpy())
+    out = {"all": float(measured[ok].sum() / pred[ok].sum())}
+    for g in ("gemm", "vector"):
+        sel = ok & (groups == g)
+        if sel.any():
+            out[g] = float(measured[sel].sum() / pred[sel].sum())
+    return out
+
+
+def apply_scales(table: pl.DataFrame, per_call_ms: np.ndarray, scales: Mapping[str, float]) -> np.ndarray:
+    """``per_call_ms`` times each row's group scale from :func:`fewshot_scales` (``all`` if absent)."""
+    groups = _group(table["op_kind"].to_numpy())
+    factor = np.array([scales.get(g, scales["all"]) for g in groups], dtype=np.float64)
+    return np.asarray(per_call_ms, dtype=np.float64) * factor
