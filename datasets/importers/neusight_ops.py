@@ -43,6 +43,8 @@ SOURCE = Source(
     license="MIT",
     description="NeuSight: FP32 elementwise/activation/softmax/layernorm/conv2d latency on 7 NVIDIA GPUs",
 )
+#: Rows the README promises (5 training GPUs x 14 ops train files + the test file vec).
+EXPECTED_ROWS: dict[str, int] = {"ops": 142_286}
 ORIGIN = "github.com/sitar-lab/NeuSight@6945927d9afcca2b9daf021f8395e53edc5b4eef:scripts/asplos/data/dataset"
 
 #: NeuSight op name -> (op_kind, op, tensor inputs)

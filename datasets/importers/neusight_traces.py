@@ -61,6 +61,8 @@ SOURCE = Source(
     license="MIT",
     description="NeuSight: per-op traces and end-to-end latency of 6 transformer models on 9 NVIDIA GPUs",
 )
+#: 71 trace CSVs (11,253 timed node x phase rows) and 83 end-to-end JSONs.
+EXPECTED_ROWS: dict[str, int] = {"ops": 11_253, "model_latency": 83}
 ORIGIN = "github.com/sitar-lab/NeuSight@6945927d9afcca2b9daf021f8395e53edc5b4eef:scripts/asplos/label"
 TRACE_COLUMNS = ("op", "target", "meta", "input_shapes", "output_shape", "dtype", "Name",
                  "fw_latency", "bw_latency", "acc_latency")  # fmt: skip
@@ -221,8 +223,12 @@ def _classify(name: str, ins: list, out: list | None) -> dict[str, object]:  # n
     return {"op_kind": "other"}
 
 
-def map_trace_nodes(raw: pl.DataFrame, *, where: str = "trace") -> pl.DataFrame:
-    """One row per timed fx node: operator-table columns + ``fw_ms``, ``bw_ms`` and ``order``."""
+def map_trace_nodes(raw: pl.DataFrame, *, where: str = "trace", mode: str = "training") -> pl.DataFrame:
+    """One row per timed fx node: operator-table columns + ``fw_ms``, ``bw_ms`` and ``order``.
+
+    In ``inference`` mode (the model under ``eval()``) dropout is the identity: its node is
+    op_kind ``other`` (a dispatch cost), not an elementwise kernel.
+    """
     missing = [c for c in TRACE_COLUMNS if c not in raw.columns]
     if missing:
         raise SourceFormatError(f"{where}: missing column(s) {missing}")
@@ -251,7 +257,9 @@ def map_trace_nodes(raw: pl.DataFrame, *, where: str = "trace") -> pl.DataFrame:
         name = _op_name(
             str(node["op"]), str(node["target"]), module_cls if node["op"] == "call_module" else None
         )
-        shape = _classify(name, ins, out)
+        shape = (
+            {"op_kind": "other"} if name == "dropout" and mode == "inference" else _classify(name, ins, out)
+        )
         dtype = _DTYPES.get(str(node["dtype"]), "fp32")
         if shape["op_kind"] in ("linear", "bmm", "layernorm", "softmax", "activation"):
             dtype = "fp32" if dtype not in ("fp16", "bf16", "fp64") else dtype
@@ -316,7 +324,7 @@ def trace_measured_table(
         num_layer = stated if isinstance(stated, int) and stated >= 1 else 1  # 0/null: traced whole
     if num_layer < 1:
         raise ValueError(f"num_layer must be >= 1, got {num_layer}")
-    nodes = map_trace_nodes(_read_trace(csv), where=str(csv))
+    nodes = map_trace_nodes(_read_trace(csv), where=str(csv), mode=mode)
     nodes = nodes.with_columns(_replicate(nodes, num_layer, str(csv)))
     rows = _phases(nodes, mode)
     table = op_table(rows.select([c for c in OP_TABLE_SCHEMA if c in rows.columns]))
@@ -375,7 +383,7 @@ def _ops_rows(csv: Path, gpu: str) -> pl.DataFrame:
     meta = parse_stem(stem)
     if meta is None:
         raise SourceFormatError(f"{csv}: file name is not <model>-<inf|train>-<seqlen>-<batch>.csv.gz")
-    nodes = map_trace_nodes(_read_trace(csv), where=str(csv))
+    nodes = map_trace_nodes(_read_trace(csv), where=str(csv), mode=str(meta["mode"]))
     rows = _phases(nodes, str(meta["mode"]))
     table = op_table(rows.select([c for c in OP_TABLE_SCHEMA if c in rows.columns]))
     shape_cols = [c for c in ("batch", "m", "n", "k", "rows", "cols", "inputs") if c in table.columns]

@@ -42,7 +42,7 @@ from hwsurrogate.surrogates.features.ops import (
 )
 from hwsurrogate.surrogates.models.gemm import GemmRegressor
 
-__all__ = ["OperatorLatencyModel", "backward_gemms"]
+__all__ = ["OperatorLatencyModel", "apply_scales", "backward_gemms", "fewshot_scales"]
 
 #: the one device id a single-device query is predicted under inside the GEMM trees
 _QUERY_DEVICE = "__query_device__"
@@ -67,8 +67,8 @@ class OperatorLatencyModel:
     """Per-call latency of operator-table rows on any described device; see the module docstring.
 
     Parameters follow the scikit-learn convention (stored as given; ``fit`` does the work).
-    ``trace_weight`` multiplies the sample weight of trace rows (rows with a ``model``), which are
-    few beside the micro-benchmarks but are the only data for backward and trace-only kinds.
+    ``device_features`` adds absolute device descriptors to the vector/conv trees (off: only
+    device-relative features, which extrapolate better from few training devices).
     """
 
     def __init__(
@@ -82,7 +82,6 @@ class OperatorLatencyModel:
         min_samples_leaf: int = 40,
         max_gemm_rows: int = 60_000,
         max_vector_rows: int = 80_000,
-        trace_weight: float = 10.0,
         random_state: int = 0,
     ) -> None:
         self.device_features = device_features
@@ -93,7 +92,6 @@ class OperatorLatencyModel:
         self.min_samples_leaf = min_samples_leaf
         self.max_gemm_rows = max_gemm_rows
         self.max_vector_rows = max_vector_rows
-        self.trace_weight = trace_weight
         self.random_state = random_state
 
     # ------------------------------------------------------------------ fit
@@ -105,11 +103,6 @@ class OperatorLatencyModel:
             min_samples_leaf=self.min_samples_leaf,
             random_state=self.random_state,
         )
-
-    def _weights(self, rows: pl.DataFrame) -> np.ndarray:
-        if "model" not in rows.columns:
-            return np.ones(rows.height)
-        return np.where(rows["model"].is_null().to_numpy(), 1.0, float(self.trace_weight))
 
     def _fit_group(self, rows: pl.DataFrame, devices: pl.DataFrame, features: Any, cap: int) -> Any:
         if rows.height == 0:
@@ -127,7 +120,7 @@ class OperatorLatencyModel:
         dev = device_arrays(rows["device_id"], devices)
         x, roof = features(rows, dev, device_features=self.device_features)
         z = np.log(rows["latency_ms"].to_numpy() / roof)
-        return self._trees().fit(x, z, sample_weight=self._weights(rows))
+        return self._trees().fit(x, z)
 
     def fit(
         self, ops: pl.DataFrame, devices: pl.DataFrame, gemm: pl.DataFrame | None = None
@@ -160,8 +153,14 @@ class OperatorLatencyModel:
         self.feature_version_ = OPS_FEATURE_VERSION
 
         vec = ops.filter(pl.col("op_kind").is_in(sorted(VECTOR_GROUP_KINDS)))
-        self.vector_ = self._fit_group(vec, devices, vector_features, self.max_vector_rows)
-        self.vector_cover_ = {(k, p) for k, p in vec.select("op_kind", "phase").unique().iter_rows()}
+        # micro-benchmarks and trace rows get separate trees: mixed, the few trace rows (other
+        # ops, broadcasts, backward kernels) pull the micro-benchmark fit off on unseen devices
+        micro, trace = vec.filter(pl.col("model").is_null()), vec.filter(pl.col("model").is_not_null())
+        self.vector_ = self._fit_group(micro, devices, vector_features, self.max_vector_rows)
+        self.vector_cover_ = {(k, p) for k, p in micro.select("op_kind", "phase").unique().iter_rows()}
+        self.vector_trace_ = self._fit_group(trace, devices, vector_features, self.max_vector_rows)
+        self.trace_cover_ = {(k, p) for k, p in trace.select("op_kind", "phase").unique().iter_rows()}
+        self.trace_cover_ -= self.vector_cover_
         conv = ops.filter((pl.col("op_kind") == "conv2d") & (pl.col("phase") == "forward"))
         self.conv_ = self._fit_group(conv, devices, conv_features, self.max_vector_rows)
 
@@ -184,7 +183,13 @@ class OperatorLatencyModel:
         self.overhead_ms_ = dict(
             other.group_by("op").agg(pl.col("latency_ms").median()).iter_rows()
         )  # op -> median ms over the training devices
-        if self.vector_ is None and self.conv_ is None and self.gemm_ is None and not self.overhead_ms_:
+        if (
+            self.vector_ is None
+            and self.vector_trace_ is None
+            and self.conv_ is None
+            and self.gemm_ is None
+            and not self.overhead_ms_
+        ):
             raise ValueError("no operator rows of a described device to fit")
         self.n_rows_ = {"vector": vec.height, "conv2d": conv.height, "gemm": g.height, "other": other.height}
         return self
@@ -192,7 +197,7 @@ class OperatorLatencyModel:
     @property
     def covered_kinds(self) -> frozenset[str]:
         """The op kinds this model predicts (some only in one phase; see :meth:`covers`)."""
-        kinds = {k for k, _ in getattr(self, "vector_cover_", set())}
+        kinds = {k for k, _ in getattr(self, "vector_cover_", set()) | getattr(self, "trace_cover_", set())}
         if getattr(self, "conv_", None) is not None:
             kinds.add("conv2d")
         if getattr(self, "gemm_", None) is not None:
@@ -215,11 +220,14 @@ class OperatorLatencyModel:
         dev = describe_device(device)
         out = np.full(table.height, np.nan)
         kind, phase = table["op_kind"].to_numpy(), table["phase"].to_numpy()
-        vec = np.array([(k, p) in self.vector_cover_ for k, p in zip(kind, phase, strict=True)], dtype=bool)
-        if vec.any() and self.vector_ is not None:
-            rows = table.filter(pl.Series(vec))
-            x, roof = vector_features(rows, dev, device_features=self.device_features)
-            out[vec] = np.exp(self.vector_.predict(x)) * roof
+        pairs = list(zip(kind, phase, strict=True))
+        for trees, cover in ((self.vector_, self.vector_cover_), (self.vector_trace_, self.trace_cover_)):
+            vec = np.array([pair in cover for pair in pairs], dtype=bool)
+            if vec.any() and trees is not None:
+                x, roof = vector_features(
+                    table.filter(pl.Series(vec)), dev, device_features=self.device_features
+                )
+                out[vec] = np.exp(trees.predict(x)) * roof
         conv = (kind == "conv2d") & (phase == "forward")
         if conv.any() and self.conv_ is not None:
             x, roof = conv_features(table.filter(pl.Series(conv)), dev, device_features=self.device_features)
@@ -288,5 +296,46 @@ def _gemm_rows(ops: pl.DataFrame, gemm: pl.DataFrame | None) -> pl.DataFrame:
             )  # fmt: skip
         )
     if not parts:
-        return pl.DataFrame(schema={c: pl.Float64 for c in cols})
+        return pl.DataFrame(
+            schema={c: pl.String if c in ("device_id", "op", "dtype") else pl.Float64 for c in cols}
+        )
     return pl.concat(parts, how="vertical_relaxed").filter(pl.col("runtime_ms") > 0)
+
+
+def _group(kinds: np.ndarray) -> np.ndarray:
+    return np.where(np.isin(kinds, sorted(GEMM_KINDS)), "gemm", "vector")
+
+
+def fewshot_scales(
+    model: OperatorLatencyModel, table: pl.DataFrame, measured_ms: np.ndarray, device: Mapping[str, object]
+) -> dict[str, float]:
+    """Multiplicative corrections of ``model`` for ``device`` from a few measured operator rows.
+
+    Per group (``gemm``: linear/bmm; ``vector``: every other kind) and overall (``all``):
+    ``sum(measured) / sum(predicted)`` over the covered rows, so the time-dominant ops set it (an
+    unseen GPU's GEMM efficiency or sustained clock is what its descriptors miss). A group without
+    a measured row is absent. Raises ``ValueError`` when no row is covered or a value is not positive.
+    """
+    measured = np.asarray(measured_ms, dtype=np.float64)
+    if measured.shape != (table.height,):
+        raise ValueError(f"measured_ms has {measured.size} values for {table.height} operator rows")
+    if not (np.isfinite(measured) & (measured > 0)).all():
+        raise ValueError("measured_ms must be finite and > 0")
+    pred = model.predict_ops(table, device)
+    ok = np.isfinite(pred) & (pred > 0)
+    if not ok.any():
+        raise ValueError("none of the measured operator rows is covered by the model")
+    groups = _group(table["op_kind"].to_numpy())
+    out = {"all": float(measured[ok].sum() / pred[ok].sum())}
+    for g in ("gemm", "vector"):
+        sel = ok & (groups == g)
+        if sel.any():
+            out[g] = float(measured[sel].sum() / pred[sel].sum())
+    return out
+
+
+def apply_scales(table: pl.DataFrame, per_call_ms: np.ndarray, scales: Mapping[str, float]) -> np.ndarray:
+    """``per_call_ms`` times each row's group scale from :func:`fewshot_scales` (``all`` if absent)."""
+    groups = _group(table["op_kind"].to_numpy())
+    factor = np.array([scales.get(g, scales["all"]) for g in groups], dtype=np.float64)
+    return np.asarray(per_call_ms, dtype=np.float64) * factor
