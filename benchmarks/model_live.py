@@ -219,7 +219,7 @@ def _log_png(report: BenchReport, results: list[dict[str, Any]]) -> None:
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
               help="CPU threads for the operators and the models (the device is local/<host>-cpu-t<N>).")  # fmt: skip
 @click.option("--scale", type=click.FloatRange(min=0.05), default=1.0, show_default=True,
-              help="Operator sweep size (1.0: ~400 operators).")  # fmt: skip
+              help="Operator sweep size (1.0: ~550 operators).")  # fmt: skip
 @click.option("--quick", is_flag=True, help="4 models, a quarter of the sweep, shorter timing (a smoke run).")
 @click.option(
     "--save", is_flag=True, help="Also write the collected ops, devices and model_latency rows to the store."
@@ -270,8 +270,7 @@ def bench_model_live(threads: int, scale: float, quick: bool, save: bool, seed: 
     ops, devices = collected.ops, collected.device
     device = devices.row(0, named=True)
     t1 = time.perf_counter()
-    # one device's ~400 rows: small leaves (the default 40 suits the multi-GPU data of `hws train ops`)
-    model = OperatorLatencyModel(min_samples_leaf=4, max_leaf_nodes=15).fit(ops, devices)
+    model = OperatorLatencyModel().fit(ops, devices)
     t_fit = time.perf_counter() - t1
 
     dev = dict(device)

@@ -56,7 +56,7 @@ MODEL_SOURCE = "collector:model_latency"
 
 #: op kind -> default number of shapes drawn by :func:`sweep_ops`
 DEFAULT_COUNTS: dict[str, int] = {
-    "linear": 90, "bmm": 40, "conv2d": 90, "elementwise": 40, "activation": 36, "softmax": 16,
+    "linear": 200, "bmm": 80, "conv2d": 90, "elementwise": 40, "activation": 36, "softmax": 16,
     "layernorm": 16, "embedding": 8, "reduction": 30, "copy": 20, "other": 14,
 }  # fmt: skip
 _ACTS = ("relu", "gelu", "silu", "sigmoid", "tanh", "hardswish", "relu6")
@@ -77,7 +77,8 @@ def sweep_ops(counts: dict[str, int] | None = None, *, seed: int = 0, scale: flo
 
     ``scale`` multiplies every count (0.25 for a quick smoke run). Shapes cover what small and
     mid-sized CNNs, MLPs and transformers run on a CPU (GEMM dims 1..4096, conv inputs 4..112 px,
-    vector ops 64..4M elements).
+    vector ops 64..4M elements). GEMMs get the most rows: they carry most of a model's time and
+    their efficiency varies most with shape.
     """
     want = dict(DEFAULT_COUNTS)
     if counts:

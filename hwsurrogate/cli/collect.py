@@ -388,7 +388,7 @@ def collect_fingerprint_cmd(
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
               help="CPU threads; part of the device id (local/<host>-cpu-t<N>): another count is another device.")  # fmt: skip
 @click.option("--scale", type=click.FloatRange(min=0.01), default=1.0, show_default=True,
-              help="Multiply the number of shapes per op kind (400 at 1.0; 0.25 for a quick run).")  # fmt: skip
+              help="Multiply the number of shapes per op kind (~550 at 1.0; 0.25 for a quick run).")  # fmt: skip
 @click.option("--min-time", "min_time_s", default=0.05, show_default=True, type=click.FloatRange(min=0),
               help="Minimum timed window per operator, seconds.")  # fmt: skip
 @click.option("--timer", type=click.Choice(["wall", "thread-cpu"]), default="wall", show_default=True,
@@ -402,7 +402,7 @@ def collect_ops_cmd(threads: int, scale: float, min_time_s: float, timer: str, s
     layer norm, embedding, reductions, copies, views) on this CPU into the ops table.
 
     \b
-    hws collect ops                    ~400 operators, 1 thread (a few minutes)
+    hws collect ops                    ~550 operators, 1 thread (a few minutes)
     hws collect ops --threads 2 --scale 0.25
     then: hws train ops && hws predict model --model m.onnx --input-shape 1,3,224,224 --device <id>
 
