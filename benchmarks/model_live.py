@@ -3,7 +3,7 @@
 Protocol (nn-Meter's setting, on the machine running the benchmark):
 
 1. **Collect** operator latency here (:func:`~hwsurrogate.datasets.collectors.ops.collect_ops`:
-   ~400 random-shape operators of every kind, ``--threads`` threads, eager torch).
+   ~550 random-shape operators of every kind, ``--threads`` threads, eager torch).
 2. **Fit** the operator surrogate (:class:`~hwsurrogate.surrogates.models.ops.OperatorLatencyModel`)
    on those rows only: a per-device fit. The CPU's operators run in another regime than the
    GPUs of NeuSight's data (no launch overhead, caches, one core), so rows of other devices would
