@@ -59,6 +59,8 @@ IMPORTERS: dict[str, str] = {
     "latbench": "latbench",
     "gpperf": "gpperf",
     "neusight": "neusight",
+    "neusight_ops": "neusight_ops",
+    "neusight_traces": "neusight_traces",
     "aiconfigurator": "aiconfigurator",
     "wa-hls4ml": "wa_hls4ml",
     "wa-hls4ml-dense": "wa_hls4ml_dense",

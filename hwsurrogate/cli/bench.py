@@ -51,6 +51,12 @@ def _stories() -> dict[str, click.Command]:
     return {"stories": stories.bench_stories}
 
 
+def _model() -> dict[str, click.Command]:
+    from hwsurrogate.benchmarks import model_live, model_neusight
+
+    return {c.name or "": c for c in (model_neusight.bench_model_neusight, model_live.bench_model_live)}
+
+
 #: benchmark name -> (loader of its module's commands, one-line help), in the order listed
 BENCHMARKS = {
     "gemm-gpperf": (_gemm, "GPPerf RTX 4070: random 80/20 and shape split."),
@@ -67,6 +73,8 @@ BENCHMARKS = {
     "fewshot-live": (_fewshot, "This machine as the unseen device (live measurements)."),
     "fewshot-gnn": (_fewshot, "Ablations of the meta-trained GNN encoder (validation devices, MLflow)."),
     "stories": (_stories, "Every README user story run as written; answers checked against measurements."),
+    "model-neusight": (_model, "NeuSight: whole transformers on unseen GPUs from operator surrogates."),
+    "model-live": (_model, "This CPU as the device: whole models never fitted on, measured and predicted."),
 }
 
 

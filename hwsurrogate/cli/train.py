@@ -388,3 +388,59 @@ def train_fewshot(
     if result.version is not None:
         _registered(MODEL_NAME, result.version, result.promoted)
         click.echo(f"exported to {result.export_dir}")
+
+
+# --------------------------------------------------------------------------- ops
+
+
+@train.command("ops", short_help="Operator latency surrogates (whole-model prediction) on the ops table.")
+@click.option(
+    "--device", "devices", multiple=True, help="Only this device_id (repeatable; default: every device)."
+)
+@click.option(
+    "--trace-model",
+    "trace_models",
+    multiple=True,
+    help="Only trace rows of this model (file stem before the first '-', e.g. bert_large; repeatable; "
+    "default: every traced model).",
+)
+@click.option("--test-frac", default=0.2, show_default=True, help="Fraction of operator shapes held out.")
+@click.option("--max-iter", default=300, show_default=True, help="Boosting iterations per tree group.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--no-register", is_flag=True, help="Log the run but do not register the model.")
+@store_option
+def ops_cmd(
+    devices: tuple[str, ...],
+    trace_models: tuple[str, ...],
+    test_frac: float,
+    max_iter: int,
+    seed: int,
+    no_register: bool,
+    store_path: Path | None,
+) -> None:
+    """Train the operator latency surrogates on the store and register `hws-ops`.
+
+    Fits on whatever `ops` rows (operator micro-benchmarks: `hws data import neusight_ops`,
+    traces: `neusight_traces`, this machine: `hws collect ops`) and `gemm` rows the store holds
+    for the chosen devices. Each op kind's latency is fitted as the ratio to the roofline of the
+    device (peak FP32 GFLOP/s, memory bandwidth), so a device never trained on is predicted from
+    its descriptors. `hws predict model` and the whole-model benchmarks use the result.
+    """
+    from hwsurrogate.datasets.store import DatasetStore
+    from hwsurrogate.surrogates.training.ops import train_ops_model
+
+    t0 = time.perf_counter()
+    res = train_ops_model(
+        DatasetStore(store_path),
+        devices=list(devices) or None,
+        trace_models=list(trace_models) or None,
+        register=not no_register,
+        test_frac=test_frac,
+        seed=seed,
+        max_iter=max_iter,
+    )
+    click.echo(f"run {res.run_id}  model {res.model_uri}")
+    for k, v in sorted(res.metrics.items()):
+        click.echo(f"  {k:28s} {v:.4g}")
+    _registered("hws-ops", res.version, res.promoted)
+    click.echo(f"wall {time.perf_counter() - t0:.1f} s")

@@ -8,6 +8,7 @@ compute features themselves.
 - :mod:`.hls4ml`: hls4ml models as flat per-layer summaries;
 - :mod:`.hlsyn`: HLSyn/HARP pragma vectors and kernel program-graph statistics;
 - :mod:`.powergear`: PowerGear power features of HLS designs;
+- :mod:`.ops`: roofline features of non-GEMM operator calls (import the sub-module);
 - :mod:`.nas` (architecture graphs and vectors of the NAS spaces) and :mod:`.program_graphs`
   (HLSyn program graphs) need torch, so they are imported as sub-modules, not re-exported here.
 """

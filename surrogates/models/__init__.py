@@ -10,10 +10,11 @@ runs) in :mod:`hwsurrogate.surrogates.training`.
 - :mod:`.tree_serving`: fitted scikit-learn trees served through treelite for small batches and
   scikit-learn for large ones (:class:`ServesTrees`, :func:`predict_trees`);
 - :mod:`.latency_trees`, :mod:`.latency_gnn` (architecture latency) and :mod:`.hlsyn_gnn`
-  (HLSyn program-graph GNN).
+  (HLSyn program-graph GNN);
+- :mod:`.ops`: per-call operator latency (:class:`OperatorLatencyModel`) for whole-model prediction.
 
 Import the sub-module you need: nothing is imported here, so a module that needs one model
 family does not load the libraries of the others (torch, scikit-learn).
 """
 
-__all__ = ["fpga", "gemm", "hlsyn_gnn", "latency_gnn", "latency_trees", "tree_serving"]
+__all__ = ["fpga", "gemm", "hlsyn_gnn", "latency_gnn", "latency_trees", "ops", "tree_serving"]

@@ -1,0 +1,341 @@
+"""Operator latency surrogates: ms of one operator call of an operator table on a described device.
+
+:class:`OperatorLatencyModel` combines, by op kind (:mod:`hwsurrogate.datasets.optable`):
+
+- **linear, bmm**: the GEMM trees (:class:`~.gemm.GemmRegressor`, roofline-ratio target, device
+  descriptors as features) fitted on ``gemm`` rows plus the forward linear/bmm rows of the
+  ``ops`` table. A backward row is the two GEMMs autograd runs, ``dX = dY @ W^T`` and
+  ``dW = X^T @ dY`` (for bmm ``dA = dC @ B^T``, ``dB = A^T @ dC``), each predicted by the same trees.
+- **vector kinds** (elementwise, activation, softmax, layernorm, reduction, copy, embedding):
+  one gradient-boosted tree on ``log(latency / roofline)`` (:func:`~.features.ops.vector_features`),
+  forward and backward rows alike (``backward`` is a feature). Kinds without operator
+  micro-benchmarks (reduction, copy, embedding, every backward) learn from trace rows.
+- **conv2d**: the same on :func:`~.features.ops.conv_features` (forward only).
+- **other** (views, ``size``, ``getitem``, Python scalar arithmetic): the overhead model, the
+  median measured time of that op over the training rows (these are host-side dispatch costs,
+  ~7 us on every GPU of NeuSight's traces); an op never seen in training stays NaN.
+
+Because the trees predict the *ratio* to the roofline of the device (peak FP32 GFLOP/s, memory
+bandwidth), a GPU never trained on gets a prediction from its descriptors alone. A row the model
+cannot predict (a kind or phase it has no data for) is NaN, never a guess: the aggregation
+reports those rows as unmodeled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import polars as pl
+from sklearn.ensemble import HistGradientBoostingRegressor
+
+from hwsurrogate.datasets.optable import GEMM_KINDS, check_op_table, derive_flops_bytes
+from hwsurrogate.surrogates.features.gemm import device_table
+from hwsurrogate.surrogates.features.ops import (
+    OPS_FEATURE_VERSION,
+    VECTOR_GROUP_KINDS,
+    conv_features,
+    describe_device,
+    device_arrays,
+    vector_features,
+)
+from hwsurrogate.surrogates.models.gemm import GemmRegressor
+
+__all__ = ["OperatorLatencyModel", "apply_scales", "backward_gemms", "fewshot_scales"]
+
+#: the one device id a single-device query is predicted under inside the GEMM trees
+_QUERY_DEVICE = "__query_device__"
+
+
+def backward_gemms(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The two GEMMs of the backward of each linear/bmm row (columns op, batch, m, n, k).
+
+    Forward ``C[m, n] = A[m, k] @ B[k, n]`` (``batch`` times); backward computes
+    ``dA[m, k] = dC[m, n] @ B^T`` (reduction n) and ``dB[k, n] = A^T @ dC`` (reduction m).
+    """
+    d_in = frame.select(
+        "op_kind", pl.col("batch"), pl.col("m"), pl.col("k").alias("n"), pl.col("n").alias("k")
+    )
+    d_w = frame.select(
+        "op_kind", pl.col("batch"), pl.col("k").alias("m"), pl.col("n"), pl.col("m").alias("k")
+    )
+    return d_in, d_w
+
+
+class OperatorLatencyModel:
+    """Per-call latency of operator-table rows on any described device; see the module docstring.
+
+    Parameters follow the scikit-learn convention (stored as given; ``fit`` does the work).
+    ``device_features`` adds absolute device descriptors to the vector/conv trees (off: only
+    device-relative features, which extrapolate better from few training devices).
+    """
+
+    def __init__(
+        self,
+        *,
+        device_features: bool = False,
+        gemm_device_features: bool = True,
+        max_iter: int = 300,
+        learning_rate: float = 0.1,
+        max_leaf_nodes: int = 31,
+        min_samples_leaf: int = 40,
+        max_gemm_rows: int = 60_000,
+        max_vector_rows: int = 80_000,
+        random_state: int = 0,
+    ) -> None:
+        self.device_features = device_features
+        self.gemm_device_features = gemm_device_features
+        self.max_iter = max_iter
+        self.learning_rate = learning_rate
+        self.max_leaf_nodes = max_leaf_nodes
+        self.min_samples_leaf = min_samples_leaf
+        self.max_gemm_rows = max_gemm_rows
+        self.max_vector_rows = max_vector_rows
+        self.random_state = random_state
+
+    # ------------------------------------------------------------------ fit
+    def _trees(self) -> HistGradientBoostingRegressor:
+        return HistGradientBoostingRegressor(
+            max_iter=self.max_iter,
+            learning_rate=self.learning_rate,
+            max_leaf_nodes=self.max_leaf_nodes,
+            min_samples_leaf=self.min_samples_leaf,
+            random_state=self.random_state,
+        )
+
+    def _fit_group(self, rows: pl.DataFrame, devices: pl.DataFrame, features: Any, cap: int) -> Any:
+        if rows.height == 0:
+            return None
+        if cap and rows.height > cap:
+            # keep every trace row; sample the micro-benchmarks
+            is_trace = (
+                rows["model"].is_not_null() if "model" in rows.columns else pl.Series([False] * rows.height)
+            )
+            trace, micro = rows.filter(is_trace), rows.filter(~is_trace)
+            micro = (
+                micro.sample(max(cap - trace.height, 1), seed=self.random_state) if micro.height else micro
+            )
+            rows = pl.concat([micro, trace], how="diagonal_relaxed")
+        dev = device_arrays(rows["device_id"], devices)
+        x, roof = features(rows, dev, device_features=self.device_features)
+        z = np.log(rows["latency_ms"].to_numpy() / roof)
+        return self._trees().fit(x, z)
+
+    def fit(
+        self, ops: pl.DataFrame, devices: pl.DataFrame, gemm: pl.DataFrame | None = None
+    ) -> OperatorLatencyModel:
+        """Fit on ``ops`` rows (+ ``gemm`` rows) of devices described in ``devices``.
+
+        Rows of devices without peak FP32 GFLOP/s and bandwidth are left out (listed in
+        ``skipped_devices_``). Raises ``ValueError`` when nothing is left to fit.
+        """
+        table = device_table(devices)
+        described = table.filter(
+            pl.col("peak_fp32_gflops").is_not_null() & pl.col("mem_bw_gbs").is_not_null()
+        )
+        ok = set(described["device_id"].to_list())
+        need = {"device_id", "op_kind", "op", "phase", "latency_ms"}
+        missing = sorted(need - set(ops.columns))
+        if missing:
+            raise ValueError(f"ops rows miss column(s) {missing}")
+        used = set(ops["device_id"].unique().to_list()) | (
+            set(gemm["device_id"].unique().to_list()) if gemm is not None and gemm.height else set()
+        )
+        self.skipped_devices_ = sorted(used - ok)
+        ops = ops.filter(pl.col("device_id").is_in(sorted(ok)) & (pl.col("latency_ms") > 0))
+        if "model" not in ops.columns:
+            ops = ops.with_columns(pl.lit(None, pl.String).alias("model"))
+        if ops["flops"].null_count() if "flops" in ops.columns else True:
+            ops = _with_flops(ops)
+        self.device_table_ = described.filter(pl.col("device_id").is_in(sorted(used & ok)))
+        self.devices_ = self.device_table_["device_id"].to_list()
+        self.feature_version_ = OPS_FEATURE_VERSION
+
+        vec = ops.filter(pl.col("op_kind").is_in(sorted(VECTOR_GROUP_KINDS)))
+        # micro-benchmarks and trace rows get separate trees: mixed, the few trace rows (other
+        # ops, broadcasts, backward kernels) pull the micro-benchmark fit off on unseen devices
+        micro, trace = vec.filter(pl.col("model").is_null()), vec.filter(pl.col("model").is_not_null())
+        self.vector_ = self._fit_group(micro, devices, vector_features, self.max_vector_rows)
+        self.vector_cover_ = {(k, p) for k, p in micro.select("op_kind", "phase").unique().iter_rows()}
+        self.vector_trace_ = self._fit_group(trace, devices, vector_features, self.max_vector_rows)
+        self.trace_cover_ = {(k, p) for k, p in trace.select("op_kind", "phase").unique().iter_rows()}
+        self.trace_cover_ -= self.vector_cover_
+        conv = ops.filter((pl.col("op_kind") == "conv2d") & (pl.col("phase") == "forward"))
+        self.conv_ = self._fit_group(conv, devices, conv_features, self.max_vector_rows)
+
+        g = _gemm_rows(ops, gemm)
+        g = g.filter(pl.col("device_id").is_in(sorted(ok)))
+        self.gemm_ = None
+        if g.height:
+            if self.max_gemm_rows and g.height > self.max_gemm_rows:
+                g = g.sample(self.max_gemm_rows, seed=self.random_state)
+            self.gemm_ = GemmRegressor(
+                devices=devices,
+                max_iter=self.max_iter,
+                learning_rate=self.learning_rate,
+                device_features=self.gemm_device_features,
+                max_leaf_nodes=self.max_leaf_nodes,
+                min_samples_leaf=self.min_samples_leaf,
+                random_state=self.random_state,
+            ).fit(g, g["runtime_ms"])
+        other = ops.filter((pl.col("op_kind") == "other") & (pl.col("phase") == "forward"))
+        self.overhead_ms_ = dict(
+            other.group_by("op").agg(pl.col("latency_ms").median()).iter_rows()
+        )  # op -> median ms over the training devices
+        if (
+            self.vector_ is None
+            and self.vector_trace_ is None
+            and self.conv_ is None
+            and self.gemm_ is None
+            and not self.overhead_ms_
+        ):
+            raise ValueError("no operator rows of a described device to fit")
+        self.n_rows_ = {"vector": vec.height, "conv2d": conv.height, "gemm": g.height, "other": other.height}
+        return self
+
+    @property
+    def covered_kinds(self) -> frozenset[str]:
+        """The op kinds this model predicts (some only in one phase; see :meth:`covers`)."""
+        kinds = {k for k, _ in getattr(self, "vector_cover_", set()) | getattr(self, "trace_cover_", set())}
+        if getattr(self, "conv_", None) is not None:
+            kinds.add("conv2d")
+        if getattr(self, "gemm_", None) is not None:
+            kinds |= GEMM_KINDS
+        if getattr(self, "overhead_ms_", None):
+            kinds.add("other")
+        return frozenset(kinds)
+
+    # ------------------------------------------------------------------ predict
+    def predict_ops(self, table: pl.DataFrame, device: Mapping[str, object]) -> np.ndarray:
+        """ms of ONE call of each row on ``device`` (a ``devices`` row as a dict); NaN where unmodeled."""
+        if not hasattr(self, "feature_version_"):
+            raise ValueError("this OperatorLatencyModel is not fitted yet; call fit first")
+        if self.feature_version_ != OPS_FEATURE_VERSION:
+            raise ValueError(
+                f"this operator model was fitted with feature pipeline v{self.feature_version_}; the installed "
+                f"pipeline is v{OPS_FEATURE_VERSION}: retrain it (`hws train ops`)"
+            )
+        check_op_table(table, flops_required=False)
+        dev = describe_device(device)
+        out = np.full(table.height, np.nan)
+        kind, phase = table["op_kind"].to_numpy(), table["phase"].to_numpy()
+        pairs = list(zip(kind, phase, strict=True))
+        for trees, cover in ((self.vector_, self.vector_cover_), (self.vector_trace_, self.trace_cover_)):
+            vec = np.array([pair in cover for pair in pairs], dtype=bool)
+            if vec.any() and trees is not None:
+                x, roof = vector_features(
+                    table.filter(pl.Series(vec)), dev, device_features=self.device_features
+                )
+                out[vec] = np.exp(trees.predict(x)) * roof
+        conv = (kind == "conv2d") & (phase == "forward")
+        if conv.any() and self.conv_ is not None:
+            x, roof = conv_features(table.filter(pl.Series(conv)), dev, device_features=self.device_features)
+            out[conv] = np.exp(self.conv_.predict(x)) * roof
+        gemm = np.isin(kind, list(GEMM_KINDS))
+        if gemm.any() and self.gemm_ is not None:
+            out[gemm] = self._predict_gemm(table.filter(pl.Series(gemm)), device)
+        other = kind == "other"
+        if other.any() and self.overhead_ms_:
+            ops = table["op"].to_numpy()[other]
+            out[other] = [self.overhead_ms_.get(o, np.nan) for o in ops]
+        return out
+
+    def _predict_gemm(self, rows: pl.DataFrame, device: Mapping[str, object]) -> np.ndarray:
+        keep = {k: device.get(k) for k in ("peak_fp32_gflops", "peak_fp16_gflops", "mem_bw_gbs", "cores",
+                                           "l2_mb", "clock_mhz", "descriptors") if k in device}  # fmt: skip
+        extra = pl.DataFrame([{"device_id": _QUERY_DEVICE, **keep}], infer_schema_length=None)
+
+        def query(frame: pl.DataFrame) -> np.ndarray:
+            q = frame.select(
+                pl.lit(_QUERY_DEVICE).alias("device_id"), pl.col("op_kind").alias("op"),
+                "batch", "m", "n", "k", pl.lit("fp32").alias("dtype"),
+            )  # fmt: skip
+            return self.gemm_.predict(q, extra_devices=extra)
+
+        fw = query(rows)
+        back = (rows["phase"] == "backward").to_numpy()
+        if back.any():
+            d_in, d_w = backward_gemms(rows.filter(pl.Series(back)))
+            fw[back] = query(d_in) + query(d_w)
+        return fw
+
+
+def _with_flops(ops: pl.DataFrame) -> pl.DataFrame:
+    """``flops``/``bytes`` by the operator-table conventions for rows that lack them."""
+    from hwsurrogate.datasets.optable import OP_TABLE_SCHEMA
+
+    cols = [c for c in OP_TABLE_SCHEMA if c in ops.columns]
+    frame = ops.select(cols)
+    for c, t in OP_TABLE_SCHEMA.items():
+        if c not in frame.columns:
+            frame = frame.with_columns(pl.lit(None, t).alias(c))
+    frame = frame.with_columns(pl.col("name").fill_null(pl.col("op")), pl.col("count").fill_null(1))
+    derived = derive_flops_bytes(frame.select(list(OP_TABLE_SCHEMA)))
+    return ops.with_columns(derived["flops"], derived["bytes"])
+
+
+def _gemm_rows(ops: pl.DataFrame, gemm: pl.DataFrame | None) -> pl.DataFrame:
+    """GEMM training rows: the ``gemm`` table's plus the forward linear/bmm rows of ``ops``."""
+    cols = ["device_id", "op", "m", "n", "k", "batch", "dtype", "runtime_ms"]
+    parts = []
+    if gemm is not None and gemm.height:
+        parts.append(gemm.filter(pl.col("op").is_in(["linear", "bmm", "gemm"])).select(cols))
+    fw = ops.filter(pl.col("op_kind").is_in(sorted(GEMM_KINDS)) & (pl.col("phase") == "forward"))
+    if fw.height:
+        parts.append(
+            fw.select(
+                "device_id",
+                pl.col("op_kind").alias("op"),
+                "m",
+                "n",
+                "k",
+                "batch",
+                pl.lit("fp32").alias("dtype"),
+                pl.col("latency_ms").alias("runtime_ms"),
+            )  # fmt: skip
+        )
+    if not parts:
+        return pl.DataFrame(
+            schema={c: pl.String if c in ("device_id", "op", "dtype") else pl.Float64 for c in cols}
+        )
+    return pl.concat(parts, how="vertical_relaxed").filter(pl.col("runtime_ms") > 0)
+
+
+def _group(kinds: np.ndarray) -> np.ndarray:
+    return np.where(np.isin(kinds, sorted(GEMM_KINDS)), "gemm", "vector")
+
+
+def fewshot_scales(
+    model: OperatorLatencyModel, table: pl.DataFrame, measured_ms: np.ndarray, device: Mapping[str, object]
+) -> dict[str, float]:
+    """Multiplicative corrections of ``model`` for ``device`` from a few measured operator rows.
+
+    Per group (``gemm``: linear/bmm; ``vector``: every other kind) and overall (``all``):
+    ``sum(measured) / sum(predicted)`` over the covered rows, so the time-dominant ops set it (an
+    unseen GPU's GEMM efficiency or sustained clock is what its descriptors miss). A group without
+    a measured row is absent. Raises ``ValueError`` when no row is covered or a value is not positive.
+    """
+    measured = np.asarray(measured_ms, dtype=np.float64)
+    if measured.shape != (table.height,):
+        raise ValueError(f"measured_ms has {measured.size} values for {table.height} operator rows")
+    if not (np.isfinite(measured) & (measured > 0)).all():
+        raise ValueError("measured_ms must be finite and > 0")
+    pred = model.predict_ops(table, device)
+    ok = np.isfinite(pred) & (pred > 0)
+    if not ok.any():
+        raise ValueError("none of the measured operator rows is covered by the model")
+    groups = _group(table["op_kind"].to_numpy())
+    out = {"all": float(measured[ok].sum() / pred[ok].sum())}
+    for g in ("gemm", "vector"):
+        sel = ok & (groups == g)
+        if sel.any():
+            out[g] = float(measured[sel].sum() / pred[sel].sum())
+    return out
+
+
+def apply_scales(table: pl.DataFrame, per_call_ms: np.ndarray, scales: Mapping[str, float]) -> np.ndarray:
+    """``per_call_ms`` times each row's group scale from :func:`fewshot_scales` (``all`` if absent)."""
+    groups = _group(table["op_kind"].to_numpy())
+    factor = np.array([scales.get(g, scales["all"]) for g in groups], dtype=np.float64)
+    return np.asarray(per_call_ms, dtype=np.float64) * factor

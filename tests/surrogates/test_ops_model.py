@@ -1,0 +1,156 @@
+"""OperatorLatencyModel on synthetic devices whose operator latencies are a known roofline function."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from hwsurrogate.datasets.optable import op_table
+from hwsurrogate.surrogates.models.ops import OperatorLatencyModel, backward_gemms
+
+from .gemm_factories import devices_frame, gemm_rows
+
+LAUNCH_MS = 0.005
+
+
+def _vector_latency(rows: np.ndarray, cols: np.ndarray, inputs: np.ndarray, bw: float) -> np.ndarray:
+    """A memory-bound vector op: launch + (inputs + 1) fp32 tensors at 80 % of the bandwidth."""
+    return LAUNCH_MS + (inputs + 1) * rows * cols * 4.0 / (bw * 1e6 * 0.8)
+
+
+def _ops_rows(device: str, n: int = 300, seed: int = 0) -> pl.DataFrame:
+    spec = devices_frame().filter(pl.col("device_id") == device).row(0, named=True)
+    rng = np.random.default_rng(seed)
+    rows, cols = 2 ** rng.integers(4, 14, n), 2 ** rng.integers(4, 12, n)
+    inputs = rng.integers(1, 3, n)
+    vec = pl.DataFrame({"device_id": device, "op_kind": "elementwise", "op": "add", "phase": "forward",
+                        "dtype": "fp32", "rows": rows, "cols": cols, "inputs": inputs,
+                        "latency_ms": _vector_latency(rows, cols, inputs, spec["mem_bw_gbs"]),
+                        "model": None}, schema_overrides={"model": pl.String})  # fmt: skip
+    other = pl.DataFrame({"device_id": device, "op_kind": "other", "op": ["view", "size", "view"],
+                          "phase": "forward", "dtype": "fp32", "latency_ms": [0.008, 0.007, 0.010],
+                          "model": "toy-inf-8-1"})  # fmt: skip
+    return pl.concat([vec, other], how="diagonal_relaxed")
+
+
+@pytest.fixture(scope="module")
+def fitted() -> OperatorLatencyModel:
+    ops = pl.concat(
+        [_ops_rows("test/gpu-a", seed=1), _ops_rows("test/gpu-b", seed=2)], how="diagonal_relaxed"
+    )
+    gemm = pl.concat(
+        [gemm_rows("test/gpu-a", 200, seed=3, power=False), gemm_rows("test/gpu-b", 200, seed=4, power=False)]
+    )
+    return OperatorLatencyModel(max_iter=40, min_samples_leaf=5).fit(ops, devices_frame(), gemm)
+
+
+def _new_device() -> dict[str, object]:
+    return devices_frame().filter(pl.col("device_id") == "test/gpu-new").row(0, named=True)
+
+
+def test_unseen_device_vector_ops_follow_its_roofline(fitted: OperatorLatencyModel) -> None:
+    rng = np.random.default_rng(9)
+    rows, cols = 2 ** rng.integers(6, 13, 50), 2 ** rng.integers(6, 11, 50)
+    table = op_table([{"name": f"add{i}", "op_kind": "elementwise", "op": "add", "dtype": "fp32", "rows": int(r), "cols": int(c),
+                       "inputs": 2} for i, (r, c) in enumerate(zip(rows, cols, strict=True))])  # fmt: skip
+    dev = _new_device()
+    pred = fitted.predict_ops(table, dev)
+    truth = _vector_latency(rows, cols, np.full(50, 2), float(dev["mem_bw_gbs"]))
+    # gpu-new has twice gpu-b's bandwidth: a raw-ms model could not go below gpu-b's times
+    assert np.median(np.abs(pred / truth - 1)) < 0.2
+
+
+def test_other_ops_use_the_overhead_medians_and_unknown_ones_stay_nan(fitted: OperatorLatencyModel) -> None:
+    table = op_table([{"name": "v", "op_kind": "other", "op": "view", "dtype": "fp32"},
+                      {"name": "w", "op_kind": "other", "op": "weird", "dtype": "fp32"},
+                      {"name": "c", "op_kind": "conv2d", "op": "conv2d", "dtype": "fp32", "batch": 1, "in_channels": 3,
+                       "out_channels": 8, "kernel_size": 3, "input_size": 16, "stride": 1, "padding": 1}])  # fmt: skip
+    pred = fitted.predict_ops(table, _new_device())
+    assert pred[0] == pytest.approx(np.median([0.008, 0.010, 0.008, 0.010]))
+    assert np.isnan(pred[1]) and np.isnan(pred[2])  # never seen / no conv2d data: unmodeled, not guessed
+    assert (
+        "conv2d" not in fitted.covered_kinds
+        and {"linear", "bmm", "elementwise", "other"} <= fitted.covered_kinds
+    )
+
+
+def test_backward_gemm_is_the_two_gradient_gemms(fitted: OperatorLatencyModel) -> None:
+    fw = op_table(
+        [
+            {
+                "name": "fc",
+                "op_kind": "linear",
+                "op": "addmm",
+                "dtype": "fp32",
+                "batch": 1,
+                "m": 512,
+                "n": 256,
+                "k": 1024,
+            }
+        ]
+    )
+    bw = fw.with_columns(pl.lit("backward").alias("phase"))
+    d_in, d_w = backward_gemms(fw)
+    assert d_in.select("m", "n", "k").row(0) == (512, 1024, 256) and d_w.select("m", "n", "k").row(0) == (
+        1024,
+        256,
+        512,
+    )
+    dev = _new_device()
+    as_fw = [
+        fitted.predict_ops(
+            op_table(f.with_columns(name=pl.lit("g"), op=pl.lit("mm"), dtype=pl.lit("fp32"))), dev
+        )[0]
+        for f in (d_in, d_w)
+    ]
+    assert fitted.predict_ops(bw, dev)[0] == pytest.approx(sum(as_fw))
+
+
+def test_device_without_bandwidth_is_refused_by_name(fitted: OperatorLatencyModel) -> None:
+    table = op_table(
+        [{"name": "a", "op_kind": "elementwise", "op": "add", "dtype": "fp32", "rows": 8, "cols": 8}]
+    )
+    with pytest.raises(ValueError, match="mem_bw_gbs"):
+        fitted.predict_ops(table, {"device_id": "my/gpu", "peak_fp32_gflops": 1000.0})
+    with pytest.raises(ValueError, match="not fitted"):
+        OperatorLatencyModel().predict_ops(table, _new_device())
+
+
+@pytest.mark.slow  # MLflow run + registration: ~15 s of CPU
+def test_train_register_and_load_the_ops_model(store, capsys) -> None:  # noqa: ANN001 - pytest fixtures
+    from hwsurrogate.cli import main
+    from hwsurrogate.surrogates.registry.ops import load_ops_model
+
+    ops = pl.concat(
+        [_ops_rows("test/gpu-a", 200, seed=1), _ops_rows("test/gpu-b", 200, seed=2)], how="diagonal_relaxed"
+    )
+    ops = ops.with_row_index("_i").with_columns(
+        pl.lit("test").alias("source"), pl.lit("tests").alias("origin"),
+        pl.concat_str([pl.col("device_id"), pl.col("_i").cast(pl.String)], separator="#").alias("measurement_id"),
+    ).drop("_i")  # fmt: skip
+    store.replace("ops", ops, partition="test")
+    store.replace("gemm", gemm_rows("test/gpu-a", 150, seed=3, power=False), partition="test")
+    store.replace("devices", devices_frame(), partition="test")
+    try:
+        main(["train", "ops", "--store", str(store.root), "--max-iter", "30"])
+    except SystemExit as exc:
+        assert not exc.code, capsys.readouterr()
+    out = capsys.readouterr().out
+    assert "registered hws-ops v1: promoted to @champion" in out and "test_mape_elementwise" in out
+    model = load_ops_model()
+    table = op_table(
+        [
+            {
+                "name": "a",
+                "op_kind": "elementwise",
+                "op": "add",
+                "dtype": "fp32",
+                "rows": 512,
+                "cols": 512,
+                "inputs": 2,
+            }
+        ]
+    )
+    assert np.isfinite(model.predict_ops(table, _new_device())).all()
+    assert {"elementwise", "linear", "other"} <= model.covered_kinds
