@@ -126,7 +126,12 @@ def train_ops_model(
 
     from hwsurrogate.progress import make_progress
     from hwsurrogate.surrogates.registry.ops import OPS_MODEL_NAME, log_ops_model, predict_ops_frame
-    from hwsurrogate.surrogates.registry.tracking import log_training_dataset, register_and_promote, start_run
+    from hwsurrogate.surrogates.registry.tracking import (
+        log_data_versions,
+        log_training_dataset,
+        register_and_promote,
+        start_run,
+    )
 
     ops, gemm, table = ops_training_rows(store, devices=devices, trace_models=trace_models)
     keys = [k for k in SHAPE_KEYS if k in ops.columns]
@@ -141,6 +146,7 @@ def train_ops_model(
         mlflow.log_params({"test_frac": test_frac, "seed": seed, "devices": ",".join(devices or []) or "all",
                            "n_train": train.height, "n_test": test.height,
                            "n_gemm": 0 if gemm is None else gemm.height, **{k: str(v) for k, v in kw.items()}})  # fmt: skip
+        log_data_versions(store.read_versions, store=store.root)
         log_training_dataset(
             train.select("device_id", *keys, "latency_ms", "source"),
             name="ops-train",
