@@ -18,6 +18,7 @@ Ray is imported inside the functions; nothing here runs without ``--ray``.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from dataclasses import asdict, dataclass, replace
@@ -268,6 +269,12 @@ def predict_on_ray(
 
     if workers < 1 or batch_size < 1:
         raise ValueError(f"workers and batch_size must be >= 1, got {workers} and {batch_size}")
+    from hwsurrogate.progress import progress_enabled
+
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = progress_enabled()
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    batch_size = min(batch_size, max(1, -(-queries.height // workers)))  # every worker gets work
     indexed = queries.with_row_index("_query_row")
     ds = ray.data.from_arrow(indexed.to_arrow())
     root = str(store_root) if store_root is not None else None
