@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import tempfile
+import uuid
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -235,7 +236,7 @@ class DispatchBatches:
 
         self.task, self.strict = task, strict
         self.dispatch = local_dispatch(store_root, versions={task: version})
-        self.pid = os.getpid()
+        self.worker = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"  # one per construction: one per model load
 
     def __call__(self, batch: Any) -> Any:
         queries = pl.from_arrow(batch)
@@ -244,7 +245,7 @@ class DispatchBatches:
         outputs = answer.outputs.drop([c for c in answer.outputs.columns if c in queries.columns])
         frame = pl.concat([queries, outputs], how="horizontal").with_columns(
             pl.Series("in_domain", answer.in_domain or [None] * queries.height, dtype=pl.Boolean),
-            pl.lit(self.pid, dtype=pl.Int64).alias("worker_pid"),
+            pl.lit(self.worker).alias("ray_worker"),
         )
         return frame.to_arrow()
 
@@ -261,8 +262,8 @@ def predict_on_ray(
 ) -> pl.DataFrame:
     """Answer ``queries`` with Ray Data on ``workers`` actors (call after :func:`hwsurrogate.cluster.connect`).
 
-    Rows come back in query order with the output columns, ``in_domain`` and the ``worker_pid``
-    that answered them.
+    Rows come back in query order with the output columns, ``in_domain`` and ``ray_worker``
+    (which worker, and which model load, answered them).
     """
     import pyarrow as pa
     import ray
@@ -275,8 +276,9 @@ def predict_on_ray(
     context.enable_progress_bars = progress_enabled()
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     batch_size = min(batch_size, max(1, -(-queries.height // workers)))  # every worker gets work
-    indexed = queries.with_row_index("_query_row")
-    ds = ray.data.from_arrow(indexed.to_arrow())
+    table = queries.with_row_index("_query_row").to_arrow()
+    blocks = [table.slice(i, batch_size) for i in range(0, table.num_rows, batch_size)] or [table]
+    ds = ray.data.from_arrow(blocks)  # one block per batch, so every worker gets some
     root = str(store_root) if store_root is not None else None
     answered = ds.map_batches(
         DispatchBatches, fn_constructor_args=(task, root, version, strict), batch_size=batch_size,

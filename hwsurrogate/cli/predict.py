@@ -158,8 +158,8 @@ def _predict_ray(
     outside = int((result["in_domain"] == False).sum()) if "in_domain" in result.columns else 0  # noqa: E712
     if outside:
         click.echo(f"warning: {outside} of {result.height} queries lie outside the model's training domain", err=True)
-    n_workers = result["worker_pid"].n_unique()
-    result = result.drop("worker_pid")
+    n_workers = result["ray_worker"].n_unique()
+    result = result.drop("ray_worker")
     if out is not None:
         write_frame(result, out)
         click.echo(f"wrote {result.height} predictions to {out} ({n_workers} Ray worker(s))")
