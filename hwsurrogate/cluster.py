@@ -14,14 +14,24 @@ names). Each task takes one unit, so a node runs as many such tasks at once as i
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
 from typing import Any
 
 from hwsurrogate.errors import HwSurrogateError
 
 __all__ = [
     "ClusterError",
+    "LocalCluster",
     "check_resource",
     "connect",
     "forwarded_env",
@@ -113,3 +123,96 @@ def node_id() -> str | None:
     if not ray.is_initialized():
         return None
     return str(ray.get_runtime_context().get_node_id())
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class LocalCluster:
+    """A Ray cluster of several nodes on this machine, for tests and benchmarks (``ray start`` each).
+
+    Every node is a ``ray start --block`` in its own process group on 127.0.0.1 with ``cpus``
+    CPUs and a small object store; :meth:`kill` SIGKILLs one node's group (the node dying),
+    :meth:`stop` ends the groups this object started, never other Ray instances (no ``ray stop``).
+    Token authentication: the processes get ``RAY_AUTH_MODE``/``RAY_AUTH_TOKEN`` from this
+    process's environment, which must be set before ``ray`` is imported here (Ray reads the mode
+    at import).
+    """
+
+    def __init__(self, *, cpus: int = 1, object_store_bytes: int = 80 * 1024 * 1024) -> None:
+        self.port = _free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.cpus, self.object_store_bytes = cpus, object_store_bytes
+        self.tmp = Path(tempfile.mkdtemp(prefix="hwsray", dir="/tmp"))  # short: Ray's socket paths
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def _start(self, name: str, args: list[str]) -> None:
+        ray_cli = str(Path(sys.executable).with_name("ray"))
+        common = ["--node-ip-address", "127.0.0.1", "--num-cpus", str(self.cpus), "--object-store-memory",
+                  str(self.object_store_bytes), "--temp-dir", str(self.tmp), "--block", "--disable-usage-stats"]  # fmt: skip
+        env = os.environ | {"RAY_USAGE_STATS_ENABLED": "0"}
+        with open(self.tmp / f"{name}.log", "wb") as log:
+            self.procs[name] = subprocess.Popen([ray_cli, "start", *args, *common], env=env, stdout=log,
+                                                stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+
+    def log(self, name: str) -> str:
+        path = self.tmp / f"{name}.log"
+        return path.read_text(errors="replace")[-2000:] if path.exists() else ""
+
+    def start_head(self, timeout_s: float = 120) -> None:
+        self._start("head", ["--head", "--port", str(self.port), "--include-dashboard", "false",
+                             "--ray-client-server-port", str(_free_port())])  # fmt: skip
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.procs["head"].poll() is not None:
+                raise ClusterError(f"ray head exited: {self.log('head')}")
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.3)
+        raise ClusterError(f"ray head did not open port {self.port} in {timeout_s:g} s")
+
+    def add_node(self, name: str, resources: dict[str, float] | None = None, timeout_s: float = 120) -> None:
+        """Start node ``name`` and wait until the cluster sees it alive (joins this process to the cluster)."""
+        import ray
+
+        before = self.alive() if ray.is_initialized() else 1
+        args = ["--address", self.address] + (["--resources", json.dumps(resources)] if resources else [])
+        self._start(name, args)
+        if not ray.is_initialized():
+            ray.init(address=self.address, logging_level="ERROR", log_to_driver=False)
+        deadline = time.monotonic() + timeout_s
+        while self.alive() < before + 1:
+            if time.monotonic() > deadline or self.procs[name].poll() is not None:
+                raise ClusterError(f"node {name} did not join: {self.log(name)}")
+            time.sleep(0.5)
+
+    @staticmethod
+    def alive() -> int:
+        import ray
+
+        return sum(bool(n["Alive"]) for n in ray.nodes())
+
+    def kill(self, name: str) -> None:
+        """SIGKILL node ``name``'s process group: its raylet dies, its workers exit, Ray sees a dead node."""
+        os.killpg(self.procs[name].pid, signal.SIGKILL)
+
+    def stop(self) -> None:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+        for proc in reversed(list(self.procs.values())):
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                try:
+                    os.killpg(proc.pid, sig)
+                    proc.wait(timeout=5)
+                    break
+                except ProcessLookupError:
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        shutil.rmtree(self.tmp, ignore_errors=True)

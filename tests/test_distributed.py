@@ -12,14 +12,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,11 +20,11 @@ import polars as pl
 import pytest
 
 from hwsurrogate.cli import main
+from hwsurrogate.cluster import LocalCluster
 
 pytestmark = pytest.mark.ray
 
 LABEL = "gpu_type=H100"
-OBJECT_STORE = str(80 * 1024 * 1024)
 
 
 # ---------------------------------------------------------------------------------- the cluster
@@ -42,86 +35,22 @@ os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'hwsurrogate[distributed]'")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Cluster:
-    """Two local Ray nodes in their own process groups; ``kill_worker`` is the node dying."""
-
-    def __init__(self) -> None:
-        self.port = _free_port()
-        self.address = f"127.0.0.1:{self.port}"
-        self.tmp = Path(tempfile.mkdtemp(prefix="hwsray", dir="/tmp"))  # short: Ray's socket paths
-        self.env = os.environ | {
-            "RAY_USAGE_STATS_ENABLED": "0",
-        }
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-
-    def _start(self, name: str, args: list[str]) -> None:
-        ray_cli = str(Path(sys.executable).with_name("ray"))
-        common = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--object-store-memory", OBJECT_STORE,
-                  "--block", "--disable-usage-stats"]  # fmt: skip
-        log = open(self.tmp / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
-        self.procs[name] = subprocess.Popen(
-            [ray_cli, "start", *args, *common], env=self.env, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
+class Cluster(LocalCluster):
+    """The head (1 CPU) and a worker node with the label (1 CPU, no GPU)."""
 
     def start(self) -> None:
-        self._start("head", ["--head", "--port", str(self.port), "--include-dashboard", "false",
-                             "--ray-client-server-port", str(_free_port()), "--temp-dir", str(self.tmp)])  # fmt: skip
-        self._wait_port()
-        self._start("worker", ["--address", self.address, "--resources", json.dumps({LABEL: 1}),
-                               "--temp-dir", str(self.tmp)])  # fmt: skip
-        ray.init(address=self.address, logging_level="ERROR", log_to_driver=False)
-        deadline = time.monotonic() + 90
-        while sum(n["Alive"] for n in ray.nodes()) < 2:
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"the worker node did not join: {(self.tmp / 'worker.log').read_text()[-2000:]}"
-                )
-            time.sleep(0.5)
+        self.start_head()
+        self.add_node("worker", {LABEL: 1})
         ray.shutdown()
-
-    def _wait_port(self) -> None:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if self.procs["head"].poll() is not None:
-                raise RuntimeError(f"ray head exited: {(self.tmp / 'head.log').read_text()[-2000:]}")
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            time.sleep(0.3)
-        raise RuntimeError("ray head did not open its port in 90 s")
 
     def node_ids(self) -> dict[str, str]:
         """{"head" | "worker": node id} of the live nodes (the worker is the one with the label)."""
-        out = {}
-        for n in ray.nodes():
-            if n["Alive"]:
-                out["worker" if LABEL in n["Resources"] else "head"] = n["NodeID"]
-        return out
+        return {
+            ("worker" if LABEL in n["Resources"] else "head"): n["NodeID"] for n in ray.nodes() if n["Alive"]
+        }
 
     def kill_worker(self) -> None:
-        os.killpg(self.procs["worker"].pid, signal.SIGKILL)
-
-    def stop(self) -> None:
-        if ray.is_initialized():
-            ray.shutdown()
-        for proc in reversed(list(self.procs.values())):
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=5)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                pass
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.kill("worker")
 
 
 @pytest.fixture(scope="module")
