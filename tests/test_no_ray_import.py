@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # trains a tiny model in a fresh process (~10-30 s)
+
 
 def test_without_ray_the_cli_and_a_normal_predict_never_import_ray(tmp_path: Path) -> None:
     """`import hwsurrogate.cli`, `hws --help` and a real `hws predict gemm` leave ray unimported."""
