@@ -152,19 +152,25 @@ def _predict_ray(
     _check_before_loading(task, queries)
     connect(ray_address)
     try:
-        result = predict_on_ray(task, queries, store_root=store_path, version=version, strict=strict, workers=workers)
+        result = predict_on_ray(
+            task, queries, store_root=store_path, version=version, strict=strict, workers=workers
+        )
     except (ValueError, LookupError) as exc:
         raise click.ClickException(str(exc)) from None
     outside = int((result["in_domain"] == False).sum()) if "in_domain" in result.columns else 0  # noqa: E712
     if outside:
-        click.echo(f"warning: {outside} of {result.height} queries lie outside the model's training domain", err=True)
+        click.echo(
+            f"warning: {outside} of {result.height} queries lie outside the model's training domain", err=True
+        )
     n_workers = result["ray_worker"].n_unique()
     result = result.drop("ray_worker")
     if out is not None:
         write_frame(result, out)
         click.echo(f"wrote {result.height} predictions to {out} ({n_workers} Ray worker(s))")
     elif as_json:
-        click.echo(json.dumps({"predictions": result.to_dicts(), "ray_workers": n_workers}, indent=2, default=str))
+        click.echo(
+            json.dumps({"predictions": result.to_dicts(), "ray_workers": n_workers}, indent=2, default=str)
+        )
     else:
         import polars as pl
 
