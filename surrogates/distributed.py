@@ -4,8 +4,10 @@
 on the same fixed held-out split its ``train_*_model`` uses; every trial fits on the training
 part and scores on the held-out part in a Ray worker. Each trial is an MLflow run (Ray's
 ``MLflowLoggerCallback``, logged by the driver) nested under one parent run. The best
-configuration is then trained and registered by the task's own ``train_*_model`` **only when its
-held-out score beats the champion's on the same rows**; otherwise nothing is registered.
+configuration is then trained and registered by the task's own ``train_*_model`` **only when it
+beats the champion on the same rows**: the rows held out from both (what
+:func:`~hwsurrogate.surrogates.registry.tracking.register_and_promote` compares); otherwise
+nothing is registered.
 
 ``hws predict ... --ray ADDRESS`` (:func:`predict_on_ray`): the queries become a Ray Dataset;
 ``map_batches`` with a callable class (:class:`DispatchBatches`) builds the dispatch once per
@@ -70,13 +72,14 @@ class TuneResult:
 
     task: str
     parent_run_id: str
-    trials: pl.DataFrame  # the space's parameters, the held-out score, the trial's MLflow run id
+    trials: pl.DataFrame  # the space's parameters and held-out scores, best first
     metric: str
     best_config: dict[str, Any]
     best_score: float
-    champion_score: float | None  # None: no champion yet
+    champion_score: float | None  # the champion on the rows held out from both (None: no comparison)
     version: str | None = None  # registered version (None: nothing registered)
     promoted: bool = False
+    reason: str = ""  # why the winner was or was not registered
 
 
 def parse_space(task: str, text: str | None) -> dict[str, list[Any]]:
@@ -114,33 +117,40 @@ def _gemm_trial(
     *,
     train: pl.DataFrame,
     test: pl.DataFrame,
+    shared: frozenset[str] | None,
     devices: pl.DataFrame,
     base: GemmTrainConfig,
 ) -> dict[str, float]:
-    """One trial (in a Ray worker): fit on the training split, score runtime MAPE on the held-out split."""
+    """One trial (in a Ray worker): fit on the training split; runtime MAPE on the held-out split and
+    on the rows held out from the champion too (``shared``; what promotion compares)."""
     from ray import tune
 
     model = fit_gemm(train, devices, replace(base, **config))
     pred = model.predict_frame(test)["runtime_ms"].to_numpy()
-    metrics = regression_metrics(test["runtime_ms"].to_numpy(), pred)
+    y = test["runtime_ms"].to_numpy()
+    metrics = regression_metrics(y, pred)
     result = {"test_runtime_mape": float(metrics["mape"]), "test_runtime_smape": float(metrics["smape"])}
+    if shared is not None:
+        mask = test["measurement_id"].is_in(sorted(shared)).to_numpy()
+        result["shared_runtime_mape"] = float(regression_metrics(y[mask], pred[mask])["mape"])
     tune.report(result)
     return result
 
 
-def _champion_score(task: str, test: pl.DataFrame) -> float | None:
-    """The champion's held-out score on ``test`` (None when the task has no champion)."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
+def _champion_rows(task: str, test: pl.DataFrame) -> tuple[str | None, frozenset[str] | None]:
+    """(champion version, the ``test`` rows it was never trained on either); (None, None) without a champion.
 
-    from hwsurrogate.surrogates.registry.tracking import CHAMPION, configure_mlflow
+    The same rows :func:`~hwsurrogate.surrogates.registry.tracking.register_and_promote` compares
+    a new version and the champion on; all of ``test`` when the champion recorded no held-out rows.
+    """
+    from hwsurrogate.surrogates.registry.tracking import champion_holdout
 
-    configure_mlflow()
-    try:
-        MlflowClient().get_model_version_by_alias(MODEL_NAMES[task], CHAMPION)
-    except MlflowException:
-        return None
-    return float(evaluate_mape(test)(f"models:/{MODEL_NAMES[task]}@{CHAMPION}"))
+    champ = champion_holdout(MODEL_NAMES[task])
+    if champ is None:
+        return None, None
+    version, keys = champ
+    ours = frozenset(test["measurement_id"].to_list())
+    return version, ours if keys is None else ours & keys
 
 
 def tune_task(
@@ -184,8 +194,11 @@ def tune_task(
             tracking_uri=uri, registry_uri=uri, experiment_name=EXPERIMENT,
             tags={"mlflow.parentRunId": parent.info.run_id, "hws.role": "tune-trial", "task": task},
         )  # fmt: skip
+        champ_version, shared = _champion_rows(task, test)
         trainable = tune.with_resources(
-            tune.with_parameters(_gemm_trial, train=train, test=test, devices=devices, base=base),
+            tune.with_parameters(
+                _gemm_trial, train=train, test=test, shared=shared or None, devices=devices, base=base
+            ),  # fmt: skip
             {"cpu": cpus_per_trial},
         )
         with tempfile.TemporaryDirectory(prefix="hws-tune-") as tmp:
@@ -202,7 +215,8 @@ def tune_task(
         for res in grid:
             if res.error is not None:
                 raise TrainingDataError(f"hws tune {task}: a trial failed: {res.error}")
-            rows.append({k: res.config[k] for k in space} | {metric: float(res.metrics[metric])})
+            scores = {m: float(res.metrics[m]) for m in (metric, "shared_runtime_mape") if m in res.metrics}
+            rows.append({k: res.config[k] for k in space} | scores)
         trials = pl.DataFrame(rows).sort(metric)
         best = {k: trials[k][0] for k in space}
         best_score = float(trials[metric][0])
@@ -212,10 +226,24 @@ def tune_task(
         )  # fmt: skip
         mlflow.log_metrics({f"best_{metric}": best_score, "n_trial_runs": len(runs)})
         mlflow.log_dict({"trials": trials.to_dicts(), "best": best}, "tune/trials.json")
-        champion = _champion_score(task, test)
-        out = TuneResult(task, parent.info.run_id, trials, metric, best, best_score, champion)
-        wins = champion is None or best_score < champion
-        mlflow.set_tag("hws.winner_beats_champion", str(wins))
+        out = TuneResult(task, parent.info.run_id, trials, metric, best, best_score, None)
+        if champ_version is None:
+            wins, out.reason = True, "no champion yet"
+        elif not shared:
+            wins, out.reason = (
+                False,
+                f"no held-out row in common with champion v{champ_version}: not comparable",
+            )
+        else:
+            uri = f"models:/{MODEL_NAMES[task]}/{champ_version}"
+            out.champion_score = float(evaluate_mape(test)(uri, shared))
+            challenger = float(trials["shared_runtime_mape"][0])
+            wins = bool(np.isfinite(challenger) and challenger < out.champion_score)
+            out.reason = (f"{metric} on the {len(shared)} rows held out from both: best {challenger:.4g} vs "
+                          f"champion v{champ_version} {out.champion_score:.4g}")  # fmt: skip
+            mlflow.log_metrics({"best_shared_runtime_mape": challenger, "champion_shared_runtime_mape":
+                                out.champion_score})  # fmt: skip
+        mlflow.set_tags({"hws.winner_beats_champion": str(wins), "hws.gate": out.reason})
         if register and wins:
             res = train_gemm_model(store, replace(base, **best, register=True))
             out.version, out.promoted = res.version, res.promoted

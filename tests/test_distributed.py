@@ -303,4 +303,5 @@ def test_a_worker_node_killed_mid_sweep_loses_and_duplicates_no_row(driver: Clus
     assert rows["measurement_id"].n_unique() == rows.height == len(specs)  # none twice
     assert sum(f.height for f in seen) == len(specs)  # the driver received each design once
     on_worker = [e for e in rows["extra"] if json.loads(e)["env"]["ray_node_id"] == worker]
-    assert 1 <= len(on_worker) < len(specs) // 2 + 1  # the worker died: the head did the rest
+    # killed right after its first design: it was running its second, which the head then re-ran
+    assert len(on_worker) == 1

@@ -39,8 +39,8 @@ def tune(
     \b
     Every trial fits on the training split and scores on the fixed held-out split in a Ray
     worker; each is an MLflow run nested under one parent run (experiment TASK). The best
-    configuration is trained and registered (and made champion) only when its held-out
-    score beats the current champion's on the same rows; otherwise nothing is registered.
+    configuration is trained and registered (and made champion) only when it beats the
+    current champion on the rows held out from both; otherwise nothing is registered.
 
     \b
       hws tune gemm --ray 127.0.0.1:6379
@@ -63,22 +63,25 @@ def tune(
     base = GemmTrainConfig(sources=sources, devices=devices, test_frac=test_frac, seed=seed)
     res = tune_task(task, grid, store=DatasetStore(store_path), base=base, cpus_per_trial=cpus_per_trial,
                     register=not no_register)  # fmt: skip
-    champion = "none" if res.champion_score is None else f"{res.champion_score:.4g}"
     if as_json:
         click.echo(json.dumps({
             "task": task, "parent_run_id": res.parent_run_id, "metric": res.metric, "trials": res.trials.to_dicts(),
             "best_config": res.best_config, "best_score": res.best_score, "champion_score": res.champion_score,
-            "registered_version": res.version, "promoted": res.promoted,
+            "registered_version": res.version, "promoted": res.promoted, "reason": res.reason,
         }, indent=2, default=str))  # fmt: skip
         return
     click.echo(res.trials)
     click.echo(f"{res.trials.height} trial(s) under MLflow run {res.parent_run_id}; best {res.metric} "
-               f"{res.best_score:.4g} with {res.best_config}; champion {champion}")  # fmt: skip
+               f"{res.best_score:.4g} with {res.best_config}; {res.reason}")  # fmt: skip
     if res.version is not None:
+        from hwsurrogate.surrogates.api import MODEL_NAMES
+        from hwsurrogate.surrogates.registry.tracking import promotion_reason
+
+        how = "promoted to champion" if res.promoted else "not promoted"
         click.echo(
-            f"registered version {res.version}" + (" and promoted it to champion" if res.promoted else "")
+            f"registered version {res.version}, {how}: {promotion_reason(MODEL_NAMES[task], res.version)}"
         )
     elif no_register:
         click.echo("--no-register: nothing registered")
     else:
-        click.echo("not registered: the best trial does not beat the champion on the held-out split")
+        click.echo("not registered: the best trial does not beat the champion on the rows held out from both")
