@@ -61,9 +61,19 @@ def resource_label(text: str | None, option: str = "--on") -> str | None:
     return label
 
 
+#: never sent to workers: the service's write token is for ``--push`` from the driver only
+_NOT_FORWARDED = frozenset({"HWSURROGATE_SERVICE_TOKEN"})
+
+
 def forwarded_env() -> dict[str, str]:
-    """The ``HWSURROGATE_*`` and ``MLFLOW_*`` variables of this process (what workers must share)."""
-    return {k: v for k, v in os.environ.items() if k.startswith(_FORWARD_PREFIXES)}
+    """The ``HWSURROGATE_*`` and ``MLFLOW_*`` variables of this process (what workers must share).
+
+    MLflow credentials (``MLFLOW_TRACKING_TOKEN`` ...) go along, since workers load models from
+    the same tracking server; the service token does not.
+    """
+    return {
+        k: v for k, v in os.environ.items() if k.startswith(_FORWARD_PREFIXES) and k not in _NOT_FORWARDED
+    }
 
 
 def connect(address: str) -> Any:

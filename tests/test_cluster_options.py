@@ -22,9 +22,10 @@ def test_a_bad_label_is_refused_naming_the_option(label: str) -> None:
 def test_only_project_and_mlflow_settings_are_forwarded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-forwarded")
+    monkeypatch.setenv("HWSURROGATE_SERVICE_TOKEN", "driver-only")
     env = forwarded_env()
     assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000" and "HWSURROGATE_STORE" in env
-    assert "AWS_SECRET_ACCESS_KEY" not in env
+    assert "AWS_SECRET_ACCESS_KEY" not in env and "HWSURROGATE_SERVICE_TOKEN" not in env
 
 
 @pytest.mark.parametrize(

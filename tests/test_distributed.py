@@ -150,7 +150,7 @@ def test_a_task_that_needs_the_custom_resource_runs_on_that_node_only(driver: Cl
     assert {node for node, _ in free} <= set(ids.values())
 
 
-def test_gemm_collect_on_the_labelled_node_and_a_missing_label_fails_fast(
+def test_gemm_and_latency_collect_on_the_labelled_node_and_a_missing_label_fails_fast(
     driver: Cluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     store = str(tmp_path / "store")
@@ -169,6 +169,10 @@ def test_gemm_collect_on_the_labelled_node_and_a_missing_label_fails_fast(
     err = capsys.readouterr().err
     assert "no live node of the cluster has the custom resource 'gpu_type=B200'" in err
     assert "gpu_type=H100" in err
+    out = _run(["collect", "latency", "--random", "2", "--seed", "1", "--repeats", "3", "--warmup", "1", "--store",
+                store, "--ray", driver.address, "--on", LABEL], capsys)  # fmt: skip
+    assert "2 architectures in 1 Ray task(s) on nodes with gpu_type=H100" in out
+    assert driver.node_ids()["worker"][:12] in out and DatasetStore(store).read("latency").height == 2
     with pytest.raises(SystemExit):
         main(["collect", "gemm", "--on", LABEL, "--store", store])
     assert "--on LABEL places tasks on Ray nodes: give --ray ADDRESS too" in capsys.readouterr().err
