@@ -92,6 +92,7 @@ def connect(address: str) -> Any:
         ) from None
     if ray.is_initialized():
         return ray
+    _check_reachable(address.strip())
     try:
         ray.init(
             address=address.strip(),
@@ -104,6 +105,21 @@ def connect(address: str) -> Any:
             f"--ray {address}: cannot join the Ray cluster ({type(exc).__name__}: {exc})"
         ) from None
     return ray
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """A ``HOST:PORT`` that does not accept a TCP connection is an error now (Ray itself retries for minutes)."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit() or address == "auto":
+        return
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise ClusterError(
+            f"--ray {address}: nothing answers at {host}:{port} ({exc}); start the head with "
+            f"`ray start --head --port {port}` or give its address"
+        ) from None
 
 
 def check_resource(label: str | None) -> None:

@@ -50,3 +50,31 @@ def test_usage_errors_come_before_any_work(
         main(args)
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_an_address_where_nothing_listens_fails_in_seconds(capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("ray", reason="Ray is not installed: pip install 'hwsurrogate[distributed]'")
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(SystemExit) as exc:
+        main(
+            [
+                "predict",
+                "gemm",
+                "--device",
+                "x",
+                "-m",
+                "1",
+                "-n",
+                "1",
+                "-k",
+                "1",
+                "--ray",
+                f"127.0.0.1:{port}",
+            ]
+        )
+    assert exc.value.code == 2
+    assert f"--ray 127.0.0.1:{port}: nothing answers at 127.0.0.1:{port}" in capsys.readouterr().err
