@@ -32,7 +32,7 @@ import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -453,8 +453,9 @@ def conv1d_grid(
     return specs
 
 
-def _yosys_row(spec: LayerSpec, toolchain: YosysToolchain, env: dict[str, Any],
-               workdir: Path, timeout_s: float) -> dict[str, Any]:  # fmt: skip
+def yosys_row(spec: LayerSpec, toolchain: YosysToolchain, env: dict[str, Any],
+              workdir: Path, timeout_s: float) -> dict[str, Any]:  # fmt: skip
+    """Synthesize one design in ``workdir`` and return its ``fpga`` row (before :func:`finalize`)."""
     top = "dense_layer" if isinstance(spec, DenseLayerSpec) else "conv1d_layer"
     verilog, sched = generate_layer_verilog(spec, module=top)
     t0 = time.perf_counter()
@@ -521,6 +522,7 @@ def collect_fpga_sweep(
     on_rows: Callable[[pl.DataFrame], object] | None = None,
     flush_every: int = 10,
     progress: bool = True,
+    submit: Callable[[LayerSpec], Future[dict[str, Any]]] | None = None,
 ) -> CollectResult:
     """Synthesize every spec with yosys (``n_jobs`` at a time) into checked ``fpga`` rows.
 
@@ -530,6 +532,10 @@ def collect_fpga_sweep(
     yosys version are skipped. ``on_rows`` (e.g. a store append) receives checked frames of
     ``flush_every`` finished designs as they complete, the rest at the end or on Ctrl-C, so an
     interrupted long sweep keeps its finished designs and a re-run resumes where it stopped.
+
+    ``submit(spec) -> Future[row]`` runs designs elsewhere instead of ``n_jobs`` local threads
+    (:func:`hwsurrogate.datasets.collectors.remote.ray_fpga_submitter`: Ray tasks on a cluster);
+    rows, ids, skipping, failures and flushing are the same either way.
     """
     if n_jobs < 1:
         raise CollectorError(f"jobs must be >= 1, got {n_jobs}")
@@ -559,11 +565,16 @@ def collect_fpga_sweep(
 
     with tempfile.TemporaryDirectory(prefix="hws-fpga-") as tmp:
         base = keep_dir if keep_dir is not None else Path(tmp)
-        with make_progress() as bar, ThreadPoolExecutor(max_workers=n_jobs) as pool:
-            task = bar.add_task(f"yosys synth ({n_jobs} job{'s' if n_jobs > 1 else ''})", total=len(todo),
-                                visible=progress)  # fmt: skip
+        jobs = "ray tasks" if submit is not None else f"{n_jobs} job{'s' if n_jobs > 1 else ''}"
+        with make_progress() as bar, ThreadPoolExecutor(max_workers=1 if submit else n_jobs) as pool:
+            task = bar.add_task(f"yosys synth ({jobs})", total=len(todo), visible=progress)
             futures = {
-                pool.submit(_yosys_row, s, toolchain, env, base / s.design_id, timeout_s): s for s in todo
+                (
+                    submit(s)
+                    if submit is not None
+                    else pool.submit(yosys_row, s, toolchain, env, base / s.design_id, timeout_s)
+                ): s
+                for s in todo
             }
             try:
                 for fut in as_completed(futures):
@@ -598,4 +609,5 @@ __all__ = [
     "environment",
     "find_project_files",
     "rows_from_project",
+    "yosys_row",
 ]

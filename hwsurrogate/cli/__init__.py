@@ -24,6 +24,7 @@ from hwsurrogate.cli.predict import predict
 from hwsurrogate.cli.quickstart import quickstart
 from hwsurrogate.cli.serve import serve
 from hwsurrogate.cli.train import train
+from hwsurrogate.cli.tune import tune
 from hwsurrogate.errors import HwSurrogateError
 
 __all__ = ["cli", "main"]
@@ -57,6 +58,7 @@ cli.add_command(adapt)
 cli.add_command(predict)
 cli.add_command(serve)
 cli.add_command(quickstart)
+cli.add_command(tune)
 
 
 def _default_map() -> dict[str, object] | None:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import click
 
 from hwsurrogate.cli.lazy import LazyGroup
-from hwsurrogate.cli.options import comma_ints, comma_strings, push_options, store_option
+from hwsurrogate.cli.options import comma_ints, comma_strings, push_options, ray_collect_options, store_option
 from hwsurrogate.errors import HwSurrogateError
 
 if TYPE_CHECKING:
@@ -25,7 +25,15 @@ if TYPE_CHECKING:
     from hwsurrogate.datasets.collectors.fpga import CollectResult
     from hwsurrogate.datasets.collectors.fpga_rtl import LayerSpec
 
-__all__ = ["MEASUREMENT_COLUMNS", "check_push", "collect", "deliver", "push_rows", "unsent_path"]
+__all__ = [
+    "MEASUREMENT_COLUMNS",
+    "check_push",
+    "collect",
+    "collect_on_ray",
+    "deliver",
+    "push_rows",
+    "unsent_path",
+]
 
 
 @click.group(cls=LazyGroup, short_help="Measure on this machine: GEMM, DNN latency, operators, fingerprint, FPGA.")
@@ -149,6 +157,33 @@ def deliver(
     return f"added {n} {kind} row(s) to {store.root} (partition {partition})"
 
 
+def collect_on_ray(
+    fn: Callable[[Any], pl.DataFrame], items: list[Any], *, ray_address: str, on: str | None, max_retries: int,
+    device: str, what: str,
+) -> pl.DataFrame:  # fmt: skip
+    """``fn(chunk)`` over chunks of ``items`` as Ray tasks (one chunk per slot of the cluster); the rows, concatenated.
+
+    A slot is one unit of the ``--on`` resource (or one CPU without ``--on``); CUDA
+    measurements also take one GPU per task. Rows keep the device id of the node that measured them.
+    """
+    import polars as pl
+
+    from hwsurrogate.cluster import connect
+    from hwsurrogate.datasets.collectors.remote import run_on_ray
+
+    label = _ray_label(ray_address, on)
+    ray = connect(ray_address)
+    slots = int(ray.cluster_resources().get(label or "CPU", 1)) or 1
+    size = -(-len(items) // slots)
+    chunks = [items[i : i + size] for i in range(0, len(items), size)]
+    click.echo(f"{len(items)} {what} in {len(chunks)} Ray task(s)" + (f" on nodes with {label}" if label else ""),
+               err=True)  # fmt: skip
+    results = run_on_ray(fn, chunks, resource=label, max_retries=max_retries,
+                         num_gpus=1 if device.startswith("cuda") else 0, description=f"{what} (ray)")  # fmt: skip
+    click.echo("measured on node(s) " + ", ".join(sorted({str(n)[:12] for n, _ in results})), err=True)
+    return pl.concat([frame for _, frame in results], how="vertical_relaxed")
+
+
 _TIMER_HELP = "thread-cpu: count only this thread's CPU time (CPU, --threads 1; for shared machines)."
 
 
@@ -176,12 +211,14 @@ _TIMER_HELP = "thread-cpu: count only this thread's CPU time (CPU, --threads 1; 
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write op, m, n, k, batch, dtype, layout, runtime_ms to FILE (.csv or .parquet) for "
                    "`hws adapt --task gemm --measurements FILE`, instead of the store.")  # fmt: skip
+@ray_collect_options
 @store_option
 @push_options
 def collect_gemm_cmd(
     backend: str, device: str, sweep: str, sizes: str, n_shapes: int, min_dim: int, max_dim: int, batches: str,
     dtypes: str, layouts: str, shapes_file: Path | None, threads: int | None, min_time_s: float, timer: str, seed: int,
-    out: Path | None, store_path: Path | None, push_url: str | None, token: str | None,
+    out: Path | None, ray_address: str | None, on: str | None, max_retries: int, store_path: Path | None,
+    push_url: str | None, token: str | None,
 ) -> None:  # fmt: skip
     """Time GEMM shapes on this machine and store them in the gemm table.
 
@@ -192,11 +229,14 @@ def collect_gemm_cmd(
       hws collect gemm --backend torch --device cuda --dtype fp16,bf16 --max-dim 8192
       hws collect gemm --shapes-file shapes.csv --push http://host:8000 --token T
       hws collect gemm --n-shapes 10 --out shapes.csv   then `hws adapt --task gemm --measurements shapes.csv`
+      hws collect gemm --backend torch --device cuda --ray head:6379 --on gpu_type=H100
 
     Power/energy come from RAPL (CPU) or NVML (NVIDIA) counters only; where none is
     readable they are left empty and power_method says why. Rows go to the store
     (device id local/<host>-cpu or -cuda0) unless --push sends them to `hws serve`.
     """
+    from functools import partial
+
     import polars as pl
 
     from hwsurrogate.datasets.collectors.environment import hostname
@@ -221,8 +261,15 @@ def collect_gemm_cmd(
             batches=comma_ints(batches, "--batch"), dtypes=comma_strings(dtypes), layouts=comma_strings(layouts),
             seed=seed,
         )  # fmt: skip
-    frame = collect_gemm(shapes, backend=backend, device=device, threads=threads, min_time_s=min_time_s,
-                         dtype=comma_strings(dtypes)[0], seed=seed, timer=timer.replace("-", "_"))  # type: ignore[arg-type]  # fmt: skip
+    measure = partial(collect_gemm, backend=backend, device=device, threads=threads, min_time_s=min_time_s,
+                      dtype=comma_strings(dtypes)[0], seed=seed, timer=timer.replace("-", "_"))  # fmt: skip
+    if ray_address:
+        rows = shapes.to_dicts() if isinstance(shapes, pl.DataFrame) else list(shapes)
+        frame = collect_on_ray(measure, rows, ray_address=ray_address, on=on,
+                               max_retries=max_retries, device=device, what="GEMM shapes")  # fmt: skip
+    else:
+        _ray_label(ray_address, on)
+        frame = measure(shapes)
     columns = ["m", "n", "k", "batch", "dtype", "layout", "runtime_ms", "runtime_spread_ms"]
     with pl.Config(tbl_rows=30, tbl_cols=12, fmt_str_lengths=30):
         click.echo(frame.select(*columns, gflops(frame).round(2), "power_w", "threads"))
@@ -247,6 +294,16 @@ def _read_keys(path: Path) -> list[str]:
     except (OSError, UnicodeDecodeError) as exc:
         raise CollectorError(f"--archs-file {path}: cannot read it ({exc})") from None
     return [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+
+
+def _latency_frames(run: Callable[[list[str]], pl.DataFrame], items: list[str], ray_address: str | None,
+                    on: str | None, max_retries: int, device: str) -> pl.DataFrame:  # fmt: skip
+    """``run(items)`` here, or over chunks of ``items`` on the Ray cluster (``--ray``)."""
+    if not ray_address:
+        _ray_label(ray_address, on)
+        return run(items)
+    return collect_on_ray(run, items, ray_address=ray_address, on=on, max_retries=max_retries, device=device,
+                          what="architectures")  # fmt: skip
 
 
 #: columns of ``hws collect latency --out FILE``: what ``hws adapt --measurements FILE`` reads
@@ -280,13 +337,14 @@ MEASUREMENT_COLUMNS = ("space", "arch_key", "arch_index", "latency_ms")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write space, arch_key, arch_index, latency_ms to FILE (.csv or .parquet) for "
                    "`hws adapt --measurements FILE`, instead of the store.")  # fmt: skip
+@ray_collect_options
 @store_option
 @push_options
 def collect_latency_cmd(
     space: str, archs: tuple[str, ...], archs_file: Path | None, references: bool, n_random: int | None,
     model: str | None, input_shape: str | None, device: str, batch: int, threads: int, repeats: int, warmup: int,
-    precision: str, rounds: int, timer: str, seed: int | None, out: Path | None, store_path: Path | None,
-    push_url: str | None, token: str | None,
+    precision: str, rounds: int, timer: str, seed: int | None, out: Path | None, ray_address: str | None,
+    on: str | None, max_retries: int, store_path: Path | None, push_url: str | None, token: str | None,
 ) -> None:  # fmt: skip
     """Measure inference latency on this machine and store it in the latency table (or --out FILE).
 
@@ -297,11 +355,14 @@ def collect_latency_cmd(
       hws collect latency --space fbnet --archs-file keys.txt
       hws collect latency --model resnet.pt --input-shape 3,224,224 --batch 8
       hws collect latency --model torchvision.models:mobilenet_v3_small --input-shape 3,224,224
+      hws collect latency --random 200 --ray head:6379 --on gpu_type=H100 --device cuda
 
     NB201 networks are NAS-Bench-201's CIFAR-10 TinyNetwork; FBNet networks are
     HW-NAS-Bench's CIFAR-100 FBNet_Infer. Latency is the median of --repeats runs
     after --warmup runs, in eval mode under torch.inference_mode, on --threads threads.
     """
+    from functools import partial
+
     import polars as pl
 
     from hwsurrogate.cli.options import write_frame
@@ -330,7 +391,8 @@ def collect_latency_cmd(
         except ValueError:
             raise click.BadParameter(f"expected integers like 3,224,224, got {input_shape!r}",
                                      param_hint="--input-shape") from None  # fmt: skip
-        frame = collect_latency("custom", [model], input_shape=shape, **measure)  # type: ignore[arg-type]
+        run = partial(collect_latency, "custom", input_shape=shape, **measure)
+        frame = _latency_frames(run, [model], ray_address, on, max_retries, device)
     else:
         keys = reference_arch_keys(space) if references else []
         keys += list(archs)
@@ -343,7 +405,8 @@ def collect_latency_cmd(
             keys += random_arch_keys(space, n_random, seed=seed, exclude=keys)  # type: ignore[arg-type]
         if not keys:
             raise click.UsageError("give --references, --arch KEY, --archs-file FILE, --random N or --model")
-        frame = collect_latency(space, list(dict.fromkeys(keys)), **measure)  # type: ignore[arg-type]
+        run = partial(collect_latency, space, **measure)
+        frame = _latency_frames(run, list(dict.fromkeys(keys)), ray_address, on, max_retries, device)
     with pl.Config(tbl_rows=40, fmt_str_lengths=90, tbl_width_chars=160):
         click.echo(frame.select("arch_key", "arch_index", "batch", "latency_ms"))
     if out is not None:
@@ -582,6 +645,7 @@ def _sweep_options(fn: Callable[..., None]) -> Callable[..., None]:
         click.option("--keep-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
                      help="Keep each design's Verilog, yosys script, log and stat.json under this folder."),
         click.option("--force", is_flag=True, help="Synthesize designs already in the store again."),
+        ray_collect_options,
         _fpga_output_options,
     ]  # fmt: skip
     for option in reversed(options):
@@ -591,19 +655,41 @@ def _sweep_options(fn: Callable[..., None]) -> Callable[..., None]:
 
 def _run_sweep(specs: list[LayerSpec], *, timeout_s: float, jobs: int, limit: int | None,
                yosys_path: str | None, keep_dir: Path | None, force: bool, store_path: Path | None,
-               push_url: str | None, token: str | None, dry_run: bool) -> None:  # fmt: skip
+               push_url: str | None, token: str | None, dry_run: bool, ray_address: str | None = None,
+               on: str | None = None, max_retries: int = 3) -> None:  # fmt: skip
     from hwsurrogate.datasets.collectors.fpga import collect_fpga_sweep
     from hwsurrogate.datasets.collectors.fpga_yosys import find_yosys
 
     if limit is not None:
         specs = specs[:limit]
+    label = _ray_label(ray_address, on)
     toolchain = find_yosys(yosys_path)
+    where = f"{jobs} job(s)"
+    submit = None
+    if ray_address:
+        from hwsurrogate.cluster import connect
+        from hwsurrogate.datasets.collectors.remote import ray_fpga_submitter
+
+        ray = connect(ray_address)
+        submit = ray_fpga_submitter(expected_version=toolchain.version, yosys_path=yosys_path, timeout_s=timeout_s,
+                                    keep_dir=keep_dir, resource=label, max_retries=max_retries)  # fmt: skip
+        where = f"Ray tasks on {len(ray.nodes())} node(s) ({ray.cluster_resources().get('CPU', 0):g} CPUs)" + (
+            f" with {label}" if label else "")  # fmt: skip
     click.echo(f"{len(specs)} design(s); yosys {toolchain.version} ({toolchain.runtime}); "
-               f"{jobs} job(s), {timeout_s:g} s limit each", err=True)  # fmt: skip
+               f"{where}, {timeout_s:g} s limit each", err=True)  # fmt: skip
     sink = _FpgaSink(store_path=store_path, push_url=push_url, token=token, dry_run=dry_run)
     result = collect_fpga_sweep(specs, toolchain=toolchain, timeout_s=timeout_s, n_jobs=jobs, keep_dir=keep_dir,
-                                skip_known_in=None if force else sink.store, on_rows=sink)  # fmt: skip
+                                skip_known_in=None if force else sink.store, on_rows=sink, submit=submit)  # fmt: skip
     _emit(result, sink)
+
+
+def _ray_label(ray_address: str | None, on: str | None) -> str | None:
+    """The checked ``--on`` label; ``--on`` without ``--ray`` is a usage error."""
+    if on is not None and not ray_address:
+        raise click.UsageError("--on LABEL places tasks on Ray nodes: give --ray ADDRESS too")
+    from hwsurrogate.cluster import resource_label
+
+    return resource_label(on)
 
 
 @collect_fpga_cmd.command("sweep")

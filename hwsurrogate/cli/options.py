@@ -9,6 +9,9 @@
 - ``--push URL`` / ``--token`` (:func:`push_options`): send collected rows to a running ``hws serve``.
 - ``--strict`` (:data:`strict_option`, parameter ``strict``): refuse queries outside the answering
   model's training domain instead of answering them with a warning.
+- ``--ray ADDRESS`` (:func:`ray_option`, parameter ``ray_address``) and, for collectors, ``--on
+  LABEL`` / ``--max-retries`` (:func:`ray_collect_options`): run the work on a Ray cluster
+  (:mod:`hwsurrogate.cluster`); without ``--ray`` Ray is never imported.
 
 This module imports click only, so ``hws --help`` stays fast.
 """
@@ -32,6 +35,8 @@ __all__ = [
     "out_option",
     "push_options",
     "data_version_option",
+    "ray_collect_options",
+    "ray_option",
     "store_option",
     "strict_option",
     "write_frame",
@@ -138,3 +143,34 @@ def comma_ints(text: str, option: str) -> list[int]:
 def comma_strings(text: str) -> list[str]:
     """``"fp32,fp64 bf16"`` -> ``["fp32", "fp64", "bf16"]``."""
     return [x for x in text.replace(",", " ").split() if x]
+
+
+def ray_option(
+    help: str = "Run on the Ray cluster at ADDRESS (HOST:PORT or auto; needs hwsurrogate[distributed]).",
+) -> Callable[[F], F]:
+    """``--ray ADDRESS`` -> ``ray_address: str | None``."""
+    return click.option("--ray", "ray_address", metavar="ADDRESS", default=None, help=help)
+
+
+def ray_collect_options(fn: F) -> F:
+    """``--ray ADDRESS``, ``--on LABEL`` -> ``on``, ``--max-retries N`` -> ``max_retries`` for the collectors."""
+    fn = click.option(
+        "--max-retries",
+        "max_retries",
+        default=3,
+        show_default=True,
+        type=click.IntRange(min=0),
+        help="With --ray: re-runs of a task whose node died (a failed measurement is not re-run).",
+    )(fn)
+    fn = click.option(
+        "--on",
+        "on",
+        metavar="LABEL",
+        default=None,
+        help="With --ray: run only on nodes with this custom resource, e.g. gpu_type=H100 "
+        "(ray start --resources '{\"gpu_type=H100\": 1}'); one unit per task.",
+    )(fn)
+    return ray_option(
+        "Run the measurements as Ray tasks on the cluster at ADDRESS (HOST:PORT or auto); rows come "
+        "back here and are written once (needs hwsurrogate[distributed])."
+    )(fn)

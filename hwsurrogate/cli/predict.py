@@ -19,7 +19,14 @@ import click
 
 from hwsurrogate.cli.gemm_shots import gemm_shots
 from hwsurrogate.cli.lazy import LazyGroup
-from hwsurrogate.cli.options import json_option, out_option, store_option, strict_option, write_frame
+from hwsurrogate.cli.options import (
+    json_option,
+    out_option,
+    ray_option,
+    store_option,
+    strict_option,
+    write_frame,
+)
 
 if TYPE_CHECKING:
     import polars as pl
@@ -126,6 +133,53 @@ def _emit(result: pl.DataFrame, answer: Answer, *, as_json: bool, out: Path | No
     click.echo(", ".join(f"{m.name} version {m.version}" for m in answer.models) + f" ({answer.predictor})")
 
 
+def _ray_options(fn: Any) -> Any:
+    """``--ray ADDRESS`` and ``--workers N`` of every predict command."""
+    fn = click.option("--workers", default=2, show_default=True, type=click.IntRange(min=1),
+                      help="With --ray: Ray workers, each loading the model once.")(fn)  # fmt: skip
+    return ray_option("Predict with Ray Data on the cluster at ADDRESS: the queries are split into batches, "
+                      "answered by --workers workers that load the model once each.")(fn)  # fmt: skip
+
+
+def _predict_ray(
+    task: str, queries: pl.DataFrame, *, ray_address: str, workers: int, version: str | None,
+    store_path: Path | None, strict: bool, as_json: bool, out: Path | None,
+) -> None:  # fmt: skip
+    """``--ray``: the same dispatch per batch on Ray workers; print or write like the local path."""
+    from hwsurrogate.cluster import connect
+    from hwsurrogate.surrogates.distributed import predict_on_ray
+
+    _check_before_loading(task, queries)
+    connect(ray_address)
+    try:
+        result = predict_on_ray(
+            task, queries, store_root=store_path, version=version, strict=strict, workers=workers
+        )
+    except (ValueError, LookupError) as exc:
+        raise click.ClickException(str(exc)) from None
+    outside = int((result["in_domain"] == False).sum()) if "in_domain" in result.columns else 0  # noqa: E712
+    if outside:
+        click.echo(
+            f"warning: {outside} of {result.height} queries lie outside the model's training domain", err=True
+        )
+    n_workers = result["ray_worker"].n_unique()
+    result = result.drop("ray_worker")
+    if out is not None:
+        write_frame(result, out)
+        click.echo(f"wrote {result.height} predictions to {out} ({n_workers} Ray worker(s))")
+    elif as_json:
+        click.echo(
+            json.dumps({"predictions": result.to_dicts(), "ray_workers": n_workers}, indent=2, default=str)
+        )
+    else:
+        import polars as pl
+
+        with pl.Config(tbl_rows=min(result.height, 200), tbl_cols=-1, tbl_width_chars=200, fmt_str_lengths=120,
+                       tbl_hide_dataframe_shape=True):  # fmt: skip
+            click.echo(result)
+        click.echo(f"{result.height} predictions from {n_workers} Ray worker(s)")
+
+
 def _queries_option(help: str) -> Any:
     return click.option("--queries", "queries_path", type=click.Path(dir_okay=False, path_type=Path), help=help)
 
@@ -148,16 +202,18 @@ def _queries_option(help: str) -> Any:
 @json_option
 @out_option()
 @strict_option
+@_ray_options
 def predict_gemm(
     queries_path: Path | None, device: str | None, op: str, m: int | None, n: int | None, k: int | None,
     batch: int, dtype: str, layout: str | None, version: str | None, store_path: Path | None, as_json: bool,
-    out: Path | None, strict: bool,
+    out: Path | None, strict: bool, ray_address: str | None = None, workers: int = 2,
 ) -> None:  # fmt: skip
     """Runtime (ms), power (W) and energy (J) of GEMM shapes on a known or adapted GPU.
 
     \b
     hws predict gemm --device neusight/Tesla_T4 -m 1024 -n 1024 -k 1024
     hws predict gemm --queries shapes.csv --out predictions.csv
+    hws predict gemm --queries million_shapes.parquet --ray head:6379 --workers 8 --out pred.parquet
     Devices adapted with `hws adapt --task gemm` are served with their correction.
     """
     import polars as pl
@@ -183,6 +239,9 @@ def predict_gemm(
     missing = [c for c in INPUTS["gemm"] if c not in queries.columns]
     if missing:
         raise click.BadParameter(f"queries miss column(s) {missing}", param_hint="--queries")
+    if ray_address:
+        return _predict_ray("gemm", queries, ray_address=ray_address, workers=workers, version=version,
+                            store_path=store_path, strict=strict, as_json=as_json, out=out)  # fmt: skip
     answer = _dispatch("gemm", queries, version, store_path, strict)
     _emit(pl.concat([queries, answer.outputs], how="horizontal"), answer, as_json=as_json, out=out)
 
@@ -204,9 +263,10 @@ def predict_gemm(
 @json_option
 @out_option()
 @strict_option
+@_ray_options
 def predict_fpga(
     queries_path: Path | None, kind: str, version: str | None, store_path: Path | None, as_json: bool,
-    out: Path | None, strict: bool,
+    out: Path | None, strict: bool, ray_address: str | None = None, workers: int = 2,
 ) -> None:  # fmt: skip
     """Resources (LUT/FF/DSP/BRAM) and cycles of hls4ml models or HLSyn-style HLS designs.
 
@@ -227,6 +287,9 @@ def predict_fpga(
     missing = [c for c in INPUTS[task] if c not in queries.columns]
     if missing:
         raise click.BadParameter(f"{task} queries miss column(s) {missing}", param_hint="--queries")
+    if ray_address:
+        return _predict_ray(task, queries.select(INPUTS[task]), ray_address=ray_address, workers=workers,
+                            version=version, store_path=store_path, strict=strict, as_json=as_json, out=out)  # fmt: skip
     answer = _dispatch(task, queries, version, store_path, strict)
     result = pl.concat([queries.select(INPUTS[task]), answer.outputs], how="horizontal")
     _emit(result, answer, as_json=as_json, out=out)
@@ -252,6 +315,7 @@ def predict_fpga(
 @json_option
 @out_option()
 @strict_option
+@_ray_options
 def predict_latency(
     device_id: str | None,
     space: str,
@@ -262,6 +326,8 @@ def predict_latency(
     as_json: bool,
     out: Path | None,
     strict: bool,
+    ray_address: str | None = None,
+    workers: int = 2,
 ) -> None:
     """Latency (ms) of architectures on a device: adapted devices with their few-shot model, others
     with the `hws-latency` champion.
@@ -287,6 +353,9 @@ def predict_latency(
             raise click.UsageError("give --device and at least one --arch-key (or --queries FILE)")
         n = len(arch_keys)
         queries = pl.DataFrame({"device_id": [device_id] * n, "space": [space] * n, "arch_key": list(arch_keys)})
+    if ray_address:
+        return _predict_ray("latency", queries, ray_address=ray_address, workers=workers, version=version,
+                            store_path=store_path, strict=strict, as_json=as_json, out=out)  # fmt: skip
     answer = _dispatch("latency", queries, version, store_path, strict)
     _emit(queries.with_columns(answer.outputs["latency_ms"]), answer, as_json=as_json, out=out)
 

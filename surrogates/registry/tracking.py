@@ -49,12 +49,18 @@ def _experiment_id(name: str) -> str:
 
 @contextlib.contextmanager
 def start_run(experiment: str, run_name: str | None = None, **tags: str) -> Iterator[Any]:
-    """``mlflow.start_run`` in experiment ``experiment`` (created on first use)."""
+    """``mlflow.start_run`` in experiment ``experiment`` (created on first use).
+
+    Inside another active run (``hws tune``'s parent run) the new run is nested under it.
+    """
     import mlflow
 
     configure_mlflow()
     with mlflow.start_run(
-        experiment_id=_experiment_id(experiment), run_name=run_name, tags=tags or None
+        experiment_id=_experiment_id(experiment),
+        run_name=run_name,
+        tags=tags or None,
+        nested=mlflow.active_run() is not None,
     ) as run:
         yield run
 
@@ -288,6 +294,24 @@ def register_and_promote(
         if champ is not None:
             client.set_model_version_tag(model_name, champ.version, "replaced_by", str(mv.version))
     return str(mv.version), promote
+
+
+def champion_holdout(model_name: str) -> tuple[str, frozenset[str] | None] | None:
+    """The champion's version and its recorded held-out keys (None: no champion; keys None: none recorded).
+
+    What a search (``hws tune``) needs to score its candidates on the same rows
+    :func:`register_and_promote` will compare them on.
+    """
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    configure_mlflow()
+    client = MlflowClient()
+    try:
+        champ = client.get_model_version_by_alias(model_name, CHAMPION)
+    except MlflowException:
+        return None
+    return str(champ.version), _holdout_keys_of(client, champ)
 
 
 def promotion_reason(model_name: str, version: str) -> str:

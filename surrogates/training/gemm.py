@@ -109,7 +109,7 @@ def load_gemm_frame(store: DatasetStore, config: GemmTrainConfig) -> tuple[pl.Da
     return frame, devices
 
 
-def _evaluate_mape(test: pl.DataFrame):
+def evaluate_mape(test: pl.DataFrame):
     """Score a registered model URI on held-out test rows (runtime MAPE %, lower wins).
 
     ``keys`` restricts the rows to those measurement ids (the rows held out from both models
@@ -202,7 +202,7 @@ def train_gemm_model(
             version, promoted = register_and_promote(
                 info.model_uri,
                 MODEL_NAMES["gemm"],
-                evaluate=_evaluate_mape(test),
+                evaluate=evaluate_mape(test),
                 holdout_keys=test["measurement_id"].to_list(),
                 scope={"devices": list(model.devices), "sources": sources},
                 description=(
