@@ -443,16 +443,23 @@ def _design(graph: Any, cfg: dict[str, Any], part: str) -> Hls4mlDesign:
     layers: list[dict[str, Any]] = []
     notes: list[str] = []
     pending_pad = False
+    next_in: list[int] | None = None
     for layer in graph.get_layers():
         cls = layer.class_name
         d_in = _shape(layer.get_input_variable()) if layer.inputs else []
         d_out = _shape(layer.get_output_variable())
+        if next_in is not None and cls not in _PLUMBING:
+            d_in, next_in = next_in, None
         rf_attr = layer.get_attr("reuse_factor")
         node: dict[str, Any] = {"name": layer.name}
         if cls == "Input":
             node.update(class_name="InputLayer", d_in=d_out, d_out=d_out)
         elif cls in _PLUMBING:
             notes.append(f"{layer.name}: hls4ml's {cls} folded (plumbing, not in Keras-style layer lists)")
+            if cls == "Transpose" and layers and layers[-1]["class_name"] == "InputLayer":
+                layers[-1]["d_in"] = layers[-1]["d_out"] = d_out  # the input, channels last
+            elif cls == "Transpose":
+                next_in = d_in  # PyTorch's channels-first flatten: the next layer reads channels last
             continue
         elif cls.startswith("ZeroPadding"):
             pending_pad = True
@@ -462,10 +469,11 @@ def _design(graph: Any, cfg: dict[str, Any], part: str) -> Hls4mlDesign:
         elif cls == "Dense":
             n_in, n_out = int(layer.get_attr("n_in")), int(layer.get_attr("n_out"))
             node.update(class_name="Dense", d_in=d_in, d_out=d_out, neurons=n_out,
-                        use_bias=bool(layer.get_attr("use_bias")))  # fmt: skip
+                        use_bias=_has_bias(layer))  # fmt: skip
             node["parameters"] = _n_params(layer)
             _check_compute_rf(layer, cfg, n_in, n_out)
-        elif cls in ("Conv1D", "Conv2D"):
+        elif cls in ("Conv1D", "Conv2D", "PointwiseConv1D", "PointwiseConv2D"):
+            cls = cls.removeprefix("Pointwise")  # hls4ml's own implementation of a 1x1 convolution
             width = [int(layer.get_attr("filt_width"))]
             if cls == "Conv2D":
                 width = [int(layer.get_attr("filt_height")), *width]
@@ -478,7 +486,7 @@ def _design(graph: Any, cfg: dict[str, Any], part: str) -> Hls4mlDesign:
                 d_in = layers[-1].pop("_next_in")
             node.update(class_name=cls, d_in=d_in, d_out=d_out, filters=n_filt, channels=n_chan, kernel_size=width,
                         strides=strides, padding="same" if pending_pad or any(pads) else "valid",
-                        use_bias=bool(layer.get_attr("use_bias")))  # fmt: skip
+                        use_bias=_has_bias(layer))  # fmt: skip
             node["parameters"] = _n_params(layer)
             _check_compute_rf(layer, cfg, n_chan * math.prod(width), n_filt)
         elif cls in _ACTIVATIONS:
@@ -547,9 +555,19 @@ def _n_params(layer: Any) -> int:
     """Trainable parameters as Keras counts them: weights, plus the bias when the layer has one."""
     n = 0
     for key, w in layer.weights.items():
-        if w.data is not None and (key != "bias" or layer.get_attr("use_bias", True)):
+        if w.data is not None and (key != "bias" or _has_bias(layer)):
             n += int(w.data.size)
     return n
+
+
+def _has_bias(layer: Any) -> bool:
+    """``use_bias`` where hls4ml records it; else whether the bias it made is not all zeros (its
+    PyTorch convolution handlers fill a missing bias with zeros and record nothing)."""
+    flag = layer.get_attr("use_bias")
+    if flag is not None:
+        return bool(flag)
+    bias = layer.weights.get("bias")
+    return bias is not None and bias.data is not None and bool((bias.data != 0).any())
 
 
 def _check_compute_rf(layer: Any, cfg: dict[str, Any], n_in: int, n_out: int) -> None:
