@@ -63,12 +63,31 @@ _LAYER_KEYS = {"Precision", "ReuseFactor", "Strategy", "Trace", "TableSize", "Im
                "ParallelizationFactor", "ConvImplementation", "unroll"}  # fmt: skip
 _STRATEGIES = {"latency": "Latency", "resource": "Resource"}
 _IO_TYPES = ("io_parallel", "io_stream")
+#: ONNX ops QONNX's cleanup folds or rewrites (Gemm -> MatMul + Add; shape arithmetic of exporters)
+_FOLDED_BY_QONNX = {
+    "Gemm",
+    "Constant",
+    "Shape",
+    "Gather",
+    "Unsqueeze",
+    "Squeeze",
+    "Cast",
+    "Slice",
+    "ConstantOfShape",
+}
 _MODEL_REFS = {"KerasModel", "KerasJson", "KerasH5", "OnnxModel", "PytorchModel"}
 DEFAULT_PART = "xcu250-figd2104-2L-e"
 
 
 class Hls4mlConfigError(HwSurrogateError, ValueError):
-    """An hls4ml configuration or model the surrogate cannot take; the message names the field."""
+    """An hls4ml configuration or model the surrogate cannot take; the message names the field.
+
+    ``field`` is the configuration path (``HLSConfig.Model.ReuseFactor``) or ``"model"``.
+    """
+
+    def __init__(self, message: str, field: str = "model") -> None:
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass(frozen=True)
@@ -114,7 +133,7 @@ def read_hls4ml_config(source: str | Path | bytes | dict[str, Any] | None) -> di
         if isinstance(source, (str, Path)):
             path = Path(source)
             if not path.is_file():
-                raise Hls4mlConfigError(f"hls4ml config {str(path)!r} does not exist")
+                raise Hls4mlConfigError(f"hls4ml config {str(path)!r} does not exist", field="config")
             if path.stat().st_size > MAX_CONFIG_BYTES:
                 raise Hls4mlConfigError(
                     f"hls4ml config {str(path)!r} is larger than {MAX_CONFIG_BYTES} bytes"
@@ -123,16 +142,16 @@ def read_hls4ml_config(source: str | Path | bytes | dict[str, Any] | None) -> di
         else:
             data = source
         if len(data) > MAX_CONFIG_BYTES:
-            raise Hls4mlConfigError(f"hls4ml config is larger than {MAX_CONFIG_BYTES} bytes")
+            raise Hls4mlConfigError(f"hls4ml config is larger than {MAX_CONFIG_BYTES} bytes", field="config")
         try:
             raw = yaml.safe_load(data.decode("utf-8")) or {}
         except (UnicodeDecodeError, yaml.YAMLError) as exc:
-            raise Hls4mlConfigError(f"hls4ml config is not valid YAML/JSON: {exc}") from None
+            raise Hls4mlConfigError(f"hls4ml config is not valid YAML/JSON: {exc}", field="config") from None
     return check_hls4ml_config(raw)
 
 
 def _fail(path: str, why: str) -> Hls4mlConfigError:
-    return Hls4mlConfigError(f"hls4ml config: {path} {why}")
+    return Hls4mlConfigError(f"hls4ml config: {path} {why}", field=path)
 
 
 def _check_keys(obj: object, path: str, allowed: set[str]) -> dict[str, Any]:
@@ -306,13 +325,17 @@ def onnx_design(
         if init.data_location == onnx.TensorProto.EXTERNAL:
             raise Hls4mlConfigError(f"ONNX initializer {init.name!r} keeps its data in an external file; "
                                     "save the model with its weights inside")  # fmt: skip
-    proto = _qonnx_clean(proto)
     supported = set(hls4ml.converters.get_supported_onnx_layers()) | {"Dropout", "Identity"}
-    for node in proto.graph.node:
-        if node.op_type not in supported:
+    for node in proto.graph.node:  # by the user's node names, before QONNX renames them
+        if node.op_type not in supported | _FOLDED_BY_QONNX:
             raise Hls4mlConfigError(
                 f"ONNX node {node.name or node.output[0]!r} is a {node.op_type}, which hls4ml does not convert"
             )
+    proto = _qonnx_clean(proto)
+    for node in proto.graph.node:
+        if node.op_type not in supported:
+            raise Hls4mlConfigError(f"ONNX node {node.name!r} (after QONNX cleanup) is a {node.op_type}, which "
+                                    "hls4ml does not convert")  # fmt: skip
     model_cfg = cfg["HLSConfig"]["Model"]
     generated = _quiet(
         hls4ml.utils.config_from_onnx_model, proto, granularity="model", backend=cfg["Backend"],
