@@ -37,7 +37,7 @@ def _mlp() -> torch.nn.Module:
     )
 
 
-def _onnx_mlp(*, op: str = "Relu") -> bytes:
+def onnx_mlp(*, op: str = "Relu") -> bytes:
     """10 -> 6 (MatMul + Add) -> op -> 3 (MatMul + Add), built by hand with onnx.helper."""
     rng = np.random.default_rng(0)
     inits = [
@@ -99,7 +99,7 @@ def test_pytorch_mlp_gives_the_hand_written_layer_list():
 
 def test_onnx_mlp_gives_the_hand_written_layer_list():
     cfg = {"Model": {"Precision": "ap_fixed<12,4>", "ReuseFactor": 2}, "IOType": "io_parallel"}
-    design = onnx_design(_onnx_mlp(), cfg, part="xc7z020clg400-1")
+    design = onnx_design(onnx_mlp(), cfg, part="xc7z020clg400-1")
     got = [(x["class_name"], x["d_in"], x["d_out"], x["parameters"], x["reuse_factor"], x.get("weight_bits"))
            for x in design.layers]  # fmt: skip
     assert got == [
@@ -187,7 +187,7 @@ def test_layer_name_not_in_model_is_refused():
 
 def test_unsupported_layers_are_errors_naming_the_layer():
     with pytest.raises(Hls4mlConfigError, match="ONNX node 'act' is a Cos, which hls4ml does not convert"):
-        onnx_design(_onnx_mlp(op="Cos"), {})
+        onnx_design(onnx_mlp(op="Cos"), {})
     lstm = torch.nn.Sequential(torch.nn.Linear(4, 4))
     lstm.add_module("emb", torch.nn.Embedding(10, 4))
     with pytest.raises(Hls4mlConfigError, match="(?i)emb|embedding"):
@@ -203,7 +203,7 @@ def test_unsafe_or_malformed_inputs_are_refused(tmp_path):
         read_hls4ml_config({"IOType": "io_serial"})
     with pytest.raises(Hls4mlConfigError, match="not an ONNX file|has no nodes"):
         onnx_design(b"this is not protobuf at all", {})
-    model = onnx.load_model_from_string(_onnx_mlp())
+    model = onnx.load_model_from_string(onnx_mlp())
     onnx.save_model(model, str(tmp_path / "ext.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
                     location="weights.bin", size_threshold=0)  # fmt: skip
     with pytest.raises(Hls4mlConfigError, match="external file"):

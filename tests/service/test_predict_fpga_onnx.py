@@ -14,9 +14,9 @@ pytest.importorskip("hls4ml", reason="hls4ml is an optional extra: pip install '
 pytest.importorskip("qonnx", reason="qonnx is an optional extra: pip install 'hwsurrogate[hls4ml]'")
 pytest.importorskip("onnx")
 
-from tests.test_hls4ml_frontend import _onnx_mlp  # noqa: E402
+from tests.test_hls4ml_frontend import onnx_mlp  # noqa: E402
 
-ONNX = base64.b64encode(_onnx_mlp()).decode()
+ONNX = base64.b64encode(onnx_mlp()).decode()
 YAML = "IOType: io_parallel\nHLSConfig:\n  Model:\n    Precision: ap_fixed<8,3>\n    ReuseFactor: 2\n"
 
 
