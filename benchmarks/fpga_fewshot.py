@@ -20,7 +20,7 @@ import click
 import numpy as np
 import polars as pl
 
-from hwsurrogate.benchmarks.fpga import HLSYN_FLOOR, _hlsyn_tree, _rmse
+from hwsurrogate.benchmarks.fpga import HLSYN_FLOOR, hlsyn_tree, rmse_known
 from hwsurrogate.benchmarks.report import BenchReport, json_option, log_bench
 from hwsurrogate.datasets.store import DatasetStore
 from hwsurrogate.errors import TrainingDataError
@@ -34,7 +34,7 @@ __all__ = ["bench_hlsyn_fewshot"]
 
 
 def _summed(y: np.ndarray, p: np.ndarray) -> tuple[float, list[float]]:
-    per = [_rmse(y[:, j], p[:, j]) for j in range(y.shape[1])]
+    per = [rmse_known(y[:, j], p[:, j]) for j in range(y.shape[1])]
     return float(sum(per)), per
 
 
@@ -83,7 +83,7 @@ def bench_hlsyn_fewshot(
             raise TrainingDataError(f"fpga-hlsyn-fewshot {tool}: {tr.height} train / {te.height} test rows")
         ytr, yte = hlsyn_reported_targets(tr).to_numpy(), hlsyn_reported_targets(te).to_numpy()
         t0 = time.perf_counter()
-        p0 = _hlsyn_tree(gstats, graphs, max_iter).fit(tr, ytr).predict(te)
+        p0 = hlsyn_tree(gstats, graphs, max_iter).fit(tr, ytr).predict(te)
         fit_s = time.perf_counter() - t0
         kernels = te["kernel"].to_numpy()
         # validity: the zero-shot classifier of `hws bench fpga-hlsyn`, scored on the test designs below
