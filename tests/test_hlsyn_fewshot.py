@@ -9,7 +9,10 @@ adaptation on the kernel's other designs, and the closed form must recover a pur
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
+import polars as pl
 import pytest
 
 from hwsurrogate.surrogates.fewshot.hlsyn import KernelCorrection, adaptation_splits, fit_kernel_correction
@@ -81,3 +84,85 @@ def test_splits_share_test_designs_across_k_and_nest_the_adaptation_sets():
     assert (t5 == t20).all() and not (a20 & t20).any() and (a5 <= a20).all()
     assert t5[:50].sum() == 15 and t5[50:].sum() == 9 and a5.sum() == 10
     assert not (adaptation_splits(kernels, repeat=2, shots=0)[1] == t5).all()
+
+
+# --------------------------------------------------------------------------- hws adapt --task fpga-hlsyn
+class _ZeroShot:
+    """A served fpga-hlsyn stand-in that knows the pragma law but not the kernel's constant (c = 100)."""
+
+    name, version, task = "hws-fpga-hlsyn", "3", "fpga-hlsyn"
+
+    def predict(self, queries):
+        import json
+
+        unroll = np.array([json.loads(p)["__PARA__L0"] for p in queries["pragmas"].to_list()], dtype=float)
+        return pl.DataFrame({"cycles": 100.0 * 4096 / unroll, "lut": 1000.0 * unroll, "ff": 2000.0 * unroll,
+                             "dsp": 5.0 * unroll, "bram": 10.0, "valid_prob": 0.9})  # fmt: skip
+
+
+def _designs(n, c=400.0, seed=0):
+    import json
+
+    unroll = np.random.default_rng(seed).choice([1, 2, 4, 8, 16, 32], size=n)
+    return pl.DataFrame({
+        "kernel": "my-kernel", "pragmas": [json.dumps({"__PARA__L0": int(u)}) for u in unroll],
+        "cycles": c * 4096 / unroll, "lut": 3000.0 * unroll, "ff": 2000.0 * unroll, "dsp": 5.0 * unroll,
+        "bram": 10.0,
+    })  # fmt: skip
+
+
+def test_adapt_persists_refuses_overwrite_and_the_dispatch_serves_it(tmp_path):
+    from hwsurrogate.surrogates.adapt import adapt_hlsyn_kernel
+    from hwsurrogate.surrogates.predict import Dispatch
+    from hwsurrogate.surrogates.registry.adapted import load_adapted_kernel
+
+    record, path = adapt_hlsyn_kernel("my-kernel", _designs(10), store_root=tmp_path, predictor=_ZeroShot())
+    assert path.is_file() and record.n_designs == 10 and record.model_version == "3"
+    assert (
+        record.fit_rmse_after < record.fit_rmse_before / 5
+        and record.heldout_rmse < record.fit_rmse_before / 5
+    )
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match="already adapted.*nothing was overwritten"):
+        adapt_hlsyn_kernel("my-kernel", _designs(12, c=50.0), store_root=tmp_path, predictor=_ZeroShot())
+    assert path.read_bytes() == before
+
+    served = _ZeroShot()
+    dispatch = Dispatch(lambda task: served, hlsyn_kernels=lambda k: load_adapted_kernel(k, tmp_path))
+    test = _designs(30, seed=1)
+    queries = test.select("kernel", "pragmas").with_columns(tool=pl.lit("merlin"))
+    other = queries.with_columns(kernel=pl.lit("gemm-blocked"))
+    answer = dispatch.predict("fpga-hlsyn", pl.concat([queries, other]))
+    cyc = answer.outputs["cycles"].to_numpy()
+    np.testing.assert_allclose(
+        cyc[:30], test["cycles"].to_numpy(), rtol=1e-6
+    )  # the kernel's constant learned
+    np.testing.assert_allclose(
+        cyc[30:], served.predict(other)["cycles"].to_numpy()
+    )  # other kernels untouched
+    assert answer.predictor == "mixed" and answer.outputs["valid_prob"].to_list() == [0.9] * 60
+    served.version = "4"
+    assert any(
+        "re-run `hws adapt --task fpga-hlsyn`" in w for w in dispatch.predict("fpga-hlsyn", queries).warnings
+    )
+
+
+@pytest.mark.parametrize(
+    ("patch", "needle"),
+    [
+        ({"cycles": 0.0}, "column 'cycles' must be a finite number > 0; row 0"),
+        ({"lut": -1.0}, "column 'lut' must be a finite number >= 0; row 0"),
+        ({"pragmas": "not json"}, "column 'pragmas' must be a JSON object; row 0"),
+        ({"kernel": "other"}, "column 'kernel' is 'other' in row 0, not 'my-kernel'"),
+    ],
+)
+def test_bad_measurements_are_refused_naming_column_and_row(tmp_path, patch, needle):
+    from hwsurrogate.surrogates.adapt import adapt_hlsyn_kernel
+
+    frame = _designs(5)
+    frame = pl.concat([frame.head(1).with_columns(**{k: pl.lit(v) for k, v in patch.items()}), frame.tail(4)])
+    with pytest.raises(ValueError, match=re.escape(needle)):
+        adapt_hlsyn_kernel("my-kernel", frame, store_root=tmp_path, predictor=_ZeroShot())
+    with pytest.raises(ValueError, match="at least 3"):
+        adapt_hlsyn_kernel("my-kernel", _designs(2), store_root=tmp_path, predictor=_ZeroShot())
+    assert not (tmp_path / "adapted").exists()

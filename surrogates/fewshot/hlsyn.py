@@ -19,8 +19,18 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import polars as pl
 
-__all__ = ["HLSYN_SHOTS", "KernelCorrection", "adaptation_splits", "fit_kernel_correction"]
+__all__ = [
+    "HLSYN_SHOTS",
+    "MEASURED_COLUMNS",
+    "KernelCorrection",
+    "adaptation_splits",
+    "check_hlsyn_measurements",
+    "fit_kernel_correction",
+    "from_hlsyn_space",
+    "to_hlsyn_space",
+]
 
 #: HLSyn's adaptation sizes (designs of the new kernel).
 HLSYN_SHOTS: tuple[int, ...] = (5, 10, 20)
@@ -119,3 +129,85 @@ def adaptation_splits(
         test[order[:n_test]] = True
         adapt[order[n_test : n_test + shots]] = True
     return adapt, test
+
+
+# --------------------------------------------------------------------------- served outputs <-> HLSyn space
+#: The measured columns of an adaptation file (totals as the HLS report gives them).
+MEASURED_COLUMNS: tuple[str, ...] = ("cycles", "lut", "ff", "dsp", "bram")
+MAX_ADAPT_DESIGNS = 10_000
+
+
+def to_hlsyn_space(frame: pl.DataFrame) -> np.ndarray:
+    """``(n, 5)`` HLSyn targets (perf, util_lut, util_ff, util_dsp, util_bram) of cycles and totals."""
+    from hwsurrogate.surrogates.models.fpga import U200_CAPACITY
+
+    cycles = frame["cycles"].cast(pl.Float64).to_numpy()
+    cols = [np.log2(1e7 / cycles) / 2]
+    cols += [frame[r].cast(pl.Float64).to_numpy() / cap for r, cap in U200_CAPACITY.items()]
+    return np.column_stack(cols)
+
+
+def from_hlsyn_space(values: np.ndarray) -> dict[str, np.ndarray]:
+    """Cycles and totals of ``(n, 5)`` HLSyn targets (the served model's own conversion)."""
+    from hwsurrogate.surrogates.models.fpga import U200_CAPACITY
+
+    out = {"cycles": 1e7 / np.power(2.0, 2.0 * values[:, 0])}
+    for j, (r, cap) in enumerate(U200_CAPACITY.items(), start=1):
+        out[r] = np.clip(values[:, j], 0, None) * cap
+    return out
+
+
+def check_hlsyn_measurements(frame: pl.DataFrame, kernel: str, *, min_designs: int = 3) -> pl.DataFrame:
+    """The measured designs of ``kernel``, checked; a ValueError names the column and the row.
+
+    Columns: ``pragmas`` (a JSON object of the design's pragma values, as ``hws predict fpga
+    --kind hlsyn`` takes them), ``cycles`` (> 0) and ``lut``, ``ff``, ``dsp``, ``bram`` (>= 0,
+    the HLS report's totals); ``tool`` optional (default ``merlin``); ``kernel`` optional, and
+    when present every row must name ``kernel``.
+    """
+    import json
+
+    missing = [c for c in ("pragmas", *MEASURED_COLUMNS) if c not in frame.columns]
+    if missing:
+        raise ValueError(
+            f"measurements miss column(s) {missing}; need pragmas, {', '.join(MEASURED_COLUMNS)}"
+        )
+    if frame.height < min_designs:
+        raise ValueError(f"measurements have {frame.height} design(s); adapting needs at least {min_designs}")
+    if frame.height > MAX_ADAPT_DESIGNS:
+        raise ValueError(f"measurements have {frame.height} designs; at most {MAX_ADAPT_DESIGNS} are taken")
+    if "kernel" in frame.columns:
+        other = (frame["kernel"].cast(pl.String) != kernel).fill_null(True)
+        if other.any():
+            i = int(other.arg_true()[0])
+            raise ValueError(
+                f"measurements: column 'kernel' is {frame['kernel'][i]!r} in row {i}, not {kernel!r}"
+            )
+    for c in MEASURED_COLUMNS:
+        v = frame[c].cast(pl.Float64, strict=False)
+        bad = (
+            v.is_null() | v.is_nan() | v.is_infinite() | ((v <= 0) if c == "cycles" else (v < 0))
+        ).fill_null(True)
+        if bad.any():
+            i = int(bad.arg_true()[0])
+            need = "> 0" if c == "cycles" else ">= 0"
+            raise ValueError(
+                f"measurements: column {c!r} must be a finite number {need}; row {i} is {frame[c][i]!r}"
+            )
+    pragmas = []
+    for i, text in enumerate(frame["pragmas"].cast(pl.String).to_list()):
+        try:
+            obj = json.loads(text) if text is not None else None
+        except ValueError:
+            obj = None
+        if not isinstance(obj, dict):
+            raise ValueError(f"measurements: column 'pragmas' must be a JSON object; row {i} is {text!r}")
+        pragmas.append(json.dumps(obj, sort_keys=True, separators=(",", ":")))
+    tool = (
+        frame["tool"].cast(pl.String)
+        if "tool" in frame.columns
+        else pl.Series("tool", ["merlin"] * frame.height)
+    )
+    return pl.DataFrame(
+        {"kernel": [kernel] * frame.height, "pragmas": pragmas, "tool": tool.fill_null("merlin")}
+    ).hstack(frame.select([pl.col(c).cast(pl.Float64) for c in MEASURED_COLUMNS]))
