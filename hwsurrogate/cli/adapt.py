@@ -186,8 +186,8 @@ def adapt(
     gemm:       --device D; columns op, m, n, k, batch, dtype, runtime_ms
     fpga-hlsyn: --kernel K; columns pragmas (JSON object), cycles, lut, ff, dsp, bram (+ tool); 20 designs
                 is HLSyn's protocol (see `hws bench fpga-hlsyn-fewshot`)
-    The adaptation is remembered with the model version it was adapted from; an existing one is
-    never overwritten.
+    The adaptation is remembered with the model version it was adapted from; an adapted kernel
+    (fpga-hlsyn) is never overwritten.
     """
     if task == "fpga-hlsyn":
         if kernel is None or device is not None or version is not None:
