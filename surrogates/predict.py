@@ -311,7 +311,9 @@ class Dispatch:
             from hwsurrogate.surrogates.adapt import predict_hlsyn_adapted
 
             rows = (kernels == kernel).fill_null(False)
-            fixed = predict_hlsyn_adapted(outputs.filter(rows), record)
+            fixed = predict_hlsyn_adapted(
+                outputs.filter(rows), record, queries.filter(rows)["pragmas"].cast(pl.String).to_list()
+            )
             idx = rows.arg_true()
             outputs = outputs.with_columns(
                 outputs[c].scatter(idx, fixed[c]) for c in ("cycles", "lut", "ff", "dsp", "bram")

@@ -9,6 +9,7 @@ adaptation on the kernel's other designs, and the closed form must recover a pur
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -166,3 +167,20 @@ def test_bad_measurements_are_refused_naming_column_and_row(tmp_path, patch, nee
     with pytest.raises(ValueError, match="at least 3"):
         adapt_hlsyn_kernel("my-kernel", _designs(2), store_root=tmp_path, predictor=_ZeroShot())
     assert not (tmp_path / "adapted").exists()
+
+
+def test_neighbours_add_back_the_residual_of_the_nearest_measured_design():
+    pragmas = [
+        json.dumps({"__PARA__L0": u, "__PIPE__L1": pipe})
+        for u, pipe in ((1, "off"), (8, "cg"), (32, "flatten"))
+    ]
+    p = np.zeros((3, 2))
+    y = np.array([[0.0, 0.0], [1.0, 0.5], [-1.0, -0.5]])  # no affine law: design-specific effects
+    corr = fit_kernel_correction(p, y, TARGETS, pragmas=pragmas, neighbours=1)
+    np.testing.assert_allclose(corr.apply(p, pragmas), y, atol=1e-12)
+    near = [json.dumps({"__PARA__L0": 16, "__PIPE__L1": "flatten"})]  # nearest: the third design
+    np.testing.assert_allclose(corr.apply(np.zeros((1, 2)), near), y[2:], atol=1e-12)
+    with pytest.raises(ValueError, match="pass the designs' pragmas"):
+        corr.apply(p)
+    again = KernelCorrection.from_json(json.loads(json.dumps(corr.to_json())))
+    np.testing.assert_allclose(again.apply(p, pragmas), y, atol=1e-12)

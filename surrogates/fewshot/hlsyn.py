@@ -9,14 +9,16 @@ the zero-shot prediction ``y = a + b * p`` on the measured designs, with the slo
 1 (no change) by ``prior_designs`` pseudo-designs, so 5 designs mostly move the offset and 20
 designs may also stretch the spread. Closed form, microseconds, no refit of the base model.
 
-The method and ``prior_designs`` were fixed before the held-out kernels were scored (they are
-never tuned on them); ``hws bench fpga-hlsyn-fewshot`` also reports the offset-only variant.
+The affine method and ``prior_designs`` were fixed before the held-out kernels were scored;
+the optional nearest-design residual (``neighbours``) is chosen by ``hws bench
+fpga-hlsyn-fewshot`` on validation kernels drawn from the training kernels, never on held-out
+ones; the bench also reports the affine-only and offset-only variants.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import polars as pl
@@ -29,6 +31,7 @@ __all__ = [
     "check_hlsyn_measurements",
     "fit_kernel_correction",
     "from_hlsyn_space",
+    "pragma_matrix",
     "to_hlsyn_space",
 ]
 
@@ -38,20 +41,36 @@ HLSYN_SHOTS: tuple[int, ...] = (5, 10, 20)
 
 @dataclass
 class KernelCorrection:
-    """Per target ``y = offset + slope * p`` on top of the zero-shot prediction ``p``."""
+    """Per target ``y = offset + slope * p`` on top of the zero-shot prediction ``p``; with
+    ``neighbours`` > 0, plus the mean remaining residual of the ``neighbours`` measured designs
+    nearest in pragma space (:func:`pragma_matrix`, L1)."""
 
     targets: tuple[str, ...]
     offset: list[float]
     slope: list[float]
     n_designs: int
     prior_designs: float
+    neighbours: int = 0
+    support_pragmas: list[str] = field(default_factory=list)
+    support_residuals: list[list[float]] = field(default_factory=list)
 
-    def apply(self, pred: np.ndarray) -> np.ndarray:
-        """Corrected predictions of an ``(n, len(targets))`` array of zero-shot predictions."""
+    def apply(self, pred: np.ndarray, pragmas: Sequence[str] | None = None) -> np.ndarray:
+        """Corrected predictions of an ``(n, len(targets))`` array of zero-shot predictions (and
+        the designs' pragma JSON, needed when ``neighbours`` > 0)."""
         p = np.asarray(pred, dtype=np.float64)
         if p.ndim != 2 or p.shape[1] != len(self.targets):
             raise ValueError(f"predictions have shape {p.shape}; expected (n, {len(self.targets)})")
-        return np.asarray(self.offset) + np.asarray(self.slope) * p
+        out = np.asarray(self.offset) + np.asarray(self.slope) * p
+        if self.neighbours > 0 and self.support_pragmas:
+            if pragmas is None or len(pragmas) != len(p):
+                raise ValueError("this correction uses neighbouring designs: pass the designs' pragmas")
+            x = pragma_matrix([*self.support_pragmas, *pragmas])
+            sx, qx = x[: len(self.support_pragmas)], x[len(self.support_pragmas) :]
+            k = min(self.neighbours, len(sx))
+            dist = np.abs(qx[:, None, :] - sx[None, :, :]).sum(axis=-1)
+            nearest = np.argsort(dist, axis=1, kind="stable")[:, :k]
+            out = out + np.asarray(self.support_residuals)[nearest].mean(axis=1)
+        return out
 
     def to_json(self) -> dict[str, object]:
         return {**asdict(self), "targets": list(self.targets)}
@@ -64,7 +83,29 @@ class KernelCorrection:
             slope=[float(x) for x in d["slope"]],  # type: ignore[attr-defined]
             n_designs=int(d["n_designs"]),  # type: ignore[call-overload]
             prior_designs=float(d["prior_designs"]),  # type: ignore[arg-type]
+            neighbours=int(d.get("neighbours", 0)),  # type: ignore[call-overload]
+            support_pragmas=[str(x) for x in d.get("support_pragmas", [])],  # type: ignore[attr-defined]
+            support_residuals=[[float(v) for v in r] for r in d.get("support_residuals", [])],  # type: ignore[attr-defined]
         )
+
+
+def pragma_matrix(pragmas: Sequence[str]) -> np.ndarray:
+    """Designs' pragma JSON objects as rows: numeric pragmas as ``log2(1 + value)`` (-1 when a
+    design lacks the key), string pragmas (``off``/``cg``/``fg``/``flatten``) as 2 per category."""
+    import json
+
+    designs = [json.loads(p) for p in pragmas]
+    cols: list[np.ndarray] = []
+    for key in sorted({k for d in designs for k in d}):
+        values = [d.get(key) for d in designs]
+        if all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in values):
+            cols.append(
+                np.array([np.log2(1.0 + max(float(v), 0.0)) if v is not None else -1.0 for v in values])
+            )
+        else:
+            for cat in sorted({str(v) for v in values}):
+                cols.append(np.array([2.0 * (str(v) == cat) for v in values]))
+    return np.column_stack(cols) if cols else np.zeros((len(designs), 1))
 
 
 def fit_kernel_correction(
@@ -74,12 +115,15 @@ def fit_kernel_correction(
     *,
     prior_designs: float = 10.0,
     slope: bool = True,
+    pragmas: Sequence[str] | None = None,
+    neighbours: int = 0,
 ) -> KernelCorrection:
     """Fit the per-target affine correction of zero-shot ``pred`` to measured ``y`` (both ``(k, T)``).
 
     The slope is the least-squares slope shrunk towards 1 with weight ``k / (k + prior_designs)``
     and clipped to [0, 3]; the offset then makes the corrected mean equal the measured mean.
-    ``slope=False`` fits the offset only. NaN targets (a missing report) are skipped per target;
+    ``slope=False`` fits the offset only. ``neighbours`` > 0 (with the designs' ``pragmas``) also
+    keeps the measured designs' remaining residuals, added back for the nearest ones on apply. NaN targets (a missing report) are skipped per target;
     a target with no measured value keeps the zero-shot prediction.
     """
     p = np.asarray(pred, dtype=np.float64)
@@ -107,7 +151,14 @@ def fit_kernel_correction(
             b = float(np.clip(1.0 + w * (ls - 1.0), 0.0, 3.0))
         offsets.append(float(yj.mean() - b * pj.mean()))
         slopes.append(b)
-    return KernelCorrection(tuple(targets), offsets, slopes, int(p.shape[0]), float(prior_designs))
+    corr = KernelCorrection(tuple(targets), offsets, slopes, int(p.shape[0]), float(prior_designs))
+    if neighbours > 0:
+        if pragmas is None or len(pragmas) != len(p):
+            raise ValueError("neighbours > 0 needs the measured designs' pragmas")
+        corr.support_residuals = np.nan_to_num(t - corr.apply(p)).tolist()  # before neighbours are on
+        corr.neighbours = int(neighbours)
+        corr.support_pragmas = [str(x) for x in pragmas]
+    return corr
 
 
 def adaptation_splits(
