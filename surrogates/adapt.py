@@ -138,7 +138,10 @@ HLSYN_TARGET_NAMES = ("perf", "util_lut", "util_ff", "util_dsp", "util_bram")
 
 
 def _summed_rmse(y: np.ndarray, p: np.ndarray) -> float:
-    return float(np.sqrt(((y - p) ** 2).mean(axis=0)).sum())
+    """Summed per-target RMSE over the designs that report the target (empty reports skipped)."""
+    err = (y - p) ** 2
+    known = np.isfinite(err).any(axis=0)
+    return float(np.sqrt(np.nanmean(err[:, known], axis=0)).sum())
 
 
 def adapt_hlsyn_kernel(

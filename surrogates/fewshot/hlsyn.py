@@ -213,7 +213,7 @@ def check_hlsyn_measurements(frame: pl.DataFrame, kernel: str, *, min_designs: i
 
     Columns: ``pragmas`` (a JSON object of the design's pragma values, as ``hws predict fpga
     --kind hlsyn`` takes them), ``cycles`` (> 0) and ``lut``, ``ff``, ``dsp``, ``bram`` (>= 0,
-    the HLS report's totals); ``tool`` optional (default ``merlin``); ``kernel`` optional, and
+    the HLS report's totals; empty = not reported, that target is then fitted on the other designs); ``tool`` optional (default ``merlin``); ``kernel`` optional, and
     when present every row must name ``kernel``.
     """
     import json
@@ -236,9 +236,10 @@ def check_hlsyn_measurements(frame: pl.DataFrame, kernel: str, *, min_designs: i
             )
     for c in MEASURED_COLUMNS:
         v = frame[c].cast(pl.Float64, strict=False)
-        bad = (
-            v.is_null() | v.is_nan() | v.is_infinite() | ((v <= 0) if c == "cycles" else (v < 0))
-        ).fill_null(True)
+        unreadable = v.is_null() & frame[c].is_not_null()  # a value that is not a number
+        missing = v.is_null() if c == "cycles" else v.is_null() & False  # empty resources: not reported
+        bad = unreadable | missing | v.is_nan() | v.is_infinite() | ((v <= 0) if c == "cycles" else (v < 0))
+        bad = bad.fill_null(False)
         if bad.any():
             i = int(bad.arg_true()[0])
             need = "> 0" if c == "cycles" else ">= 0"
