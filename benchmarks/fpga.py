@@ -37,13 +37,13 @@ HLSYN_FLOOR = {"v18": 3.735, "v20": 3.445}
 WAHLS4ML_GNN_SMAPE = {"lut": 11.4, "ff": 11.6, "dsp": 15.1, "bram": 19.5, "cycles": 15.7, "ii": 13.4}
 
 
-def _rmse(y: np.ndarray, p: np.ndarray) -> float:
+def rmse_known(y: np.ndarray, p: np.ndarray) -> float:
     """RMSE over rows whose target is known (zero FF etc. are imported as missing, not zero)."""
     ok = np.isfinite(y)
     return rmse(y[ok], p[ok])
 
 
-def _hlsyn_tree(gstats: pl.DataFrame, graphs: pl.DataFrame | None, max_iter: int) -> FpgaRegressor:
+def hlsyn_tree(gstats: pl.DataFrame, graphs: pl.DataFrame | None, max_iter: int) -> FpgaRegressor:
     """The benchmark's tree: loop-nest features + physics targets (chosen on training-kernel CV)."""
     physics = graphs is not None and graphs.height > 0
     return FpgaRegressor(kind="hlsyn", targets=HLSYN_TARGETS, log_target=False, graph_stats=gstats,
@@ -53,7 +53,7 @@ def _hlsyn_tree(gstats: pl.DataFrame, graphs: pl.DataFrame | None, max_iter: int
 
 def _rmse_rows(report: BenchReport, split: str, y: np.ndarray, pred: np.ndarray, tool: str, model: str,
                n: int) -> dict[str, float]:  # fmt: skip
-    per = {t: _rmse(y[:, j], pred[:, j]) for j, t in enumerate(HLSYN_TARGETS)}
+    per = {t: rmse_known(y[:, j], pred[:, j]) for j, t in enumerate(HLSYN_TARGETS)}
     label = "" if model == "tree" else f" ({model})"
     report.add(f"summed RMSE{label}", split, sum(per.values()), anchor=HLSYN_FLOOR[tool],
                target=HLSYN_FLOOR[tool] / 2, anchor_source="target = half the published floor", n=n)  # fmt: skip
@@ -124,11 +124,11 @@ def bench_hlsyn(
             )
         ytr, yte = hlsyn_reported_targets(tr).to_numpy(), hlsyn_reported_targets(te).to_numpy()
         split = f"{tool} HLSyn protocol: perf >= 100 cycles, invalid included ({te.height} test rows, {len(held)} kernels)"
-        floor = sum(_rmse(yte[:, j], np.full(len(yte), ytr[:, j].mean())) for j in range(len(HLSYN_TARGETS)))
+        floor = sum(rmse_known(yte[:, j], np.full(len(yte), ytr[:, j].mean())) for j in range(len(HLSYN_TARGETS)))
         report.add("summed RMSE, train-mean floor", split, floor, anchor=HLSYN_FLOOR[tool],
                    anchor_source="HLSyn floor (brief); reproduced by this protocol", n=te.height)  # fmt: skip
         t_tree = time.perf_counter()
-        p_tree = _hlsyn_tree(gstats, graphs, max_iter).fit(tr, ytr).predict(te)
+        p_tree = hlsyn_tree(gstats, graphs, max_iter).fit(tr, ytr).predict(te)
         details: dict = {"floor": floor, "n_train": tr.height, "n_test": te.height,
                          "tree_fit_predict_s": round(time.perf_counter() - t_tree, 1)}  # fmt: skip
         details["tree"] = _rmse_rows(report, split, yte, p_tree, tool, "tree", te.height)
@@ -147,15 +147,15 @@ def bench_hlsyn(
             in_val = pl.col("kernel").is_in(net.val_kernels_)
             vtr, vva = tr.filter(~in_val), tr.filter(in_val)
             yv = hlsyn_reported_targets(vva).to_numpy()
-            pv_tree = _hlsyn_tree(gstats, graphs, max_iter).fit(vtr, hlsyn_reported_targets(vtr)).predict(vva)
+            pv_tree = hlsyn_tree(gstats, graphs, max_iter).fit(vtr, hlsyn_reported_targets(vtr)).predict(vva)
             pv_gnn = net.predict(vva)
-            val = {name: float(sum(_rmse(yv[:, j], p[:, j]) for j in range(len(HLSYN_TARGETS))))
+            val = {name: float(sum(rmse_known(yv[:, j], p[:, j]) for j in range(len(HLSYN_TARGETS))))
                    for name, p in (("tree", pv_tree), ("GNN", pv_gnn), ("tree+GNN mean", (pv_tree + pv_gnn) / 2))}  # fmt: skip
             chosen = min(val, key=val.get)
             details["validation"] = {"kernels": net.val_kernels_, "summed_rmse": val, "selected": chosen,
                                      "note": "GNN early-stopped on these kernels: its validation number is optimistic"}  # fmt: skip
             sel = {"tree": p_tree, "GNN": p_gnn, "tree+GNN mean": (p_tree + p_gnn) / 2}[chosen]
-            total = sum(_rmse(yte[:, j], sel[:, j]) for j in range(len(HLSYN_TARGETS)))
+            total = sum(rmse_known(yte[:, j], sel[:, j]) for j in range(len(HLSYN_TARGETS)))
             report.add(f"summed RMSE, selected on validation kernels ({chosen})", split, total,
                        anchor=HLSYN_FLOOR[tool], target=HLSYN_FLOOR[tool] / 2,
                        anchor_source="target = half the published floor", n=te.height)  # fmt: skip
@@ -171,9 +171,9 @@ def bench_hlsyn(
             tr, te = vrows.filter(~is_test), vrows.filter(is_test)
             ytr, yte = target_fn(tr).to_numpy(), target_fn(te).to_numpy()
             floor = sum(
-                _rmse(yte[:, j], np.full(len(yte), np.nanmean(ytr[:, j]))) for j in range(len(HLSYN_TARGETS))
+                rmse_known(yte[:, j], np.full(len(yte), np.nanmean(ytr[:, j]))) for j in range(len(HLSYN_TARGETS))
             )
-            pred = _hlsyn_tree(gstats, graphs, max_iter).fit(tr, ytr).predict(te)
+            pred = hlsyn_tree(gstats, graphs, max_iter).fit(tr, ytr).predict(te)
             split = f"{tool} {variant} ({te.height} test rows, {len(held)} kernels)"
             report.add("summed RMSE, train-mean floor", split, floor, anchor=HLSYN_FLOOR[tool],
                        anchor_source="HLSyn floor (brief), different rows", n=te.height)  # fmt: skip

@@ -15,6 +15,7 @@ from hwsurrogate.service.lookup import ArchIndex
 from hwsurrogate.service.served import ServedModels
 from hwsurrogate.surrogates.predict import Dispatch
 from hwsurrogate.surrogates.registry.adapted import load_adapted as load_adapted_gemm
+from hwsurrogate.surrogates.registry.adapted import load_adapted_kernel
 
 TOKEN_HELP = "start the service with `hws serve --token TOKEN` or set HWSURROGATE_SERVICE_TOKEN"
 
@@ -50,6 +51,7 @@ def get_dispatch(
         models.require,
         latency_devices=adapter,
         gemm_devices=lambda device: load_adapted_gemm(device, root),
+        hlsyn_kernels=lambda kernel: load_adapted_kernel(kernel, root),
     )
 
 

@@ -238,6 +238,24 @@ class FpgaQueryBatch(Request):
     )
 
 
+class Hls4mlOnnxQuery(Request):
+    """An ONNX model and its hls4ml configuration, converted by hls4ml (no code runs: protobuf only)."""
+
+    onnx_base64: str = Field(
+        min_length=8,
+        max_length=8 * 1024 * 1024,
+        description="the .onnx file, base64-encoded (weights inside the file; external data is refused)",
+    )
+    hls4ml_config: dict[str, Any] | Annotated[str, Field(max_length=1 << 20)] | None = Field(
+        default=None,
+        description="hls4ml's configuration: its YAML text or the same as an object (IOType, Part, HLSConfig: "
+        "{Model, LayerType, LayerName}, or just the HLSConfig part); default ap_fixed<16,6>, reuse factor 1, "
+        "Latency, io_parallel",
+    )
+    part: Part | None = Field(default=None, description="overrides the configuration's Part")
+    strict: bool = Field(default=False, description="refuse (422) a model outside the training domain")
+
+
 class FpgaPrediction(BaseModel):
     type: Literal["hls4ml", "hls"]
     stage: str = Field(description="what the numbers mean: 'hls_estimate' or 'post_synth' (see docs)")
@@ -249,6 +267,18 @@ class FpgaPrediction(BaseModel):
     cycles: float | None = None
     ii: float | None = None
     valid_prob: float | None = None
+
+
+class Hls4mlOnnxPrediction(BaseModel):
+    layers: list[dict[str, Any]] = Field(description="the layer list hls4ml produced (the surrogate's input)")
+    reuse_factor: int
+    precision: str
+    strategy: str
+    io_type: str
+    part: str
+    warnings: list[str] = Field(default_factory=list)
+    in_domain: InDomain = None
+    prediction: FpgaPrediction
 
 
 class FpgaPredictionBatch(BaseModel):

@@ -22,11 +22,20 @@ from hwsurrogate.surrogates.fewshot.gemm import (
     descriptors_for,
     predict_with_correction,
 )
+from hwsurrogate.surrogates.fewshot.hlsyn import (
+    check_hlsyn_measurements,
+    fit_kernel_correction,
+    from_hlsyn_space,
+    to_hlsyn_space,
+)
 from hwsurrogate.surrogates.registry.adapted import (
     HELDOUT_FOLDS,
     AdaptedGemmDevice,
+    AdaptedHlsynKernel,
+    AdaptedRecords,
     heldout_folds,
     save_adapted,
+    save_adapted_kernel,
 )
 from hwsurrogate.surrogates.registry.cache import load_gemm_champion
 from hwsurrogate.surrogates.training.metrics import mape
@@ -122,3 +131,82 @@ def predict_adapted(model: Any, record: AdaptedGemmDevice, queries: pl.DataFrame
         {"runtime_ms": runtime, "power_w": [None] * q.height, "energy_j": [None] * q.height},
         schema={"runtime_ms": pl.Float64, "power_w": pl.Float64, "energy_j": pl.Float64},
     )
+
+
+# --------------------------------------------------------------------------- HLS kernels
+HLSYN_TARGET_NAMES = ("perf", "util_lut", "util_ff", "util_dsp", "util_bram")
+
+
+def _summed_rmse(y: np.ndarray, p: np.ndarray) -> float:
+    """Summed per-target RMSE over the designs that report the target (empty reports skipped)."""
+    err = (y - p) ** 2
+    known = np.isfinite(err).any(axis=0)
+    return float(np.sqrt(np.nanmean(err[:, known], axis=0)).sum())
+
+
+def adapt_hlsyn_kernel(
+    kernel: str,
+    measurements: pl.DataFrame,
+    *,
+    store_root: str | os.PathLike[str] | None = None,
+    predictor: Any = None,
+    prior_designs: float = 10.0,
+    neighbours: int = 3,
+) -> tuple[AdaptedHlsynKernel, Path]:
+    """Adapt the served ``fpga-hlsyn`` model to ``kernel`` from a few synthesised designs; persist it.
+
+    The measurements are checked first (:func:`.fewshot.hlsyn.check_hlsyn_measurements`), and a
+    kernel already adapted is refused before any model loads (nothing is overwritten). The
+    correction is :func:`.fewshot.hlsyn.fit_kernel_correction` of the served model's predictions;
+    its held-out error re-fits it without each fold of designs. ``neighbours``: the measured
+    designs nearest in pragma space whose remaining residual is added back (3: the choice of
+    ``hws bench fpga-hlsyn-fewshot`` on validation kernels for v20; v18's validation chose 1).
+    """
+    root = Path(store_root) if store_root is not None else Path(get_settings(fresh=True).store)
+    meas = check_hlsyn_measurements(measurements, kernel)
+    existing = AdaptedRecords(root, "fpga-hlsyn").path(kernel)
+    if existing.exists():
+        raise ValueError(f"kernel {kernel!r} is already adapted ({existing}); nothing was overwritten")
+    t_load = time.perf_counter()
+    if predictor is None:
+        from hwsurrogate.surrogates.registry.cache import load_served
+
+        predictor = load_served("fpga-hlsyn", store_root=root)
+    t_fit = time.perf_counter()
+    zero = to_hlsyn_space(predictor.predict(meas.select("kernel", "pragmas", "tool")))
+    y = to_hlsyn_space(meas)
+    pragmas = meas["pragmas"].to_list()
+    corr = fit_kernel_correction(zero, y, HLSYN_TARGET_NAMES, prior_designs=prior_designs, pragmas=pragmas,
+                                 neighbours=neighbours)  # fmt: skip
+    record = AdaptedHlsynKernel(
+        device_id=kernel,
+        model_name=str(predictor.name),
+        model_version=str(predictor.version),
+        correction=corr,
+        n_designs=meas.height,
+        fit_rmse_before=_summed_rmse(y, zero),
+        fit_rmse_after=_summed_rmse(y, corr.apply(zero, pragmas)),
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        load_seconds=round(t_fit - t_load, 3),
+        fit_seconds=round(time.perf_counter() - t_fit, 3),
+    )
+    folds, record.heldout_method = heldout_folds(meas.height, 3, max_folds=HELDOUT_FOLDS)
+    if folds is not None:
+        pred = np.full_like(y, np.nan)
+        for f in np.unique(folds):
+            out = folds == f
+            fit_p = [pragmas[i] for i in np.flatnonzero(~out)]
+            c = fit_kernel_correction(zero[~out], y[~out], HLSYN_TARGET_NAMES, prior_designs=prior_designs,
+                                      pragmas=fit_p, neighbours=neighbours)  # fmt: skip
+            pred[out] = c.apply(zero[out], [pragmas[i] for i in np.flatnonzero(out)])
+        record.heldout_rmse = _summed_rmse(y, pred)
+    return record, save_adapted_kernel(record, root)
+
+
+def predict_hlsyn_adapted(
+    outputs: pl.DataFrame, record: AdaptedHlsynKernel, pragmas: list[str]
+) -> pl.DataFrame:
+    """The served model's ``fpga-hlsyn`` outputs of one kernel's designs (``pragmas``: their JSON)
+    with the kernel's correction applied."""
+    corrected = from_hlsyn_space(record.correction.apply(to_hlsyn_space(outputs), pragmas))
+    return outputs.with_columns(*(pl.Series(k, v, dtype=pl.Float64) for k, v in corrected.items()))

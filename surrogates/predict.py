@@ -199,10 +199,12 @@ class Dispatch:
         *,
         latency_devices: AdaptedLatency | None = None,
         gemm_devices: Callable[[str], Any | None] | None = None,
+        hlsyn_kernels: Callable[[str], Any | None] | None = None,
     ) -> None:
         self.served = served
         self.latency_devices = latency_devices
         self.gemm_devices = gemm_devices
+        self.hlsyn_kernels = hlsyn_kernels
 
     def predict(self, task: str, queries: pl.DataFrame, *, strict: bool = False) -> Answer:
         """One output row per query row, in order; a ValueError names a bad column or value.
@@ -220,6 +222,8 @@ class Dispatch:
             return self._per_device(queries, lambda d, p, r: self._latency_part(d, p, r, strict))
         if task == "gemm":
             return self._gemm(queries, strict)
+        if task == "fpga-hlsyn" and self.hlsyn_kernels is not None:
+            return self._hlsyn(queries, strict)
         predictor = self.served(task)
         return self._served_part(predictor, queries, list(range(queries.height)), strict)
 
@@ -316,14 +320,46 @@ class Dispatch:
         return self._per_device(queries, answer)
 
 
+    def _hlsyn(self, queries: pl.DataFrame, strict: bool) -> Answer:
+        """The served HLS-design model; kernels adapted with ``hws adapt --task fpga-hlsyn`` get
+        their correction on top (a warning when adapted on another model version)."""
+        predictor = self.served("fpga-hlsyn")
+        got = self._served_part(predictor, queries, list(range(queries.height)), strict)
+        kernels = queries["kernel"].cast(pl.String)
+        outputs, kinds = got.outputs, set()
+        for kernel in kernels.unique(maintain_order=True).to_list():
+            record = self.hlsyn_kernels(kernel) if kernel is not None else None  # type: ignore[misc]
+            kinds.add("served" if record is None else "adapted")
+            if record is None:
+                continue
+            from hwsurrogate.surrogates.adapt import predict_hlsyn_adapted
+
+            rows = (kernels == kernel).fill_null(False)
+            fixed = predict_hlsyn_adapted(
+                outputs.filter(rows), record, queries.filter(rows)["pragmas"].cast(pl.String).to_list()
+            )
+            idx = rows.arg_true()
+            outputs = outputs.with_columns(
+                outputs[c].scatter(idx, fixed[c]) for c in ("cycles", "lut", "ff", "dsp", "bram")
+            )
+            if str(record.model_version) != str(predictor.version):
+                got.warnings.append(
+                    f"kernel {kernel} was adapted on {record.model_name} v{record.model_version}, serving with "
+                    f"v{predictor.version}; re-run `hws adapt --task fpga-hlsyn`"
+                )
+        kind = _kind(kinds) if kinds else "served"
+        return Answer(outputs, kind, got.models, got.warnings, got.in_domain)
+
+
 def local_dispatch(
     store_root: str | os.PathLike[str] | None = None, versions: dict[str, str | None] | None = None
 ) -> Dispatch:
     """The dispatch of a command-line process: registry champions (or pinned versions), the store's adapted devices."""
-    from hwsurrogate.surrogates.registry.adapted import load_adapted
+    from hwsurrogate.surrogates.registry.adapted import load_adapted, load_adapted_kernel
 
     return Dispatch(
         RegistryModels(versions, store_root),
         latency_devices=StoredLatencyDevices(store_root),
         gemm_devices=lambda device: load_adapted(device, store_root),
+        hlsyn_kernels=lambda kernel: load_adapted_kernel(kernel, store_root),
     )

@@ -117,9 +117,52 @@ def adapt_gemm(device: str, measurements: str, store_path: Path | None = None) -
     )
 
 
+@click.command("adapt-fpga-hlsyn")
+@click.option("--kernel", required=True, help="Name of the new HLS kernel (the designs' `kernel`).")
+@click.option("--measurements", required=True, help="CSV/parquet/JSON: pragmas, cycles, lut, ff, dsp, bram.")
+@store_option
+def adapt_fpga_hlsyn(kernel: str, measurements: str, store_path: Path | None = None) -> None:
+    """Adapt the served HLS-design model to an unseen kernel from a few synthesised designs."""
+    import re
+
+    from hwsurrogate.surrogates.fewshot.measurements import read_measurements
+
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]{0,63}", kernel):
+        raise click.BadParameter(f"{kernel!r}: letters, digits, - and _ (up to 64)", param_hint="--kernel")
+    t0 = time.perf_counter()
+    try:
+        frame = read_measurements(measurements)
+        from threadpoolctl import threadpool_limits
+
+        from hwsurrogate.surrogates.adapt import adapt_hlsyn_kernel
+
+        with threadpool_limits(limits=1, user_api="openmp"):
+            record, path = adapt_hlsyn_kernel(kernel, frame, store_root=store_path)
+    except (ValueError, LookupError) as exc:
+        raise click.ClickException(str(exc)) from None
+    held = (
+        f"{record.heldout_rmse:.3f} ({record.heldout_method}; each design predicted by a correction that did not "
+        "see it)"
+        if record.heldout_rmse is not None
+        else f"not measured ({record.heldout_method})"
+    )
+    click.echo(
+        f"adapted kernel {kernel} from {record.n_designs} designs on {record.model_name} v{record.model_version}: "
+        f"summed RMSE (HLSyn's 5 targets) held out {held}"
+    )
+    click.echo(
+        f"on the {record.n_designs} fitted designs: {record.fit_rmse_before:.3f} (zero-shot) -> "
+        f"{record.fit_rmse_after:.3f} (not an estimate of the error on new designs)"
+    )
+    click.echo(f"saved {path}  (fit {record.fit_seconds:.2f} s, command {time.perf_counter() - t0:.2f} s)")
+
+
 @click.command()
-@click.option("--task", type=click.Choice(["latency", "gemm"]), default="latency", show_default=True)
-@device_option
+@click.option(
+    "--task", type=click.Choice(["latency", "gemm", "fpga-hlsyn"]), default="latency", show_default=True
+)
+@click.option("--device", default=None, help="Name of the new device (latency, gemm; not a known one).")
+@click.option("--kernel", default=None, help="Name of the new HLS kernel (fpga-hlsyn).")
 @click.option(
     "--measurements",
     required=True,
@@ -133,17 +176,29 @@ def adapt_gemm(device: str, measurements: str, store_path: Path | None = None) -
 @store_option
 @click.pass_context
 def adapt(
-    ctx: click.Context, task: str, device: str, measurements: str, version: str | None, store_path: Path | None
-) -> None:
-    """Adapt a predictor to an unseen device from a handful of measurements (under 2 s).
+    ctx: click.Context, task: str, device: str | None, kernel: str | None, measurements: str, version: str | None,
+    store_path: Path | None,
+) -> None:  # fmt: skip
+    """Adapt a predictor to an unseen device or HLS kernel from a handful of measurements (under 2 s).
 
     \b
-    latency: columns space, arch_key, latency_ms (10 HELP reference archs + a few more is best)
-    gemm:    columns op, m, n, k, batch, dtype, runtime_ms
-    The adapted device is remembered with the model version it was adapted from.
+    latency:    --device D; columns space, arch_key, latency_ms (10 HELP reference archs + a few more is best)
+    gemm:       --device D; columns op, m, n, k, batch, dtype, runtime_ms
+    fpga-hlsyn: --kernel K; columns pragmas (JSON object), cycles, lut, ff, dsp, bram (+ tool); 20 designs
+                is HLSyn's protocol (see `hws bench fpga-hlsyn-fewshot`)
+    The adaptation is remembered with the model version it was adapted from; an adapted kernel
+    (fpga-hlsyn) is never overwritten.
     """
+    if task == "fpga-hlsyn":
+        if kernel is None or device is not None or version is not None:
+            raise click.UsageError("--task fpga-hlsyn takes --kernel (not --device or --version)")
+        ctx.invoke(adapt_fpga_hlsyn, kernel=kernel, measurements=measurements, store_path=store_path)
+        return
+    if device is None or kernel is not None:
+        raise click.UsageError(f"--task {task} takes --device (not --kernel)")
     if task == "latency":
-        ctx.invoke(adapt_latency, device=device, measurements=measurements, version=version, store_path=store_path)
+        ctx.invoke(adapt_latency, device=device, measurements=measurements, version=version,
+                   store_path=store_path)  # fmt: skip
         return
     if version is not None:
         raise click.BadParameter(

@@ -26,9 +26,11 @@ def _gemm() -> dict[str, click.Command]:
 
 
 def _fpga() -> dict[str, click.Command]:
-    from hwsurrogate.benchmarks import fpga
+    from hwsurrogate.benchmarks import fpga, fpga_fewshot, fpga_frontend
 
-    return {c.name or "": c for c in (fpga.bench_hlsyn, fpga.bench_power, fpga.bench_hls4ml)}
+    commands = (fpga.bench_hlsyn, fpga.bench_power, fpga.bench_hls4ml, fpga_frontend.bench_hls4ml_frontend,
+                fpga_fewshot.bench_hlsyn_fewshot)  # fmt: skip
+    return {c.name or "": c for c in commands}
 
 
 def _latency() -> dict[str, click.Command]:
@@ -67,6 +69,8 @@ BENCHMARKS = {
     "fpga-hlsyn": (_fpga, "HLSyn protocol: held-out kernels, RMSE and validity F1."),
     "fpga-power": (_fpga, "PowerGear: leave-one-kernel-out power error."),
     "fpga-hls4ml": (_fpga, "wa-hls4ml records and dense sweep: SMAPE per target."),
+    "fpga-hlsyn-fewshot": (_fpga, "HLSyn adaptation: 5/10/20 designs per held-out kernel, 30% holdout, 5 repeats."),
+    "fpga-hls4ml-frontend": (_fpga, "wa-hls4ml records rebuilt in PyTorch through hls4ml: consistency, SMAPE."),
     "latency-single": (_latency, "Per-device NB201/FBNet latency, HELP's test set."),
     "fewshot-help": (_fewshot, "HELP protocol few-shot latency on unseen devices."),
     "fewshot-tasks": (_fewshot, "NASFLAT/MultiPredict task suite (N1-N4, NA, F1-F4, FA)."),

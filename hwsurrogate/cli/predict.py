@@ -249,8 +249,102 @@ def predict_gemm(
 # --------------------------------------------------------------------------- FPGA
 
 
+def _load_pytorch(spec: str) -> Any:
+    """``file.py:NAME`` -> the ``torch.nn.Module`` it names (NAME may be a no-argument factory).
+
+    This runs ``file.py``: it is the user's own model file on the user's own machine, which is
+    why only the command line takes PyTorch models (the service takes ONNX files, which run nothing).
+    """
+    import importlib.util
+
+    import torch
+
+    path_text, _, name = spec.rpartition(":")
+    path = Path(path_text)
+    if not name or not path_text or path.suffix != ".py":
+        raise click.BadParameter(f"{spec!r}: give model.onnx or model.py:NAME", param_hint="--model")
+    if not path.is_file():
+        raise click.BadParameter(f"{str(path)!r} does not exist", param_hint="--model")
+    module_spec = importlib.util.spec_from_file_location(f"hws_user_model_{path.stem}", path)
+    if module_spec is None or module_spec.loader is None:
+        raise click.BadParameter(f"{str(path)!r} cannot be imported", param_hint="--model")
+    module = importlib.util.module_from_spec(module_spec)
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as exc:
+        raise click.BadParameter(f"{str(path)!r} failed to import: {exc}", param_hint="--model") from None
+    obj = getattr(module, name, None)
+    if obj is None:
+        raise click.BadParameter(f"{str(path)!r} has no {name!r}", param_hint="--model")
+    if not isinstance(obj, torch.nn.Module) and callable(obj):
+        try:
+            obj = obj()
+        except Exception as exc:
+            raise click.BadParameter(f"{name}() failed: {exc}", param_hint="--model") from None
+    if not isinstance(obj, torch.nn.Module):
+        raise click.BadParameter(
+            f"{name!r} in {str(path)!r} is a {type(obj).__name__}, not a torch.nn.Module (or a function "
+            "returning one)",
+            param_hint="--model",
+        )
+    return obj.eval()
+
+
+def _parse_shape(text: str) -> tuple[int, ...]:
+    try:
+        dims = tuple(int(x) for x in text.replace("x", ",").split(",") if x.strip())
+    except ValueError:
+        dims = ()
+    if not dims or any(d < 1 or d > 1 << 20 for d in dims):
+        raise click.BadParameter(f"{text!r}: give positive sizes without the batch, e.g. 16 or 3,32,32",
+                                 param_hint="--input-shape")  # fmt: skip
+    return dims
+
+
+def _hls4ml_query(model: str, input_shape: str | None, config_path: Path | None, part: str | None) -> Any:
+    """The one query row of a user's model read through hls4ml (:mod:`.features.hls4ml_frontend`)."""
+    import polars as pl
+
+    from hwsurrogate.surrogates.features import hls4ml_frontend as fe
+
+    try:
+        config = fe.read_hls4ml_config(config_path)
+        if model.endswith(".onnx"):
+            if input_shape is not None:
+                raise click.UsageError("--input-shape is for PyTorch models; an ONNX file carries its shapes")
+            design = fe.onnx_design(Path(model), config, part=part)
+        else:
+            if input_shape is None:
+                raise click.UsageError("a PyTorch model needs --input-shape (no batch), e.g. 16 or 3,32,32")
+            design = fe.pytorch_design(_load_pytorch(model), _parse_shape(input_shape), config, part=part)
+    except fe.Hls4mlConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(
+        f"read {len(design.layers)} layers through hls4ml: "
+        + ", ".join(f"{layer['class_name']}{layer.get('d_out', '')}" for layer in design.layers[:12])
+        + (" ..." if len(design.layers) > 12 else ""),
+        err=True,
+    )
+    return pl.DataFrame([design.query()], schema_overrides={"reuse_factor": pl.Int64})
+
+
 @click.command("fpga")
-@_queries_option("CSV/JSON/parquet of designs (required).")
+@_queries_option("CSV/JSON/parquet of designs (or --model).")
+@click.option(
+    "--model",
+    "model",
+    help="Your model instead of --queries: model.onnx, or model.py:NAME (a torch.nn.Module or a function "
+    "returning one; the file is run). Read through hls4ml's own front end (needs hwsurrogate[hls4ml]).",
+)
+@click.option("--input-shape", help="PyTorch models: input shape without the batch, e.g. 16 or 3,32,32.")
+@click.option(
+    "--hls4ml-config",
+    "hls4ml_config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="hls4ml YAML config (IOType, Part, HLSConfig: Model/LayerType/LayerName) or just its HLSConfig "
+    "part; default: ap_fixed<16,6>, reuse factor 1, Latency, io_parallel.",
+)
+@click.option("--part", help="FPGA part (overrides the config's Part).")
 @click.option(
     "--kind",
     type=click.Choice(["auto", "hls4ml", "hlsyn"]),
@@ -265,7 +359,8 @@ def predict_gemm(
 @strict_option
 @_ray_options
 def predict_fpga(
-    queries_path: Path | None, kind: str, version: str | None, store_path: Path | None, as_json: bool,
+    queries_path: Path | None, model: str | None, input_shape: str | None, hls4ml_config: Path | None,
+    part: str | None, kind: str, version: str | None, store_path: Path | None, as_json: bool,
     out: Path | None, strict: bool, ray_address: str | None = None, workers: int = 2,
 ) -> None:  # fmt: skip
     """Resources (LUT/FF/DSP/BRAM) and cycles of hls4ml models or HLSyn-style HLS designs.
@@ -273,14 +368,30 @@ def predict_fpga(
     \b
     hws predict fpga --queries designs.json              (kind picked from the columns)
     hws predict fpga --kind hlsyn --queries points.csv --out pred.csv
+    hws predict fpga --model model.onnx --hls4ml-config config.yml --json
+    hws predict fpga --model net.py:build --input-shape 16 --hls4ml-config config.yml --part xcu250-figd2104-2L-e
+
+    With --model, hls4ml 1.3 converts the model (no Vivado: its model graph only) and the layer
+    list, reuse factors and precisions it settles on are what the surrogate sees; a reuse factor
+    that does not divide a layer, an unknown precision or a layer hls4ml or the surrogate does
+    not support is an error naming the config field or the layer.
     """
     import polars as pl
 
     from hwsurrogate.surrogates.api import INPUTS
 
-    if queries_path is None:
-        raise click.UsageError("give --queries FILE (one design per row)")
-    queries = read_queries(queries_path)
+    if model is not None:
+        if queries_path is not None:
+            raise click.UsageError("give --queries or --model, not both")
+        if kind == "hlsyn":
+            raise click.UsageError("--model is for hls4ml models (--kind hls4ml)")
+        queries, kind = _hls4ml_query(model, input_shape, hls4ml_config, part), "hls4ml"
+    elif queries_path is None:
+        raise click.UsageError("give --queries FILE (one design per row) or --model model.onnx|model.py:NAME")
+    elif input_shape or hls4ml_config or part:
+        raise click.UsageError("--input-shape, --hls4ml-config and --part go with --model")
+    else:
+        queries = read_queries(queries_path)
     if kind == "auto":
         kind = "hlsyn" if "pragmas" in queries.columns else "hls4ml"
     task = f"fpga-{kind}"
@@ -292,6 +403,8 @@ def predict_fpga(
                             version=version, store_path=store_path, strict=strict, as_json=as_json, out=out)  # fmt: skip
     answer = _dispatch(task, queries, version, store_path, strict)
     result = pl.concat([queries.select(INPUTS[task]), answer.outputs], how="horizontal")
+    if model is not None and not as_json and out is None:
+        result = result.drop("model")  # the layer list: --json or --out shows it
     _emit(result, answer, as_json=as_json, out=out)
 
 

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from typing import Annotated
 
 import polars as pl
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, HTTPException
 
 from hwsurrogate.service.body import json_body, request_body
 from hwsurrogate.service.deps import ConfigDep, DispatchDep, ModelsDep
+from hwsurrogate.service.errors import InvalidFieldError
 from hwsurrogate.service.routes._common import check_batch, domain_fields, finite_or_null
 from hwsurrogate.service.schemas import (
     FpgaPrediction,
     FpgaPredictionBatch,
     FpgaQueryBatch,
     Hls4mlDesign,
+    Hls4mlOnnxPrediction,
+    Hls4mlOnnxQuery,
     HlsDesign,
     ModelRef,
 )
@@ -98,3 +103,50 @@ def predict_fpga(
     return FpgaPredictionBatch(
         warnings=warnings, **domain_fields(in_domain), count=len(preds), predictions=preds
     )
+
+
+@router.post(
+    "/fpga/onnx",
+    openapi_extra=request_body(Hls4mlOnnxQuery),
+    response_model=Hls4mlOnnxPrediction,
+    responses={
+        422: {"description": "bad ONNX file or hls4ml config (``field`` names it), or unsupported layer"},
+        501: {"description": "hls4ml is not installed on the server"},
+        503: {"description": "no fpga-hls4ml model is served"},
+    },
+)
+def predict_fpga_onnx(
+    query: Annotated[Hls4mlOnnxQuery, Depends(json_body(Hls4mlOnnxQuery))],
+    models: ModelsDep,
+    dispatch: DispatchDep,
+) -> Hls4mlOnnxPrediction:
+    """An ONNX model plus its hls4ml configuration -> LUT/FF/DSP/BRAM, cycles, II.
+
+    hls4ml 1.3 converts the model to its model graph (no Vivado; the file is parsed as protobuf,
+    nothing in it runs) and the layer list it settles on is what the surrogate reads, so the
+    reuse factors and precisions are hls4ml's. A reuse factor that does not divide a layer, an
+    unknown precision or a layer hls4ml or the surrogate does not support is a 422 naming it.
+    """
+    import importlib.util
+
+    from hwsurrogate.surrogates.features import hls4ml_frontend as fe
+
+    if importlib.util.find_spec("hls4ml") is None or importlib.util.find_spec("qonnx") is None:
+        raise HTTPException(501, detail="this server has no hls4ml: pip install 'hwsurrogate[hls4ml]'")
+    try:
+        data = base64.b64decode(query.onnx_base64, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidFieldError("onnx_base64", "onnx_base64 is not valid base64") from None
+    raw = query.hls4ml_config.encode() if isinstance(query.hls4ml_config, str) else query.hls4ml_config
+    try:
+        design = fe.onnx_design(data, fe.read_hls4ml_config(raw), part=query.part)
+    except fe.Hls4mlConfigError as exc:
+        field = "onnx_base64" if exc.field == "model" else f"hls4ml_config.{exc.field}"
+        raise InvalidFieldError(field.removesuffix(".config"), str(exc)) from None
+    frame = pl.DataFrame([design.query()], schema_overrides={"reuse_factor": pl.Int64})
+    preds, notes, flags = _predict(dispatch, models, "fpga-hls4ml", frame, "hls4ml", query.strict)
+    return Hls4mlOnnxPrediction(
+        layers=design.layers, reuse_factor=design.reuse_factor, precision=design.precision,
+        strategy=design.strategy, io_type=design.io_type, part=design.part, warnings=notes,
+        in_domain=flags[0], prediction=preds[0],
+    )  # fmt: skip

@@ -9,6 +9,8 @@ compute features themselves.
 - :mod:`.hlsyn`: HLSyn/HARP pragma vectors and kernel program-graph statistics;
 - :mod:`.powergear`: PowerGear power features of HLS designs;
 - :mod:`.ops`: roofline features of non-GEMM operator calls (import the sub-module);
+- :mod:`.hls4ml_frontend`: a user's PyTorch/ONNX model and hls4ml config into the hls4ml layer list,
+  through hls4ml's own front ends (optional extra ``hls4ml``; imported as a sub-module);
 - :mod:`.nas` (architecture graphs and vectors of the NAS spaces) and :mod:`.program_graphs`
   (HLSyn program graphs) need torch, so they are imported as sub-modules, not re-exported here.
 """

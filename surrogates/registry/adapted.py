@@ -36,6 +36,7 @@ from hwsurrogate.surrogates.fewshot import (
     check_measurements,
 )
 from hwsurrogate.surrogates.fewshot.gemm import GemmCorrection
+from hwsurrogate.surrogates.fewshot.hlsyn import KernelCorrection
 from hwsurrogate.surrogates.registry.cache import LocalModelCache, store_root
 from hwsurrogate.surrogates.training.metrics import mape, spearman
 
@@ -44,14 +45,17 @@ __all__ = [
     "AdaptedDevice",
     "AdaptedDeviceRegistry",
     "AdaptedGemmDevice",
+    "AdaptedHlsynKernel",
     "AdaptedRecords",
     "adapted_dir",
     "heldout_folds",
     "heldout_latency",
     "list_adapted",
     "load_adapted",
+    "load_adapted_kernel",
     "predict_latency",
     "save_adapted",
+    "save_adapted_kernel",
 ]
 
 
@@ -417,3 +421,58 @@ def load_adapted(device: str, store_root: str | os.PathLike[str] | None = None) 
 def list_adapted(store_root: str | os.PathLike[str] | None = None) -> list[str]:
     """Ids of the adapted GEMM devices."""
     return AdaptedRecords(store_root, "gemm").list()
+
+
+# --------------------------------------------------------------------------- adapted HLS kernels
+@dataclass
+class AdaptedHlsynKernel:
+    """An HLS kernel the served ``fpga-hlsyn`` model was adapted to (``hws adapt --task fpga-hlsyn``).
+
+    Stored through :class:`AdaptedRecords` under ``<store>/adapted/fpga-hlsyn/<kernel>.json``;
+    ``device_id`` is the kernel name (the key :class:`AdaptedRecords` files records under).
+    """
+
+    device_id: str
+    model_name: str
+    model_version: str
+    correction: KernelCorrection
+    n_designs: int
+    #: summed RMSE of the 5 HLSyn targets on the measured designs before / after the correction
+    fit_rmse_before: float
+    fit_rmse_after: float
+    #: the same on designs left out of the fit (``heldout_method``); None when too few designs
+    heldout_rmse: float | None = None
+    heldout_method: str = ""
+    created_at: str = ""
+    load_seconds: float = 0.0
+    fit_seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["correction"] = self.correction.to_json()
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> AdaptedHlsynKernel:
+        d = dict(d)
+        d["correction"] = KernelCorrection.from_json(d["correction"])
+        return cls(**d)
+
+
+def save_adapted_kernel(record: AdaptedHlsynKernel, store_root: str | os.PathLike[str] | None = None) -> Path:
+    """Write a new kernel record atomically; an existing record is never overwritten (ValueError)."""
+    records = AdaptedRecords(store_root, "fpga-hlsyn")
+    if records.path(record.device_id).exists():
+        raise ValueError(
+            f"kernel {record.device_id!r} is already adapted ({records.path(record.device_id)}); nothing was "
+            "overwritten: adapt under another kernel name, or remove that file first"
+        )
+    return records.save(record.device_id, record.to_json())
+
+
+def load_adapted_kernel(
+    kernel: str, store_root: str | os.PathLike[str] | None = None
+) -> AdaptedHlsynKernel | None:
+    """The adapted HLS kernel ``kernel``, or None when it was never adapted."""
+    record = AdaptedRecords(store_root, "fpga-hlsyn").load(kernel)
+    return AdaptedHlsynKernel.from_json(record) if record is not None else None

@@ -1,0 +1,186 @@
+"""Few-shot adaptation of the HLSyn design model to an unseen kernel (surrogates/fewshot/hlsyn.py).
+
+A synthetic kernel family whose cycles are a known function of the pragmas: per kernel,
+``cycles = c_K * trip / (unroll * (1 + pipeline))``; the "zero-shot" model knows the pragma law
+but not the kernel's constant ``c_K`` nor how strongly the kernel responds to unrolling, which is
+exactly what a model trained on other kernels gets wrong. Adapting on k designs must beat no
+adaptation on the kernel's other designs, and the closed form must recover a pure offset exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import polars as pl
+import pytest
+
+from hwsurrogate.surrogates.fewshot.hlsyn import KernelCorrection, adaptation_splits, fit_kernel_correction
+
+TARGETS = ("perf", "util_lut")
+
+
+def _kernel(rng: np.random.Generator, n: int, c: float, response: float) -> tuple[np.ndarray, np.ndarray]:
+    """(zero-shot prediction, truth) of perf = log2(1e7 / cycles) / 2 and a LUT utilisation."""
+    unroll = rng.choice([1, 2, 4, 8, 16, 32], size=n)
+    pipe = rng.integers(0, 2, size=n)
+    trip = 4096.0
+    cycles_true = c * trip / (unroll**response * (1 + pipe))
+    cycles_zero = 100.0 * trip / (unroll * (1 + pipe))  # the law of the training kernels
+    perf = lambda cyc: np.log2(1e7 / cyc) / 2  # noqa: E731
+    util_true = 0.02 * unroll * response + 0.05
+    util_zero = 0.02 * unroll + 0.01
+    return np.c_[perf(cycles_zero), util_zero], np.c_[perf(cycles_true), util_true]
+
+
+@pytest.mark.parametrize("k", [5, 10, 20])
+def test_adaptation_beats_zero_shot_on_a_known_kernel_family(k):
+    rng = np.random.default_rng(k)
+    gains = []
+    for c, response in ((400.0, 0.7), (30.0, 1.3), (250.0, 1.0)):
+        p, y = _kernel(rng, 200, c, response)
+        adapt, test = adaptation_splits(np.array(["k"] * 200), repeat=k, shots=k)
+        corr = fit_kernel_correction(p[adapt], y[adapt], TARGETS)
+        zero = np.sqrt(((p[test] - y[test]) ** 2).mean(axis=0)).sum()
+        adapted = np.sqrt(((corr.apply(p[test]) - y[test]) ** 2).mean(axis=0)).sum()
+        gains.append(zero / adapted)
+    assert min(gains) > 2.0, gains
+
+
+def test_a_pure_offset_is_recovered_exactly():
+    rng = np.random.default_rng(0)
+    p = rng.normal(size=(7, 2))
+    y = p + np.array([0.8, -0.1])
+    corr = fit_kernel_correction(p, y, TARGETS)
+    np.testing.assert_allclose(corr.slope, [1.0, 1.0], atol=1e-9)
+    np.testing.assert_allclose(corr.offset, [0.8, -0.1], atol=1e-9)
+    again = KernelCorrection.from_json(corr.to_json())
+    np.testing.assert_allclose(again.apply(p), y, atol=1e-9)
+
+
+def test_slope_is_shrunk_towards_one_with_few_designs():
+    p = np.linspace(0, 1, 5)[:, None].repeat(2, axis=1)
+    y = 3 * p  # least-squares slope 3
+    few = fit_kernel_correction(p, y, TARGETS, prior_designs=10.0)
+    assert few.slope[0] == pytest.approx(1 + 5 / 15 * 2)
+    assert fit_kernel_correction(p, y, TARGETS, slope=False).slope == [1.0, 1.0]
+
+
+def test_bad_inputs_are_refused():
+    with pytest.raises(ValueError, match="must both be"):
+        fit_kernel_correction(np.zeros((3, 2)), np.zeros((3, 3)), TARGETS)
+    with pytest.raises(ValueError, match="no measured designs"):
+        fit_kernel_correction(np.zeros((0, 2)), np.zeros((0, 2)), TARGETS)
+    with pytest.raises(ValueError, match="NaN"):
+        fit_kernel_correction(np.full((3, 2), np.nan), np.zeros((3, 2)), TARGETS)
+    corr = fit_kernel_correction(np.zeros((3, 2)), np.c_[np.ones(3), np.full(3, np.nan)], TARGETS)
+    assert corr.offset == [1.0, 0.0] and corr.slope == [1.0, 1.0]  # a target never measured is left alone
+
+
+def test_splits_share_test_designs_across_k_and_nest_the_adaptation_sets():
+    kernels = np.array(["a"] * 50 + ["b"] * 30)
+    a5, t5 = adaptation_splits(kernels, repeat=1, shots=5)
+    a20, t20 = adaptation_splits(kernels, repeat=1, shots=20)
+    assert (t5 == t20).all() and not (a20 & t20).any() and (a5 <= a20).all()
+    assert t5[:50].sum() == 15 and t5[50:].sum() == 9 and a5.sum() == 10
+    assert not (adaptation_splits(kernels, repeat=2, shots=0)[1] == t5).all()
+
+
+# --------------------------------------------------------------------------- hws adapt --task fpga-hlsyn
+class _ZeroShot:
+    """A served fpga-hlsyn stand-in that knows the pragma law but not the kernel's constant (c = 100)."""
+
+    name, version, task = "hws-fpga-hlsyn", "3", "fpga-hlsyn"
+
+    def predict(self, queries):
+        import json
+
+        unroll = np.array([json.loads(p)["__PARA__L0"] for p in queries["pragmas"].to_list()], dtype=float)
+        return pl.DataFrame({"cycles": 100.0 * 4096 / unroll, "lut": 1000.0 * unroll, "ff": 2000.0 * unroll,
+                             "dsp": 5.0 * unroll, "bram": 10.0, "valid_prob": 0.9})  # fmt: skip
+
+
+def _designs(n, c=400.0, seed=0):
+    import json
+
+    unroll = np.random.default_rng(seed).choice([1, 2, 4, 8, 16, 32], size=n)
+    return pl.DataFrame({
+        "kernel": "my-kernel", "pragmas": [json.dumps({"__PARA__L0": int(u)}) for u in unroll],
+        "cycles": c * 4096 / unroll, "lut": 3000.0 * unroll, "ff": 2000.0 * unroll, "dsp": 5.0 * unroll,
+        "bram": 10.0,
+    })  # fmt: skip
+
+
+def test_adapt_persists_refuses_overwrite_and_the_dispatch_serves_it(tmp_path):
+    from hwsurrogate.surrogates.adapt import adapt_hlsyn_kernel
+    from hwsurrogate.surrogates.predict import Dispatch
+    from hwsurrogate.surrogates.registry.adapted import load_adapted_kernel
+
+    record, path = adapt_hlsyn_kernel("my-kernel", _designs(10), store_root=tmp_path, predictor=_ZeroShot())
+    assert path.is_file() and record.n_designs == 10 and record.model_version == "3"
+    assert (
+        record.fit_rmse_after < record.fit_rmse_before / 5
+        and record.heldout_rmse < record.fit_rmse_before / 5
+    )
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match="already adapted.*nothing was overwritten"):
+        adapt_hlsyn_kernel("my-kernel", _designs(12, c=50.0), store_root=tmp_path, predictor=_ZeroShot())
+    assert path.read_bytes() == before
+
+    served = _ZeroShot()
+    dispatch = Dispatch(lambda task: served, hlsyn_kernels=lambda k: load_adapted_kernel(k, tmp_path))
+    test = _designs(30, seed=1)
+    queries = test.select("kernel", "pragmas").with_columns(tool=pl.lit("merlin"))
+    other = queries.with_columns(kernel=pl.lit("gemm-blocked"))
+    answer = dispatch.predict("fpga-hlsyn", pl.concat([queries, other]))
+    cyc = answer.outputs["cycles"].to_numpy()
+    np.testing.assert_allclose(
+        cyc[:30], test["cycles"].to_numpy(), rtol=1e-6
+    )  # the kernel's constant learned
+    np.testing.assert_allclose(
+        cyc[30:], served.predict(other)["cycles"].to_numpy()
+    )  # other kernels untouched
+    assert answer.predictor == "mixed" and answer.outputs["valid_prob"].to_list() == [0.9] * 60
+    served.version = "4"
+    assert any(
+        "re-run `hws adapt --task fpga-hlsyn`" in w for w in dispatch.predict("fpga-hlsyn", queries).warnings
+    )
+
+
+@pytest.mark.parametrize(
+    ("patch", "needle"),
+    [
+        ({"cycles": 0.0}, "column 'cycles' must be a finite number > 0; row 0"),
+        ({"lut": -1.0}, "column 'lut' must be a finite number >= 0; row 0"),
+        ({"pragmas": "not json"}, "column 'pragmas' must be a JSON object; row 0"),
+        ({"kernel": "other"}, "column 'kernel' is 'other' in row 0, not 'my-kernel'"),
+    ],
+)
+def test_bad_measurements_are_refused_naming_column_and_row(tmp_path, patch, needle):
+    from hwsurrogate.surrogates.adapt import adapt_hlsyn_kernel
+
+    frame = _designs(5)
+    frame = pl.concat([frame.head(1).with_columns(**{k: pl.lit(v) for k, v in patch.items()}), frame.tail(4)])
+    with pytest.raises(ValueError, match=re.escape(needle)):
+        adapt_hlsyn_kernel("my-kernel", frame, store_root=tmp_path, predictor=_ZeroShot())
+    with pytest.raises(ValueError, match="at least 3"):
+        adapt_hlsyn_kernel("my-kernel", _designs(2), store_root=tmp_path, predictor=_ZeroShot())
+    assert not (tmp_path / "adapted").exists()
+
+
+def test_neighbours_add_back_the_residual_of_the_nearest_measured_design():
+    pragmas = [
+        json.dumps({"__PARA__L0": u, "__PIPE__L1": pipe})
+        for u, pipe in ((1, "off"), (8, "cg"), (32, "flatten"))
+    ]
+    p = np.zeros((3, 2))
+    y = np.array([[0.0, 0.0], [1.0, 0.5], [-1.0, -0.5]])  # no affine law: design-specific effects
+    corr = fit_kernel_correction(p, y, TARGETS, pragmas=pragmas, neighbours=1)
+    np.testing.assert_allclose(corr.apply(p, pragmas), y, atol=1e-12)
+    near = [json.dumps({"__PARA__L0": 16, "__PIPE__L1": "flatten"})]  # nearest: the third design
+    np.testing.assert_allclose(corr.apply(np.zeros((1, 2)), near), y[2:], atol=1e-12)
+    with pytest.raises(ValueError, match="pass the designs' pragmas"):
+        corr.apply(p)
+    again = KernelCorrection.from_json(json.loads(json.dumps(corr.to_json())))
+    np.testing.assert_allclose(again.apply(p, pragmas), y, atol=1e-12)
