@@ -285,11 +285,12 @@ def run_story(
 
 
 def link_repo_files(repo: Path, workdir: Path) -> None:
-    """Make the repository's ``docs/`` (example input files the stories name) visible in ``workdir``,
-    as it is to a user who runs the stories from the repository root."""
-    target = workdir / "docs"
-    if (repo / "docs").is_dir() and not target.exists():
-        target.symlink_to((repo / "docs").resolve(), target_is_directory=True)
+    """Make the repository's ``docs/`` and ``tests/`` (example inputs the stories name) visible in
+    ``workdir``, as they are to a user who runs the stories from the repository root."""
+    for name in ("docs", "tests"):
+        target = workdir / name
+        if (repo / name).is_dir() and not target.exists():
+            target.symlink_to((repo / name).resolve(), target_is_directory=True)
 
 
 def story_env(workdir: Path, data_dir: Path | None, extra: dict[str, str] | None = None) -> dict[str, str]:

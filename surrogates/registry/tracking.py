@@ -147,6 +147,10 @@ def log_training_dataset(
     mlflow.log_input(ds, context=context)
 
 
+#: How much worse (relative to the champion's score) a wider-scope version may be on the shared
+#: held-out rows and still replace a narrower champion.
+WIDER_SCOPE_TOLERANCE = 0.10
+
 #: Artifact (on a version's run) listing the keys of the rows it was scored on and never trained on.
 HOLDOUT_ARTIFACT = "holdout_keys.json"
 
@@ -218,7 +222,9 @@ def register_and_promote(
       (:func:`scope_alias`);
     - otherwise both are scored on the rows held out from **both** (the intersection of their
       recorded held-out keys); no shared row means no automatic promotion; a champion that
-      recorded no keys is scored on the new version's held-out rows (and the record says so).
+      recorded no keys is scored on the new version's held-out rows (and the record says so);
+      a strictly wider scope wins unless worse by more than :data:`WIDER_SCOPE_TOLERANCE`, and
+      the replaced champion keeps its own scope alias.
 
     Every version gets a description and a ``promotion`` tag (JSON: decision, reason, both
     scores, shared rows), so each alias move says why. Returns (new version, promoted?).
@@ -279,11 +285,21 @@ def register_and_promote(
             champ_score = float(evaluate(f"models:/{model_name}/{champ.version}", shared))
             record["challenger"]["score"], record["champion"]["score"] = new_score, champ_score
             better = new_score > champ_score if higher_is_better else new_score < champ_score
-            promote = bool(better and np.isfinite(new_score))
+            # a wider scope answers what the champion cannot: it wins unless clearly worse on the
+            # shared rows (by more than WIDER_SCOPE_TOLERANCE of the champion's score)
+            wider = champ_scope is not None and not scope_covers(champ_scope, scope)
+            slack = WIDER_SCOPE_TOLERANCE * abs(champ_score)
+            close = new_score >= champ_score - slack if higher_is_better else new_score <= champ_score + slack
+            promote = bool((better or (wider and close)) and np.isfinite(new_score))
             where = ("on the new version's held-out rows (the champion recorded none)" if champ_keys is None
                      else f"on the {len(shared)} rows held out from both")  # fmt: skip
-            record |= {"decision": "promoted" if promote else "kept",
-                       "reason": f"{metric_name} {new_score:.6g} vs champion's {champ_score:.6g} {where}"}  # fmt: skip
+            why = f"{metric_name} {new_score:.6g} vs champion's {champ_score:.6g} {where}"
+            if wider:
+                why += f"; wider scope (within {WIDER_SCOPE_TOLERANCE:.0%} wins)"
+            record |= {"decision": "promoted" if promote else "kept", "reason": why, "wider_scope": wider}
+            if promote and wider:  # the replaced narrower champion stays reachable under its scope
+                record["champion"]["alias"] = scope_alias(champ_scope)
+                client.set_registered_model_alias(model_name, record["champion"]["alias"], champ.version)
     if "score" in record["challenger"]:
         client.set_model_version_tag(
             model_name, mv.version, metric_name, f"{record['challenger']['score']:.6g}"

@@ -135,3 +135,24 @@ def test_a_narrower_scope_is_registered_under_its_scope_not_over_the_champion() 
     assert alias.startswith("scope-neusight-")
     assert str(client.get_model_version_by_alias(name, alias).version) == version
     assert scope_covers(wide, narrow) and not scope_covers(narrow, wide) and scope_covers(narrow, None)
+
+
+def test_a_wider_scope_replaces_a_narrower_champion_unless_clearly_worse() -> None:
+    name = f"toy-{uuid.uuid4().hex[:8]}"
+    narrow = {"devices": ["local/cpu"]}
+    wide = {"devices": ["local/cpu", "neusight/Tesla_T4"]}
+    uri, _ = _toy_model_uri()
+    register_and_promote(
+        uri, name, evaluate=lambda u, k: 1.0, holdout_keys=["a"], scope=narrow, description="n"
+    )
+    uri, _ = _toy_model_uri()  # 5% worse on the shared rows, but answers a device more: promoted
+    _, promoted = register_and_promote(uri, name, evaluate=lambda u, k: 1.05 if u.endswith("/2") else 1.0,
+                                       holdout_keys=["a"], scope=wide, description="w")  # fmt: skip
+    assert promoted
+    client = MlflowClient()
+    assert str(client.get_model_version_by_alias(name, scope_alias(narrow)).version) == "1"
+    uri, _ = _toy_model_uri()  # wider again but 50% worse than v2: kept
+    wider = {"devices": [*wide["devices"], "help/pixel2"]}
+    _, promoted = register_and_promote(uri, name, evaluate=lambda u, k: 1.5 if u.endswith("/3") else 1.0,
+                                       holdout_keys=["a"], scope=wider, description="w2")  # fmt: skip
+    assert not promoted
