@@ -311,10 +311,11 @@ def fewshot_scales(
 ) -> dict[str, float]:
     """Multiplicative corrections of ``model`` for ``device`` from a few measured operator rows.
 
-    Per group (``gemm``: linear/bmm; ``vector``: every other kind) and overall (``all``):
-    ``sum(measured) / sum(predicted)`` over the covered rows, so the time-dominant ops set it (an
-    unseen GPU's GEMM efficiency or sustained clock is what its descriptors miss). A group without
-    a measured row is absent. Raises ``ValueError`` when no row is covered or a value is not positive.
+    ``gemm`` (linear/bmm): ``sum(measured) / sum(predicted)``, so the time-dominant GEMMs set it (an
+    unseen GPU's GEMM efficiency or sustained clock is what its descriptors miss). ``vector`` (every
+    other kind) and ``all``: the median of ``measured / predicted``, robust to one odd row (a
+    broadcast or fused backward kernel can be 10x off alone). A group without a measured row is
+    absent. Raises ``ValueError`` when no row is covered or a value is not positive.
     """
     measured = np.asarray(measured_ms, dtype=np.float64)
     if measured.shape != (table.height,):
@@ -326,11 +327,13 @@ def fewshot_scales(
     if not ok.any():
         raise ValueError("none of the measured operator rows is covered by the model")
     groups = _group(table["op_kind"].to_numpy())
-    out = {"all": float(measured[ok].sum() / pred[ok].sum())}
-    for g in ("gemm", "vector"):
-        sel = ok & (groups == g)
-        if sel.any():
-            out[g] = float(measured[sel].sum() / pred[sel].sum())
+    ratio = measured / np.where(ok, pred, 1.0)
+    out = {"all": float(np.median(ratio[ok]))}
+    gemm, vector = ok & (groups == "gemm"), ok & (groups == "vector")
+    if gemm.any():
+        out["gemm"] = float(measured[gemm].sum() / pred[gemm].sum())
+    if vector.any():
+        out["vector"] = float(np.median(ratio[vector]))
     return out
 
 

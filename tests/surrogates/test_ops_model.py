@@ -170,6 +170,8 @@ def test_fewshot_scales_are_time_weighted_per_group(fitted: OperatorLatencyModel
     scales = fewshot_scales(fitted, table, measured, dev)
     assert scales["gemm"] == pytest.approx(2.0) and scales["vector"] == pytest.approx(1.5)
     assert apply_scales(table, pred, scales) == pytest.approx(measured)
+    odd = fewshot_scales(fitted, table, pred * np.array([2.0, 1.5, 30.0]), dev)  # one odd vector row
+    assert odd["vector"] == pytest.approx(np.median([1.5, 30.0])) and odd["all"] == pytest.approx(2.0)
     assert apply_scales(table, pred, {"all": 3.0}) == pytest.approx(3 * pred)
     with pytest.raises(ValueError, match="finite and > 0"):
         fewshot_scales(fitted, table, np.array([1.0, -1.0, 1.0]), dev)
