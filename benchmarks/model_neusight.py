@@ -190,7 +190,7 @@ def _fewshot_rows(
                                  for _, (t, p, e) in targets]))  # fmt: skip
         report.add("mean e2e error % (few-shot)", f"{gpu} {shots} measured ops", float(np.mean(errs)),
                    n=len(targets), note=f"mean over {draws} draws of {shots} operator rows from the GPU's BERT-Large "
-                   f"traces drawn with probability ~ their time (GEMM: time-weighted scale; other kinds: median ratio); scored on its {len(targets)} non-BERT configurations, "
+                   f"traces drawn with probability ~ their time (GEMM: time-weighted scale; other kinds: median ratio; a group with < 3 rows stays zero-shot); scored on its {len(targets)} non-BERT configurations, "
                    f"whose zero-shot mean is {np.mean(zero):.1f} %")  # fmt: skip
 
 

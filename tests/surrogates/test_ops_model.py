@@ -167,12 +167,17 @@ def test_fewshot_scales_are_time_weighted_per_group(fitted: OperatorLatencyModel
     dev = _new_device()
     pred = fitted.predict_ops(table, dev)
     measured = pred * np.array([2.0, 1.5, 1.5])  # this GPU is slower than its descriptors say
-    scales = fewshot_scales(fitted, table, measured, dev)
+    scales = fewshot_scales(fitted, table, measured, dev, min_rows=1)
     assert scales["gemm"] == pytest.approx(2.0) and scales["vector"] == pytest.approx(1.5)
     assert apply_scales(table, pred, scales) == pytest.approx(measured)
-    odd = fewshot_scales(fitted, table, pred * np.array([2.0, 1.5, 30.0]), dev)  # one odd vector row
+    odd = fewshot_scales(
+        fitted, table, pred * np.array([2.0, 1.5, 30.0]), dev, min_rows=1
+    )  # one odd vector row
     assert odd["vector"] == pytest.approx(np.median([1.5, 30.0])) and odd["all"] == pytest.approx(2.0)
-    assert apply_scales(table, pred, {"all": 3.0}) == pytest.approx(3 * pred)
+    assert "vector" not in fewshot_scales(fitted, table, measured, dev)  # 2 vector rows < min_rows=3
+    assert apply_scales(table, pred, {"all": 3.0, "gemm": 2.0}) == pytest.approx(
+        pred * np.array([2.0, 1.0, 1.0])
+    )
     with pytest.raises(ValueError, match="finite and > 0"):
         fewshot_scales(fitted, table, np.array([1.0, -1.0, 1.0]), dev)
     with pytest.raises(ValueError, match="3 operator rows"):
