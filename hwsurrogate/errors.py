@@ -53,3 +53,12 @@ class CollectorError(HwSurrogateError, ValueError):
 
 class TrainingDataError(HwSurrogateError, ValueError):
     """Training was asked for on empty, NaN or otherwise unusable data."""
+
+
+class ModelSourceError(HwSurrogateError, ValueError):
+    """A user's model (ONNX file, ``file.py:callable``, config.json) cannot be read, built or traced,
+    or its input shape does not fit it (names the source, the field and the op)."""
+
+    def __init__(self, message: str, *, field: str = "model") -> None:
+        self.field = field
+        super().__init__(message)

@@ -26,7 +26,7 @@ from hwsurrogate.service.config import ServiceConfig
 from hwsurrogate.service.errors import install_error_handlers
 from hwsurrogate.service.lookup import ArchIndex
 from hwsurrogate.service.middleware import BodyLimitMiddleware, MetricsMiddleware
-from hwsurrogate.service.routes import datasets, devices, fpga, gemm, health, latency
+from hwsurrogate.service.routes import datasets, devices, fpga, gemm, health, latency, model
 from hwsurrogate.service.served import ServedModels
 
 __all__ = ["ServiceConfig", "create_app", "create_app_from_env"]
@@ -82,7 +82,7 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
     app.state.metrics_registry = CollectorRegistry()
     install_error_handlers(app)
     add_body_schemas(app)
-    for module in (health, gemm, latency, fpga, devices, datasets):
+    for module in (health, gemm, latency, fpga, devices, datasets, model):
         app.include_router(module.router)
     add_offline_docs(app)
     # outermost first: the body limit answers before anything reads the body; metrics see every status

@@ -9,7 +9,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from hwsurrogate.errors import HwSurrogateError, SchemaMismatchError, StoreError, UnknownDeviceError
+from hwsurrogate.errors import (
+    HwSurrogateError,
+    ModelSourceError,
+    SchemaMismatchError,
+    StoreError,
+    UnknownDeviceError,
+)
 from hwsurrogate.service.served import ModelUnavailableError, PredictionInputError
 
 
@@ -82,6 +88,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(InvalidFieldError)
     async def _invalid(request: Request, exc: InvalidFieldError) -> JSONResponse:
+        return _json(422, str(exc), exc.field)
+
+    @app.exception_handler(ModelSourceError)
+    async def _model_source(request: Request, exc: ModelSourceError) -> JSONResponse:
         return _json(422, str(exc), exc.field)
 
     @app.exception_handler(PayloadTooLargeError)

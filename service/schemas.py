@@ -395,3 +395,67 @@ class Health(BaseModel):
     store: str
     models: dict[str, bool]
     writes_enabled: bool
+
+
+# ----------------------------------------------------------------------- whole models (issue 14)
+#: Most operator rows one /v1/predict/model table may carry (413 above it).
+MAX_MODEL_OPS = 50_000
+OpCount = Annotated[int, Field(ge=1, le=1 << 31)]
+
+
+class OpRow(Request):
+    """One operator call of an operator table (datasets/optable.py); shape columns by ``op_kind``."""
+
+    name: str = Field(min_length=1, max_length=256)
+    op_kind: Literal["linear", "bmm", "conv2d", "elementwise", "activation", "softmax", "layernorm", "embedding",
+                     "reduction", "copy", "other"]  # fmt: skip
+    op: str = Field(min_length=1, max_length=64)
+    phase: Literal["forward", "backward"] = "forward"
+    module: str | None = Field(default=None, max_length=256)
+    dtype: Literal["fp64", "fp32", "tf32", "fp16", "bf16", "fp8", "int8", "int32", "int64"] = "fp32"
+    batch: OpCount | None = None
+    m: OpCount | None = None
+    n: OpCount | None = None
+    k: OpCount | None = None
+    rows: OpCount | None = None
+    cols: OpCount | None = None
+    inputs: OpCount | None = None
+    in_channels: OpCount | None = None
+    out_channels: OpCount | None = None
+    kernel_size: OpCount | None = None
+    input_size: OpCount | None = None
+    stride: OpCount | None = None
+    padding: Annotated[int, Field(ge=0, le=1 << 31)] | None = None
+    flops: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    bytes: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    count: OpCount = 1
+
+
+class ModelTableQuery(Request):
+    """A whole model as an operator table, and the device and mode to predict it for."""
+
+    device: DeviceId
+    mode: Literal["inference", "training"] = "inference"
+    ops: list[OpRow] = Field(min_length=1, description="the operator table, one row per operator call")
+    per_op: bool = Field(default=False, description="also return the per-operator predictions")
+
+
+class OpKindShare(BaseModel):
+    ms: float
+    share: float
+    ops: float
+    unmodeled_ms: float
+
+
+class ModelLatencyPrediction(BaseModel):
+    """Whole-model latency, its per-op-kind breakdown, and what could not be modeled."""
+
+    device: str
+    mode: str
+    latency_ms: float
+    unmodeled_share: float
+    unmodeled_ops: list[str]
+    breakdown: dict[str, OpKindShare]
+    n_ops: int
+    model: ModelRef | None = None
+    per_op: list[dict[str, Any]] | None = None

@@ -62,6 +62,7 @@ __all__ = [
     "build_network",
     "collect_latency",
     "fresh_seed",
+    "import_callable",
     "local_device_id",
     "random_arch_keys",
     "reference_arch_keys",
@@ -223,6 +224,14 @@ def load_model(
             f"model {spec!r}: {attr}() returned {type(module).__name__}, not a torch.nn.Module"
         )
     return _torch_model(module, spec, f"torch {torch.__version__} (eager)", device, precision)
+
+
+def import_callable(spec: str) -> Any:
+    """The object a ``package.module:callable`` spec names (the module may be a file in the current directory)."""
+    mod_name, sep, attr = spec.partition(":")
+    if not sep or not mod_name or not attr:
+        raise CollectorError(f"model {spec!r}: give an import path 'package.module:callable'")
+    return _import_callable(spec, mod_name, attr)
 
 
 def _import_callable(spec: str, mod_name: str, attr: str) -> Any:

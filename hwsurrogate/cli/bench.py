@@ -46,9 +46,9 @@ def _fewshot() -> dict[str, click.Command]:
 
 
 def _model() -> dict[str, click.Command]:
-    from hwsurrogate.benchmarks import model_neusight
+    from hwsurrogate.benchmarks import model_live, model_neusight
 
-    return {c.name or "": c for c in (model_neusight.bench_model_neusight,)}
+    return {c.name or "": c for c in (model_neusight.bench_model_neusight, model_live.bench_model_live)}
 
 
 #: benchmark name -> (loader of its module's commands, one-line help), in the order listed
@@ -67,6 +67,7 @@ BENCHMARKS = {
     "fewshot-live": (_fewshot, "This machine as the unseen device (live measurements)."),
     "fewshot-gnn": (_fewshot, "Ablations of the meta-trained GNN encoder (validation devices, MLflow)."),
     "model-neusight": (_model, "NeuSight: whole transformers on unseen GPUs from operator surrogates."),
+    "model-live": (_model, "This CPU as the device: whole models never fitted on, measured and predicted."),
 }
 
 

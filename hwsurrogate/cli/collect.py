@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 __all__ = ["MEASUREMENT_COLUMNS", "check_push", "collect", "deliver", "push_rows", "unsent_path"]
 
 
-@click.group(cls=LazyGroup, short_help="Measure on this machine: GEMM, DNN latency, fingerprint, FPGA.")
+@click.group(cls=LazyGroup, short_help="Measure on this machine: GEMM, DNN latency, operators, fingerprint, FPGA.")
 def collect() -> None:
     """Measure on this machine and write rows to the store.
 
@@ -381,6 +381,49 @@ def collect_fingerprint_cmd(
         click.echo(f"  {space}: " + ", ".join(f"{k}={v:.2f}" for k, v in lat.items()) + " ms")
     click.echo(deliver("devices", frame, partition=f"{SOURCE}:{row['device_id'].split('/', 1)[1] or hostname()}",
                        store_path=store_path, push_url=push_url, token=token, mode="replace"))  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------- ops
+@collect.command("ops")
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="CPU threads; part of the device id (local/<host>-cpu-t<N>): another count is another device.")  # fmt: skip
+@click.option("--scale", type=click.FloatRange(min=0.01), default=1.0, show_default=True,
+              help="Multiply the number of shapes per op kind (~550 at 1.0; 0.25 for a quick run).")  # fmt: skip
+@click.option("--min-time", "min_time_s", default=0.05, show_default=True, type=click.FloatRange(min=0),
+              help="Minimum timed window per operator, seconds.")  # fmt: skip
+@click.option("--timer", type=click.Choice(["wall", "thread-cpu"]), default="wall", show_default=True,
+              help=_TIMER_HELP)  # fmt: skip
+@click.option("--seed", default=0, show_default=True, help="Seed of the shape sweep.")
+@store_option
+@push_options
+def collect_ops_cmd(threads: int, scale: float, min_time_s: float, timer: str, seed: int, store_path: Path | None,
+                    push_url: str | None, token: str | None) -> None:  # fmt: skip
+    """Time every operator kind (linear, bmm, conv2d, elementwise, activations, softmax,
+    layer norm, embedding, reductions, copies, views) on this CPU into the ops table.
+
+    \b
+    hws collect ops                    ~550 operators, 1 thread (a few minutes)
+    hws collect ops --threads 2 --scale 0.25
+    then: hws train ops && hws predict model --model m.onnx --input-shape 1,3,224,224 --device <id>
+
+    Also writes this device's row (devices table) with its roofline measured here: the best
+    linear GFLOP/s and elementwise GB/s of the run.
+    """
+    from hwsurrogate.datasets.collectors.ops import SOURCE, collect_ops
+
+    if push_url:
+        check_push("ops", push_url, token)
+    result = collect_ops(threads=threads, scale=scale, min_time_s=min_time_s, timer=timer.replace("-", "_"),
+                         seed=seed)  # fmt: skip
+    dev = result.device.row(0, named=True)
+    click.echo(f"{dev['device_id']}: {dev['name']}; measured {dev['peak_fp32_gflops']:.1f} GFLOP/s (linear), "
+               f"{dev['mem_bw_gbs']:.1f} GB/s (elementwise)")  # fmt: skip
+    summary = result.ops.group_by("op_kind").len().sort("op_kind")
+    click.echo(", ".join(f"{k}: {n}" for k, n in summary.iter_rows()))
+    part = f"{SOURCE}:{dev['device_id'].split('/', 1)[1]}"
+    click.echo(deliver("ops", result.ops, partition=part, store_path=store_path, push_url=push_url, token=token))
+    click.echo(deliver("devices", result.device, partition=part, store_path=store_path, push_url=push_url,
+                       token=token, mode="replace"))  # fmt: skip
 
 
 # -------------------------------------------------------------------------------------- fpga

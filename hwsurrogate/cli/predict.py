@@ -294,6 +294,12 @@ def predict_latency(
 # --------------------------------------------------------------------------- the group
 
 
+def _model_command() -> click.Command:
+    from hwsurrogate.cli.predict_model import predict_model_cmd
+
+    return predict_model_cmd
+
+
 @click.group(cls=LazyGroup)
 def predict() -> None:
     """Predict from the command line: served champions, or the adaptation of an adapted device."""
@@ -303,3 +309,4 @@ predict.add_command(predict_gemm)
 predict.add_command(predict_latency)
 predict.add_command(predict_fpga)
 predict.add_command(gemm_shots)
+predict.add_lazy_command("model", _model_command, "Whole-model latency of your own model (ONNX, FILE.py:CALLABLE, config.json).")

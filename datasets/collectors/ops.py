@@ -1,0 +1,533 @@
+"""``hws collect ops``: time the operator kinds of the operator table on this CPU; and whole models.
+
+The command is in :mod:`hwsurrogate.cli.collect`; this module measures and returns rows.
+
+:func:`sweep_ops` draws operator shapes (log-uniform, seeded) for every op kind of
+:mod:`hwsurrogate.datasets.optable`: linear, bmm, conv2d (dense and depthwise), elementwise
+(add, mul, batch_norm), activations, softmax, layer_norm, embedding, reductions (mean, pooling),
+copies (transpose + contiguous, cat) and ``other`` (views: the framework's per-call cost).
+:func:`collect_ops` runs each one with torch in eager mode under ``torch.inference_mode`` on
+real tensors, timed by :mod:`.timing` (warm-up, calibrated calls per sample, median), and
+returns ``ops`` rows and one ``devices`` row for the device.
+
+Device id: ``local/<host>-cpu-t<threads>``: the thread count is part of the device, since one
+core and all cores are different machines to a latency model. The device row's roofline
+descriptors come from this collection itself: ``peak_fp32_gflops`` is the best GFLOP/s of the
+linear rows, ``mem_bw_gbs`` the best GB/s of the large elementwise rows (recorded in
+``descriptors`` as measured, not published).
+
+:func:`collect_model_latency` times whole ``nn.Module`` forwards (``model_latency`` rows): the
+ground truth a whole-model prediction is scored against.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from hwsurrogate.datasets.collectors import environment as envmod
+from hwsurrogate.datasets.collectors.environment import Environment, capture_environment, local_device_id
+from hwsurrogate.datasets.collectors.timing import check_timing_options, cpu_sampler, host_clock, measure
+from hwsurrogate.datasets.optable import op_table
+from hwsurrogate.datasets.schemas import conform
+from hwsurrogate.errors import CollectorError
+from hwsurrogate.progress import track
+
+__all__ = [
+    "MODEL_SOURCE",
+    "SOURCE",
+    "ModelCase",
+    "OpsCollection",
+    "collect_model_latency",
+    "calibration_cases",
+    "collect_ops",
+    "ops_device_id",
+    "sweep_ops",
+]
+
+SOURCE = "collector:ops"
+MODEL_SOURCE = "collector:model_latency"
+
+#: op kind -> default number of shapes drawn by :func:`sweep_ops`
+DEFAULT_COUNTS: dict[str, int] = {
+    "linear": 200, "bmm": 80, "conv2d": 90, "elementwise": 40, "activation": 36, "softmax": 16,
+    "layernorm": 16, "embedding": 8, "reduction": 30, "copy": 20, "other": 14,
+}  # fmt: skip
+_ACTS = ("relu", "gelu", "silu", "sigmoid", "tanh", "hardswish", "relu6")
+_VIEWS = ("view", "transpose", "reshape", "flatten", "permute", "unsqueeze", "getitem")
+
+
+def ops_device_id(threads: int) -> str:
+    """``local/<host>-cpu-t<threads>``: this CPU at a thread count (a different count, a different device)."""
+    return f"{local_device_id('cpu')}-t{threads}"
+
+
+def _logu(rng: np.random.Generator, lo: int, hi: int) -> int:
+    return int(np.clip(round(math.exp(rng.uniform(math.log(lo), math.log(hi + 1)))), lo, hi))
+
+
+def sweep_ops(counts: dict[str, int] | None = None, *, seed: int = 0, scale: float = 1.0) -> pl.DataFrame:
+    """Operator shapes to time: an operator table of forward rows (``counts`` per op kind).
+
+    ``scale`` multiplies every count (0.25 for a quick smoke run). Shapes cover what small and
+    mid-sized CNNs, MLPs and transformers run on a CPU (GEMM dims 1..4096, conv inputs 4..112 px,
+    vector ops 64..4M elements). GEMMs get the most rows: they carry most of a model's time and
+    their efficiency varies most with shape.
+    """
+    want = dict(DEFAULT_COUNTS)
+    if counts:
+        unknown = sorted(set(counts) - set(want))
+        if unknown:
+            raise CollectorError(f"counts: unknown op kind(s) {unknown}; expected {sorted(want)}")
+        want.update(counts)
+    if not (isinstance(scale, (int, float)) and scale > 0):
+        raise CollectorError(f"scale must be > 0, got {scale!r}")
+    rng = np.random.default_rng(seed)
+    rows: list[dict[str, Any]] = []
+
+    def n_of(kind: str) -> int:
+        return max(1, round(want[kind] * scale)) if want[kind] > 0 else 0
+
+    def vec(kind: str, op: str, inputs: int = 1, lo: int = 64, hi: int = 1 << 22) -> dict[str, Any]:
+        numel = _logu(rng, lo, hi)
+        cols = int(rng.choice([8, 16, 32, 49, 64, 128, 196, 256, 384, 512, 768, 1024, 3072]))
+        return {"op_kind": kind, "op": op, "rows": max(1, numel // cols), "cols": cols, "inputs": inputs}
+
+    for _ in range(n_of("linear")):
+        rows.append({"op_kind": "linear", "op": "linear", "batch": 1, "m": _logu(rng, 1, 8192),
+                     "n": _logu(rng, 8, 4096), "k": _logu(rng, 8, 4096)})  # fmt: skip
+    for _ in range(n_of("bmm")):
+        rows.append({"op_kind": "bmm", "op": "matmul", "batch": _logu(rng, 1, 64), "m": _logu(rng, 8, 512),
+                     "n": _logu(rng, 8, 512), "k": _logu(rng, 8, 256)})  # fmt: skip
+    for i in range(n_of("conv2d")):
+        k = int(rng.choice([1, 3, 3, 5, 7]) if i % 3 else rng.choice([1, 3]))
+        size = _logu(rng, max(4, k), 112)
+        depthwise = i % 4 == 3
+        c_out = _logu(rng, 8, 512)
+        rows.append({"op_kind": "conv2d", "op": "depthwise_conv2d" if depthwise else "conv2d",
+                     "batch": _logu(rng, 1, 16), "in_channels": 1 if depthwise else _logu(rng, 3, 512),
+                     "out_channels": c_out, "kernel_size": k, "input_size": size,
+                     "stride": int(rng.choice([1, 1, 2])), "padding": k // 2})  # fmt: skip
+    for i in range(n_of("elementwise")):
+        op, inputs = [("add", 2), ("mul", 1), ("mul", 2), ("batch_norm", 1), ("add", 1)][i % 5]
+        rows.append(vec("elementwise", op, inputs))
+    for i in range(n_of("activation")):
+        rows.append(vec("activation", _ACTS[i % len(_ACTS)]))
+    for _ in range(n_of("softmax")):
+        rows.append(vec("softmax", "softmax"))
+    for _ in range(n_of("layernorm")):
+        rows.append(vec("layernorm", "layer_norm"))
+    for _ in range(n_of("embedding")):
+        rows.append({"op_kind": "embedding", "op": "embedding", "rows": _logu(rng, 1, 8192),
+                     "cols": int(rng.choice([64, 128, 256, 512, 768]))})  # fmt: skip
+    for i in range(n_of("reduction")):
+        op = ["mean", "sum", "adaptive_avg_pool2d", "max_pool2d", "amax"][i % 5]
+        if op in ("adaptive_avg_pool2d", "max_pool2d"):
+            h = _logu(rng, 4, 112)
+            c = _logu(rng, 8, 512)
+            rows.append({"op_kind": "reduction", "op": op, "rows": c * h, "cols": h, "inputs": 1})
+        else:
+            rows.append(vec("reduction", op))
+    for i in range(n_of("copy")):
+        rows.append(vec("copy", ["contiguous", "cat", "reshape"][i % 3]))
+    for i in range(n_of("other")):
+        rows.append({"op_kind": "other", "op": _VIEWS[i % len(_VIEWS)], "flops": 0.0, "bytes": 0.0})
+    return op_table([dict(r, name=f"sweep_{i}", dtype="fp32") for i, r in enumerate(rows)])
+
+
+# ------------------------------------------------------------------------------------ the ops
+class _WeightPool:
+    """Weights read from memory, as in a network: successive calls use different copies.
+
+    A real forward pass reads each layer's weights once, after the other layers' weights and
+    activations went through the cache; timing one layer over and over with the same weight
+    tensor keeps it in cache instead. The pool is one random buffer of ``2.5 x`` the last-level
+    cache; each call takes the next weight-sized slice of it (``copies`` of them), so a weight
+    smaller than the cache is evicted before it is used again. Activations are not rotated: in a
+    network the previous op has just written them.
+    """
+
+    def __init__(self, cache_bytes: int | None, gen: Any) -> None:
+        import torch
+
+        n = int(2.5 * cache_bytes / 4) if cache_bytes else 0
+        self.buf = torch.randn(n, generator=gen) if n else None
+
+    def weights(self, shape: tuple[int, ...], gen: Any) -> list[Any]:
+        import torch
+
+        numel = math.prod(shape)
+        if self.buf is None or numel * 2 > self.buf.numel():
+            return [torch.randn(*shape, generator=gen)]
+        copies = min(1024, self.buf.numel() // numel)
+        return [self.buf[i * numel : (i + 1) * numel].view(shape) for i in range(copies)]
+
+
+def _rotating(fn: Callable[[Any], object], weights: list[Any]) -> Callable[[], object]:
+    n, state = len(weights), [0]
+
+    def call() -> object:
+        w = weights[state[0] % n]
+        state[0] += 1
+        return fn(w)
+
+    return call
+
+
+def _op_callable(row: dict[str, Any], gen: Any, pool: _WeightPool | None = None) -> Callable[[], object]:
+    """The torch call of one operator-table row on real CPU tensors (built once)."""
+    import torch
+    import torch.nn.functional as F
+
+    kind, op = row["op_kind"], row["op"]
+    pool = pool or _WeightPool(None, gen)
+
+    def rand(*shape: int) -> Any:
+        return torch.randn(*shape, generator=gen)
+
+    if kind == "linear":
+        x, b = rand(row["m"], row["k"]), rand(row["n"])
+        return _rotating(lambda w: F.linear(x, w, b), pool.weights((row["n"], row["k"]), gen))
+    if kind == "bmm":
+        a, bb = rand(row["batch"], row["m"], row["k"]), rand(row["batch"], row["k"], row["n"])
+        return lambda: torch.matmul(a, bb)
+    if kind == "conv2d":
+        s = row["input_size"]
+        if op == "depthwise_conv2d":
+            c = row["out_channels"]
+            x, w, groups = rand(row["batch"], c, s, s), rand(c, 1, row["kernel_size"], row["kernel_size"]), c
+        else:
+            x = rand(row["batch"], row["in_channels"], s, s)
+            w, groups = (
+                rand(row["out_channels"], row["in_channels"], row["kernel_size"], row["kernel_size"]),
+                1,
+            )
+        b = rand(row["out_channels"])
+        return lambda: F.conv2d(x, w, b, stride=row["stride"], padding=row["padding"], groups=groups)
+    if kind == "embedding":
+        table = rand(30000, row["cols"])
+        ids = torch.randint(0, 30000, (row["rows"],), generator=gen)
+        return lambda: F.embedding(ids, table)
+    if kind == "other":
+        x = rand(4, 8, 16)
+        views: dict[str, Callable[[], object]] = {
+            "view": lambda: x.view(32, 16), "transpose": lambda: x.transpose(1, 2),
+            "reshape": lambda: x.reshape(-1), "flatten": lambda: x.flatten(1), "permute": lambda: x.permute(0, 2, 1),
+            "unsqueeze": lambda: x.unsqueeze(0), "getitem": lambda: x[:, 0],
+        }  # fmt: skip
+        return views[op]
+    r, c = row["rows"], row["cols"]
+    x = rand(r, c)
+    if kind == "elementwise":
+        if op == "batch_norm":
+            x4 = x.view(1, r, c, 1)
+            mean, var, w, b = rand(r), rand(r).abs() + 1, rand(r), rand(r)
+            return lambda: F.batch_norm(x4, mean, var, w, b, training=False)
+        y = rand(r, c)
+        if op == "add":
+            return (lambda: x + y) if row["inputs"] >= 2 else (lambda: x + 1.0)
+        return (lambda: x * y) if row["inputs"] >= 2 else (lambda: x * 0.5)
+    if kind == "activation":
+        fn = {"relu": F.relu, "gelu": F.gelu, "silu": F.silu, "sigmoid": torch.sigmoid, "tanh": torch.tanh,
+              "hardswish": F.hardswish, "relu6": F.relu6}[op]  # fmt: skip
+        return lambda: fn(x)
+    if kind == "softmax":
+        return lambda: torch.softmax(x, -1)
+    if kind == "layernorm":
+        w, b = rand(c), rand(c)
+        return lambda: F.layer_norm(x, (c,), w, b)
+    if kind == "reduction":
+        if op in ("adaptive_avg_pool2d", "max_pool2d"):
+            x4 = x.view(1, r // c, c, c)
+            if op == "max_pool2d":
+                return lambda: F.max_pool2d(x4, 3, 2, 1)
+            return lambda: F.adaptive_avg_pool2d(x4, 1)
+        fn = {"mean": torch.mean, "sum": torch.sum, "amax": torch.amax}[op]
+        return lambda: fn(x, -1)
+    if kind == "copy":
+        if op == "cat":
+            half = rand(r, c)
+            return lambda: torch.cat([x, half], 0)
+        xt = rand(c, r).t()
+        return lambda: xt.contiguous() if op == "contiguous" else xt.reshape(-1)
+    raise CollectorError(f"op kind {kind!r} (op {op!r}) cannot be timed by this collector")
+
+
+@dataclass(frozen=True)
+class OpsCollection:
+    """What :func:`collect_ops` measured: ``ops`` rows and the one ``devices`` row of this device."""
+
+    ops: pl.DataFrame
+    device: pl.DataFrame
+
+
+def collect_ops(
+    table: pl.DataFrame | None = None,
+    *,
+    threads: int = 1,
+    min_time_s: float = 0.05,
+    warmup: int = 2,
+    min_samples: int = 5,
+    timer: str = "wall",
+    seed: int = 0,
+    scale: float = 1.0,
+    rotate: bool = True,
+    progress: bool = True,
+) -> OpsCollection:
+    """Time every forward row of ``table`` (default :func:`sweep_ops`) on this CPU.
+
+    ``threads`` (default 1: steady on a shared machine) is part of the device id. Rows the
+    collector cannot run (``grouped_conv2d``, backward rows) are refused up front by name.
+    ``rotate`` (default) reads linear and conv2d weights from memory as a network does
+    (:class:`_WeightPool`); ``False`` keeps one weight tensor hot in cache.
+    """
+    import torch
+
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise CollectorError(f"threads must be an integer >= 1, got {threads!r}")
+    check_timing_options("cpu", timer=timer, threads=threads, min_time_s=min_time_s)
+    table = sweep_ops(seed=seed, scale=scale) if table is None else op_table(table)
+    bad = table.filter((pl.col("phase") != "forward") | (pl.col("op") == "grouped_conv2d"))
+    if bad.height:
+        raise CollectorError(
+            f"collect_ops times forward ops only; row {bad['name'][0]!r} is {bad['phase'][0]} {bad['op'][0]}"
+        )
+    records = table.to_dicts()
+    gen = torch.Generator().manual_seed(seed)
+    out: list[dict[str, Any]] = []
+    with envmod.thread_limit(threads) as n_threads:
+        env = capture_environment("cpu", threads=n_threads)
+        pool = _WeightPool(env.cpu.llc_bytes if rotate else None, gen)
+        device_id = ops_device_id(n_threads)
+        items = track(records, f"ops on {device_id}") if progress else records
+        with torch.inference_mode():
+            for row in items:
+                try:
+                    call = _op_callable(row, gen, pool)
+                except KeyError:
+                    raise CollectorError(
+                        f"op {row['name']!r}: op {row['op']!r} of kind {row['op_kind']!r} is not timed here"
+                    ) from None
+                t = measure(cpu_sampler(call, host_clock(timer)), warmup=warmup, min_time_s=min_time_s,
+                            min_sample_s=2e-4, min_samples=min_samples)  # fmt: skip
+                del call
+                out.append(_ops_row(row, t, env=env, device_id=device_id, timer=timer,
+                                   rotated=pool.buf is not None and row["op_kind"] in ("linear", "conv2d")))  # fmt: skip
+    ops = pl.DataFrame(out, infer_schema_length=None)
+    ops = envmod.provenance(ops, source=SOURCE, env=env, key=("device_id", "op", "rows", "cols", "m", "n", "k",
+                                                                 "batch", "in_channels", "out_channels", "input_size"))  # fmt: skip
+    ops = conform("ops", ops, context=SOURCE)
+    return OpsCollection(ops=ops, device=_device_frame(ops, env, device_id))
+
+
+def _ops_row(row: dict[str, Any], t: Any, *, env: Environment, device_id: str, timer: str,
+            rotated: bool) -> dict[str, Any]:  # fmt: skip
+    shape_cols = ("batch", "m", "n", "k", "rows", "cols", "inputs", "in_channels", "out_channels", "kernel_size",
+                  "input_size", "stride", "padding")  # fmt: skip
+    import torch
+
+    return {
+        "device_id": device_id,
+        "op_kind": row["op_kind"],
+        "op": row["op"],
+        "phase": "forward",
+        "dtype": row["dtype"],
+        **{c: row[c] for c in shape_cols},
+        "flops": row["flops"],
+        "bytes": row["bytes"],
+        "latency_ms": t.median_s * 1e3,
+        "repetitions": t.calls,
+        "threads": env.threads,
+        "framework": f"torch {torch.__version__} eager (inference_mode)",
+        "extra": json.dumps(
+            {
+                "timer": timer,
+                "weights_rotated": rotated,
+                "iqr_ms": t.iqr_s * 1e3,
+                "min_ms": t.min_s * 1e3,
+                "samples": t.n_samples,
+                "env": env.summary(),
+            }
+        ),  # fmt: skip
+        "collected_at": env.collected_at,
+    }
+
+
+def _device_frame(ops: pl.DataFrame, env: Environment, device_id: str) -> pl.DataFrame:
+    """The ``devices`` row of this CPU at this thread count, roofline measured from ``ops``."""
+    gemm = ops.filter(pl.col("op_kind") == "linear")
+    peak = float((gemm["flops"] / gemm["latency_ms"] / 1e6).max()) if gemm.height else None
+    big = ops.filter(
+        pl.col("op_kind").is_in(["elementwise", "activation", "copy"]) & (pl.col("bytes") >= 8e6)
+    )
+    if big.height == 0:
+        big = ops.filter(pl.col("op_kind").is_in(["elementwise", "activation", "copy"]))
+    bw = float((big["bytes"] / big["latency_ms"] / 1e6).max()) if big.height else None
+    cpu = env.cpu
+    llc = cpu.llc_bytes
+    row = {
+        "device_id": device_id,
+        "kind": "cpu",
+        "name": f"{cpu.model} ({env.threads} thread{'s' if env.threads > 1 else ''})",
+        "vendor": cpu.vendor,
+        "cores": env.threads,
+        "peak_fp32_gflops": peak,
+        "mem_bw_gbs": bw,
+        "memory_gb": cpu.memory_gb,
+        "clock_mhz": env.cpu_clock_mhz or cpu.max_clock_mhz,
+        "l2_mb": llc / 2**20 if llc else None,
+        "descriptors": json.dumps(
+            {
+                "measured_by": SOURCE,
+                "peak_fp32_gflops": "best linear GFLOP/s of this collection",
+                "mem_bw_gbs": "best elementwise/copy GB/s of this collection (>= 8 MB)",
+                "threads": env.threads,
+                "logical_cpus": cpu.logical_cpus,
+                "env": env.summary(),
+            }
+        ),  # fmt: skip
+    }
+    frame = pl.DataFrame([row], infer_schema_length=None)
+    frame = envmod.provenance(frame, source=SOURCE, env=env, key=("device_id",))
+    frame = frame.with_columns(
+        pl.concat_str([pl.lit(SOURCE), pl.col("device_id")], separator="|").alias("measurement_id")
+    )
+    return conform("devices", frame, context=SOURCE)
+
+
+# ------------------------------------------------------------------------------ whole models
+@dataclass(frozen=True)
+class ModelCase:
+    """One whole model to time: a built module (real weights), its input shape and its labels."""
+
+    name: str
+    module: Any
+    input_shape: tuple[int, ...]
+    batch: int
+    seqlen: int | None = None
+    input_dtype: str = "fp32"
+    num_layer: int | None = None
+    config: dict[str, Any] | None = None
+
+
+def collect_model_latency(
+    cases: Sequence[ModelCase],
+    *,
+    threads: int = 1,
+    min_time_s: float = 0.5,
+    warmup: int = 2,
+    min_samples: int = 5,
+    timer: str = "wall",
+    progress: bool = True,
+) -> pl.DataFrame:
+    """Time each model's eager forward (``torch.inference_mode``, eval) on this CPU: ``model_latency`` rows.
+
+    The latency is the median per-call time over samples (:mod:`.timing`); the device id is
+    :func:`ops_device_id` at ``threads``, the same device as :func:`collect_ops`.
+    """
+    import torch
+
+    if not cases:
+        raise CollectorError("cases: no models to time")
+    check_timing_options("cpu", timer=timer, threads=threads, min_time_s=min_time_s)
+    rows = []
+    with envmod.thread_limit(threads) as n_threads:
+        env = capture_environment("cpu", threads=n_threads)
+        device_id = ops_device_id(n_threads)
+        items = track(list(cases), f"models on {device_id}") if progress else cases
+        for case in items:
+            if not isinstance(case.module, torch.nn.Module):
+                raise CollectorError(
+                    f"model {case.name!r}: module is {type(case.module).__name__}, not a torch.nn.Module"
+                )
+            module = case.module.eval()
+            gen = torch.Generator().manual_seed(0)
+            if case.input_dtype == "int64":
+                x = torch.randint(0, 100, case.input_shape, generator=gen)
+            else:
+                x = torch.randn(*case.input_shape, generator=gen)
+            with torch.inference_mode():
+                try:
+                    module(x)
+                except Exception as exc:
+                    raise CollectorError(
+                        f"model {case.name!r}: the forward failed on {list(case.input_shape)} ({exc})"
+                    ) from None
+                t = measure(cpu_sampler(lambda m=module, x=x: m(x), host_clock(timer)), warmup=warmup,
+                            min_time_s=min_time_s, min_sample_s=2e-3, min_samples=min_samples)  # fmt: skip
+            rows.append({
+                "device_id": device_id, "model": case.name, "mode": "inference", "batch": case.batch,
+                "seqlen": case.seqlen, "input_shape": json.dumps(list(case.input_shape)), "num_layer": case.num_layer,
+                "dtype": "fp32", "latency_ms": t.median_s * 1e3, "fw_latency_ms": t.median_s * 1e3,
+                "threads": env.threads, "config": json.dumps(case.config) if case.config else None,
+                "framework": f"torch {torch.__version__} eager (inference_mode)",
+                "extra": json.dumps({"timer": timer, "iqr_ms": t.iqr_s * 1e3, "min_ms": t.min_s * 1e3,
+                                     "samples": t.n_samples, "calls": t.calls}),
+                "collected_at": env.collected_at,
+            })  # fmt: skip
+    frame = pl.DataFrame(rows, infer_schema_length=None)
+    frame = envmod.provenance(
+        frame, source=MODEL_SOURCE, env=env, key=("device_id", "model", "batch", "seqlen")
+    )
+    return conform("model_latency", frame, context=MODEL_SOURCE)
+
+
+# ------------------------------------------------------------------------ calibration models
+def calibration_cases(n: int = 16, *, seed: int = 1) -> list[ModelCase]:
+    """``n`` random small networks (CNNs, MLPs, transformer blocks) to calibrate the composition.
+
+    Their measured end-to-end latency against the sum of their operators' predictions fits the
+    per-operator launch gap of a device (:func:`hwsurrogate.surrogates.wholemodel.fit_gap`).
+    Widths, depths, resolutions and batch sizes are drawn from ``seed``; the architectures are
+    plain stacks, so any benchmark model built elsewhere stays unseen.
+    """
+    import torch
+    import torch.nn as nn
+
+    from hwsurrogate.datasets.frontends.hf_config import CompactTransformer, TransformerConfig
+
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    cases: list[ModelCase] = []
+    for i in range(n):
+        family = ("cnn", "mlp", "transformer", "cnn")[i % 4]
+        if family == "cnn":
+            res, batch = int(rng.choice([24, 32, 48, 64])), int(rng.choice([1, 2, 4, 16]))
+            layers: list[Any] = []
+            cin, w = 3, int(rng.choice([8, 16, 32]))
+            for stage in range(int(rng.integers(2, 5))):
+                for _ in range(int(rng.integers(1, 3))):
+                    if rng.random() < 0.3 and cin > 3:
+                        layers += [nn.Conv2d(cin, cin, 3, 1, 1, groups=cin, bias=False), nn.BatchNorm2d(cin), nn.ReLU(),
+                                   nn.Conv2d(cin, w, 1, bias=False)]  # fmt: skip
+                    else:
+                        layers += [nn.Conv2d(cin, w, 3, 1, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU()]
+                    cin = w
+                if stage < 3:
+                    layers.append(nn.MaxPool2d(2) if rng.random() < 0.5 else nn.Conv2d(cin, cin, 3, 2, 1))
+                w = min(256, w * 2)
+            layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, 10)]
+            cases.append(ModelCase(f"calib-cnn-{i}", nn.Sequential(*layers), (batch, 3, res, res), batch))
+        elif family == "mlp":
+            dims = [int(rng.choice([64, 256, 512, 1024, 2048])) for _ in range(int(rng.integers(3, 6)))]
+            batch = int(rng.choice([1, 8, 32, 128]))
+            mlp: list[Any] = []
+            for a, b in zip(dims[:-1], dims[1:], strict=False):
+                mlp += [nn.Linear(a, b), nn.ReLU() if rng.random() < 0.5 else nn.GELU()]
+            cases.append(ModelCase(f"calib-mlp-{i}", nn.Sequential(*mlp), (batch, dims[0]), batch))
+        else:
+            hidden = int(rng.choice([64, 128, 192, 256]))
+            seqlen, batch = int(rng.choice([32, 64, 128, 192])), int(rng.choice([1, 2]))
+            cfg = {"model_type": str(rng.choice(["bert", "gpt2"])), "hidden_size": hidden,
+                   "num_hidden_layers": int(rng.integers(1, 3)), "num_attention_heads": hidden // 64 or 1,
+                   "vocab_size": int(rng.choice([1000, 4000])), "max_position_embeddings": 256}  # fmt: skip
+            module = CompactTransformer(TransformerConfig(cfg, f"calib-transformer-{i}"))
+            cases.append(ModelCase(f"calib-transformer-{i}", module, (batch, seqlen), batch, seqlen, "int64",
+                                   cfg["num_hidden_layers"], cfg))  # fmt: skip
+    return cases
