@@ -9,9 +9,9 @@ table (one layer, replicated ``num_layer`` times as NeuSight's ``replicate_layer
 predicted op by op and summed; the error is ``|pred - measured| / measured`` of the whole model's
 measured end-to-end latency.
 
-Aggregation: ``sum(count * per-call prediction)`` (:func:`aggregate`), the contract of
-``surrogates/wholemodel.py`` (``predict_model_latency``); rows the model cannot predict are
-reported as unmodeled with their measured share.
+Aggregation: ``sum(count * per-call prediction)`` by ``surrogates/wholemodel.py``
+(``predict_model_latency``, no launch gap); rows the model cannot predict are estimated there and
+their measured share is reported per configuration.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from hwsurrogate.errors import TrainingDataError
 from hwsurrogate.progress import track
 from hwsurrogate.surrogates.models.ops import OperatorLatencyModel, apply_scales, fewshot_scales
 from hwsurrogate.surrogates.training.ops import ops_training_rows
+from hwsurrogate.surrogates.wholemodel import predict_model_latency
 
 __all__ = ["aggregate", "bench_model_neusight", "read_anchor_blocks"]
 
@@ -89,16 +90,15 @@ def read_perop(path: Path) -> dict[str, float]:
 
 
 def aggregate(table: pl.DataFrame, per_call_ms: np.ndarray) -> dict[str, Any]:
-    """Whole-model sum ``count * per-call ms``; NaN rows are unmodeled (their count is listed).
+    """Whole-model latency through :func:`~hwsurrogate.surrogates.wholemodel.predict_model_latency`.
 
-    Stands in for ``surrogates.wholemodel.predict_model_latency`` (the other half of issue 14).
+    ``sum(count * per-call ms)``; rows the model cannot predict are estimated there from the
+    modeled rows' efficiency and their share is reported (``unmodeled_share``).
     """
-    count = table["count"].to_numpy().astype(np.float64)
-    total = count * per_call_ms
-    ok = np.isfinite(total)
-    kinds = table["op_kind"].to_numpy()
-    by_kind = {str(k): float(total[ok & (kinds == k)].sum()) for k in np.unique(kinds)}
-    return {"latency_ms": float(total[ok].sum()), "by_kind": by_kind, "unmodeled_rows": int((~ok).sum())}
+    mode = "training" if bool((table["phase"] == "backward").any()) else "inference"
+    pred = predict_model_latency(table, lambda _t: per_call_ms, mode=mode)
+    return {"latency_ms": float(pred.latency_ms), "unmodeled_share": float(pred.unmodeled_share),
+            "unmodeled_ops": pred.unmodeled_ops}  # fmt: skip
 
 
 def _devices(store: DatasetStore) -> dict[str, Mapping[str, object]]:
@@ -190,7 +190,7 @@ def _fewshot_rows(
                                  for _, (t, p, e) in targets]))  # fmt: skip
         report.add("mean e2e error % (few-shot)", f"{gpu} {shots} measured ops", float(np.mean(errs)),
                    n=len(targets), note=f"mean over {draws} draws of {shots} operator rows from the GPU's BERT-Large "
-                   f"traces drawn with probability ~ their time (one scale for GEMM, one for the other kinds); scored on its {len(targets)} non-BERT configurations, "
+                   f"traces drawn with probability ~ their time (GEMM: time-weighted scale; other kinds: median ratio; a group with < 3 rows stays zero-shot); scored on its {len(targets)} non-BERT configurations, "
                    f"whose zero-shot mean is {np.mean(zero):.1f} %")  # fmt: skip
 
 

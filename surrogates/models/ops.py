@@ -307,14 +307,20 @@ def _group(kinds: np.ndarray) -> np.ndarray:
 
 
 def fewshot_scales(
-    model: OperatorLatencyModel, table: pl.DataFrame, measured_ms: np.ndarray, device: Mapping[str, object]
+    model: OperatorLatencyModel,
+    table: pl.DataFrame,
+    measured_ms: np.ndarray,
+    device: Mapping[str, object],
+    *,
+    min_rows: int = 3,
 ) -> dict[str, float]:
     """Multiplicative corrections of ``model`` for ``device`` from a few measured operator rows.
 
-    Per group (``gemm``: linear/bmm; ``vector``: every other kind) and overall (``all``):
-    ``sum(measured) / sum(predicted)`` over the covered rows, so the time-dominant ops set it (an
-    unseen GPU's GEMM efficiency or sustained clock is what its descriptors miss). A group without
-    a measured row is absent. Raises ``ValueError`` when no row is covered or a value is not positive.
+    ``gemm`` (linear/bmm): ``sum(measured) / sum(predicted)``, so the time-dominant GEMMs set it (an
+    unseen GPU's GEMM efficiency or sustained clock is what its descriptors miss). ``vector`` (every
+    other kind) and ``all``: the median of ``measured / predicted``, robust to one odd row (a
+    broadcast or fused backward kernel can be 10x off alone). A group with fewer than
+    ``min_rows`` measured rows gets no scale (its rows stay zero-shot). Raises ``ValueError`` when no row is covered or a value is not positive.
     """
     measured = np.asarray(measured_ms, dtype=np.float64)
     if measured.shape != (table.height,):
@@ -326,16 +332,18 @@ def fewshot_scales(
     if not ok.any():
         raise ValueError("none of the measured operator rows is covered by the model")
     groups = _group(table["op_kind"].to_numpy())
-    out = {"all": float(measured[ok].sum() / pred[ok].sum())}
-    for g in ("gemm", "vector"):
-        sel = ok & (groups == g)
-        if sel.any():
-            out[g] = float(measured[sel].sum() / pred[sel].sum())
+    ratio = measured / np.where(ok, pred, 1.0)
+    out = {"all": float(np.median(ratio[ok]))}
+    gemm, vector = ok & (groups == "gemm"), ok & (groups == "vector")
+    if gemm.sum() >= min_rows:
+        out["gemm"] = float(measured[gemm].sum() / pred[gemm].sum())
+    if vector.sum() >= min_rows:
+        out["vector"] = float(np.median(ratio[vector]))
     return out
 
 
 def apply_scales(table: pl.DataFrame, per_call_ms: np.ndarray, scales: Mapping[str, float]) -> np.ndarray:
-    """``per_call_ms`` times each row's group scale from :func:`fewshot_scales` (``all`` if absent)."""
+    """``per_call_ms`` times each row's group scale from :func:`fewshot_scales` (1 where it has none)."""
     groups = _group(table["op_kind"].to_numpy())
-    factor = np.array([scales.get(g, scales["all"]) for g in groups], dtype=np.float64)
+    factor = np.array([scales.get(g, 1.0) for g in groups], dtype=np.float64)
     return np.asarray(per_call_ms, dtype=np.float64) * factor

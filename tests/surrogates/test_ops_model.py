@@ -154,3 +154,31 @@ def test_train_register_and_load_the_ops_model(store, capsys) -> None:  # noqa: 
     )
     assert np.isfinite(model.predict_ops(table, _new_device())).all()
     assert {"elementwise", "linear", "other"} <= model.covered_kinds
+
+
+def test_fewshot_scales_are_time_weighted_per_group(fitted: OperatorLatencyModel) -> None:
+    from hwsurrogate.surrogates.models.ops import apply_scales, fewshot_scales
+
+    table = op_table([
+        {"name": "fc", "op_kind": "linear", "op": "addmm", "dtype": "fp32", "batch": 1, "m": 256, "n": 256, "k": 256},
+        {"name": "a", "op_kind": "elementwise", "op": "add", "dtype": "fp32", "rows": 1024, "cols": 512, "inputs": 2},
+        {"name": "b", "op_kind": "elementwise", "op": "add", "dtype": "fp32", "rows": 64, "cols": 64, "inputs": 2},
+    ])  # fmt: skip
+    dev = _new_device()
+    pred = fitted.predict_ops(table, dev)
+    measured = pred * np.array([2.0, 1.5, 1.5])  # this GPU is slower than its descriptors say
+    scales = fewshot_scales(fitted, table, measured, dev, min_rows=1)
+    assert scales["gemm"] == pytest.approx(2.0) and scales["vector"] == pytest.approx(1.5)
+    assert apply_scales(table, pred, scales) == pytest.approx(measured)
+    odd = fewshot_scales(
+        fitted, table, pred * np.array([2.0, 1.5, 30.0]), dev, min_rows=1
+    )  # one odd vector row
+    assert odd["vector"] == pytest.approx(np.median([1.5, 30.0])) and odd["all"] == pytest.approx(2.0)
+    assert "vector" not in fewshot_scales(fitted, table, measured, dev)  # 2 vector rows < min_rows=3
+    assert apply_scales(table, pred, {"all": 3.0, "gemm": 2.0}) == pytest.approx(
+        pred * np.array([2.0, 1.0, 1.0])
+    )
+    with pytest.raises(ValueError, match="finite and > 0"):
+        fewshot_scales(fitted, table, np.array([1.0, -1.0, 1.0]), dev)
+    with pytest.raises(ValueError, match="3 operator rows"):
+        fewshot_scales(fitted, table, np.array([1.0]), dev)
