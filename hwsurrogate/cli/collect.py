@@ -209,7 +209,8 @@ _TIMER_HELP = "thread-cpu: count only this thread's CPU time (CPU, --threads 1; 
               help=_TIMER_HELP)  # fmt: skip
 @click.option("--seed", default=0, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write op, m, n, k, batch, dtype, layout, runtime_ms to FILE (.csv or .parquet) for "
+              help="Write op, m, n, k, batch, dtype, layout, runtime_ms and this device's measured roofline "
+                   "(peak_fp32_gflops, mem_bw_gbs, cores) to FILE (.csv or .parquet) for "
                    "`hws adapt --task gemm --measurements FILE`, instead of the store.")  # fmt: skip
 @ray_collect_options
 @store_option
@@ -275,9 +276,20 @@ def collect_gemm_cmd(
         click.echo(frame.select(*columns, gflops(frame).round(2), "power_w", "threads"))
     click.echo(f"power: {frame['power_method'][0]}")
     if out is not None:
-        from hwsurrogate.cli.options import write_frame
+        import os
 
-        write_frame(frame.select("op", "m", "n", "k", "batch", "dtype", "layout", "runtime_ms"), out)
+        from hwsurrogate.cli.options import write_frame
+        from hwsurrogate.datasets.collectors.fingerprint import stream_triad_gbs
+
+        # the device's roofline, measured here, so `hws adapt --task gemm` can place an unseen
+        # device: the best GFLOP/s of these shapes and the STREAM triad bandwidth (host memory)
+        peak = float(gflops(frame).max())
+        bw = float(stream_triad_gbs()["triad_gbs"]) if device == "cpu" else None
+        described = frame.select("op", "m", "n", "k", "batch", "dtype", "layout", "runtime_ms").with_columns(
+            pl.lit(peak).alias("peak_fp32_gflops"), pl.lit(bw, dtype=pl.Float64).alias("mem_bw_gbs"),
+            pl.lit(threads or os.cpu_count() or 1).alias("cores"),
+        )  # fmt: skip
+        write_frame(described, out)
         click.echo(f"wrote {frame.height} measurements to {out} (device {frame['device_id'][0]}); next: "
                    f"hws adapt --task gemm --device NAME --measurements {out}")  # fmt: skip
         return
