@@ -97,9 +97,15 @@ def test_a_cuda_command_must_refuse_clearly_on_a_cpu_only_machine(tmp_path: Path
 CI_DEFAULTS = """
 train:
   gemm: {max_train_rows: 20000, max_iter: 60}
-  latency: {max_train_archs: 300}
+  latency: {max_train_archs: 200, space: nb201}
+  fewshot: {spaces: nb201}
   fpga-hls4ml: {max_iter: 40}
   fpga-hlsyn: {max_iter: 30}
+  ops: {max_iter: 60}
+collect:
+  ops: {scale: 0.2, min_time_s: 0.02}
+  latency: {repeats: 10, warmup: 2}
+  gemm: {min_time_s: 0.1}
 """
 
 
