@@ -31,6 +31,7 @@ __all__ = [
     "model_uri",
     "native_model",
     "predict_latency_frame",
+    "registered_version",
     "resolve_version",
 ]
 
@@ -93,13 +94,18 @@ def model_uri(task: str, *, alias: str = CHAMPION, version: str | int | None = N
 
 def resolve_version(task: str, *, alias: str = CHAMPION, version: str | int | None = None) -> Any:
     """MLflow's ``ModelVersion`` for ``task``'s alias (default ``champion``) or pinned version."""
+    if task not in MODEL_NAMES:
+        raise ModelNotFoundError(f"unknown task {task!r}; expected one of {sorted(MODEL_NAMES)}")
+    return registered_version(MODEL_NAMES[task], alias=alias, version=version, train=f"hws train {task}")
+
+
+def registered_version(name: str, *, alias: str = CHAMPION, version: str | int | None = None, train: str) -> Any:
+    """MLflow's ``ModelVersion`` of registered model ``name`` at ``alias`` or a pinned ``version``;
+    :class:`ModelNotFoundError` naming the command (``train``) that makes one."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    if task not in MODEL_NAMES:
-        raise ModelNotFoundError(f"unknown task {task!r}; expected one of {sorted(MODEL_NAMES)}")
     configure_mlflow()
-    name = MODEL_NAMES[task]
     client = MlflowClient()
     try:
         return (
@@ -109,9 +115,7 @@ def resolve_version(task: str, *, alias: str = CHAMPION, version: str | int | No
         )
     except MlflowException:
         what = f"version {version}" if version is not None else f"alias {alias!r}"
-        raise ModelNotFoundError(
-            f"no registered model {name!r} with {what}; run `hws train {task}` first"
-        ) from None
+        raise ModelNotFoundError(f"no registered model {name!r} with {what}; run `{train}` first") from None
 
 
 def load_predictor(

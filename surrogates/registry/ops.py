@@ -20,7 +20,7 @@ from hwsurrogate.datasets.optable import OP_TABLE_SCHEMA
 from hwsurrogate.surrogates.features.gemm import DEVICE_DESCRIPTORS
 from hwsurrogate.surrogates.models.ops import OperatorLatencyModel
 from hwsurrogate.surrogates.registry.loading import ModelNotFoundError
-from hwsurrogate.surrogates.registry.tracking import CHAMPION, configure_mlflow
+from hwsurrogate.surrogates.registry.tracking import CHAMPION
 
 __all__ = ["OPS_MODEL_NAME", "OpsPyfunc", "load_ops_model", "log_ops_model", "predict_ops_frame"]
 
@@ -56,7 +56,10 @@ class OpsPyfunc(mlflow.pyfunc.PythonModel):
 
 
 def log_ops_model(model: OperatorLatencyModel, example: pl.DataFrame) -> Any:
-    """Log the operator model as an MLflow pyfunc with signature and input example; returns ModelInfo."""
+    """Log the operator model as an MLflow pyfunc with signature and input example; returns ModelInfo.
+
+    The signature is inferred from pandas here (not declared as for the other tasks): the shape
+    columns are null by op kind, and MLflow casts neither float64 to int64 nor back."""
     from mlflow.models import infer_signature
 
     out = pd.DataFrame({"pred_ms": predict_ops_frame(model, example)})
@@ -70,22 +73,9 @@ def log_ops_model(model: OperatorLatencyModel, example: pl.DataFrame) -> Any:
 
 def load_ops_model(*, alias: str = CHAMPION, version: str | int | None = None) -> OperatorLatencyModel:
     """The registered ``hws-ops`` model (alias ``champion`` unless a version is pinned)."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
+    from hwsurrogate.surrogates.registry.loading import registered_version
 
-    configure_mlflow()
-    client = MlflowClient()
-    try:
-        mv = (
-            client.get_model_version(OPS_MODEL_NAME, str(version))
-            if version is not None
-            else client.get_model_version_by_alias(OPS_MODEL_NAME, alias)
-        )
-    except MlflowException:
-        what = f"version {version}" if version is not None else f"alias {alias!r}"
-        raise ModelNotFoundError(
-            f"no registered model {OPS_MODEL_NAME!r} with {what}; run `hws train ops` first"
-        ) from None
+    mv = registered_version(OPS_MODEL_NAME, alias=alias, version=version, train="hws train ops")
     loaded = mlflow.pyfunc.load_model(f"models:/{OPS_MODEL_NAME}/{mv.version}", suppress_warnings=True)
     model = loaded.unwrap_python_model().model
     if not isinstance(model, OperatorLatencyModel):
