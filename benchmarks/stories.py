@@ -302,8 +302,8 @@ def story_env(workdir: Path, data_dir: Path | None, extra: dict[str, str] | None
         "HWSURROGATE_MLFLOW_ARTIFACTS": str(workdir / "mlruns"),
         "HWSURROGATE_NO_PROGRESS": "1",
     }
-    if data_dir is not None:
-        env["HWSURROGATE_DATA_DIR"] = str(data_dir)
+    if data_dir is not None:  # absolute: the stories run in another folder (CI passes ../shared/data)
+        env["HWSURROGATE_DATA_DIR"] = str(Path(data_dir).resolve())
     return env | (extra or {})
 
 
