@@ -302,6 +302,9 @@ def predict_on_ray(
 
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = progress_enabled()
+    # start every actor before the first batch is handed out, so the batches spread over all of them
+    # (otherwise the first actor up may answer everything while the second is still loading the model)
+    context.wait_for_min_actors_s = max(context.wait_for_min_actors_s, 600)
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     batch_size = min(batch_size, max(1, -(-queries.height // workers)))  # every worker gets work
     table = queries.with_row_index("_query_row").to_arrow()
@@ -310,7 +313,8 @@ def predict_on_ray(
     root = str(store_root) if store_root is not None else None
     answered = ds.map_batches(
         DispatchBatches, fn_constructor_args=(task, root, version, strict), batch_size=batch_size,
-        batch_format="pyarrow", concurrency=workers, num_cpus=1,
+        batch_format="pyarrow", num_cpus=1,
+        compute=ray.data.ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=1),
     )  # fmt: skip
     tables = [t for t in ray.get(answered.to_arrow_refs()) if t.num_rows]
     if not tables:
