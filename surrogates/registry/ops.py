@@ -62,12 +62,15 @@ def log_ops_model(model: OperatorLatencyModel, example: pl.DataFrame) -> Any:
     columns are null by op kind, and MLflow casts neither float64 to int64 nor back."""
     from mlflow.models import infer_signature
 
+    from hwsurrogate.surrogates.registry.pyfunc import model_requirements
+
     out = pd.DataFrame({"pred_ms": predict_ops_frame(model, example)})
     return mlflow.pyfunc.log_model(
         name="model",
         python_model=OpsPyfunc(model),
         signature=infer_signature(example.to_pandas(), out),
         input_example=example.to_pandas(),
+        pip_requirements=model_requirements(),
     )
 
 

@@ -44,6 +44,31 @@ class FrameModel(mlflow.pyfunc.PythonModel):
         return self.model.predict_frame(model_input).to_pandas()
 
 
+#: what a logged model imports when MLflow loads it: this package (the model classes) and the
+#: libraries its models and feature code use; torch and torch-geometric for the GNN models
+MODEL_PACKAGES = ("hwsurrogate", "mlflow", "cloudpickle", "numpy", "pandas", "polars", "pyarrow", "scikit-learn",
+                  "scipy", "treelite", "torch", "torch-geometric")  # fmt: skip
+
+
+def model_requirements() -> list[str]:
+    """``pip_requirements`` for every model this project logs: :data:`MODEL_PACKAGES` pinned to
+    the installed versions (a package that is not installed is listed unpinned).
+
+    Declared, because MLflow's inference of them loads the model in a subprocess to see what it
+    imports: 20 s per logged model on the 2-core machine (at load ~9; 0.6 s declared), on every
+    ``hws train`` and in every test that logs a model. It found the same packages.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    def pinned(name: str) -> str:
+        try:
+            return f"{name}=={version(name)}"
+        except PackageNotFoundError:
+            return name
+
+    return [pinned(n) for n in MODEL_PACKAGES]
+
+
 _MLFLOW_TYPES = {pl.Int64: "long", pl.Int32: "integer", pl.Float64: "double", pl.Float32: "float",
                  pl.String: "string", pl.Boolean: "boolean"}  # fmt: skip
 
@@ -73,6 +98,7 @@ def _log_frame_model(model: GemmPyfunc | FpgaPyfunc, example: pl.DataFrame) -> A
         python_model=FrameModel(model),
         signature=frame_signature(example, model.predict_frame(example)),
         input_example=example.to_pandas(),
+        pip_requirements=model_requirements(),
     )
 
 
@@ -129,5 +155,6 @@ def log_latency_model(model: LatencyPyfunc, example: pd.DataFrame) -> Any:
     """Log the ``latency`` model as an MLflow pyfunc with signature and input example; returns ModelInfo."""
     signature = frame_signature(pl.from_pandas(example), pl.from_pandas(model.predict_frame(example)))
     return mlflow.pyfunc.log_model(
-        name="model", python_model=model, signature=signature, input_example=example
+        name="model", python_model=model, signature=signature, input_example=example,
+        pip_requirements=model_requirements(),
     )

@@ -149,12 +149,13 @@ def train_fewshot_model(
             npz = Path(tmp) / "fewshot.npz"
             model.save(npz)
             from hwsurrogate.surrogates.registry.fewshot_pyfunc import FewShotPyfunc
+            from hwsurrogate.surrogates.registry.pyfunc import model_requirements
 
             info = mlflow.pyfunc.log_model(
                 name="model",
                 python_model=FewShotPyfunc(),
                 artifacts={"fewshot": str(npz)},
-                pip_requirements=["numpy", "polars", "pandas", "scipy", "mlflow"],  # skip slow inference
+                pip_requirements=model_requirements(),
                 signature=_pyfunc_signature(),
             )
     result = FewShotTrainingResult(

@@ -48,7 +48,8 @@ def test_bad_training_data_raises_before_any_run(frame: pl.DataFrame, message: s
 def _toy_model_uri() -> tuple[str, str]:
     X = np.arange(20, dtype=float).reshape(-1, 1)
     with start_run("test-tracking") as run:
-        info = mlflow.sklearn.log_model(LinearRegression().fit(X, 3 * X[:, 0] + 1), name="model")
+        info = mlflow.sklearn.log_model(LinearRegression().fit(X, 3 * X[:, 0] + 1), name="model",
+                                        pip_requirements=["scikit-learn"])  # inferring them costs ~20 s
     return info.model_uri, run.info.run_id
 
 
