@@ -60,9 +60,11 @@ def model_requirements() -> list[str]:
     """
     from importlib.metadata import PackageNotFoundError, version
 
-    def pinned(name: str) -> str:
+    from packaging.version import Version
+
+    def pinned(name: str) -> str:  # the public version: a local label (torch's +cpu) is not on PyPI
         try:
-            return f"{name}=={version(name)}"
+            return f"{name}=={Version(version(name)).public}"
         except PackageNotFoundError:
             return name
 
