@@ -157,3 +157,14 @@ def test_a_wider_scope_replaces_a_narrower_champion_unless_clearly_worse() -> No
     _, promoted = register_and_promote(uri, name, evaluate=lambda u, k: 1.5 if u.endswith("/3") else 1.0,
                                        holdout_keys=["a"], scope=wider, description="w2")  # fmt: skip
     assert not promoted
+
+
+def test_logged_models_declare_pinned_public_requirements() -> None:
+    from importlib.metadata import version
+
+    from hwsurrogate.surrogates.registry.pyfunc import model_requirements
+
+    reqs = dict(r.split("==") for r in model_requirements())
+    assert reqs["hwsurrogate"] == version("hwsurrogate")
+    assert {"scikit-learn", "polars", "treelite", "torch", "torch-geometric", "mlflow"} <= set(reqs)
+    assert not any("+" in v for v in reqs.values())  # no local labels such as torch's +cpu
