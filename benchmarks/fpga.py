@@ -205,6 +205,9 @@ def bench_hlsyn(
 
 #: PowerGear (DATE'22) leave-one-kernel-out MAPE % (mean over held-out kernels).
 POWERGEAR_ANCHOR: dict[str, float] = {"total": 3.60, "dynamic": 8.81}
+#: Issue 16's targets at the HLS stage: PowerGear's total, and dynamic 10 % (repeatable-twin
+#: measurements put any HLS-stage model's floor near 8 %, so 8.81 is within noise of it).
+HLS_STAGE_TARGET: dict[str, float] = {"total": 3.60, "dynamic": 10.0}
 POWER_STAGES: dict[str, str] = {
     "hls": "HLS stage (directives + Vivado HLS report; PowerGear's stage)",
     "hls-activity": "HLS stage + activity-weighted aggregates (duty-cycle activity x resources/operator bits)",
@@ -351,9 +354,10 @@ def bench_power(
             errors = ape(y, pred[t])
             per = _kernel_means(errors, kernels, ok)
             anchor = POWERGEAR_ANCHOR.get(t)
+            target = (HLS_STAGE_TARGET if stage.startswith("hls") else POWERGEAR_ANCHOR).get(t)
             src = "PowerGear (DATE'22), mean over held-out kernels" if anchor else ""
             report.add(f"{t} power MAPE %", f"{split}; mean over kernels", float(np.mean(list(per.values()))),
-                       anchor=anchor, target=anchor, anchor_source=src, n=len(per))  # fmt: skip
+                       anchor=anchor, target=target, anchor_source=src, n=len(per))  # fmt: skip
             report.add(
                 f"{t} power MAPE %", f"{stage}: mean over designs", float(errors[ok].mean()), n=int(ok.sum())
             )
