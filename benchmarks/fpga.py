@@ -205,8 +205,12 @@ def bench_hlsyn(
 
 #: PowerGear (DATE'22) leave-one-kernel-out MAPE % (mean over held-out kernels).
 POWERGEAR_ANCHOR: dict[str, float] = {"total": 3.60, "dynamic": 8.81}
+#: Issue 16's targets at the HLS stage: PowerGear's total, and dynamic 10 % (repeatable-twin
+#: measurements put any HLS-stage model's floor near 8 %, so 8.81 is within noise of it).
+HLS_STAGE_TARGET: dict[str, float] = {"total": 3.60, "dynamic": 10.0}
 POWER_STAGES: dict[str, str] = {
     "hls": "HLS stage (directives + Vivado HLS report; PowerGear's stage)",
+    "hls-activity": "HLS stage + activity-weighted aggregates (duty-cycle activity x resources/operator bits)",
     "route": "post-route (+ implementation report and Vivado's vectorless power estimate)",
 }
 
@@ -257,7 +261,8 @@ def repeatability_floor(hls_x: pl.DataFrame, kernels: np.ndarray, y: np.ndarray)
 
 @click.command("fpga-power")
 @json_option("fpga-power")
-@click.option("--stage", "stages", multiple=True, type=click.Choice(sorted(POWER_STAGES)), default=("hls", "route"),
+@click.option("--stage", "stages", multiple=True, type=click.Choice(sorted(POWER_STAGES)),
+              default=("hls", "hls-activity", "route"),
               show_default=True, help="Which design information the model may use (repeatable).")  # fmt: skip
 @click.option("--test-kernel", "test_kernels", multiple=True,
               help="Held-out kernels to score (each trained on all other kernels); default: all 9.")  # fmt: skip
@@ -289,7 +294,10 @@ def bench_power(
     static power (which here moves with the design's clocked resources) is fitted apart, and
     total = static + dynamic. Scored like PowerGear's ``get_result.py``: MAPE per held-out
     kernel, then the mean over kernels (the mean over designs is printed too). The one design
-    with negative measured dynamic power is left out of the dynamic rows only.
+    with negative measured dynamic power is left out of the dynamic rows only. The
+    ``hls-activity`` stage adds the activity-weighted aggregates (``POWERGEAR_ACTIVITY_FEATURES``)
+    to the hls features; their inclusion won the nested check (``--choice activity``) in 8 of 9
+    outer kernels.
     """
     report = BenchReport(
         "fpga-power", "PowerGear (DATE'22): leave-one-kernel-out, board-measured power (ZCU102)"
@@ -321,7 +329,9 @@ def bench_power(
     }
     params = {"max_iter": max_iter, "n_estimators": n_estimators}
     for stage in stages:
-        x_frame = powergear_features(board, hls, route if stage == "route" else None)
+        x_frame = powergear_features(
+            board, hls, route if stage == "route" else None, activity=stage.endswith("-activity")
+        )
         x = x_frame.to_numpy()
         # physics baseline of dynamic power: Vivado's vectorless estimate (route) or the switched-
         # resource proxy (hls); the trees learn the activity factor measured / baseline
@@ -344,9 +354,10 @@ def bench_power(
             errors = ape(y, pred[t])
             per = _kernel_means(errors, kernels, ok)
             anchor = POWERGEAR_ANCHOR.get(t)
+            target = (HLS_STAGE_TARGET if stage.startswith("hls") else POWERGEAR_ANCHOR).get(t)
             src = "PowerGear (DATE'22), mean over held-out kernels" if anchor else ""
             report.add(f"{t} power MAPE %", f"{split}; mean over kernels", float(np.mean(list(per.values()))),
-                       anchor=anchor, target=anchor, anchor_source=src, n=len(per))  # fmt: skip
+                       anchor=anchor, target=target, anchor_source=src, n=len(per))  # fmt: skip
             report.add(
                 f"{t} power MAPE %", f"{stage}: mean over designs", float(errors[ok].mean()), n=int(ok.sum())
             )

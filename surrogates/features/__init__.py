@@ -57,6 +57,7 @@ from hwsurrogate.surrogates.features.hlsyn import (
 from hwsurrogate.surrogates.features.powergear import (
     NEST_FULL_UNROLL_LOG2_SPEEDUP,
     NEST_PIPELINE_LOG2_SPEEDUP,
+    POWERGEAR_ACTIVITY_FEATURES,
     POWERGEAR_FEATURES,
     POWERGEAR_HLS_FEATURES,
     POWERGEAR_ROUTE_FEATURES,
@@ -101,6 +102,7 @@ __all__ = [
     # powergear
     "NEST_FULL_UNROLL_LOG2_SPEEDUP",
     "NEST_PIPELINE_LOG2_SPEEDUP",
+    "POWERGEAR_ACTIVITY_FEATURES",
     "POWERGEAR_FEATURES",
     "POWERGEAR_HLS_FEATURES",
     "POWERGEAR_ROUTE_FEATURES",

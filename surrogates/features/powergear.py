@@ -6,6 +6,7 @@ with the post-route report, :data:`POWERGEAR_ROUTE_FEATURES`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import polars as pl
@@ -30,6 +31,13 @@ POWERGEAR_ROUTE_FEATURES: tuple[str, ...] = (
 #: only the *relative* sizes matter (the feature is a log-sum): a DSP48 ~ 10 LUTs, a BRAM18 ~ 20.
 _SWITCHED_WEIGHTS: dict[str, float] = {"lut": 1.0, "ff": 0.5, "dsp": 10.0, "bram": 20.0}
 POWERGEAR_FEATURES: tuple[str, ...] = POWERGEAR_HLS_FEATURES
+#: Activity-weighted aggregates (opt-in, ``activity=True``): the HLS-stage stand-in for
+#: PowerGear's switching-activity-weighted graph features, with the activity of each loop nest's
+#: hardware taken from the duty-cycle model (no simulation traces exist in this data set).
+POWERGEAR_ACTIVITY_FEATURES: tuple[str, ...] = (
+    "log2_throughput", "replicated_activity", "word_bits", "log_act_switched", "log_act_lut", "log_act_ff",
+    "log_act_dsp", "log_act_bram", "log_act_arith_bits", "log_act_logic_bits", "log_work_rate_bits",
+)  # fmt: skip
 
 
 def _require(frame: pl.DataFrame, columns: Sequence[str], name: str) -> None:
@@ -66,6 +74,14 @@ def _loop_features(pragmas: pl.DataFrame) -> pl.DataFrame:
     N / (sum 2**s * sum 2**-s) is the time-averaged fraction of the parallel hardware that is
     busy (1/N for balanced nests, -> 0 when a slow nest idles fast ones); ``nest_speed_spread``
     = max s - min s and ``slow_nest_time_share`` = the slowest nest's share of the run time.
+
+    Activity weights (used by :data:`POWERGEAR_ACTIVITY_FEATURES`): pipelining speeds a nest up
+    without copying its operators, unrolling copies them, so a nest's operator copies are
+    ``2**r`` with ``r = s - 3`` if pipelined (else ``r = s``). ``replicated_activity`` =
+    sum(2**r * t) / sum(2**r), with ``t = 2**-s / sum 2**-s`` the nest's share of the run time,
+    is the busy fraction of the operator copies; ``log2_throughput`` = -log2(sum 2**-s) is the
+    log2 rate at which the kernel's (fixed) operations fire, relative to a design without
+    directives (equal work per nest assumed).
     """
     obj = pl.Struct({"pipeline": pl.Int64, "unroll": pl.Int64})
     nests = (
@@ -104,11 +120,18 @@ def _loop_features(pragmas: pl.DataFrame) -> pl.DataFrame:
                 .otherwise(0.0)
             ).alias("s")
         )
+        .with_columns(
+            (pl.col("s") - pl.when(pl.col("pipe_level").is_not_null()).then(NEST_PIPELINE_LOG2_SPEEDUP).otherwise(0.0))
+            .alias("r")
+        )
         .group_by("_r")
         .agg(
             (pl.col("s").max() - pl.col("s").min()).alias("nest_speed_spread"),
             (pl.len() / ((2.0 ** pl.col("s")).sum() * (2.0 ** -pl.col("s")).sum())).alias("nest_activity"),
             ((2.0 ** -pl.col("s")).max() / (2.0 ** -pl.col("s")).sum()).alias("slow_nest_time_share"),
+            (-(2.0 ** -pl.col("s")).sum().log(2)).alias("log2_throughput"),
+            ((2.0 ** (pl.col("r") - pl.col("s"))).sum() / ((2.0 ** -pl.col("s")).sum() * (2.0 ** pl.col("r")).sum()))
+            .alias("replicated_activity"),
         )
     )  # fmt: skip
     loops = nests.group_by("_r").agg(
@@ -137,7 +160,7 @@ def _port_bits(col: str) -> pl.Expr:
 
 
 def powergear_features(
-    designs: pl.DataFrame, hls: pl.DataFrame, route: pl.DataFrame | None = None
+    designs: pl.DataFrame, hls: pl.DataFrame, route: pl.DataFrame | None = None, *, activity: bool = False
 ) -> pl.DataFrame:
     """Power features of HLSDataset/PowerGear designs (one row per design, in ``designs`` order).
 
@@ -148,7 +171,12 @@ def powergear_features(
     With ``route`` (post-route rows: ``lut/ff/dsp/bram``, ``power_dynamic_w`` = Vivado's
     vectorless estimate, LUTRAM/SRL/frequency in ``extra``) the
     :data:`POWERGEAR_ROUTE_FEATURES` are appended; those exist only after implementation.
-    A design absent from ``hls`` (or ``route``) gets null features.
+    With ``activity=True`` the :data:`POWERGEAR_ACTIVITY_FEATURES` follow the HLS-stage ones:
+    resources and RTL operator bits of the HLS report weighted by the busy fraction of the
+    operator copies (``replicated_activity``, see :func:`_loop_features`), and the rate at which
+    the kernel's C operations fire times their word width (``log_work_rate_bits``); the word
+    width is the bits of one data input port. A design absent from ``hls`` (or ``route``) is an
+    error naming it.
     """
     _require(designs, ("design_id", "pragmas", "extra"), "designs")
     _require(hls, ("design_id", "lut", "ff", "dsp", "bram", "extra"), "hls")
@@ -183,9 +211,28 @@ def powergear_features(
             (pl.col("hls_dsp") / pl.col("c_num_arith").clip(1)).alias("dsp_per_c_op"),
         )
     )  # fmt: skip
+    for port in ("data_input_port", "data_output_port"):
+        bad = h.filter(pl.col(port).is_null() | pl.col(port).str.contains(r"^\d+x\d+$").not_())
+        if bad.height:
+            raise ValueError(
+                f"hls: 'extra.{port}' must be '<ports>x<bits>', got {bad[port][0]!r} for design {bad['design_id'][0]!r}"
+            )
     out = base.join(_loop_features(d.select("_r", "pragmas")), on="_r", how="left")
     out = _join_all(out, h, "hls")
     cols = list(POWERGEAR_HLS_FEATURES)
+    if activity:
+        act = pl.col("replicated_activity")
+        out = out.with_columns(
+            pl.col("data_input_port").str.extract(r"^\d+x(\d+)$", 1).cast(pl.Float64).alias("word_bits")
+        ).with_columns(
+            (pl.col("log_hls_switched") + act.log()).alias("log_act_switched"),
+            *((pl.col(f"hls_{r}") * act + 1).log().alias(f"log_act_{r}") for r in ("lut", "ff", "dsp", "bram")),
+            (pl.col("rtl_num_arith") * pl.col("word_bits") * act + 1).log().alias("log_act_arith_bits"),
+            (pl.col("rtl_num_logic") * pl.col("word_bits") * act + 1).log().alias("log_act_logic_bits"),
+            (pl.col("log2_throughput") * math.log(2) + (pl.col("c_num_arith") * pl.col("word_bits") + 1).log())
+            .alias("log_work_rate_bits"),
+        )  # fmt: skip
+        cols += POWERGEAR_ACTIVITY_FEATURES
     if route is not None:
         _require(route, ("design_id", "lut", "ff", "dsp", "bram", "power_dynamic_w", "extra"), "route")
         r = (
