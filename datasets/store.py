@@ -90,6 +90,14 @@ _HIDDEN = ("_partition", "_txn")
 _CHECKPOINT_EVERY = "10"
 #: per-file statistics only for the columns reads and merges filter on (fewer stats: cheaper small writes)
 _STATS_COLUMNS = ("measurement_id", "_txn", "device_id", "source", "space", "kernel", "imported_at")
+#: a transaction id as ``_commit_many`` makes it (epoch seconds, uuid4 hex): only a statistic of this
+#: form is trusted to name the one transaction of all of a file's non-null ``_txn`` values
+_TXN_RE = re.compile(r"[0-9]+-[0-9a-f]{32}")
+#: data file URI -> the transaction ids on its rows; Delta never rewrites a data file in place, so
+#: an entry stays true for as long as the file exists (shared by every store object of the process)
+_FILE_TXNS: dict[str, frozenset[str]] = {}
+_FILE_TXNS_LOCK = threading.Lock()
+_FILE_TXNS_MAX = 200_000
 _COMMITS_SCHEMA = pa.schema(
     [
         ("txn", pa.string()),
@@ -188,6 +196,63 @@ class _CommitState:
     order: tuple[str, ...] = ()  # committed txn ids, oldest commit point first
 
 
+@dataclass(frozen=True)
+class _Snapshot:
+    """One table at one version, opened once and shared by the reads of that version.
+
+    ``table`` is never updated after opening (a lazy scan may still hold it); ``txns`` are the
+    transaction ids on its rows, None when they could not be told (then reads always filter).
+    """
+
+    version: int
+    table: Any
+    txns: frozenset[str] | None
+
+
+def _table_txns(uri: str, dt: Any, storage_options: Mapping[str, str] | None) -> frozenset[str] | None:
+    """The transaction ids on the rows of ``dt`` (at its version), mostly from file statistics.
+
+    A file whose ``_txn`` statistics say "all null" or "min == max == one full id" is not read
+    (uploads and single imports); any other file (e.g. one bin-packed from several imports) has
+    its ``_txn`` column read once per process (:data:`_FILE_TXNS`). None when a file could not
+    be read: the caller then keeps the row filter.
+    """
+    actions = pl.DataFrame(dt.get_add_actions(flatten=True))
+
+    def col(name: str) -> list[Any]:
+        return actions[name].to_list() if name in actions.columns else [None] * actions.height
+
+    out: set[str] = set()
+    for path, rows, nulls, lo, hi in zip(
+        col("path"), col("num_records"), col("null_count._txn"), col("min._txn"), col("max._txn"), strict=True
+    ):
+        if rows is not None and nulls is not None and nulls >= rows:
+            continue  # every row of the file has _txn null
+        if lo is not None and lo == hi and _TXN_RE.fullmatch(lo):
+            out.add(lo)
+            continue
+        key = f"{uri}/{path}"
+        with _FILE_TXNS_LOCK:
+            known = _FILE_TXNS.get(key)
+        if known is None:
+            try:
+                found = (
+                    pl.scan_parquet(key, storage_options=dict(storage_options) if storage_options else None)
+                    .select(pl.col("_txn").drop_nulls().unique())
+                    .collect()["_txn"]
+                    .to_list()
+                )
+            except Exception:
+                return None
+            known = frozenset(found)
+            with _FILE_TXNS_LOCK:
+                if len(_FILE_TXNS) >= _FILE_TXNS_MAX:
+                    _FILE_TXNS.clear()
+                _FILE_TXNS[key] = known
+        out |= known
+    return frozenset(out)
+
+
 class DatasetStore:
     """Delta Lake tables of measurements, one declared schema per kind (see :mod:`.schemas`).
 
@@ -217,6 +282,9 @@ class DatasetStore:
         #: table -> the version this object last read (what a training run records)
         self.read_versions: dict[str, int] = {}
         self._local = threading.local()  # per thread: kind -> DeltaTable kept open (refreshed per use)
+        #: kind -> the newest version read and its shared snapshot (see :meth:`_snapshot`)
+        self._snapshots: dict[str, _Snapshot] = {}
+        self._snapshots_lock = threading.Lock()
 
     # ------------------------------------------------------------------ tables
     def table_uri(self, kind: str) -> str:
@@ -293,8 +361,7 @@ class DatasetStore:
         self.read_versions[COMMITS] = version
         if self._commit_cache is not None and self._commit_cache[0] == version:
             return self._commit_cache[1]
-        rows = pl.from_arrow(dt.to_pyarrow_table())
-        assert isinstance(rows, pl.DataFrame)
+        rows = pl.scan_delta(dt).collect()
         commits = rows.filter(pl.col("event") == "commit").sort("at")
         applied = set(rows.filter(pl.col("event") == "applied")["txn"].to_list())
         latest: dict[tuple[str, str], str] = {}
@@ -307,11 +374,17 @@ class DatasetStore:
         self._commit_cache = (version, state)
         return state
 
-    def _visible(self, kind: str, lf: pl.LazyFrame, state: _CommitState) -> pl.LazyFrame:
-        """Only rows of committed writes; partitions of a pending replace show only its rows."""
+    def _visible(
+        self, kind: str, lf: pl.LazyFrame, state: _CommitState, present: frozenset[str] | None = None
+    ) -> pl.LazyFrame:
+        """Only rows of committed writes; partitions of a pending replace show only its rows.
+
+        ``present``: the transaction ids known to be in the scanned version (narrows the list).
+        """
+        committed = state.committed if present is None else state.committed & present
         ok = pl.col("_txn").is_null()
-        if state.committed:
-            ok = ok | pl.col("_txn").is_in(sorted(state.committed))
+        if committed:
+            ok = ok | pl.col("_txn").is_in(sorted(committed))
         for (k, part), txn in state.pending.items():
             if k == kind:
                 ok = ok & ((pl.col("_partition") != part) | (pl.col("_txn") == txn).fill_null(False))
@@ -320,21 +393,64 @@ class DatasetStore:
     # ------------------------------------------------------------------ reading
     def partitions(self, kind: str) -> list[str]:
         """The partitions (sources, collectors, uploaders) that have visible rows in ``kind``."""
-        lf = self._raw_scan(kind)
+        lf = self._visible_scan(kind)
         if lf is None:
             return []
-        lf = self._visible(kind, lf, self._commit_state())
         return sorted(lf.select(pl.col("_partition").unique()).collect()["_partition"].to_list())
 
-    def _raw_scan(self, kind: str) -> pl.LazyFrame | None:
+    def _snapshot(self, kind: str) -> _Snapshot | None:
+        """The table of ``kind`` at its latest (or pinned) version; None when it does not exist.
+
+        The version check is cheap: this thread's open table reads only new log entries. A new
+        version is opened once and shared (with its transaction ids) by every thread's reads.
+        """
         pin = self.pinned.get(kind) if self.pinned is not None else None
         if self.pinned is not None and pin is None:
             return None  # the table did not exist at the pinned state
-        dt = self._table(kind, pin)
-        if dt is None:
+        if pin is None:
+            probe = self._writers.get(kind)
+            if probe is not None:
+                probe.update_incremental()
+            else:
+                probe = self._table(kind)
+                if probe is None:
+                    return None
+                self._writers[kind] = probe
+            version = int(probe.version())
+        else:
+            version = pin
+        with self._snapshots_lock:
+            snap = self._snapshots.get(kind)
+        if snap is None or snap.version != version:
+            dt = self._table(kind, version)
+            if dt is None:
+                return None
+            snap = _Snapshot(version, dt, _table_txns(self.table_uri(kind), dt, self.storage_options))
+            with self._snapshots_lock:
+                held = self._snapshots.get(kind)
+                if held is None or held.version < version:
+                    self._snapshots[kind] = snap
+        self.read_versions[kind] = version
+        return snap
+
+    def _visible_scan(self, kind: str) -> pl.LazyFrame | None:
+        """Every visible row of ``kind``, hidden columns included; None when the table does not exist.
+
+        Fast path: when every ``_txn`` in the version read is null or committed and no replace of
+        this table is pending (the normal state), the Delta scan is returned unfiltered, so polars
+        pushes projections, predicates, counts and slices into the parquet reads. Otherwise the
+        visibility filter of :meth:`_visible` is applied. The commit state is read before the
+        table: a version read later can only hold more committed work, never less.
+        """
+        state = self._commit_state()
+        snap = self._snapshot(kind)
+        if snap is None:
             return None
-        self.read_versions[kind] = int(dt.version())
-        return pl.scan_delta(dt)
+        lf = pl.scan_delta(snap.table)
+        pending = any(k == kind for k, _ in state.pending)
+        if snap.txns is not None and not pending and snap.txns <= state.committed:
+            return lf
+        return self._visible(kind, lf, state, snap.txns)
 
     def scan(
         self,
@@ -346,11 +462,11 @@ class DatasetStore:
     ) -> pl.LazyFrame:
         """A lazy view of one table, optionally filtered by device id(s), space and source(s)."""
         kind = check_kind(kind)
-        raw = self._raw_scan(kind)
-        if raw is None:
+        visible = self._visible_scan(kind)
+        if visible is None:
             lf = pl.LazyFrame(schema=schema(kind))
         else:
-            lf = self._visible(kind, raw, self._commit_state()).select(list(schema(kind)))
+            lf = visible.select(list(schema(kind)))
         if device is not None:
             if "device_id" not in schema(kind):
                 raise StoreError(f"table {kind!r} has no device_id column to filter on")
