@@ -29,6 +29,10 @@ Guarantees, and the tests that hold them (``tests/datasets/test_store*.py``,
   writer dies first) readers hide them by the same commit row, and the next writer finishes
   the job. Rows of an import that never reached its commit point stay invisible and are
   removed by :meth:`DatasetStore.compact`.
+- Reads drop that visibility filter (so polars pushes slices, counts and predicates into the
+  parquet reads) only while it changes nothing: every ``_txn`` in the version read is null or
+  committed (told by the files' ``_txn`` statistics) and no replace of the table is pending.
+  Each table version is opened once and shared by the threads reading it (``docs/store.md``).
 - :meth:`DatasetStore.versions` names the version of every table; a store opened with
   ``versions=`` reads exactly those (Delta time travel), which is how a training run is
   reproduced (``hws train ... --data-version``).
@@ -50,7 +54,7 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -67,6 +71,7 @@ __all__ = [
     "COMMITS",
     "RETRIES",
     "DatasetStore",
+    "Page",
     "Write",
     "WriteMode",
     "format_versions",
@@ -207,6 +212,27 @@ class _Snapshot:
     version: int
     table: Any
     txns: frozenset[str] | None
+
+
+@dataclass(frozen=True)
+class Page:
+    """A page of rows (:meth:`DatasetStore.page`): the filtered table's row count, the page's."""
+
+    total: int
+    rows: int
+    schema: pl.Schema
+    batches: Iterator[pl.DataFrame]  # lazy: each batch is read when asked for
+
+
+def _batches(lf: pl.LazyFrame, offset: int, n_rows: int, size: int, direct: bool) -> Iterator[pl.DataFrame]:
+    """Rows ``offset`` .. ``offset + n_rows`` of ``lf`` in frames of at most ``size`` rows."""
+    if n_rows == 0:
+        return
+    if direct:  # a slice of an unfiltered Delta scan reads only the row groups it needs
+        for start in range(0, n_rows, size):
+            yield lf.slice(offset + start, min(size, n_rows - start)).collect()
+        return
+    yield from lf.slice(offset, n_rows).collect_batches(chunk_size=size, lazy=True)
 
 
 def _table_txns(uri: str, dt: Any, storage_options: Mapping[str, str] | None) -> frozenset[str] | None:
@@ -393,10 +419,10 @@ class DatasetStore:
     # ------------------------------------------------------------------ reading
     def partitions(self, kind: str) -> list[str]:
         """The partitions (sources, collectors, uploaders) that have visible rows in ``kind``."""
-        lf = self._visible_scan(kind)
-        if lf is None:
+        visible = self._visible_scan(kind)
+        if visible is None:
             return []
-        return sorted(lf.select(pl.col("_partition").unique()).collect()["_partition"].to_list())
+        return sorted(visible[0].select(pl.col("_partition").unique()).collect()["_partition"].to_list())
 
     def _snapshot(self, kind: str) -> _Snapshot | None:
         """The table of ``kind`` at its latest (or pinned) version; None when it does not exist.
@@ -407,7 +433,17 @@ class DatasetStore:
         pin = self.pinned.get(kind) if self.pinned is not None else None
         if self.pinned is not None and pin is None:
             return None  # the table did not exist at the pinned state
-        if pin is None:
+        with self._snapshots_lock:
+            snap = self._snapshots.get(kind)
+        dt = None
+        if pin is not None:
+            version = pin
+        elif snap is None:  # the first read: the table opened for it is the snapshot (one open)
+            dt = self._table(kind)
+            if dt is None:
+                return None
+            version = int(dt.version())
+        else:
             probe = self._writers.get(kind)
             if probe is not None:
                 probe.update_incremental()
@@ -417,12 +453,8 @@ class DatasetStore:
                     return None
                 self._writers[kind] = probe
             version = int(probe.version())
-        else:
-            version = pin
-        with self._snapshots_lock:
-            snap = self._snapshots.get(kind)
         if snap is None or snap.version != version:
-            dt = self._table(kind, version)
+            dt = dt if dt is not None else self._table(kind, version)
             if dt is None:
                 return None
             snap = _Snapshot(version, dt, _table_txns(self.table_uri(kind), dt, self.storage_options))
@@ -433,8 +465,9 @@ class DatasetStore:
         self.read_versions[kind] = version
         return snap
 
-    def _visible_scan(self, kind: str) -> pl.LazyFrame | None:
-        """Every visible row of ``kind``, hidden columns included; None when the table does not exist.
+    def _visible_scan(self, kind: str) -> tuple[pl.LazyFrame, bool] | None:
+        """Every visible row of ``kind``, hidden columns included, and whether the scan is unfiltered
+        (the fast path); None when the table does not exist.
 
         Fast path: when every ``_txn`` in the version read is null or committed and no replace of
         this table is pending (the normal state), the Delta scan is returned unfiltered, so polars
@@ -449,24 +482,24 @@ class DatasetStore:
         lf = pl.scan_delta(snap.table)
         pending = any(k == kind for k, _ in state.pending)
         if snap.txns is not None and not pending and snap.txns <= state.committed:
-            return lf
-        return self._visible(kind, lf, state, snap.txns)
+            return lf, True
+        return self._visible(kind, lf, state, snap.txns), False
 
-    def scan(
+    def _scan(
         self,
         kind: str,
         *,
         device: str | list[str] | None = None,
         space: str | None = None,
         source: str | list[str] | None = None,
-    ) -> pl.LazyFrame:
-        """A lazy view of one table, optionally filtered by device id(s), space and source(s)."""
+    ) -> tuple[pl.LazyFrame, bool]:
+        """:meth:`scan`, and whether it reads the table unfiltered by visibility (slices push down)."""
         kind = check_kind(kind)
         visible = self._visible_scan(kind)
         if visible is None:
-            lf = pl.LazyFrame(schema=schema(kind))
+            lf, direct = pl.LazyFrame(schema=schema(kind)), True
         else:
-            lf = visible.select(list(schema(kind)))
+            lf, direct = visible[0].select(list(schema(kind))), visible[1]
         if device is not None:
             if "device_id" not in schema(kind):
                 raise StoreError(f"table {kind!r} has no device_id column to filter on")
@@ -477,7 +510,44 @@ class DatasetStore:
             lf = lf.filter(pl.col("space") == space)
         if source is not None:
             lf = lf.filter(pl.col("source").is_in([source] if isinstance(source, str) else source))
-        return lf
+        return lf, direct
+
+    def scan(
+        self,
+        kind: str,
+        *,
+        device: str | list[str] | None = None,
+        space: str | None = None,
+        source: str | list[str] | None = None,
+    ) -> pl.LazyFrame:
+        """A lazy view of one table, optionally filtered by device id(s), space and source(s)."""
+        return self._scan(kind, device=device, space=space, source=source)[0]
+
+    def page(
+        self,
+        kind: str,
+        *,
+        offset: int,
+        limit: int,
+        batch_rows: int = 5000,
+        device: str | list[str] | None = None,
+        space: str | None = None,
+        source: str | list[str] | None = None,
+    ) -> Page:
+        """Rows ``offset`` .. ``offset + limit`` of :meth:`scan` (same filters), read batch by batch.
+
+        The count and every batch come from one version of the table. On the fast path each
+        batch is its own slice read (a download holds one batch in memory, not the page);
+        otherwise the filtered page is read once and handed out in batches.
+        """
+        if offset < 0 or limit < 0 or batch_rows < 1:
+            raise StoreError(
+                f"page: offset {offset} and limit {limit} must be >= 0, batch_rows {batch_rows} >= 1"
+            )
+        lf, direct = self._scan(kind, device=device, space=space, source=source)
+        total = int(lf.select(pl.len()).collect().item())
+        n_rows = max(0, min(limit, total - offset))
+        return Page(total, n_rows, lf.collect_schema(), _batches(lf, offset, n_rows, batch_rows, direct))
 
     def read(self, kind: str, **filters: object) -> pl.DataFrame:
         """Eager version of :meth:`scan`."""

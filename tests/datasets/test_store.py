@@ -210,12 +210,21 @@ def test_reads_skip_the_visibility_filter_only_while_every_import_is_committed(s
     fresh = DatasetStore(store.root)
     for reader in (store, fresh):  # an open store object notices the new version too
         assert _filters_rows(reader, "gemm")
-        assert reader.read("gemm").height == 3 + 4 and reader.scan("gemm").select(pl.len()).collect().item() == 7
+        assert reader.read("gemm").height == 3 + 4
+        assert reader.scan("gemm").select(pl.len()).collect().item() == 7
         assert not _filters_rows(reader, "latency")  # the killed import never reached latency
+        page = reader.page("gemm", offset=1, limit=5, batch_rows=2)  # the filtered page, in batches
+        frames = list(page.batches)
+        assert (page.total, page.rows, [f.height for f in frames]) == (7, 5, [2, 2, 1])
+        assert pl.concat(frames).equals(reader.read("gemm").slice(1, 5))
     assert _run_killed(store.root, "none") == 0  # the same import, whole
-    assert _filters_rows(store, "gemm") and store.read("gemm").height == 7 + 4  # the killed rows are still there
+    # the killed rows are still there ...
+    assert _filters_rows(store, "gemm") and store.read("gemm").height == 7 + 4
     store.compact(orphan_age_s=0)  # ... until compaction deletes them: every row is committed again
     assert not _filters_rows(store, "gemm") and store.read("gemm").height == 7 + 4
+    page = store.page("gemm", offset=9, limit=5, batch_rows=1)  # unfiltered: each batch its own slice read
+    assert (page.total, page.rows) == (11, 2)
+    assert pl.concat(list(page.batches)).equals(store.read("gemm").slice(9, 2))
 
 
 def test_bin_packed_file_of_a_committed_and_a_killed_import_still_hides_the_killed_rows(
