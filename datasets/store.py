@@ -29,6 +29,10 @@ Guarantees, and the tests that hold them (``tests/datasets/test_store*.py``,
   writer dies first) readers hide them by the same commit row, and the next writer finishes
   the job. Rows of an import that never reached its commit point stay invisible and are
   removed by :meth:`DatasetStore.compact`.
+- Reads drop that visibility filter (so polars pushes slices, counts and predicates into the
+  parquet reads) only while it changes nothing: every ``_txn`` in the version read is null or
+  committed (told by the files' ``_txn`` statistics) and no replace of the table is pending.
+  Each table version is opened once and shared by the threads reading it (``docs/store.md``).
 - :meth:`DatasetStore.versions` names the version of every table; a store opened with
   ``versions=`` reads exactly those (Delta time travel), which is how a training run is
   reproduced (``hws train ... --data-version``).
@@ -50,7 +54,7 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -67,6 +71,7 @@ __all__ = [
     "COMMITS",
     "RETRIES",
     "DatasetStore",
+    "Page",
     "Write",
     "WriteMode",
     "format_versions",
@@ -90,6 +95,14 @@ _HIDDEN = ("_partition", "_txn")
 _CHECKPOINT_EVERY = "10"
 #: per-file statistics only for the columns reads and merges filter on (fewer stats: cheaper small writes)
 _STATS_COLUMNS = ("measurement_id", "_txn", "device_id", "source", "space", "kernel", "imported_at")
+#: a transaction id as ``_commit_many`` makes it (epoch seconds, uuid4 hex): only a statistic of this
+#: form is trusted to name the one transaction of all of a file's non-null ``_txn`` values
+_TXN_RE = re.compile(r"[0-9]+-[0-9a-f]{32}")
+#: data file URI -> the transaction ids on its rows; Delta never rewrites a data file in place, so
+#: an entry stays true for as long as the file exists (shared by every store object of the process)
+_FILE_TXNS: dict[str, frozenset[str]] = {}
+_FILE_TXNS_LOCK = threading.Lock()
+_FILE_TXNS_MAX = 200_000
 _COMMITS_SCHEMA = pa.schema(
     [
         ("txn", pa.string()),
@@ -188,6 +201,84 @@ class _CommitState:
     order: tuple[str, ...] = ()  # committed txn ids, oldest commit point first
 
 
+@dataclass(frozen=True)
+class _Snapshot:
+    """One table at one version, opened once and shared by the reads of that version.
+
+    ``table`` is never updated after opening (a lazy scan may still hold it); ``txns`` are the
+    transaction ids on its rows, None when they could not be told (then reads always filter).
+    """
+
+    version: int
+    table: Any
+    txns: frozenset[str] | None
+
+
+@dataclass(frozen=True)
+class Page:
+    """A page of rows (:meth:`DatasetStore.page`): the filtered table's row count, the page's."""
+
+    total: int
+    rows: int
+    schema: pl.Schema
+    batches: Iterator[pl.DataFrame]  # lazy: each batch is read when asked for
+
+
+def _batches(lf: pl.LazyFrame, offset: int, n_rows: int, size: int, direct: bool) -> Iterator[pl.DataFrame]:
+    """Rows ``offset`` .. ``offset + n_rows`` of ``lf`` in frames of at most ``size`` rows."""
+    if n_rows == 0:
+        return
+    if direct:  # a slice of an unfiltered Delta scan reads only the row groups it needs
+        for start in range(0, n_rows, size):
+            yield lf.slice(offset + start, min(size, n_rows - start)).collect()
+        return
+    yield from lf.slice(offset, n_rows).collect_batches(chunk_size=size, lazy=True)
+
+
+def _table_txns(uri: str, dt: Any, storage_options: Mapping[str, str] | None) -> frozenset[str] | None:
+    """The transaction ids on the rows of ``dt`` (at its version), mostly from file statistics.
+
+    A file whose ``_txn`` statistics say "all null" or "min == max == one full id" is not read
+    (uploads and single imports); any other file (e.g. one bin-packed from several imports) has
+    its ``_txn`` column read once per process (:data:`_FILE_TXNS`). None when a file could not
+    be read: the caller then keeps the row filter.
+    """
+    actions = pl.DataFrame(dt.get_add_actions(flatten=True))
+
+    def col(name: str) -> list[Any]:
+        return actions[name].to_list() if name in actions.columns else [None] * actions.height
+
+    out: set[str] = set()
+    for path, rows, nulls, lo, hi in zip(
+        col("path"), col("num_records"), col("null_count._txn"), col("min._txn"), col("max._txn"), strict=True
+    ):
+        if rows is not None and nulls is not None and nulls >= rows:
+            continue  # every row of the file has _txn null
+        if lo is not None and lo == hi and _TXN_RE.fullmatch(lo):
+            out.add(lo)
+            continue
+        key = f"{uri}/{path}"
+        with _FILE_TXNS_LOCK:
+            known = _FILE_TXNS.get(key)
+        if known is None:
+            try:
+                found = (
+                    pl.scan_parquet(key, storage_options=dict(storage_options) if storage_options else None)
+                    .select(pl.col("_txn").drop_nulls().unique())
+                    .collect()["_txn"]
+                    .to_list()
+                )
+            except Exception:
+                return None
+            known = frozenset(found)
+            with _FILE_TXNS_LOCK:
+                if len(_FILE_TXNS) >= _FILE_TXNS_MAX:
+                    _FILE_TXNS.clear()
+                _FILE_TXNS[key] = known
+        out |= known
+    return frozenset(out)
+
+
 class DatasetStore:
     """Delta Lake tables of measurements, one declared schema per kind (see :mod:`.schemas`).
 
@@ -217,6 +308,9 @@ class DatasetStore:
         #: table -> the version this object last read (what a training run records)
         self.read_versions: dict[str, int] = {}
         self._local = threading.local()  # per thread: kind -> DeltaTable kept open (refreshed per use)
+        #: kind -> the newest version read and its shared snapshot (see :meth:`_snapshot`)
+        self._snapshots: dict[str, _Snapshot] = {}
+        self._snapshots_lock = threading.Lock()
 
     # ------------------------------------------------------------------ tables
     def table_uri(self, kind: str) -> str:
@@ -293,8 +387,7 @@ class DatasetStore:
         self.read_versions[COMMITS] = version
         if self._commit_cache is not None and self._commit_cache[0] == version:
             return self._commit_cache[1]
-        rows = pl.from_arrow(dt.to_pyarrow_table())
-        assert isinstance(rows, pl.DataFrame)
+        rows = pl.scan_delta(dt).collect()
         commits = rows.filter(pl.col("event") == "commit").sort("at")
         applied = set(rows.filter(pl.col("event") == "applied")["txn"].to_list())
         latest: dict[tuple[str, str], str] = {}
@@ -307,11 +400,17 @@ class DatasetStore:
         self._commit_cache = (version, state)
         return state
 
-    def _visible(self, kind: str, lf: pl.LazyFrame, state: _CommitState) -> pl.LazyFrame:
-        """Only rows of committed writes; partitions of a pending replace show only its rows."""
+    def _visible(
+        self, kind: str, lf: pl.LazyFrame, state: _CommitState, present: frozenset[str] | None = None
+    ) -> pl.LazyFrame:
+        """Only rows of committed writes; partitions of a pending replace show only its rows.
+
+        ``present``: the transaction ids known to be in the scanned version (narrows the list).
+        """
+        committed = state.committed if present is None else state.committed & present
         ok = pl.col("_txn").is_null()
-        if state.committed:
-            ok = ok | pl.col("_txn").is_in(sorted(state.committed))
+        if committed:
+            ok = ok | pl.col("_txn").is_in(sorted(committed))
         for (k, part), txn in state.pending.items():
             if k == kind:
                 ok = ok & ((pl.col("_partition") != part) | (pl.col("_txn") == txn).fill_null(False))
@@ -320,37 +419,87 @@ class DatasetStore:
     # ------------------------------------------------------------------ reading
     def partitions(self, kind: str) -> list[str]:
         """The partitions (sources, collectors, uploaders) that have visible rows in ``kind``."""
-        lf = self._raw_scan(kind)
-        if lf is None:
+        visible = self._visible_scan(kind)
+        if visible is None:
             return []
-        lf = self._visible(kind, lf, self._commit_state())
-        return sorted(lf.select(pl.col("_partition").unique()).collect()["_partition"].to_list())
+        return sorted(visible[0].select(pl.col("_partition").unique()).collect()["_partition"].to_list())
 
-    def _raw_scan(self, kind: str) -> pl.LazyFrame | None:
+    def _snapshot(self, kind: str) -> _Snapshot | None:
+        """The table of ``kind`` at its latest (or pinned) version; None when it does not exist.
+
+        The version check is cheap: this thread's open table reads only new log entries. A new
+        version is opened once and shared (with its transaction ids) by every thread's reads.
+        """
         pin = self.pinned.get(kind) if self.pinned is not None else None
         if self.pinned is not None and pin is None:
             return None  # the table did not exist at the pinned state
-        dt = self._table(kind, pin)
-        if dt is None:
-            return None
-        self.read_versions[kind] = int(dt.version())
-        return pl.scan_delta(dt)
+        with self._snapshots_lock:
+            snap = self._snapshots.get(kind)
+        dt = None
+        if pin is not None:
+            version = pin
+        elif snap is None:  # the first read: the table opened for it is the snapshot (one open)
+            dt = self._table(kind)
+            if dt is None:
+                return None
+            version = int(dt.version())
+        else:
+            probe = self._writers.get(kind)
+            if probe is not None:
+                probe.update_incremental()
+            else:
+                probe = self._table(kind)
+                if probe is None:
+                    return None
+                self._writers[kind] = probe
+            version = int(probe.version())
+        if snap is None or snap.version != version:
+            dt = dt if dt is not None else self._table(kind, version)
+            if dt is None:
+                return None
+            snap = _Snapshot(version, dt, _table_txns(self.table_uri(kind), dt, self.storage_options))
+            with self._snapshots_lock:
+                held = self._snapshots.get(kind)
+                if held is None or held.version < version:
+                    self._snapshots[kind] = snap
+        self.read_versions[kind] = version
+        return snap
 
-    def scan(
+    def _visible_scan(self, kind: str) -> tuple[pl.LazyFrame, bool] | None:
+        """Every visible row of ``kind``, hidden columns included, and whether the scan is unfiltered
+        (the fast path); None when the table does not exist.
+
+        Fast path: when every ``_txn`` in the version read is null or committed and no replace of
+        this table is pending (the normal state), the Delta scan is returned unfiltered, so polars
+        pushes projections, predicates, counts and slices into the parquet reads. Otherwise the
+        visibility filter of :meth:`_visible` is applied. The commit state is read before the
+        table: a version read later can only hold more committed work, never less.
+        """
+        state = self._commit_state()
+        snap = self._snapshot(kind)
+        if snap is None:
+            return None
+        lf = pl.scan_delta(snap.table)
+        pending = any(k == kind for k, _ in state.pending)
+        if snap.txns is not None and not pending and snap.txns <= state.committed:
+            return lf, True
+        return self._visible(kind, lf, state, snap.txns), False
+
+    def _scan(
         self,
         kind: str,
         *,
         device: str | list[str] | None = None,
         space: str | None = None,
         source: str | list[str] | None = None,
-    ) -> pl.LazyFrame:
-        """A lazy view of one table, optionally filtered by device id(s), space and source(s)."""
+    ) -> tuple[pl.LazyFrame, bool]:
+        """:meth:`scan`, and whether it reads the table unfiltered by visibility (slices push down)."""
         kind = check_kind(kind)
-        raw = self._raw_scan(kind)
-        if raw is None:
-            lf = pl.LazyFrame(schema=schema(kind))
+        visible = self._visible_scan(kind)
+        if visible is None:
+            lf, direct = pl.LazyFrame(schema=schema(kind)), True
         else:
-            lf = self._visible(kind, raw, self._commit_state()).select(list(schema(kind)))
+            lf, direct = visible[0].select(list(schema(kind))), visible[1]
         if device is not None:
             if "device_id" not in schema(kind):
                 raise StoreError(f"table {kind!r} has no device_id column to filter on")
@@ -361,7 +510,44 @@ class DatasetStore:
             lf = lf.filter(pl.col("space") == space)
         if source is not None:
             lf = lf.filter(pl.col("source").is_in([source] if isinstance(source, str) else source))
-        return lf
+        return lf, direct
+
+    def scan(
+        self,
+        kind: str,
+        *,
+        device: str | list[str] | None = None,
+        space: str | None = None,
+        source: str | list[str] | None = None,
+    ) -> pl.LazyFrame:
+        """A lazy view of one table, optionally filtered by device id(s), space and source(s)."""
+        return self._scan(kind, device=device, space=space, source=source)[0]
+
+    def page(
+        self,
+        kind: str,
+        *,
+        offset: int,
+        limit: int,
+        batch_rows: int = 5000,
+        device: str | list[str] | None = None,
+        space: str | None = None,
+        source: str | list[str] | None = None,
+    ) -> Page:
+        """Rows ``offset`` .. ``offset + limit`` of :meth:`scan` (same filters), read batch by batch.
+
+        The count and every batch come from one version of the table. On the fast path each
+        batch is its own slice read (a download holds one batch in memory, not the page);
+        otherwise the filtered page is read once and handed out in batches.
+        """
+        if offset < 0 or limit < 0 or batch_rows < 1:
+            raise StoreError(
+                f"page: offset {offset} and limit {limit} must be >= 0, batch_rows {batch_rows} >= 1"
+            )
+        lf, direct = self._scan(kind, device=device, space=space, source=source)
+        total = int(lf.select(pl.len()).collect().item())
+        n_rows = max(0, min(limit, total - offset))
+        return Page(total, n_rows, lf.collect_schema(), _batches(lf, offset, n_rows, batch_rows, direct))
 
     def read(self, kind: str, **filters: object) -> pl.DataFrame:
         """Eager version of :meth:`scan`."""

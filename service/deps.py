@@ -20,23 +20,25 @@ from hwsurrogate.surrogates.registry.adapted import load_adapted_kernel
 TOKEN_HELP = "start the service with `hws serve --token TOKEN` or set HWSURROGATE_SERVICE_TOKEN"
 
 
-def get_config(request: Request) -> ServiceConfig:
+# The getters are ``async``: FastAPI then calls them on the event loop instead of handing each
+# to the thread pool, so a cheap route (``/healthz``) does not queue behind busy download threads.
+async def get_config(request: Request) -> ServiceConfig:
     return request.app.state.config
 
 
-def get_store(request: Request) -> DatasetStore:
+async def get_store(request: Request) -> DatasetStore:
     return request.app.state.store
 
 
-def get_models(request: Request) -> ServedModels:
+async def get_models(request: Request) -> ServedModels:
     return request.app.state.models
 
 
-def get_adapter(request: Request) -> DeviceAdapter:
+async def get_adapter(request: Request) -> DeviceAdapter:
     return request.app.state.adapter
 
 
-def get_arch_index(request: Request) -> ArchIndex:
+async def get_arch_index(request: Request) -> ArchIndex:
     return request.app.state.arch_index
 
 

@@ -59,6 +59,12 @@ def _model() -> dict[str, click.Command]:
     return {c.name or "": c for c in (model_neusight.bench_model_neusight, model_live.bench_model_live)}
 
 
+def _store() -> dict[str, click.Command]:
+    from hwsurrogate.benchmarks import store_readers
+
+    return {"store-readers": store_readers.bench_store_readers}
+
+
 #: benchmark name -> (loader of its module's commands, one-line help), in the order listed
 BENCHMARKS = {
     "gemm-gpperf": (_gemm, "GPPerf RTX 4070: random 80/20 and shape split."),
@@ -79,6 +85,7 @@ BENCHMARKS = {
     "stories": (_stories, "Every README user story run as written; answers checked against measurements."),
     "model-neusight": (_model, "NeuSight: whole transformers on unseen GPUs from operator surrogates."),
     "model-live": (_model, "This CPU as the device: whole models never fitted on, measured and predicted."),
+    "store-readers": (_store, "hws serve, 16 clients downloading 50k-row pages: RSS, /healthz p99."),
 }
 
 

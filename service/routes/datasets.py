@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
@@ -25,7 +26,7 @@ from hwsurrogate.datasets.schemas import (
     records_frame,
     with_measurement_id,
 )
-from hwsurrogate.datasets.store import DatasetStore, partition_name
+from hwsurrogate.datasets.store import DatasetStore, Page, partition_name
 from hwsurrogate.errors import SchemaMismatchError, StoreError
 from hwsurrogate.service.deps import ConfigDep, StoreDep, WriteAuth
 from hwsurrogate.service.errors import InvalidFieldError, NotFoundError, PayloadTooLargeError
@@ -115,42 +116,69 @@ def get_rows(
     kind = _kind(kind)
     limit = min(limit, config.max_page_rows)
     try:
-        lf = store.scan(kind, device=device, source=source, space=space)
+        page = store.page(
+            kind,
+            offset=offset,
+            limit=limit,
+            batch_rows=STREAM_CHUNK_ROWS,
+            device=device,
+            source=source,
+            space=space,
+        )
     except StoreError as exc:
         raise InvalidFieldError(
             "device" if device is not None and "device" in str(exc) else "space", str(exc)
         ) from None
-    total = int(lf.select(pl.len()).collect().item())
-    n_rows = max(0, min(limit, total - offset))
-    page = lf.slice(offset, limit)
-    name = f"{kind}-{offset}-{offset + n_rows}"
-    headers = {"X-Total-Count": str(total)}
+    name = f"{kind}-{offset}-{offset + page.rows}"
+    headers = {"X-Total-Count": str(page.total)}
     if format == "csv":
         headers["Content-Disposition"] = f'attachment; filename="{name}.csv"'
         return StreamingResponse(_csv_chunks(page), media_type="text/csv", headers=headers)
     if format == "parquet":  # one file: built in memory, bounded by max_page_rows
         buf = io.BytesIO()
-        page.collect().write_parquet(buf, compression="zstd")
+        frames = list(page.batches)
+        (pl.concat(frames) if frames else pl.DataFrame(schema=page.schema)).write_parquet(
+            buf, compression="zstd"
+        )
         headers["Content-Disposition"] = f'attachment; filename="{name}.parquet"'
         return Response(buf.getvalue(), media_type="application/vnd.apache.parquet", headers=headers)
-    head = {"kind": kind, "total": total, "limit": limit, "offset": offset}
+    head = {"kind": kind, "total": page.total, "limit": limit, "offset": offset}
     return StreamingResponse(_json_chunks(head, page), media_type="application/json", headers=headers)
 
 
 #: Rows per chunk of a streamed download: memory per request stays near one chunk, not one page.
 STREAM_CHUNK_ROWS = 2000
+#: Downloads reading or encoding a chunk at once (the rest wait): bounds the server's memory
+#: under many concurrent downloads; more would not be faster, the work is CPU-bound.
+STREAM_SLOTS = threading.BoundedSemaphore(4)
 #: A CSV cell starting with one of these is a formula to a spreadsheet; it gets a leading quote.
 _FORMULA_START = r"^[=+\-@\t\r]"
 
 
-def _json_chunks(head: dict[str, object], page: pl.LazyFrame) -> Iterator[bytes]:
+def _encoded(page: Page, encode: Callable[[pl.DataFrame], bytes]) -> Iterator[bytes]:
+    """``encode`` of each batch of ``page``, read and encoded while holding one of :data:`STREAM_SLOTS`."""
+    while True:
+        with STREAM_SLOTS:
+            frame = next(page.batches, None)
+            if frame is None:
+                return
+            data = encode(frame)
+        yield data
+
+
+def _json_rows(frame: pl.DataFrame) -> bytes:
+    """The rows of ``frame`` as JSON objects separated by commas (no brackets)."""
+    frame = frame.with_columns(pl.col(pl.Datetime).dt.to_string("%Y-%m-%dT%H:%M:%S%.6fZ"))
+    return frame.write_json().encode()[1:-1]
+
+
+def _json_chunks(head: dict[str, object], page: Page) -> Iterator[bytes]:
     """``{**head, "rows": [...]}`` encoded chunk by chunk (what ``json_response`` sends, streamed)."""
     yield (json.dumps(head)[:-1] + ', "rows": [').encode()
     sep = b""
-    for chunk in page.collect_batches(chunk_size=STREAM_CHUNK_ROWS, lazy=True):
-        if chunk.height:
-            chunk = chunk.with_columns(pl.col(pl.Datetime).dt.to_string("%Y-%m-%dT%H:%M:%S%.6fZ"))
-            yield sep + chunk.write_json()[1:-1].encode()
+    for data in _encoded(page, _json_rows):
+        if data:
+            yield sep + data
             sep = b","
     yield b"]}"
 
@@ -167,14 +195,17 @@ def neutralise_formulas(frame: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _csv_chunks(page: pl.LazyFrame) -> Iterator[bytes]:
-    header = True
-    for chunk in page.collect_batches(chunk_size=STREAM_CHUNK_ROWS, lazy=True):
-        if chunk.height or header:
-            yield neutralise_formulas(chunk).write_csv(include_header=header).encode()
-            header = False
-    if header:  # no chunk at all: still send the header line
-        yield pl.DataFrame(schema=page.collect_schema()).write_csv().encode()
+def _csv_chunks(page: Page) -> Iterator[bytes]:
+    header = [True]
+
+    def encode(frame: pl.DataFrame) -> bytes:
+        data = neutralise_formulas(frame).write_csv(include_header=header[0]).encode()
+        header[0] = False
+        return data
+
+    yield from _encoded(page, encode)
+    if header[0]:  # no chunk at all: still send the header line
+        yield pl.DataFrame(schema=page.schema).write_csv().encode()
 
 
 def _parquet_frame(kind: str, body: bytes, max_rows: int, max_bytes: int) -> pl.DataFrame:

@@ -18,8 +18,8 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz", response_model=Health)
-def healthz(request: Request, models: ModelsDep, config: ConfigDep) -> Health:
-    """Liveness plus which tasks have a model."""
+async def healthz(request: Request, models: ModelsDep, config: ConfigDep) -> Health:
+    """Liveness plus which tasks have a model (answered on the event loop: no thread-pool wait)."""
     return Health(
         status="ok",
         version=__version__,

@@ -193,6 +193,94 @@ def test_import_killed_between_two_tables_is_invisible_then_compacted(store: Dat
     ]
 
 
+def _filters_rows(store: DatasetStore, kind: str) -> bool:
+    """Whether a read of ``kind`` runs the visibility filter (else polars reads the table as is)."""
+    return "_txn" in store.scan(kind).explain()
+
+
+def test_reads_skip_the_visibility_filter_only_while_every_import_is_committed(store: DatasetStore) -> None:
+    """The fast path: no filter while all rows are committed; the filter (and hidden rows) after kill -9."""
+    store.commit(
+        [Write("gemm", "src", gemm_frame(3), "replace"), Write("latency", "src", latency_frame(2), "replace")]
+    )
+    store.append("gemm", gemm_frame(4, device="up/dev", start=50), partition="upload_a")
+    assert not _filters_rows(store, "gemm") and not _filters_rows(store, "latency")
+    assert store.scan("gemm").slice(1, 5).collect().height == 5
+    assert _run_killed(store.root, "after_temp") == -9
+    fresh = DatasetStore(store.root)
+    for reader in (store, fresh):  # an open store object notices the new version too
+        assert _filters_rows(reader, "gemm")
+        assert reader.read("gemm").height == 3 + 4
+        assert reader.scan("gemm").select(pl.len()).collect().item() == 7
+        assert not _filters_rows(reader, "latency")  # the killed import never reached latency
+        page = reader.page("gemm", offset=1, limit=5, batch_rows=2)  # the filtered page, in batches
+        frames = list(page.batches)
+        assert (page.total, page.rows, [f.height for f in frames]) == (7, 5, [2, 2, 1])
+        assert pl.concat(frames).equals(reader.read("gemm").slice(1, 5))
+    assert _run_killed(store.root, "none") == 0  # the same import, whole
+    # the killed rows are still there ...
+    assert _filters_rows(store, "gemm") and store.read("gemm").height == 7 + 4
+    store.compact(orphan_age_s=0)  # ... until compaction deletes them: every row is committed again
+    assert not _filters_rows(store, "gemm") and store.read("gemm").height == 7 + 4
+    page = store.page("gemm", offset=9, limit=5, batch_rows=1)  # unfiltered: each batch its own slice read
+    assert (page.total, page.rows) == (11, 2)
+    assert pl.concat(list(page.batches)).equals(store.read("gemm").slice(9, 2))
+
+
+def test_bin_packed_file_of_a_committed_and_a_killed_import_still_hides_the_killed_rows(
+    store: DatasetStore,
+) -> None:
+    """A file holding rows of several imports (compaction) has no single-id statistics: its ``_txn`` is read."""
+    from deltalake import DeltaTable
+
+    store.commit(
+        [Write("gemm", "src", gemm_frame(3), "replace"), Write("latency", "src", latency_frame(2), "replace")]
+    )
+    before = _contents(store)
+    assert _run_killed(store.root, "after_temp") == -9
+    store.compact(orphan_age_s=3600)  # keeps the young orphan rows, bin-packs the partition's two files
+    actions = pl.DataFrame(DeltaTable(store.table_uri("gemm")).get_add_actions(flatten=True))
+    src = actions.filter(pl.col("partition._partition") == "src").to_dicts()
+    assert len(src) == 1 and src[0]["min._txn"] != src[0]["max._txn"]
+    assert _raw_rows(store, "gemm") == 3 + 7
+    for reader in (store, DatasetStore(store.root)):
+        assert _filters_rows(reader, "gemm")
+        assert _contents(reader)["gemm"].equals(before["gemm"])
+
+
+def test_threads_sharing_a_store_read_whole_commits_while_a_writer_appends(tmp_path: Path) -> None:
+    """Reader threads share one store object (one snapshot per version): every read is a whole commit."""
+    import threading
+
+    reader_store = DatasetStore(tmp_path / "store")
+    writer = DatasetStore(tmp_path / "store")
+    writer.append("gemm", gemm_frame(10, device="w/dev"), partition="shared")
+    seen: list[int] = []
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def read() -> None:
+        try:
+            while not done.is_set():
+                n = reader_store.scan("gemm").select(pl.len()).collect().item()
+                page = reader_store.scan("gemm", device="w/dev").slice(0, 1000).collect()
+                assert n % 10 == 0 and page.height % 10 == 0 and page.height >= n, (n, page.height)
+                seen.append(n)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=read) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for batch in range(1, 8):
+        writer.append("gemm", gemm_frame(10, device="w/dev", start=batch * 10), partition="shared")
+    done.set()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors[0]
+    assert seen and max(seen) <= 80 and reader_store.read("gemm").height == 80
+
+
 @pytest.mark.parametrize("point", ["after_journal", "mid_rename"])
 def test_import_killed_after_commit_point_is_seen_whole(store: DatasetStore, point: str) -> None:
     store.commit(
