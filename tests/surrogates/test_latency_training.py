@@ -110,6 +110,22 @@ def test_tree_model_learns_the_device_scale() -> None:
     assert b / a == pytest.approx(2.0, rel=0.15)
 
 
+def test_tree_pickles_round_trip_and_pickles_with_lzma_trees_still_load() -> None:
+    import lzma
+    import pickle
+
+    model = _tree_pyfunc(40).models["nb201"]
+    keys = [format_nb201(["nor_conv_3x3"] * 6), format_nb201(["skip_connect"] * 6)]
+    devices = ["help/dev_a", "help/dev_b"]
+    expected = model.predict(keys, devices)
+    again = pickle.loads(pickle.dumps(model))
+    assert again.predict(keys, devices).tolist() == expected.tolist()
+    old_state = model.__dict__ | {"models_": lzma.compress(pickle.dumps(model.models_))}  # before the zlib switch
+    old = MultiDeviceLatencyTrees.__new__(MultiDeviceLatencyTrees)
+    old.__setstate__(old_state)
+    assert old.predict(keys, devices).tolist() == expected.tolist()
+
+
 def test_served_model_rejects_unknown_device_space_and_missing_column() -> None:
     pyfunc = _tree_pyfunc()
     q = pd.DataFrame(
