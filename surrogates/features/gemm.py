@@ -9,13 +9,16 @@ typical threadblock tiles and dtype/op/layout codes. ``roofline_ms`` lets a mode
 raw-time tree cannot extrapolate).
 
 Everything is vectorised numpy over whole columns; models logged to MLflow call these functions
-inside ``predict``, so the service and the CLI never compute features themselves.
+inside ``predict``, so the service and the CLI never compute features themselves. The steps are
+public for the served models (:mod:`~hwsurrogate.surrogates.models.gemm_serving`), which check a
+query once and build its features once for both the runtime and the power model:
+:func:`gemm_query_arrays` (checked columns), :func:`gemm_feature_arrays` (every feature column),
+:func:`stack_features` (the matrix a model reads). pandas is imported only for batches over 8 rows.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import polars as pl
 
 from hwsurrogate.errors import UnknownDeviceError
@@ -102,7 +105,7 @@ class UnknownGemmDeviceError(UnknownDeviceError, ValueError):
     """A GEMM query names a device without descriptors (neither trained on nor adapted)."""
 
 
-def _gemm_query_arrays(queries: pl.DataFrame) -> dict[str, np.ndarray]:
+def gemm_query_arrays(queries: pl.DataFrame) -> dict[str, np.ndarray]:
     """Validated GEMM query columns as numpy arrays; ``ValueError`` naming the column and row.
 
     Dims come back as float64 holding whole numbers >= 1; strings as object arrays, an unstated
@@ -140,7 +143,7 @@ def _gemm_query_arrays(queries: pl.DataFrame) -> dict[str, np.ndarray]:
             )
         out[col] = v
     dev = _strings(queries.get_column("device_id"))
-    nulls = pd.isna(dev)
+    nulls = _nulls(dev)
     if nulls.any():
         raise ValueError(f"gemm queries: column 'device_id' is null in row {int(np.flatnonzero(nulls)[0])}")
     out["device_id"] = dev
@@ -148,10 +151,15 @@ def _gemm_query_arrays(queries: pl.DataFrame) -> dict[str, np.ndarray]:
     # in training rows and queries alike (only GPPerf states layouts; the others never do)
     if "layout" in queries.columns:
         layout = _strings(queries.get_column("layout"))
-        out["layout"] = np.where(pd.isna(layout), DEFAULT_LAYOUT, layout)
+        out["layout"] = np.where(_nulls(layout), DEFAULT_LAYOUT, layout)
     else:
         out["layout"] = np.full(n_rows, DEFAULT_LAYOUT, dtype=object)
     return out
+
+
+def _nulls(values: np.ndarray) -> np.ndarray:
+    """Which entries of an object array of str/None are None."""
+    return np.equal(values, None)
 
 
 def _strings(s: pl.Series) -> np.ndarray:
@@ -167,14 +175,16 @@ def _lookup(values: np.ndarray, table: dict[str, float]) -> np.ndarray:
         return np.array(
             [table.get(v, np.nan) if isinstance(v, str) else np.nan for v in values], dtype=np.float64
         )
-    codes, uniques = pd.factorize(values)  # hashing: microseconds for one row, ms for 100k
+    import pandas as pd
+
+    codes, uniques = pd.factorize(values)  # hashing: ms for 100k rows
     mapped = np.array([table.get(u, np.nan) for u in uniques] + [np.nan], dtype=np.float64)
     return mapped[codes]  # code -1 (null) takes the trailing NaN
 
 
 def check_gemm_queries(queries: pl.DataFrame) -> pl.DataFrame:
     """Validate and normalise GEMM queries; raise ``ValueError`` naming the column and value."""
-    a = _gemm_query_arrays(queries)
+    a = gemm_query_arrays(queries)
     return pl.DataFrame(
         {
             "device_id": pl.Series(a["device_id"], dtype=pl.String),
@@ -266,9 +276,11 @@ def alignment_bits(x: np.ndarray, max_bits: int = GEMM_MAX_ALIGN_BITS) -> np.nda
     return np.minimum(np.log2(low.astype(np.float64)), float(max_bits))
 
 
-def _gemm_feature_arrays(queries: pl.DataFrame, devices: pl.DataFrame | DeviceIndex) -> dict[str, np.ndarray]:
-    """Every column of :func:`gemm_features` as a float64 array (numpy, whole columns at once)."""
-    q = _gemm_query_arrays(queries)
+def gemm_feature_arrays(
+    q: dict[str, np.ndarray], devices: pl.DataFrame | DeviceIndex
+) -> dict[str, np.ndarray]:
+    """Every column of :func:`gemm_features` as a float64 array (numpy, whole columns at once),
+    from the checked query columns of :func:`gemm_query_arrays`."""
     dev = _device_columns(q["device_id"], devices)
     spec = {c: _lookup(q["dtype"], t) for c, t in _DTYPE_TABLES.items()}
     m, n, k, b = q["m"], q["n"], q["k"], q["batch"]
@@ -349,16 +361,23 @@ def gemm_features(queries: pl.DataFrame, devices: pl.DataFrame) -> pl.DataFrame:
     and ``bytes``. Raises :class:`UnknownGemmDeviceError` naming the first unknown device.
     A descriptor a device does not state gives NaN in the features that need it.
     """
-    return pl.DataFrame(_gemm_feature_arrays(queries, devices))
+    return pl.DataFrame(gemm_feature_arrays(gemm_query_arrays(queries), devices))
 
 
 def gemm_feature_matrix(
     queries: pl.DataFrame, devices: pl.DataFrame | DeviceIndex, *, device_features: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
     """(X, roofline_ms) as float arrays; NaN marks descriptors a device does not state."""
-    cols = _gemm_feature_arrays(queries, devices)
-    names = gemm_feature_names(device_features=device_features)
-    return np.column_stack([cols[c] for c in names]), cols["roofline_ms"]
+    cols = gemm_feature_arrays(gemm_query_arrays(queries), devices)
+    return stack_features(cols, gemm_feature_names(device_features=device_features)), cols["roofline_ms"]
+
+
+def stack_features(cols: dict[str, np.ndarray], names: list[str]) -> np.ndarray:
+    """The ``(rows, len(names))`` float64 matrix of the named columns of :func:`gemm_feature_arrays`."""
+    x = np.empty((len(cols["roofline_ms"]), len(names)))
+    for j, c in enumerate(names):
+        x[:, j] = cols[c]
+    return x
 
 
 def gemm_feature_names(*, device_features: bool = True) -> list[str]:
