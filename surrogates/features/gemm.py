@@ -236,6 +236,14 @@ _DTYPE_TABLES: dict[str, dict[str, float]] = {
     "peak_mult": {d: float(s[4]) for d, s in GEMM_DTYPE_SPECS.items()},
     "dtype_code": {d: float(c) for d, c in GEMM_DTYPE_CODES.items()},
 }
+#: the same tables as one matrix, a row per dtype (in GEMM_DTYPE_CODES order) and a last all-NaN row
+#: for an unknown dtype: one look-up per query instead of one per table
+_DTYPE_MATRIX = np.array(
+    [[_DTYPE_TABLES[c][d] for c in _DTYPE_TABLES] for d in GEMM_DTYPE_CODES] + [[np.nan] * len(_DTYPE_TABLES)]
+)
+_DTYPE_ROWS: dict[str, float] = {d: float(c) for d, c in GEMM_DTYPE_CODES.items()}
+_TILE_M = np.array([tm for tm, _ in GEMM_TILES], dtype=np.int64)
+_TILE_N = np.array([tn for _, tn in GEMM_TILES], dtype=np.int64)
 
 
 class DeviceIndex:
@@ -282,7 +290,9 @@ def gemm_feature_arrays(
     """Every column of :func:`gemm_features` as a float64 array (numpy, whole columns at once),
     from the checked query columns of :func:`gemm_query_arrays`."""
     dev = _device_columns(q["device_id"], devices)
-    spec = {c: _lookup(q["dtype"], t) for c, t in _DTYPE_TABLES.items()}
+    code = _lookup(q["dtype"], _DTYPE_ROWS)
+    table = _DTYPE_MATRIX[np.where(np.isnan(code), -1, code).astype(np.intp)]
+    spec = {c: table[:, j] for j, c in enumerate(_DTYPE_TABLES)}
     m, n, k, b = q["m"], q["n"], q["k"], q["batch"]
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         # linear shares its weight across the batch; gemm/bmm read one B per batch entry
@@ -306,13 +316,17 @@ def gemm_feature_arrays(
         mi = np.where(is_linear, m * b, m).astype(np.int64)
         ni = n.astype(np.int64)
         bt = np.where(is_linear, 1.0, b)
+        # every tile at once: (rows, tiles) arrays, column j for GEMM_TILES[j]
+        m_tiles, n_tiles = _ceil_div(mi[:, None], _TILE_M), _ceil_div(ni[:, None], _TILE_N)
+        tiles = (m_tiles * n_tiles).astype(np.float64) * bt[:, None]
+        w = np.ceil(tiles / sms[:, None])
+        log_w, wave_eff = np.log2(w), tiles / (w * sms[:, None])
+        tile_eff = (mi * n)[:, None] / (m_tiles * _TILE_M * n_tiles * _TILE_N)
         waves: dict[str, np.ndarray] = {}
-        for tm, tn in GEMM_TILES:
-            tiles = (_ceil_div(mi, tm) * _ceil_div(ni, tn)).astype(np.float64) * bt
-            w = np.ceil(tiles / sms)
-            waves[f"waves_{tm}x{tn}"] = np.log2(w)
-            waves[f"wave_eff_{tm}x{tn}"] = tiles / (w * sms)
-            waves[f"tile_eff_{tm}x{tn}"] = mi * n / (_ceil_div(mi, tm) * tm * _ceil_div(ni, tn) * tn)
+        for j, (tm, tn) in enumerate(GEMM_TILES):
+            waves[f"waves_{tm}x{tn}"] = log_w[:, j]
+            waves[f"wave_eff_{tm}x{tn}"] = wave_eff[:, j]
+            waves[f"tile_eff_{tm}x{tn}"] = tile_eff[:, j]
         l2 = dev["l2_mb"]
         layout_code = _lookup(q["layout"], {k_: float(v) for k_, v in GEMM_LAYOUT_CODES.items()})
         cols = {

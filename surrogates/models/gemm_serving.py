@@ -34,6 +34,8 @@ __all__ = ["FrozenGemm", "FrozenGemmRegressor", "GemmFrame", "GemmPrediction", "
 
 #: instance attribute holding the trained devices' DeviceIndex (rebuilt after unpickling)
 INDEX_ATTR = "_device_index_cache"
+#: instance attribute of a GemmFrame: whether the power model's features are the runtime model's
+SHARED_ATTR = "_power_shares_features_cache"
 
 
 def as_polars(X: Any) -> pl.DataFrame:
@@ -116,11 +118,16 @@ class GemmPrediction:
         x, _ = self._features(X, extra_devices)
         return self._log_values(x)
 
-    def _predict_arrays(self, q: dict[str, np.ndarray]) -> np.ndarray:
-        """:meth:`predict` of already checked query arrays on the trained devices."""
+    def _feature_columns(self, q: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """:func:`~.features.gemm.gemm_feature_arrays` of checked query arrays on the trained devices."""
         self._check_version()
-        cols = gemm_feature_arrays(q, self._device_table(None))
-        return self._values(*self._features_of(cols, q["device_id"]))
+        return gemm_feature_arrays(q, self._device_table(None))
+
+    def _predict_columns(self, cols: dict[str, np.ndarray], device_ids: np.ndarray) -> np.ndarray:
+        """:meth:`predict` from :meth:`_feature_columns` (computed by this model or one with the same
+        descriptors for these devices, see :meth:`GemmFrame._power_shares_features`)."""
+        self._check_version()
+        return self._values(*self._features_of(cols, device_ids))
 
 
 class GemmFrame:
@@ -145,21 +152,53 @@ class GemmFrame:
             raise ValueError(f"gemm queries miss column(s) {missing}")
         if extra_devices is not None and extra_devices.height:
             runtime, power = self._predict_with_extra(q, extra_devices)
-        else:  # the trained devices: the query columns are checked once for both models
+        else:  # the trained devices: queries checked and features built once for both models
             arrays = gemm_query_arrays(q)
-            runtime = self.runtime._predict_arrays(arrays)
+            ids = arrays["device_id"]
+            cols = self.runtime._feature_columns(arrays)
+            runtime = self.runtime._predict_columns(cols, ids)
             power = np.full(q.height, np.nan)
             if self.power is not None:
                 known = set(self.power.devices_)
-                mask = np.fromiter((d in known for d in arrays["device_id"]), bool, q.height)
-                if mask.all():
-                    power = self.power._predict_arrays(arrays)
+                mask = np.fromiter((d in known for d in ids), bool, q.height)
+                if mask.all() and self._power_shares_features():
+                    power = self.power._predict_columns(cols, ids)
                 elif mask.any():
-                    power[mask] = self.power._predict_arrays({k: v[mask] for k, v in arrays.items()})
+                    part = {k: v[mask] for k, v in arrays.items()}
+                    power[mask] = self.power._predict_columns(
+                        self.power._feature_columns(part), part["device_id"]
+                    )
         energy = power * runtime / 1000.0
         return pl.DataFrame(
-            {"runtime_ms": runtime, "power_w": _nan_to_null(power), "energy_j": _nan_to_null(energy)}
+            [
+                pl.Series("runtime_ms", runtime),
+                _nan_to_null("power_w", power),
+                _nan_to_null("energy_j", energy),
+            ]
         )
+
+    def _power_shares_features(self) -> bool:
+        """Whether every device of the power model has the runtime model's descriptors (as when both
+        were fitted on one devices table): then the runtime model's features serve both. Checked
+        once per instance."""
+        shared = self.__dict__.get(SHARED_ATTR)
+        if shared is None:
+            mine, theirs = self.power._device_table(None), self.runtime._device_table(None)
+            shared = all(
+                d in theirs.row
+                and all(
+                    np.array_equal(v[int(mine.row[d])], theirs.values[c][int(theirs.row[d])], equal_nan=True)
+                    for c, v in mine.values.items()
+                )
+                for d in mine.ids
+            )
+            self.__dict__[SHARED_ATTR] = shared
+        return shared
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop(SHARED_ATTR, None)
+        return state
 
     def _predict_with_extra(
         self, q: pl.DataFrame, extra_devices: pl.DataFrame
@@ -174,10 +213,9 @@ class GemmFrame:
         return runtime, power
 
 
-def _nan_to_null(values: np.ndarray) -> pl.Series:
+def _nan_to_null(name: str, values: np.ndarray) -> pl.Series:
     """A Float64 column with NaN as null (what the task's output frame states for "no value")."""
-    nan = np.isnan(values)
-    return pl.Series(values, dtype=pl.Float64, nan_to_null=True) if nan.any() else pl.Series(values)
+    return pl.Series(name, values, dtype=pl.Float64, nan_to_null=bool(np.isnan(values).any()))
 
 
 # --------------------------------------------------------------------------- frozen (no scikit-learn)

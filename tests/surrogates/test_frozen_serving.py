@@ -127,3 +127,19 @@ def test_a_frozen_model_without_a_full_loader_says_so_for_large_batches() -> Non
     assert served.predict_frame(rows.head(2)).height == 2
     with pytest.raises(RuntimeError, match="no full model"):
         served.predict_frame(rows.head(SMALL_BATCH_ROWS + 1))
+
+
+def test_power_reuses_the_runtime_features_only_where_its_device_descriptors_are_the_same() -> None:
+    from hwsurrogate.surrogates.models.gemm import GemmPyfunc, GemmRegressor
+
+    rows = gemm_rows("test/gpu-a", 150)
+    q = rows.head(3)
+    runtime = GemmRegressor(devices=devices_frame(), max_iter=20).fit(rows, rows["runtime_ms"])
+    other = devices_frame().with_columns(mem_bw_gbs=pl.col("mem_bw_gbs") * 2)  # other descriptors for gpu-a
+    for devices, shared in ((devices_frame(), True), (other, False)):
+        power = GemmRegressor(devices=devices, target="log", max_iter=20).fit(rows, rows["power_w"])
+        for model in (GemmPyfunc(runtime, power), freeze("gemm", GemmPyfunc(runtime, power)).frozen):
+            got = model.predict_frame(q)["power_w"].to_numpy()
+            x, _ = power._features(q)  # the power model's own features
+            np.testing.assert_allclose(got, np.exp(power.model_.predict(x)), rtol=1e-9)
+            assert model._power_shares_features() is shared
