@@ -47,6 +47,7 @@ def test_frozen_gemm_equals_sklearn_for_runtime_and_power_and_hands_large_batche
     assert calls == []  # small batches never load the full model
     big = rows.head(SMALL_BATCH_ROWS + 1)
     assert served.predict_frame(big).equals(model.predict_frame(big)) and calls == [1]
+    assert served.runtime is runtime and calls == [1]  # anything else is the full model's (loaded once)
     assert served.devices == model.devices and served.training_domain == model.training_domain
     with pytest.raises(ValueError, match="positive integer"):
         served.predict_frame(rows.head(1).with_columns(m=pl.lit(0)))
