@@ -9,13 +9,16 @@ typical threadblock tiles and dtype/op/layout codes. ``roofline_ms`` lets a mode
 raw-time tree cannot extrapolate).
 
 Everything is vectorised numpy over whole columns; models logged to MLflow call these functions
-inside ``predict``, so the service and the CLI never compute features themselves.
+inside ``predict``, so the service and the CLI never compute features themselves. The steps are
+public for the served models (:mod:`~hwsurrogate.surrogates.models.gemm_serving`), which check a
+query once and build its features once for both the runtime and the power model:
+:func:`gemm_query_arrays` (checked columns), :func:`gemm_feature_arrays` (every feature column),
+:func:`stack_features` (the matrix a model reads). pandas is imported only for batches over 8 rows.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import polars as pl
 
 from hwsurrogate.errors import UnknownDeviceError
@@ -102,7 +105,7 @@ class UnknownGemmDeviceError(UnknownDeviceError, ValueError):
     """A GEMM query names a device without descriptors (neither trained on nor adapted)."""
 
 
-def _gemm_query_arrays(queries: pl.DataFrame) -> dict[str, np.ndarray]:
+def gemm_query_arrays(queries: pl.DataFrame) -> dict[str, np.ndarray]:
     """Validated GEMM query columns as numpy arrays; ``ValueError`` naming the column and row.
 
     Dims come back as float64 holding whole numbers >= 1; strings as object arrays, an unstated
@@ -140,7 +143,7 @@ def _gemm_query_arrays(queries: pl.DataFrame) -> dict[str, np.ndarray]:
             )
         out[col] = v
     dev = _strings(queries.get_column("device_id"))
-    nulls = pd.isna(dev)
+    nulls = _nulls(dev)
     if nulls.any():
         raise ValueError(f"gemm queries: column 'device_id' is null in row {int(np.flatnonzero(nulls)[0])}")
     out["device_id"] = dev
@@ -148,10 +151,15 @@ def _gemm_query_arrays(queries: pl.DataFrame) -> dict[str, np.ndarray]:
     # in training rows and queries alike (only GPPerf states layouts; the others never do)
     if "layout" in queries.columns:
         layout = _strings(queries.get_column("layout"))
-        out["layout"] = np.where(pd.isna(layout), DEFAULT_LAYOUT, layout)
+        out["layout"] = np.where(_nulls(layout), DEFAULT_LAYOUT, layout)
     else:
         out["layout"] = np.full(n_rows, DEFAULT_LAYOUT, dtype=object)
     return out
+
+
+def _nulls(values: np.ndarray) -> np.ndarray:
+    """Which entries of an object array of str/None are None."""
+    return np.equal(values, None)
 
 
 def _strings(s: pl.Series) -> np.ndarray:
@@ -167,14 +175,16 @@ def _lookup(values: np.ndarray, table: dict[str, float]) -> np.ndarray:
         return np.array(
             [table.get(v, np.nan) if isinstance(v, str) else np.nan for v in values], dtype=np.float64
         )
-    codes, uniques = pd.factorize(values)  # hashing: microseconds for one row, ms for 100k
+    import pandas as pd
+
+    codes, uniques = pd.factorize(values)  # hashing: ms for 100k rows
     mapped = np.array([table.get(u, np.nan) for u in uniques] + [np.nan], dtype=np.float64)
     return mapped[codes]  # code -1 (null) takes the trailing NaN
 
 
 def check_gemm_queries(queries: pl.DataFrame) -> pl.DataFrame:
     """Validate and normalise GEMM queries; raise ``ValueError`` naming the column and value."""
-    a = _gemm_query_arrays(queries)
+    a = gemm_query_arrays(queries)
     return pl.DataFrame(
         {
             "device_id": pl.Series(a["device_id"], dtype=pl.String),
@@ -226,6 +236,14 @@ _DTYPE_TABLES: dict[str, dict[str, float]] = {
     "peak_mult": {d: float(s[4]) for d, s in GEMM_DTYPE_SPECS.items()},
     "dtype_code": {d: float(c) for d, c in GEMM_DTYPE_CODES.items()},
 }
+#: the same tables as one matrix, a row per dtype (in GEMM_DTYPE_CODES order) and a last all-NaN row
+#: for an unknown dtype: one look-up per query instead of one per table
+_DTYPE_MATRIX = np.array(
+    [[_DTYPE_TABLES[c][d] for c in _DTYPE_TABLES] for d in GEMM_DTYPE_CODES] + [[np.nan] * len(_DTYPE_TABLES)]
+)
+_DTYPE_ROWS: dict[str, float] = {d: float(c) for d, c in GEMM_DTYPE_CODES.items()}
+_TILE_M = np.array([tm for tm, _ in GEMM_TILES], dtype=np.int64)
+_TILE_N = np.array([tn for _, tn in GEMM_TILES], dtype=np.int64)
 
 
 class DeviceIndex:
@@ -266,11 +284,15 @@ def alignment_bits(x: np.ndarray, max_bits: int = GEMM_MAX_ALIGN_BITS) -> np.nda
     return np.minimum(np.log2(low.astype(np.float64)), float(max_bits))
 
 
-def _gemm_feature_arrays(queries: pl.DataFrame, devices: pl.DataFrame | DeviceIndex) -> dict[str, np.ndarray]:
-    """Every column of :func:`gemm_features` as a float64 array (numpy, whole columns at once)."""
-    q = _gemm_query_arrays(queries)
+def gemm_feature_arrays(
+    q: dict[str, np.ndarray], devices: pl.DataFrame | DeviceIndex
+) -> dict[str, np.ndarray]:
+    """Every column of :func:`gemm_features` as a float64 array (numpy, whole columns at once),
+    from the checked query columns of :func:`gemm_query_arrays`."""
     dev = _device_columns(q["device_id"], devices)
-    spec = {c: _lookup(q["dtype"], t) for c, t in _DTYPE_TABLES.items()}
+    code = _lookup(q["dtype"], _DTYPE_ROWS)
+    table = _DTYPE_MATRIX[np.where(np.isnan(code), -1, code).astype(np.intp)]
+    spec = {c: table[:, j] for j, c in enumerate(_DTYPE_TABLES)}
     m, n, k, b = q["m"], q["n"], q["k"], q["batch"]
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         # linear shares its weight across the batch; gemm/bmm read one B per batch entry
@@ -294,13 +316,17 @@ def _gemm_feature_arrays(queries: pl.DataFrame, devices: pl.DataFrame | DeviceIn
         mi = np.where(is_linear, m * b, m).astype(np.int64)
         ni = n.astype(np.int64)
         bt = np.where(is_linear, 1.0, b)
+        # every tile at once: (rows, tiles) arrays, column j for GEMM_TILES[j]
+        m_tiles, n_tiles = _ceil_div(mi[:, None], _TILE_M), _ceil_div(ni[:, None], _TILE_N)
+        tiles = (m_tiles * n_tiles).astype(np.float64) * bt[:, None]
+        w = np.ceil(tiles / sms[:, None])
+        log_w, wave_eff = np.log2(w), tiles / (w * sms[:, None])
+        tile_eff = (mi * n)[:, None] / (m_tiles * _TILE_M * n_tiles * _TILE_N)
         waves: dict[str, np.ndarray] = {}
-        for tm, tn in GEMM_TILES:
-            tiles = (_ceil_div(mi, tm) * _ceil_div(ni, tn)).astype(np.float64) * bt
-            w = np.ceil(tiles / sms)
-            waves[f"waves_{tm}x{tn}"] = np.log2(w)
-            waves[f"wave_eff_{tm}x{tn}"] = tiles / (w * sms)
-            waves[f"tile_eff_{tm}x{tn}"] = mi * n / (_ceil_div(mi, tm) * tm * _ceil_div(ni, tn) * tn)
+        for j, (tm, tn) in enumerate(GEMM_TILES):
+            waves[f"waves_{tm}x{tn}"] = log_w[:, j]
+            waves[f"wave_eff_{tm}x{tn}"] = wave_eff[:, j]
+            waves[f"tile_eff_{tm}x{tn}"] = tile_eff[:, j]
         l2 = dev["l2_mb"]
         layout_code = _lookup(q["layout"], {k_: float(v) for k_, v in GEMM_LAYOUT_CODES.items()})
         cols = {
@@ -349,16 +375,23 @@ def gemm_features(queries: pl.DataFrame, devices: pl.DataFrame) -> pl.DataFrame:
     and ``bytes``. Raises :class:`UnknownGemmDeviceError` naming the first unknown device.
     A descriptor a device does not state gives NaN in the features that need it.
     """
-    return pl.DataFrame(_gemm_feature_arrays(queries, devices))
+    return pl.DataFrame(gemm_feature_arrays(gemm_query_arrays(queries), devices))
 
 
 def gemm_feature_matrix(
     queries: pl.DataFrame, devices: pl.DataFrame | DeviceIndex, *, device_features: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
     """(X, roofline_ms) as float arrays; NaN marks descriptors a device does not state."""
-    cols = _gemm_feature_arrays(queries, devices)
-    names = gemm_feature_names(device_features=device_features)
-    return np.column_stack([cols[c] for c in names]), cols["roofline_ms"]
+    cols = gemm_feature_arrays(gemm_query_arrays(queries), devices)
+    return stack_features(cols, gemm_feature_names(device_features=device_features)), cols["roofline_ms"]
+
+
+def stack_features(cols: dict[str, np.ndarray], names: list[str]) -> np.ndarray:
+    """The ``(rows, len(names))`` float64 matrix of the named columns of :func:`gemm_feature_arrays`."""
+    x = np.empty((len(cols["roofline_ms"]), len(names)))
+    for j, c in enumerate(names):
+        x[:, j] = cols[c]
+    return x
 
 
 def gemm_feature_names(*, device_features: bool = True) -> list[str]:

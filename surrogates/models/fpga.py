@@ -26,15 +26,32 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from hwsurrogate.progress import step, track
-from hwsurrogate.surrogates.api import NOTE_COLUMN, OUTPUTS
 from hwsurrogate.surrogates.domain import record_domain
-from hwsurrogate.surrogates.features.hls4ml import hls4ml_features
-from hwsurrogate.surrogates.features.hlsyn import hlsyn_features
-from hwsurrogate.surrogates.models.gemm import as_polars
+from hwsurrogate.surrogates.models.fpga_serving import (
+    HLS4ML_TARGETS,
+    HLSYN_TARGETS,
+    U200_CAPACITY,
+    FpgaFrame,
+    FpgaPrediction,
+    as_polars,
+    physically_consistent,
+)
 from hwsurrogate.surrogates.models.tree_serving import ServesTrees
 
-HLS4ML_TARGETS: tuple[str, ...] = ("lut", "ff", "dsp", "bram", "cycles", "ii")
-HLSYN_TARGETS: tuple[str, ...] = ("perf", "util_lut", "util_ff", "util_dsp", "util_bram")
+__all__ = [
+    "HLS4ML_TARGETS",
+    "HLSYN_TARGETS",
+    "HLSYN_TREE_PARAMS",
+    "U200_CAPACITY",
+    "FpgaPyfunc",
+    "FpgaRegressor",
+    "LogTreeEnsemble",
+    "fit_validity_classifier",
+    "hlsyn_reported_targets",
+    "hlsyn_targets",
+    "physically_consistent",
+]
+
 #: tree settings for HLSyn, chosen on GroupKFold(5) over the training kernels (summed RMSE v18/v20):
 #: leaf >= 20 / 31 leaves / 300 it 2.958/2.532, leaf >= 50 / 15 / 300 2.940/2.475,
 #: leaf >= 100 / 15 leaves / 150 it 2.948/2.353 (kept; also the cheapest).
@@ -43,8 +60,6 @@ HLSYN_TREE_PARAMS: dict[str, float | int] = {
     "max_leaf_nodes": 15,
     "learning_rate": 0.05,
 }
-#: Alveo U200 capacities (HLSyn/HARP device): LUT, FF, DSP, BRAM_18K.
-U200_CAPACITY: dict[str, float] = {"lut": 1_182_240.0, "ff": 2_364_480.0, "dsp": 6_840.0, "bram": 4_320.0}
 
 
 def hlsyn_targets(frame: pl.DataFrame) -> pl.DataFrame:
@@ -74,7 +89,7 @@ def hlsyn_reported_targets(frame: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-class FpgaRegressor(ServesTrees, RegressorMixin, BaseEstimator):
+class FpgaRegressor(FpgaPrediction, ServesTrees, RegressorMixin, BaseEstimator):
     """One gradient-boosted tree per target on FPGA design features.
 
     Parameters
@@ -137,36 +152,6 @@ class FpgaRegressor(ServesTrees, RegressorMixin, BaseEstimator):
         self.min_samples_leaf = min_samples_leaf
         self.random_state = random_state
 
-    def _kernel_graphs(self) -> dict | None:
-        if self.kind != "hlsyn" or self.graphs is None or not self.graphs.height:
-            return None
-        from hwsurrogate.surrogates.features.program_graphs import kernel_graphs
-
-        return kernel_graphs(self.graphs)
-
-    def _perf_base(self, x: np.ndarray) -> np.ndarray:
-        from hwsurrogate.surrogates.features.program_graphs import LOOP_FEATURES
-
-        col = self.n_features_in_ - len(LOOP_FEATURES) + LOOP_FEATURES.index("lp_log2_seq_iters")
-        return -0.5 * np.nan_to_num(x[:, col], nan=0.0)
-
-    def _physics_on(self, target: str) -> bool:
-        return (
-            bool(self.physics) and self.kind == "hlsyn" and (target == "perf" or target.startswith("util_"))
-        )
-
-    def _features(self, X: Any) -> np.ndarray:
-        q = as_polars(X)
-        if self.kind == "hls4ml":
-            f = hls4ml_features(q, parts=getattr(self, "parts_", ()))
-        else:
-            f = hlsyn_features(q, getattr(self, "graph_stats_", None), self._kernel_graphs())
-        x = f.to_numpy().astype(np.float64)
-        empty = getattr(self, "empty_features_", None)
-        if empty is not None:
-            x[:, empty] = 0.0  # all-NaN at training (sklearn cannot bin them): a constant
-        return x
-
     def fit(self, X: Any, y: Any) -> FpgaRegressor:
         self._validate_params()
         q = as_polars(X)
@@ -225,18 +210,13 @@ class FpgaRegressor(ServesTrees, RegressorMixin, BaseEstimator):
         self.n_features_in_ = x.shape[1]
         return self
 
+    def _target_values(self, target: str, x: np.ndarray) -> np.ndarray | None:
+        m = self.models_[target]
+        return None if m is None else self.predict_trees(m, x)
+
     def predict(self, X: Any) -> np.ndarray:
         check_is_fitted(self)
-        x = self._features(X)
-        out = np.full((x.shape[0], len(self.targets)), np.nan)
-        for j, t in enumerate(self.targets):
-            m = self.models_[t]
-            if m is not None:
-                z = self.predict_trees(m, x)
-                out[:, j] = np.expm1(z) if self.log_target else z
-                if self._physics_on(t):
-                    out[:, j] = z + self._perf_base(x) if t == "perf" else np.clip(2.0**z - 0.01, 0, None)
-        return out
+        return self._predict(X)
 
 
 class LogTreeEnsemble(ServesTrees, RegressorMixin, BaseEstimator):
@@ -309,38 +289,7 @@ class LogTreeEnsemble(ServesTrees, RegressorMixin, BaseEstimator):
         return np.exp((self.predict_trees(self.gbt_, x) + self.predict_trees(self.forest_, x)) / 2)
 
 
-def physically_consistent(
-    out: dict[str, np.ndarray], bram_unit: str | None
-) -> tuple[dict[str, np.ndarray], list[str]]:
-    """hls4ml outputs as a report states them, with a note per row where a value was changed.
-
-    LUT, FF, DSP, cycles and II are whole numbers; BRAM is a whole number of the report's blocks
-    (``bram36k`` reports count an 18K half as 0.5); II is at least 1 and at most ``cycles + 1``
-    (a design that is not pipelined accepts a new input one cycle after it finishes: HLS reports
-    ``interval = latency + 1``, as 91 of the 1,016 wa-hls4ml training rows do).
-    """
-    out = {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
-    n = len(next(iter(out.values()))) if out else 0
-    notes = [""] * n
-    for col in ("lut", "ff", "dsp", "cycles", "ii"):
-        if col in out:
-            out[col] = np.rint(out[col])
-    if "bram" in out:
-        out["bram"] = np.rint(out["bram"] * 2) / 2 if bram_unit == "bram36k" else np.rint(out["bram"])
-    if "ii" in out:
-        out["ii"] = np.maximum(out["ii"], 1.0)
-    if "ii" in out and "cycles" in out:
-        limit = out["cycles"] + 1
-        over = np.flatnonzero(np.isfinite(limit) & (out["ii"] > limit))
-        for i in over:
-            notes[i] = (
-                f"ii {out['ii'][i]:.0f} clipped to cycles + 1 = {limit[i]:.0f} (an interval never exceeds the latency + 1)"
-            )
-        out["ii"] = np.where(np.isfinite(limit), np.minimum(out["ii"], limit), out["ii"])
-    return out, notes
-
-
-class FpgaPyfunc(ServesTrees):
+class FpgaPyfunc(FpgaFrame, ServesTrees):
     """The served model of ``fpga-hls4ml`` / ``fpga-hlsyn``: queries in, the task's outputs out.
 
     hls4ml outputs are made physically consistent (:func:`physically_consistent`); rows where a
@@ -352,35 +301,8 @@ class FpgaPyfunc(ServesTrees):
         self.regressor = regressor
         self.classifier = classifier
 
-    @property
-    def training_domain(self) -> dict[str, Any] | None:
-        """The regressor's training domain; None for models fitted before domains were recorded."""
-        return getattr(self.regressor, "training_domain_", None)
-
-    def predict_frame(self, queries: Any) -> pl.DataFrame:
-        q = as_polars(queries)
-        pred = self.regressor.predict(q)
-        cols = dict(zip(self.regressor.targets, pred.T, strict=True))
-        if self.task == "fpga-hlsyn":
-            out = {
-                "cycles": 1e7 / np.power(2.0, 2.0 * cols["perf"]),
-                **{r: np.clip(cols[f"util_{r}"], 0, None) * cap for r, cap in U200_CAPACITY.items()},
-            }
-            if self.classifier is not None:
-                x = self.regressor._features(q)
-                out["valid_prob"] = self.positive_proba_trees(self.classifier, x)
-            notes: list[str] = []
-        else:
-            out = {t: np.clip(cols[t], 0, None) for t in self.regressor.targets}
-            out, notes = physically_consistent(out, getattr(self.regressor, "bram_unit_", None))
-        frame = pl.DataFrame({k: np.asarray(v, dtype=np.float64) for k, v in out.items()})
-        for c in OUTPUTS[self.task]:
-            if c not in frame.columns:
-                frame = frame.with_columns(pl.lit(None, dtype=pl.Float64).alias(c))
-        frame = frame.select(OUTPUTS[self.task]).with_columns(pl.all().fill_nan(None))
-        if any(notes):
-            frame = frame.with_columns(pl.Series(NOTE_COLUMN, [n or None for n in notes], dtype=pl.String))
-        return frame
+    def _valid_prob(self, x: np.ndarray) -> np.ndarray:
+        return self.positive_proba_trees(self.classifier, x)
 
 
 def fit_validity_classifier(

@@ -22,7 +22,6 @@ from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import polars as pl
 from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.ensemble import HistGradientBoostingRegressor
@@ -32,30 +31,16 @@ from sklearn.utils.validation import check_is_fitted
 from hwsurrogate.surrogates.domain import record_domain
 from hwsurrogate.surrogates.features.gemm import (
     GEMM_FEATURE_VERSION,
-    GEMM_QUERY_COLUMNS,
-    DeviceIndex,
     device_table,
-    gemm_feature_matrix,
     gemm_feature_names,
 )
+from hwsurrogate.surrogates.models.gemm_serving import INDEX_ATTR, GemmFrame, GemmPrediction, as_polars
 from hwsurrogate.surrogates.models.tree_serving import ServesTrees
 
-#: instance attribute holding the trained devices' DeviceIndex (rebuilt after unpickling)
-_INDEX_ATTR = "_device_index_cache"
+__all__ = ["GemmPyfunc", "GemmRegressor", "as_polars", "power_rows"]
 
 
-def as_polars(X: Any) -> pl.DataFrame:
-    """Accept polars, pandas or a list of dicts as a query frame."""
-    if isinstance(X, pl.DataFrame):
-        return X
-    if isinstance(X, pd.DataFrame):
-        return pl.from_pandas(X)
-    if isinstance(X, (list, dict)):
-        return pl.DataFrame(X)
-    raise TypeError(f"queries must be a polars or pandas DataFrame, got {type(X).__name__}")
-
-
-class GemmRegressor(ServesTrees, RegressorMixin, BaseEstimator):
+class GemmRegressor(GemmPrediction, ServesTrees, RegressorMixin, BaseEstimator):
     """Histogram gradient-boosted trees on analytical GEMM features.
 
     Parameters
@@ -106,39 +91,8 @@ class GemmRegressor(ServesTrees, RegressorMixin, BaseEstimator):
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
-        state.pop(_INDEX_ATTR, None)
+        state.pop(INDEX_ATTR, None)
         return state
-
-    def _features(self, X: Any, extra_devices: pl.DataFrame | None = None) -> tuple[np.ndarray, np.ndarray]:
-        fitted_with = getattr(self, "feature_version_", 1)
-        if fitted_with != GEMM_FEATURE_VERSION:
-            raise ValueError(
-                f"this GEMM model was fitted with feature pipeline v{fitted_with}; the installed "
-                f"pipeline is v{GEMM_FEATURE_VERSION}: retrain it (`hws train gemm`)"
-            )
-        if extra_devices is not None and extra_devices.height:
-            extra = device_table(extra_devices)
-            table: pl.DataFrame | DeviceIndex = pl.concat(
-                [self.device_table_.filter(~pl.col("device_id").is_in(extra["device_id"].to_list())), extra]
-            )
-        else:  # the trained devices: indexed once per instance (left out of pickles)
-            table = self.__dict__.get(_INDEX_ATTR) or self.__dict__.setdefault(
-                _INDEX_ATTR, DeviceIndex(self.device_table_)
-            )
-        x, roof = gemm_feature_matrix(as_polars(X), table, device_features=self.device_features)
-        empty = getattr(self, "empty_features_", None)
-        if empty is not None and len(empty):
-            x[:, empty] = (
-                0.0  # descriptors no training device states: a constant (sklearn cannot bin all-NaN)
-            )
-        if self.target == "roofline_ratio" and not np.isfinite(roof).all():
-            q = as_polars(X)
-            bad = q["device_id"].cast(pl.String)[int(np.flatnonzero(~np.isfinite(roof))[0])]
-            raise ValueError(
-                f"device {bad!r} lacks the peak_fp32_gflops/peak_fp16_gflops and mem_bw_gbs descriptors "
-                "that the roofline-ratio target needs"
-            )
-        return x, roof
 
     def fit(self, X: Any, y: Any) -> GemmRegressor:
         self._validate_params()
@@ -156,7 +110,7 @@ class GemmRegressor(ServesTrees, RegressorMixin, BaseEstimator):
             raise ValueError(f"y must be > 0 (log target); {int((y <= 0).sum())} values are <= 0")
         used = q["device_id"].cast(pl.String).unique()
         self.device_table_ = device_table(self.devices).filter(pl.col("device_id").is_in(used.to_list()))
-        self.__dict__.pop(_INDEX_ATTR, None)
+        self.__dict__.pop(INDEX_ATTR, None)
         self.empty_features_ = None
         self.feature_version_ = GEMM_FEATURE_VERSION
         x, roof = self._features(q)
@@ -178,18 +132,18 @@ class GemmRegressor(ServesTrees, RegressorMixin, BaseEstimator):
         self.training_domain_ = record_domain("gemm", q)
         return self
 
+    def _log_values(self, x: np.ndarray) -> np.ndarray:
+        return self.predict_trees(self.model_, x)
+
     def predict(self, X: Any, *, extra_devices: pl.DataFrame | None = None) -> np.ndarray:
         """Predicted values in the target's unit; ``extra_devices`` adds descriptors of adapted devices."""
         check_is_fitted(self)
-        x, roof = self._features(X, extra_devices)
-        z = self.predict_trees(self.model_, x)
-        return np.exp(z) * roof if self.target == "roofline_ratio" else np.exp(z)
+        return super().predict(X, extra_devices=extra_devices)
 
     def predict_log_ratio(self, X: Any, *, extra_devices: pl.DataFrame | None = None) -> np.ndarray:
         """The fitted log-space value (log utilisation ratio or log value) before exponentiation."""
         check_is_fitted(self)
-        x, _ = self._features(X, extra_devices)
-        return self.predict_trees(self.model_, x)
+        return super().predict_log_ratio(X, extra_devices=extra_devices)
 
 
 def power_rows(frame: pl.DataFrame) -> pl.DataFrame:
@@ -202,41 +156,14 @@ def power_rows(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.filter(keep)
 
 
-class GemmPyfunc:
+class GemmPyfunc(GemmFrame):
     """The ``gemm`` task's model: ``predict_frame(queries) -> runtime_ms, power_w, energy_j``.
 
     Logged to MLflow by :func:`~hwsurrogate.surrogates.registry.pyfunc.log_gemm_model`; usable
-    directly too (``hws adapt --task gemm`` keeps it pickled).
+    directly too (``hws adapt --task gemm`` keeps it pickled). ``predict_frame``, ``devices`` and
+    ``training_domain`` come from :class:`~.gemm_serving.GemmFrame`.
     """
 
     def __init__(self, runtime: GemmRegressor, power: GemmRegressor | None = None) -> None:
         self.runtime = runtime
         self.power = power
-
-    @property
-    def devices(self) -> list[str]:
-        return list(self.runtime.devices_)
-
-    @property
-    def training_domain(self) -> dict[str, Any] | None:
-        """The runtime model's training domain; None for models fitted before domains were recorded."""
-        return getattr(self.runtime, "training_domain_", None)
-
-    def predict_frame(self, queries: Any, *, extra_devices: pl.DataFrame | None = None) -> pl.DataFrame:
-        q = as_polars(queries)
-        missing = [c for c in GEMM_QUERY_COLUMNS if c not in q.columns and c not in ("layout", "batch")]
-        if missing:
-            raise ValueError(f"gemm queries miss column(s) {missing}")
-        runtime = self.runtime.predict(q, extra_devices=extra_devices)
-        power = np.full(q.height, np.nan)
-        if self.power is not None:
-            known = set(self.power.devices_) | (
-                set(extra_devices["device_id"].to_list()) if extra_devices is not None else set()
-            )
-            mask = q["device_id"].cast(pl.String).is_in(list(known)).to_numpy()
-            if mask.any():
-                power[mask] = self.power.predict(q.filter(pl.Series(mask)), extra_devices=extra_devices)
-        energy = power * runtime / 1000.0
-        return pl.DataFrame({"runtime_ms": runtime, "power_w": power, "energy_j": energy}).with_columns(
-            pl.col("power_w", "energy_j").fill_nan(None)
-        )

@@ -23,6 +23,7 @@ from threadpoolctl import threadpool_limits
 
 from hwsurrogate.surrogates.features import nas as graphs
 from hwsurrogate.surrogates.models import tree_serving
+from hwsurrogate.surrogates.models.latency_serving import PerDeviceLatency
 from hwsurrogate.surrogates.models.tree_serving import ServesTrees
 
 __all__ = ["LatencyTreeRegressor", "MultiDeviceLatencyTrees"]
@@ -117,8 +118,9 @@ class LatencyTreeRegressor(ServesTrees, RegressorMixin, BaseEstimator):
             return self.regressor_.predict(features)
 
 
-class MultiDeviceLatencyTrees:
-    """One :class:`LatencyTreeRegressor` per device of one space."""
+class MultiDeviceLatencyTrees(PerDeviceLatency):
+    """One :class:`LatencyTreeRegressor` per device of one space (``predict`` from
+    :class:`~.latency_serving.PerDeviceLatency`)."""
 
     def __init__(self, space: str, template: LatencyTreeRegressor | None = None) -> None:
         self.space = graphs.check_space(space)
@@ -171,19 +173,11 @@ class MultiDeviceLatencyTrees:
                 out[:, j] = np.exp(model.predict_log(features))
         return out
 
+    def _log_latency(self, device: str, features: np.ndarray) -> np.ndarray:
+        return self.models_[device].predict_log(features)
+
     def predict(self, arch_keys: Sequence[str], device_ids: Sequence[str]) -> np.ndarray:
         """Latency in ms of ``arch_keys[i]`` on ``device_ids[i]`` (features computed once)."""
         if not hasattr(self, "models_"):
             raise RuntimeError("MultiDeviceLatencyTrees is not fitted; call fit() first")
-        devices = np.asarray(device_ids, dtype=object)
-        unknown = sorted(set(devices.tolist()) - set(self.models_))
-        if unknown:
-            raise ValueError(f"unknown device_id {unknown[0]!r} for space {self.space!r}")
-        out = np.empty(len(arch_keys), dtype=np.float64)
-        if len(arch_keys) == 0:
-            return out
-        features = graphs.arch_vectors(self.space, list(arch_keys))
-        for device in np.unique(devices):
-            rows = np.flatnonzero(devices == device)
-            out[rows] = np.exp(self.models_[str(device)].predict_log(features[rows]))
-        return out
+        return super().predict(arch_keys, device_ids)

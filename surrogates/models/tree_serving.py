@@ -19,6 +19,11 @@ last bits, measured <= 2.3e-15 relative; ``tests/surrogates/test_tree_serving.py
 treelite model lazily on the first small batch and keeps it on the instance, excluded from
 pickling (a treelite model does not pickle): registered MLflow models and the local pickle
 cache hold only the scikit-learn trees, and pickles made before this module load unchanged.
+
+:class:`FrozenTrees` is a fitted tree model without scikit-learn: its treelite checkpoint
+(``treelite.Model.serialize_bytes``) and feature count, answering through GTIL at any batch size.
+The scikit-learn-free served copies of :mod:`.frozen` hold them, so a one-off ``hws predict``
+never imports scikit-learn. This module imports neither scikit-learn nor treelite at import.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import numpy as np
 
 __all__ = [
     "SMALL_BATCH_ROWS",
+    "FrozenTrees",
     "ServesTrees",
     "positive_proba_trees",
     "predict_trees",
@@ -94,9 +100,14 @@ def _gtil(model: Any, x: np.ndarray, cache: dict | None, max_rows: int | None) -
         entry = (model, trees, to_treelite(model))
         if cache is not None:
             cache[key] = entry
+    return _gtil_rows(entry[2], x)
+
+
+def _gtil_rows(tl: Any, x: np.ndarray) -> np.ndarray:
+    """One thread of treelite's GTIL on a float64 feature matrix: one value per row."""
     import treelite.gtil
 
-    return treelite.gtil.predict(entry[2], np.ascontiguousarray(x), nthread=1).reshape(x.shape[0])
+    return treelite.gtil.predict(tl, np.ascontiguousarray(x), nthread=1).reshape(x.shape[0])
 
 
 def predict_trees(
@@ -157,3 +168,51 @@ class ServesTrees:
         state = dict(parent() if parent is not None else self.__dict__)
         state.pop(CACHE_ATTR, None)
         return state
+
+
+class FrozenTrees:
+    """A fitted tree regressor (or binary classifier's positive probability) as a treelite checkpoint.
+
+    ``predict(x)`` equals the scikit-learn model's ``predict(x)`` (``predict_proba(x)[:, 1]``) to
+    1e-9 relative, through GTIL on one thread, without importing scikit-learn. Pickles as the
+    checkpoint bytes (``treelite.Model.serialize_bytes``); the treelite model is rebuilt
+    (``deserialize_bytes``) on the first prediction after unpickling.
+    """
+
+    __slots__ = ("_model", "checkpoint", "n_features")
+
+    def __init__(self, checkpoint: bytes, n_features: int) -> None:
+        self.checkpoint = checkpoint
+        self.n_features = int(n_features)
+        self._model: Any = None
+
+    @classmethod
+    def of(cls, model: Any) -> FrozenTrees | None:
+        """The frozen form of a fitted scikit-learn tree model, or None where treelite cannot import it
+        exactly (:func:`servable`) or it is a classifier with more than two classes."""
+        if model is None or not servable(model):
+            return None
+        if hasattr(model, "classes_") and len(model.classes_) != 2:
+            return None
+        return cls(to_treelite(model).serialize_bytes(), model.n_features_in_)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """One value per row of the float64 feature matrix ``x``."""
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != self.n_features:
+            raise ValueError(f"X has shape {x.shape}; these trees take (n, {self.n_features})")
+        if x.shape[0] == 0:
+            return np.empty(0)
+        if self._model is None:
+            import treelite
+
+            self._model = treelite.Model.deserialize_bytes(self.checkpoint)
+        return _gtil_rows(self._model, x)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"checkpoint": self.checkpoint, "n_features": self.n_features}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.checkpoint = state["checkpoint"]
+        self.n_features = int(state["n_features"])
+        self._model = None

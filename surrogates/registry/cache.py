@@ -42,6 +42,8 @@ __all__ = [
 ]
 
 CHAMPION_FILE = "champion.json"
+#: suffix of the scikit-learn-free form of a served copy (``<key>.frozen.pkl`` beside ``<key>.pkl``)
+FROZEN_SUFFIX = ".frozen.pkl"
 
 
 def store_root(root: str | os.PathLike[str] | None = None) -> Path:
@@ -238,13 +240,13 @@ def load_served(
     pointer = cache.ref(ref) if stamp is not None else None
     if pointer is not None and pointer["stamp"] == stamp:
         try:
-            return cache.load(pointer["key"]).predictor()
+            return _served_copy(cache, pointer["key"]).predictor()
         except (OSError, EOFError, AttributeError, ImportError, pickle.UnpicklingError):
             pass  # a damaged or outdated copy: resolve through MLflow below
     mv = loading.resolve_version(task, alias=alias, version=version)
     key = f"{mv.name}-v{mv.version}-{mv.run_id}"
     try:
-        entry = cache.load(key)
+        entry = _served_copy(cache, key)
     except (OSError, EOFError, AttributeError, ImportError, pickle.UnpicklingError):
         loaded = loading.load_predictor(task, version=mv.version)
         entry = _entry(loaded, str(mv.run_id))
@@ -254,12 +256,58 @@ def load_served(
             cache.export(entry, key)
         except OSError:
             return loaded
+        _write_frozen(cache, key, entry)
     if stamp is not None:
         try:
             cache.set_ref(ref, key, stamp)
         except OSError:
             pass
     return entry.predictor()
+
+
+def frozen_path(cache: LocalModelCache, key: str) -> Path:
+    """Where the scikit-learn-free form of the copy under ``key`` lives (beside it)."""
+    path = cache.path(key)
+    return path.with_name(path.name[: -len(cache.suffix)] + FROZEN_SUFFIX)
+
+
+def _served_copy(cache: LocalModelCache, key: str) -> ServedEntry:
+    """The copy under ``key``: its frozen form (:mod:`~..models.frozen`) when one is beside it,
+    else the full copy, whose frozen form is then written for the next call.
+
+    The frozen form is used only next to its full copy (which it loads for large batches); a
+    missing, damaged or other-format frozen file is ignored (any error), never trusted.
+    """
+    if key in cache._loaded or not cache.path(key).is_file():
+        return cache.load(key)  # in memory already, or fetched/refused as before
+    try:
+        entry = _read_pickle(frozen_path(cache, key))
+        from hwsurrogate.surrogates.models.frozen import FROZEN_FORMAT, FrozenServed
+
+        model = entry.model
+        if isinstance(entry, ServedEntry) and isinstance(model, FrozenServed) and model.format == FROZEN_FORMAT:
+            model.attach(lambda: cache.load(key).model)
+            return entry
+    except Exception:  # noqa: BLE001 - missing, damaged, other format: use the full copy, freeze it again
+        pass
+    entry = cache.load(key)
+    _write_frozen(cache, key, entry)
+    return entry
+
+
+def _write_frozen(cache: LocalModelCache, key: str, entry: ServedEntry) -> None:
+    """Write the frozen form of ``entry`` beside its copy (nothing when the model has none)."""
+    from hwsurrogate.surrogates.models.frozen import freeze
+
+    try:
+        frozen = freeze(entry.task, entry.model)
+        if frozen is not None:
+            _write_pickle(
+                ServedEntry(entry.task, entry.name, entry.version, entry.run_id, entry.metrics, frozen),
+                frozen_path(cache, key),
+            )
+    except Exception:  # noqa: BLE001 - a frozen form only makes later calls faster, never different
+        pass
 
 
 # --------------------------------------------------------------------------- the GEMM champion

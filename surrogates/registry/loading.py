@@ -12,7 +12,7 @@ for the alias is known to be current (see :func:`.cache.tracking_stamp`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,12 +21,14 @@ import polars as pl
 
 from hwsurrogate.errors import HwSurrogateError
 from hwsurrogate.surrogates.api import INPUTS, MODEL_NAMES, NOTE_COLUMN, OUTPUTS
+from hwsurrogate.surrogates.models.latency_serving import latency_frame, latency_ms, latency_training_domain
 from hwsurrogate.surrogates.registry.tracking import CHAMPION, configure_mlflow
 
 __all__ = [
     "LatencyModels",
     "LoadedPredictor",
     "ModelNotFoundError",
+    "latency_training_domain",
     "load_predictor",
     "model_uri",
     "native_model",
@@ -154,46 +156,14 @@ def load_predictor(
 # --------------------------------------------------------------------------- the local copy
 
 
-def latency_training_domain(devices: Mapping[str, Sequence[str]]) -> dict[str, Any]:
-    """Device and space: the devices each space's model was fitted on (other queries are refused)."""
-    regions: dict[str, dict[str, Any]] = {d: {"space": {"values": []}} for devs in devices.values() for d in devs}
-    for space, devs in devices.items():
-        for d in devs:
-            regions[d]["space"]["values"].append(space)
-    return {"task": "latency", "by": "device_id", "regions": dict(sorted(regions.items()))}
-
-
 def predict_latency_frame(models: Mapping[str, Any], queries: Any) -> Any:
     """``latency_ms`` (pandas) for a pandas frame of device_id, space, arch_key, per space's model.
 
-    The latency pyfunc's ``predict_frame`` and :class:`LatencyModels` both answer with this.
+    The latency pyfunc's ``predict_frame``; :func:`~..models.latency_serving.latency_ms` answers.
     """
     import pandas as pd
 
-    missing = [c for c in INPUTS["latency"] if c not in queries.columns]
-    if missing:
-        raise ValueError(f"latency queries miss column(s) {missing}; need {list(INPUTS['latency'])}")
-    for col in INPUTS["latency"]:
-        nulls = queries[col].isna()
-        if nulls.any():
-            raise ValueError(f"column {col!r} may not be null (row {int(np.flatnonzero(nulls)[0])})")
-    spaces = queries["space"].astype(str).to_numpy()
-    devices = queries["device_id"].astype(str).to_numpy()
-    keys = queries["arch_key"].astype(str).to_numpy()
-    out = np.full(len(queries), np.nan)
-    for space in pd.unique(spaces):
-        if space not in models:
-            raise ValueError(f"unknown space {space!r}; this model answers for {sorted(models)}")
-        rows = np.flatnonzero(spaces == space)
-        known = set(models[space].devices)
-        for d in pd.unique(devices[rows]):
-            if d not in known:
-                raise ValueError(
-                    f"unknown device_id {d!r} for space {space!r}; known: {', '.join(sorted(known)[:8])}"
-                    + (" ..." if len(known) > 8 else "")
-                )
-        out[rows] = models[space].predict(keys[rows].tolist(), devices[rows].tolist())
-    return pd.DataFrame({"latency_ms": out})
+    return pd.DataFrame({"latency_ms": latency_ms(models, pl.from_pandas(queries))})
 
 
 @dataclass
@@ -212,4 +182,4 @@ class LatencyModels:
         return latency_training_domain(self.devices)
 
     def predict_frame(self, queries: pl.DataFrame) -> pl.DataFrame:
-        return pl.from_pandas(predict_latency_frame(self.models, queries.to_pandas()))
+        return latency_frame(self.models, queries)

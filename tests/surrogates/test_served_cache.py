@@ -15,6 +15,7 @@ from mlflow import MlflowClient
 from hwsurrogate.cli.predict import predict_gemm, predict_latency
 from hwsurrogate.datasets.store import DatasetStore
 from hwsurrogate.settings import get_settings
+from hwsurrogate.surrogates.models.frozen import FrozenServed
 from hwsurrogate.surrogates.registry import cache, loading
 from hwsurrogate.surrogates.registry.cache import served_model_cache, tracking_stamp
 from hwsurrogate.surrogates.training.gemm import GemmTrainConfig, train_gemm_model
@@ -106,14 +107,39 @@ def test_cli_checks_the_input_before_loading_any_model(monkeypatch: pytest.Monke
     assert res.exit_code != 0 and "not a valid nb201 key" in res.output
 
 
-def test_fast_path_imports_neither_mlflow_nor_torch(filled: DatasetStore) -> None:
-    """The point of the pointer: with it current, a one-off prediction never imports MLflow (seconds)."""
+def test_fast_path_imports_neither_mlflow_nor_torch_nor_sklearn_nor_pandas(filled: DatasetStore) -> None:
+    """The point of the pointer and the frozen copy: with the pointer current, a one-off prediction of a
+    few rows imports neither MLflow nor scikit-learn (seconds each), pandas, scipy.stats or torch."""
     _train(filled, seed=0)
-    cache.load_served("gemm", store_root=filled.root)
+    expected = cache.load_served("gemm", store_root=filled.root).predict(QUERY)
     code = (
-        "import sys; from hwsurrogate.surrogates.registry.cache import load_served; "
+        "import sys, polars as pl; from hwsurrogate.surrogates.registry.cache import load_served; "
         f"p = load_served('gemm', store_root={str(filled.root)!r}); "
-        "print(sorted(m for m in ('mlflow', 'torch') if m in sys.modules))"
+        f"out = p.predict(pl.DataFrame({QUERY.to_dicts()!r})); "
+        "print(out['runtime_ms'][0], out['power_w'][0]); "
+        "print(sorted(m for m in ('mlflow', 'torch', 'sklearn', 'pandas', 'scipy.stats') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    values, imported = out.stdout.strip().splitlines()
+    assert imported == "[]"
+    np.testing.assert_allclose([float(v) for v in values.split()], expected.row(0)[:2], rtol=1e-9)
+
+
+def test_the_frozen_copy_answers_as_the_full_one_and_a_damaged_one_is_replaced(filled: DatasetStore) -> None:
+    _train(filled, seed=0)
+    first = cache.load_served("gemm", store_root=filled.root)  # through MLflow: writes the copy and its frozen form
+    copies = served_model_cache("hws-gemm", filled.root)
+    key = copies.ref("champion")["key"]  # type: ignore[index]
+    frozen = cache.frozen_path(copies, key)
+    assert frozen.is_file() and not isinstance(first.native, FrozenServed)
+    second = cache.load_served("gemm", store_root=filled.root)
+    assert isinstance(second.native, FrozenServed)
+    np.testing.assert_allclose(second.predict(QUERY).to_numpy(), first.predict(QUERY).to_numpy(), rtol=1e-9)
+    frozen.write_bytes(b"not a pickle")  # damaged: the full copy answers and the frozen form is rewritten
+    third = cache.load_served("gemm", store_root=filled.root)
+    assert not isinstance(third.native, FrozenServed)
+    np.testing.assert_allclose(third.predict(QUERY).to_numpy(), first.predict(QUERY).to_numpy(), rtol=1e-9)
+    assert isinstance(cache.load_served("gemm", store_root=filled.root).native, FrozenServed)
+    copies.path(key).unlink()  # a frozen form is never used without its full copy beside it
+    fourth = cache.load_served("gemm", store_root=filled.root)
+    assert not isinstance(fourth.native, FrozenServed) and copies.path(key).is_file()
