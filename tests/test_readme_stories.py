@@ -98,7 +98,7 @@ CI_DEFAULTS = """
 train:
   gemm: {max_train_rows: 20000, max_iter: 60}
   latency: {max_train_archs: 200, space: nb201}
-  fewshot: {spaces: nb201, gnn: none}
+  fewshot: {spaces: nb201, gnn_spaces: none}
   fpga-hls4ml: {max_iter: 40}
   fpga-hlsyn: {max_iter: 30}
   ops: {max_iter: 60}
