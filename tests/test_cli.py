@@ -44,3 +44,32 @@ def test_every_listed_benchmark_resolves_to_its_command() -> None:
         command = bench.get_command(ctx, name)
         assert command is not None and command.name == name
         assert "unavailable" not in (command.help or "")
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "message"),
+    [
+        ("train:\n  gemm: {max_iter: 3}\n", None),  # a valid key becomes the default
+        ("trian:\n  gemm: {max_iter: 3}\n", "'hws' has no option or subcommand 'trian'; did you mean 'train'?"),
+        ("train:\n  gemm: {max_iters: 3}\n", "'train gemm' has no option 'max_iters'; did you mean 'max_iter'?"),
+        ("train:\n  gemm: 3\n", "'train gemm' must map option names to values"),
+        ("- a list\n", "expected a mapping of command -> options"),
+    ],
+)
+def test_cli_defaults_file_keys_are_checked_never_ignored(
+    tmp_path: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    yaml_text: str, message: str | None,
+) -> None:  # fmt: skip
+    from hwsurrogate.cli import main
+
+    path = tmp_path / "defaults.yml"  # type: ignore[operator]
+    path.write_text(yaml_text)
+    monkeypatch.setenv("HWSURROGATE_CLI_DEFAULTS", str(path))
+    if message is None:
+        main(["train", "gemm", "--help"])
+        assert "Boosting iterations.  [default: 3]" in capsys.readouterr().out
+        return
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "gemm", "--help"])
+    assert exit_info.value.code == 1
+    assert message in capsys.readouterr().err

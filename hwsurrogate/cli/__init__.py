@@ -19,7 +19,7 @@ from hwsurrogate.cli.adapt import adapt
 from hwsurrogate.cli.bench import bench
 from hwsurrogate.cli.collect import collect
 from hwsurrogate.cli.data import data
-from hwsurrogate.cli.lazy import LazyGroup
+from hwsurrogate.cli.lazy import LazyGroup, check_defaults
 from hwsurrogate.cli.predict import predict
 from hwsurrogate.cli.quickstart import quickstart
 from hwsurrogate.cli.serve import serve
@@ -80,6 +80,8 @@ def _default_map() -> dict[str, object] | None:
         raise click.ClickException(
             f"HWSURROGATE_CLI_DEFAULTS={path}: expected a mapping of command -> options"
         )
+    with click.Context(cli, info_name="hws", default_map={"hws": loaded}) as ctx:
+        check_defaults(ctx, "hws", cli)  # top-level keys; deeper ones when their command runs
     return loaded
 
 

@@ -13,10 +13,30 @@ from collections.abc import Callable, Mapping
 
 import click
 
-__all__ = ["LazyGroup", "Loader"]
+__all__ = ["LazyGroup", "Loader", "check_defaults"]
 
 #: imports and returns a click command
 Loader = Callable[[], click.Command]
+
+
+def check_defaults(ctx: click.Context, name: str | None, cmd: click.Command | None) -> None:
+    """Refuse ``default_map`` keys for ``cmd`` that name neither one of its options nor (for a group)
+    one of its subcommands, naming the command path and the closest valid key."""
+    section = (ctx.default_map or {}).get(name) if name else None
+    if cmd is None or section is None:
+        return
+    path = f"{ctx.command_path} {name}".split(" ", 1)[-1]
+    if not isinstance(section, Mapping):
+        raise click.ClickException(f"HWSURROGATE_CLI_DEFAULTS: {path!r} must map option names to values")
+    valid = {p.name for p in cmd.params if p.name}
+    if isinstance(cmd, click.Group):
+        valid |= set(cmd.list_commands(ctx))
+    for key in section:
+        if key not in valid:
+            close = difflib.get_close_matches(str(key), sorted(valid), n=1, cutoff=0.5)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; valid: {', '.join(sorted(valid))}"
+            what = "option or subcommand" if isinstance(cmd, click.Group) else "option"
+            raise click.ClickException(f"HWSURROGATE_CLI_DEFAULTS: {path!r} has no {what} {key!r}{hint}")
 
 
 class LazyGroup(click.Group):
@@ -66,9 +86,16 @@ class LazyGroup(click.Group):
     def resolve_command(
         self, ctx: click.Context, args: list[str]
     ) -> tuple[str | None, click.Command | None, list[str]]:
-        """Click's lookup; an unknown name gets "did you mean ..." with the closest commands."""
+        """Click's lookup; an unknown name gets "did you mean ..." with the closest commands.
+
+        Defaults from ``HWSURROGATE_CLI_DEFAULTS`` (click's ``default_map``) for the resolved
+        command are checked here: a key that names no subcommand or option is an error, never
+        silently ignored (only the commands actually run are checked, so nothing extra is imported).
+        """
         try:
-            return super().resolve_command(ctx, args)
+            resolved = super().resolve_command(ctx, args)
+            check_defaults(ctx, *resolved[:2])
+            return resolved
         except click.UsageError:
             name = args[0] if args else ""
             close = difflib.get_close_matches(name, self.list_commands(ctx), n=3, cutoff=0.6)

@@ -14,10 +14,11 @@ from typing import Any
 
 import click
 
+from hwsurrogate.cli.lazy import LazyGroup
 from hwsurrogate.cli.options import data_version_option, store_option
 
 
-@click.group()
+@click.group(cls=LazyGroup)
 def train() -> None:
     """Train a surrogate on the store, log it to MLflow and register it.
 
