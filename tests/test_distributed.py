@@ -276,6 +276,38 @@ def test_tune_logs_a_run_per_trial_and_registers_only_a_winner(
     assert str(client.get_model_version_by_alias("hws-gemm", "champion").version) == "2"
 
 
+def test_tune_of_fpga_hls4ml_nests_its_trials_and_registers_the_winner(
+    driver: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import mlflow
+    from mlflow import MlflowClient
+
+    from hwsurrogate.datasets.store import DatasetStore
+
+    from .surrogates.fpga_factories import hls4ml_rows
+
+    # a registry of our own, no champion yet (the gate against a champion: the gemm test above, same code)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    store = DatasetStore(tmp_path / "store")
+    store.append("fpga", hls4ml_rows(), partition="test")  # 12 synthetic dense layers x 3 reuse factors
+
+    out = _run(["tune", "fpga-hls4ml", "--ray", driver.address, "--store", str(store.root), "--space",
+                '{"max_iter": [10, 40], "learning_rate": [0.3]}', "--json"], capsys)  # fmt: skip
+    res = json.JSONDecoder().raw_decode(out[out.index('{\n  "task"') :])[0]
+    assert res["metric"] == "test_mean_smape" and len(res["trials"]) == 2
+    trials = mlflow.search_runs(experiment_names=["fpga"], output_format="list",
+                                filter_string=f"tags.mlflow.parentRunId = '{res['parent_run_id']}'")  # fmt: skip
+    assert sorted(r.data.tags.get("hws.role", "final") for r in trials) == ["final", "tune-trial", "tune-trial"]
+    logged = sorted(r.data.metrics["test_mean_smape"] for r in trials if r.data.tags.get("hws.role"))
+    assert logged == pytest.approx(sorted(t["test_mean_smape"] for t in res["trials"]))
+    assert res["best_config"] == {"max_iter": 40, "learning_rate": 0.3}  # more boosting fits these rows better
+    assert res["reason"] == "no champion yet" and res["registered_version"] == "1" and res["promoted"]
+    version = MlflowClient().get_model_version_by_alias("hws-fpga-hls4ml", "champion")
+    assert version.version == "1" and json.loads(version.tags["promotion"])["challenger"]["score"] == pytest.approx(
+        res["best_score"]
+    )  # the registered winner scores what its trial scored, on the same held-out models
+
+
 def test_tune_refuses_a_bad_space_naming_the_parameter(capsys: pytest.CaptureFixture[str]) -> None:
     for space, msg in (('{"depth": [1]}', "gemm has no parameter 'depth'"), ('{"max_iter": [0]}', "positive int"),
                        ("{not json", "not valid JSON"), ('{"max_iter": 5}', "non-empty list")):  # fmt: skip
