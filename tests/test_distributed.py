@@ -303,7 +303,7 @@ def test_tune_of_fpga_hls4ml_nests_its_trials_and_registers_the_winner(
     assert res["best_config"] == {"max_iter": 40, "learning_rate": 0.3}  # more boosting fits these rows better
     assert res["reason"] == "no champion yet" and res["registered_version"] == "1" and res["promoted"]
     version = MlflowClient().get_model_version_by_alias("hws-fpga-hls4ml", "champion")
-    assert version.version == "1" and json.loads(version.tags["promotion"])["challenger"]["score"] == pytest.approx(
+    assert str(version.version) == "1" and json.loads(version.tags["promotion"])["challenger"]["score"] == pytest.approx(
         res["best_score"]
     )  # the registered winner scores what its trial scored, on the same held-out models
 
