@@ -141,12 +141,13 @@ def check_resource(label: str | None) -> None:
 
 
 def node_id() -> str | None:
-    """The Ray node id of the calling worker (None outside Ray)."""
-    try:
-        import ray
-    except ImportError:
-        return None
-    if not ray.is_initialized():
+    """The Ray node id of the calling worker (None outside Ray).
+
+    Never imports Ray: a process that has not imported it (every run without ``--ray``) is not
+    in a Ray cluster, so collectors may call this on every run.
+    """
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
         return None
     return str(ray.get_runtime_context().get_node_id())
 

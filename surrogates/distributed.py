@@ -1,13 +1,14 @@
 """Surrogates on a Ray cluster: hyper-parameter search with Ray Tune, batch prediction with Ray Data.
 
 ``hws tune TASK --ray ADDRESS`` (:func:`tune_task`): the task's training rows are split once,
-on the same fixed held-out split its ``train_*_model`` uses; every trial fits on the training
-part and scores on the held-out part in a Ray worker. Each trial is an MLflow run (Ray's
-``MLflowLoggerCallback``, logged by the driver) nested under one parent run. The best
-configuration is then trained and registered by the task's own ``train_*_model`` **only when it
-beats the champion on the same rows**: the rows held out from both (what
-:func:`~hwsurrogate.surrogates.registry.tracking.register_and_promote` compares); otherwise
-nothing is registered.
+on the same fixed held-out split its ``train_*_model`` uses
+(:func:`~hwsurrogate.surrogates.training.tuning.tune_setup`); every trial fits on the training
+part and is scored on the held-out part in a Ray worker, by the task's own promotion score.
+Each trial is an MLflow run (Ray's ``MLflowLoggerCallback``, logged by the driver) nested under
+one parent run. The best configuration is then trained and registered by the task's own
+``train_*_model`` **only when it beats the champion on the same rows**: the rows held out from
+both (what :func:`~hwsurrogate.surrogates.registry.tracking.register_and_promote` compares, with
+the same :func:`~hwsurrogate.surrogates.registry.tracking.beats`); otherwise nothing is registered.
 
 ``hws predict ... --ray ADDRESS`` (:func:`predict_on_ray`): the queries become a Ray Dataset;
 ``map_batches`` with a callable class (:class:`DispatchBatches`) builds the dispatch once per
@@ -24,46 +25,23 @@ import logging
 import os
 import tempfile
 import uuid
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import polars as pl
 
-from hwsurrogate.datasets.store import DatasetStore
 from hwsurrogate.errors import TrainingDataError
 from hwsurrogate.surrogates.api import MODEL_NAMES
-from hwsurrogate.surrogates.training.gemm import (
-    EXPERIMENT,
-    SHAPE_KEYS,
-    GemmTrainConfig,
-    evaluate_mape,
-    fit_gemm,
-    load_gemm_frame,
-    train_gemm_model,
-)
-from hwsurrogate.surrogates.training.metrics import regression_metrics
-from hwsurrogate.surrogates.training.splits import group_split
+from hwsurrogate.surrogates.training.tuning import TuneSetup
 
 __all__ = [
-    "DEFAULT_SPACES",
-    "TUNABLE",
     "DispatchBatches",
     "TuneResult",
-    "parse_space",
     "predict_on_ray",
     "tune_task",
 ]
-
-#: tasks ``hws tune`` searches, with the parameters a search space may name (and their types)
-TUNABLE: dict[str, dict[str, type]] = {
-    "gemm": {"max_iter": int, "learning_rate": float, "max_train_rows": int}
-}
-#: the search space when ``--space`` is not given: every combination is one trial
-DEFAULT_SPACES: dict[str, dict[str, list[Any]]] = {
-    "gemm": {"max_iter": [100, 300], "learning_rate": [0.05, 0.1, 0.2]}
-}
-METRIC = {"gemm": "test_runtime_mape"}
 
 
 @dataclass
@@ -82,66 +60,32 @@ class TuneResult:
     reason: str = ""  # why the winner was or was not registered
 
 
-def parse_space(task: str, text: str | None) -> dict[str, list[Any]]:
-    """A search space from JSON (``{"max_iter": [100, 300]}``); every key and value is checked by name."""
-    if task not in TUNABLE:
-        raise ValueError(f"hws tune: task {task!r} cannot be tuned; tunable tasks: {sorted(TUNABLE)}")
-    if text is None:
-        return {k: list(v) for k, v in DEFAULT_SPACES[task].items()}
-    try:
-        raw = json.loads(text)
-    except ValueError as exc:
-        raise ValueError(f"--space: not valid JSON ({exc})") from None
-    if not isinstance(raw, dict) or not raw:
-        raise ValueError(
-            '--space: expected a JSON object of parameter -> list of values, e.g. {"max_iter": [100, 300]}'
-        )
-    allowed = TUNABLE[task]
-    space: dict[str, list[Any]] = {}
-    for key, values in raw.items():
-        if key not in allowed:
-            raise ValueError(f"--space: {task} has no parameter {key!r}; tunable: {sorted(allowed)}")
-        if not isinstance(values, list) or not values:
-            raise ValueError(f"--space: {key} must be a non-empty list of values, got {values!r}")
-        kind = allowed[key]
-        for v in values:
-            ok = isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v) and v > 0
-            if not ok or (kind is int and not isinstance(v, int)):
-                raise ValueError(f"--space: {key} values must be positive {kind.__name__}s, got {v!r}")
-        space[key] = [kind(v) for v in values]
-    return space
-
-
-def _gemm_trial(
+def _trial(
     config: dict[str, Any],
     *,
-    train: pl.DataFrame,
-    test: pl.DataFrame,
+    fit: Callable[[dict[str, Any]], Any],
+    evaluate: Callable[[Any, frozenset[str] | None], float],
+    metric: str,
+    shared_metric: str,
     shared: frozenset[str] | None,
-    devices: pl.DataFrame,
-    base: GemmTrainConfig,
 ) -> dict[str, float]:
-    """One trial (in a Ray worker): fit on the training split; runtime MAPE on the held-out split and
-    on the rows held out from the champion too (``shared``; what promotion compares)."""
+    """One trial (in a Ray worker): fit on the training split; the task's promotion score on the
+    held-out split and on the rows held out from the champion too (``shared``; what promotion compares)."""
     from ray import tune
 
-    model = fit_gemm(train, devices, replace(base, **config))
-    pred = model.predict_frame(test)["runtime_ms"].to_numpy()
-    y = test["runtime_ms"].to_numpy()
-    metrics = regression_metrics(y, pred)
-    result = {"test_runtime_mape": float(metrics["mape"]), "test_runtime_smape": float(metrics["smape"])}
+    model = fit(config)
+    result = {metric: float(evaluate(model, None))}
     if shared is not None:
-        mask = test["measurement_id"].is_in(sorted(shared)).to_numpy()
-        result["shared_runtime_mape"] = float(regression_metrics(y[mask], pred[mask])["mape"])
+        result[shared_metric] = float(evaluate(model, shared))
     tune.report(result)
     return result
 
 
-def _champion_rows(task: str, test: pl.DataFrame) -> tuple[str | None, frozenset[str] | None]:
-    """(champion version, the ``test`` rows it was never trained on either); (None, None) without a champion.
+def _champion_rows(task: str, holdout: frozenset[str]) -> tuple[str | None, frozenset[str] | None]:
+    """(champion version, the held-out rows it was never trained on either); (None, None) without a champion.
 
     The same rows :func:`~hwsurrogate.surrogates.registry.tracking.register_and_promote` compares
-    a new version and the champion on; all of ``test`` when the champion recorded no held-out rows.
+    a new version and the champion on; all of ``holdout`` when the champion recorded no held-out rows.
     """
     from hwsurrogate.surrogates.registry.tracking import champion_holdout
 
@@ -149,56 +93,44 @@ def _champion_rows(task: str, test: pl.DataFrame) -> tuple[str | None, frozenset
     if champ is None:
         return None, None
     version, keys = champ
-    ours = frozenset(test["measurement_id"].to_list())
-    return version, ours if keys is None else ours & keys
+    return version, holdout if keys is None else holdout & keys
 
 
 def tune_task(
-    task: str,
+    setup: TuneSetup,
     space: dict[str, list[Any]],
     *,
-    store: DatasetStore | None = None,
-    base: GemmTrainConfig | None = None,
     cpus_per_trial: float = 1.0,
     register: bool = True,
 ) -> TuneResult:
-    """Grid-search ``space`` for ``task`` with Ray Tune (call after :func:`hwsurrogate.cluster.connect`).
+    """Grid-search ``space`` for ``setup.task`` with Ray Tune (call after :func:`hwsurrogate.cluster.connect`).
 
-    See the module docstring for the runs logged and when the winner is registered.
+    ``setup``: :func:`~hwsurrogate.surrogates.training.tuning.tune_setup`; ``space`` checked by
+    :func:`~hwsurrogate.surrogates.training.tuning.parse_space`. See the module docstring for the
+    runs logged and when the winner is registered.
     """
     import mlflow
     from ray import tune
     from ray.air.integrations.mlflow import MLflowLoggerCallback
 
-    from hwsurrogate.surrogates.registry.tracking import configure_mlflow, start_run
+    from hwsurrogate.surrogates.registry.tracking import beats, configure_mlflow, start_run
 
-    if task != "gemm":
-        raise ValueError(f"hws tune: task {task!r} cannot be tuned; tunable tasks: {sorted(TUNABLE)}")
-    store = store or DatasetStore()
-    base = replace(base or GemmTrainConfig(), register=register)
-    frame, devices = load_gemm_frame(store, base)  # raises before any run on bad data
-    train, test = group_split(frame, SHAPE_KEYS, test_frac=base.test_frac, seed=base.seed)
-    if train.height == 0 or test.height == 0:
-        raise TrainingDataError(
-            f"gemm: the shape split left {train.height} training and {test.height} test rows"
-        )
-    metric = METRIC[task]
+    task, metric, shared_metric = setup.task, setup.metric, setup.shared_metric
     n_trials = int(np.prod([len(v) for v in space.values()]))
     uri = configure_mlflow()
-    with start_run(EXPERIMENT, run_name=f"tune-{task}", task=task, kind="tune") as parent:
+    with start_run(setup.experiment, run_name=f"tune-{task}", task=task, kind="tune") as parent:
         mlflow.log_params({f"space.{k}": json.dumps(v) for k, v in space.items()})
-        mlflow.log_params({"n_trials": n_trials, "n_train": train.height, "n_test": test.height,
-                           "split": "shape(m,n,k,batch)"} | {f"base.{k}": str(v) for k, v in asdict(base).items()
-                                                             if k not in space})  # fmt: skip
+        mlflow.log_params({"n_trials": n_trials, "n_train": setup.n_train, "n_test": setup.n_test,
+                           "split": setup.split} | {f"base.{k}": str(v) for k, v in setup.base.items()
+                                                    if k not in space})  # fmt: skip
         callback = MLflowLoggerCallback(
-            tracking_uri=uri, registry_uri=uri, experiment_name=EXPERIMENT,
+            tracking_uri=uri, registry_uri=uri, experiment_name=setup.experiment,
             tags={"mlflow.parentRunId": parent.info.run_id, "hws.role": "tune-trial", "task": task},
         )  # fmt: skip
-        champ_version, shared = _champion_rows(task, test)
+        champ_version, shared = _champion_rows(task, setup.holdout_keys)
         trainable = tune.with_resources(
-            tune.with_parameters(
-                _gemm_trial, train=train, test=test, shared=shared or None, devices=devices, base=base
-            ),  # fmt: skip
+            tune.with_parameters(_trial, fit=setup.fit, evaluate=setup.evaluate, metric=metric,
+                                 shared_metric=shared_metric, shared=shared or None),  # fmt: skip
             {"cpu": cpus_per_trial},
         )
         with tempfile.TemporaryDirectory(prefix="hws-tune-") as tmp:
@@ -207,7 +139,8 @@ def tune_task(
             tuner = tune.Tuner(
                 trainable,
                 param_space={k: tune.grid_search(v) for k, v in space.items()},
-                tune_config=tune.TuneConfig(metric=metric, mode="min", num_samples=1),
+                tune_config=tune.TuneConfig(metric=metric, mode="max" if setup.higher_is_better else "min",
+                                            num_samples=1),  # fmt: skip
                 run_config=RunConfig(storage_path=tmp, name=f"tune-{task}", callbacks=[callback], verbose=0),
             )
             grid = tuner.fit()
@@ -215,13 +148,17 @@ def tune_task(
         for res in grid:
             if res.error is not None:
                 raise TrainingDataError(f"hws tune {task}: a trial failed: {res.error}")
-            scores = {m: float(res.metrics[m]) for m in (metric, "shared_runtime_mape") if m in res.metrics}
+            scores = {m: float(res.metrics[m]) for m in (metric, shared_metric) if m in res.metrics}
             rows.append({k: res.config[k] for k in space} | scores)
-        trials = pl.DataFrame(rows).sort(metric)
+        trials = (
+            pl.DataFrame(rows)
+            .with_columns(pl.col(metric).fill_nan(None))  # a score that could not be computed ranks last
+            .sort(metric, descending=setup.higher_is_better, nulls_last=True)
+        )
         best = {k: trials[k][0] for k in space}
-        best_score = float(trials[metric][0])
+        best_score = float(trials[metric].fill_null(float("nan"))[0])
         runs = mlflow.search_runs(
-            experiment_names=[EXPERIMENT], output_format="list",
+            experiment_names=[setup.experiment], output_format="list",
             filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}' and tags.`hws.role` = 'tune-trial'",
         )  # fmt: skip
         mlflow.log_metrics({f"best_{metric}": best_score, "n_trial_runs": len(runs)})
@@ -235,18 +172,16 @@ def tune_task(
                 f"no held-out row in common with champion v{champ_version}: not comparable",
             )
         else:
-            uri = f"models:/{MODEL_NAMES[task]}/{champ_version}"
-            out.champion_score = float(evaluate_mape(test)(uri, shared))
-            challenger = float(trials["shared_runtime_mape"][0])
-            wins = bool(np.isfinite(challenger) and challenger < out.champion_score)
+            out.champion_score = float(setup.evaluate(f"models:/{MODEL_NAMES[task]}/{champ_version}", shared))
+            challenger = float(trials[shared_metric][0])
+            wins = beats(challenger, out.champion_score, higher_is_better=setup.higher_is_better)
             out.reason = (f"{metric} on the {len(shared)} rows held out from both: best {challenger:.4g} vs "
                           f"champion v{champ_version} {out.champion_score:.4g}")  # fmt: skip
-            mlflow.log_metrics({"best_shared_runtime_mape": challenger, "champion_shared_runtime_mape":
+            mlflow.log_metrics({f"best_{shared_metric}": challenger, f"champion_{shared_metric}":
                                 out.champion_score})  # fmt: skip
         mlflow.set_tags({"hws.winner_beats_champion": str(wins), "hws.gate": out.reason})
         if register and wins:
-            res = train_gemm_model(store, replace(base, **best, register=True))
-            out.version, out.promoted = res.version, res.promoted
+            out.version, out.promoted = setup.train_winner(best)
     return out
 
 

@@ -178,6 +178,52 @@ def test_gemm_and_latency_collect_on_the_labelled_node_and_a_missing_label_fails
     assert "--on LABEL places tasks on Ray nodes: give --ray ADDRESS too" in capsys.readouterr().err
 
 
+#: the deterministic columns of an ops row (not the timings, the time stamp or the host's clock)
+OPS_DETERMINISTIC = ["device_id", "op_kind", "op", "phase", "dtype", "batch", "m", "n", "k", "rows", "cols", "inputs",
+                     "flops", "bytes", "threads", "framework", "source", "origin"]  # fmt: skip
+MLP = f"{Path(__file__).resolve().parents[1] / 'docs' / 'examples' / 'mlp.py'}:build"  # 3 operators
+
+
+def _ops(store: str) -> pl.DataFrame:
+    from hwsurrogate.datasets.store import DatasetStore
+
+    return DatasetStore(store).read("ops").sort("op", "n", "k")
+
+
+def test_ops_collect_on_the_labelled_node_gives_the_rows_and_ids_of_the_local_run(
+    driver: Cluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hwsurrogate.datasets.store import DatasetStore
+
+    local, remote, spread = (str(tmp_path / name) for name in ("local", "remote", "spread"))
+    args = ["collect", "ops", "--model", MLP, "--input-shape", "64,16", "--min-time", "0.001"]
+    _run([*args, "--store", local], capsys)
+    out = _run([*args, "--store", remote, "--ray", driver.address, "--on", LABEL], capsys)
+    assert f"3 operators in 1 Ray task(s) on nodes with {LABEL}" in out
+    a, b = _ops(local), _ops(remote)
+    assert a.height == b.height == 3 and sorted(a["op_kind"]) == ["activation", "linear", "linear"]
+    assert a.select(OPS_DETERMINISTIC).equals(b.select(OPS_DETERMINISTIC))  # shapes, FLOPs, bytes, device
+    # ids: source|device|op|shape|collection time; the same but for the time stamp of each run
+    assert [i.rsplit("|", 1)[0] for i in a["measurement_id"]] == [i.rsplit("|", 1)[0] for i in b["measurement_id"]]
+    worker = driver.node_ids()["worker"]
+    assert [json.loads(e)["env"].get("ray_node_id") for e in b["extra"]] == [worker] * 3  # the labelled node
+    assert all(json.loads(e)["env"].get("ray_node_id") != worker for e in a["extra"])  # measured by this process
+    assert DatasetStore(remote).append("ops", b, partition="collector:ops") == 0  # idempotent by id
+    dev = DatasetStore(remote).read("devices")
+    linear = b.filter(pl.col("op_kind") == "linear")
+    assert dev.height == 1 and dev["peak_fp32_gflops"][0] == pytest.approx(
+        (linear["flops"] / linear["latency_ms"] / 1e6).max()
+    )
+    # without --on: one chunk per CPU of the cluster (2 tasks, both nodes' CPU), merged into one collection
+    out = _run([*args, "--store", spread, "--ray", driver.address], capsys)
+    assert "3 operators in 2 Ray task(s)" in out
+    c = _ops(spread)
+    assert c.select(OPS_DETERMINISTIC).equals(a.select(OPS_DETERMINISTIC))
+    assert c["measurement_id"].str.split("|").list.last().n_unique() == 1  # one collection: one time stamp
+    assert {json.loads(e)["env"]["ray_node_id"] for e in c["extra"]} <= set(driver.node_ids().values())
+    assert DatasetStore(spread).read("devices").height == 1
+
+
 # ---------------------------------------------------------------------------------- tuning and prediction
 def _gemm_store(root: Path) -> str:
     from hwsurrogate.datasets.store import DatasetStore
@@ -228,6 +274,38 @@ def test_tune_logs_a_run_per_trial_and_registers_only_a_winner(
     assert loser["registered_version"] is None
     assert len(client.search_model_versions("name='hws-gemm'")) == 2
     assert str(client.get_model_version_by_alias("hws-gemm", "champion").version) == "2"
+
+
+def test_tune_of_fpga_hls4ml_nests_its_trials_and_registers_the_winner(
+    driver: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import mlflow
+    from mlflow import MlflowClient
+
+    from hwsurrogate.datasets.store import DatasetStore
+
+    from .surrogates.fpga_factories import hls4ml_rows
+
+    # a registry of our own, no champion yet (the gate against a champion: the gemm test above, same code)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    store = DatasetStore(tmp_path / "store")
+    store.append("fpga", hls4ml_rows(), partition="test")  # 12 synthetic dense layers x 3 reuse factors
+
+    out = _run(["tune", "fpga-hls4ml", "--ray", driver.address, "--store", str(store.root), "--space",
+                '{"max_iter": [10, 40], "learning_rate": [0.3]}', "--json"], capsys)  # fmt: skip
+    res = json.JSONDecoder().raw_decode(out[out.index('{\n  "task"') :])[0]
+    assert res["metric"] == "test_mean_smape" and len(res["trials"]) == 2
+    trials = mlflow.search_runs(experiment_names=["fpga"], output_format="list",
+                                filter_string=f"tags.mlflow.parentRunId = '{res['parent_run_id']}'")  # fmt: skip
+    assert sorted(r.data.tags.get("hws.role", "final") for r in trials) == ["final", "tune-trial", "tune-trial"]
+    logged = sorted(r.data.metrics["test_mean_smape"] for r in trials if r.data.tags.get("hws.role"))
+    assert logged == pytest.approx(sorted(t["test_mean_smape"] for t in res["trials"]))
+    assert res["best_config"] == {"max_iter": 40, "learning_rate": 0.3}  # more boosting fits these rows better
+    assert res["reason"] == "no champion yet" and res["registered_version"] == "1" and res["promoted"]
+    version = MlflowClient().get_model_version_by_alias("hws-fpga-hls4ml", "champion")
+    assert str(version.version) == "1" and json.loads(version.tags["promotion"])["challenger"]["score"] == pytest.approx(
+        res["best_score"]
+    )  # the registered winner scores what its trial scored, on the same held-out models
 
 
 def test_tune_refuses_a_bad_space_naming_the_parameter(capsys: pytest.CaptureFixture[str]) -> None:

@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 import polars as pl
 
+from hwsurrogate.cluster import node_id
 from hwsurrogate.errors import CollectorError
 
 DeviceName = Literal["cpu", "cuda"]
@@ -403,6 +404,7 @@ class Environment:
     gpu: dict[str, Any] | None = None
     cpu_clock_mhz: float | None = None
     collected_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    ray_node_id: str | None = None  # the Ray node that measured (``--ray``); None outside Ray
 
     def software_json(self) -> str:
         return json.dumps(self.software, sort_keys=True)
@@ -418,6 +420,8 @@ class Environment:
         if self.gpu:
             out["gpu"] = self.gpu.get("name")
             out["driver"] = self.gpu.get("driver")
+        if self.ray_node_id:
+            out["ray_node_id"] = self.ray_node_id
         return out
 
 
@@ -440,6 +444,7 @@ def capture_environment(device: str = "cpu", *, threads: int | None = None) -> E
         cpu=cpu_info(),
         gpu=gpu,
         cpu_clock_mhz=cpu_clock_mhz(),
+        ray_node_id=node_id(),
     )
 
 

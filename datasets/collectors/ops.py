@@ -25,7 +25,8 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -47,6 +48,7 @@ __all__ = [
     "collect_model_latency",
     "calibration_cases",
     "collect_ops",
+    "merge_collections",
     "ops_device_id",
     "sweep_ops",
 ]
@@ -268,7 +270,7 @@ class OpsCollection:
 
 
 def collect_ops(
-    table: pl.DataFrame | None = None,
+    table: pl.DataFrame | Sequence[dict[str, Any]] | None = None,
     *,
     threads: int = 1,
     min_time_s: float = 0.05,
@@ -279,6 +281,7 @@ def collect_ops(
     scale: float = 1.0,
     rotate: bool = True,
     progress: bool = True,
+    collected_at: datetime | None = None,
 ) -> OpsCollection:
     """Time every forward row of ``table`` (default :func:`sweep_ops`) on this CPU.
 
@@ -286,13 +289,18 @@ def collect_ops(
     collector cannot run (``grouped_conv2d``, backward rows) are refused up front by name.
     ``rotate`` (default) reads linear and conv2d weights from memory as a network does
     (:class:`_WeightPool`); ``False`` keeps one weight tensor hot in cache.
+    ``collected_at`` (default: now) is the collection's time stamp, part of every measurement id:
+    the chunks of one collection run on several Ray tasks share the driver's, so their rows get
+    the ids of the same collection run here.
     """
     import torch
 
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise CollectorError(f"threads must be an integer >= 1, got {threads!r}")
     check_timing_options("cpu", timer=timer, threads=threads, min_time_s=min_time_s)
-    table = sweep_ops(seed=seed, scale=scale) if table is None else op_table(table)
+    table = sweep_ops(seed=seed, scale=scale) if table is None else op_table(
+        table if isinstance(table, pl.DataFrame) else list(table)
+    )
     bad = table.filter((pl.col("phase") != "forward") | (pl.col("op") == "grouped_conv2d"))
     if bad.height:
         raise CollectorError(
@@ -303,6 +311,8 @@ def collect_ops(
     out: list[dict[str, Any]] = []
     with envmod.thread_limit(threads) as n_threads:
         env = capture_environment("cpu", threads=n_threads)
+        if collected_at is not None:
+            env = replace(env, collected_at=collected_at)
         pool = _WeightPool(env.cpu.llc_bytes if rotate else None, gen)
         device_id = ops_device_id(n_threads)
         items = track(records, f"ops on {device_id}") if progress else records
@@ -320,10 +330,35 @@ def collect_ops(
                 out.append(_ops_row(row, t, env=env, device_id=device_id, timer=timer,
                                    rotated=pool.buf is not None and row["op_kind"] in ("linear", "conv2d")))  # fmt: skip
     ops = pl.DataFrame(out, infer_schema_length=None)
-    ops = envmod.provenance(ops, source=SOURCE, env=env, key=("device_id", "op", "rows", "cols", "m", "n", "k",
-                                                                 "batch", "in_channels", "out_channels", "input_size"))  # fmt: skip
+    ops = envmod.provenance(ops, source=SOURCE, env=env, key=_ID_KEY)
     ops = conform("ops", ops, context=SOURCE)
     return OpsCollection(ops=ops, device=_device_frame(ops, env, device_id))
+
+
+#: the columns that tell two operator rows of one device apart (with the collection time: the measurement id)
+_ID_KEY = ("device_id", "op", "rows", "cols", "inputs", "m", "n", "k", "batch", "in_channels", "out_channels",
+           "kernel_size", "input_size", "stride", "padding")  # fmt: skip
+
+
+def merge_collections(parts: Sequence[OpsCollection]) -> OpsCollection:
+    """One collection from parts measured apart (the Ray tasks of ``hws collect ops --ray``).
+
+    The ``ops`` rows are concatenated in order; each device gets one ``devices`` row (the first
+    part's description of it) whose roofline is measured over all of that device's rows, as
+    :func:`collect_ops` does for one part.
+    """
+    if not parts:
+        raise CollectorError("merge_collections: no collections to merge")
+    ops = pl.concat([p.ops for p in parts], how="vertical_relaxed")
+    rows = pl.concat([p.device for p in parts], how="vertical_relaxed").unique("device_id", keep="first",
+                                                                               maintain_order=True)  # fmt: skip
+    devices = []
+    for row in rows.iter_rows(named=True):
+        peak, bw = _roofline(ops.filter(pl.col("device_id") == row["device_id"]))
+        devices.append(rows.filter(pl.col("device_id") == row["device_id"]).with_columns(
+            pl.lit(peak, dtype=pl.Float64).alias("peak_fp32_gflops"), pl.lit(bw, dtype=pl.Float64).alias("mem_bw_gbs")
+        ))  # fmt: skip
+    return OpsCollection(ops=ops, device=conform("devices", pl.concat(devices), context=SOURCE))
 
 
 def _ops_row(row: dict[str, Any], t: Any, *, env: Environment, device_id: str, timer: str,
@@ -359,8 +394,8 @@ def _ops_row(row: dict[str, Any], t: Any, *, env: Environment, device_id: str, t
     }
 
 
-def _device_frame(ops: pl.DataFrame, env: Environment, device_id: str) -> pl.DataFrame:
-    """The ``devices`` row of this CPU at this thread count, roofline measured from ``ops``."""
+def _roofline(ops: pl.DataFrame) -> tuple[float | None, float | None]:
+    """(best linear GFLOP/s, best elementwise/activation/copy GB/s of rows >= 8 MB, else of all) of one device's rows."""
     gemm = ops.filter(pl.col("op_kind") == "linear")
     peak = float((gemm["flops"] / gemm["latency_ms"] / 1e6).max()) if gemm.height else None
     big = ops.filter(
@@ -369,6 +404,12 @@ def _device_frame(ops: pl.DataFrame, env: Environment, device_id: str) -> pl.Dat
     if big.height == 0:
         big = ops.filter(pl.col("op_kind").is_in(["elementwise", "activation", "copy"]))
     bw = float((big["bytes"] / big["latency_ms"] / 1e6).max()) if big.height else None
+    return peak, bw
+
+
+def _device_frame(ops: pl.DataFrame, env: Environment, device_id: str) -> pl.DataFrame:
+    """The ``devices`` row of this CPU at this thread count, roofline measured from ``ops``."""
+    peak, bw = _roofline(ops)
     cpu = env.cpu
     llc = cpu.llc_bytes
     row = {

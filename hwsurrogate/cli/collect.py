@@ -158,13 +158,15 @@ def deliver(
 
 
 def collect_on_ray(
-    fn: Callable[[Any], pl.DataFrame], items: list[Any], *, ray_address: str, on: str | None, max_retries: int,
-    device: str, what: str,
-) -> pl.DataFrame:  # fmt: skip
+    fn: Callable[[Any], Any], items: list[Any], *, ray_address: str, on: str | None, max_retries: int,
+    device: str, what: str, combine: Callable[[list[Any]], Any] | None = None,
+) -> Any:  # fmt: skip
     """``fn(chunk)`` over chunks of ``items`` as Ray tasks (one chunk per slot of the cluster); the rows, concatenated.
 
     A slot is one unit of the ``--on`` resource (or one CPU without ``--on``); CUDA
     measurements also take one GPU per task. Rows keep the device id of the node that measured them.
+    ``combine`` joins the tasks' results in chunk order when they are not one frame each
+    (default: the frames concatenated).
     """
     import polars as pl
 
@@ -181,7 +183,8 @@ def collect_on_ray(
     results = run_on_ray(fn, chunks, resource=label, max_retries=max_retries,
                          num_gpus=1 if device.startswith("cuda") else 0, description=f"{what} (ray)")  # fmt: skip
     click.echo("measured on node(s) " + ", ".join(sorted({str(n)[:12] for n, _ in results})), err=True)
-    return pl.concat([frame for _, frame in results], how="vertical_relaxed")
+    parts = [part for _, part in results]
+    return combine(parts) if combine is not None else pl.concat(parts, how="vertical_relaxed")
 
 
 _TIMER_HELP = "thread-cpu: count only this thread's CPU time (CPU, --threads 1; for shared machines)."
@@ -482,36 +485,73 @@ def collect_fingerprint_cmd(
 @click.option("--timer", type=click.Choice(["wall", "thread-cpu"]), default="wall", show_default=True,
               help=_TIMER_HELP)  # fmt: skip
 @click.option("--seed", default=0, show_default=True, help="Seed of the shape sweep.")
+@click.option("--model", "model_source", default=None,
+              help="Time the forward operators of this model instead of the sweep: FILE.onnx, FILE.py:CALLABLE, "
+                   "package.module:CALLABLE or a config.json (as `hws predict model --model`).")  # fmt: skip
+@click.option("--input-shape", default=None,
+              help="With --model: whole input shape, batch first, e.g. 1,3,224,224 (';' between inputs).")  # fmt: skip
+@ray_collect_options
 @store_option
 @push_options
-def collect_ops_cmd(threads: int, scale: float, min_time_s: float, timer: str, seed: int, store_path: Path | None,
-                    push_url: str | None, token: str | None) -> None:  # fmt: skip
+def collect_ops_cmd(threads: int, scale: float, min_time_s: float, timer: str, seed: int, model_source: str | None,
+                    input_shape: str | None, ray_address: str | None, on: str | None, max_retries: int,
+                    store_path: Path | None, push_url: str | None, token: str | None) -> None:  # fmt: skip
     """Time every operator kind (linear, bmm, conv2d, elementwise, activations, softmax,
     layer norm, embedding, reductions, copies, views) on this CPU into the ops table.
 
     \b
     hws collect ops                    ~550 operators, 1 thread (a few minutes)
     hws collect ops --threads 2 --scale 0.25
+    hws collect ops --model docs/examples/mlp.py:build --input-shape 64,16   your model's own operators
+    hws collect ops --ray head:6379 --on cpu_type=epyc   the sweep on the labelled node(s)
     then: hws train ops && hws predict model --model m.onnx --input-shape 1,3,224,224 --device <id>
 
     Also writes this device's row (devices table) with its roofline measured here: the best
     linear GFLOP/s and elementwise GB/s of the run.
-    """
-    from hwsurrogate.datasets.collectors.ops import SOURCE, collect_ops
 
+    With --ray the sweep (or --model's operators) is split into one chunk per slot of the cluster (a unit of the --on
+    resource, else a CPU); each node times its chunk on its own CPU (device local/<node
+    host>-cpu-t<threads>, rows' extra.env.ray_node_id) and the rows come back here, written
+    once with the measurement ids of the same collection run here.
+    """
+    from datetime import UTC, datetime
+    from functools import partial
+
+    import polars as pl
+
+    from hwsurrogate.cli.predict_model import parse_input_shapes
+    from hwsurrogate.datasets.collectors.ops import SOURCE, collect_ops, merge_collections, sweep_ops
+
+    if input_shape is not None and model_source is None:
+        raise click.UsageError("--input-shape gives the input of --model: give --model too")
     if push_url:
         check_push("ops", push_url, token)
-    result = collect_ops(threads=threads, scale=scale, min_time_s=min_time_s, timer=timer.replace("-", "_"),
-                         seed=seed)  # fmt: skip
-    dev = result.device.row(0, named=True)
-    click.echo(f"{dev['device_id']}: {dev['name']}; measured {dev['peak_fp32_gflops']:.1f} GFLOP/s (linear), "
-               f"{dev['mem_bw_gbs']:.1f} GB/s (elementwise)")  # fmt: skip
+    if model_source is not None:
+        from hwsurrogate.datasets.frontends.source import load_op_table
+
+        table = load_op_table(model_source, parse_input_shapes(input_shape))
+        click.echo(f"{model_source}: {table.height} operator(s)", err=True)
+    else:
+        table = sweep_ops(seed=seed, scale=scale)
+    measure = partial(collect_ops, threads=threads, min_time_s=min_time_s, timer=timer.replace("-", "_"),
+                      seed=seed)  # fmt: skip
+    if ray_address:
+        result = collect_on_ray(partial(measure, progress=False, collected_at=datetime.now(UTC)), table.to_dicts(),
+                                ray_address=ray_address, on=on, max_retries=max_retries, device="cpu",
+                                what="operators", combine=merge_collections)  # fmt: skip
+    else:
+        _ray_label(ray_address, on)
+        result = measure(table)
     summary = result.ops.group_by("op_kind").len().sort("op_kind")
     click.echo(", ".join(f"{k}: {n}" for k, n in summary.iter_rows()))
-    part = f"{SOURCE}:{dev['device_id'].split('/', 1)[1]}"
-    click.echo(deliver("ops", result.ops, partition=part, store_path=store_path, push_url=push_url, token=token))
-    click.echo(deliver("devices", result.device, partition=part, store_path=store_path, push_url=push_url,
-                       token=token, mode="replace"))  # fmt: skip
+    for dev in result.device.iter_rows(named=True):  # one device here; one per measuring node with --ray
+        click.echo(f"{dev['device_id']}: {dev['name']}; measured {dev['peak_fp32_gflops'] or float('nan'):.1f} "
+                   f"GFLOP/s (linear), {dev['mem_bw_gbs'] or float('nan'):.1f} GB/s (elementwise)")  # fmt: skip
+        part = f"{SOURCE}:{dev['device_id'].split('/', 1)[1]}"
+        ops = result.ops.filter(pl.col("device_id") == dev["device_id"])
+        click.echo(deliver("ops", ops, partition=part, store_path=store_path, push_url=push_url, token=token))
+        click.echo(deliver("devices", result.device.filter(pl.col("device_id") == dev["device_id"]), partition=part,
+                           store_path=store_path, push_url=push_url, token=token, mode="replace"))  # fmt: skip
 
 
 # -------------------------------------------------------------------------------------- fpga

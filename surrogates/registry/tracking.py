@@ -198,6 +198,29 @@ def _holdout_keys_of(client: Any, version: Any) -> frozenset[str] | None:
         return None
 
 
+def predict_with(model: str | Any, queries: pl.DataFrame) -> pl.DataFrame:
+    """The answers of ``model`` to ``queries``, as polars: a model URI (loaded with MLflow), a
+    loaded MLflow pyfunc, or a fitted task model (its ``predict_frame``).
+
+    A task's promotion score takes any of them, so ``hws tune`` scores its trials in memory
+    exactly as :func:`register_and_promote` scores registered versions.
+    """
+    if isinstance(model, str):
+        import mlflow
+
+        model = mlflow.pyfunc.load_model(model)
+    predict = getattr(model, "predict_frame", None) or model.predict
+    answer = predict(queries.to_pandas())
+    return answer if isinstance(answer, pl.DataFrame) else pl.from_pandas(answer)
+
+
+def beats(new_score: float, champion_score: float, *, higher_is_better: bool = False) -> bool:
+    """Whether ``new_score`` is finite and strictly better than ``champion_score``: the comparison
+    of :func:`register_and_promote` (and of ``hws tune``'s gate before it registers a winner)."""
+    better = new_score > champion_score if higher_is_better else new_score < champion_score
+    return bool(better and np.isfinite(new_score))
+
+
 def register_and_promote(
     model_uri: str,
     model_name: str,
@@ -272,8 +295,7 @@ def register_and_promote(
             new_score = float(evaluate(new_uri, None))
             champ_score = float(evaluate(f"models:/{model_name}/{champ.version}", None))
             record["challenger"]["score"], record["champion"]["score"] = new_score, champ_score
-            better = new_score > champ_score if higher_is_better else new_score < champ_score
-            promote = bool(better and np.isfinite(new_score))
+            promote = beats(new_score, champ_score, higher_is_better=higher_is_better)
             record |= {"decision": "promoted" if promote else "kept",
                        "reason": f"{metric_name} {new_score:.6g} vs champion's {champ_score:.6g} by the task's "
                                  "fallback score: the new version recorded no held-out rows"}  # fmt: skip
@@ -284,13 +306,13 @@ def register_and_promote(
             new_score = float(evaluate(new_uri, shared))
             champ_score = float(evaluate(f"models:/{model_name}/{champ.version}", shared))
             record["challenger"]["score"], record["champion"]["score"] = new_score, champ_score
-            better = new_score > champ_score if higher_is_better else new_score < champ_score
+            better = beats(new_score, champ_score, higher_is_better=higher_is_better)
             # a wider scope answers what the champion cannot: it wins unless clearly worse on the
             # shared rows (by more than WIDER_SCOPE_TOLERANCE of the champion's score)
             wider = champ_scope is not None and not scope_covers(champ_scope, scope)
             slack = WIDER_SCOPE_TOLERANCE * abs(champ_score)
             close = new_score >= champ_score - slack if higher_is_better else new_score <= champ_score + slack
-            promote = bool((better or (wider and close)) and np.isfinite(new_score))
+            promote = better or bool(wider and close and np.isfinite(new_score))
             where = ("on the new version's held-out rows (the champion recorded none)" if champ_keys is None
                      else f"on the {len(shared)} rows held out from both")  # fmt: skip
             why = f"{metric_name} {new_score:.6g} vs champion's {champ_score:.6g} {where}"

@@ -8,4 +8,4 @@ Import the sub-module you need: nothing is imported here, so reading a metric or
 not load scikit-learn, torch or MLflow.
 """
 
-__all__ = ["fewshot", "fpga", "gemm", "latency", "latency_data", "metrics", "noise_ceiling", "ops", "splits"]
+__all__ = ["fewshot", "fpga", "gemm", "latency", "latency_data", "metrics", "noise_ceiling", "ops", "splits", "tuning"]

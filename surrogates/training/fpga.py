@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -35,6 +36,7 @@ from hwsurrogate.surrogates.registry.tracking import (
     log_data_versions,
     log_regression_report,
     log_training_dataset,
+    predict_with,
     register_and_promote,
     start_run,
 )
@@ -66,18 +68,17 @@ class FpgaTrainResult:
     test: pl.DataFrame | None = None
 
 
-def _evaluate(task: str, test: pl.DataFrame, targets: tuple[str, ...]):
-    """Mean SMAPE over the task's regression outputs on held-out rows (lower wins); ``keys``
-    restricts them to those measurement ids (``None``: all of ``test``)."""
+def evaluate_smape(task: str, test: pl.DataFrame, targets: tuple[str, ...]):
+    """Mean SMAPE over the task's regression outputs on held-out rows (lower wins) of a registered
+    model URI or a fitted model (``hws tune``'s trials); ``keys`` restricts them to those
+    measurement ids (``None``: all of ``test``)."""
 
-    def evaluate(uri: str, keys: frozenset[str] | None) -> float:
-        import mlflow
-
+    def evaluate(model: Any, keys: frozenset[str] | None) -> float:
         part = test if keys is None else test.filter(pl.col("measurement_id").is_in(sorted(keys)))
         if part.height == 0:
             return float("inf")
         try:
-            pred = mlflow.pyfunc.load_model(uri).predict(part.select(INPUTS[task]).to_pandas())
+            pred = predict_with(model, part.select(INPUTS[task]))
         except Exception:
             return float("inf")
         scores = []
@@ -85,7 +86,7 @@ def _evaluate(task: str, test: pl.DataFrame, targets: tuple[str, ...]):
             y = part[t].cast(pl.Float64).to_numpy()
             ok = np.isfinite(y)
             if ok.any():
-                scores.append(regression_metrics(y[ok], pred[t].to_numpy(dtype=float)[ok])["smape"])
+                scores.append(regression_metrics(y[ok], pred[t].cast(pl.Float64).to_numpy()[ok])["smape"])
         return float(np.mean(scores)) if scores else float("inf")
 
     return evaluate
@@ -147,7 +148,7 @@ def _run(
             sources = sorted(set(train["source"].to_list()) | set(test["source"].to_list()))
             kernels = sorted(set(test["kernel"].to_list()))
             version, promoted = register_and_promote(
-                info.model_uri, MODEL_NAMES[task], evaluate=_evaluate(task, test, report_targets),
+                info.model_uri, MODEL_NAMES[task], evaluate=evaluate_smape(task, test, report_targets),
                 holdout_keys=test["measurement_id"].to_list(),
                 scope={"sources": sources, "domains": sorted(set(train["domain"].to_list()))},
                 description=(
@@ -162,11 +163,9 @@ def _run(
         return FpgaTrainResult(run.info.run_id, info.model_uri, version, promoted, metrics, model, test)
 
 
-def train_hls4ml_model(
-    store: DatasetStore | None = None, config: FpgaTrainConfig | None = None
-) -> FpgaTrainResult:
-    config = config or FpgaTrainConfig()
-    store = store or DatasetStore()
+def hls4ml_split(store: DatasetStore, config: FpgaTrainConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(train, test) of the hls4ml rows of ``config.stage``: ``config.test_frac`` of the models
+    (kernels) held out by hash (``config.seed``); checked before any run."""
     frame = store.read("fpga")
     frame = frame.filter((pl.col("domain") == "hls4ml") & (pl.col("stage") == config.stage))
     if config.sources:
@@ -176,8 +175,22 @@ def train_hls4ml_model(
     train, test = group_split(frame, ["kernel"], test_frac=config.test_frac, seed=config.seed)
     if train.height < 2 or test.height == 0:
         raise TrainingDataError(f"fpga-hls4ml: split left {train.height} train / {test.height} test rows")
-    reg = FpgaRegressor(kind="hls4ml", targets=HLS4ML_TARGETS, max_iter=config.max_iter,
-                        learning_rate=config.learning_rate, random_state=config.seed)  # fmt: skip
+    return train, test
+
+
+def hls4ml_regressor(config: FpgaTrainConfig) -> FpgaRegressor:
+    """The (unfitted) ``fpga-hls4ml`` regressor with ``config``'s hyper-parameters."""
+    return FpgaRegressor(kind="hls4ml", targets=HLS4ML_TARGETS, max_iter=config.max_iter,
+                         learning_rate=config.learning_rate, random_state=config.seed)  # fmt: skip
+
+
+def train_hls4ml_model(
+    store: DatasetStore | None = None, config: FpgaTrainConfig | None = None
+) -> FpgaTrainResult:
+    config = config or FpgaTrainConfig()
+    store = store or DatasetStore()
+    train, test = hls4ml_split(store, config)
+    reg = hls4ml_regressor(config)
     return _run("fpga-hls4ml", train, test, reg, train.select(HLS4ML_TARGETS), HLS4ML_TARGETS, config, store)
 
 

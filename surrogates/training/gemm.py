@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -109,22 +110,31 @@ def load_gemm_frame(store: DatasetStore, config: GemmTrainConfig) -> tuple[pl.Da
     return frame, devices
 
 
+def split_gemm_frame(frame: pl.DataFrame, config: GemmTrainConfig) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(train, test): ``config.test_frac`` of the (m, n, k, batch) shapes held out by hash (``config.seed``)."""
+    train, test = group_split(frame, SHAPE_KEYS, test_frac=config.test_frac, seed=config.seed)
+    if train.height == 0 or test.height == 0:
+        raise TrainingDataError(
+            f"gemm: the shape split left {train.height} training and {test.height} test rows; need more shapes"
+        )
+    return train, test
+
+
 def evaluate_mape(test: pl.DataFrame):
-    """Score a registered model URI on held-out test rows (runtime MAPE %, lower wins).
+    """Score a registered model URI (or a fitted model: ``hws tune``'s trials) on held-out test
+    rows (runtime MAPE %, lower wins).
 
     ``keys`` restricts the rows to those measurement ids (the rows held out from both models
     being compared); ``None`` scores all of ``test``.
     """
+    from hwsurrogate.surrogates.registry.tracking import predict_with
 
-    def evaluate(uri: str, keys: frozenset[str] | None) -> float:
-        import mlflow
-
+    def evaluate(model: Any, keys: frozenset[str] | None) -> float:
         part = test if keys is None else test.filter(pl.col("measurement_id").is_in(sorted(keys)))
         if part.height == 0:
             return float("inf")
         try:
-            model = mlflow.pyfunc.load_model(uri)
-            pred = model.predict(part.select(INPUTS["gemm"]).to_pandas())["runtime_ms"].to_numpy()
+            pred = predict_with(model, part.select(INPUTS["gemm"]))["runtime_ms"].to_numpy()
         except Exception:  # a champion trained on other devices cannot score this test set
             return float("inf")
         return regression_metrics(part["runtime_ms"].to_numpy(), pred)["mape"]
@@ -163,11 +173,7 @@ def train_gemm_model(
     config = config or GemmTrainConfig()
     store = store or DatasetStore()
     frame, devices = load_gemm_frame(store, config)
-    train, test = group_split(frame, SHAPE_KEYS, test_frac=config.test_frac, seed=config.seed)
-    if train.height == 0 or test.height == 0:
-        raise TrainingDataError(
-            f"gemm: the shape split left {train.height} training and {test.height} test rows; need more shapes"
-        )
+    train, test = split_gemm_frame(frame, config)
     with start_run(EXPERIMENT, run_name="train-gemm", task="gemm") as run:
         mlflow.log_params({k: str(v) for k, v in asdict(config).items()})
         mlflow.log_params({"n_train": train.height, "n_test": test.height, "split": "shape(m,n,k,batch)"})

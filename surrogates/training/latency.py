@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import polars as pl
@@ -32,8 +32,25 @@ from hwsurrogate.surrogates.training.latency_data import to_wide
 from hwsurrogate.surrogates.training.metrics import spearman
 from hwsurrogate.surrogates.training.splits import latency_test_mask
 
+if TYPE_CHECKING:
+    from hwsurrogate.surrogates.models.latency_trees import LatencyTreeRegressor
+
 EXPERIMENT = "hws-latency"
 ModelKind = Literal["tree", "gnn"]
+
+
+@dataclass(frozen=True)
+class LatencySplit:
+    """One space's rows, wide (``arch_key`` + one latency column per device), and its fixed split.
+
+    ``train`` holds every non-test row index, lowest architecture index first (a cap takes the
+    first ones); ``test`` the held-out ones.
+    """
+
+    wide: pl.DataFrame
+    devices: list[str]
+    train: np.ndarray
+    test: np.ndarray
 
 
 @dataclass
@@ -81,6 +98,43 @@ def check_latency_frame(frame: pl.DataFrame, *, devices: Sequence[str] | None = 
     return frame
 
 
+def split_latency_frame(frame: pl.DataFrame, *, max_train_archs: int = 4000) -> dict[str, LatencySplit]:
+    """Each space's :class:`LatencySplit` (see the module doc for the fixed test split); raises
+    :class:`TrainingDataError` when fewer than 2 training architectures remain under the cap."""
+    splits: dict[str, LatencySplit] = {}
+    for space in sorted(frame["space"].unique().to_list()):
+        wide, devs = to_wide(frame.filter(pl.col("space") == space))
+        test = latency_test_mask(wide, space)
+        train_idx = np.flatnonzero(~test)
+        if min(len(train_idx), max_train_archs) < 2:
+            raise TrainingDataError(
+                f"{space}: {min(len(train_idx), max_train_archs)} training architectures; need at least 2"
+            )
+        splits[space] = LatencySplit(wide, devs, train_idx, np.flatnonzero(test))
+    return splits
+
+
+def fit_latency_space(
+    space: str,
+    split: LatencySplit,
+    *,
+    model: ModelKind = "tree",
+    max_train_archs: int = 4000,
+    gnn_seconds: float = 240.0,
+    gnn_config: Any = None,
+    tree: LatencyTreeRegressor | None = None,
+) -> Any:
+    """The space's fitted multi-device predictor on its first ``max_train_archs`` training rows.
+
+    ``tree``: the per-device tree's hyper-parameters (an unfitted :class:`LatencyTreeRegressor`;
+    default its defaults); ``gnn_config`` those of the GNN.
+    """
+    keys = split.wide["arch_key"].to_list()
+    Y = split.wide.select(split.devices).to_numpy().astype(float)
+    tr = split.train[:max_train_archs]
+    return _fit_space(space, [keys[i] for i in tr], Y[tr], split.devices, model, gnn_seconds, gnn_config, tree)
+
+
 def _fit_space(
     space: str,
     keys: list[str],
@@ -89,6 +143,7 @@ def _fit_space(
     kind: ModelKind,
     gnn_seconds: float,
     gnn_config: Any = None,
+    tree: LatencyTreeRegressor | None = None,
 ) -> Any:
     if kind == "tree":
         from hwsurrogate.surrogates.models.latency_trees import MultiDeviceLatencyTrees
@@ -101,7 +156,7 @@ def _fit_space(
                     f"device_id {d!r} has {int(ok.sum())} training rows in {space}; need 2"
                 )
             per_device[d] = ([k for k, o in zip(keys, ok, strict=True) if o], Y[ok, j])
-        return MultiDeviceLatencyTrees(space).fit(per_device, progress=f"{space}: trees per device")
+        return MultiDeviceLatencyTrees(space, tree).fit(per_device, progress=f"{space}: trees per device")
     from hwsurrogate.surrogates.models.latency_gnn import GNNConfig, MultiDeviceLatencyGNN
 
     cfg = gnn_config or GNNConfig(max_seconds=gnn_seconds)
@@ -126,11 +181,13 @@ def train_latency_model(
     gnn_config: Any = None,
     register: bool = True,
     data_versions: dict[str, int] | None = None,
+    tree: LatencyTreeRegressor | None = None,
 ) -> LatencyTrainingResult:
     """Train on long latency rows, log to MLflow, register ``hws-latency`` (see module doc).
 
     ``data_versions``: the store table versions ``frame`` was read at (``store.read_versions``),
-    logged as the run's ``data_versions`` param.
+    logged as the run's ``data_versions`` param. ``tree``: the per-device trees' hyper-parameters
+    (an unfitted :class:`~hwsurrogate.surrogates.models.latency_trees.LatencyTreeRegressor`).
     """
     import mlflow
 
@@ -150,14 +207,7 @@ def train_latency_model(
         frame = frame.filter(pl.col("device_id").is_in(list(devices)))
     spaces = sorted(frame["space"].unique().to_list())
     # ---- split (no MLflow yet: a bad frame raises before a run exists)
-    prepared: dict[str, dict[str, Any]] = {}
-    for space in spaces:
-        wide, devs = to_wide(frame.filter(pl.col("space") == space))
-        test = latency_test_mask(wide, space)
-        train_idx = np.flatnonzero(~test)[:max_train_archs]
-        if len(train_idx) < 2:
-            raise TrainingDataError(f"{space}: {len(train_idx)} training architectures; need at least 2")
-        prepared[space] = {"wide": wide, "devices": devs, "train": train_idx, "test": np.flatnonzero(test)}
+    prepared = split_latency_frame(frame, max_train_archs=max_train_archs)
     t0 = time.perf_counter()
     with start_run(EXPERIMENT, run_name=f"latency-{model}", task="latency", model_kind=model) as run:
         log_data_versions(data_versions or {})
@@ -170,6 +220,8 @@ def train_latency_model(
                 "test_split": "HELP test indices (900/4000 + 1000), else 20% by md5(arch_key)",
             }
         )
+        if model == "tree" and tree is not None:
+            mlflow.log_params({f"tree.{k}": v for k, v in tree.get_params().items() if k != "space"})
         log_training_dataset(
             frame.select("device_id", "space", "arch_index", "arch_key", "latency_ms"),
             name="latency",
@@ -180,13 +232,14 @@ def train_latency_model(
         metrics: dict[str, float] = {}
         for space in spaces:
             p = prepared[space]
-            wide, devs = p["wide"], p["devices"]
+            wide, devs = p.wide, p.devices
             keys = wide["arch_key"].to_list()
             Y = wide.select(devs).to_numpy().astype(float)
-            tr = p["train"]
-            fitted = _fit_space(space, [keys[i] for i in tr], Y[tr], devs, model, gnn_seconds, gnn_config)
+            tr = p.train[:max_train_archs]
+            fitted = fit_latency_space(space, p, model=model, max_train_archs=max_train_archs,
+                                       gnn_seconds=gnn_seconds, gnn_config=gnn_config, tree=tree)  # fmt: skip
             models[space] = fitted
-            for split, idx in (("train", tr), ("test", p["test"])):
+            for split, idx in (("train", tr), ("test", p.test)):
                 if len(idx) == 0:
                     continue
                 sub_keys = [keys[i] for i in idx]
@@ -209,7 +262,7 @@ def train_latency_model(
         first = frame.group_by("space").first().sort("space")
         example = first.select("device_id", "space", "arch_key").to_pandas()
         info = log_latency_model(pyfunc, example)
-    test_queries = _test_queries(prepared)
+    test_queries = latency_test_queries(prepared)
     version, promoted = None, False
     if register:
         all_devices = sorted(frame["device_id"].unique().to_list())
@@ -219,7 +272,7 @@ def train_latency_model(
         version, promoted = register_and_promote(
             info.model_uri,
             MODEL_NAMES["latency"],
-            evaluate=lambda uri, keys: _evaluate(uri, test_queries, keys),
+            evaluate=evaluate_spearman(test_queries),
             holdout_keys=test_queries["key"].to_list() if test_queries.height else [],
             scope={"spaces": spaces, "devices": all_devices},
             description=(
@@ -251,12 +304,14 @@ def _store_source() -> str:
     return str((Path(get_settings(fresh=True).store) / "latency").resolve())
 
 
-def _test_queries(prepared: dict[str, dict[str, Any]]) -> pl.DataFrame:
+def latency_test_queries(splits: dict[str, LatencySplit]) -> pl.DataFrame:
+    """The held-out rows, long: ``arch_key, device_id, latency_ms, space`` and their ``key``
+    (``space|arch_key|device_id``, what a version records as its held-out rows)."""
     parts = []
-    for space, p in prepared.items():
-        wide = p["wide"][p["test"]]
+    for space, p in splits.items():
+        wide = p.wide[p.test]
         long = wide.unpivot(
-            index=["arch_key"], on=p["devices"], variable_name="device_id", value_name="latency_ms"
+            index=["arch_key"], on=p.devices, variable_name="device_id", value_name="latency_ms"
         )
         parts.append(long.drop_nulls("latency_ms").with_columns(pl.lit(space).alias("space")))
     if not parts:
@@ -265,20 +320,31 @@ def _test_queries(prepared: dict[str, dict[str, Any]]) -> pl.DataFrame:
     return test.with_columns(pl.concat_str("space", "arch_key", "device_id", separator="|").alias("key"))
 
 
-def _evaluate(uri: str, test: pl.DataFrame, keys: frozenset[str] | None = None) -> float:
-    """Mean per-(space, device) Spearman of a registered model on held-out rows (-1 if it cannot
+def evaluate_spearman(test: pl.DataFrame):
+    """Score a registered model URI or a fitted model (``hws tune``'s trials) on held-out rows
+    (:func:`latency_test_queries`): ``evaluate(model, keys)``, see :func:`_evaluate`."""
+
+    def evaluate(model: Any, keys: frozenset[str] | None) -> float:
+        return _evaluate(model, test, keys)
+
+    return evaluate
+
+
+def _evaluate(model: Any, test: pl.DataFrame, keys: frozenset[str] | None = None) -> float:
+    """Mean per-(space, device) Spearman of a model (URI or fitted) on held-out rows (-1 if it cannot
     answer); ``keys`` (``space|arch_key|device_id``) restricts the rows, ``None`` keeps all."""
-    import mlflow
+    from hwsurrogate.surrogates.registry.tracking import predict_with
 
     if keys is not None and test.height:
         test = test.filter(pl.col("key").is_in(sorted(keys)))
     if test.height == 0:
         return float("nan")
-    model = mlflow.pyfunc.load_model(uri)
+    if isinstance(model, str):
+        import mlflow
+
+        model = mlflow.pyfunc.load_model(model)  # loaded outside the try: a broken URI is an error
     try:
-        pred = model.predict(test.select("device_id", "space", "arch_key").to_pandas())[
-            "latency_ms"
-        ].to_numpy()
+        pred = predict_with(model, test.select("device_id", "space", "arch_key"))["latency_ms"].to_numpy()
     except Exception:  # an older champion that does not know some device or space loses
         return -1.0
     scored = test.with_columns(pl.Series("pred", pred))

@@ -18,61 +18,14 @@ from hwsurrogate.surrogates.features import hls4ml_features, hlsyn_features, pro
 from hwsurrogate.surrogates.registry.loading import load_predictor
 from hwsurrogate.surrogates.training.fpga import FpgaTrainConfig, train_hls4ml_model, train_hlsyn_model
 
+from .fpga_factories import dense_model, hls4ml_rows
+
 FAST = FpgaTrainConfig(max_iter=20)
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def _dense_model(d_in: int, d_out: int, bits: int) -> str:
-    return json.dumps(
-        [
-            {
-                "class_name": "QDense",
-                "d_in": [d_in],
-                "d_out": [d_out],
-                "neurons": d_out,
-                "parameters": d_in * d_out + d_out,
-                "weight_bits": bits,
-            }
-        ]  # fmt: skip
-    )
-
-
-def _hls4ml_rows(n_models: int = 12) -> pl.DataFrame:
-    rows = []
-    for i in range(n_models):
-        d_in, d_out, bits = 16 * (1 + i % 4), 16 * (1 + i // 4), 4 + 2 * (i % 3)
-        for rf in (1, 4, 16):
-            mults = d_in * d_out
-            rows.append(
-                {
-                    "design_id": f"m{i}-rf{rf}",
-                    "domain": "hls4ml",
-                    "kernel": f"dense_{d_in}_{d_out}_{bits}b",
-                    "model": _dense_model(d_in, d_out, bits),
-                    "reuse_factor": rf,
-                    "precision": None,
-                    "strategy": "resource",
-                    "io_type": "io_parallel",
-                    "part": "xcu250",
-                    "tool": "vivado_hls",
-                    "stage": "hls_estimate",
-                    "valid": True,
-                    "lut": 30.0 * mults * bits / 8 / rf + 200,
-                    "ff": 20.0 * mults / rf + 100,
-                    "dsp": float(math.ceil(mults / rf)),
-                    "bram": float(mults // 512),
-                    "cycles": 2.0 * rf + 3,
-                    "ii": float(rf),
-                }  # fmt: skip
-            )
-    return pl.DataFrame(rows).with_columns(
-        pl.lit("test").alias("source"), pl.lit("tests").alias("origin"), pl.lit(NOW).alias("imported_at"),
-        pl.col("design_id").alias("measurement_id"),
-    )  # fmt: skip
-
-
 def test_hls4ml_features_sum_multiplications_and_divide_by_reuse_factor() -> None:
-    q = pl.DataFrame({"model": [_dense_model(32, 16, 6)], "reuse_factor": [4], "precision": ["ap_fixed<8,3>"],
+    q = pl.DataFrame({"model": [dense_model(32, 16, 6)], "reuse_factor": [4], "precision": ["ap_fixed<8,3>"],
                       "strategy": ["Resource"], "io_type": ["io_stream"], "part": ["xcu250"]})  # fmt: skip
     f = hls4ml_features(q, parts=("xc7z020", "xcu250")).row(0, named=True)
     assert f["log2_mults"] == pytest.approx(math.log2(32 * 16 + 1))
@@ -83,7 +36,7 @@ def test_hls4ml_features_sum_multiplications_and_divide_by_reuse_factor() -> Non
 
 
 def test_hls4ml_precision_falls_back_to_layer_weight_bits() -> None:
-    q = pl.DataFrame({"model": [_dense_model(8, 8, 6)], "reuse_factor": [1], "precision": [None],
+    q = pl.DataFrame({"model": [dense_model(8, 8, 6)], "reuse_factor": [1], "precision": [None],
                       "strategy": ["latency"], "io_type": ["io_parallel"], "part": ["p"]})  # fmt: skip
     assert hls4ml_features(q)["precision_bits"].to_list() == [6.0]
 
@@ -183,7 +136,7 @@ def _n_runs() -> int:
 
 
 def test_hls4ml_train_logs_registers_and_reloads_identically(store: DatasetStore) -> None:
-    store.append("fpga", _hls4ml_rows(), partition="test")
+    store.append("fpga", hls4ml_rows(), partition="test")
     res = train_hls4ml_model(store, FAST)
     queries = res.test.select("model", "reuse_factor", "precision", "strategy", "io_type", "part")
     direct = res.model.predict_frame(queries)
