@@ -88,9 +88,9 @@ def test_frozen_latency_trees_equal_sklearn_per_device() -> None:
 def test_frozen_hls4ml_model_equals_sklearn_including_the_report_rules() -> None:
     from hwsurrogate.surrogates.models.fpga import HLS4ML_TARGETS, FpgaPyfunc, FpgaRegressor
 
-    from .test_fpga import _hls4ml_rows
+    from .fpga_factories import hls4ml_rows
 
-    rows = _hls4ml_rows()
+    rows = hls4ml_rows()
     reg = FpgaRegressor(kind="hls4ml", targets=HLS4ML_TARGETS, max_iter=30).fit(rows, rows.select(HLS4ML_TARGETS))
     model = FpgaPyfunc("fpga-hls4ml", reg)
     served, calls = _round_trip(freeze("fpga-hls4ml", model), model)
