@@ -71,3 +71,8 @@ class ModelSourceError(HwSurrogateError, ValueError):
     def __init__(self, message: str, *, field: str = "model") -> None:
         self.field = field
         super().__init__(message)
+
+
+class ModelArtifactError(HwSurrogateError, ValueError):
+    """A logged model's artifact cannot be read, or its pickle names a global the model loader
+    does not allow (names the file and the global; nothing it names is called)."""

@@ -133,7 +133,9 @@ def training_domain(predictor: Any) -> dict[str, Any] | None:
     model = getattr(predictor, "native", None)
     if model is None:
         try:
-            model = predictor.model.unwrap_python_model()  # e.g. the latency pyfunc
+            from hwsurrogate.surrogates.registry.artifact_model import project_model
+
+            model = project_model(predictor.model)  # e.g. the latency pyfunc
         except Exception:
             model = predictor
     domain = getattr(model, "training_domain", None)

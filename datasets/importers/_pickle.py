@@ -1,7 +1,7 @@
 """Reading the pickled latency files (HELP ``.pt`` zip archives, LatBench ``.pickle``) safely.
 
 Both formats hold plain Python objects (lists, dicts, floats) plus numpy scalars, never tensors
-or arrays. A restricted unpickler admits only the few globals that such data needs, so a
+or arrays. A restricted unpickler (:mod:`hwsurrogate.safe_pickle`) admits only the few globals that such data needs, so a
 tampered file cannot run code; any other global is refused with an error naming the file.
 
 It is also memory-safe: no byte of the file reaches numpy's own reconstruction. numpy's
@@ -15,7 +15,6 @@ refused: the data never holds them.
 from __future__ import annotations
 
 import io
-import pickle
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
@@ -25,6 +24,7 @@ import numpy as np
 
 from hwsurrogate.datasets.importers._common import read_bytes
 from hwsurrogate.errors import SourceFormatError
+from hwsurrogate.safe_pickle import PickleRefusedError, restricted_loads
 
 #: dtype codes a data pickle may name: booleans, integers, floats, complex numbers.
 _NUMERIC_CODES = frozenset(
@@ -94,30 +94,16 @@ _ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
 }
 
 
-class _DataUnpickler(pickle.Unpickler):
-    def __init__(self, data: bytes, path: Path) -> None:
-        super().__init__(io.BytesIO(data))
-        self._path = path
-
-    def find_class(self, module: str, name: str) -> Any:
-        try:
-            return _ALLOWED_GLOBALS[(module, name)]
-        except (KeyError, TypeError):
-            raise SourceFormatError(
-                f"{self._path}: pickle references {module}.{name}, which plain latency data never "
-                "needs; refusing to load it"
-            ) from None
-
-    def persistent_load(self, pid: Any) -> Any:  # torch tensors are stored as persistent ids
-        raise SourceFormatError(f"{self._path}: holds tensor storage ({pid!r}); expected plain lists/dicts")
+def _allowed(module: str, name: str) -> Any:
+    return _ALLOWED_GLOBALS.get((module, name))
 
 
 def loads_data(data: bytes, path: Path) -> Any:
     """Unpickle plain data (numpy numeric scalars allowed); errors name ``path``."""
     try:
-        return _DataUnpickler(data, path).load()
-    except SourceFormatError:
-        raise
+        return restricted_loads(data, _allowed, source=str(path), why="which plain latency data never needs")
+    except PickleRefusedError as exc:
+        raise SourceFormatError(str(exc)) from None
     except _Refused as exc:
         raise SourceFormatError(f"{path}: pickle holds {exc}; refusing to load it") from None
     except Exception as exc:  # truncated / corrupt pickles raise many different types

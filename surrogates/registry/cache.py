@@ -198,7 +198,9 @@ def _entry(predictor: Any, run_id: str) -> ServedEntry | None:
     native = predictor.native
     if native is None and predictor.task == "latency":
         try:
-            inner = predictor.model.unwrap_python_model()
+            from hwsurrogate.surrogates.registry.artifact_model import project_model
+
+            inner = project_model(predictor.model)
             native = LatencyModels(dict(inner.models), str(getattr(inner, "kind", "tree")))
         except Exception:  # not our latency pyfunc
             native = None

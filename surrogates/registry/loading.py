@@ -49,8 +49,10 @@ def native_model(model: Any) -> Any:
     validates its input itself; calling it directly skips the pandas round trip and MLflow's
     per-call schema enforcement, which cost more than the trees for a single query.
     """
+    from hwsurrogate.surrogates.registry.artifact_model import project_model
+
     try:
-        inner = getattr(model.unwrap_python_model(), "model", None)
+        inner = getattr(project_model(model), "model", None)
     except Exception:  # not a PythonModel flavour (e.g. mlflow.sklearn)
         return None
     return inner if callable(getattr(inner, "predict_frame", None)) else None

@@ -62,15 +62,11 @@ def log_ops_model(model: OperatorLatencyModel, example: pl.DataFrame) -> Any:
     columns are null by op kind, and MLflow casts neither float64 to int64 nor back."""
     from mlflow.models import infer_signature
 
-    from hwsurrogate.surrogates.registry.pyfunc import model_requirements
+    from hwsurrogate.surrogates.registry.artifact_model import log_artifact_model
 
     out = pd.DataFrame({"pred_ms": predict_ops_frame(model, example)})
-    return mlflow.pyfunc.log_model(
-        name="model",
-        python_model=OpsPyfunc(model),
-        signature=infer_signature(example.to_pandas(), out),
-        input_example=example.to_pandas(),
-        pip_requirements=model_requirements(),
+    return log_artifact_model(
+        OpsPyfunc(model), signature=infer_signature(example.to_pandas(), out), input_example=example.to_pandas()
     )
 
 
@@ -80,7 +76,9 @@ def load_ops_model(*, alias: str = CHAMPION, version: str | int | None = None) -
 
     mv = registered_version(OPS_MODEL_NAME, alias=alias, version=version, train="hws train ops")
     loaded = mlflow.pyfunc.load_model(f"models:/{OPS_MODEL_NAME}/{mv.version}", suppress_warnings=True)
-    model = loaded.unwrap_python_model().model
+    from hwsurrogate.surrogates.registry.artifact_model import project_model
+
+    model = getattr(project_model(loaded), "model", None)
     if not isinstance(model, OperatorLatencyModel):
         raise ModelNotFoundError(f"{OPS_MODEL_NAME} v{mv.version} is not an OperatorLatencyModel")
     return model

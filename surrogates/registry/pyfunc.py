@@ -13,9 +13,10 @@ in, a pandas frame with its output columns out; the feature pipeline is inside t
   :class:`~hwsurrogate.surrogates.models.latency_gnn.MultiDeviceLatencyGNN`); both compute their
   features with :mod:`~hwsurrogate.surrogates.features.nas` inside ``predict``.
 
-MLflow pickles the logged object: classes are stored by their import path (this module, and the
-model classes in :mod:`hwsurrogate.surrogates.models`), so moving one of them makes models
-logged before the move fail to load.
+They are logged by :func:`~.artifact_model.log_artifact_model` (models-from-code, the task's
+pyfunc pickled as an artifact and read back through an allow-list). A pickle stores classes by
+their import path (this module, and the model classes in :mod:`hwsurrogate.surrogates.models`),
+so moving one of them makes models logged before the move fail to load.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import polars as pl
 from hwsurrogate.surrogates.features.gemm import GEMM_QUERY_COLUMNS
 from hwsurrogate.surrogates.models.fpga import FpgaPyfunc
 from hwsurrogate.surrogates.models.gemm import GemmPyfunc
+from hwsurrogate.surrogates.registry.artifact_model import log_artifact_model
 from hwsurrogate.surrogates.registry.loading import latency_training_domain, predict_latency_frame
 
 
@@ -42,33 +44,6 @@ class FrameModel(mlflow.pyfunc.PythonModel):
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         return self.model.predict_frame(model_input).to_pandas()
-
-
-#: what a logged model imports when MLflow loads it: this package (the model classes) and the
-#: libraries its models and feature code use; torch and torch-geometric for the GNN models
-MODEL_PACKAGES = ("hwsurrogate", "mlflow", "cloudpickle", "numpy", "pandas", "polars", "pyarrow", "scikit-learn",
-                  "scipy", "treelite", "torch", "torch-geometric")  # fmt: skip
-
-
-def model_requirements() -> list[str]:
-    """``pip_requirements`` for every model this project logs: :data:`MODEL_PACKAGES` pinned to
-    the installed versions (a package that is not installed is listed unpinned).
-
-    Declared, because MLflow's inference of them loads the model in a subprocess to see what it
-    imports: 20 s per logged model on the 2-core machine (at load ~9; 0.6 s declared), on every
-    ``hws train`` and in every test that logs a model. It found the same packages.
-    """
-    from importlib.metadata import PackageNotFoundError, version
-
-    from packaging.version import Version
-
-    def pinned(name: str) -> str:  # the public version: a local label (torch's +cpu) is not on PyPI
-        try:
-            return f"{name}=={Version(version(name)).public}"
-        except PackageNotFoundError:
-            return name
-
-    return [pinned(n) for n in MODEL_PACKAGES]
 
 
 _MLFLOW_TYPES = {pl.Int64: "long", pl.Int32: "integer", pl.Float64: "double", pl.Float32: "float",
@@ -95,12 +70,10 @@ def frame_signature(inputs: pl.DataFrame, outputs: pl.DataFrame) -> Any:
 
 
 def _log_frame_model(model: GemmPyfunc | FpgaPyfunc, example: pl.DataFrame) -> Any:
-    return mlflow.pyfunc.log_model(
-        name="model",
-        python_model=FrameModel(model),
+    return log_artifact_model(
+        FrameModel(model),
         signature=frame_signature(example, model.predict_frame(example)),
         input_example=example.to_pandas(),
-        pip_requirements=model_requirements(),
     )
 
 
@@ -156,7 +129,4 @@ class LatencyPyfunc(mlflow.pyfunc.PythonModel):
 def log_latency_model(model: LatencyPyfunc, example: pd.DataFrame) -> Any:
     """Log the ``latency`` model as an MLflow pyfunc with signature and input example; returns ModelInfo."""
     signature = frame_signature(pl.from_pandas(example), pl.from_pandas(model.predict_frame(example)))
-    return mlflow.pyfunc.log_model(
-        name="model", python_model=model, signature=signature, input_example=example,
-        pip_requirements=model_requirements(),
-    )
+    return log_artifact_model(model, signature=signature, input_example=example)

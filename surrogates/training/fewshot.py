@@ -148,15 +148,11 @@ def train_fewshot_model(
         with tempfile.TemporaryDirectory() as tmp:
             npz = Path(tmp) / "fewshot.npz"
             model.save(npz)
+            from hwsurrogate.surrogates.registry.artifact_model import log_artifact_model
             from hwsurrogate.surrogates.registry.fewshot_pyfunc import FewShotPyfunc
-            from hwsurrogate.surrogates.registry.pyfunc import model_requirements
 
-            info = mlflow.pyfunc.log_model(
-                name="model",
-                python_model=FewShotPyfunc(),
-                artifacts={"fewshot": str(npz)},
-                pip_requirements=model_requirements(),
-                signature=_pyfunc_signature(),
+            info = log_artifact_model(
+                FewShotPyfunc(), artifacts={"fewshot": str(npz)}, signature=_pyfunc_signature()
             )
     result = FewShotTrainingResult(
         model=model,
@@ -172,7 +168,9 @@ def train_fewshot_model(
     def evaluate(uri: str, keys: frozenset[str] | None) -> float:
         import mlflow
 
-        other = mlflow.pyfunc.load_model(uri).unwrap_python_model().model
+        from hwsurrogate.surrogates.registry.artifact_model import project_model
+
+        other = project_model(mlflow.pyfunc.load_model(uri)).model
         part = val
         if keys is not None:  # keys: "space|device" of validation devices held out from both models
             part = {s: ([d for d in devs if f"{s}|{d}" in keys], n) for s, (devs, n) in val.items()}

@@ -162,7 +162,7 @@ def test_a_wider_scope_replaces_a_narrower_champion_unless_clearly_worse() -> No
 def test_logged_models_declare_pinned_public_requirements() -> None:
     from importlib.metadata import version
 
-    from hwsurrogate.surrogates.registry.pyfunc import model_requirements
+    from hwsurrogate.surrogates.registry.artifact_model import model_requirements
 
     reqs = dict(r.split("==") for r in model_requirements())
     assert reqs["hwsurrogate"] == version("hwsurrogate")
