@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import polars as pl
 import pytest
 
@@ -89,10 +91,13 @@ def _latency_store(store: DatasetStore) -> DatasetStore:
      ("latency", _latency_store, {"max_iter": 30, "max_leaf_nodes": 7, "max_train_archs": 25})],
 )  # fmt: skip
 def test_a_trial_is_scored_on_the_rows_and_by_the_score_of_promotion(
-    task: str, make: object, config: dict, store: DatasetStore
+    task: str, make: object, config: dict, store: DatasetStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A trial's score (in memory) equals the registered version's score by the task's own promotion
     function, and the rows a search holds out are those the version records as held out."""
+    # a registry of its own: other tests register (and promote) the same task names
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("HWSURROGATE_MLFLOW_ARTIFACTS", str(tmp_path / "mlruns"))
     setup = tune_setup(task, make(store))  # type: ignore[operator]
     trial = setup.evaluate(setup.fit(config), None)
     version, promoted = setup.train_winner(config)
