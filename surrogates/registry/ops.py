@@ -27,12 +27,29 @@ __all__ = ["OPS_MODEL_NAME", "OpsPyfunc", "load_ops_model", "log_ops_model", "pr
 OPS_MODEL_NAME = "hws-ops"
 
 
+#: integer columns of the operator table: MLflow's signature declares them as doubles (they are
+#: null by op kind, and pandas holds a missing integer only as a float), read back as integers here
+_INT_COLUMNS = tuple(c for c, t in OP_TABLE_SCHEMA.items() if t == pl.Int64)
+
+
+def _integral(frame: pl.DataFrame, col: str) -> pl.Expr:
+    """``col`` as Int64; a float column must hold whole numbers (an error naming it otherwise, never truncated)."""
+    series = frame[col]
+    if series.dtype.is_float():
+        values = series.drop_nulls()
+        bad = values.filter(~values.is_finite() | (values != values.round(0)))
+        if bad.len():
+            raise ValueError(f"operator column {col!r} must hold whole numbers, got {bad[0]}")
+    return pl.col(col).cast(pl.Int64)
+
+
 def predict_ops_frame(model: OperatorLatencyModel, frame: pl.DataFrame) -> np.ndarray:
     """Per-call ms of operator rows that carry their device's descriptors (one device at a time)."""
     if "device_id" not in frame.columns:
         raise ValueError("operator rows need a 'device_id' column with the device's descriptors beside it")
     out = np.full(frame.height, np.nan)
     idx = frame.with_row_index("__row")
+    idx = idx.with_columns(_integral(idx, c) for c in _INT_COLUMNS if c in idx.columns)
     for (dev,), part in idx.group_by(["device_id"], maintain_order=True):
         device = {"device_id": dev, **{c: part[c][0] for c in DEVICE_DESCRIPTORS if c in part.columns}}
         table = part.select([c for c in OP_TABLE_SCHEMA if c in part.columns])
@@ -58,15 +75,17 @@ class OpsPyfunc(mlflow.pyfunc.PythonModel):
 def log_ops_model(model: OperatorLatencyModel, example: pl.DataFrame) -> Any:
     """Log the operator model as an MLflow pyfunc with signature and input example; returns ModelInfo.
 
-    The signature is inferred from pandas here (not declared as for the other tasks): the shape
-    columns are null by op kind, and MLflow casts neither float64 to int64 nor back."""
-    from mlflow.models import infer_signature
-
+    The integer operator columns (shapes, ``count``) are declared as optional doubles, as MLflow
+    advises for integer columns that may be missing: they are null by op kind, and pandas holds a
+    missing integer only as a float. :func:`predict_ops_frame` reads them back as integers (a
+    fraction is an error naming the column). Columns with no null in the example stay required."""
     from hwsurrogate.surrogates.registry.artifact_model import log_artifact_model
+    from hwsurrogate.surrogates.registry.pyfunc import frame_signature
 
-    out = pd.DataFrame({"pred_ms": predict_ops_frame(model, example)})
+    example = example.with_columns(pl.col(c).cast(pl.Float64) for c in _INT_COLUMNS if c in example.columns)
+    out = pl.DataFrame({"pred_ms": predict_ops_frame(model, example)})
     return log_artifact_model(
-        OpsPyfunc(model), signature=infer_signature(example.to_pandas(), out), input_example=example.to_pandas()
+        OpsPyfunc(model), signature=frame_signature(example, out), input_example=example.to_pandas()
     )
 
 

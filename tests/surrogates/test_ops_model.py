@@ -154,6 +154,20 @@ def test_train_register_and_load_the_ops_model(store, capsys) -> None:  # noqa: 
     )
     assert np.isfinite(model.predict_ops(table, _new_device())).all()
     assert {"elementwise", "linear", "other"} <= model.covered_kinds
+    # through MLflow's own pyfunc (schema enforcement): the integer columns travel as doubles
+    import mlflow
+
+    from hwsurrogate.surrogates.registry.ops import predict_ops_frame
+
+    pyfunc = mlflow.pyfunc.load_model("models:/hws-ops/1")
+    example = pyfunc.input_example
+    assert example["m"].dtype == np.float64 and example["m"].isna().any()  # null by op kind
+    served = pyfunc.predict(example)["pred_ms"].to_numpy()
+    assert np.isfinite(served).all()
+    assert served.tolist() == predict_ops_frame(model, pl.from_pandas(example)).tolist()
+    example.loc[example["m"].notna().idxmax(), "m"] = 2.5
+    with pytest.raises(ValueError, match="operator column 'm' must hold whole numbers, got 2.5"):
+        predict_ops_frame(model, pl.from_pandas(example))
 
 
 def test_fewshot_scales_are_time_weighted_per_group(fitted: OperatorLatencyModel) -> None:
