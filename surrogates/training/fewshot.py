@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
@@ -152,8 +152,9 @@ def train_fewshot_model(
             from hwsurrogate.surrogates.registry.fewshot_pyfunc import FewShotPyfunc
 
             info = log_artifact_model(
-                FewShotPyfunc(), artifacts={"fewshot": str(npz)}, signature=_pyfunc_signature()
-            )
+                FewShotPyfunc(), artifacts={"fewshot": str(npz)}, signature=_pyfunc_signature(),
+                input_example=_input_example(model, frame, src, val),
+            )  # fmt: skip
     result = FewShotTrainingResult(
         model=model,
         run_id=run.info.run_id,
@@ -252,12 +253,38 @@ def _sources_and_validation(
 
 
 def _pyfunc_signature() -> object:
-    """Inputs device_id/space/arch_key, output latency_ms, optional param ``store`` (store root)."""
-    import pandas as pd
-    from mlflow.models import infer_signature
+    """Inputs device_id/space/arch_key and optional latency_ms (measurements to adapt on in the
+    call), output latency_ms, optional param ``store`` (store root of adapted devices)."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
-    example = pd.DataFrame({"device_id": ["dev"], "space": ["nb201"], "arch_key": ["k"]})
-    return infer_signature(example, pd.DataFrame({"latency_ms": [1.0]}), params={"store": ""})
+    inputs = Schema([ColSpec("string", "device_id"), ColSpec("string", "space"), ColSpec("string", "arch_key"),
+                     ColSpec("double", "latency_ms", required=False)])  # fmt: skip
+    return ModelSignature(
+        inputs=inputs, outputs=Schema([ColSpec("double", "latency_ms")]), params=ParamSchema([ParamSpec("store", "string", "")])
+    )
+
+
+def _input_example(
+    model: FewShotLatencyRegressor, frame: pl.DataFrame, src: dict[str, list[str]], val: dict[str, tuple[list[str], int]]
+) -> Any:
+    """A stateless adaptation for MLflow's input example: the measured (median) latencies of 10
+    architectures on a device held out of meta-training (a source device where a space has none),
+    plus 3 queries (``latency_ms`` null) on the same device."""
+    import pandas as pd
+
+    space = next(iter(model.spaces_))
+    device = (val.get(space, ([], 0))[0] or src[space])[0]
+    n = max(10, model.config.min_measurements)
+    rows = (
+        frame.filter((pl.col("space") == space) & (pl.col("device_id") == device))
+        .group_by("arch_key").agg(pl.col("latency_ms").median()).sort("arch_key").head(n + 3)
+    )  # fmt: skip
+    example = rows.select(
+        pl.lit(device).alias("device_id"), pl.lit(space).alias("space"), "arch_key",
+        pl.when(pl.int_range(pl.len()) < n).then(pl.col("latency_ms")).alias("latency_ms"),
+    )  # fmt: skip
+    return pd.DataFrame(example.to_dict(as_series=False))
 
 
 def _validation_score(

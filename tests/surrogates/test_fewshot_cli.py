@@ -116,6 +116,32 @@ def test_registered_pyfunc_predicts_adapted_devices_like_the_registry(
     )
 
 
+def test_registered_pyfunc_adapts_statelessly_on_measured_rows_like_adapt(trained_store: Path) -> None:
+    """Rows with ``latency_ms`` adapt the model in the call (nothing stored) and every row of that
+    device is predicted as ``hws adapt`` + predict would; the logged input example is such a call."""
+    import mlflow
+    import pandas as pd
+
+    from hwsurrogate.surrogates.registry.tracking import configure_mlflow
+
+    configure_mlflow()
+    model = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}@champion")
+    example = model.input_example
+    assert example["latency_ms"].notna().sum() >= 5 and example["latency_ms"].isna().sum() == 3
+    assert np.isfinite(model.predict(example)["latency_ms"].to_numpy()).all()
+    keys, y = _support(20)
+    inline = pd.DataFrame({"device_id": "board/inline", "space": "nb201", "arch_key": [*keys, *KEYS[:5]],
+                           "latency_ms": [*y, *[None] * 5]})  # fmt: skip
+    out = model.predict(inline)["latency_ms"].to_numpy()
+    reg = AdaptedDeviceRegistry(trained_store)
+    reg.adapt("board/stored", pl.DataFrame({"space": "nb201", "arch_key": keys, "latency_ms": y}))
+    np.testing.assert_allclose(out[-5:], reg.predict_latency("board/stored", "nb201", KEYS[:5]), rtol=1e-9)
+    assert "board/inline" not in reg.list()  # nothing stored
+    bad = inline.assign(latency_ms=[-1.0, *y[1:], *[None] * 5])
+    with pytest.raises(Exception, match="latency_ms"):
+        model.predict(bad)
+
+
 def test_adapt_pins_the_base_model_version_and_records_it(trained_store: Path, tmp_path: Path) -> None:
     reg = AdaptedDeviceRegistry(trained_store)
     champion = reg.champion_version()
