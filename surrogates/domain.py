@@ -132,12 +132,15 @@ def domain_issues(domain: dict[str, Any], queries: pl.DataFrame) -> list[list[st
         if not checks:
             continue
         flags = part.select(checks)
-        if not flags.select(pl.any_horizontal(pl.all()).any()).item():
-            continue  # the common case: every row inside
-        for col in flags.columns:
-            spec = region[col]
-            for j in flags[col].arg_true().to_list():
-                value = part[col][j]
+        if not any(flag.any() for flag in flags.iter_columns()):
+            continue  # the common case: every row inside (tested per column: no second query)
+        for flag in flags.iter_columns():
+            if not flag.any():
+                continue
+            col, spec = flag.name, region[flag.name]
+            values = part[col].to_list()
+            for j in (j for j, out in enumerate(flag.to_list()) if out):  # no lazy arg_true per column
+                value = values[j]
                 if "values" in spec:
                     seen = ", ".join(spec["values"]) or "none"
                     issues[rows[j]].append(f"{col}={str(value)!r} (trained on {seen})")
