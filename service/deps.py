@@ -42,7 +42,7 @@ async def get_arch_index(request: Request) -> ArchIndex:
     return request.app.state.arch_index
 
 
-def get_dispatch(
+async def get_dispatch(  # async: building it is cheap, so no thread-pool hop per request
     models: Annotated[ServedModels, Depends(get_models)],
     adapter: Annotated[DeviceAdapter, Depends(get_adapter)],
     config: Annotated[ServiceConfig, Depends(get_config)],

@@ -94,6 +94,33 @@ def _fmt(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
+#: built check expressions per region (keyed by its repr: a region edited in place is rebuilt)
+_CHECKS: dict[str, list[tuple[str, pl.Expr]]] = {}
+
+
+def _region_checks(region: dict[str, Any]) -> list[tuple[str, pl.Expr]]:
+    """Per field of ``region``, the expression flagging rows outside it (null: not checked).
+
+    Built once per region: a served model's domain lives as long as the model, and building
+    the expressions cost more than evaluating them on a one-query request."""
+    key = repr(region)
+    cached = _CHECKS.get(key)
+    if cached is not None:
+        return cached
+    checks = []
+    for col, spec in region.items():
+        if "values" in spec:
+            bad = ~pl.col(col).cast(pl.String).is_in(spec["values"])
+        else:
+            value = pl.col(col).cast(pl.Float64, strict=False)
+            bad = (value < spec["min"]) | (value > spec["max"])
+        checks.append((col, bad.fill_null(False).alias(col)))
+    if len(_CHECKS) > 4096:  # regions of models no longer served: start over
+        _CHECKS.clear()
+    _CHECKS[key] = checks
+    return checks
+
+
 def domain_issues(domain: dict[str, Any], queries: pl.DataFrame) -> list[list[str]]:
     """Per query row, the reasons it lies outside ``domain`` ([] for a row inside it).
 
@@ -119,25 +146,19 @@ def domain_issues(domain: dict[str, Any], queries: pl.DataFrame) -> list[list[st
                 issues[i].append(f"{by}={key!r} is not in the training data")
             continue
         part = q if mask is None else q.filter(mask)
-        checks = []
-        for col, spec in region.items():
-            if col not in part.columns:
-                continue
-            if "values" in spec:
-                bad = ~pl.col(col).cast(pl.String).is_in(spec["values"])
-            else:
-                value = pl.col(col).cast(pl.Float64, strict=False)
-                bad = (value < spec["min"]) | (value > spec["max"])
-            checks.append(bad.fill_null(False).alias(col))
+        checks = [bad for col, bad in _region_checks(region) if col in part.columns]
         if not checks:
             continue
         flags = part.select(checks)
-        if not flags.select(pl.any_horizontal(pl.all()).any()).item():
-            continue  # the common case: every row inside
-        for col in flags.columns:
-            spec = region[col]
-            for j in flags[col].arg_true().to_list():
-                value = part[col][j]
+        if not any(flag.any() for flag in flags.iter_columns()):
+            continue  # the common case: every row inside (tested per column: no second query)
+        for flag in flags.iter_columns():
+            if not flag.any():
+                continue
+            col, spec = flag.name, region[flag.name]
+            values = part[col].to_list()
+            for j in (j for j, out in enumerate(flag.to_list()) if out):  # no lazy arg_true per column
+                value = values[j]
                 if "values" in spec:
                     seen = ", ".join(spec["values"]) or "none"
                     issues[rows[j]].append(f"{col}={str(value)!r} (trained on {seen})")

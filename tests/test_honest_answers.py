@@ -123,6 +123,18 @@ def test_domain_rows_are_named_in_query_order_across_devices() -> None:
     assert issues[0] == [] and issues[1] == ["device_id='test/gpu-c' is not in the training data"]
 
 
+
+def test_a_domain_edited_in_place_is_checked_against_its_new_ranges() -> None:
+    """The check expressions are built once per region: an edited region must not reuse them."""
+    domain = {"task": "gemm", "regions": {"*": {"m": {"min": 1, "max": 100}, "op": {"values": ["bmm"]}}}}
+    q = pl.DataFrame({"m": [50, 500], "op": ["bmm", "linear"]})
+    assert domain_issues(domain, q) == [[], ["m=500 outside the trained range 1..100", "op='linear' (trained on bmm)"]]
+    domain["regions"]["*"]["m"]["max"] = 1000
+    domain["regions"]["*"]["op"]["values"].append("linear")
+    assert domain_issues(domain, q) == [[], []]
+    domain["regions"]["*"]["m"]["max"] = 10
+    assert domain_issues(domain, q) == [["m=50 outside the trained range 1..10"], ["m=500 outside the trained range 1..10"]]
+
 @pytest.fixture
 def bmm_champion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The bmm/linear fp32 model registered as the hws-gemm champion in this test's own registry."""

@@ -22,13 +22,18 @@ def columns(items: Sequence[Any], fields: Sequence[str]) -> dict[str, list[Any]]
     return {f: [getattr(q, f) for q in items] for f in fields}
 
 
-def finite_or_null(frame: pl.DataFrame) -> pl.DataFrame:
-    """NaN/inf model outputs become null: the API never sends non-JSON numbers."""
-    return frame.with_columns(
-        pl.when(pl.col(c).is_finite()).then(pl.col(c)).otherwise(None).alias(c)
-        for c, dt in frame.schema.items()
-        if dt.is_float()
-    )
+def finite_or_null(frame: pl.DataFrame, floats: Sequence[str] | None = None) -> pl.DataFrame:
+    """NaN/inf model outputs become null: the API never sends non-JSON numbers.
+
+    With ``floats``: only those columns, cast to Float64 first (one polars query, not two)."""
+    if floats is None:
+        return frame.with_columns(
+            pl.when(pl.col(c).is_finite()).then(pl.col(c)).otherwise(None).alias(c)
+            for c, dt in frame.schema.items()
+            if dt.is_float()
+        )
+    as_float = {c: pl.col(c).cast(pl.Float64) for c in floats}
+    return frame.select(pl.when(e.is_finite()).then(e).otherwise(None).alias(c) for c, e in as_float.items())
 
 
 def domain_fields(in_domain: Sequence[bool | None]) -> dict[str, Any]:

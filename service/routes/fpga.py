@@ -62,7 +62,7 @@ def _predict(
     dispatch: Dispatch, models: ServedModels, task: str, frame: pl.DataFrame, kind: str, strict: bool
 ) -> tuple[list[FpgaPrediction], list[str], list[bool | None]]:
     answer = run_dispatch(dispatch, task, frame, strict=strict)
-    out = finite_or_null(answer.outputs.select(OUTPUTS[task]).cast(dict.fromkeys(OUTPUTS[task], pl.Float64)))
+    out = finite_or_null(answer.outputs, OUTPUTS[task])
     ref = ModelRef(name=answer.model.name, version=answer.model.version)
     stage = models.stage(task)
     preds = [FpgaPrediction(type=kind, stage=stage, model=ref, **row) for row in out.iter_rows(named=True)]  # type: ignore[arg-type]

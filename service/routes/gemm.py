@@ -52,7 +52,7 @@ def predict_gemm(
     strict = bool(getattr(request.state, "body_fields", {}).get("strict", False))
     answer = run_dispatch(dispatch, "gemm", frame.select(INPUTS["gemm"]), strict=strict)
     t_model = time.perf_counter() - t_model
-    out = finite_or_null(answer.outputs.select([pl.col(c).cast(pl.Float64) for c in OUTPUTS["gemm"]]))
+    out = finite_or_null(answer.outputs, OUTPUTS["gemm"])
     head: dict[str, object] = {
         "model": {"name": answer.model.name, "version": answer.model.version},
         "predictor": answer.predictor,
