@@ -8,8 +8,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
-
 from hwsurrogate.datasets.store import DatasetStore, Write
 
 from .factories import gemm_frame, latency_frame
