@@ -89,3 +89,18 @@ def test_bad_store_in_the_environment_names_store(monkeypatch: pytest.MonkeyPatc
     res = _hws("data", "list")  # `hws` prints this StoreError as "error: ..."
     assert isinstance(res.exception, StoreError)
     assert str(res.exception).startswith("--store / $HWSURROGATE_STORE: 's3://' names no bucket")
+
+
+def test_local_files_of_an_s3_store_go_to_the_local_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hwsurrogate.settings import local_root
+    from hwsurrogate.surrogates.registry.adapted import AdaptedDeviceRegistry
+    from hwsurrogate.surrogates.registry.cache import store_root
+
+    monkeypatch.setenv("HWSURROGATE_LOCAL_DIR", str(tmp_path / "loc"))
+    assert local_root("s3://hws/team/p") == store_root("s3://hws/team/p") == tmp_path / "loc"
+    assert local_root(tmp_path / "st") == store_root(tmp_path / "st") == tmp_path / "st"  # a directory: itself
+    registry = AdaptedDeviceRegistry("s3://hws/team/p")
+    assert registry.records.folder == tmp_path / "loc" / "adapted" / "latency"
+    assert registry.store == "s3://hws/team/p"  # device names are checked against the bucket's tables
+    config = ServiceConfig(store="s3://hws/team/p/", load_models=False)
+    assert (config.store, config.adapted_dir, config.store_name) == ("s3://hws/team/p", tmp_path / "loc", "p")
