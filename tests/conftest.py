@@ -66,7 +66,9 @@ def s3_options() -> Iterator[dict[str, str]]:
     ``AWS_*`` environment of the test, which is how the CLI and the service find the endpoint.
     Tests skip when moto's server (the dev extra) is not installed.
     """
-    pytest.importorskip("moto.server", reason="moto[server] (the dev extra) runs the S3 server these tests use")
+    pytest.importorskip(
+        "moto.server", reason="moto[server] (the dev extra) runs the S3 server these tests use"
+    )
     boto3 = pytest.importorskip("boto3", reason="boto3 (installed with moto) creates the test bucket")
     port = _free_port()
     proc = subprocess.Popen(

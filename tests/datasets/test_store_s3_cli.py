@@ -55,7 +55,9 @@ def test_collector_push_failure_keeps_rows_in_the_local_dir_not_the_bucket(
     res = _hws("collect", "gemm", "--sweep", "grid", "--sizes", "8", "--min-time", "0", "--push", "http://down:1",
                "--store", s3_store)  # fmt: skip
     assert res.exit_code == 1 and "upload of 1 gemm rows failed" in res.output
-    kept = list((tmp_path / "local" / "unsent").glob("gemm-*.parquet"))  # $HWSURROGATE_LOCAL_DIR (the fixture's)
+    kept = list(
+        (tmp_path / "local" / "unsent").glob("gemm-*.parquet")
+    )  # the fixture's $HWSURROGATE_LOCAL_DIR
     assert len(kept) == 1 and pl.read_parquet(kept[0]).height == 1
     assert DatasetStore(s3_store).read("gemm").height == 0
 
@@ -91,14 +93,16 @@ def test_bad_store_in_the_environment_names_store(monkeypatch: pytest.MonkeyPatc
     assert str(res.exception).startswith("--store / $HWSURROGATE_STORE: 's3://' names no bucket")
 
 
-def test_local_files_of_an_s3_store_go_to_the_local_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_local_files_of_an_s3_store_go_to_the_local_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from hwsurrogate.settings import local_root
     from hwsurrogate.surrogates.registry.adapted import AdaptedDeviceRegistry
     from hwsurrogate.surrogates.registry.cache import store_root
 
     monkeypatch.setenv("HWSURROGATE_LOCAL_DIR", str(tmp_path / "loc"))
     assert local_root("s3://hws/team/p") == store_root("s3://hws/team/p") == tmp_path / "loc"
-    assert local_root(tmp_path / "st") == store_root(tmp_path / "st") == tmp_path / "st"  # a directory: itself
+    assert local_root(tmp_path / "st") == store_root(tmp_path / "st") == tmp_path / "st"  # a store directory
     registry = AdaptedDeviceRegistry("s3://hws/team/p")
     assert registry.records.folder == tmp_path / "loc" / "adapted" / "latency"
     assert registry.store == "s3://hws/team/p"  # device names are checked against the bucket's tables

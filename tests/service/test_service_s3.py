@@ -59,12 +59,14 @@ def test_s3_store_upload_is_served_back_with_devices_and_predictions(
                        headers={**AUTH, "content-type": "application/json"})  # fmt: skip
         assert (again.json()["added"], again.json()["duplicates"]) == (0, 5)  # MERGE on S3 too
         rows = c.get("/v1/datasets/gemm/rows", params={"limit": 10}).json()
-        assert rows["total"] == 5 and sorted(r["measurement_id"] for r in rows["rows"]) == [f"r-{i}" for i in range(5)]
+        assert rows["total"] == 5
+        assert sorted(r["measurement_id"] for r in rows["rows"]) == [f"r-{i}" for i in range(5)]
         assert {r["source"] for r in rows["rows"]} == {"upload:alice"}
         listed = {d["kind"]: d["rows"] for d in c.get("/v1/datasets").json()["datasets"]}
         assert listed["gemm"] == 5 and listed["latency"] == 2
         devices = {d["device_id"]: d for d in c.get("/v1/devices").json()["devices"]}
-        assert devices["me/box-gpu"]["tables"] == {"gemm": 5} and devices["help/pixel2"]["tables"] == {"latency": 2}
+        assert devices["me/box-gpu"]["tables"] == {"gemm": 5}
+        assert devices["help/pixel2"]["tables"] == {"latency": 2}
         assert c.get("/v1/devices/me/box-gpu").json()["tables"] == {"gemm": 5}
         r = c.post("/v1/predict/latency", json={"device": "help/pixel2", "space": "nb201",
                                                 "archs": [{"arch_index": 42}, {"arch_index": 11}]})  # fmt: skip
@@ -79,7 +81,17 @@ def test_s3_store_upload_is_served_back_with_devices_and_predictions(
 def _serve(*args: str, env: dict[str, str]) -> Iterator[str]:
     """``hws serve ARGS`` on a free loopback port (models not loaded); the base URL once /healthz answers."""
     port = _free_port()
-    cmd = [sys.executable, "-m", "hwsurrogate.cli", "serve", "--port", str(port), "--log-level", "warning", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "hwsurrogate.cli",
+        "serve",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        *args,
+    ]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     try:
