@@ -65,7 +65,7 @@ import pyarrow as pa
 
 from hwsurrogate.datasets.schemas import KINDS, Kind, check_kind, conform, schema
 from hwsurrogate.errors import StoreError
-from hwsurrogate.settings import get_settings
+from hwsurrogate.settings import check_store_location, get_settings, is_store_uri
 
 __all__ = [
     "COMMITS",
@@ -296,7 +296,11 @@ class DatasetStore:
         versions: Mapping[str, int] | None = None,
     ) -> None:
         raw = os.fspath(root) if root is not None else os.fspath(get_settings(fresh=True).store)
-        self.is_remote = "://" in str(raw) and not str(raw).startswith("file://")
+        try:
+            raw = check_store_location(raw)
+        except ValueError as exc:
+            raise StoreError(f"--store / $HWSURROGATE_STORE: {exc}") from None
+        self.is_remote = is_store_uri(raw)
         self.root: Path | str = str(raw).rstrip("/") if self.is_remote else Path(raw)
         self.storage_options: dict[str, str] | None = dict(storage_options) if storage_options else None
         if self.is_remote and str(raw).startswith("s3://"):

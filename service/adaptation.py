@@ -133,15 +133,16 @@ class FewShotAdapter:
         return pl.DataFrame({"latency_ms": pl.Series(ms, dtype=pl.Float64)})
 
 
-def open_adapter(root: Path) -> DeviceAdapter:
-    """The few-shot adapter over store ``root``, or an :class:`UnavailableAdapter` saying why not."""
+def open_adapter(root: Path, store: Path | str | None = None) -> DeviceAdapter:
+    """The few-shot adapter with its files under ``root`` (refusing device names of ``store``, default
+    ``root``), or an :class:`UnavailableAdapter` saying why not."""
     try:
         from hwsurrogate.surrogates import fewshot
         from hwsurrogate.surrogates.registry.adapted import AdaptedDeviceRegistry
     except ImportError as exc:
         return UnavailableAdapter(f"few-shot adaptation is not installed ({exc})")
     try:
-        registry = AdaptedDeviceRegistry(root)
+        registry = AdaptedDeviceRegistry(root, store=store)
     except Exception as exc:  # noqa: BLE001 - a broken registry must not stop the service
         return UnavailableAdapter(f"few-shot registry at {root} could not open: {type(exc).__name__}: {exc}")
     return FewShotAdapter(registry, fewshot)

@@ -55,7 +55,7 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
         app.state.models = ServedModels.load(config.model_versions, batching=config.batching) if config.load_models else ServedModels(
             unavailable={t: "model loading disabled (load_models=False)" for t in ("gemm", "latency", "fpga-hls4ml", "fpga-hlsyn")}
         )  # fmt: skip
-        app.state.adapter = open_adapter(config.adapted_dir)
+        app.state.adapter = open_adapter(config.adapted_dir, store=config.store)
         for task, reason in app.state.models.unavailable.items():
             log.log(
                 logging.WARNING if config.load_models else logging.DEBUG, "%s unavailable: %s", task, reason

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hwsurrogate.service.schemas import MAX_PREDICT_QUERIES
-from hwsurrogate.settings import get_settings
+from hwsurrogate.settings import check_store_location, get_settings, is_store_uri, local_root
 from hwsurrogate.surrogates.api import MODEL_NAMES
 
 #: Environment variable carrying ``--model-version`` pins to worker processes (JSON {task: version}).
@@ -19,12 +19,13 @@ MODEL_VERSIONS_ENV = "HWSURROGATE_SERVICE_MODEL_VERSIONS"
 class ServiceConfig:
     """What ``create_app`` needs; every field has a default that runs with no configuration."""
 
-    store: Path = field(default_factory=lambda: Path(get_settings(fresh=True).store))
+    #: a directory (a Path) or an object-store URI (a str, ``s3://bucket/prefix``): see docs/store.md
+    store: Path | str = field(default_factory=lambda: get_settings(fresh=True).store)
     token: str | None = None  # bearer token for writes; None refuses every write (403)
     model_versions: dict[str, str] = field(default_factory=dict)  # task -> pinned registry version
     load_models: bool = True  # False: start with no models (tests override the dependency)
     batching: bool = True  # merge concurrent predict calls into one model call (see batching.py)
-    adapted_root: Path | None = None  # root of the few-shot registry; default: the store root
+    adapted_root: Path | None = None  # root of the few-shot registry; default: local_root(store)
     max_body_bytes: int = 8 * 1024 * 1024
     max_predict_queries: int = MAX_PREDICT_QUERIES
     max_upload_rows: int = 50_000
@@ -32,7 +33,11 @@ class ServiceConfig:
     max_page_rows: int = 50_000
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "store", Path(self.store))
+        try:
+            location = check_store_location(self.store)
+        except ValueError as exc:
+            raise ValueError(f"store: {exc}") from None
+        object.__setattr__(self, "store", location if is_store_uri(location) else Path(location))
         if self.adapted_root is not None:
             object.__setattr__(self, "adapted_root", Path(self.adapted_root))
         unknown = sorted(set(self.model_versions) - set(MODEL_NAMES))
@@ -43,7 +48,16 @@ class ServiceConfig:
 
     @property
     def adapted_dir(self) -> Path:
-        return self.adapted_root if self.adapted_root is not None else self.store
+        """The few-shot registry's local folder: ``adapted_root``, else the store directory, else (an
+        ``s3://`` store) ``$HWSURROGATE_LOCAL_DIR`` (:func:`~hwsurrogate.settings.local_root`)."""
+        return self.adapted_root if self.adapted_root is not None else local_root(self.store)
+
+    @property
+    def store_name(self) -> str:
+        """The store's last path component (``/srv/store`` -> ``store``, ``s3://b/team/hws`` -> ``hws``)."""
+        if isinstance(self.store, Path):
+            return self.store.name
+        return self.store.partition("://")[2].rstrip("/").rsplit("/", 1)[-1]
 
     @classmethod
     def from_env(cls) -> ServiceConfig:
@@ -52,7 +66,7 @@ class ServiceConfig:
         pins = json.loads(os.environ.get(MODEL_VERSIONS_ENV) or "{}")
         load = os.environ.get("HWSURROGATE_SERVICE_LOAD_MODELS", "1") != "0"
         return cls(
-            store=Path(settings.store),
+            store=settings.store,
             token=settings.service_token or None,
             model_versions=pins,
             load_models=load,

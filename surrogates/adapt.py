@@ -50,7 +50,7 @@ def adapt_gemm(
     config: GemmAdaptConfig | None = None,
 ) -> tuple[AdaptedGemmDevice, Path]:
     """Adapt the champion ``hws-gemm`` (or ``predictor``) to ``device`` and persist the record."""
-    root = Path(store_root) if store_root is not None else Path(get_settings(fresh=True).store)
+    root = store_root if store_root is not None else get_settings(fresh=True).store  # a directory or s3:// URI
     check_measurements(
         measurements, min_rows=(config or GemmAdaptConfig()).min_measurements
     )  # before any loading
@@ -162,7 +162,7 @@ def adapt_hlsyn_kernel(
     designs nearest in pragma space whose remaining residual is added back (3: the choice of
     ``hws bench fpga-hlsyn-fewshot`` on validation kernels for v20; v18's validation chose 1).
     """
-    root = Path(store_root) if store_root is not None else Path(get_settings(fresh=True).store)
+    root = store_root if store_root is not None else get_settings(fresh=True).store  # a directory or s3:// URI
     meas = check_hlsyn_measurements(measurements, kernel)
     existing = AdaptedRecords(root, "fpga-hlsyn").path(kernel)
     if existing.exists():

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -44,3 +50,71 @@ def data_dir() -> Path:
     if path is None:
         pytest.skip("public data not available: set HWSURROGATE_DATA_DIR to ../shared/data")
     return path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def s3_options() -> Iterator[dict[str, str]]:
+    """A moto S3 server on 127.0.0.1 with one bucket (``hws``), stopped when the session ends.
+
+    The dict is what ``DatasetStore(..., storage_options=)`` takes, and with :func:`s3_store` the
+    ``AWS_*`` environment of the test, which is how the CLI and the service find the endpoint.
+    Tests skip when moto's server (the dev extra) is not installed.
+    """
+    pytest.importorskip(
+        "moto.server", reason="moto[server] (the dev extra) runs the S3 server these tests use"
+    )
+    boto3 = pytest.importorskip("boto3", reason="boto3 (installed with moto) creates the test bucket")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        client = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+            region_name="us-east-1",
+        )
+        for _ in range(200):
+            try:
+                client.create_bucket(Bucket="hws")
+                break
+            except Exception:
+                time.sleep(0.05)
+        else:
+            pytest.fail("moto's S3 server did not start in 10 s")
+        yield {
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+            "AWS_REGION": "us-east-1",
+            "AWS_ALLOW_HTTP": "true",
+        }
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture
+def s3_store(s3_options: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh ``s3://hws/<random>`` store on the moto server, made the test's ``HWSURROGATE_STORE``.
+
+    The ``AWS_*`` variables point at the server (as docs/store.md tells a user to set them), and
+    local files (``HWSURROGATE_LOCAL_DIR``) go to the test's own folder.
+    """
+    for key, value in s3_options.items():
+        monkeypatch.setenv(key, value)
+    uri = f"s3://hws/{uuid.uuid4().hex[:12]}"
+    monkeypatch.setenv("HWSURROGATE_STORE", uri)
+    monkeypatch.setenv("HWSURROGATE_LOCAL_DIR", str(tmp_path / "local"))
+    return uri

@@ -105,15 +105,18 @@ def check_push(kind: str, url: str, token: str | None, *, timeout_s: float = 5.0
             close()
 
 
-def unsent_path(kind: str, store_path: Path | None) -> Path:
-    """Where rows bound for ``--push`` are kept until the service has them: ``<store>/unsent/<kind>-<UTC time>.parquet``."""
+def unsent_path(kind: str, store_path: Path | str | None) -> Path:
+    """Where rows bound for ``--push`` are kept until the service has them: ``<local>/unsent/<kind>-<UTC time>.parquet``.
+
+    ``<local>`` is the store directory, or for an ``s3://`` store ``$HWSURROGATE_LOCAL_DIR``
+    (:func:`~hwsurrogate.settings.local_root`): a file this process must be able to write now.
+    """
     from datetime import UTC, datetime
 
-    from hwsurrogate.settings import get_settings
+    from hwsurrogate.settings import local_root
 
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    root = Path(store_path) if store_path is not None else Path(get_settings(fresh=True).store)
-    return root / "unsent" / f"{kind}-{stamp}.parquet"
+    return local_root(store_path) / "unsent" / f"{kind}-{stamp}.parquet"
 
 
 def deliver(
@@ -121,7 +124,7 @@ def deliver(
     frame: pl.DataFrame,
     *,
     partition: str,
-    store_path: Path | None,
+    store_path: Path | str | None,
     push_url: str | None,
     token: str | None,
     mode: Literal["append", "replace"] = "append",
@@ -221,7 +224,7 @@ _TIMER_HELP = "thread-cpu: count only this thread's CPU time (CPU, --threads 1; 
 def collect_gemm_cmd(
     backend: str, device: str, sweep: str, sizes: str, n_shapes: int, min_dim: int, max_dim: int, batches: str,
     dtypes: str, layouts: str, shapes_file: Path | None, threads: int | None, min_time_s: float, timer: str, seed: int,
-    out: Path | None, ray_address: str | None, on: str | None, max_retries: int, store_path: Path | None,
+    out: Path | None, ray_address: str | None, on: str | None, max_retries: int, store_path: Path | str | None,
     push_url: str | None, token: str | None,
 ) -> None:  # fmt: skip
     """Time GEMM shapes on this machine and store them in the gemm table.
@@ -359,7 +362,7 @@ def collect_latency_cmd(
     space: str, archs: tuple[str, ...], archs_file: Path | None, references: bool, n_random: int | None,
     model: str | None, input_shape: str | None, device: str, batch: int, threads: int, repeats: int, warmup: int,
     precision: str, rounds: int, timer: str, seed: int | None, out: Path | None, ray_address: str | None,
-    on: str | None, max_retries: int, store_path: Path | None, push_url: str | None, token: str | None,
+    on: str | None, max_retries: int, store_path: Path | str | None, push_url: str | None, token: str | None,
 ) -> None:  # fmt: skip
     """Measure inference latency on this machine and store it in the latency table (or --out FILE).
 
@@ -446,7 +449,7 @@ def collect_latency_cmd(
 @store_option
 @push_options
 def collect_fingerprint_cmd(
-    device: str, quick: bool, threads: int | None, repeats: int | None, timer: str, store_path: Path | None,
+    device: str, quick: bool, threads: int | None, repeats: int | None, timer: str, store_path: Path | str | None,
     push_url: str | None, token: str | None,
 ) -> None:  # fmt: skip
     """Record this device: descriptors, micro-benchmarks and HELP reference-arch latencies.
@@ -495,7 +498,7 @@ def collect_fingerprint_cmd(
 @push_options
 def collect_ops_cmd(threads: int, scale: float, min_time_s: float, timer: str, seed: int, model_source: str | None,
                     input_shape: str | None, ray_address: str | None, on: str | None, max_retries: int,
-                    store_path: Path | None, push_url: str | None, token: str | None) -> None:  # fmt: skip
+                    store_path: Path | str | None, push_url: str | None, token: str | None) -> None:  # fmt: skip
     """Time every operator kind (linear, bmm, conv2d, elementwise, activations, softmax,
     layer norm, embedding, reductions, copies, views) on this CPU into the ops table.
 
@@ -572,7 +575,7 @@ def collect_fpga_cmd() -> None:
 class _FpgaSink:
     """Where FPGA rows go as they come: the local store (append), a service (--push), or nowhere (--dry-run)."""
 
-    def __init__(self, *, store_path: Path | None, push_url: str | None, token: str | None, dry_run: bool) -> None:
+    def __init__(self, *, store_path: Path | str | None, push_url: str | None, token: str | None, dry_run: bool) -> None:
         from hwsurrogate.datasets.store import DatasetStore
 
         self.store = None if (dry_run or push_url) else DatasetStore(store_path)
@@ -655,7 +658,7 @@ def _fpga_output_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--skip-bad", is_flag=True,
               help="Report unreadable projects and go on (default: stop at the first, write nothing).")  # fmt: skip
 @_fpga_output_options
-def parse_cmd(paths: tuple[Path, ...], recursive: bool, skip_bad: bool, store_path: Path | None,
+def parse_cmd(paths: tuple[Path, ...], recursive: bool, skip_bad: bool, store_path: Path | str | None,
               push_url: str | None, token: str | None, dry_run: bool) -> None:  # fmt: skip
     """Parse hls4ml / Vivado HLS / Vitis HLS projects (or single report files) into `fpga` rows.
 
@@ -706,7 +709,7 @@ def _sweep_options(fn: Callable[..., None]) -> Callable[..., None]:
 
 
 def _run_sweep(specs: list[LayerSpec], *, timeout_s: float, jobs: int, limit: int | None,
-               yosys_path: str | None, keep_dir: Path | None, force: bool, store_path: Path | None,
+               yosys_path: str | None, keep_dir: Path | None, force: bool, store_path: Path | str | None,
                push_url: str | None, token: str | None, dry_run: bool, ray_address: str | None = None,
                on: str | None = None, max_retries: int = 3) -> None:  # fmt: skip
     from hwsurrogate.datasets.collectors.fpga import collect_fpga_sweep

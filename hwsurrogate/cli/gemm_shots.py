@@ -27,14 +27,13 @@ def gemm_shots(device: str, candidates: str, count: int, out: str | None) -> Non
     sizes, aspect ratios and ops). Measure them, add a runtime_ms column, and run
     `hws adapt --task gemm --device DEVICE --measurements FILE`.
     """
-    from pathlib import Path
 
     from hwsurrogate.settings import get_settings
     from hwsurrogate.surrogates.fewshot.gemm import AdaptationError, descriptors_for, suggest_shapes
     from hwsurrogate.surrogates.fewshot.measurements import read_measurements
 
     frame = read_measurements(candidates, error=AdaptationError)
-    root = Path(get_settings(fresh=True).store)
+    root = get_settings(fresh=True).store  # a directory or an s3:// URI
     desc = descriptors_for(device, frame, root)
     idx = suggest_shapes(frame, desc, count)
     keep = [c for c in ("op", "m", "n", "k", "batch", "dtype", "layout") if c in frame.columns]

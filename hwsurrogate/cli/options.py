@@ -44,12 +44,24 @@ __all__ = [
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-STORE_HELP = "Dataset store directory or s3://bucket/prefix URI (default: $HWSURROGATE_STORE or ./store)."
+STORE_HELP = (
+    "Dataset store directory or s3://bucket/prefix URI (default: $HWSURROGATE_STORE or ./store; S3 credentials "
+    "and endpoint from the AWS_* variables). Model caches and adapted devices live in the store directory, "
+    "or for s3:// in $HWSURROGATE_LOCAL_DIR (default ./hws-local)."
+)
 
 
 def _store_location(ctx: click.Context, param: click.Parameter, value: str | None) -> Path | str | None:
     """A directory stays a Path; an object-store URI (``s3://bucket/prefix``) stays a string."""
-    if value is None or "://" in value:
+    if value is None:
+        return value
+    from hwsurrogate.settings import check_store_location, is_store_uri
+
+    try:
+        value = check_store_location(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+    if is_store_uri(value):
         return value
     path = Path(value)
     if path.exists() and not path.is_dir():

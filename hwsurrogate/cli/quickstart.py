@@ -354,7 +354,7 @@ def quickstart(
 
     store = DatasetStore(store_path)
     ctx = Context(store=store, port=port)
-    click.echo(f"store: {store.root.resolve()}", err=True)
+    click.echo(f"store: {store.root if store.is_remote else Path(store.root).resolve()}", err=True)
     chosen = (
         tuple(IMPORTERS) if sources == "all" else tuple(s.strip() for s in sources.split(",") if s.strip())
     )

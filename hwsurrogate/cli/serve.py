@@ -44,6 +44,14 @@ def _pins(values: tuple[str, ...]) -> dict[str, str]:
 )
 @click.option("--read-only", is_flag=True, help="Refuse every write (no token generated).")
 @click.option(
+    "--local-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="HWSURROGATE_LOCAL_DIR",
+    default=None,
+    help="Local folder for served-model caches and the few-shot registry (adapted devices) when --store is "
+    "an s3:// URI (default: $HWSURROGATE_LOCAL_DIR or ./hws-local); a store directory holds them itself.",
+)
+@click.option(
     "--model-version",
     "model_versions",
     multiple=True,
@@ -67,6 +75,7 @@ def serve(
     store_path: Path | None,
     token: str | None,
     read_only: bool,
+    local_dir: Path | None,
     model_versions: tuple[str, ...],
     no_batching: bool,
     workers: int,
@@ -78,6 +87,11 @@ def serve(
     start-up; a task without a registered model answers 503 until one is trained and the
     service restarted. Reads are open; writes need `Authorization: Bearer TOKEN`.
 
+    The store may be an S3 bucket (--store s3://bucket/prefix, credentials and endpoint from
+    AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL, AWS_ALLOW_HTTP);
+    uploads, downloads, devices and predictions work the same, and several servers (e.g. one
+    writer and --read-only readers) may share it. Local files then go to --local-dir.
+
     \b
     Example:
       hws serve --port 8000 --token "$(openssl rand -hex 16)"
@@ -86,10 +100,18 @@ def serve(
     import uvicorn
 
     from hwsurrogate.service.config import MODEL_VERSIONS_ENV
+    from hwsurrogate.settings import check_store_location, get_settings
 
     pins = _pins(model_versions)
     if store_path is not None:
         os.environ["HWSURROGATE_STORE"] = str(store_path)
+    else:  # the workers read $HWSURROGATE_STORE: refuse a bad one here, not in each worker's start-up
+        try:
+            check_store_location(get_settings(fresh=True).store)
+        except ValueError as exc:
+            raise click.BadParameter(f"$HWSURROGATE_STORE: {exc}", param_hint="--store") from None
+    if local_dir is not None:
+        os.environ["HWSURROGATE_LOCAL_DIR"] = str(local_dir)
     if read_only:
         os.environ.pop("HWSURROGATE_SERVICE_TOKEN", None)
     else:

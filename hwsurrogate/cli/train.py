@@ -27,12 +27,12 @@ def train() -> None:
     """
 
 
-def _store(data_version: str | None) -> Any:
-    """The default store, pinned at ``--data-version`` when given (a bad spec is a usage error)."""
+def _store(data_version: str | None, store_path: Path | str | None = None) -> Any:
+    """The ``--store`` (default: the configured one), pinned at ``--data-version`` when given (a bad spec is a usage error)."""
     from hwsurrogate.datasets.store import DatasetStore
     from hwsurrogate.errors import StoreError
 
-    store = DatasetStore()
+    store = DatasetStore(store_path)
     if data_version is None:
         return store
     try:
@@ -70,6 +70,7 @@ def _registered(task: str, version: str | None, promoted: bool) -> None:
 @click.option("--seed", default=0, show_default=True)
 @click.option("--no-register", is_flag=True, help="Log the run but do not register the model.")
 @data_version_option
+@store_option
 def gemm_cmd(
     sources: tuple[str, ...],
     devices: tuple[str, ...],
@@ -79,6 +80,7 @@ def gemm_cmd(
     seed: int,
     no_register: bool,
     data_version: str | None,
+    store_path: Path | str | None,
 ) -> None:
     """Train the GEMM runtime/power/energy surrogate on the store and register `hws-gemm`.
 
@@ -95,7 +97,7 @@ def gemm_cmd(
         max_iter=max_iter, register=not no_register,
     )  # fmt: skip
     t0 = time.perf_counter()
-    res = train_gemm_model(store=_store(data_version), config=config)
+    res = train_gemm_model(store=_store(data_version, store_path), config=config)
     click.echo(f"run {res.run_id}  model {res.model_uri}")
     for k in ("test_runtime_ms_mape", "test_runtime_ms_r2", "test_power_w_median_ape", "test_power_w_r2"):
         if k in res.metrics and np.isfinite(res.metrics[k]):
@@ -118,6 +120,7 @@ def _fpga_options(f: Callable[..., Any]) -> Callable[..., Any]:
             click.option("--seed", default=0, show_default=True),
             click.option("--no-register", is_flag=True, help="Log the run but do not register the model."),
             data_version_option,
+            store_option,
         ]
     ):
         f = opt(f)
@@ -145,6 +148,7 @@ def fpga_hls4ml_cmd(
     no_register: bool,
     stage: str,
     data_version: str | None,
+    store_path: Path | str | None,
 ) -> None:
     """Train the hls4ml resource/latency model (LUT, FF, DSP, BRAM, cycles, II) and register it.
 
@@ -158,7 +162,7 @@ def fpga_hls4ml_cmd(
     cfg = FpgaTrainConfig(
         sources=sources, stage=stage, max_iter=max_iter, seed=seed, register=not no_register
     )
-    _echo_fpga(train_hls4ml_model(store=_store(data_version), config=cfg), "fpga-hls4ml", t0)
+    _echo_fpga(train_hls4ml_model(store=_store(data_version, store_path), config=cfg), "fpga-hls4ml", t0)
 
 
 @train.command("fpga-hlsyn", short_help="HLSyn/HARP HLS-design model (cycles, resources, validity).")
@@ -174,6 +178,7 @@ def fpga_hlsyn_cmd(
     model: str,
     gnn_seconds: float,
     data_version: str | None,
+    store_path: Path | str | None,
 ) -> None:
     """Train the HLSyn/HARP design model (cycles, LUT/FF/DSP/BRAM, validity) and register it.
 
@@ -185,7 +190,7 @@ def fpga_hlsyn_cmd(
     t0 = time.perf_counter()
     cfg = FpgaTrainConfig(sources=sources, max_iter=max_iter, seed=seed, register=not no_register, model=model,
                           gnn_seconds=gnn_seconds)  # fmt: skip
-    _echo_fpga(train_hlsyn_model(store=_store(data_version), config=cfg), "fpga-hlsyn", t0)
+    _echo_fpga(train_hlsyn_model(store=_store(data_version, store_path), config=cfg), "fpga-hlsyn", t0)
 
 
 # --------------------------------------------------------------------------- latency
@@ -225,6 +230,7 @@ def fpga_hlsyn_cmd(
 )
 @click.option("--no-register", is_flag=True, help="Log the run but do not register/promote the model.")
 @data_version_option
+@store_option
 def latency_cmd(
     devices: tuple[str, ...],
     space: str,
@@ -233,6 +239,7 @@ def latency_cmd(
     gnn_seconds: float,
     no_register: bool,
     data_version: str | None,
+    store_path: Path | str | None,
 ) -> None:
     """Train the per-device latency model on the store and register it as `hws-latency`.
 
@@ -248,7 +255,7 @@ def latency_cmd(
     from hwsurrogate.surrogates.training.latency import latency_training_frame, train_latency_model
 
     try:
-        store = _store(data_version)
+        store = _store(data_version, store_path)
         frame = latency_training_frame(store, space)
         result = train_latency_model(
             frame,
@@ -258,6 +265,7 @@ def latency_cmd(
             gnn_seconds=gnn_seconds,
             register=not no_register,
             data_versions=dict(store.read_versions),
+            store=store,
         )
     except TrainingDataError as exc:
         raise click.ClickException(str(exc)) from None

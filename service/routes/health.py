@@ -24,7 +24,7 @@ async def healthz(request: Request, models: ModelsDep, config: ConfigDep) -> Hea
         status="ok",
         version=__version__,
         uptime_s=round(time.monotonic() - request.app.state.started, 3),
-        store=config.store.name,  # the folder's name only: the absolute path is the server's business
+        store=config.store_name,  # the last name only: the full path or URI is the server's business
         models={task: task in models.predictors for task in MODEL_NAMES},
         writes_enabled=config.token is not None,
     )

@@ -41,8 +41,8 @@ are ``hws adapt --task gemm`` (:mod:`hwsurrogate.cli.adapt`) and ``hws predict g
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -502,7 +502,7 @@ def adapt_model(
     return fit_adaptation(model.runtime, meas, desc, y, config)
 
 
-def descriptors_for(device: str, measurements: pl.DataFrame, store_root: Path) -> pl.DataFrame:
+def descriptors_for(device: str, measurements: pl.DataFrame, store_root: str | os.PathLike[str] | None) -> pl.DataFrame:
     """Descriptors from the measurements file (columns of the devices schema) or the store's devices table."""
     have = [c for c in DEVICE_DESCRIPTORS if c in measurements.columns]
     if "mem_bw_gbs" in have and ("peak_fp32_gflops" in have or "peak_fp16_gflops" in have):

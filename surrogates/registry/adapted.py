@@ -145,7 +145,10 @@ class AdaptedDevice:
 class AdaptedDeviceRegistry:
     """Adapted devices under ``<root>/adapted/latency/`` and local exports of the meta-trained model.
 
-    ``root`` is the dataset store root (``HWSURROGATE_STORE`` by default). Layout::
+    ``root`` is the dataset store (``HWSURROGATE_STORE`` by default); the files live in its local
+    folder (:func:`~hwsurrogate.settings.local_root`: the store directory, or ``$HWSURROGATE_LOCAL_DIR``
+    for an ``s3://`` store). ``store`` (default ``root``) is the store whose device names
+    :meth:`adapt` must not reuse. Layout::
 
         <root>/models/fewshot-latency/<version>.npz   meta-trained model, one file per version
         <root>/models/fewshot-latency/champion.json   {"version": ...} of the champion export
@@ -155,8 +158,11 @@ class AdaptedDeviceRegistry:
     the registered devices byte-identical.
     """
 
-    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self, root: str | os.PathLike[str] | None = None, *, store: str | os.PathLike[str] | None = None
+    ) -> None:
         self.root = store_root(root)
+        self.store = store if store is not None else root  # None: the configured store
         self.records = AdaptedRecords(self.root, "latency")
         self.models = LocalModelCache(
             self.root / "models" / "fewshot-latency",
@@ -232,7 +238,7 @@ class AdaptedDeviceRegistry:
         """Device ids already in the store's latency/devices tables (names adapt must not reuse)."""
         from hwsurrogate.datasets.store import DatasetStore
 
-        store = DatasetStore(self.root)
+        store = DatasetStore(self.store)
         known: set[str] = set()
         for kind in ("latency", "devices"):
             if store.partitions(kind):

@@ -47,12 +47,14 @@ FROZEN_SUFFIX = ".frozen.pkl"
 
 
 def store_root(root: str | os.PathLike[str] | None = None) -> Path:
-    """``root``, or the configured dataset store (``HWSURROGATE_STORE``, default ``./store``)."""
-    if root is not None:
-        return Path(root)
-    from hwsurrogate.settings import get_settings
+    """The local folder of model caches for store ``root`` (default ``HWSURROGATE_STORE``, else ``./store``).
 
-    return Path(get_settings(fresh=True).store)
+    A store directory holds them itself; for an ``s3://`` store they go to
+    ``$HWSURROGATE_LOCAL_DIR`` (:func:`hwsurrogate.settings.local_root`).
+    """
+    from hwsurrogate.settings import local_root
+
+    return local_root(root)
 
 
 class LocalModelCache:

@@ -132,6 +132,19 @@ def log_regression_report(
     return metrics
 
 
+def dataset_source(store: Any, kind: str) -> str:
+    """Store table ``kind`` as an MLflow dataset source: its URI (``s3://bucket/prefix/gemm``) or absolute folder.
+
+    ``store``: a :class:`~hwsurrogate.datasets.store.DatasetStore`, a store location, or None
+    (the configured store).
+    """
+    from hwsurrogate.datasets.store import DatasetStore
+
+    st = store if isinstance(store, DatasetStore) else DatasetStore(store)
+    uri = st.table_uri(kind)
+    return uri if st.is_remote else str(Path(uri).resolve())
+
+
 def log_training_dataset(
     frame: pl.DataFrame, *, name: str, source: str, targets: str | None = None, context: str = "training"
 ) -> None:

@@ -93,6 +93,7 @@ def train_fewshot_model(
     from hwsurrogate.progress import make_progress
     from hwsurrogate.surrogates.registry.tracking import (
         check_training_frame,
+        dataset_source,
         log_data_versions,
         log_training_dataset,
         start_run,
@@ -123,12 +124,10 @@ def train_fewshot_model(
             [(s, d) for s, devs in src.items() for d in devs], schema=["space", "device_id"], orient="row"
         )
         train_rows = frame.join(pairs, on=["space", "device_id"], how="semi")
-        from hwsurrogate.datasets.store import DatasetStore
-
         log_training_dataset(
             train_rows,
             name="latency-fewshot",
-            source=str(DatasetStore(store_root).root.resolve() / "latency"),
+            source=dataset_source(store_root, "latency"),
             targets="latency_ms",
         )
         model = FewShotLatencyRegressor(config)

@@ -11,7 +11,6 @@ and promote only if the held-out error beats the champion's on the same rows.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,6 +32,7 @@ from hwsurrogate.surrogates.models.fpga import (
 )
 from hwsurrogate.surrogates.registry.tracking import (
     check_training_frame,
+    dataset_source,
     log_data_versions,
     log_regression_report,
     log_training_dataset,
@@ -121,7 +121,7 @@ def _run(
         log_data_versions(store.read_versions, store=store.root)
         log_training_dataset(
             train.select(*INPUTS[task], *report_targets), name=f"{task}-train",
-            source=str((Path(store.root) / "fpga").resolve()), targets=report_targets[0],
+            source=dataset_source(store, "fpga"), targets=report_targets[0],
         )  # fmt: skip
         reg.fit(train, y_train)
         clf = None

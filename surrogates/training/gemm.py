@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -25,6 +24,7 @@ from hwsurrogate.surrogates.features.gemm import device_table
 from hwsurrogate.surrogates.models.gemm import GemmPyfunc, GemmRegressor, power_rows
 from hwsurrogate.surrogates.registry.tracking import (
     check_training_frame,
+    dataset_source,
     log_data_versions,
     log_regression_report,
     log_training_dataset,
@@ -181,7 +181,7 @@ def train_gemm_model(
         log_training_dataset(
             train.select(*INPUTS["gemm"], "runtime_ms", "power_w", "source"),
             name="gemm-train",
-            source=str((Path(store.root) / "gemm").resolve()),
+            source=dataset_source(store, "gemm"),
             targets="runtime_ms",
         )
         t0 = time.perf_counter()

@@ -182,17 +182,20 @@ def train_latency_model(
     register: bool = True,
     data_versions: dict[str, int] | None = None,
     tree: LatencyTreeRegressor | None = None,
+    store: DatasetStore | None = None,
 ) -> LatencyTrainingResult:
     """Train on long latency rows, log to MLflow, register ``hws-latency`` (see module doc).
 
     ``data_versions``: the store table versions ``frame`` was read at (``store.read_versions``),
     logged as the run's ``data_versions`` param. ``tree``: the per-device trees' hyper-parameters
     (an unfitted :class:`~hwsurrogate.surrogates.models.latency_trees.LatencyTreeRegressor`).
+    ``store``: the store ``frame`` came from, logged as the dataset's source (default: the configured one).
     """
     import mlflow
 
     from hwsurrogate.surrogates.registry.pyfunc import LatencyPyfunc, log_latency_model
     from hwsurrogate.surrogates.registry.tracking import (
+        dataset_source,
         log_data_versions,
         log_regression_report,
         log_training_dataset,
@@ -225,7 +228,7 @@ def train_latency_model(
         log_training_dataset(
             frame.select("device_id", "space", "arch_index", "arch_key", "latency_ms"),
             name="latency",
-            source=_store_source(),
+            source=dataset_source(store, "latency"),
             targets="latency_ms",
         )
         models: dict[str, Any] = {}
@@ -293,15 +296,6 @@ def train_latency_model(
         metrics=metrics,
         pyfunc=pyfunc,
     )
-
-
-def _store_source() -> str:
-    """The store's latency folder (an absolute path, which MLflow accepts as a dataset source)."""
-    from pathlib import Path
-
-    from hwsurrogate.settings import get_settings
-
-    return str((Path(get_settings(fresh=True).store) / "latency").resolve())
 
 
 def latency_test_queries(splits: dict[str, LatencySplit]) -> pl.DataFrame:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -127,6 +126,7 @@ def train_ops_model(
     from hwsurrogate.progress import make_progress
     from hwsurrogate.surrogates.registry.ops import OPS_MODEL_NAME, log_ops_model, predict_ops_frame
     from hwsurrogate.surrogates.registry.tracking import (
+        dataset_source,
         log_data_versions,
         log_training_dataset,
         register_and_promote,
@@ -150,7 +150,7 @@ def train_ops_model(
         log_training_dataset(
             train.select("device_id", *keys, "latency_ms", "source"),
             name="ops-train",
-            source=str((Path(store.root) / "ops").resolve()),
+            source=dataset_source(store, "ops"),
             targets="latency_ms",
         )
         t0 = time.perf_counter()

@@ -1,68 +1,16 @@
-"""The store on an object store: the same tests against moto's S3 server, started here on 127.0.0.1."""
+"""The store on an object store: the same tests against moto's S3 server (``s3_options`` in tests/conftest.py)."""
 
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import textwrap
-import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from hwsurrogate.datasets.store import DatasetStore, Write
 
 from .factories import gemm_frame, latency_frame
-
-pytest.importorskip("moto.server", reason="moto[server] (the dev extra) runs the S3 server these tests use")
-boto3 = pytest.importorskip("boto3", reason="boto3 (installed with moto) creates the test bucket")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def s3_options() -> Iterator[dict[str, str]]:
-    """A moto S3 server on 127.0.0.1 with one bucket; stopped when the module's tests are done."""
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    try:
-        client = boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            aws_access_key_id="test",
-            aws_secret_access_key="test",
-            region_name="us-east-1",
-        )
-        for _ in range(200):
-            try:
-                client.create_bucket(Bucket="hws")
-                break
-            except Exception:
-                time.sleep(0.05)
-        else:
-            pytest.fail("moto's S3 server did not start in 10 s")
-        yield {
-            "AWS_ENDPOINT_URL": endpoint,
-            "AWS_ACCESS_KEY_ID": "test",
-            "AWS_SECRET_ACCESS_KEY": "test",
-            "AWS_REGION": "us-east-1",
-            "AWS_ALLOW_HTTP": "true",
-        }
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def _store(opts: dict[str, str], name: str) -> DatasetStore:
