@@ -85,6 +85,7 @@ def predict_model_latency(
     *,
     mode: str,
     gap_ms: float = 0.0,
+    overlap_ms: float = 0.0,
 ) -> ModelPrediction:
     """Sum ``count x`` per-call predictions of an operator table into one latency.
 
@@ -92,6 +93,14 @@ def predict_model_latency(
     row. ``mode`` must match the table: ``training`` needs backward rows, ``inference`` none.
     ``gap_ms`` is a fixed cost added per operator call (the launch/dispatch gap between ops),
     views included; 0 by default.
+
+    ``overlap_ms`` (>= 0, default 0) aggregates for an asynchronous, device-bound run (a GPU
+    under eager PyTorch): an operator timed alone (CUDA events around one call, as the operator
+    data are measured) includes a fixed host cost, what an empty op costs to time; in a whole
+    model that cost overlaps with the kernels already queued. So each call costs
+    ``max(per-call ms - overlap_ms, 0)``, and calls with 0 FLOPs and 0 bytes (host-only ops:
+    views, ``getitem``, ``size``, Python arithmetic) cost 0. Leave it 0 for a device that runs
+    operators synchronously (a CPU).
 
     Unmodeled rows (NaN) are estimated from the modeled rows of the same answer: each gets
     ``max(flops / F, bytes / B)`` ms, where F and B are the FLOP/s and byte/s that the modeled
@@ -114,8 +123,9 @@ def predict_model_latency(
         raise ModelSourceError(
             "mode 'inference' but the table has backward rows (a training table)", field="mode"
         )
-    if not (np.isfinite(gap_ms) and gap_ms >= 0):
-        raise ValueError(f"gap_ms must be finite and >= 0, got {gap_ms!r}")
+    for name, value in (("gap_ms", gap_ms), ("overlap_ms", overlap_ms)):
+        if not (np.isfinite(value) and value >= 0):
+            raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
     pred = np.asarray(predict_ops(table), dtype=np.float64).reshape(-1)
     if pred.shape[0] != table.height:
         raise ValueError(f"predict_ops returned {pred.shape[0]} values for {table.height} operator rows")
@@ -149,7 +159,12 @@ def predict_model_latency(
             by_f = np.where(f_rate > 0, flops / f_rate, 0.0)
             by_b = np.where(b_rate > 0, nbytes / b_rate, 0.0)
         est = np.where(todo, np.maximum(by_f, by_b), est)
-    per_call = np.where(modeled, pred, est) + gap_ms
+    per_call = np.where(modeled, pred, est)
+    if overlap_ms > 0:
+        host_only = (flops == 0) & (nbytes == 0)
+        per_call = np.where(host_only, 0.0, np.maximum(per_call - overlap_ms, 0.0))
+        est = np.where(modeled, 0.0, per_call)
+    per_call = per_call + gap_ms
     total = per_call * count
     latency = float(total.sum())
     unmodeled_ms = float((est * count).sum())
@@ -236,6 +251,7 @@ def predict_model(
     device: Mapping[str, object] | None = None,
     store: DatasetStore | None = None,
     gap_ms: float = 0.0,
+    overlap_ms: float = 0.0,
 ) -> ModelPrediction:
     """Predict the whole-model latency of ``model_source`` on ``device_id``.
 
@@ -243,7 +259,8 @@ def predict_model(
     ``FILE.py:CALLABLE``, ``package.module:CALLABLE``, a config.json path or dict, or an
     ``nn.Module`` (:func:`hwsurrogate.datasets.frontends.load_op_table`). ``ops_model``: an
     ``OperatorLatencyModel`` (default: the registered ``hws-ops`` champion); ``device``: the
-    device's ``devices`` row (default: read from ``store``).
+    device's ``devices`` row (default: read from ``store``). ``gap_ms`` and ``overlap_ms``: see
+    :func:`predict_model_latency`.
     """
     from hwsurrogate.datasets.frontends import load_op_table
     from hwsurrogate.datasets.optable import op_table
@@ -259,7 +276,9 @@ def predict_model(
     if ops_model is None:
         ops_model = _registered_ops_model()
     dev = dict(device)
-    return predict_model_latency(table, lambda t: ops_model.predict_ops(t, dev), mode=mode, gap_ms=gap_ms)
+    return predict_model_latency(
+        table, lambda t: ops_model.predict_ops(t, dev), mode=mode, gap_ms=gap_ms, overlap_ms=overlap_ms
+    )
 
 
 def _registered_ops_model() -> Any:

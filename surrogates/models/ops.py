@@ -183,6 +183,9 @@ class OperatorLatencyModel:
         self.overhead_ms_ = dict(
             other.group_by("op").agg(pl.col("latency_ms").median()).iter_rows()
         )  # op -> median ms over the training devices
+        # what timing an empty op costs (host-only ops, all of them pooled): the launch overlap
+        # of a device-bound whole-model run (see ``wholemodel.predict_model_latency``)
+        self.empty_op_ms_ = float(other["latency_ms"].median()) if other.height else float("nan")
         if (
             self.vector_ is None
             and self.vector_trace_ is None
@@ -205,6 +208,17 @@ class OperatorLatencyModel:
         if getattr(self, "overhead_ms_", None):
             kinds.add("other")
         return frozenset(kinds)
+
+    @property
+    def empty_op_ms(self) -> float:
+        """Median measured ms of the training rows' host-only ops (kind ``other``), NaN without any.
+
+        It is what timing one operator alone costs beyond its kernel (launch + event
+        synchronisation); a whole model run asynchronously on a GPU hides it behind the queued
+        kernels, so :func:`~hwsurrogate.surrogates.wholemodel.predict_model_latency` takes it as
+        ``overlap_ms``.
+        """
+        return float(getattr(self, "empty_op_ms_", float("nan")))
 
     # ------------------------------------------------------------------ predict
     def predict_ops(self, table: pl.DataFrame, device: Mapping[str, object]) -> np.ndarray:

@@ -69,6 +69,8 @@ def test_other_ops_use_the_overhead_medians_and_unknown_ones_stay_nan(fitted: Op
     pred = fitted.predict_ops(table, _new_device())
     assert pred[0] == pytest.approx(np.median([0.008, 0.010, 0.008, 0.010]))
     assert np.isnan(pred[1]) and np.isnan(pred[2])  # never seen / no conv2d data: unmodeled, not guessed
+    # the empty-op time pools every host-only op of both devices (view, size, view each)
+    assert fitted.empty_op_ms == pytest.approx(0.008)
     assert (
         "conv2d" not in fitted.covered_kinds
         and {"linear", "bmm", "elementwise", "other"} <= fitted.covered_kinds

@@ -59,6 +59,27 @@ def test_known_total_and_breakdown() -> None:
     assert gap.latency_ms == pytest.approx(p.latency_ms + 0.5 * t["count"].sum())
 
 
+def test_overlap_hides_the_per_call_cost_and_frees_host_only_ops() -> None:
+    t = _table()
+
+    def timed_alone(table: pl.DataFrame) -> np.ndarray:
+        # every op as if timed alone: the device's time + 0.01 ms; host-only ops cost just that
+        ms = _device(table)
+        return np.where(table["op_kind"].to_numpy() == "other", 0.01, ms)
+
+    plain = predict_model_latency(t, timed_alone, mode="inference")
+    hidden = predict_model_latency(t, timed_alone, mode="inference", overlap_ms=0.01)
+    kernels = 4 * (2 * 64 * 128 * 32 + 2 * 64 * 128 * 4 + 2 * 8 * 16 * 16 * 8) / 1e9
+    # the view (0 FLOPs, 0 bytes) is free; interpolate moves bytes, so it keeps 0.01 - 0.01 = 0
+    assert hidden.latency_ms == pytest.approx(kernels)
+    assert plain.latency_ms == pytest.approx(kernels + 0.01 * t["count"].sum())
+    assert hidden.breakdown["other"]["ms"] == pytest.approx(0.0)
+    big = predict_model_latency(t, timed_alone, mode="inference", overlap_ms=1.0)
+    assert big.latency_ms == 0.0  # clipped per call, never negative
+    with pytest.raises(ValueError, match="overlap_ms"):
+        predict_model_latency(t, timed_alone, mode="inference", overlap_ms=-0.01)
+
+
 def test_training_counts_backward_ops() -> None:
     inf = predict_model_latency(_table(), _device, mode="inference")
     train = predict_model_latency(_table(training=True), _device, mode="training")
