@@ -38,7 +38,7 @@ from hwsurrogate.errors import TrainingDataError
 from hwsurrogate.progress import track
 from hwsurrogate.surrogates.models.ops import OperatorLatencyModel, apply_scales, fewshot_scales
 from hwsurrogate.surrogates.training.ops import ops_training_rows
-from hwsurrogate.surrogates.wholemodel import predict_model_latency
+from hwsurrogate.surrogates.wholemodel import launch_overlap_ms, predict_model_latency
 
 __all__ = ["aggregate", "bench_model_neusight", "read_anchor_blocks"]
 
@@ -238,7 +238,8 @@ def bench_model_neusight(
         raise click.ClickException(f"trace folder {label} not found: set HWSURROGATE_DATA_DIR")
     devices = _devices(store)
     model, sizes = _fit(store, max_iter)
-    overlap_ms = model.empty_op_ms if overlap and np.isfinite(model.empty_op_ms) else 0.0
+    # every NeuSight device is a GPU: one overlap for all, the operator model's empty-op time
+    overlap_ms = launch_overlap_ms(model, devices[NEUSIGHT_TRAIN[0]]) if overlap else 0.0
     inf_anchor = read_anchor_blocks(root / "anchors" / "nvidia_inf.csv")
     train_anchor = read_anchor_blocks(root / "anchors" / "nvidia_train.csv")
     perop_anchor = read_perop(root / "anchors" / "perop.csv")

@@ -26,7 +26,14 @@ from hwsurrogate.errors import ModelSourceError, UnknownDeviceError
 if TYPE_CHECKING:
     from hwsurrogate.datasets.store import DatasetStore
 
-__all__ = ["ModelPrediction", "device_row", "fit_gap", "predict_model", "predict_model_latency"]
+__all__ = [
+    "ModelPrediction",
+    "device_row",
+    "fit_gap",
+    "launch_overlap_ms",
+    "predict_model",
+    "predict_model_latency",
+]
 
 MODES = ("inference", "training")
 
@@ -229,6 +236,19 @@ def fit_gap(predicted_ms: Sequence[float], calls: Sequence[float], measured_ms: 
     return max(0.0, float(np.median((r - p) / n)))
 
 
+def launch_overlap_ms(ops_model: Any, device: Mapping[str, object]) -> float:
+    """The ``overlap_ms`` of :func:`predict_model_latency` for ``device`` (a ``devices`` row).
+
+    A GPU (``kind == "gpu"``) runs operators asynchronously: the operator model's empty-op time
+    (``ops_model.empty_op_ms``, the training rows' median host-only op) is hidden per call. Any
+    other device, or a model without that time, gets 0.
+    """
+    if device.get("kind") != "gpu":
+        return 0.0
+    value = float(getattr(ops_model, "empty_op_ms", float("nan")))
+    return value if np.isfinite(value) and value > 0 else 0.0
+
+
 def device_row(store: DatasetStore, device_id: str) -> dict[str, object]:
     """The ``devices`` row of ``device_id`` as a dict (UnknownDeviceError listing known ids)."""
     devices = store.read("devices")
@@ -251,7 +271,7 @@ def predict_model(
     device: Mapping[str, object] | None = None,
     store: DatasetStore | None = None,
     gap_ms: float = 0.0,
-    overlap_ms: float = 0.0,
+    overlap_ms: float | None = None,
 ) -> ModelPrediction:
     """Predict the whole-model latency of ``model_source`` on ``device_id``.
 
@@ -260,7 +280,8 @@ def predict_model(
     ``nn.Module`` (:func:`hwsurrogate.datasets.frontends.load_op_table`). ``ops_model``: an
     ``OperatorLatencyModel`` (default: the registered ``hws-ops`` champion); ``device``: the
     device's ``devices`` row (default: read from ``store``). ``gap_ms`` and ``overlap_ms``: see
-    :func:`predict_model_latency`.
+    :func:`predict_model_latency`; ``overlap_ms=None`` takes :func:`launch_overlap_ms` (the
+    operator model's empty-op time on a GPU, 0 elsewhere).
     """
     from hwsurrogate.datasets.frontends import load_op_table
     from hwsurrogate.datasets.optable import op_table
@@ -276,6 +297,8 @@ def predict_model(
     if ops_model is None:
         ops_model = _registered_ops_model()
     dev = dict(device)
+    if overlap_ms is None:
+        overlap_ms = launch_overlap_ms(ops_model, dev)
     return predict_model_latency(
         table, lambda t: ops_model.predict_ops(t, dev), mode=mode, gap_ms=gap_ms, overlap_ms=overlap_ms
     )
