@@ -26,7 +26,14 @@ from hwsurrogate.errors import ModelSourceError, UnknownDeviceError
 if TYPE_CHECKING:
     from hwsurrogate.datasets.store import DatasetStore
 
-__all__ = ["ModelPrediction", "device_row", "fit_gap", "predict_model", "predict_model_latency"]
+__all__ = [
+    "ModelPrediction",
+    "device_row",
+    "fit_gap",
+    "launch_overlap_ms",
+    "predict_model",
+    "predict_model_latency",
+]
 
 MODES = ("inference", "training")
 
@@ -85,6 +92,7 @@ def predict_model_latency(
     *,
     mode: str,
     gap_ms: float = 0.0,
+    overlap_ms: float = 0.0,
 ) -> ModelPrediction:
     """Sum ``count x`` per-call predictions of an operator table into one latency.
 
@@ -92,6 +100,14 @@ def predict_model_latency(
     row. ``mode`` must match the table: ``training`` needs backward rows, ``inference`` none.
     ``gap_ms`` is a fixed cost added per operator call (the launch/dispatch gap between ops),
     views included; 0 by default.
+
+    ``overlap_ms`` (>= 0, default 0) aggregates for an asynchronous, device-bound run (a GPU
+    under eager PyTorch): an operator timed alone (CUDA events around one call, as the operator
+    data are measured) includes a fixed host cost, what an empty op costs to time; in a whole
+    model that cost overlaps with the kernels already queued. So each call costs
+    ``max(per-call ms - overlap_ms, 0)``, and calls with 0 FLOPs and 0 bytes (host-only ops:
+    views, ``getitem``, ``size``, Python arithmetic) cost 0. Leave it 0 for a device that runs
+    operators synchronously (a CPU).
 
     Unmodeled rows (NaN) are estimated from the modeled rows of the same answer: each gets
     ``max(flops / F, bytes / B)`` ms, where F and B are the FLOP/s and byte/s that the modeled
@@ -114,8 +130,9 @@ def predict_model_latency(
         raise ModelSourceError(
             "mode 'inference' but the table has backward rows (a training table)", field="mode"
         )
-    if not (np.isfinite(gap_ms) and gap_ms >= 0):
-        raise ValueError(f"gap_ms must be finite and >= 0, got {gap_ms!r}")
+    for name, value in (("gap_ms", gap_ms), ("overlap_ms", overlap_ms)):
+        if not (np.isfinite(value) and value >= 0):
+            raise ValueError(f"{name} must be finite and >= 0, got {value!r}")
     pred = np.asarray(predict_ops(table), dtype=np.float64).reshape(-1)
     if pred.shape[0] != table.height:
         raise ValueError(f"predict_ops returned {pred.shape[0]} values for {table.height} operator rows")
@@ -149,7 +166,12 @@ def predict_model_latency(
             by_f = np.where(f_rate > 0, flops / f_rate, 0.0)
             by_b = np.where(b_rate > 0, nbytes / b_rate, 0.0)
         est = np.where(todo, np.maximum(by_f, by_b), est)
-    per_call = np.where(modeled, pred, est) + gap_ms
+    per_call = np.where(modeled, pred, est)
+    if overlap_ms > 0:
+        host_only = (flops == 0) & (nbytes == 0)
+        per_call = np.where(host_only, 0.0, np.maximum(per_call - overlap_ms, 0.0))
+        est = np.where(modeled, 0.0, per_call)
+    per_call = per_call + gap_ms
     total = per_call * count
     latency = float(total.sum())
     unmodeled_ms = float((est * count).sum())
@@ -214,6 +236,19 @@ def fit_gap(predicted_ms: Sequence[float], calls: Sequence[float], measured_ms: 
     return max(0.0, float(np.median((r - p) / n)))
 
 
+def launch_overlap_ms(ops_model: Any, device: Mapping[str, object]) -> float:
+    """The ``overlap_ms`` of :func:`predict_model_latency` for ``device`` (a ``devices`` row).
+
+    A GPU (``kind == "gpu"``) runs operators asynchronously: the operator model's empty-op time
+    (``ops_model.empty_op_ms``, the training rows' median host-only op) is hidden per call. Any
+    other device, or a model without that time, gets 0.
+    """
+    if device.get("kind") != "gpu":
+        return 0.0
+    value = float(getattr(ops_model, "empty_op_ms", float("nan")))
+    return value if np.isfinite(value) and value > 0 else 0.0
+
+
 def device_row(store: DatasetStore, device_id: str) -> dict[str, object]:
     """The ``devices`` row of ``device_id`` as a dict (UnknownDeviceError listing known ids)."""
     devices = store.read("devices")
@@ -236,6 +271,7 @@ def predict_model(
     device: Mapping[str, object] | None = None,
     store: DatasetStore | None = None,
     gap_ms: float = 0.0,
+    overlap_ms: float | None = None,
 ) -> ModelPrediction:
     """Predict the whole-model latency of ``model_source`` on ``device_id``.
 
@@ -243,7 +279,9 @@ def predict_model(
     ``FILE.py:CALLABLE``, ``package.module:CALLABLE``, a config.json path or dict, or an
     ``nn.Module`` (:func:`hwsurrogate.datasets.frontends.load_op_table`). ``ops_model``: an
     ``OperatorLatencyModel`` (default: the registered ``hws-ops`` champion); ``device``: the
-    device's ``devices`` row (default: read from ``store``).
+    device's ``devices`` row (default: read from ``store``). ``gap_ms`` and ``overlap_ms``: see
+    :func:`predict_model_latency`; ``overlap_ms=None`` takes :func:`launch_overlap_ms` (the
+    operator model's empty-op time on a GPU, 0 elsewhere).
     """
     from hwsurrogate.datasets.frontends import load_op_table
     from hwsurrogate.datasets.optable import op_table
@@ -259,7 +297,11 @@ def predict_model(
     if ops_model is None:
         ops_model = _registered_ops_model()
     dev = dict(device)
-    return predict_model_latency(table, lambda t: ops_model.predict_ops(t, dev), mode=mode, gap_ms=gap_ms)
+    if overlap_ms is None:
+        overlap_ms = launch_overlap_ms(ops_model, dev)
+    return predict_model_latency(
+        table, lambda t: ops_model.predict_ops(t, dev), mode=mode, gap_ms=gap_ms, overlap_ms=overlap_ms
+    )
 
 
 def _registered_ops_model() -> Any:

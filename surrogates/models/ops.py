@@ -15,6 +15,12 @@
   median measured time of that op over the training rows (these are host-side dispatch costs,
   ~7 us on every GPU of NeuSight's traces); an op never seen in training stays NaN.
 
+**Model context** (``context_kinds``): an operator inside a model does not run as its isolated
+micro-benchmark does; where the training rows include model traces, the micro-benchmark trees'
+predictions of those kinds are rescaled by one factor per (kind, phase) measured on the training
+devices' trace rows (NeuSight's five training GPUs: elementwise 0.90, softmax 0.84, layer norm
+0.94, activations 1.01).
+
 Because the trees predict the *ratio* to the roofline of the device (peak FP32 GFLOP/s, memory
 bandwidth), a GPU never trained on gets a prediction from its descriptors alone. A row the model
 cannot predict (a kind or phase it has no data for) is NaN, never a guess: the aggregation
@@ -42,8 +48,11 @@ from hwsurrogate.surrogates.features.ops import (
 )
 from hwsurrogate.surrogates.models.gemm import GemmRegressor
 
-__all__ = ["OperatorLatencyModel", "apply_scales", "backward_gemms", "fewshot_scales"]
+__all__ = ["CONTEXT_KINDS", "OperatorLatencyModel", "apply_scales", "backward_gemms", "fewshot_scales"]
 
+#: kinds whose micro-benchmark predictions are rescaled to the model context by default (see
+#: ``OperatorLatencyModel._context_scales``); chosen leave-one-GPU-out on NeuSight's training GPUs
+CONTEXT_KINDS: tuple[str, ...] = ("elementwise", "activation", "softmax", "layernorm")
 #: the one device id a single-device query is predicted under inside the GEMM trees
 _QUERY_DEVICE = "__query_device__"
 
@@ -69,6 +78,8 @@ class OperatorLatencyModel:
     Parameters follow the scikit-learn convention (stored as given; ``fit`` does the work).
     ``device_features`` adds absolute device descriptors to the vector/conv trees (off: only
     device-relative features, which extrapolate better from few training devices).
+    ``context_kinds``: op kinds whose micro-benchmark prediction is rescaled to the model context
+    when the training rows hold model traces (``_context_scales``); empty: none.
     """
 
     def __init__(
@@ -83,6 +94,7 @@ class OperatorLatencyModel:
         max_gemm_rows: int = 60_000,
         max_vector_rows: int = 80_000,
         random_state: int = 0,
+        context_kinds: tuple[str, ...] = CONTEXT_KINDS,
     ) -> None:
         self.device_features = device_features
         self.gemm_device_features = gemm_device_features
@@ -93,6 +105,7 @@ class OperatorLatencyModel:
         self.max_gemm_rows = max_gemm_rows
         self.max_vector_rows = max_vector_rows
         self.random_state = random_state
+        self.context_kinds = context_kinds
 
     # ------------------------------------------------------------------ fit
     def _trees(self) -> HistGradientBoostingRegressor:
@@ -183,6 +196,9 @@ class OperatorLatencyModel:
         self.overhead_ms_ = dict(
             other.group_by("op").agg(pl.col("latency_ms").median()).iter_rows()
         )  # op -> median ms over the training devices
+        # what timing an empty op costs (host-only ops, all of them pooled): the launch overlap
+        # of a device-bound whole-model run (see ``wholemodel.predict_model_latency``)
+        self.empty_op_ms_ = float(other["latency_ms"].median()) if other.height else float("nan")
         if (
             self.vector_ is None
             and self.vector_trace_ is None
@@ -192,7 +208,40 @@ class OperatorLatencyModel:
         ):
             raise ValueError("no operator rows of a described device to fit")
         self.n_rows_ = {"vector": vec.height, "conv2d": conv.height, "gemm": g.height, "other": other.height}
+        self.context_scale_ = self._context_scales(ops.filter(pl.col("model").is_not_null()), devices)
         return self
+
+    def _context_scales(self, trace: pl.DataFrame, devices: pl.DataFrame) -> dict[tuple[str, str], float]:
+        """``(kind, phase) -> median over training devices of sum(measured) / sum(predicted)``.
+
+        For the kinds in ``context_kinds`` that the micro-benchmark trees (or GEMM trees) predict:
+        an operator inside a model does not run as its micro-benchmark does (its input was just
+        written by the previous op, other launch configurations), and the training devices' trace
+        rows of the same kind measure by how much. One factor per (kind, phase), the median over
+        devices (each with >= 3 rows) of the device's time-weighted ratio, so one device's odd
+        timings cannot set it; kinds with fewer than 2 such devices keep 1.
+        """
+        self.context_scale_ = {}
+        out: dict[tuple[str, str], float] = {}
+        if not self.context_kinds or trace.height == 0:
+            return out
+        table = device_table(devices)
+        for (kind, phase), rows in trace.filter(pl.col("op_kind").is_in(list(self.context_kinds))).group_by(
+            "op_kind", "phase"
+        ):
+            ratios = []
+            for dev_id in rows["device_id"].unique().sort().to_list():
+                part = rows.filter(pl.col("device_id") == dev_id)
+                if part.height < 3:
+                    continue
+                device = table.filter(pl.col("device_id") == dev_id).row(0, named=True)
+                pred = self.predict_ops(_as_op_table(part), device)
+                ok = np.isfinite(pred) & (pred > 0)
+                if ok.sum() >= 3:
+                    ratios.append(float(part["latency_ms"].to_numpy()[ok].sum() / pred[ok].sum()))
+            if len(ratios) >= 2:
+                out[(str(kind), str(phase))] = float(np.median(ratios))
+        return out
 
     @property
     def covered_kinds(self) -> frozenset[str]:
@@ -205,6 +254,17 @@ class OperatorLatencyModel:
         if getattr(self, "overhead_ms_", None):
             kinds.add("other")
         return frozenset(kinds)
+
+    @property
+    def empty_op_ms(self) -> float:
+        """Median measured ms of the training rows' host-only ops (kind ``other``), NaN without any.
+
+        It is what timing one operator alone costs beyond its kernel (launch + event
+        synchronisation); a whole model run asynchronously on a GPU hides it behind the queued
+        kernels, so :func:`~hwsurrogate.surrogates.wholemodel.predict_model_latency` takes it as
+        ``overlap_ms``.
+        """
+        return float(getattr(self, "empty_op_ms_", float("nan")))
 
     # ------------------------------------------------------------------ predict
     def predict_ops(self, table: pl.DataFrame, device: Mapping[str, object]) -> np.ndarray:
@@ -235,6 +295,8 @@ class OperatorLatencyModel:
         gemm = np.isin(kind, list(GEMM_KINDS))
         if gemm.any() and self.gemm_ is not None:
             out[gemm] = self._predict_gemm(table.filter(pl.Series(gemm)), device)
+        for (k, p), factor in getattr(self, "context_scale_", {}).items():
+            out[(kind == k) & (phase == p)] *= factor
         other = kind == "other"
         if other.any() and self.overhead_ms_:
             ops = table["op"].to_numpy()[other]
@@ -261,17 +323,21 @@ class OperatorLatencyModel:
         return fw
 
 
-def _with_flops(ops: pl.DataFrame) -> pl.DataFrame:
-    """``flops``/``bytes`` by the operator-table conventions for rows that lack them."""
+def _as_op_table(ops: pl.DataFrame) -> pl.DataFrame:
+    """``ops`` store rows as operator-table rows (the table's columns; one call each where unstated)."""
     from hwsurrogate.datasets.optable import OP_TABLE_SCHEMA
 
-    cols = [c for c in OP_TABLE_SCHEMA if c in ops.columns]
-    frame = ops.select(cols)
+    frame = ops.select([c for c in OP_TABLE_SCHEMA if c in ops.columns])
     for c, t in OP_TABLE_SCHEMA.items():
         if c not in frame.columns:
             frame = frame.with_columns(pl.lit(None, t).alias(c))
     frame = frame.with_columns(pl.col("name").fill_null(pl.col("op")), pl.col("count").fill_null(1))
-    derived = derive_flops_bytes(frame.select(list(OP_TABLE_SCHEMA)))
+    return frame.select(list(OP_TABLE_SCHEMA))
+
+
+def _with_flops(ops: pl.DataFrame) -> pl.DataFrame:
+    """``flops``/``bytes`` by the operator-table conventions for rows that lack them."""
+    derived = derive_flops_bytes(_as_op_table(ops))
     return ops.with_columns(derived["flops"], derived["bytes"])
 
 

@@ -69,10 +69,35 @@ def test_other_ops_use_the_overhead_medians_and_unknown_ones_stay_nan(fitted: Op
     pred = fitted.predict_ops(table, _new_device())
     assert pred[0] == pytest.approx(np.median([0.008, 0.010, 0.008, 0.010]))
     assert np.isnan(pred[1]) and np.isnan(pred[2])  # never seen / no conv2d data: unmodeled, not guessed
+    # the empty-op time pools every host-only op of both devices (view, size, view each)
+    assert fitted.empty_op_ms == pytest.approx(0.008)
     assert (
         "conv2d" not in fitted.covered_kinds
         and {"linear", "bmm", "elementwise", "other"} <= fitted.covered_kinds
     )
+
+
+def test_context_scale_follows_the_training_devices_trace_rows() -> None:
+    """Trace rows (``model`` set) of a kind running at half its micro-benchmark time set a ~0.5 factor."""
+    parts = []
+    for i, dev in enumerate(("test/gpu-a", "test/gpu-b")):
+        micro = _ops_rows(dev, seed=10 + i)
+        trace = micro.filter(pl.col("op_kind") == "elementwise").head(20)
+        parts += [
+            micro,
+            trace.with_columns(pl.col("latency_ms") * 0.5, pl.lit(f"toy-inf-{i}-1").alias("model")),
+        ]
+    ops = pl.concat(parts, how="diagonal_relaxed")
+    plain = OperatorLatencyModel(max_iter=40, min_samples_leaf=5, context_kinds=()).fit(ops, devices_frame())
+    ctx = OperatorLatencyModel(max_iter=40, min_samples_leaf=5, context_kinds=("elementwise",)).fit(
+        ops, devices_frame()
+    )
+    assert plain.context_scale_ == {}
+    assert ctx.context_scale_[("elementwise", "forward")] == pytest.approx(0.5, rel=0.15)
+    table = op_table([{"name": "a", "op_kind": "elementwise", "op": "add", "dtype": "fp32", "rows": 1024,
+                       "cols": 1024, "inputs": 2}])  # fmt: skip
+    ratio = ctx.predict_ops(table, _new_device()) / plain.predict_ops(table, _new_device())
+    assert ratio[0] == pytest.approx(ctx.context_scale_[("elementwise", "forward")])
 
 
 def test_backward_gemm_is_the_two_gradient_gemms(fitted: OperatorLatencyModel) -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from hwsurrogate.datasets.optable import op_table
 from hwsurrogate.errors import ModelSourceError
-from hwsurrogate.surrogates.wholemodel import fit_gap, predict_model, predict_model_latency
+from hwsurrogate.surrogates.wholemodel import fit_gap, launch_overlap_ms, predict_model, predict_model_latency
 
 
 def _table(training: bool = False) -> pl.DataFrame:
@@ -59,6 +59,27 @@ def test_known_total_and_breakdown() -> None:
     assert gap.latency_ms == pytest.approx(p.latency_ms + 0.5 * t["count"].sum())
 
 
+def test_overlap_hides_the_per_call_cost_and_frees_host_only_ops() -> None:
+    t = _table()
+
+    def timed_alone(table: pl.DataFrame) -> np.ndarray:
+        # every op as if timed alone: the device's time + 0.01 ms; host-only ops cost just that
+        ms = _device(table)
+        return np.where(table["op_kind"].to_numpy() == "other", 0.01, ms)
+
+    plain = predict_model_latency(t, timed_alone, mode="inference")
+    hidden = predict_model_latency(t, timed_alone, mode="inference", overlap_ms=0.01)
+    kernels = 4 * (2 * 64 * 128 * 32 + 2 * 64 * 128 * 4 + 2 * 8 * 16 * 16 * 8) / 1e9
+    # the view (0 FLOPs, 0 bytes) is free; interpolate moves bytes, so it keeps 0.01 - 0.01 = 0
+    assert hidden.latency_ms == pytest.approx(kernels)
+    assert plain.latency_ms == pytest.approx(kernels + 0.01 * t["count"].sum())
+    assert hidden.breakdown["other"]["ms"] == pytest.approx(0.0)
+    big = predict_model_latency(t, timed_alone, mode="inference", overlap_ms=1.0)
+    assert big.latency_ms == 0.0  # clipped per call, never negative
+    with pytest.raises(ValueError, match="overlap_ms"):
+        predict_model_latency(t, timed_alone, mode="inference", overlap_ms=-0.01)
+
+
 def test_training_counts_backward_ops() -> None:
     inf = predict_model_latency(_table(), _device, mode="inference")
     train = predict_model_latency(_table(training=True), _device, mode="training")
@@ -94,6 +115,27 @@ def test_predict_model_from_a_module_with_a_given_model() -> None:
                       device={"device_id": "synthetic/dev"})  # fmt: skip
     assert p.breakdown["linear"]["ops"] == 4 and p.mode == "training"
     assert p.to_dict()["latency_ms"] == p.latency_ms
+
+
+def test_predict_model_hides_the_empty_op_time_on_a_gpu_only() -> None:
+    class Synthetic:
+        empty_op_ms = 0.004
+
+        def predict_ops(self, table: pl.DataFrame, device: dict) -> np.ndarray:
+            return _device(table)
+
+    t = _table()
+    gpu = {"device_id": "synthetic/gpu", "kind": "gpu"}
+    cpu = {"device_id": "synthetic/cpu", "kind": "cpu"}
+    assert launch_overlap_ms(Synthetic(), gpu) == 0.004 and launch_overlap_ms(Synthetic(), cpu) == 0.0
+    assert launch_overlap_ms(object(), gpu) == 0.0  # a model without an empty-op time
+    on_gpu = predict_model(t, None, "synthetic/gpu", ops_model=Synthetic(), device=gpu)
+    on_cpu = predict_model(t, None, "synthetic/cpu", ops_model=Synthetic(), device=cpu)
+    assert on_gpu.latency_ms == pytest.approx(
+        predict_model_latency(t, _device, mode="inference", overlap_ms=0.004).latency_ms
+    )
+    assert on_cpu.latency_ms == pytest.approx(predict_model_latency(t, _device, mode="inference").latency_ms)
+    assert on_gpu.latency_ms < on_cpu.latency_ms
 
 
 def test_fit_gap_recovers_a_known_gap_despite_an_outlier() -> None:
