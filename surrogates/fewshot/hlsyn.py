@@ -27,6 +27,9 @@ the best mean, kept (other tree sizes: 1.78-1.81 / 1.78-1.83). With 10 designs t
 1.98 / 2.14 against affine 2.13 / 2.15, with 5 designs 2.36 / 2.35 against 2.34 / 2.30 (worse),
 hence :data:`MIN_RESIDUAL_DESIGNS`. A per-target choice between affine, ridge and trees by
 5-fold CV inside the 20 designs did worse (1.82 / 1.80) than always using the model; not used.
+Also tried and not kept: extra trees in the average instead of or beside the boosted trees
+(1.76 / 1.86, 1.72 / 1.79), 3 nearest designs on top of the model (1.75 / 1.79), the zero-shot
+predictions of all targets as extra columns (1.69 / 1.80: better on v18, worse on v20).
 The nearest-design residual (``neighbours`` 1 / 3 / 5, the earlier method) scored 2.04 / 1.85 /
 1.86 (v18) and 2.11 / 1.88 / 1.91 (v20) there; ``hws bench fpga-hlsyn-fewshot`` still reports it
 (with the number chosen on its own 6 validation kernels) as a variant, with the affine-only and
