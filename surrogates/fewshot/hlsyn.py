@@ -16,6 +16,8 @@ categories, standardised on the measured designs) with two small models shrunk t
 averaged: a ridge regression (:data:`RIDGE_ALPHA`) and a few shallow boosted trees
 (:data:`RESIDUAL_TREES`). Only the measured designs' pragmas and residuals are stored; the models
 are re-fitted from them (deterministically) on first use, so a saved correction is plain JSON.
+Fitting it takes about 0.2 s for one kernel (20 designs, the 5 targets, on a loaded 2-core
+machine) against milliseconds for the affine map alone.
 
 How these were chosen (training kernels only, never the held-out ones): per tool the training
 kernels were split into 3 groups, a tree trained on the other groups predicted each group, and
