@@ -6,9 +6,12 @@ repeats. Here: the zero-shot tree of ``hws bench fpga-hlsyn`` (same rows, same f
 on the training kernels only) predicts every design of the held-out kernels once; per repeat and
 kernel a seeded permutation puts 30 % of the kernel's designs in the test set and the first k of
 the rest are the adaptation designs; :func:`~hwsurrogate.surrogates.fewshot.hlsyn.fit_kernel_correction`
-fits the correction on them. The summed RMSE (5 targets) is over the pooled test designs of all
-held-out kernels of a tool, the same test designs for zero-shot and every k, and is averaged
-over the 5 repeats. Validity F1 is the zero-shot classifier's on the same test designs
+fits the correction on them, as ``hws adapt --task fpga-hlsyn`` does (affine map + pragma residual
+model, the latter from 10 designs on; its choice is documented in
+:mod:`~hwsurrogate.surrogates.fewshot.hlsyn`). Variants: the nearest-design residual (number of
+neighbours chosen on validation kernels drawn from the training kernels), affine only, offset
+only. The summed RMSE (5 targets) is over the pooled test designs of all held-out kernels of a
+tool, the same test designs for zero-shot and every k, and is averaged over the 5 repeats. Validity F1 is the zero-shot classifier's on the same test designs
 (the correction adapts the regression targets only).
 """
 
@@ -25,7 +28,12 @@ from hwsurrogate.benchmarks.report import BenchReport, json_option, log_bench
 from hwsurrogate.datasets.store import DatasetStore
 from hwsurrogate.errors import TrainingDataError
 from hwsurrogate.progress import track
-from hwsurrogate.surrogates.fewshot.hlsyn import HLSYN_SHOTS, adaptation_splits, fit_kernel_correction
+from hwsurrogate.surrogates.fewshot.hlsyn import (
+    HLSYN_SHOTS,
+    MIN_RESIDUAL_DESIGNS,
+    adaptation_splits,
+    fit_kernel_correction,
+)
 from hwsurrogate.surrogates.models.fpga import HLSYN_TARGETS, hlsyn_reported_targets
 from hwsurrogate.surrogates.training.fpga import hlsyn_frame, hlsyn_graph_rows, hlsyn_protocol_rows
 from hwsurrogate.surrogates.training.splits import HLSYN_TEST_KERNELS
@@ -38,8 +46,8 @@ __all__ = ["bench_hlsyn_fewshot"]
 NEIGHBOUR_CHOICES = (0, 1, 3, 5)
 
 
-def _adapted(p0: np.ndarray, y: np.ndarray, kernels: np.ndarray, pragmas: list[str], adapt: np.ndarray,
-             *, prior: float, slope: bool, neighbours: int) -> np.ndarray:  # fmt: skip
+def _adapted(p0: np.ndarray, y: np.ndarray, kernels: np.ndarray, pragmas: list[str], adapt: np.ndarray, *,
+             prior: float, slope: bool, neighbours: int, pragma_model: bool = False) -> np.ndarray:  # fmt: skip
     pred = p0.copy()
     for kernel in sorted(set(kernels.tolist())):
         m = kernels == kernel
@@ -49,9 +57,51 @@ def _adapted(p0: np.ndarray, y: np.ndarray, kernels: np.ndarray, pragmas: list[s
         pk = [pragmas[i] for i in np.flatnonzero(m)]
         pa = [pragmas[i] for i in np.flatnonzero(a)]
         corr = fit_kernel_correction(p0[a], y[a], HLSYN_TARGETS, prior_designs=prior, slope=slope, pragmas=pa,
-                                     neighbours=neighbours)  # fmt: skip
+                                     neighbours=neighbours, pragma_model=pragma_model)  # fmt: skip
         pred[m] = corr.apply(p0[m], pk)
     return pred
+
+
+#: the corrections compared by ``--selection-study``: (slope, neighbours, pragma model)
+STUDY_METHODS: dict[str, tuple[bool, int, bool]] = {
+    "offset": (False, 0, False),
+    "affine": (True, 0, False),
+    "affine +1 nearest": (True, 1, False),
+    "affine +3 nearest": (True, 3, False),
+    "affine +5 nearest": (True, 5, False),
+    "affine + pragma residual model": (True, 0, True),
+}
+
+
+def _selection_study(tr: pl.DataFrame, gstats: pl.DataFrame, graphs: pl.DataFrame, max_iter: int, repeats: int,
+                     prior: float) -> dict[str, dict[int, float]]:  # fmt: skip
+    """HLSyn's protocol simulated on the TRAINING kernels only: they are split into 3 seeded groups,
+    a tree trained on the other two predicts each group, and every method of :data:`STUDY_METHODS`
+    adapts with k designs; mean over the groups of the repeat-averaged summed RMSE. This is how
+    the method of :mod:`~hwsurrogate.surrogates.fewshot.hlsyn` was chosen."""
+    names = sorted(set(tr["kernel"].to_list()))
+    perm = np.random.default_rng(1).permutation(names)
+    groups = [sorted(perm[i::3].tolist()) for i in range(3)]
+    out: dict[str, dict[int, list[float]]] = {m: {k: [] for k in HLSYN_SHOTS} for m in STUDY_METHODS}
+    for group in groups:
+        inside = pl.col("kernel").is_in(group)
+        fit, val = tr.filter(~inside), tr.filter(inside)
+        pv = (
+            hlsyn_tree(gstats, graphs, max_iter).fit(fit, hlsyn_reported_targets(fit).to_numpy()).predict(val)
+        )
+        yv, kv = hlsyn_reported_targets(val).to_numpy(), val["kernel"].to_numpy()
+        prv = val["pragmas"].cast(pl.String).to_list()
+        for k in HLSYN_SHOTS:
+            for name, (use_slope, nb, pm) in STUDY_METHODS.items():
+                scores = []
+                for r in range(repeats):
+                    a, t = adaptation_splits(kv, repeat=r, shots=k)
+                    pred = _adapted(
+                        pv, yv, kv, prv, a, prior=prior, slope=use_slope, neighbours=nb, pragma_model=pm
+                    )
+                    scores.append(_summed(yv[t], pred[t])[0])
+                out[name][k].append(float(np.mean(scores)))
+    return {name: {k: round(float(np.mean(v)), 4) for k, v in by_k.items()} for name, by_k in out.items()}
 
 
 def _summed(y: np.ndarray, p: np.ndarray) -> tuple[float, list[float]]:
@@ -67,8 +117,16 @@ def _summed(y: np.ndarray, p: np.ndarray) -> tuple[float, list[float]]:
 @click.option("--max-iter", default=150, show_default=True, help="Boosting iterations per target (trees).")
 @click.option("--prior-designs", default=10.0, show_default=True,
               help="Pseudo-designs shrinking the fitted slope towards 1 (fixed a priori, not tuned).")  # fmt: skip
+@click.option("--selection-study", is_flag=True,
+              help="Also simulate the protocol on 3 groups of training kernels for every candidate correction "
+                   "(how the method was chosen; 3 more tree fits per tool).")  # fmt: skip
 def bench_hlsyn_fewshot(
-    json_path: str | None, tools: tuple[str, ...], repeats: int, max_iter: int, prior_designs: float
+    json_path: str | None,
+    tools: tuple[str, ...],
+    repeats: int,
+    max_iter: int,
+    prior_designs: float,
+    selection_study: bool = False,
 ) -> None:
     """HLSyn protocol with adaptation: 5/10/20 designs per held-out kernel, 30 % holdout, repeats.
 
@@ -130,6 +188,14 @@ def bench_hlsyn_fewshot(
                 scores.append(_summed(yv[t], pred[t])[0])
             val_rmse[nb] = float(np.mean(scores))
         chosen = min(val_rmse, key=val_rmse.get)
+        scores = []  # the main method on the same validation kernels, for the record (not a choice)
+        for r in range(repeats):
+            a, t = adaptation_splits(kv, repeat=r, shots=max(HLSYN_SHOTS))
+            pred = _adapted(
+                pv, yv, kv, prv, a, prior=prior_designs, slope=True, neighbours=0, pragma_model=True
+            )
+            scores.append(_summed(yv[t], pred[t])[0])
+        val_pragma = float(np.mean(scores))
         # validity: the zero-shot classifier of `hws bench fpga-hlsyn`, scored on the test designs below
         cls = part.filter(pl.col("valid").is_not_null())
         ctr, cte = cls.filter(~is_test), cls.filter(is_test)
@@ -154,15 +220,18 @@ def bench_hlsyn_fewshot(
             for k in HLSYN_SHOTS:
                 adapt, test_k = adaptation_splits(kernels, repeat=r, shots=k)
                 assert (test_k == test).all()
-                for name, use_slope, nb in ((f"{k} designs", True, chosen),
-                                            (f"{k} designs, affine only (no neighbours)", True, 0),
-                                            (f"{k} designs, offset only", False, 0)):  # fmt: skip
-                    if nb == chosen and name.endswith("(no neighbours)"):
-                        continue
+                variants = [(f"{k} designs", True, 0, True),
+                            (f"{k} designs, +{chosen} nearest (no pragma model)", True, chosen, False),
+                            (f"{k} designs, affine only (no neighbours)", True, 0, False),
+                            (f"{k} designs, offset only", False, 0, False)]  # fmt: skip
+                for name, use_slope, nb, pm in variants:
+                    if nb == 0 and "nearest" in name:
+                        continue  # the validation kernels chose no neighbours: that is the affine row
                     t1 = time.perf_counter()
                     pred = _adapted(p0, yte, kernels, pragmas, adapt, prior=prior_designs, slope=use_slope,
-                                    neighbours=nb)  # fmt: skip
-                    adapt_s.append(time.perf_counter() - t1)
+                                    neighbours=nb, pragma_model=pm)  # fmt: skip
+                    if pm:
+                        adapt_s.append(time.perf_counter() - t1)
                     total, per = _summed(yte[test], pred[test])
                     res.setdefault(name, []).append(total)
                     per_target.setdefault(name, []).append(per)
@@ -172,9 +241,13 @@ def bench_hlsyn_fewshot(
         )
         for name, totals in res.items():
             main = name == "zero-shot" or "," not in name
-            label = (
-                name if name == "zero-shot" or not main else f"{name} (+{chosen} nearest)" if chosen else name
+            k = int(name.split()[0]) if name != "zero-shot" else 0
+            how = (
+                "affine + pragma residual model"
+                if k >= MIN_RESIDUAL_DESIGNS
+                else "affine; pragma model from 10"
             )
+            label = name if name == "zero-shot" or not main else f"{name} ({how})"
             report.add(f"summed RMSE, {label}" + ("" if name == "zero-shot" else " per kernel"), split,
                        float(np.mean(totals)), anchor=HLSYN_FLOOR[tool],
                        target=HLSYN_FLOOR[tool] / 2 if main else None,
@@ -188,6 +261,7 @@ def bench_hlsyn_fewshot(
                 "validation_kernels": val,
                 "summed_rmse_20_designs_by_neighbours": val_rmse,
                 "chosen_neighbours": chosen,
+                "summed_rmse_20_designs_pragma_model": val_pragma,
             },  # fmt: skip
             "per_target_rmse_mean": {
                 name: dict(zip(HLSYN_TARGETS, np.mean(v, axis=0).round(4).tolist(), strict=True))
@@ -196,8 +270,16 @@ def bench_hlsyn_fewshot(
             "summed_rmse_per_repeat": {name: [round(x, 4) for x in v] for name, v in res.items()},
             "validity_f1_per_repeat": [round(x, 4) for x in f1s],
             "tree_fit_predict_s": round(fit_s, 1),
-            "adapt_all_kernels_ms_median": round(1000 * float(np.median(adapt_s)), 2),
+            "adapt_all_kernels_ms_median": round(1000 * float(np.median(adapt_s)), 2),  # main method
         }
+        if selection_study:
+            study = _selection_study(tr, gstats, graphs, max_iter, repeats, prior_designs)
+            report.details[tool]["selection_study_training_kernels"] = study
+            click.echo(
+                f"selection study, {tool} (training kernels, 3 groups; summed RMSE at k = {HLSYN_SHOTS}):"
+            )
+            for name, by_k in study.items():
+                click.echo(f"  {name:32s} " + "  ".join(f"{v:.3f}" for v in by_k.values()))
     report.data["cpu_s"] = round(time.process_time() - cpu0, 1)
     log_bench(report)
     report.emit(json_path)

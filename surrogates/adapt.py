@@ -151,16 +151,19 @@ def adapt_hlsyn_kernel(
     store_root: str | os.PathLike[str] | None = None,
     predictor: Any = None,
     prior_designs: float = 10.0,
-    neighbours: int = 3,
+    neighbours: int = 0,
+    pragma_model: bool = True,
 ) -> tuple[AdaptedHlsynKernel, Path]:
     """Adapt the served ``fpga-hlsyn`` model to ``kernel`` from a few synthesised designs; persist it.
 
     The measurements are checked first (:func:`.fewshot.hlsyn.check_hlsyn_measurements`), and a
     kernel already adapted is refused before any model loads (nothing is overwritten). The
     correction is :func:`.fewshot.hlsyn.fit_kernel_correction` of the served model's predictions;
-    its held-out error re-fits it without each fold of designs. ``neighbours``: the measured
-    designs nearest in pragma space whose remaining residual is added back (3: the choice of
-    ``hws bench fpga-hlsyn-fewshot`` on validation kernels for v20; v18's validation chose 1).
+    its held-out error re-fits it without each fold of designs. ``pragma_model``: the pragma
+    residual model on top of the affine map (used per target once 10 designs measure it; chosen
+    on training kernels, see :mod:`.fewshot.hlsyn`); ``neighbours`` > 0 instead adds back the
+    remaining residual of the measured designs nearest in pragma space (the earlier method, now
+    a variant of ``hws bench fpga-hlsyn-fewshot``).
     """
     root = store_root if store_root is not None else get_settings(fresh=True).store  # a directory or s3:// URI
     meas = check_hlsyn_measurements(measurements, kernel)
@@ -177,7 +180,7 @@ def adapt_hlsyn_kernel(
     y = to_hlsyn_space(meas)
     pragmas = meas["pragmas"].to_list()
     corr = fit_kernel_correction(zero, y, HLSYN_TARGET_NAMES, prior_designs=prior_designs, pragmas=pragmas,
-                                 neighbours=neighbours)  # fmt: skip
+                                 neighbours=neighbours, pragma_model=pragma_model)  # fmt: skip
     record = AdaptedHlsynKernel(
         device_id=kernel,
         model_name=str(predictor.name),
@@ -197,7 +200,7 @@ def adapt_hlsyn_kernel(
             out = folds == f
             fit_p = [pragmas[i] for i in np.flatnonzero(~out)]
             c = fit_kernel_correction(zero[~out], y[~out], HLSYN_TARGET_NAMES, prior_designs=prior_designs,
-                                      pragmas=fit_p, neighbours=neighbours)  # fmt: skip
+                                      pragmas=fit_p, neighbours=neighbours, pragma_model=pragma_model)  # fmt: skip
             pred[out] = c.apply(zero[out], [pragmas[i] for i in np.flatnonzero(out)])
         record.heldout_rmse = _summed_rmse(y, pred)
     return record, save_adapted_kernel(record, root)

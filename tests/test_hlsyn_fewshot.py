@@ -184,3 +184,82 @@ def test_neighbours_add_back_the_residual_of_the_nearest_measured_design():
         corr.apply(p)
     again = KernelCorrection.from_json(json.loads(json.dumps(corr.to_json())))
     np.testing.assert_allclose(again.apply(p, pragmas), y, atol=1e-12)
+
+
+# --------------------------------------------------------------------------- the pragma residual model
+def _pragma_kernel(rng: np.random.Generator, n: int) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Designs whose cycles depend on two pragmas in a way the zero-shot model gets wrong: it knows
+    the unroll law of loop L0 but not that this kernel also speeds up with L1's pipelining (more so
+    when L0 is unrolled at most 4 times): a design-specific effect no affine map of it can fit."""
+    u0 = rng.choice([1, 2, 4, 8, 16], size=n)
+    pipe = rng.choice(["off", "cg", "fg"], size=n)
+    cycles_zero = 1e5 / u0
+    speed = np.where(pipe == "fg", 8.0, np.where(pipe == "cg", 2.0, 1.0)) * np.where(
+        (pipe == "fg") & (u0 <= 4), 2.0, 1.0
+    )
+    cycles_true = 3e5 / u0 / speed
+    perf = lambda cyc: np.log2(1e7 / cyc) / 2  # noqa: E731
+    pragmas = [
+        json.dumps({"__PARA__L0": int(a), "__PIPE__L1": str(b)}) for a, b in zip(u0, pipe, strict=True)
+    ]
+    lut = 0.01 * u0
+    return pragmas, np.c_[perf(cycles_zero), lut], np.c_[perf(cycles_true), lut * 1.5]
+
+
+def test_pragma_model_beats_affine_on_a_known_design_specific_effect():
+    rng = np.random.default_rng(3)
+    pragmas, p, y = _pragma_kernel(rng, 300)
+    wins = []
+    err = lambda q, t: np.sqrt(((q - y[t]) ** 2).mean(axis=0))[0]  # noqa: E731
+    for repeat in range(5):
+        adapt, test = adaptation_splits(np.array(["k"] * 300), repeat=repeat, shots=20)
+        pa = [pragmas[i] for i in np.flatnonzero(adapt)]
+        pt = [pragmas[i] for i in np.flatnonzero(test)]
+        affine = fit_kernel_correction(p[adapt], y[adapt], TARGETS).apply(p[test])
+        model = fit_kernel_correction(p[adapt], y[adapt], TARGETS, pragmas=pa, pragma_model=True)
+        wins.append(err(affine, test) / err(model.apply(p[test], pt), test))
+    assert min(wins) > 1.5, wins
+
+
+def test_pragma_model_needs_enough_designs_round_trips_and_skips_unmeasured_targets():
+    from hwsurrogate.surrogates.fewshot.hlsyn import MIN_RESIDUAL_DESIGNS
+
+    rng = np.random.default_rng(4)
+    pragmas, p, y = _pragma_kernel(rng, 40)
+    few = MIN_RESIDUAL_DESIGNS - 1
+    small = fit_kernel_correction(p[:few], y[:few], TARGETS, pragmas=pragmas[:few], pragma_model=True)
+    affine = fit_kernel_correction(p[:few], y[:few], TARGETS)
+    np.testing.assert_allclose(small.apply(p, pragmas), affine.apply(p), atol=1e-12)  # too few: affine only
+
+    y = y.copy()
+    y[::2, 1] = np.nan  # LUT reported for every other design only: 10 of 20, still modelled
+    y[1, 0] = np.nan
+    corr = fit_kernel_correction(p[:20], y[:20], TARGETS, pragmas=pragmas[:20], pragma_model=True)
+    out = corr.apply(p, pragmas)
+    assert np.isfinite(out).all()
+    assert not np.allclose(out, fit_kernel_correction(p[:20], y[:20], TARGETS).apply(p))
+    again = KernelCorrection.from_json(json.loads(json.dumps(corr.to_json(), allow_nan=False)))
+    np.testing.assert_allclose(again.apply(p, pragmas), out, atol=1e-12)  # re-fitted from the JSON alone
+    with pytest.raises(ValueError, match="pass the designs' pragmas"):
+        corr.apply(p)
+
+
+def test_pragma_model_refuses_bad_pragmas_and_mixed_methods():
+    from hwsurrogate.surrogates.fewshot.hlsyn import encode_pragmas, pragma_columns
+
+    rng = np.random.default_rng(5)
+    pragmas, p, y = _pragma_kernel(rng, 20)
+    with pytest.raises(ValueError, match="either neighbours or the pragma residual model"):
+        fit_kernel_correction(p, y, TARGETS, pragmas=pragmas, neighbours=1, pragma_model=True)
+    with pytest.raises(ValueError, match="need the measured designs' pragmas"):
+        fit_kernel_correction(p, y, TARGETS, pragma_model=True)
+    corr = fit_kernel_correction(p, y, TARGETS, pragmas=pragmas, pragma_model=True)
+    bad = [json.dumps({"__PARA__L0": "fast", "__PIPE__L1": "off"})]
+    with pytest.raises(ValueError, match=re.escape("design 0 has '__PARA__L0' = 'fast'")):
+        corr.apply(p[:1], bad)
+    with pytest.raises(ValueError, match="design 0 is not a JSON object"):
+        corr.apply(p[:1], ["[1, 2]"])
+    cols = pragma_columns(pragmas)
+    assert cols == [("__PARA__L0", None), ("__PIPE__L1", "cg"), ("__PIPE__L1", "fg"), ("__PIPE__L1", "off")]
+    x = encode_pragmas([json.dumps({"__PIPE__L1": "flatten"})], cols)  # unseen category, missing factor
+    np.testing.assert_array_equal(x, [[-1.0, 0.0, 0.0, 0.0]])
