@@ -147,10 +147,12 @@ class CompiledTrees:
         buf = np.array(x, dtype=np.float64, order="C")  # a copy: missing markers are written in
         low = buf.view(np.int32)[:, 0::2]  # the union's int member: the low half of each double
         nan = np.isnan(buf)
-        if (low[~nan] == -1).any():
-            return None
         if nan.any():
+            if (low[~nan] == -1).any():
+                return None
             low[nan] = -1
+        elif (low == -1).any():
+            return None
         n = buf.shape[0]
         out = np.zeros(n)
         fn, row, res, stride = self._predict, buf.ctypes.data, out.ctypes.data, buf.strides[0]

@@ -169,6 +169,8 @@ class GemmFrame:
                         self.power._feature_columns(part), part["device_id"]
                     )
         energy = power * runtime / 1000.0
+        if not (np.isnan(power).any() or np.isnan(energy).any()):  # no nulls: the columns as they are
+            return pl.DataFrame({"runtime_ms": runtime, "power_w": power, "energy_j": energy})
         return pl.DataFrame(
             [
                 pl.Series("runtime_ms", runtime),

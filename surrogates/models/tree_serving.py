@@ -34,6 +34,7 @@ never imports scikit-learn. This module imports neither scikit-learn nor treelit
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -60,7 +61,7 @@ SMALL_BATCH_ROWS = 64
 
 #: batches up to this many rows go through the compiled trees where built (:mod:`.compiled_trees`),
 #: larger ones through scikit-learn. Measured as SMALL_BATCH_ROWS is (see the benchmark).
-COMPILED_BATCH_ROWS = 64
+COMPILED_BATCH_ROWS = 128
 
 #: instance attribute holding the built treelite models; never pickled
 CACHE_ATTR = "_treelite_models"
@@ -94,6 +95,18 @@ def _fitted_trees(model: Any) -> int:
     return id(getattr(model, "_predictors", None) or model.estimators_)
 
 
+def _is_regressor(model: Any) -> bool:
+    from sklearn.base import is_regressor
+
+    return bool(is_regressor(model))
+
+
+def _is_binary_classifier(model: Any) -> bool:
+    from sklearn.base import is_classifier
+
+    return bool(is_classifier(model)) and len(model.classes_) == 2
+
+
 def to_treelite(model: Any) -> Any:
     """``treelite.sklearn.import_model(model)`` (imports treelite on first use)."""
     import treelite.sklearn
@@ -101,23 +114,27 @@ def to_treelite(model: Any) -> Any:
     return treelite.sklearn.import_model(model)
 
 
-def _treelite(model: Any, x: np.ndarray, cache: dict | None, max_rows: int | None) -> np.ndarray | None:
+def _treelite(
+    model: Any, x: np.ndarray, cache: dict | None, max_rows: int | None, accepts: Callable[[Any], bool]
+) -> np.ndarray | None:
     """treelite's answer per row (compiled, else GTIL) for a small batch, or None where
-    scikit-learn must answer."""
+    scikit-learn must answer. ``accepts(model)`` (regressor, binary classifier) is checked with
+    :func:`servable` when the model's entry is built; a cached entry skips both."""
     small = SMALL_BATCH_ROWS if max_rows is None else max_rows
     limit = max(small, COMPILED_BATCH_ROWS) if max_rows is None else max_rows
-    if x.ndim != 2 or not 0 < x.shape[0] <= limit or not servable(model):
+    if x.ndim != 2 or not 0 < x.shape[0] <= limit:
         return None
+    entry = cache.get(id(model)) if cache is not None else None
+    if entry is None or entry[0] is not model or entry[1] != _fitted_trees(model):
+        if x.shape[0] > small or not accepts(model) or not servable(model):
+            return None  # compiled trees answer mid-size batches only once built for this model
+        entry = None
     if x.shape[1] != model.n_features_in_:
         return None  # scikit-learn's own error names the mismatch (GTIL would pad with NaN)
-    key, trees = id(model), _fitted_trees(model)
-    entry = cache.get(key) if cache is not None else None
-    if entry is None or entry[0] is not model or entry[1] != trees:
-        if x.shape[0] > small:
-            return None  # compiled trees only answer these once built for this model
-        entry = (model, trees, TreeRunner(to_treelite(model)))
+    if entry is None:
+        entry = (model, _fitted_trees(model), TreeRunner(to_treelite(model)))
         if cache is not None:
-            cache[key] = entry
+            cache[id(model)] = entry
     runner = entry[2]
     if x.shape[0] > small and runner.compiled_ready() is None:
         return None
@@ -181,9 +198,7 @@ def predict_trees(
     :data:`SMALL_BATCH_ROWS`, read at call time (a benchmark sets it to 0 for scikit-learn only).
     """
     x = np.asarray(x, dtype=np.float64)
-    from sklearn.base import is_regressor
-
-    out = _treelite(model, x, cache, max_rows) if is_regressor(model) else None
+    out = _treelite(model, x, cache, max_rows, _is_regressor)
     return model.predict(x) if out is None else out
 
 
@@ -196,9 +211,7 @@ def positive_proba_trees(
 ) -> np.ndarray:
     """``model.predict_proba(x)[:, 1]`` for a fitted binary classifier, as :func:`predict_trees`."""
     x = np.asarray(x, dtype=np.float64)
-    from sklearn.base import is_classifier
-
-    out = _treelite(model, x, cache, max_rows) if is_classifier(model) and len(model.classes_) == 2 else None
+    out = _treelite(model, x, cache, max_rows, _is_binary_classifier)
     return model.predict_proba(x)[:, 1] if out is None else out
 
 
