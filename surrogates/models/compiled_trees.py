@@ -21,9 +21,10 @@ bytes hash to the recorded digest (:func:`load`). Anything else is ignored and r
 (``python -m hwsurrogate.surrogates.models.compiled_trees BUILD_DIR``) that outlives a one-off
 ``hws predict``, and callers keep answering through GTIL until :func:`ready` finds the library
 (checked at most once a second per model). One build per key at a time across processes (an
-exclusive ``<key>.building`` marker, stale after :data:`STALE_BUILD_S`). No tl2cgen, no
-compiler, a failed build (``<key>.failed`` holds the error): GTIL answers, logged once per
-process, never an error. ``HWSURROGATE_COMPILED_TREES=0`` turns compiled serving off.
+exclusive ``<key>.building`` marker, stale after :data:`STALE_BUILD_S`). No tl2cgen or no C
+compiler (logged once per process at INFO), a failed build (``<key>.failed`` holds the error;
+logged once per process as a warning): GTIL answers, never an error.
+``HWSURROGATE_COMPILED_TREES=0`` turns compiled serving off.
 
 Answers equal GTIL's (and so scikit-learn's to 1e-9 relative): the same import, the same sums.
 A missing value (NaN) is passed as tl2cgen's missing marker (the low 32 bits of the 8-byte
@@ -114,10 +115,10 @@ def missing_builder() -> str | None:
     return None
 
 
-def _log_once(reason: str, message: str, *args: Any) -> None:
+def _log_once(reason: str, message: str, *args: Any, level: int = logging.WARNING) -> None:
     if reason not in _logged:
         _logged.add(reason)
-        log.warning(message, *args)
+        log.log(level, message, *args)
 
 
 def _private(path: Path) -> bool:
@@ -205,7 +206,8 @@ def request_build(key: str, checkpoint: bytes) -> bool:
         return False
     missing = missing_builder()
     if missing is not None:
-        _log_once(missing, "%s: trees are served through treelite's GTIL", missing)
+        # an expected set-up (the extra not installed), so INFO: a one-off command stays quiet
+        _log_once(missing, "%s: trees are served through treelite's GTIL", missing, level=logging.INFO)
         return False
     root = cache_root()
     try:

@@ -147,7 +147,8 @@ class GemmFrame:
 
     def predict_frame(self, queries: Any, *, extra_devices: pl.DataFrame | None = None) -> pl.DataFrame:
         q = as_polars(queries)
-        missing = [c for c in GEMM_QUERY_COLUMNS if c not in q.columns and c not in ("layout", "batch")]
+        names = set(q.columns)
+        missing = [c for c in GEMM_QUERY_COLUMNS if c not in names and c not in ("layout", "batch")]
         if missing:
             raise ValueError(f"gemm queries miss column(s) {missing}")
         if extra_devices is not None and extra_devices.height:

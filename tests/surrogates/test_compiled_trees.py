@@ -131,7 +131,7 @@ def test_no_tl2cgen_falls_back_to_gtil_logged_once(
     monkeypatch.setattr(compiled_trees, "_logged", set())
     x, y, q = _data(4)
     model = HistGradientBoostingRegressor(max_iter=5, random_state=0).fit(x, y)
-    with caplog.at_level(logging.WARNING, logger=compiled_trees.__name__):
+    with caplog.at_level(logging.INFO, logger=compiled_trees.__name__):
         for _ in range(2):
             cache: dict = {}
             np.testing.assert_allclose(predict_trees(model, q, cache=cache), model.predict(q), rtol=1e-9)
