@@ -9,7 +9,8 @@ Measures on this machine, with models fitted here on the public data ($HWSURROGA
    1 .. 1024 feature rows, and the crossovers: the largest batch size up to which GTIL
    (compiled) is faster than scikit-learn on one thread on every size. ``SMALL_BATCH_ROWS`` and
    ``COMPILED_BATCH_ROWS`` in ``surrogates/models/tree_serving.py`` are set from the GEMM
-   models' crossovers.
+   models' crossovers. The one-thread candidates are timed in alternation (one call of each per
+   round), so a burst of load from other jobs on the shared machine hits all of them alike.
 2. in-process one-query cost per task through the model's own predict path (features included):
    as served now (compiled trees below the threshold), the same with compiled trees off (GTIL),
    through the frozen form a one-off ``hws predict`` unpickles (``surrogates/models/frozen.py``:
@@ -64,6 +65,25 @@ def timed_ms(fn: Callable[[], object], *, budget_s: float = 0.4, min_runs: int =
         if len(times) >= 2000:
             break
     return statistics.median(times) * 1e3
+
+
+def timed_together(
+    fns: dict[str, Callable[[], object]], *, budget_s: float = 1.2, min_runs: int = 5
+) -> dict[str, float]:
+    """Median wall time in ms of each function, timed in alternation (one call of each per round,
+    after a warm-up round) so that a burst of load from other jobs hits them alike."""
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    start = time.perf_counter()
+    rounds = 0
+    while rounds < min_runs or (time.perf_counter() - start < budget_s and rounds < 2000):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+        rounds += 1
+    return {k: statistics.median(v) * 1e3 for k, v in times.items()}
 
 
 def before_predict_hgb(rev: str) -> Callable[..., np.ndarray] | None:
@@ -124,19 +144,19 @@ def model_costs(name: str, model: Any, x: np.ndarray, before: Callable[..., np.n
         ref = model.predict(q)
         got = treelite.gtil.predict(tl, q, nthread=1).reshape(n)
         worst_rel = max(worst_rel, float(np.max(np.abs(got - ref) / np.maximum(np.abs(ref), 1e-300))))
-        row = {
-            "rows": n,
-            "sklearn_ms": round(timed_ms(lambda q=q: model.predict(q)), 4),
-            "treelite_ms": round(timed_ms(lambda q=q: treelite.gtil.predict(tl, q, nthread=1)), 4),
+        row = {"rows": n, "sklearn_ms": round(timed_ms(lambda q=q: model.predict(q)), 4)}
+        one_thread = {
+            "treelite_ms": lambda q=q: treelite.gtil.predict(tl, q, nthread=1),
+            "sklearn_1thread_ms": lambda q=q: model.predict(q),
         }
         if compiled is not None:
             got = compiled.predict(q)
             worst_rel_compiled = max(
                 worst_rel_compiled, float(np.max(np.abs(got - ref) / np.maximum(np.abs(ref), 1e-300)))
             )
-            row["compiled_ms"] = round(timed_ms(lambda q=q: compiled.predict(q)), 4)
+            one_thread["compiled_ms"] = lambda q=q: compiled.predict(q)
         with threadpool_limits(limits=1, user_api="openmp"):  # as the service runs small calls
-            row["sklearn_1thread_ms"] = round(timed_ms(lambda q=q: model.predict(q)), 4)
+            row |= {k: round(v, 4) for k, v in timed_together(one_thread).items()}
         if before is not None:
             row["numpy_walker_before_ms"] = round(timed_ms(lambda q=q: before(model, q)), 4)
         rows.append(row)
