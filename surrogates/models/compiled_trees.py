@@ -199,6 +199,17 @@ def _marker(root: Path, key: str, suffix: str) -> Path:
     return root / f"{key}.{suffix}"
 
 
+def _remove_stale_builds(root: Path) -> None:
+    """Remove build folders older than :data:`STALE_BUILD_S` (a build process that was killed)."""
+    cutoff = time.time() - STALE_BUILD_S
+    for work in root.glob(".build-*"):
+        try:
+            if work.stat().st_mtime < cutoff:
+                shutil.rmtree(work, ignore_errors=True)
+        except OSError:
+            pass
+
+
 def request_build(key: str, checkpoint: bytes) -> bool:
     """Start a detached build of ``key`` unless one runs, one failed, or it cannot be built here
     (no tl2cgen, no compiler: logged once). True when a build was started."""
@@ -229,6 +240,7 @@ def request_build(key: str, checkpoint: bytes) -> bool:
             pass
         fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
         os.close(fd)
+        _remove_stale_builds(root)
         work = Path(tempfile.mkdtemp(prefix=f".build-{key[:12]}-", dir=root))
         (work / CHECKPOINT_FILE).write_bytes(checkpoint)
         with open(work / "build.log", "wb") as out:

@@ -150,7 +150,12 @@ def test_detached_build_serves_once_done(tmp_path: Path, monkeypatch: pytest.Mon
     x, y, q = _data(5)
     model = HistGradientBoostingRegressor(max_iter=3, max_leaf_nodes=4, random_state=0).fit(x, y)
     runner = TreeRunner(to_treelite(model))
+    root.mkdir(mode=0o700)
+    dead = root / ".build-0123456789ab-dead"  # left by a build process that was killed
+    dead.mkdir()
+    os.utime(dead, (time.time() - 2 * compiled_trees.STALE_BUILD_S,) * 2)
     assert compiled_trees.request_build(runner.key, runner.checkpoint)
+    assert not dead.exists()
     assert not compiled_trees.request_build(runner.key, runner.checkpoint)  # one build at a time
     deadline = time.monotonic() + 120
     while compiled_trees.load(runner.key) is None and time.monotonic() < deadline:
