@@ -287,6 +287,10 @@ _DTYPE_MATRIX = np.array(
 _DTYPE_ROWS: dict[str, float] = {d: float(c) for d, c in GEMM_DTYPE_CODES.items()}
 _TILE_M = np.array([tm for tm, _ in GEMM_TILES], dtype=np.int64)
 _TILE_N = np.array([tn for _, tn in GEMM_TILES], dtype=np.int64)
+#: per tile (GEMM_TILES order): its waves, wave-efficiency and tile-efficiency feature names
+_TILE_FEATURES = tuple((f"waves_{a}x{b}", f"wave_eff_{a}x{b}", f"tile_eff_{a}x{b}") for a, b in GEMM_TILES)
+_LAYOUT_ROWS: dict[str, float] = {k: float(v) for k, v in GEMM_LAYOUT_CODES.items()}
+_OP_ROWS: dict[str, float] = {k: float(v) for k, v in GEMM_OP_CODES.items()}
 
 
 class DeviceIndex:
@@ -366,12 +370,12 @@ def gemm_feature_arrays(
         log_w, wave_eff = np.log2(w), tiles / (w * sms[:, None])
         tile_eff = (mi * n)[:, None] / (m_tiles * _TILE_M * n_tiles * _TILE_N)
         waves: dict[str, np.ndarray] = {}
-        for j, (tm, tn) in enumerate(GEMM_TILES):
-            waves[f"waves_{tm}x{tn}"] = log_w[:, j]
-            waves[f"wave_eff_{tm}x{tn}"] = wave_eff[:, j]
-            waves[f"tile_eff_{tm}x{tn}"] = tile_eff[:, j]
+        for j, (w_name, eff_name, tile_name) in enumerate(_TILE_FEATURES):
+            waves[w_name] = log_w[:, j]
+            waves[eff_name] = wave_eff[:, j]
+            waves[tile_name] = tile_eff[:, j]
         l2 = dev["l2_mb"]
-        layout_code = _lookup(q["layout"], {k_: float(v) for k_, v in GEMM_LAYOUT_CODES.items()})
+        layout_code = _lookup(q["layout"], _LAYOUT_ROWS)
         cols = {
             "log2_m": np.log2(m),
             "log2_n": np.log2(n),
@@ -388,7 +392,7 @@ def gemm_feature_arrays(
             # keep a working set that fits in L2 there (NeuSight times 25 calls in a row)
             "log2_footprint_over_l2": np.log2(nbytes / (np.where(np.isnan(l2), 4.0, l2) * 1e6)),
             "dtype_code": spec["dtype_code"],
-            "op_code": _lookup(q["op"], {k_: float(v) for k_, v in GEMM_OP_CODES.items()}),
+            "op_code": _lookup(q["op"], _OP_ROWS),
             "layout_code": np.where(np.isnan(layout_code), -1.0, layout_code),
             "k_mod_64": np.mod(k, 64),
             "mn_aspect": np.log2(m / n),
