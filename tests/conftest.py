@@ -24,9 +24,13 @@ def _mlflow_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(autouse=True)
 def _isolated_env(tmp_path: Path, _mlflow_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every test gets its own store, a test MLflow store (never ./mlflow.db) and no progress bars."""
+    """Every test gets its own store, a test MLflow store (never ./mlflow.db), no progress bars and
+    no compiled trees."""
     monkeypatch.setenv("HWSURROGATE_STORE", str(tmp_path / "store"))
     monkeypatch.setenv("HWSURROGATE_NO_PROGRESS", "1")
+    # no detached tl2cgen builds of every model a test fits; tests/surrogates/test_compiled_trees.py
+    # turns them on for its tiny models
+    monkeypatch.setenv("HWSURROGATE_COMPILED_TREES", "0")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{_mlflow_dir / 'mlflow.db'}")
     monkeypatch.setenv("HWSURROGATE_MLFLOW_ARTIFACTS", str(_mlflow_dir / "mlruns"))
 

@@ -105,36 +105,55 @@ class UnknownGemmDeviceError(UnknownDeviceError, ValueError):
     """A GEMM query names a device without descriptors (neither trained on nor adapted)."""
 
 
+#: a query frame of up to this many rows is read with one ``rows()`` call instead of per column
+FEW_QUERY_ROWS = 8
+_DIM_COLUMNS = ("m", "n", "k", "batch")
+_STRING_COLUMNS = ("device_id", "op", "dtype", "layout")
+
+
 def gemm_query_arrays(queries: pl.DataFrame) -> dict[str, np.ndarray]:
     """Validated GEMM query columns as numpy arrays; ``ValueError`` naming the column and row.
 
     Dims come back as float64 holding whole numbers >= 1; strings as object arrays, an unstated
     layout as ``nn``. Works on whole columns, so a one-row query costs microseconds and a
     100k-row one milliseconds (polars' per-operation overhead would dominate the one-row case).
+    A frame of at most :data:`FEW_QUERY_ROWS` rows with numeric dims and string columns is read
+    in one ``rows()`` call (the values are the same; every check below is shared).
     """
-    missing = [c for c in GEMM_QUERY_COLUMNS if c not in queries.columns and c not in ("layout", "batch")]
+    names = queries.columns
+    present = set(names)
+    missing = [c for c in GEMM_QUERY_COLUMNS if c not in present and c not in ("layout", "batch")]
     if missing:
         raise ValueError(f"gemm queries miss column(s) {missing}; expected {list(GEMM_QUERY_COLUMNS)}")
     n_rows = queries.height
+    raw = _few_rows(queries, names) if n_rows <= FEW_QUERY_ROWS else None
     out: dict[str, np.ndarray] = {}
-    for col in ("m", "n", "k", "batch"):
-        if col not in queries.columns:  # only batch may be absent
-            out[col] = np.ones(n_rows)
-            continue
-        s = queries.get_column(col)
-        try:
-            values = (s if s.dtype.is_numeric() else s.cast(pl.Float64, strict=True)).to_numpy()
-            x = np.asarray(values, dtype=np.float64)
-        except Exception:
-            raise ValueError(f"gemm queries: column {col!r} must be numeric, got {s.dtype}") from None
-        with np.errstate(invalid="ignore"):
-            bad = ~np.isfinite(x) | (x < 1) | (x != np.floor(x))
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise ValueError(f"gemm queries: column {col!r} must be a positive integer; row {i} has {s[i]!r}")
-        out[col] = x
+    if raw is not None:
+        dims = np.array([raw.get(c, (1,) * n_rows) for c in _DIM_COLUMNS], dtype=np.float64).reshape(
+            4, n_rows
+        )
+    else:
+        dims = np.ones((4, n_rows))
+        for j, col in enumerate(_DIM_COLUMNS):
+            if col not in present:  # only batch may be absent
+                continue
+            s = queries.get_column(col)
+            try:
+                values = (s if s.dtype.is_numeric() else s.cast(pl.Float64, strict=True)).to_numpy()
+                dims[j] = np.asarray(values, dtype=np.float64)
+            except Exception:
+                raise ValueError(f"gemm queries: column {col!r} must be numeric, got {s.dtype}") from None
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(dims) | (dims < 1) | (dims != np.floor(dims))
+    if bad.any():
+        j = int(np.flatnonzero(bad.any(axis=1))[0])
+        col, i = _DIM_COLUMNS[j], int(np.flatnonzero(bad[j])[0])
+        value = raw[col][i] if raw is not None else queries.get_column(col)[i]
+        raise ValueError(f"gemm queries: column {col!r} must be a positive integer; row {i} has {value!r}")
+    for j, col in enumerate(_DIM_COLUMNS):
+        out[col] = dims[j]
     for col, allowed in (("dtype", GEMM_DTYPE_SPECS), ("op", GEMM_OP_CODES)):
-        v = _strings(queries.get_column(col))
+        v = _text(queries, col, raw)
         bad = np.isnan(_lookup(v, dict.fromkeys(allowed, 0.0)))
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
@@ -142,19 +161,43 @@ def gemm_query_arrays(queries: pl.DataFrame) -> dict[str, np.ndarray]:
                 f"gemm queries: column {col!r} must be one of {sorted(allowed)}; row {i} has {v[i]!r}"
             )
         out[col] = v
-    dev = _strings(queries.get_column("device_id"))
+    dev = _text(queries, "device_id", raw)
     nulls = _nulls(dev)
     if nulls.any():
         raise ValueError(f"gemm queries: column 'device_id' is null in row {int(np.flatnonzero(nulls)[0])}")
     out["device_id"] = dev
     # an unstated layout means row-major operands as numpy/torch matmul take them ("nn"),
     # in training rows and queries alike (only GPPerf states layouts; the others never do)
-    if "layout" in queries.columns:
-        layout = _strings(queries.get_column("layout"))
+    if "layout" in present:
+        layout = _text(queries, "layout", raw)
         out["layout"] = np.where(_nulls(layout), DEFAULT_LAYOUT, layout)
     else:
         out["layout"] = np.full(n_rows, DEFAULT_LAYOUT, dtype=object)
     return out
+
+
+def _few_rows(queries: pl.DataFrame, names: list[str]) -> dict[str, tuple] | None:
+    """The query columns as tuples of Python values, read in one call, where every dim column is
+    numeric and every text column a string column (else None: read column by column)."""
+    schema = queries.schema
+    for col in _DIM_COLUMNS:
+        if col in schema and not schema[col].is_numeric():
+            return None
+    for col in _STRING_COLUMNS:
+        if col in schema and schema[col] != pl.String:
+            return None
+    if not queries.height:
+        return dict.fromkeys(names, ())
+    return dict(zip(names, zip(*queries.rows(), strict=True), strict=True))
+
+
+def _text(queries: pl.DataFrame, col: str, raw: dict[str, tuple] | None) -> np.ndarray:
+    """Column ``col`` as an object array of str/None (from :func:`_few_rows` where read so)."""
+    if raw is not None:
+        out = np.empty(len(raw[col]), dtype=object)
+        out[:] = raw[col]
+        return out
+    return _strings(queries.get_column(col))
 
 
 def _nulls(values: np.ndarray) -> np.ndarray:
@@ -244,6 +287,10 @@ _DTYPE_MATRIX = np.array(
 _DTYPE_ROWS: dict[str, float] = {d: float(c) for d, c in GEMM_DTYPE_CODES.items()}
 _TILE_M = np.array([tm for tm, _ in GEMM_TILES], dtype=np.int64)
 _TILE_N = np.array([tn for _, tn in GEMM_TILES], dtype=np.int64)
+#: per tile (GEMM_TILES order): its waves, wave-efficiency and tile-efficiency feature names
+_TILE_FEATURES = tuple((f"waves_{a}x{b}", f"wave_eff_{a}x{b}", f"tile_eff_{a}x{b}") for a, b in GEMM_TILES)
+_LAYOUT_ROWS: dict[str, float] = {k: float(v) for k, v in GEMM_LAYOUT_CODES.items()}
+_OP_ROWS: dict[str, float] = {k: float(v) for k, v in GEMM_OP_CODES.items()}
 
 
 class DeviceIndex:
@@ -323,12 +370,12 @@ def gemm_feature_arrays(
         log_w, wave_eff = np.log2(w), tiles / (w * sms[:, None])
         tile_eff = (mi * n)[:, None] / (m_tiles * _TILE_M * n_tiles * _TILE_N)
         waves: dict[str, np.ndarray] = {}
-        for j, (tm, tn) in enumerate(GEMM_TILES):
-            waves[f"waves_{tm}x{tn}"] = log_w[:, j]
-            waves[f"wave_eff_{tm}x{tn}"] = wave_eff[:, j]
-            waves[f"tile_eff_{tm}x{tn}"] = tile_eff[:, j]
+        for j, (w_name, eff_name, tile_name) in enumerate(_TILE_FEATURES):
+            waves[w_name] = log_w[:, j]
+            waves[eff_name] = wave_eff[:, j]
+            waves[tile_name] = tile_eff[:, j]
         l2 = dev["l2_mb"]
-        layout_code = _lookup(q["layout"], {k_: float(v) for k_, v in GEMM_LAYOUT_CODES.items()})
+        layout_code = _lookup(q["layout"], _LAYOUT_ROWS)
         cols = {
             "log2_m": np.log2(m),
             "log2_n": np.log2(n),
@@ -345,7 +392,7 @@ def gemm_feature_arrays(
             # keep a working set that fits in L2 there (NeuSight times 25 calls in a row)
             "log2_footprint_over_l2": np.log2(nbytes / (np.where(np.isnan(l2), 4.0, l2) * 1e6)),
             "dtype_code": spec["dtype_code"],
-            "op_code": _lookup(q["op"], {k_: float(v) for k_, v in GEMM_OP_CODES.items()}),
+            "op_code": _lookup(q["op"], _OP_ROWS),
             "layout_code": np.where(np.isnan(layout_code), -1.0, layout_code),
             "k_mod_64": np.mod(k, 64),
             "mn_aspect": np.log2(m / n),

@@ -147,7 +147,8 @@ class GemmFrame:
 
     def predict_frame(self, queries: Any, *, extra_devices: pl.DataFrame | None = None) -> pl.DataFrame:
         q = as_polars(queries)
-        missing = [c for c in GEMM_QUERY_COLUMNS if c not in q.columns and c not in ("layout", "batch")]
+        names = set(q.columns)
+        missing = [c for c in GEMM_QUERY_COLUMNS if c not in names and c not in ("layout", "batch")]
         if missing:
             raise ValueError(f"gemm queries miss column(s) {missing}")
         if extra_devices is not None and extra_devices.height:
@@ -169,6 +170,8 @@ class GemmFrame:
                         self.power._feature_columns(part), part["device_id"]
                     )
         energy = power * runtime / 1000.0
+        if not (np.isnan(power).any() or np.isnan(energy).any()):  # no nulls: the columns as they are
+            return pl.DataFrame({"runtime_ms": runtime, "power_w": power, "energy_j": energy})
         return pl.DataFrame(
             [
                 pl.Series("runtime_ms", runtime),

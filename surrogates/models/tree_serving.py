@@ -5,7 +5,11 @@ one-query requests the service answers most, a 600-tree model spends millisecond
 dispatch and almost nothing in the trees. treelite's General Tree Inference Library (GTIL,
 ``treelite.gtil.predict``) walks a whole imported model (``treelite.sklearn.import_model``) in
 one C++ call instead. Per row it is slower than scikit-learn's loop, so batches above
-:data:`SMALL_BATCH_ROWS` rows go to ``model.predict``. The threshold is measured, not guessed:
+:data:`SMALL_BATCH_ROWS` rows go to ``model.predict``. Where tl2cgen and a C compiler are
+present, each model version is also compiled once to a shared library (:mod:`.compiled_trees`,
+built in a detached process, cached by the hash of the model's bytes); once built,
+:class:`TreeRunner` answers through it instead of GTIL, for batches up to
+:data:`COMPILED_BATCH_ROWS` rows. The thresholds are measured, not guessed:
 ``python benchmarks/tree_serving.py`` times both on the served models for growing batches
 (results in ``bench-results/tree-serving.json``, figures in ``docs/service.md``).
 
@@ -21,21 +25,28 @@ pickling (a treelite model does not pickle): registered MLflow models and the lo
 cache hold only the scikit-learn trees, and pickles made before this module load unchanged.
 
 :class:`FrozenTrees` is a fitted tree model without scikit-learn: its treelite checkpoint
-(``treelite.Model.serialize_bytes``) and feature count, answering through GTIL at any batch size.
+(``treelite.Model.serialize_bytes``) and feature count, answering through its compiled library
+(where built) or GTIL at any batch size.
 The scikit-learn-free served copies of :mod:`.frozen` hold them, so a one-off ``hws predict``
 never imports scikit-learn. This module imports neither scikit-learn nor treelite at import.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from hwsurrogate.surrogates.models import compiled_trees
+
 __all__ = [
+    "COMPILED_BATCH_ROWS",
     "SMALL_BATCH_ROWS",
     "FrozenTrees",
     "ServesTrees",
+    "TreeRunner",
     "positive_proba_trees",
     "predict_trees",
     "servable",
@@ -47,6 +58,10 @@ __all__ = [
 #: (79 trees) and power (300 trees) models GTIL on one thread beats scikit-learn on one thread (as
 #: the service runs calls under 512 rows) up to 64 rows and loses from 128 on.
 SMALL_BATCH_ROWS = 64
+
+#: batches up to this many rows go through the compiled trees where built (:mod:`.compiled_trees`),
+#: larger ones through scikit-learn. Measured as SMALL_BATCH_ROWS is (see the benchmark).
+COMPILED_BATCH_ROWS = 128
 
 #: instance attribute holding the built treelite models; never pickled
 CACHE_ATTR = "_treelite_models"
@@ -80,6 +95,18 @@ def _fitted_trees(model: Any) -> int:
     return id(getattr(model, "_predictors", None) or model.estimators_)
 
 
+def _is_regressor(model: Any) -> bool:
+    from sklearn.base import is_regressor
+
+    return bool(is_regressor(model))
+
+
+def _is_binary_classifier(model: Any) -> bool:
+    from sklearn.base import is_classifier
+
+    return bool(is_classifier(model)) and len(model.classes_) == 2
+
+
 def to_treelite(model: Any) -> Any:
     """``treelite.sklearn.import_model(model)`` (imports treelite on first use)."""
     import treelite.sklearn
@@ -87,20 +114,31 @@ def to_treelite(model: Any) -> Any:
     return treelite.sklearn.import_model(model)
 
 
-def _gtil(model: Any, x: np.ndarray, cache: dict | None, max_rows: int | None) -> np.ndarray | None:
-    """GTIL's one-thread answer per row for a small batch, or None where scikit-learn must answer."""
-    limit = SMALL_BATCH_ROWS if max_rows is None else max_rows
-    if x.ndim != 2 or not 0 < x.shape[0] <= limit or not servable(model):
+def _treelite(
+    model: Any, x: np.ndarray, cache: dict | None, max_rows: int | None, accepts: Callable[[Any], bool]
+) -> np.ndarray | None:
+    """treelite's answer per row (compiled, else GTIL) for a small batch, or None where
+    scikit-learn must answer. ``accepts(model)`` (regressor, binary classifier) is checked with
+    :func:`servable` when the model's entry is built; a cached entry skips both."""
+    small = SMALL_BATCH_ROWS if max_rows is None else max_rows
+    limit = max(small, COMPILED_BATCH_ROWS) if max_rows is None else max_rows
+    if x.ndim != 2 or not 0 < x.shape[0] <= limit:
         return None
+    entry = cache.get(id(model)) if cache is not None else None
+    if entry is None or entry[0] is not model or entry[1] != _fitted_trees(model):
+        if x.shape[0] > small or not accepts(model) or not servable(model):
+            return None  # compiled trees answer mid-size batches only once built for this model
+        entry = None
     if x.shape[1] != model.n_features_in_:
         return None  # scikit-learn's own error names the mismatch (GTIL would pad with NaN)
-    key, trees = id(model), _fitted_trees(model)
-    entry = cache.get(key) if cache is not None else None
-    if entry is None or entry[0] is not model or entry[1] != trees:
-        entry = (model, trees, to_treelite(model))
+    if entry is None:
+        entry = (model, _fitted_trees(model), TreeRunner(to_treelite(model)))
         if cache is not None:
-            cache[key] = entry
-    return _gtil_rows(entry[2], x)
+            cache[id(model)] = entry
+    runner = entry[2]
+    if x.shape[0] > small and runner.compiled_ready() is None:
+        return None
+    return runner.predict(x)
 
 
 def _gtil_rows(tl: Any, x: np.ndarray) -> np.ndarray:
@@ -108,6 +146,42 @@ def _gtil_rows(tl: Any, x: np.ndarray) -> np.ndarray:
     import treelite.gtil
 
     return treelite.gtil.predict(tl, np.ascontiguousarray(x), nthread=1).reshape(x.shape[0])
+
+
+class TreeRunner:
+    """One treelite model's answers: its compiled library (:mod:`.compiled_trees`) once built and
+    verified, treelite's GTIL until then. The first call asks for a build of this model version
+    (a detached process); whether it is done is checked at most once a second."""
+
+    __slots__ = ("_next_check", "_requested", "checkpoint", "compiled", "key", "model")
+
+    def __init__(self, model: Any, checkpoint: bytes | None = None) -> None:
+        self.model = model
+        self.checkpoint = model.serialize_bytes() if checkpoint is None else checkpoint
+        self.key = compiled_trees.model_key(self.checkpoint)
+        self.compiled: compiled_trees.CompiledTrees | None = None
+        self._next_check = 0.0
+        self._requested = False
+
+    def compiled_ready(self) -> compiled_trees.CompiledTrees | None:
+        """The compiled library when built (checked at most once a second), else None."""
+        if self.compiled is None and time.monotonic() >= self._next_check:
+            self._next_check = time.monotonic() + 1.0
+            if compiled_trees.enabled():
+                self.compiled = compiled_trees.ready(self.key)
+                if self.compiled is None and not self._requested:
+                    self._requested = True
+                    compiled_trees.request_build(self.key, self.checkpoint)
+        return self.compiled
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """One value per row of the float64 matrix ``x`` (compiled where built, else GTIL)."""
+        compiled = self.compiled_ready()
+        if compiled is not None:
+            out = compiled.predict(x)
+            if out is not None:
+                return out
+        return _gtil_rows(self.model, x)
 
 
 def predict_trees(
@@ -124,9 +198,7 @@ def predict_trees(
     :data:`SMALL_BATCH_ROWS`, read at call time (a benchmark sets it to 0 for scikit-learn only).
     """
     x = np.asarray(x, dtype=np.float64)
-    from sklearn.base import is_regressor
-
-    out = _gtil(model, x, cache, max_rows) if is_regressor(model) else None
+    out = _treelite(model, x, cache, max_rows, _is_regressor)
     return model.predict(x) if out is None else out
 
 
@@ -139,9 +211,7 @@ def positive_proba_trees(
 ) -> np.ndarray:
     """``model.predict_proba(x)[:, 1]`` for a fitted binary classifier, as :func:`predict_trees`."""
     x = np.asarray(x, dtype=np.float64)
-    from sklearn.base import is_classifier
-
-    out = _gtil(model, x, cache, max_rows) if is_classifier(model) and len(model.classes_) == 2 else None
+    out = _treelite(model, x, cache, max_rows, _is_binary_classifier)
     return model.predict_proba(x)[:, 1] if out is None else out
 
 
@@ -206,8 +276,8 @@ class FrozenTrees:
         if self._model is None:
             import treelite
 
-            self._model = treelite.Model.deserialize_bytes(self.checkpoint)
-        return _gtil_rows(self._model, x)
+            self._model = TreeRunner(treelite.Model.deserialize_bytes(self.checkpoint), self.checkpoint)
+        return self._model.predict(x)
 
     def __getstate__(self) -> dict[str, Any]:
         return {"checkpoint": self.checkpoint, "n_features": self.n_features}

@@ -106,6 +106,74 @@ def test_bad_query_values_raise_naming_the_column(kw: dict, message: str) -> Non
         gemm_features(_query(**kw), devices_frame())
 
 
+def _query_frames(seed: int) -> list[pl.DataFrame]:
+    """Small random query frames over every dtype, op and layout, with nulls, bad values and
+    other column types (strings as categoricals, dims as floats or text)."""
+    from hwsurrogate.surrogates.features.gemm import GEMM_DTYPE_SPECS, GEMM_LAYOUT_CODES, GEMM_OP_CODES
+
+    rng = np.random.default_rng(seed)
+    frames = []
+    for _ in range(150):
+        n = int(rng.integers(1, 9))
+
+        def pick(options: list, p_odd: float = 0.05, odd: tuple = (None,), n: int = n) -> list:
+            return [odd[int(rng.integers(len(odd)))] if rng.random() < p_odd else options[int(rng.integers(len(options)))]
+                    for _ in range(n)]  # fmt: skip
+
+        data = {
+            "device_id": pick(["test/gpu-a", "test/gpu-b"], 0.03),
+            "op": pick(sorted(GEMM_OP_CODES), 0.03, (None, "conv")),
+            "m": pick([1, 7, 128, 4096], 0.04, (None, 0)),
+            "n": pick([3, 64, 1000], 0.02, (None,)),
+            "k": pick([1, 96, 8192]),
+            "batch": pick([1, 2, 16], 0.02, (None,)),
+            "dtype": pick(sorted(GEMM_DTYPE_SPECS), 0.03, (None, "fp7")),
+            "layout": pick(sorted(GEMM_LAYOUT_CODES), 0.2),
+        }
+        frame = pl.DataFrame(
+            data, schema_overrides={"m": pl.Int64, "n": pl.Int64, "k": pl.Int64, "batch": pl.Int64}
+        )
+        kind = rng.integers(6)
+        if kind == 1:
+            frame = frame.with_columns(pl.col("k").cast(pl.Float64) + 0.5 * (rng.random() < 0.3))
+        elif kind == 2:
+            frame = frame.with_columns(pl.col("m").cast(pl.String))
+        elif kind == 3:
+            frame = frame.with_columns(pl.col("dtype").cast(pl.Categorical))
+        elif kind == 4:
+            frame = frame.drop("batch" if rng.random() < 0.5 else "layout")
+        frames.append(frame)
+    return frames
+
+
+def test_few_query_rows_read_at_once_equal_the_column_by_column_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One-query frames are read with one rows() call: the arrays, and every error, are those of
+    the column-by-column read."""
+    from hwsurrogate.surrogates.features import gemm as features
+
+    def outcome(frame: pl.DataFrame) -> object:
+        try:
+            return features.gemm_query_arrays(frame)
+        except ValueError as exc:
+            return str(exc)
+
+    checked = errors = 0
+    for frame in _query_frames(0):
+        fast = outcome(frame)
+        with monkeypatch.context() as m:
+            m.setattr(features, "FEW_QUERY_ROWS", 0)
+            slow = outcome(frame)
+        if isinstance(slow, str):
+            assert fast == slow
+            errors += 1
+            continue
+        assert isinstance(fast, dict) and fast.keys() == slow.keys()
+        for col in slow:
+            assert fast[col].dtype == slow[col].dtype and fast[col].tolist() == slow[col].tolist(), col
+        checked += 1
+    assert checked > 50 and errors > 20
+
+
 def test_regressor_rejects_nan_and_nonpositive_targets() -> None:
     rows = gemm_rows("test/gpu-a", 20)
     y = rows["runtime_ms"].to_numpy().copy()

@@ -1,0 +1,322 @@
+"""Tree models compiled to native code with tl2cgen: built once per model version, cached, verified.
+
+treelite's GTIL spends most of a one-row call in Python (its config is JSON-encoded per call):
+~40 us for the GEMM runtime model's 79 trees where the trees themselves take ~1 us. tl2cgen turns
+the same treelite model into C (one ``if``/``else`` nest per tree, float64 thresholds and leaf
+values, summed in tree order as GTIL does) and compiles it to a shared library. Its generated
+``predict(union Entry* row, int pred_margin, double* out)`` is called here through ``ctypes``,
+one call per row: a few microseconds per row above the trees' own time. tl2cgen is needed to
+*build* only (``pip install 'hwsurrogate[compiled]'`` and a C compiler); serving a built library
+needs neither.
+
+**Cache.** One folder per model version under :func:`cache_root` (``$HWSURROGATE_TREE_CACHE``,
+default ``$XDG_CACHE_HOME/hwsurrogate/trees``), named by :func:`model_key`: the SHA-256 of the
+treelite checkpoint bytes (``treelite.Model.serialize_bytes``) and :data:`BUILD_FORMAT`. A new
+model version has new bytes, so a stale library is never looked up. ``<key>/build.json``
+records the SHA-256 of ``<key>/trees.so`` as built; a library is loaded only when the cache
+root and its folder belong to this user and are writable by no one else, and the library's
+bytes hash to the recorded digest (:func:`load`). Anything else is ignored and rebuilt.
+
+**Builds** never run in the caller's thread: :func:`request_build` starts a detached process
+(``python -m hwsurrogate.surrogates.models.compiled_trees BUILD_DIR``) that outlives a one-off
+``hws predict``, and callers keep answering through GTIL until :func:`ready` finds the library
+(checked at most once a second per model). One build per key at a time across processes (an
+exclusive ``<key>.building`` marker, stale after :data:`STALE_BUILD_S`). No tl2cgen or no C
+compiler (logged once per process at INFO), a failed build (``<key>.failed`` holds the error;
+logged once per process as a warning): GTIL answers, never an error.
+``HWSURROGATE_COMPILED_TREES=0`` turns compiled serving off.
+
+Answers equal GTIL's (and so scikit-learn's to 1e-9 relative): the same import, the same sums.
+A missing value (NaN) is passed as tl2cgen's missing marker (the low 32 bits of the 8-byte
+entry set to -1); a present value whose low 32 bits happen to be all ones would read as
+missing, so such a batch goes to GTIL instead (:meth:`CompiledTrees.predict` returns None).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "BUILD_FORMAT",
+    "CompiledTrees",
+    "build",
+    "cache_root",
+    "enabled",
+    "load",
+    "missing_builder",
+    "model_key",
+    "ready",
+    "request_build",
+    "toolchain",
+]
+
+log = logging.getLogger(__name__)
+
+#: bumped whenever the build or the calling convention changes (part of every key)
+BUILD_FORMAT = 1
+LIB_FILE = "trees.so"
+META_FILE = "build.json"
+CHECKPOINT_FILE = "model.treelite"
+#: a build marker older than this is taken as a build that died
+STALE_BUILD_S = 900.0
+
+_loaded: dict[str, CompiledTrees] = {}
+_logged: set[str] = set()
+
+
+def enabled() -> bool:
+    """Whether compiled serving is on (``HWSURROGATE_COMPILED_TREES`` is not ``0``) on a
+    little-endian machine (the entry layout the calls rely on)."""
+    return os.environ.get("HWSURROGATE_COMPILED_TREES", "1") != "0" and sys.byteorder == "little"
+
+
+def cache_root() -> Path:
+    """``$HWSURROGATE_TREE_CACHE``, else ``$XDG_CACHE_HOME/hwsurrogate/trees`` (``~/.cache/...``)."""
+    raw = os.environ.get("HWSURROGATE_TREE_CACHE")
+    if raw:
+        return Path(raw)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "hwsurrogate" / "trees"
+
+
+def model_key(checkpoint: bytes) -> str:
+    """The cache key of a treelite checkpoint: SHA-256 of its bytes and :data:`BUILD_FORMAT`."""
+    return hashlib.sha256(b"hws-trees-%d\0" % BUILD_FORMAT + checkpoint).hexdigest()
+
+
+def toolchain() -> str | None:
+    """The C compiler tl2cgen will call (``$CC``, else gcc, clang or cc on PATH), or None."""
+    for name in (os.environ.get("CC"), "gcc", "clang", "cc"):
+        if name and shutil.which(name):
+            return name
+    return None
+
+
+def missing_builder() -> str | None:
+    """Why this machine cannot build compiled trees (no tl2cgen, no C compiler), or None."""
+    if importlib.util.find_spec("tl2cgen") is None:
+        return "tl2cgen is not installed (pip install 'hwsurrogate[compiled]')"
+    if toolchain() is None:
+        return "no C compiler (gcc, clang, cc or $CC)"
+    return None
+
+
+def _log_once(reason: str, message: str, *args: Any, level: int = logging.WARNING) -> None:
+    if reason not in _logged:
+        _logged.add(reason)
+        log.log(level, message, *args)
+
+
+def _private(path: Path) -> bool:
+    """``path`` exists, belongs to this user and no one else may write it."""
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    return st.st_uid == os.getuid() and not st.st_mode & 0o022
+
+
+class CompiledTrees:
+    """A verified compiled library of one single-output tree model, called through ``ctypes``."""
+
+    def __init__(self, path: Path, n_features: int) -> None:
+        lib = ctypes.CDLL(str(path))
+        self._lib = lib  # keeps the library loaded
+        self.n_features = int(n_features)
+        fn = lib.predict
+        fn.restype = None
+        fn.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
+        self._predict = fn
+
+    def predict(self, x: np.ndarray) -> np.ndarray | None:
+        """One value per row of the float64 matrix ``x``; None where a present value's bits
+        would read as tl2cgen's missing marker (the caller uses GTIL for that batch)."""
+        buf = np.array(x, dtype=np.float64, order="C")  # a copy: missing markers are written in
+        low = buf.view(np.int32)[:, 0::2]  # the union's int member: the low half of each double
+        nan = np.isnan(buf)
+        if nan.any():
+            if (low[~nan] == -1).any():
+                return None
+            low[nan] = -1
+        elif (low == -1).any():
+            return None
+        n = buf.shape[0]
+        out = np.zeros(n)
+        fn, row, res, stride = self._predict, buf.ctypes.data, out.ctypes.data, buf.strides[0]
+        for i in range(n):
+            fn(row + i * stride, 0, res + 8 * i)
+        return out
+
+
+def ready(key: str) -> CompiledTrees | None:
+    """The compiled library of ``key`` when built and verified (loaded once per process), else None."""
+    got = _loaded.get(key)
+    if got is None:
+        got = load(key)
+        if got is not None:
+            _loaded[key] = got
+    return got
+
+
+def load(key: str, root: Path | None = None) -> CompiledTrees | None:
+    """Load ``<root>/<key>/trees.so`` if we built it: root and folder private to this user, the
+    library's SHA-256 equal to the one ``build.json`` recorded, one target, one class."""
+    root = cache_root() if root is None else root
+    folder = root / key
+    lib, meta_path = folder / LIB_FILE, folder / META_FILE
+    if not (_private(root) and _private(folder) and _private(lib) and _private(meta_path)):
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+        digest = hashlib.sha256(lib.read_bytes()).hexdigest()
+    except (OSError, ValueError):
+        return None
+    if meta.get("key") != key or meta.get("format") != BUILD_FORMAT or meta.get("sha256") != digest:
+        _log_once(f"mismatch:{key}", "compiled trees %s do not match their build record; not loaded", folder)
+        return None
+    compiled = CompiledTrees(lib, int(meta["n_features"]))
+    lib_handle = compiled._lib
+    if lib_handle.get_num_target() != 1 or lib_handle.get_num_feature() != compiled.n_features:
+        return None
+    return compiled
+
+
+def _marker(root: Path, key: str, suffix: str) -> Path:
+    return root / f"{key}.{suffix}"
+
+
+def _remove_stale_builds(root: Path) -> None:
+    """Remove build folders older than :data:`STALE_BUILD_S` (a build process that was killed)."""
+    cutoff = time.time() - STALE_BUILD_S
+    for work in root.glob(".build-*"):
+        try:
+            if work.stat().st_mtime < cutoff:
+                shutil.rmtree(work, ignore_errors=True)
+        except OSError:
+            pass
+
+
+def request_build(key: str, checkpoint: bytes) -> bool:
+    """Start a detached build of ``key`` unless one runs, one failed, or it cannot be built here
+    (no tl2cgen, no compiler: logged once). True when a build was started."""
+    if not enabled():
+        return False
+    missing = missing_builder()
+    if missing is not None:
+        # an expected set-up (the extra not installed), so INFO: a one-off command stays quiet
+        _log_once(missing, "%s: trees are served through treelite's GTIL", missing, level=logging.INFO)
+        return False
+    root = cache_root()
+    try:
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not _private(root):
+            _log_once(f"root:{root}", "tree cache %s is not private to this user: compiled trees off", root)
+            return False
+        failed = _marker(root, key, "failed")
+        if failed.exists():
+            _log_once(f"failed:{key}", "compiled trees %s failed to build (%s); serving through GTIL",
+                      key[:12], failed.read_text()[:500])  # fmt: skip
+            return False
+        marker = _marker(root, key, "building")
+        try:
+            if time.time() - marker.stat().st_mtime < STALE_BUILD_S:
+                return False  # another process builds it
+            marker.unlink()
+        except FileNotFoundError:
+            pass
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        os.close(fd)
+        _remove_stale_builds(root)
+        work = Path(tempfile.mkdtemp(prefix=f".build-{key[:12]}-", dir=root))
+        (work / CHECKPOINT_FILE).write_bytes(checkpoint)
+        with open(work / "build.log", "wb") as out:
+            subprocess.Popen(
+                [sys.executable, "-m", __name__, str(work), key],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True, close_fds=True,
+            )  # fmt: skip
+    except OSError as exc:  # an exclusive marker another process just made, a read-only cache ...
+        if not isinstance(exc, FileExistsError):
+            _log_once(f"start:{key}", "could not start the compiled-trees build: %s", exc)
+        return False
+    return True
+
+
+def build(checkpoint: bytes, key: str, root: Path | None = None, *, work: Path | None = None) -> Path:
+    """Compile ``checkpoint`` (treelite bytes hashing to ``key``) into ``<root>/<key>/trees.so``.
+
+    Builds in a private temporary folder and renames it into place (a concurrent build of the
+    same key leaves the first one). Raises on any failure; returns the library's path."""
+    import tl2cgen
+    import treelite
+
+    if model_key(checkpoint) != key:
+        raise ValueError("the checkpoint does not hash to its key")
+    root = cache_root() if root is None else root
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".build-{key[:12]}-", dir=root)) if work is None else work
+    cc = toolchain()
+    if cc is None:
+        raise RuntimeError("no C compiler found")
+    model = treelite.Model.deserialize_bytes(checkpoint)
+    start = time.perf_counter()
+    lib = work / LIB_FILE
+    n_trees = model.num_tree
+    tl2cgen.export_lib(model, toolchain=cc, libpath=lib, nthread=1,
+                       params={"parallel_comp": max(1, min(8, n_trees // 40))})  # fmt: skip
+    for leftover in work.iterdir():
+        if leftover.name not in (LIB_FILE, "build.log"):
+            leftover.unlink()
+    meta = {
+        "key": key,
+        "format": BUILD_FORMAT,
+        "sha256": hashlib.sha256(lib.read_bytes()).hexdigest(),
+        "n_features": int(model.num_feature),
+        "trees": int(n_trees),
+        "tl2cgen": tl2cgen.__version__,
+        "compiler": cc,
+        "build_s": round(time.perf_counter() - start, 2),
+    }
+    (work / META_FILE).write_text(json.dumps(meta))
+    for path in work.iterdir():
+        path.chmod(0o600 if path.name != LIB_FILE else 0o700)
+    work.chmod(0o700)
+    final = root / key
+    try:
+        work.rename(final)
+    except OSError:  # built meanwhile by another process: keep theirs if it loads
+        shutil.rmtree(work, ignore_errors=True)
+    return final / LIB_FILE
+
+
+def _main(argv: list[str]) -> int:
+    """The detached build: ``python -m ... WORK_DIR KEY`` (started by :func:`request_build`)."""
+    work, key = Path(argv[0]), argv[1]
+    root = work.parent
+    try:
+        build((work / CHECKPOINT_FILE).read_bytes(), key, root, work=work)
+        return 0
+    except Exception as exc:  # noqa: BLE001 - recorded for the serving processes, which use GTIL
+        _marker(root, key, "failed").write_text(f"{type(exc).__name__}: {exc}")
+        shutil.rmtree(work, ignore_errors=True)
+        return 1
+    finally:
+        _marker(root, key, "building").unlink(missing_ok=True)
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

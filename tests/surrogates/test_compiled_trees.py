@@ -1,0 +1,190 @@
+"""Compiled trees (tl2cgen) answer as scikit-learn does, are cached by model hash and verified."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.ensemble import (
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+    RandomForestRegressor,
+)
+
+from hwsurrogate.surrogates.models import compiled_trees
+from hwsurrogate.surrogates.models.tree_serving import (
+    CACHE_ATTR,
+    FrozenTrees,
+    TreeRunner,
+    positive_proba_trees,
+    predict_trees,
+    to_treelite,
+)
+
+pytest.importorskip("tl2cgen")
+if compiled_trees.toolchain() is None:
+    pytest.skip("no C compiler", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def tree_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One compiled-trees cache for the module: each tiny model is compiled once."""
+    root = tmp_path_factory.mktemp("trees")
+    root.chmod(0o700)
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _compiled_on(tree_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HWSURROGATE_COMPILED_TREES", "1")
+    monkeypatch.setenv("HWSURROGATE_TREE_CACHE", str(tree_cache))
+
+
+def _data(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(400, 4))
+    x[rng.random(x.shape) < 0.1] = np.nan
+    y = np.sin(np.nan_to_num(x[:, 0])) + np.nan_to_num(x[:, 1]) * 2 + 3.0
+    q = rng.normal(size=(20, 4))
+    q[::3, 1] = np.nan
+    return x, y, np.vstack([q, [[np.inf, -np.inf, 0.0, np.nan]]])
+
+
+def _built(model: object) -> TreeRunner:
+    runner = TreeRunner(to_treelite(model))
+    compiled_trees.build(runner.checkpoint, runner.key)
+    assert runner.compiled_ready() is not None
+    return runner
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: HistGradientBoostingRegressor(max_iter=15, max_leaf_nodes=8, random_state=0),
+        lambda: RandomForestRegressor(n_estimators=5, max_depth=4, random_state=0),
+    ],
+)
+def test_compiled_trees_match_sklearn_including_missing_values(make) -> None:  # noqa: ANN001
+    x, y, q = _data()
+    model = make().fit(x, y)
+    if isinstance(model, RandomForestRegressor):
+        q = np.where(np.isinf(q), 9.0, q)  # scikit-learn's forests refuse infinities
+    runner = _built(model)
+    np.testing.assert_allclose(runner.compiled.predict(q), model.predict(q), rtol=1e-9)
+    np.testing.assert_allclose(runner.predict(q[:1]), model.predict(q[:1]), rtol=1e-9)
+    cache: dict = {}  # the served path: the same built library, found by the model's hash
+    np.testing.assert_allclose(predict_trees(model, q, cache=cache), model.predict(q), rtol=1e-9)
+    assert next(iter(cache.values()))[2].compiled is not None
+
+
+def test_compiled_classifier_probability_and_frozen_trees_match_sklearn() -> None:
+    x, y, q = _data(1)
+    model = HistGradientBoostingClassifier(max_iter=10, max_leaf_nodes=6, random_state=0).fit(x, y > 3.0)
+    _built(model)
+    np.testing.assert_allclose(positive_proba_trees(model, q), model.predict_proba(q)[:, 1], rtol=1e-9)
+    frozen = pickle.loads(pickle.dumps(FrozenTrees.of(model)))
+    np.testing.assert_allclose(frozen.predict(q), model.predict_proba(q)[:, 1], rtol=1e-9)
+    assert frozen._model.compiled is not None
+
+
+def test_value_whose_bits_read_as_missing_goes_to_gtil() -> None:
+    x, y, _ = _data(2)
+    model = HistGradientBoostingRegressor(max_iter=10, random_state=0).fit(x, y)
+    runner = _built(model)
+    odd = np.zeros((1, 4))
+    odd.view(np.int32)[0, 0] = -1  # low half all ones: a tiny positive number, not missing
+    assert runner.compiled.predict(odd) is None
+    np.testing.assert_allclose(runner.predict(odd), model.predict(odd), rtol=1e-9)
+
+
+def test_tampered_or_foreign_library_is_never_loaded(tree_cache: Path) -> None:
+    x, y, _ = _data(3)
+    model = HistGradientBoostingRegressor(max_iter=5, random_state=0).fit(x, y)
+    runner = TreeRunner(to_treelite(model))
+    lib = compiled_trees.build(runner.checkpoint, runner.key)
+    assert compiled_trees.load(runner.key) is not None
+    good = lib.read_bytes()
+    lib.write_bytes(good + b"\0")  # changed after the build: its digest no longer matches
+    assert compiled_trees.load(runner.key) is None
+    lib.write_bytes(good)
+    lib.parent.chmod(0o777)  # a folder others may write into is not trusted
+    assert compiled_trees.load(runner.key) is None
+    lib.parent.chmod(0o700)
+    meta = json.loads((lib.parent / "build.json").read_text())
+    assert meta["key"] == runner.key and meta["n_features"] == 4
+    other = compiled_trees.model_key(runner.checkpoint + b"x")  # another model's key finds nothing
+    assert compiled_trees.load(other) is None
+    with pytest.raises(ValueError, match="hash"):
+        compiled_trees.build(runner.checkpoint, other)
+
+
+def test_no_tl2cgen_falls_back_to_gtil_logged_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("HWSURROGATE_TREE_CACHE", str(tmp_path / "empty"))
+    monkeypatch.setattr(compiled_trees, "missing_builder", lambda: "tl2cgen is not installed (test)")
+    monkeypatch.setattr(compiled_trees, "_logged", set())
+    x, y, q = _data(4)
+    model = HistGradientBoostingRegressor(max_iter=5, random_state=0).fit(x, y)
+    with caplog.at_level(logging.INFO, logger=compiled_trees.__name__):
+        for _ in range(2):
+            cache: dict = {}
+            np.testing.assert_allclose(predict_trees(model, q, cache=cache), model.predict(q), rtol=1e-9)
+            assert next(iter(cache.values()))[2].compiled is None
+    assert [r.message for r in caplog.records].count(caplog.records[0].message) == 1
+    assert "tl2cgen is not installed" in caplog.records[0].message
+    assert not (tmp_path / "empty").exists() or not os.listdir(tmp_path / "empty")
+
+
+def test_detached_build_serves_once_done(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """request_build's process builds the library; a failed build is recorded and not retried."""
+    import time
+
+    root = tmp_path / "cache"
+    monkeypatch.setenv("HWSURROGATE_TREE_CACHE", str(root))
+    x, y, q = _data(5)
+    model = HistGradientBoostingRegressor(max_iter=3, max_leaf_nodes=4, random_state=0).fit(x, y)
+    runner = TreeRunner(to_treelite(model))
+    root.mkdir(mode=0o700)
+    dead = root / ".build-0123456789ab-dead"  # left by a build process that was killed
+    dead.mkdir()
+    os.utime(dead, (time.time() - 2 * compiled_trees.STALE_BUILD_S,) * 2)
+    assert compiled_trees.request_build(runner.key, runner.checkpoint)
+    assert not dead.exists()
+    assert not compiled_trees.request_build(runner.key, runner.checkpoint)  # one build at a time
+    deadline = time.monotonic() + 120
+    while compiled_trees.load(runner.key) is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert compiled_trees.load(runner.key) is not None
+    assert not (root / f"{runner.key}.building").exists()
+    bad = compiled_trees.model_key(b"not a model")
+    assert compiled_trees.request_build(bad, b"not a model")
+    while not (root / f"{bad}.failed").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert (root / f"{bad}.failed").exists() and not compiled_trees.request_build(bad, b"not a model")
+
+
+def test_gemm_model_one_query_through_compiled_trees_equals_sklearn() -> None:
+    from hwsurrogate.surrogates.models.gemm import GemmPyfunc, GemmRegressor
+
+    from .gemm_factories import devices_frame, gemm_rows
+
+    rows = gemm_rows("test/gpu-a", 150)
+    runtime = GemmRegressor(devices=devices_frame(), max_iter=10).fit(rows, rows["runtime_ms"])
+    power = GemmRegressor(devices=devices_frame(), target="log", max_iter=10).fit(rows, rows["power_w"])
+    model = GemmPyfunc(runtime, power)
+    _built(runtime.model_)
+    _built(power.model_)
+    q = rows.head(1)
+    got = model.predict_frame(q)
+    x, roof = runtime._features(q)
+    np.testing.assert_allclose(
+        got["runtime_ms"].to_numpy(), np.exp(runtime.model_.predict(x)) * roof, rtol=1e-9
+    )
+    np.testing.assert_allclose(got["power_w"].to_numpy(), np.exp(power.model_.predict(x)), rtol=1e-9)
+    assert all(e[2].compiled is not None for m in (runtime, power) for e in vars(m)[CACHE_ATTR].values())
