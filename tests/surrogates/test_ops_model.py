@@ -297,3 +297,8 @@ def test_power_limited_device_gets_no_more_than_its_ceiling_on_gemms() -> None:
     # no stated limit, or a large one: the trees' prediction stands (up to the 250 W ceiling)
     assert capped.predict_ops(table, new)[0] == pytest.approx(plain.predict_ops(table, new)[0])
     assert compute_ms / capped.predict_ops(table, {**new, "power_limit_w": 700.0})[0] <= 0.8 * 1.1
+    # a training device: its own rows set its GEMM speed, the ceiling is for unseen devices only
+    b = devices.filter(pl.col("device_id") == "test/gpu-b").row(0, named=True)
+    assert capped.predict_ops(table, {**b, "power_limit_w": 70.0})[0] == pytest.approx(
+        plain.predict_ops(table, b)[0]
+    )
