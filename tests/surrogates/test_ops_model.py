@@ -294,6 +294,12 @@ def test_power_limited_device_gets_no_more_than_its_ceiling_on_gemms() -> None:
     limited = capped.predict_ops(table, {**new, "power_limit_w": 70.0})[0]
     assert compute_ms / limited == pytest.approx(0.3, rel=0.15)
     assert plain.predict_ops(table, new)[0] < 0.6 * limited
+    # the pyfunc path (descriptor columns beside the operator rows) carries the power limit too
+    from hwsurrogate.surrogates.registry.ops import predict_ops_frame
+
+    described = {c: new[c] for c in ("cores", "peak_fp32_gflops", "mem_bw_gbs", "l2_mb", "clock_mhz")}
+    frame = table.with_columns(device_id=pl.lit("test/gpu-new"), power_limit_w=pl.lit(70.0), **described)
+    assert predict_ops_frame(capped, frame)[0] == pytest.approx(limited)
     # no stated limit, or a large one: the trees' prediction stands (up to the 250 W ceiling)
     assert capped.predict_ops(table, new)[0] == pytest.approx(plain.predict_ops(table, new)[0])
     assert compute_ms / capped.predict_ops(table, {**new, "power_limit_w": 700.0})[0] <= 0.8 * 1.1
