@@ -73,7 +73,7 @@ CONV_FEATURES: tuple[str, ...] = (
     "wave_eff_128", "align_in_channels",
 )  # fmt: skip
 #: the board power limit (W) of a device: a ``devices`` row's ``power_limit_w`` column or its
-#: ``descriptors.power_limit_w``. Not a tree feature: the operator model's GEMM utilisation prior
+#: ``descriptors.power_limit_w``. Not a tree feature: the operator model's GEMM utilisation ceiling
 #: reads it (:class:`~hwsurrogate.surrogates.models.ops.OperatorLatencyModel`)
 POWER_DESCRIPTOR = "power_limit_w"
 #: threads one SM keeps resident (used to express a tensor's size in waves of the whole device)
@@ -115,29 +115,29 @@ def describe_device(device: Mapping[str, object]) -> dict[str, float]:
 def power_limits(devices: pl.DataFrame) -> dict[str, float]:
     """``device_id -> board power limit (W)`` of a ``devices`` frame; NaN where not stated.
 
-    The ``power_limit_w`` column wins over ``descriptors.power_limit_w``. Raises ``ValueError``
-    naming the device when a stated limit is not a positive number.
+    The ``power_limit_w`` column wins over ``descriptors.power_limit_w``; null or NaN states
+    nothing. Raises ``ValueError`` naming the device when a stated limit is not a positive number.
     """
     if "device_id" not in devices.columns:
         raise ValueError("devices table needs a 'device_id' column")
-    value = (
-        pl.col(POWER_DESCRIPTOR).cast(pl.Float64, strict=False)
+    raw = (
+        pl.col(POWER_DESCRIPTOR).cast(pl.String)
         if POWER_DESCRIPTOR in devices.columns
-        else pl.lit(None, dtype=pl.Float64)
+        else pl.lit(None, pl.String)
     )
     if "descriptors" in devices.columns:
-        stated = (
-            pl.col("descriptors").str.json_path_match(f"$.{POWER_DESCRIPTOR}").cast(pl.Float64, strict=False)
-        )
-        value = pl.coalesce(value, stated)
-    table = devices.select(pl.col("device_id").cast(pl.String), value.alias("w")).unique(
+        raw = pl.coalesce(raw, pl.col("descriptors").str.json_path_match(f"$.{POWER_DESCRIPTOR}"))
+    table = devices.select(pl.col("device_id").cast(pl.String), raw.alias("raw")).unique(
         "device_id", keep="last"
     )
+    table = table.with_columns(pl.col("raw").cast(pl.Float64, strict=False).alias("w"))
     out: dict[str, float] = {}
-    for dev, w in table.iter_rows():
-        if w is not None and not (np.isfinite(w) and w > 0):
+    for dev, text, w in table.iter_rows():
+        if w is not None and np.isnan(w):  # a NaN (pandas' missing value) states nothing
+            text = w = None
+        if text is not None and (w is None or not (np.isfinite(w) and w > 0)):
             raise ValueError(
-                f"device {dev!r}: descriptor {POWER_DESCRIPTOR!r} must be a positive number of W, got {w!r}"
+                f"device {dev!r}: descriptor {POWER_DESCRIPTOR!r} must be a positive number of W, got {text!r}"
             )
         out[dev] = float("nan") if w is None else float(w)
     return out

@@ -248,8 +248,12 @@ def test_power_limits_read_the_column_or_the_descriptors_and_refuse_nonsense() -
         "descriptors": '{"power_limit_w": 72}',
     }
     assert describe_device(dev)["power_limit_w"] == 72.0
+    bare = {k: v for k, v in dev.items() if k != "descriptors"}
+    assert np.isnan(describe_device({**bare, "power_limit_w": float("nan")})["power_limit_w"])
     with pytest.raises(ValueError, match="'x'.*power_limit_w"):
         describe_device({**dev, "power_limit_w": -5.0})
+    with pytest.raises(ValueError, match="'x'.*power_limit_w.*'lots'"):
+        describe_device({**dev, "descriptors": '{"power_limit_w": "lots"}'})
 
 
 def test_gemm_ceiling_is_monotone_in_the_power_limit_and_flat_outside_the_training_range() -> None:
