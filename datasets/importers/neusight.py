@@ -18,7 +18,8 @@ The original ``B, M, N, K`` are kept in ``extra``. Device ids are ``neusight/<js
 (``Device`` with spaces -> ``_``); devices rows come from ``device_configs/*.json``, with the
 few values that disagree with the vendor's datasheet corrected (:data:`SPEC_CORRECTIONS`: Tesla P4
 20 SMs of 128 cores, not 40 x 64; L4 58 SMs / 30.3 TFLOPS; H100 3.35 TB/s); the JSON's own values
-stay in ``descriptors.neusight_original``.
+stay in ``descriptors.neusight_original``. Each GPU's board power limit from its datasheet
+(:data:`POWER_LIMITS_W`) is added as ``descriptors.power_limit_w``.
 """
 
 from __future__ import annotations
@@ -75,6 +76,20 @@ SPEC_CORRECTIONS: dict[str, tuple[dict[str, float], str]] = {
     # H100 SXM5 80 GB HBM3: 3.35 TB/s (the JSON's 3430 GB/s is not a published figure)
     "NVIDIA_H100_80GB_HBM3": ({"Mem_Bw": 3350}, "NVIDIA H100 datasheet (SXM5): 3.35 TB/s HBM3, 132 SMs, 67 TFLOPS FP32"),
 }  # fmt: skip
+
+#: Board power limit (TDP, W) of each GPU from the vendor's datasheet; NeuSight's JSONs do not
+#: state it. Stored as ``descriptors.power_limit_w``: the operator model's GEMM utilisation
+#: ceiling reads it (a 70-75 W card cannot hold its boost clock under FP32 GEMM load).
+POWER_LIMITS_W: dict[str, tuple[float, str]] = {
+    "Tesla_P4": (75.0, "NVIDIA Tesla P4 datasheet: 75 W max power"),
+    "Tesla_T4": (70.0, "NVIDIA T4 datasheet: 70 W"),
+    "Tesla_P100-PCIE-16GB": (250.0, "NVIDIA Tesla P100 PCIe datasheet: 250 W"),
+    "Tesla_V100-PCIE-32GB": (250.0, "NVIDIA V100 PCIe datasheet: 250 W"),
+    "NVIDIA_A100-PCIE-40GB": (250.0, "NVIDIA A100 40GB PCIe datasheet: 250 W"),
+    "NVIDIA_A100_80GB_PCIe": (300.0, "NVIDIA A100 80GB PCIe datasheet: 300 W"),
+    "NVIDIA_H100_80GB_HBM3": (700.0, "NVIDIA H100 SXM5 datasheet: up to 700 W"),
+    "NVIDIA_L4": (72.0, "NVIDIA L4 datasheet: 72 W"),
+}
 
 
 def device_id(device: pl.Expr) -> pl.Expr:
@@ -192,6 +207,14 @@ def _device_specs(path: Path, wanted: set[str]) -> pl.DataFrame:
                         "spec_source": f"NeuSight device_configs/{file.name}"
                         + (f"; corrected from {fix_source}" if fix_source else ""),
                         **({"neusight_original": original} if original else {}),
+                        **(
+                            {
+                                "power_limit_w": POWER_LIMITS_W[file.stem][0],
+                                "power_limit_source": POWER_LIMITS_W[file.stem][1],
+                            }
+                            if file.stem in POWER_LIMITS_W
+                            else {}
+                        ),
                     }
                 ),
             }

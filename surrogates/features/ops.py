@@ -29,12 +29,14 @@ from hwsurrogate.surrogates.features.gemm import DEVICE_DESCRIPTORS, alignment_b
 __all__ = [
     "CONV_FEATURES",
     "OPS_FEATURE_VERSION",
+    "POWER_DESCRIPTOR",
     "VECTOR_FEATURES",
     "VECTOR_GROUP_KINDS",
     "conv_features",
     "device_arrays",
     "describe_device",
     "op_code",
+    "power_limits",
     "vector_features",
 ]
 
@@ -70,6 +72,10 @@ CONV_FEATURES: tuple[str, ...] = (
     "stride", "padding", "log2_out_size", "log2_gemm_m", "log2_gemm_n", "log2_gemm_k", "log2_waves_128",
     "wave_eff_128", "align_in_channels",
 )  # fmt: skip
+#: the board power limit (W) of a device: a ``devices`` row's ``power_limit_w`` column or its
+#: ``descriptors.power_limit_w``. Not a tree feature: the operator model's GEMM utilisation ceiling
+#: reads it (:class:`~hwsurrogate.surrogates.models.ops.OperatorLatencyModel`)
+POWER_DESCRIPTOR = "power_limit_w"
 #: threads one SM keeps resident (used to express a tensor's size in waves of the whole device)
 _THREADS_PER_SM = 2048.0
 
@@ -91,12 +97,49 @@ def describe_device(device: Mapping[str, object]) -> dict[str, float]:
     keep = {k: device.get(k) for k in ("device_id", *DEVICE_DESCRIPTORS, "descriptors") if k in device}
     row = device_table(pl.DataFrame([keep], infer_schema_length=None)).row(0, named=True)
     out = {c: float("nan") if row[c] is None else float(row[c]) for c in DEVICE_DESCRIPTORS}
+    stated = {
+        k: device[k] for k in ("device_id", POWER_DESCRIPTOR, "descriptors") if device.get(k) is not None
+    }
+    out[POWER_DESCRIPTOR] = power_limits(pl.DataFrame([stated], infer_schema_length=None))[
+        str(device["device_id"])
+    ]
     for field in ("peak_fp32_gflops", "mem_bw_gbs"):
         if not np.isfinite(out[field]) or out[field] <= 0:
             raise ValueError(
                 f"device {device['device_id']!r}: descriptor {field!r} is missing or not positive; the "
                 "operator surrogates need peak_fp32_gflops and mem_bw_gbs (or a fingerprint's measured GEMM GFLOP/s)"
             )
+    return out
+
+
+def power_limits(devices: pl.DataFrame) -> dict[str, float]:
+    """``device_id -> board power limit (W)`` of a ``devices`` frame; NaN where not stated.
+
+    The ``power_limit_w`` column wins over ``descriptors.power_limit_w``; null or NaN states
+    nothing. Raises ``ValueError`` naming the device when a stated limit is not a positive number.
+    """
+    if "device_id" not in devices.columns:
+        raise ValueError("devices table needs a 'device_id' column")
+    raw = (
+        pl.col(POWER_DESCRIPTOR).cast(pl.String)
+        if POWER_DESCRIPTOR in devices.columns
+        else pl.lit(None, pl.String)
+    )
+    if "descriptors" in devices.columns:
+        raw = pl.coalesce(raw, pl.col("descriptors").str.json_path_match(f"$.{POWER_DESCRIPTOR}"))
+    table = devices.select(pl.col("device_id").cast(pl.String), raw.alias("raw")).unique(
+        "device_id", keep="last"
+    )
+    table = table.with_columns(pl.col("raw").cast(pl.Float64, strict=False).alias("w"))
+    out: dict[str, float] = {}
+    for dev, text, w in table.iter_rows():
+        if w is not None and np.isnan(w):  # a NaN (pandas' missing value) states nothing
+            text = w = None
+        if text is not None and (w is None or not (np.isfinite(w) and w > 0)):
+            raise ValueError(
+                f"device {dev!r}: descriptor {POWER_DESCRIPTOR!r} must be a positive number of W, got {text!r}"
+            )
+        out[dev] = float("nan") if w is None else float(w)
     return out
 
 

@@ -6,6 +6,9 @@
   descriptors as features) fitted on ``gemm`` rows plus the forward linear/bmm rows of the
   ``ops`` table. A backward row is the two GEMMs autograd runs, ``dX = dY @ W^T`` and
   ``dW = X^T @ dY`` (for bmm ``dA = dC @ B^T``, ``dB = A^T @ dC``), each predicted by the same trees.
+  On a device the trees never saw, each GEMM takes at least ``compute_ms / ceiling``, where the
+  ceiling is the highest utilisation a card of its board power limit sustains
+  (:class:`GemmUtilisationCeiling`, from the training devices' GEMM rows).
 - **vector kinds** (elementwise, activation, softmax, layernorm, reduction, copy, embedding):
   one gradient-boosted tree on ``log(latency / roofline)`` (:func:`~.features.ops.vector_features`),
   forward and backward rows alike (``backward`` is a feature). Kinds without operator
@@ -35,26 +38,95 @@ from typing import Any
 import numpy as np
 import polars as pl
 from sklearn.ensemble import HistGradientBoostingRegressor
+from sklearn.isotonic import IsotonicRegression
 
 from hwsurrogate.datasets.optable import GEMM_KINDS, check_op_table, derive_flops_bytes
-from hwsurrogate.surrogates.features.gemm import device_table
+from hwsurrogate.surrogates.features.gemm import device_table, gemm_features
 from hwsurrogate.surrogates.features.ops import (
     OPS_FEATURE_VERSION,
+    POWER_DESCRIPTOR,
     VECTOR_GROUP_KINDS,
     conv_features,
     describe_device,
     device_arrays,
+    power_limits,
     vector_features,
 )
 from hwsurrogate.surrogates.models.gemm import GemmRegressor
 
-__all__ = ["CONTEXT_KINDS", "OperatorLatencyModel", "apply_scales", "backward_gemms", "fewshot_scales"]
+__all__ = [
+    "CONTEXT_KINDS",
+    "GemmUtilisationCeiling",
+    "OperatorLatencyModel",
+    "apply_scales",
+    "backward_gemms",
+    "fewshot_scales",
+]
 
 #: kinds whose micro-benchmark predictions are rescaled to the model context by default (see
 #: ``OperatorLatencyModel._context_scales``); chosen leave-one-GPU-out on NeuSight's training GPUs
 CONTEXT_KINDS: tuple[str, ...] = ("elementwise", "activation", "softmax", "layernorm")
+#: GEMM rows of a device at or above this FLOPs quantile are its "large" ones (the ceiling's rows;
+#: chosen leave-one-GPU-out against all compute-bound rows: 10.6 against 11.4 % mean e2e error)
+_LARGEST_QUARTER = 0.75
 #: the one device id a single-device query is predicted under inside the GEMM trees
 _QUERY_DEVICE = "__query_device__"
+
+
+class GemmUtilisationCeiling:
+    """The highest FP32 GEMM utilisation (achieved / peak FLOP/s) a device sustains, from its power limit.
+
+    A card that cannot hold its boost clock under FP32 GEMM load within its board power limit runs
+    its compute-bound GEMMs at a fraction of the datasheet peak. In NeuSight's GEMM data, the
+    99th percentile of utilisation over the large compute-bound rows is 0.58 (P4, 75 W) and 0.44
+    (T4, 70 W) against 0.84-0.94 on the 250 W cards (P100, A100, V100).
+
+    ``fit`` takes that statistic per training device: ``quantile`` of ``compute time at peak /
+    runtime`` over the device's fp32 GEMM rows with intensity above twice the ridge point and FLOPs
+    in its largest quarter. It then fits a monotone (isotonic, non-decreasing) curve of log
+    utilisation on log power limit. Outside the training devices' range the curve stays flat: a
+    700 W card gets the highest training cards' ceiling. :class:`OperatorLatencyModel` uses it as
+    a floor on each GEMM's predicted time, ``compute_ms / ceiling``, on devices its GEMM trees were
+    not trained on (a 72 W L4 has an A100-class peak and L2, so the trees alone predict A100-class
+    utilisation, which it does not sustain). A device without a stated
+    ``power_limit_w``, or a model fitted on fewer than two distinct power limits, has no ceiling.
+    """
+
+    def __init__(self, quantile: float = 0.99) -> None:
+        if not 0.0 < quantile <= 1.0:
+            raise ValueError(f"quantile must be in (0, 1], got {quantile!r}")
+        self.quantile = quantile
+
+    def fit(self, g: pl.DataFrame, devices: pl.DataFrame) -> GemmUtilisationCeiling:
+        """``g``: GEMM rows (device_id, op, m, n, k, batch, dtype, runtime_ms) of devices in ``devices``."""
+        limits = power_limits(devices)
+        rows = g.filter((pl.col("dtype") == "fp32") & (pl.col("runtime_ms") > 0))
+        self.device_utilisation_: dict[str, float] = {}
+        self.curve_: IsotonicRegression | None = None
+        if rows.height:
+            f = gemm_features(rows.select("device_id", "op", "m", "n", "k", "batch", "dtype"), devices)
+            rows = rows.with_columns(
+                (2.0 ** f["log2_compute_ms"] / rows["runtime_ms"]).alias("_u"),
+                f["log2_intensity_over_ridge"].alias("_ior"),
+                f["flops"].alias("_flops"),
+            ).filter(pl.col("_ior") > 1.0)
+        for (dev,), part in rows.group_by(["device_id"]) if rows.height else ():
+            big = part.filter(pl.col("_flops") >= part["_flops"].quantile(_LARGEST_QUARTER))
+            if big.height >= 10:
+                self.device_utilisation_[str(dev)] = float(big["_u"].quantile(self.quantile))
+        stated = {d: u for d, u in self.device_utilisation_.items() if np.isfinite(limits.get(d, np.nan))}
+        if len({limits[d] for d in stated}) >= 2:
+            x = np.log([limits[d] for d in stated])
+            self.curve_ = IsotonicRegression(increasing=True, out_of_bounds="clip").fit(
+                x, np.log(list(stated.values()))
+            )
+        return self
+
+    def ceiling(self, power_limit_w: float) -> float:
+        """The utilisation ceiling of a device with this power limit; NaN where there is none."""
+        if getattr(self, "curve_", None) is None or not np.isfinite(power_limit_w) or power_limit_w <= 0:
+            return float("nan")
+        return float(np.exp(self.curve_.predict([np.log(power_limit_w)])[0]))
 
 
 def backward_gemms(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -80,6 +152,8 @@ class OperatorLatencyModel:
     device-relative features, which extrapolate better from few training devices).
     ``context_kinds``: op kinds whose micro-benchmark prediction is rescaled to the model context
     when the training rows hold model traces (``_context_scales``); empty: none.
+    ``gemm_power_ceiling``: the quantile of the training devices' large compute-bound GEMM
+    utilisation taken as their ceiling (:class:`GemmUtilisationCeiling`); None: no ceiling.
     """
 
     def __init__(
@@ -95,6 +169,7 @@ class OperatorLatencyModel:
         max_vector_rows: int = 80_000,
         random_state: int = 0,
         context_kinds: tuple[str, ...] = CONTEXT_KINDS,
+        gemm_power_ceiling: float | None = 0.99,
     ) -> None:
         self.device_features = device_features
         self.gemm_device_features = gemm_device_features
@@ -106,6 +181,7 @@ class OperatorLatencyModel:
         self.max_vector_rows = max_vector_rows
         self.random_state = random_state
         self.context_kinds = context_kinds
+        self.gemm_power_ceiling = gemm_power_ceiling
 
     # ------------------------------------------------------------------ fit
     def _trees(self) -> HistGradientBoostingRegressor:
@@ -179,19 +255,7 @@ class OperatorLatencyModel:
 
         g = _gemm_rows(ops, gemm)
         g = g.filter(pl.col("device_id").is_in(sorted(ok)))
-        self.gemm_ = None
-        if g.height:
-            if self.max_gemm_rows and g.height > self.max_gemm_rows:
-                g = g.sample(self.max_gemm_rows, seed=self.random_state)
-            self.gemm_ = GemmRegressor(
-                devices=devices,
-                max_iter=self.max_iter,
-                learning_rate=self.learning_rate,
-                device_features=self.gemm_device_features,
-                max_leaf_nodes=self.max_leaf_nodes,
-                min_samples_leaf=self.min_samples_leaf,
-                random_state=self.random_state,
-            ).fit(g, g["runtime_ms"])
+        n_gemm = self._fit_gemm(g, devices)
         other = ops.filter((pl.col("op_kind") == "other") & (pl.col("phase") == "forward"))
         self.overhead_ms_ = dict(
             other.group_by("op").agg(pl.col("latency_ms").median()).iter_rows()
@@ -207,9 +271,31 @@ class OperatorLatencyModel:
             and not self.overhead_ms_
         ):
             raise ValueError("no operator rows of a described device to fit")
-        self.n_rows_ = {"vector": vec.height, "conv2d": conv.height, "gemm": g.height, "other": other.height}
+        self.n_rows_ = {"vector": vec.height, "conv2d": conv.height, "gemm": n_gemm, "other": other.height}
         self.context_scale_ = self._context_scales(ops.filter(pl.col("model").is_not_null()), devices)
         return self
+
+    def _fit_gemm(self, g: pl.DataFrame, devices: pl.DataFrame) -> int:
+        """The GEMM trees (``gemm_``) and the power-limited utilisation ceiling (``gemm_ceiling_``,
+        from every row); returns how many rows the trees were fitted on."""
+        self.gemm_ = None
+        self.gemm_ceiling_ = None
+        if g.height == 0:
+            return 0
+        if self.gemm_power_ceiling is not None:
+            self.gemm_ceiling_ = GemmUtilisationCeiling(self.gemm_power_ceiling).fit(g, devices)
+        if self.max_gemm_rows and g.height > self.max_gemm_rows:
+            g = g.sample(self.max_gemm_rows, seed=self.random_state)
+        self.gemm_ = GemmRegressor(
+            devices=devices,
+            max_iter=self.max_iter,
+            learning_rate=self.learning_rate,
+            device_features=self.gemm_device_features,
+            max_leaf_nodes=self.max_leaf_nodes,
+            min_samples_leaf=self.min_samples_leaf,
+            random_state=self.random_state,
+        ).fit(g, g["runtime_ms"])
+        return g.height
 
     def _context_scales(self, trace: pl.DataFrame, devices: pl.DataFrame) -> dict[tuple[str, str], float]:
         """``(kind, phase) -> median over training devices of sum(measured) / sum(predicted)``.
@@ -307,13 +393,27 @@ class OperatorLatencyModel:
         keep = {k: device.get(k) for k in ("peak_fp32_gflops", "peak_fp16_gflops", "mem_bw_gbs", "cores",
                                            "l2_mb", "clock_mhz", "descriptors") if k in device}  # fmt: skip
         extra = pl.DataFrame([{"device_id": _QUERY_DEVICE, **keep}], infer_schema_length=None)
+        # the power-limited ceiling is for devices the GEMM trees never saw: a training device's
+        # own rows already tell the trees how fast it runs (models pickled before it have none)
+        fitted = getattr(self, "gemm_ceiling_", None)
+        seen = device.get("device_id") in set(self.gemm_.devices_)
+        ceiling = (
+            fitted.ceiling(describe_device(device)[POWER_DESCRIPTOR])
+            if fitted is not None and not seen
+            else float("nan")
+        )
 
         def query(frame: pl.DataFrame) -> np.ndarray:
             q = frame.select(
                 pl.lit(_QUERY_DEVICE).alias("device_id"), pl.col("op_kind").alias("op"),
                 "batch", "m", "n", "k", pl.lit("fp32").alias("dtype"),
             )  # fmt: skip
-            return self.gemm_.predict(q, extra_devices=extra)
+            out = self.gemm_.predict(q, extra_devices=extra)
+            if np.isfinite(ceiling):
+                # no faster than the device's power-limited ceiling allows on its compute-bound work
+                compute_ms = 2.0 ** gemm_features(q, extra)["log2_compute_ms"].to_numpy()
+                out = np.maximum(out, compute_ms / ceiling)
+            return out
 
         fw = query(rows)
         back = (rows["phase"] == "backward").to_numpy()

@@ -18,6 +18,7 @@ import polars as pl
 
 from hwsurrogate.datasets.optable import OP_TABLE_SCHEMA
 from hwsurrogate.surrogates.features.gemm import DEVICE_DESCRIPTORS
+from hwsurrogate.surrogates.features.ops import POWER_DESCRIPTOR
 from hwsurrogate.surrogates.models.ops import OperatorLatencyModel
 from hwsurrogate.surrogates.registry.loading import ModelNotFoundError
 from hwsurrogate.surrogates.registry.tracking import CHAMPION
@@ -51,7 +52,10 @@ def predict_ops_frame(model: OperatorLatencyModel, frame: pl.DataFrame) -> np.nd
     idx = frame.with_row_index("__row")
     idx = idx.with_columns(_integral(idx, c) for c in _INT_COLUMNS if c in idx.columns)
     for (dev,), part in idx.group_by(["device_id"], maintain_order=True):
-        device = {"device_id": dev, **{c: part[c][0] for c in DEVICE_DESCRIPTORS if c in part.columns}}
+        device = {
+            "device_id": dev,
+            **{c: part[c][0] for c in (*DEVICE_DESCRIPTORS, POWER_DESCRIPTOR) if c in part.columns},
+        }
         table = part.select([c for c in OP_TABLE_SCHEMA if c in part.columns])
         for col, dtype in OP_TABLE_SCHEMA.items():
             if col not in table.columns:

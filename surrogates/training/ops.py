@@ -22,6 +22,7 @@ import polars as pl
 from hwsurrogate.datasets.store import DatasetStore
 from hwsurrogate.errors import TrainingDataError
 from hwsurrogate.surrogates.features.gemm import DEVICE_DESCRIPTORS, device_table
+from hwsurrogate.surrogates.features.ops import POWER_DESCRIPTOR, power_limits
 from hwsurrogate.surrogates.models.ops import OperatorLatencyModel
 from hwsurrogate.surrogates.training.splits import group_split
 
@@ -87,8 +88,14 @@ def ops_training_rows(
 
 def _device_frame(frame: pl.DataFrame, devices: pl.DataFrame) -> pl.DataFrame:
     """Rows of an ops frame as operator-table rows with their device's descriptors beside them."""
-    return frame.join(device_table(devices), on="device_id", how="left").select(
-        "device_id", *DEVICE_DESCRIPTORS, "op_kind", "op", "phase", "dtype",
+    limits = power_limits(devices)  # the board power limit travels with the descriptors (GEMM ceiling)
+    power = pl.DataFrame(
+        {"device_id": list(limits), POWER_DESCRIPTOR: [None if np.isnan(w) else w for w in limits.values()]},
+        schema={"device_id": pl.String, POWER_DESCRIPTOR: pl.Float64},
+    )
+    described = device_table(devices).join(power, on="device_id", how="left")
+    return frame.join(described, on="device_id", how="left").select(
+        "device_id", *DEVICE_DESCRIPTORS, POWER_DESCRIPTOR, "op_kind", "op", "phase", "dtype",
         *[c for c in SHAPE_KEYS[3:] if c in frame.columns], "flops", "bytes",
     )  # fmt: skip
 

@@ -148,6 +148,19 @@ def test_neusight_devices_from_spec_jsons(neusight_frames: dict[str, pl.DataFram
     assert neusight_frames["devices"].height == 8  # specs without measurements are not imported
 
 
+def test_neusight_devices_carry_their_datasheet_power_limit(neusight_frames: dict[str, pl.DataFrame]) -> None:
+    from hwsurrogate.surrogates.features.ops import power_limits
+
+    limits = power_limits(neusight_frames["devices"])
+    assert {d.removeprefix("neusight/"): w for d, w in limits.items()} == {
+        "Tesla_P4": 75.0, "Tesla_T4": 70.0, "NVIDIA_L4": 72.0, "Tesla_P100-PCIE-16GB": 250.0,
+        "Tesla_V100-PCIE-32GB": 250.0, "NVIDIA_A100-PCIE-40GB": 250.0, "NVIDIA_A100_80GB_PCIe": 300.0,
+        "NVIDIA_H100_80GB_HBM3": 700.0,
+    }  # fmt: skip
+    for desc in neusight_frames["devices"]["descriptors"]:
+        assert "datasheet" in json.loads(desc)["power_limit_source"]
+
+
 def test_neusight_p4_has_20_sms_of_128_cores_not_40_of_64(neusight_frames: dict[str, pl.DataFrame]) -> None:
     d = neusight_frames["devices"].filter(pl.col("device_id") == "neusight/Tesla_P4").row(0, named=True)
     desc = json.loads(d["descriptors"])

@@ -221,3 +221,94 @@ def test_fewshot_scales_are_time_weighted_per_group(fitted: OperatorLatencyModel
         fewshot_scales(fitted, table, np.array([1.0, -1.0, 1.0]), dev)
     with pytest.raises(ValueError, match="3 operator rows"):
         fewshot_scales(fitted, table, np.array([1.0]), dev)
+
+
+def _gemm_at(device: str, util: float, n: int, seed: int) -> pl.DataFrame:
+    """GEMM rows of ``device`` whose compute-bound work runs at ``util`` of its FP32 peak."""
+    from .gemm_factories import synthetic_runtime
+
+    spec = devices_frame().filter(pl.col("device_id") == device).row(0, named=True)
+    rng = np.random.default_rng(seed)
+    m, n_, k = (2 ** rng.integers(6, 12, n) for _ in range(3))
+    rt = synthetic_runtime(m, n_, k, 1, spec["peak_fp32_gflops"], spec["mem_bw_gbs"], util=util)
+    return pl.DataFrame({"device_id": device, "op": "gemm", "m": m, "n": n_, "k": k, "batch": 1,
+                         "dtype": "fp32", "runtime_ms": rt * np.exp(rng.normal(0, 0.02, n))})  # fmt: skip
+
+
+def test_power_limits_read_the_column_or_the_descriptors_and_refuse_nonsense() -> None:
+    from hwsurrogate.surrogates.features.ops import describe_device, power_limits
+
+    devices = pl.DataFrame({"device_id": ["a", "b", "c"], "power_limit_w": [None, 300.0, None],
+                            "descriptors": ['{"power_limit_w": 72}', '{"power_limit_w": 70}', None]})  # fmt: skip
+    assert power_limits(devices) == {"a": 72.0, "b": 300.0, "c": pytest.approx(np.nan, nan_ok=True)}
+    dev = {
+        "device_id": "x",
+        "peak_fp32_gflops": 1.0,
+        "mem_bw_gbs": 1.0,
+        "descriptors": '{"power_limit_w": 72}',
+    }
+    assert describe_device(dev)["power_limit_w"] == 72.0
+    bare = {k: v for k, v in dev.items() if k != "descriptors"}
+    assert np.isnan(describe_device({**bare, "power_limit_w": float("nan")})["power_limit_w"])
+    with pytest.raises(ValueError, match="'x'.*power_limit_w"):
+        describe_device({**dev, "power_limit_w": -5.0})
+    with pytest.raises(ValueError, match="'x'.*power_limit_w.*'lots'"):
+        describe_device({**dev, "descriptors": '{"power_limit_w": "lots"}'})
+
+
+def test_gemm_ceiling_is_monotone_in_the_power_limit_and_flat_outside_the_training_range() -> None:
+    from hwsurrogate.surrogates.models.ops import GemmUtilisationCeiling
+
+    devices = devices_frame().with_columns(
+        pl.col("device_id").replace_strict({"test/gpu-a": 75.0, "test/gpu-b": 250.0}, default=None)
+        .cast(pl.Float64).alias("power_limit_w")
+    )  # fmt: skip
+    g = pl.concat([_gemm_at("test/gpu-a", 0.3, 400, 1), _gemm_at("test/gpu-b", 0.8, 400, 2)])
+    cap = GemmUtilisationCeiling(quantile=0.99).fit(g, devices)
+    assert cap.device_utilisation_["test/gpu-a"] == pytest.approx(0.3, rel=0.1)
+    assert cap.device_utilisation_["test/gpu-b"] == pytest.approx(0.8, rel=0.1)
+    low, mid, high = cap.ceiling(40.0), cap.ceiling(120.0), cap.ceiling(700.0)
+    assert low == pytest.approx(cap.ceiling(75.0)) and high == pytest.approx(cap.ceiling(250.0))
+    assert low < mid < high
+    assert np.isnan(cap.ceiling(float("nan")))
+    # one power limit among the training devices: no curve, no ceiling
+    one = GemmUtilisationCeiling().fit(g.filter(pl.col("device_id") == "test/gpu-b"), devices)
+    assert np.isnan(one.ceiling(75.0))
+    with pytest.raises(ValueError, match="quantile"):
+        GemmUtilisationCeiling(quantile=0.0)
+
+
+def test_power_limited_device_gets_no_more_than_its_ceiling_on_gemms() -> None:
+    devices = devices_frame().with_columns(
+        pl.col("device_id").replace_strict({"test/gpu-a": 75.0, "test/gpu-b": 250.0}, default=None)
+        .cast(pl.Float64).alias("power_limit_w")
+    )  # fmt: skip
+    ops = pl.concat(
+        [_ops_rows("test/gpu-a", seed=1), _ops_rows("test/gpu-b", seed=2)], how="diagonal_relaxed"
+    )
+    g = pl.concat([_gemm_at("test/gpu-a", 0.3, 400, 1), _gemm_at("test/gpu-b", 0.8, 400, 2)])
+    kw = {"max_iter": 40, "min_samples_leaf": 5}
+    capped = OperatorLatencyModel(**kw).fit(ops, devices, g)
+    plain = OperatorLatencyModel(gemm_power_ceiling=None, **kw).fit(ops, devices, g)
+    table = op_table([{"name": "fc", "op_kind": "linear", "op": "addmm", "dtype": "fp32", "batch": 1,
+                       "m": 2048, "n": 2048, "k": 2048}])  # fmt: skip
+    new = _new_device()
+    compute_ms = 2.0 * 2048**3 / (float(new["peak_fp32_gflops"]) * 1e6)
+    # a 70 W card with gpu-new's peak: held to the low-power ceiling (gpu-a's 0.3 of peak)
+    limited = capped.predict_ops(table, {**new, "power_limit_w": 70.0})[0]
+    assert compute_ms / limited == pytest.approx(0.3, rel=0.15)
+    assert plain.predict_ops(table, new)[0] < 0.6 * limited
+    # the pyfunc path (descriptor columns beside the operator rows) carries the power limit too
+    from hwsurrogate.surrogates.registry.ops import predict_ops_frame
+
+    described = {c: new[c] for c in ("cores", "peak_fp32_gflops", "mem_bw_gbs", "l2_mb", "clock_mhz")}
+    frame = table.with_columns(device_id=pl.lit("test/gpu-new"), power_limit_w=pl.lit(70.0), **described)
+    assert predict_ops_frame(capped, frame)[0] == pytest.approx(limited)
+    # no stated limit, or a large one: the trees' prediction stands (up to the 250 W ceiling)
+    assert capped.predict_ops(table, new)[0] == pytest.approx(plain.predict_ops(table, new)[0])
+    assert compute_ms / capped.predict_ops(table, {**new, "power_limit_w": 700.0})[0] <= 0.8 * 1.1
+    # a training device: its own rows set its GEMM speed, the ceiling is for unseen devices only
+    b = devices.filter(pl.col("device_id") == "test/gpu-b").row(0, named=True)
+    assert capped.predict_ops(table, {**b, "power_limit_w": 70.0})[0] == pytest.approx(
+        plain.predict_ops(table, b)[0]
+    )
