@@ -29,6 +29,7 @@ from hwsurrogate.datasets.store import DatasetStore
 from hwsurrogate.errors import TrainingDataError
 from hwsurrogate.progress import track
 from hwsurrogate.surrogates.fewshot.hlsyn import (
+    FEW_DESIGN_NEIGHBOURS,
     HLSYN_SHOTS,
     MIN_RESIDUAL_DESIGNS,
     adaptation_splits,
@@ -47,7 +48,10 @@ NEIGHBOUR_CHOICES = (0, 1, 3, 5)
 
 
 def _adapted(p0: np.ndarray, y: np.ndarray, kernels: np.ndarray, pragmas: list[str], adapt: np.ndarray, *,
-             prior: float, slope: bool, neighbours: int, pragma_model: bool = False) -> np.ndarray:  # fmt: skip
+             prior: float, slope: bool, neighbours: int, pragma_model: bool = False,
+             earlier: bool = False) -> np.ndarray:  # fmt: skip
+    """``earlier``: the pragma residual model as first merged (no perf prediction column, affine only
+    below 10 designs), kept for the selection study."""
     pred = p0.copy()
     for kernel in sorted(set(kernels.tolist())):
         m = kernels == kernel
@@ -57,19 +61,21 @@ def _adapted(p0: np.ndarray, y: np.ndarray, kernels: np.ndarray, pragmas: list[s
         pk = [pragmas[i] for i in np.flatnonzero(m)]
         pa = [pragmas[i] for i in np.flatnonzero(a)]
         corr = fit_kernel_correction(p0[a], y[a], HLSYN_TARGETS, prior_designs=prior, slope=slope, pragmas=pa,
-                                     neighbours=neighbours, pragma_model=pragma_model)  # fmt: skip
+                                     neighbours=neighbours, pragma_model=pragma_model, perf_prediction=not earlier,
+                                     few_design_neighbours=0 if earlier else FEW_DESIGN_NEIGHBOURS)  # fmt: skip
         pred[m] = corr.apply(p0[m], pk)
     return pred
 
 
-#: the corrections compared by ``--selection-study``: (slope, neighbours, pragma model)
-STUDY_METHODS: dict[str, tuple[bool, int, bool]] = {
-    "offset": (False, 0, False),
-    "affine": (True, 0, False),
-    "affine +1 nearest": (True, 1, False),
-    "affine +3 nearest": (True, 3, False),
-    "affine +5 nearest": (True, 5, False),
-    "affine + pragma residual model": (True, 0, True),
+#: the corrections compared by ``--selection-study``: (slope, neighbours, pragma model, earlier model)
+STUDY_METHODS: dict[str, tuple[bool, int, bool, bool]] = {
+    "offset": (False, 0, False, False),
+    "affine": (True, 0, False, False),
+    "affine +1 nearest": (True, 1, False, False),
+    "affine +3 nearest": (True, 3, False, False),
+    "affine +5 nearest": (True, 5, False, False),
+    "affine + pragma residual model (earlier)": (True, 0, True, True),
+    "affine + pragma residual model": (True, 0, True, False),
 }
 
 
@@ -92,13 +98,12 @@ def _selection_study(tr: pl.DataFrame, gstats: pl.DataFrame, graphs: pl.DataFram
         yv, kv = hlsyn_reported_targets(val).to_numpy(), val["kernel"].to_numpy()
         prv = val["pragmas"].cast(pl.String).to_list()
         for k in HLSYN_SHOTS:
-            for name, (use_slope, nb, pm) in STUDY_METHODS.items():
+            for name, (use_slope, nb, pm, earlier) in STUDY_METHODS.items():
                 scores = []
                 for r in range(repeats):
                     a, t = adaptation_splits(kv, repeat=r, shots=k)
-                    pred = _adapted(
-                        pv, yv, kv, prv, a, prior=prior, slope=use_slope, neighbours=nb, pragma_model=pm
-                    )
+                    pred = _adapted(pv, yv, kv, prv, a, prior=prior, slope=use_slope, neighbours=nb,
+                                    pragma_model=pm, earlier=earlier)  # fmt: skip
                     scores.append(_summed(yv[t], pred[t])[0])
                 out[name][k].append(float(np.mean(scores)))
     return {name: {k: round(float(np.mean(v)), 4) for k, v in by_k.items()} for name, by_k in out.items()}
@@ -220,17 +225,21 @@ def bench_hlsyn_fewshot(
             for k in HLSYN_SHOTS:
                 adapt, test_k = adaptation_splits(kernels, repeat=r, shots=k)
                 assert (test_k == test).all()
-                variants = [(f"{k} designs", True, 0, True),
-                            (f"{k} designs, +{chosen} nearest (no pragma model)", True, chosen, False),
-                            (f"{k} designs, affine only (no neighbours)", True, 0, False),
-                            (f"{k} designs, offset only", False, 0, False)]  # fmt: skip
-                for name, use_slope, nb, pm in variants:
+                variants = [(f"{k} designs", True, 0, True, False),
+                            (f"{k} designs, +{chosen} nearest (no pragma model)", True, chosen, False, False),
+                            (f"{k} designs, affine only (no neighbours)", True, 0, False, False),
+                            (f"{k} designs, offset only", False, 0, False, False)]  # fmt: skip
+                if k >= MIN_RESIDUAL_DESIGNS:
+                    variants.append(
+                        (f"{k} designs, pragma residual model as first merged", True, 0, True, True)
+                    )
+                for name, use_slope, nb, pm, earlier in variants:
                     if nb == 0 and "nearest" in name:
                         continue  # the validation kernels chose no neighbours: that is the affine row
                     t1 = time.perf_counter()
                     pred = _adapted(p0, yte, kernels, pragmas, adapt, prior=prior_designs, slope=use_slope,
-                                    neighbours=nb, pragma_model=pm)  # fmt: skip
-                    if pm:
+                                    neighbours=nb, pragma_model=pm, earlier=earlier)  # fmt: skip
+                    if pm and not earlier:
                         adapt_s.append(time.perf_counter() - t1)
                     total, per = _summed(yte[test], pred[test])
                     res.setdefault(name, []).append(total)
@@ -245,7 +254,7 @@ def bench_hlsyn_fewshot(
             how = (
                 "affine + pragma residual model"
                 if k >= MIN_RESIDUAL_DESIGNS
-                else "affine; pragma model from 10"
+                else f"affine + {FEW_DESIGN_NEIGHBOURS} nearest; pragma model from {MIN_RESIDUAL_DESIGNS}"
             )
             label = name if name == "zero-shot" or not main else f"{name} ({how})"
             report.add(f"summed RMSE, {label}" + ("" if name == "zero-shot" else " per kernel"), split,

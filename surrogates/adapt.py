@@ -160,8 +160,9 @@ def adapt_hlsyn_kernel(
     kernel already adapted is refused before any model loads (nothing is overwritten). The
     correction is :func:`.fewshot.hlsyn.fit_kernel_correction` of the served model's predictions;
     its held-out error re-fits it without each fold of designs. ``pragma_model``: the pragma
-    residual model on top of the affine map (used per target once 10 designs measure it; chosen
-    on training kernels, see :mod:`.fewshot.hlsyn`); ``neighbours`` > 0 instead adds back the
+    residual model on top of the affine map (used per target once 10 designs measure it, with
+    fewer designs the 3 nearest measured designs' residual; chosen on training kernels, see
+    :mod:`.fewshot.hlsyn`); ``neighbours`` > 0 instead adds back the
     remaining residual of the measured designs nearest in pragma space (the earlier method, now
     a variant of ``hws bench fpga-hlsyn-fewshot``).
     """

@@ -222,14 +222,23 @@ def test_pragma_model_beats_affine_on_a_known_design_specific_effect():
 
 
 def test_pragma_model_needs_enough_designs_round_trips_and_skips_unmeasured_targets():
-    from hwsurrogate.surrogates.fewshot.hlsyn import MIN_RESIDUAL_DESIGNS
+    from hwsurrogate.surrogates.fewshot.hlsyn import FEW_DESIGN_NEIGHBOURS, MIN_RESIDUAL_DESIGNS
 
     rng = np.random.default_rng(4)
     pragmas, p, y = _pragma_kernel(rng, 40)
     few = MIN_RESIDUAL_DESIGNS - 1
-    small = fit_kernel_correction(p[:few], y[:few], TARGETS, pragmas=pragmas[:few], pragma_model=True)
+    small = fit_kernel_correction(p[:few], y[:few], TARGETS, pragmas=pragmas[:few], pragma_model=True,
+                                  few_design_neighbours=0)  # fmt: skip
     affine = fit_kernel_correction(p[:few], y[:few], TARGETS)
     np.testing.assert_allclose(small.apply(p, pragmas), affine.apply(p), atol=1e-12)  # too few: affine only
+    # by default, too few designs for the model: the residual of the 3 nearest measured designs
+    near = fit_kernel_correction(p[:few], y[:few], TARGETS, pragmas=pragmas[:few], pragma_model=True)
+    three = fit_kernel_correction(p[:few], y[:few], TARGETS, pragmas=pragmas[:few], neighbours=FEW_DESIGN_NEIGHBOURS)
+    assert (near.neighbours, near.pragma_model) == (FEW_DESIGN_NEIGHBOURS, False)
+    np.testing.assert_allclose(near.apply(p, pragmas), three.apply(p, pragmas), atol=1e-12)
+    with pytest.raises(ValueError, match="few_design_neighbours must be >= 0"):
+        fit_kernel_correction(p[:few], y[:few], TARGETS, pragmas=pragmas[:few], pragma_model=True,
+                              few_design_neighbours=-1)  # fmt: skip
 
     y = y.copy()
     y[::2, 1] = np.nan  # LUT reported for every other design only: 10 of 20, still modelled
@@ -263,3 +272,55 @@ def test_pragma_model_refuses_bad_pragmas_and_mixed_methods():
     assert cols == [("__PARA__L0", None), ("__PIPE__L1", "cg"), ("__PIPE__L1", "fg"), ("__PIPE__L1", "off")]
     x = encode_pragmas([json.dumps({"__PIPE__L1": "flatten"})], cols)  # unseen category, missing factor
     np.testing.assert_array_equal(x, [[-1.0, 0.0, 0.0, 0.0]])
+
+
+def _saturating_kernel(rng: np.random.Generator, n: int) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Cycles fall with the product of three unroll factors until a memory-bound floor the training
+    kernels did not have: the residual is a function of the zero-shot prediction (the product), not
+    of any one pragma, which is what the perf prediction column of the residual model is for."""
+    u = rng.choice([1, 2, 4, 8, 16], size=(n, 3))
+    work = 1e6 / u.prod(axis=1)
+    perf = lambda cyc: np.log2(1e7 / cyc) / 2  # noqa: E731
+    pragmas = [json.dumps({f"__PARA__L{i}": int(v) for i, v in enumerate(row)}) for row in u]
+    lut = 0.01 * u.sum(axis=1)
+    return pragmas, np.c_[perf(work), lut], np.c_[perf(np.maximum(work, 2e4)), lut]
+
+
+def test_perf_prediction_column_learns_a_residual_of_the_zero_shot_prediction():
+    rng = np.random.default_rng(6)
+    pragmas, p, y = _saturating_kernel(rng, 300)
+    wins = []
+    for repeat in range(5):
+        adapt, test = adaptation_splits(np.array(["k"] * 300), repeat=repeat, shots=20)
+        pa = [pragmas[i] for i in np.flatnonzero(adapt)]
+        pt = [pragmas[i] for i in np.flatnonzero(test)]
+        err = []
+        for with_pred in (False, True):
+            c = fit_kernel_correction(p[adapt], y[adapt], TARGETS, pragmas=pa, pragma_model=True,
+                                      perf_prediction=with_pred)  # fmt: skip
+            err.append(np.sqrt(((c.apply(p[test], pt) - y[test])[:, 0] ** 2).mean()))
+        wins.append(err[0] / err[1])
+    assert np.mean(wins) > 1.2, wins  # 1.36 measured; without the column the ratio is 1
+
+
+def test_perf_prediction_round_trips_and_earlier_records_keep_their_model():
+    rng = np.random.default_rng(7)
+    pragmas, p, y = _saturating_kernel(rng, 40)
+    corr = fit_kernel_correction(p[:20], y[:20], TARGETS, pragmas=pragmas[:20], pragma_model=True)
+    assert len(corr.support_predictions) == 20
+    out = corr.apply(p, pragmas)
+    again = KernelCorrection.from_json(json.loads(json.dumps(corr.to_json(), allow_nan=False)))
+    np.testing.assert_allclose(again.apply(p, pragmas), out, atol=1e-12)
+    # a record written before the perf column existed stores no predictions: the earlier model
+    old = corr.to_json()
+    del old["support_predictions"]
+    earlier = fit_kernel_correction(p[:20], y[:20], TARGETS, pragmas=pragmas[:20], pragma_model=True,
+                                    perf_prediction=False)  # fmt: skip
+    np.testing.assert_allclose(KernelCorrection.from_json(old).apply(p, pragmas), earlier.apply(p, pragmas))
+    assert not np.allclose(earlier.apply(p, pragmas)[:, 0], out[:, 0])
+    from hwsurrogate.surrogates.fewshot.hlsyn import PragmaResidualModel
+
+    with pytest.raises(ValueError, match="perf predictions"):
+        PragmaResidualModel.fit(pragmas[:20], y[:20] - p[:20], (0, p[:19, 0]))
+    with pytest.raises(ValueError, match="zero-shot perf prediction: pass pred"):
+        corr._residual_model().predict(pragmas)
