@@ -46,6 +46,8 @@ its commit, before the caller hears of it).
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import json
 import os
 import random
@@ -59,6 +61,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import unquote
 
 import polars as pl
 import pyarrow as pa
@@ -212,6 +215,8 @@ class _Snapshot:
     version: int
     table: Any
     txns: frozenset[str] | None
+    #: the data files in the order a Delta scan reads them, each with its row count (None: unknown)
+    files: tuple[tuple[str, int], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -224,15 +229,96 @@ class Page:
     batches: Iterator[pl.DataFrame]  # lazy: each batch is read when asked for
 
 
-def _batches(lf: pl.LazyFrame, offset: int, n_rows: int, size: int, direct: bool) -> Iterator[pl.DataFrame]:
-    """Rows ``offset`` .. ``offset + n_rows`` of ``lf`` in frames of at most ``size`` rows."""
+def _batches(
+    lf: pl.LazyFrame,
+    offset: int,
+    n_rows: int,
+    size: int,
+    direct: bool,
+    files: tuple[tuple[str, int], ...] | None = None,
+) -> Iterator[pl.DataFrame]:
+    """Rows ``offset`` .. ``offset + n_rows`` of ``lf`` in frames of at most ``size`` rows.
+
+    ``files`` (the unfiltered table's data files in scan order, with row counts): each batch is
+    read from the file(s) holding its rows, without planning a scan of the whole table per batch.
+    """
     if n_rows == 0:
+        return
+    if files is not None:
+        yield from _file_batches(files, lf.collect_schema(), offset, n_rows, size)
         return
     if direct:  # a slice of an unfiltered Delta scan reads only the row groups it needs
         for start in range(0, n_rows, size):
             yield lf.slice(offset + start, min(size, n_rows - start)).collect()
         return
     yield from lf.slice(offset, n_rows).collect_batches(chunk_size=size, lazy=True)
+
+
+def _file_batches(
+    files: tuple[tuple[str, int], ...], columns: pl.Schema, offset: int, n_rows: int, size: int
+) -> Iterator[pl.DataFrame]:
+    """Rows ``offset`` .. ``offset + n_rows`` of the concatenation of ``files`` (local parquet files
+    with their row counts, in a Delta scan's order), ``columns`` only, in frames of ``size`` rows.
+
+    A slice of a Delta scan plans the scan of every file first (about 10 ms, whatever the slice);
+    a slice of one parquet file costs its footer and the row groups it touches.
+    """
+    starts = list(itertools.accumulate((n for _, n in files), initial=0))
+    pos, end = offset, offset + n_rows
+    while pos < end:
+        stop = min(pos + size, end)
+        parts = []
+        at = pos
+        while at < stop:
+            i = bisect.bisect_right(starts, at) - 1
+            local = at - starts[i]
+            take = min(stop - at, files[i][1] - local)
+            part = (
+                pl.scan_parquet(
+                    files[i][0],
+                    schema=columns,
+                    missing_columns="insert",
+                    extra_columns="ignore",
+                    hive_partitioning=False,
+                )
+                .slice(local, take)
+                .collect()
+            )
+            if part.height != take:
+                raise StoreError(
+                    f"{files[i][0]}: {part.height} rows at {local}, the Delta log promised {take}"
+                )
+            parts.append(part)
+            at += take
+        yield parts[0] if len(parts) == 1 else pl.concat(parts)
+        pos = stop
+
+
+def _table_files(dt: Any) -> tuple[tuple[str, int], ...] | None:
+    """The data files of ``dt`` in the order ``pl.scan_delta`` reads them (``file_uris``), each with
+    its row count from the Delta log; None when a count is missing or the table uses a reader
+    feature (deletion vectors, column mapping) a plain parquet read would not honour."""
+    proto = dt.protocol()
+    if proto.min_reader_version > 1 or proto.reader_features:
+        return None
+    actions = pl.DataFrame(dt.get_add_actions(flatten=True))
+    if actions.height == 0:
+        return ()
+    if "num_records" not in actions.columns or actions["num_records"].null_count():
+        return None
+    # the log's paths are URI-encoded and relative to the table; file_uris() are decoded and absolute
+    counts = {
+        unquote(p): n
+        for p, n in zip(actions["path"].to_list(), actions["num_records"].to_list(), strict=True)
+    }
+    root = dt.table_uri.removeprefix("file://").rstrip("/")
+    out = []
+    for uri in dt.file_uris():
+        n = counts.get(uri.removeprefix(root).lstrip("/"))
+        if n is None:
+            return None
+        out.append((uri, int(n)))
+    return tuple(out)
 
 
 def _table_txns(uri: str, dt: Any, storage_options: Mapping[str, str] | None) -> frozenset[str] | None:
@@ -457,7 +543,8 @@ class DatasetStore:
             dt = dt if dt is not None else self._table(kind, version)
             if dt is None:
                 return None
-            snap = _Snapshot(version, dt, _table_txns(self.table_uri(kind), dt, self.storage_options))
+            files = None if self.is_remote else _table_files(dt)  # per-file page reads: local stores
+            snap = _Snapshot(version, dt, _table_txns(self.table_uri(kind), dt, self.storage_options), files)
             with self._snapshots_lock:
                 held = self._snapshots.get(kind)
                 if held is None or held.version < version:
@@ -465,9 +552,9 @@ class DatasetStore:
         self.read_versions[kind] = version
         return snap
 
-    def _visible_scan(self, kind: str) -> tuple[pl.LazyFrame, bool] | None:
-        """Every visible row of ``kind``, hidden columns included, and whether the scan is unfiltered
-        (the fast path); None when the table does not exist.
+    def _visible_scan(self, kind: str) -> tuple[pl.LazyFrame, bool, _Snapshot] | None:
+        """Every visible row of ``kind``, hidden columns included, whether the scan is unfiltered
+        (the fast path) and the snapshot read; None when the table does not exist.
 
         Fast path: when every ``_txn`` in the version read is null or committed and no replace of
         this table is pending (the normal state), the Delta scan is returned unfiltered, so polars
@@ -482,8 +569,8 @@ class DatasetStore:
         lf = pl.scan_delta(snap.table)
         pending = any(k == kind for k, _ in state.pending)
         if snap.txns is not None and not pending and snap.txns <= state.committed:
-            return lf, True
-        return self._visible(kind, lf, state, snap.txns), False
+            return lf, True, snap
+        return self._visible(kind, lf, state, snap.txns), False, snap
 
     def _scan(
         self,
@@ -492,14 +579,18 @@ class DatasetStore:
         device: str | list[str] | None = None,
         space: str | None = None,
         source: str | list[str] | None = None,
-    ) -> tuple[pl.LazyFrame, bool]:
-        """:meth:`scan`, and whether it reads the table unfiltered by visibility (slices push down)."""
+    ) -> tuple[pl.LazyFrame, bool, tuple[tuple[str, int], ...] | None]:
+        """:meth:`scan`, whether it reads the table unfiltered by visibility (slices push down), and
+        when it reads every row of the table as is, its data files with row counts (else None)."""
         kind = check_kind(kind)
         visible = self._visible_scan(kind)
+        files = None
         if visible is None:
             lf, direct = pl.LazyFrame(schema=schema(kind)), True
         else:
             lf, direct = visible[0].select(list(schema(kind))), visible[1]
+            if direct and device is None and space is None and source is None:
+                files = visible[2].files
         if device is not None:
             if "device_id" not in schema(kind):
                 raise StoreError(f"table {kind!r} has no device_id column to filter on")
@@ -510,7 +601,7 @@ class DatasetStore:
             lf = lf.filter(pl.col("space") == space)
         if source is not None:
             lf = lf.filter(pl.col("source").is_in([source] if isinstance(source, str) else source))
-        return lf, direct
+        return lf, direct, files
 
     def scan(
         self,
@@ -544,10 +635,13 @@ class DatasetStore:
             raise StoreError(
                 f"page: offset {offset} and limit {limit} must be >= 0, batch_rows {batch_rows} >= 1"
             )
-        lf, direct = self._scan(kind, device=device, space=space, source=source)
+        lf, direct, files = self._scan(kind, device=device, space=space, source=source)
         total = int(lf.select(pl.len()).collect().item())
+        if files is not None and sum(n for _, n in files) != total:
+            files = None  # the log's row counts disagree with the files: read through the Delta scan
         n_rows = max(0, min(limit, total - offset))
-        return Page(total, n_rows, lf.collect_schema(), _batches(lf, offset, n_rows, batch_rows, direct))
+        batches = _batches(lf, offset, n_rows, batch_rows, direct, files)
+        return Page(total, n_rows, lf.collect_schema(), batches)
 
     def read(self, kind: str, **filters: object) -> pl.DataFrame:
         """Eager version of :meth:`scan`."""
