@@ -717,11 +717,11 @@ class DatasetStore:
             checked.append(Write(w.kind, partition_name(w.partition), frame, w.mode))
         if not self.is_remote:
             Path(self.root).mkdir(parents=True, exist_ok=True)
-        self.recover()
+        state = self._recover()
         if len(checked) == 1:
             _fault("after_temp")
             w = checked[0]
-            counts = {(w.kind, w.partition): self._write(w, txn=None)}
+            counts = {(w.kind, w.partition): self._write(w, txn=None, state=state)}
             _fault("mid_rename")
             return counts
         return self._commit_many(checked)
@@ -792,9 +792,16 @@ class DatasetStore:
 
     def recover(self) -> None:
         """Finish replaces whose writer died after the commit point (any writer may run this)."""
+        self._recover()
+
+    def _recover(self) -> _CommitState:
+        """:meth:`recover`, returning the commit state after it (what a write then goes on with)."""
         state = self._commit_state()
+        if not state.pending:
+            return state
         for txn in sorted(set(state.pending.values())):
             self._apply(txn, sorted(k for k, t in state.pending.items() if t == txn))
+        return self._commit_state()
 
     def _retry(self, op: Any, kind: str, *, reload: Any | None = None) -> Any:
         """Run one Delta commit, retrying with jittered back-off when a concurrent commit wins."""
@@ -864,8 +871,11 @@ class DatasetStore:
         self._writers[kind] = dt
         return dt
 
-    def _write(self, w: Write, *, txn: str | None) -> int:
-        """One Delta commit for one partition write; returns rows added (append) or written (replace)."""
+    def _write(self, w: Write, *, txn: str | None, state: _CommitState | None = None) -> int:
+        """One Delta commit for one partition write; returns rows added (append) or written (replace).
+
+        ``state``: the commit state just read, used by the first attempt of an append's merge (a
+        retry after a conflict reads it again)."""
         from deltalake import write_deltalake
 
         frame = w.frame.with_columns(
@@ -893,11 +903,19 @@ class DatasetStore:
             return frame.height
         if frame.height == 0:
             return 0
-        return int(self._retry(lambda: self._merge(w.kind, data, frame, txn), w.kind))
+        fresh = [state]
 
-    def _merge(self, kind: str, data: pa.Table, frame: pl.DataFrame, txn: str | None) -> int:
+        def merge() -> int:
+            known, fresh[0] = fresh[0], None
+            return self._merge(w.kind, data, frame, txn, known)
+
+        return int(self._retry(merge, w.kind))
+
+    def _merge(
+        self, kind: str, data: pa.Table, frame: pl.DataFrame, txn: str | None, state: _CommitState | None
+    ) -> int:
         dt = self._writable(kind)
-        state = self._commit_state()
+        state = state if state is not None else self._commit_state()
         pred = "t.measurement_id = s.measurement_id"
         if frame.height <= _IN_LIST_MAX:  # lets delta-rs skip files by their id statistics
             ids = ", ".join(_sql_str(i) for i in frame["measurement_id"].to_list())
