@@ -294,14 +294,14 @@ def _file_batches(
         pos = stop
 
 
-def _table_files(dt: Any) -> tuple[tuple[str, int], ...] | None:
+def _table_files(dt: Any, actions: pl.DataFrame) -> tuple[tuple[str, int], ...] | None:
     """The data files of ``dt`` in the order ``pl.scan_delta`` reads them (``file_uris``), each with
     its row count from the Delta log; None when a count is missing or the table uses a reader
-    feature (deletion vectors, column mapping) a plain parquet read would not honour."""
+    feature (deletion vectors, column mapping) a plain parquet read would not honour.
+    ``actions``: ``dt``'s add actions (``get_add_actions(flatten=True)``)."""
     proto = dt.protocol()
     if proto.min_reader_version > 1 or proto.reader_features:
         return None
-    actions = pl.DataFrame(dt.get_add_actions(flatten=True))
     if actions.height == 0:
         return ()
     if "num_records" not in actions.columns or actions["num_records"].null_count():
@@ -321,15 +321,17 @@ def _table_files(dt: Any) -> tuple[tuple[str, int], ...] | None:
     return tuple(out)
 
 
-def _table_txns(uri: str, dt: Any, storage_options: Mapping[str, str] | None) -> frozenset[str] | None:
-    """The transaction ids on the rows of ``dt`` (at its version), mostly from file statistics.
+def _table_txns(
+    uri: str, actions: pl.DataFrame, storage_options: Mapping[str, str] | None
+) -> frozenset[str] | None:
+    """The transaction ids on the rows of a table version (``actions``: its add actions, flattened),
+    mostly from file statistics.
 
     A file whose ``_txn`` statistics say "all null" or "min == max == one full id" is not read
     (uploads and single imports); any other file (e.g. one bin-packed from several imports) has
     its ``_txn`` column read once per process (:data:`_FILE_TXNS`). None when a file could not
     be read: the caller then keeps the row filter.
     """
-    actions = pl.DataFrame(dt.get_add_actions(flatten=True))
 
     def col(name: str) -> list[Any]:
         return actions[name].to_list() if name in actions.columns else [None] * actions.height
@@ -543,8 +545,10 @@ class DatasetStore:
             dt = dt if dt is not None else self._table(kind, version)
             if dt is None:
                 return None
-            files = None if self.is_remote else _table_files(dt)  # per-file page reads: local stores
-            snap = _Snapshot(version, dt, _table_txns(self.table_uri(kind), dt, self.storage_options), files)
+            actions = pl.DataFrame(dt.get_add_actions(flatten=True))
+            txns = _table_txns(self.table_uri(kind), actions, self.storage_options)
+            files = None if self.is_remote else _table_files(dt, actions)  # per-file page reads: local stores
+            snap = _Snapshot(version, dt, txns, files)
             with self._snapshots_lock:
                 held = self._snapshots.get(kind)
                 if held is None or held.version < version:
