@@ -1,4 +1,5 @@
-"""``create_app``: the FastAPI application, its lifespan (models loaded once) and error mapping.
+"""``create_app``: the FastAPI application, its lifespan (store and adapter opened once; models
+loaded once, on first need) and error mapping.
 
     from hwsurrogate.service.app import create_app, ServiceConfig
     app = create_app(ServiceConfig(store=Path("store"), token="s3cret-token"))
