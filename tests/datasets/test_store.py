@@ -248,6 +248,22 @@ def test_unfiltered_pages_are_read_file_by_file_in_scan_order(store: DatasetStor
     assert_frame_equal(pl.concat(list(filtered.batches)), store.read("gemm", device="up/dev1").slice(1, 3))
 
 
+def test_tables_kept_open_are_reopened_every_few_versions(store: DatasetStore) -> None:
+    """A writer's open table is replaced by a fresh one (from the latest checkpoint) once it has
+    moved ``_REOPEN_AFTER`` versions: delta-rs's work per commit on an open table grows with every
+    commit it has seen. Every append still lands, and reads see them all."""
+    from hwsurrogate.datasets.store import _REOPEN_AFTER
+
+    opened = set()
+    for i in range(3 * _REOPEN_AFTER):
+        assert store.append("gemm", gemm_frame(2, device=f"up/d{i}", start=10 * i), partition="up") == 2
+        dt, at = store._writers["gemm"]
+        assert dt.version() - at <= _REOPEN_AFTER  # checked (and reopened) at the next use
+        opened.add(id(dt))
+    assert len(opened) >= 3  # reopened, not one table all along
+    assert store.read("gemm").height == 2 * 3 * _REOPEN_AFTER
+
+
 def test_bin_packed_file_of_a_committed_and_a_killed_import_still_hides_the_killed_rows(
     store: DatasetStore,
 ) -> None:
