@@ -144,7 +144,10 @@ def start_server(store: Path, port: int) -> subprocess.Popen:
         if proc.poll() is not None:
             raise RuntimeError("server exited during start-up")
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).json()["models"]["gemm"]:
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).raise_for_status()
+            # models load at the first request needing one: /v1/models loads them (outside the timing)
+            models = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=120).json()["models"]
+            if any(m["task"] == "gemm" and m["available"] for m in models):
                 return proc
             raise RuntimeError("server is up but serves no gemm model")
         except httpx.HTTPError:

@@ -22,6 +22,7 @@ Every row carries provenance: ``source``, ``origin`` (repository@commit or URL),
 
 from __future__ import annotations
 
+import functools
 import operator
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -466,7 +467,53 @@ def conform(kind: str, frame: pl.DataFrame, *, context: str = "") -> pl.DataFram
     return out
 
 
+#: up to this many rows the control-character check is part of the one query of
+#: :func:`_check_values`; larger frames (imports) use the byte scan of :func:`_any_control_byte`
+_QUERY_CONTROL_ROWS = 10_000
+
+
+@functools.lru_cache(maxsize=64)
+def _value_checks(kind: str, control: bool) -> tuple[pl.Expr, ...]:
+    """Every check of :func:`_check_values` on a conformed frame, each one boolean "some row fails"
+    (built once per kind); ``control`` adds the control-character check of every text column."""
+    exprs: list[pl.Expr] = []
+    for col in columns(kind):
+        c = pl.col(col.name)
+        if not col.nullable:
+            exprs.append(c.null_count() > 0)
+        if col.dtype.is_float():
+            exprs.append((~c.is_finite() & c.is_not_null()).any())
+        if col.min is not None:
+            exprs.append((c < col.min).any())
+        if col.max is not None:
+            exprs.append((c > col.max).any())
+        if col.gt is not None:
+            exprs.append((c <= col.gt).any())
+        if col.dtype == pl.String:
+            max_len = col.max_len if col.max_len is not None else TEXT_MAX_LEN
+            exprs.append((c.str.len_chars() > max_len).any())
+            if control:
+                exprs.append(c.str.contains(_CONTROL).any())
+            if col.pattern is not None:
+                exprs.append(~c.drop_nulls().unique().str.contains(col.pattern).all())
+        if col.allowed is not None:
+            exprs.append((~c.is_in(sorted(col.allowed)) & c.is_not_null()).any())
+    return tuple(e.alias(f"check{i}") for i, e in enumerate(exprs))
+
+
 def _check_values(kind: str, out: pl.DataFrame, where: str) -> None:
+    """Raise naming the column, row and value of the first check that fails.
+
+    All checks run as one polars query first (a small upload pays one query, not one per column
+    and check); only when one fails are they repeated column by column to name the culprit.
+    """
+    if out.height == 0:
+        return
+    small = out.height <= _QUERY_CONTROL_ROWS
+    if not any(out.select(_value_checks(kind, small)).row(0)):
+        strings = [] if small else [col.name for col in columns(kind) if col.dtype == pl.String]
+        if not any(_any_control_byte(out[name]) for name in strings):
+            return
     for col in columns(kind):
         s = out[col.name]
         if not col.nullable and s.null_count():

@@ -46,6 +46,8 @@ its commit, before the caller hears of it).
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import json
 import os
 import random
@@ -59,6 +61,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import unquote
 
 import polars as pl
 import pyarrow as pa
@@ -93,6 +96,11 @@ _IN_LIST_MAX = 5000
 _HIDDEN = ("_partition", "_txn")
 #: a checkpoint every 10 commits keeps opening a table of many small uploads cheap
 _CHECKPOINT_EVERY = "10"
+#: a table kept open (to read only new log entries) is opened afresh, from its latest checkpoint,
+#: once it has moved this many versions: delta-rs's updates and commits on an open table get
+#: slower with every commit it has seen since it was opened (a writer's 10-row upload went from
+#: ~50 to ~100 ms over 100 uploads; reopened every 10 versions it stays flat)
+_REOPEN_AFTER = 10
 #: per-file statistics only for the columns reads and merges filter on (fewer stats: cheaper small writes)
 _STATS_COLUMNS = ("measurement_id", "_txn", "device_id", "source", "space", "kernel", "imported_at")
 #: a transaction id as ``_commit_many`` makes it (epoch seconds, uuid4 hex): only a statistic of this
@@ -212,6 +220,8 @@ class _Snapshot:
     version: int
     table: Any
     txns: frozenset[str] | None
+    #: the data files in the order a Delta scan reads them, each with its row count (None: unknown)
+    files: tuple[tuple[str, int], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -224,9 +234,23 @@ class Page:
     batches: Iterator[pl.DataFrame]  # lazy: each batch is read when asked for
 
 
-def _batches(lf: pl.LazyFrame, offset: int, n_rows: int, size: int, direct: bool) -> Iterator[pl.DataFrame]:
-    """Rows ``offset`` .. ``offset + n_rows`` of ``lf`` in frames of at most ``size`` rows."""
+def _batches(
+    lf: pl.LazyFrame,
+    offset: int,
+    n_rows: int,
+    size: int,
+    direct: bool,
+    files: tuple[tuple[str, int], ...] | None = None,
+) -> Iterator[pl.DataFrame]:
+    """Rows ``offset`` .. ``offset + n_rows`` of ``lf`` in frames of at most ``size`` rows.
+
+    ``files`` (the unfiltered table's data files in scan order, with row counts): each batch is
+    read from the file(s) holding its rows, without planning a scan of the whole table per batch.
+    """
     if n_rows == 0:
+        return
+    if files is not None:
+        yield from _file_batches(files, lf.collect_schema(), offset, n_rows, size)
         return
     if direct:  # a slice of an unfiltered Delta scan reads only the row groups it needs
         for start in range(0, n_rows, size):
@@ -235,15 +259,84 @@ def _batches(lf: pl.LazyFrame, offset: int, n_rows: int, size: int, direct: bool
     yield from lf.slice(offset, n_rows).collect_batches(chunk_size=size, lazy=True)
 
 
-def _table_txns(uri: str, dt: Any, storage_options: Mapping[str, str] | None) -> frozenset[str] | None:
-    """The transaction ids on the rows of ``dt`` (at its version), mostly from file statistics.
+def _file_batches(
+    files: tuple[tuple[str, int], ...], columns: pl.Schema, offset: int, n_rows: int, size: int
+) -> Iterator[pl.DataFrame]:
+    """Rows ``offset`` .. ``offset + n_rows`` of the concatenation of ``files`` (local parquet files
+    with their row counts, in a Delta scan's order), ``columns`` only, in frames of ``size`` rows.
+
+    A slice of a Delta scan plans the scan of every file first (about 10 ms, whatever the slice);
+    a slice of one parquet file costs its footer and the row groups it touches.
+    """
+    starts = list(itertools.accumulate((n for _, n in files), initial=0))
+    pos, end = offset, offset + n_rows
+    while pos < end:
+        stop = min(pos + size, end)
+        parts = []
+        at = pos
+        while at < stop:
+            i = bisect.bisect_right(starts, at) - 1
+            local = at - starts[i]
+            take = min(stop - at, files[i][1] - local)
+            part = (
+                pl.scan_parquet(
+                    files[i][0],
+                    schema=columns,
+                    missing_columns="insert",
+                    extra_columns="ignore",
+                    hive_partitioning=False,
+                )
+                .slice(local, take)
+                .collect()
+            )
+            if part.height != take:
+                raise StoreError(
+                    f"{files[i][0]}: {part.height} rows at {local}, the Delta log promised {take}"
+                )
+            parts.append(part)
+            at += take
+        yield parts[0] if len(parts) == 1 else pl.concat(parts)
+        pos = stop
+
+
+def _table_files(dt: Any, actions: pl.DataFrame) -> tuple[tuple[str, int], ...] | None:
+    """The data files of ``dt`` in the order ``pl.scan_delta`` reads them (``file_uris``), each with
+    its row count from the Delta log; None when a count is missing or the table uses a reader
+    feature (deletion vectors, column mapping) a plain parquet read would not honour.
+    ``actions``: ``dt``'s add actions (``get_add_actions(flatten=True)``)."""
+    proto = dt.protocol()
+    if proto.min_reader_version > 1 or proto.reader_features:
+        return None
+    if actions.height == 0:
+        return ()
+    if "num_records" not in actions.columns or actions["num_records"].null_count():
+        return None
+    # the log's paths are URI-encoded and relative to the table; file_uris() are decoded and absolute
+    counts = {
+        unquote(p): n
+        for p, n in zip(actions["path"].to_list(), actions["num_records"].to_list(), strict=True)
+    }
+    root = dt.table_uri.removeprefix("file://").rstrip("/")
+    out = []
+    for uri in dt.file_uris():
+        n = counts.get(uri.removeprefix(root).lstrip("/"))
+        if n is None:
+            return None
+        out.append((uri, int(n)))
+    return tuple(out)
+
+
+def _table_txns(
+    uri: str, actions: pl.DataFrame, storage_options: Mapping[str, str] | None
+) -> frozenset[str] | None:
+    """The transaction ids on the rows of a table version (``actions``: its add actions, flattened),
+    mostly from file statistics.
 
     A file whose ``_txn`` statistics say "all null" or "min == max == one full id" is not read
     (uploads and single imports); any other file (e.g. one bin-packed from several imports) has
     its ``_txn`` column read once per process (:data:`_FILE_TXNS`). None when a file could not
     be read: the caller then keeps the row filter.
     """
-    actions = pl.DataFrame(dt.get_add_actions(flatten=True))
 
     def col(name: str) -> list[Any]:
         return actions[name].to_list() if name in actions.columns else [None] * actions.height
@@ -378,15 +471,13 @@ class DatasetStore:
         """Committed transactions and replaces not yet applied, from the ``_commits`` table."""
         # a view pinned without a _commits version uses the latest: commits only ever get added
         pin = self.pinned.get(COMMITS) if self.pinned is not None else None
-        if pin is None and COMMITS in self._writers:  # kept open: only new log entries are read
-            dt = self._writers[COMMITS]
-            dt.update_incremental()
-        else:
+        dt = self._kept_open(COMMITS) if pin is None else None  # kept open: new log entries only
+        if dt is None:
             dt = self._table(COMMITS, pin)
             if dt is None:
                 return _CommitState(frozenset(), {})
             if pin is None:
-                self._writers[COMMITS] = dt
+                self._keep(COMMITS, dt)
         version = int(dt.version())
         self.read_versions[COMMITS] = version
         if self._commit_cache is not None and self._commit_cache[0] == version:
@@ -448,20 +539,21 @@ class DatasetStore:
                 return None
             version = int(dt.version())
         else:
-            probe = self._writers.get(kind)
-            if probe is not None:
-                probe.update_incremental()
-            else:
+            probe = self._kept_open(kind)
+            if probe is None:
                 probe = self._table(kind)
                 if probe is None:
                     return None
-                self._writers[kind] = probe
+                self._keep(kind, probe)
             version = int(probe.version())
         if snap is None or snap.version != version:
             dt = dt if dt is not None else self._table(kind, version)
             if dt is None:
                 return None
-            snap = _Snapshot(version, dt, _table_txns(self.table_uri(kind), dt, self.storage_options))
+            actions = pl.DataFrame(dt.get_add_actions(flatten=True))
+            txns = _table_txns(self.table_uri(kind), actions, self.storage_options)
+            files = None if self.is_remote else _table_files(dt, actions)  # per-file page reads: local stores
+            snap = _Snapshot(version, dt, txns, files)
             with self._snapshots_lock:
                 held = self._snapshots.get(kind)
                 if held is None or held.version < version:
@@ -469,9 +561,9 @@ class DatasetStore:
         self.read_versions[kind] = version
         return snap
 
-    def _visible_scan(self, kind: str) -> tuple[pl.LazyFrame, bool] | None:
-        """Every visible row of ``kind``, hidden columns included, and whether the scan is unfiltered
-        (the fast path); None when the table does not exist.
+    def _visible_scan(self, kind: str) -> tuple[pl.LazyFrame, bool, _Snapshot] | None:
+        """Every visible row of ``kind``, hidden columns included, whether the scan is unfiltered
+        (the fast path) and the snapshot read; None when the table does not exist.
 
         Fast path: when every ``_txn`` in the version read is null or committed and no replace of
         this table is pending (the normal state), the Delta scan is returned unfiltered, so polars
@@ -486,8 +578,8 @@ class DatasetStore:
         lf = pl.scan_delta(snap.table)
         pending = any(k == kind for k, _ in state.pending)
         if snap.txns is not None and not pending and snap.txns <= state.committed:
-            return lf, True
-        return self._visible(kind, lf, state, snap.txns), False
+            return lf, True, snap
+        return self._visible(kind, lf, state, snap.txns), False, snap
 
     def _scan(
         self,
@@ -496,14 +588,18 @@ class DatasetStore:
         device: str | list[str] | None = None,
         space: str | None = None,
         source: str | list[str] | None = None,
-    ) -> tuple[pl.LazyFrame, bool]:
-        """:meth:`scan`, and whether it reads the table unfiltered by visibility (slices push down)."""
+    ) -> tuple[pl.LazyFrame, bool, tuple[tuple[str, int], ...] | None]:
+        """:meth:`scan`, whether it reads the table unfiltered by visibility (slices push down), and
+        when it reads every row of the table as is, its data files with row counts (else None)."""
         kind = check_kind(kind)
         visible = self._visible_scan(kind)
+        files = None
         if visible is None:
             lf, direct = pl.LazyFrame(schema=schema(kind)), True
         else:
             lf, direct = visible[0].select(list(schema(kind))), visible[1]
+            if direct and device is None and space is None and source is None:
+                files = visible[2].files
         if device is not None:
             if "device_id" not in schema(kind):
                 raise StoreError(f"table {kind!r} has no device_id column to filter on")
@@ -514,7 +610,7 @@ class DatasetStore:
             lf = lf.filter(pl.col("space") == space)
         if source is not None:
             lf = lf.filter(pl.col("source").is_in([source] if isinstance(source, str) else source))
-        return lf, direct
+        return lf, direct, files
 
     def scan(
         self,
@@ -548,10 +644,13 @@ class DatasetStore:
             raise StoreError(
                 f"page: offset {offset} and limit {limit} must be >= 0, batch_rows {batch_rows} >= 1"
             )
-        lf, direct = self._scan(kind, device=device, space=space, source=source)
+        lf, direct, files = self._scan(kind, device=device, space=space, source=source)
         total = int(lf.select(pl.len()).collect().item())
+        if files is not None and sum(n for _, n in files) != total:
+            files = None  # the log's row counts disagree with the files: read through the Delta scan
         n_rows = max(0, min(limit, total - offset))
-        return Page(total, n_rows, lf.collect_schema(), _batches(lf, offset, n_rows, batch_rows, direct))
+        batches = _batches(lf, offset, n_rows, batch_rows, direct, files)
+        return Page(total, n_rows, lf.collect_schema(), batches)
 
     def read(self, kind: str, **filters: object) -> pl.DataFrame:
         """Eager version of :meth:`scan`."""
@@ -627,11 +726,11 @@ class DatasetStore:
             checked.append(Write(w.kind, partition_name(w.partition), frame, w.mode))
         if not self.is_remote:
             Path(self.root).mkdir(parents=True, exist_ok=True)
-        self.recover()
+        state = self._recover()
         if len(checked) == 1:
             _fault("after_temp")
             w = checked[0]
-            counts = {(w.kind, w.partition): self._write(w, txn=None)}
+            counts = {(w.kind, w.partition): self._write(w, txn=None, state=state)}
             _fault("mid_rename")
             return counts
         return self._commit_many(checked)
@@ -702,9 +801,16 @@ class DatasetStore:
 
     def recover(self) -> None:
         """Finish replaces whose writer died after the commit point (any writer may run this)."""
+        self._recover()
+
+    def _recover(self) -> _CommitState:
+        """:meth:`recover`, returning the commit state after it (what a write then goes on with)."""
         state = self._commit_state()
+        if not state.pending:
+            return state
         for txn in sorted(set(state.pending.values())):
             self._apply(txn, sorted(k for k, t in state.pending.items() if t == txn))
+        return self._commit_state()
 
     def _retry(self, op: Any, kind: str, *, reload: Any | None = None) -> Any:
         """Run one Delta commit, retrying with jittered back-off when a concurrent commit wins."""
@@ -724,20 +830,39 @@ class DatasetStore:
         raise AssertionError("unreachable")
 
     @property
-    def _writers(self) -> dict[str, Any]:
-        """This thread's open tables (a DeltaTable must not be shared between threads)."""
+    def _writers(self) -> dict[str, tuple[Any, int]]:
+        """This thread's open tables and the versions they were opened at (a DeltaTable must not
+        be shared between threads)."""
         tables = getattr(self._local, "tables", None)
         if tables is None:
             tables = self._local.tables = {}
         return tables
 
+    def _keep(self, kind: str, dt: Any) -> None:
+        """Keep ``dt`` open as this thread's table of ``kind``."""
+        self._writers[kind] = (dt, int(dt.version()))
+
+    def _kept_open(self, kind: str) -> Any | None:
+        """This thread's open table of ``kind`` at the latest version (None: none is open); opened
+        afresh once it has moved :data:`_REOPEN_AFTER` versions since it was opened."""
+        kept = self._writers.get(kind)
+        if kept is None:
+            return None
+        dt, opened = kept
+        dt.update_incremental()
+        if int(dt.version()) - opened >= _REOPEN_AFTER:
+            fresh = self._table(kind)
+            if fresh is not None:
+                self._keep(kind, fresh)
+                dt = fresh
+        return dt
+
     def _writable(self, kind: str) -> Any:
         """The DeltaTable of ``kind`` for a write, created (with this store's table settings) if absent."""
         from deltalake import DeltaTable
 
-        dt = self._writers.get(kind)
+        dt = self._kept_open(kind)
         if dt is not None:
-            dt.update_incremental()
             return dt
         dt = self._table(kind)
         if dt is None:
@@ -771,11 +896,14 @@ class DatasetStore:
                     raise
                 dt = self._table(kind)
             dt = self._table(kind) if dt is None else dt
-        self._writers[kind] = dt
+        self._keep(kind, dt)
         return dt
 
-    def _write(self, w: Write, *, txn: str | None) -> int:
-        """One Delta commit for one partition write; returns rows added (append) or written (replace)."""
+    def _write(self, w: Write, *, txn: str | None, state: _CommitState | None = None) -> int:
+        """One Delta commit for one partition write; returns rows added (append) or written (replace).
+
+        ``state``: the commit state just read, used by the first attempt of an append's merge (a
+        retry after a conflict reads it again)."""
         from deltalake import write_deltalake
 
         frame = w.frame.with_columns(
@@ -803,11 +931,19 @@ class DatasetStore:
             return frame.height
         if frame.height == 0:
             return 0
-        return int(self._retry(lambda: self._merge(w.kind, data, frame, txn), w.kind))
+        fresh = [state]
 
-    def _merge(self, kind: str, data: pa.Table, frame: pl.DataFrame, txn: str | None) -> int:
+        def merge() -> int:
+            known, fresh[0] = fresh[0], None
+            return self._merge(w.kind, data, frame, txn, known)
+
+        return int(self._retry(merge, w.kind))
+
+    def _merge(
+        self, kind: str, data: pa.Table, frame: pl.DataFrame, txn: str | None, state: _CommitState | None
+    ) -> int:
         dt = self._writable(kind)
-        state = self._commit_state()
+        state = state if state is not None else self._commit_state()
         pred = "t.measurement_id = s.measurement_id"
         if frame.height <= _IN_LIST_MAX:  # lets delta-rs skip files by their id statistics
             ids = ", ".join(_sql_str(i) for i in frame["measurement_id"].to_list())

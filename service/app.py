@@ -1,4 +1,5 @@
-"""``create_app``: the FastAPI application, its lifespan (models loaded once) and error mapping.
+"""``create_app``: the FastAPI application, its lifespan (store and adapter opened once; models
+loaded once, on first need) and error mapping.
 
     from hwsurrogate.service.app import create_app, ServiceConfig
     app = create_app(ServiceConfig(store=Path("store"), token="s3cret-token"))
@@ -27,7 +28,7 @@ from hwsurrogate.service.errors import install_error_handlers
 from hwsurrogate.service.lookup import ArchIndex
 from hwsurrogate.service.middleware import BodyLimitMiddleware, MetricsMiddleware
 from hwsurrogate.service.routes import datasets, devices, fpga, gemm, health, latency, model
-from hwsurrogate.service.served import ServedModels
+from hwsurrogate.service.served import ServedModels, freeze_heap
 
 __all__ = ["ServiceConfig", "create_app", "create_app_from_env"]
 
@@ -44,7 +45,8 @@ Reads are open. Writes (uploads, device registration) need `Authorization: Beare
 
 
 def create_app(config: ServiceConfig | None = None) -> FastAPI:
-    """Build the service. Models, store and few-shot registry are opened once, in the lifespan."""
+    """Build the service. Store and few-shot registry are opened once, in the lifespan; the models
+    once, by the first request that needs one (:meth:`ServedModels.lazy`)."""
     config = config or ServiceConfig()
 
     @asynccontextmanager
@@ -52,19 +54,12 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
         t0 = time.perf_counter()
         app.state.store = DatasetStore(config.store)
         app.state.arch_index = ArchIndex(app.state.store)
-        app.state.models = ServedModels.load(config.model_versions, batching=config.batching) if config.load_models else ServedModels(
+        # models load at the first request that needs one (MLflow stays unimported until then)
+        app.state.models = ServedModels.lazy(config.model_versions, batching=config.batching) if config.load_models else ServedModels(
             unavailable={t: "model loading disabled (load_models=False)" for t in ("gemm", "latency", "fpga-hls4ml", "fpga-hlsyn")}
         )  # fmt: skip
         app.state.adapter = open_adapter(config.adapted_dir, store=config.store)
-        for task, reason in app.state.models.unavailable.items():
-            log.log(
-                logging.WARNING if config.load_models else logging.DEBUG, "%s unavailable: %s", task, reason
-            )
-        # the models, modules and tables loaded so far live as long as the process: move them out
-        # of the cyclic GC's generations, so a collection triggered by a big request body does
-        # not re-scan the whole start-up heap (it tripled the parse time of a 10k-query batch)
-        gc.collect()
-        gc.freeze()
+        freeze_heap()  # the modules and tables loaded so far live as long as the process
         log.info("service ready in %.1f s (store %s)", time.perf_counter() - t0, config.store)
         yield
         gc.unfreeze()

@@ -432,7 +432,10 @@ class Health(BaseModel):
     version: str
     uptime_s: float
     store: str
-    models: dict[str, bool]
+    models: dict[str, bool] = Field(
+        description="per task, whether its model is loaded; models load at the first request that "
+        "needs one (a prediction, GET /v1/models), so a fresh server shows false for every task"
+    )
     writes_enabled: bool
 
 

@@ -10,7 +10,7 @@ A query names a device. For each device the dispatch decides, in one place, whic
 - ``fpga-hls4ml`` / ``fpga-hlsyn``: the served model.
 
 The caller says where served models come from (``served(task) -> Predictor``: the CLI loads the
-champion once on first use, the service hands over the models it loaded at start-up) and where
+champion once on first use, the service its models, loaded by the first request needing one) and where
 adapted devices live (:class:`StoredLatencyDevices` over the store, or the service's adapter).
 """
 

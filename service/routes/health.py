@@ -19,7 +19,11 @@ router = APIRouter(tags=["health"])
 
 @router.get("/healthz", response_model=Health)
 async def healthz(request: Request, models: ModelsDep, config: ConfigDep) -> Health:
-    """Liveness plus which tasks have a model (answered on the event loop: no thread-pool wait)."""
+    """Liveness plus which tasks have a model loaded (answered on the event loop: no thread-pool wait).
+
+    Models load at the first request that needs one (a prediction, ``GET /v1/models``, the device
+    routes); until then every task shows ``false``. This probe never loads them.
+    """
     return Health(
         status="ok",
         version=__version__,
@@ -33,6 +37,7 @@ async def healthz(request: Request, models: ModelsDep, config: ConfigDep) -> Hea
 @router.get("/v1/models", response_model=ModelList)
 def list_models(models: ModelsDep) -> ModelList:
     """What each task serves: registered name, version, training metrics, or why it is missing."""
+    models.ensure_loaded()
     out = []
     for task, name in MODEL_NAMES.items():
         p = models.predictors.get(task)

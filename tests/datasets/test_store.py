@@ -227,6 +227,43 @@ def test_reads_skip_the_visibility_filter_only_while_every_import_is_committed(s
     assert pl.concat(list(page.batches)).equals(store.read("gemm").slice(9, 2))
 
 
+def test_unfiltered_pages_are_read_file_by_file_in_scan_order(store: DatasetStore) -> None:
+    """Page batches come from the data files holding their rows (counts from the Delta log), across
+    file boundaries, equal to the same slice of the Delta scan; filtered pages take the scan."""
+    store.replace("gemm", gemm_frame(7), partition="src")
+    for i in range(3):  # one small file per upload
+        store.append("gemm", gemm_frame(4, device=f"up/dev{i}", start=100 + 10 * i), partition=f"upload_{i}")
+    store.replace("gemm", gemm_frame(5, start=200), partition="other")
+    files = store._snapshot("gemm").files
+    assert files is not None and len(files) == 5 and sum(n for _, n in files) == 7 + 12 + 5
+    whole = store.read("gemm")
+    for offset, limit, batch in [(0, 24, 5), (5, 10, 3), (6, 1, 1), (10, 100, 4), (23, 5, 2), (24, 5, 2)]:
+        page = store.page("gemm", offset=offset, limit=limit, batch_rows=batch)
+        frames = list(page.batches)
+        assert page.total == 24 and page.rows == max(0, min(limit, 24 - offset))
+        assert all(f.height <= batch for f in frames)
+        got = pl.concat(frames) if frames else pl.DataFrame(schema=page.schema)
+        assert_frame_equal(got, whole.slice(offset, limit))
+    filtered = store.page("gemm", offset=1, limit=3, batch_rows=2, device="up/dev1")
+    assert_frame_equal(pl.concat(list(filtered.batches)), store.read("gemm", device="up/dev1").slice(1, 3))
+
+
+def test_tables_kept_open_are_reopened_every_few_versions(store: DatasetStore) -> None:
+    """A writer's open table is replaced by a fresh one (from the latest checkpoint) once it has
+    moved ``_REOPEN_AFTER`` versions: delta-rs's work per commit on an open table grows with every
+    commit it has seen. Every append still lands, and reads see them all."""
+    from hwsurrogate.datasets.store import _REOPEN_AFTER
+
+    opened = set()
+    for i in range(3 * _REOPEN_AFTER):
+        assert store.append("gemm", gemm_frame(2, device=f"up/d{i}", start=10 * i), partition="up") == 2
+        dt, at = store._writers["gemm"]
+        assert dt.version() - at <= _REOPEN_AFTER  # checked (and reopened) at the next use
+        opened.add(id(dt))
+    assert len(opened) >= 3  # reopened, not one table all along
+    assert store.read("gemm").height == 2 * 3 * _REOPEN_AFTER
+
+
 def test_bin_packed_file_of_a_committed_and_a_killed_import_still_hides_the_killed_rows(
     store: DatasetStore,
 ) -> None:
