@@ -46,7 +46,8 @@ Reads are open. Writes (uploads, device registration) need `Authorization: Beare
 
 def create_app(config: ServiceConfig | None = None) -> FastAPI:
     """Build the service. Store and few-shot registry are opened once, in the lifespan; the models
-    once, by the first request that needs one (:meth:`ServedModels.lazy`)."""
+    once, by the first request that needs one (:meth:`ServedModels.lazy`), or in the lifespan
+    with ``preload_models``."""
     config = config or ServiceConfig()
 
     @asynccontextmanager
@@ -59,6 +60,8 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
             unavailable={t: "model loading disabled (load_models=False)" for t in ("gemm", "latency", "fpga-hls4ml", "fpga-hlsyn")}
         )  # fmt: skip
         app.state.adapter = open_adapter(config.adapted_dir, store=config.store)
+        if config.preload_models:
+            app.state.models.ensure_loaded()  # ready only once they are (--preload-models)
         freeze_heap()  # the modules and tables loaded so far live as long as the process
         log.info("service ready in %.1f s (store %s)", time.perf_counter() - t0, config.store)
         yield

@@ -13,6 +13,10 @@ from hwsurrogate.surrogates.api import MODEL_NAMES
 
 #: Environment variable carrying ``--model-version`` pins to worker processes (JSON {task: version}).
 MODEL_VERSIONS_ENV = "HWSURROGATE_SERVICE_MODEL_VERSIONS"
+#: ``--no-batching`` for worker processes ("0" turns request batching off).
+BATCHING_ENV = "HWSURROGATE_SERVICE_BATCHING"
+#: ``--preload-models`` for worker processes ("1" loads the models during start-up).
+PRELOAD_ENV = "HWSURROGATE_SERVICE_PRELOAD_MODELS"
 
 
 @dataclass(frozen=True)
@@ -25,6 +29,9 @@ class ServiceConfig:
     model_versions: dict[str, str] = field(default_factory=dict)  # task -> pinned registry version
     load_models: bool = True  # False: start with no models (tests override the dependency)
     batching: bool = True  # merge concurrent predict calls into one model call (see batching.py)
+    #: load the models during start-up (the server is ready only once they are) instead of at the
+    #: first request that needs one; costs the models' memory (MLflow and its imports included) up front
+    preload_models: bool = False
     adapted_root: Path | None = None  # root of the few-shot registry; default: local_root(store)
     max_body_bytes: int = 8 * 1024 * 1024
     max_predict_queries: int = MAX_PREDICT_QUERIES
@@ -70,4 +77,6 @@ class ServiceConfig:
             token=settings.service_token or None,
             model_versions=pins,
             load_models=load,
+            batching=os.environ.get(BATCHING_ENV, "1") != "0",
+            preload_models=os.environ.get(PRELOAD_ENV, "0") == "1",
         )

@@ -84,3 +84,33 @@ def test_healthz_shows_models_once_loaded(tmp_path: Path) -> None:
         listed = {m["task"]: m for m in c.get("/v1/models").json()["models"]}
         assert listed["gemm"]["available"] and listed["gemm"]["version"] == "7"
         assert all(c.get("/healthz").json()["models"].values())
+
+
+def test_preload_models_loads_them_during_start_up(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    calls: list[int] = []
+
+    def loader() -> ServedModels:
+        calls.append(1)
+        return fake_models()
+
+    monkeypatch.setattr(ServedModels, "lazy", classmethod(lambda cls, pins=None, *, batching=True: cls(loader=loader)))
+    app = create_app(ServiceConfig(store=tmp_path / "store", token=TOKEN, preload_models=True))
+    with TestClient(app) as c:
+        assert calls == [1] and app.state.models.loaded  # before any request
+        assert all(c.get("/healthz").json()["models"].values())
+        c.get("/v1/models")
+        assert calls == [1]
+
+
+def test_serve_flags_reach_the_worker_config(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """`hws serve --no-batching --preload-models` travel to uvicorn's workers through the environment."""
+    from hwsurrogate.service.config import BATCHING_ENV, PRELOAD_ENV
+
+    monkeypatch.setenv(BATCHING_ENV, "0")
+    monkeypatch.setenv(PRELOAD_ENV, "1")
+    config = ServiceConfig.from_env()
+    assert config.batching is False and config.preload_models is True
+    monkeypatch.delenv(BATCHING_ENV)
+    monkeypatch.delenv(PRELOAD_ENV)
+    config = ServiceConfig.from_env()
+    assert config.batching is True and config.preload_models is False
