@@ -69,12 +69,14 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
-def _start_server(store: Path, port: int) -> subprocess.Popen[bytes]:
+def _start_server(store: Path, port: int, *, preload_models: bool = False) -> subprocess.Popen[bytes]:
     """``hws serve --read-only`` over ``store``; returns once /healthz answers (or raises)."""
     import httpx
 
     cmd = [sys.executable, "-m", "hwsurrogate.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
            "--store", str(store), "--read-only", "--log-level", "warning"]  # fmt: skip
+    if preload_models:
+        cmd.append("--preload-models")
     proc = subprocess.Popen(cmd)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -201,19 +203,23 @@ def _readers_process(args: tuple[str, str, int, int, float, int], out: Any, done
     out.put(results)
 
 
-def run(store: Path, *, kind: str, clients: int, rows: int, duration: float) -> BenchReport:
+def run(
+    store: Path, *, kind: str, clients: int, rows: int, duration: float, preload_models: bool = False
+) -> BenchReport:
     import httpx
 
     report = BenchReport(
         BENCHMARK,
         protocol=f"hws serve over the public-data store; {clients} clients each downloading {rows:,}-row "
         f"JSON pages of {kind} at random offsets for {duration:.0f} s while /healthz is polled every "
-        f"{POLL_S * 1e3:.0f} ms; server RSS (children included) sampled every {POLL_S * 1e3:.0f} ms",
+        f"{POLL_S * 1e3:.0f} ms; server RSS (children included) sampled every {POLL_S * 1e3:.0f} ms; "
+        + ("models loaded at start-up (--preload-models: MLflow and the registry's champions)"
+           if preload_models else "models never requested (they load on first need)"),
     )
     load_start = _load_average()
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
-    proc = _start_server(store, port)
+    proc = _start_server(store, port, preload_models=preload_models)
     try:
         sampler = _RssSampler(proc.pid)
         total = int(httpx.get(f"{base}/v1/datasets/{kind}", timeout=120).json()["rows"])
@@ -250,7 +256,7 @@ def run(store: Path, *, kind: str, clients: int, rows: int, duration: float) -> 
     pages_ms = [t for r in results for t in r["pages_ms"]]
     pages = len(pages_ms)
     wall = max(r["wall_s"] for r in results)  # the last page ends after --duration: it counts in full
-    split = f"{clients} readers x {rows:,} rows ({kind})"
+    split = f"{clients} readers x {rows:,} rows ({kind})" + (", models preloaded" if preload_models else "")
     report.add(
         "server peak RSS MB", split, round(sampler.peak_mb, 1), target=RSS_TARGET_MB, n=len(sampler.samples)
     )
@@ -259,8 +265,9 @@ def run(store: Path, *, kind: str, clients: int, rows: int, duration: float) -> 
     report.add("/healthz p50 ms", split, round(_percentile(busy_healthz, 50), 1), n=len(busy_healthz))
     report.add("rows/s to all readers", split, round(pages * rows / wall), n=pages)
     report.add("page p50 ms", split, round(_percentile(pages_ms, 50), 1), n=pages)
-    report.add("server RSS MB", "idle, before the readers", round(idle_rss, 1))
-    report.add("/healthz p99 ms", "idle, before the readers", round(_percentile(idle_healthz, 99), 1),
+    idle = "idle, before the readers" + (", models preloaded" if preload_models else "")
+    report.add("server RSS MB", idle, round(idle_rss, 1))
+    report.add("/healthz p99 ms", idle, round(_percentile(idle_healthz, 99), 1),
                n=len(idle_healthz))  # fmt: skip
     report.data = {
         "cpu_count": os.cpu_count(),
@@ -318,6 +325,9 @@ def _import_all(root: Path, data_dir: Path) -> None:
 )
 @click.option("--duration", type=click.FloatRange(3, 3600), default=20.0, show_default=True,
               help="Seconds of reading.")  # fmt: skip
+@click.option("--preload-models", is_flag=True,
+              help="Start the server with --preload-models (MLflow and the registered champions in memory "
+              "before the readers; default: models never requested, as a dataset-only server).")  # fmt: skip
 @json_option(BENCHMARK)
 def bench_store_readers(
     store_root: Path | None,
@@ -326,6 +336,7 @@ def bench_store_readers(
     clients: int,
     rows: int,
     duration: float,
+    preload_models: bool,
     json_path: str | None,
 ) -> None:
     """Server RSS and /healthz latency while many clients download 50k-row pages."""
@@ -338,7 +349,8 @@ def bench_store_readers(
         if not (store_root / kind / "_delta_log").is_dir():
             raise click.BadParameter(f"{store_root} has no {kind} table; import the public data first",
                                      param_hint="--store")  # fmt: skip
-        report = run(store_root, kind=kind, clients=clients, rows=rows, duration=duration)
+        report = run(store_root, kind=kind, clients=clients, rows=rows, duration=duration,
+                     preload_models=preload_models)  # fmt: skip
     else:
         folder = data_dir or (
             Path(os.environ["HWSURROGATE_DATA_DIR"]) if os.environ.get("HWSURROGATE_DATA_DIR") else None
@@ -349,7 +361,8 @@ def bench_store_readers(
         with tempfile.TemporaryDirectory(prefix="hws-readers-bench-") as tmp:
             click.echo(f"importing the public data from {folder} ...", err=True)
             _import_all(Path(tmp) / "store", folder)
-            report = run(Path(tmp) / "store", kind=kind, clients=clients, rows=rows, duration=duration)
+            report = run(Path(tmp) / "store", kind=kind, clients=clients, rows=rows, duration=duration,
+                         preload_models=preload_models)  # fmt: skip
     report.emit(json_path)
     if not all(r.met for r in report.rows if r.met is not None):
         raise SystemExit(1)
