@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import socket
+import subprocess
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import polars as pl
 import pytest
 from fastapi.testclient import TestClient
 
+from hwsurrogate.client import HwsClient
 from hwsurrogate.datasets.schemas import with_measurement_id
 from hwsurrogate.errors import UnknownDeviceError
 from hwsurrogate.service.adaptation import AdaptedInfo
@@ -157,3 +162,36 @@ def client(tmp_path: Path) -> Iterator[TestClient]:
 @pytest.fixture
 def auth() -> dict[str, str]:
     return {"Authorization": f"Bearer {TOKEN}"}
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (never 8000 unless the OS picks it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def server_process(cmd: list[str], port: int, env: Mapping[str, str]) -> Iterator[tuple[str, subprocess.Popen]]:
+    """Run ``cmd`` (a server binding 127.0.0.1:``port``); yield (base URL, process) once /healthz
+    answers, terminate it after. A server that exits during start-up raises with its stderr."""
+    proc = subprocess.Popen(cmd, env=dict(env), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited: {proc.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+            try:
+                with HwsClient(url, timeout=1) as c:
+                    c.health()
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        yield url, proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(10)

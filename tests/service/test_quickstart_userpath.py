@@ -14,13 +14,9 @@ from hwsurrogate.cli.quickstart import Context, adaptation_report, quickstart, s
 from hwsurrogate.datasets.collectors import dnn_latency
 from hwsurrogate.datasets.store import DatasetStore
 
+from .conftest import free_port
+
 BARE = ["--skip-import", "--skip-collect", "--skip-train"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -57,7 +53,7 @@ def test_latencies_are_timed_on_one_thread(tmp_path: Path, monkeypatch: pytest.M
 def test_port_is_used_and_docs_link_is_not_printed_after_the_service_stops(
     tmp_path: Path, empty_registry: None
 ) -> None:
-    port = _free_port()
+    port = free_port()
     res = CliRunner().invoke(quickstart, ["--store", str(tmp_path / "store"), *BARE, "--port", str(port)])
     assert res.exit_code == 0, res.output
     assert f"serving at http://127.0.0.1:{port}" in res.output

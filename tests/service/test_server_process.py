@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -19,44 +18,20 @@ import pytest
 from hwsurrogate.client import HwsClient, ServiceError
 from hwsurrogate.datasets.store import DatasetStore
 
-from .conftest import TOKEN, gemm_rows
+from .conftest import TOKEN, free_port, gemm_rows, server_process
 
 pytestmark = pytest.mark.slow
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def running_server(store: Path, **env: str) -> Iterator[tuple[str, subprocess.Popen]]:
-    port = _free_port()
+    port = free_port()
     proc_env = {**os.environ, "HWSURROGATE_STORE": str(store), "HWSURROGATE_SERVICE_TOKEN": TOKEN,
                 "HWSURROGATE_SERVICE_LOAD_MODELS": "0", **env}  # fmt: skip
     cmd = [sys.executable, "-m", "uvicorn", "--factory", "hwsurrogate.service.app:create_app_from_env",
            "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]  # fmt: skip
-    proc = subprocess.Popen(cmd, env=proc_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited: {proc.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
-            try:
-                with HwsClient(url, timeout=1) as c:
-                    c.health()
-                break
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+    with server_process(cmd, port, proc_env) as (url, proc):
         yield url, proc
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait(10)
 
 
 def _frame(batch: int, n: int = 200) -> pl.DataFrame:

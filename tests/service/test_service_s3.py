@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,8 +24,17 @@ from hwsurrogate.datasets.store import DatasetStore
 from hwsurrogate.service.app import ServiceConfig, create_app
 from hwsurrogate.service.deps import get_adapter, get_models
 
-from .conftest import NB201_A, NB201_B, TOKEN, FakeAdapter, fake_models, gemm_rows, latency_store_frame
-from .test_server_process import _free_port
+from .conftest import (
+    NB201_A,
+    NB201_B,
+    TOKEN,
+    FakeAdapter,
+    fake_models,
+    free_port,
+    gemm_rows,
+    latency_store_frame,
+    server_process,
+)
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -80,37 +87,10 @@ def test_s3_store_upload_is_served_back_with_devices_and_predictions(
 @contextmanager
 def _serve(*args: str, env: dict[str, str]) -> Iterator[str]:
     """``hws serve ARGS`` on a free loopback port (models not loaded); the base URL once /healthz answers."""
-    port = _free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "hwsurrogate.cli",
-        "serve",
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-        *args,
-    ]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"hws serve exited: {proc.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
-            try:
-                with HwsClient(url, timeout=1) as c:
-                    c.health()
-                break
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+    port = free_port()
+    cmd = [sys.executable, "-m", "hwsurrogate.cli", "serve", "--port", str(port), "--log-level", "warning", *args]
+    with server_process(cmd, port, env) as (url, _):
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 @pytest.mark.slow  # two uvicorn processes
