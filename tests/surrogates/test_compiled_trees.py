@@ -55,6 +55,14 @@ def _data(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return x, y, np.vstack([q, [[np.inf, -np.inf, 0.0, np.nan]]])
 
 
+def _swap(path: Path, data: bytes) -> None:
+    """Replace ``path`` by a new file holding ``data`` (a new inode; a mapping of the old stays valid)."""
+    tmp = path.with_name(path.name + ".new")
+    tmp.write_bytes(data)
+    tmp.chmod(0o700)
+    os.replace(tmp, path)
+
+
 def _built(model: object) -> TreeRunner:
     runner = TreeRunner(to_treelite(model))
     compiled_trees.build(runner.checkpoint, runner.key)
@@ -109,9 +117,11 @@ def test_tampered_or_foreign_library_is_never_loaded(tree_cache: Path) -> None:
     lib = compiled_trees.build(runner.checkpoint, runner.key)
     assert compiled_trees.load(runner.key) is not None
     good = lib.read_bytes()
-    lib.write_bytes(good + b"\0")  # changed after the build: its digest no longer matches
+    # the library is loaded (mapped) now: swap files by rename, never rewrite the mapped one in
+    # place (that changes the mapped code under the process and crashed it at exit)
+    _swap(lib, good + b"\0")  # changed after the build: its digest no longer matches
     assert compiled_trees.load(runner.key) is None
-    lib.write_bytes(good)
+    _swap(lib, good)
     lib.parent.chmod(0o777)  # a folder others may write into is not trusted
     assert compiled_trees.load(runner.key) is None
     lib.parent.chmod(0o700)
