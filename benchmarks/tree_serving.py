@@ -109,7 +109,7 @@ def compile_trees(model: Any) -> dict | None:
         return None
     runner = TreeRunner(to_treelite(model))
     cached = compiled_trees.load(runner.key) is not None
-    lib = compiled_trees.build(runner.checkpoint, runner.key) if not cached else None
+    lib = compiled_trees.build_in_subprocess(runner.checkpoint, runner.key) if not cached else None
     root = compiled_trees.cache_root() / runner.key
     meta = json.loads((root / "build.json").read_text()) | {"cached": cached}
     assert lib is None or lib.parent == root

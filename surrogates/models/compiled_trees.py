@@ -54,6 +54,7 @@ __all__ = [
     "BUILD_FORMAT",
     "CompiledTrees",
     "build",
+    "build_in_subprocess",
     "cache_root",
     "enabled",
     "load",
@@ -261,11 +262,11 @@ def build(checkpoint: bytes, key: str, root: Path | None = None, *, work: Path |
 
     Builds in a private temporary folder and renames it into place (a concurrent build of the
     same key leaves the first one). Raises on any failure; returns the library's path."""
+    if model_key(checkpoint) != key:
+        raise ValueError("the checkpoint does not hash to its key")
     import tl2cgen
     import treelite
 
-    if model_key(checkpoint) != key:
-        raise ValueError("the checkpoint does not hash to its key")
     root = cache_root() if root is None else root
     root.mkdir(mode=0o700, parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".build-{key[:12]}-", dir=root)) if work is None else work
@@ -301,6 +302,31 @@ def build(checkpoint: bytes, key: str, root: Path | None = None, *, work: Path |
     except OSError:  # built meanwhile by another process: keep theirs if it loads
         shutil.rmtree(work, ignore_errors=True)
     return final / LIB_FILE
+
+
+def build_in_subprocess(checkpoint: bytes, key: str, root: Path | None = None, *, timeout: float = 900) -> Path:
+    """:func:`build` in a child process, waited for (what :func:`request_build` starts detached).
+
+    tl2cgen carries its own copy of treelite's C++ library (4.1 beside treelite 4.8): two versions
+    of one C++ library in a process that also serves trees through treelite corrupted memory (a
+    test run crashed). So :func:`build` runs only in a process that exits after it, and a
+    process that serves or tests trees never imports tl2cgen. Raises ValueError for a checkpoint
+    that does not hash to ``key``, RuntimeError with the build's error when it fails.
+    """
+    if model_key(checkpoint) != key:
+        raise ValueError("the checkpoint does not hash to its key")
+    root = cache_root() if root is None else root
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".build-{key[:12]}-", dir=root))
+    (work / CHECKPOINT_FILE).write_bytes(checkpoint)
+    proc = subprocess.run([sys.executable, "-m", __name__, str(work), key], capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL)  # fmt: skip
+    lib = root / key / LIB_FILE
+    if not lib.exists():
+        failed = _marker(root, key, "failed")
+        reason = failed.read_text() if failed.exists() else (proc.stdout + proc.stderr)[-2000:]
+        raise RuntimeError(f"building compiled trees {key[:12]} failed (exit {proc.returncode}): {reason}")
+    return lib
 
 
 def _main(argv: list[str]) -> int:
