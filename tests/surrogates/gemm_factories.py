@@ -67,3 +67,24 @@ def gemm_rows(device: str, n_rows: int = 120, *, seed: int = 0, power: bool = Tr
         )
         .drop("_i")
     )
+
+
+def fitted_gemm_pyfunc(max_iter: int, n_rows: int = 150):  # noqa: ANN201 - (model, rows): GemmPyfunc, frame
+    """A GemmPyfunc (runtime + power GemmRegressor) fitted on ``gemm_rows("test/gpu-a", n_rows)``."""
+    from hwsurrogate.surrogates.models.gemm import GemmPyfunc, GemmRegressor
+
+    rows = gemm_rows("test/gpu-a", n_rows)
+    runtime = GemmRegressor(devices=devices_frame(), max_iter=max_iter).fit(rows, rows["runtime_ms"])
+    power = GemmRegressor(devices=devices_frame(), target="log", max_iter=max_iter).fit(rows, rows["power_w"])
+    return GemmPyfunc(runtime, power), rows
+
+
+def assert_equals_sklearn(model, q: pl.DataFrame) -> pl.DataFrame:  # noqa: ANN001 - a GemmPyfunc
+    """``model.predict_frame(q)`` equals its scikit-learn trees' own answers to 1e-9; returns it."""
+    got = model.predict_frame(q)
+    x, roof = model.runtime._features(q)
+    np.testing.assert_allclose(
+        got["runtime_ms"].to_numpy(), np.exp(model.runtime.model_.predict(x)) * roof, rtol=1e-9
+    )
+    np.testing.assert_allclose(got["power_w"].to_numpy(), np.exp(model.power.model_.predict(x)), rtol=1e-9)
+    return got

@@ -184,21 +184,11 @@ def test_detached_build_serves_once_done(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def test_gemm_model_one_query_through_compiled_trees_equals_sklearn() -> None:
-    from hwsurrogate.surrogates.models.gemm import GemmPyfunc, GemmRegressor
+    from .gemm_factories import assert_equals_sklearn, fitted_gemm_pyfunc
 
-    from .gemm_factories import devices_frame, gemm_rows
-
-    rows = gemm_rows("test/gpu-a", 150)
-    runtime = GemmRegressor(devices=devices_frame(), max_iter=10).fit(rows, rows["runtime_ms"])
-    power = GemmRegressor(devices=devices_frame(), target="log", max_iter=10).fit(rows, rows["power_w"])
-    model = GemmPyfunc(runtime, power)
+    model, rows = fitted_gemm_pyfunc(max_iter=10)
+    runtime, power = model.runtime, model.power
     _built(runtime.model_)
     _built(power.model_)
-    q = rows.head(1)
-    got = model.predict_frame(q)
-    x, roof = runtime._features(q)
-    np.testing.assert_allclose(
-        got["runtime_ms"].to_numpy(), np.exp(runtime.model_.predict(x)) * roof, rtol=1e-9
-    )
-    np.testing.assert_allclose(got["power_w"].to_numpy(), np.exp(power.model_.predict(x)), rtol=1e-9)
+    assert_equals_sklearn(model, rows.head(1))
     assert all(e[2].compiled is not None for m in (runtime, power) for e in vars(m)[CACHE_ATTR].values())

@@ -97,21 +97,12 @@ def test_cache_is_built_lazily_kept_on_the_instance_and_never_pickled() -> None:
 
 
 def test_gemm_model_serves_small_batches_through_treelite_equal_to_sklearn_and_pickles() -> None:
-    from hwsurrogate.surrogates.models.gemm import GemmPyfunc, GemmRegressor
+    from .gemm_factories import assert_equals_sklearn, fitted_gemm_pyfunc
 
-    from .gemm_factories import devices_frame, gemm_rows
-
-    rows = gemm_rows("test/gpu-a", 150)
-    runtime = GemmRegressor(devices=devices_frame(), max_iter=40).fit(rows, rows["runtime_ms"])
-    power = GemmRegressor(devices=devices_frame(), target="log", max_iter=40).fit(rows, rows["power_w"])
-    model = GemmPyfunc(runtime, power)
+    model, rows = fitted_gemm_pyfunc(max_iter=40)
+    runtime = model.runtime
     q = rows.head(3)
-    got = model.predict_frame(q)
-    x, roof = runtime._features(q)
-    np.testing.assert_allclose(
-        got["runtime_ms"].to_numpy(), np.exp(runtime.model_.predict(x)) * roof, rtol=1e-9
-    )
-    np.testing.assert_allclose(got["power_w"].to_numpy(), np.exp(power.model_.predict(x)), rtol=1e-9)
+    got = assert_equals_sklearn(model, q)
     assert CACHE_ATTR in vars(runtime)
     reloaded = pickle.loads(pickle.dumps(model))
     assert CACHE_ATTR not in vars(reloaded.runtime)
