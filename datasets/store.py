@@ -46,8 +46,6 @@ its commit, before the caller hears of it).
 
 from __future__ import annotations
 
-import bisect
-import itertools
 import json
 import os
 import random
@@ -56,17 +54,17 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import unquote
 
 import polars as pl
 import pyarrow as pa
 
 from hwsurrogate.datasets.schemas import KINDS, Kind, check_kind, conform, schema
+from hwsurrogate.datasets.store_reads import Page, Snapshot, page_batches, table_files, table_txns
 from hwsurrogate.errors import StoreError
 from hwsurrogate.settings import check_store_location, get_settings, is_store_uri
 
@@ -78,7 +76,6 @@ __all__ = [
     "Write",
     "WriteMode",
     "format_versions",
-    "migrate_parquet_store",
     "parse_versions",
     "partition_name",
 ]
@@ -103,14 +100,6 @@ _CHECKPOINT_EVERY = "10"
 _REOPEN_AFTER = 10
 #: per-file statistics only for the columns reads and merges filter on (fewer stats: cheaper small writes)
 _STATS_COLUMNS = ("measurement_id", "_txn", "device_id", "source", "space", "kernel", "imported_at")
-#: a transaction id as ``_commit_many`` makes it (epoch seconds, uuid4 hex): only a statistic of this
-#: form is trusted to name the one transaction of all of a file's non-null ``_txn`` values
-_TXN_RE = re.compile(r"[0-9]+-[0-9a-f]{32}")
-#: data file URI -> the transaction ids on its rows; Delta never rewrites a data file in place, so
-#: an entry stays true for as long as the file exists (shared by every store object of the process)
-_FILE_TXNS: dict[str, frozenset[str]] = {}
-_FILE_TXNS_LOCK = threading.Lock()
-_FILE_TXNS_MAX = 200_000
 _COMMITS_SCHEMA = pa.schema(
     [
         ("txn", pa.string()),
@@ -209,169 +198,6 @@ class _CommitState:
     order: tuple[str, ...] = ()  # committed txn ids, oldest commit point first
 
 
-@dataclass(frozen=True)
-class _Snapshot:
-    """One table at one version, opened once and shared by the reads of that version.
-
-    ``table`` is never updated after opening (a lazy scan may still hold it); ``txns`` are the
-    transaction ids on its rows, None when they could not be told (then reads always filter).
-    """
-
-    version: int
-    table: Any
-    txns: frozenset[str] | None
-    #: the data files in the order a Delta scan reads them, each with its row count (None: unknown)
-    files: tuple[tuple[str, int], ...] | None = None
-
-
-@dataclass(frozen=True)
-class Page:
-    """A page of rows (:meth:`DatasetStore.page`): the filtered table's row count, the page's."""
-
-    total: int
-    rows: int
-    schema: pl.Schema
-    batches: Iterator[pl.DataFrame]  # lazy: each batch is read when asked for
-
-
-def _batches(
-    lf: pl.LazyFrame,
-    offset: int,
-    n_rows: int,
-    size: int,
-    direct: bool,
-    files: tuple[tuple[str, int], ...] | None = None,
-) -> Iterator[pl.DataFrame]:
-    """Rows ``offset`` .. ``offset + n_rows`` of ``lf`` in frames of at most ``size`` rows.
-
-    ``files`` (the unfiltered table's data files in scan order, with row counts): each batch is
-    read from the file(s) holding its rows, without planning a scan of the whole table per batch.
-    """
-    if n_rows == 0:
-        return
-    if files is not None:
-        yield from _file_batches(files, lf.collect_schema(), offset, n_rows, size)
-        return
-    if direct:  # a slice of an unfiltered Delta scan reads only the row groups it needs
-        for start in range(0, n_rows, size):
-            yield lf.slice(offset + start, min(size, n_rows - start)).collect()
-        return
-    yield from lf.slice(offset, n_rows).collect_batches(chunk_size=size, lazy=True)
-
-
-def _file_batches(
-    files: tuple[tuple[str, int], ...], columns: pl.Schema, offset: int, n_rows: int, size: int
-) -> Iterator[pl.DataFrame]:
-    """Rows ``offset`` .. ``offset + n_rows`` of the concatenation of ``files`` (local parquet files
-    with their row counts, in a Delta scan's order), ``columns`` only, in frames of ``size`` rows.
-
-    A slice of a Delta scan plans the scan of every file first (about 10 ms, whatever the slice);
-    a slice of one parquet file costs its footer and the row groups it touches.
-    """
-    starts = list(itertools.accumulate((n for _, n in files), initial=0))
-    pos, end = offset, offset + n_rows
-    while pos < end:
-        stop = min(pos + size, end)
-        parts = []
-        at = pos
-        while at < stop:
-            i = bisect.bisect_right(starts, at) - 1
-            local = at - starts[i]
-            take = min(stop - at, files[i][1] - local)
-            part = (
-                pl.scan_parquet(
-                    files[i][0],
-                    schema=columns,
-                    missing_columns="insert",
-                    extra_columns="ignore",
-                    hive_partitioning=False,
-                )
-                .slice(local, take)
-                .collect()
-            )
-            if part.height != take:
-                raise StoreError(
-                    f"{files[i][0]}: {part.height} rows at {local}, the Delta log promised {take}"
-                )
-            parts.append(part)
-            at += take
-        yield parts[0] if len(parts) == 1 else pl.concat(parts)
-        pos = stop
-
-
-def _table_files(dt: Any, actions: pl.DataFrame) -> tuple[tuple[str, int], ...] | None:
-    """The data files of ``dt`` in the order ``pl.scan_delta`` reads them (``file_uris``), each with
-    its row count from the Delta log; None when a count is missing or the table uses a reader
-    feature (deletion vectors, column mapping) a plain parquet read would not honour.
-    ``actions``: ``dt``'s add actions (``get_add_actions(flatten=True)``)."""
-    proto = dt.protocol()
-    if proto.min_reader_version > 1 or proto.reader_features:
-        return None
-    if actions.height == 0:
-        return ()
-    if "num_records" not in actions.columns or actions["num_records"].null_count():
-        return None
-    # the log's paths are URI-encoded and relative to the table; file_uris() are decoded and absolute
-    counts = {
-        unquote(p): n
-        for p, n in zip(actions["path"].to_list(), actions["num_records"].to_list(), strict=True)
-    }
-    root = dt.table_uri.removeprefix("file://").rstrip("/")
-    out = []
-    for uri in dt.file_uris():
-        n = counts.get(uri.removeprefix(root).lstrip("/"))
-        if n is None:
-            return None
-        out.append((uri, int(n)))
-    return tuple(out)
-
-
-def _table_txns(
-    uri: str, actions: pl.DataFrame, storage_options: Mapping[str, str] | None
-) -> frozenset[str] | None:
-    """The transaction ids on the rows of a table version (``actions``: its add actions, flattened),
-    mostly from file statistics.
-
-    A file whose ``_txn`` statistics say "all null" or "min == max == one full id" is not read
-    (uploads and single imports); any other file (e.g. one bin-packed from several imports) has
-    its ``_txn`` column read once per process (:data:`_FILE_TXNS`). None when a file could not
-    be read: the caller then keeps the row filter.
-    """
-
-    def col(name: str) -> list[Any]:
-        return actions[name].to_list() if name in actions.columns else [None] * actions.height
-
-    out: set[str] = set()
-    for path, rows, nulls, lo, hi in zip(
-        col("path"), col("num_records"), col("null_count._txn"), col("min._txn"), col("max._txn"), strict=True
-    ):
-        if rows is not None and nulls is not None and nulls >= rows:
-            continue  # every row of the file has _txn null
-        if lo is not None and lo == hi and _TXN_RE.fullmatch(lo):
-            out.add(lo)
-            continue
-        key = f"{uri}/{path}"
-        with _FILE_TXNS_LOCK:
-            known = _FILE_TXNS.get(key)
-        if known is None:
-            try:
-                found = (
-                    pl.scan_parquet(key, storage_options=dict(storage_options) if storage_options else None)
-                    .select(pl.col("_txn").drop_nulls().unique())
-                    .collect()["_txn"]
-                    .to_list()
-                )
-            except Exception:
-                return None
-            known = frozenset(found)
-            with _FILE_TXNS_LOCK:
-                if len(_FILE_TXNS) >= _FILE_TXNS_MAX:
-                    _FILE_TXNS.clear()
-                _FILE_TXNS[key] = known
-        out |= known
-    return frozenset(out)
-
-
 class DatasetStore:
     """Delta Lake tables of measurements, one declared schema per kind (see :mod:`.schemas`).
 
@@ -406,7 +232,7 @@ class DatasetStore:
         self.read_versions: dict[str, int] = {}
         self._local = threading.local()  # per thread: kind -> DeltaTable kept open (refreshed per use)
         #: kind -> the newest version read and its shared snapshot (see :meth:`_snapshot`)
-        self._snapshots: dict[str, _Snapshot] = {}
+        self._snapshots: dict[str, Snapshot] = {}
         self._snapshots_lock = threading.Lock()
 
     # ------------------------------------------------------------------ tables
@@ -519,7 +345,7 @@ class DatasetStore:
             return []
         return sorted(visible[0].select(pl.col("_partition").unique()).collect()["_partition"].to_list())
 
-    def _snapshot(self, kind: str) -> _Snapshot | None:
+    def _snapshot(self, kind: str) -> Snapshot | None:
         """The table of ``kind`` at its latest (or pinned) version; None when it does not exist.
 
         The version check is cheap: this thread's open table reads only new log entries. A new
@@ -551,9 +377,9 @@ class DatasetStore:
             if dt is None:
                 return None
             actions = pl.DataFrame(dt.get_add_actions(flatten=True))
-            txns = _table_txns(self.table_uri(kind), actions, self.storage_options)
-            files = None if self.is_remote else _table_files(dt, actions)  # per-file page reads: local stores
-            snap = _Snapshot(version, dt, txns, files)
+            txns = table_txns(self.table_uri(kind), actions, self.storage_options)
+            files = None if self.is_remote else table_files(dt, actions)  # per-file page reads: local stores
+            snap = Snapshot(version, dt, txns, files)
             with self._snapshots_lock:
                 held = self._snapshots.get(kind)
                 if held is None or held.version < version:
@@ -561,7 +387,7 @@ class DatasetStore:
         self.read_versions[kind] = version
         return snap
 
-    def _visible_scan(self, kind: str) -> tuple[pl.LazyFrame, bool, _Snapshot] | None:
+    def _visible_scan(self, kind: str) -> tuple[pl.LazyFrame, bool, Snapshot] | None:
         """Every visible row of ``kind``, hidden columns included, whether the scan is unfiltered
         (the fast path) and the snapshot read; None when the table does not exist.
 
@@ -649,7 +475,7 @@ class DatasetStore:
         if files is not None and sum(n for _, n in files) != total:
             files = None  # the log's row counts disagree with the files: read through the Delta scan
         n_rows = max(0, min(limit, total - offset))
-        batches = _batches(lf, offset, n_rows, batch_rows, direct, files)
+        batches = page_batches(lf, offset, n_rows, batch_rows, direct, files)
         return Page(total, n_rows, lf.collect_schema(), batches)
 
     def read(self, kind: str, **filters: object) -> pl.DataFrame:
@@ -1012,57 +838,3 @@ def _txn_time(txn: str) -> int:
     """The creation time (epoch s) a transaction id starts with; 0 when unreadable (treated as old)."""
     head = txn.split("-", 1)[0]
     return int(head) if head.isdigit() else 0
-
-
-def migrate_parquet_store(root: str | os.PathLike[str]) -> dict[tuple[str, str], int]:
-    """Convert a store written before Delta Lake (``<kind>/<partition>.parquet``) in place, all or nothing.
-
-    A commit the old store left half done (``.journal.json``) is rolled forward first, as the
-    old code did. Every partition file becomes the same ``_partition`` of its kind's Delta table
-    in one multi-table commit; the old files are then moved to ``<root>/pre-delta/`` (delete
-    that folder once satisfied). Returns the rows per (kind, partition); running it again on a
-    migrated store does nothing.
-    """
-    base = Path(root)
-    journal = base / ".journal.json"
-    if journal.exists():
-        try:
-            renames = json.loads(journal.read_text())["renames"]
-        except (ValueError, KeyError):
-            renames = []  # a torn journal was never a commit point: it was written atomically
-        for tmp, final in renames:
-            if Path(tmp).exists():
-                os.replace(tmp, final)
-        journal.unlink()
-    files = sorted(p for kind in KINDS for p in (base / kind).glob("*.parquet"))
-    if not files:
-        return {}
-    writes = []
-    for path in files:
-        try:
-            frame = pl.read_parquet(path)
-        except Exception as exc:
-            raise StoreError(
-                f"{path}: not a readable parquet partition ({exc}); nothing was migrated"
-            ) from None
-        writes.append(Write(check_kind(path.parent.name), path.stem, frame, "replace"))
-    store = DatasetStore(base)
-    # the legacy files sit where the Delta tables go: move them aside first, back again on failure
-    backup = base / "pre-delta"
-    moved: list[tuple[Path, Path]] = []
-    for path in files:
-        target = backup / path.parent.name / path.name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(path, target)
-        moved.append((target, path))
-    try:
-        counts = store.commit(writes)
-    except BaseException:
-        for target, path in moved:
-            os.replace(target, path)
-        raise
-    for stale in (".lock", ".journal.json"):
-        (base / stale).unlink(missing_ok=True)
-    for tmp in (p for kind in KINDS for p in (base / kind).glob(".*.tmp")):
-        tmp.unlink(missing_ok=True)
-    return counts

@@ -283,7 +283,7 @@ def migrate_cmd(store_path: Path | None) -> None:
     Each partition file becomes the same partition of its table; the old files are moved to
     <store>/pre-delta/ (delete it once satisfied). Running it again does nothing.
     """
-    from hwsurrogate.datasets.store import migrate_parquet_store
+    from hwsurrogate.datasets.migrate import migrate_parquet_store
     from hwsurrogate.settings import get_settings
 
     root = store_path if store_path is not None else get_settings(fresh=True).store
