@@ -94,7 +94,9 @@ def describe_device(device: Mapping[str, object]) -> dict[str, float]:
     """
     if "device_id" not in device:
         raise ValueError("device descriptor needs a 'device_id'")
-    keep = {k: device.get(k) for k in ("device_id", *DEVICE_DESCRIPTORS, "descriptors") if k in device}
+    keep = {k: device.get(k) for k in ("device_id", *DEVICE_DESCRIPTORS) if k in device}
+    if device.get("descriptors") is not None:  # None states nothing (a null column has no JSON to read)
+        keep["descriptors"] = device["descriptors"]
     row = device_table(pl.DataFrame([keep], infer_schema_length=None)).row(0, named=True)
     out = {c: float("nan") if row[c] is None else float(row[c]) for c in DEVICE_DESCRIPTORS}
     stated = {

@@ -250,6 +250,8 @@ def test_power_limits_read_the_column_or_the_descriptors_and_refuse_nonsense() -
     assert describe_device(dev)["power_limit_w"] == 72.0
     bare = {k: v for k, v in dev.items() if k != "descriptors"}
     assert np.isnan(describe_device({**bare, "power_limit_w": float("nan")})["power_limit_w"])
+    # descriptors explicitly None (a devices row read back with a null column) states nothing
+    assert describe_device({**bare, "descriptors": None})["peak_fp32_gflops"] == 1.0
     with pytest.raises(ValueError, match="'x'.*power_limit_w"):
         describe_device({**dev, "power_limit_w": -5.0})
     with pytest.raises(ValueError, match="'x'.*power_limit_w.*'lots'"):
