@@ -36,7 +36,7 @@ device_option = click.option(
 )
 @store_option
 def adapt_latency(
-    device: str, measurements: str, version: str | None = None, store_path: Path | None = None
+    device: str, measurements: str, version: str | None = None, store_path: Path | str | None = None
 ) -> None:
     """Adapt the few-shot latency model to DEVICE from a handful of measurements and remember it."""
     from hwsurrogate.surrogates.fewshot import FewShotError, NotMetaTrainedError, read_measurements
@@ -80,7 +80,7 @@ def adapt_latency(
     help="CSV/parquet/JSON with op, m, n, k, runtime_ms (+ batch, dtype), or 'store' for the device's stored rows.",
 )
 @store_option
-def adapt_gemm(device: str, measurements: str, store_path: Path | None = None) -> None:
+def adapt_gemm(device: str, measurements: str, store_path: Path | str | None = None) -> None:
     """Adapt the GEMM surrogate to an unseen GPU from a few measured shapes (persisted in the store)."""
     from hwsurrogate.surrogates.fewshot.gemm import AdaptationError
     from hwsurrogate.surrogates.fewshot.measurements import read_measurements
@@ -121,7 +121,7 @@ def adapt_gemm(device: str, measurements: str, store_path: Path | None = None) -
 @click.option("--kernel", required=True, help="Name of the new HLS kernel (the designs' `kernel`).")
 @click.option("--measurements", required=True, help="CSV/parquet/JSON: pragmas, cycles, lut, ff, dsp, bram.")
 @store_option
-def adapt_fpga_hlsyn(kernel: str, measurements: str, store_path: Path | None = None) -> None:
+def adapt_fpga_hlsyn(kernel: str, measurements: str, store_path: Path | str | None = None) -> None:
     """Adapt the served HLS-design model to an unseen kernel from a few synthesised designs."""
     import re
 
@@ -177,7 +177,7 @@ def adapt_fpga_hlsyn(kernel: str, measurements: str, store_path: Path | None = N
 @click.pass_context
 def adapt(
     ctx: click.Context, task: str, device: str | None, kernel: str | None, measurements: str, version: str | None,
-    store_path: Path | None,
+    store_path: Path | str | None,
 ) -> None:  # fmt: skip
     """Adapt a predictor to an unseen device or HLS kernel from a handful of measurements (under 2 s).
 

@@ -54,7 +54,7 @@ def sources_cmd(as_json: bool) -> None:
     help="Folder (or file) of the source; default $HWSURROGATE_DATA_DIR/<source path>.",
 )
 @store_option
-def import_cmd(source: str, from_path: Path | None, store_path: Path | None) -> None:
+def import_cmd(source: str, from_path: Path | None, store_path: Path | str | None) -> None:
     """Import SOURCE (or `all` sources found under HWSURROGATE_DATA_DIR) into the store.
 
     Re-importing a source replaces its rows (no duplicates). A malformed file stops the
@@ -97,7 +97,7 @@ def _rows(rows: dict[str, int]) -> str:
 @data.command("list")
 @json_option
 @store_option
-def list_cmd(as_json: bool, store_path: Path | None) -> None:
+def list_cmd(as_json: bool, store_path: Path | str | None) -> None:
     """Tables in the store with row counts per kind and per source, and the devices present."""
     from rich.console import Console
     from rich.table import Table
@@ -142,7 +142,7 @@ SHOW_MAX_CHARS = 80
 @json_option
 @store_option
 def show_cmd(
-    kind: str, device: str | None, source: str | None, limit: int, as_json: bool, store_path: Path | None
+    kind: str, device: str | None, source: str | None, limit: int, as_json: bool, store_path: Path | str | None
 ) -> None:
     """Print the first rows of table KIND; keys (device_id, arch_key, ...) are never cut, so they can be copied.
 
@@ -172,7 +172,7 @@ def show_cmd(
 @out_option(help="Output file (default: <kind>.<format>; '-' writes CSV to stdout).")
 @click.option("--device", default=None, help="Only rows of this device id.")
 @store_option
-def export_cmd(kind: str, fmt: str, out: Path | None, device: str | None, store_path: Path | None) -> None:
+def export_cmd(kind: str, fmt: str, out: Path | None, device: str | None, store_path: Path | str | None) -> None:
     """Export table KIND as parquet or CSV."""
     from hwsurrogate.datasets.store import DatasetStore
 
@@ -195,7 +195,7 @@ def export_cmd(kind: str, fmt: str, out: Path | None, device: str | None, store_
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1), help="Commits to print.")
 @json_option
 @store_option
-def history_cmd(kind: str | None, limit: int, as_json: bool, store_path: Path | None) -> None:
+def history_cmd(kind: str | None, limit: int, as_json: bool, store_path: Path | str | None) -> None:
     """Without KIND: the current version of every table (what `hws train --data-version` takes).
     With KIND: that table's commits, newest first (version, time, operation, rows written).
 
@@ -243,7 +243,7 @@ def _ms_to_iso(ms: int) -> str:
     help="Seconds after which rows of an import that never reached its commit point (killed) are removed.",
 )
 @store_option
-def compact_cmd(orphan_age: float, store_path: Path | None) -> None:
+def compact_cmd(orphan_age: float, store_path: Path | str | None) -> None:
     """Remove rows of killed imports and bin-pack each table's small files (many uploads) into large ones.
 
     Readers are not disturbed: compaction is one more Delta commit; old files stay until `hws data vacuum`.
@@ -265,7 +265,7 @@ def compact_cmd(orphan_age: float, store_path: Path | None) -> None:
 )
 @click.option("--dry-run", is_flag=True, help="List the files that would be deleted, delete nothing.")
 @store_option
-def vacuum_cmd(retention_hours: int, dry_run: bool, store_path: Path | None) -> None:
+def vacuum_cmd(retention_hours: int, dry_run: bool, store_path: Path | str | None) -> None:
     """Delete data files that no table version within --retention-hours refers to (after compact / replace)."""
     from hwsurrogate.datasets.store import DatasetStore
 
@@ -277,7 +277,7 @@ def vacuum_cmd(retention_hours: int, dry_run: bool, store_path: Path | None) -> 
 
 @data.command("migrate")
 @store_option
-def migrate_cmd(store_path: Path | None) -> None:
+def migrate_cmd(store_path: Path | str | None) -> None:
     """Convert a store written before Delta Lake (<kind>/<partition>.parquet files) in place, all or nothing.
 
     Each partition file becomes the same partition of its table; the old files are moved to

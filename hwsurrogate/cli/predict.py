@@ -81,7 +81,7 @@ def _check_before_loading(task: str, queries: pl.DataFrame) -> None:
 
 
 def _dispatch(
-    task: str, queries: pl.DataFrame, version: str | None, store_path: Path | None, strict: bool = False
+    task: str, queries: pl.DataFrame, version: str | None, store_path: Path | str | None, strict: bool = False
 ) -> Answer:
     """The dispatch's answer; errors become one line, warnings go to stderr.
 
@@ -143,7 +143,7 @@ def _ray_options(fn: Any) -> Any:
 
 def _predict_ray(
     task: str, queries: pl.DataFrame, *, ray_address: str, workers: int, version: str | None,
-    store_path: Path | None, strict: bool, as_json: bool, out: Path | None,
+    store_path: Path | str | None, strict: bool, as_json: bool, out: Path | None,
 ) -> None:  # fmt: skip
     """``--ray``: the same dispatch per batch on Ray workers; print or write like the local path."""
     from hwsurrogate.cluster import connect
@@ -205,7 +205,7 @@ def _queries_option(help: str) -> Any:
 @_ray_options
 def predict_gemm(
     queries_path: Path | None, device: str | None, op: str, m: int | None, n: int | None, k: int | None,
-    batch: int, dtype: str, layout: str | None, version: str | None, store_path: Path | None, as_json: bool,
+    batch: int, dtype: str, layout: str | None, version: str | None, store_path: Path | str | None, as_json: bool,
     out: Path | None, strict: bool, ray_address: str | None = None, workers: int = 2,
 ) -> None:  # fmt: skip
     """Runtime (ms), power (W) and energy (J) of GEMM shapes on a known or adapted GPU.
@@ -360,7 +360,7 @@ def _hls4ml_query(model: str, input_shape: str | None, config_path: Path | None,
 @_ray_options
 def predict_fpga(
     queries_path: Path | None, model: str | None, input_shape: str | None, hls4ml_config: Path | None,
-    part: str | None, kind: str, version: str | None, store_path: Path | None, as_json: bool,
+    part: str | None, kind: str, version: str | None, store_path: Path | str | None, as_json: bool,
     out: Path | None, strict: bool, ray_address: str | None = None, workers: int = 2,
 ) -> None:  # fmt: skip
     """Resources (LUT/FF/DSP/BRAM) and cycles of hls4ml models or HLSyn-style HLS designs.
@@ -435,7 +435,7 @@ def predict_latency(
     arch_keys: tuple[str, ...],
     queries_path: Path | None,
     version: str | None,
-    store_path: Path | None,
+    store_path: Path | str | None,
     as_json: bool,
     out: Path | None,
     strict: bool,

@@ -56,7 +56,7 @@ def parse_input_shapes(text: str | None) -> list[list[int]] | None:
 @out_option("Write the per-operator table (shapes, FLOPs, predicted ms) to FILE (.csv, .json or .parquet).")
 def predict_model_cmd(
     model_source: str, input_shape: str | None, batch: int | None, seqlen: int | None, device_id: str, mode: str,
-    top: int, store_path: Path | None, as_json: bool, out: Path | None,
+    top: int, store_path: Path | str | None, as_json: bool, out: Path | None,
 ) -> None:  # fmt: skip
     """Whole-model latency of your own model on a device, from the operator surrogates.
 

@@ -336,7 +336,7 @@ def run_steps(ctx: Context, steps: list[Step]) -> list[tuple[str, str, str]]:
 @click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
               help="Port of the service it starts on 127.0.0.1 (0: a free one, printed).")  # fmt: skip
 def quickstart(
-    store_path: Path | None,
+    store_path: Path | str | None,
     skip_import: bool,
     skip_collect: bool,
     skip_train: bool,

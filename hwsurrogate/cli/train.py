@@ -337,7 +337,7 @@ def train_fewshot(
     no_arch_features: bool,
     gnn_spaces: str | None,
     splits_path: str | None,
-    store_path: Path | None,
+    store_path: Path | str | None,
     data_version: str | None,
     register: bool,
 ) -> None:
@@ -425,7 +425,7 @@ def ops_cmd(
     max_iter: int,
     seed: int,
     no_register: bool,
-    store_path: Path | None,
+    store_path: Path | str | None,
 ) -> None:
     """Train the operator latency surrogates on the store and register `hws-ops`.
 

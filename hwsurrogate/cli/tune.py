@@ -45,7 +45,7 @@ TASKS = ("gemm", "latency", "fpga-hls4ml")
 def tune(
     task: str, ray_address: str | None, space: str | None, sources: tuple[str, ...], devices: tuple[str, ...],
     arch_space: str, test_frac: float | None, seed: int | None, cpus_per_trial: float, no_register: bool,
-    store_path: Path | None, as_json: bool,
+    store_path: Path | str | None, as_json: bool,
 ) -> None:  # fmt: skip
     """Search TASK's hyper-parameters on a Ray cluster with Ray Tune.
 
