@@ -148,7 +148,14 @@ def dataset_source(store: Any, kind: str) -> str:
 def log_training_dataset(
     frame: pl.DataFrame, *, name: str, source: str, targets: str | None = None, context: str = "training"
 ) -> None:
-    """Log the training data as an MLflow dataset (digest + source) on the active run."""
+    """Log the training data as an MLflow dataset (digest + source) on the active run.
+
+    The digest covers the rows *and* the source: MLflow reuses a logged dataset with the same name
+    and digest, so identical rows read from another store would otherwise be recorded with the
+    first store's source.
+    """
+    import hashlib
+
     import mlflow
     from mlflow.data.dataset_source_registry import get_registered_sources
 
@@ -156,7 +163,9 @@ def log_training_dataset(
     # it "can be interpreted in multiple ways"; name the class instead of letting it guess.
     local = next((s for s in get_registered_sources() if s.__name__ == "LocalArtifactDatasetSource"), None)
     resolved = local(source) if local is not None and "://" not in source else source
-    ds = mlflow.data.from_polars(frame, source=resolved, name=name, targets=targets)
+    rows = mlflow.data.from_polars(frame, source=resolved, name=name, targets=targets).digest
+    digest = hashlib.sha256(f"{rows}\0{source}".encode()).hexdigest()[:16]
+    ds = mlflow.data.from_polars(frame, source=resolved, name=name, targets=targets, digest=digest)
     mlflow.log_input(ds, context=context)
 
 

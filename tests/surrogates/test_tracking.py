@@ -16,6 +16,7 @@ from hwsurrogate.errors import TrainingDataError
 from hwsurrogate.surrogates.registry.tracking import (
     CHAMPION,
     check_training_frame,
+    log_training_dataset,
     register_and_promote,
     scope_alias,
     scope_covers,
@@ -168,3 +169,17 @@ def test_logged_models_declare_pinned_public_requirements() -> None:
     assert reqs["hwsurrogate"] == version("hwsurrogate")
     assert {"scikit-learn", "polars", "treelite", "torch", "torch-geometric", "mlflow"} <= set(reqs)
     assert not any("+" in v for v in reqs.values())  # no local labels such as torch's +cpu
+
+
+def test_identical_rows_from_two_stores_record_each_store_as_the_source(tmp_path) -> None:
+    """MLflow reuses a dataset of the same name and digest: the digest must cover the source."""
+    frame = pl.DataFrame({"m": [1, 2, 3], "runtime_ms": [0.1, 0.2, 0.3]})
+    exp = mlflow.set_experiment(f"sources-{uuid.uuid4().hex}")
+    runs = []
+    for store in ("store-a", "store-b"):
+        with mlflow.start_run(experiment_id=exp.experiment_id) as run:
+            log_training_dataset(frame, name="gemm", source=str(tmp_path / store / "gemm"), targets="runtime_ms")
+        runs.append(run.info.run_id)
+    got = [mlflow.get_run(r).inputs.dataset_inputs[0].dataset for r in runs]
+    assert [json.loads(d.source)["uri"] for d in got] == [str(tmp_path / s / "gemm") for s in ("store-a", "store-b")]
+    assert got[0].digest != got[1].digest

@@ -25,9 +25,8 @@ def test_train_gemm_reads_an_s3_store_and_records_it(
     st.append("gemm", gemm_rows("test/gpu-b", 120, seed=2), partition="test")
     monkeypatch.setenv("HWSURROGATE_STORE", str(tmp_path / "empty"))  # only --store names the bucket
     monkeypatch.chdir(tmp_path)
-    # a registry of our own: MLflow keys a logged dataset by (name, digest), so in the session's
-    # shared DB another test's identical factory rows would come back with that test's source
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    # the session's shared registry: identical factory rows logged by another test from another
+    # store must not come back with that store's source (the dataset digest covers the source)
     res = CliRunner().invoke(train, ["gemm", "--max-iter", "10", "--test-frac", "0.25", "--no-register",
                                      "--store", s3_store])  # fmt: skip
     assert res.exit_code == 0, res.output
