@@ -17,10 +17,13 @@ averaged: a ridge regression (:data:`RIDGE_ALPHA`) and a few shallow boosted tre
 (:data:`RESIDUAL_TREES`). Only the measured designs' pragmas and residuals are stored; the models
 are re-fitted from them (deterministically) on first use, so a saved correction is plain JSON.
 The perf target's model also takes the zero-shot perf prediction as a column and uses more trees
-(:data:`PERF_RESIDUAL_TREES`); below :data:`MIN_RESIDUAL_DESIGNS` designs the mean residual of the
+(:data:`PERF_RESIDUAL_TREES`), and when the kernel's program graph is known every target's model
+also takes the designs' loop-nest features (:func:`.program_graphs.loop_features`; third round,
+below); below :data:`MIN_RESIDUAL_DESIGNS` designs the mean residual of the
 :data:`FEW_DESIGN_NEIGHBOURS` nearest measured designs is added instead. Fitting and applying it
-for the six held-out kernels of a tool takes about 0.65 s (20 designs each, the 5 targets, on a
-loaded 2-core machine) against milliseconds for the affine map alone.
+for the six held-out kernels of a tool takes about 0.65 s without the loop-nest features and
+0.8-1.5 s with them (20 designs each, the 5 targets, medians on a loaded 2-core machine) against
+milliseconds for the affine map alone.
 
 How these were chosen (training kernels only, never the held-out ones): per tool the training
 kernels were split into 3 groups, a tree trained on the other groups predicted each group, and
@@ -59,9 +62,20 @@ perf 1.738 / 1.792; trees only for perf (no ridge) 1.754 / 1.745; the summed log
 column 1.743 / 1.805. The analytical loop-nest features (:func:`.program_graphs.loop_features`,
 computed from the kernel's program graph) as columns of every target gave 1.664 / 1.758 (DSP
 0.42 -> 0.37 on v18; perf unchanged, also with them on perf alone: 1.735 / 1.779): the largest
-gain found, not adopted because the correction only sees the served model's outputs and the
-designs' pragmas (``hws adapt`` and the predict dispatch would have to compute the kernel's
-loop features too). Not tried: continuing the prior boosted model on the kernel's designs.
+gain found, not adopted then because the correction only saw the served model's outputs and the
+designs' pragmas; adopted in the third round (below). Not tried: continuing the prior boosted
+model on the kernel's designs.
+
+Third round (issue 16 part 2): the loop-nest features are columns of every target's residual model
+(standardised with the pragma columns on the measured designs; a feature all of them share, e.g.
+the kernel's loop count, is dropped) whenever the kernel's program graph is known: ``hws adapt``
+takes it from the store (a held-out kernel's graph is an input, not a label) and the correction
+keeps the kernel's :class:`.program_graphs.LoopNest` (a few hundred bytes), so applying it needs no
+graph. The same simulation with this code, 20 designs: 1.645 / 1.751 against 1.708 / 1.776
+without them (10 designs 1.929 / 2.111 against 1.975 / 2.126; 5 designs unchanged, the nearest
+designs' residual has no model); the second round's experiment had measured 1.664 / 1.758. A
+kernel without a program graph keeps the second round's model (pragma columns alone), and the
+correction says so (``loop_source``).
 """
 
 from __future__ import annotations
