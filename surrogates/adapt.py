@@ -6,7 +6,7 @@ import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
@@ -39,6 +39,9 @@ from hwsurrogate.surrogates.registry.adapted import (
 )
 from hwsurrogate.surrogates.registry.cache import load_gemm_champion
 from hwsurrogate.surrogates.training.metrics import mape
+
+if TYPE_CHECKING:  # program_graphs imports torch: only when a kernel has a graph
+    from hwsurrogate.surrogates.features.program_graphs import LoopNest
 
 
 def adapt_gemm(
@@ -165,12 +168,25 @@ def adapt_hlsyn_kernel(
     :mod:`.fewshot.hlsyn`); ``neighbours`` > 0 instead adds back the
     remaining residual of the measured designs nearest in pragma space (the earlier method, now
     a variant of ``hws bench fpga-hlsyn-fewshot``).
+
+    Loop-nest features: when the store holds ``kernel``'s program graph (a known HLSyn kernel; the
+    graph is an input, not a label), the residual model also takes the designs' loop-nest features
+    and the record keeps the kernel's loop nest (:class:`.program_graphs.LoopNest`), so serving
+    needs no graph; the measured designs' pragma keys are checked against the graph first (a
+    ``ValueError`` naming the key and the row). Without a graph the model uses the pragmas alone;
+    ``record.correction.loop_source`` says which.
     """
     root = store_root if store_root is not None else get_settings(fresh=True).store  # a directory or s3:// URI
     meas = check_hlsyn_measurements(measurements, kernel)
     existing = AdaptedRecords(root, "fpga-hlsyn").path(kernel)
     if existing.exists():
         raise ValueError(f"kernel {kernel!r} is already adapted ({existing}); nothing was overwritten")
+    pragmas = meas["pragmas"].to_list()
+    nest = hlsyn_loop_nest(kernel, root)
+    if nest is not None:  # the measured designs' pragmas must be the graph's placeholders
+        from hwsurrogate.surrogates.features.program_graphs import pragma_values
+
+        pragma_values(nest, pragmas)
     t_load = time.perf_counter()
     if predictor is None:
         from hwsurrogate.surrogates.registry.cache import load_served
@@ -179,9 +195,16 @@ def adapt_hlsyn_kernel(
     t_fit = time.perf_counter()
     zero = to_hlsyn_space(predictor.predict(meas.select("kernel", "pragmas", "tool")))
     y = to_hlsyn_space(meas)
-    pragmas = meas["pragmas"].to_list()
     corr = fit_kernel_correction(zero, y, HLSYN_TARGET_NAMES, prior_designs=prior_designs, pragmas=pragmas,
-                                 neighbours=neighbours, pragma_model=pragma_model)  # fmt: skip
+                                 neighbours=neighbours, pragma_model=pragma_model, loop_nest=nest)  # fmt: skip
+    if corr.loop_nest is not None:
+        corr.loop_source = f"program graph of kernel {kernel!r} in the store: loop-nest features in the residual model"
+    elif not corr.pragma_model:
+        corr.loop_source = "not used: no pragma residual model (fewer than 10 designs, or another method)"
+    else:
+        corr.loop_source = (
+            f"none: the store has no program graph of kernel {kernel!r}; the residual model uses the pragmas alone"
+        )
     record = AdaptedHlsynKernel(
         device_id=kernel,
         model_name=str(predictor.name),
@@ -201,10 +224,27 @@ def adapt_hlsyn_kernel(
             out = folds == f
             fit_p = [pragmas[i] for i in np.flatnonzero(~out)]
             c = fit_kernel_correction(zero[~out], y[~out], HLSYN_TARGET_NAMES, prior_designs=prior_designs,
-                                      pragmas=fit_p, neighbours=neighbours, pragma_model=pragma_model)  # fmt: skip
+                                      pragmas=fit_p, neighbours=neighbours, pragma_model=pragma_model,
+                                      loop_nest=nest)  # fmt: skip
             pred[out] = c.apply(zero[out], [pragmas[i] for i in np.flatnonzero(out)])
         record.heldout_rmse = _summed_rmse(y, pred)
     return record, save_adapted_kernel(record, root)
+
+
+def hlsyn_loop_nest(kernel: str, store_root: str | os.PathLike[str]) -> LoopNest | None:
+    """The loop nest of ``kernel``'s program graph in the store's ``program_graphs`` table (HLSyn
+    kernels), or None when the store has no graph of that kernel; a malformed graph is a
+    ``ValueError`` naming the field."""
+    from hwsurrogate.datasets.store import DatasetStore
+    from hwsurrogate.surrogates.training.fpga import hlsyn_graph_rows
+
+    rows = hlsyn_graph_rows(DatasetStore(store_root))
+    rows = rows.filter(pl.col("kernel") == kernel) if rows.height else rows
+    if rows.height == 0:
+        return None
+    from hwsurrogate.surrogates.features.program_graphs import LoopNest, kernel_graphs  # imports torch
+
+    return LoopNest.of(kernel_graphs(rows)[kernel])
 
 
 def predict_hlsyn_adapted(

@@ -33,6 +33,7 @@ from torch_geometric.data import Batch, Data
 
 __all__ = [
     "KernelGraph",
+    "LoopNest",
     "kernel_graph",
     "kernel_graphs",
     "pragma_values",
@@ -187,6 +188,99 @@ def kernel_graph(kernel: str, nodes: list[dict], edges: list[list[int]]) -> Kern
     )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class LoopNest:
+    """The part of a kernel's program graph that :func:`pragma_values` and :func:`loop_features`
+    read: the pragma placeholders (kind, loop) and per loop the trip count, the enclosing loop and
+    the instructions in its body. A few hundred bytes of JSON (:meth:`to_json`), so a record can
+    carry a kernel's loop structure without its graph (``hws adapt --task fpga-hlsyn``)."""
+
+    kernel: str
+    placeholders: tuple[str, ...]
+    pragma_kind: np.ndarray  # (P,) int into PRAGMA_KINDS
+    pragma_loop: np.ndarray  # (P,) int into loops, -1: none
+    loop_trip: np.ndarray  # (L,) float
+    loop_parent: np.ndarray  # (L,) int, -1: outermost
+    loop_ops: np.ndarray  # (L, 4) float
+    _col: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def of(cls, kg: KernelGraph) -> LoopNest:
+        """The loop nest of a parsed kernel graph."""
+        return cls(kg.kernel, kg.placeholders, kg.pragma_kind, kg.pragma_loop, kg.loop_trip, kg.loop_parent,
+                   kg.loop_ops, dict(kg._col))  # fmt: skip
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "kernel": self.kernel,
+            "placeholders": list(self.placeholders),
+            "pragma_loop": self.pragma_loop.tolist(),
+            "loop_trip": self.loop_trip.tolist(),
+            "loop_parent": self.loop_parent.tolist(),
+            "loop_ops": self.loop_ops.tolist(),
+        }
+
+    @classmethod
+    def from_json(cls, d: object) -> LoopNest:
+        """Rebuild and check a :meth:`to_json` object; a ``ValueError`` names the bad field."""
+        if not isinstance(d, dict):
+            raise ValueError(f"loop nest: expected a JSON object, got {type(d).__name__}")
+        missing = [k for k in ("kernel", "placeholders", "pragma_loop", "loop_trip", "loop_parent", "loop_ops")
+                   if k not in d]  # fmt: skip
+        if missing:
+            raise ValueError(f"loop nest: missing field(s) {missing}")
+        kernel = d["kernel"]
+        where = f"loop nest of kernel {kernel!r}"
+        if not isinstance(kernel, str):
+            raise ValueError(f"loop nest: field 'kernel' must be a string, got {kernel!r}")
+        names = d["placeholders"]
+        if not isinstance(names, list) or not all(
+            isinstance(p, str) and _PLACEHOLDER_RE.match(p) for p in names
+        ):
+            raise ValueError(f"{where}: field 'placeholders' must be a list of __PARA/PIPE/TILE__L* names")
+        if len(set(names)) != len(names):
+            raise ValueError(f"{where}: field 'placeholders' names a placeholder twice")
+
+        def ints(key: str, n: int | None) -> np.ndarray:
+            v = d[key]
+            if not isinstance(v, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in v):
+                raise ValueError(f"{where}: field {key!r} must be a list of integers")
+            if n is not None and len(v) != n:
+                raise ValueError(f"{where}: field {key!r} has {len(v)} entries; expected {n}")
+            return np.array(v, dtype=np.int64)
+
+        def floats(key: str, shape: tuple[int, ...]) -> np.ndarray:
+            try:
+                a = np.array(d[key], dtype=np.float64)
+            except (TypeError, ValueError):
+                raise ValueError(f"{where}: field {key!r} must hold numbers") from None
+            if a.size == 0:
+                a = a.reshape(shape)
+            if a.shape != shape or not np.isfinite(a).all() or (a < 0).any():
+                raise ValueError(f"{where}: field {key!r} must be finite numbers >= 0 of shape {shape}")
+            return a
+
+        parent = ints("loop_parent", None)
+        n_loops = len(parent)
+        trip = floats("loop_trip", (n_loops,))
+        if (trip <= 0).any():
+            raise ValueError(f"{where}: field 'loop_trip' must be > 0")
+        ops = floats("loop_ops", (n_loops, 4))
+        loop = ints("pragma_loop", len(names))
+        if ((loop < -1) | (loop >= n_loops)).any() or ((parent < -1) | (parent >= n_loops)).any():
+            raise ValueError(
+                f"{where}: fields 'pragma_loop'/'loop_parent' must be -1 or a loop index < {n_loops}"
+            )
+        for j in range(n_loops):  # every chain of parents ends at an outermost loop
+            p, steps = parent[j], 0
+            while p >= 0:
+                p, steps = parent[p], steps + 1
+                if steps > n_loops:
+                    raise ValueError(f"{where}: field 'loop_parent' has a cycle through loop {j}")
+        kind = np.array([PRAGMA_KINDS.index(p[2:6]) for p in names], dtype=np.int64)
+        return cls(kernel, tuple(names), kind, loop, trip, parent, ops, {p: j for j, p in enumerate(names)})
+
+
 _CACHE: dict[tuple[str, int], KernelGraph] = {}
 
 
@@ -210,7 +304,7 @@ def kernel_graphs(graphs: pl.DataFrame) -> dict[str, KernelGraph]:
     return out
 
 
-def pragma_values(kg: KernelGraph, pragmas: Sequence[str] | pl.Series) -> np.ndarray:
+def pragma_values(kg: KernelGraph | LoopNest, pragmas: Sequence[str] | pl.Series) -> np.ndarray:
     """``(n_designs, n_placeholders)`` float matrix of the designs' pragma values for one kernel.
 
     PARA/TILE hold the factor (absent or null -> 1); PIPE holds :data:`PIPE_CODES` (absent or
@@ -232,7 +326,7 @@ def pragma_values(kg: KernelGraph, pragmas: Sequence[str] | pl.Series) -> np.nda
     )  # pragma: no cover
 
 
-def _fill_columnwise(kg: KernelGraph, texts: pl.Series, out: np.ndarray) -> bool:
+def _fill_columnwise(kg: KernelGraph | LoopNest, texts: pl.Series, out: np.ndarray) -> bool:
     """Fill ``out`` from the JSON column in one polars pass; False if any row is not clean."""
     if texts.null_count():
         return False
@@ -266,7 +360,7 @@ def _fill_columnwise(kg: KernelGraph, texts: pl.Series, out: np.ndarray) -> bool
     return True
 
 
-def _raise_first_bad_row(kg: KernelGraph, texts: pl.Series) -> None:
+def _raise_first_bad_row(kg: KernelGraph | LoopNest, texts: pl.Series) -> None:
     """Row-by-row check (error path only): raises ``ValueError`` for the first bad row."""
     for i, t in enumerate(texts.to_list()):
         try:
@@ -308,7 +402,7 @@ LOOP_FEATURES: tuple[str, ...] = (
 )  # fmt: skip
 
 
-def loop_features(kg: KernelGraph, values: np.ndarray) -> np.ndarray:
+def loop_features(kg: KernelGraph | LoopNest, values: np.ndarray) -> np.ndarray:
     """Analytical per-design features from the loop nest and the pragma values, ``(n, len(LOOP_FEATURES))``.
 
     With ``P_eff`` = PARALLEL factor capped at the trip count (the full trip count under a

@@ -17,10 +17,13 @@ averaged: a ridge regression (:data:`RIDGE_ALPHA`) and a few shallow boosted tre
 (:data:`RESIDUAL_TREES`). Only the measured designs' pragmas and residuals are stored; the models
 are re-fitted from them (deterministically) on first use, so a saved correction is plain JSON.
 The perf target's model also takes the zero-shot perf prediction as a column and uses more trees
-(:data:`PERF_RESIDUAL_TREES`); below :data:`MIN_RESIDUAL_DESIGNS` designs the mean residual of the
+(:data:`PERF_RESIDUAL_TREES`), and when the kernel's program graph is known every target's model
+also takes the designs' loop-nest features (:func:`.program_graphs.loop_features`; third round,
+below); below :data:`MIN_RESIDUAL_DESIGNS` designs the mean residual of the
 :data:`FEW_DESIGN_NEIGHBOURS` nearest measured designs is added instead. Fitting and applying it
-for the six held-out kernels of a tool takes about 0.65 s (20 designs each, the 5 targets, on a
-loaded 2-core machine) against milliseconds for the affine map alone.
+for the six held-out kernels of a tool takes about 0.65 s without the loop-nest features and
+0.8-1.5 s with them (20 designs each, the 5 targets, medians on a loaded 2-core machine) against
+milliseconds for the affine map alone.
 
 How these were chosen (training kernels only, never the held-out ones): per tool the training
 kernels were split into 3 groups, a tree trained on the other groups predicted each group, and
@@ -59,18 +62,33 @@ perf 1.738 / 1.792; trees only for perf (no ridge) 1.754 / 1.745; the summed log
 column 1.743 / 1.805. The analytical loop-nest features (:func:`.program_graphs.loop_features`,
 computed from the kernel's program graph) as columns of every target gave 1.664 / 1.758 (DSP
 0.42 -> 0.37 on v18; perf unchanged, also with them on perf alone: 1.735 / 1.779): the largest
-gain found, not adopted because the correction only sees the served model's outputs and the
-designs' pragmas (``hws adapt`` and the predict dispatch would have to compute the kernel's
-loop features too). Not tried: continuing the prior boosted model on the kernel's designs.
+gain found, not adopted then because the correction only saw the served model's outputs and the
+designs' pragmas; adopted in the third round (below). Not tried: continuing the prior boosted
+model on the kernel's designs.
+
+Third round (issue 16 part 2): the loop-nest features are columns of every target's residual model
+(standardised with the pragma columns on the measured designs; a feature all of them share, e.g.
+the kernel's loop count, is dropped) whenever the kernel's program graph is known: ``hws adapt``
+takes it from the store (a held-out kernel's graph is an input, not a label) and the correction
+keeps the kernel's :class:`.program_graphs.LoopNest` (a few hundred bytes), so applying it needs no
+graph. The same simulation with this code, 20 designs: 1.645 / 1.751 against 1.708 / 1.776
+without them (10 designs 1.929 / 2.111 against 1.975 / 2.126; 5 designs unchanged, the nearest
+designs' residual has no model); the second round's experiment had measured 1.664 / 1.758. A
+kernel without a program graph keeps the second round's model (pragma columns alone), and the
+correction says so (``loop_source``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
+
+if TYPE_CHECKING:  # program_graphs imports torch: only where a loop nest is used
+    from hwsurrogate.surrogates.features.program_graphs import LoopNest
 
 __all__ = [
     "FEW_DESIGN_NEIGHBOURS",
@@ -112,7 +130,11 @@ class KernelCorrection:
     residuals (see the module docstring); with ``neighbours`` > 0, plus the mean remaining
     residual of the ``neighbours`` measured designs nearest in pragma space (:func:`pragma_matrix`,
     L1). ``support_pragmas`` / ``support_residuals``: the measured designs and their residuals
-    after the affine map (NaN: a target not reported for that design)."""
+    after the affine map (NaN: a target not reported for that design). ``loop_nest``: the kernel's
+    loop nest (:class:`.program_graphs.LoopNest` as JSON) whose loop-nest features
+    (:func:`.program_graphs.loop_features` of each design) are columns of the pragma residual model;
+    None: the model has no such columns (no program graph, or a record written before them).
+    ``loop_source``: where the loop nest came from, or why there is none."""
 
     targets: tuple[str, ...]
     offset: list[float]
@@ -124,6 +146,8 @@ class KernelCorrection:
     support_residuals: list[list[float | None]] = field(default_factory=list)
     pragma_model: bool = False
     support_predictions: list[list[float]] = field(default_factory=list)
+    loop_nest: dict[str, object] | None = None
+    loop_source: str = ""
 
     def apply(self, pred: np.ndarray, pragmas: Sequence[str] | None = None) -> np.ndarray:
         """Corrected predictions of an ``(n, len(targets))`` array of zero-shot predictions (and
@@ -138,7 +162,8 @@ class KernelCorrection:
                     "this correction uses the measured designs' pragmas: pass the designs' pragmas"
                 )
         if self.pragma_model and self.support_pragmas:
-            out = out + self._residual_model().predict(pragmas, p)  # type: ignore[arg-type]
+            loop = self.loop_features(pragmas)  # type: ignore[arg-type]
+            out = out + self._residual_model().predict(pragmas, p, loop)  # type: ignore[arg-type]
         if self.neighbours > 0 and self.support_pragmas:
             if pragmas is None or len(pragmas) != len(p):
                 raise ValueError("this correction uses neighbouring designs: pass the designs' pragmas")
@@ -158,9 +183,23 @@ class KernelCorrection:
                 self.support_pragmas,
                 np.asarray(self.support_residuals, dtype=np.float64),
                 self._perf_inputs(),
+                self.loop_features(self.support_pragmas),
             )
             self.__dict__["_fitted"] = model
         return model
+
+    def loop_features(self, pragmas: Sequence[str]) -> np.ndarray | None:
+        """``(n, len(LOOP_FEATURES))`` loop-nest features of designs of this kernel (None without a
+        loop nest); a pragma key the kernel's graph lacks, or a bad value, is a ``ValueError`` naming
+        the key and the row (:func:`.program_graphs.pragma_values`)."""
+        if self.loop_nest is None:
+            return None
+        from hwsurrogate.surrogates.features.program_graphs import LoopNest, loop_features, pragma_values
+
+        nest = self.__dict__.get("_nest")
+        if nest is None:
+            nest = self.__dict__["_nest"] = LoopNest.from_json(self.loop_nest)
+        return loop_features(nest, pragma_values(nest, list(pragmas)))
 
     def _perf_inputs(self) -> tuple[int, np.ndarray] | None:
         """(perf's index, the measured designs' zero-shot perf predictions) when the residual model
@@ -192,7 +231,18 @@ class KernelCorrection:
             ],  # type: ignore[attr-defined]
             pragma_model=bool(d.get("pragma_model", False)),
             support_predictions=[[float(v) for v in r] for r in d.get("support_predictions", [])],  # type: ignore[attr-defined]
+            loop_nest=_checked_loop_nest(d.get("loop_nest")),
+            loop_source=str(d.get("loop_source", "")),
         )
+
+
+def _checked_loop_nest(d: object) -> dict[str, object] | None:
+    """A stored loop nest, checked now (a ``ValueError`` names the field) rather than at first use."""
+    if d is None:
+        return None
+    from hwsurrogate.surrogates.features.program_graphs import LoopNest
+
+    return LoopNest.from_json(d).to_json()
 
 
 #: one encoded column: (pragma key, None for a numeric factor or the category it flags)
@@ -266,15 +316,24 @@ class PragmaResidualModel:
     models: list[tuple[np.ndarray, float, object] | None]  # per target: (ridge weights, intercept, trees)
     #: (perf's index, mean, scale) of the zero-shot perf prediction, perf's extra column; None: not used
     perf_input: tuple[int, float, float] | None = None
+    #: the loop-nest feature columns used (indices into the ``loop`` array, after the pragma columns in
+    #: ``mean``/``scale``); None: the model takes no loop-nest features
+    loop_columns: list[int] | None = None
 
     @classmethod
     def fit(
-        cls, pragmas: Sequence[str], residuals: np.ndarray, perf: tuple[int, np.ndarray] | None = None
+        cls,
+        pragmas: Sequence[str],
+        residuals: np.ndarray,
+        perf: tuple[int, np.ndarray] | None = None,
+        loop: np.ndarray | None = None,
     ) -> PragmaResidualModel:
         """Fit on ``pragmas`` (k designs) and their ``(k, T)`` residuals (NaN: not measured).
 
         ``perf``: (the perf target's index, the designs' zero-shot perf predictions): that target's
-        model also takes the prediction as a column and uses :data:`PERF_RESIDUAL_TREES`."""
+        model also takes the prediction as a column and uses :data:`PERF_RESIDUAL_TREES`.
+        ``loop``: the designs' ``(k, F)`` loop-nest features (:meth:`KernelCorrection.loop_features`),
+        standardised like the pragma columns and used by every target's model."""
         from sklearn.ensemble import GradientBoostingRegressor
 
         r = np.asarray(residuals, dtype=np.float64)
@@ -290,10 +349,18 @@ class PragmaResidualModel:
             if pp.std() > 1e-9:
                 perf_input = (int(pj), float(pp.mean()), float(pp.std()))
         raw_cols = pragma_columns(pragmas)
-        x = encode_pragmas(pragmas, raw_cols)
+        x = encode_pragmas(pragmas, raw_cols)[:, : len(raw_cols)]
+        if loop is not None:
+            lf = np.asarray(loop, dtype=np.float64)
+            if lf.ndim != 2 or lf.shape[0] != len(pragmas) or not np.isfinite(lf).all():
+                raise ValueError(
+                    f"loop features: shape {lf.shape} or a non-finite value; expected ({len(pragmas)}, F) finite values"
+                )
+            x = np.hstack([x, lf])
         sd = x.std(axis=0)
-        keep = sd > 1e-9  # a pragma every measured design sets alike carries no information
+        keep = sd > 1e-9  # a pragma (or loop feature) every measured design has alike carries no information
         columns = [c for c, k in zip(raw_cols, keep, strict=False) if k]
+        loop_columns = np.flatnonzero(keep[len(raw_cols) :]).tolist() if loop is not None else None
         mean, scale = x.mean(axis=0)[keep], sd[keep]
         z = (x[:, keep] - mean) / scale
         models: list[tuple[np.ndarray, float, object] | None] = []
@@ -313,15 +380,23 @@ class PragmaResidualModel:
             w = np.linalg.solve(gram, zj.T @ (rj - icpt))
             trees = GradientBoostingRegressor(**params).fit(zj, rj - icpt)  # type: ignore[arg-type]
             models.append((w, icpt, trees))
-        return cls(columns, mean, scale, models, perf_input)
+        return cls(columns, mean, scale, models, perf_input, loop_columns)
 
-    def predict(self, pragmas: Sequence[str], pred: np.ndarray | None = None) -> np.ndarray:
+    def predict(
+        self, pragmas: Sequence[str], pred: np.ndarray | None = None, loop: np.ndarray | None = None
+    ) -> np.ndarray:
         """``(n, T)`` residual predictions of designs (0 for a target without a model); ``pred``:
-        the designs' ``(n, T)`` zero-shot predictions, needed when the model takes perf's."""
+        the designs' ``(n, T)`` zero-shot predictions, needed when the model takes perf's; ``loop``:
+        their ``(n, F)`` loop-nest features, needed when the model takes them."""
         out = np.zeros((len(pragmas), len(self.models)))
         if not self.columns:
             return out
-        z = (encode_pragmas(pragmas, self.columns) - self.mean) / self.scale
+        x = encode_pragmas(pragmas, self.columns)
+        if self.loop_columns is not None:
+            if loop is None or len(loop) != len(pragmas):
+                raise ValueError("this residual model takes the designs' loop-nest features: pass loop")
+            x = np.hstack([x, np.asarray(loop, dtype=np.float64)[:, self.loop_columns]])
+        z = (x - self.mean) / self.scale
         for j, m in enumerate(self.models):
             if m is not None:
                 w, icpt, trees = m
@@ -347,6 +422,7 @@ def fit_kernel_correction(
     pragma_model: bool = False,
     perf_prediction: bool = True,
     few_design_neighbours: int = FEW_DESIGN_NEIGHBOURS,
+    loop_nest: LoopNest | None = None,
 ) -> KernelCorrection:
     """Fit the per-target affine correction of zero-shot ``pred`` to measured ``y`` (both ``(k, T)``).
 
@@ -357,7 +433,10 @@ def fit_kernel_correction(
     ``pragma_model`` (with ``pragmas``) fits the pragma residual model on them (module docstring):
     its perf part also takes the zero-shot perf prediction unless ``perf_prediction=False``, and
     with fewer than :data:`MIN_RESIDUAL_DESIGNS` designs ``few_design_neighbours`` nearest designs
-    are used instead (0: affine only, the earlier behaviour).
+    are used instead (0: affine only, the earlier behaviour). ``loop_nest`` (the kernel's, from its
+    program graph): the pragma residual model also takes the designs' loop-nest features as
+    columns (every target; kept in the correction, so applying needs no graph); without it (a
+    kernel with no program graph) the model uses the pragma columns alone.
     NaN targets (a missing report) are skipped per target; a target with no measured value keeps
     the zero-shot prediction.
     """
@@ -406,7 +485,12 @@ def fit_kernel_correction(
         if pragma_model:
             if perf_prediction and "perf" in corr.targets:
                 corr.support_predictions = p.tolist()
-            corr.__dict__["_fitted"] = PragmaResidualModel.fit(support, residuals, corr._perf_inputs())
+            if loop_nest is not None:
+                corr.loop_nest = loop_nest.to_json()
+                corr.__dict__["_nest"] = loop_nest
+            corr.__dict__["_fitted"] = PragmaResidualModel.fit(
+                support, residuals, corr._perf_inputs(), corr.loop_features(support)
+            )
             corr.pragma_model = True
     return corr
 

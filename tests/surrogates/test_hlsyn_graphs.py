@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 
 import numpy as np
 import polars as pl
@@ -306,3 +307,28 @@ def test_pragma_values_accept_numeric_strings_and_null_means_default() -> None:
     ]  # columns: PARA_L0, PARA_L1, PIPE_L0
     with pytest.raises(ValueError, match=r"__PARA__L1.*row 2.*>= 1"):
         pragma_values(kg, [design(), design(), json.dumps({"__PARA__L1": 0})])
+
+
+def test_loop_nest_round_trips_through_json_and_refuses_bad_fields() -> None:
+    from hwsurrogate.surrogates.features.program_graphs import LoopNest
+
+    kg = kernel_graph("tiny", *tiny_graph())
+    designs = [design("flatten", 4, 8), design("", 64, 2), design("off", 1, 1)]
+    d = json.loads(json.dumps(LoopNest.of(kg).to_json()))
+    nest = LoopNest.from_json(d)
+    np.testing.assert_array_equal(pragma_values(nest, designs), pragma_values(kg, designs))
+    np.testing.assert_array_equal(
+        loop_features(nest, pragma_values(nest, designs)), loop_features(kg, pragma_values(kg, designs))
+    )
+    with pytest.raises(ValueError, match="not a placeholder of kernel 'tiny'"):
+        pragma_values(nest, [json.dumps({"__PARA__L5": 2})])
+    for bad, needle in [
+        ({k: v for k, v in d.items() if k != "loop_ops"}, "missing field(s) ['loop_ops']"),
+        ({**d, "placeholders": ["__PARA__L0", "x", "__PIPE__L0"]}, "field 'placeholders'"),
+        ({**d, "loop_parent": [1, 0]}, "field 'loop_parent' has a cycle"),
+        ({**d, "pragma_loop": [0, 5, 0]}, "fields 'pragma_loop'/'loop_parent'"),
+        ({**d, "loop_ops": [[1, 2, 3]]}, "field 'loop_ops'"),
+        ({**d, "loop_trip": [64.0, 0.0]}, "field 'loop_trip' must be > 0"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(needle)):
+            LoopNest.from_json(bad)
