@@ -154,6 +154,8 @@ def adapt_fpga_hlsyn(kernel: str, measurements: str, store_path: Path | str | No
         f"on the {record.n_designs} fitted designs: {record.fit_rmse_before:.3f} (zero-shot) -> "
         f"{record.fit_rmse_after:.3f} (not an estimate of the error on new designs)"
     )
+    if record.correction.loop_source:
+        click.echo(f"loop-nest features: {record.correction.loop_source}")
     click.echo(f"saved {path}  (fit {record.fit_seconds:.2f} s, command {time.perf_counter() - t0:.2f} s)")
 
 
