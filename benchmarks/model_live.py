@@ -5,9 +5,7 @@ Protocol (nn-Meter's setting, on the machine running the benchmark):
 1. **Collect** operator latency here (:func:`~hwsurrogate.datasets.collectors.ops.collect_ops`:
    ~550 random-shape operators of every kind, ``--threads`` threads, eager torch).
 2. **Fit** the operator surrogate (:class:`~hwsurrogate.surrogates.models.ops.OperatorLatencyModel`)
-   on those rows only: a per-device fit, its tree leaf size chosen by 3-fold error on the same
-   rows (:func:`~hwsurrogate.surrogates.models.ops.select_min_samples_leaf`; the default leaf of
-   40 is kept as an ablation row). The CPU's operators run in another regime than the
+   on those rows only: a per-device fit. The CPU's operators run in another regime than the
    GPUs of NeuSight's data (no launch overhead, caches, one core), so rows of other devices would
    only blur its trees; the device's roofline (best GFLOP/s and GB/s) comes from the same run.
 3. **Calibrate** the composition: 16 random small networks (plain CNN, MLP and transformer
@@ -168,8 +166,6 @@ def build_cases(quick: bool = False) -> list[_Case]:
 
 
 MODEL_CASES = tuple(c.name for c in build_cases())
-#: ``min_samples_leaf`` values the benchmark chooses from by k-fold error on its own sweep rows
-LEAF_CANDIDATES: tuple[int, ...] = (40, 20, 10, 5)
 
 
 # ----------------------------------------------------------------------------- the plot
@@ -247,7 +243,7 @@ def bench_model_live(threads: int, scale: float, quick: bool, save: bool, seed: 
         collect_ops,
     )
     from hwsurrogate.datasets.frontends.torch_fx import trace_module
-    from hwsurrogate.surrogates.models.ops import OperatorLatencyModel, select_min_samples_leaf
+    from hwsurrogate.surrogates.models.ops import OperatorLatencyModel
     from hwsurrogate.surrogates.wholemodel import fit_gap, predict_model_latency
 
     report = BenchReport(
@@ -274,33 +270,27 @@ def bench_model_live(threads: int, scale: float, quick: bool, save: bool, seed: 
     ops, devices = collected.ops, collected.device
     device = devices.row(0, named=True)
     t1 = time.perf_counter()
-    # tree leaf size by k-fold error on the sweep rows alone (no whole model is used to choose it)
-    leaf, leaf_errors = select_min_samples_leaf(ops, devices, LEAF_CANDIDATES, seed=seed)
-    model = OperatorLatencyModel(min_samples_leaf=leaf).fit(ops, devices)
-    default_model = OperatorLatencyModel().fit(ops, devices)  # the ablation: the default leaf (40)
+    model = OperatorLatencyModel().fit(ops, devices)
     t_fit = time.perf_counter() - t1
 
     dev = dict(device)
 
-    def predict(module: Any, shape: tuple[int, ...], dtype: str, name: str, gap: float,
-                ops_model: Any = model) -> Any:  # fmt: skip
+    def predict(module: Any, shape: tuple[int, ...], dtype: str, name: str, gap: float) -> Any:
         table = trace_module(module, [shape], input_dtypes=[dtype], source=name)
         return table, predict_model_latency(
-            table, lambda t: ops_model.predict_ops(t, dev), mode="inference", gap_ms=gap
+            table, lambda t: model.predict_ops(t, dev), mode="inference", gap_ms=gap
         )
 
     # calibration: random small networks (not the benchmark's) fit the per-operator launch gap
     t3 = time.perf_counter()
     calib = calibration_cases(6 if quick else 16, seed=seed + 1)
     calib_meas = collect_model_latency(calib, threads=threads, min_time_s=0.2 if quick else 0.3, timer=clock)
-    sums, calls, sums_default = [], [], []
+    sums, calls = [], []
     for case in calib:  # measured already: tracing moves the module to the meta device
         table, pred = predict(case.module, case.input_shape, case.input_dtype, case.name, 0.0)
         sums.append(pred.latency_ms)
         calls.append(float(table["count"].sum()))
-        sums_default.append(float((default_model.predict_ops(table, dev) * table["count"].to_numpy()).sum()))
     gap = fit_gap(sums, calls, calib_meas["latency_ms"].to_list())
-    gap_default = fit_gap(sums_default, calls, calib_meas["latency_ms"].to_list())
     calib_err = [
         abs(p + n * gap - r) / r * 100 for p, n, r in zip(sums, calls, calib_meas["latency_ms"], strict=True)
     ]
@@ -315,22 +305,18 @@ def bench_model_live(threads: int, scale: float, quick: bool, save: bool, seed: 
     t_measure = time.perf_counter() - t2
     del real
     results: list[dict[str, Any]] = []
-    errors, errors_no_gap, errors_default = [], [], []
+    errors, errors_no_gap = [], []
     for case, meas in zip(cases, measured.iter_rows(named=True), strict=True):
         with torch.device("meta"):
             module = case.build()
         table, pred = predict(module, case.input_shape, case.input_dtype, case.name, gap)
-        n_calls = float(table["count"].sum())
-        no_gap = pred.latency_ms - gap * n_calls
-        default_ms = float((default_model.predict_ops(table, dev) * table["count"].to_numpy()).sum())
-        default_ms += gap_default * n_calls
-        errors_default.append(abs(default_ms - meas["latency_ms"]) / meas["latency_ms"] * 100)
+        no_gap = pred.latency_ms - gap * float(table["count"].sum())
         err = abs(pred.latency_ms - meas["latency_ms"]) / meas["latency_ms"] * 100
         errors.append(err)
         errors_no_gap.append(abs(no_gap - meas["latency_ms"]) / meas["latency_ms"] * 100)
         results.append({"model": case.name, "family": case.family, "input_shape": list(case.input_shape),
                         "measured_ms": meas["latency_ms"], "predicted_ms": pred.latency_ms, "error_pct": err,
-                        "predicted_no_gap_ms": no_gap, "predicted_default_leaf_ms": default_ms,
+                        "predicted_no_gap_ms": no_gap,
                         "unmodeled_share": pred.unmodeled_share, "unmodeled_ops": pred.unmodeled_ops,
                         "n_ops": table.height, "breakdown": pred.breakdown})  # fmt: skip
         report.add("latency error %", case.name, err, target=10.0,
@@ -345,12 +331,6 @@ def bench_model_live(threads: int, scale: float, quick: bool, save: bool, seed: 
                float((no_gap_errs <= 10.0).mean() * 100), direction=">=", n=len(errs))  # fmt: skip
     report.add(
         "mean latency error %", "all, no launch gap (ablation)", float(no_gap_errs.mean()), n=len(errs)
-    )
-    default_errs = np.array(errors_default)
-    report.add("configurations within +-10% (%)", "all, default leaf 40 (ablation)",
-               float((default_errs <= 10.0).mean() * 100), direction=">=", n=len(errs))  # fmt: skip
-    report.add(
-        "mean latency error %", "all, default leaf 40 (ablation)", float(default_errs.mean()), n=len(errs)
     )
     report.add("mean latency error %", "calibration models (fitting data)", float(np.mean(calib_err)),
                n=len(calib_err), note=f"fitted launch gap {gap * 1e3:.2f} us per operator call")  # fmt: skip
@@ -375,12 +355,9 @@ def bench_model_live(threads: int, scale: float, quick: bool, save: bool, seed: 
         "operators collected": ops.height,
         "models": len(cases),
         "launch gap": f"{gap * 1e3:.2f} us per operator call (fitted on {len(calib)} calibration models)",
-        "tree leaf": f"min_samples_leaf {leaf} by 3-fold error on the sweep rows "
-        f"({', '.join(f'{k}: {v:.3f}' for k, v in leaf_errors.items())} median |log(pred/measured)|)",
         "seconds": f"collect {t_collect:.0f}, fit {t_fit:.0f}, calibrate {t_calib:.0f}, measure models {t_measure:.0f}",
     }
     report.details = {"per_model": results, "threads": threads, "timer": clock, "gap_ms": gap,
-                      "gap_ms_default_leaf": gap_default, "min_samples_leaf": leaf, "leaf_cv_error": leaf_errors,
                       "calibration": [{"model": c.name, "input_shape": list(c.input_shape), "measured_ms": r,
                                        "predicted_no_gap_ms": p, "calls": n}
                                       for c, p, n, r in zip(calib, sums, calls, calib_meas["latency_ms"], strict=True)], "scale": sweep_scale, "quick": quick, "seed": seed,

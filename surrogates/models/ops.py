@@ -61,7 +61,6 @@ __all__ = [
     "apply_scales",
     "backward_gemms",
     "fewshot_scales",
-    "select_min_samples_leaf",
 ]
 
 #: kinds whose micro-benchmark predictions are rescaled to the model context by default (see
@@ -422,47 +421,6 @@ class OperatorLatencyModel:
             d_in, d_w = backward_gemms(rows.filter(pl.Series(back)))
             fw[back] = query(d_in) + query(d_w)
         return fw
-
-
-def select_min_samples_leaf(
-    ops: pl.DataFrame,
-    devices: pl.DataFrame,
-    candidates: tuple[int, ...] = (40, 10, 5),
-    *,
-    folds: int = 3,
-    seed: int = 0,
-) -> tuple[int, dict[int, float]]:
-    """The ``min_samples_leaf`` of :class:`OperatorLatencyModel` with the lowest k-fold error on ``ops``.
-
-    For a per-device fit on a few hundred micro-benchmark rows (``hws collect ops``), where the
-    default leaf of 40 rows, sized for NeuSight's ~280k rows, leaves a kind of 15 rows (a max pool)
-    no leaf of its own. Rows are split into ``folds`` at random (``seed``); the error of a
-    candidate is the median over held-out rows of ``|log(predicted / measured)|``. Returns the
-    best candidate and every candidate's error. Only ``ops`` is used: no whole-model latency.
-    """
-    if not candidates or any(int(c) < 1 for c in candidates):
-        raise ValueError(f"candidates must be leaf sizes >= 1, got {candidates!r}")
-    if folds < 2:
-        raise ValueError(f"folds must be >= 2, got {folds!r}")
-    rows = ops.filter((pl.col("latency_ms") > 0) & (pl.col("op_kind") != "other"))
-    if rows.height < 2 * folds:
-        raise ValueError(f"{rows.height} operator rows are too few for {folds}-fold selection")
-    fold = np.random.default_rng(seed).integers(0, folds, rows.height)
-    table = device_table(devices)
-    errors: dict[int, float] = {}
-    for leaf in candidates:
-        err: list[np.ndarray] = []
-        for f in range(folds):
-            train, test = rows.filter(pl.Series(fold != f)), rows.filter(pl.Series(fold == f))
-            model = OperatorLatencyModel(min_samples_leaf=int(leaf)).fit(train, devices)
-            for (dev_id,), part in test.group_by(["device_id"]):
-                device = table.filter(pl.col("device_id") == dev_id).row(0, named=True)
-                pred = model.predict_ops(_as_op_table(part), device)
-                ok = np.isfinite(pred) & (pred > 0)
-                err.append(np.abs(np.log(pred[ok] / part["latency_ms"].to_numpy()[ok])))
-        errors[int(leaf)] = float(np.median(np.concatenate(err))) if err else float("inf")
-    best = min(errors, key=lambda k: (errors[k], -k))
-    return best, errors
 
 
 def _as_op_table(ops: pl.DataFrame) -> pl.DataFrame:

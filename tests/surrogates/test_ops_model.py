@@ -323,26 +323,3 @@ def test_pools_and_depthwise_have_op_codes_of_their_own_and_old_codes_stay() -> 
         pl.Series(["max_pool2d", "adaptive_avg_pool2d", "avg_pool2d", "batch_norm", "depthwise_conv2d"])
     )
     assert (new >= 0).all() and len(set(new.tolist())) == 5 and not set(new.tolist()) & set(old.tolist())
-
-
-def test_leaf_selection_gives_a_rare_costly_op_a_leaf_of_its_own() -> None:
-    from hwsurrogate.surrogates.models.ops import select_min_samples_leaf
-
-    # 200 cheap adds and 24 max pools of the same sizes at 10x their cost: a leaf of 40 rows
-    # cannot hold the pools apart, a leaf of 4 can
-    ops = _ops_rows("test/gpu-a", n=224, seed=5).filter(pl.col("op_kind") != "other")
-    pool = np.arange(ops.height) < 24
-    ops = ops.with_columns(
-        pl.when(pl.Series(pool)).then(pl.lit("max_pool2d")).otherwise(pl.col("op")).alias("op"),
-        pl.when(pl.Series(pool)).then(pl.lit("reduction")).otherwise(pl.col("op_kind")).alias("op_kind"),
-        pl.when(pl.Series(pool))
-        .then(pl.col("latency_ms") * 10)
-        .otherwise(pl.col("latency_ms"))
-        .alias("latency_ms"),
-    )
-    best, errors = select_min_samples_leaf(ops, devices_frame(), (40, 4))
-    assert best == 4 and set(errors) == {40, 4} and errors[4] < errors[40]
-    with pytest.raises(ValueError, match="leaf sizes"):
-        select_min_samples_leaf(ops, devices_frame(), (0,))
-    with pytest.raises(ValueError, match="too few"):
-        select_min_samples_leaf(ops.head(3), devices_frame())
