@@ -3,7 +3,7 @@
 Protocol (nn-Meter's setting, on the machine running the benchmark):
 
 1. **Collect** operator latency here (:func:`~hwsurrogate.datasets.collectors.ops.collect_ops`:
-   ~550 random-shape operators of every kind, ``--threads`` threads, eager torch).
+   ~675 random-shape operators of every kind, ``--threads`` threads, eager torch).
 2. **Fit** the operator surrogate (:class:`~hwsurrogate.surrogates.models.ops.OperatorLatencyModel`)
    on those rows only: a per-device fit. The CPU's operators run in another regime than the
    GPUs of NeuSight's data (no launch overhead, caches, one core), so rows of other devices would
@@ -219,7 +219,7 @@ def _log_png(report: BenchReport, results: list[dict[str, Any]]) -> None:
 @click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
               help="CPU threads for the operators and the models (the device is local/<host>-cpu-t<N>).")  # fmt: skip
 @click.option("--scale", type=click.FloatRange(min=0.05), default=1.0, show_default=True,
-              help="Operator sweep size (1.0: ~550 operators).")  # fmt: skip
+              help="Operator sweep size (1.0: ~675 operators).")  # fmt: skip
 @click.option("--quick", is_flag=True, help="4 models, a quarter of the sweep, shorter timing (a smoke run).")
 @click.option(
     "--save", is_flag=True, help="Also write the collected ops, devices and model_latency rows to the store."

@@ -41,7 +41,8 @@ __all__ = [
 ]
 
 #: bumped whenever a feature's definition changes; a fitted model refuses another version
-OPS_FEATURE_VERSION = 1
+#: (2: pooling, batch_norm and depthwise_conv2d got op codes of their own)
+OPS_FEATURE_VERSION = 2
 VECTOR_GROUP_KINDS = frozenset(VECTOR_KINDS | {"embedding"})
 KIND_CODES: dict[str, int] = {k: i for i, k in enumerate(sorted(OP_KINDS))}
 #: specific operators with a code of their own; any other op gets -1 (the tree falls back on kind)
@@ -50,6 +51,9 @@ KNOWN_OPS: tuple[str, ...] = (
     "gt", "le", "ge", "neg", "rsqrt", "sqrt", "exp", "log", "max", "min", "relu", "gelu", "tanh",
     "sigmoid", "silu", "softmax", "layer_norm", "mean", "sum", "cumsum", "amax", "argmax",
     "count_nonzero", "logsumexp", "contiguous", "to", "clone", "reshape", "cat", "embedding", "conv2d",
+    # appended (v2), so the codes above do not move: CPU CNN ops whose cost differs from their kind's
+    # other ops by 10x (a max pool reads every window; an adaptive average pool to 1x1 is one pass)
+    "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "adaptive_max_pool2d", "batch_norm", "depthwise_conv2d",
 )  # fmt: skip
 _OP_CODES = {o: float(i) for i, o in enumerate(KNOWN_OPS)}
 DEVICE_FEATURES: tuple[str, ...] = (

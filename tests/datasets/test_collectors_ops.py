@@ -30,6 +30,17 @@ def test_sweep_covers_every_kind_and_is_seeded() -> None:
         sweep_ops({"warp": 3})
 
 
+def test_sweep_caps_conv_flops_and_times_both_pools() -> None:
+    a = sweep_ops(seed=0)
+    conv = a.filter(pl.col("op_kind") == "conv2d")
+    # a conv above the cap is only kept at batch 1 (the cap halves the batch, never the shape)
+    assert conv.filter((pl.col("flops") > 3e9) & (pl.col("batch") > 1)).height == 0
+    assert conv["batch"].max() > 1
+    pools = a.filter(pl.col("op_kind") == "reduction")["op"].value_counts()
+    counts = dict(pools.iter_rows())
+    assert counts["max_pool2d"] > counts["mean"] and counts["adaptive_avg_pool2d"] >= 1
+
+
 def test_collect_tiny_table_gives_ops_and_device_rows() -> None:
     table = sweep_ops(scale=0.02, seed=1)  # one row per kind
     got = collect_ops(table, min_time_s=0.0, warmup=1, min_samples=2, progress=False)

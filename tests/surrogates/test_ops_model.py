@@ -314,3 +314,14 @@ def test_power_limited_device_gets_no_more_than_its_ceiling_on_gemms() -> None:
     assert capped.predict_ops(table, {**b, "power_limit_w": 70.0})[0] == pytest.approx(
         plain.predict_ops(table, b)[0]
     )
+
+
+def test_pools_and_depthwise_have_op_codes_of_their_own_and_old_codes_stay() -> None:
+    from hwsurrogate.surrogates.features.ops import op_code
+
+    old = op_code(pl.Series(["add", "conv2d", "embedding", "warp"]))
+    assert old.tolist() == [0.0, 42.0, 41.0, -1.0]  # the v1 codes (NeuSight's rows keep their features)
+    new = op_code(
+        pl.Series(["max_pool2d", "adaptive_avg_pool2d", "avg_pool2d", "batch_norm", "depthwise_conv2d"])
+    )
+    assert (new >= 0).all() and len(set(new.tolist())) == 5 and not set(new.tolist()) & set(old.tolist())

@@ -161,3 +161,17 @@ def test_unmodeled_rows_are_estimated_from_modeled_rows_of_their_kind() -> None:
     # the backward activation moves twice the bytes at the forward activation's byte rate
     assert back["est_ms"] == pytest.approx(2 * act["pred_ms"])
     assert "gelu" in p.unmodeled_ops and p.unmodeled_share > 0
+
+
+def test_inplace_op_times_cover_every_row_of_the_traced_table() -> None:
+    import torch
+    import torch.nn as nn
+
+    from hwsurrogate.benchmarks.model_live_diagnose import inplace_op_times
+    from hwsurrogate.datasets.frontends.torch_fx import trace_module
+
+    module = nn.Sequential(nn.Linear(64, 256), nn.GELU(), nn.Flatten(), nn.Linear(256, 8)).eval()
+    times, e2e = inplace_op_times(module, torch.randn(4, 64), repeats=3)
+    table = trace_module(module, [(4, 64)])
+    assert set(table["name"]) == set(times) and e2e > 0
+    assert all(v >= 0 for v in times.values()) and times["_0"] > 0
