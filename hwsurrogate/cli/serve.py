@@ -20,17 +20,33 @@ __all__ = ["ALLOCATOR_DEFAULTS", "serve", "server_environment"]
 #: second (in a background thread) instead of keeping them: with 16 readers of 50,000-row pages,
 #: what the readers leave behind shrinks (figures in docs/store.md). Both are read when the
 #: process starts (jemalloc's when polars is imported: polars puts its own defaults before the
-#: value it finds), so ``hws serve`` starts the server as a fresh process with them (``exec``).
+#: value it finds, later items win), so ``hws serve`` starts the server as a fresh process with
+#: them (``exec``).
 ALLOCATOR_DEFAULTS: dict[str, str] = {
     "MALLOC_ARENA_MAX": "2",
     "_RJEM_MALLOC_CONF": "background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0",
 }
 
 
+#: The items polars itself writes into ``_RJEM_MALLOC_CONF`` when it is imported, before the value
+#: it found (polars/__init__.py): every child of a process that imported polars inherits them,
+#: so they are not the user's setting.
+POLARS_JEMALLOC_ITEMS = frozenset(
+    {"dirty_decay_ms:500", "muzzy_decay_ms:1000", "thp:always", "metadata_thp:always"}
+)
+
+
 def server_environment(environ: Mapping[str, str]) -> dict[str, str]:
-    """The :data:`ALLOCATOR_DEFAULTS` variables ``environ`` does not set (read it before polars is
-    imported: importing polars sets ``_RJEM_MALLOC_CONF``)."""
-    return {k: v for k, v in ALLOCATOR_DEFAULTS.items() if k not in environ}
+    """The :data:`ALLOCATOR_DEFAULTS` variables ``environ`` does not set: absent, or for
+    ``_RJEM_MALLOC_CONF`` holding nothing but polars' own items (:data:`POLARS_JEMALLOC_ITEMS`)."""
+    out = {}
+    for name, value in ALLOCATOR_DEFAULTS.items():
+        current = environ.get(name)
+        if name == "_RJEM_MALLOC_CONF" and current is not None:
+            current = ",".join(i for i in current.split(",") if i and i not in POLARS_JEMALLOC_ITEMS) or None
+        if current is None:
+            out[name] = value
+    return out
 
 
 def _pins(values: tuple[str, ...]) -> dict[str, str]:
@@ -129,7 +145,7 @@ def serve(
       hws serve --port 8000 --token "$(openssl rand -hex 16)"
       curl localhost:8000/v1/models
     """
-    allocator = server_environment(os.environ)  # first: the imports below import polars
+    allocator = server_environment(os.environ)
 
     from hwsurrogate.service.config import BATCHING_ENV, MODEL_VERSIONS_ENV, PRELOAD_ENV
     from hwsurrogate.settings import check_store_location, get_settings

@@ -41,7 +41,12 @@ def test_allocator_defaults_fill_in_only_what_the_user_did_not_set():
     assert server_environment({"MALLOC_ARENA_MAX": "8"}) == {
         "_RJEM_MALLOC_CONF": ALLOCATOR_DEFAULTS["_RJEM_MALLOC_CONF"]
     }
-    assert server_environment({"MALLOC_ARENA_MAX": "8", "_RJEM_MALLOC_CONF": ""}) == {}
+    assert server_environment({"MALLOC_ARENA_MAX": "8", "_RJEM_MALLOC_CONF": "dirty_decay_ms:0"}) == {}
+    # what a parent process that imported polars passes on is polars' default, not the user's
+    polars_default = "dirty_decay_ms:500,muzzy_decay_ms:1000"
+    assert server_environment({"MALLOC_ARENA_MAX": "8", "_RJEM_MALLOC_CONF": polars_default}) == {
+        "_RJEM_MALLOC_CONF": ALLOCATOR_DEFAULTS["_RJEM_MALLOC_CONF"]
+    }
 
 
 @pytest.mark.slow
@@ -59,6 +64,7 @@ def test_hws_serve_starts_the_server_process_with_the_allocator_settings(tmp_pat
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ALLOCATOR_DEFAULTS}
     env.update(MALLOC_ARENA_MAX="4", HWSURROGATE_SERVICE_LOAD_MODELS="0")
+    env["_RJEM_MALLOC_CONF"] = "dirty_decay_ms:500,muzzy_decay_ms:1000"  # what polars leaves to a child
     cmd = [sys.executable, "-m", "hwsurrogate.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
            "--store", str(tmp_path / "store"), "--read-only", "--log-level", "warning"]  # fmt: skip
     with server_process(cmd, port, env) as (_, proc):
