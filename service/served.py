@@ -104,7 +104,7 @@ class ServedModels:
                     self.unavailable.update(models.unavailable)
                     for task, reason in self.unavailable.items():
                         log.warning("%s unavailable: %s", task, reason)
-                    freeze_heap()  # the models and MLflow's modules live as long as the process
+                    freeze_heap()  # the models and the modules they imported live as long as the process
                     self.loader = None
         return self
 
