@@ -92,6 +92,25 @@ def _start_server(store: Path, port: int, *, preload_models: bool = False) -> su
     raise click.ClickException("hws serve did not answer /healthz within 180 s")
 
 
+def _allocator_env(pid: int) -> dict[str, str | None]:
+    """The allocator variables the server process started with (``/proc/<pid>/environ``; ``hws
+    serve`` sets defaults for those the caller did not); {} where /proc cannot be read."""
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return {}
+    env = dict(item.decode(errors="replace").split("=", 1) for item in raw.split(b"\0") if b"=" in item)
+    return {k: env.get(k) for k in ("MALLOC_ARENA_MAX", "_RJEM_MALLOC_CONF", "ARROW_DEFAULT_MEMORY_POOL")}
+
+
+def _served_models(base: str) -> dict[str, str | None]:
+    """{task: served version, or None where unavailable} from ``GET /v1/models``."""
+    import httpx
+
+    models = httpx.get(f"{base}/v1/models", timeout=60).json()["models"]
+    return {m["task"]: m.get("version") if m.get("available") else None for m in models}
+
+
 class _RssSampler(threading.Thread):
     """Peak resident memory of a process and all of its children, sampled every ``POLL_S``."""
 
@@ -213,14 +232,21 @@ def run(
         protocol=f"hws serve over the public-data store; {clients} clients each downloading {rows:,}-row "
         f"JSON pages of {kind} at random offsets for {duration:.0f} s while /healthz is polled every "
         f"{POLL_S * 1e3:.0f} ms; server RSS (children included) sampled every {POLL_S * 1e3:.0f} ms; "
-        + ("models loaded at start-up (--preload-models: MLflow and the registry's champions)"
-           if preload_models else "models never requested (they load on first need)"),
+        + (
+            "models loaded at start-up (--preload-models: the registry's champions, from their local copies)"
+            if preload_models
+            else "models never requested (they load on first need)"
+        ),
     )
     load_start = _load_average()
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
+    t0 = time.monotonic()
     proc = _start_server(store, port, preload_models=preload_models)
+    ready_s = time.monotonic() - t0
     try:
+        allocator = _allocator_env(proc.pid)
+        served = _served_models(base) if preload_models else None
         sampler = _RssSampler(proc.pid)
         total = int(httpx.get(f"{base}/v1/datasets/{kind}", timeout=120).json()["rows"])
         if total < rows:
@@ -275,7 +301,11 @@ def run(
         "load_average_at_end": load_end,
         "store": str(store),
         f"{kind}_rows": total,
+        "server_ready_s": round(ready_s, 1),
+        "server_allocator_env": allocator,
     }
+    if served is not None:
+        report.data["models_served"] = served
     report.details = {
         "pages": pages,
         "reading_wall_s": round(wall, 1),

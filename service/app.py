@@ -56,7 +56,7 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
         app.state.store = DatasetStore(config.store)
         app.state.arch_index = ArchIndex(app.state.store)
         # models load at the first request that needs one (MLflow stays unimported until then)
-        app.state.models = ServedModels.lazy(config.model_versions, batching=config.batching) if config.load_models else ServedModels(
+        app.state.models = ServedModels.lazy(config.model_versions, batching=config.batching, store=config.store) if config.load_models else ServedModels(
             unavailable={t: "model loading disabled (load_models=False)" for t in ("gemm", "latency", "fpga-hls4ml", "fpga-hlsyn")}
         )  # fmt: skip
         app.state.adapter = open_adapter(config.adapted_dir, store=config.store)

@@ -4,13 +4,49 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import click
 
 from hwsurrogate.cli.options import store_option
 
-__all__ = ["serve"]
+__all__ = ["ALLOCATOR_DEFAULTS", "serve", "server_environment"]
+
+#: Allocator settings the server process starts with where the user's environment does not set
+#: them (the user's own values, even empty ones, win). glibc's malloc keeps at most two arenas
+#: instead of eight per core, and polars' jemalloc returns freed pages to the system after a
+#: second (in a background thread) instead of keeping them: with 16 readers of 50,000-row pages,
+#: what the readers leave behind shrinks (figures in docs/store.md). Both are read when the
+#: process starts (jemalloc's when polars is imported: polars puts its own defaults before the
+#: value it finds, later items win), so ``hws serve`` starts the server as a fresh process with
+#: them (``exec``).
+ALLOCATOR_DEFAULTS: dict[str, str] = {
+    "MALLOC_ARENA_MAX": "2",
+    "_RJEM_MALLOC_CONF": "background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0",
+}
+
+
+#: The items polars itself writes into ``_RJEM_MALLOC_CONF`` when it is imported, before the value
+#: it found (polars/__init__.py): every child of a process that imported polars inherits them,
+#: so they are not the user's setting.
+POLARS_JEMALLOC_ITEMS = frozenset(
+    {"dirty_decay_ms:500", "muzzy_decay_ms:1000", "thp:always", "metadata_thp:always"}
+)
+
+
+def server_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The :data:`ALLOCATOR_DEFAULTS` variables ``environ`` does not set: absent, or for
+    ``_RJEM_MALLOC_CONF`` holding nothing but polars' own items (:data:`POLARS_JEMALLOC_ITEMS`)."""
+    out = {}
+    for name, value in ALLOCATOR_DEFAULTS.items():
+        current = environ.get(name)
+        if name == "_RJEM_MALLOC_CONF" and current is not None:
+            current = ",".join(i for i in current.split(",") if i and i not in POLARS_JEMALLOC_ITEMS) or None
+        if current is None:
+            out[name] = value
+    return out
 
 
 def _pins(values: tuple[str, ...]) -> dict[str, str]:
@@ -68,7 +104,8 @@ def _pins(values: tuple[str, ...]) -> dict[str, str]:
     is_flag=True,
     help="Load the models during start-up, so the first prediction does not wait for them (a few "
     "seconds) and the server is ready only once they are. Default: at the first request needing one, "
-    "which keeps a server that only moves datasets ~135 MB smaller.",
+    "which keeps a server that only moves datasets ~75 MB smaller (the models' frozen copies; the "
+    "server never imports MLflow).",
 )
 @click.option(
     "--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="uvicorn worker processes."
@@ -95,6 +132,10 @@ def serve(
     the first request that needs one (or at start-up with --preload-models); a task without a
     registered model answers 503 until one is trained and the service restarted. Reads are open; writes need `Authorization: Bearer TOKEN`.
 
+    The server process starts with MALLOC_ARENA_MAX=2 and
+    _RJEM_MALLOC_CONF=background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0 (less memory
+    kept by the allocators under many readers) unless the environment sets them.
+
     The store may be an S3 bucket (--store s3://bucket/prefix, credentials and endpoint from
     AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL, AWS_ALLOW_HTTP);
     uploads, downloads, devices and predictions work the same, and several servers (e.g. one
@@ -105,7 +146,7 @@ def serve(
       hws serve --port 8000 --token "$(openssl rand -hex 16)"
       curl localhost:8000/v1/models
     """
-    import uvicorn
+    allocator = server_environment(os.environ)
 
     from hwsurrogate.service.config import BATCHING_ENV, MODEL_VERSIONS_ENV, PRELOAD_ENV
     from hwsurrogate.settings import check_store_location, get_settings
@@ -136,12 +177,10 @@ def serve(
     os.environ[BATCHING_ENV] = "0" if no_batching else "1"
     os.environ[PRELOAD_ENV] = "1" if preload_models else "0"
     click.echo(f"hws serve: http://{host}:{port}  (docs: http://{host}:{port}/docs)", err=True)
-    uvicorn.run(
-        "hwsurrogate.service.app:create_app_from_env",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level=log_level,
-        access_log=False,
-    )
+    # the allocators read their settings at process start: uvicorn runs as a fresh process with them
+    argv = [sys.executable, "-m", "uvicorn", "--factory", "hwsurrogate.service.app:create_app_from_env",
+            "--host", host, "--port", str(port), "--workers", str(workers), "--log-level", log_level,
+            "--no-access-log"]  # fmt: skip
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, argv, {**os.environ, **allocator})

@@ -36,6 +36,8 @@ __all__ = [
     "gemm_model_cache",
     "load_gemm_champion",
     "load_served",
+    "load_served_copy",
+    "served_key",
     "served_model_cache",
     "store_root",
     "tracking_stamp",
@@ -232,6 +234,45 @@ def load_served(
 
     A missing or unwritable cache only makes the command slower, never different.
     """
+    got, _ = _resolve_served(task, version=version, alias=alias, store_root=store_root)
+    return got.predictor() if isinstance(got, ServedEntry) else got
+
+
+def served_key(
+    task: str,
+    *,
+    version: str | int | None = None,
+    alias: str = "champion",
+    store_root: str | os.PathLike[str] | None = None,
+) -> str | None:
+    """The key of the local copy :func:`load_served` answers ``task``'s alias (or ``version``) with,
+    made first where missing (the frozen form beside it too); None when the model has no local copy
+    (not one of ours, or the cache is unwritable). Raises :class:`~.loading.ModelNotFoundError`
+    as :func:`load_served` does. :func:`load_served_copy` loads the copy by this key."""
+    got, key = _resolve_served(task, version=version, alias=alias, store_root=store_root, load=False)
+    return key if got is None or isinstance(got, ServedEntry) else None
+
+
+def load_served_copy(task: str, key: str, store_root: str | os.PathLike[str] | None = None) -> Any:
+    """The local copy under ``key`` (from :func:`served_key`) as a :class:`~.loading.LoadedPredictor`:
+    its frozen form where there is one (the full copy loaded only when a call needs it). Imports
+    neither MLflow nor, for a frozen form, scikit-learn; ``FileNotFoundError`` when there is no copy."""
+    from hwsurrogate.surrogates.api import MODEL_NAMES
+
+    return _served_copy(served_model_cache(MODEL_NAMES[task], store_root), key).predictor()
+
+
+def _resolve_served(
+    task: str,
+    *,
+    version: str | int | None,
+    alias: str,
+    store_root: str | os.PathLike[str] | None,
+    load: bool = True,
+) -> tuple[Any, str]:
+    """(the :class:`ServedEntry` of the local copy, or the MLflow-loaded predictor where no copy
+    could be made; the copy's key): the steps of :func:`load_served`. Without ``load``, a current
+    pointer to a copy on disk returns (None, its key) without reading the copy."""
     from hwsurrogate.settings import get_settings
     from hwsurrogate.surrogates.api import MODEL_NAMES
     from hwsurrogate.surrogates.registry import loading
@@ -243,8 +284,10 @@ def load_served(
     stamp = tracking_stamp(get_settings(fresh=True).tracking_uri())
     pointer = cache.ref(ref) if stamp is not None else None
     if pointer is not None and pointer["stamp"] == stamp:
+        if not load and cache.path(pointer["key"]).is_file():
+            return None, pointer["key"]
         try:
-            return _served_copy(cache, pointer["key"]).predictor()
+            return _served_copy(cache, pointer["key"]), pointer["key"]
         except (OSError, EOFError, AttributeError, ImportError, pickle.UnpicklingError):
             pass  # a damaged or outdated copy: resolve through MLflow below
     mv = loading.resolve_version(task, alias=alias, version=version)
@@ -255,18 +298,18 @@ def load_served(
         loaded = loading.load_predictor(task, version=mv.version)
         entry = _entry(loaded, str(mv.run_id))
         if entry is None:
-            return loaded
+            return loaded, key
         try:
             cache.export(entry, key)
         except OSError:
-            return loaded
+            return loaded, key
         _write_frozen(cache, key, entry)
     if stamp is not None:
         try:
             cache.set_ref(ref, key, stamp)
         except OSError:
             pass
-    return entry.predictor()
+    return entry, key
 
 
 def frozen_path(cache: LocalModelCache, key: str) -> Path:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from click.testing import CliRunner
 
@@ -30,3 +32,43 @@ def test_config_rejects_unknown_task_pin_and_short_token():
 def test_help_explains_token_and_docs():
     out = CliRunner().invoke(serve, ["--help"]).output
     assert "HWSURROGATE_SERVICE_TOKEN" in out and "/docs" in out and "--model-version" in out
+
+
+def test_allocator_defaults_fill_in_only_what_the_user_did_not_set():
+    from hwsurrogate.cli.serve import ALLOCATOR_DEFAULTS, server_environment
+
+    assert server_environment({"PATH": "/bin"}) == ALLOCATOR_DEFAULTS
+    assert server_environment({"MALLOC_ARENA_MAX": "8"}) == {
+        "_RJEM_MALLOC_CONF": ALLOCATOR_DEFAULTS["_RJEM_MALLOC_CONF"]
+    }
+    assert server_environment({"MALLOC_ARENA_MAX": "8", "_RJEM_MALLOC_CONF": "dirty_decay_ms:0"}) == {}
+    # what a parent process that imported polars passes on is polars' default, not the user's
+    polars_default = "dirty_decay_ms:500,muzzy_decay_ms:1000"
+    assert server_environment({"MALLOC_ARENA_MAX": "8", "_RJEM_MALLOC_CONF": polars_default}) == {
+        "_RJEM_MALLOC_CONF": ALLOCATOR_DEFAULTS["_RJEM_MALLOC_CONF"]
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="reads /proc/<pid>/environ")
+def test_hws_serve_starts_the_server_process_with_the_allocator_settings(tmp_path: Path):
+    """The settings are read at process start: the process answering HTTP (hws serve exec'd into
+    uvicorn, same pid) has them, and a value the user set is kept."""
+    import os
+    import sys
+
+    from hwsurrogate.cli.serve import ALLOCATOR_DEFAULTS
+
+    from .conftest import free_port, server_process
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ALLOCATOR_DEFAULTS}
+    env.update(MALLOC_ARENA_MAX="4", HWSURROGATE_SERVICE_LOAD_MODELS="0")
+    env["_RJEM_MALLOC_CONF"] = "dirty_decay_ms:500,muzzy_decay_ms:1000"  # what polars leaves to a child
+    cmd = [sys.executable, "-m", "hwsurrogate.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+           "--store", str(tmp_path / "store"), "--read-only", "--log-level", "warning"]  # fmt: skip
+    with server_process(cmd, port, env) as (_, proc):
+        raw = Path(f"/proc/{proc.pid}/environ").read_bytes().split(b"\0")
+    got = dict(item.decode().split("=", 1) for item in raw if b"=" in item)
+    assert got["MALLOC_ARENA_MAX"] == "4"
+    assert got["_RJEM_MALLOC_CONF"] == ALLOCATOR_DEFAULTS["_RJEM_MALLOC_CONF"]

@@ -143,3 +143,29 @@ def test_the_frozen_copy_answers_as_the_full_one_and_a_damaged_one_is_replaced(f
     copies.path(key).unlink()  # a frozen form is never used without its full copy beside it
     fourth = cache.load_served("gemm", store_root=filled.root)
     assert not isinstance(fourth.native, FrozenServed) and copies.path(key).is_file()
+
+
+def test_served_key_names_the_copy_without_reading_it_and_load_served_copy_loads_it(
+    filled: DatasetStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What `hws serve` uses: a child calls served_key (the copy made where missing), the server
+    loads the copy by key, its frozen form, without MLflow."""
+    res = _train(filled, seed=0)
+    key = cache.served_key("gemm", store_root=filled.root)  # through MLflow: writes the copy
+    copies = served_model_cache("hws-gemm", filled.root)
+    assert key == copies.ref("champion")["key"] and copies.path(key).is_file()  # type: ignore[index]
+    monkeypatch.setattr(loading, "resolve_version", _no_mlflow)
+    monkeypatch.setattr(loading, "load_predictor", _no_mlflow)
+    frozen = cache.frozen_path(copies, key)
+    saved = {path: path.read_bytes() for path in (copies.path(key), frozen)}
+    for path in saved:
+        path.write_bytes(b"not a pickle")  # the pointer is current: served_key reads neither
+    assert cache.served_key("gemm", store_root=filled.root) == key
+    for path, data in saved.items():
+        path.write_bytes(data)
+    got = cache.load_served_copy("gemm", key, filled.root)
+    assert isinstance(got.native, FrozenServed) and got.version == str(res.version)
+    expected = res.model.predict_frame(QUERY).to_numpy()
+    np.testing.assert_allclose(got.predict(QUERY).to_numpy(), expected, rtol=1e-9)
+    with pytest.raises(FileNotFoundError):
+        cache.load_served_copy("gemm", "hws-gemm-v99-nope", filled.root)
