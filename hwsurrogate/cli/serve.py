@@ -116,7 +116,7 @@ def _pins(values: tuple[str, ...]) -> dict[str, str]:
 def serve(
     host: str,
     port: int,
-    store_path: Path | None,
+    store_path: Path | str | None,
     token: str | None,
     read_only: bool,
     local_dir: Path | None,
