@@ -205,10 +205,8 @@ def _few_checked(raw: dict[str, tuple], dims: np.ndarray, n_rows: int) -> dict[s
     layout = raw.get("layout", (None,) * n_rows)
     out = {col: dims[j] for j, col in enumerate(_DIM_COLUMNS)}
     for col, values in (("dtype", dtype), ("op", op), ("device_id", dev)):
-        out[col] = np.empty(n_rows, dtype=object)
-        out[col][:] = values
-    out["layout"] = np.empty(n_rows, dtype=object)
-    out["layout"][:] = [DEFAULT_LAYOUT if v is None else v for v in layout]
+        out[col] = np.array(values, dtype=object)  # strings: a 1-d object array
+    out["layout"] = np.array([DEFAULT_LAYOUT if v is None else v for v in layout], dtype=object)
     return out
 
 

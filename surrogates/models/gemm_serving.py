@@ -90,7 +90,7 @@ class GemmPrediction:
         if empty is not None and len(empty):
             # descriptors no training device states: a constant (scikit-learn cannot bin all-NaN)
             x[:, empty] = 0.0
-        if self.target == "roofline_ratio" and not np.isfinite(roof).all():
+        if self.target == "roofline_ratio" and np.count_nonzero(np.isfinite(roof)) != len(roof):
             bad = device_ids[int(np.flatnonzero(~np.isfinite(roof))[0])]
             raise ValueError(
                 f"device {bad!r} lacks the peak_fp32_gflops/peak_fp16_gflops and mem_bw_gbs descriptors "
@@ -153,12 +153,12 @@ class GemmFrame:
             ids = arrays["device_id"]
             cols = self.runtime._feature_columns(arrays)
             runtime = self.runtime._predict_columns(cols, ids)
-            power = np.full(q.height, np.nan)
-            if self.power is not None:
-                known = self.power._device_table(None).row
-                if all(d in known for d in ids) and self._power_shares_features():
-                    power = self.power._predict_columns(cols, ids)
-                elif (mask := np.fromiter((d in known for d in ids), bool, q.height)).any():
+            known = self.power._device_table(None).row if self.power is not None else {}
+            if known and all(d in known for d in ids) and self._power_shares_features():
+                power = self.power._predict_columns(cols, ids)
+            else:
+                power = np.full(q.height, np.nan)
+                if known and (mask := np.fromiter((d in known for d in ids), bool, q.height)).any():
                     part = {k: v[mask] for k, v in arrays.items()}
                     power[mask] = self.power._predict_columns(
                         self.power._feature_columns(part), part["device_id"]
@@ -226,7 +226,8 @@ def _few_rows_frame(runtime: np.ndarray, power: np.ndarray, energy: np.ndarray) 
         for r, p, e in zip(runtime.tolist(), power.tolist(), energy.tolist(), strict=True)
     ]
     # Python floats are read as Float64; a column of nulls only would not be, so then the schema
-    return pl.from_dicts(rows, schema=_OUTPUT_SCHEMA if np.isnan(energy).any() else None)
+    nulls = any(row["energy_j"] is None for row in rows)
+    return pl.from_dicts(rows, schema=_OUTPUT_SCHEMA if nulls else None)
 
 
 def _nan_to_null(name: str, values: np.ndarray) -> pl.Series:
