@@ -29,7 +29,7 @@ from hwsurrogate.surrogates.features.gemm import (
 )
 from hwsurrogate.surrogates.models.tree_serving import FrozenTrees
 
-__all__ = ["FrozenGemm", "FrozenGemmRegressor", "GemmFrame", "GemmPrediction", "as_polars"]
+__all__ = ["FrozenGemm", "FrozenGemmRegressor", "GemmFrame", "GemmPrediction", "as_polars", "output_frame"]
 
 #: instance attribute holding the trained devices' DeviceIndex (rebuilt after unpickling)
 INDEX_ATTR = "_device_index_cache"
@@ -163,18 +163,7 @@ class GemmFrame:
                     power[mask] = self.power._predict_columns(
                         self.power._feature_columns(part), part["device_id"]
                     )
-        energy = power * runtime / 1000.0
-        if q.height <= FEW_OUTPUT_ROWS:
-            return _few_rows_frame(runtime, power, energy)
-        if not (np.isnan(power).any() or np.isnan(energy).any()):  # no nulls: the columns as they are
-            return pl.DataFrame({"runtime_ms": runtime, "power_w": power, "energy_j": energy})
-        return pl.DataFrame(
-            [
-                pl.Series("runtime_ms", runtime),
-                _nan_to_null("power_w", power),
-                _nan_to_null("energy_j", energy),
-            ]
-        )
+        return output_frame(runtime, power)
 
     def _power_shares_features(self) -> bool:
         """Whether every device of the power model has the runtime model's descriptors (as when both
@@ -212,22 +201,31 @@ class GemmFrame:
         return runtime, power
 
 
-#: an output frame of up to this many rows is built from Python values (:func:`_few_rows_frame`)
+#: an output frame of up to this many rows is built from Python values (see :func:`output_frame`)
 FEW_OUTPUT_ROWS = 8
 _OUTPUT_SCHEMA = {"runtime_ms": pl.Float64, "power_w": pl.Float64, "energy_j": pl.Float64}
 
 
-def _few_rows_frame(runtime: np.ndarray, power: np.ndarray, energy: np.ndarray) -> pl.DataFrame:
-    """:meth:`GemmFrame.predict_frame`'s output frame for a few rows, the same frame (NaN power and
-    energy as null) from Python values: ``pl.from_dicts`` takes ~7 us for one row where a frame
-    of numpy columns takes ~25 us."""
-    rows = [
-        {"runtime_ms": r, "power_w": None if p != p else p, "energy_j": None if e != e else e}
-        for r, p, e in zip(runtime.tolist(), power.tolist(), energy.tolist(), strict=True)
-    ]
-    # Python floats are read as Float64; a column of nulls only would not be, so then the schema
-    nulls = any(row["energy_j"] is None for row in rows)
-    return pl.from_dicts(rows, schema=_OUTPUT_SCHEMA if nulls else None)
+def output_frame(runtime: np.ndarray, power: np.ndarray) -> pl.DataFrame:
+    """The ``gemm`` task's output frame: ``runtime_ms``, ``power_w`` and ``energy_j = power_w *
+    runtime_ms / 1000``, NaN power and energy as null ("no value").
+
+    Up to :data:`FEW_OUTPUT_ROWS` rows it is built from Python values (``pl.from_dicts``: ~7 us
+    for one row where a frame of numpy columns takes ~25 us); the same frame either way."""
+    energy = power * runtime / 1000.0
+    if len(runtime) <= FEW_OUTPUT_ROWS:
+        rows = [
+            {"runtime_ms": r, "power_w": None if p != p else p, "energy_j": None if e != e else e}
+            for r, p, e in zip(runtime.tolist(), power.tolist(), energy.tolist(), strict=True)
+        ]
+        # Python floats are read as Float64; a column of nulls only would not be, so then the schema
+        nulls = any(row["energy_j"] is None for row in rows)
+        return pl.from_dicts(rows, schema=_OUTPUT_SCHEMA if nulls else None)
+    if not (np.isnan(power).any() or np.isnan(energy).any()):  # no nulls: the columns as they are
+        return pl.DataFrame({"runtime_ms": runtime, "power_w": power, "energy_j": energy})
+    return pl.DataFrame(
+        [pl.Series("runtime_ms", runtime), _nan_to_null("power_w", power), _nan_to_null("energy_j", energy)]
+    )
 
 
 def _nan_to_null(name: str, values: np.ndarray) -> pl.Series:
