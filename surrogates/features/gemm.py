@@ -351,7 +351,8 @@ _LOG2_INDEX = np.array([j for j, c in enumerate(GEMM_FEATURE_COLUMNS) if c in _L
 #: products stay below this bound (far beyond any real GEMM) take it, so the two never differ
 _SCALAR_INT_BOUND = 2**62
 #: a frame of up to this many queries on a :class:`DeviceIndex` gets its features query by query
-#: in Python floats (:func:`gemm_feature_arrays`); measured by ``benchmarks/tree_serving.py``
+#: in Python floats (:func:`gemm_feature_arrays`). Measured on the 2-core machine (load ~10):
+#: 1 query 15 us this way against 74 us on numpy columns, 4 queries 44 vs 96, 8 queries 82 vs 98
 SCALAR_QUERY_ROWS = 8
 
 
