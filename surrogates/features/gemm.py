@@ -8,8 +8,12 @@ typical threadblock tiles and dtype/op/layout codes. ``roofline_ms`` lets a mode
 *ratio* of runtime to roofline, which a tree can carry to larger shapes and faster devices (a
 raw-time tree cannot extrapolate).
 
-Everything is vectorised numpy over whole columns; models logged to MLflow call these functions
-inside ``predict``, so the service and the CLI never compute features themselves. The steps are
+The features are written once, in :func:`_feature_formulas`, and evaluated two ways with the
+same bits: vectorised numpy over whole columns (training, batches), or, for a frame of up to
+:data:`SCALAR_QUERY_ROWS` queries on a :class:`DeviceIndex`, query by query in Python floats
+(:class:`FeatureRows`; numpy on one-element arrays cost ~75 us a query, this a few). Models
+logged to MLflow call these functions inside ``predict``, so the service and the CLI never
+compute features themselves. The steps are
 public for the served models (:mod:`~hwsurrogate.surrogates.models.gemm_serving`), which check a
 query once and build its features once for both the runtime and the power model:
 :func:`gemm_query_arrays` (checked columns), :func:`gemm_feature_arrays` (every feature column),
