@@ -222,7 +222,7 @@ def gemm_breakdown(gemm: Any, one: pl.DataFrame) -> dict[str, float]:
     """Where one GEMM query's time goes in ``GemmPyfunc.predict_frame`` (served path), stage by
     stage, each timed alone (so the stages sum to about the total, not exactly)."""
     from hwsurrogate.surrogates.features.gemm import gemm_query_arrays
-    from hwsurrogate.surrogates.models.gemm_serving import as_polars
+    from hwsurrogate.surrogates.models.gemm_serving import as_polars, output_frame
 
     arrays = gemm_query_arrays(as_polars(one))
     ids = arrays["device_id"]
@@ -237,9 +237,7 @@ def gemm_breakdown(gemm: Any, one: pl.DataFrame) -> dict[str, float]:
         "runtime_trees_ms": one_query(lambda: gemm.runtime.predict_trees(gemm.runtime.model_, x)),
         "power_trees_ms": one_query(lambda: gemm.power.predict_trees(gemm.power.model_, x)),
         "exp_and_roofline_ms (x2)": one_query(lambda: np.exp(runtime) * roof),
-        "output_frame_ms": one_query(lambda: pl.DataFrame([
-            pl.Series("runtime_ms", runtime), pl.Series("power_w", power, dtype=pl.Float64),
-            pl.Series("energy_j", power * runtime / 1000.0, dtype=pl.Float64)])),
+        "output_frame_ms": one_query(lambda: output_frame(runtime, power)),
         "total_ms": one_query(lambda: gemm.predict_frame(one)),
     }  # fmt: skip
     return out

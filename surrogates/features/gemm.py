@@ -8,8 +8,12 @@ typical threadblock tiles and dtype/op/layout codes. ``roofline_ms`` lets a mode
 *ratio* of runtime to roofline, which a tree can carry to larger shapes and faster devices (a
 raw-time tree cannot extrapolate).
 
-Everything is vectorised numpy over whole columns; models logged to MLflow call these functions
-inside ``predict``, so the service and the CLI never compute features themselves. The steps are
+The features are written once, in :func:`_feature_formulas`, and evaluated two ways with the
+same bits: vectorised numpy over whole columns (training, batches), or, for a frame of up to
+:data:`SCALAR_QUERY_ROWS` queries on a :class:`DeviceIndex`, query by query in Python floats
+(:class:`FeatureRows`; numpy on one-element arrays cost ~75 us a query, this a few). Models
+logged to MLflow call these functions inside ``predict``, so the service and the CLI never
+compute features themselves. The steps are
 public for the served models (:mod:`~hwsurrogate.surrogates.models.gemm_serving`), which check a
 query once and build its features once for both the runtime and the power model:
 :func:`gemm_query_arrays` (checked columns), :func:`gemm_feature_arrays` (every feature column),
@@ -17,6 +21,10 @@ query once and build its features once for both the runtime and the power model:
 """
 
 from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -132,6 +140,9 @@ def gemm_query_arrays(queries: pl.DataFrame) -> dict[str, np.ndarray]:
         dims = np.array([raw.get(c, (1,) * n_rows) for c in _DIM_COLUMNS], dtype=np.float64).reshape(
             4, n_rows
         )
+        checked = _few_checked(raw, dims, n_rows)
+        if checked is not None:
+            return checked
     else:
         dims = np.ones((4, n_rows))
         for j, col in enumerate(_DIM_COLUMNS):
@@ -144,7 +155,7 @@ def gemm_query_arrays(queries: pl.DataFrame) -> dict[str, np.ndarray]:
             except Exception:
                 raise ValueError(f"gemm queries: column {col!r} must be numeric, got {s.dtype}") from None
     with np.errstate(invalid="ignore"):
-        bad = ~np.isfinite(dims) | (dims < 1) | (dims != np.floor(dims))
+        bad = ~_whole_positive(dims, _Columns)
     if bad.any():
         j = int(np.flatnonzero(bad.any(axis=1))[0])
         col, i = _DIM_COLUMNS[j], int(np.flatnonzero(bad[j])[0])
@@ -176,19 +187,54 @@ def gemm_query_arrays(queries: pl.DataFrame) -> dict[str, np.ndarray]:
     return out
 
 
+def _whole_positive(d: Any, ops: type[_Columns] | type[_Scalars]) -> Any:
+    """The rule for a dim (m, n, k, batch): finite, at least 1, a whole number; on a column of
+    dims or on one (:func:`gemm_query_arrays`)."""
+    return ops.isfinite(d) & (d >= 1) & (d == ops.floor(d))
+
+
+def _few_checked(raw: dict[str, tuple], dims: np.ndarray, n_rows: int) -> dict[str, np.ndarray] | None:
+    """:func:`gemm_query_arrays` of a few rows read by :func:`_few_rows`, checked value by value
+    with the same rules, where every value passes; None where one fails (the column checks then
+    name it). Costs a few microseconds where the column checks cost tens on a one-row frame."""
+    if not all(_whole_positive(v, _Scalars) for v in dims.ravel().tolist()):
+        return None
+    dev, dtype, op = raw["device_id"], raw["dtype"], raw["op"]
+    if (
+        None in dev
+        or not all(d in GEMM_DTYPE_SPECS for d in dtype)
+        or not all(o in GEMM_OP_CODES for o in op)
+    ):
+        return None
+    layout = raw.get("layout", (None,) * n_rows)
+    out = {col: dims[j] for j, col in enumerate(_DIM_COLUMNS)}
+    for col, values in (("dtype", dtype), ("op", op), ("device_id", dev)):
+        out[col] = np.array(values, dtype=object)  # strings: a 1-d object array
+    out["layout"] = np.array([DEFAULT_LAYOUT if v is None else v for v in layout], dtype=object)
+    return out
+
+
 def _few_rows(queries: pl.DataFrame, names: list[str]) -> dict[str, tuple] | None:
-    """The query columns as tuples of Python values, read in one call, where every dim column is
-    numeric and every text column a string column (else None: read column by column)."""
-    schema = queries.schema
+    """The query columns as tuples of Python values, read in one call, where every dim is a
+    number (int or float) or null and every text value a string or null (else None: read
+    column by column, which casts). Judged on the values, not the column types: a frame's
+    ``dtypes`` costs more than its ``rows()`` on one row, and a categorical column's values are
+    the strings the column path casts it to."""
+    rows = queries.rows()
+    if not rows:
+        return dict.fromkeys(names, ())
+    raw = dict(zip(names, zip(*rows, strict=True), strict=True))
     for col in _DIM_COLUMNS:
-        if col in schema and not schema[col].is_numeric():
+        if col in raw and not all(type(v) in _NUMBERS for v in raw[col]):
             return None
     for col in _STRING_COLUMNS:
-        if col in schema and schema[col] != pl.String:
+        if col in raw and not all(type(v) in _TEXTS for v in raw[col]):
             return None
-    if not queries.height:
-        return dict.fromkeys(names, ())
-    return dict(zip(names, zip(*queries.rows(), strict=True), strict=True))
+    return raw
+
+
+_NUMBERS = (int, float, type(None))  # not bool: a boolean column is cast by the column path
+_TEXTS = (str, type(None))
 
 
 def _text(queries: pl.DataFrame, col: str, raw: dict[str, tuple] | None) -> np.ndarray:
@@ -267,10 +313,6 @@ def device_table(devices: pl.DataFrame) -> pl.DataFrame:
     return table.sort("device_id")
 
 
-def _ceil_div(a: np.ndarray, b: int) -> np.ndarray:
-    return (a + (b - 1)) // b
-
-
 _DTYPE_TABLES: dict[str, dict[str, float]] = {
     "a_bytes": {d: float(s[0]) for d, s in GEMM_DTYPE_SPECS.items()},
     "b_bytes": {d: float(s[1]) for d, s in GEMM_DTYPE_SPECS.items()},
@@ -284,29 +326,58 @@ _DTYPE_TABLES: dict[str, dict[str, float]] = {
 _DTYPE_MATRIX = np.array(
     [[_DTYPE_TABLES[c][d] for c in _DTYPE_TABLES] for d in GEMM_DTYPE_CODES] + [[np.nan] * len(_DTYPE_TABLES)]
 )
+#: the same again per dtype as a tuple of Python floats (the one-query path)
+_DTYPE_SPEC_ROWS: dict[str, tuple[float, ...]] = {
+    d: tuple(row) for d, row in zip(GEMM_DTYPE_CODES, _DTYPE_MATRIX[:-1].tolist(), strict=True)
+}
 _DTYPE_ROWS: dict[str, float] = {d: float(c) for d, c in GEMM_DTYPE_CODES.items()}
-_TILE_M = np.array([tm for tm, _ in GEMM_TILES], dtype=np.int64)
-_TILE_N = np.array([tn for _, tn in GEMM_TILES], dtype=np.int64)
 #: per tile (GEMM_TILES order): its waves, wave-efficiency and tile-efficiency feature names
 _TILE_FEATURES = tuple((f"waves_{a}x{b}", f"wave_eff_{a}x{b}", f"tile_eff_{a}x{b}") for a, b in GEMM_TILES)
 _LAYOUT_ROWS: dict[str, float] = {k: float(v) for k, v in GEMM_LAYOUT_CODES.items()}
 _OP_ROWS: dict[str, float] = {k: float(v) for k, v in GEMM_OP_CODES.items()}
+
+#: every column :func:`gemm_feature_arrays` returns, in order
+GEMM_FEATURE_COLUMNS: tuple[str, ...] = (
+    *GEMM_SHAPE_FEATURES,
+    *GEMM_DEVICE_FEATURES,
+    "roofline_ms",
+    "flops",
+    "bytes",
+)
+#: the columns that are the log2 of what :func:`_feature_formulas` computes for them
+_LOG2_COLUMNS: frozenset[str] = frozenset(
+    [c for c in GEMM_FEATURE_COLUMNS if c.startswith(("log2_", "waves_"))]
+    + ["mn_aspect", "align_n", "align_k", "align_nk"]
+)
+_COLUMN_INDEX: dict[str, int] = {c: j for j, c in enumerate(GEMM_FEATURE_COLUMNS)}
+_LOG2_INDEX = np.array([j for j, c in enumerate(GEMM_FEATURE_COLUMNS) if c in _LOG2_COLUMNS], dtype=np.intp)
+#: the one-query path computes in Python ints where numpy uses int64: only shapes whose tile
+#: products stay below this bound (far beyond any real GEMM) take it, so the two never differ
+_SCALAR_INT_BOUND = 2**62
+#: a frame of up to this many queries on a :class:`DeviceIndex` gets its features query by query
+#: in Python floats (:func:`gemm_feature_arrays`). Measured on the 2-core machine (load ~10):
+#: 1 query 15 us this way against 74 us on numpy columns, 4 queries 44 vs 96, 8 queries 82 vs 98
+SCALAR_QUERY_ROWS = 8
 
 
 class DeviceIndex:
     """:func:`device_table` of a devices frame, indexed once by device id.
 
     Pass it wherever a devices frame is expected to skip rebuilding the table per call: a model
-    answering one query at a time would otherwise spend most of its time there.
+    answering one query at a time would otherwise spend most of its time there. ``descriptors``
+    holds each device's :data:`DEVICE_DESCRIPTORS` as Python floats (the one-query path).
     """
 
-    __slots__ = ("ids", "row", "values")
+    __slots__ = ("descriptors", "ids", "row", "values")
 
     def __init__(self, devices: pl.DataFrame) -> None:
         table = device_table(devices)
         self.ids: list[str] = table["device_id"].to_list()
         self.row: dict[str, float] = {d: float(i) for i, d in enumerate(self.ids)}
         self.values = {c: table.get_column(c).to_numpy().astype(np.float64) for c in DEVICE_DESCRIPTORS}
+        self.descriptors: dict[str, tuple[float, ...]] = {
+            d: tuple(float(self.values[c][i]) for c in DEVICE_DESCRIPTORS) for i, d in enumerate(self.ids)
+        }
 
 
 def _device_columns(device_ids: np.ndarray, devices: pl.DataFrame | DeviceIndex) -> dict[str, np.ndarray]:
@@ -319,6 +390,160 @@ def _device_columns(device_ids: np.ndarray, devices: pl.DataFrame | DeviceIndex)
     return {c: v[rows] for c, v in index.values.items()}
 
 
+class _Columns:
+    """The operations :func:`_feature_formulas` needs beyond arithmetic, on numpy columns."""
+
+    isnan = staticmethod(np.isnan)
+    isfinite = staticmethod(np.isfinite)
+    floor = staticmethod(np.floor)
+    where = staticmethod(np.where)
+    fmax = staticmethod(np.fmax)
+    minimum = staticmethod(np.minimum)
+    ceil = staticmethod(np.ceil)
+    mod = staticmethod(np.mod)
+
+    @staticmethod
+    def integer(x: np.ndarray) -> np.ndarray:
+        return np.asarray(x).astype(np.int64)
+
+    @staticmethod
+    def real(x: np.ndarray) -> np.ndarray:
+        return np.asarray(x).astype(np.float64)
+
+
+class _Scalars:
+    """The same operations on one query's Python numbers, giving numpy's values (NaN rules included).
+
+    Python float arithmetic is IEEE double arithmetic, as numpy's is, so the same formulas give
+    the same bits; the one difference, a division by zero, raises ``ZeroDivisionError`` here
+    (the caller then takes the column path). Python ints stand for numpy's int64 only below
+    :data:`_SCALAR_INT_BOUND`. log2 is not here: :func:`_feature_formulas` leaves it to its
+    callers, which take numpy's log2 on a vector of every column that needs it."""
+
+    @staticmethod
+    def isnan(x: float) -> bool:
+        return x != x
+
+    isfinite = staticmethod(math.isfinite)
+
+    @staticmethod
+    def floor(x: float) -> float:
+        return float(math.floor(x)) if math.isfinite(x) else x
+
+    @staticmethod
+    def where(cond: bool, a: Any, b: Any) -> Any:
+        return a if cond else b
+
+    @staticmethod
+    def fmax(a: float, b: float) -> float:
+        return b if a != a else a if b != b else max(a, b)
+
+    @staticmethod
+    def minimum(a: float, b: float) -> float:
+        return a if a != a else b if b != b else min(a, b)
+
+    @staticmethod
+    def ceil(x: float) -> float:
+        return float(math.ceil(x)) if math.isfinite(x) else x
+
+    @staticmethod
+    def mod(a: float, b: float) -> float:
+        return a % b
+
+    @staticmethod
+    def integer(x: float) -> int:
+        return int(x)
+
+    @staticmethod
+    def real(x: int) -> float:
+        return float(x)
+
+
+def _feature_formulas(
+    q: tuple[Any, ...], spec: tuple[Any, ...], dev: tuple[Any, ...], ops: type[_Columns] | type[_Scalars]
+) -> dict[str, Any]:
+    """THE definition of the GEMM features, evaluated on numpy columns (``ops=_Columns``) or on one
+    query's Python numbers (``ops=_Scalars``) with the same values.
+
+    ``q`` is (m, n, k, batch, is_linear, op_code, layout_code), ``spec`` the dtype's
+    :data:`_DTYPE_TABLES` entries in order, ``dev`` the device's :data:`DEVICE_DESCRIPTORS` in
+    order. Returns every column of :data:`GEMM_FEATURE_COLUMNS` in order; those in
+    :data:`_LOG2_COLUMNS` before their log2 (taken by the caller)."""
+    m, n, k, b, is_linear, op_code, layout_code = q
+    a_bytes, b_bytes, c_bytes, uses_fp16_peak, peak_mult, dtype_code = spec
+    cores, p32, p16, bw, l2, clock = dev
+    # linear shares its weight across the batch; gemm/bmm read one B per batch entry
+    b_reads = ops.where(is_linear, 1.0, b)
+    fp16 = ops.where(ops.isnan(p16), p32, p16)
+    fp32 = ops.where(ops.isnan(p32), p16 / 4, p32)
+    peak = ops.where(uses_fp16_peak == 1.0, fp16, fp32) * peak_mult
+    flops = 2.0 * b * m * n * k
+    nbytes = b * m * k * a_bytes + b_reads * k * n * b_bytes + b * m * n * c_bytes
+    compute_ms = flops / (peak * 1e6)
+    memory_ms = nbytes / (bw * 1e6)
+    intensity = flops / nbytes
+    ridge = peak / bw
+    roofline_ms = ops.fmax(compute_ms, memory_ms)  # a missing bandwidth leaves the compute bound
+    sms = ops.where(ops.isnan(cores), 80.0, cores)
+    # linear runs as ONE (batch*m) x n GEMM (torch flattens the leading dims); gemm/bmm tile
+    # each of the batch's m x n outputs separately
+    mi = ops.integer(ops.where(is_linear, m * b, m))
+    ni = ops.integer(n)
+    bt = ops.where(is_linear, 1.0, b)
+    waves: dict[str, Any] = {}
+    for (tm, tn), (w_name, eff_name, tile_name) in zip(GEMM_TILES, _TILE_FEATURES, strict=True):
+        m_tiles, n_tiles = (mi + (tm - 1)) // tm, (ni + (tn - 1)) // tn
+        tiles = ops.real(m_tiles * n_tiles) * bt
+        w = ops.ceil(tiles / sms)
+        waves[w_name] = w  # log2
+        waves[eff_name] = tiles / (w * sms)
+        waves[tile_name] = (mi * n) / (m_tiles * tm * n_tiles * tn)
+    # n is contiguous in C (and in B for gemm/bmm), k in A (and in linear's weight): the lowest
+    # set bit, capped (log2: the trailing zero bits, see alignment_bits)
+    cap = 2**GEMM_MAX_ALIGN_BITS
+    align_n = ops.minimum(_lowest_set_bit(ni), cap)
+    align_k = ops.minimum(_lowest_set_bit(ops.integer(k)), cap)
+    return {
+        "log2_m": m,
+        "log2_n": n,
+        "log2_k": k,
+        "log2_batch": b,
+        "log2_flops": flops,
+        "log2_bytes": nbytes,
+        "log2_intensity": intensity,
+        "log2_intensity_over_ridge": intensity / ridge,
+        "log2_roofline_ms": roofline_ms,
+        "log2_compute_ms": compute_ms,
+        "log2_memory_ms": memory_ms,
+        # the whole working set (all batch entries) against L2: timings repeated back to back
+        # keep a working set that fits in L2 there (NeuSight times 25 calls in a row)
+        "log2_footprint_over_l2": nbytes / (ops.where(ops.isnan(l2), 4.0, l2) * 1e6),
+        "dtype_code": dtype_code,
+        "op_code": op_code,
+        "layout_code": ops.where(ops.isnan(layout_code), -1.0, layout_code),
+        "k_mod_64": ops.mod(k, 64),
+        "mn_aspect": m / n,
+        "align_n": align_n,
+        "align_k": align_k,
+        "align_nk": ops.minimum(align_n, align_k),
+        **{name: waves[name] for name in GEMM_SHAPE_FEATURES if name in waves},
+        "log2_peak_gflops": peak,
+        "log2_mem_bw_gbs": bw,
+        "log2_ridge": ridge,
+        "cores": sms,
+        "log2_l2_mb": l2,
+        "clock_mhz": clock,
+        "roofline_ms": roofline_ms,
+        "flops": flops,
+        "bytes": nbytes,
+    }
+
+
+def _lowest_set_bit(v: Any) -> Any:
+    """``v & -v``: the lowest set bit of each integer (int64 column or Python int)."""
+    return v & -v
+
+
 def alignment_bits(x: np.ndarray, max_bits: int = GEMM_MAX_ALIGN_BITS) -> np.ndarray:
     """Trailing zero bits of each positive integer in ``x``, capped at ``max_bits`` (float64).
 
@@ -326,92 +551,87 @@ def alignment_bits(x: np.ndarray, max_bits: int = GEMM_MAX_ALIGN_BITS) -> np.nda
     decides whether BLAS can use vectorised 16-byte loads (fp32: a multiple of 4 elements), which
     picks a different, much faster kernel family (NeuSight's P4: 0.2 vs 0.75 of peak).
     """
-    v = np.asarray(x).astype(np.int64)
-    low = v & -v  # the lowest set bit
-    return np.minimum(np.log2(low.astype(np.float64)), float(max_bits))
+    low = _lowest_set_bit(np.asarray(x).astype(np.int64))
+    return np.log2(np.minimum(low, 2**max_bits).astype(np.float64))
 
 
 def gemm_feature_arrays(
     q: dict[str, np.ndarray], devices: pl.DataFrame | DeviceIndex
-) -> dict[str, np.ndarray]:
-    """Every column of :func:`gemm_features` as a float64 array (numpy, whole columns at once),
-    from the checked query columns of :func:`gemm_query_arrays`."""
+) -> Mapping[str, np.ndarray]:
+    """Every column of :func:`gemm_features` (:data:`GEMM_FEATURE_COLUMNS`) as a float64 array,
+    from the checked query columns of :func:`gemm_query_arrays`.
+
+    Whole columns at once (numpy); a batch of at most :data:`SCALAR_QUERY_ROWS` queries on a
+    :class:`DeviceIndex` query by query in Python floats instead (:class:`FeatureRows`: the same
+    formulas and the same values, without numpy's per-operation cost on one-element arrays)."""
+    if isinstance(devices, DeviceIndex) and len(q["m"]) <= SCALAR_QUERY_ROWS:
+        rows = _feature_rows(q, devices)
+        if rows is not None:
+            return rows
     dev = _device_columns(q["device_id"], devices)
     code = _lookup(q["dtype"], _DTYPE_ROWS)
     table = _DTYPE_MATRIX[np.where(np.isnan(code), -1, code).astype(np.intp)]
-    spec = {c: table[:, j] for j, c in enumerate(_DTYPE_TABLES)}
-    m, n, k, b = q["m"], q["n"], q["k"], q["batch"]
+    spec = tuple(table[:, j] for j in range(table.shape[1]))
+    is_linear = q["op"] == "linear"
+    query = (
+        q["m"],
+        q["n"],
+        q["k"],
+        q["batch"],
+        is_linear,
+        _lookup(q["op"], _OP_ROWS),
+        _lookup(q["layout"], _LAYOUT_ROWS),
+    )
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        # linear shares its weight across the batch; gemm/bmm read one B per batch entry
-        b_reads = np.where(q["op"] == "linear", 1.0, b)
-        p32, p16 = dev["peak_fp32_gflops"], dev["peak_fp16_gflops"]
-        fp16 = np.where(np.isnan(p16), p32, p16)
-        fp32 = np.where(np.isnan(p32), p16 / 4, p32)
-        peak = np.where(spec["uses_fp16_peak"] == 1.0, fp16, fp32) * spec["peak_mult"]
-        flops = 2.0 * b * m * n * k
-        nbytes = b * m * k * spec["a_bytes"] + b_reads * k * n * spec["b_bytes"] + b * m * n * spec["c_bytes"]
-        bw = dev["mem_bw_gbs"]
-        compute_ms = flops / (peak * 1e6)
-        memory_ms = nbytes / (bw * 1e6)
-        intensity = flops / nbytes
-        ridge = peak / bw
-        roofline_ms = np.fmax(compute_ms, memory_ms)  # a missing bandwidth leaves the compute bound
-        sms = np.where(np.isnan(dev["cores"]), 80.0, dev["cores"])
-        # linear runs as ONE (batch*m) x n GEMM (torch flattens the leading dims); gemm/bmm tile
-        # each of the batch's m x n outputs separately
-        is_linear = q["op"] == "linear"
-        mi = np.where(is_linear, m * b, m).astype(np.int64)
-        ni = n.astype(np.int64)
-        bt = np.where(is_linear, 1.0, b)
-        # every tile at once: (rows, tiles) arrays, column j for GEMM_TILES[j]
-        m_tiles, n_tiles = _ceil_div(mi[:, None], _TILE_M), _ceil_div(ni[:, None], _TILE_N)
-        tiles = (m_tiles * n_tiles).astype(np.float64) * bt[:, None]
-        w = np.ceil(tiles / sms[:, None])
-        log_w, wave_eff = np.log2(w), tiles / (w * sms[:, None])
-        tile_eff = (mi * n)[:, None] / (m_tiles * _TILE_M * n_tiles * _TILE_N)
-        waves: dict[str, np.ndarray] = {}
-        for j, (w_name, eff_name, tile_name) in enumerate(_TILE_FEATURES):
-            waves[w_name] = log_w[:, j]
-            waves[eff_name] = wave_eff[:, j]
-            waves[tile_name] = tile_eff[:, j]
-        l2 = dev["l2_mb"]
-        layout_code = _lookup(q["layout"], _LAYOUT_ROWS)
-        cols = {
-            "log2_m": np.log2(m),
-            "log2_n": np.log2(n),
-            "log2_k": np.log2(k),
-            "log2_batch": np.log2(b),
-            "log2_flops": np.log2(flops),
-            "log2_bytes": np.log2(nbytes),
-            "log2_intensity": np.log2(intensity),
-            "log2_intensity_over_ridge": np.log2(intensity / ridge),
-            "log2_roofline_ms": np.log2(roofline_ms),
-            "log2_compute_ms": np.log2(compute_ms),
-            "log2_memory_ms": np.log2(memory_ms),
-            # the whole working set (all batch entries) against L2: timings repeated back to back
-            # keep a working set that fits in L2 there (NeuSight times 25 calls in a row)
-            "log2_footprint_over_l2": np.log2(nbytes / (np.where(np.isnan(l2), 4.0, l2) * 1e6)),
-            "dtype_code": spec["dtype_code"],
-            "op_code": _lookup(q["op"], _OP_ROWS),
-            "layout_code": np.where(np.isnan(layout_code), -1.0, layout_code),
-            "k_mod_64": np.mod(k, 64),
-            "mn_aspect": np.log2(m / n),
-            # n is contiguous in C (and in B for gemm/bmm), k in A (and in linear's weight)
-            "align_n": (align_n := alignment_bits(n)),
-            "align_k": (align_k := alignment_bits(k)),
-            "align_nk": np.minimum(align_n, align_k),
-            **{name: waves[name] for name in GEMM_SHAPE_FEATURES if name in waves},
-            "log2_peak_gflops": np.log2(peak),
-            "log2_mem_bw_gbs": np.log2(bw),
-            "log2_ridge": np.log2(ridge),
-            "cores": sms,
-            "log2_l2_mb": np.log2(l2),
-            "clock_mhz": dev["clock_mhz"],
-            "roofline_ms": roofline_ms,
-            "flops": flops,
-            "bytes": nbytes,
-        }
-    return cols
+        raw = _feature_formulas(query, spec, tuple(dev[c] for c in DEVICE_DESCRIPTORS), _Columns)
+        return {c: np.log2(v) if c in _LOG2_COLUMNS else v for c, v in raw.items()}
+
+
+def _feature_rows(q: dict[str, np.ndarray], index: DeviceIndex) -> FeatureRows | None:
+    """:func:`_feature_formulas` query by query on Python numbers; None where a query needs the
+    column path (an unknown device, which it names; a zero descriptor; a shape past
+    :data:`_SCALAR_INT_BOUND`)."""
+    known = index.descriptors
+    values = []
+    for m, n, k, b, op, dtype, layout, device in zip(
+        q["m"].tolist(), q["n"].tolist(), q["k"].tolist(), q["batch"].tolist(),
+        q["op"].tolist(), q["dtype"].tolist(), q["layout"].tolist(), q["device_id"].tolist(), strict=True,
+    ):  # fmt: skip
+        dev, spec = known.get(device), _DTYPE_SPEC_ROWS.get(dtype)
+        if dev is None or spec is None:
+            return None
+        is_linear = op == "linear"
+        if ((int(m * b) if is_linear else int(m)) + 256) * (int(n) + 256) >= _SCALAR_INT_BOUND:
+            return None
+        query = (m, n, k, b, is_linear, _OP_ROWS.get(op, math.nan), _LAYOUT_ROWS.get(layout, math.nan))
+        try:
+            values.append(list(_feature_formulas(query, spec, dev, _Scalars).values()))
+        except ZeroDivisionError:
+            return None
+    matrix = np.array(values, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        matrix[:, _LOG2_INDEX] = np.log2(matrix[:, _LOG2_INDEX])
+    return FeatureRows(matrix)
+
+
+class FeatureRows(Mapping[str, np.ndarray]):
+    """The columns of :func:`gemm_feature_arrays` for a few queries, held as one ``(rows,
+    columns)`` float64 matrix (:data:`GEMM_FEATURE_COLUMNS` order); :func:`stack_features`
+    takes a model's columns from it with one indexing."""
+
+    __slots__ = ("matrix",)
+
+    def __init__(self, matrix: np.ndarray) -> None:
+        self.matrix = matrix
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.matrix[:, _COLUMN_INDEX[name]]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(GEMM_FEATURE_COLUMNS)
+
+    def __len__(self) -> int:
+        return len(GEMM_FEATURE_COLUMNS)
 
 
 def gemm_features(queries: pl.DataFrame, devices: pl.DataFrame) -> pl.DataFrame:
@@ -422,7 +642,7 @@ def gemm_features(queries: pl.DataFrame, devices: pl.DataFrame) -> pl.DataFrame:
     and ``bytes``. Raises :class:`UnknownGemmDeviceError` naming the first unknown device.
     A descriptor a device does not state gives NaN in the features that need it.
     """
-    return pl.DataFrame(gemm_feature_arrays(gemm_query_arrays(queries), devices))
+    return pl.DataFrame(dict(gemm_feature_arrays(gemm_query_arrays(queries), devices)))
 
 
 def gemm_feature_matrix(
@@ -433,8 +653,13 @@ def gemm_feature_matrix(
     return stack_features(cols, gemm_feature_names(device_features=device_features)), cols["roofline_ms"]
 
 
-def stack_features(cols: dict[str, np.ndarray], names: list[str]) -> np.ndarray:
-    """The ``(rows, len(names))`` float64 matrix of the named columns of :func:`gemm_feature_arrays`."""
+def stack_features(cols: Mapping[str, np.ndarray], names: list[str]) -> np.ndarray:
+    """The ``(rows, len(names))`` float64 matrix of the named columns of :func:`gemm_feature_arrays`
+    (a new array)."""
+    if isinstance(cols, FeatureRows):
+        if tuple(names) == GEMM_FEATURE_COLUMNS[: len(names)]:  # a model's columns lead the table
+            return cols.matrix[:, : len(names)].copy()
+        return cols.matrix[:, [_COLUMN_INDEX[c] for c in names]]
     x = np.empty((len(cols["roofline_ms"]), len(names)))
     for j, c in enumerate(names):
         x[:, j] = cols[c]

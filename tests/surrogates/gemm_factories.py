@@ -80,9 +80,16 @@ def fitted_gemm_pyfunc(max_iter: int, n_rows: int = 150):  # noqa: ANN201 - (mod
 
 
 def assert_equals_sklearn(model, q: pl.DataFrame) -> pl.DataFrame:  # noqa: ANN001 - a GemmPyfunc
-    """``model.predict_frame(q)`` equals its scikit-learn trees' own answers to 1e-9; returns it."""
+    """``model.predict_frame(q)`` equals its scikit-learn trees' own answers to 1e-9 on the
+    training pipeline's features (whole numpy columns, as at fit); returns it."""
+    from hwsurrogate.surrogates.features.gemm import gemm_feature_matrix
+
     got = model.predict_frame(q)
-    x, roof = model.runtime._features(q)
+    # a devices frame, not the model's DeviceIndex: the column path even for one query
+    x, roof = gemm_feature_matrix(
+        q, model.runtime.device_table_, device_features=model.runtime.device_features
+    )
+    x[:, model.runtime.empty_features_] = 0.0
     np.testing.assert_allclose(
         got["runtime_ms"].to_numpy(), np.exp(model.runtime.model_.predict(x)) * roof, rtol=1e-9
     )

@@ -174,6 +174,89 @@ def test_few_query_rows_read_at_once_equal_the_column_by_column_read(monkeypatch
     assert checked > 50 and errors > 20
 
 
+def _odd_devices() -> pl.DataFrame:
+    """The test devices plus devices with missing, zero and negative descriptors."""
+    odd = pl.DataFrame(
+        {"device_id": ["odd/missing", "odd/zero", "odd/negative"], "cores": [None, 0, -4],
+         "peak_fp32_gflops": [None, 0.0, 100.0], "peak_fp16_gflops": [5000.0, 0.0, None],
+         "mem_bw_gbs": [None, 0.0, -30.0], "l2_mb": [None, 0.0, 2.0], "clock_mhz": [None, 0.0, 1000.0]}
+    )  # fmt: skip
+    return pl.concat([devices_frame(), odd], how="diagonal_relaxed")
+
+
+def test_few_query_features_in_python_floats_equal_the_column_features_bit_for_bit() -> None:
+    """One feature definition, two evaluations: a few queries on a DeviceIndex are computed in
+    Python floats (FeatureRows), a batch on whole numpy columns; every column of every query
+    has the same bits (NaN where NaN), on every dtype/op/layout, odd descriptors and shapes past
+    int64 (those, and zero descriptors, take the column path)."""
+    from hwsurrogate.surrogates.features import gemm as features
+
+    devices = _odd_devices()
+    index = features.DeviceIndex(devices)
+    rng = np.random.default_rng(3)
+    n = 4000
+    dims = np.round(2 ** rng.uniform(0, 16, (n, 4))).astype(np.int64)
+    dims[:, 3] = np.where(rng.random(n) < 0.5, 1, dims[:, 3] % 64 + 1)
+    huge = rng.random((n, 4)) < 0.02
+    dims[huge] = rng.integers(2**40, 2**52, huge.sum())
+    frame = pl.DataFrame({
+        "device_id": rng.choice(index.ids, n).tolist(), "op": rng.choice(sorted(features.GEMM_OP_CODES), n).tolist(),
+        "m": dims[:, 0], "n": dims[:, 1], "k": dims[:, 2], "batch": dims[:, 3],
+        "dtype": rng.choice(sorted(features.GEMM_DTYPE_SPECS), n).tolist(),
+        "layout": rng.choice(sorted(features.GEMM_LAYOUT_CODES), n).tolist(),
+    })  # fmt: skip
+    q = features.gemm_query_arrays(frame)
+    columns = features.gemm_feature_arrays(q, devices)  # a devices frame: whole columns
+    assert not isinstance(columns, features.FeatureRows)
+    assert list(columns) == list(features.GEMM_FEATURE_COLUMNS)
+    rows = fallback = start = 0
+    while start < n:
+        size = int(rng.integers(1, features.SCALAR_QUERY_ROWS + 1))
+        part = {c: v[start : start + size] for c, v in q.items()}
+        got = features.gemm_feature_arrays(part, index)
+        if isinstance(got, features.FeatureRows):
+            rows += 1
+            assert list(got) == list(features.GEMM_FEATURE_COLUMNS)
+        else:
+            fallback += 1
+        for c in features.GEMM_FEATURE_COLUMNS:
+            want = columns[c][start : start + size]
+            assert got[c].dtype == np.float64
+            same = (got[c].view(np.int64) == want.view(np.int64)) | (np.isnan(got[c]) & np.isnan(want))
+            assert same.all(), (c, got[c], want, {k: v[:size].tolist() for k, v in part.items()})
+        names = features.gemm_feature_names(device_features=bool(start % 2))
+        np.testing.assert_array_equal(features.stack_features(got, names), features.stack_features(
+            {c: columns[c][start : start + size] for c in names} | {"roofline_ms": want}, names))  # fmt: skip
+        start += size
+    assert rows > 250 and fallback > 100  # zero descriptors and huge shapes take the column path
+
+
+def test_one_query_output_frame_equals_the_batch_frame() -> None:
+    """The few-row output frame (from Python values) is the batch path's frame: values, Float64
+    columns, and null power/energy where the model has no power target or the device no power."""
+    from polars.testing import assert_frame_equal
+
+    from hwsurrogate.surrogates.models.gemm import GemmPyfunc
+
+    from .gemm_factories import fitted_gemm_pyfunc
+
+    model, rows = fitted_gemm_pyfunc(max_iter=10)
+    train_b = gemm_rows("test/gpu-b", 60, seed=4)
+    runtime_ab = GemmRegressor(devices=devices_frame(), max_iter=10).fit(
+        pl.concat([rows, train_b]), pl.concat([rows, train_b])["runtime_ms"]
+    )
+    queries = pl.concat([rows.head(10), train_b.head(10)]).select(
+        "device_id", "op", "m", "n", "k", "batch", "dtype", "layout"
+    )
+    for m in (model, GemmPyfunc(model.runtime, None), GemmPyfunc(runtime_ab, model.power)):
+        q = queries if m.runtime is runtime_ab else queries.head(10)
+        batch = m.predict_frame(q)  # 10 or 20 rows: numpy columns
+        for i in range(q.height):
+            assert_frame_equal(m.predict_frame(q.slice(i, 1)), batch.slice(i, 1))
+        assert_frame_equal(m.predict_frame(q.head(3)), batch.head(3))
+    assert batch["power_w"].null_count() == 10  # gpu-b rows: no power model for them
+
+
 def test_regressor_rejects_nan_and_nonpositive_targets() -> None:
     rows = gemm_rows("test/gpu-a", 20)
     y = rows["runtime_ms"].to_numpy().copy()
