@@ -23,7 +23,8 @@ bytes hash to the recorded digest (:func:`load`). Anything else is ignored and r
 (``python -m hwsurrogate.surrogates.models.compiled_trees BUILD_DIR``) that outlives a one-off
 ``hws predict``, and callers keep answering through GTIL until :func:`ready` finds the library
 (checked at most once a second per model). One build per key at a time across processes (an
-exclusive ``<key>.building`` marker, stale after :data:`STALE_BUILD_S`). No tl2cgen or no C
+exclusive ``<key>.building`` marker, stale after :data:`STALE_BUILD_S`), and at most
+:func:`max_builds` at once per cache: a model that finds the slots taken asks again later. No tl2cgen or no C
 compiler (logged once per process at INFO), a failed build (``<key>.failed`` holds the error;
 logged once per process as a warning): GTIL answers, never an error.
 ``HWSURROGATE_COMPILED_TREES=0`` turns compiled serving off.
@@ -48,18 +49,21 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 __all__ = [
+    "BUILDS_ENV",
     "BUILD_FORMAT",
+    "BuildRequest",
     "CompiledTrees",
     "build",
     "build_in_subprocess",
     "cache_root",
     "enabled",
     "load",
+    "max_builds",
     "missing_builder",
     "model_key",
     "ready",
@@ -82,6 +86,14 @@ META_FILE = "build.json"
 CHECKPOINT_FILE = "model.treelite"
 #: a build marker older than this is taken as a build that died
 STALE_BUILD_S = 900.0
+#: ``$HWSURROGATE_COMPILED_BUILDS``: detached builds running at once per cache, across processes
+#: (default: half the cores, at least 1). Each compiles C on one core; a server that met every
+#: latency device's model in a minute started ~79 builds at once without it (load average 50)
+BUILDS_ENV = "HWSURROGATE_COMPILED_BUILDS"
+#: what :func:`request_build` did: started a build, found one running for the key, found the
+#: cache's build slots taken (ask again later), or will not build it here (off, no tl2cgen or
+#: compiler, a failed build, a cache that is not private)
+BuildRequest = Literal["started", "building", "busy", "off"]
 
 _loaded: dict[str, CompiledTrees] = {}
 _logged: set[str] = set()
@@ -220,34 +232,59 @@ def _remove_stale_builds(root: Path) -> None:
             pass
 
 
-def request_build(key: str, checkpoint: bytes) -> bool:
-    """Start a detached build of ``key`` unless one runs, one failed, or it cannot be built here
-    (no tl2cgen, no compiler: logged once). True when a build was started."""
+def max_builds() -> int:
+    """Detached builds allowed at once per cache (:data:`BUILDS_ENV`, default half the cores, >= 1)."""
+    raw = os.environ.get(BUILDS_ENV, "").strip()
+    if raw:
+        if not raw.isdigit() or int(raw) < 1:
+            raise ValueError(f"${BUILDS_ENV}={raw!r}: give a whole number of builds >= 1")
+        return int(raw)
+    return max(1, (os.cpu_count() or 1) // 2)
+
+
+def _builds_running(root: Path) -> int:
+    """Build markers in ``root`` younger than :data:`STALE_BUILD_S` (builds under way)."""
+    cutoff = time.time() - STALE_BUILD_S
+    n = 0
+    for marker in root.glob("*.building"):
+        try:
+            n += marker.stat().st_mtime >= cutoff
+        except OSError:
+            pass
+    return n
+
+
+def request_build(key: str, checkpoint: bytes) -> BuildRequest:
+    """Start a detached build of ``key`` unless one runs for it, the cache already runs
+    :func:`max_builds` builds (``"busy"``: ask again later), it failed before, or it cannot be
+    built here (no tl2cgen, no compiler: logged once). See :data:`BuildRequest`."""
     if not enabled():
-        return False
+        return "off"
     missing = missing_builder()
     if missing is not None:
         # an expected set-up (the extra not installed), so INFO: a one-off command stays quiet
         _log_once(missing, "%s: trees are served through treelite's GTIL", missing, level=logging.INFO)
-        return False
+        return "off"
     root = cache_root()
     try:
         root.mkdir(mode=0o700, parents=True, exist_ok=True)
         if not _private(root):
             _log_once(f"root:{root}", "tree cache %s is not private to this user: compiled trees off", root)
-            return False
+            return "off"
         failed = _marker(root, key, "failed")
         if failed.exists():
             _log_once(f"failed:{key}", "compiled trees %s failed to build (%s); serving through GTIL",
                       key[:12], failed.read_text()[:500])  # fmt: skip
-            return False
+            return "off"
         marker = _marker(root, key, "building")
         try:
             if time.time() - marker.stat().st_mtime < STALE_BUILD_S:
-                return False  # another process builds it
+                return "building"  # another process builds it
             marker.unlink()
         except FileNotFoundError:
             pass
+        if _builds_running(root) >= max_builds():
+            return "busy"
         fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
         os.close(fd)
         _remove_stale_builds(root)
@@ -260,10 +297,11 @@ def request_build(key: str, checkpoint: bytes) -> bool:
                 start_new_session=True, close_fds=True,
             )  # fmt: skip
     except OSError as exc:  # an exclusive marker another process just made, a read-only cache ...
-        if not isinstance(exc, FileExistsError):
-            _log_once(f"start:{key}", "could not start the compiled-trees build: %s", exc)
-        return False
-    return True
+        if isinstance(exc, FileExistsError):
+            return "building"
+        _log_once(f"start:{key}", "could not start the compiled-trees build: %s", exc)
+        return "off"
+    return "started"
 
 
 def build(checkpoint: bytes, key: str, root: Path | None = None, *, work: Path | None = None) -> Path:

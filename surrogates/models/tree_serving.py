@@ -153,25 +153,30 @@ class TreeRunner:
     verified, treelite's GTIL until then. The first call asks for a build of this model version
     (a detached process); whether it is done is checked at most once a second."""
 
-    __slots__ = ("_next_check", "_requested", "checkpoint", "compiled", "key", "model")
+    __slots__ = ("_next_check", "_requested", "compiled", "key", "model")
 
     def __init__(self, model: Any, checkpoint: bytes | None = None) -> None:
         self.model = model
-        self.checkpoint = model.serialize_bytes() if checkpoint is None else checkpoint
-        self.key = compiled_trees.model_key(self.checkpoint)
+        self.key = compiled_trees.model_key(model.serialize_bytes() if checkpoint is None else checkpoint)
         self.compiled: compiled_trees.CompiledTrees | None = None
         self._next_check = 0.0
         self._requested = False
 
+    @property
+    def checkpoint(self) -> bytes:
+        """The treelite checkpoint, serialised again from the model (the same bytes: treelite's
+        format round-trips exactly), so a runner does not hold a second copy of its trees."""
+        return self.model.serialize_bytes()
+
     def compiled_ready(self) -> compiled_trees.CompiledTrees | None:
-        """The compiled library when built (checked at most once a second), else None."""
+        """The compiled library when built (checked at most once a second), else None. The build
+        is asked for once, again while the cache's build slots are taken (``"busy"``)."""
         if self.compiled is None and time.monotonic() >= self._next_check:
             self._next_check = time.monotonic() + 1.0
             if compiled_trees.enabled():
                 self.compiled = compiled_trees.ready(self.key)
                 if self.compiled is None and not self._requested:
-                    self._requested = True
-                    compiled_trees.request_build(self.key, self.checkpoint)
+                    self._requested = compiled_trees.request_build(self.key, self.checkpoint) != "busy"
         return self.compiled
 
     def predict(self, x: np.ndarray) -> np.ndarray:
@@ -277,10 +282,12 @@ class FrozenTrees:
             import treelite
 
             self._model = TreeRunner(treelite.Model.deserialize_bytes(self.checkpoint), self.checkpoint)
+            self.checkpoint = None  # the treelite model holds the trees; pickling serialises it again
         return self._model.predict(x)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"checkpoint": self.checkpoint, "n_features": self.n_features}
+        checkpoint = self.checkpoint if self.checkpoint is not None else self._model.checkpoint
+        return {"checkpoint": checkpoint, "n_features": self.n_features}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.checkpoint = state["checkpoint"]

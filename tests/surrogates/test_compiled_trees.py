@@ -168,19 +168,79 @@ def test_detached_build_serves_once_done(tmp_path: Path, monkeypatch: pytest.Mon
     dead = root / ".build-0123456789ab-dead"  # left by a build process that was killed
     dead.mkdir()
     os.utime(dead, (time.time() - 2 * compiled_trees.STALE_BUILD_S,) * 2)
-    assert compiled_trees.request_build(runner.key, runner.checkpoint)
+    assert compiled_trees.request_build(runner.key, runner.checkpoint) == "started"
     assert not dead.exists()
-    assert not compiled_trees.request_build(runner.key, runner.checkpoint)  # one build at a time
+    assert compiled_trees.request_build(runner.key, runner.checkpoint) == "building"  # one build at a time
     deadline = time.monotonic() + 120
     while compiled_trees.load(runner.key) is None and time.monotonic() < deadline:
         time.sleep(0.2)
     assert compiled_trees.load(runner.key) is not None
     assert not (root / f"{runner.key}.building").exists()
     bad = compiled_trees.model_key(b"not a model")
-    assert compiled_trees.request_build(bad, b"not a model")
+    assert compiled_trees.request_build(bad, b"not a model") == "started"
     while not (root / f"{bad}.failed").exists() and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert (root / f"{bad}.failed").exists() and not compiled_trees.request_build(bad, b"not a model")
+    assert (root / f"{bad}.failed").exists() and compiled_trees.request_build(bad, b"not a model") == "off"
+
+
+def test_builds_wait_for_a_free_slot_and_the_runner_asks_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At most $HWSURROGATE_COMPILED_BUILDS detached builds per cache: a model that finds the slots
+    taken starts nothing (no marker, no work folder) and its runner asks again at a later check."""
+    import time
+
+    root = tmp_path / "cache"
+    root.mkdir(mode=0o700)
+    monkeypatch.setenv("HWSURROGATE_TREE_CACHE", str(root))
+    monkeypatch.setenv(compiled_trees.BUILDS_ENV, "1")
+    x, y, _ = _data(5)
+    model = HistGradientBoostingRegressor(max_iter=3, max_leaf_nodes=4, random_state=0).fit(x, y)
+    runner = TreeRunner(to_treelite(model))
+    other = root / f"{'0' * 64}.building"  # another model's build under way
+    other.touch()
+    assert compiled_trees.request_build(runner.key, runner.checkpoint) == "busy"
+    assert not (root / f"{runner.key}.building").exists() and not list(root.glob(".build-*"))
+    asked: list[str] = []
+    real = compiled_trees.request_build
+
+    def recorded(key: str, checkpoint: bytes) -> str:
+        asked.append(real(key, checkpoint))
+        return asked[-1]
+
+    started: list[list[str]] = []  # the build process is not run: its command line is recorded
+    monkeypatch.setattr(compiled_trees.subprocess, "Popen", lambda cmd, **_: started.append(cmd))
+    monkeypatch.setattr(compiled_trees, "request_build", recorded)
+    runner.compiled_ready()
+    runner._next_check = 0.0  # the next check is due
+    runner.compiled_ready()
+    assert asked == ["busy", "busy"]
+    os.utime(other, (time.time() - 2 * compiled_trees.STALE_BUILD_S,) * 2)  # that build died long ago
+    runner._next_check = 0.0
+    runner.compiled_ready()
+    assert asked[-1] == "started" and len(started) == 1 and started[0][-1] == runner.key
+    runner._next_check = 0.0
+    runner.compiled_ready()
+    assert len(asked) == 3  # started: not asked again
+    monkeypatch.setenv(compiled_trees.BUILDS_ENV, "0")
+    with pytest.raises(ValueError, match="HWSURROGATE_COMPILED_BUILDS"):
+        compiled_trees.max_builds()
+
+
+def test_frozen_trees_hold_one_copy_of_their_trees_and_pickle_the_same_bytes() -> None:
+    """After the first prediction the frozen model keeps the treelite model, not also its checkpoint
+    bytes; pickling serialises it again to exactly the bytes it was made from (same compiled key)."""
+    from hwsurrogate.surrogates.models.tree_serving import FrozenTrees
+
+    x, y, q = _data(7)
+    model = HistGradientBoostingRegressor(max_iter=5, max_leaf_nodes=6, random_state=0).fit(x, y)
+    frozen = FrozenTrees.of(model)
+    original = frozen.checkpoint
+    np.testing.assert_allclose(frozen.predict(q), model.predict(q), rtol=1e-9)
+    assert frozen.checkpoint is None
+    again = pickle.loads(pickle.dumps(frozen))
+    assert again.checkpoint == original
+    np.testing.assert_allclose(again.predict(q), model.predict(q), rtol=1e-9)
 
 
 def test_gemm_model_one_query_through_compiled_trees_equals_sklearn() -> None:
