@@ -111,6 +111,34 @@ def _served_models(base: str) -> dict[str, str | None]:
     return {m["task"]: m.get("version") if m.get("available") else None for m in models}
 
 
+def _warm_predictions(base: str, store: Path) -> dict[str, int]:
+    """One prediction per model the server holds before the readers come: a 1-architecture latency
+    query per (device, space) of the store's latency table (one tree model each), a 1-row GEMM
+    query per device of its gemm table. Returns the requests answered (200) and refused per task."""
+    import httpx
+    import polars as pl
+
+    from hwsurrogate.datasets.store import DatasetStore
+
+    st = DatasetStore(store)
+    lat = st.scan("latency").group_by("device_id", "space").agg(pl.col("arch_key").first()).collect()
+    gemm = (
+        st.scan("gemm").group_by("device_id")
+        .agg(pl.col("op", "m", "n", "k", "batch", "dtype").first()).collect()
+    )  # fmt: skip
+    out = {"latency answered": 0, "latency refused": 0, "gemm answered": 0, "gemm refused": 0}
+    with httpx.Client(base_url=base, timeout=120) as client:
+        for dev, space, arch in lat.iter_rows():
+            body = {"device": dev, "space": space, "archs": [{"arch_key": arch}]}
+            ok = client.post("/v1/predict/latency", json=body).status_code == 200
+            out["latency answered" if ok else "latency refused"] += 1
+        for dev, op, m, n, k, batch, dtype in gemm.iter_rows():
+            query = {"device": dev, "op": op, "m": m, "n": n, "k": k, "batch": batch, "dtype": dtype}
+            ok = client.post("/v1/predict/gemm", json={"queries": [query]}).status_code == 200
+            out["gemm answered" if ok else "gemm refused"] += 1
+    return out
+
+
 class _RssSampler(threading.Thread):
     """Peak resident memory of a process and all of its children, sampled every ``POLL_S``."""
 
@@ -223,7 +251,14 @@ def _readers_process(args: tuple[str, str, int, int, float, int], out: Any, done
 
 
 def run(
-    store: Path, *, kind: str, clients: int, rows: int, duration: float, preload_models: bool = False
+    store: Path,
+    *,
+    kind: str,
+    clients: int,
+    rows: int,
+    duration: float,
+    preload_models: bool = False,
+    warm_predictions: bool = False,
 ) -> BenchReport:
     import httpx
 
@@ -236,6 +271,12 @@ def run(
             "models loaded at start-up (--preload-models: the registry's champions, from their local copies)"
             if preload_models
             else "models never requested (they load on first need)"
+        )
+        + (
+            "; then one prediction per latency device/space model and per GEMM device before the readers "
+            "(--warm-predictions: every tree model built and in use)"
+            if warm_predictions
+            else ""
         ),
     )
     load_start = _load_average()
@@ -247,6 +288,7 @@ def run(
     try:
         allocator = _allocator_env(proc.pid)
         served = _served_models(base) if preload_models else None
+        warmed = _warm_predictions(base, store) if warm_predictions else None
         sampler = _RssSampler(proc.pid)
         total = int(httpx.get(f"{base}/v1/datasets/{kind}", timeout=120).json()["rows"])
         if total < rows:
@@ -282,7 +324,8 @@ def run(
     pages_ms = [t for r in results for t in r["pages_ms"]]
     pages = len(pages_ms)
     wall = max(r["wall_s"] for r in results)  # the last page ends after --duration: it counts in full
-    split = f"{clients} readers x {rows:,} rows ({kind})" + (", models preloaded" if preload_models else "")
+    state = ", models preloaded and warmed" if warm_predictions else ", models preloaded" if preload_models else ""
+    split = f"{clients} readers x {rows:,} rows ({kind})" + state
     report.add(
         "server peak RSS MB", split, round(sampler.peak_mb, 1), target=RSS_TARGET_MB, n=len(sampler.samples)
     )
@@ -291,7 +334,7 @@ def run(
     report.add("/healthz p50 ms", split, round(_percentile(busy_healthz, 50), 1), n=len(busy_healthz))
     report.add("rows/s to all readers", split, round(pages * rows / wall), n=pages)
     report.add("page p50 ms", split, round(_percentile(pages_ms, 50), 1), n=pages)
-    idle = "idle, before the readers" + (", models preloaded" if preload_models else "")
+    idle = "idle, before the readers" + state
     report.add("server RSS MB", idle, round(idle_rss, 1))
     report.add("/healthz p99 ms", idle, round(_percentile(idle_healthz, 99), 1),
                n=len(idle_healthz))  # fmt: skip
@@ -306,6 +349,8 @@ def run(
     }
     if served is not None:
         report.data["models_served"] = served
+    if warmed is not None:
+        report.data["warm_up_requests"] = warmed
     report.details = {
         "pages": pages,
         "reading_wall_s": round(wall, 1),
@@ -358,6 +403,10 @@ def _import_all(root: Path, data_dir: Path) -> None:
 @click.option("--preload-models", is_flag=True,
               help="Start the server with --preload-models (MLflow and the registered champions in memory "
               "before the readers; default: models never requested, as a dataset-only server).")  # fmt: skip
+@click.option("--warm-predictions", is_flag=True,
+              help="With --preload-models: one prediction per latency device/space model and per GEMM device "
+              "before the readers, so every tree model is built and in use (a prediction server that has been "
+              "answering); compiled libraries built meanwhile load at a later prediction, not measured here.")  # fmt: skip
 @json_option(BENCHMARK)
 def bench_store_readers(
     store_root: Path | None,
@@ -367,6 +416,7 @@ def bench_store_readers(
     rows: int,
     duration: float,
     preload_models: bool,
+    warm_predictions: bool,
     json_path: str | None,
 ) -> None:
     """Server RSS and /healthz latency while many clients download 50k-row pages."""
@@ -375,12 +425,14 @@ def bench_store_readers(
     except ImportError:
         raise click.ClickException("this benchmark needs psutil (pip install psutil)") from None
     os.environ.setdefault("HWSURROGATE_NO_PROGRESS", "1")
+    if warm_predictions and not preload_models:
+        raise click.BadParameter("needs --preload-models", param_hint="--warm-predictions")
     if store_root is not None:
         if not (store_root / kind / "_delta_log").is_dir():
             raise click.BadParameter(f"{store_root} has no {kind} table; import the public data first",
                                      param_hint="--store")  # fmt: skip
         report = run(store_root, kind=kind, clients=clients, rows=rows, duration=duration,
-                     preload_models=preload_models)  # fmt: skip
+                     preload_models=preload_models, warm_predictions=warm_predictions)  # fmt: skip
     else:
         folder = data_dir or (
             Path(os.environ["HWSURROGATE_DATA_DIR"]) if os.environ.get("HWSURROGATE_DATA_DIR") else None
@@ -392,7 +444,7 @@ def bench_store_readers(
             click.echo(f"importing the public data from {folder} ...", err=True)
             _import_all(Path(tmp) / "store", folder)
             report = run(Path(tmp) / "store", kind=kind, clients=clients, rows=rows, duration=duration,
-                         preload_models=preload_models)  # fmt: skip
+                         preload_models=preload_models, warm_predictions=warm_predictions)  # fmt: skip
     report.emit(json_path)
     if not all(r.met for r in report.rows if r.met is not None):
         raise SystemExit(1)
