@@ -24,7 +24,9 @@ predictions of those kinds are rescaled by one factor per (kind, phase) measured
 devices' trace rows (NeuSight's five training GPUs: elementwise 0.90, softmax 0.84, layer norm
 0.94, activations 1.01). A model fitted on one device (this CPU in ``hws bench model-live``, whose
 trace rows are its calibration models' operators timed in place) takes that device's own ratio;
-``context_bytes_edges`` splits each (kind, phase) into size buckets of the rows' ``bytes``.
+``context_bytes_edges`` splits each (kind, phase) into size buckets of the rows' ``bytes``. A fit
+on CPUs alone defaults to factors for every kind, per size bucket, from trace rows that do not
+train the trees (:data:`CPU_CONTEXT_KINDS`; chosen on the calibration models).
 
 Because the trees predict the *ratio* to the roofline of the device (peak FP32 GFLOP/s, memory
 bandwidth), a GPU never trained on gets a prediction from its descriptors alone. A row the model
@@ -58,6 +60,8 @@ from hwsurrogate.surrogates.models.gemm import GemmRegressor
 
 __all__ = [
     "CONTEXT_KINDS",
+    "CPU_CONTEXT_BYTES_EDGES",
+    "CPU_CONTEXT_KINDS",
     "GemmUtilisationCeiling",
     "OperatorLatencyModel",
     "apply_scales",
@@ -68,6 +72,13 @@ __all__ = [
 #: kinds whose micro-benchmark predictions are rescaled to the model context by default (see
 #: ``OperatorLatencyModel._context_scales``); chosen leave-one-GPU-out on NeuSight's training GPUs
 CONTEXT_KINDS: tuple[str, ...] = ("elementwise", "activation", "softmax", "layernorm")
+#: the defaults of a fit whose devices are all CPUs (``hws bench model-live``: this CPU, its trace
+#: rows the 16 calibration models' operators timed in place), chosen there by
+#: leave-one-calibration-model-out error among its ``CONTEXT_VARIANTS``: every kind gets factors,
+#: per size bucket (under 256 KB, to 4 MB, above), and the trace rows set the factors only
+CPU_CONTEXT_KINDS: tuple[str, ...] = ("elementwise", "activation", "softmax", "layernorm", "reduction", "copy",
+                                      "embedding", "conv2d", "linear", "bmm")  # fmt: skip
+CPU_CONTEXT_BYTES_EDGES: tuple[float, ...] = (2.0**18, 2.0**22)
 #: GEMM rows of a device at or above this FLOPs quantile are its "large" ones (the ceiling's rows;
 #: chosen leave-one-GPU-out against all compute-bound rows: 10.6 against 11.4 % mean e2e error)
 _LARGEST_QUARTER = 0.75
@@ -155,10 +166,13 @@ class OperatorLatencyModel:
     ``context_kinds``: op kinds whose micro-benchmark prediction is rescaled to the model context
     when the training rows hold model traces (``_context_scales``); empty: none.
     ``trace_in_trees``: trace rows (``model`` set) also train the trees and the overhead medians
-    (default, as NeuSight's traces do); False: they only set the context factors, so each factor is
+    (as NeuSight's traces do); False: they only set the context factors, so each factor is
     in-model time over the prediction from the micro-benchmarks alone.
     ``context_bytes_edges``: increasing byte sizes that split each context kind into size buckets
-    (one factor per (kind, phase, bucket) of the rows' ``bytes``); empty (default): one per (kind, phase).
+    (one factor per (kind, phase, bucket) of the rows' ``bytes``); empty: one per (kind, phase).
+    Left None, these three follow the fitted devices: :data:`CPU_CONTEXT_KINDS`,
+    :data:`CPU_CONTEXT_BYTES_EDGES` and False when every device's ``kind`` is ``cpu``, else
+    :data:`CONTEXT_KINDS`, none and True (resolved in ``fit`` as ``context_kinds_`` etc.).
     ``gemm_power_ceiling``: the quantile of the training devices' large compute-bound GEMM
     utilisation taken as their ceiling (:class:`GemmUtilisationCeiling`); None: no ceiling.
     """
@@ -175,9 +189,9 @@ class OperatorLatencyModel:
         max_gemm_rows: int = 60_000,
         max_vector_rows: int = 80_000,
         random_state: int = 0,
-        context_kinds: tuple[str, ...] = CONTEXT_KINDS,
-        context_bytes_edges: tuple[float, ...] = (),
-        trace_in_trees: bool = True,
+        context_kinds: tuple[str, ...] | None = None,
+        context_bytes_edges: tuple[float, ...] | None = None,
+        trace_in_trees: bool | None = None,
         gemm_power_ceiling: float | None = 0.99,
     ) -> None:
         self.device_features = device_features
@@ -248,11 +262,12 @@ class OperatorLatencyModel:
             ops = ops.with_columns(pl.lit(None, pl.String).alias("model"))
         if ops["flops"].null_count() if "flops" in ops.columns else True:
             ops = _with_flops(ops)
-        context_rows = ops.filter(pl.col("model").is_not_null())
-        if not getattr(self, "trace_in_trees", True):
-            ops = ops.filter(pl.col("model").is_null())
         self.device_table_ = described.filter(pl.col("device_id").is_in(sorted(used & ok)))
         self.devices_ = self.device_table_["device_id"].to_list()
+        self._resolve_context(devices)
+        context_rows = ops.filter(pl.col("model").is_not_null())
+        if not self.trace_in_trees_:
+            ops = ops.filter(pl.col("model").is_null())
         self.feature_version_ = OPS_FEATURE_VERSION
 
         vec = ops.filter(pl.col("op_kind").is_in(sorted(VECTOR_GROUP_KINDS)))
@@ -289,6 +304,24 @@ class OperatorLatencyModel:
         self.context_scale_ = self._context_scales(context_rows, devices)
         return self
 
+    def _resolve_context(self, devices: pl.DataFrame) -> None:
+        """``context_kinds_``, ``context_bytes_edges_``, ``trace_in_trees_``: the parameters, or the
+        defaults of the fitted devices (CPU ones when every device's ``kind`` is ``cpu``)."""
+        kinds = (
+            devices.filter(pl.col("device_id").is_in(self.devices_))["kind"].to_list()
+            if "kind" in devices.columns
+            else []
+        )
+        cpu = bool(kinds) and all(k == "cpu" for k in kinds)
+        self.context_kinds_ = tuple(
+            self.context_kinds if self.context_kinds is not None else CPU_CONTEXT_KINDS if cpu else CONTEXT_KINDS
+        )
+        edges = self.context_bytes_edges
+        self.context_bytes_edges_ = _check_edges(
+            tuple(edges) if edges is not None else CPU_CONTEXT_BYTES_EDGES if cpu else ()
+        )
+        self.trace_in_trees_ = bool(self.trace_in_trees) if self.trace_in_trees is not None else not cpu
+
     def _fit_gemm(self, g: pl.DataFrame, devices: pl.DataFrame) -> int:
         """The GEMM trees (``gemm_``) and the power-limited utilisation ceiling (``gemm_ceiling_``,
         from every row); returns how many rows the trees were fitted on."""
@@ -316,7 +349,7 @@ class OperatorLatencyModel:
     ) -> dict[tuple[str, str] | tuple[str, str, int], float]:
         """``(kind, phase) -> median over training devices of sum(measured) / sum(predicted)``.
 
-        For the kinds in ``context_kinds`` that the micro-benchmark trees (or GEMM trees) predict:
+        For the kinds in ``context_kinds_`` that the micro-benchmark trees (or GEMM trees) predict:
         an operator inside a model does not run as its micro-benchmark does (its input was just
         written by the previous op, other launch configurations, fresh output pages), and the
         training devices' trace rows of the same kind measure by how much. One factor per (kind,
@@ -328,12 +361,12 @@ class OperatorLatencyModel:
         """
         self.context_scale_ = {}
         out: dict[tuple[str, str] | tuple[str, str, int], float] = {}
-        if not self.context_kinds or trace.height == 0:
+        if not self.context_kinds_ or trace.height == 0:
             return out
-        edges = _check_edges(self.context_bytes_edges)
+        edges = self.context_bytes_edges_
         need = min(2, len(self.devices_))
         table = device_table(devices)
-        rows_all = trace.filter(pl.col("op_kind").is_in(list(self.context_kinds)))
+        rows_all = trace.filter(pl.col("op_kind").is_in(list(self.context_kinds_)))
         if rows_all.height == 0:
             return out
         pred_all = np.full(rows_all.height, np.nan)
@@ -419,7 +452,7 @@ class OperatorLatencyModel:
         if gemm.any() and self.gemm_ is not None:
             out[gemm] = self._predict_gemm(table.filter(pl.Series(gemm)), device)
         scales = getattr(self, "context_scale_", {})
-        edges = tuple(getattr(self, "context_bytes_edges", ()))
+        edges = tuple(getattr(self, "context_bytes_edges_", ()))
         if scales and edges:
             size = derive_flops_bytes(table)["bytes"].fill_null(0.0).to_numpy()
             bucket = np.digitize(size, edges)

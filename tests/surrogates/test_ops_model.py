@@ -133,6 +133,26 @@ def test_a_single_device_fit_takes_its_own_context_factor() -> None:
     assert only.overhead_ms_ == micro.overhead_ms_ == {}
 
 
+def test_a_cpu_only_fit_defaults_to_the_cpu_context() -> None:
+    """A fit on CPUs alone: factors for every kind, per size bucket, trace rows out of the trees."""
+    from hwsurrogate.surrogates.models.ops import CONTEXT_KINDS, CPU_CONTEXT_BYTES_EDGES, CPU_CONTEXT_KINDS
+
+    ops = _one_device_with_trace(2.0, 2.0)
+    gpu = OperatorLatencyModel(max_iter=40, min_samples_leaf=5).fit(ops, devices_frame())
+    assert (gpu.context_kinds_, gpu.context_bytes_edges_, gpu.trace_in_trees_) == (CONTEXT_KINDS, (), True)
+    assert set(gpu.context_scale_) == {("elementwise", "forward")}
+    cpus = devices_frame().with_columns(pl.lit("cpu").alias("kind"))
+    cpu = OperatorLatencyModel(max_iter=40, min_samples_leaf=5).fit(ops, cpus)
+    assert (cpu.context_kinds_, cpu.context_bytes_edges_, cpu.trace_in_trees_) == (
+        CPU_CONTEXT_KINDS, CPU_CONTEXT_BYTES_EDGES, False
+    )
+    assert {k[:2] for k in cpu.context_scale_} == {("elementwise", "forward")}
+    assert {k[2] for k in cpu.context_scale_} == {0, 1, 2}
+    # stated parameters win over the device defaults
+    plain = OperatorLatencyModel(max_iter=40, min_samples_leaf=5, context_kinds=(), trace_in_trees=True).fit(ops, cpus)
+    assert plain.context_scale_ == {} and plain.overhead_ms_ != {}
+
+
 def test_size_buckets_give_each_size_its_own_context_factor() -> None:
     ops = _one_device_with_trace(3.0, 1.2)
     model = OperatorLatencyModel(max_iter=40, min_samples_leaf=5, context_kinds=("elementwise",),
