@@ -370,7 +370,7 @@ class OperatorLatencyModel:
         if rows_all.height == 0:
             return out
         pred_all = np.full(rows_all.height, np.nan)
-        for (dev_id,), part in rows_all.with_row_index("_i").group_by(["device_id"]):
+        for (dev_id,), part in rows_all.with_row_index("_i").group_by(["device_id"], maintain_order=True):
             device = table.filter(pl.col("device_id") == dev_id).row(0, named=True)
             pred_all[part["_i"].to_numpy()] = self.predict_ops(_as_op_table(part.drop("_i")), device)
         size = derive_flops_bytes(_as_op_table(rows_all))["bytes"].fill_null(0.0).to_numpy()
@@ -380,14 +380,15 @@ class OperatorLatencyModel:
 
         def factor(rows: pl.DataFrame) -> float | None:
             ratios = []
-            for (_dev,), part in rows.group_by(["device_id"]):
+            for dev_id in rows["device_id"].unique().sort().to_list():
+                part = rows.filter(pl.col("device_id") == dev_id)
                 pred = part["_pred"].to_numpy()
                 ok = np.isfinite(pred) & (pred > 0)
                 if ok.sum() >= 3:
                     ratios.append(float(part["latency_ms"].to_numpy()[ok].sum() / pred[ok].sum()))
             return float(np.median(ratios)) if ratios and len(ratios) >= need else None
 
-        for (kind, phase), rows in rows_all.group_by("op_kind", "phase"):
+        for (kind, phase), rows in rows_all.group_by("op_kind", "phase", maintain_order=True):
             whole = factor(rows)
             if whole is None:
                 continue
