@@ -41,7 +41,14 @@ import click
 
 from hwsurrogate.benchmarks.report import BenchReport, json_option, log_bench, store_option
 
-__all__ = ["CONTEXT_VARIANTS", "DEFAULT_VARIANT", "MODEL_CASES", "bench_model_live", "build_cases", "context_variant_model"]
+__all__ = [
+    "CONTEXT_VARIANTS",
+    "DEFAULT_VARIANT",
+    "MODEL_CASES",
+    "bench_model_live",
+    "build_cases",
+    "context_variant_model",
+]
 
 _VECTOR = ("elementwise", "activation", "softmax", "layernorm", "reduction", "copy", "embedding")
 _NEUSIGHT = ("elementwise", "activation", "softmax", "layernorm")
@@ -322,7 +329,9 @@ def bench_model_live(threads: int, scale: float, quick: bool, save: bool, seed: 
     dev = dict(device)
 
     def tables_of(items: list[tuple[Any, tuple[int, ...], str, str]]) -> list[Any]:
-        return [trace_module(m, [shape], input_dtypes=[dtype], source=name) for m, shape, dtype, name in items]
+        return [
+            trace_module(m, [shape], input_dtypes=[dtype], source=name) for m, shape, dtype, name in items
+        ]
 
     def op_sums(model: Any, tables: list[Any]) -> list[float]:
         return [predict_model_latency(t, lambda x: model.predict_ops(x, dev), mode="inference").latency_ms
@@ -373,7 +382,9 @@ def bench_model_live(threads: int, scale: float, quick: bool, save: bool, seed: 
         eval_tables = tables_of([(c.build(), c.input_shape, c.input_dtype, c.name) for c in cases])
     truth = measured["latency_ms"].to_numpy()
     for variant, m in fitted.items():  # every variant on the same sweep and ground truth (ablation)
-        pred_v = np.array(op_sums(m, eval_tables)) + gaps[variant] * np.array([t["count"].sum() for t in eval_tables])
+        pred_v = np.array(op_sums(m, eval_tables)) + gaps[variant] * np.array(
+            [t["count"].sum() for t in eval_tables]
+        )
         err_v = np.abs(pred_v - truth) / truth * 100
         tag = f"context variant '{variant}'" + (" (default)" if variant == chosen else " (ablation)")
         report.add("configurations within +-10% (%)", f"all, {tag}", float((err_v <= 10.0).mean() * 100),
@@ -428,9 +439,11 @@ def bench_model_live(threads: int, scale: float, quick: bool, save: bool, seed: 
         "models": len(cases),
         "launch gap": f"{gap * 1e3:.2f} us per operator call (fitted on {len(calib)} calibration models)",
         "context variant": f"{chosen} (the CPU default; leave-one-calibration-model-out {loco[chosen]:.1f} % "
-                           f"mean error; this run's lowest: {loco_pick}, {loco[loco_pick]:.1f} %)",
-        "context factors": ", ".join(f"{'/'.join(map(str, k))} {v:.2f}" for k, v in sorted(model.context_scale_.items(),
-                                                                                         key=str)) or "none",
+        f"mean error; this run's lowest: {loco_pick}, {loco[loco_pick]:.1f} %)",
+        "context factors": ", ".join(
+            f"{'/'.join(map(str, k))} {v:.2f}" for k, v in sorted(model.context_scale_.items(), key=str)
+        )
+        or "none",
         "seconds": f"collect {t_collect:.0f}, fit {t_fit:.0f}, calibrate {t_calib:.0f}, measure models {t_measure:.0f}",
     }
     report.details = {"per_model": results, "threads": threads, "timer": clock, "gap_ms": gap,

@@ -633,9 +633,13 @@ def collect_inplace_ops(
                 raise CollectorError(
                     f"model {case.name!r}: the forward failed on {list(case.input_shape)} ({exc})"
                 ) from None
-            table = trace_module(module, [case.input_shape], input_dtypes=[case.input_dtype], source=case.name)
+            table = trace_module(
+                module, [case.input_shape], input_dtypes=[case.input_dtype], source=case.name
+            )
             ms = [times.get(n.split(".")[0]) for n in table["name"]]
-            table = table.with_columns(pl.Series("latency_ms", ms, dtype=pl.Float64), pl.lit(case.name).alias("model"))
+            table = table.with_columns(
+                pl.Series("latency_ms", ms, dtype=pl.Float64), pl.lit(case.name).alias("model")
+            )
             parts.append(table.filter(pl.col("latency_ms").is_not_null() & (pl.col("phase") == "forward")))
     rows = pl.concat(parts, how="vertical_relaxed")
     extra = json.dumps({"timer": timer, "context": "in place (fx node inside the model's forward)",

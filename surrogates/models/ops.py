@@ -314,7 +314,11 @@ class OperatorLatencyModel:
         )
         cpu = bool(kinds) and all(k == "cpu" for k in kinds)
         self.context_kinds_ = tuple(
-            self.context_kinds if self.context_kinds is not None else CPU_CONTEXT_KINDS if cpu else CONTEXT_KINDS
+            self.context_kinds
+            if self.context_kinds is not None
+            else CPU_CONTEXT_KINDS
+            if cpu
+            else CONTEXT_KINDS
         )
         edges = self.context_bytes_edges
         self.context_bytes_edges_ = _check_edges(

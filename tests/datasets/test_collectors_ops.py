@@ -88,7 +88,9 @@ def test_inplace_rows_are_trace_rows_of_every_timed_op() -> None:
     # one ops row per row of the model's operator table, as a trace's rows: model and node name set
     assert frame.height == table.height and set(frame["name"]) == set(table["name"])
     assert set(frame["model"]) == {"tiny"} and frame["device_id"][0] == ops_device_id(1)
-    assert (frame["latency_ms"] >= 0).all() and frame.filter(pl.col("op_kind") == "linear")["latency_ms"].min() > 0
+    assert (frame["latency_ms"] >= 0).all() and frame.filter(pl.col("op_kind") == "linear")[
+        "latency_ms"
+    ].min() > 0
     lin = frame.filter(pl.col("name") == "_0").row(0, named=True)
     assert (lin["m"], lin["n"], lin["k"], lin["flops"]) == (4, 64, 16, 2 * 4 * 64 * 16)
     assert frame["measurement_id"].n_unique() == frame.height

@@ -144,12 +144,16 @@ def test_a_cpu_only_fit_defaults_to_the_cpu_context() -> None:
     cpus = devices_frame().with_columns(pl.lit("cpu").alias("kind"))
     cpu = OperatorLatencyModel(max_iter=40, min_samples_leaf=5).fit(ops, cpus)
     assert (cpu.context_kinds_, cpu.context_bytes_edges_, cpu.trace_in_trees_) == (
-        CPU_CONTEXT_KINDS, CPU_CONTEXT_BYTES_EDGES, False
+        CPU_CONTEXT_KINDS,
+        CPU_CONTEXT_BYTES_EDGES,
+        False,
     )
     assert {k[:2] for k in cpu.context_scale_} == {("elementwise", "forward")}
     assert {k[2] for k in cpu.context_scale_} == {0, 1, 2}
     # stated parameters win over the device defaults
-    plain = OperatorLatencyModel(max_iter=40, min_samples_leaf=5, context_kinds=(), trace_in_trees=True).fit(ops, cpus)
+    plain = OperatorLatencyModel(max_iter=40, min_samples_leaf=5, context_kinds=(), trace_in_trees=True).fit(
+        ops, cpus
+    )
     assert plain.context_scale_ == {} and plain.overhead_ms_ != {}
 
 
@@ -169,9 +173,13 @@ def test_size_buckets_give_each_size_its_own_context_factor() -> None:
                       {"name": "l", "op_kind": "elementwise", "op": "add", "dtype": "fp32", "rows": 2048,
                        "cols": 1024, "inputs": 1}])  # fmt: skip
     ratio = model.predict_ops(table, _new_device()) / plain.predict_ops(table, _new_device())
-    assert ratio == pytest.approx([scale[("elementwise", "forward", 0)], scale[("elementwise", "forward", 1)]])
+    assert ratio == pytest.approx(
+        [scale[("elementwise", "forward", 0)], scale[("elementwise", "forward", 1)]]
+    )
     with pytest.raises(ValueError, match="strictly increasing"):
-        OperatorLatencyModel(context_kinds=("elementwise",), context_bytes_edges=(4.0, 2.0)).fit(ops, devices_frame())
+        OperatorLatencyModel(context_kinds=("elementwise",), context_bytes_edges=(4.0, 2.0)).fit(
+            ops, devices_frame()
+        )
 
 
 def test_backward_gemm_is_the_two_gradient_gemms(fitted: OperatorLatencyModel) -> None:
