@@ -225,6 +225,24 @@ def test_device_without_bandwidth_is_refused_by_name(fitted: OperatorLatencyMode
 
 
 @pytest.mark.slow  # MLflow run + registration: ~15 s of CPU
+def test_hws_train_ops_on_a_cpu_stores_its_context_factors_with_the_model(store) -> None:  # noqa: ANN001
+    """The pipeline `hws predict model` uses: a CPU's in-place rows in the store give the fitted model its factors."""
+    from hwsurrogate.surrogates.models.ops import CPU_CONTEXT_BYTES_EDGES
+    from hwsurrogate.surrogates.training.ops import train_ops_model
+
+    ops = _one_device_with_trace(3.0, 3.0).with_row_index("_i").with_columns(
+        pl.lit("test").alias("source"), pl.lit("tests").alias("origin"),
+        pl.concat_str([pl.col("device_id"), pl.col("_i").cast(pl.String)], separator="#").alias("measurement_id"),
+    ).drop("_i")  # fmt: skip
+    store.replace("ops", ops, partition="test")
+    store.replace("devices", devices_frame().with_columns(pl.lit("cpu").alias("kind")), partition="test")
+    res = train_ops_model(store, devices=["test/gpu-a"], register=False, test_frac=0.1, max_iter=30)
+    model = res.model
+    assert model.context_bytes_edges_ == CPU_CONTEXT_BYTES_EDGES and not model.trace_in_trees_
+    assert {k[:2] for k in model.context_scale_} == {("elementwise", "forward")}
+    assert all(v == pytest.approx(3.0, rel=0.3) for v in model.context_scale_.values())
+
+
 def test_train_register_and_load_the_ops_model(store, capsys) -> None:  # noqa: ANN001 - pytest fixtures
     from hwsurrogate.cli import main
     from hwsurrogate.surrogates.registry.ops import load_ops_model
