@@ -25,8 +25,8 @@ devices' trace rows (NeuSight's five training GPUs: elementwise 0.90, softmax 0.
 0.94, activations 1.01). A model fitted on one device (this CPU in ``hws bench model-live``, whose
 trace rows are its calibration models' operators timed in place) takes that device's own ratio;
 ``context_bytes_edges`` splits each (kind, phase) into size buckets of the rows' ``bytes``. A fit
-on CPUs alone defaults to factors for every kind, per size bucket, from trace rows that do not
-train the trees (:data:`CPU_CONTEXT_KINDS`; chosen on the calibration models).
+on CPUs alone defaults to factors for every vector kind from trace rows that do not train the
+trees (:data:`CPU_CONTEXT_KINDS`; chosen on the calibration models).
 
 Because the trees predict the *ratio* to the roofline of the device (peak FP32 GFLOP/s, memory
 bandwidth), a GPU never trained on gets a prediction from its descriptors alone. A row the model
@@ -73,12 +73,13 @@ __all__ = [
 #: ``OperatorLatencyModel._context_scales``); chosen leave-one-GPU-out on NeuSight's training GPUs
 CONTEXT_KINDS: tuple[str, ...] = ("elementwise", "activation", "softmax", "layernorm")
 #: the defaults of a fit whose devices are all CPUs (``hws bench model-live``: this CPU, its trace
-#: rows the 16 calibration models' operators timed in place), chosen there by
-#: leave-one-calibration-model-out error among its ``CONTEXT_VARIANTS``: every kind gets factors,
-#: per size bucket (under 256 KB, to 4 MB, above), and the trace rows set the factors only
+#: rows the 16 calibration models' operators timed in place), chosen there by the lowest
+#: leave-one-calibration-model-out error averaged over three runs, among its ``CONTEXT_VARIANTS``:
+#: every vector kind gets one factor per (kind, phase), and the trace rows set the factors only
 CPU_CONTEXT_KINDS: tuple[str, ...] = ("elementwise", "activation", "softmax", "layernorm", "reduction", "copy",
-                                      "embedding", "conv2d", "linear", "bmm")  # fmt: skip
-CPU_CONTEXT_BYTES_EDGES: tuple[float, ...] = (2.0**18, 2.0**22)
+                                      "embedding")  # fmt: skip
+#: no size buckets by default on CPUs (``context_bytes_edges``; the bucketed variants' error was higher)
+CPU_CONTEXT_BYTES_EDGES: tuple[float, ...] = ()
 #: GEMM rows of a device at or above this FLOPs quantile are its "large" ones (the ceiling's rows;
 #: chosen leave-one-GPU-out against all compute-bound rows: 10.6 against 11.4 % mean e2e error)
 _LARGEST_QUARTER = 0.75

@@ -134,7 +134,7 @@ def test_a_single_device_fit_takes_its_own_context_factor() -> None:
 
 
 def test_a_cpu_only_fit_defaults_to_the_cpu_context() -> None:
-    """A fit on CPUs alone: factors for every kind, per size bucket, trace rows out of the trees."""
+    """A fit on CPUs alone: factors for every vector kind, trace rows out of the trees."""
     from hwsurrogate.surrogates.models.ops import CONTEXT_KINDS, CPU_CONTEXT_BYTES_EDGES, CPU_CONTEXT_KINDS
 
     ops = _one_device_with_trace(2.0, 2.0)
@@ -148,8 +148,8 @@ def test_a_cpu_only_fit_defaults_to_the_cpu_context() -> None:
         CPU_CONTEXT_BYTES_EDGES,
         False,
     )
-    assert {k[:2] for k in cpu.context_scale_} == {("elementwise", "forward")}
-    assert {k[2] for k in cpu.context_scale_} == {0, 1, 2}
+    assert set(cpu.context_scale_) == {("elementwise", "forward")} and "reduction" in cpu.context_kinds_
+    assert cpu.context_scale_[("elementwise", "forward")] == pytest.approx(2.0, rel=0.15)  # factors only
     # stated parameters win over the device defaults
     plain = OperatorLatencyModel(max_iter=40, min_samples_leaf=5, context_kinds=(), trace_in_trees=True).fit(
         ops, cpus
