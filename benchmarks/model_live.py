@@ -8,9 +8,16 @@ Protocol (nn-Meter's setting, on the machine running the benchmark):
    on those rows only: a per-device fit. The CPU's operators run in another regime than the
    GPUs of NeuSight's data (no launch overhead, caches, one core), so rows of other devices would
    only blur its trees; the device's roofline (best GFLOP/s and GB/s) comes from the same run.
-3. **Calibrate** the composition: 16 random small networks (plain CNN, MLP and transformer
-   stacks drawn from the seed, none of the benchmark's models) measured end to end give the
-   per-operator launch gap (:func:`~hwsurrogate.surrogates.wholemodel.fit_gap`, a median).
+3. **Calibrate** the composition on 16 random small networks (plain CNN, MLP and transformer
+   stacks drawn from the seed, none of the benchmark's models). Each operator of theirs timed in
+   place (:func:`~hwsurrogate.datasets.collectors.ops.collect_inplace_ops`) joins the fit as a
+   trace row, and gives the operator model its model-context factors (one per (kind, phase), or
+   per (kind, phase, size bucket): ``OperatorLatencyModel._context_scales``, the mechanism of
+   NeuSight's training GPUs). Which kinds and buckets get factors is ``OperatorLatencyModel``'s
+   CPU default (:data:`DEFAULT_VARIANT`), chosen among :data:`CONTEXT_VARIANTS` by
+   leave-one-calibration-model-out error; every run reports that error and the 14 models' error
+   of each variant (ablation). Their end-to-end times give
+   the per-operator launch gap (:func:`~hwsurrogate.surrogates.wholemodel.fit_gap`, a median).
 4. **Build** >= 12 models in code (ResNet-, MobileNet- and VGG-like CNNs, a BERT-like encoder, a
    GPT-like decoder, an MLP; several batch sizes) with shapes the sweep never drew on purpose;
    **measure** each end to end (eager forward under ``torch.inference_mode``, median of samples),
@@ -34,7 +41,55 @@ import click
 
 from hwsurrogate.benchmarks.report import BenchReport, json_option, log_bench, store_option
 
-__all__ = ["MODEL_CASES", "bench_model_live", "build_cases"]
+__all__ = [
+    "CONTEXT_VARIANTS",
+    "DEFAULT_VARIANT",
+    "MODEL_CASES",
+    "bench_model_live",
+    "build_cases",
+    "context_variant_model",
+]
+
+_VECTOR = ("elementwise", "activation", "softmax", "layernorm", "reduction", "copy", "embedding")
+_NEUSIGHT = ("elementwise", "activation", "softmax", "layernorm")
+_ALL = (*_VECTOR, "conv2d", "linear", "bmm")
+#: output sizes (bytes moved) splitting a kind's context factor: under 256 KB, 256 KB-4 MB, over
+#: 4 MB (where the diagnosis saw in-place minus alone grow: ~12 us per call, then ~30-40 us per MB)
+_BUCKETS = (2.0**18, 2.0**22)
+#: the CPU default of ``OperatorLatencyModel`` (``CPU_CONTEXT_KINDS``): the lowest
+#: leave-one-calibration-model-out error averaged over three runs; each run reports them again
+DEFAULT_VARIANT = "factors only, vector kinds"
+#: model-context variants of the operator fit: name -> (the in-place calibration rows: "no" / "in
+#: trees" (they also train the trees, as NeuSight's traces do) / "factors only"; context kinds;
+#: context bytes edges); None: ``OperatorLatencyModel``'s defaults for this device (the CPU ones)
+CONTEXT_VARIANTS: dict[str, tuple[str, tuple[str, ...], tuple[float, ...]] | None] = {
+    "sweep only": ("no", (), ()),
+    "in trees, no factors": ("in trees", (), ()),
+    "in trees, NeuSight's kinds": ("in trees", _NEUSIGHT, ()),
+    "in trees, all kinds": ("in trees", _ALL, ()),
+    "in trees, all kinds, size buckets": ("in trees", _ALL, _BUCKETS),
+    "factors only, NeuSight's kinds": ("factors only", _NEUSIGHT, ()),
+    "factors only, all kinds": ("factors only", _ALL, ()),
+    "factors only, vector kinds, size buckets": ("factors only", _VECTOR, _BUCKETS),
+    "factors only, all kinds, size buckets": ("factors only", _ALL, _BUCKETS),
+    DEFAULT_VARIANT: None,
+}
+
+
+def context_variant_model(variant: str, ops: Any, inplace: Any, devices: Any) -> Any:
+    """The operator model of one :data:`CONTEXT_VARIANTS` entry, fitted on the sweep (+ in-place rows)."""
+    import polars as pl
+
+    from hwsurrogate.surrogates.models.ops import OperatorLatencyModel
+
+    spec = CONTEXT_VARIANTS[variant]
+    if spec is None:  # the defaults, as `hws train ops` fits the same rows
+        return OperatorLatencyModel().fit(pl.concat([ops, inplace], how="diagonal_relaxed"), devices)
+    use, kinds, edges = spec
+    rows = pl.concat([ops, inplace], how="diagonal_relaxed") if use != "no" and inplace.height else ops
+    return OperatorLatencyModel(
+        context_kinds=kinds, context_bytes_edges=edges, trace_in_trees=use == "in trees"
+    ).fit(rows, devices)
 
 
 @dataclass(frozen=True)
@@ -234,16 +289,17 @@ def bench_model_live(threads: int, scale: float, quick: bool, save: bool, seed: 
                      store_root: str | None, json_path: str | None) -> None:  # fmt: skip
     """This CPU as the device: collect operators, fit, predict >= 12 unseen whole models, compare."""
     import numpy as np
+    import polars as pl
     import torch
 
     from hwsurrogate.datasets.collectors.ops import (
         ModelCase,
         calibration_cases,
+        collect_inplace_ops,
         collect_model_latency,
         collect_ops,
     )
     from hwsurrogate.datasets.frontends.torch_fx import trace_module
-    from hwsurrogate.surrogates.models.ops import OperatorLatencyModel
     from hwsurrogate.surrogates.wholemodel import fit_gap, predict_model_latency
 
     report = BenchReport(
@@ -259,7 +315,8 @@ def bench_model_live(threads: int, scale: float, quick: bool, save: bool, seed: 
     clock = timer.replace("-", "_")
     report.protocol = (
         f"this CPU ({threads} thread(s), {timer} timer): operator sweep collected here, per-device fit; "
-        "whole models built in the benchmark (never fitted on), measured end to end and predicted"
+        "whole models built in the benchmark (never fitted on), measured end to end and predicted; "
+        "the context variant, the context factors and the launch gap come from the calibration models only"
     )
     t0 = time.perf_counter()
     sweep_scale = scale * (0.25 if quick else 1.0)
@@ -269,31 +326,46 @@ def bench_model_live(threads: int, scale: float, quick: bool, save: bool, seed: 
     t_collect = time.perf_counter() - t0
     ops, devices = collected.ops, collected.device
     device = devices.row(0, named=True)
-    t1 = time.perf_counter()
-    model = OperatorLatencyModel().fit(ops, devices)
-    t_fit = time.perf_counter() - t1
-
     dev = dict(device)
 
-    def predict(module: Any, shape: tuple[int, ...], dtype: str, name: str, gap: float) -> Any:
-        table = trace_module(module, [shape], input_dtypes=[dtype], source=name)
-        return table, predict_model_latency(
-            table, lambda t: model.predict_ops(t, dev), mode="inference", gap_ms=gap
-        )
+    def tables_of(items: list[tuple[Any, tuple[int, ...], str, str]]) -> list[Any]:
+        return [
+            trace_module(m, [shape], input_dtypes=[dtype], source=name) for m, shape, dtype, name in items
+        ]
 
-    # calibration: random small networks (not the benchmark's) fit the per-operator launch gap
+    def op_sums(model: Any, tables: list[Any]) -> list[float]:
+        return [predict_model_latency(t, lambda x: model.predict_ops(x, dev), mode="inference").latency_ms
+                for t in tables]  # fmt: skip
+
+    # calibration: random small networks (not the benchmark's), timed end to end and op by op in
+    # place; they choose the context variant, give the context factors and fit the launch gap
     t3 = time.perf_counter()
     calib = calibration_cases(6 if quick else 16, seed=seed + 1)
     calib_meas = collect_model_latency(calib, threads=threads, min_time_s=0.2 if quick else 0.3, timer=clock)
-    sums, calls = [], []
-    for case in calib:  # measured already: tracing moves the module to the meta device
-        table, pred = predict(case.module, case.input_shape, case.input_dtype, case.name, 0.0)
-        sums.append(pred.latency_ms)
-        calls.append(float(table["count"].sum()))
-    gap = fit_gap(sums, calls, calib_meas["latency_ms"].to_list())
-    calib_err = [
-        abs(p + n * gap - r) / r * 100 for p, n, r in zip(sums, calls, calib_meas["latency_ms"], strict=True)
-    ]
+    calib_ms = calib_meas["latency_ms"].to_list()
+    inplace = collect_inplace_ops(calib, threads=threads, repeats=9 if quick else 15, timer=clock)
+    calib_tables = tables_of([(c.module, c.input_shape, c.input_dtype, c.name) for c in calib])
+    calls = [float(t["count"].sum()) for t in calib_tables]
+    loco: dict[str, float] = {}
+    t_fit = 0.0
+    for variant in CONTEXT_VARIANTS:
+        errs = []
+        for j, case in enumerate(calib):  # leave one calibration model out: fit, gap, then score it
+            t1 = time.perf_counter()
+            m = context_variant_model(variant, ops, inplace.filter(pl.col("model") != case.name), devices)
+            t_fit += time.perf_counter() - t1
+            sums = op_sums(m, calib_tables)
+            rest = [i for i in range(len(calib)) if i != j]
+            g = fit_gap([sums[i] for i in rest], [calls[i] for i in rest], [calib_ms[i] for i in rest])
+            errs.append(abs(sums[j] + calls[j] * g - calib_ms[j]) / calib_ms[j] * 100)
+        loco[variant] = float(np.mean(errs))
+    loco_pick = min(CONTEXT_VARIANTS, key=lambda v: loco[v])  # first listed (simplest) wins a tie
+    chosen = DEFAULT_VARIANT
+    fitted = {v: context_variant_model(v, ops, inplace, devices) for v in CONTEXT_VARIANTS}
+    calib_sums = {v: op_sums(m, calib_tables) for v, m in fitted.items()}
+    gaps = {v: fit_gap(calib_sums[v], calls, calib_ms) for v in CONTEXT_VARIANTS}
+    model, gap, sums = fitted[chosen], gaps[chosen], calib_sums[chosen]
+    calib_err = [abs(p + n * gap - r) / r * 100 for p, n, r in zip(sums, calls, calib_ms, strict=True)]
     t_calib = time.perf_counter() - t3
 
     cases = build_cases(quick)
@@ -306,10 +378,21 @@ def bench_model_live(threads: int, scale: float, quick: bool, save: bool, seed: 
     del real
     results: list[dict[str, Any]] = []
     errors, errors_no_gap = [], []
-    for case, meas in zip(cases, measured.iter_rows(named=True), strict=True):
-        with torch.device("meta"):
-            module = case.build()
-        table, pred = predict(module, case.input_shape, case.input_dtype, case.name, gap)
+    with torch.device("meta"):
+        eval_tables = tables_of([(c.build(), c.input_shape, c.input_dtype, c.name) for c in cases])
+    truth = measured["latency_ms"].to_numpy()
+    for variant, m in fitted.items():  # every variant on the same sweep and ground truth (ablation)
+        pred_v = np.array(op_sums(m, eval_tables)) + gaps[variant] * np.array(
+            [t["count"].sum() for t in eval_tables]
+        )
+        err_v = np.abs(pred_v - truth) / truth * 100
+        tag = f"context variant '{variant}'" + (" (default)" if variant == chosen else " (ablation)")
+        report.add("configurations within +-10% (%)", f"all, {tag}", float((err_v <= 10.0).mean() * 100),
+                   direction=">=", n=len(err_v))  # fmt: skip
+        report.add("mean latency error %", f"all, {tag}", float(err_v.mean()), n=len(err_v),
+                   note=f"leave-one-calibration-model-out {loco[variant]:.1f} %, gap {gaps[variant] * 1e3:.1f} us")  # fmt: skip
+    for case, meas, table in zip(cases, measured.iter_rows(named=True), eval_tables, strict=True):
+        pred = predict_model_latency(table, lambda t: model.predict_ops(t, dev), mode="inference", gap_ms=gap)
         no_gap = pred.latency_ms - gap * float(table["count"].sum())
         err = abs(pred.latency_ms - meas["latency_ms"]) / meas["latency_ms"] * 100
         errors.append(err)
@@ -343,7 +426,7 @@ def bench_model_live(threads: int, scale: float, quick: bool, save: bool, seed: 
 
         store = DatasetStore(store_root)
         part = device["device_id"].split("/", 1)[1]
-        store.append("ops", ops, partition=f"{SOURCE}:{part}")
+        store.append("ops", pl.concat([ops, inplace], how="diagonal_relaxed"), partition=f"{SOURCE}:{part}")
         store.replace("devices", devices, partition=f"{SOURCE}:{part}")
         store.append("model_latency", measured, partition=f"{MODEL_SOURCE}:{part}")
     wall = time.perf_counter() - report._t0
@@ -355,9 +438,18 @@ def bench_model_live(threads: int, scale: float, quick: bool, save: bool, seed: 
         "operators collected": ops.height,
         "models": len(cases),
         "launch gap": f"{gap * 1e3:.2f} us per operator call (fitted on {len(calib)} calibration models)",
+        "context variant": f"{chosen} (the CPU default; leave-one-calibration-model-out {loco[chosen]:.1f} % "
+        f"mean error; this run's lowest: {loco_pick}, {loco[loco_pick]:.1f} %)",
+        "context factors": ", ".join(
+            f"{'/'.join(map(str, k))} {v:.2f}" for k, v in sorted(model.context_scale_.items(), key=str)
+        )
+        or "none",
         "seconds": f"collect {t_collect:.0f}, fit {t_fit:.0f}, calibrate {t_calib:.0f}, measure models {t_measure:.0f}",
     }
     report.details = {"per_model": results, "threads": threads, "timer": clock, "gap_ms": gap,
+                      "context_variant": chosen, "context_loco_pick": loco_pick, "context_loco_mean_error_pct": loco,
+                      "context_scale": {"/".join(map(str, k)): v for k, v in model.context_scale_.items()},
+                      "inplace_rows": inplace.height,
                       "calibration": [{"model": c.name, "input_shape": list(c.input_shape), "measured_ms": r,
                                        "predicted_no_gap_ms": p, "calls": n}
                                       for c, p, n, r in zip(calib, sums, calls, calib_meas["latency_ms"], strict=True)], "scale": sweep_scale, "quick": quick, "seed": seed,

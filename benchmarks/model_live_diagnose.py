@@ -7,7 +7,8 @@ thread-CPU timer):
 - ``alone``: the same rows timed alone by the collector (:func:`collect_ops` on the model's own
   operator table: exact shapes, weights rotated as in the sweep): pred/alone is the operator
   model's error on these shapes (extrapolation, mapping);
-- ``inplace``: each fx node timed where it runs inside the real model (an fx Interpreter with a
+- ``inplace``: each fx node timed where it runs inside the real model
+  (:func:`~hwsurrogate.datasets.collectors.ops.inplace_op_times`: an fx Interpreter with a
   thread-CPU clock around every node, median over repeats): alone/inplace is the context effect
   (caches, fused or elided ops);
 - ``e2e``: the eager forward measured end to end (the benchmark's ground truth).
@@ -23,69 +24,12 @@ from __future__ import annotations
 
 import json
 import os
-import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import click
 import numpy as np
 import polars as pl
-
-__all__ = ["inplace_op_times"]
-
-
-def inplace_op_times(module: Any, x: Any, repeats: int) -> tuple[dict[str, float], float]:
-    """Median thread-CPU ms of every fx node inside ``module(x)``, and the median e2e ms (eager).
-
-    The node names are those of :func:`~hwsurrogate.datasets.frontends.torch_fx.trace_module`'s
-    rows (the same ``symbolic_trace``). The clock brackets each node's own call (module, function
-    or method), not the interpreter's bookkeeping between nodes.
-    """
-    import torch
-    import torch.fx as fx
-
-    gm = fx.symbolic_trace(module)
-    clock = time.thread_time_ns
-    samples: dict[str, list[float]] = defaultdict(list)
-
-    class Timed(fx.Interpreter):  # the clock around the node's own call only, not the interpreter's
-        def run_node(self, n: Any) -> Any:
-            self.node = n
-            return super().run_node(n)
-
-        def _timed(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-            t0 = clock()
-            out = fn(*args, **kwargs)
-            samples[self.node.name].append((clock() - t0) / 1e6)
-            return out
-
-        def call_function(self, target: Any, args: Any, kwargs: Any) -> Any:
-            return self._timed(target, *args, **kwargs)
-
-        def call_method(self, target: Any, args: Any, kwargs: Any) -> Any:
-            obj, *rest = args
-            return self._timed(getattr(obj, target), *rest, **kwargs)
-
-        def call_module(self, target: Any, args: Any, kwargs: Any) -> Any:
-            return self._timed(self.fetch_attr(target), *args, **kwargs)
-
-    interp = Timed(gm)
-    with torch.inference_mode():
-        for _ in range(2):
-            interp.run(x)
-        samples.clear()
-        for _ in range(repeats):
-            interp.run(x)
-        e2e = []
-        for _ in range(3):
-            module(x)
-        for _ in range(max(repeats, 10)):
-            t0 = clock()
-            module(x)
-            e2e.append((clock() - t0) / 1e6)
-    return {k: float(np.median(v)) for k, v in samples.items()}, float(np.median(e2e))
-
 
 _TIMEABLE = {
     "activation": {"relu", "gelu", "silu", "sigmoid", "tanh", "hardswish", "relu6"},
@@ -130,7 +74,7 @@ def main(ops_cache: str, out_path: str, repeats: int, alone: bool, leaves: tuple
 
     from hwsurrogate.benchmarks.model_live import build_cases
     from hwsurrogate.datasets.collectors.environment import thread_limit
-    from hwsurrogate.datasets.collectors.ops import calibration_cases, collect_ops
+    from hwsurrogate.datasets.collectors.ops import calibration_cases, collect_ops, inplace_op_times
     from hwsurrogate.datasets.frontends.torch_fx import trace_module
     from hwsurrogate.surrogates.models.ops import OperatorLatencyModel
 

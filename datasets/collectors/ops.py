@@ -17,7 +17,9 @@ linear rows, ``mem_bw_gbs`` the best GB/s of the large elementwise rows (recorde
 ``descriptors`` as measured, not published).
 
 :func:`collect_model_latency` times whole ``nn.Module`` forwards (``model_latency`` rows): the
-ground truth a whole-model prediction is scored against.
+ground truth a whole-model prediction is scored against. :func:`collect_inplace_ops` times each
+operator *inside* such a forward (``ops`` rows with ``model`` and ``name`` set, as a trace's rows):
+the model-context rows the operator model takes its context factors from.
 """
 
 from __future__ import annotations
@@ -45,9 +47,11 @@ __all__ = [
     "SOURCE",
     "ModelCase",
     "OpsCollection",
+    "collect_inplace_ops",
     "collect_model_latency",
     "calibration_cases",
     "collect_ops",
+    "inplace_op_times",
     "merge_collections",
     "ops_device_id",
     "sweep_ops",
@@ -497,11 +501,7 @@ def collect_model_latency(
                     f"model {case.name!r}: module is {type(case.module).__name__}, not a torch.nn.Module"
                 )
             module = case.module.eval()
-            gen = torch.Generator().manual_seed(0)
-            if case.input_dtype == "int64":
-                x = torch.randint(0, 100, case.input_shape, generator=gen)
-            else:
-                x = torch.randn(*case.input_shape, generator=gen)
+            x = _model_input(case)
             with torch.inference_mode():
                 try:
                     module(x)
@@ -526,6 +526,134 @@ def collect_model_latency(
         frame, source=MODEL_SOURCE, env=env, key=("device_id", "model", "batch", "seqlen")
     )
     return conform("model_latency", frame, context=MODEL_SOURCE)
+
+
+def inplace_op_times(
+    module: Any, x: Any, repeats: int, *, timer: str = "thread_cpu"
+) -> tuple[dict[str, float], float]:
+    """Median ms of every fx node inside ``module(x)``, and the median end-to-end ms (eager).
+
+    The node names are those of :func:`~hwsurrogate.datasets.frontends.torch_fx.trace_module`'s
+    rows (the same ``symbolic_trace``). The clock (``timer``: ``thread_cpu`` or ``wall``) brackets
+    each node's own call (module, function or method), not the interpreter's bookkeeping between
+    nodes; two forwards warm up first.
+    """
+    from collections import defaultdict
+
+    import torch
+    import torch.fx as fx
+
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise CollectorError(f"repeats must be an integer >= 1, got {repeats!r}")
+    gm = fx.symbolic_trace(module)
+    clock = host_clock(timer)
+    samples: dict[str, list[float]] = defaultdict(list)
+
+    class Timed(fx.Interpreter):  # the clock around the node's own call only, not the interpreter's
+        def run_node(self, n: Any) -> Any:
+            self.node = n
+            return super().run_node(n)
+
+        def _timed(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+            t0 = clock()
+            out = fn(*args, **kwargs)
+            samples[self.node.name].append((clock() - t0) / 1e6)
+            return out
+
+        def call_function(self, target: Any, args: Any, kwargs: Any) -> Any:
+            return self._timed(target, *args, **kwargs)
+
+        def call_method(self, target: Any, args: Any, kwargs: Any) -> Any:
+            obj, *rest = args
+            return self._timed(getattr(obj, target), *rest, **kwargs)
+
+        def call_module(self, target: Any, args: Any, kwargs: Any) -> Any:
+            return self._timed(self.fetch_attr(target), *args, **kwargs)
+
+    interp = Timed(gm)
+    with torch.inference_mode():
+        for _ in range(2):
+            interp.run(x)
+        samples.clear()
+        for _ in range(repeats):
+            interp.run(x)
+        e2e = []
+        for _ in range(3):
+            module(x)
+        for _ in range(max(repeats, 10)):
+            t0 = clock()
+            module(x)
+            e2e.append((clock() - t0) / 1e6)
+    return {k: float(np.median(v)) for k, v in samples.items()}, float(np.median(e2e))
+
+
+def _model_input(case: ModelCase) -> Any:
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    if case.input_dtype == "int64":
+        return torch.randint(0, 100, case.input_shape, generator=gen)
+    return torch.randn(*case.input_shape, generator=gen)
+
+
+def collect_inplace_ops(
+    cases: Sequence[ModelCase], *, threads: int = 1, repeats: int = 15, timer: str = "thread_cpu",
+    progress: bool = True,
+) -> pl.DataFrame:  # fmt: skip
+    """Each operator of each model timed where it runs inside the model: ``ops`` rows of traces.
+
+    Every row of the model's operator table (:func:`~hwsurrogate.datasets.frontends.torch_fx.trace_module`)
+    gets the median per-call time of its fx node over ``repeats`` forwards
+    (:func:`inplace_op_times`), with ``model`` (the case name) and ``name`` (the node) set, as the
+    rows of an imported trace have: :class:`~hwsurrogate.surrogates.models.ops.OperatorLatencyModel`
+    takes its model-context factors from such rows. Same device id as :func:`collect_ops`. The
+    modules are traced after timing, on the meta device: a case's module is left there.
+    """
+    import torch
+
+    from hwsurrogate.datasets.frontends.torch_fx import trace_module
+
+    if not cases:
+        raise CollectorError("cases: no models to time")
+    check_timing_options("cpu", timer=timer, threads=threads, min_time_s=0.05)
+    parts = []
+    with envmod.thread_limit(threads) as n_threads:
+        env = capture_environment("cpu", threads=n_threads)
+        device_id = ops_device_id(n_threads)
+        items = track(list(cases), f"ops in place on {device_id}") if progress else cases
+        for case in items:
+            if not isinstance(case.module, torch.nn.Module):
+                raise CollectorError(
+                    f"model {case.name!r}: module is {type(case.module).__name__}, not a torch.nn.Module"
+                )
+            module = case.module.eval()
+            try:
+                times, _ = inplace_op_times(module, _model_input(case), repeats, timer=timer)
+            except Exception as exc:
+                raise CollectorError(
+                    f"model {case.name!r}: the forward failed on {list(case.input_shape)} ({exc})"
+                ) from None
+            table = trace_module(
+                module, [case.input_shape], input_dtypes=[case.input_dtype], source=case.name
+            )
+            ms = [times.get(n.split(".")[0]) for n in table["name"]]
+            table = table.with_columns(
+                pl.Series("latency_ms", ms, dtype=pl.Float64), pl.lit(case.name).alias("model")
+            )
+            parts.append(table.filter(pl.col("latency_ms").is_not_null() & (pl.col("phase") == "forward")))
+    rows = pl.concat(parts, how="vertical_relaxed")
+    extra = json.dumps({"timer": timer, "context": "in place (fx node inside the model's forward)",
+                        "samples": repeats, "env": env.summary()})  # fmt: skip
+    shape_cols = ("batch", "m", "n", "k", "rows", "cols", "inputs", "in_channels", "out_channels", "kernel_size",
+                  "input_size", "stride", "padding")  # fmt: skip
+    frame = rows.select(
+        pl.lit(device_id).alias("device_id"), "op_kind", "op", "phase", "dtype", *shape_cols, "flops", "bytes",
+        "latency_ms", pl.lit(repeats).alias("repetitions"), pl.lit(env.threads).alias("threads"), "model", "name",
+        pl.lit(f"torch {torch.__version__} eager (inference_mode)").alias("framework"), pl.lit(extra).alias("extra"),
+        pl.lit(env.collected_at).alias("collected_at"),
+    )  # fmt: skip
+    frame = envmod.provenance(frame, source=SOURCE, env=env, key=("device_id", "model", "name"))
+    return conform("ops", frame, context=SOURCE)
 
 
 # ------------------------------------------------------------------------ calibration models

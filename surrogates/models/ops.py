@@ -22,7 +22,11 @@
 micro-benchmark does; where the training rows include model traces, the micro-benchmark trees'
 predictions of those kinds are rescaled by one factor per (kind, phase) measured on the training
 devices' trace rows (NeuSight's five training GPUs: elementwise 0.90, softmax 0.84, layer norm
-0.94, activations 1.01).
+0.94, activations 1.01). A model fitted on one device (this CPU in ``hws bench model-live``, whose
+trace rows are its calibration models' operators timed in place) takes that device's own ratio;
+``context_bytes_edges`` splits each (kind, phase) into size buckets of the rows' ``bytes``. A fit
+on CPUs alone defaults to factors for every vector kind from trace rows that do not train the
+trees (:data:`CPU_CONTEXT_KINDS`; chosen on the calibration models).
 
 Because the trees predict the *ratio* to the roofline of the device (peak FP32 GFLOP/s, memory
 bandwidth), a GPU never trained on gets a prediction from its descriptors alone. A row the model
@@ -56,6 +60,8 @@ from hwsurrogate.surrogates.models.gemm import GemmRegressor
 
 __all__ = [
     "CONTEXT_KINDS",
+    "CPU_CONTEXT_BYTES_EDGES",
+    "CPU_CONTEXT_KINDS",
     "GemmUtilisationCeiling",
     "OperatorLatencyModel",
     "apply_scales",
@@ -66,6 +72,14 @@ __all__ = [
 #: kinds whose micro-benchmark predictions are rescaled to the model context by default (see
 #: ``OperatorLatencyModel._context_scales``); chosen leave-one-GPU-out on NeuSight's training GPUs
 CONTEXT_KINDS: tuple[str, ...] = ("elementwise", "activation", "softmax", "layernorm")
+#: the defaults of a fit whose devices are all CPUs (``hws bench model-live``: this CPU, its trace
+#: rows the 16 calibration models' operators timed in place), chosen there by the lowest
+#: leave-one-calibration-model-out error averaged over three runs, among its ``CONTEXT_VARIANTS``:
+#: every vector kind gets one factor per (kind, phase), and the trace rows set the factors only
+CPU_CONTEXT_KINDS: tuple[str, ...] = ("elementwise", "activation", "softmax", "layernorm", "reduction", "copy",
+                                      "embedding")  # fmt: skip
+#: no size buckets by default on CPUs (``context_bytes_edges``; the bucketed variants' error was higher)
+CPU_CONTEXT_BYTES_EDGES: tuple[float, ...] = ()
 #: GEMM rows of a device at or above this FLOPs quantile are its "large" ones (the ceiling's rows;
 #: chosen leave-one-GPU-out against all compute-bound rows: 10.6 against 11.4 % mean e2e error)
 _LARGEST_QUARTER = 0.75
@@ -152,6 +166,14 @@ class OperatorLatencyModel:
     device-relative features, which extrapolate better from few training devices).
     ``context_kinds``: op kinds whose micro-benchmark prediction is rescaled to the model context
     when the training rows hold model traces (``_context_scales``); empty: none.
+    ``trace_in_trees``: trace rows (``model`` set) also train the trees and the overhead medians
+    (as NeuSight's traces do); False: they only set the context factors, so each factor is
+    in-model time over the prediction from the micro-benchmarks alone.
+    ``context_bytes_edges``: increasing byte sizes that split each context kind into size buckets
+    (one factor per (kind, phase, bucket) of the rows' ``bytes``); empty: one per (kind, phase).
+    Left None, these three follow the fitted devices: :data:`CPU_CONTEXT_KINDS`,
+    :data:`CPU_CONTEXT_BYTES_EDGES` and False when every device's ``kind`` is ``cpu``, else
+    :data:`CONTEXT_KINDS`, none and True (resolved in ``fit`` as ``context_kinds_`` etc.).
     ``gemm_power_ceiling``: the quantile of the training devices' large compute-bound GEMM
     utilisation taken as their ceiling (:class:`GemmUtilisationCeiling`); None: no ceiling.
     """
@@ -168,7 +190,9 @@ class OperatorLatencyModel:
         max_gemm_rows: int = 60_000,
         max_vector_rows: int = 80_000,
         random_state: int = 0,
-        context_kinds: tuple[str, ...] = CONTEXT_KINDS,
+        context_kinds: tuple[str, ...] | None = None,
+        context_bytes_edges: tuple[float, ...] | None = None,
+        trace_in_trees: bool | None = None,
         gemm_power_ceiling: float | None = 0.99,
     ) -> None:
         self.device_features = device_features
@@ -181,6 +205,8 @@ class OperatorLatencyModel:
         self.max_vector_rows = max_vector_rows
         self.random_state = random_state
         self.context_kinds = context_kinds
+        self.context_bytes_edges = context_bytes_edges
+        self.trace_in_trees = trace_in_trees
         self.gemm_power_ceiling = gemm_power_ceiling
 
     # ------------------------------------------------------------------ fit
@@ -239,6 +265,10 @@ class OperatorLatencyModel:
             ops = _with_flops(ops)
         self.device_table_ = described.filter(pl.col("device_id").is_in(sorted(used & ok)))
         self.devices_ = self.device_table_["device_id"].to_list()
+        self._resolve_context(devices)
+        context_rows = ops.filter(pl.col("model").is_not_null())
+        if not self.trace_in_trees_:
+            ops = ops.filter(pl.col("model").is_null())
         self.feature_version_ = OPS_FEATURE_VERSION
 
         vec = ops.filter(pl.col("op_kind").is_in(sorted(VECTOR_GROUP_KINDS)))
@@ -272,8 +302,30 @@ class OperatorLatencyModel:
         ):
             raise ValueError("no operator rows of a described device to fit")
         self.n_rows_ = {"vector": vec.height, "conv2d": conv.height, "gemm": n_gemm, "other": other.height}
-        self.context_scale_ = self._context_scales(ops.filter(pl.col("model").is_not_null()), devices)
+        self.context_scale_ = self._context_scales(context_rows, devices)
         return self
+
+    def _resolve_context(self, devices: pl.DataFrame) -> None:
+        """``context_kinds_``, ``context_bytes_edges_``, ``trace_in_trees_``: the parameters, or the
+        defaults of the fitted devices (CPU ones when every device's ``kind`` is ``cpu``)."""
+        kinds = (
+            devices.filter(pl.col("device_id").is_in(self.devices_))["kind"].to_list()
+            if "kind" in devices.columns
+            else []
+        )
+        cpu = bool(kinds) and all(k == "cpu" for k in kinds)
+        self.context_kinds_ = tuple(
+            self.context_kinds
+            if self.context_kinds is not None
+            else CPU_CONTEXT_KINDS
+            if cpu
+            else CONTEXT_KINDS
+        )
+        edges = self.context_bytes_edges
+        self.context_bytes_edges_ = _check_edges(
+            tuple(edges) if edges is not None else CPU_CONTEXT_BYTES_EDGES if cpu else ()
+        )
+        self.trace_in_trees_ = bool(self.trace_in_trees) if self.trace_in_trees is not None else not cpu
 
     def _fit_gemm(self, g: pl.DataFrame, devices: pl.DataFrame) -> int:
         """The GEMM trees (``gemm_``) and the power-limited utilisation ceiling (``gemm_ceiling_``,
@@ -297,36 +349,60 @@ class OperatorLatencyModel:
         ).fit(g, g["runtime_ms"])
         return g.height
 
-    def _context_scales(self, trace: pl.DataFrame, devices: pl.DataFrame) -> dict[tuple[str, str], float]:
+    def _context_scales(
+        self, trace: pl.DataFrame, devices: pl.DataFrame
+    ) -> dict[tuple[str, str] | tuple[str, str, int], float]:
         """``(kind, phase) -> median over training devices of sum(measured) / sum(predicted)``.
 
-        For the kinds in ``context_kinds`` that the micro-benchmark trees (or GEMM trees) predict:
+        For the kinds in ``context_kinds_`` that the micro-benchmark trees (or GEMM trees) predict:
         an operator inside a model does not run as its micro-benchmark does (its input was just
-        written by the previous op, other launch configurations), and the training devices' trace
-        rows of the same kind measure by how much. One factor per (kind, phase), the median over
-        devices (each with >= 3 rows) of the device's time-weighted ratio, so one device's odd
-        timings cannot set it; kinds with fewer than 2 such devices keep 1.
+        written by the previous op, other launch configurations, fresh output pages), and the
+        training devices' trace rows of the same kind measure by how much. One factor per (kind,
+        phase), the median over devices (each with >= 3 rows) of the device's time-weighted ratio,
+        so one device's odd timings cannot set it; kinds with fewer than 2 such devices keep 1. A
+        model fitted on a single device needs only that one. With ``context_bytes_edges`` the keys
+        are ``(kind, phase, bucket)`` (bucket ``i``: ``bytes`` in ``[edge[i-1], edge[i])``), and a
+        bucket without enough rows takes its kind's factor.
         """
         self.context_scale_ = {}
-        out: dict[tuple[str, str], float] = {}
-        if not self.context_kinds or trace.height == 0:
+        out: dict[tuple[str, str] | tuple[str, str, int], float] = {}
+        if not self.context_kinds_ or trace.height == 0:
             return out
+        edges = self.context_bytes_edges_
+        need = min(2, len(self.devices_))
         table = device_table(devices)
-        for (kind, phase), rows in trace.filter(pl.col("op_kind").is_in(list(self.context_kinds))).group_by(
-            "op_kind", "phase"
-        ):
+        rows_all = trace.filter(pl.col("op_kind").is_in(list(self.context_kinds_)))
+        if rows_all.height == 0:
+            return out
+        pred_all = np.full(rows_all.height, np.nan)
+        for (dev_id,), part in rows_all.with_row_index("_i").group_by(["device_id"], maintain_order=True):
+            device = table.filter(pl.col("device_id") == dev_id).row(0, named=True)
+            pred_all[part["_i"].to_numpy()] = self.predict_ops(_as_op_table(part.drop("_i")), device)
+        size = derive_flops_bytes(_as_op_table(rows_all))["bytes"].fill_null(0.0).to_numpy()
+        bucket = np.digitize(size, edges) if edges else None
+        rows_all = rows_all.with_columns(pl.Series("_pred", pred_all),
+                                         pl.Series("_bucket", bucket if edges else np.zeros(rows_all.height, int)))  # fmt: skip
+
+        def factor(rows: pl.DataFrame) -> float | None:
             ratios = []
             for dev_id in rows["device_id"].unique().sort().to_list():
                 part = rows.filter(pl.col("device_id") == dev_id)
-                if part.height < 3:
-                    continue
-                device = table.filter(pl.col("device_id") == dev_id).row(0, named=True)
-                pred = self.predict_ops(_as_op_table(part), device)
+                pred = part["_pred"].to_numpy()
                 ok = np.isfinite(pred) & (pred > 0)
                 if ok.sum() >= 3:
                     ratios.append(float(part["latency_ms"].to_numpy()[ok].sum() / pred[ok].sum()))
-            if len(ratios) >= 2:
-                out[(str(kind), str(phase))] = float(np.median(ratios))
+            return float(np.median(ratios)) if ratios and len(ratios) >= need else None
+
+        for (kind, phase), rows in rows_all.group_by("op_kind", "phase", maintain_order=True):
+            whole = factor(rows)
+            if whole is None:
+                continue
+            if not edges:
+                out[(str(kind), str(phase))] = whole
+                continue
+            for b in range(len(edges) + 1):
+                got = factor(rows.filter(pl.col("_bucket") == b))
+                out[(str(kind), str(phase), b)] = whole if got is None else got
         return out
 
     @property
@@ -381,8 +457,14 @@ class OperatorLatencyModel:
         gemm = np.isin(kind, list(GEMM_KINDS))
         if gemm.any() and self.gemm_ is not None:
             out[gemm] = self._predict_gemm(table.filter(pl.Series(gemm)), device)
-        for (k, p), factor in getattr(self, "context_scale_", {}).items():
-            out[(kind == k) & (phase == p)] *= factor
+        scales = getattr(self, "context_scale_", {})
+        edges = tuple(getattr(self, "context_bytes_edges_", ()))
+        if scales and edges:
+            size = derive_flops_bytes(table)["bytes"].fill_null(0.0).to_numpy()
+            bucket = np.digitize(size, edges)
+        for key, factor in scales.items():
+            rows = (kind == key[0]) & (phase == key[1])
+            out[rows & (bucket == key[2]) if len(key) == 3 else rows] *= factor
         other = kind == "other"
         if other.any() and self.overhead_ms_:
             ops = table["op"].to_numpy()[other]
@@ -421,6 +503,15 @@ class OperatorLatencyModel:
             d_in, d_w = backward_gemms(rows.filter(pl.Series(back)))
             fw[back] = query(d_in) + query(d_w)
         return fw
+
+
+def _check_edges(edges: tuple[float, ...]) -> tuple[float, ...]:
+    """``context_bytes_edges`` as floats; refused unless positive and strictly increasing."""
+    out = tuple(float(e) for e in edges)
+    increasing = all(b > a for a, b in zip(out, out[1:], strict=False))
+    if not increasing or any(not np.isfinite(e) or e <= 0 for e in out):
+        raise ValueError(f"context_bytes_edges must be positive and strictly increasing, got {edges!r}")
+    return out
 
 
 def _as_op_table(ops: pl.DataFrame) -> pl.DataFrame:

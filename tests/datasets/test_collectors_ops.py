@@ -12,6 +12,7 @@ import torch.nn as nn
 from hwsurrogate.datasets.collectors.ops import (
     DEFAULT_COUNTS,
     ModelCase,
+    collect_inplace_ops,
     collect_model_latency,
     collect_ops,
     ops_device_id,
@@ -76,6 +77,29 @@ def test_model_latency_rows() -> None:
     bad = ModelCase("bad", nn.Linear(16, 32), (4, 15), batch=4)
     with pytest.raises(CollectorError, match="forward failed"):
         collect_model_latency([bad], min_time_s=0.0, progress=False)
+
+
+def test_inplace_rows_are_trace_rows_of_every_timed_op() -> None:
+    from hwsurrogate.datasets.frontends.torch_fx import trace_module
+
+    build = lambda: nn.Sequential(nn.Linear(16, 64), nn.GELU(), nn.Flatten(), nn.Linear(64, 8))  # noqa: E731
+    table = trace_module(build(), [(4, 16)], source="tiny")
+    frame = collect_inplace_ops([ModelCase("tiny", build(), (4, 16), batch=4)], repeats=3, progress=False)
+    # one ops row per row of the model's operator table, as a trace's rows: model and node name set
+    assert frame.height == table.height and set(frame["name"]) == set(table["name"])
+    assert set(frame["model"]) == {"tiny"} and frame["device_id"][0] == ops_device_id(1)
+    assert (frame["latency_ms"] >= 0).all() and frame.filter(pl.col("op_kind") == "linear")[
+        "latency_ms"
+    ].min() > 0
+    lin = frame.filter(pl.col("name") == "_0").row(0, named=True)
+    assert (lin["m"], lin["n"], lin["k"], lin["flops"]) == (4, 64, 16, 2 * 4 * 64 * 16)
+    assert frame["measurement_id"].n_unique() == frame.height
+    with pytest.raises(CollectorError, match="no models"):
+        collect_inplace_ops([], progress=False)
+    with pytest.raises(CollectorError, match="repeats"):
+        collect_inplace_ops([ModelCase("tiny", build(), (4, 16), batch=4)], repeats=0, progress=False)
+    with pytest.raises(CollectorError, match="forward failed"):
+        collect_inplace_ops([ModelCase("bad", build(), (4, 15), batch=4)], repeats=1, progress=False)
 
 
 def test_predict_model_cli_errors_name_the_field(tmp_path: Path) -> None:

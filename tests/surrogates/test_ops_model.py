@@ -100,6 +100,88 @@ def test_context_scale_follows_the_training_devices_trace_rows() -> None:
     assert ratio[0] == pytest.approx(ctx.context_scale_[("elementwise", "forward")])
 
 
+def _one_device_with_trace(small: float, large: float) -> pl.DataFrame:
+    """gpu-a's micro-benchmarks plus trace rows at ``small`` x (< 1 MB moved) and ``large`` x (more)."""
+    micro = _ops_rows("test/gpu-a", seed=11)
+    trace = micro.filter(pl.col("op_kind") == "elementwise").head(60)
+    size = (trace["inputs"] + 1) * trace["rows"] * trace["cols"] * 4
+    trace = trace.with_columns(
+        pl.col("latency_ms") * pl.when(pl.Series(size) < 2**20).then(small).otherwise(large),
+        pl.lit("toy-inf-1-1").alias("model"),
+    )
+    return pl.concat([micro, trace], how="diagonal_relaxed")
+
+
+def test_a_single_device_fit_takes_its_own_context_factor() -> None:
+    """One device (this CPU's per-device fit) is enough: its own in-model ratio, as on several GPUs."""
+    ops = _one_device_with_trace(2.0, 2.0)
+    kw = {"max_iter": 40, "min_samples_leaf": 5, "context_kinds": ("elementwise",)}
+    ctx = OperatorLatencyModel(**kw).fit(ops, devices_frame())
+    assert ctx.devices_ == ["test/gpu-a"]
+    # the trace rows also train the trees by default, so part of the 2x is learned there
+    assert 1.0 < ctx.context_scale_[("elementwise", "forward")] < 2.0
+    only = OperatorLatencyModel(**kw, trace_in_trees=False).fit(ops, devices_frame())
+    assert only.context_scale_[("elementwise", "forward")] == pytest.approx(2.0, rel=0.15)
+    # factors only: the trees and overhead medians are those of the micro-benchmarks alone
+    micro = OperatorLatencyModel(max_iter=40, min_samples_leaf=5).fit(
+        ops.filter(pl.col("model").is_null()), devices_frame()
+    )
+    table = op_table([{"name": "a", "op_kind": "elementwise", "op": "add", "dtype": "fp32", "rows": 1024,
+                       "cols": 1024, "inputs": 2}])  # fmt: skip
+    dev = devices_frame().filter(pl.col("device_id") == "test/gpu-a").row(0, named=True)
+    assert only.predict_ops(table, dev)[0] == pytest.approx(2.0 * micro.predict_ops(table, dev)[0], rel=0.15)
+    assert only.overhead_ms_ == micro.overhead_ms_ == {}
+
+
+def test_a_cpu_only_fit_defaults_to_the_cpu_context() -> None:
+    """A fit on CPUs alone: factors for every vector kind, trace rows out of the trees."""
+    from hwsurrogate.surrogates.models.ops import CONTEXT_KINDS, CPU_CONTEXT_BYTES_EDGES, CPU_CONTEXT_KINDS
+
+    ops = _one_device_with_trace(2.0, 2.0)
+    gpu = OperatorLatencyModel(max_iter=40, min_samples_leaf=5).fit(ops, devices_frame())
+    assert (gpu.context_kinds_, gpu.context_bytes_edges_, gpu.trace_in_trees_) == (CONTEXT_KINDS, (), True)
+    assert set(gpu.context_scale_) == {("elementwise", "forward")}
+    cpus = devices_frame().with_columns(pl.lit("cpu").alias("kind"))
+    cpu = OperatorLatencyModel(max_iter=40, min_samples_leaf=5).fit(ops, cpus)
+    assert (cpu.context_kinds_, cpu.context_bytes_edges_, cpu.trace_in_trees_) == (
+        CPU_CONTEXT_KINDS,
+        CPU_CONTEXT_BYTES_EDGES,
+        False,
+    )
+    assert set(cpu.context_scale_) == {("elementwise", "forward")} and "reduction" in cpu.context_kinds_
+    assert cpu.context_scale_[("elementwise", "forward")] == pytest.approx(2.0, rel=0.15)  # factors only
+    # stated parameters win over the device defaults
+    plain = OperatorLatencyModel(max_iter=40, min_samples_leaf=5, context_kinds=(), trace_in_trees=True).fit(
+        ops, cpus
+    )
+    assert plain.context_scale_ == {} and plain.overhead_ms_ != {}
+
+
+def test_size_buckets_give_each_size_its_own_context_factor() -> None:
+    ops = _one_device_with_trace(3.0, 1.2)
+    model = OperatorLatencyModel(max_iter=40, min_samples_leaf=5, context_kinds=("elementwise",),
+                                 context_bytes_edges=(2.0**20,), trace_in_trees=False).fit(ops, devices_frame())  # fmt: skip
+    scale = model.context_scale_
+    assert set(scale) == {("elementwise", "forward", 0), ("elementwise", "forward", 1)}
+    assert scale[("elementwise", "forward", 0)] == pytest.approx(3.0, rel=0.15)
+    assert scale[("elementwise", "forward", 1)] == pytest.approx(1.2, rel=0.15)
+    plain = OperatorLatencyModel(max_iter=40, min_samples_leaf=5, context_kinds=()).fit(
+        ops.filter(pl.col("model").is_null()), devices_frame()
+    )
+    table = op_table([{"name": "s", "op_kind": "elementwise", "op": "add", "dtype": "fp32", "rows": 64, "cols": 64,
+                       "inputs": 1},
+                      {"name": "l", "op_kind": "elementwise", "op": "add", "dtype": "fp32", "rows": 2048,
+                       "cols": 1024, "inputs": 1}])  # fmt: skip
+    ratio = model.predict_ops(table, _new_device()) / plain.predict_ops(table, _new_device())
+    assert ratio == pytest.approx(
+        [scale[("elementwise", "forward", 0)], scale[("elementwise", "forward", 1)]]
+    )
+    with pytest.raises(ValueError, match="strictly increasing"):
+        OperatorLatencyModel(context_kinds=("elementwise",), context_bytes_edges=(4.0, 2.0)).fit(
+            ops, devices_frame()
+        )
+
+
 def test_backward_gemm_is_the_two_gradient_gemms(fitted: OperatorLatencyModel) -> None:
     fw = op_table(
         [
@@ -143,6 +225,24 @@ def test_device_without_bandwidth_is_refused_by_name(fitted: OperatorLatencyMode
 
 
 @pytest.mark.slow  # MLflow run + registration: ~15 s of CPU
+def test_hws_train_ops_on_a_cpu_stores_its_context_factors_with_the_model(store) -> None:  # noqa: ANN001
+    """The pipeline `hws predict model` uses: a CPU's in-place rows in the store give the fitted model its factors."""
+    from hwsurrogate.surrogates.models.ops import CPU_CONTEXT_BYTES_EDGES
+    from hwsurrogate.surrogates.training.ops import train_ops_model
+
+    ops = _one_device_with_trace(3.0, 3.0).with_row_index("_i").with_columns(
+        pl.lit("test").alias("source"), pl.lit("tests").alias("origin"),
+        pl.concat_str([pl.col("device_id"), pl.col("_i").cast(pl.String)], separator="#").alias("measurement_id"),
+    ).drop("_i")  # fmt: skip
+    store.replace("ops", ops, partition="test")
+    store.replace("devices", devices_frame().with_columns(pl.lit("cpu").alias("kind")), partition="test")
+    res = train_ops_model(store, devices=["test/gpu-a"], register=False, test_frac=0.1, max_iter=30)
+    model = res.model
+    assert model.context_bytes_edges_ == CPU_CONTEXT_BYTES_EDGES and not model.trace_in_trees_
+    assert {k[:2] for k in model.context_scale_} == {("elementwise", "forward")}
+    assert all(v == pytest.approx(3.0, rel=0.3) for v in model.context_scale_.values())
+
+
 def test_train_register_and_load_the_ops_model(store, capsys) -> None:  # noqa: ANN001 - pytest fixtures
     from hwsurrogate.cli import main
     from hwsurrogate.surrogates.registry.ops import load_ops_model

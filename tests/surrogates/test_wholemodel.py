@@ -167,7 +167,7 @@ def test_inplace_op_times_cover_every_row_of_the_traced_table() -> None:
     import torch
     import torch.nn as nn
 
-    from hwsurrogate.benchmarks.model_live_diagnose import inplace_op_times
+    from hwsurrogate.datasets.collectors.ops import inplace_op_times
     from hwsurrogate.datasets.frontends.torch_fx import trace_module
 
     module = nn.Sequential(nn.Linear(64, 256), nn.GELU(), nn.Flatten(), nn.Linear(256, 8)).eval()
