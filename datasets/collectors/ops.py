@@ -470,6 +470,15 @@ class ModelCase:
     config: dict[str, Any] | None = None
 
 
+def _eval_module(case: Any) -> Any:
+    """A case's module in eval mode; a CollectorError naming the case when it is no ``nn.Module``."""
+    import torch
+
+    if not isinstance(case.module, torch.nn.Module):
+        raise CollectorError(f"model {case.name!r}: module is {type(case.module).__name__}, not a torch.nn.Module")
+    return case.module.eval()
+
+
 def collect_model_latency(
     cases: Sequence[ModelCase],
     *,
@@ -496,11 +505,7 @@ def collect_model_latency(
         device_id = ops_device_id(n_threads)
         items = track(list(cases), f"models on {device_id}") if progress else cases
         for case in items:
-            if not isinstance(case.module, torch.nn.Module):
-                raise CollectorError(
-                    f"model {case.name!r}: module is {type(case.module).__name__}, not a torch.nn.Module"
-                )
-            module = case.module.eval()
+            module = _eval_module(case)
             x = _model_input(case)
             with torch.inference_mode():
                 try:
@@ -622,11 +627,7 @@ def collect_inplace_ops(
         device_id = ops_device_id(n_threads)
         items = track(list(cases), f"ops in place on {device_id}") if progress else cases
         for case in items:
-            if not isinstance(case.module, torch.nn.Module):
-                raise CollectorError(
-                    f"model {case.name!r}: module is {type(case.module).__name__}, not a torch.nn.Module"
-                )
-            module = case.module.eval()
+            module = _eval_module(case)
             try:
                 times, _ = inplace_op_times(module, _model_input(case), repeats, timer=timer)
             except Exception as exc:
