@@ -368,6 +368,7 @@ def bench_model_neusight(
     run_id = _log_plot(totals)
     report.data = {**sizes, "configurations": res.height, "unseen_gpu_configurations": unseen.height,
                    "max_iter": max_iter, "overlap_ms": overlap_ms,
+                   "backward_ratios": {"/".join(k): round(v, 3) for k, v in model.backward_ratio_.items()},
                    "breakdown_plot_run": run_id or "not logged"}  # fmt: skip
     report.details = {"configurations": res.to_dicts(), "per_gpu_mode": means.to_dicts(),
                       "per_op_kind": kinds_frame.to_dicts(), "covered_kinds": sorted(model.covered_kinds),

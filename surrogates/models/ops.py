@@ -12,7 +12,12 @@
 - **vector kinds** (elementwise, activation, softmax, layernorm, reduction, copy, embedding):
   one gradient-boosted tree on ``log(latency / roofline)`` (:func:`~.features.ops.vector_features`),
   forward and backward rows alike (``backward`` is a feature). Kinds without operator
-  micro-benchmarks (reduction, copy, embedding, every backward) learn from trace rows.
+  micro-benchmarks (reduction, copy, embedding) learn from trace rows. A **backward** row of a
+  vector kind is the forward prediction of the same shapes times the kind's backward / forward
+  ratio measured on the training devices' trace rows (``backward_vector``, default
+  ``"kind_ratio"``; on NeuSight's data V100 alone has training traces: softmax 2.6, layer norm
+  2.2, elementwise 1.3, activations 1.1, embedding 7.7), so an unseen device's backward ops
+  follow its own forward speed; ``"trees"`` keeps the trace trees, fitted on those rows alone.
 - **conv2d**: the same on :func:`~.features.ops.conv_features` (forward only).
 - **other** (views, ``size``, ``getitem``, Python scalar arithmetic): the overhead model, the
   median measured time of that op over the training rows (these are host-side dispatch costs,
@@ -413,6 +418,8 @@ class OperatorLatencyModel:
         need = min(2, len(self.devices_))
         table = device_table(devices)
         rows_all = trace.filter(pl.col("op_kind").is_in(list(self.context_kinds_)))
+        if self.backward_vector != "trees":  # backward vector rows follow their forward (``_backward_ratios``)
+            rows_all = rows_all.filter(pl.col("phase") != "backward")
         if rows_all.height == 0:
             return out
         pred_all = np.full(rows_all.height, np.nan)
@@ -554,29 +561,34 @@ class OperatorLatencyModel:
         for key, factor in scales.items():
             rows = (kind == key[0]) & (phase == key[1])
             out[rows & (bucket == key[2]) if len(key) == 3 else rows] *= factor
-        ratios = getattr(self, "backward_ratio_", {})  # models pickled before it have none
-        if ratios:
-            ops_ = table["op"].to_numpy()
-            factor = np.array([ratios.get((k, o), ratios.get((k,), np.nan)) if p == "backward" else np.nan
-                               for k, o, p in zip(kind, ops_, phase, strict=True)])  # fmt: skip
-            back = np.isfinite(factor)
-            if back.any():
-                # the backward of a vector op: its forward prediction times the fitted ratio
-                fw = self.predict_ops(_as_forward(table.filter(pl.Series(back))), device)
-                out[back] = fw * factor[back]
-        if getattr(self, "backward_vector", "trees") == "recipe":
-            self._predict_recipes(table, device, out)
+        mode = getattr(self, "backward_vector", "trees")  # models pickled before it have none
+        ratios = getattr(self, "backward_ratio_", {})
+        ops_ = table["op"].to_numpy()
+        factor = np.array([ratios.get((k, o), ratios.get((k,), np.nan)) if p == "backward" else np.nan
+                           for k, o, p in zip(kind, ops_, phase, strict=True)])  # fmt: skip
+        back = np.isfinite(factor)
+        if back.any():
+            # the backward of a vector op: its forward prediction times the fitted ratio
+            fw = self.predict_ops(_as_forward(table.filter(pl.Series(back))), device)
+            out[back] = fw * factor[back]
+        if mode != "trees":
+            # "recipe": every backward row with a recipe; the ratio modes: those without a ratio
+            # (no training device has backward trace rows of the kind)
+            self._predict_recipes(table, device, out, None if mode == "recipe" else ~back)
         other = kind == "other"
         if other.any() and self.overhead_ms_:
             ops = table["op"].to_numpy()[other]
             out[other] = [self.overhead_ms_.get(o, np.nan) for o in ops]
         return out
 
-    def _predict_recipes(self, table: pl.DataFrame, device: Mapping[str, object], out: np.ndarray) -> None:
-        """``out`` of the backward rows with a :data:`BACKWARD_RECIPES` entry: the sum of its
-        forward kernels' predictions (``mem`` kernels: bytes over the device's bandwidth)."""
+    def _predict_recipes(
+        self, table: pl.DataFrame, device: Mapping[str, object], out: np.ndarray, only: np.ndarray | None
+    ) -> None:
+        """``out`` of the backward rows with a :data:`BACKWARD_RECIPES` entry (those in ``only``
+        where given): the sum of its forward kernels' predictions (``mem``: bytes over bandwidth)."""
         kind, ops, phase = (table[c].to_numpy() for c in ("op_kind", "op", "phase"))
-        rows = [i for i in range(table.height) if phase[i] == "backward" and (kind[i], ops[i]) in BACKWARD_RECIPES]
+        rows = [i for i in range(table.height) if phase[i] == "backward" and (kind[i], ops[i]) in BACKWARD_RECIPES
+                and (only is None or only[i])]  # fmt: skip
         if not rows:
             return
         sub = table[rows]

@@ -277,6 +277,13 @@ def test_backward_recipe_sums_the_forward_kernels_autograd_runs() -> None:
     assert got[0] == pytest.approx(kernels[1] + kernels[2])
     assert got[1] == pytest.approx(2 * 4096 * 1024 * 4.0 / (float(dev["mem_bw_gbs"]) * 1e6))
     assert got[2] == pytest.approx(2 * kernels[0])  # one mul per input, not the fitted 3x
+    # the default (kind_ratio) takes the recipe where no training device has backward rows
+    plain = OperatorLatencyModel(max_iter=40, min_samples_leaf=5).fit(
+        pl.concat([_ops_rows("test/gpu-a", seed=21), _ops_rows("test/gpu-b", seed=22)]), devices_frame()
+    )
+    assert plain.backward_vector == "kind_ratio" and plain.backward_ratio_ == {}
+    got, kernels = plain.predict_ops(bw, dev), plain.predict_ops(fw, dev)
+    assert got[2] == pytest.approx(2 * kernels[0]) and got[0] == pytest.approx(kernels[1] + kernels[2])
 
 
 def test_backward_vector_modes_kind_ratio_trees_and_a_bad_mode() -> None:
