@@ -212,7 +212,9 @@ class OperatorLatencyModel:
     ``"op_ratio"`` / ``"kind_ratio"``: the forward prediction of the same row (micro-benchmark
     trees and model context, which carry over to unseen devices) times a backward / forward ratio
     fitted on the backward trace rows (``backward_ratio_``, see ``_backward_ratios``), one per
-    (kind, op) with the kind's ratio for ops with too few rows, or one per kind.
+    (kind, op) with the kind's ratio for ops with too few rows, or one per kind (the default,
+    chosen on V100's held-out training traces: docs/wholemodel.md); a row without a ratio takes
+    its :data:`BACKWARD_RECIPES` entry. ``"recipe"``: the recipe for every row that has one.
     """
 
     def __init__(
