@@ -40,7 +40,7 @@ from hwsurrogate.surrogates.models.ops import OperatorLatencyModel, apply_scales
 from hwsurrogate.surrogates.training.ops import ops_training_rows
 from hwsurrogate.surrogates.wholemodel import launch_overlap_ms, predict_model_latency
 
-__all__ = ["aggregate", "bench_model_neusight", "read_anchor_blocks"]
+__all__ = ["aggregate", "bench_model_neusight", "perop_breakdown", "read_anchor_blocks"]
 
 #: models NeuSight trains on (trace rows of the training GPUs may be used); the others are unseen
 TRAIN_MODELS = ("bert_large", "gpt2_large", "switch4", "switchxl4")
@@ -103,6 +103,33 @@ def aggregate(table: pl.DataFrame, per_call_ms: np.ndarray, overlap_ms: float = 
     pred = predict_model_latency(table, lambda _t: per_call_ms, mode=mode, overlap_ms=overlap_ms)
     return {"latency_ms": float(pred.latency_ms), "unmodeled_share": float(pred.unmodeled_share),
             "unmodeled_ops": pred.unmodeled_ops}  # fmt: skip
+
+
+def perop_breakdown(per_kind: pl.DataFrame, kinds: tuple[str, ...]) -> pl.DataFrame:
+    """The per-op-type error of ``kinds`` out of distribution, by GPU and mode.
+
+    ``per_kind``: the benchmark's ``per_op_kind`` details (gpu, config, mode, op_kind, phase,
+    measured_ms, pred_ms, ood). Per (gpu, mode): the configurations, their mean per-op-type error
+    (``|sum pred - sum measured| / sum measured`` per configuration, as the per-op-type row), and
+    the predicted / measured sums of the forward and of the backward rows with the backward share
+    of the measured time.
+    """
+    part = per_kind.filter(pl.col("ood") & pl.col("op_kind").is_in(list(kinds)))
+    per_config = part.group_by("gpu", "mode", "config").agg(pl.col("measured_ms").sum(), pl.col("pred_ms").sum())
+    err = per_config.filter(pl.col("measured_ms") > 0).group_by("gpu", "mode").agg(
+        pl.len().alias("configs"), ((pl.col("pred_ms") / pl.col("measured_ms") - 1).abs() * 100).mean().alias("err_pct")
+    )  # fmt: skip
+
+    def ratio(phase: str) -> pl.Expr:
+        sel = pl.col("phase") == phase
+        return (pl.col("pred_ms").filter(sel).sum() / pl.col("measured_ms").filter(sel).sum()).alias(f"{phase}_pred_over_measured")
+
+    sums = part.group_by("gpu", "mode").agg(
+        ratio("forward"), ratio("backward"),
+        (pl.col("measured_ms").filter(pl.col("phase") == "backward").sum() / pl.col("measured_ms").sum() * 100
+         ).alias("backward_share_pct"),
+    )  # fmt: skip
+    return err.join(sums, on=["gpu", "mode"]).sort("gpu", "mode")
 
 
 def _devices(store: DatasetStore) -> dict[str, Mapping[str, object]]:
@@ -278,13 +305,13 @@ def bench_model_neusight(
             "anchor": anchor, "unmodeled_pct": unmodeled,
             "unseen_gpu": unseen_gpu, "ood": unseen_gpu or model_name not in TRAIN_MODELS,
         })  # fmt: skip
-        kinds = table["op_kind"].to_numpy()
-        for k in np.unique(kinds):
-            sel = kinds == k
+        kinds, phases = table["op_kind"].to_numpy(), table["phase"].to_numpy()
+        for k, ph in sorted(set(zip(kinds, phases, strict=True))):
+            sel = (kinds == k) & (phases == ph)
             p = count[sel] * pred[sel]
             per_kind.append({
-                "gpu": gpu, "config": stem, "op_kind": str(k), "measured_ms": float(measured[sel].sum()),
-                "pred_ms": float(np.nansum(p)), "ood": configs[-1]["ood"],
+                "gpu": gpu, "config": stem, "mode": meta["mode"], "op_kind": str(k), "phase": str(ph),
+                "measured_ms": float(measured[sel].sum()), "pred_ms": float(np.nansum(p)), "ood": configs[-1]["ood"],
             })  # fmt: skip
     res = pl.DataFrame(configs)
     kinds_frame = pl.DataFrame(per_kind)
@@ -341,8 +368,11 @@ def bench_model_neusight(
     run_id = _log_plot(totals)
     report.data = {**sizes, "configurations": res.height, "unseen_gpu_configurations": unseen.height,
                    "max_iter": max_iter, "overlap_ms": overlap_ms,
+                   "backward_ratios": {"/".join(k): round(v, 3) for k, v in model.backward_ratio_.items()},
                    "breakdown_plot_run": run_id or "not logged"}  # fmt: skip
     report.details = {"configurations": res.to_dicts(), "per_gpu_mode": means.to_dicts(),
-                      "per_op_kind": kinds_frame.to_dicts(), "covered_kinds": sorted(model.covered_kinds)}  # fmt: skip
+                      "per_op_kind": kinds_frame.to_dicts(), "covered_kinds": sorted(model.covered_kinds),
+                      "per_op_type_breakdown": {name: perop_breakdown(kinds_frame, kinds).to_dicts()
+                                                for name, kinds in PEROP_KINDS.items()}}  # fmt: skip
     log_bench(report)
     report.emit(json_path)

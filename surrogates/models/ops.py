@@ -12,7 +12,12 @@
 - **vector kinds** (elementwise, activation, softmax, layernorm, reduction, copy, embedding):
   one gradient-boosted tree on ``log(latency / roofline)`` (:func:`~.features.ops.vector_features`),
   forward and backward rows alike (``backward`` is a feature). Kinds without operator
-  micro-benchmarks (reduction, copy, embedding, every backward) learn from trace rows.
+  micro-benchmarks (reduction, copy, embedding) learn from trace rows. A **backward** row of a
+  vector kind is the forward prediction of the same shapes times the kind's backward / forward
+  ratio measured on the training devices' trace rows (``backward_vector``, default
+  ``"kind_ratio"``; on NeuSight's data V100 alone has training traces: softmax 2.6, layer norm
+  2.2, elementwise 1.3, activations 1.1, embedding 7.7), so an unseen device's backward ops
+  follow its own forward speed; ``"trees"`` keeps the trace trees, fitted on those rows alone.
 - **conv2d**: the same on :func:`~.features.ops.conv_features` (forward only).
 - **other** (views, ``size``, ``getitem``, Python scalar arithmetic): the overhead model, the
   median measured time of that op over the training rows (these are host-side dispatch costs,
@@ -44,7 +49,7 @@ import polars as pl
 from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.isotonic import IsotonicRegression
 
-from hwsurrogate.datasets.optable import GEMM_KINDS, check_op_table, derive_flops_bytes
+from hwsurrogate.datasets.optable import DTYPE_BYTES, GEMM_KINDS, check_op_table, derive_flops_bytes
 from hwsurrogate.surrogates.features.gemm import device_table, gemm_features
 from hwsurrogate.surrogates.features.ops import (
     OPS_FEATURE_VERSION,
@@ -59,6 +64,8 @@ from hwsurrogate.surrogates.features.ops import (
 from hwsurrogate.surrogates.models.gemm import GemmRegressor
 
 __all__ = [
+    "BACKWARD_RECIPES",
+    "BACKWARD_VECTOR_MODES",
     "CONTEXT_KINDS",
     "CPU_CONTEXT_BYTES_EDGES",
     "CPU_CONTEXT_KINDS",
@@ -83,6 +90,30 @@ CPU_CONTEXT_BYTES_EDGES: tuple[float, ...] = ()
 #: GEMM rows of a device at or above this FLOPs quantile are its "large" ones (the ceiling's rows;
 #: chosen leave-one-GPU-out against all compute-bound rows: 10.6 against 11.4 % mean e2e error)
 _LARGEST_QUARTER = 0.75
+#: ways to predict a backward row of a vector kind (``OperatorLatencyModel(backward_vector=...)``)
+BACKWARD_VECTOR_MODES: tuple[str, ...] = ("op_ratio", "kind_ratio", "recipe", "trees")
+#: ``backward_vector="recipe"``: the forward kernels autograd runs for the backward of a vector op
+#: (NeuSight's decomposition, ``neusight/Tracing/parse.py``), each ``(kind, op, inputs, repeat)`` on
+#: the row's ``rows x cols``: ``inputs`` None is the row's own, ``repeat`` ``"inputs"`` once per
+#: input; kind ``"mem"`` is a fill or copy of ``inputs`` tensors at the device's bandwidth
+BACKWARD_RECIPES: dict[tuple[str, str], tuple[tuple[str, str, int | None, int | str], ...]] = {
+    ("softmax", "softmax"): (("elementwise", "mul", 2, 1), ("softmax", "softmax", 1, 1)),
+    ("layernorm", "layer_norm"): (("elementwise", "mul", 2, 1),),
+    ("activation", "gelu"): (("activation", "gelu", 1, 1),),
+    ("activation", "relu"): (("activation", "relu", 1, 1),),
+    ("activation", "tanh"): (("elementwise", "mul", 1, 1), ("elementwise", "add", 1, 1)),
+    ("elementwise", "pow"): (("elementwise", "pow", 1, 1), ("elementwise", "mul", 2, 1), ("elementwise", "mul", 1, 1)),
+    ("elementwise", "mul"): (("elementwise", "mul", None, "inputs"),),
+    ("elementwise", "div"): (("elementwise", "div", None, "inputs"),),
+    ("elementwise", "truediv"): (("elementwise", "div", None, "inputs"),),
+    ("elementwise", "add"): (("mem", "fill", 1, "inputs"),),
+    ("elementwise", "sub"): (("mem", "fill", 1, "inputs"),),
+    ("elementwise", "dropout"): (("mem", "copy", None, 2),),
+    ("elementwise", "where"): (("mem", "copy", None, 2),),
+}  # fmt: skip
+#: rows of a (kind[, op]) a device needs to set a backward ratio: a training trace has one softmax
+#: row per layer, so 2 lets a fit on two of V100's three training traces have one
+_MIN_RATIO_ROWS = 2
 #: the one device id a single-device query is predicted under inside the GEMM trees
 _QUERY_DEVICE = "__query_device__"
 
@@ -176,6 +207,14 @@ class OperatorLatencyModel:
     :data:`CONTEXT_KINDS`, none and True (resolved in ``fit`` as ``context_kinds_`` etc.).
     ``gemm_power_ceiling``: the quantile of the training devices' large compute-bound GEMM
     utilisation taken as their ceiling (:class:`GemmUtilisationCeiling`); None: no ceiling.
+    ``backward_vector``: how a backward row of a vector kind is predicted. ``"trees"``: by the trace
+    trees (``backward`` is a feature), from the training devices' backward trace rows alone.
+    ``"op_ratio"`` / ``"kind_ratio"``: the forward prediction of the same row (micro-benchmark
+    trees and model context, which carry over to unseen devices) times a backward / forward ratio
+    fitted on the backward trace rows (``backward_ratio_``, see ``_backward_ratios``), one per
+    (kind, op) with the kind's ratio for ops with too few rows, or one per kind (the default,
+    chosen on V100's held-out training traces: docs/wholemodel.md); a row without a ratio takes
+    its :data:`BACKWARD_RECIPES` entry. ``"recipe"``: the recipe for every row that has one.
     """
 
     def __init__(
@@ -194,6 +233,7 @@ class OperatorLatencyModel:
         context_bytes_edges: tuple[float, ...] | None = None,
         trace_in_trees: bool | None = None,
         gemm_power_ceiling: float | None = 0.99,
+        backward_vector: str = "kind_ratio",
     ) -> None:
         self.device_features = device_features
         self.gemm_device_features = gemm_device_features
@@ -208,6 +248,7 @@ class OperatorLatencyModel:
         self.context_bytes_edges = context_bytes_edges
         self.trace_in_trees = trace_in_trees
         self.gemm_power_ceiling = gemm_power_ceiling
+        self.backward_vector = backward_vector
 
     # ------------------------------------------------------------------ fit
     def _trees(self) -> HistGradientBoostingRegressor:
@@ -245,6 +286,12 @@ class OperatorLatencyModel:
         Rows of devices without peak FP32 GFLOP/s and bandwidth are left out (listed in
         ``skipped_devices_``). Raises ``ValueError`` when nothing is left to fit.
         """
+        if self.backward_vector not in BACKWARD_VECTOR_MODES:
+            raise ValueError(
+                f"OperatorLatencyModel: backward_vector must be one of {list(BACKWARD_VECTOR_MODES)}, "
+                f"got {self.backward_vector!r}"
+            )
+        self.backward_ratio_: dict[tuple[str, ...], float] = {}  # none while the trees are fitted
         table = device_table(devices)
         described = table.filter(
             pl.col("peak_fp32_gflops").is_not_null() & pl.col("mem_bw_gbs").is_not_null()
@@ -303,6 +350,7 @@ class OperatorLatencyModel:
             raise ValueError("no operator rows of a described device to fit")
         self.n_rows_ = {"vector": vec.height, "conv2d": conv.height, "gemm": n_gemm, "other": other.height}
         self.context_scale_ = self._context_scales(context_rows, devices)
+        self.backward_ratio_ = self._backward_ratios(context_rows, devices)
         return self
 
     def _resolve_context(self, devices: pl.DataFrame) -> None:
@@ -372,6 +420,8 @@ class OperatorLatencyModel:
         need = min(2, len(self.devices_))
         table = device_table(devices)
         rows_all = trace.filter(pl.col("op_kind").is_in(list(self.context_kinds_)))
+        if self.backward_vector != "trees":  # backward vector rows follow their forward (``_backward_ratios``)
+            rows_all = rows_all.filter(pl.col("phase") != "backward")
         if rows_all.height == 0:
             return out
         pred_all = np.full(rows_all.height, np.nan)
@@ -403,6 +453,54 @@ class OperatorLatencyModel:
             for b in range(len(edges) + 1):
                 got = factor(rows.filter(pl.col("_bucket") == b))
                 out[(str(kind), str(phase), b)] = whole if got is None else got
+        return out
+
+    def _backward_ratios(self, trace: pl.DataFrame, devices: pl.DataFrame) -> dict[tuple[str, ...], float]:
+        """``(kind,)`` or ``(kind, op) -> backward / forward ratio`` of the vector kinds' backward rows.
+
+        A backward trace row carries its forward op's shapes. For each training device with such
+        rows, the ratio is ``sum(measured backward) / sum(forward prediction of the same rows)``
+        (the rows predicted as forward rows of the same shapes, so the micro-benchmark trees and
+        the model context set the device's speed); the factor is the median over those devices
+        (each with >= ``_MIN_RATIO_ROWS`` rows of the key). ``"op_ratio"`` adds one per (kind, op) where the op has
+        the rows; other ops take their kind's. Empty for ``backward_vector="trees"`` or without
+        backward trace rows (every backward row then goes to the trace trees, as before).
+        """
+        self.backward_ratio_ = {}
+        if self.backward_vector == "trees" or trace.height == 0:
+            return {}
+        rows = trace.filter(
+            (pl.col("phase") == "backward") & pl.col("op_kind").is_in(sorted(VECTOR_GROUP_KINDS))
+        )
+        if rows.height == 0:
+            return {}
+        table = device_table(devices)
+        fw = np.full(rows.height, np.nan)
+        for (dev_id,), part in rows.with_row_index("_i").group_by(["device_id"], maintain_order=True):
+            device = table.filter(pl.col("device_id") == dev_id).row(0, named=True)
+            fw[part["_i"].to_numpy()] = self.predict_ops(_as_forward(_as_op_table(part.drop("_i"))), device)
+        rows = rows.with_columns(pl.Series("_fw", fw))
+
+        def ratio(part: pl.DataFrame) -> float | None:
+            ratios = []
+            for dev_id in part["device_id"].unique().sort().to_list():
+                one = part.filter(pl.col("device_id") == dev_id)
+                pred = one["_fw"].to_numpy()
+                ok = np.isfinite(pred) & (pred > 0)
+                if ok.sum() >= _MIN_RATIO_ROWS:
+                    ratios.append(float(one["latency_ms"].to_numpy()[ok].sum() / pred[ok].sum()))
+            return float(np.median(ratios)) if ratios else None
+
+        out: dict[tuple[str, ...], float] = {}
+        for (kind,), part in rows.group_by(["op_kind"], maintain_order=True):
+            got = ratio(part)
+            if got is not None:
+                out[(str(kind),)] = got
+        if self.backward_vector in ("op_ratio", "recipe"):
+            for (kind, op), part in rows.group_by("op_kind", "op", maintain_order=True):
+                got = ratio(part)
+                if got is not None:
+                    out[(str(kind), str(op))] = got
         return out
 
     @property
@@ -465,11 +563,62 @@ class OperatorLatencyModel:
         for key, factor in scales.items():
             rows = (kind == key[0]) & (phase == key[1])
             out[rows & (bucket == key[2]) if len(key) == 3 else rows] *= factor
+        mode = getattr(self, "backward_vector", "trees")  # models pickled before it have none
+        ratios = getattr(self, "backward_ratio_", {})
+        ops_ = table["op"].to_numpy()
+        factor = np.array([ratios.get((k, o), ratios.get((k,), np.nan)) if p == "backward" else np.nan
+                           for k, o, p in zip(kind, ops_, phase, strict=True)])  # fmt: skip
+        back = np.isfinite(factor)
+        if back.any():
+            # the backward of a vector op: its forward prediction times the fitted ratio
+            fw = self.predict_ops(_as_forward(table.filter(pl.Series(back))), device)
+            out[back] = fw * factor[back]
+        if mode != "trees":
+            # "recipe": every backward row with a recipe; the ratio modes: those without a ratio
+            # (no training device has backward trace rows of the kind)
+            self._predict_recipes(table, device, out, None if mode == "recipe" else ~back)
         other = kind == "other"
         if other.any() and self.overhead_ms_:
             ops = table["op"].to_numpy()[other]
             out[other] = [self.overhead_ms_.get(o, np.nan) for o in ops]
         return out
+
+    def _predict_recipes(
+        self, table: pl.DataFrame, device: Mapping[str, object], out: np.ndarray, only: np.ndarray | None
+    ) -> None:
+        """``out`` of the backward rows with a :data:`BACKWARD_RECIPES` entry (those in ``only``
+        where given): the sum of its forward kernels' predictions (``mem``: bytes over bandwidth)."""
+        kind, ops, phase = (table[c].to_numpy() for c in ("op_kind", "op", "phase"))
+        rows = [i for i in range(table.height) if phase[i] == "backward" and (kind[i], ops[i]) in BACKWARD_RECIPES
+                and (only is None or only[i])]  # fmt: skip
+        if not rows:
+            return
+        sub = table[rows]
+        inputs = sub["inputs"].fill_null(1).to_numpy()
+        numel = (sub["rows"].cast(pl.Float64) * sub["cols"].cast(pl.Float64)).fill_null(np.nan).to_numpy()
+        elt = sub["dtype"].replace_strict(DTYPE_BYTES, default=4, return_dtype=pl.Float64).to_numpy()
+        bw = describe_device(device)["mem_bw_gbs"]
+        total = np.zeros(len(rows))
+        parent, kernels, times = [], [], []
+        for j in range(len(rows)):
+            for k, o, n_in, repeat in BACKWARD_RECIPES[(kind[rows[j]], ops[rows[j]])]:
+                n_in = int(inputs[j]) if n_in is None else n_in
+                n_times = int(inputs[j]) if repeat == "inputs" else int(repeat)
+                if k == "mem":
+                    total[j] += n_times * n_in * numel[j] * elt[j] / (bw * 1e6)
+                else:
+                    parent.append(j)
+                    kernels.append({"op_kind": k, "op": o, "inputs": n_in})
+                    times.append(n_times)
+        if kernels:
+            idx = np.array(parent)
+            frame = sub[idx].with_columns(
+                pl.Series("op_kind", [r["op_kind"] for r in kernels]), pl.Series("op", [r["op"] for r in kernels]),
+                pl.Series("inputs", [r["inputs"] for r in kernels], dtype=sub["inputs"].dtype),
+            )  # fmt: skip
+            pred = self.predict_ops(_as_forward(frame), device) * np.array(times)
+            np.add.at(total, idx, pred)
+        out[np.array(rows)] = total
 
     def _predict_gemm(self, rows: pl.DataFrame, device: Mapping[str, object]) -> np.ndarray:
         keep = {k: device.get(k) for k in ("peak_fp32_gflops", "peak_fp16_gflops", "mem_bw_gbs", "cores",
@@ -512,6 +661,16 @@ def _check_edges(edges: tuple[float, ...]) -> tuple[float, ...]:
     if not increasing or any(not np.isfinite(e) or e <= 0 for e in out):
         raise ValueError(f"context_bytes_edges must be positive and strictly increasing, got {edges!r}")
     return out
+
+
+def _as_forward(table: pl.DataFrame) -> pl.DataFrame:
+    """Operator-table rows as the forward rows of the same shapes (flops/bytes derived again)."""
+    return derive_flops_bytes(
+        table.with_columns(
+            pl.lit("forward").alias("phase"), pl.lit(None, pl.Float64).alias("flops"),
+            pl.lit(None, pl.Float64).alias("bytes"),
+        )  # fmt: skip
+    )
 
 
 def _as_op_table(ops: pl.DataFrame) -> pl.DataFrame:

@@ -214,6 +214,90 @@ def test_backward_gemm_is_the_two_gradient_gemms(fitted: OperatorLatencyModel) -
     assert fitted.predict_ops(bw, dev)[0] == pytest.approx(sum(as_fw))
 
 
+def _backward_trace(device: str, ratios: dict[str, float], n: int = 12) -> pl.DataFrame:
+    """Backward trace rows of ``device`` (``model`` set): each op at ``ratios[op]`` x its forward time."""
+    spec = devices_frame().filter(pl.col("device_id") == device).row(0, named=True)
+    rng = np.random.default_rng(5)
+    parts = []
+    for op, ratio in ratios.items():
+        rows, cols = 2 ** rng.integers(8, 13, n), 2 ** rng.integers(6, 11, n)
+        inputs = np.full(n, 2)
+        parts.append(pl.DataFrame({
+            "device_id": device, "op_kind": "elementwise", "op": op, "phase": "backward", "dtype": "fp32",
+            "rows": rows, "cols": cols, "inputs": inputs, "model": "toy-train-8-1",
+            "latency_ms": ratio * _vector_latency(rows, cols, inputs, spec["mem_bw_gbs"]),
+        }))  # fmt: skip
+    return pl.concat(parts, how="diagonal_relaxed")
+
+
+def _backward_fit(mode: str, ratios: dict[str, float]) -> OperatorLatencyModel:
+    ops = pl.concat(
+        [_ops_rows("test/gpu-a", seed=21), _ops_rows("test/gpu-b", seed=22), _backward_trace("test/gpu-a", ratios)],
+        how="diagonal_relaxed",
+    )  # fmt: skip
+    return OperatorLatencyModel(max_iter=40, min_samples_leaf=5, backward_vector=mode).fit(ops, devices_frame())
+
+
+def test_backward_vector_rows_are_their_forward_prediction_times_a_fitted_ratio() -> None:
+    """One device's backward trace rows (mul at 3x its forward time, add at 0.2x) set per-op ratios;
+    an unseen device's backward row is its own forward prediction times that ratio."""
+    model = _backward_fit("op_ratio", {"mul": 3.0, "add": 0.2})
+    assert model.backward_ratio_[("elementwise", "mul")] == pytest.approx(3.0, rel=0.15)
+    assert model.backward_ratio_[("elementwise", "add")] == pytest.approx(0.2, rel=0.15)
+    # the kind's ratio pools both ops' rows (time-weighted), between the two
+    assert 0.2 < model.backward_ratio_[("elementwise",)] < 3.0
+    fw = op_table([{"name": f"{op}{i}", "op_kind": "elementwise", "op": op, "dtype": "fp32", "rows": 4096,
+                    "cols": 512 * (i + 1), "inputs": 2} for op in ("mul", "add", "sub") for i in range(2)])  # fmt: skip
+    bw = fw.with_columns(pl.lit("backward").alias("phase"))
+    dev = _new_device()
+    got, forward = model.predict_ops(bw, dev), model.predict_ops(fw, dev)
+    expect = [model.backward_ratio_[("elementwise", "mul")]] * 2 + [model.backward_ratio_[("elementwise", "add")]] * 2
+    # an op without backward rows (sub) takes its kind's ratio
+    expect += [model.backward_ratio_[("elementwise",)]] * 2
+    np.testing.assert_allclose(got, forward * np.array(expect), rtol=1e-9)
+    # ... which follows the unseen device's roofline: 3x its memory-bound forward time
+    truth = 3.0 * _vector_latency(np.full(2, 4096), np.array([512, 1024]), np.full(2, 2), float(dev["mem_bw_gbs"]))
+    assert np.abs(got[:2] / truth - 1).max() < 0.25
+
+
+def test_backward_recipe_sums_the_forward_kernels_autograd_runs() -> None:
+    """``recipe``: tanh backward = a 1-input mul + a 1-input add on the same shape; add backward =
+    one gradient fill per input at the device's bandwidth; mul backward = one mul per input."""
+    model = _backward_fit("recipe", {"mul": 3.0})
+    dev = _new_device()
+    shape = {"dtype": "fp32", "rows": 4096, "cols": 1024}
+    bw = op_table([{"name": "t", "op_kind": "activation", "op": "tanh", "inputs": 1, "phase": "backward", **shape},
+                   {"name": "a", "op_kind": "elementwise", "op": "add", "inputs": 2, "phase": "backward", **shape},
+                   {"name": "m", "op_kind": "elementwise", "op": "mul", "inputs": 2, "phase": "backward", **shape}])  # fmt: skip
+    fw = op_table([{"name": "m", "op_kind": "elementwise", "op": "mul", "inputs": 2, **shape},
+                   {"name": "m1", "op_kind": "elementwise", "op": "mul", "inputs": 1, **shape},
+                   {"name": "a1", "op_kind": "elementwise", "op": "add", "inputs": 1, **shape}])  # fmt: skip
+    got, kernels = model.predict_ops(bw, dev), model.predict_ops(fw, dev)
+    assert np.isfinite(kernels).all()
+    assert got[0] == pytest.approx(kernels[1] + kernels[2])
+    assert got[1] == pytest.approx(2 * 4096 * 1024 * 4.0 / (float(dev["mem_bw_gbs"]) * 1e6))
+    assert got[2] == pytest.approx(2 * kernels[0])  # one mul per input, not the fitted 3x
+    # the default (kind_ratio) takes the recipe where no training device has backward rows
+    plain = OperatorLatencyModel(max_iter=40, min_samples_leaf=5).fit(
+        pl.concat([_ops_rows("test/gpu-a", seed=21), _ops_rows("test/gpu-b", seed=22)]), devices_frame()
+    )
+    assert plain.backward_vector == "kind_ratio" and plain.backward_ratio_ == {}
+    got, kernels = plain.predict_ops(bw, dev), plain.predict_ops(fw, dev)
+    assert got[2] == pytest.approx(2 * kernels[0]) and got[0] == pytest.approx(kernels[1] + kernels[2])
+
+
+def test_backward_vector_modes_kind_ratio_trees_and_a_bad_mode() -> None:
+    kind = _backward_fit("kind_ratio", {"mul": 3.0, "add": 0.2})
+    assert set(kind.backward_ratio_) == {("elementwise",)}
+    trees = _backward_fit("trees", {"mul": 3.0})
+    assert trees.backward_ratio_ == {}
+    bw = op_table([{"name": "m", "op_kind": "elementwise", "op": "mul", "dtype": "fp32", "rows": 4096,
+                    "cols": 512, "inputs": 2, "phase": "backward"}])  # fmt: skip
+    assert np.isfinite(trees.predict_ops(bw, _new_device())).all()  # the trace trees, as before
+    with pytest.raises(ValueError, match="backward_vector must be one of"):
+        _backward_fit("bytes", {"mul": 3.0})
+
+
 def test_device_without_bandwidth_is_refused_by_name(fitted: OperatorLatencyModel) -> None:
     table = op_table(
         [{"name": "a", "op_kind": "elementwise", "op": "add", "dtype": "fp32", "rows": 8, "cols": 8}]
