@@ -350,7 +350,7 @@ _LOG2_COLUMNS: frozenset[str] = frozenset(
     + ["mn_aspect", "align_n", "align_k", "align_nk"]
 )
 _COLUMN_INDEX: dict[str, int] = {c: j for j, c in enumerate(GEMM_FEATURE_COLUMNS)}
-_LOG2_INDEX = np.array([j for j, c in enumerate(GEMM_FEATURE_COLUMNS) if c in _LOG2_COLUMNS], dtype=np.intp)
+_LOG2_MASK = np.array([c in _LOG2_COLUMNS for c in GEMM_FEATURE_COLUMNS])
 #: the one-query path computes in Python ints where numpy uses int64: only shapes whose tile
 #: products stay below this bound (far beyond any real GEMM) take it, so the two never differ
 _SCALAR_INT_BOUND = 2**62
@@ -610,7 +610,7 @@ def _feature_rows(q: dict[str, np.ndarray], index: DeviceIndex) -> FeatureRows |
             return None
     matrix = np.array(values, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
-        matrix[:, _LOG2_INDEX] = np.log2(matrix[:, _LOG2_INDEX])
+        np.log2(matrix, out=matrix, where=_LOG2_MASK)  # in place: a third of an indexed round trip
     return FeatureRows(matrix)
 
 
