@@ -197,8 +197,9 @@ def _few_checked(raw: dict[str, tuple], dims: np.ndarray, n_rows: int) -> dict[s
     """:func:`gemm_query_arrays` of a few rows read by :func:`_few_rows`, checked value by value
     with the same rules, where every value passes; None where one fails (the column checks then
     name it). Costs a few microseconds where the column checks cost tens on a one-row frame."""
-    if not all(_whole_positive(v, _Scalars) for v in dims.ravel().tolist()):
-        return None
+    for v in dims.ravel().tolist():
+        if not _whole_positive(v, _Scalars):
+            return None
     dev, dtype, op = raw["device_id"], raw["dtype"], raw["op"]
     if (
         None in dev
@@ -224,12 +225,11 @@ def _few_rows(queries: pl.DataFrame, names: list[str]) -> dict[str, tuple] | Non
     if not rows:
         return dict.fromkeys(names, ())
     raw = dict(zip(names, zip(*rows, strict=True), strict=True))
-    for col in _DIM_COLUMNS:
-        if col in raw and not all(type(v) in _NUMBERS for v in raw[col]):
-            return None
-    for col in _STRING_COLUMNS:
-        if col in raw and not all(type(v) in _TEXTS for v in raw[col]):
-            return None
+    for columns, types in ((_DIM_COLUMNS, _NUMBERS), (_STRING_COLUMNS, _TEXTS)):
+        for col in columns:
+            for v in raw.get(col, ()):  # plain loops: a generator per column costs more on a few rows
+                if type(v) not in types:
+                    return None
     return raw
 
 

@@ -264,15 +264,17 @@ def output_frame(runtime: np.ndarray, power: np.ndarray) -> pl.DataFrame:
 
     Up to :data:`FEW_OUTPUT_ROWS` rows it is built from Python values (``pl.from_dicts``: ~7 us
     for one row where a frame of numpy columns takes ~25 us); the same frame either way."""
-    energy = power * runtime / 1000.0
     if len(runtime) <= FEW_OUTPUT_ROWS:
-        rows = [
-            {"runtime_ms": r, "power_w": None if p != p else p, "energy_j": None if e != e else e}
-            for r, p, e in zip(runtime.tolist(), power.tolist(), energy.tolist(), strict=True)
-        ]
-        # Python floats are read as Float64; a column of nulls only would not be, so then the schema
-        nulls = any(row["energy_j"] is None for row in rows)
+        rows = []
+        nulls = False  # Python floats are read as Float64; a column of nulls only is not: the schema then
+        for r, p in zip(runtime.tolist(), power.tolist(), strict=True):
+            e = p * r / 1000.0  # the same IEEE operations as the columns' below
+            if e != e:
+                nulls = True
+                e = None
+            rows.append({"runtime_ms": r, "power_w": None if p != p else p, "energy_j": e})
         return pl.from_dicts(rows, schema=_OUTPUT_SCHEMA if nulls else None)
+    energy = power * runtime / 1000.0
     if not (np.isnan(power).any() or np.isnan(energy).any()):  # no nulls: the columns as they are
         return pl.DataFrame({"runtime_ms": runtime, "power_w": power, "energy_j": energy})
     return pl.DataFrame(
