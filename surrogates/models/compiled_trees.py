@@ -5,9 +5,12 @@ treelite's GTIL spends most of a one-row call in Python (its config is JSON-enco
 the same treelite model into C (one ``if``/``else`` nest per tree, float64 leaf values summed
 in tree order as GTIL does; each feature first mapped to its index among the trees' sorted
 thresholds, :data:`BUILD_PARAMS`, so the nests compare small integers with the same outcome)
-and compiles it to a shared library. Its generated
-``predict(union Entry* row, int pred_margin, double* out)`` is called here through ``ctypes``,
-one call per row: a few microseconds per row above the trees' own time. tl2cgen is needed to
+and compiles it to a shared library, optimised for size (:data:`BUILD_OPTIONS`). Its generated
+``predict(union Entry* row, int pred_margin, double* out)`` (which quantizes the row in place
+and adds the trees' values to ``out``) is called here through ``ctypes``, one call per row, on
+buffers each thread keeps and reuses (:func:`predict_together`: no per-call arrays or ``ctypes``
+objects; several models on one feature matrix share one copy and one missing-value pass): about
+a microsecond per row and model above the trees' own time. tl2cgen is needed to
 *build* only (``pip install 'hwsurrogate[compiled]'`` and a C compiler); serving a built library
 needs neither.
 
