@@ -330,7 +330,10 @@ def main() -> None:
     from hwsurrogate.surrogates.models.tree_serving import COMPILED_BATCH_ROWS, SMALL_BATCH_ROWS
 
     before = before_predict_hgb(args.before_rev)
-    walker = mock.patch.object(GemmRegressor, "predict_trees", lambda self, m, x: before(m, x))  # type: ignore[misc]
+    # the old walker answers every batch: the trees' call and no compiled trees for the pair call
+    walker = mock.patch.multiple(
+        GemmRegressor, predict_trees=lambda self, m, x: before(m, x), _compiled_for=lambda self, rows: None
+    )
     per_model, per_task, batches = [], [], []
     with tempfile.TemporaryDirectory(prefix="hws-bench-trees-") as tmp:
         gemm, frame = gemm_models(data, Path(tmp) / "gemm")
