@@ -23,6 +23,9 @@ last bits, measured <= 2.3e-15 relative; ``tests/surrogates/test_tree_serving.py
 treelite model lazily on the first small batch and keeps it on the instance, excluded from
 pickling (a treelite model does not pickle): registered MLflow models and the local pickle
 cache hold only the scikit-learn trees, and pickles made before this module load unchanged.
+``self.compiled_for(model, rows)`` hands over the loaded compiled library itself, so a caller
+with several models on one feature matrix (a GEMM query's runtime and power) calls them at once
+(:func:`~.compiled_trees.predict_together`); :meth:`FrozenTrees.compiled_for` does the same.
 
 :class:`FrozenTrees` is a fitted tree model without scikit-learn: its treelite checkpoint
 (``treelite.Model.serialize_bytes``) and feature count, answering through its compiled library
