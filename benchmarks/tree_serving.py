@@ -220,8 +220,11 @@ def gtil_only(*holders: Any) -> Any:
 
 def gemm_breakdown(gemm: Any, one: pl.DataFrame) -> dict[str, float]:
     """Where one GEMM query's time goes in ``GemmPyfunc.predict_frame`` (served path), stage by
-    stage, each timed alone (so the stages sum to about the total, not exactly)."""
+    stage, each timed alone (so the stages sum to about the total, not exactly). The served path
+    builds one feature matrix for both models and, with both compiled, calls both models' trees
+    at once (``compiled_trees.predict_together``); each model's own call is timed too."""
     from hwsurrogate.surrogates.features.gemm import gemm_query_arrays
+    from hwsurrogate.surrogates.models.compiled_trees import predict_together
     from hwsurrogate.surrogates.models.gemm_serving import as_polars, output_frame
 
     arrays = gemm_query_arrays(as_polars(one))
@@ -230,16 +233,19 @@ def gemm_breakdown(gemm: Any, one: pl.DataFrame) -> dict[str, float]:
     x, roof = gemm.runtime._features_of(cols, ids)
     runtime = gemm.runtime._values(x, roof)
     power = gemm.power._values(x, roof)
+    libs = (gemm.runtime._compiled_for(1), gemm.power._compiled_for(1))
     out = {
         "query_checks_ms": one_query(lambda: gemm_query_arrays(as_polars(one))),
         "feature_columns_ms": one_query(lambda: gemm.runtime._feature_columns(arrays)),
-        "feature_matrix_ms (x2: runtime, power)": one_query(lambda: gemm.runtime._features_of(cols, ids)),
+        "feature_matrix_ms": one_query(lambda: gemm.runtime._features_of(cols, ids)),
         "runtime_trees_ms": one_query(lambda: gemm.runtime.predict_trees(gemm.runtime.model_, x)),
         "power_trees_ms": one_query(lambda: gemm.power.predict_trees(gemm.power.model_, x)),
         "exp_and_roofline_ms (x2)": one_query(lambda: np.exp(runtime) * roof),
         "output_frame_ms": one_query(lambda: output_frame(runtime, power)),
         "total_ms": one_query(lambda: gemm.predict_frame(one)),
     }  # fmt: skip
+    if None not in libs:  # the call the served path makes (compiled trees of both models)
+        out["runtime_and_power_trees_together_ms"] = one_query(lambda: predict_together(libs, x))
     return out
 
 
@@ -324,7 +330,10 @@ def main() -> None:
     from hwsurrogate.surrogates.models.tree_serving import COMPILED_BATCH_ROWS, SMALL_BATCH_ROWS
 
     before = before_predict_hgb(args.before_rev)
-    walker = mock.patch.object(GemmRegressor, "predict_trees", lambda self, m, x: before(m, x))  # type: ignore[misc]
+    # the old walker answers every batch: the trees' call and no compiled trees for the pair call
+    walker = mock.patch.multiple(
+        GemmRegressor, predict_trees=lambda self, m, x: before(m, x), _compiled_for=lambda self, rows: None
+    )
     per_model, per_task, batches = [], [], []
     with tempfile.TemporaryDirectory(prefix="hws-bench-trees-") as tmp:
         gemm, frame = gemm_models(data, Path(tmp) / "gemm")

@@ -5,9 +5,12 @@ treelite's GTIL spends most of a one-row call in Python (its config is JSON-enco
 the same treelite model into C (one ``if``/``else`` nest per tree, float64 leaf values summed
 in tree order as GTIL does; each feature first mapped to its index among the trees' sorted
 thresholds, :data:`BUILD_PARAMS`, so the nests compare small integers with the same outcome)
-and compiles it to a shared library. Its generated
-``predict(union Entry* row, int pred_margin, double* out)`` is called here through ``ctypes``,
-one call per row: a few microseconds per row above the trees' own time. tl2cgen is needed to
+and compiles it to a shared library, optimised for size (:data:`BUILD_OPTIONS`). Its generated
+``predict(union Entry* row, int pred_margin, double* out)`` (which quantizes the row in place
+and adds the trees' values to ``out``) is called here through ``ctypes``, one call per row, on
+buffers each thread keeps and reuses (:func:`predict_together`: no per-call arrays or ``ctypes``
+objects; several models on one feature matrix share one copy and one missing-value pass): about
+a microsecond per row and model above the trees' own time. tl2cgen is needed to
 *build* only (``pip install 'hwsurrogate[compiled]'`` and a C compiler); serving a built library
 needs neither.
 
@@ -47,7 +50,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -66,6 +71,7 @@ __all__ = [
     "max_builds",
     "missing_builder",
     "model_key",
+    "predict_together",
     "ready",
     "request_build",
     "toolchain",
@@ -78,9 +84,15 @@ log = logging.getLogger(__name__)
 #: index, the trees compare small integers): 30% less code, and a one-query GEMM call
 #: (runtime + power trees, called amid the rest of the query's work, so mostly from cold
 #: caches) 19 us faster; the same answers (benchmarks/tree_serving.py checks them)
-BUILD_FORMAT = 2
+#: 3: compiled for size (:data:`BUILD_OPTIONS`): the trees are branches, so less code is less time
+#: wherever the code is not already in the CPU's caches, which a one-query call's trees never are
+#: (runtime + power trees amid a GEMM query ~12 us less, 88 vs 100 us a query at load 9; warm
+#: 128-row batches of both 0.95 vs 1.39 ms; the same answers)
+BUILD_FORMAT = 3
 #: tl2cgen parameters of every build (with ``parallel_comp`` by the number of trees)
 BUILD_PARAMS: dict[str, int] = {"quantize": 1}
+#: compiler flags of every build, after tl2cgen's ``-O3`` (so they win)
+BUILD_OPTIONS: list[str] = ["-Os"]
 LIB_FILE = "trees.so"
 META_FILE = "build.json"
 CHECKPOINT_FILE = "model.treelite"
@@ -161,27 +173,91 @@ class CompiledTrees:
         fn = lib.predict
         fn.restype = None
         fn.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
-        self._predict = fn
+        self.entry = fn  #: the library's ``predict(union Entry* row, int pred_margin, double* out)``
 
     def predict(self, x: np.ndarray) -> np.ndarray | None:
         """One value per row of the float64 matrix ``x``; None where a present value's bits
         would read as tl2cgen's missing marker (the caller uses GTIL for that batch)."""
-        buf = np.array(x, dtype=np.float64, order="C")  # a copy: missing markers are written in
-        low = buf.view(np.int32)[:, 0::2]  # the union's int member: the low half of each double
-        nan = np.isnan(buf)
-        # count_nonzero, not .any(): a third of the cost on the one-row calls this serves most
-        if np.count_nonzero(nan):
-            if np.count_nonzero(low[~nan] == -1):
-                return None
-            low[nan] = -1
-        elif np.count_nonzero(low == -1):
+        out = predict_together((self,), x)
+        return None if out is None else out[0]
+
+
+#: a thread keeps its entry and output buffers for batches up to this many rows (reused by its
+#: next calls); a larger batch gets buffers of its own for the call
+SCRATCH_ROWS = 128
+
+
+class _Buffers:
+    """One thread's buffers for ``n_features``-wide rows: the rows as entries (missing values
+    marked), a scratch copy for every library but the last (each call quantizes its rows in
+    place) and the outputs, with their addresses taken once."""
+
+    __slots__ = ("out", "out_at", "rows", "rows_at", "scratch", "scratch_at", "words")
+
+    def __init__(self, n_rows: int, n_features: int, n_libraries: int) -> None:
+        self.rows = np.empty((n_rows, n_features))
+        self.words = self.rows.view(np.int32)  # each entry as (low, high) 32-bit halves
+        self.scratch = np.empty_like(self.rows)
+        self.out = np.empty(n_rows * n_libraries)
+        self.rows_at, self.scratch_at, self.out_at = (
+            a.ctypes.data for a in (self.rows, self.scratch, self.out)
+        )
+
+
+_thread_buffers = threading.local()
+
+
+def _buffers(n_rows: int, n_features: int, n_libraries: int) -> _Buffers:
+    """This thread's buffers for the call (kept per row width), or a batch's own past :data:`SCRATCH_ROWS`."""
+    if n_rows > SCRATCH_ROWS:
+        return _Buffers(n_rows, n_features, n_libraries)
+    kept = _thread_buffers.__dict__
+    bufs = kept.get(n_features)
+    if bufs is None or len(bufs.out) < SCRATCH_ROWS * n_libraries:
+        bufs = kept[n_features] = _Buffers(SCRATCH_ROWS, n_features, max(2, n_libraries))
+    return bufs
+
+
+def predict_together(libraries: Sequence[CompiledTrees], x: np.ndarray) -> np.ndarray | None:
+    """Each library's value per row of the float64 matrix ``x`` (taking as many features), as a
+    ``(len(libraries), rows)`` array; None where a present value's bits would read as tl2cgen's
+    missing marker (the caller uses GTIL for that batch).
+
+    The rows are copied once into this thread's buffers and their missing values marked once for
+    every library (a one-query GEMM call: runtime and power trees on one feature row), then each
+    library's entry point is called per row (the libraries quantize their rows in place, so each
+    but the last gets a fresh copy). Threads never share buffers: several threads predicting at
+    once each get their own answers."""
+    if x.ndim != 2:
+        raise ValueError(f"x must be a 2-d feature matrix; got shape {x.shape}")
+    n, width = x.shape
+    for lib in libraries:
+        if lib.n_features != width:
+            raise ValueError(f"x has {width} features; these compiled trees take {lib.n_features}")
+    k = len(libraries)
+    bufs = _buffers(n, width, k)
+    rows = bufs.rows[:n]
+    np.copyto(rows, x)
+    words = bufs.words[:n]
+    nan = np.isnan(rows)
+    if np.count_nonzero(nan):
+        low = words[:, 0::2]
+        if np.count_nonzero(low[~nan] == -1):
             return None
-        n = buf.shape[0]
-        out = np.zeros(n)
-        fn, row, res, stride = self._predict, buf.ctypes.data, out.ctypes.data, buf.strides[0]
+        low[nan] = -1
+    elif np.count_nonzero(words == -1):
+        return None  # without NaN no high half is all ones, so only a low half can be (contiguous: cheaper)
+    stride, size = 8 * width, 8 * width * n
+    ctypes.memset(bufs.out_at, 0, 8 * n * k)  # the trees add their values to the output
+    for j, lib in enumerate(libraries):
+        at = bufs.rows_at
+        if j < k - 1:
+            ctypes.memmove(bufs.scratch_at, bufs.rows_at, size)
+            at = bufs.scratch_at
+        fn, res = lib.entry, bufs.out_at + 8 * n * j
         for i in range(n):
-            fn(row + i * stride, 0, res + 8 * i)
-        return out
+            fn(at + i * stride, 0, res + 8 * i)
+    return bufs.out[: n * k].reshape(k, n).copy()
 
 
 def ready(key: str) -> CompiledTrees | None:
@@ -324,7 +400,7 @@ def build(checkpoint: bytes, key: str, root: Path | None = None, *, work: Path |
     start = time.perf_counter()
     lib = work / LIB_FILE
     n_trees = model.num_tree
-    tl2cgen.export_lib(model, toolchain=cc, libpath=lib, nthread=1,
+    tl2cgen.export_lib(model, toolchain=cc, libpath=lib, nthread=1, options=list(BUILD_OPTIONS),
                        params={**BUILD_PARAMS, "parallel_comp": max(1, min(8, n_trees // 40))})  # fmt: skip
     for leftover in work.iterdir():
         if leftover.name not in (LIB_FILE, "build.log"):
@@ -337,6 +413,7 @@ def build(checkpoint: bytes, key: str, root: Path | None = None, *, work: Path |
         "trees": int(n_trees),
         "tl2cgen": tl2cgen.__version__,
         "compiler": cc,
+        "options": list(BUILD_OPTIONS),
         "build_s": round(time.perf_counter() - start, 2),
     }
     (work / META_FILE).write_text(json.dumps(meta))

@@ -135,6 +135,9 @@ class GemmRegressor(GemmPrediction, ServesTrees, RegressorMixin, BaseEstimator):
     def _log_values(self, x: np.ndarray) -> np.ndarray:
         return self.predict_trees(self.model_, x)
 
+    def _compiled_for(self, rows: int) -> Any:
+        return self.compiled_for(self.model_, rows)
+
     def predict(self, X: Any, *, extra_devices: pl.DataFrame | None = None) -> np.ndarray:
         """Predicted values in the target's unit; ``extra_devices`` adds descriptors of adapted devices."""
         check_is_fitted(self)

@@ -13,6 +13,7 @@ answers without importing scikit-learn or pandas (:mod:`.frozen`).
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,7 @@ from hwsurrogate.surrogates.features.gemm import (
     gemm_query_arrays,
     stack_features,
 )
+from hwsurrogate.surrogates.models.compiled_trees import CompiledTrees, predict_together
 from hwsurrogate.surrogates.models.tree_serving import FrozenTrees
 
 __all__ = ["FrozenGemm", "FrozenGemmRegressor", "GemmFrame", "GemmPrediction", "as_polars", "output_frame"]
@@ -35,6 +37,8 @@ __all__ = ["FrozenGemm", "FrozenGemmRegressor", "GemmFrame", "GemmPrediction", "
 INDEX_ATTR = "_device_index_cache"
 #: instance attribute of a GemmFrame: whether the power model's features are the runtime model's
 SHARED_ATTR = "_power_shares_features_cache"
+#: instance attribute of a GemmFrame: whether the power model's feature matrix is the runtime model's
+MATRIX_ATTR = "_power_shares_matrix_cache"
 
 
 def as_polars(X: Any) -> pl.DataFrame:
@@ -59,6 +63,11 @@ class GemmPrediction:
     def _log_values(self, x: np.ndarray) -> np.ndarray:
         """The trees' values (log space) for the feature matrix ``x``."""
         raise NotImplementedError
+
+    def _compiled_for(self, rows: int) -> CompiledTrees | None:
+        """The compiled library :meth:`_log_values` would answer ``rows`` rows with, else None
+        (:meth:`GemmFrame.predict_frame` then calls it together with the other model's)."""
+        return None
 
     def _device_table(self, extra_devices: pl.DataFrame | None) -> pl.DataFrame | DeviceIndex:
         if extra_devices is not None and extra_devices.height:
@@ -105,7 +114,10 @@ class GemmPrediction:
         return self._features_of(cols, q["device_id"])
 
     def _values(self, x: np.ndarray, roof: np.ndarray) -> np.ndarray:
-        z = self._log_values(x)
+        return self._from_log(self._log_values(x), roof)
+
+    def _from_log(self, z: np.ndarray, roof: np.ndarray) -> np.ndarray:
+        """Values in the target's unit from the trees' values ``z`` (log space)."""
         return np.exp(z) * roof if self.target == "roofline_ratio" else np.exp(z)
 
     def predict(self, X: Any, *, extra_devices: pl.DataFrame | None = None) -> np.ndarray:
@@ -127,6 +139,12 @@ class GemmPrediction:
         descriptors for these devices, see :meth:`GemmFrame._power_shares_features`)."""
         self._check_version()
         return self._values(*self._features_of(cols, device_ids))
+
+
+def _blanked(model: Any) -> np.ndarray:
+    """The feature columns a fitted GEMM model sets to 0 (``empty_features_``; none if unset)."""
+    empty = getattr(model, "empty_features_", None)
+    return np.asarray([] if empty is None else empty, dtype=np.int64).ravel()
 
 
 class GemmFrame:
@@ -152,11 +170,15 @@ class GemmFrame:
             arrays = gemm_query_arrays(q)
             ids = arrays["device_id"]
             cols = self.runtime._feature_columns(arrays)
-            runtime = self.runtime._predict_columns(cols, ids)
             known = self.power._device_table(None).row if self.power is not None else {}
             if known and all(d in known for d in ids) and self._power_shares_features():
-                power = self.power._predict_columns(cols, ids)
+                if self._power_shares_matrix():
+                    runtime, power = self._predict_both(cols, ids)
+                else:
+                    runtime = self.runtime._predict_columns(cols, ids)
+                    power = self.power._predict_columns(cols, ids)
             else:
+                runtime = self.runtime._predict_columns(cols, ids)
                 power = np.full(q.height, np.nan)
                 if known and (mask := np.fromiter((d in known for d in ids), bool, q.height)).any():
                     part = {k: v[mask] for k, v in arrays.items()}
@@ -183,9 +205,39 @@ class GemmFrame:
             self.__dict__[SHARED_ATTR] = shared
         return shared
 
+    def _power_shares_matrix(self) -> bool:
+        """Whether the power model's feature matrix is the runtime model's (the same columns and
+        blanked columns, and no roofline check the runtime model skips): then one matrix and,
+        where both are compiled, one call answer both. Checked once per instance."""
+        shared = self.__dict__.get(MATRIX_ATTR)
+        if shared is None:
+            r, p = self.runtime, self.power
+            shared = (
+                r.device_features == p.device_features
+                and np.array_equal(_blanked(r), _blanked(p))
+                and (p.target != "roofline_ratio" or r.target == "roofline_ratio")
+            )
+            self.__dict__[MATRIX_ATTR] = shared
+        return shared
+
+    def _predict_both(self, cols: Mapping[str, np.ndarray], ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Runtime and power from one feature matrix (:meth:`_power_shares_matrix`): both models'
+        compiled trees in one call (:func:`~.compiled_trees.predict_together`: one copy of the
+        rows, one missing-value pass) where both are built, else each model's own trees."""
+        runtime, power = self.runtime, self.power
+        power._check_version()
+        x, roof = runtime._features_of(cols, ids)
+        n = len(x)
+        libs = (runtime._compiled_for(n), power._compiled_for(n))
+        z = predict_together(libs, x) if libs[0] is not None and libs[1] is not None else None
+        if z is None:
+            return runtime._values(x, roof), power._values(x, roof)
+        return runtime._from_log(z[0], roof), power._from_log(z[1], roof)
+
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state.pop(SHARED_ATTR, None)
+        state.pop(MATRIX_ATTR, None)
         return state
 
     def _predict_with_extra(
@@ -212,15 +264,17 @@ def output_frame(runtime: np.ndarray, power: np.ndarray) -> pl.DataFrame:
 
     Up to :data:`FEW_OUTPUT_ROWS` rows it is built from Python values (``pl.from_dicts``: ~7 us
     for one row where a frame of numpy columns takes ~25 us); the same frame either way."""
-    energy = power * runtime / 1000.0
     if len(runtime) <= FEW_OUTPUT_ROWS:
-        rows = [
-            {"runtime_ms": r, "power_w": None if p != p else p, "energy_j": None if e != e else e}
-            for r, p, e in zip(runtime.tolist(), power.tolist(), energy.tolist(), strict=True)
-        ]
-        # Python floats are read as Float64; a column of nulls only would not be, so then the schema
-        nulls = any(row["energy_j"] is None for row in rows)
+        rows = []
+        nulls = False  # Python floats are read as Float64; a column of nulls only is not: the schema then
+        for r, p in zip(runtime.tolist(), power.tolist(), strict=True):
+            e = p * r / 1000.0  # the same IEEE operations as the columns' below
+            if e != e:
+                nulls = True
+                e = None
+            rows.append({"runtime_ms": r, "power_w": None if p != p else p, "energy_j": e})
         return pl.from_dicts(rows, schema=_OUTPUT_SCHEMA if nulls else None)
+    energy = power * runtime / 1000.0
     if not (np.isnan(power).any() or np.isnan(energy).any()):  # no nulls: the columns as they are
         return pl.DataFrame({"runtime_ms": runtime, "power_w": power, "energy_j": energy})
     return pl.DataFrame(
@@ -268,6 +322,9 @@ class FrozenGemmRegressor(GemmPrediction):
 
     def _log_values(self, x: np.ndarray) -> np.ndarray:
         return self.trees.predict(x)
+
+    def _compiled_for(self, rows: int) -> CompiledTrees | None:
+        return self.trees.compiled_for(rows)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)

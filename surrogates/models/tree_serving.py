@@ -23,6 +23,9 @@ last bits, measured <= 2.3e-15 relative; ``tests/surrogates/test_tree_serving.py
 treelite model lazily on the first small batch and keeps it on the instance, excluded from
 pickling (a treelite model does not pickle): registered MLflow models and the local pickle
 cache hold only the scikit-learn trees, and pickles made before this module load unchanged.
+``self.compiled_for(model, rows)`` hands over the loaded compiled library itself, so a caller
+with several models on one feature matrix (a GEMM query's runtime and power) calls them at once
+(:func:`~.compiled_trees.predict_together`); :meth:`FrozenTrees.compiled_for` does the same.
 
 :class:`FrozenTrees` is a fitted tree model without scikit-learn: its treelite checkpoint
 (``treelite.Model.serialize_bytes``) and feature count, answering through its compiled library
@@ -238,6 +241,18 @@ class ServesTrees:
         """``model.predict_proba(x)[:, 1]`` of a binary classifier, as :meth:`predict_trees`."""
         return positive_proba_trees(model, x, cache=self._tree_cache())
 
+    def compiled_for(self, model: Any, rows: int) -> compiled_trees.CompiledTrees | None:
+        """The compiled library :meth:`predict_trees` would answer a batch of ``rows`` rows with
+        (built and loaded, the batch within :data:`COMPILED_BATCH_ROWS`), else None. Only a model
+        that answered a small batch here before has one (that call checked it and asked for the
+        build); the caller calls it directly (:func:`~.compiled_trees.predict_together`)."""
+        entry = self.__dict__.get(CACHE_ATTR, {}).get(id(model))
+        if entry is None or entry[0] is not model or entry[1] != _fitted_trees(model):
+            return None
+        if not 0 < rows <= COMPILED_BATCH_ROWS:  # read at call time (a benchmark sets it to 0)
+            return None
+        return entry[2].compiled_ready()
+
     def __getstate__(self) -> dict[str, Any]:
         parent = getattr(super(), "__getstate__", None)  # BaseEstimator's; object's from Python 3.11
         state = dict(parent() if parent is not None else self.__dict__)
@@ -284,6 +299,11 @@ class FrozenTrees:
             self._model = TreeRunner(treelite.Model.deserialize_bytes(self.checkpoint), self.checkpoint)
             self.checkpoint = None  # the treelite model holds the trees; pickling serialises it again
         return self._model.predict(x)
+
+    def compiled_for(self, rows: int) -> compiled_trees.CompiledTrees | None:
+        """The compiled library :meth:`predict` answers ``rows`` rows with (once built and
+        loaded), else None; only after a first prediction (which asked for the build)."""
+        return None if self._model is None or rows <= 0 else self._model.compiled_ready()
 
     def __getstate__(self) -> dict[str, Any]:
         checkpoint = self.checkpoint if self.checkpoint is not None else self._model.checkpoint

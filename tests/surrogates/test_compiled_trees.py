@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from polars.testing import assert_frame_equal
 from sklearn.ensemble import (
     HistGradientBoostingClassifier,
     HistGradientBoostingRegressor,
@@ -252,3 +253,82 @@ def test_gemm_model_one_query_through_compiled_trees_equals_sklearn() -> None:
     _built(power.model_)
     assert_equals_sklearn(model, rows.head(1))
     assert all(e[2].compiled is not None for m in (runtime, power) for e in vars(m)[CACHE_ATTR].values())
+    # from the second query on, both models' trees answer in one call (one shared feature matrix)
+    calls: list[int] = []
+    real = compiled_trees.predict_together
+
+    def counted(libs, x):  # noqa: ANN001, ANN202
+        calls.append(len(libs))
+        return real(libs, x)
+
+    from hwsurrogate.surrogates.models import gemm_serving
+    from hwsurrogate.surrogates.models.frozen import freeze
+
+    frozen = pickle.loads(pickle.dumps(freeze("gemm", model))).frozen
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(gemm_serving, "predict_together", counted)
+        for i in range(4):
+            got = assert_equals_sklearn(model, rows.slice(i, 1))
+            frozen.predict_frame(rows.slice(i, 1))  # the first call builds its treelite models
+            assert_frame_equal(frozen.predict_frame(rows.slice(i, 1)), got)
+        assert_equals_sklearn(model, rows.head(3))
+    assert calls == [2] * 12
+
+
+def test_predict_together_answers_each_library_once_marked_and_checks_the_width() -> None:
+    """Two libraries on one feature matrix (one copy, one missing-value pass) answer as each
+    alone and as scikit-learn; batches past the kept buffers and a wrong width are handled."""
+    x, y, q = _data(8)
+    a = HistGradientBoostingRegressor(max_iter=12, max_leaf_nodes=8, random_state=0).fit(x, y)
+    b = HistGradientBoostingRegressor(max_iter=7, max_leaf_nodes=5, random_state=1).fit(x, -y)
+    libs = (_built(a).compiled, _built(b).compiled)
+    for rows in (q[:1], q, np.resize(q, (compiled_trees.SCRATCH_ROWS + 5, 4))):
+        got = compiled_trees.predict_together(libs, rows)
+        assert got.shape == (2, len(rows))
+        np.testing.assert_allclose(got[0], a.predict(rows), rtol=1e-9)
+        np.testing.assert_allclose(got[1], b.predict(rows), rtol=1e-9)
+        np.testing.assert_array_equal(got[1], libs[1].predict(rows))
+    kept = compiled_trees.predict_together(libs, q[:1])
+    compiled_trees.predict_together(libs, q[1:2])  # the answer is a copy, not the thread's buffer
+    np.testing.assert_allclose(kept[0], a.predict(q[:1]), rtol=1e-9)
+    with pytest.raises(ValueError, match="3 features; these compiled trees take 4"):
+        compiled_trees.predict_together(libs, q[:, :3])
+    with pytest.raises(ValueError, match="2-d"):
+        compiled_trees.predict_together(libs, q[0])
+
+
+def test_threads_predicting_at_once_each_get_their_own_answers() -> None:
+    """Each thread reuses its own buffers: eight threads, each predicting its own rows (one row
+    and a few at a time, one library and two) many times at once, always get their own answers."""
+    import threading
+
+    x, y, q = _data(9)
+    a = HistGradientBoostingRegressor(max_iter=20, max_leaf_nodes=8, random_state=0).fit(x, y)
+    b = HistGradientBoostingRegressor(max_iter=9, max_leaf_nodes=6, random_state=1).fit(x, y * 3)
+    libs = (_built(a).compiled, _built(b).compiled)
+    rng = np.random.default_rng(10)
+    per_thread = [rng.normal(size=(1 + t % 3, 4)) for t in range(8)]
+    for rows in per_thread[::2]:
+        rows[0, 1] = np.nan  # half the threads mark missing values, half do not
+    want = [(a.predict(r), b.predict(r)) for r in per_thread]
+    assert len({w[0][0] for w in want}) >= 6  # mostly different answers (trees share some leaves)
+    wrong: list[tuple[int, int]] = []
+    start = threading.Barrier(8)
+
+    def work(t: int) -> None:
+        start.wait()
+        for i in range(400):
+            if i % 2:
+                got = compiled_trees.predict_together(libs, per_thread[t])
+                ok = np.allclose(got[0], want[t][0], rtol=1e-9) and np.allclose(got[1], want[t][1], rtol=1e-9)
+            else:
+                ok = np.allclose(libs[0].predict(per_thread[t]), want[t][0], rtol=1e-9)
+            if not ok:
+                wrong.append((t, i))
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert wrong == []
