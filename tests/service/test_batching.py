@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import polars as pl
@@ -26,7 +27,9 @@ class SlowFake(FakePredictor):
         self.sizes: list[int] = []
 
     def predict(self, queries: pl.DataFrame) -> pl.DataFrame:
-        self.release.wait(5)
+        # the test releases it; the bound only ends a broken test (a short one let the first call
+        # go early on a loaded machine, and the rest never queued up behind it)
+        self.release.wait(120)
         self.sizes.append(queries.height)
         return super().predict(queries)
 
@@ -41,7 +44,9 @@ def test_concurrent_calls_are_merged_and_each_gets_its_rows():
     pred = CoalescingPredictor(inner)
     with ThreadPoolExecutor(16) as pool:
         futures = [pool.submit(pred.predict, _q(m)) for m in range(1, 17)]
+        deadline = time.monotonic() + 60
         while sum(1 for f in futures if not f.done()) < 16 or pred._queue.qsize() < 15:
+            assert time.monotonic() < deadline, f"{pred._queue.qsize()} calls queued after 60 s"
             threading.Event().wait(0.01)
         inner.release.set()
         results = [f.result(10) for f in futures]

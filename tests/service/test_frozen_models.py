@@ -34,6 +34,13 @@ FAST = GemmTrainConfig(max_iter=20, test_frac=0.25, min_power_rows=20)
 OUTPUTS = ["runtime_ms", "power_w", "energy_j"]
 
 
+@pytest.fixture(autouse=True)
+def _own_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A registry of this test's own: the preloaded server loads every champion registered, and the
+    session's registry holds other tests' (which, and whether any, depends on the test order)."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
 @pytest.fixture
 def champion(store: DatasetStore) -> tuple[DatasetStore, str]:
     """A real hws-gemm champion (GemmPyfunc) trained on two synthetic devices; (store, version)."""
