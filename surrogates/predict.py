@@ -151,14 +151,20 @@ def _judge(
     """
     from hwsurrogate.surrogates.domain import domain_issues
 
-    if domain is None:
-        return [None] * part.height, [
+    return _verdict(None if domain is None else domain_issues(domain, part), rows, who, strict)
+
+
+def _verdict(
+    issues: list[list[str]] | None, rows: list[int], who: str, strict: bool
+) -> tuple[list[bool | None], list[str]]:
+    """:func:`_judge` from the rows' domain issues already found (None: the domain is unknown)."""
+    if issues is None:
+        return [None] * len(rows), [
             f"training domain of {who} unknown (saved before domains were recorded): not checked"
         ]
-    issues = domain_issues(domain, part)
     bad = [i for i, reasons in enumerate(issues) if reasons]
     if not bad:
-        return [True] * part.height, []
+        return [True] * len(rows), []
     first = bad[0]
     where = f"query row {rows[first]}: {'; '.join(issues[first])}"
     if strict:
@@ -171,7 +177,7 @@ def _judge(
         else ""
     )
     return [not reasons for reasons in issues], [
-        f"{len(bad)} of {part.height} queries lie outside the training domain of {who}{more}; {where}"
+        f"{len(bad)} of {len(rows)} queries lie outside the training domain of {who}{more}; {where}"
     ]
 
 
@@ -228,6 +234,102 @@ class Dispatch:
             return self._hlsyn(queries, strict)
         predictor = self.served(task)
         return self._served_part(predictor, queries, list(range(queries.height)), strict)
+
+    def predict_many(
+        self, task: str, parts: Sequence[pl.DataFrame], *, strict: bool = False
+    ) -> list[Answer | Exception]:
+        """``predict(task, part)`` for each of ``parts``: the same answer, or the exception it raises.
+
+        Parts the served model answers alone (GEMM queries on devices it was trained on, the FPGA
+        tasks without adapted kernels) share one domain check and one model call, which is what
+        a server answering many concurrent single queries needs; warnings, ``in_domain`` flags
+        and refusals are still per part, row numbers counted within it. Every other part, and
+        every part of a merged model call that fails, is answered alone by :meth:`predict`.
+        """
+        answers: list[Answer | Exception | None] = [None] * len(parts)
+        shared = self._shared_served(task, parts)
+        if shared is not None and len(shared[1]) > 1:
+            predictor, together = shared
+            self._answer_together(predictor, [parts[i] for i in together], strict, answers, together)
+        for i, part in enumerate(parts):
+            if answers[i] is None:
+                try:
+                    answers[i] = self.predict(task, part, strict=strict)
+                except Exception as exc:  # noqa: BLE001 - this part's own error, handed to its caller
+                    answers[i] = exc
+        return answers  # type: ignore[return-value]
+
+    def _shared_served(self, task: str, parts: Sequence[pl.DataFrame]) -> tuple[Predictor, list[int]] | None:
+        """The served predictor and the indices of ``parts`` that :meth:`predict` would hand to it
+        alone (one :meth:`_served_part` call each, with the same columns); None when there is none."""
+        if task not in ("gemm", "fpga-hls4ml") and not (task == "fpga-hlsyn" and self.hlsyn_kernels is None):
+            return None
+        try:
+            predictor = self.served(task)
+        except Exception:  # noqa: BLE001 - predict raises it again, per part
+            return None
+        if not parts or any(c not in parts[0].columns for c in INPUTS[task]):
+            return None
+        columns, dtypes = parts[0].columns, parts[0].dtypes
+        fits = [i for i, p in enumerate(parts) if p.columns == columns and p.dtypes == dtypes]
+        if task != "gemm":
+            return predictor, fits
+        native = getattr(predictor, "native", None)
+        known = getattr(native, "devices", None)
+        if self.gemm_devices is None or native is None or known is None or not fits:
+            return predictor, fits
+
+        def all_known(frames: list[pl.DataFrame]) -> bool:
+            devices = pl.concat([f["device_id"].cast(pl.String) for f in frames]).unique().to_list()
+            return all(d in known for d in devices)
+
+        if all_known([parts[i] for i in fits]):  # the common case: one check for all
+            return predictor, fits
+        return predictor, [i for i in fits if all_known([parts[i]])]
+
+    @staticmethod
+    def _answer_together(
+        predictor: Predictor,
+        parts: list[pl.DataFrame],
+        strict: bool,
+        answers: list[Answer | Exception | None],
+        where: list[int],
+    ) -> None:
+        """:meth:`_served_part` for each of ``parts`` (put at ``answers[where[j]]``) in one domain
+        check and one model call; on a model error nothing is put (each part is then answered alone)."""
+        from hwsurrogate.surrogates.domain import domain_issues
+
+        who = f"{predictor.name} v{predictor.version}"
+        merged = pl.concat(parts, how="vertical")
+        domain = training_domain(predictor)
+        issues = None if domain is None else domain_issues(domain, merged)
+        verdicts: dict[int, tuple[list[bool | None], list[str]]] = {}
+        offset = 0
+        for j, part in enumerate(parts):
+            n = part.height
+            try:
+                verdicts[j] = _verdict(
+                    None if issues is None else issues[offset : offset + n], list(range(n)), who, strict
+                )
+            except ValueError as exc:  # refused under strict: this part only
+                answers[where[j]] = exc
+            offset += n
+        if len(verdicts) < len(parts):
+            merged = pl.concat([parts[j] for j in verdicts], how="vertical") if verdicts else merged.clear()
+        if not verdicts:
+            return
+        try:
+            outputs = predictor.predict(merged)
+        except Exception:  # noqa: BLE001 - answered part by part, so the error reaches only its own request
+            return
+        if outputs.height != merged.height:
+            return
+        offset = 0
+        for j, (in_domain, warnings) in verdicts.items():
+            n = parts[j].height
+            out, notes = _notes(outputs.slice(offset, n), list(range(n)))
+            answers[where[j]] = Answer(out, "served", [_ref(predictor)], warnings + notes, in_domain)
+            offset += n
 
     def tasks_of(self, device_ids: Sequence[str]) -> dict[str, dict[str, str]]:
         """Per device, the device-keyed tasks that can answer it and how: ``{"gemm": "served"}``,
