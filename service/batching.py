@@ -15,12 +15,15 @@ event loop on a small machine. Large batches keep every thread.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import queue
 import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 import polars as pl
+
+from hwsurrogate.service.body import QueryRows
 
 #: calls with fewer rows than this run with a single OpenMP thread (see the module docstring)
 SINGLE_THREAD_ROWS = 512
@@ -115,7 +118,7 @@ class CoalescingPredictor:
 class _Request:
     dispatch: Any  # a :class:`~hwsurrogate.surrogates.predict.Dispatch`
     task: str
-    queries: pl.DataFrame
+    queries: pl.DataFrame | QueryRows
     strict: bool
     future: asyncio.Future[Any]
 
@@ -124,6 +127,17 @@ def _settle(answered: list[tuple[asyncio.Future[Any], Any]]) -> None:
     for future, result in answered:
         if not future.cancelled():  # cancelled: the client went away
             future.set_result(result)
+
+
+def _frames(queries: list[pl.DataFrame | QueryRows]) -> list[pl.DataFrame]:
+    """Each request's queries as a frame; validated rows of one schema built as one frame and sliced."""
+    rows = [q for q in queries if isinstance(q, QueryRows)]
+    if len(rows) > 1 and all(q.schema is rows[0].schema and q.columns == rows[0].columns for q in rows):
+        merged = QueryRows.frame_of(rows)
+        offsets = itertools.accumulate((q.height for q in rows), initial=0)  # one more than rows
+        slices = iter([merged.slice(start, q.height) for start, q in zip(offsets, rows, strict=False)])
+        return [next(slices) if isinstance(q, QueryRows) else q for q in queries]
+    return [q.frame() if isinstance(q, QueryRows) else q for q in queries]
 
 
 class RequestBatcher:
@@ -153,7 +167,9 @@ class RequestBatcher:
         self._worker: threading.Thread | None = None  # started by the first request
         self._start_lock = threading.Lock()
 
-    async def predict(self, dispatch: Any, task: str, queries: pl.DataFrame, *, strict: bool = False) -> Any:
+    async def predict(
+        self, dispatch: Any, task: str, queries: pl.DataFrame | QueryRows, *, strict: bool = False
+    ) -> Any:
         """``dispatch.predict(task, queries, strict=strict)``'s answer, or the exception it raised
         (returned, not raised: :func:`~hwsurrogate.service.served.checked_answer` maps it)."""
         if self._worker is None:
@@ -201,6 +217,8 @@ class RequestBatcher:
         first = group[0]
         self.n_dispatch_calls += 1
         try:
-            return first.dispatch.predict_many(first.task, [r.queries for r in group], strict=first.strict)
+            return first.dispatch.predict_many(
+                first.task, _frames([r.queries for r in group]), strict=first.strict
+            )
         except BaseException as exc:  # noqa: BLE001 - predict_many answers per part; this is a bug: every caller sees it
             return [exc] * len(group)

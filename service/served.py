@@ -32,6 +32,7 @@ from pathlib import Path
 import polars as pl
 
 from hwsurrogate.errors import HwSurrogateError
+from hwsurrogate.service.body import QueryRows
 from hwsurrogate.surrogates.api import MODEL_NAMES, Predictor
 from hwsurrogate.surrogates.predict import Answer, Dispatch
 
@@ -239,7 +240,7 @@ def run_dispatch(dispatch: Dispatch, task: str, queries: pl.DataFrame, *, strict
     return checked_answer(task, queries, answer)
 
 
-def checked_answer(task: str, queries: pl.DataFrame, answer: Answer | BaseException) -> Answer:
+def checked_answer(task: str, queries: pl.DataFrame | QueryRows, answer: Answer | BaseException) -> Answer:
     """What :func:`run_dispatch` makes of a dispatch's answer or exception (also for answers
     from :meth:`Dispatch.predict_many <hwsurrogate.surrogates.predict.Dispatch.predict_many>`)."""
     if isinstance(answer, BaseException):

@@ -11,7 +11,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from hwsurrogate.service.batching import RequestBatcher
-from hwsurrogate.service.body import json_rows_body, request_body
+from hwsurrogate.service.body import QueryRows, json_query_rows, request_body
 from hwsurrogate.service.deps import DispatchDep
 from hwsurrogate.service.routes._common import (
     check_batch,
@@ -39,7 +39,7 @@ _SCHEMA = {"device": pl.String, "op": pl.String, "m": pl.Int64, "n": pl.Int64, "
     responses={413: {"description": "too many queries"}, 503: {"description": "no gemm model served"}},
 )
 async def predict_gemm(
-    queries: Annotated[pl.DataFrame, Depends(json_rows_body(GemmQueryBatch, "queries", _SCHEMA, _COLUMNS))],
+    queries: Annotated[QueryRows, Depends(json_query_rows(GemmQueryBatch, "queries", _SCHEMA, _COLUMNS))],
     dispatch: DispatchDep,
     request: Request,
 ) -> Response:
@@ -51,21 +51,23 @@ async def predict_gemm(
     # the config and the batcher straight from the app: each FastAPI dependency costs ~10 us a request
     state = request.app.state
     check_batch("queries", queries.height, state.config.max_predict_queries)
-    frame = queries if queries.columns == list(INPUTS["gemm"]) else queries.select(INPUTS["gemm"])
     strict = bool(getattr(request.state, "body_fields", {}).get("strict", False))
     parse_s = getattr(request.state, "parse_s", 0.0)
     batcher: RequestBatcher | None = state.request_batcher
-    if batcher is None or frame.height > batcher.max_request_rows:
+    if batcher is None or queries.height > batcher.max_request_rows:
         # large batches (and --no-batching): the whole request in the thread pool, off the event loop
-        return await run_in_threadpool(_predict, dispatch, frame, strict, t0, parse_s)
+        return await run_in_threadpool(_predict, dispatch, queries, strict, t0, parse_s)
+    # a few queries: validated rows go to the batcher, which builds one frame for all it merges
     t_model = time.perf_counter()
-    answer = checked_answer("gemm", frame, await batcher.predict(dispatch, "gemm", frame, strict=strict))
+    answer = checked_answer("gemm", queries, await batcher.predict(dispatch, "gemm", queries, strict=strict))
     return _response(answer, t0, time.perf_counter() - t_model, parse_s)
 
 
-def _predict(dispatch: Dispatch, frame: pl.DataFrame, strict: bool, t0: float, parse_s: float) -> Response:
+def _predict(dispatch: Dispatch, queries: QueryRows, strict: bool, t0: float, parse_s: float) -> Response:
     t_model = time.perf_counter()
-    answer = run_dispatch(dispatch, "gemm", frame, strict=strict)
+    frame = queries.frame()
+    parse_s += time.perf_counter() - t_model
+    answer = run_dispatch(dispatch, "gemm", frame.select(INPUTS["gemm"]), strict=strict)
     return _response(answer, t0, time.perf_counter() - t_model, parse_s)
 
 

@@ -169,3 +169,10 @@ def test_json_predictions_equals_the_polars_encoding():
         small = json.loads(json_predictions(head, "predictions", part, cols).body)
         polars = json.loads(json_response(head, "predictions", finite_or_null(part, cols)).body)
         assert small == polars
+
+
+def test_the_gemm_routes_rows_become_the_dispatch_columns_in_order():
+    from hwsurrogate.service.routes import gemm
+
+    renamed = [gemm._COLUMNS.get(c, c) for c in gemm._SCHEMA]  # the batched path sends them unselected
+    assert renamed == list(INPUTS["gemm"])
