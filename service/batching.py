@@ -15,7 +15,6 @@ event loop on a small machine. Large batches keep every thread.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import queue
 import threading
 from dataclasses import dataclass, field
@@ -129,15 +128,14 @@ def _settle(answered: list[tuple[asyncio.Future[Any], Any]]) -> None:
             future.set_result(result)
 
 
-def _frames(queries: list[pl.DataFrame | QueryRows]) -> list[pl.DataFrame]:
-    """Each request's queries as a frame; validated rows of one schema built as one frame and sliced."""
-    rows = [q for q in queries if isinstance(q, QueryRows)]
-    if len(rows) > 1 and all(q.schema is rows[0].schema and q.columns == rows[0].columns for q in rows):
-        merged = QueryRows.frame_of(rows)
-        offsets = itertools.accumulate((q.height for q in rows), initial=0)  # one more than rows
-        slices = iter([merged.slice(start, q.height) for start, q in zip(offsets, rows, strict=False)])
-        return [next(slices) if isinstance(q, QueryRows) else q for q in queries]
-    return [q.frame() if isinstance(q, QueryRows) else q for q in queries]
+def _merged(queries: list[pl.DataFrame | QueryRows]) -> pl.DataFrame:
+    """The requests' queries one after another in one frame: validated rows of one schema are
+    built as one frame (no frame per request); anything else is concatenated."""
+    if all(isinstance(q, QueryRows) for q in queries):
+        rows: list[QueryRows] = queries  # type: ignore[assignment]
+        if all(q.schema is rows[0].schema and q.columns == rows[0].columns for q in rows):
+            return QueryRows.frame_of(rows)
+    return pl.concat([q.frame() if isinstance(q, QueryRows) else q for q in queries], how="vertical")
 
 
 class RequestBatcher:
@@ -215,10 +213,16 @@ class RequestBatcher:
 
     def _answer(self, group: list[_Request]) -> list[Any]:
         first = group[0]
+        if len(group) > 1:
+            try:
+                merged = _merged([r.queries for r in group])
+            except Exception:  # noqa: BLE001 - frames that do not stack: answered one by one
+                return [a for r in group for a in self._answer([r])]
+        else:
+            merged = _merged([first.queries])
         self.n_dispatch_calls += 1
+        sizes = [r.queries.height for r in group]
         try:
-            return first.dispatch.predict_many(
-                first.task, _frames([r.queries for r in group]), strict=first.strict
-            )
+            return first.dispatch.predict_many(first.task, merged, sizes, strict=first.strict)
         except BaseException as exc:  # noqa: BLE001 - predict_many answers per part; this is a bug: every caller sees it
             return [exc] * len(group)

@@ -16,6 +16,7 @@ adapted devices live (:class:`StoredLatencyDevices` over the store, or the servi
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -236,9 +237,10 @@ class Dispatch:
         return self._served_part(predictor, queries, list(range(queries.height)), strict)
 
     def predict_many(
-        self, task: str, parts: Sequence[pl.DataFrame], *, strict: bool = False
+        self, task: str, queries: pl.DataFrame, sizes: Sequence[int], *, strict: bool = False
     ) -> list[Answer | Exception]:
-        """``predict(task, part)`` for each of ``parts``: the same answer, or the exception it raises.
+        """``predict(task, part)`` for each part of ``queries`` (``sizes[i]`` rows each, one after
+        another): the same answer, or the exception it raises, per part.
 
         Parts the served model answers alone (GEMM queries on devices it was trained on, the FPGA
         tasks without adapted kernels) share one domain check and one model call, which is what
@@ -246,11 +248,16 @@ class Dispatch:
         and refusals are still per part, row numbers counted within it. Every other part, and
         every part of a merged model call that fails, is answered alone by :meth:`predict`.
         """
+        if sum(sizes) != queries.height:
+            raise ValueError(f"sizes add up to {sum(sizes)} rows; queries has {queries.height}")
+        starts = list(itertools.accumulate(sizes, initial=0))
+        parts = [queries.slice(start, n) for start, n in zip(starts, sizes, strict=False)]
         answers: list[Answer | Exception | None] = [None] * len(parts)
-        shared = self._shared_served(task, parts)
-        if shared is not None and len(shared[1]) > 1:
-            predictor, together = shared
-            self._answer_together(predictor, [parts[i] for i in together], strict, answers, together)
+        together = self._shared_served(task, queries, parts)
+        if together is not None and len(together[1]) > 1:
+            predictor, which = together
+            merged = queries if len(which) == len(parts) else pl.concat([parts[i] for i in which])
+            self._answer_together(predictor, merged, [sizes[i] for i in which], strict, answers, which)
         for i, part in enumerate(parts):
             if answers[i] is None:
                 try:
@@ -259,65 +266,63 @@ class Dispatch:
                     answers[i] = exc
         return answers  # type: ignore[return-value]
 
-    def _shared_served(self, task: str, parts: Sequence[pl.DataFrame]) -> tuple[Predictor, list[int]] | None:
-        """The served predictor and the indices of ``parts`` that :meth:`predict` would hand to it
-        alone (one :meth:`_served_part` call each, with the same columns); None when there is none."""
+    def _shared_served(
+        self, task: str, queries: pl.DataFrame, parts: list[pl.DataFrame]
+    ) -> tuple[Predictor, list[int]] | None:
+        """The served predictor and the indices of the ``parts`` (of ``queries``) that
+        :meth:`predict` would hand to it alone (one :meth:`_served_part` call each); None when none."""
         if task not in ("gemm", "fpga-hls4ml") and not (task == "fpga-hlsyn" and self.hlsyn_kernels is None):
+            return None
+        if any(c not in queries.columns for c in INPUTS[task]):
             return None
         try:
             predictor = self.served(task)
         except Exception:  # noqa: BLE001 - predict raises it again, per part
             return None
-        if not parts or any(c not in parts[0].columns for c in INPUTS[task]):
-            return None
-        columns, dtypes = parts[0].columns, parts[0].dtypes
-        fits = [i for i, p in enumerate(parts) if p.columns == columns and p.dtypes == dtypes]
-        if task != "gemm":
-            return predictor, fits
+        every = list(range(len(parts)))
         native = getattr(predictor, "native", None)
         known = getattr(native, "devices", None)
-        if self.gemm_devices is None or native is None or known is None or not fits:
-            return predictor, fits
+        if task != "gemm" or self.gemm_devices is None or native is None or known is None:
+            return predictor, every
 
-        def all_known(frames: list[pl.DataFrame]) -> bool:
-            devices = pl.concat([f["device_id"].cast(pl.String) for f in frames]).unique().to_list()
-            return all(d in known for d in devices)
+        def all_known(frame: pl.DataFrame) -> bool:
+            return all(d in known for d in frame["device_id"].cast(pl.String).unique().to_list())
 
-        if all_known([parts[i] for i in fits]):  # the common case: one check for all
-            return predictor, fits
-        return predictor, [i for i in fits if all_known([parts[i]])]
+        if all_known(queries):  # the common case: one check for all
+            return predictor, every
+        return predictor, [i for i in every if all_known(parts[i])]
 
     @staticmethod
     def _answer_together(
         predictor: Predictor,
-        parts: list[pl.DataFrame],
+        merged: pl.DataFrame,
+        sizes: list[int],
         strict: bool,
         answers: list[Answer | Exception | None],
         where: list[int],
     ) -> None:
-        """:meth:`_served_part` for each of ``parts`` (put at ``answers[where[j]]``) in one domain
-        check and one model call; on a model error nothing is put (each part is then answered alone)."""
+        """:meth:`_served_part` for each part of ``merged`` (``sizes[j]`` rows, its answer put at
+        ``answers[where[j]]``) in one domain check and one model call; on a model error nothing is
+        put (each part is then answered alone)."""
         from hwsurrogate.surrogates.domain import domain_issues
 
         who = f"{predictor.name} v{predictor.version}"
-        merged = pl.concat(parts, how="vertical")
         domain = training_domain(predictor)
         issues = None if domain is None else domain_issues(domain, merged)
         verdicts: dict[int, tuple[list[bool | None], list[str]]] = {}
-        offset = 0
-        for j, part in enumerate(parts):
-            n = part.height
+        starts = list(itertools.accumulate(sizes, initial=0))
+        for j, n in enumerate(sizes):
+            at = starts[j]
             try:
                 verdicts[j] = _verdict(
-                    None if issues is None else issues[offset : offset + n], list(range(n)), who, strict
+                    None if issues is None else issues[at : at + n], list(range(n)), who, strict
                 )
             except ValueError as exc:  # refused under strict: this part only
                 answers[where[j]] = exc
-            offset += n
-        if len(verdicts) < len(parts):
-            merged = pl.concat([parts[j] for j in verdicts], how="vertical") if verdicts else merged.clear()
         if not verdicts:
             return
+        if len(verdicts) < len(sizes):
+            merged = pl.concat([merged.slice(starts[j], sizes[j]) for j in verdicts])
         try:
             outputs = predictor.predict(merged)
         except Exception:  # noqa: BLE001 - answered part by part, so the error reaches only its own request
@@ -326,7 +331,7 @@ class Dispatch:
             return
         offset = 0
         for j, (in_domain, warnings) in verdicts.items():
-            n = parts[j].height
+            n = sizes[j]
             out, notes = _notes(outputs.slice(offset, n), list(range(n)))
             answers[where[j]] = Answer(out, "served", [_ref(predictor)], warnings + notes, in_domain)
             offset += n

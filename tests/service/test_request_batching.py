@@ -73,7 +73,7 @@ def test_predict_many_answers_each_part_as_predict_alone(strict):
     dispatch = Dispatch(lambda task: model, gemm_devices=lambda device: None)
     # inside; two rows with the second outside (m=500); outside in its first row; a 3-row part
     parts = [_part(8), _part(16, 500), _part(1000), _part(9, 10, 11), _part(64)]
-    got = dispatch.predict_many("gemm", parts, strict=strict)
+    got = dispatch.predict_many("gemm", pl.concat(parts), [p.height for p in parts], strict=strict)
     merged_sizes = list(model.sizes)
     for part, answer in zip(parts, got, strict=True):
         _same(answer, _alone(dispatch, part, strict))
@@ -92,7 +92,7 @@ def test_predict_many_model_error_reaches_only_its_part():
     model = FakePredictor("gemm", "hws-gemm", {DEVICE})  # no recorded domain: every part warns the same
     dispatch = Dispatch(lambda task: model)
     parts = [_part(8), _part(9, device="nope/gpu"), _part(10)]
-    got = dispatch.predict_many("gemm", parts)
+    got = dispatch.predict_many("gemm", pl.concat(parts), [p.height for p in parts])
     assert model.calls == 1 + 3  # the merged call failed; then each part alone
     assert isinstance(got[1], UnknownDeviceError) and "nope/gpu" in str(got[1])
     for part, answer in zip(parts, got, strict=True):
