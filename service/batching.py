@@ -212,14 +212,14 @@ class RequestBatcher:
                     pass
 
     def _answer(self, group: list[_Request]) -> list[Any]:
+        """One answer (or exception) per request of ``group``; never raises (the worker must live)."""
         first = group[0]
-        if len(group) > 1:
-            try:
-                merged = _merged([r.queries for r in group])
-            except Exception:  # noqa: BLE001 - frames that do not stack: answered one by one
+        try:
+            merged = _merged([r.queries for r in group])
+        except Exception as exc:  # noqa: BLE001 - frames that do not stack: answered one by one
+            if len(group) > 1:
                 return [a for r in group for a in self._answer([r])]
-        else:
-            merged = _merged([first.queries])
+            return [exc]
         self.n_dispatch_calls += 1
         sizes = [r.queries.height for r in group]
         try:

@@ -176,3 +176,23 @@ def test_the_gemm_routes_rows_become_the_dispatch_columns_in_order():
 
     renamed = [gemm._COLUMNS.get(c, c) for c in gemm._SCHEMA]  # the batched path sends them unselected
     assert renamed == list(INPUTS["gemm"])
+
+
+def test_batcher_survives_queries_that_make_no_frame():
+    """A request whose queries cannot be merged or built gets its own error; the worker goes on."""
+    model = DomainFake()
+    dispatch = Dispatch(lambda task: model, gemm_devices=lambda device: None)
+    batcher = RequestBatcher()
+    odd = _part(8).with_columns(pl.col("m").cast(pl.String))  # does not stack with the others
+
+    async def go() -> list[object]:
+        return await asyncio.gather(
+            *(batcher.predict(dispatch, "gemm", q) for q in (_part(8), odd, _part(9)))
+        )
+
+    got = asyncio.run(go())
+    assert isinstance(got[0], Answer) and isinstance(got[2], Answer)
+    _same(got[0], _alone(dispatch, _part(8), False))
+    _same(got[1], _alone(dispatch, odd, False))  # answered alone, as the dispatch answers it
+    later = asyncio.run(batcher.predict(dispatch, "gemm", _part(10)))  # the worker is still there
+    _same(later, _alone(dispatch, _part(10), False))
