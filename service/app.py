@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry
 from hwsurrogate import __version__
 from hwsurrogate.datasets.store import DatasetStore
 from hwsurrogate.service.adaptation import open_adapter
+from hwsurrogate.service.batching import RequestBatcher
 from hwsurrogate.service.body import add_body_schemas
 from hwsurrogate.service.config import ServiceConfig
 from hwsurrogate.service.errors import install_error_handlers
@@ -78,6 +79,7 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
     app.state.config = config
     app.state.started = time.monotonic()
     app.state.metrics_registry = CollectorRegistry()
+    app.state.request_batcher = RequestBatcher() if config.batching else None
     install_error_handlers(app)
     add_body_schemas(app)
     for module in (health, gemm, latency, fpga, devices, datasets, model):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from hwsurrogate.service.schemas import MAX_PREDICT_QUERIES
@@ -53,10 +54,13 @@ class ServiceConfig:
         if self.token is not None and len(self.token) < 8:
             raise ValueError("token: use at least 8 characters (hws serve prints a generated one if unset)")
 
-    @property
+    @cached_property
     def adapted_dir(self) -> Path:
         """The few-shot registry's local folder: ``adapted_root``, else the store directory, else (an
-        ``s3://`` store) ``$HWSURROGATE_LOCAL_DIR`` (:func:`~hwsurrogate.settings.local_root`)."""
+        ``s3://`` store) ``$HWSURROGATE_LOCAL_DIR`` (:func:`~hwsurrogate.settings.local_root`).
+
+        Resolved once per config: the dispatch asks for it on every prediction, and re-reading the
+        settings from the environment cost ~0.3 ms a request."""
         return self.adapted_root if self.adapted_root is not None else local_root(self.store)
 
     @property

@@ -42,19 +42,29 @@ async def get_arch_index(request: Request) -> ArchIndex:
     return request.app.state.arch_index
 
 
-async def get_dispatch(  # async: building it is cheap, so no thread-pool hop per request
+async def get_dispatch(  # async: no thread-pool hop per request
+    request: Request,
     models: Annotated[ServedModels, Depends(get_models)],
     adapter: Annotated[DeviceAdapter, Depends(get_adapter)],
     config: Annotated[ServiceConfig, Depends(get_config)],
 ) -> Dispatch:
-    """The one served-or-adapted dispatch over the served models and the adapted devices (cheap to build)."""
+    """The one served-or-adapted dispatch over the served models and the adapted devices.
+
+    Built once per (models, adapter, registry folder) and kept on the app: the same object for
+    every request, which is what lets the :class:`~.batching.RequestBatcher` merge them."""
     root = config.adapted_dir
-    return Dispatch(
+    key = (models, adapter, root)
+    cached = getattr(request.app.state, "dispatch", None)
+    if cached is not None and all(a is b for a, b in zip(cached[0], key, strict=True)):
+        return cached[1]
+    dispatch = Dispatch(
         models.require,
         latency_devices=adapter,
         gemm_devices=lambda device: load_adapted_gemm(device, root),
         hlsyn_kernels=lambda kernel: load_adapted_kernel(kernel, root),
     )
+    request.app.state.dispatch = (key, dispatch)
+    return dispatch
 
 
 _bearer = HTTPBearer(auto_error=False, description="Token given to `hws serve --token`; required for writes.")

@@ -32,6 +32,7 @@ from pathlib import Path
 import polars as pl
 
 from hwsurrogate.errors import HwSurrogateError
+from hwsurrogate.service.body import QueryRows
 from hwsurrogate.surrogates.api import MODEL_NAMES, Predictor
 from hwsurrogate.surrogates.predict import Answer, Dispatch
 
@@ -234,10 +235,18 @@ def run_dispatch(dispatch: Dispatch, task: str, queries: pl.DataFrame, *, strict
     """
     try:
         answer = dispatch.predict(task, queries, strict=strict)
-    except HwSurrogateError:
-        raise
-    except ValueError as exc:
-        raise PredictionInputError(str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - mapped (or raised again) by checked_answer
+        return checked_answer(task, queries, exc)
+    return checked_answer(task, queries, answer)
+
+
+def checked_answer(task: str, queries: pl.DataFrame | QueryRows, answer: Answer | BaseException) -> Answer:
+    """What :func:`run_dispatch` makes of a dispatch's answer or exception (also for answers
+    from :meth:`Dispatch.predict_many <hwsurrogate.surrogates.predict.Dispatch.predict_many>`)."""
+    if isinstance(answer, BaseException):
+        if isinstance(answer, ValueError) and not isinstance(answer, HwSurrogateError):
+            raise PredictionInputError(str(answer)) from None
+        raise answer
     if answer.outputs.height != queries.height:
         raise RuntimeError(f"{task}: {answer.outputs.height} predictions for {queries.height} queries")
     return answer

@@ -16,6 +16,7 @@ adapted devices live (:class:`StoredLatencyDevices` over the store, or the servi
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -151,14 +152,20 @@ def _judge(
     """
     from hwsurrogate.surrogates.domain import domain_issues
 
-    if domain is None:
-        return [None] * part.height, [
+    return _verdict(None if domain is None else domain_issues(domain, part), rows, who, strict)
+
+
+def _verdict(
+    issues: list[list[str]] | None, rows: list[int], who: str, strict: bool
+) -> tuple[list[bool | None], list[str]]:
+    """:func:`_judge` from the rows' domain issues already found (None: the domain is unknown)."""
+    if issues is None:
+        return [None] * len(rows), [
             f"training domain of {who} unknown (saved before domains were recorded): not checked"
         ]
-    issues = domain_issues(domain, part)
     bad = [i for i, reasons in enumerate(issues) if reasons]
     if not bad:
-        return [True] * part.height, []
+        return [True] * len(rows), []
     first = bad[0]
     where = f"query row {rows[first]}: {'; '.join(issues[first])}"
     if strict:
@@ -171,7 +178,7 @@ def _judge(
         else ""
     )
     return [not reasons for reasons in issues], [
-        f"{len(bad)} of {part.height} queries lie outside the training domain of {who}{more}; {where}"
+        f"{len(bad)} of {len(rows)} queries lie outside the training domain of {who}{more}; {where}"
     ]
 
 
@@ -243,6 +250,106 @@ class Dispatch:
             return self._hlsyn(queries, strict)
         predictor = self.served(task)
         return self._served_part(predictor, queries, list(range(queries.height)), strict)
+
+    def predict_many(
+        self, task: str, queries: pl.DataFrame, sizes: Sequence[int], *, strict: bool = False
+    ) -> list[Answer | Exception]:
+        """``predict(task, part)`` for each part of ``queries`` (``sizes[i]`` rows each, one after
+        another): the same answer, or the exception it raises, per part.
+
+        Parts the served model answers alone (GEMM queries on devices it was trained on, the FPGA
+        tasks without adapted kernels) share one domain check and one model call, which is what
+        a server answering many concurrent single queries needs; warnings, ``in_domain`` flags
+        and refusals are still per part, row numbers counted within it. Every other part, and
+        every part of a merged model call that fails, is answered alone by :meth:`predict`.
+        """
+        if sum(sizes) != queries.height:
+            raise ValueError(f"sizes add up to {sum(sizes)} rows; queries has {queries.height}")
+        starts = list(itertools.accumulate(sizes, initial=0))
+        parts = [queries.slice(start, n) for start, n in zip(starts, sizes, strict=False)]
+        answers: list[Answer | Exception | None] = [None] * len(parts)
+        together = self._shared_served(task, queries, parts)
+        if together is not None and len(together[1]) > 1:
+            predictor, which = together
+            merged = queries if len(which) == len(parts) else pl.concat([parts[i] for i in which])
+            self._answer_together(predictor, merged, [sizes[i] for i in which], strict, answers, which)
+        for i, part in enumerate(parts):
+            if answers[i] is None:
+                try:
+                    answers[i] = self.predict(task, part, strict=strict)
+                except Exception as exc:  # noqa: BLE001 - this part's own error, handed to its caller
+                    answers[i] = exc
+        return answers  # type: ignore[return-value]
+
+    def _shared_served(
+        self, task: str, queries: pl.DataFrame, parts: list[pl.DataFrame]
+    ) -> tuple[Predictor, list[int]] | None:
+        """The served predictor and the indices of the ``parts`` (of ``queries``) that
+        :meth:`predict` would hand to it alone (one :meth:`_served_part` call each); None when none."""
+        if task not in ("gemm", "fpga-hls4ml") and not (task == "fpga-hlsyn" and self.hlsyn_kernels is None):
+            return None
+        if any(c not in queries.columns for c in INPUTS[task]):
+            return None
+        try:
+            predictor = self.served(task)
+        except Exception:  # noqa: BLE001 - predict raises it again, per part
+            return None
+        every = list(range(len(parts)))
+        native = getattr(predictor, "native", None)
+        known = getattr(native, "devices", None)
+        if task != "gemm" or self.gemm_devices is None or native is None or known is None:
+            return predictor, every
+
+        def all_known(frame: pl.DataFrame) -> bool:
+            return all(d in known for d in frame["device_id"].cast(pl.String).unique().to_list())
+
+        if all_known(queries):  # the common case: one check for all
+            return predictor, every
+        return predictor, [i for i in every if all_known(parts[i])]
+
+    @staticmethod
+    def _answer_together(
+        predictor: Predictor,
+        merged: pl.DataFrame,
+        sizes: list[int],
+        strict: bool,
+        answers: list[Answer | Exception | None],
+        where: list[int],
+    ) -> None:
+        """:meth:`_served_part` for each part of ``merged`` (``sizes[j]`` rows, its answer put at
+        ``answers[where[j]]``) in one domain check and one model call; on a model error nothing is
+        put (each part is then answered alone)."""
+        from hwsurrogate.surrogates.domain import domain_issues
+
+        who = f"{predictor.name} v{predictor.version}"
+        domain = training_domain(predictor)
+        issues = None if domain is None else domain_issues(domain, merged)
+        verdicts: dict[int, tuple[list[bool | None], list[str]]] = {}
+        starts = list(itertools.accumulate(sizes, initial=0))
+        for j, n in enumerate(sizes):
+            at = starts[j]
+            try:
+                verdicts[j] = _verdict(
+                    None if issues is None else issues[at : at + n], list(range(n)), who, strict
+                )
+            except ValueError as exc:  # refused under strict: this part only
+                answers[where[j]] = exc
+        if not verdicts:
+            return
+        if len(verdicts) < len(sizes):
+            merged = pl.concat([merged.slice(starts[j], sizes[j]) for j in verdicts])
+        try:
+            outputs = predictor.predict(merged)
+        except Exception:  # noqa: BLE001 - answered part by part, so the error reaches only its own request
+            return
+        if outputs.height != merged.height:
+            return
+        offset = 0
+        for j, (in_domain, warnings) in verdicts.items():
+            n = sizes[j]
+            out, notes = _notes(outputs.slice(offset, n), list(range(n)))
+            answers[where[j]] = Answer(out, "served", [_ref(predictor)], warnings + notes, in_domain)
+            offset += n
 
     def tasks_of(self, device_ids: Sequence[str]) -> dict[str, dict[str, str]]:
         """Per device, the device-keyed tasks that can answer it and how: ``{"gemm": "served"}``,
