@@ -76,6 +76,22 @@ without them (10 designs 1.929 / 2.111 against 1.975 / 2.126; 5 designs unchange
 designs' residual has no model); the second round's experiment had measured 1.664 / 1.758. A
 kernel without a program graph keeps the second round's model (pragma columns alone), and the
 correction says so (``loop_source``).
+
+Fourth round (issue 16 part 2, the v18 perf term; diagnosis in ``docs/fpga-hlsyn.md``: one held-out
+kernel, gemm-ncubed, carries 77 % of the v18 perf error through pragma regimes the monotone loop
+features cannot express, e.g. a partly unrolled reduction loop). Kept: with a loop nest, every
+target's model also takes :func:`.program_graphs.unroll_regime_flags` (per PARALLEL pragma
+``1 < factor < trip count``, per TILE pragma a tile of a ``flatten``-pipelined loop, their count;
+``unroll_flags``; records without the field keep their model). Simulation, 20 designs: 1.611 /
+1.690 against 1.645 / 1.751 (10 designs 1.895 / 2.049 against 1.929 / 2.111); partial-unroll flags
+alone 1.618 / 1.706, + count 1.612 / 1.702, + tile flags 1.617 / 1.703. Tried, not kept: flags on
+innermost loops only 1.626 / 1.732; perf residuals clipped at their 10 / 90 % quantiles 1.651 /
+1.721; ridge alpha 0.3 / 3 1.632 / 1.759, 1.627 / 1.695 (these three over the partial flags alone);
+the analytical cycle estimate (``lp_log2_latency_model``) as perf's base instead of the zero-shot
+prediction 1.619 / 1.717, the average of both 1.603 / 1.697 (10 designs 1.891 / 2.057: v18 better,
+v20 worse by under 0.01, a wash over both tools; not adopted). Not done: warm-starting the served
+boosted model (leaves of >= 100 rows cannot split on 20 designs), refitting the zero-shot tree with
+the designs up-weighted, a leave-one-out per-target choice (too slow for the bench budget).
 """
 
 from __future__ import annotations
