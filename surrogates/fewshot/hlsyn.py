@@ -89,9 +89,10 @@ innermost loops only 1.626 / 1.732; perf residuals clipped at their 10 / 90 % qu
 1.721; ridge alpha 0.3 / 3 1.632 / 1.759, 1.627 / 1.695 (these three over the partial flags alone);
 the analytical cycle estimate (``lp_log2_latency_model``) as perf's base instead of the zero-shot
 prediction 1.619 / 1.717, the average of both 1.603 / 1.697 (10 designs 1.891 / 2.057: v18 better,
-v20 worse by under 0.01, a wash over both tools; not adopted). Not done: warm-starting the served
-boosted model (leaves of >= 100 rows cannot split on 20 designs), refitting the zero-shot tree with
-the designs up-weighted, a leave-one-out per-target choice (too slow for the bench budget).
+v20 worse by under 0.01, a wash over both tools; not adopted); a per-target choice among affine,
+ridge, trees and their average by leave-one-out inside the 20 designs 1.657 / 1.762 (worse, as the
+5-fold choice above). Not done: warm-starting the served boosted model (leaves of >= 100 rows
+cannot split on 20 designs), refitting the zero-shot tree with the designs up-weighted.
 """
 
 from __future__ import annotations
