@@ -7,9 +7,10 @@ on the training kernels only) predicts every design of the held-out kernels once
 kernel a seeded permutation puts 30 % of the kernel's designs in the test set and the first k of
 the rest are the adaptation designs; :func:`~hwsurrogate.surrogates.fewshot.hlsyn.fit_kernel_correction`
 fits the correction on them, as ``hws adapt --task fpga-hlsyn`` does (affine map + pragma residual
-model with the kernel's loop-nest features from its program graph, the latter from 10 designs on;
-its choice is documented in :mod:`~hwsurrogate.surrogates.fewshot.hlsyn`). Variants: the residual
-model without loop-nest features (what a kernel without a program graph gets), the nearest-design residual (number of
+model with the kernel's loop-nest features and unroll-regime flags from its program graph, the
+latter from 10 designs on; its choice is documented in :mod:`~hwsurrogate.surrogates.fewshot.hlsyn`).
+Variants: the residual model without the unroll-regime flags (the third round's), without
+loop-nest features (what a kernel without a program graph gets), the nearest-design residual (number of
 neighbours chosen on validation kernels drawn from the training kernels), affine only, offset
 only. The summed RMSE (5 targets) is over the pooled test designs of all held-out kernels of a
 tool, the same test designs for zero-shot and every k, and is averaged over the 5 repeats. Validity F1 is the zero-shot classifier's on the same test designs
@@ -51,10 +52,12 @@ NEIGHBOUR_CHOICES = (0, 1, 3, 5)
 
 def _adapted(p0: np.ndarray, y: np.ndarray, kernels: np.ndarray, pragmas: list[str], adapt: np.ndarray, *,
              prior: float, slope: bool, neighbours: int, pragma_model: bool = False,
-             earlier: bool = False, nests: dict[str, LoopNest] | None = None) -> np.ndarray:  # fmt: skip
+             earlier: bool = False, nests: dict[str, LoopNest] | None = None,
+             flags: bool = True) -> np.ndarray:  # fmt: skip
     """``earlier``: the pragma residual model as first merged (no perf prediction column, affine only
     below 10 designs), kept for the selection study. ``nests``: the kernels' loop nests (their
-    program graphs), whose loop-nest features the pragma residual model then takes."""
+    program graphs), whose loop-nest features (and, with ``flags``, unroll-regime flags) the pragma
+    residual model then takes."""
     pred = p0.copy()
     for kernel in sorted(set(kernels.tolist())):
         m = kernels == kernel
@@ -66,22 +69,23 @@ def _adapted(p0: np.ndarray, y: np.ndarray, kernels: np.ndarray, pragmas: list[s
         corr = fit_kernel_correction(p0[a], y[a], HLSYN_TARGETS, prior_designs=prior, slope=slope, pragmas=pa,
                                      neighbours=neighbours, pragma_model=pragma_model, perf_prediction=not earlier,
                                      few_design_neighbours=0 if earlier else FEW_DESIGN_NEIGHBOURS,
-                                     loop_nest=(nests or {}).get(kernel))  # fmt: skip
+                                     loop_nest=(nests or {}).get(kernel), unroll_flags=flags)  # fmt: skip
         pred[m] = corr.apply(p0[m], pk)
     return pred
 
 
 #: the corrections compared by ``--selection-study``: (slope, neighbours, pragma model, earlier model,
-#: loop-nest features)
-STUDY_METHODS: dict[str, tuple[bool, int, bool, bool, bool]] = {
-    "offset": (False, 0, False, False, False),
-    "affine": (True, 0, False, False, False),
-    "affine +1 nearest": (True, 1, False, False, False),
-    "affine +3 nearest": (True, 3, False, False, False),
-    "affine +5 nearest": (True, 5, False, False, False),
-    "affine + pragma residual model (earlier)": (True, 0, True, True, False),
-    "affine + pragma residual model, no loop features": (True, 0, True, False, False),
-    "affine + pragma residual model": (True, 0, True, False, True),
+#: loop-nest features, unroll-regime flags)
+STUDY_METHODS: dict[str, tuple[bool, int, bool, bool, bool, bool]] = {
+    "offset": (False, 0, False, False, False, False),
+    "affine": (True, 0, False, False, False, False),
+    "affine +1 nearest": (True, 1, False, False, False, False),
+    "affine +3 nearest": (True, 3, False, False, False, False),
+    "affine +5 nearest": (True, 5, False, False, False, False),
+    "affine + pragma residual model (earlier)": (True, 0, True, True, False, False),
+    "affine + pragma residual model, no loop features": (True, 0, True, False, False, False),
+    "affine + pragma residual model, no unroll flags": (True, 0, True, False, True, False),
+    "affine + pragma residual model": (True, 0, True, False, True, True),
 }
 
 
@@ -105,12 +109,13 @@ def _selection_study(tr: pl.DataFrame, gstats: pl.DataFrame, graphs: pl.DataFram
         yv, kv = hlsyn_reported_targets(val).to_numpy(), val["kernel"].to_numpy()
         prv = val["pragmas"].cast(pl.String).to_list()
         for k in HLSYN_SHOTS:
-            for name, (use_slope, nb, pm, earlier, use_loop) in STUDY_METHODS.items():
+            for name, (use_slope, nb, pm, earlier, use_loop, flags) in STUDY_METHODS.items():
                 scores = []
                 for r in range(repeats):
                     a, t = adaptation_splits(kv, repeat=r, shots=k)
                     pred = _adapted(pv, yv, kv, prv, a, prior=prior, slope=use_slope, neighbours=nb,
-                                    pragma_model=pm, earlier=earlier, nests=nests if use_loop else None)  # fmt: skip
+                                    pragma_model=pm, earlier=earlier, nests=nests if use_loop else None,
+                                    flags=flags)  # fmt: skip
                     scores.append(_summed(yv[t], pred[t])[0])
                 out[name][k].append(float(np.mean(scores)))
     return {name: {k: round(float(np.mean(v)), 4) for k, v in by_k.items()} for name, by_k in out.items()}
@@ -233,24 +238,27 @@ def bench_hlsyn_fewshot(
             for k in HLSYN_SHOTS:
                 adapt, test_k = adaptation_splits(kernels, repeat=r, shots=k)
                 assert (test_k == test).all()
-                variants = [(f"{k} designs", True, 0, True, False, True),
-                            (f"{k} designs, +{chosen} nearest (no pragma model)", True, chosen, False, False, False),
-                            (f"{k} designs, affine only (no neighbours)", True, 0, False, False, False),
-                            (f"{k} designs, offset only", False, 0, False, False, False)]  # fmt: skip
+                variants = [(f"{k} designs", True, 0, True, False, True, True),
+                            (f"{k} designs, +{chosen} nearest (no pragma model)", True, chosen, False, False, False,
+                             False),
+                            (f"{k} designs, affine only (no neighbours)", True, 0, False, False, False, False),
+                            (f"{k} designs, offset only", False, 0, False, False, False, False)]  # fmt: skip
                 if k >= MIN_RESIDUAL_DESIGNS:
                     variants += [
+                        (f"{k} designs, pragma residual model without unroll-regime flags (third round)", True, 0,
+                         True, False, True, False),
                         (f"{k} designs, pragma residual model without loop features (no graph)", True, 0, True,
-                         False, False),
-                        (f"{k} designs, pragma residual model as first merged", True, 0, True, True, False),
+                         False, False, False),
+                        (f"{k} designs, pragma residual model as first merged", True, 0, True, True, False, False),
                     ]  # fmt: skip
-                for name, use_slope, nb, pm, earlier, use_loop in variants:
+                for name, use_slope, nb, pm, earlier, use_loop, flags in variants:
                     if nb == 0 and "nearest" in name:
                         continue  # the validation kernels chose no neighbours: that is the affine row
                     t1 = time.perf_counter()
                     pred = _adapted(p0, yte, kernels, pragmas, adapt, prior=prior_designs, slope=use_slope,
                                     neighbours=nb, pragma_model=pm, earlier=earlier,
-                                    nests=nests if use_loop else None)  # fmt: skip
-                    if pm and use_loop:
+                                    nests=nests if use_loop else None, flags=flags)  # fmt: skip
+                    if pm and use_loop and flags:
                         adapt_s.append(time.perf_counter() - t1)
                     total, per = _summed(yte[test], pred[test])
                     res.setdefault(name, []).append(total)
@@ -263,7 +271,7 @@ def bench_hlsyn_fewshot(
             main = name == "zero-shot" or "," not in name
             k = int(name.split()[0]) if name != "zero-shot" else 0
             how = (
-                "affine + pragma residual model with loop-nest features"
+                "affine + pragma residual model with loop-nest features and unroll-regime flags"
                 if k >= MIN_RESIDUAL_DESIGNS
                 else f"affine + {FEW_DESIGN_NEIGHBOURS} nearest; pragma model from {MIN_RESIDUAL_DESIGNS}"
             )

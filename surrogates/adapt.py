@@ -171,7 +171,7 @@ def adapt_hlsyn_kernel(
 
     Loop-nest features: when the store holds ``kernel``'s program graph (a known HLSyn kernel; the
     graph is an input, not a label), the residual model also takes the designs' loop-nest features
-    and the record keeps the kernel's loop nest (:class:`.program_graphs.LoopNest`), so serving
+    and unroll-regime flags (:func:`.program_graphs.unroll_regime_flags`) and the record keeps the kernel's loop nest (:class:`.program_graphs.LoopNest`), so serving
     needs no graph; the measured designs' pragma keys are checked against the graph first (a
     ``ValueError`` naming the key and the row). Without a graph the model uses the pragmas alone;
     ``record.correction.loop_source`` says which.
@@ -198,7 +198,10 @@ def adapt_hlsyn_kernel(
     corr = fit_kernel_correction(zero, y, HLSYN_TARGET_NAMES, prior_designs=prior_designs, pragmas=pragmas,
                                  neighbours=neighbours, pragma_model=pragma_model, loop_nest=nest)  # fmt: skip
     if corr.loop_nest is not None:
-        corr.loop_source = f"program graph of kernel {kernel!r} in the store: loop-nest features in the residual model"
+        corr.loop_source = (
+            f"program graph of kernel {kernel!r} in the store: loop-nest features and unroll-regime flags "
+            "in the residual model"
+        )
     elif not corr.pragma_model:
         corr.loop_source = "not used: no pragma residual model (fewer than 10 designs, or another method)"
     else:

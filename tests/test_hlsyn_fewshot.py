@@ -426,6 +426,7 @@ def test_adapt_takes_the_kernels_graph_from_the_store_and_the_dispatch_serves_it
     record, path = adapt_hlsyn_kernel("my-kernel", frame, store_root=tmp_path, predictor=_ZeroShot())
     corr = record.correction
     assert corr.pragma_model and corr.loop_nest is not None and "program graph" in corr.loop_source
+    assert corr.unroll_flags and "unroll-regime flags" in corr.loop_source
     assert corr._residual_model().loop_columns  # the loop-nest features are columns of the model
     assert json.loads(path.read_text())["correction"]["loop_nest"]["kernel"] == "my-kernel"
     served = _ZeroShot()
@@ -454,3 +455,72 @@ def test_adapt_without_a_graph_uses_the_pragmas_alone_and_says_so(tmp_path):
     np.testing.assert_allclose(
         corr.apply(zero, meas["pragmas"].to_list()), plain.apply(zero, meas["pragmas"].to_list())
     )
+
+
+# --------------------------------------------------------------------------- unroll-regime flags (fourth round)
+def test_unroll_regime_flags_mark_partial_unrolls_and_tiles_of_flattened_loops():
+    from hwsurrogate.surrogates.features.program_graphs import LoopNest, pragma_values, unroll_regime_flags
+
+    nest = LoopNest.from_json({
+        "kernel": "k", "placeholders": ["__PIPE__L0", "__TILE__L0", "__PARA__L0", "__PARA__L1"],
+        "pragma_loop": [0, 0, 0, 1], "loop_trip": [16.0, 4.0], "loop_parent": [-1, 0],
+        "loop_ops": [[0, 1, 1, 2], [1, 1, 2, 4]],
+    })  # fmt: skip
+    designs = [  # (PIPE L0, TILE L0, PARA L0, PARA L1)
+        ("off", 1, 1, 1), ("", 2, 4, 4), ("flatten", 2, 16, 2), ("flatten", 1, 8, 8), ("off", 4, 32, 3),
+    ]
+    pragmas = [json.dumps({"__PIPE__L0": a, "__TILE__L0": b, "__PARA__L0": c, "__PARA__L1": d})
+               for a, b, c, d in designs]  # fmt: skip
+    flags = unroll_regime_flags(nest, pragma_values(nest, pragmas))
+    # columns: PARA L0 partial (1 < f < 16), PARA L1 partial (1 < f < 4), TILE L0 > 1 on a flattened L0, count
+    assert flags.tolist() == [[0, 0, 0, 0], [1, 0, 0, 1], [0, 1, 1, 2], [1, 0, 0, 1], [0, 1, 0, 1]]
+    bare = LoopNest.from_json({"kernel": "k", "placeholders": ["__PIPE__L0"], "pragma_loop": [0],
+                               "loop_trip": [16.0], "loop_parent": [-1], "loop_ops": [[0, 1, 1, 2]]})  # fmt: skip
+    assert unroll_regime_flags(bare, pragma_values(bare, [json.dumps({"__PIPE__L0": "off"})])).shape == (1, 0)
+
+
+def _partial_unroll_kernel(rng: np.random.Generator, n: int) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Designs of the two-loop test graph (outer trip 64) whose perf falls by 1 whenever the outer
+    loop is partly unrolled (1 < factor < 64), a regime no monotone feature of the factor describes;
+    the zero-shot model knows only the monotone part."""
+    p0 = rng.choice([1, 2, 4, 8, 16, 32, 64], size=n)
+    p1 = rng.choice([1, 2, 4, 8, 16], size=n)
+    pipe = rng.choice(["off", "", "flatten"], size=n)
+    pragmas = [json.dumps({"__PARA__L0": int(a), "__PARA__L1": int(b), "__PIPE__L0": str(c)})
+               for a, b, c in zip(p0, p1, pipe, strict=True)]  # fmt: skip
+    zero = np.c_[0.3 * np.log2(p0), 0.01 * p0]
+    partial = (p0 > 1) & (p0 < 64)
+    return pragmas, zero, np.c_[zero[:, 0] - 1.0 * partial + 0.1 * rng.standard_normal(n), 0.01 * p0]
+
+
+def test_unroll_flags_reach_the_residual_model_and_earlier_records_keep_their_model():
+    from hwsurrogate.surrogates.features.program_graphs import LoopNest, kernel_graph
+    from tests.surrogates.test_hlsyn_graphs import tiny_graph
+
+    nest = LoopNest.of(kernel_graph("my-kernel", *tiny_graph()))
+    rng = np.random.default_rng(9)
+    pragmas, p, y = _partial_unroll_kernel(rng, 300)
+    ratios = []
+    for repeat in range(5):
+        adapt, test = adaptation_splits(np.array(["k"] * 300), repeat=repeat, shots=20)
+        pa = [pragmas[i] for i in np.flatnonzero(adapt)]
+        pt = [pragmas[i] for i in np.flatnonzero(test)]
+        err = []
+        for flags in (False, True):
+            c = fit_kernel_correction(p[adapt], y[adapt], TARGETS, pragmas=pa, pragma_model=True, loop_nest=nest,
+                                      unroll_flags=flags)  # fmt: skip
+            err.append(np.sqrt(((c.apply(p[test], pt) - y[test])[:, 0] ** 2).mean()))
+        ratios.append(err[0] / err[1])
+    assert np.mean(ratios) > 1.5, ratios  # 1.98 measured (1.74-2.20); the flags are the only difference
+    corr = fit_kernel_correction(p[:20], y[:20], TARGETS, pragmas=pragmas[:20], pragma_model=True, loop_nest=nest)
+    assert corr.unroll_flags and corr.loop_features(pragmas[:3]).shape == (3, 15 + 3)  # 2 PARA flags + count
+    out = corr.apply(p, pragmas)
+    stored = json.loads(json.dumps(corr.to_json(), allow_nan=False))
+    assert stored["unroll_flags"] is True
+    np.testing.assert_allclose(KernelCorrection.from_json(stored).apply(p, pragmas), out, atol=1e-12)
+    # a record written before the flags existed has no such field: it keeps the third round's model
+    del stored["unroll_flags"]
+    third = fit_kernel_correction(p[:20], y[:20], TARGETS, pragmas=pragmas[:20], pragma_model=True, loop_nest=nest,
+                                  unroll_flags=False)  # fmt: skip
+    np.testing.assert_allclose(KernelCorrection.from_json(stored).apply(p, pragmas), third.apply(p, pragmas))
+    assert not np.allclose(third.apply(p, pragmas)[:, 0], out[:, 0])

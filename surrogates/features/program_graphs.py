@@ -38,6 +38,7 @@ __all__ = [
     "kernel_graphs",
     "pragma_values",
     "loop_features",
+    "unroll_regime_flags",
     "LOOP_FEATURES",
     "NODE_FEATURES",
     "design_batch",
@@ -501,6 +502,33 @@ def loop_features(kg: KernelGraph | LoopNest, values: np.ndarray) -> np.ndarray:
         np.log2((path_iters * (1.0 + ops[None, :, 3])).sum(1)),  # iterations x instructions per body
     ]
     return np.stack(cols, axis=1)
+
+
+def unroll_regime_flags(kg: KernelGraph | LoopNest, values: np.ndarray) -> np.ndarray:
+    """Per-design 0/1 flags of pragma regimes that the monotone :func:`loop_features` cannot see,
+    ``(n, F)`` with F set by the kernel: per PARALLEL pragma on a loop, 1 when it unrolls the loop
+    partially (``1 < factor < trip count``; e.g. a partly unrolled reduction loop, which the HLS
+    tool schedules far worse than no or full unrolling); per TILE pragma on a loop, 1 when it tiles
+    (factor > 1) a loop that is ``flatten``-pipelined; then, when any flag exists, their count.
+    Used by the few-shot correction (:mod:`..fewshot.hlsyn`), whose models are per kernel."""
+    n, n_loops = values.shape[0], kg.loop_trip.shape[0]
+    pipe = np.zeros((n, n_loops))
+    for j, (kind, lp) in enumerate(zip(kg.pragma_kind, kg.pragma_loop, strict=True)):
+        if kind == 0 and lp >= 0:
+            pipe[:, lp] = values[:, j]
+    cols = [
+        ((values[:, j] > 1) & (values[:, j] < kg.loop_trip[lp])).astype(np.float64)
+        for j, (kind, lp) in enumerate(zip(kg.pragma_kind, kg.pragma_loop, strict=True))
+        if kind == 1 and lp >= 0
+    ]
+    cols += [
+        ((values[:, j] > 1) & (pipe[:, lp] == PIPE_CODES["flatten"])).astype(np.float64)
+        for j, (kind, lp) in enumerate(zip(kg.pragma_kind, kg.pragma_loop, strict=True))
+        if kind == 2 and lp >= 0
+    ]
+    if cols:
+        cols.append(np.sum(cols, axis=0))
+    return np.stack(cols, axis=1) if cols else np.zeros((n, 0))
 
 
 def _topological(parent: np.ndarray) -> list[int]:

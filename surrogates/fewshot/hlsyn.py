@@ -76,6 +76,23 @@ without them (10 designs 1.929 / 2.111 against 1.975 / 2.126; 5 designs unchange
 designs' residual has no model); the second round's experiment had measured 1.664 / 1.758. A
 kernel without a program graph keeps the second round's model (pragma columns alone), and the
 correction says so (``loop_source``).
+
+Fourth round (issue 16 part 2, the v18 perf term; diagnosis in ``docs/fpga-hlsyn.md``: one held-out
+kernel, gemm-ncubed, carries 77 % of the v18 perf error through pragma regimes the monotone loop
+features cannot express, e.g. a partly unrolled reduction loop). Kept: with a loop nest, every
+target's model also takes :func:`.program_graphs.unroll_regime_flags` (per PARALLEL pragma
+``1 < factor < trip count``, per TILE pragma a tile of a ``flatten``-pipelined loop, their count;
+``unroll_flags``; records without the field keep their model). Simulation, 20 designs: 1.611 /
+1.690 against 1.645 / 1.751 (10 designs 1.895 / 2.049 against 1.929 / 2.111); partial-unroll flags
+alone 1.618 / 1.706, + count 1.612 / 1.702, + tile flags 1.617 / 1.703. Tried, not kept: flags on
+innermost loops only 1.626 / 1.732; perf residuals clipped at their 10 / 90 % quantiles 1.651 /
+1.721; ridge alpha 0.3 / 3 1.632 / 1.759, 1.627 / 1.695 (these three over the partial flags alone);
+the analytical cycle estimate (``lp_log2_latency_model``) as perf's base instead of the zero-shot
+prediction 1.619 / 1.717, the average of both 1.603 / 1.697 (10 designs 1.891 / 2.057: v18 better,
+v20 worse by under 0.01, a wash over both tools; not adopted); a per-target choice among affine,
+ridge, trees and their average by leave-one-out inside the 20 designs 1.657 / 1.762 (worse, as the
+5-fold choice above). Not done: warm-starting the served boosted model (leaves of >= 100 rows
+cannot split on 20 designs), refitting the zero-shot tree with the designs up-weighted.
 """
 
 from __future__ import annotations
@@ -134,7 +151,9 @@ class KernelCorrection:
     loop nest (:class:`.program_graphs.LoopNest` as JSON) whose loop-nest features
     (:func:`.program_graphs.loop_features` of each design) are columns of the pragma residual model;
     None: the model has no such columns (no program graph, or a record written before them).
-    ``loop_source``: where the loop nest came from, or why there is none."""
+    ``loop_source``: where the loop nest came from, or why there is none. ``unroll_flags``: the
+    loop-nest columns also include :func:`.program_graphs.unroll_regime_flags` (False in records
+    written before them, which keep their model)."""
 
     targets: tuple[str, ...]
     offset: list[float]
@@ -148,6 +167,7 @@ class KernelCorrection:
     support_predictions: list[list[float]] = field(default_factory=list)
     loop_nest: dict[str, object] | None = None
     loop_source: str = ""
+    unroll_flags: bool = False
 
     def apply(self, pred: np.ndarray, pragmas: Sequence[str] | None = None) -> np.ndarray:
         """Corrected predictions of an ``(n, len(targets))`` array of zero-shot predictions (and
@@ -189,17 +209,26 @@ class KernelCorrection:
         return model
 
     def loop_features(self, pragmas: Sequence[str]) -> np.ndarray | None:
-        """``(n, len(LOOP_FEATURES))`` loop-nest features of designs of this kernel (None without a
-        loop nest); a pragma key the kernel's graph lacks, or a bad value, is a ``ValueError`` naming
-        the key and the row (:func:`.program_graphs.pragma_values`)."""
+        """``(n, F)`` loop-nest features of designs of this kernel: the ``len(LOOP_FEATURES)`` of
+        :func:`.program_graphs.loop_features`, then with ``unroll_flags`` the kernel's
+        :func:`.program_graphs.unroll_regime_flags` (None without a loop nest); a pragma key the
+        kernel's graph lacks, or a bad value, is a ``ValueError`` naming the key and the row
+        (:func:`.program_graphs.pragma_values`)."""
         if self.loop_nest is None:
             return None
-        from hwsurrogate.surrogates.features.program_graphs import LoopNest, loop_features, pragma_values
+        from hwsurrogate.surrogates.features.program_graphs import (
+            LoopNest,
+            loop_features,
+            pragma_values,
+            unroll_regime_flags,
+        )
 
         nest = self.__dict__.get("_nest")
         if nest is None:
             nest = self.__dict__["_nest"] = LoopNest.from_json(self.loop_nest)
-        return loop_features(nest, pragma_values(nest, list(pragmas)))
+        values = pragma_values(nest, list(pragmas))
+        out = loop_features(nest, values)
+        return np.hstack([out, unroll_regime_flags(nest, values)]) if self.unroll_flags else out
 
     def _perf_inputs(self) -> tuple[int, np.ndarray] | None:
         """(perf's index, the measured designs' zero-shot perf predictions) when the residual model
@@ -233,6 +262,7 @@ class KernelCorrection:
             support_predictions=[[float(v) for v in r] for r in d.get("support_predictions", [])],  # type: ignore[attr-defined]
             loop_nest=_checked_loop_nest(d.get("loop_nest")),
             loop_source=str(d.get("loop_source", "")),
+            unroll_flags=bool(d.get("unroll_flags", False)),
         )
 
 
@@ -423,6 +453,7 @@ def fit_kernel_correction(
     perf_prediction: bool = True,
     few_design_neighbours: int = FEW_DESIGN_NEIGHBOURS,
     loop_nest: LoopNest | None = None,
+    unroll_flags: bool = True,
 ) -> KernelCorrection:
     """Fit the per-target affine correction of zero-shot ``pred`` to measured ``y`` (both ``(k, T)``).
 
@@ -435,8 +466,9 @@ def fit_kernel_correction(
     with fewer than :data:`MIN_RESIDUAL_DESIGNS` designs ``few_design_neighbours`` nearest designs
     are used instead (0: affine only, the earlier behaviour). ``loop_nest`` (the kernel's, from its
     program graph): the pragma residual model also takes the designs' loop-nest features as
-    columns (every target; kept in the correction, so applying needs no graph); without it (a
-    kernel with no program graph) the model uses the pragma columns alone.
+    columns (every target; kept in the correction, so applying needs no graph), and with
+    ``unroll_flags`` (the default) also the designs' :func:`.program_graphs.unroll_regime_flags`;
+    without it (a kernel with no program graph) the model uses the pragma columns alone.
     NaN targets (a missing report) are skipped per target; a target with no measured value keeps
     the zero-shot prediction.
     """
@@ -487,6 +519,7 @@ def fit_kernel_correction(
                 corr.support_predictions = p.tolist()
             if loop_nest is not None:
                 corr.loop_nest = loop_nest.to_json()
+                corr.unroll_flags = bool(unroll_flags)
                 corr.__dict__["_nest"] = loop_nest
             corr.__dict__["_fitted"] = PragmaResidualModel.fit(
                 support, residuals, corr._perf_inputs(), corr.loop_features(support)
