@@ -38,8 +38,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import polars as pl
+# the in-process side runs with the server's OpenMP setting (``hws serve``'s defaults), so the
+# 10k-row comparison measures HTTP, not how OpenMP threads wait on a busy machine; set before any
+# OpenMP runtime loads
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import polars as pl  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # for tests.service.tiny_models (the one tiny-model recipe)
@@ -133,7 +138,11 @@ def ensure_gemm_model(use_existing: bool, store: Path) -> dict[str, object]:
 
 
 def start_server(store: Path, port: int) -> subprocess.Popen:
-    env = {**os.environ, "HWSURROGATE_STORE": str(store), "HWSURROGATE_SERVICE_TOKEN": TOKEN}
+    """uvicorn on the app factory, with the process settings ``hws serve`` starts it with."""
+    from hwsurrogate.cli.serve import server_environment
+
+    env = {**os.environ, **server_environment(os.environ)}
+    env.update(HWSURROGATE_STORE=str(store), HWSURROGATE_SERVICE_TOKEN=TOKEN)
     cmd = [sys.executable, "-m", "uvicorn", "--factory", "hwsurrogate.service.app:create_app_from_env",
            "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"]  # fmt: skip
     proc = subprocess.Popen(cmd, env=env)

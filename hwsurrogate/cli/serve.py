@@ -12,19 +12,24 @@ import click
 
 from hwsurrogate.cli.options import store_option
 
-__all__ = ["ALLOCATOR_DEFAULTS", "serve", "server_environment"]
+__all__ = ["SERVER_ENV_DEFAULTS", "serve", "server_environment"]
 
-#: Allocator settings the server process starts with where the user's environment does not set
-#: them (the user's own values, even empty ones, win). glibc's malloc keeps at most two arenas
+#: Settings the server process starts with where the user's environment does not set them (the
+#: user's own values, even empty ones, win). Allocators: glibc's malloc keeps at most two arenas
 #: instead of eight per core, and polars' jemalloc returns freed pages to the system after a
 #: second (in a background thread) instead of keeping them: with 16 readers of 50,000-row pages,
-#: what the readers leave behind shrinks (figures in docs/store.md). Both are read when the
-#: process starts (jemalloc's when polars is imported: polars puts its own defaults before the
-#: value it finds, later items win), so ``hws serve`` starts the server as a fresh process with
-#: them (``exec``).
-ALLOCATOR_DEFAULTS: dict[str, str] = {
+#: what the readers leave behind shrinks (figures in docs/store.md). OpenMP: the threads of a
+#: scikit-learn batch sleep when they wait instead of spinning (``OMP_WAIT_POLICY=PASSIVE``): on a
+#: machine whose cores are busy with other work, spinning threads made a 10,000-row GEMM batch
+#: 20-30x slower (2.5-3.6 s against 108-115 ms in benchmarks/service_load.py, docs/service.md
+#: "OpenMP threads that sleep"). All are read when the process starts
+#: (jemalloc's when polars is imported: polars puts its own defaults before the value it finds,
+#: later items win; OpenMP's when the runtime loads), so ``hws serve`` starts the server as a
+#: fresh process with them (``exec``).
+SERVER_ENV_DEFAULTS: dict[str, str] = {
     "MALLOC_ARENA_MAX": "2",
     "_RJEM_MALLOC_CONF": "background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0",
+    "OMP_WAIT_POLICY": "PASSIVE",
 }
 
 
@@ -37,10 +42,10 @@ POLARS_JEMALLOC_ITEMS = frozenset(
 
 
 def server_environment(environ: Mapping[str, str]) -> dict[str, str]:
-    """The :data:`ALLOCATOR_DEFAULTS` variables ``environ`` does not set: absent, or for
+    """The :data:`SERVER_ENV_DEFAULTS` variables ``environ`` does not set: absent, or for
     ``_RJEM_MALLOC_CONF`` holding nothing but polars' own items (:data:`POLARS_JEMALLOC_ITEMS`)."""
     out = {}
-    for name, value in ALLOCATOR_DEFAULTS.items():
+    for name, value in SERVER_ENV_DEFAULTS.items():
         current = environ.get(name)
         if name == "_RJEM_MALLOC_CONF" and current is not None:
             current = ",".join(i for i in current.split(",") if i and i not in POLARS_JEMALLOC_ITEMS) or None
@@ -134,7 +139,8 @@ def serve(
 
     The server process starts with MALLOC_ARENA_MAX=2 and
     _RJEM_MALLOC_CONF=background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0 (less memory
-    kept by the allocators under many readers) unless the environment sets them.
+    kept by the allocators under many readers) and OMP_WAIT_POLICY=PASSIVE (large batches stay
+    fast when other work keeps the cores busy) unless the environment sets them.
 
     The store may be an S3 bucket (--store s3://bucket/prefix, credentials and endpoint from
     AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL, AWS_ALLOW_HTTP);

@@ -35,17 +35,19 @@ def test_help_explains_token_and_docs():
 
 
 def test_allocator_defaults_fill_in_only_what_the_user_did_not_set():
-    from hwsurrogate.cli.serve import ALLOCATOR_DEFAULTS, server_environment
+    from hwsurrogate.cli.serve import SERVER_ENV_DEFAULTS, server_environment
 
-    assert server_environment({"PATH": "/bin"}) == ALLOCATOR_DEFAULTS
-    assert server_environment({"MALLOC_ARENA_MAX": "8"}) == {
-        "_RJEM_MALLOC_CONF": ALLOCATOR_DEFAULTS["_RJEM_MALLOC_CONF"]
+    assert server_environment({"PATH": "/bin"}) == SERVER_ENV_DEFAULTS
+    assert server_environment({"MALLOC_ARENA_MAX": "8", "OMP_WAIT_POLICY": "ACTIVE"}) == {
+        "_RJEM_MALLOC_CONF": SERVER_ENV_DEFAULTS["_RJEM_MALLOC_CONF"]
     }
-    assert server_environment({"MALLOC_ARENA_MAX": "8", "_RJEM_MALLOC_CONF": "dirty_decay_ms:0"}) == {}
+    assert server_environment({"MALLOC_ARENA_MAX": "8", "_RJEM_MALLOC_CONF": "dirty_decay_ms:0"}) == {
+        "OMP_WAIT_POLICY": "PASSIVE"
+    }
     # what a parent process that imported polars passes on is polars' default, not the user's
     polars_default = "dirty_decay_ms:500,muzzy_decay_ms:1000"
-    assert server_environment({"MALLOC_ARENA_MAX": "8", "_RJEM_MALLOC_CONF": polars_default}) == {
-        "_RJEM_MALLOC_CONF": ALLOCATOR_DEFAULTS["_RJEM_MALLOC_CONF"]
+    assert server_environment({"MALLOC_ARENA_MAX": "8", "_RJEM_MALLOC_CONF": polars_default, "OMP_WAIT_POLICY": ""}) == {
+        "_RJEM_MALLOC_CONF": SERVER_ENV_DEFAULTS["_RJEM_MALLOC_CONF"]
     }
 
 
@@ -57,12 +59,12 @@ def test_hws_serve_starts_the_server_process_with_the_allocator_settings(tmp_pat
     import os
     import sys
 
-    from hwsurrogate.cli.serve import ALLOCATOR_DEFAULTS
+    from hwsurrogate.cli.serve import SERVER_ENV_DEFAULTS
 
     from .conftest import free_port, server_process
 
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ALLOCATOR_DEFAULTS}
+    env = {k: v for k, v in os.environ.items() if k not in SERVER_ENV_DEFAULTS}
     env.update(MALLOC_ARENA_MAX="4", HWSURROGATE_SERVICE_LOAD_MODELS="0")
     env["_RJEM_MALLOC_CONF"] = "dirty_decay_ms:500,muzzy_decay_ms:1000"  # what polars leaves to a child
     cmd = [sys.executable, "-m", "hwsurrogate.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
@@ -71,4 +73,5 @@ def test_hws_serve_starts_the_server_process_with_the_allocator_settings(tmp_pat
         raw = Path(f"/proc/{proc.pid}/environ").read_bytes().split(b"\0")
     got = dict(item.decode().split("=", 1) for item in raw if b"=" in item)
     assert got["MALLOC_ARENA_MAX"] == "4"
-    assert got["_RJEM_MALLOC_CONF"] == ALLOCATOR_DEFAULTS["_RJEM_MALLOC_CONF"]
+    assert got["_RJEM_MALLOC_CONF"] == SERVER_ENV_DEFAULTS["_RJEM_MALLOC_CONF"]
+    assert got["OMP_WAIT_POLICY"] == "PASSIVE"
