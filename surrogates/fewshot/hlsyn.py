@@ -168,13 +168,21 @@ class KernelCorrection:
     loop_nest: dict[str, object] | None = None
     loop_source: str = ""
     unroll_flags: bool = False
+    support_valid: list[float] = field(default_factory=list)
+    valid_targets: list[str] = field(default_factory=list)
 
-    def apply(self, pred: np.ndarray, pragmas: Sequence[str] | None = None) -> np.ndarray:
+    def apply(
+        self, pred: np.ndarray, pragmas: Sequence[str] | None = None, valid_prob: np.ndarray | None = None
+    ) -> np.ndarray:
         """Corrected predictions of an ``(n, len(targets))`` array of zero-shot predictions (and
-        the designs' pragma JSON, needed when ``neighbours`` > 0)."""
+        the designs' pragma JSON, needed when ``neighbours`` > 0 or with the pragma model; and the
+        served validity classifier's ``valid_prob`` of each design, needed when ``valid_targets``
+        is not empty)."""
         p = np.asarray(pred, dtype=np.float64)
         if p.ndim != 2 or p.shape[1] != len(self.targets):
             raise ValueError(f"predictions have shape {p.shape}; expected (n, {len(self.targets)})")
+        if self.pragma_model and self.valid_targets and self.support_pragmas:
+            valid_prob = _checked_valid(valid_prob, len(p), "this correction uses the designs' valid_prob")
         out = np.asarray(self.offset) + np.asarray(self.slope) * p
         if (self.neighbours > 0 or self.pragma_model) and self.support_pragmas:
             if pragmas is None or len(pragmas) != len(p):
@@ -183,7 +191,7 @@ class KernelCorrection:
                 )
         if self.pragma_model and self.support_pragmas:
             loop = self.loop_features(pragmas)  # type: ignore[arg-type]
-            out = out + self._residual_model().predict(pragmas, p, loop)  # type: ignore[arg-type]
+            out = out + self._residual_model().predict(pragmas, p, loop, valid_prob)  # type: ignore[arg-type]
         if self.neighbours > 0 and self.support_pragmas:
             if pragmas is None or len(pragmas) != len(p):
                 raise ValueError("this correction uses neighbouring designs: pass the designs' pragmas")
@@ -204,6 +212,7 @@ class KernelCorrection:
                 np.asarray(self.support_residuals, dtype=np.float64),
                 self._perf_inputs(),
                 self.loop_features(self.support_pragmas),
+                self._valid_inputs(),
             )
             self.__dict__["_fitted"] = model
         return model
@@ -238,6 +247,16 @@ class KernelCorrection:
         j = self.targets.index("perf")
         return j, np.asarray(self.support_predictions, dtype=np.float64)[:, j]
 
+    def _valid_inputs(self) -> tuple[list[int], np.ndarray] | None:
+        """(the targets' indices, the measured designs' valid_prob) when the residual model takes
+        the validity classifier's probability as a column (records without it: None, their model)."""
+        if not self.valid_targets or not self.support_valid:
+            return None
+        unknown = [t for t in self.valid_targets if t not in self.targets]
+        if unknown:
+            raise ValueError(f"correction: valid_targets {unknown} are not among targets {list(self.targets)}")
+        return [self.targets.index(t) for t in self.valid_targets], np.asarray(self.support_valid, dtype=np.float64)
+
     def to_json(self) -> dict[str, object]:
         d = asdict(self)
         d["support_residuals"] = [
@@ -263,7 +282,19 @@ class KernelCorrection:
             loop_nest=_checked_loop_nest(d.get("loop_nest")),
             loop_source=str(d.get("loop_source", "")),
             unroll_flags=bool(d.get("unroll_flags", False)),
+            support_valid=[float(x) for x in d.get("support_valid", [])],  # type: ignore[attr-defined]
+            valid_targets=[str(x) for x in d.get("valid_targets", [])],  # type: ignore[attr-defined]
         )
+
+
+def _checked_valid(valid_prob: np.ndarray | None, n: int, what: str) -> np.ndarray:
+    """``n`` validity probabilities in [0, 1], or a ValueError saying ``what`` needs them."""
+    if valid_prob is None:
+        raise ValueError(f"{what}: pass valid_prob (the served model's validity probability per design)")
+    v = np.asarray(valid_prob, dtype=np.float64)
+    if v.shape != (n,) or not np.isfinite(v).all() or (v < 0).any() or (v > 1).any():
+        raise ValueError(f"valid_prob: shape {v.shape} or a value outside [0, 1]; expected {n} probabilities")
+    return v
 
 
 def _checked_loop_nest(d: object) -> dict[str, object] | None:
@@ -349,6 +380,8 @@ class PragmaResidualModel:
     #: the loop-nest feature columns used (indices into the ``loop`` array, after the pragma columns in
     #: ``mean``/``scale``); None: the model takes no loop-nest features
     loop_columns: list[int] | None = None
+    #: (target indices, mean, scale) of the validity probability, an extra column of those targets; None: not used
+    valid_input: tuple[list[int], float, float] | None = None
 
     @classmethod
     def fit(
@@ -357,13 +390,16 @@ class PragmaResidualModel:
         residuals: np.ndarray,
         perf: tuple[int, np.ndarray] | None = None,
         loop: np.ndarray | None = None,
+        valid: tuple[list[int], np.ndarray] | None = None,
     ) -> PragmaResidualModel:
         """Fit on ``pragmas`` (k designs) and their ``(k, T)`` residuals (NaN: not measured).
 
         ``perf``: (the perf target's index, the designs' zero-shot perf predictions): that target's
         model also takes the prediction as a column and uses :data:`PERF_RESIDUAL_TREES`.
         ``loop``: the designs' ``(k, F)`` loop-nest features (:meth:`KernelCorrection.loop_features`),
-        standardised like the pragma columns and used by every target's model."""
+        standardised like the pragma columns and used by every target's model. ``valid``: (target
+        indices, the designs' validity probabilities): those targets' models also take it as a column."""
+        import sklearn
         from sklearn.ensemble import GradientBoostingRegressor
 
         r = np.asarray(residuals, dtype=np.float64)
@@ -378,6 +414,11 @@ class PragmaResidualModel:
                 )
             if pp.std() > 1e-9:
                 perf_input = (int(pj), float(pp.mean()), float(pp.std()))
+        valid_input = None
+        if valid is not None:
+            vv = _checked_valid(valid[1], len(pragmas), "valid")
+            if vv.std() > 1e-9:
+                valid_input = ([int(j) for j in valid[0]], float(vv.mean()), float(vv.std()))
         raw_cols = pragma_columns(pragmas)
         x = encode_pragmas(pragmas, raw_cols)[:, : len(raw_cols)]
         if loop is not None:
@@ -404,16 +445,25 @@ class PragmaResidualModel:
             if perf_input is not None and j == perf_input[0]:
                 zj = np.column_stack([z, (perf[1] - perf_input[1]) / perf_input[2]])  # type: ignore[index]
                 params = PERF_RESIDUAL_TREES
+            if valid_input is not None and j in valid_input[0]:
+                zj = np.column_stack([zj, (valid[1] - valid_input[1]) / valid_input[2]])  # type: ignore[index]
             zj = zj[ok]
             icpt = float(rj.mean())
             gram = zj.T @ zj + RIDGE_ALPHA * len(zj) * np.eye(zj.shape[1])
             w = np.linalg.solve(gram, zj.T @ (rj - icpt))
-            trees = GradientBoostingRegressor(**params).fit(zj, rj - icpt)  # type: ignore[arg-type]
+            # inputs checked above: sklearn's per-tree parameter and finiteness checks (a third of the
+            # time of 20-design fits) are skipped; the fitted trees are the same
+            with sklearn.config_context(skip_parameter_validation=True, assume_finite=True):
+                trees = GradientBoostingRegressor(**params).fit(zj, rj - icpt)  # type: ignore[arg-type]
             models.append((w, icpt, trees))
-        return cls(columns, mean, scale, models, perf_input, loop_columns)
+        return cls(columns, mean, scale, models, perf_input, loop_columns, valid_input)
 
     def predict(
-        self, pragmas: Sequence[str], pred: np.ndarray | None = None, loop: np.ndarray | None = None
+        self,
+        pragmas: Sequence[str],
+        pred: np.ndarray | None = None,
+        loop: np.ndarray | None = None,
+        valid: np.ndarray | None = None,
     ) -> np.ndarray:
         """``(n, T)`` residual predictions of designs (0 for a target without a model); ``pred``:
         the designs' ``(n, T)`` zero-shot predictions, needed when the model takes perf's; ``loop``:
@@ -436,6 +486,9 @@ class PragmaResidualModel:
                         raise ValueError("this residual model takes the zero-shot perf prediction: pass pred")
                     pj, mu, sd = self.perf_input
                     zj = np.column_stack([z, (np.asarray(pred, dtype=np.float64)[:, pj] - mu) / sd])
+                if self.valid_input is not None and j in self.valid_input[0]:
+                    v = _checked_valid(valid, len(pragmas), "this residual model takes the designs' valid_prob")
+                    zj = np.column_stack([zj, (v - self.valid_input[1]) / self.valid_input[2]])
                 out[:, j] = icpt + 0.5 * (zj @ w + trees.predict(zj))  # type: ignore[attr-defined]
         return out
 
@@ -454,6 +507,8 @@ def fit_kernel_correction(
     few_design_neighbours: int = FEW_DESIGN_NEIGHBOURS,
     loop_nest: LoopNest | None = None,
     unroll_flags: bool = True,
+    valid_prob: np.ndarray | None = None,
+    valid_targets: Sequence[str] = (),
 ) -> KernelCorrection:
     """Fit the per-target affine correction of zero-shot ``pred`` to measured ``y`` (both ``(k, T)``).
 
@@ -521,8 +576,11 @@ def fit_kernel_correction(
                 corr.loop_nest = loop_nest.to_json()
                 corr.unroll_flags = bool(unroll_flags)
                 corr.__dict__["_nest"] = loop_nest
+            if valid_targets:
+                corr.support_valid = _checked_valid(valid_prob, len(p), "valid_targets").tolist()
+                corr.valid_targets = [str(x) for x in valid_targets]
             corr.__dict__["_fitted"] = PragmaResidualModel.fit(
-                support, residuals, corr._perf_inputs(), corr.loop_features(support)
+                support, residuals, corr._perf_inputs(), corr.loop_features(support), corr._valid_inputs()
             )
             corr.pragma_model = True
     return corr
