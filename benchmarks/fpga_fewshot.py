@@ -14,7 +14,9 @@ loop-nest features (what a kernel without a program graph gets), the nearest-des
 neighbours chosen on validation kernels drawn from the training kernels), affine only, offset
 only. The summed RMSE (5 targets) is over the pooled test designs of all held-out kernels of a
 tool, the same test designs for zero-shot and every k, and is averaged over the 5 repeats. Validity F1 is the zero-shot classifier's on the same test designs
-(the correction adapts the regression targets only).
+(the correction adapts the regression targets only). ``--selection-study`` adds the training-kernel
+simulation that chose the method (affine, the previous round's model and the method; ``--study-all``
+also every earlier candidate, which about doubles the study's time).
 """
 
 from __future__ import annotations

@@ -573,3 +573,12 @@ def test_valid_prob_column_reaches_the_residual_model_and_earlier_records_keep_t
     plain = fit_kernel_correction(p[:20], y[:20], TARGETS, pragmas=pragmas[:20], pragma_model=True)
     np.testing.assert_allclose(KernelCorrection.from_json(stored).apply(p, pragmas), plain.apply(p, pragmas))
     assert not np.allclose(plain.apply(p, pragmas)[:, 0], out[:, 0])
+
+
+def test_selection_study_default_is_a_subset_without_the_valid_prob_methods():
+    from hwsurrogate.benchmarks.fpga_fewshot import DEFAULT_STUDY, STUDY_METHODS, STUDY_VALID
+    from hwsurrogate.surrogates.models.fpga import HLSYN_TARGETS
+
+    assert set(DEFAULT_STUDY) < set(STUDY_METHODS) and set(STUDY_VALID) <= set(STUDY_METHODS)
+    assert "affine + pragma residual model" in DEFAULT_STUDY and not set(STUDY_VALID) & set(DEFAULT_STUDY)
+    assert all(set(t) <= set(HLSYN_TARGETS) for t in STUDY_VALID.values())

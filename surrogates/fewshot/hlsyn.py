@@ -22,7 +22,8 @@ also takes the designs' loop-nest features (:func:`.program_graphs.loop_features
 below); below :data:`MIN_RESIDUAL_DESIGNS` designs the mean residual of the
 :data:`FEW_DESIGN_NEIGHBOURS` nearest measured designs is added instead. Fitting and applying it
 for the six held-out kernels of a tool takes about 0.65 s without the loop-nest features and
-0.8-1.5 s with them (20 designs each, the 5 targets, medians on a loaded 2-core machine) against
+0.8-1.5 s with them (20 designs each, the 5 targets, medians on a loaded 2-core machine), 0.34-0.36 s
+with them since the trees are fitted without scikit-learn's per-tree checks (fifth round), against
 milliseconds for the affine map alone.
 
 How these were chosen (training kernels only, never the held-out ones): per tool the training
@@ -93,6 +94,20 @@ v20 worse by under 0.01, a wash over both tools; not adopted); a per-target choi
 ridge, trees and their average by leave-one-out inside the 20 designs 1.657 / 1.762 (worse, as the
 5-fold choice above). Not done: warm-starting the served boosted model (leaves of >= 100 rows
 cannot split on 20 designs), refitting the zero-shot tree with the designs up-weighted.
+
+Fifth round (issue 16 part 2; gemm-ncubed's invalid designs are all fast, so the served validity
+classifier's ``valid_prob``, which the zero-shot model already answers per design, might mark the
+fast regime). Tried, not kept: ``valid_prob`` (the classifier fitted as served,
+:func:`~hwsurrogate.surrogates.models.fpga.fit_validity_classifier`, on each simulation group's
+other training kernels) as a standardised column of the residual model (``valid_targets``;
+the record would keep the measured designs' probabilities, ``support_valid``). Simulation, 20
+designs, against 1.611 / 1.690: on perf 1.616 / 1.693 (10 designs 1.917 / 3.118: the ridge
+extrapolates a probability far outside the 10 designs' range on v20), on every target 1.619 / 1.705;
+clipped to the measured designs' range, perf 1.616 / 1.692 (10 designs 1.898 / 2.047), every target
+1.619 / 1.702: worse on both tools at 20 designs, so the round-4 rule keeps the model without it
+(``fit_kernel_correction`` keeps the option, off by default, for ``--selection-study --study-all``).
+The same round fits the residual trees inside ``sklearn.config_context(skip_parameter_validation=True,
+assume_finite=True)`` (inputs are checked before; the same trees, every bench number unchanged).
 """
 
 from __future__ import annotations
@@ -153,7 +168,10 @@ class KernelCorrection:
     None: the model has no such columns (no program graph, or a record written before them).
     ``loop_source``: where the loop nest came from, or why there is none. ``unroll_flags``: the
     loop-nest columns also include :func:`.program_graphs.unroll_regime_flags` (False in records
-    written before them, which keep their model)."""
+    written before them, which keep their model). ``valid_targets``: targets whose residual model
+    also takes the served validity probability of each design (``support_valid``: the measured
+    designs'; empty, the default and every record so far: no such column; tried in the fifth round,
+    not kept)."""
 
     targets: tuple[str, ...]
     offset: list[float]
@@ -524,6 +542,9 @@ def fit_kernel_correction(
     columns (every target; kept in the correction, so applying needs no graph), and with
     ``unroll_flags`` (the default) also the designs' :func:`.program_graphs.unroll_regime_flags`;
     without it (a kernel with no program graph) the model uses the pragma columns alone.
+    ``valid_targets`` (default none): those targets' residual models also take ``valid_prob`` (the
+    served validity classifier's probability of each measured design) as a column; applying then
+    needs the designs' ``valid_prob`` too (not kept, module docstring).
     NaN targets (a missing report) are skipped per target; a target with no measured value keeps
     the zero-shot prediction.
     """
