@@ -14,7 +14,9 @@ loop-nest features (what a kernel without a program graph gets), the nearest-des
 neighbours chosen on validation kernels drawn from the training kernels), affine only, offset
 only. The summed RMSE (5 targets) is over the pooled test designs of all held-out kernels of a
 tool, the same test designs for zero-shot and every k, and is averaged over the 5 repeats. Validity F1 is the zero-shot classifier's on the same test designs
-(the correction adapts the regression targets only).
+(the correction adapts the regression targets only). ``--selection-study`` adds the training-kernel
+simulation that chose the method (affine, the previous round's model and the method; ``--study-all``
+also every earlier candidate, which about doubles the study's time).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from hwsurrogate.surrogates.fewshot.hlsyn import (
     adaptation_splits,
     fit_kernel_correction,
 )
-from hwsurrogate.surrogates.models.fpga import HLSYN_TARGETS, hlsyn_reported_targets
+from hwsurrogate.surrogates.models.fpga import HLSYN_TARGETS, fit_validity_classifier, hlsyn_reported_targets
 from hwsurrogate.surrogates.training.fpga import hlsyn_frame, hlsyn_graph_rows, hlsyn_protocol_rows
 from hwsurrogate.surrogates.training.splits import HLSYN_TEST_KERNELS
 
@@ -53,11 +55,13 @@ NEIGHBOUR_CHOICES = (0, 1, 3, 5)
 def _adapted(p0: np.ndarray, y: np.ndarray, kernels: np.ndarray, pragmas: list[str], adapt: np.ndarray, *,
              prior: float, slope: bool, neighbours: int, pragma_model: bool = False,
              earlier: bool = False, nests: dict[str, LoopNest] | None = None,
-             flags: bool = True) -> np.ndarray:  # fmt: skip
+             flags: bool = True, valid: np.ndarray | None = None,
+             valid_targets: tuple[str, ...] = ()) -> np.ndarray:  # fmt: skip
     """``earlier``: the pragma residual model as first merged (no perf prediction column, affine only
     below 10 designs), kept for the selection study. ``nests``: the kernels' loop nests (their
     program graphs), whose loop-nest features (and, with ``flags``, unroll-regime flags) the pragma
-    residual model then takes."""
+    residual model then takes. ``valid``: every row's validity probability (the zero-shot classifier's),
+    a column of the ``valid_targets`` models."""
     pred = p0.copy()
     for kernel in sorted(set(kernels.tolist())):
         m = kernels == kernel
@@ -69,8 +73,10 @@ def _adapted(p0: np.ndarray, y: np.ndarray, kernels: np.ndarray, pragmas: list[s
         corr = fit_kernel_correction(p0[a], y[a], HLSYN_TARGETS, prior_designs=prior, slope=slope, pragmas=pa,
                                      neighbours=neighbours, pragma_model=pragma_model, perf_prediction=not earlier,
                                      few_design_neighbours=0 if earlier else FEW_DESIGN_NEIGHBOURS,
-                                     loop_nest=(nests or {}).get(kernel), unroll_flags=flags)  # fmt: skip
-        pred[m] = corr.apply(p0[m], pk)
+                                     loop_nest=(nests or {}).get(kernel), unroll_flags=flags,
+                                     valid_prob=None if valid is None else valid[a],
+                                     valid_targets=valid_targets)  # fmt: skip
+        pred[m] = corr.apply(p0[m], pk, None if valid is None else valid[m])
     return pred
 
 
@@ -86,36 +92,59 @@ STUDY_METHODS: dict[str, tuple[bool, int, bool, bool, bool, bool]] = {
     "affine + pragma residual model, no loop features": (True, 0, True, False, False, False),
     "affine + pragma residual model, no unroll flags": (True, 0, True, False, True, False),
     "affine + pragma residual model": (True, 0, True, False, True, True),
+    "affine + pragma residual model + valid_prob column (perf)": (True, 0, True, False, True, True),
 }
+#: study methods whose residual models also take the validity classifier's probability (as served:
+#: :func:`~hwsurrogate.surrogates.models.fpga.fit_validity_classifier` on the group's training
+#: designs) as a column of these targets; tried in round 5, not kept (module docstring of
+#: :mod:`~hwsurrogate.surrogates.fewshot.hlsyn`)
+STUDY_VALID: dict[str, tuple[str, ...]] = {"affine + pragma residual model + valid_prob column (perf)": ("perf",)}
+#: the methods ``--selection-study`` compares by default: the method, the previous round's and affine
+#: alone; ``--study-all`` adds the earlier rounds' candidates (offset, nearest designs, the model as
+#: first merged, the model without loop-nest features, the valid_prob column), whose numbers the module docstring of
+#: :mod:`~hwsurrogate.surrogates.fewshot.hlsyn` records (they halve the study's adaptation time)
+DEFAULT_STUDY: tuple[str, ...] = (
+    "affine", "affine + pragma residual model, no unroll flags", "affine + pragma residual model",
+)  # fmt: skip
 
 
 def _selection_study(tr: pl.DataFrame, gstats: pl.DataFrame, graphs: pl.DataFrame, max_iter: int, repeats: int,
-                     prior: float) -> dict[str, dict[int, float]]:  # fmt: skip
+                     prior: float, methods: tuple[str, ...] = DEFAULT_STUDY,
+                     cls: pl.DataFrame | None = None) -> dict[str, dict[int, float]]:  # fmt: skip
     """HLSyn's protocol simulated on the TRAINING kernels only: they are split into 3 seeded groups,
-    a tree trained on the other two predicts each group, and every method of :data:`STUDY_METHODS`
-    adapts with k designs; mean over the groups of the repeat-averaged summed RMSE. This is how
-    the method of :mod:`~hwsurrogate.surrogates.fewshot.hlsyn` was chosen."""
+    a tree trained on the other two predicts each group, and every method of ``methods`` (names of
+    :data:`STUDY_METHODS`) adapts with k designs; mean over the groups of the repeat-averaged summed
+    RMSE. This is how the method of :mod:`~hwsurrogate.surrogates.fewshot.hlsyn` was chosen. ``cls``:
+    the training kernels' designs with a validity label, for the methods of :data:`STUDY_VALID`."""
+    if cls is None and any(m in STUDY_VALID for m in methods):
+        raise ValueError("the valid_prob study methods need the designs with a validity label (cls)")
     names = sorted(set(tr["kernel"].to_list()))
     nests = {k: LoopNest.of(kg) for k, kg in kernel_graphs(graphs).items()}
     perm = np.random.default_rng(1).permutation(names)
     groups = [sorted(perm[i::3].tolist()) for i in range(3)]
-    out: dict[str, dict[int, list[float]]] = {m: {k: [] for k in HLSYN_SHOTS} for m in STUDY_METHODS}
+    out: dict[str, dict[int, list[float]]] = {m: {k: [] for k in HLSYN_SHOTS} for m in methods}
     for group in groups:
         inside = pl.col("kernel").is_in(group)
         fit, val = tr.filter(~inside), tr.filter(inside)
-        pv = (
-            hlsyn_tree(gstats, graphs, max_iter).fit(fit, hlsyn_reported_targets(fit).to_numpy()).predict(val)
-        )
+        tree = hlsyn_tree(gstats, graphs, max_iter).fit(fit, hlsyn_reported_targets(fit).to_numpy())
+        pv = tree.predict(val)
+        vp = None
+        if any(m in STUDY_VALID for m in methods):
+            crow = cls.filter(~inside)  # type: ignore[union-attr]
+            clf = fit_validity_classifier(tree, crow, crow["valid"].to_numpy())
+            vp = clf.predict_proba(tree._features(val))[:, 1]
         yv, kv = hlsyn_reported_targets(val).to_numpy(), val["kernel"].to_numpy()
         prv = val["pragmas"].cast(pl.String).to_list()
         for k in HLSYN_SHOTS:
-            for name, (use_slope, nb, pm, earlier, use_loop, flags) in STUDY_METHODS.items():
+            for name in methods:
+                use_slope, nb, pm, earlier, use_loop, flags = STUDY_METHODS[name]
                 scores = []
                 for r in range(repeats):
                     a, t = adaptation_splits(kv, repeat=r, shots=k)
                     pred = _adapted(pv, yv, kv, prv, a, prior=prior, slope=use_slope, neighbours=nb,
                                     pragma_model=pm, earlier=earlier, nests=nests if use_loop else None,
-                                    flags=flags)  # fmt: skip
+                                    flags=flags, valid=vp if name in STUDY_VALID else None,
+                                    valid_targets=STUDY_VALID.get(name, ()))  # fmt: skip
                     scores.append(_summed(yv[t], pred[t])[0])
                 out[name][k].append(float(np.mean(scores)))
     return {name: {k: round(float(np.mean(v)), 4) for k, v in by_k.items()} for name, by_k in out.items()}
@@ -136,7 +165,12 @@ def _summed(y: np.ndarray, p: np.ndarray) -> tuple[float, list[float]]:
               help="Pseudo-designs shrinking the fitted slope towards 1 (fixed a priori, not tuned).")  # fmt: skip
 @click.option("--selection-study", is_flag=True,
               help="Also simulate the protocol on 3 groups of training kernels for every candidate correction "
-                   "(how the method was chosen; 3 more tree fits per tool).")  # fmt: skip
+                   "(how the method was chosen; 3 more tree fits per tool): the method, the previous "
+                   "round's and affine alone.")  # fmt: skip
+@click.option("--study-all", is_flag=True,
+              help="With --selection-study, also the earlier rounds' candidates (offset, nearest designs, the "
+                   "model as first merged, without loop-nest features, the valid_prob column): about twice "
+                   "the study's time.")  # fmt: skip
 def bench_hlsyn_fewshot(
     json_path: str | None,
     tools: tuple[str, ...],
@@ -144,6 +178,7 @@ def bench_hlsyn_fewshot(
     max_iter: int,
     prior_designs: float,
     selection_study: bool = False,
+    study_all: bool = False,
 ) -> None:
     """HLSyn protocol with adaptation: 5/10/20 designs per held-out kernel, 30 % holdout, repeats.
 
@@ -301,7 +336,9 @@ def bench_hlsyn_fewshot(
             "adapt_all_kernels_ms_median": round(1000 * float(np.median(adapt_s)), 2),  # main method
         }
         if selection_study:
-            study = _selection_study(tr, gstats, graphs, max_iter, repeats, prior_designs)
+            methods = tuple(STUDY_METHODS) if study_all else DEFAULT_STUDY
+            study = _selection_study(tr, gstats, graphs, max_iter, repeats, prior_designs, methods,
+                                     cls.filter(~is_test) if study_all else None)  # fmt: skip
             report.details[tool]["selection_study_training_kernels"] = study
             click.echo(
                 f"selection study, {tool} (training kernels, 3 groups; summed RMSE at k = {HLSYN_SHOTS}):"

@@ -22,7 +22,8 @@ also takes the designs' loop-nest features (:func:`.program_graphs.loop_features
 below); below :data:`MIN_RESIDUAL_DESIGNS` designs the mean residual of the
 :data:`FEW_DESIGN_NEIGHBOURS` nearest measured designs is added instead. Fitting and applying it
 for the six held-out kernels of a tool takes about 0.65 s without the loop-nest features and
-0.8-1.5 s with them (20 designs each, the 5 targets, medians on a loaded 2-core machine) against
+0.8-1.5 s with them (20 designs each, the 5 targets, medians on a loaded 2-core machine), 0.34-0.36 s
+with them since the trees are fitted without scikit-learn's per-tree checks (fifth round), against
 milliseconds for the affine map alone.
 
 How these were chosen (training kernels only, never the held-out ones): per tool the training
@@ -93,6 +94,20 @@ v20 worse by under 0.01, a wash over both tools; not adopted); a per-target choi
 ridge, trees and their average by leave-one-out inside the 20 designs 1.657 / 1.762 (worse, as the
 5-fold choice above). Not done: warm-starting the served boosted model (leaves of >= 100 rows
 cannot split on 20 designs), refitting the zero-shot tree with the designs up-weighted.
+
+Fifth round (issue 16 part 2; gemm-ncubed's invalid designs are all fast, so the served validity
+classifier's ``valid_prob``, which the zero-shot model already answers per design, might mark the
+fast regime). Tried, not kept: ``valid_prob`` (the classifier fitted as served,
+:func:`~hwsurrogate.surrogates.models.fpga.fit_validity_classifier`, on each simulation group's
+other training kernels) as a standardised column of the residual model (``valid_targets``;
+the record would keep the measured designs' probabilities, ``support_valid``). Simulation, 20
+designs, against 1.611 / 1.690: on perf 1.616 / 1.693 (10 designs 1.917 / 3.118: the ridge
+extrapolates a probability far outside the 10 designs' range on v20), on every target 1.619 / 1.705;
+clipped to the measured designs' range, perf 1.616 / 1.692 (10 designs 1.898 / 2.047), every target
+1.619 / 1.702: worse on both tools at 20 designs, so the round-4 rule keeps the model without it
+(``fit_kernel_correction`` keeps the option, off by default, for ``--selection-study --study-all``).
+The same round fits the residual trees inside ``sklearn.config_context(skip_parameter_validation=True,
+assume_finite=True)`` (inputs are checked before; the same trees, every bench number unchanged).
 """
 
 from __future__ import annotations
@@ -153,7 +168,10 @@ class KernelCorrection:
     None: the model has no such columns (no program graph, or a record written before them).
     ``loop_source``: where the loop nest came from, or why there is none. ``unroll_flags``: the
     loop-nest columns also include :func:`.program_graphs.unroll_regime_flags` (False in records
-    written before them, which keep their model)."""
+    written before them, which keep their model). ``valid_targets``: targets whose residual model
+    also takes the served validity probability of each design (``support_valid``: the measured
+    designs'; empty, the default and every record so far: no such column; tried in the fifth round,
+    not kept)."""
 
     targets: tuple[str, ...]
     offset: list[float]
@@ -168,13 +186,21 @@ class KernelCorrection:
     loop_nest: dict[str, object] | None = None
     loop_source: str = ""
     unroll_flags: bool = False
+    support_valid: list[float] = field(default_factory=list)
+    valid_targets: list[str] = field(default_factory=list)
 
-    def apply(self, pred: np.ndarray, pragmas: Sequence[str] | None = None) -> np.ndarray:
+    def apply(
+        self, pred: np.ndarray, pragmas: Sequence[str] | None = None, valid_prob: np.ndarray | None = None
+    ) -> np.ndarray:
         """Corrected predictions of an ``(n, len(targets))`` array of zero-shot predictions (and
-        the designs' pragma JSON, needed when ``neighbours`` > 0)."""
+        the designs' pragma JSON, needed when ``neighbours`` > 0 or with the pragma model; and the
+        served validity classifier's ``valid_prob`` of each design, needed when ``valid_targets``
+        is not empty)."""
         p = np.asarray(pred, dtype=np.float64)
         if p.ndim != 2 or p.shape[1] != len(self.targets):
             raise ValueError(f"predictions have shape {p.shape}; expected (n, {len(self.targets)})")
+        if self.pragma_model and self.valid_targets and self.support_pragmas:
+            valid_prob = _checked_valid(valid_prob, len(p), "this correction uses the designs' valid_prob")
         out = np.asarray(self.offset) + np.asarray(self.slope) * p
         if (self.neighbours > 0 or self.pragma_model) and self.support_pragmas:
             if pragmas is None or len(pragmas) != len(p):
@@ -183,7 +209,7 @@ class KernelCorrection:
                 )
         if self.pragma_model and self.support_pragmas:
             loop = self.loop_features(pragmas)  # type: ignore[arg-type]
-            out = out + self._residual_model().predict(pragmas, p, loop)  # type: ignore[arg-type]
+            out = out + self._residual_model().predict(pragmas, p, loop, valid_prob)  # type: ignore[arg-type]
         if self.neighbours > 0 and self.support_pragmas:
             if pragmas is None or len(pragmas) != len(p):
                 raise ValueError("this correction uses neighbouring designs: pass the designs' pragmas")
@@ -204,6 +230,7 @@ class KernelCorrection:
                 np.asarray(self.support_residuals, dtype=np.float64),
                 self._perf_inputs(),
                 self.loop_features(self.support_pragmas),
+                self._valid_inputs(),
             )
             self.__dict__["_fitted"] = model
         return model
@@ -238,6 +265,16 @@ class KernelCorrection:
         j = self.targets.index("perf")
         return j, np.asarray(self.support_predictions, dtype=np.float64)[:, j]
 
+    def _valid_inputs(self) -> tuple[list[int], np.ndarray] | None:
+        """(the targets' indices, the measured designs' valid_prob) when the residual model takes
+        the validity classifier's probability as a column (records without it: None, their model)."""
+        if not self.valid_targets or not self.support_valid:
+            return None
+        unknown = [t for t in self.valid_targets if t not in self.targets]
+        if unknown:
+            raise ValueError(f"correction: valid_targets {unknown} are not among targets {list(self.targets)}")
+        return [self.targets.index(t) for t in self.valid_targets], np.asarray(self.support_valid, dtype=np.float64)
+
     def to_json(self) -> dict[str, object]:
         d = asdict(self)
         d["support_residuals"] = [
@@ -263,7 +300,19 @@ class KernelCorrection:
             loop_nest=_checked_loop_nest(d.get("loop_nest")),
             loop_source=str(d.get("loop_source", "")),
             unroll_flags=bool(d.get("unroll_flags", False)),
+            support_valid=[float(x) for x in d.get("support_valid", [])],  # type: ignore[attr-defined]
+            valid_targets=[str(x) for x in d.get("valid_targets", [])],  # type: ignore[attr-defined]
         )
+
+
+def _checked_valid(valid_prob: np.ndarray | None, n: int, what: str) -> np.ndarray:
+    """``n`` validity probabilities in [0, 1], or a ValueError saying ``what`` needs them."""
+    if valid_prob is None:
+        raise ValueError(f"{what}: pass valid_prob (the served model's validity probability per design)")
+    v = np.asarray(valid_prob, dtype=np.float64)
+    if v.shape != (n,) or not np.isfinite(v).all() or (v < 0).any() or (v > 1).any():
+        raise ValueError(f"valid_prob: shape {v.shape} or a value outside [0, 1]; expected {n} probabilities")
+    return v
 
 
 def _checked_loop_nest(d: object) -> dict[str, object] | None:
@@ -349,6 +398,8 @@ class PragmaResidualModel:
     #: the loop-nest feature columns used (indices into the ``loop`` array, after the pragma columns in
     #: ``mean``/``scale``); None: the model takes no loop-nest features
     loop_columns: list[int] | None = None
+    #: (target indices, mean, scale) of the validity probability, an extra column of those targets; None: not used
+    valid_input: tuple[list[int], float, float] | None = None
 
     @classmethod
     def fit(
@@ -357,13 +408,16 @@ class PragmaResidualModel:
         residuals: np.ndarray,
         perf: tuple[int, np.ndarray] | None = None,
         loop: np.ndarray | None = None,
+        valid: tuple[list[int], np.ndarray] | None = None,
     ) -> PragmaResidualModel:
         """Fit on ``pragmas`` (k designs) and their ``(k, T)`` residuals (NaN: not measured).
 
         ``perf``: (the perf target's index, the designs' zero-shot perf predictions): that target's
         model also takes the prediction as a column and uses :data:`PERF_RESIDUAL_TREES`.
         ``loop``: the designs' ``(k, F)`` loop-nest features (:meth:`KernelCorrection.loop_features`),
-        standardised like the pragma columns and used by every target's model."""
+        standardised like the pragma columns and used by every target's model. ``valid``: (target
+        indices, the designs' validity probabilities): those targets' models also take it as a column."""
+        import sklearn
         from sklearn.ensemble import GradientBoostingRegressor
 
         r = np.asarray(residuals, dtype=np.float64)
@@ -378,6 +432,11 @@ class PragmaResidualModel:
                 )
             if pp.std() > 1e-9:
                 perf_input = (int(pj), float(pp.mean()), float(pp.std()))
+        valid_input = None
+        if valid is not None:
+            vv = _checked_valid(valid[1], len(pragmas), "valid")
+            if vv.std() > 1e-9:
+                valid_input = ([int(j) for j in valid[0]], float(vv.mean()), float(vv.std()))
         raw_cols = pragma_columns(pragmas)
         x = encode_pragmas(pragmas, raw_cols)[:, : len(raw_cols)]
         if loop is not None:
@@ -404,16 +463,25 @@ class PragmaResidualModel:
             if perf_input is not None and j == perf_input[0]:
                 zj = np.column_stack([z, (perf[1] - perf_input[1]) / perf_input[2]])  # type: ignore[index]
                 params = PERF_RESIDUAL_TREES
+            if valid_input is not None and j in valid_input[0]:
+                zj = np.column_stack([zj, (valid[1] - valid_input[1]) / valid_input[2]])  # type: ignore[index]
             zj = zj[ok]
             icpt = float(rj.mean())
             gram = zj.T @ zj + RIDGE_ALPHA * len(zj) * np.eye(zj.shape[1])
             w = np.linalg.solve(gram, zj.T @ (rj - icpt))
-            trees = GradientBoostingRegressor(**params).fit(zj, rj - icpt)  # type: ignore[arg-type]
+            # inputs checked above: sklearn's per-tree parameter and finiteness checks (a third of the
+            # time of 20-design fits) are skipped; the fitted trees are the same
+            with sklearn.config_context(skip_parameter_validation=True, assume_finite=True):
+                trees = GradientBoostingRegressor(**params).fit(zj, rj - icpt)  # type: ignore[arg-type]
             models.append((w, icpt, trees))
-        return cls(columns, mean, scale, models, perf_input, loop_columns)
+        return cls(columns, mean, scale, models, perf_input, loop_columns, valid_input)
 
     def predict(
-        self, pragmas: Sequence[str], pred: np.ndarray | None = None, loop: np.ndarray | None = None
+        self,
+        pragmas: Sequence[str],
+        pred: np.ndarray | None = None,
+        loop: np.ndarray | None = None,
+        valid: np.ndarray | None = None,
     ) -> np.ndarray:
         """``(n, T)`` residual predictions of designs (0 for a target without a model); ``pred``:
         the designs' ``(n, T)`` zero-shot predictions, needed when the model takes perf's; ``loop``:
@@ -436,6 +504,9 @@ class PragmaResidualModel:
                         raise ValueError("this residual model takes the zero-shot perf prediction: pass pred")
                     pj, mu, sd = self.perf_input
                     zj = np.column_stack([z, (np.asarray(pred, dtype=np.float64)[:, pj] - mu) / sd])
+                if self.valid_input is not None and j in self.valid_input[0]:
+                    v = _checked_valid(valid, len(pragmas), "this residual model takes the designs' valid_prob")
+                    zj = np.column_stack([zj, (v - self.valid_input[1]) / self.valid_input[2]])
                 out[:, j] = icpt + 0.5 * (zj @ w + trees.predict(zj))  # type: ignore[attr-defined]
         return out
 
@@ -454,6 +525,8 @@ def fit_kernel_correction(
     few_design_neighbours: int = FEW_DESIGN_NEIGHBOURS,
     loop_nest: LoopNest | None = None,
     unroll_flags: bool = True,
+    valid_prob: np.ndarray | None = None,
+    valid_targets: Sequence[str] = (),
 ) -> KernelCorrection:
     """Fit the per-target affine correction of zero-shot ``pred`` to measured ``y`` (both ``(k, T)``).
 
@@ -469,6 +542,9 @@ def fit_kernel_correction(
     columns (every target; kept in the correction, so applying needs no graph), and with
     ``unroll_flags`` (the default) also the designs' :func:`.program_graphs.unroll_regime_flags`;
     without it (a kernel with no program graph) the model uses the pragma columns alone.
+    ``valid_targets`` (default none): those targets' residual models also take ``valid_prob`` (the
+    served validity classifier's probability of each measured design) as a column; applying then
+    needs the designs' ``valid_prob`` too (not kept, module docstring).
     NaN targets (a missing report) are skipped per target; a target with no measured value keeps
     the zero-shot prediction.
     """
@@ -521,8 +597,11 @@ def fit_kernel_correction(
                 corr.loop_nest = loop_nest.to_json()
                 corr.unroll_flags = bool(unroll_flags)
                 corr.__dict__["_nest"] = loop_nest
+            if valid_targets:
+                corr.support_valid = _checked_valid(valid_prob, len(p), "valid_targets").tolist()
+                corr.valid_targets = [str(x) for x in valid_targets]
             corr.__dict__["_fitted"] = PragmaResidualModel.fit(
-                support, residuals, corr._perf_inputs(), corr.loop_features(support)
+                support, residuals, corr._perf_inputs(), corr.loop_features(support), corr._valid_inputs()
             )
             corr.pragma_model = True
     return corr
