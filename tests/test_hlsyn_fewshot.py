@@ -287,20 +287,30 @@ def _saturating_kernel(rng: np.random.Generator, n: int) -> tuple[list[str], np.
     return pragmas, np.c_[perf(work), lut], np.c_[perf(np.maximum(work, 2e4)), lut]
 
 
-def test_perf_prediction_column_learns_a_residual_of_the_zero_shot_prediction():
-    rng = np.random.default_rng(6)
-    pragmas, p, y = _saturating_kernel(rng, 300)
-    wins = []
+def _perf_error_ratios(
+    pragmas: list[str], p: np.ndarray, y: np.ndarray, base: dict, changed: dict, valid: np.ndarray | None = None
+) -> list[float]:
+    """Perf RMSE of the pragma residual model fitted with ``base`` over that with ``changed`` (extra
+    ``fit_kernel_correction`` arguments), HLSyn's protocol: 20 designs, the rest tested, 5 repeats."""
+    ratios = []
     for repeat in range(5):
-        adapt, test = adaptation_splits(np.array(["k"] * 300), repeat=repeat, shots=20)
+        adapt, test = adaptation_splits(np.array(["k"] * len(pragmas)), repeat=repeat, shots=20)
         pa = [pragmas[i] for i in np.flatnonzero(adapt)]
         pt = [pragmas[i] for i in np.flatnonzero(test)]
         err = []
-        for with_pred in (False, True):
-            c = fit_kernel_correction(p[adapt], y[adapt], TARGETS, pragmas=pa, pragma_model=True,
-                                      perf_prediction=with_pred)  # fmt: skip
-            err.append(np.sqrt(((c.apply(p[test], pt) - y[test])[:, 0] ** 2).mean()))
-        wins.append(err[0] / err[1])
+        for extra in (base, changed):
+            given = {} if valid is None else {"valid_prob": valid[adapt]}
+            c = fit_kernel_correction(p[adapt], y[adapt], TARGETS, pragmas=pa, pragma_model=True, **given, **extra)
+            out = c.apply(p[test], pt) if valid is None else c.apply(p[test], pt, valid[test])
+            err.append(np.sqrt(((out - y[test])[:, 0] ** 2).mean()))
+        ratios.append(err[0] / err[1])
+    return ratios
+
+
+def test_perf_prediction_column_learns_a_residual_of_the_zero_shot_prediction():
+    rng = np.random.default_rng(6)
+    pragmas, p, y = _saturating_kernel(rng, 300)
+    wins = _perf_error_ratios(pragmas, p, y, {"perf_prediction": False}, {"perf_prediction": True})
     assert np.mean(wins) > 1.2, wins  # 1.36 measured; without the column the ratio is 1
 
 
@@ -359,16 +369,7 @@ def test_loop_nest_features_reach_the_residual_model_and_round_trip_without_the_
     nest = LoopNest.of(kernel_graph("my-kernel", *tiny_graph()))
     rng = np.random.default_rng(8)
     pragmas, p, y = _loop_kernel(rng, 300)
-    ratios = []
-    for repeat in range(5):
-        adapt, test = adaptation_splits(np.array(["k"] * 300), repeat=repeat, shots=20)
-        pa = [pragmas[i] for i in np.flatnonzero(adapt)]
-        pt = [pragmas[i] for i in np.flatnonzero(test)]
-        err = []
-        for loop_nest in (None, nest):
-            c = fit_kernel_correction(p[adapt], y[adapt], TARGETS, pragmas=pa, pragma_model=True, loop_nest=loop_nest)
-            err.append(np.sqrt(((c.apply(p[test], pt) - y[test])[:, 0] ** 2).mean()))
-        ratios.append(err[0] / err[1])
+    ratios = _perf_error_ratios(pragmas, p, y, {"loop_nest": None}, {"loop_nest": nest})
     assert np.mean(ratios) > 1.2, ratios  # 1.37 measured (1.25-1.58); without the loop features it is 1
     corr = fit_kernel_correction(p[:20], y[:20], TARGETS, pragmas=pragmas[:20], pragma_model=True, loop_nest=nest)
     model = corr._residual_model()
@@ -500,17 +501,9 @@ def test_unroll_flags_reach_the_residual_model_and_earlier_records_keep_their_mo
     nest = LoopNest.of(kernel_graph("my-kernel", *tiny_graph()))
     rng = np.random.default_rng(9)
     pragmas, p, y = _partial_unroll_kernel(rng, 300)
-    ratios = []
-    for repeat in range(5):
-        adapt, test = adaptation_splits(np.array(["k"] * 300), repeat=repeat, shots=20)
-        pa = [pragmas[i] for i in np.flatnonzero(adapt)]
-        pt = [pragmas[i] for i in np.flatnonzero(test)]
-        err = []
-        for flags in (False, True):
-            c = fit_kernel_correction(p[adapt], y[adapt], TARGETS, pragmas=pa, pragma_model=True, loop_nest=nest,
-                                      unroll_flags=flags)  # fmt: skip
-            err.append(np.sqrt(((c.apply(p[test], pt) - y[test])[:, 0] ** 2).mean()))
-        ratios.append(err[0] / err[1])
+    ratios = _perf_error_ratios(
+        pragmas, p, y, {"loop_nest": nest, "unroll_flags": False}, {"loop_nest": nest, "unroll_flags": True}
+    )
     assert np.mean(ratios) > 1.5, ratios  # 1.98 measured (1.74-2.20); the flags are the only difference
     corr = fit_kernel_correction(p[:20], y[:20], TARGETS, pragmas=pragmas[:20], pragma_model=True, loop_nest=nest)
     assert corr.unroll_flags and corr.loop_features(pragmas[:3]).shape == (3, 15 + 3)  # 2 PARA flags + count
@@ -542,17 +535,7 @@ def _regime_kernel(rng: np.random.Generator, n: int) -> tuple[list[str], np.ndar
 def test_valid_prob_column_reaches_the_residual_model_and_earlier_records_keep_their_model():
     rng = np.random.default_rng(11)
     pragmas, p, y, v = _regime_kernel(rng, 300)
-    ratios = []
-    for repeat in range(5):
-        adapt, test = adaptation_splits(np.array(["k"] * 300), repeat=repeat, shots=20)
-        pa = [pragmas[i] for i in np.flatnonzero(adapt)]
-        pt = [pragmas[i] for i in np.flatnonzero(test)]
-        err = []
-        for vt in ((), ("perf",)):
-            c = fit_kernel_correction(p[adapt], y[adapt], TARGETS, pragmas=pa, pragma_model=True,
-                                      valid_prob=v[adapt], valid_targets=vt)  # fmt: skip
-            err.append(np.sqrt(((c.apply(p[test], pt, v[test]) - y[test])[:, 0] ** 2).mean()))
-        ratios.append(err[0] / err[1])
+    ratios = _perf_error_ratios(pragmas, p, y, {"valid_targets": ()}, {"valid_targets": ("perf",)}, valid=v)
     assert np.mean(ratios) > 2.0, ratios  # 3.33 measured (2.25-4.18); the column is the only difference
     corr = fit_kernel_correction(p[:20], y[:20], TARGETS, pragmas=pragmas[:20], pragma_model=True,
                                  valid_prob=v[:20], valid_targets=("perf",))  # fmt: skip
