@@ -139,7 +139,7 @@ def ensure_gemm_model(use_existing: bool, store: Path) -> dict[str, object]:
 
 def start_server(store: Path, port: int) -> subprocess.Popen:
     """uvicorn on the app factory, with the process settings ``hws serve`` starts it with."""
-    from hwsurrogate.cli.serve import server_environment
+    from hwsurrogate.service.process_env import server_environment
 
     env = {**os.environ, **server_environment(os.environ)}
     env.update(HWSURROGATE_STORE=str(store), HWSURROGATE_SERVICE_TOKEN=TOKEN)

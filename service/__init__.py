@@ -10,6 +10,7 @@ __all__ = [
     "errors",
     "lookup",
     "middleware",
+    "process_env",
     "routes",
     "schemas",
     "served",

@@ -35,7 +35,7 @@ def test_help_explains_token_and_docs():
 
 
 def test_allocator_defaults_fill_in_only_what_the_user_did_not_set():
-    from hwsurrogate.cli.serve import SERVER_ENV_DEFAULTS, server_environment
+    from hwsurrogate.service.process_env import SERVER_ENV_DEFAULTS, server_environment
 
     assert server_environment({"PATH": "/bin"}) == SERVER_ENV_DEFAULTS
     assert server_environment({"MALLOC_ARENA_MAX": "8", "OMP_WAIT_POLICY": "ACTIVE"}) == {
@@ -59,7 +59,7 @@ def test_hws_serve_starts_the_server_process_with_the_allocator_settings(tmp_pat
     import os
     import sys
 
-    from hwsurrogate.cli.serve import SERVER_ENV_DEFAULTS
+    from hwsurrogate.service.process_env import SERVER_ENV_DEFAULTS
 
     from .conftest import free_port, server_process
 
