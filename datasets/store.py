@@ -9,6 +9,11 @@ Every table carries two hidden columns that :meth:`DatasetStore.scan` never show
 ``_partition`` (the source / collector / uploader a row came from: the old file name) and
 ``_txn`` (null, or the id of the multi-table import that wrote the row).
 
+Modules: this one holds the tables, the writes, recovery and maintenance (:class:`DatasetStore`);
+:mod:`.store_commits` the commit protocol they share (transaction ids, the rows of ``_commits``
+and the state read from them, the visibility rule, the retry of a conflicting Delta commit);
+:mod:`.store_reads` how one table version is read (snapshots, pages).
+
 Guarantees, and the tests that hold them (``tests/datasets/test_store*.py``,
 ``tests/service/test_datasets.py``, ``tests/service/test_server_process.py``):
 
@@ -46,14 +51,11 @@ its commit, before the caller hears of it).
 
 from __future__ import annotations
 
-import json
 import os
-import random
 import re
 import signal
 import threading
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -64,6 +66,21 @@ import polars as pl
 import pyarrow as pa
 
 from hwsurrogate.datasets.schemas import KINDS, Kind, check_kind, conform, schema
+from hwsurrogate.datasets.store_commits import (
+    COMMITS,
+    COMMITS_SCHEMA,
+    RETRIES,
+    CommitState,
+    commit_row,
+    is_conflict,
+    new_txn,
+    read_commit_state,
+    retry_commit,
+    sql_str,
+    txn_time,
+    visible_predicate,
+    visible_rows,
+)
 from hwsurrogate.datasets.store_reads import Page, Snapshot, page_batches, table_files, table_txns
 from hwsurrogate.errors import StoreError
 from hwsurrogate.settings import check_store_location, get_settings, is_store_uri
@@ -82,10 +99,6 @@ __all__ = [
 
 WriteMode = Literal["append", "replace"]
 _PARTITION_RE = re.compile(r"[^A-Za-z0-9_.-]+")
-#: the commit table (one row per multi-table import, and one per finished replace)
-COMMITS = "_commits"
-#: how often a write whose Delta commit conflicts with a concurrent one is retried
-RETRIES = 60
 #: row groups of 64k rows: a device's rows (writes are sorted by device) are read without the rest
 _ROW_GROUP_ROWS = 65536
 #: appends of at most this many rows name their ids in the MERGE predicate (file skipping)
@@ -100,15 +113,6 @@ _CHECKPOINT_EVERY = "10"
 _REOPEN_AFTER = 10
 #: per-file statistics only for the columns reads and merges filter on (fewer stats: cheaper small writes)
 _STATS_COLUMNS = ("measurement_id", "_txn", "device_id", "source", "space", "kernel", "imported_at")
-_COMMITS_SCHEMA = pa.schema(
-    [
-        ("txn", pa.string()),
-        ("event", pa.string()),  # "commit" (the commit point) or "applied" (replaced partitions deleted)
-        ("at", pa.timestamp("us", tz="UTC")),
-        ("replaces", pa.string()),  # JSON list of [kind, partition] swapped by this commit
-        ("versions", pa.string()),  # JSON {kind: version} written by this commit
-    ]
-)
 
 
 def partition_name(name: str) -> str:
@@ -123,13 +127,6 @@ def _fault(point: str) -> None:
     """Test hook: ``HWSURROGATE_STORE_FAULT=<point>`` kills this process at that point of a commit."""
     if os.environ.get("HWSURROGATE_STORE_FAULT") == point:
         os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _sql_str(value: str) -> str:
-    """A SQL string literal (quotes doubled); values are validated ids, this is defence in depth."""
-    if "\x00" in value:
-        raise StoreError("a value bound for a store predicate contains a NUL character")
-    return "'" + value.replace("'", "''") + "'"
 
 
 def format_versions(versions: Mapping[str, int]) -> str:
@@ -172,15 +169,6 @@ def _writer_properties() -> Any:
     return WriterProperties(max_row_group_size=_ROW_GROUP_ROWS)
 
 
-def _is_conflict(exc: BaseException) -> bool:
-    from deltalake.exceptions import CommitFailedError
-
-    if isinstance(exc, CommitFailedError):
-        return True
-    text = str(exc).lower()
-    return any(s in text for s in ("conflict", "concurrent", "already exists", "version already"))
-
-
 @dataclass(frozen=True)
 class Write:
     """One partition write of a commit."""
@@ -189,13 +177,6 @@ class Write:
     partition: str
     frame: pl.DataFrame
     mode: WriteMode = "append"
-
-
-@dataclass(frozen=True)
-class _CommitState:
-    committed: frozenset[str]  # txn ids that reached their commit point
-    pending: dict[tuple[str, str], str]  # (kind, partition) -> txn whose replace is not yet applied
-    order: tuple[str, ...] = ()  # committed txn ids, oldest commit point first
 
 
 class DatasetStore:
@@ -227,7 +208,7 @@ class DatasetStore:
             opts.update(self.storage_options or {})
             self.storage_options = opts
         self.pinned: dict[str, int] | None = dict(versions) if versions is not None else None
-        self._commit_cache: tuple[int, _CommitState] | None = None
+        self._commit_cache: tuple[int, CommitState] | None = None
         #: table -> the version this object last read (what a training run records)
         self.read_versions: dict[str, int] = {}
         self._local = threading.local()  # per thread: kind -> DeltaTable kept open (refreshed per use)
@@ -293,7 +274,7 @@ class DatasetStore:
         return [] if dt is None else list(dt.history(limit))
 
     # ------------------------------------------------------------------ commit state
-    def _commit_state(self) -> _CommitState:
+    def _commit_state(self) -> CommitState:
         """Committed transactions and replaces not yet applied, from the ``_commits`` table."""
         # a view pinned without a _commits version uses the latest: commits only ever get added
         pin = self.pinned.get(COMMITS) if self.pinned is not None else None
@@ -301,41 +282,16 @@ class DatasetStore:
         if dt is None:
             dt = self._table(COMMITS, pin)
             if dt is None:
-                return _CommitState(frozenset(), {})
+                return CommitState(frozenset(), {})
             if pin is None:
                 self._keep(COMMITS, dt)
         version = int(dt.version())
         self.read_versions[COMMITS] = version
         if self._commit_cache is not None and self._commit_cache[0] == version:
             return self._commit_cache[1]
-        rows = pl.scan_delta(dt).collect()
-        commits = rows.filter(pl.col("event") == "commit").sort("at")
-        applied = set(rows.filter(pl.col("event") == "applied")["txn"].to_list())
-        latest: dict[tuple[str, str], str] = {}
-        for txn, replaces in zip(commits["txn"].to_list(), commits["replaces"].to_list(), strict=True):
-            for kind, part in json.loads(replaces or "[]"):
-                latest[(kind, part)] = txn
-        pending = {key: txn for key, txn in latest.items() if txn not in applied}
-        order = tuple(commits["txn"].to_list())
-        state = _CommitState(frozenset(order), pending, order)
+        state = read_commit_state(pl.scan_delta(dt).collect())
         self._commit_cache = (version, state)
         return state
-
-    def _visible(
-        self, kind: str, lf: pl.LazyFrame, state: _CommitState, present: frozenset[str] | None = None
-    ) -> pl.LazyFrame:
-        """Only rows of committed writes; partitions of a pending replace show only its rows.
-
-        ``present``: the transaction ids known to be in the scanned version (narrows the list).
-        """
-        committed = state.committed if present is None else state.committed & present
-        ok = pl.col("_txn").is_null()
-        if committed:
-            ok = ok | pl.col("_txn").is_in(sorted(committed))
-        for (k, part), txn in state.pending.items():
-            if k == kind:
-                ok = ok & ((pl.col("_partition") != part) | (pl.col("_txn") == txn).fill_null(False))
-        return lf.filter(ok)
 
     # ------------------------------------------------------------------ reading
     def partitions(self, kind: str) -> list[str]:
@@ -394,7 +350,7 @@ class DatasetStore:
         Fast path: when every ``_txn`` in the version read is null or committed and no replace of
         this table is pending (the normal state), the Delta scan is returned unfiltered, so polars
         pushes projections, predicates, counts and slices into the parquet reads. Otherwise the
-        visibility filter of :meth:`_visible` is applied. The commit state is read before the
+        visibility filter of :func:`.store_commits.visible_rows` is applied. The commit state is read before the
         table: a version read later can only hold more committed work, never less.
         """
         state = self._commit_state()
@@ -405,7 +361,7 @@ class DatasetStore:
         pending = any(k == kind for k, _ in state.pending)
         if snap.txns is not None and not pending and snap.txns <= state.committed:
             return lf, True, snap
-        return self._visible(kind, lf, state, snap.txns), False, snap
+        return visible_rows(kind, lf, state, snap.txns), False, snap
 
     def _scan(
         self,
@@ -562,7 +518,7 @@ class DatasetStore:
         return self._commit_many(checked)
 
     def _commit_many(self, checked: list[Write]) -> dict[tuple[str, str], int]:
-        txn = f"{int(time.time())}-{uuid.uuid4().hex}"
+        txn = new_txn()
         counts: dict[tuple[str, str], int] = {}
         versions: dict[str, int] = {}
         for i, w in enumerate(checked):
@@ -583,19 +539,8 @@ class DatasetStore:
     ) -> None:
         from deltalake import write_deltalake
 
-        row = pa.Table.from_pylist(
-            [
-                {
-                    "txn": txn,
-                    "event": event,
-                    "at": datetime.now(UTC),
-                    "replaces": json.dumps([list(r) for r in replaces]),
-                    "versions": json.dumps(dict(versions)),
-                }
-            ],
-            schema=_COMMITS_SCHEMA,
-        )
-        self._retry(
+        row = commit_row(txn, event, replaces, versions)
+        retry_commit(
             lambda: write_deltalake(
                 self._writable(COMMITS), row, mode="append", storage_options=self.storage_options
             ),
@@ -611,15 +556,13 @@ class DatasetStore:
         """
         order = self._commit_state().order
         earlier = order[: order.index(txn)] if txn in order else ()
-        visible_before = "_txn IS NULL"
-        if earlier:
-            visible_before += " OR _txn IN (" + ", ".join(_sql_str(t) for t in earlier) + ")"
+        visible_before = visible_predicate(earlier)
         for i, (kind, part) in enumerate(replaces):
             dt = self._table(kind)
             if dt is None:
                 continue
-            pred = f"_partition = {_sql_str(part)} AND ({visible_before})"
-            self._retry(lambda dt=dt, pred=pred: dt.delete(pred), kind, reload=dt)
+            pred = f"_partition = {sql_str(part)} AND ({visible_before})"
+            retry_commit(lambda dt=dt, pred=pred: dt.delete(pred), kind, reload=dt)
             if i == 0:
                 _fault("mid_rename")
         if replaces:
@@ -629,7 +572,7 @@ class DatasetStore:
         """Finish replaces whose writer died after the commit point (any writer may run this)."""
         self._recover()
 
-    def _recover(self) -> _CommitState:
+    def _recover(self) -> CommitState:
         """:meth:`recover`, returning the commit state after it (what a write then goes on with)."""
         state = self._commit_state()
         if not state.pending:
@@ -637,23 +580,6 @@ class DatasetStore:
         for txn in sorted(set(state.pending.values())):
             self._apply(txn, sorted(k for k, t in state.pending.items() if t == txn))
         return self._commit_state()
-
-    def _retry(self, op: Any, kind: str, *, reload: Any | None = None) -> Any:
-        """Run one Delta commit, retrying with jittered back-off when a concurrent commit wins."""
-        for attempt in range(RETRIES):
-            try:
-                return op()
-            except Exception as exc:
-                if not _is_conflict(exc) or attempt == RETRIES - 1:
-                    if _is_conflict(exc):
-                        raise StoreError(
-                            f"table {kind!r}: gave up after {RETRIES} conflicting concurrent commits"
-                        ) from exc
-                    raise
-                time.sleep(min(0.5, 0.005 * 2 ** min(attempt, 7)) * (0.5 + random.random()))
-                if reload is not None:
-                    reload.update_incremental()
-        raise AssertionError("unreachable")
 
     @property
     def _writers(self) -> dict[str, tuple[Any, int]]:
@@ -693,7 +619,7 @@ class DatasetStore:
         dt = self._table(kind)
         if dt is None:
             if kind == COMMITS:
-                arrow_schema = _COMMITS_SCHEMA
+                arrow_schema = COMMITS_SCHEMA
                 config = {"delta.checkpointInterval": _CHECKPOINT_EVERY}
                 parts = None
             else:
@@ -718,14 +644,14 @@ class DatasetStore:
                     storage_options=self.storage_options,
                 )
             except Exception as exc:
-                if not _is_conflict(exc):
+                if not is_conflict(exc):
                     raise
                 dt = self._table(kind)
             dt = self._table(kind) if dt is None else dt
         self._keep(kind, dt)
         return dt
 
-    def _write(self, w: Write, *, txn: str | None, state: _CommitState | None = None) -> int:
+    def _write(self, w: Write, *, txn: str | None, state: CommitState | None = None) -> int:
         """One Delta commit for one partition write; returns rows added (append) or written (replace).
 
         ``state``: the commit state just read, used by the first attempt of an append's merge (a
@@ -742,8 +668,8 @@ class DatasetStore:
             # alone: overwrite the partition; in an import: add, the old rows go after the commit point
             how: dict[str, Any] = {"mode": "append"}
             if txn is None:
-                how = {"mode": "overwrite", "predicate": f"_partition = {_sql_str(w.partition)}"}
-            self._retry(
+                how = {"mode": "overwrite", "predicate": f"_partition = {sql_str(w.partition)}"}
+            retry_commit(
                 lambda: write_deltalake(
                     self._writable(w.kind),
                     data,
@@ -763,21 +689,18 @@ class DatasetStore:
             known, fresh[0] = fresh[0], None
             return self._merge(w.kind, data, frame, txn, known)
 
-        return int(self._retry(merge, w.kind))
+        return int(retry_commit(merge, w.kind))
 
     def _merge(
-        self, kind: str, data: pa.Table, frame: pl.DataFrame, txn: str | None, state: _CommitState | None
+        self, kind: str, data: pa.Table, frame: pl.DataFrame, txn: str | None, state: CommitState | None
     ) -> int:
         dt = self._writable(kind)
         state = state if state is not None else self._commit_state()
         pred = "t.measurement_id = s.measurement_id"
         if frame.height <= _IN_LIST_MAX:  # lets delta-rs skip files by their id statistics
-            ids = ", ".join(_sql_str(i) for i in frame["measurement_id"].to_list())
+            ids = ", ".join(sql_str(i) for i in frame["measurement_id"].to_list())
             pred += f" AND t.measurement_id IN ({ids})"
-        visible = "t._txn IS NULL"
-        if state.committed:
-            visible += " OR t._txn IN (" + ", ".join(_sql_str(t) for t in sorted(state.committed)) + ")"
-        pred += f" AND ({visible})"
+        pred += f" AND ({visible_predicate(sorted(state.committed), 't._txn')})"
         result = (
             dt.merge(data, pred, source_alias="s", target_alias="t", streamed_exec=False)
             .when_not_matched_insert_all()
@@ -802,14 +725,14 @@ class DatasetStore:
             if dt is None:
                 continue
             txns = pl.scan_delta(dt).select(pl.col("_txn").drop_nulls().unique()).collect()["_txn"].to_list()
-            dead = [t for t in txns if t not in state.committed and _txn_time(t) <= cutoff]
+            dead = [t for t in txns if t not in state.committed and txn_time(t) <= cutoff]
             removed = 0
             if dead:
-                pred = "_txn IN (" + ", ".join(_sql_str(t) for t in dead) + ")"
-                metrics = self._retry(lambda dt=dt, pred=pred: dt.delete(pred), kind, reload=dt)
+                pred = "_txn IN (" + ", ".join(sql_str(t) for t in dead) + ")"
+                metrics = retry_commit(lambda dt=dt, pred=pred: dt.delete(pred), kind, reload=dt)
                 removed = int(metrics.get("num_deleted_rows", 0))
             dt.update_incremental()
-            opt = self._retry(lambda dt=dt: dt.optimize.compact(), kind, reload=dt)
+            opt = retry_commit(lambda dt=dt: dt.optimize.compact(), kind, reload=dt)
             out[kind] = {"orphan_rows_removed": removed, **opt}
         return out
 
@@ -832,9 +755,3 @@ class DatasetStore:
             raise StoreError(
                 f"this view of {self.root} is pinned at {format_versions(self.pinned)}; it is read-only"
             )
-
-
-def _txn_time(txn: str) -> int:
-    """The creation time (epoch s) a transaction id starts with; 0 when unreadable (treated as old)."""
-    head = txn.split("-", 1)[0]
-    return int(head) if head.isdigit() else 0

@@ -1,7 +1,7 @@
 """The read side of the dataset store: one table version opened once, and what reading it costs.
 
 :class:`~hwsurrogate.datasets.store.DatasetStore` decides *what* a reader sees (the visibility
-rules of its commit table); this module holds how one Delta table version is read:
+rules of its commit table, :mod:`.store_commits`); this module holds how one Delta table version is read:
 
 - :class:`Snapshot`: a table version opened once and shared by the threads reading it, with the
   transaction ids on its rows (:func:`table_txns`, mostly from file statistics, so a table whose
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import bisect
 import itertools
-import re
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -27,13 +26,11 @@ from urllib.parse import unquote
 
 import polars as pl
 
+from hwsurrogate.datasets.store_commits import TXN_RE
 from hwsurrogate.errors import StoreError
 
 __all__ = ["Page", "Snapshot", "file_batches", "page_batches", "table_files", "table_txns"]
 
-#: a transaction id as ``_commit_many`` makes it (epoch seconds, uuid4 hex): only a statistic of this
-#: form is trusted to name the one transaction of all of a file's non-null ``_txn`` values
-_TXN_RE = re.compile(r"[0-9]+-[0-9a-f]{32}")
 #: data file URI -> the transaction ids on its rows; Delta never rewrites a data file in place, so
 #: an entry stays true for as long as the file exists (shared by every store object of the process)
 _FILE_TXNS: dict[str, frozenset[str]] = {}
@@ -179,7 +176,9 @@ def table_txns(
     ):
         if rows is not None and nulls is not None and nulls >= rows:
             continue  # every row of the file has _txn null
-        if lo is not None and lo == hi and _TXN_RE.fullmatch(lo):
+        # only a statistic of the form a transaction id has (:data:`.store_commits.TXN_RE`) is
+        # trusted to name the one transaction of all of a file's non-null ``_txn`` values
+        if lo is not None and lo == hi and TXN_RE.fullmatch(lo):
             out.add(lo)
             continue
         key = f"{uri}/{path}"

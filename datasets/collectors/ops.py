@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -479,6 +480,23 @@ def _eval_module(case: Any) -> Any:
     return case.module.eval()
 
 
+@contextmanager
+def _timing_models(
+    cases: Sequence[ModelCase], what: str, *, threads: int, timer: str, min_time_s: float, progress: bool
+) -> Iterator[tuple[Environment, str, Iterable[ModelCase]]]:
+    """The set-up of a whole-model collector: ``cases`` must not be empty and the timing options
+    must hold; for the block, torch runs on ``threads`` threads. Yields the environment captured,
+    the device id (:func:`ops_device_id`) and the cases to time, behind a progress bar labelled
+    ``"<what> on <device id>"`` when ``progress``."""
+    if not cases:
+        raise CollectorError("cases: no models to time")
+    check_timing_options("cpu", timer=timer, threads=threads, min_time_s=min_time_s)
+    with envmod.thread_limit(threads) as n_threads:
+        env = capture_environment("cpu", threads=n_threads)
+        device_id = ops_device_id(n_threads)
+        yield env, device_id, track(list(cases), f"{what} on {device_id}") if progress else cases
+
+
 def collect_model_latency(
     cases: Sequence[ModelCase],
     *,
@@ -496,14 +514,10 @@ def collect_model_latency(
     """
     import torch
 
-    if not cases:
-        raise CollectorError("cases: no models to time")
-    check_timing_options("cpu", timer=timer, threads=threads, min_time_s=min_time_s)
     rows = []
-    with envmod.thread_limit(threads) as n_threads:
-        env = capture_environment("cpu", threads=n_threads)
-        device_id = ops_device_id(n_threads)
-        items = track(list(cases), f"models on {device_id}") if progress else cases
+    with _timing_models(
+        cases, "models", threads=threads, timer=timer, min_time_s=min_time_s, progress=progress
+    ) as (env, device_id, items):
         for case in items:
             module = _eval_module(case)
             x = _model_input(case)
@@ -618,14 +632,10 @@ def collect_inplace_ops(
 
     from hwsurrogate.datasets.frontends.torch_fx import trace_module
 
-    if not cases:
-        raise CollectorError("cases: no models to time")
-    check_timing_options("cpu", timer=timer, threads=threads, min_time_s=0.05)
     parts = []
-    with envmod.thread_limit(threads) as n_threads:
-        env = capture_environment("cpu", threads=n_threads)
-        device_id = ops_device_id(n_threads)
-        items = track(list(cases), f"ops in place on {device_id}") if progress else cases
+    with _timing_models(
+        cases, "ops in place", threads=threads, timer=timer, min_time_s=0.05, progress=progress
+    ) as (env, device_id, items):
         for case in items:
             module = _eval_module(case)
             try:

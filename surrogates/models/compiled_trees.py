@@ -21,6 +21,9 @@ model version has new bytes, so a stale library is never looked up. ``<key>/buil
 records the SHA-256 of ``<key>/trees.so`` as built; a library is loaded only when the cache
 root and its folder belong to this user and are writable by no one else, and the library's
 bytes hash to the recorded digest (:func:`load`). Anything else is ignored and rebuilt.
+Each finished build prunes the cache (:func:`prune`): folders whose ``build.json`` records an
+older :data:`BUILD_FORMAT` (no key of this version can name them) are removed, newer formats (a
+newer install sharing the cache) and folders without a readable record are left alone.
 
 **Builds** never run in the caller's thread: :func:`request_build` starts a detached process
 (``python -m hwsurrogate.surrogates.models.compiled_trees BUILD_DIR``) that outlives a one-off
@@ -46,6 +49,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -72,6 +76,7 @@ __all__ = [
     "missing_builder",
     "model_key",
     "predict_together",
+    "prune",
     "ready",
     "request_build",
     "toolchain",
@@ -106,6 +111,9 @@ BUILDS_ENV = "HWSURROGATE_COMPILED_BUILDS"
 #: cache's build slots taken (ask again later), or will not build it here (off, no tl2cgen or
 #: compiler, a failed build, a cache that is not private)
 BuildRequest = Literal["started", "building", "busy", "off"]
+
+#: the name of a finished build's folder: its key (:func:`model_key`)
+_KEY_RE = re.compile(r"[0-9a-f]{64}")
 
 _loaded: dict[str, CompiledTrees] = {}
 _logged: set[str] = set()
@@ -308,6 +316,47 @@ def _remove_stale_builds(root: Path) -> None:
             pass
 
 
+def prune(root: Path | None = None) -> list[Path]:
+    """Remove the finished builds of an older :data:`BUILD_FORMAT` from the cache; returns them.
+
+    Run after every build (:func:`build`). Only ``<root>/<key>`` folders are looked at, which
+    appear by one rename once a build is complete: a build under way (``.build-*`` folders,
+    ``<key>.building`` markers) is never touched. A folder is removed when it belongs to this
+    user, is writable by no one else and its ``build.json`` records a format below this
+    version's; a newer format (a newer install sharing the cache) or no readable record is kept.
+    The folder is first renamed to a ``.build-pruned-*`` name (atomic: another process sees the
+    whole build or none of it; a removal cut short is swept as a stale build folder), then
+    deleted; a process of an older install that has the library loaded keeps its mapping (on
+    Linux an unlinked shared library stays valid) and would build it again on its next start.
+    """
+    root = cache_root() if root is None else root
+    removed: list[Path] = []
+    try:
+        entries = sorted(root.iterdir())
+    except OSError:
+        return removed
+    for folder in entries:
+        if not _KEY_RE.fullmatch(folder.name) or not _private(folder):
+            continue
+        try:
+            meta = json.loads((folder / META_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        fmt = meta.get("format") if isinstance(meta, dict) else None
+        if not isinstance(fmt, int) or isinstance(fmt, bool) or fmt >= BUILD_FORMAT:
+            continue
+        grave = root / f".build-pruned-{folder.name[:12]}-{os.getpid()}-{os.urandom(4).hex()}"
+        try:
+            folder.rename(grave)
+        except OSError:  # removed (or renamed) meanwhile by another process
+            continue
+        shutil.rmtree(grave, ignore_errors=True)
+        removed.append(folder)
+    if removed:
+        log.info("removed %d compiled-trees builds of older formats from %s", len(removed), root)
+    return removed
+
+
 def max_builds() -> int:
     """Detached builds allowed at once per cache (:data:`BUILDS_ENV`, default half the cores, >= 1)."""
     raw = os.environ.get(BUILDS_ENV, "").strip()
@@ -425,6 +474,10 @@ def build(checkpoint: bytes, key: str, root: Path | None = None, *, work: Path |
         work.rename(final)
     except OSError:  # built meanwhile by another process: keep theirs if it loads
         shutil.rmtree(work, ignore_errors=True)
+    try:
+        prune(root)
+    except Exception as exc:  # noqa: BLE001 - the build is done; a cache left unpruned is no failure
+        log.warning("could not prune the compiled-trees cache %s: %s", root, exc)
     return final / LIB_FILE
 
 

@@ -102,6 +102,34 @@ def test_inplace_rows_are_trace_rows_of_every_timed_op() -> None:
         collect_inplace_ops([ModelCase("bad", build(), (4, 15), batch=4)], repeats=1, progress=False)
 
 
+def test_whole_model_collectors_share_checks_labels_and_thread_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from hwsurrogate.datasets.collectors import ops
+
+    labels: list[str] = []
+
+    def track(items, description):  # noqa: ANN001, ANN202 - records the label, passes the items on
+        labels.append(description)
+        return iter(items)
+
+    monkeypatch.setattr(ops, "track", track)
+    before = torch.get_num_threads()
+    case = ModelCase("tiny", nn.Sequential(nn.Linear(16, 8)), (4, 16), batch=4)
+    collect_model_latency([case], threads=2, min_time_s=0.0, warmup=1, min_samples=2)
+    assert torch.get_num_threads() == before  # the limit holds for the timing only
+    collect_inplace_ops([case], repeats=1)
+    assert labels == [f"models on {ops_device_id(2)}", f"ops in place on {ops_device_id(1)}"]
+    for collect in (collect_model_latency, collect_inplace_ops):
+        with pytest.raises(CollectorError, match="^cases: no models to time$"):
+            collect([], progress=False)
+        with pytest.raises(CollectorError, match="timer 'bogus'"):
+            collect([case], timer="bogus", progress=False)
+    with pytest.raises(CollectorError, match="min_time_s"):
+        collect_model_latency([case], min_time_s=-1.0, progress=False)
+    assert torch.get_num_threads() == before
+
+
 def test_predict_model_cli_errors_name_the_field(tmp_path: Path) -> None:
     from click.testing import CliRunner
 

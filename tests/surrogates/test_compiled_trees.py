@@ -184,6 +184,40 @@ def test_detached_build_serves_once_done(tmp_path: Path, monkeypatch: pytest.Mon
     assert (root / f"{bad}.failed").exists() and compiled_trees.request_build(bad, b"not a model") == "off"
 
 
+def test_a_build_prunes_older_formats_and_leaves_builds_under_way(tmp_path: Path) -> None:
+    """A finished build removes the cache's builds of older formats (compiled_trees.prune), not a
+    newer install's, not a build another process is writing; its own library still loads."""
+    root = tmp_path / "cache"
+    root.mkdir(mode=0o700)
+    root.chmod(0o700)
+
+    def entry(name: str, fmt: int) -> Path:
+        folder = root / compiled_trees.model_key(name.encode())
+        folder.mkdir(mode=0o700)
+        (folder / "trees.so").write_bytes(b"old")
+        (folder / "build.json").write_text(json.dumps({"format": fmt}))
+        return folder
+
+    old, newer = (
+        entry("old", compiled_trees.BUILD_FORMAT - 1),
+        entry("newer", compiled_trees.BUILD_FORMAT + 1),
+    )
+    work = root / ".build-0123456789ab-live"  # another process's build under way
+    work.mkdir(mode=0o700)
+    (work / "model.treelite").write_bytes(b"x")
+    marker = root / f"{compiled_trees.model_key(b'live')}.building"
+    marker.touch()
+    x, y, q = _data(6)
+    model = HistGradientBoostingRegressor(max_iter=3, max_leaf_nodes=4, random_state=0).fit(x, y)
+    runner = TreeRunner(to_treelite(model))
+    compiled_trees.build_in_subprocess(runner.checkpoint, runner.key, root)
+    assert not old.exists()
+    assert newer.exists() and work.exists() and marker.exists()
+    built = compiled_trees.load(runner.key, root)
+    assert built is not None
+    np.testing.assert_allclose(built.predict(q), model.predict(q), rtol=1e-9)
+
+
 def test_builds_wait_for_a_free_slot_and_the_runner_asks_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
