@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from hwsurrogate.service.batching import RequestBatcher
 from hwsurrogate.service.body import QueryRows, json_query_rows, request_body
-from hwsurrogate.service.deps import DispatchDep
+from hwsurrogate.service.deps import DirectRoute, DispatchDep
 from hwsurrogate.service.routes._common import (
     check_batch,
     domain_fields,
@@ -24,7 +24,8 @@ from hwsurrogate.service.served import checked_answer, run_dispatch
 from hwsurrogate.surrogates.api import INPUTS, OUTPUTS
 from hwsurrogate.surrogates.predict import Answer, Dispatch
 
-router = APIRouter(prefix="/v1/predict", tags=["predict"])
+# DirectRoute: its dependencies awaited without FastAPI's general solver (~45 us a request)
+router = APIRouter(prefix="/v1/predict", tags=["predict"], route_class=DirectRoute)
 
 #: column types of the query frame (the request's field names) and the frame's names for them
 _COLUMNS = {"device": "device_id"}
