@@ -12,6 +12,10 @@ Measures, on this machine:
 3. a 10,000-row GEMM batch over HTTP vs the same batch through the in-process model
    (``load_predictor('gemm').predict``). Target: HTTP <= 1.5x in-process.
 4. the HTTP floor: GET /healthz in a closed loop (no model, no body).
+5. the same two requests through the ASGI app called in this process (no uvicorn, no sockets):
+   process CPU per request, ``clients`` requests at a time, after the server has stopped. It
+   separates the service's own cost from the HTTP server's and is far less noisy than the phases
+   above on a shared machine.
 
 The served model is the project's own GEMM surrogate, trained by ``train_gemm_model`` on the
 GPPerf RTX 4070 data into a private MLflow registry (``--use-existing`` serves your champion).
@@ -195,6 +199,59 @@ def run_phase(proc: subprocess.Popen, *args: object, **kwargs: object) -> dict[s
         if not kwargs.get("floor") and calls1 > calls0:
             out["requests_per_model_call"] = round(n / (calls1 - calls0), 1)
     return out
+
+
+async def _asgi_call(app: object, method: str, path: str, body: bytes) -> int:
+    """One request through the ASGI ``app`` (no server); its status."""
+    headers = [(b"host", b"127.0.0.1")]
+    if body:
+        headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
+             "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+             "headers": headers, "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80)}  # fmt: skip
+    status = 0
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, object]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = int(message["status"])  # type: ignore[call-overload]
+
+    await app(scope, receive, send)  # type: ignore[operator]
+    return status
+
+
+def asgi_in_process(store: Path, device: str, clients: int, rounds: int = 150) -> dict[str, object]:
+    """Process CPU per request of ``GET /healthz`` and of a single-GEMM ``POST`` through the ASGI
+    app in this process: ``clients`` requests at a time (so the request batcher merges them as it
+    does under the closed loop), ``rounds`` times, after 20 rounds of warm-up; best of 3."""
+    from hwsurrogate.service.app import ServiceConfig, create_app
+
+    pool = [json.dumps({"queries": [q]}).encode() for q in queries(512, device, seed=2)]
+
+    async def run() -> dict[str, object]:
+        app = create_app(ServiceConfig(store=store, token=TOKEN))
+        out: dict[str, object] = {"clients": clients, "rounds": rounds}
+        async with app.router.lifespan_context(app):
+            app.state.models.ensure_loaded()
+            for label, method, path in (("healthz", "GET", "/healthz"), ("gemm", "POST", "/v1/predict/gemm")):
+                bodies = [b""] if method == "GET" else pool
+                best = float("inf")
+                for _ in range(3):
+                    for r in range(20 + rounds):
+                        if r == 20:
+                            c0 = time.process_time()
+                        sent = [bodies[(r * clients + i) % len(bodies)] for i in range(clients)]
+                        statuses = await asyncio.gather(*(_asgi_call(app, method, path, b) for b in sent))
+                        if any(s != 200 for s in statuses):
+                            raise RuntimeError(f"in-process {path} answered {sorted(set(statuses))}")
+                    best = min(best, (time.process_time() - c0) / (rounds * clients))
+                out[f"{label}_cpu_us_per_request"] = round(best * 1e6, 1)
+        return out
+
+    return asyncio.run(run())
 
 
 def queries(n: int, device: str, seed: int = 1) -> list[dict[str, object]]:
@@ -475,6 +532,9 @@ def main() -> None:
         finally:
             proc.terminate()
             proc.wait(15)
+        print(f"in process: the ASGI app, {args.clients} requests at a time ...", flush=True)
+        asgi = asgi_in_process(Path(tmp) / "store", device, args.clients)
+        print(json.dumps(asgi), flush=True)
     n_5xx = paced["n_5xx"] + load["n_5xx"] + floor["n_5xx"]
     floor_share = round(load["throughput_rps"] / floor["throughput_rps"], 3)
     cpu_share = round(floor["server_cpu_ms_per_request"] / max(load["server_cpu_ms_per_request"], 1e-9), 3)
@@ -512,6 +572,7 @@ def main() -> None:
             "floor_share": floor_share >= 0.7,
         },
         "batch_10k": batch,
+        "asgi_in_process": asgi,
         "wall_time_s": round(time.perf_counter() - t_start, 1),
     }
     # the common benchmark shape (docs/benchmarks.md) so BENCHMARKS.md lists it with the others
@@ -539,6 +600,12 @@ def main() -> None:
         {"metric": "server CPU per request: healthz / single GEMM", "split": closed, "ours": cpu_share,
          "anchor": None, "target": None, "direction": ">=", "met": None,
          "note": "the floor share reachable while the server's CPU is the limit"},
+        {"metric": "ASGI app in process, CPU us per request: GET /healthz", "split": f"{args.clients} at a time",
+         "ours": asgi["healthz_cpu_us_per_request"], "anchor": None, "target": None, "direction": "<=", "met": None,
+         "note": "no server, no sockets; best of 3 x 150 rounds"},
+        {"metric": "ASGI app in process, CPU us per request: single GEMM", "split": f"{args.clients} at a time",
+         "ours": asgi["gemm_cpu_us_per_request"], "anchor": None, "target": None, "direction": "<=", "met": None,
+         "note": "no server, no sockets; request batching merges them as under the closed loop"},
         {"metric": "GEMM one query in-process ms", "split": "load_predictor('gemm').predict, median of 50",
          "ours": batch["in_process_single_row_ms_median"], "anchor": None, "target": 0.1, "direction": "<=",
          "met": batch["in_process_single_row_ms_median"] <= 0.1, "note": "features + runtime + power trees"},
@@ -561,6 +628,8 @@ def main() -> None:
     print(f"{'saturation / floor':<44}{floor_share:>10}{'>= 0.7':>10}")
     cpu_floor, cpu_gemm = floor["server_cpu_ms_per_request"], load["server_cpu_ms_per_request"]
     print(f"{'server CPU ms/request healthz / GEMM':<44}{cpu_floor:>10}{cpu_gemm:>10}")
+    asgi_pair = f"{asgi['healthz_cpu_us_per_request']} / {asgi['gemm_cpu_us_per_request']}"
+    print(f"{'in-process ASGI CPU us/request healthz / GEMM':<44}{asgi_pair:>20}")
     print(
         f"{'GEMM one query in-process (ms)':<44}{batch['in_process_single_row_ms_median']:>10}{'<= 0.1':>10}"
     )
