@@ -231,7 +231,11 @@ def domain_issues(domain: dict[str, Any], queries: pl.DataFrame) -> list[list[st
     if by is not None and by in q.columns:
         keys = q[by].cast(pl.String)
         uniq = keys.unique(maintain_order=True).to_list()
-        groups = [(uniq[0], None)] if len(uniq) == 1 else [(k, keys == k) for k in uniq]
+        groups = (
+            [(uniq[0], None)]
+            if len(uniq) == 1
+            else [(k, keys.is_null() if k is None else keys == k) for k in uniq]  # a null key: its rows too
+        )
     else:
         groups = [("*", None)]
     for key, mask in groups:
