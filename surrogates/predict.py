@@ -239,7 +239,8 @@ class Dispatch:
         """
         if task not in INPUTS:
             raise ValueError(f"unknown task {task!r}; expected one of {sorted(INPUTS)}")
-        missing = [c for c in INPUTS[task] if c not in queries.columns]
+        names = queries.columns  # a new list per call: read once
+        missing = [c for c in INPUTS[task] if c not in names]
         if missing:
             raise ValueError(f"{task} queries miss column(s) {missing}")
         if task == "latency":
@@ -274,7 +275,7 @@ class Dispatch:
             return sliced[i]
 
         answers: list[Answer | Exception | None] = [None] * len(sizes)
-        together = self._shared_served(task, queries, part, len(sizes))
+        together = self._shared_served(task, queries, part, len(sizes)) if len(sizes) > 1 else None
         if together is not None and len(together[1]) > 1:
             predictor, which = together
             merged = queries if len(which) == len(sizes) else pl.concat([part(i) for i in which])
@@ -294,7 +295,8 @@ class Dispatch:
         that :meth:`predict` would hand to it alone (one :meth:`_served_part` call each); None when none."""
         if task not in ("gemm", "fpga-hls4ml") and not (task == "fpga-hlsyn" and self.hlsyn_kernels is None):
             return None
-        if any(c not in queries.columns for c in INPUTS[task]):
+        names = queries.columns
+        if any(c not in names for c in INPUTS[task]):
             return None
         try:
             predictor = self.served(task)
@@ -307,7 +309,7 @@ class Dispatch:
             return predictor, every
 
         def all_known(frame: pl.DataFrame) -> bool:
-            return all(d in known for d in frame["device_id"].cast(pl.String).unique().to_list())
+            return all(d in known for d in _devices_of(frame))
 
         if all_known(queries):  # the common case: one check for all
             return predictor, every
@@ -334,6 +336,10 @@ class Dispatch:
         starts = list(itertools.accumulate(sizes, initial=0))
         for j, n in enumerate(sizes):
             at = starts[j]
+            if issues is not None and not any(issues[at : at + n]):  # inside: no warning to word
+                inside: list[bool | None] = [True] * n
+                verdicts[j] = inside, []
+                continue
             try:
                 verdicts[j] = _verdict(
                     None if issues is None else issues[at : at + n], list(range(n)), who, strict
@@ -352,12 +358,13 @@ class Dispatch:
             return
         offset = 0
         noted = NOTE_COLUMN in outputs.columns
+        ref = _ref(predictor)
         for j, (in_domain, warnings) in verdicts.items():
             n = sizes[j]
             out, notes = outputs.slice(offset, n), []
             if noted:
                 out, notes = _notes(out, list(range(n)))
-            answers[where[j]] = Answer(out, "served", [_ref(predictor)], warnings + notes, in_domain)
+            answers[where[j]] = Answer(out, "served", [ref], warnings + notes, in_domain)
             offset += n
 
     def tasks_of(self, device_ids: Sequence[str]) -> dict[str, dict[str, str]]:
