@@ -126,7 +126,7 @@ def gemm_query_arrays(queries: pl.DataFrame) -> dict[str, np.ndarray]:
     layout as ``nn``. Works on whole columns, so a one-row query costs microseconds and a
     100k-row one milliseconds (polars' per-operation overhead would dominate the one-row case).
     A frame of at most :data:`FEW_QUERY_ROWS` rows with numeric dims and string columns is read
-    as Python values, column by column (the values are the same; every check below is shared).
+    as Python values (the values are the same; every check below is shared).
     """
     names = queries.columns
     present = set(names)
