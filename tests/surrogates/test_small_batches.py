@@ -146,30 +146,60 @@ def test_a_nan_bound_is_left_to_polars() -> None:
 
 
 # ----------------------------------------------------------------------------- GEMM features and outputs
-def test_small_batch_lookups_and_output_frames_equal_the_column_paths(
+def _features_or_error(frame: pl.DataFrame, index: features.DeviceIndex) -> object:
+    try:
+        return dict(features.gemm_feature_arrays(features.gemm_query_arrays(frame), index))
+    except ValueError as exc:  # a bad value or an unknown device, named
+        return f"{type(exc).__name__}: {exc}"
+
+
+def test_features_of_up_to_64_queries_equal_the_column_paths_bit_for_bit(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    rng = np.random.default_rng(7)
-    table = {"a": 0.0, "b": 1.0, "c": 2.0}
-    for n in (1, 8, 9, 22, 64):
-        values = np.array(rng.choice(["a", "b", "c", "zz", None], n), dtype=object)
-        runtime = rng.lognormal(0, 2, n)
-        power = np.where(rng.random(n) < 0.3, np.nan, rng.uniform(50, 300, n))
-        fast = (
-            features._lookup(values, table),
-            output_frame(runtime, power),
-            output_frame(runtime, power * 0 + 1),
-        )
+    """Query arrays read as Python lists and codes looked up in dicts give the column paths'
+    features (every column, the same bits) and the same errors."""
+    from .gemm_factories import devices_frame
+
+    index = features.DeviceIndex(devices_frame())
+    rng = np.random.default_rng(5)
+    same = errors = 0
+    for trial in range(150):
+        n = int(rng.integers(9, 65))
+        if trial % 3 == 0:  # nulls, NaN, unknown devices: mostly errors
+            frame = _odd_frame(rng, n).with_columns(pl.col("device_id").cast(pl.String))
+        else:  # valid queries, some columns of other types
+            frame = _queries(rng, n, ["test/gpu-b"] * 20 + ["nope/gpu"])
+            cast = [pl.col("m").cast(pl.Float64), pl.col("op").cast(pl.Categorical), pl.col("layout")]
+            frame = frame.with_columns(cast[int(rng.integers(3))])
+        fast = _features_or_error(frame, index)
         with monkeypatch.context() as m:
             _columns_only(m)
-            slow = (
-                features._lookup(values, table),
-                output_frame(runtime, power),
-                output_frame(runtime, power * 0 + 1),
-            )
-        np.testing.assert_array_equal(fast[0], slow[0])
-        assert fast[1].equals(slow[1]) and fast[2].equals(slow[2])
-        assert fast[1].schema == slow[1].schema == gemm_serving._OUTPUT_SCHEMA
+            slow = _features_or_error(frame, index)
+        if isinstance(slow, str):
+            assert fast == slow
+            errors += 1
+            continue
+        assert isinstance(fast, dict) and list(fast) == list(slow)
+        for col in slow:
+            a, b = fast[col], slow[col]
+            assert ((a.view(np.int64) == b.view(np.int64)) | (np.isnan(a) & np.isnan(b))).all(), col
+        same += 1
+    assert same > 30 and errors > 30
+
+
+def test_small_output_frames_equal_the_column_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(7)
+    schema = {"runtime_ms": pl.Float64, "power_w": pl.Float64, "energy_j": pl.Float64}
+    for n in (1, 8, 9, 22, 24, 25, 64):
+        runtime = rng.lognormal(0, 2, n)
+        power = np.where(rng.random(n) < 0.3, np.nan, rng.uniform(50, 300, n))
+        fast = (output_frame(runtime, power), output_frame(runtime, power * 0 + 1))
+        with monkeypatch.context() as m:
+            _columns_only(m)
+            slow = (output_frame(runtime, power), output_frame(runtime, power * 0 + 1))
+        assert fast[0].equals(slow[0]) and fast[1].equals(slow[1])
+        assert fast[0].schema == slow[0].schema == schema
+        assert fast[0]["power_w"].null_count() == int(np.isnan(power).sum())
 
 
 @pytest.fixture(scope="module")
