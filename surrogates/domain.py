@@ -219,7 +219,7 @@ def domain_issues(domain: dict[str, Any], queries: pl.DataFrame) -> list[list[st
     One vectorised pass per region; messages are built only for rows that fail. A frame of up
     to :data:`FEW_DOMAIN_ROWS` rows of plain strings and numbers is checked value by value in
     Python instead, with the same verdicts and messages (a polars query costs ~0.35 ms however
-    few the rows; this ~10 us for 22 rows).
+    few the rows on the 2-core machine; this ~35 us for 22 rows).
     """
     by = domain.get("by")
     regions: dict[str, Any] = domain.get("regions", {})
