@@ -17,7 +17,7 @@ compute features themselves. The steps are
 public for the served models (:mod:`~hwsurrogate.surrogates.models.gemm_serving`), which check a
 query once and build its features once for both the runtime and the power model:
 :func:`gemm_query_arrays` (checked columns), :func:`gemm_feature_arrays` (every feature column),
-:func:`stack_features` (the matrix a model reads). pandas is imported only for batches over 8 rows.
+:func:`stack_features` (the matrix a model reads). pandas is imported only for batches over 64 rows.
 """
 
 from __future__ import annotations
@@ -113,8 +113,8 @@ class UnknownGemmDeviceError(UnknownDeviceError, ValueError):
     """A GEMM query names a device without descriptors (neither trained on nor adapted)."""
 
 
-#: a query frame of up to this many rows is read with one ``rows()`` call instead of per column
-FEW_QUERY_ROWS = 8
+#: a query frame of up to this many rows is read as Python lists (:func:`gemm_query_arrays`)
+FEW_QUERY_ROWS = 64
 _DIM_COLUMNS = ("m", "n", "k", "batch")
 _STRING_COLUMNS = ("device_id", "op", "dtype", "layout")
 
@@ -126,7 +126,7 @@ def gemm_query_arrays(queries: pl.DataFrame) -> dict[str, np.ndarray]:
     layout as ``nn``. Works on whole columns, so a one-row query costs microseconds and a
     100k-row one milliseconds (polars' per-operation overhead would dominate the one-row case).
     A frame of at most :data:`FEW_QUERY_ROWS` rows with numeric dims and string columns is read
-    in one ``rows()`` call (the values are the same; every check below is shared).
+    as Python values (the values are the same; every check below is shared).
     """
     names = queries.columns
     present = set(names)
@@ -134,7 +134,7 @@ def gemm_query_arrays(queries: pl.DataFrame) -> dict[str, np.ndarray]:
     if missing:
         raise ValueError(f"gemm queries miss column(s) {missing}; expected {list(GEMM_QUERY_COLUMNS)}")
     n_rows = queries.height
-    raw = _few_rows(queries, names) if n_rows <= FEW_QUERY_ROWS else None
+    raw = _few_columns(queries, present) if n_rows <= FEW_QUERY_ROWS else None
     out: dict[str, np.ndarray] = {}
     if raw is not None:
         dims = np.array([raw.get(c, (1,) * n_rows) for c in _DIM_COLUMNS], dtype=np.float64).reshape(
@@ -193,19 +193,21 @@ def _whole_positive(d: Any, ops: type[_Columns] | type[_Scalars]) -> Any:
     return ops.isfinite(d) & (d >= 1) & (d == ops.floor(d))
 
 
-def _few_checked(raw: dict[str, tuple], dims: np.ndarray, n_rows: int) -> dict[str, np.ndarray] | None:
-    """:func:`gemm_query_arrays` of a few rows read by :func:`_few_rows`, checked value by value
-    with the same rules, where every value passes; None where one fails (the column checks then
-    name it). Costs a few microseconds where the column checks cost tens on a one-row frame."""
-    for v in dims.ravel().tolist():
-        if not _whole_positive(v, _Scalars):
-            return None
+def _few_checked(raw: dict[str, list], dims: np.ndarray, n_rows: int) -> dict[str, np.ndarray] | None:
+    """:func:`gemm_query_arrays` of a few rows read by :func:`_few_columns`, checked with the same
+    rules (value by value up to :data:`SCALAR_DIM_ROWS` rows, else on the dims array), where every
+    value passes; None where one fails (the column checks then name it). Costs a few microseconds
+    where the column checks cost tens on a one-row frame."""
+    if n_rows <= SCALAR_DIM_ROWS:
+        for v in dims.ravel().tolist():
+            if not _whole_positive(v, _Scalars):
+                return None
+    else:
+        with np.errstate(invalid="ignore"):
+            if not _whole_positive(dims, _Columns).all():
+                return None
     dev, dtype, op = raw["device_id"], raw["dtype"], raw["op"]
-    if (
-        None in dev
-        or not all(d in GEMM_DTYPE_SPECS for d in dtype)
-        or not all(o in GEMM_OP_CODES for o in op)
-    ):
+    if None in dev or not _DTYPE_NAMES.issuperset(dtype) or not _OP_NAMES.issuperset(op):
         return None
     layout = raw.get("layout", (None,) * n_rows)
     out = {col: dims[j] for j, col in enumerate(_DIM_COLUMNS)}
@@ -215,30 +217,39 @@ def _few_checked(raw: dict[str, tuple], dims: np.ndarray, n_rows: int) -> dict[s
     return out
 
 
-def _few_rows(queries: pl.DataFrame, names: list[str]) -> dict[str, tuple] | None:
-    """The query columns as tuples of Python values, read in one call, where every dim is a
-    number (int or float) or null and every text value a string or null (else None: read
-    column by column, which casts). Judged on the values, not the column types: a frame's
-    ``dtypes`` costs more than its ``rows()`` on one row, and a categorical column's values are
-    the strings the column path casts it to."""
-    rows = queries.rows()
-    if not rows:
-        return dict.fromkeys(names, ())
-    raw = dict(zip(names, zip(*rows, strict=True), strict=True))
+#: up to this many rows :func:`_few_checked` checks the dims one by one (numpy's per-call cost
+#: outweighs a few Python comparisons), beyond it on the whole array
+SCALAR_DIM_ROWS = 8
+_DTYPE_NAMES = frozenset(GEMM_DTYPE_SPECS)
+_OP_NAMES = frozenset(GEMM_OP_CODES)
+
+
+def _few_columns(queries: pl.DataFrame, present: set[str]) -> dict[str, list] | None:
+    """The query columns as lists of Python values, where every dim is a number (int or float)
+    or null and every text value a string or null (else None: read by the column path, which
+    casts). Judged on the values, not the column types: a frame's ``dtypes`` costs more than
+    reading a few values, and a categorical column's values are the strings the column path
+    casts it to."""
+    raw: dict[str, list] = {}
+    if 0 < queries.height <= SCALAR_DIM_ROWS:  # one ``rows()`` call beats a call per column here
+        raw = dict(zip(queries.columns, map(list, zip(*queries.rows(), strict=True)), strict=True))
     for columns, types in ((_DIM_COLUMNS, _NUMBERS), (_STRING_COLUMNS, _TEXTS)):
         for col in columns:
-            for v in raw.get(col, ()):  # plain loops: a generator per column costs more on a few rows
-                if type(v) not in types:
+            if col in present:
+                values = raw.get(col)
+                if values is None:
+                    values = raw[col] = queries.get_column(col).to_list()
+                if not types.issuperset(map(type, values)):
                     return None
     return raw
 
 
-_NUMBERS = (int, float, type(None))  # not bool: a boolean column is cast by the column path
-_TEXTS = (str, type(None))
+_NUMBERS = frozenset((int, float, type(None)))  # not bool: a boolean column is cast by the column path
+_TEXTS = frozenset((str, type(None)))
 
 
-def _text(queries: pl.DataFrame, col: str, raw: dict[str, tuple] | None) -> np.ndarray:
-    """Column ``col`` as an object array of str/None (from :func:`_few_rows` where read so)."""
+def _text(queries: pl.DataFrame, col: str, raw: dict[str, list] | None) -> np.ndarray:
+    """Column ``col`` as an object array of str/None (from :func:`_few_columns` where read so)."""
     if raw is not None:
         out = np.empty(len(raw[col]), dtype=object)
         out[:] = raw[col]
@@ -258,9 +269,15 @@ def _strings(s: pl.Series) -> np.ndarray:
     return s.to_numpy().astype(object, copy=False)
 
 
+#: up to this many values :func:`_lookup` looks each up in the dict (measured on the 2-core machine,
+#: load ~1.7: 22 values 3.0 us against 10.1 us for ``pandas.factorize``, 64 values 6.6 against 11.0,
+#: 128 values 12.2 against 12.4)
+FEW_LOOKUP_VALUES = 64
+
+
 def _lookup(values: np.ndarray, table: dict[str, float]) -> np.ndarray:
     """``table[v]`` for each value (NaN where absent or null), one look-up per distinct value."""
-    if values.size <= 8:  # a few queries: plain dict look-ups beat hashing the column
+    if values.size <= FEW_LOOKUP_VALUES:  # a few queries: plain dict look-ups beat hashing the column
         return np.array(
             [table.get(v, np.nan) if isinstance(v, str) else np.nan for v in values], dtype=np.float64
         )
