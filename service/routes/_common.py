@@ -67,10 +67,13 @@ def json_predictions(
     ~0.14 ms, fifteen times the whole Python path; larger frames take the polars path."""
     if outputs.height > SMALL_ROWS:
         return json_response(head, rows_key, finite_or_null(outputs, floats))
-    values = [outputs.get_column(c).cast(pl.Float64).to_list() for c in floats]
+    if outputs.columns == list(floats) and all(dt == pl.Float64 for dt in outputs.dtypes):
+        records = outputs.rows()  # one call (~0.4 us) instead of a cast and a list per column (~7 us)
+    else:
+        records = list(zip(*(outputs.get_column(c).cast(pl.Float64).to_list() for c in floats), strict=True))
     rows = [
         {c: v if v is not None and math.isfinite(v) else None for c, v in zip(floats, row, strict=True)}
-        for row in zip(*values, strict=True)
+        for row in records
     ]
     prefix = json.dumps(head)[:-1]
     sep = ", " if head else ""

@@ -165,7 +165,8 @@ def test_json_predictions_equals_the_polars_encoding():
                           "energy_j": pl.Series([1.5, 2.0, None, 0.1, 7.0], dtype=pl.Float32)})  # fmt: skip
     cols = ["runtime_ms", "power_w", "energy_j"]
     head = {"model": {"name": "m", "version": "1"}, "count": frame.height}
-    for part in (frame, frame.head(1), frame.clear()):
+    all_f64 = frame.with_columns(pl.col("energy_j").cast(pl.Float64))  # the one-call path (rows())
+    for part in (frame, frame.head(1), frame.clear(), all_f64, all_f64.head(1), all_f64.select(cols[::-1])):
         small = json.loads(json_predictions(head, "predictions", part, cols).body)
         polars = json.loads(json_response(head, "predictions", finite_or_null(part, cols)).body)
         assert small == polars
