@@ -131,14 +131,16 @@ def _direct_refusal(dependant: Dependant, where: str) -> str | None:
 
 async def _solve_direct(dependant: Dependant, request: Request, cache: dict[Any, Any]) -> dict[str, Any]:
     """The keyword arguments of ``dependant.call``: its dependencies awaited depth first, each
-    once per request (FastAPI's ``use_cache`` default), and the request itself."""
+    once per request unless declared ``Depends(..., use_cache=False)`` (FastAPI's rule), and the
+    request itself."""
     kwargs: dict[str, Any] = {}
     for sub in dependant.dependencies:
-        if sub.call in cache:
+        if sub.use_cache and sub.call in cache:
             value = cache[sub.call]
         else:
             value = await sub.call(**await _solve_direct(sub, request, cache))
-            cache[sub.call] = value
+            if sub.use_cache:
+                cache[sub.call] = value
         kwargs[sub.name] = value  # type: ignore[index]
     if dependant.request_param_name:
         kwargs[dependant.request_param_name] = request

@@ -92,3 +92,47 @@ def test_direct_route_refuses_what_it_cannot_resolve() -> None:
         @router.post("/b")
         async def b(x: Annotated[int, Depends(with_query)]) -> Response:
             return Response()
+
+
+CALLS: list[str] = []
+
+
+async def counted(request: Request) -> int:
+    CALLS.append("cached")
+    return len(CALLS)
+
+
+async def fresh(request: Request) -> int:
+    CALLS.append("fresh")
+    return len(CALLS)
+
+
+async def uses_both(
+    a: Annotated[int, Depends(counted)], b: Annotated[int, Depends(fresh, use_cache=False)]
+) -> tuple[int, int]:
+    return a, b
+
+
+def _calls_per_request(app: FastAPI) -> list[str]:
+    CALLS.clear()
+    with TestClient(app) as client:
+        assert client.post("/c").status_code == 200
+    return sorted(CALLS)
+
+
+def test_direct_route_caches_dependencies_as_fastapi_does() -> None:
+    router = APIRouter(route_class=DirectRoute)
+
+    @router.post("/c")
+    async def c(
+        x: Annotated[tuple[int, int], Depends(uses_both)],
+        y: Annotated[int, Depends(counted)],
+        z: Annotated[int, Depends(fresh, use_cache=False)],
+    ) -> Response:
+        return Response(f"{x} {y} {z}")
+
+    app = FastAPI()
+    app.include_router(router)
+    direct = _calls_per_request(app)
+    app.dependency_overrides[sync_dep] = sync_dep  # any override: FastAPI's own handler
+    assert direct == _calls_per_request(app) == ["cached", "fresh", "fresh"]
