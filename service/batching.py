@@ -17,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import polars as pl
 
@@ -26,6 +27,24 @@ from hwsurrogate.service.body import QueryRows
 
 #: calls with fewer rows than this run with a single OpenMP thread (see the module docstring)
 SINGLE_THREAD_ROWS = 512
+
+
+T = TypeVar("T")
+
+
+def _take_queued(items: queue.SimpleQueue[T], rows_of: Callable[[T], int], max_rows: int) -> list[T]:
+    """The next item of ``items`` (waiting for one) and whatever else is queued now, in order,
+    until they hold ``max_rows`` rows (``rows_of`` counts an item's)."""
+    taken = [items.get()]
+    rows = rows_of(taken[0])
+    while rows < max_rows:
+        try:
+            item = items.get_nowait()
+        except queue.Empty:
+            break
+        taken.append(item)
+        rows += rows_of(item)
+    return taken
 
 
 @dataclass
@@ -69,16 +88,7 @@ class CoalescingPredictor:
 
     def _loop(self) -> None:
         while True:
-            jobs = [self._queue.get()]
-            rows = jobs[0].queries.height
-            while rows < self.max_rows:
-                try:
-                    job = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                jobs.append(job)
-                rows += job.queries.height
-            self._run(jobs)
+            self._run(_take_queued(self._queue, lambda job: job.queries.height, self.max_rows))
 
     def _call(self, frame: pl.DataFrame) -> pl.DataFrame:
         self.n_model_calls += 1
@@ -189,15 +199,7 @@ class RequestBatcher:
 
     def _loop(self) -> None:
         while True:
-            bursts = [self._queue.get()]
-            rows = sum(r.queries.height for r in bursts[0][1])
-            while rows < self.max_rows:
-                try:
-                    burst = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                bursts.append(burst)
-                rows += sum(r.queries.height for r in burst[1])
+            bursts = _take_queued(self._queue, lambda b: sum(r.queries.height for r in b[1]), self.max_rows)
             groups: dict[tuple[int, str, bool], list[_Request]] = {}
             for _, burst in bursts:
                 for r in burst:
