@@ -189,6 +189,19 @@ def backward_gemms(frame: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     return d_in, d_w
 
 
+def _device_ratios(rows: pl.DataFrame, pred: str, min_rows: int) -> list[float]:
+    """Per device of ``rows`` (in device-id order) with at least ``min_rows`` rows whose ``pred``
+    is finite and positive: their measured ``latency_ms`` summed over their ``pred`` summed."""
+    ratios = []
+    for dev_id in rows["device_id"].unique().sort().to_list():
+        part = rows.filter(pl.col("device_id") == dev_id)
+        predicted = part[pred].to_numpy()
+        ok = np.isfinite(predicted) & (predicted > 0)
+        if ok.sum() >= min_rows:
+            ratios.append(float(part["latency_ms"].to_numpy()[ok].sum() / predicted[ok].sum()))
+    return ratios
+
+
 class OperatorLatencyModel:
     """Per-call latency of operator-table rows on any described device; see the module docstring.
 
@@ -434,13 +447,7 @@ class OperatorLatencyModel:
                                          pl.Series("_bucket", bucket if edges else np.zeros(rows_all.height, int)))  # fmt: skip
 
         def factor(rows: pl.DataFrame) -> float | None:
-            ratios = []
-            for dev_id in rows["device_id"].unique().sort().to_list():
-                part = rows.filter(pl.col("device_id") == dev_id)
-                pred = part["_pred"].to_numpy()
-                ok = np.isfinite(pred) & (pred > 0)
-                if ok.sum() >= 3:
-                    ratios.append(float(part["latency_ms"].to_numpy()[ok].sum() / pred[ok].sum()))
+            ratios = _device_ratios(rows, "_pred", 3)
             return float(np.median(ratios)) if ratios and len(ratios) >= need else None
 
         for (kind, phase), rows in rows_all.group_by("op_kind", "phase", maintain_order=True):
@@ -482,13 +489,7 @@ class OperatorLatencyModel:
         rows = rows.with_columns(pl.Series("_fw", fw))
 
         def ratio(part: pl.DataFrame) -> float | None:
-            ratios = []
-            for dev_id in part["device_id"].unique().sort().to_list():
-                one = part.filter(pl.col("device_id") == dev_id)
-                pred = one["_fw"].to_numpy()
-                ok = np.isfinite(pred) & (pred > 0)
-                if ok.sum() >= _MIN_RATIO_ROWS:
-                    ratios.append(float(one["latency_ms"].to_numpy()[ok].sum() / pred[ok].sum()))
+            ratios = _device_ratios(part, "_fw", _MIN_RATIO_ROWS)
             return float(np.median(ratios)) if ratios else None
 
         out: dict[tuple[str, ...], float] = {}
