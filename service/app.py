@@ -9,7 +9,6 @@ OpenAPI docs at ``/docs``; Prometheus metrics at ``/metrics``.
 
 from __future__ import annotations
 
-import gc
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -29,7 +28,7 @@ from hwsurrogate.service.errors import install_error_handlers
 from hwsurrogate.service.lookup import ArchIndex
 from hwsurrogate.service.middleware import BodyLimitMiddleware, MetricsMiddleware
 from hwsurrogate.service.routes import datasets, devices, fpga, gemm, health, latency, model
-from hwsurrogate.service.served import ServedModels, freeze_heap
+from hwsurrogate.service.served import ServedModels, serving_gc
 
 __all__ = ["ServiceConfig", "create_app", "create_app_from_env"]
 
@@ -63,10 +62,9 @@ def create_app(config: ServiceConfig | None = None) -> FastAPI:
         app.state.adapter = open_adapter(config.adapted_dir, store=config.store)
         if config.preload_models:
             app.state.models.ensure_loaded()  # ready only once they are (--preload-models)
-        freeze_heap()  # the modules and tables loaded so far live as long as the process
-        log.info("service ready in %.1f s (store %s)", time.perf_counter() - t0, config.store)
-        yield
-        gc.unfreeze()
+        with serving_gc():  # the modules and tables loaded so far live as long as the process
+            log.info("service ready in %.1f s (store %s)", time.perf_counter() - t0, config.store)
+            yield
 
     app = FastAPI(
         title="hwsurrogate",

@@ -25,7 +25,8 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,6 +56,29 @@ class ModelUnavailableError(HwSurrogateError):
 
 class PredictionInputError(HwSurrogateError, ValueError):
     """A predictor refused a query (its ValueError): HTTP 422 with the predictor's message."""
+
+
+#: The cyclic GC's young-generation threshold while the service runs (CPython's default: 700).
+#: Requests leave no cyclic garbage, but 32 requests in flight hold ~1,000-2,000 young objects
+#: that are not garbage: at 700, a young collection ran every ~12 single-GEMM requests and
+#: scanned them all, and the older generations' collections that follow stalled every request in
+#: flight (single-GEMM p99 62-89 ms at 32 closed-loop clients, against 15-17 ms at 20,000;
+#: benchmarks/service_load.py, docs/service.md "Garbage collection").
+SERVING_GC_THRESHOLD = 20_000
+
+
+@contextmanager
+def serving_gc(young_threshold: int = SERVING_GC_THRESHOLD) -> Iterator[None]:
+    """While the service runs: the heap alive now frozen (:func:`freeze_heap`) and the young
+    generation collected after ``young_threshold`` net allocations; both undone on exit."""
+    before = gc.get_threshold()
+    freeze_heap()
+    gc.set_threshold(max(young_threshold, before[0]), *before[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()
 
 
 def freeze_heap() -> None:

@@ -116,3 +116,20 @@ def test_serve_flags_reach_the_worker_config(monkeypatch) -> None:  # type: igno
     monkeypatch.delenv(PRELOAD_ENV)
     config = ServiceConfig.from_env()
     assert config.batching is True and config.preload_models is False
+
+
+def test_the_service_collects_young_objects_less_often_while_it_runs(tmp_path: Path) -> None:
+    """The lifespan freezes the start-up heap and raises the young-generation threshold
+    (``serving_gc``); shutting down puts back the threshold and the heap it found."""
+    import gc
+
+    from hwsurrogate.service.served import SERVING_GC_THRESHOLD
+
+    before = gc.get_threshold()
+    app = create_app(ServiceConfig(store=tmp_path / "store", token=TOKEN, load_models=False))
+    with TestClient(app) as c:
+        assert c.get("/healthz").status_code == 200
+        assert gc.get_threshold() == (max(SERVING_GC_THRESHOLD, before[0]), *before[1:])
+        assert gc.get_freeze_count() > 0
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0
