@@ -74,6 +74,12 @@ def _as_typed_dict(model: type[BaseModel]) -> type:
     return typed
 
 
+#: up to this many rows :meth:`QueryRows.frame_of` fills the defaults in Python, above it with one
+#: polars ``fill_null`` query (on this machine: 32 rows 33 us against 254 us, 1,024 rows 0.55 ms
+#: against 0.61 ms, 10,000 rows 5.4 ms against 3.6 ms)
+FILL_IN_PYTHON_ROWS = 1024
+
+
 @dataclass
 class QueryRows:
     """A request's validated query rows (dicts), with what makes them a frame: :meth:`frame`.
@@ -99,14 +105,18 @@ class QueryRows:
         """The rows of ``parts`` (same schema) as one frame, in order."""
         first = parts[0]
         rows = first.rows if len(parts) == 1 else [r for p in parts for r in p.rows]
-        frame = pl.DataFrame(rows, schema=first.schema)
-        fill = [
-            pl.col(n).fill_null(v)
-            for n, v in first.defaults.items()
-            if n in first.schema and frame[n].null_count()
-        ]
-        if fill:  # a polars query only when some row left a defaulted field out
-            frame = frame.with_columns(fill)
+        defaults = {n: v for n, v in first.defaults.items() if n in first.schema}
+        if len(rows) <= FILL_IN_PYTHON_ROWS:
+            for row in rows:  # in place: the validated dicts are ours, and filling twice changes nothing
+                for name, value in defaults.items():
+                    if row.get(name) is None:
+                        row[name] = value
+            frame = pl.DataFrame(rows, schema=first.schema)
+        else:
+            frame = pl.DataFrame(rows, schema=first.schema)
+            fill = [pl.col(n).fill_null(v) for n, v in defaults.items() if frame[n].null_count()]
+            if fill:  # a polars query only when some row left a defaulted field out
+                frame = frame.with_columns(fill)
         if first.columns:
             frame.columns = [
                 first.columns.get(c, c) for c in frame.columns

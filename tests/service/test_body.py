@@ -59,3 +59,18 @@ def test_errors_name_the_field_like_the_model_would(body: object, loc: tuple) ->
 def test_models_with_validators_are_refused() -> None:
     with pytest.raises(TypeError, match="validators"):
         _as_typed_dict(ArchQuery)
+
+
+def test_defaults_filled_in_python_and_in_polars_give_the_same_frame(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Small batches fill the model defaults in Python, large ones with a polars query: the same frame."""
+    from hwsurrogate.service import body
+
+    queries = [{"device": f"a/{i}", "m": i + 1, "n": 3, "k": 4} if i % 3 else
+               {"device": f"a/{i}", "op": "bmm", "m": i + 1, "n": 3, "k": 4, "batch": 2, "dtype": "bf16", "layout": "tn"}
+               for i in range(40)]  # fmt: skip
+    in_python = _parse({"queries": queries})
+    monkeypatch.setattr(body, "FILL_IN_PYTHON_ROWS", 0)
+    in_polars = _parse({"queries": queries})
+    assert in_python.equals(in_polars)
+    assert in_python["dtype"].to_list()[:3] == ["bf16", "fp32", "fp32"]
+    assert in_python["batch"].null_count() == 0 and in_python["layout"].null_count() == 26
