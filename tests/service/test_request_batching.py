@@ -119,6 +119,37 @@ def test_batcher_merges_one_loop_turn_into_one_dispatch_call():
     assert isinstance(got[20], ValueError)
 
 
+def test_merged_calls_run_in_the_batchers_thread_not_behind_another_queue():
+    """A served model wrapped for batching (``CoalescingPredictor``) called by the request batcher's
+    worker runs there: the call is merged already, and a second hand-over would add thread switches."""
+    import threading
+
+    from hwsurrogate.service.batching import CoalescingPredictor
+
+    class Where(DomainFake):
+        def predict(self, queries: pl.DataFrame) -> pl.DataFrame:
+            self.threads.append(threading.current_thread().name)
+            return super().predict(queries)
+
+    model = Where()
+    model.threads = []
+    wrapped = CoalescingPredictor(model)
+    dispatch = Dispatch(lambda task: wrapped, gemm_devices=lambda device: None)
+    batcher = RequestBatcher()
+
+    async def go() -> list[object]:
+        return await asyncio.gather(*[batcher.predict(dispatch, "gemm", _part(8 + i)) for i in range(5)])
+
+    got = asyncio.run(go())
+    assert model.threads == ["batch-requests"] and model.sizes == [5]
+    assert wrapped.n_model_calls == 1 and wrapped.n_requests == 0  # nothing went through its queue
+    alone = Dispatch(lambda task: model, gemm_devices=lambda device: None)
+    for i, answer in enumerate(got):
+        _same(answer, _alone(alone, _part(8 + i), False))  # type: ignore[arg-type]
+    # any other caller: through its worker
+    assert wrapped.predict(_part(8)).height == 1 and model.threads[-1] == "batch-gemm"
+
+
 def _app(tmp_path: Path, batching: bool):
     app = create_app(ServiceConfig(store=tmp_path / "store", load_models=False, batching=batching))
     models = fake_models()
