@@ -88,10 +88,10 @@ class CoalescingPredictor:
         return getattr(self.inner, name)
 
     def predict(self, queries: pl.DataFrame) -> pl.DataFrame:
+        self.n_requests += 1
         if _merging.active:  # the request batcher's worker: already one merged call, run here
             return self._call(queries)
         job = _Job(queries)
-        self.n_requests += 1
         self._queue.put(job)
         job.done.wait()
         if job.error is not None:

@@ -63,7 +63,7 @@ class PredictionInputError(HwSurrogateError, ValueError):
 #: that are not garbage: at 700, a young collection ran every ~12 single-GEMM requests and
 #: scanned them all, and the older generations' collections that follow stalled every request in
 #: flight (single-GEMM p99 62-89 ms at 32 closed-loop clients, against 15-17 ms at 20,000;
-#: benchmarks/service_load.py, docs/service.md "Garbage collection").
+#: benchmarks/service_load.py, docs/service.md "Fewer young collections while serving").
 SERVING_GC_THRESHOLD = 20_000
 
 
