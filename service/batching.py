@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import queue
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -75,7 +76,7 @@ class CoalescingPredictor:
         self.inner = inner
         self.max_rows = max_rows
         self.single_thread_rows = single_thread_rows
-        self._threadpools: Any = None  # threadpoolctl controller, made in the worker on first use
+        self._threadpools: tuple[Any, int] | None = None  # see :meth:`threadpools`
         self.n_model_calls = 0
         self.n_requests = 0
         self._queue: queue.SimpleQueue[_Job] = queue.SimpleQueue()
@@ -107,12 +108,20 @@ class CoalescingPredictor:
         self.n_model_calls += 1
         if frame.height >= self.single_thread_rows:
             return self.inner.predict(frame)
-        if self._threadpools is None:
+        with self.threadpools().limit(limits=1, user_api="openmp"):
+            return self.inner.predict(frame)
+
+    def threadpools(self) -> Any:
+        """A ``threadpoolctl`` controller of the thread pools loaded now. A controller sees only the
+        libraries loaded when it was made, and a model may load its own later (the frozen copy
+        answers small batches without scikit-learn; the first larger one imports it and its
+        OpenMP): so it is made again whenever modules were imported since (~3 ms, rare)."""
+        made = self._threadpools
+        if made is None or made[1] != len(sys.modules):
             from threadpoolctl import ThreadpoolController
 
-            self._threadpools = ThreadpoolController()  # sees the libraries the loaded models use
-        with self._threadpools.limit(limits=1, user_api="openmp"):
-            return self.inner.predict(frame)
+            made = self._threadpools = (ThreadpoolController(), len(sys.modules))
+        return made[0]
 
     def _run(self, jobs: list[_Job]) -> None:
         same_schema = all(j.queries.schema == jobs[0].queries.schema for j in jobs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -98,3 +99,47 @@ def test_small_calls_run_single_threaded_and_large_batches_keep_all_threads():
         pred.predict(pl.concat([_q(m) for m in range(1, 9)]))
     assert inner.threads[0] == 1
     assert inner.threads[1] > 1
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs 2+ cores to tell 1 thread from all")
+def test_openmp_loaded_after_the_first_call_is_limited_too():
+    """The frozen copy answers small batches without scikit-learn; when a later call loads it (and
+    its OpenMP), the calls after that run on one thread too (a fresh interpreter: nothing loaded)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        import sys
+        import polars as pl
+        from hwsurrogate.service.batching import CoalescingPredictor
+
+        class LoadsOpenMPLater:
+            task, name, version = "gemm", "hws-gemm", "1"
+            def __init__(self):
+                self.seen = []
+            def predict(self, queries):
+                if not self.seen:
+                    self.seen.append("sklearn" in sys.modules)
+                else:  # the second call loads scikit-learn and its OpenMP, as a full model would
+                    from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
+                    self.seen.append(_openmp_effective_n_threads())
+                return queries
+
+        inner = LoadsOpenMPLater()
+        pred = CoalescingPredictor(inner)
+        for _ in range(3):
+            pred.predict(pl.DataFrame({"m": [1]}))
+        import json
+        from sklearn.utils._openmp_helpers import _openmp_effective_n_threads
+        print(json.dumps([*inner.seen, _openmp_effective_n_threads()]))
+        """
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    loaded_at_first, _, third_call, outside = json.loads(out.stdout.strip().splitlines()[-1])
+    assert loaded_at_first is False  # the first call ran before OpenMP was loaded
+    assert third_call == 1  # limited, though OpenMP was loaded after the controller was first made
+    assert outside == 2  # and only inside the call
