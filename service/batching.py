@@ -67,8 +67,8 @@ class CoalescingPredictor:
     """A :class:`~hwsurrogate.surrogates.api.Predictor` that batches concurrent calls to ``inner``.
 
     A call from a :class:`RequestBatcher`'s worker is a merged call already: it runs in that
-    thread (same OpenMP limit), without a second hand-over (in process, ~5 us a single-GEMM
-    request less, and the merged rows stay in the cache of the thread that built them)."""
+    thread (same OpenMP limit), without a second hand-over (in process ~5 us a single-GEMM
+    request less, an ad-hoc timing; the merged rows stay in the cache of the thread that built them)."""
 
     def __init__(
         self, inner: Any, *, max_rows: int = 20_000, single_thread_rows: int = SINGLE_THREAD_ROWS
